@@ -1,0 +1,446 @@
+//! `bitdustctl`: the command-line client of BitDust.
+//!
+//! Exit status: 0 success; 1 the backup, restore or verify failed; 2 bad
+//! arguments; 4 done, with warnings (entries skipped, or a verified backup
+//! that has lost fragments but can still be restored).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use bitdust_ecc::Scheme;
+use bitdust_pipeline::local::{self, Selector};
+use bitdust_pipeline::{BackupOptions, Progress, RestoreOptions};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_WARNINGS: u8 = 4;
+
+/// Command-line client of BitDust, the peer-to-peer encrypted backup network.
+#[derive(Parser, Debug)]
+#[command(name = "bitdustctl", version, about, long_about = None)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing on success (for cron); errors still go to stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Offline backups to N local directories, one per would-be supplier.
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Args, Debug)]
+struct KeysArg {
+    /// Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys,
+    /// else ~/.local/share/bitdust/keys]. Created on first backup.
+    #[arg(long, value_name = "DIR")]
+    keys: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum LocalCommand {
+    /// Back PATH... up into DIR/<position>/ for positions 0..N-1.
+    Backup {
+        /// Files or directories to back up.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Directory that receives one subdirectory per position.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Number of suppliers (positions): 2, 4, 7, 13, 18, 26 or 64.
+        #[arg(long, default_value_t = 7, value_parser = parse_suppliers)]
+        suppliers: usize,
+        /// Erasure-coding scheme: xor (ECC maps, cheap repair) or rs (Reed-Solomon, any half restores).
+        #[arg(long, default_value = "xor", value_parser = parse_scheme)]
+        scheme: Scheme,
+        /// zstd compression level (-7..=22).
+        #[arg(long, default_value_t = bitdust_pipeline::DEFAULT_ZSTD_LEVEL, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(i32).range(-7..=22))]
+        zstd_level: i32,
+        /// Desired block size, e.g. 4M, 512K.
+        #[arg(long, default_value = "4M", value_parser = parse_size)]
+        block_size: usize,
+        /// Maximum block size.
+        #[arg(long, default_value = "64M", value_parser = parse_size)]
+        max_block_size: usize,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// Restore a backup from whatever positions of DIR are present.
+    Restore {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Which backup: ID or ID@VERSION [default: the only backup, newest version].
+        #[arg(value_name = "ID[@VERSION]")]
+        which: Option<Selector>,
+        /// New or empty directory to restore into.
+        #[arg(long, value_name = "OUT")]
+        to: PathBuf,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// Check every fragment and report per block how many more positions may be lost.
+    Verify {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Which backup: ID or ID@VERSION [default: the only backup, newest version].
+        #[arg(value_name = "ID[@VERSION]")]
+        which: Option<Selector>,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// List the complete backup versions in DIR.
+    List {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+fn parse_suppliers(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if bitdust_ecc::SUPPLIER_COUNTS.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} suppliers is not supported; use one of 2, 4, 7, 13, 18, 26, 64"
+        ))
+    }
+}
+
+fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    s.parse::<Scheme>()
+        .map_err(|_| format!("{s:?} is not a scheme; use xor or rs"))
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1usize),
+        Some((i, _)) => {
+            let m = match t[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                _ => {
+                    return Err(format!(
+                        "{s:?} is not a size; write e.g. 4M, 512K or 1048576"
+                    ));
+                }
+            };
+            (&t[..i], m)
+        }
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. 4M, 512K or 1048576"))?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
+}
+
+fn keys_dir(arg: &KeysArg) -> anyhow::Result<PathBuf> {
+    if let Some(k) = &arg.keys {
+        return Ok(k.clone());
+    }
+    if let Some(k) = std::env::var_os("BITDUST_KEYS") {
+        return Ok(k.into());
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("bitdust/keys"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither --keys, BITDUST_KEYS nor HOME is set; pass --keys DIR")?;
+    Ok(PathBuf::from(home).join(".local/share/bitdust/keys"))
+}
+
+/// A progress bar on a terminal, nothing elsewhere.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(show: bool, total: u64, what: &str) -> Bar {
+        if !show || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(&format!(
+                "{what} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Bar(Some(pb))
+    }
+    fn done(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn advance(&self, bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(bytes);
+        }
+    }
+}
+
+fn tree_size(paths: &[PathBuf]) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| walk(&e.path()))
+                .sum(),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        }
+    }
+    paths.iter().map(|p| walk(p)).sum()
+}
+
+/// This process's peak resident set size (Linux `VmHWM`), for `--json`.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("bitdustctl: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    let Command::Local(cmd) = &cli.command;
+    let show = !cli.quiet && !cli.json;
+    match cmd {
+        LocalCommand::Backup {
+            paths,
+            to,
+            suppliers,
+            scheme,
+            zstd_level,
+            block_size,
+            max_block_size,
+            keys,
+        } => {
+            let opts = BackupOptions {
+                scheme: *scheme,
+                suppliers: *suppliers,
+                zstd_level: *zstd_level,
+                block_size: *block_size,
+                max_block_size: *max_block_size,
+            };
+            let keys = keys_dir(keys)?;
+            let bar = Bar::new(show, if show { tree_size(paths) } else { 0 }, "backup");
+            let start = Instant::now();
+            let r = local::backup_to_dir(&keys, paths, to, &opts, &bar);
+            bar.done();
+            let r = r?;
+            let secs = start.elapsed().as_secs_f64();
+            let m = &r.manifest;
+            for s in &r.skipped {
+                eprintln!("bitdustctl: warning: skipped {s}");
+            }
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "backup_id": m.backup_id.to_string(), "version": m.version,
+                        "suppliers": m.suppliers, "scheme": m.scheme.to_string(), "blocks": m.blocks,
+                        "files": r.files, "directories": r.directories, "symlinks": r.symlinks,
+                        "content_bytes": r.content_bytes, "archive_bytes": m.archive_bytes,
+                        "compressed_bytes": m.compressed_bytes, "stored_bytes": m.stored_bytes,
+                        "skipped": r.skipped, "degraded_positions": r.degraded_positions,
+                        "seconds": secs, "to": to, "peak_rss_bytes": peak_rss_bytes(),
+                    })
+                );
+            } else if !cli.quiet {
+                println!(
+                    "backup {}@{}: {} files, {} dirs, {} symlinks, {} bytes -> {} compressed -> {} stored in {} blocks over {} positions ({}) in {:.1}s",
+                    m.backup_id,
+                    m.version,
+                    r.files,
+                    r.directories,
+                    r.symlinks,
+                    r.content_bytes,
+                    m.compressed_bytes,
+                    m.stored_bytes,
+                    m.blocks,
+                    m.suppliers,
+                    m.scheme,
+                    secs
+                );
+                if !r.degraded_positions.is_empty() {
+                    println!(
+                        "positions that failed and need repair: {:?}",
+                        r.degraded_positions
+                    );
+                }
+            }
+            Ok(if r.skipped.is_empty() && r.degraded_positions.is_empty() {
+                0
+            } else {
+                EXIT_WARNINGS
+            })
+        }
+        LocalCommand::Restore {
+            dir,
+            which,
+            to,
+            keys,
+        } => {
+            let keys = keys_dir(keys)?;
+            let bar = Bar::new(show, 0, "restore");
+            let start = Instant::now();
+            let r = local::restore_from_dir(
+                &keys,
+                dir,
+                which.unwrap_or_default(),
+                to,
+                &RestoreOptions::default(),
+                &bar,
+            );
+            bar.done();
+            let (m, r) = r?;
+            let secs = start.elapsed().as_secs_f64();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "backup_id": m.backup_id.to_string(), "version": m.version, "to": to,
+                        "blocks": r.blocks, "decoded_blocks": r.decoded_blocks, "files": r.files,
+                        "directories": r.directories, "symlinks": r.symlinks, "bytes": r.bytes,
+                        "rejected_fragments": r.rejected_fragments, "skipped": r.skipped, "seconds": secs,
+                        "peak_rss_bytes": peak_rss_bytes(),
+                    })
+                );
+            } else if !cli.quiet {
+                println!(
+                    "restored {}@{} into {}: {} files, {} dirs, {} symlinks, {} bytes; {} of {} blocks needed the ECC decoder; {} fragments rejected, in {:.1}s",
+                    m.backup_id,
+                    m.version,
+                    to.display(),
+                    r.files,
+                    r.directories,
+                    r.symlinks,
+                    r.bytes,
+                    r.decoded_blocks,
+                    r.blocks,
+                    r.rejected_fragments.len(),
+                    secs
+                );
+            }
+            Ok(if r.skipped.is_empty() {
+                0
+            } else {
+                EXIT_WARNINGS
+            })
+        }
+        LocalCommand::Verify { dir, which, keys } => {
+            let keys = keys_dir(keys)?;
+            let r = local::verify_dir(&keys, dir, which.unwrap_or_default())?;
+            let lost = r.unrecoverable();
+            let damaged = r
+                .blocks
+                .iter()
+                .filter(|b| !b.damaged_positions.is_empty())
+                .count();
+            if cli.json {
+                let blocks: Vec<_> = r
+                    .blocks
+                    .iter()
+                    .map(|b| {
+                        json!({"block": b.block, "valid_fragments": b.valid_fragments,
+                               "total_fragments": b.total_fragments, "damaged_positions": b.damaged_positions,
+                               "margin": b.margin, "margin_exact": b.margin_exact})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"backup_id": r.manifest.backup_id.to_string(), "version": r.manifest.version,
+                           "blocks": blocks, "unrecoverable_blocks": lost, "min_margin": r.min_margin(),
+                           "rejected_fragments": r.rejected_fragments})
+                );
+            } else if !cli.quiet || !lost.is_empty() {
+                println!("backup {}@{}:", r.manifest.backup_id, r.manifest.version);
+                for b in &r.blocks {
+                    let m = match b.margin {
+                        Some(m) if b.margin_exact => format!("{m} more positions may be lost"),
+                        Some(m) => format!("at least {m} more positions may be lost"),
+                        None => "CANNOT BE RECOVERED".into(),
+                    };
+                    println!(
+                        "  block {}: {}/{} fragments ok, damaged positions {:?}: {m}",
+                        b.block, b.valid_fragments, b.total_fragments, b.damaged_positions
+                    );
+                }
+                for f in &r.rejected_fragments {
+                    println!("  rejected {f}");
+                }
+            }
+            if !lost.is_empty() {
+                eprintln!(
+                    "bitdustctl: {} blocks cannot be recovered: {:?}",
+                    lost.len(),
+                    lost
+                );
+                return Ok(EXIT_FAILED);
+            }
+            Ok(if damaged > 0 { EXIT_WARNINGS } else { 0 })
+        }
+        LocalCommand::List { dir } => {
+            let all = local::LocalStore::new(dir).list();
+            if cli.json {
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|l| json!({"backup_id": l.backup_id.to_string(), "version": l.version, "positions": l.positions}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else if !cli.quiet {
+                for l in &all {
+                    println!("{}@{}  positions {:?}", l.backup_id, l.version, l.positions);
+                }
+            }
+            Ok(0)
+        }
+    }
+}

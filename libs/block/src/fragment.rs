@@ -1,0 +1,144 @@
+//! The fragment file: how one fragment is laid out on disk and on the wire.
+//!
+//! ```text
+//! offset   size  field
+//! 0        4     magic "BDFR"
+//! 4        1     format version (1)
+//! 5        1     kind: 0 data, 1 parity
+//! 6        2     fragment number, u16 little-endian
+//! 8        4     header length H, u32 little-endian, at most MAX_HEADER_LEN
+//! 12       H     BlockHeader (protobuf, bitdust.format.v1)
+//! 12+H     64    ed25519 signature over "bitdust block header v1" 0x00 header
+//! 76+H     8     payload length P, u64 little-endian (= header.fragment_len)
+//! 84+H     P     payload
+//! ```
+
+use std::io::{self, Read, Write};
+
+use bitdust_crypto::{SIGNATURE_LEN, Signature};
+use bitdust_ecc::FragmentKind;
+
+use crate::SignedHeader;
+
+/// First bytes of every fragment file.
+pub const FRAGMENT_MAGIC: [u8; 4] = *b"BDFR";
+/// The fragment format version this code writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// The largest header accepted (a 64-supplier header is about 4.4 KiB).
+pub const MAX_HEADER_LEN: usize = 16 * 1024;
+/// Bytes before the header.
+pub const FRAGMENT_PREFIX_LEN: usize = 12;
+
+/// A fragment file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FragmentError {
+    /// Not a fragment file.
+    #[error("not a BitDust fragment (bad magic bytes)")]
+    BadMagic,
+    /// Written by another format version.
+    #[error(
+        "fragment format version {0} is not supported by this version of BitDust (it reads version 1); upgrade BitDust"
+    )]
+    UnsupportedVersion(u8),
+    /// A field is out of range.
+    #[error("the fragment is malformed: {0}")]
+    Malformed(String),
+    /// The file ended early.
+    #[error("the fragment is truncated")]
+    Truncated,
+    /// Any other I/O error.
+    #[error("reading the fragment failed: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for FragmentError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FragmentError::Truncated
+        } else {
+            FragmentError::Io(e)
+        }
+    }
+}
+
+/// Everything of a fragment file before its payload.
+#[derive(Clone, Debug)]
+pub struct FragmentPrefix {
+    /// Data or parity.
+    pub kind: FragmentKind,
+    /// The fragment number within the block.
+    pub index: usize,
+    /// The signed header bytes (not yet verified).
+    pub header_bytes: Vec<u8>,
+    /// The signature over them.
+    pub signature: Signature,
+    /// Length of the payload that follows.
+    pub payload_len: u64,
+}
+
+/// Writes fragment `index` of a signed block with its payload.
+pub fn write_fragment(
+    w: &mut impl Write,
+    header: &SignedHeader,
+    index: usize,
+    kind: FragmentKind,
+    payload: &[u8],
+) -> io::Result<()> {
+    let mut prefix = [0u8; FRAGMENT_PREFIX_LEN];
+    prefix[..4].copy_from_slice(&FRAGMENT_MAGIC);
+    prefix[4] = FORMAT_VERSION;
+    prefix[5] = match kind {
+        FragmentKind::Data => 0,
+        FragmentKind::Parity => 1,
+    };
+    let index = u16::try_from(index).map_err(|_| io::Error::other("fragment number over 65535"))?;
+    prefix[6..8].copy_from_slice(&index.to_le_bytes());
+    prefix[8..12].copy_from_slice(&(header.bytes.len() as u32).to_le_bytes());
+    w.write_all(&prefix)?;
+    w.write_all(&header.bytes)?;
+    w.write_all(&header.signature)?;
+    w.write_all(&(payload.len() as u64).to_le_bytes())?;
+    w.write_all(payload)
+}
+
+/// Reads a fragment file up to its payload; the caller reads `payload_len`
+/// bytes next. Nothing is trusted yet: see [`SignedHeader::verify`].
+pub fn read_fragment(r: &mut impl Read) -> Result<FragmentPrefix, FragmentError> {
+    let mut prefix = [0u8; FRAGMENT_PREFIX_LEN];
+    r.read_exact(&mut prefix)?;
+    if prefix[..4] != FRAGMENT_MAGIC {
+        return Err(FragmentError::BadMagic);
+    }
+    if prefix[4] != FORMAT_VERSION {
+        return Err(FragmentError::UnsupportedVersion(prefix[4]));
+    }
+    let kind = match prefix[5] {
+        0 => FragmentKind::Data,
+        1 => FragmentKind::Parity,
+        k => {
+            return Err(FragmentError::Malformed(format!(
+                "unknown fragment kind {k}"
+            )));
+        }
+    };
+    let index = u16::from_le_bytes([prefix[6], prefix[7]]) as usize;
+    let header_len = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize;
+    if header_len > MAX_HEADER_LEN {
+        return Err(FragmentError::Malformed(format!(
+            "header of {header_len} bytes is over the {MAX_HEADER_LEN} allowed"
+        )));
+    }
+    let mut header_bytes = vec![0u8; header_len];
+    r.read_exact(&mut header_bytes)?;
+    let mut signature = [0u8; SIGNATURE_LEN];
+    r.read_exact(&mut signature)?;
+    let mut len = [0u8; 8];
+    r.read_exact(&mut len)?;
+    Ok(FragmentPrefix {
+        kind,
+        index,
+        header_bytes,
+        signature,
+        payload_len: u64::from_le_bytes(len),
+    })
+}

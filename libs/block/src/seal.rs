@@ -1,0 +1,345 @@
+//! Sealing a block into fragments, and opening it again from fragments.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bitdust_crypto::{BackupKey, Identity, NodeId, OpenError, SealError, open, seal_into};
+use bitdust_ecc::{Code, EccError};
+
+use crate::fragment::{FragmentError, read_fragment};
+use crate::header::{BlockHeader, HeaderError, SignedHeader};
+use crate::{BackupId, MAX_BLOCK_LEN};
+
+/// Sealing or opening a block failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// Encryption failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// Too many fragments are missing or damaged.
+    #[error("block {block} cannot be recovered: {source}")]
+    Unrecoverable {
+        /// The block number.
+        block: u64,
+        /// What the decoder said.
+        source: EccError,
+    },
+    /// No fragment of the block carried a valid signed header.
+    #[error("block {block} has no fragment with a valid header signed by {customer} ({reasons})")]
+    NoValidHeader {
+        /// The block number.
+        block: u64,
+        /// The expected signer.
+        customer: NodeId,
+        /// Why the fragments seen were rejected.
+        reasons: String,
+    },
+    /// The block decrypted badly: altered, or not our key.
+    #[error("block {block} does not decrypt: {source}")]
+    Decrypt {
+        /// The block number.
+        block: u64,
+        /// What age said.
+        source: OpenError,
+    },
+    /// The decrypted length disagrees with the signed header.
+    #[error("block {block} decrypted to {got} bytes but its header says {expected}")]
+    LengthMismatch {
+        /// The block number.
+        block: u64,
+        /// Bytes decrypted.
+        got: usize,
+        /// Bytes in the header.
+        expected: u64,
+    },
+}
+
+/// Encrypts, encodes and signs the blocks of one backup version.
+pub struct BlockSealer {
+    identity: Arc<Identity>,
+    backup_id: BackupId,
+    version: u64,
+    code: Code,
+    recipient: age::x25519::Recipient,
+}
+
+/// A sealed block: its signed header and all fragment payloads. Reused from
+/// block to block so a backup allocates its buffers once.
+#[derive(Default)]
+pub struct SealedBlock {
+    header: Option<SignedHeader>,
+    fragments: Vec<u8>,
+    fragment_len: usize,
+}
+
+impl SealedBlock {
+    /// The signed header (after a successful [`BlockSealer::seal`]).
+    pub fn header(&self) -> Option<&SignedHeader> {
+        self.header.as_ref()
+    }
+
+    /// Payload of fragment `f`.
+    pub fn fragment(&self, f: usize) -> &[u8] {
+        &self.fragments[f * self.fragment_len..(f + 1) * self.fragment_len]
+    }
+}
+
+impl BlockSealer {
+    /// A sealer for one version of a backup, encrypting to `recipient`.
+    pub fn new(
+        identity: Arc<Identity>,
+        backup_id: BackupId,
+        version: u64,
+        code: Code,
+        recipient: age::x25519::Recipient,
+    ) -> Self {
+        BlockSealer {
+            identity,
+            backup_id,
+            version,
+            code,
+            recipient,
+        }
+    }
+
+    /// The ECC code used.
+    pub fn code(&self) -> &Code {
+        &self.code
+    }
+
+    /// Seals block number `block` holding `plain` into `out`.
+    pub fn seal(
+        &self,
+        block: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut SealedBlock,
+    ) -> Result<(), BlockError> {
+        // age writes the ciphertext straight into the fragment buffer, where
+        // the data fragments are laid out back to back.
+        out.fragments.clear();
+        seal_into(&self.recipient, plain, &mut out.fragments)?;
+        let cipher_len = out.fragments.len();
+        let fl = self.code.fragment_len(cipher_len);
+        let count = self.code.fragment_count();
+        out.fragments.resize(count * fl, 0);
+        out.fragment_len = fl;
+        self.code
+            .encode(&mut out.fragments, fl)
+            .map_err(|source| BlockError::Unrecoverable { block, source })?;
+        let fragment_hashes = out
+            .fragments
+            .chunks_exact(fl)
+            .map(|f| *blake3::hash(f).as_bytes())
+            .collect();
+        let header = BlockHeader {
+            customer: self.identity.node_id(),
+            backup_id: self.backup_id,
+            version: self.version,
+            block,
+            scheme: self.code.scheme(),
+            suppliers: self.code.suppliers(),
+            plain_len: plain.len() as u64,
+            cipher_len: cipher_len as u64,
+            fragment_len: fl as u64,
+            fragment_hashes,
+            last,
+        };
+        out.header = Some(header.sign(&self.identity));
+        Ok(())
+    }
+}
+
+/// Why one fragment was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum FragmentRejection {
+    /// The file could not be parsed.
+    #[error(transparent)]
+    Format(#[from] FragmentError),
+    /// Its header did not verify.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// It belongs to another backup, version or block.
+    #[error("it belongs to {0}")]
+    Elsewhere(String),
+    /// Its header differs from the block's other fragments.
+    #[error("its signed header differs from the other fragments of the block")]
+    HeaderConflict,
+    /// Its payload does not match the signed hash.
+    #[error("its payload does not match the signed hash (corrupted)")]
+    HashMismatch,
+    /// Its number does not match where it was found.
+    #[error("it is fragment {found}, expected {expected}")]
+    Misplaced {
+        /// Number in the file.
+        found: usize,
+        /// Number expected.
+        expected: usize,
+    },
+}
+
+/// Collects the fragments of one block, verifying each, and opens the block.
+pub struct BlockOpener {
+    customer: NodeId,
+    backup_id: BackupId,
+    version: u64,
+    block: u64,
+    header: Option<SignedHeader>,
+    code: Option<Code>,
+    fragments: Vec<u8>,
+    present: Vec<bool>,
+    rejections: Vec<String>,
+}
+
+impl BlockOpener {
+    /// Starts collecting block `block` of `backup_id`@`version` signed by `customer`.
+    pub fn new(customer: NodeId, backup_id: BackupId, version: u64, block: u64) -> Self {
+        BlockOpener {
+            customer,
+            backup_id,
+            version,
+            block,
+            header: None,
+            code: None,
+            fragments: Vec::new(),
+            present: Vec::new(),
+            rejections: Vec::new(),
+        }
+    }
+
+    /// The verified header, once a fragment has been accepted.
+    pub fn header(&self) -> Option<&BlockHeader> {
+        self.header.as_ref().map(|h| &h.header)
+    }
+
+    /// Which fragments are held and verified.
+    pub fn present(&self) -> &[bool] {
+        &self.present
+    }
+
+    /// Reasons fragments were rejected so far, one line each.
+    pub fn rejections(&self) -> &[String] {
+        &self.rejections
+    }
+
+    /// Reads one fragment file that should be fragment `expected`. A fragment
+    /// that fails any check is recorded as rejected and treated as missing.
+    pub fn add(
+        &mut self,
+        expected: usize,
+        r: &mut impl Read,
+        source: &str,
+    ) -> Result<(), FragmentRejection> {
+        let res = self.add_inner(expected, r);
+        if let Err(e) = &res {
+            self.rejections.push(format!("{source}: {e}"));
+        }
+        res
+    }
+
+    fn add_inner(&mut self, expected: usize, r: &mut impl Read) -> Result<(), FragmentRejection> {
+        let prefix = read_fragment(r)?;
+        if prefix.index != expected {
+            return Err(FragmentRejection::Misplaced {
+                found: prefix.index,
+                expected,
+            });
+        }
+        match &self.header {
+            Some(h) => {
+                if h.bytes != prefix.header_bytes || h.signature != prefix.signature {
+                    return Err(FragmentRejection::HeaderConflict);
+                }
+            }
+            None => {
+                let signed =
+                    SignedHeader::verify(prefix.header_bytes, prefix.signature, &self.customer)?;
+                let h = &signed.header;
+                if h.backup_id != self.backup_id
+                    || h.version != self.version
+                    || h.block != self.block
+                {
+                    return Err(FragmentRejection::Elsewhere(format!(
+                        "backup {} version {} block {}",
+                        h.backup_id, h.version, h.block
+                    )));
+                }
+                let code = h.code().map_err(|e| HeaderError::Invalid(e.to_string()))?;
+                let fl = h.fragment_len as usize;
+                self.fragments = vec![0u8; code.fragment_count() * fl];
+                self.present = vec![false; code.fragment_count()];
+                self.code = Some(code);
+                self.header = Some(signed);
+            }
+        }
+        let (Some(h), Some(code)) = (&self.header, &self.code) else {
+            unreachable!("set above");
+        };
+        let fl = h.header.fragment_len as usize;
+        if expected >= code.fragment_count() {
+            return Err(FragmentRejection::Misplaced {
+                found: expected,
+                expected: code.fragment_count(),
+            });
+        }
+        if prefix.payload_len != fl as u64 {
+            return Err(FragmentError::Malformed(format!(
+                "payload of {} bytes where the header says {fl}",
+                prefix.payload_len
+            ))
+            .into());
+        }
+        let slot = &mut self.fragments[expected * fl..(expected + 1) * fl];
+        r.read_exact(slot).map_err(FragmentError::from)?;
+        if blake3::hash(slot).as_bytes() != &h.header.fragment_hashes[expected] {
+            return Err(FragmentRejection::HashMismatch);
+        }
+        self.present[expected] = true;
+        Ok(())
+    }
+
+    /// Whether the data fragments are all held (no decode needed).
+    pub fn has_all_data(&self) -> bool {
+        match &self.code {
+            Some(code) => self.present[..code.data_fragments()].iter().all(|p| *p),
+            None => false,
+        }
+    }
+
+    /// Decodes, decrypts with `key`, and returns the block's plaintext.
+    pub fn open(mut self, key: &BackupKey) -> Result<Vec<u8>, BlockError> {
+        let (Some(h), Some(code)) = (&self.header, &self.code) else {
+            return Err(BlockError::NoValidHeader {
+                block: self.block,
+                customer: self.customer,
+                reasons: if self.rejections.is_empty() {
+                    "no fragment found".into()
+                } else {
+                    self.rejections.join("; ")
+                },
+            });
+        };
+        let h = &h.header;
+        let fl = h.fragment_len as usize;
+        code.reconstruct_data(&mut self.fragments, fl, &mut self.present)
+            .map_err(|source| BlockError::Unrecoverable {
+                block: self.block,
+                source,
+            })?;
+        let cipher = &self.fragments[..h.cipher_len as usize];
+        let plain = open(key.age_identity(), cipher, MAX_BLOCK_LEN as usize).map_err(|source| {
+            BlockError::Decrypt {
+                block: self.block,
+                source,
+            }
+        })?;
+        if plain.len() as u64 != h.plain_len {
+            return Err(BlockError::LengthMismatch {
+                block: self.block,
+                got: plain.len(),
+                expected: h.plain_len,
+            });
+        }
+        Ok(plain)
+    }
+}

@@ -1,0 +1,144 @@
+//! Golden vectors: the exact bytes of a fragment file, a manifest, and the
+//! ECC fragments of a fixed block. A change to any of them fails here and
+//! must be deliberate (bump the format version). Regenerate with
+//! `BITDUST_BLESS=1 cargo test -p bitdust-block --test golden`.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use bitdust_block::{
+    BackupId, BlockHeader, FragmentPrefix, Manifest, SignedHeader, read_fragment, write_fragment,
+};
+use bitdust_crypto::Identity;
+use bitdust_ecc::{Code, FragmentKind, SUPPLIER_COUNTS, Scheme};
+
+fn vector(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
+}
+
+fn check(name: &str, bytes: &[u8]) {
+    let path = vector(name);
+    if std::env::var_os("BITDUST_BLESS").is_some() {
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let golden = std::fs::read(&path)
+        .unwrap_or_else(|_| panic!("missing {path:?}; run with BITDUST_BLESS=1"));
+    assert!(
+        golden == bytes,
+        "{name} changed: the stored format is not what version 1 says"
+    );
+}
+
+fn identity() -> Identity {
+    Identity::from_secret(&[0x42; 32])
+}
+
+fn payload(f: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (f * 31 + i * 7) as u8).collect()
+}
+
+fn header(code: &Code) -> BlockHeader {
+    let fl = code.fragment_len(1200);
+    BlockHeader {
+        customer: identity().node_id(),
+        backup_id: BackupId(*b"0123456789abcdef"),
+        version: 3,
+        block: 7,
+        scheme: code.scheme(),
+        suppliers: code.suppliers(),
+        plain_len: 1000,
+        cipher_len: 1200,
+        fragment_len: fl as u64,
+        fragment_hashes: (0..code.fragment_count())
+            .map(|f| *blake3::hash(&payload(f, fl)).as_bytes())
+            .collect(),
+        last: true,
+    }
+}
+
+#[test]
+fn fragment_file_v1() {
+    let code = Code::new(Scheme::Xor, 4).unwrap();
+    let signed = header(&code).sign(&identity());
+    let fl = code.fragment_len(1200);
+    let mut bytes = Vec::new();
+    write_fragment(
+        &mut bytes,
+        &signed,
+        5,
+        FragmentKind::Parity,
+        &payload(5, fl),
+    )
+    .unwrap();
+    check("fragment-v1-xor4-f5.bin", &bytes);
+
+    // And it reads back into the same header.
+    let mut r = bytes.as_slice();
+    let FragmentPrefix {
+        kind,
+        index,
+        header_bytes,
+        signature,
+        payload_len,
+    } = read_fragment(&mut r).unwrap();
+    assert_eq!(
+        (kind, index, payload_len),
+        (FragmentKind::Parity, 5, fl as u64)
+    );
+    let back = SignedHeader::verify(header_bytes, signature, &identity().node_id()).unwrap();
+    assert_eq!(back.header, header(&code));
+    assert_eq!(r, payload(5, fl).as_slice());
+}
+
+#[test]
+fn manifest_v1() {
+    let id = identity();
+    let m = Manifest {
+        customer: id.node_id(),
+        backup_id: BackupId(*b"0123456789abcdef"),
+        version: 3,
+        created_unix: 1_790_000_000,
+        scheme: Scheme::ReedSolomon,
+        suppliers: 13,
+        blocks: 9,
+        archive_bytes: 123_456_789,
+        compressed_bytes: 34_567_890,
+        stored_bytes: 69_000_000,
+        backup_recipient: "age1example".into(),
+        wrapped_backup_key: b"wrapped key bytes".to_vec(),
+        sealed_info: b"sealed info bytes".to_vec(),
+        zstd_level: 3,
+    };
+    let bytes = m.to_signed_bytes(&id);
+    check("manifest-v1.bin", &bytes);
+    assert_eq!(
+        Manifest::from_signed_bytes(&bytes, &id.node_id()).unwrap(),
+        m
+    );
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n - 70] ^= 1;
+    assert!(Manifest::from_signed_bytes(&bad, &id.node_id()).is_err());
+}
+
+#[test]
+fn ecc_fragments_v1() {
+    let mut out = String::new();
+    for scheme in [Scheme::Xor, Scheme::ReedSolomon] {
+        for n in SUPPLIER_COUNTS {
+            let code = Code::new(scheme, n).unwrap();
+            let block: Vec<u8> = (0..100_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            let fl = code.fragment_len(block.len());
+            let mut frags = vec![0u8; fl * code.fragment_count()];
+            frags[..block.len()].copy_from_slice(&block);
+            code.encode(&mut frags, fl).unwrap();
+            writeln!(out, "{scheme} {n} {}", blake3::hash(&frags).to_hex()).unwrap();
+        }
+    }
+    check("ecc-v1.txt", out.as_bytes());
+}

@@ -1,0 +1,181 @@
+//! The key directory of one customer.
+//!
+//! | file           | what                               | needed for        |
+//! |----------------|------------------------------------|-------------------|
+//! | `identity.key` | ed25519 node identity (secret, 0600) | signing: backup   |
+//! | `master.pub`   | age recipient of the master key    | backup            |
+//! | `master.key`   | age master secret (0600)           | restore only      |
+//!
+//! `master.key` may be moved offline: backups keep working, restores ask for it.
+
+use std::path::{Path, PathBuf};
+
+use data_encoding::BASE32_NOPAD;
+use zeroize::Zeroizing;
+
+use crate::keyfile::{self, KeyFileError};
+use crate::{Identity, MasterKey, MasterRecipient};
+
+const IDENTITY_FILE: &str = "identity.key";
+const MASTER_SECRET_FILE: &str = "master.key";
+const MASTER_PUBLIC_FILE: &str = "master.pub";
+const IDENTITY_PREFIX: &str = "BITDUST-IDENTITY-1:";
+
+/// The key directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    /// A key file is missing, malformed, too open or unreadable.
+    #[error(transparent)]
+    File(#[from] KeyFileError),
+    /// The master secret is not in the key directory.
+    #[error(
+        "the master secret key {0} is not present (kept offline?); put it back, or pass --keys with the directory that holds it, to restore"
+    )]
+    MasterOffline(PathBuf),
+    /// The key directory has no keys at all.
+    #[error(
+        "no keys in {0}; make a backup first (keys are created on first use) or import your exported keys there"
+    )]
+    NoKeys(PathBuf),
+}
+
+/// One customer's keys, loaded from a directory.
+pub struct KeyRing {
+    dir: PathBuf,
+    identity: Identity,
+    master_recipient: MasterRecipient,
+}
+
+impl KeyRing {
+    /// Opens the key directory, creating a new identity and master key when it
+    /// holds none. Returns whether keys were created.
+    pub fn open_or_create(dir: &Path) -> Result<(KeyRing, bool), KeyRingError> {
+        if !dir.join(IDENTITY_FILE).exists() && !dir.join(MASTER_PUBLIC_FILE).exists() {
+            keyfile::create_key_dir(dir)?;
+            let identity = Identity::generate();
+            let master = MasterKey::generate();
+            keyfile::write_secret(
+                &dir.join(MASTER_SECRET_FILE),
+                master.to_secret_string().as_bytes(),
+            )?;
+            keyfile::write_public(
+                &dir.join(MASTER_PUBLIC_FILE),
+                format!("{}\n", master.recipient()).as_bytes(),
+            )?;
+            keyfile::write_secret(
+                &dir.join(IDENTITY_FILE),
+                encode_identity(&identity).as_bytes(),
+            )?;
+            return Ok((KeyRing::open(dir)?, true));
+        }
+        Ok((KeyRing::open(dir)?, false))
+    }
+
+    /// Opens an existing key directory (the master secret may be absent).
+    pub fn open(dir: &Path) -> Result<KeyRing, KeyRingError> {
+        if !dir.join(IDENTITY_FILE).exists() && !dir.join(MASTER_PUBLIC_FILE).exists() {
+            return Err(KeyRingError::NoKeys(dir.to_owned()));
+        }
+        let identity_path = dir.join(IDENTITY_FILE);
+        let identity = decode_identity(&keyfile::read_secret(&identity_path)?).ok_or(
+            KeyFileError::Malformed {
+                path: identity_path,
+                what: "BitDust identity key",
+            },
+        )?;
+        let pub_path = dir.join(MASTER_PUBLIC_FILE);
+        let text = std::fs::read_to_string(&pub_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => KeyFileError::Missing(pub_path.clone()),
+            _ => KeyFileError::Io {
+                path: pub_path.clone(),
+                source: e,
+            },
+        })?;
+        let master_recipient = MasterRecipient::parse(&text).ok_or(KeyFileError::Malformed {
+            path: pub_path,
+            what: "age recipient (age1…)",
+        })?;
+        Ok(KeyRing {
+            dir: dir.to_owned(),
+            identity,
+            master_recipient,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The node identity (signs blocks and manifests).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The master recipient (all that backing up needs).
+    pub fn master_recipient(&self) -> &MasterRecipient {
+        &self.master_recipient
+    }
+
+    /// Reads the master secret, which may be kept offline.
+    pub fn master_key(&self) -> Result<MasterKey, KeyRingError> {
+        let path = self.dir.join(MASTER_SECRET_FILE);
+        let bytes = match keyfile::read_secret(&path) {
+            Ok(b) => b,
+            Err(KeyFileError::Missing(p)) => return Err(KeyRingError::MasterOffline(p)),
+            Err(e) => return Err(e.into()),
+        };
+        let text = std::str::from_utf8(&bytes).ok();
+        text.and_then(MasterKey::parse).ok_or_else(|| {
+            KeyFileError::Malformed {
+                path,
+                what: "age secret key (AGE-SECRET-KEY-1…)",
+            }
+            .into()
+        })
+    }
+}
+
+fn encode_identity(identity: &Identity) -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "{IDENTITY_PREFIX}{}\n",
+        BASE32_NOPAD.encode(identity.secret().as_ref())
+    ))
+}
+
+fn decode_identity(bytes: &[u8]) -> Option<Identity> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let b32 = text.strip_prefix(IDENTITY_PREFIX)?;
+    let secret = Zeroizing::new(BASE32_NOPAD.decode(b32.as_bytes()).ok()?);
+    let secret: [u8; 32] = secret.as_slice().try_into().ok()?;
+    Some(Identity::from_secret(&secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_then_reopened_and_master_can_go_offline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let (ring, created) = KeyRing::open_or_create(&dir).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let (again, created) = KeyRing::open_or_create(&dir).unwrap();
+        assert!(!created);
+        assert_eq!(ring.identity().node_id(), again.identity().node_id());
+        assert_eq!(
+            ring.master_key().unwrap().recipient().to_string(),
+            again.master_recipient().to_string()
+        );
+        std::fs::rename(dir.join("master.key"), tmp.path().join("offline.key")).unwrap();
+        let ring = KeyRing::open(&dir).unwrap();
+        assert!(matches!(
+            ring.master_key(),
+            Err(KeyRingError::MasterOffline(_))
+        ));
+    }
+}

@@ -1,0 +1,125 @@
+//! Times the erasure codes on a 4 MiB block with `std::time::Instant` and
+//! prints each throughput as a ratio to a plain 4 MiB memcpy, the figure the
+//! performance targets are stated in (XOR encode >= 0.5x, worst-case XOR
+//! decode at tolerance >= 0.25x).
+//!
+//! Run: `cargo run -p bitdust-ecc --release --bin ecc-bench-ratio`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bitdust_ecc::{Code, Scheme};
+
+const BLOCK: usize = 4 << 20;
+
+/// Median seconds per call of `f`, over batches of about 100 ms.
+fn time(mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while start.elapsed() < Duration::from_millis(100) {
+        f();
+        calls += 1;
+    }
+    let per_batch = calls.max(1);
+    let mut samples: Vec<f64> = (0..9)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..per_batch {
+                f();
+            }
+            t.elapsed().as_secs_f64() / f64::from(per_batch)
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn gbps(seconds: f64) -> f64 {
+    BLOCK as f64 / seconds / 1e9
+}
+
+/// A block buffer for `code`, filled with pseudo-random data and encoded.
+fn encoded(code: &Code) -> (Vec<u8>, usize) {
+    let fl = code.fragment_len(BLOCK);
+    let mut buf = vec![0u8; code.fragment_count() * fl];
+    let mut x = 0x1234_5678_9abc_def0u64;
+    for b in buf[..BLOCK].iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    if let Err(e) = code.encode(&mut buf, fl) {
+        panic!("encode failed: {e}");
+    }
+    (buf, fl)
+}
+
+/// Fragment flags with every fragment of the `lost` positions cleared.
+fn flags_without(code: &Code, lost: u64) -> Vec<bool> {
+    let mut flags = vec![true; code.fragment_count()];
+    for p in 0..code.suppliers() {
+        if lost & 1 << p != 0 {
+            for f in code.position_fragments(p) {
+                flags[f] = false;
+            }
+        }
+    }
+    flags
+}
+
+/// The decode benchmark's loss pattern: the costliest XOR pattern at the
+/// tolerance among a fixed sample, or the first `tolerance` positions (all
+/// original shards first) for Reed-Solomon.
+pub fn worst_pattern(code: &Code) -> u64 {
+    match code.ecc_map() {
+        Some(map) => map
+            .costliest_pattern(code.tolerance(), 2000, 0xDEC0DE)
+            .unwrap_or_else(|| panic!("no decodable pattern at the tolerance")),
+        None => (1u64 << code.tolerance()) - 1,
+    }
+}
+
+fn main() {
+    let src = vec![7u8; BLOCK];
+    let mut dst = vec![0u8; BLOCK];
+    let memcpy = gbps(time(|| {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&mut dst);
+    }));
+    println!("memcpy 4 MiB: {memcpy:.2} GB/s");
+    for scheme in [Scheme::Xor, Scheme::ReedSolomon] {
+        for n in [18usize, 64] {
+            let code = match Code::new(scheme, n) {
+                Ok(c) => c,
+                Err(e) => panic!("{e}"),
+            };
+            let (mut buf, fl) = encoded(&code);
+            let enc = gbps(time(|| {
+                if let Err(e) = code.encode(black_box(&mut buf), fl) {
+                    panic!("{e}");
+                }
+            }));
+            let lost = worst_pattern(&code);
+            let flags = flags_without(&code, lost);
+            let dec = gbps(time(|| {
+                let mut present = flags.clone();
+                if let Err(e) = code.reconstruct_data(black_box(&mut buf), fl, &mut present) {
+                    panic!("{e}");
+                }
+            }));
+            let t = code.tolerance();
+            println!(
+                "{scheme} encode N={n}: {enc:.2} GB/s = {:.2} x memcpy",
+                enc / memcpy
+            );
+            println!(
+                "{scheme} decode N={n} (lose {t}): {dec:.2} GB/s = {:.2} x memcpy",
+                dec / memcpy
+            );
+        }
+    }
+}

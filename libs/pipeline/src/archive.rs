@@ -1,0 +1,175 @@
+//! Writing the tar archive of the source paths.
+//!
+//! GNU tar format: long names and link targets use GNU extensions, names are
+//! raw bytes (non-UTF-8 names survive), and every entry keeps its mode and
+//! mtime. Entry names are the absolute source paths without the leading `/`,
+//! so `backup /home/a/docs` restores to `OUT/home/a/docs`.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header, HeaderMode};
+
+use crate::Progress;
+
+/// What went into an archive.
+#[derive(Debug, Default)]
+pub(crate) struct ArchiveStats {
+    pub(crate) files: u64,
+    pub(crate) directories: u64,
+    pub(crate) symlinks: u64,
+    /// Entries left out, each with the reason.
+    pub(crate) skipped: Vec<String>,
+    /// Bytes of file content read.
+    pub(crate) content_bytes: u64,
+}
+
+/// Archives `sources` (absolute paths) into `out`, streaming file contents.
+pub(crate) fn write_archive<W: Write>(
+    sources: &[PathBuf],
+    out: W,
+    progress: &dyn Progress,
+) -> io::Result<(W, ArchiveStats)> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(HeaderMode::Complete);
+    builder.follow_symlinks(false);
+    let mut stats = ArchiveStats::default();
+    for source in sources {
+        let walk = walkdir::WalkDir::new(source)
+            .follow_links(false)
+            .sort_by_file_name();
+        for entry in walk {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    stats.skipped.push(format!("{path}: {e}"));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let name = archive_name(path);
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    stats.skipped.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let mut h = header_for(&meta, EntryType::Directory);
+                builder.append_data(&mut h, &name, io::empty())?;
+                stats.directories += 1;
+            } else if ft.is_symlink() {
+                let target = match std::fs::read_link(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        stats.skipped.push(format!("{}: {e}", path.display()));
+                        continue;
+                    }
+                };
+                let mut h = header_for(&meta, EntryType::Symlink);
+                builder.append_link(&mut h, &name, &target)?;
+                stats.symlinks += 1;
+            } else if ft.is_file() {
+                // Opened first, then described from the open file, so what we
+                // read is what the header says.
+                let file = match File::open(path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        stats.skipped.push(format!("{}: {e}", path.display()));
+                        continue;
+                    }
+                };
+                let meta = file.metadata()?;
+                let size = meta.len();
+                let mut h = header_for(&meta, EntryType::Regular);
+                h.set_size(size);
+                let mut reader = SizedReader {
+                    inner: file,
+                    remaining: size,
+                    short: false,
+                    progress,
+                };
+                builder.append_data(&mut h, &name, &mut reader)?;
+                if reader.short {
+                    stats.skipped.push(format!(
+                        "{}: shrank while being read; its tail is zero-filled",
+                        path.display()
+                    ));
+                }
+                stats.files += 1;
+                stats.content_bytes += size;
+            } else {
+                stats.skipped.push(format!(
+                    "{}: not a regular file, directory or symlink (sockets, FIFOs and devices are not backed up)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let out = builder.into_inner()?;
+    Ok((out, stats))
+}
+
+fn archive_name(path: &Path) -> PathBuf {
+    let bytes = path.as_os_str().as_bytes();
+    let trimmed = bytes
+        .iter()
+        .position(|b| *b != b'/')
+        .map_or(&b"."[..], |i| &bytes[i..]);
+    PathBuf::from(std::ffi::OsStr::from_bytes(trimmed))
+}
+
+fn header_for(meta: &Metadata, kind: EntryType) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_metadata_in_mode(meta, HeaderMode::Complete);
+    h.set_entry_type(kind);
+    h.set_mode(meta.mode() & 0o7777);
+    if kind != EntryType::Regular {
+        h.set_size(0);
+    }
+    h
+}
+
+/// Reads exactly `remaining` bytes: a file that shrank while being read is
+/// padded with zeros and one that grew is cut, so the tar stream stays valid.
+struct SizedReader<'a> {
+    inner: File,
+    remaining: u64,
+    short: bool,
+    progress: &'a dyn Progress,
+}
+
+impl Read for SizedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = if self.short {
+            0
+        } else {
+            self.inner.read(&mut buf[..want])?
+        };
+        let n = if n == 0 {
+            self.short = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.remaining -= n as u64;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,514 @@
+//! Offline backups to N directories: one directory per would-be supplier.
+//!
+//! ```text
+//! DIR/<position>/<backup id>/<version>/manifest        signed manifest, written last
+//! DIR/<position>/<backup id>/<version>/b<block>.f<fragment>  fragment files
+//! ```
+//! Positions are numbered 0..N-1 as in the ECC maps; each position directory
+//! can be a different disk. Every position holds a copy of the manifest, so
+//! any set of positions that the code can decode from restores.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bitdust_block::{BackupId, Manifest, SealedBlock, write_fragment};
+use bitdust_crypto::{BackupKey, KeyRing, KeyRingError};
+use bitdust_ecc::Code;
+
+use crate::backup::{BackupKeyMaterial, backup};
+use crate::restore::{load_manifest, restore, verify};
+use crate::{
+    BackupError, BackupOptions, BackupReport, FragmentSink, FragmentSource, Progress, RestoreError,
+    RestoreOptions, RestoreReport, SinkError, SourceError, VerifyReport,
+};
+
+const MANIFEST_FILE: &str = "manifest";
+
+/// A local backup command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// Keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyRingError),
+    /// The backup failed.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    /// The restore or verify failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// The backup directory has a problem.
+    #[error("{0}")]
+    Store(String),
+    /// A source path is not usable.
+    #[error("cannot back up {0}: {1}")]
+    Source(PathBuf, io::Error),
+}
+
+/// Which backup version to use.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Selector {
+    /// The backup, or the only one in the directory.
+    pub backup_id: Option<BackupId>,
+    /// The version, or the newest complete one.
+    pub version: Option<u64>,
+}
+
+impl std::str::FromStr for Selector {
+    type Err = String;
+
+    /// `ID` or `ID@VERSION`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, version) = match s.split_once('@') {
+            Some((id, v)) => (
+                id,
+                Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("{v:?} is not a version number"))?,
+                ),
+            ),
+            None => (s, None),
+        };
+        let backup_id = id.parse::<BackupId>().map_err(|e| e.to_string())?;
+        Ok(Selector {
+            backup_id: Some(backup_id),
+            version,
+        })
+    }
+}
+
+/// One backup version found in a directory.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The backup.
+    pub backup_id: BackupId,
+    /// The version.
+    pub version: u64,
+    /// Positions holding its manifest.
+    pub positions: Vec<usize>,
+}
+
+/// A directory of position directories.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// The store at `root` (created on first backup).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    fn version_dir(&self, position: usize, id: BackupId, version: u64) -> PathBuf {
+        self.root
+            .join(position.to_string())
+            .join(id.to_string())
+            .join(version.to_string())
+    }
+
+    fn positions(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Every complete backup version (one with a manifest at some position).
+    pub fn list(&self) -> Vec<Listed> {
+        let mut found: BTreeMap<(BackupId, u64), Vec<usize>> = BTreeMap::new();
+        for p in self.positions() {
+            let pdir = self.root.join(p.to_string());
+            for b in fs::read_dir(&pdir).into_iter().flatten().flatten() {
+                let Some(id) = b
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<BackupId>().ok())
+                else {
+                    continue;
+                };
+                for v in fs::read_dir(b.path()).into_iter().flatten().flatten() {
+                    let Some(version) = v.file_name().to_str().and_then(|s| s.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    if v.path().join(MANIFEST_FILE).is_file() {
+                        found.entry((id, version)).or_default().push(p);
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|((backup_id, version), positions)| Listed {
+                backup_id,
+                version,
+                positions,
+            })
+            .collect()
+    }
+
+    /// The version after every version directory of `id`, complete or not.
+    fn next_version(&self, id: BackupId) -> u64 {
+        let mut max = 0;
+        for p in self.positions() {
+            let bdir = self.root.join(p.to_string()).join(id.to_string());
+            for v in fs::read_dir(bdir).into_iter().flatten().flatten() {
+                if let Some(n) = v.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
+                    max = max.max(n);
+                }
+            }
+        }
+        max + 1
+    }
+
+    /// Resolves a selector to one complete version.
+    pub fn select(&self, sel: Selector) -> Result<(BackupId, u64), LocalError> {
+        let all = self.list();
+        if all.is_empty() {
+            return Err(LocalError::Store(format!(
+                "{} holds no complete backup; check the path (it should contain the position directories 0, 1, ...)",
+                self.root.display()
+            )));
+        }
+        let id = match sel.backup_id {
+            Some(id) => id,
+            None => {
+                let mut ids: Vec<BackupId> = all.iter().map(|l| l.backup_id).collect();
+                ids.dedup();
+                if ids.len() > 1 {
+                    let names: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+                    return Err(LocalError::Store(format!(
+                        "{} holds several backups ({}); name one as ID or ID@VERSION",
+                        self.root.display(),
+                        names.join(", ")
+                    )));
+                }
+                ids[0]
+            }
+        };
+        let versions: Vec<u64> = all
+            .iter()
+            .filter(|l| l.backup_id == id)
+            .map(|l| l.version)
+            .collect();
+        let version = match sel.version {
+            Some(v) if versions.contains(&v) => v,
+            Some(v) => {
+                return Err(LocalError::Store(format!(
+                    "backup {id} has no complete version {v} in {} (versions: {versions:?})",
+                    self.root.display()
+                )));
+            }
+            None => *versions.last().ok_or_else(|| {
+                LocalError::Store(format!("backup {id} is not in {}", self.root.display()))
+            })?,
+        };
+        Ok((id, version))
+    }
+
+    /// A sink writing version `version` of `id`.
+    pub fn sink(&self, id: BackupId, version: u64, code: &Code) -> LocalSink {
+        LocalSink {
+            store: self.clone(),
+            id,
+            version,
+            code: code.clone(),
+            created: vec![false; code.suppliers()],
+            failed: vec![None; code.suppliers()],
+        }
+    }
+
+    /// A source reading version `version` of `id`.
+    pub fn source(&self, id: BackupId, version: u64) -> LocalSource {
+        LocalSource {
+            store: self.clone(),
+            id,
+            version,
+        }
+    }
+}
+
+fn fragment_name(block: u64, fragment: usize) -> String {
+    format!("b{block:010}.f{fragment:03}")
+}
+
+/// Writes fragments into the position directories.
+pub struct LocalSink {
+    store: LocalStore,
+    id: BackupId,
+    version: u64,
+    code: Code,
+    created: Vec<bool>,
+    failed: Vec<Option<String>>,
+}
+
+impl LocalSink {
+    fn write_one(&mut self, position: usize, block: &SealedBlock, f: usize) -> io::Result<()> {
+        let dir = self.store.version_dir(position, self.id, self.version);
+        if !self.created[position] {
+            fs::create_dir_all(&dir)?;
+            self.created[position] = true;
+        }
+        let header = block
+            .header()
+            .ok_or_else(|| io::Error::other("block not sealed"))?;
+        let mut w = BufWriter::with_capacity(
+            64 * 1024,
+            File::create(dir.join(fragment_name(header.header.block, f)))?,
+        );
+        write_fragment(
+            &mut w,
+            header,
+            f,
+            self.code.fragment_kind(f),
+            block.fragment(f),
+        )?;
+        w.flush()
+    }
+
+    /// Why each position failed, if it did.
+    pub fn failures(&self) -> Vec<(usize, String)> {
+        self.failed
+            .iter()
+            .enumerate()
+            .filter_map(|(p, e)| e.clone().map(|e| (p, e)))
+            .collect()
+    }
+}
+
+impl FragmentSink for LocalSink {
+    fn put_block(&mut self, block: &SealedBlock) -> Result<Vec<usize>, SinkError> {
+        let mut failed = Vec::new();
+        for f in 0..self.code.fragment_count() {
+            let p = self.code.fragment_position(f);
+            if self.failed[p].is_some() {
+                if !failed.contains(&p) {
+                    failed.push(p);
+                }
+                continue;
+            }
+            if let Err(e) = self.write_one(p, block, f) {
+                self.failed[p] = Some(e.to_string());
+                failed.push(p);
+            }
+        }
+        Ok(failed)
+    }
+
+    fn commit(&mut self, manifest: &[u8]) -> Result<(), SinkError> {
+        // Fragments first become durable (one syncfs per position directory),
+        // then the manifest is written crash-safely: a version without a
+        // manifest is incomplete and ignored.
+        let mut written = 0;
+        for p in 0..self.code.suppliers() {
+            if self.failed[p].is_some() || !self.created[p] {
+                continue;
+            }
+            let dir = self.store.version_dir(p, self.id, self.version);
+            let res = (|| -> io::Result<()> {
+                let d = File::open(&dir)?;
+                rustix::fs::syncfs(&d)?;
+                let tmp = dir.join(".manifest.tmp");
+                let mut f = File::create(&tmp)?;
+                f.write_all(manifest)?;
+                f.sync_all()?;
+                fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
+                d.sync_all()
+            })();
+            match res {
+                Ok(()) => written += 1,
+                Err(e) => self.failed[p] = Some(e.to_string()),
+            }
+        }
+        if written == 0 {
+            return Err(SinkError(format!(
+                "no position directory under {} could take the manifest",
+                self.store.root.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Reads fragments from the position directories.
+pub struct LocalSource {
+    store: LocalStore,
+    id: BackupId,
+    version: u64,
+}
+
+impl FragmentSource for LocalSource {
+    fn manifest(&mut self, attempt: usize) -> Result<Option<Vec<u8>>, SourceError> {
+        let with: Vec<usize> = self
+            .store
+            .positions()
+            .into_iter()
+            .filter(|p| {
+                self.store
+                    .version_dir(*p, self.id, self.version)
+                    .join(MANIFEST_FILE)
+                    .is_file()
+            })
+            .collect();
+        match with.get(attempt) {
+            Some(p) => {
+                let path = self
+                    .store
+                    .version_dir(*p, self.id, self.version)
+                    .join(MANIFEST_FILE);
+                fs::read(&path)
+                    .map(Some)
+                    .map_err(|e| SourceError(format!("reading {}: {e}", path.display())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn positions(&self) -> Vec<usize> {
+        self.store
+            .positions()
+            .into_iter()
+            .filter(|p| self.store.version_dir(*p, self.id, self.version).is_dir())
+            .collect()
+    }
+
+    fn fragment(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+    ) -> Result<Option<Box<dyn Read + '_>>, SourceError> {
+        let path = self
+            .store
+            .version_dir(position, self.id, self.version)
+            .join(fragment_name(block, fragment));
+        match File::open(&path) {
+            Ok(f) => Ok(Some(Box::new(BufReader::with_capacity(64 * 1024, f)))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // An unreadable file is a missing fragment, not a failed restore.
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn describe(&self, position: usize, block: u64, fragment: usize) -> String {
+        self.store
+            .version_dir(position, self.id, self.version)
+            .join(fragment_name(block, fragment))
+            .display()
+            .to_string()
+    }
+
+    fn backup_id(&self) -> BackupId {
+        self.id
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// `bitdustctl local backup`: backs up `sources` into `dir`, creating keys in
+/// `keys_dir` on first use. Later runs of the same paths add versions.
+pub fn backup_to_dir(
+    keys_dir: &Path,
+    sources: &[PathBuf],
+    dir: &Path,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport, LocalError> {
+    let mut abs = Vec::with_capacity(sources.len());
+    for s in sources {
+        let a = std::path::absolute(s).map_err(|e| LocalError::Source(s.clone(), e))?;
+        fs::symlink_metadata(&a).map_err(|e| LocalError::Source(s.clone(), e))?;
+        abs.push(a);
+    }
+    abs.sort();
+    abs.dedup();
+    let (keys, _created) = KeyRing::open_or_create(keys_dir)?;
+    let identity = Arc::new(bitdust_crypto::Identity::from_secret(
+        &keys.identity().secret(),
+    ));
+    let raw: Vec<Vec<u8>> = abs
+        .iter()
+        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+        .collect();
+    let id = BackupId::for_sources(identity.node_id().as_bytes(), &raw);
+    let store = LocalStore::new(dir);
+    fs::create_dir_all(dir)
+        .map_err(|e| LocalError::Store(format!("cannot create {}: {e}", dir.display())))?;
+    // Later versions reuse the backup key of the newest earlier one, so one
+    // key opens every version of a backup.
+    let previous = store.list().into_iter().rev().find(|l| l.backup_id == id);
+    let key = match previous {
+        Some(l) => {
+            let mut src = store.source(id, l.version);
+            let m = load_manifest(&mut src, &identity.node_id())?;
+            BackupKeyMaterial::from_manifest(&m).ok_or_else(|| {
+                LocalError::Store("the previous version's backup key is malformed".into())
+            })?
+        }
+        None => BackupKeyMaterial::generate(keys.master_recipient())?,
+    };
+    let version = store.next_version(id);
+    let code = Code::new(opts.scheme, opts.suppliers).map_err(BackupError::from)?;
+    let mut sink = store.sink(id, version, &code);
+    let report = backup(identity, &key, id, version, &abs, opts, &mut sink, progress)?;
+    Ok(report)
+}
+
+/// Opens the selected version: verified manifest and its backup key.
+fn open_selected(
+    keys_dir: &Path,
+    dir: &Path,
+    sel: Selector,
+    need_key: bool,
+) -> Result<(LocalSource, Manifest, Option<BackupKey>), LocalError> {
+    let keys = KeyRing::open(keys_dir)?;
+    let store = LocalStore::new(dir);
+    let (id, version) = store.select(sel)?;
+    let mut source = store.source(id, version);
+    let manifest = load_manifest(&mut source, &keys.identity().node_id())?;
+    let key = if need_key {
+        let master = keys.master_key()?;
+        Some(
+            BackupKey::unwrap_with(&manifest.wrapped_backup_key, master.age_identity()).map_err(
+                |e| {
+                    LocalError::Store(format!(
+                        "the backup key of {id}@{version} does not open with this master key: {e}"
+                    ))
+                },
+            )?,
+        )
+    } else {
+        None
+    };
+    Ok((source, manifest, key))
+}
+
+/// `bitdustctl local restore`.
+pub fn restore_from_dir(
+    keys_dir: &Path,
+    dir: &Path,
+    sel: Selector,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<(Manifest, RestoreReport), LocalError> {
+    let (mut source, manifest, key) = open_selected(keys_dir, dir, sel, true)?;
+    let key = key.ok_or_else(|| LocalError::Store("no backup key".into()))?;
+    let report = restore(&mut source, &manifest, &key, target, opts, progress)?;
+    Ok((manifest, report))
+}
+
+/// `bitdustctl local verify`: needs no secret key.
+pub fn verify_dir(keys_dir: &Path, dir: &Path, sel: Selector) -> Result<VerifyReport, LocalError> {
+    let (mut source, manifest, _) = open_selected(keys_dir, dir, sel, false)?;
+    Ok(verify(&mut source, &manifest)?)
+}

@@ -1,0 +1,519 @@
+//! Restoring and verifying one backup version.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+
+use bitdust_block::{BlockError, BlockOpener, Manifest, ManifestError};
+use bitdust_crypto::{BackupKey, NodeId};
+use bitdust_ecc::{Code, Scheme};
+use crossbeam_channel::{Receiver, bounded};
+
+use crate::extract::{ExtractError, extract, staging_dir};
+use crate::{DEFAULT_MAX_BLOCK_SIZE, FragmentSource, Progress, SourceError};
+
+/// How to restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Blocks claiming more plaintext than this are refused.
+    pub max_block_size: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            max_block_size: DEFAULT_MAX_BLOCK_SIZE,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone)]
+pub struct RestoreReport {
+    /// Blocks restored.
+    pub blocks: u64,
+    /// Blocks that needed the ECC decoder (some data fragment was missing or bad).
+    pub decoded_blocks: u64,
+    /// Regular files restored.
+    pub files: u64,
+    /// Directories restored.
+    pub directories: u64,
+    /// Symlinks restored.
+    pub symlinks: u64,
+    /// Bytes of file content restored.
+    pub bytes: u64,
+    /// Fragments rejected (missing ones are not listed), one line each.
+    pub rejected_fragments: Vec<String>,
+    /// Entries not restored, with reasons.
+    pub skipped: Vec<String>,
+}
+
+/// A restore or verify failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// No manifest at any position.
+    #[error(
+        "no position holds a manifest of backup {0}; check the path, or that the backup finished"
+    )]
+    NoManifest(String),
+    /// The manifest is bad.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Blocks could not be recovered.
+    #[error("{} of {total} blocks cannot be recovered: {}", failures.len(), summarize(failures))]
+    Blocks {
+        /// Blocks in the version.
+        total: u64,
+        /// Each failed block's error.
+        failures: Vec<BlockError>,
+    },
+    /// The archive in the blocks is bad.
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    /// The target cannot be used.
+    #[error("cannot restore into {path}: {reason}")]
+    Target {
+        /// The target.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The decompressed stream is bad.
+    #[error("the restored archive is damaged: {0}")]
+    Stream(io::Error),
+}
+
+fn summarize(failures: &[BlockError]) -> String {
+    let mut s: Vec<String> = failures.iter().take(5).map(|f| f.to_string()).collect();
+    if failures.len() > 5 {
+        s.push(format!("and {} more", failures.len() - 5));
+    }
+    s.join("; ")
+}
+
+/// Reads and verifies the manifest from `source`.
+pub fn load_manifest(
+    source: &mut dyn FragmentSource,
+    customer: &NodeId,
+) -> Result<Manifest, RestoreError> {
+    let mut last_err = None;
+    for attempt in 0.. {
+        let Some(bytes) = source.manifest(attempt)? else {
+            break;
+        };
+        match Manifest::from_signed_bytes(&bytes, customer) {
+            Ok(m) if m.backup_id == source.backup_id() && m.version == source.version() => {
+                return Ok(m);
+            }
+            Ok(m) => {
+                last_err = Some(ManifestError::Malformed(format!(
+                    "a manifest of {}@{} was found where {}@{} was expected",
+                    m.backup_id,
+                    m.version,
+                    source.backup_id(),
+                    source.version()
+                )))
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    match last_err {
+        Some(e) => Err(e.into()),
+        None => Err(RestoreError::NoManifest(format!(
+            "{}@{}",
+            source.backup_id(),
+            source.version()
+        ))),
+    }
+}
+
+/// Whether a block survives losing every fragment of `lost_positions`.
+pub(crate) fn decodable(code: &Code, lost_positions: &[usize]) -> bool {
+    let mut present = vec![true; code.fragment_count()];
+    for &p in lost_positions {
+        for f in code.position_fragments(p) {
+            present[f] = false;
+        }
+    }
+    decodable_fragments(code, &present)
+}
+
+/// Whether the data of a block can be decoded from the `present` fragments.
+pub(crate) fn decodable_fragments(code: &Code, present: &[bool]) -> bool {
+    const FL: usize = 64;
+    let mut buf = vec![0u8; code.fragment_count() * FL];
+    let mut p = present.to_vec();
+    code.reconstruct_data(&mut buf, FL, &mut p).is_ok()
+}
+
+/// Reads block `block` from `source`: the data fragments first, the others
+/// only when a data fragment is missing or bad.
+fn collect_block(
+    source: &mut dyn FragmentSource,
+    manifest: &Manifest,
+    code: &Code,
+    block: u64,
+    all: bool,
+) -> Result<BlockOpener, SourceError> {
+    let mut opener = BlockOpener::new(
+        manifest.customer,
+        manifest.backup_id,
+        manifest.version,
+        block,
+    );
+    let positions = source.positions();
+    let order: Vec<usize> = (0..code.fragment_count()).collect();
+    let (data, rest) = order.split_at(code.data_fragments());
+    for (pass, frags) in [data, rest].into_iter().enumerate() {
+        if pass == 1 && !all && opener.has_all_data() {
+            break;
+        }
+        for &f in frags {
+            let pos = code.fragment_position(f);
+            if !positions.contains(&pos) {
+                continue;
+            }
+            let what = source.describe(pos, block, f);
+            if let Some(mut r) = source.fragment(pos, block, f)? {
+                let _ = opener.add(f, &mut r, &what);
+            }
+        }
+    }
+    Ok(opener)
+}
+
+/// Restores the version `source` reads into `target`, which must not exist or
+/// be empty. The restore is staged beside `target` and renamed into place only
+/// when every block decoded and the archive ended cleanly; on failure the
+/// staging directory is removed, so nothing partial looks like a good restore.
+pub fn restore(
+    source: &mut dyn FragmentSource,
+    manifest: &Manifest,
+    key: &BackupKey,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, RestoreError> {
+    let target_err = |reason: String| RestoreError::Target {
+        path: target.display().to_string(),
+        reason,
+    };
+    match fs::read_dir(target) {
+        Ok(mut d) => {
+            if d.next().is_some() {
+                return Err(target_err(
+                    "it is not empty; restore into a new or empty directory".into(),
+                ));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(target_err(e.to_string())),
+    }
+    let stage = staging_dir(target);
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(&stage).map_err(|e| target_err(e.to_string()))?;
+    let result = restore_into(source, manifest, key, &stage, opts, progress);
+    match result {
+        Ok(report) => {
+            if target.exists() {
+                fs::remove_dir(target).map_err(|e| target_err(e.to_string()))?;
+            }
+            fs::rename(&stage, target).map_err(|e| target_err(e.to_string()))?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&stage);
+            Err(e)
+        }
+    }
+}
+
+fn restore_into(
+    source: &mut dyn FragmentSource,
+    manifest: &Manifest,
+    key: &BackupKey,
+    stage: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, RestoreError> {
+    let code = Code::new(manifest.scheme, manifest.suppliers)
+        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let (tx, rx) = bounded::<Vec<u8>>(2);
+    std::thread::scope(|scope| {
+        let extractor = scope.spawn(move || {
+            let reader = ChannelReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            let decoder = zstd::stream::read::Decoder::new(reader).map_err(RestoreError::Stream)?;
+            let stats = extract(decoder, stage, progress)?;
+            Ok::<_, RestoreError>(stats)
+        });
+        let mut report = RestoreReport::default();
+        let mut failures = Vec::new();
+        for block in 0..manifest.blocks {
+            let opener = collect_block(source, manifest, &code, block, false)?;
+            report
+                .rejected_fragments
+                .extend(opener.rejections().iter().cloned());
+            if let Some(h) = opener.header() {
+                if h.plain_len > opts.max_block_size as u64 {
+                    failures.push(BlockError::LengthMismatch {
+                        block,
+                        got: h.plain_len as usize,
+                        expected: opts.max_block_size as u64,
+                    });
+                    continue;
+                }
+                if h.last != (block + 1 == manifest.blocks) {
+                    failures.push(BlockError::NoValidHeader {
+                        block,
+                        customer: manifest.customer,
+                        reasons: "its last-block flag disagrees with the manifest".into(),
+                    });
+                    continue;
+                }
+            }
+            let needed_decode = !opener.has_all_data();
+            match opener.open(key) {
+                Ok(plain) => {
+                    report.blocks += 1;
+                    report.decoded_blocks += needed_decode as u64;
+                    // Once a block failed nothing more is extracted, but the
+                    // remaining blocks are still checked so all failures are named.
+                    if failures.is_empty() && tx.send(plain).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        drop(tx);
+        let extracted = extractor.join().unwrap_or_else(|_| {
+            Err(RestoreError::Stream(io::Error::other(
+                "the extractor thread panicked",
+            )))
+        });
+        if !failures.is_empty() {
+            return Err(RestoreError::Blocks {
+                total: manifest.blocks,
+                failures,
+            });
+        }
+        let stats = extracted?;
+        report.files = stats.files;
+        report.directories = stats.directories;
+        report.symlinks = stats.symlinks;
+        report.bytes = stats.bytes;
+        report.skipped = stats.skipped;
+        Ok(report)
+    })
+}
+
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The health of one block.
+#[derive(Debug, Clone)]
+pub struct BlockHealth {
+    /// Block number.
+    pub block: u64,
+    /// Fragments present and verified.
+    pub valid_fragments: usize,
+    /// Fragments in the block.
+    pub total_fragments: usize,
+    /// Positions with a missing or bad fragment.
+    pub damaged_positions: Vec<usize>,
+    /// How many more positions may be lost with the block still decodable;
+    /// `None` when it cannot be decoded now.
+    pub margin: Option<usize>,
+    /// Whether `margin` is exact (else it is a proven lower bound).
+    pub margin_exact: bool,
+}
+
+/// What `verify` found.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// Per block.
+    pub blocks: Vec<BlockHealth>,
+    /// Fragments rejected, one line each.
+    pub rejected_fragments: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Blocks that cannot be decoded.
+    pub fn unrecoverable(&self) -> Vec<u64> {
+        self.blocks
+            .iter()
+            .filter(|b| b.margin.is_none())
+            .map(|b| b.block)
+            .collect()
+    }
+
+    /// The smallest margin over all blocks (`None` if any block is lost).
+    pub fn min_margin(&self) -> Option<usize> {
+        self.blocks
+            .iter()
+            .map(|b| b.margin)
+            .try_fold(usize::MAX, |acc, m| m.map(|m| acc.min(m)))
+    }
+}
+
+/// Reads every fragment of the version, checks hashes and signatures, and
+/// reports per block how many more positions may be lost.
+pub fn verify(
+    source: &mut dyn FragmentSource,
+    manifest: &Manifest,
+) -> Result<VerifyReport, RestoreError> {
+    let code = Code::new(manifest.scheme, manifest.suppliers)
+        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let mut blocks = Vec::new();
+    let mut rejected = Vec::new();
+    for block in 0..manifest.blocks {
+        let opener = collect_block(source, manifest, &code, block, true)?;
+        rejected.extend(opener.rejections().iter().cloned());
+        let present: Vec<bool> = if opener.present().is_empty() {
+            vec![false; code.fragment_count()]
+        } else {
+            opener.present().to_vec()
+        };
+        let mut damaged: Vec<usize> = (0..code.fragment_count())
+            .filter(|&f| !present[f])
+            .map(|f| code.fragment_position(f))
+            .collect();
+        damaged.sort_unstable();
+        damaged.dedup();
+        let (margin, exact) = margin(&code, &present, &damaged);
+        blocks.push(BlockHealth {
+            block,
+            valid_fragments: present.iter().filter(|p| **p).count(),
+            total_fragments: code.fragment_count(),
+            damaged_positions: damaged,
+            margin,
+            margin_exact: exact,
+        });
+    }
+    Ok(VerifyReport {
+        manifest: manifest.clone(),
+        blocks,
+        rejected_fragments: rejected,
+    })
+}
+
+/// Patterns tried per loss count before settling for the proven lower bound.
+const MARGIN_BUDGET: u64 = 50_000;
+
+fn margin(code: &Code, present: &[bool], damaged: &[usize]) -> (Option<usize>, bool) {
+    if !decodable_fragments(code, present) {
+        return (None, true);
+    }
+    let healthy: Vec<usize> = (0..code.suppliers())
+        .filter(|p| !damaged.contains(p))
+        .collect();
+    if code.scheme() == Scheme::ReedSolomon {
+        let valid = present.iter().filter(|p| **p).count();
+        return (Some(valid - code.data_fragments()), true);
+    }
+    // Any pattern of `tolerance` whole-position losses decodes, and the damaged
+    // positions count as lost, so this much is proven without a search.
+    let mut proven = code.tolerance().saturating_sub(damaged.len());
+    loop {
+        let m = proven + 1;
+        if m > healthy.len() {
+            return (Some(proven), true);
+        }
+        if binomial(healthy.len() as u64, m as u64) > MARGIN_BUDGET {
+            return (Some(proven), false);
+        }
+        let mut all_ok = true;
+        for_each_combination(healthy.len(), m, &mut |idx| {
+            let mut p = present.to_vec();
+            for &i in idx {
+                for f in code.position_fragments(healthy[i]) {
+                    p[f] = false;
+                }
+            }
+            if !decodable_fragments(code, &p) {
+                all_ok = false;
+            }
+            all_ok
+        });
+        if !all_ok {
+            return (Some(proven), true);
+        }
+        proven = m;
+    }
+}
+
+fn binomial(n: u64, k: u64) -> u64 {
+    let k = k.min(n - k.min(n));
+    (0..k).fold(1u64, |acc, i| acc.saturating_mul(n - i) / (i + 1))
+}
+
+/// Calls `f` with each k-subset of 0..n until it returns false.
+fn for_each_combination(n: usize, k: usize, f: &mut dyn FnMut(&[usize]) -> bool) {
+    let mut idx: Vec<usize> = (0..k).collect();
+    if k > n {
+        return;
+    }
+    loop {
+        if !f(&idx) {
+            return;
+        }
+        let mut i = k;
+        while i > 0 && idx[i - 1] == n - k + i - 1 {
+            i -= 1;
+        }
+        if i == 0 {
+            return;
+        }
+        idx[i - 1] += 1;
+        for j in i..k {
+            idx[j] = idx[j - 1] + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combinations_are_counted_right() {
+        let mut n = 0;
+        for_each_combination(7, 3, &mut |_| {
+            n += 1;
+            true
+        });
+        assert_eq!(n, 35);
+        assert_eq!(binomial(7, 3), 35);
+        assert_eq!(binomial(64, 10), 151_473_214_816);
+    }
+}

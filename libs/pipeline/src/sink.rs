@@ -1,0 +1,67 @@
+//! Where fragments go and where they come from. The same pipeline writes to
+//! local directories now and to remote suppliers later.
+
+use std::io::Read;
+
+use bitdust_block::{BackupId, SealedBlock};
+
+/// Writing fragments failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// Reading fragments failed in a way that is not "this fragment is missing".
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// Receives the sealed blocks and the manifest of one backup version.
+pub trait FragmentSink {
+    /// Stores every fragment of `block` at its position. Returns the positions
+    /// that could not take their fragments (the backup goes on while the ECC
+    /// code still tolerates them), or an error that ends the backup.
+    fn put_block(&mut self, block: &SealedBlock) -> Result<Vec<usize>, SinkError>;
+
+    /// Makes everything written so far durable, then stores the signed
+    /// manifest at every position. Called once, last.
+    fn commit(&mut self, manifest: &[u8]) -> Result<(), SinkError>;
+}
+
+/// Gives back the fragments and manifest of one backup version.
+pub trait FragmentSource {
+    /// Copy number `attempt` (0, 1, ...) of the manifest, or `None` when there
+    /// are no more copies. The caller verifies each and asks for the next copy
+    /// when one does not verify.
+    fn manifest(&mut self, attempt: usize) -> Result<Option<Vec<u8>>, SourceError>;
+
+    /// The positions that currently can be asked for fragments.
+    fn positions(&self) -> Vec<usize>;
+
+    /// Fragment `fragment` of `block`, held at `position`; `None` when missing.
+    fn fragment(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+    ) -> Result<Option<Box<dyn Read + '_>>, SourceError>;
+
+    /// A short description of where fragment `fragment` of `block` lives, for messages.
+    fn describe(&self, position: usize, block: u64, fragment: usize) -> String;
+
+    /// The backup this source reads.
+    fn backup_id(&self) -> BackupId;
+
+    /// The version this source reads.
+    fn version(&self) -> u64;
+}
+
+/// Told about progress, from the pipeline's threads.
+pub trait Progress: Send + Sync {
+    /// `bytes` more of input were archived (backup) or extracted (restore).
+    fn advance(&self, bytes: u64);
+}
+
+/// Progress that is not shown.
+impl Progress for () {
+    fn advance(&self, _: u64) {}
+}

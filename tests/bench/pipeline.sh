@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Pipeline benchmark: `bitdustctl local backup` against `restic backup` to a
+# local repository, on the same generated tree, in the same run. Prints wall
+# time, peak RSS and the ratios; then our peak RSS on a tree 10x smaller, to
+# show memory does not grow with input size.
+#
+#   bash tests/bench/pipeline.sh [SIZE_MB]      (default 1000; needs restic and GNU time:
+#                                                 apt-get install restic time)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+size_mb=${1:-1000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --quiet --release -p bitdustctl
+ctl="$CARGO_TARGET_DIR/release/bitdustctl"
+command -v restic >/dev/null || { echo "restic is not installed: apt-get install restic" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "GNU time is not installed: apt-get install time" >&2; exit 1; }
+
+work=${BENCH_DIR:-$(mktemp -d /var/tmp/bitdust-bench.XXXXXX)}
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+
+# A mixed tree: 40% compressible text, 40% real binaries (from /usr), 20% random.
+gen() { # gen DIR MB
+  local dir=$1 mb=$2
+  mkdir -p "$dir/text" "$dir/bin" "$dir/random"
+  python3 - "$dir/text" $((mb * 4 / 10)) <<'PY'
+import os, random, sys
+out, mb = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+words = [''.join(rng.choice('abcdefghijklmnopqrstuvwxyz') for _ in range(rng.randint(2, 10))) for _ in range(5000)]
+target, written, i = mb * 1024 * 1024, 0, 0
+while written < target:
+    lines = [' '.join(rng.choice(words) for _ in range(rng.randint(4, 14))) for _ in range(rng.randint(200, 20000))]
+    data = ('\n'.join(lines) + '\n').encode()
+    sub = os.path.join(out, f'd{i % 37}')
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f'doc{i}.txt'), 'wb') as f:
+        f.write(data)
+    written += len(data); i += 1
+PY
+  local want=$((mb * 4 / 10 * 1024 * 1024)) have=0 n=0
+  while [ "$have" -lt "$want" ]; do
+    for f in /usr/bin/* /usr/lib/x86_64-linux-gnu/*.so*; do
+      [ -f "$f" ] && [ ! -L "$f" ] || continue
+      cp "$f" "$dir/bin/$n-$(basename "$f")"; n=$((n + 1))
+      have=$((have + $(stat -c %s "$f")))
+      [ "$have" -ge "$want" ] && break
+    done
+  done
+  local rnd=$((mb * 2 / 10)) k=0
+  while [ "$rnd" -gt 0 ]; do
+    local chunk=$(( rnd > 50 ? 50 : rnd ))
+    head -c $((chunk * 1024 * 1024)) /dev/urandom > "$dir/random/r$k.bin"
+    rnd=$((rnd - chunk)); k=$((k + 1))
+  done
+}
+
+calc() { awk "BEGIN { print $1 }"; }
+
+measure() { # measure LABEL CMD... -> prints "LABEL wall_s peak_rss_kib"
+  local label=$1; shift
+  sync
+  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null
+  echo "$label $(cat "$work/time.out")"
+}
+
+echo "generating a ${size_mb} MB tree and a $((size_mb / 10)) MB tree in $work ..."
+gen "$work/big" "$size_mb"
+gen "$work/small" $((size_mb / 10))
+du -sh "$work/big" "$work/small"
+# Warm the page cache equally for both tools.
+cat $(find "$work/big" -type f) > /dev/null
+
+export BITDUST_KEYS="$work/keys" RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache"
+restic init --quiet --repo "$work/restic" >/dev/null
+
+ours=$(measure bitdust "$ctl" local backup "$work/big" --to "$work/ours" --suppliers 18 --quiet)
+theirs=$(measure restic restic --quiet --repo "$work/restic" backup "$work/big")
+small=$(measure bitdust-small "$ctl" local backup "$work/small" --to "$work/ours-small" --suppliers 18 --quiet)
+
+read -r _ ow orss <<<"$ours"
+read -r _ tw trss <<<"$theirs"
+read -r _ sw srss <<<"$small"
+stored=$(du -sm "$work/ours" | cut -f1); rstored=$(du -sm "$work/restic" | cut -f1)
+echo
+echo "input: $(du -sm "$work/big" | cut -f1) MB; machine: $(nproc) cores"
+printf "%-28s %8s %12s %10s\n" tool wall_s peak_rss_MiB stored_MB
+printf "%-28s %8s %12.1f %10s\n" "bitdustctl local backup N=18" "$ow" "$(calc "$orss/1024")" "$stored"
+printf "%-28s %8s %12.1f %10s\n" "restic backup" "$tw" "$(calc "$trss/1024")" "$rstored"
+printf "throughput ratio (restic wall / ours): %.2f   peak RSS ratio (ours / restic): %.2f\n" \
+  "$(calc "$tw/$ow")" "$(calc "$orss/$trss")"
+printf "our peak RSS: %.1f MiB on %d MB vs %.1f MiB on %d MB\n" \
+  "$(calc "$srss/1024")" $((size_mb / 10)) "$(calc "$orss/1024")" "$size_mb"

@@ -1,0 +1,402 @@
+//! Round trips through `bitdust_pipeline::local` on real files: every supplier
+//! count and both schemes, positions lost up to the tolerance, one loss more
+//! than a pattern survives, and corrupted fragments.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+
+use bitdust_ecc::{Code, SUPPLIER_COUNTS, Scheme};
+use bitdust_pipeline::local::{self, LocalError, Selector};
+use bitdust_pipeline::{BackupOptions, RestoreError, RestoreOptions};
+use bitdust_tests::{assert_same_tree, make_tree, restored_path};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+fn opts(scheme: Scheme, suppliers: usize) -> BackupOptions {
+    BackupOptions {
+        scheme,
+        suppliers,
+        block_size: 64 * 1024,
+        ..BackupOptions::default()
+    }
+}
+
+/// Whether a block survives losing `lost` positions.
+fn decodable(code: &Code, lost: &[usize]) -> bool {
+    let mut present = vec![true; code.fragment_count()];
+    for &p in lost {
+        for f in code.position_fragments(p) {
+            present[f] = false;
+        }
+    }
+    let mut buf = vec![0u8; code.fragment_count() * 64];
+    code.reconstruct_data(&mut buf, 64, &mut present).is_ok()
+}
+
+/// A pattern of `k` lost positions that does not decode, if one is found.
+fn failing_pattern(code: &Code, k: usize, rng: &mut ChaCha8Rng) -> Option<Vec<usize>> {
+    let mut all: Vec<usize> = (0..code.suppliers()).collect();
+    for _ in 0..200_000 {
+        all.shuffle(rng);
+        let pick = all[..k].to_vec();
+        if !decodable(code, &pick) {
+            return Some(pick);
+        }
+    }
+    None
+}
+
+#[test]
+fn every_supplier_count_and_scheme_survives_losses_up_to_tolerance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 1, 1);
+    let keys = tmp.path().join("keys");
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    for scheme in [Scheme::Xor, Scheme::ReedSolomon] {
+        for n in SUPPLIER_COUNTS {
+            let code = Code::new(scheme, n).unwrap();
+            let dir = tmp.path().join(format!("store-{scheme}-{n}"));
+            let report = local::backup_to_dir(
+                &keys,
+                std::slice::from_ref(&src),
+                &dir,
+                &opts(scheme, n),
+                &(),
+            )
+            .unwrap();
+            assert!(
+                report.manifest.blocks >= 3,
+                "want several blocks, got {}",
+                report.manifest.blocks
+            );
+            assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+
+            // Lose `tolerance` random positions: must restore bit-exact.
+            let mut positions: Vec<usize> = (0..n).collect();
+            positions.shuffle(&mut rng);
+            let lost = &positions[..code.tolerance()];
+            let damaged = tmp.path().join(format!("damaged-{scheme}-{n}"));
+            copy_dir(&dir, &damaged);
+            for p in lost {
+                fs::remove_dir_all(damaged.join(p.to_string())).unwrap();
+            }
+            let out = tmp.path().join(format!("out-{scheme}-{n}"));
+            let (_, r) = local::restore_from_dir(
+                &keys,
+                &damaged,
+                Selector::default(),
+                &out,
+                &RestoreOptions::default(),
+                &(),
+            )
+            .unwrap_or_else(|e| panic!("{scheme} N={n} lost {lost:?}: {e}"));
+            assert_same_tree(&src, &restored_path(&out, &src));
+            if !lost.is_empty() && scheme == Scheme::Xor {
+                assert!(
+                    r.decoded_blocks > 0,
+                    "losing positions must need the decoder"
+                );
+            }
+
+            // One loss more, in a pattern the code cannot decode: a clear error
+            // naming the blocks, and no restore directory left behind.
+            let k = code.tolerance() + 1;
+            if k > n {
+                continue;
+            }
+            let pattern =
+                failing_pattern(&code, k, &mut rng).expect("some pattern beyond tolerance fails");
+            let broken = tmp.path().join(format!("broken-{scheme}-{n}"));
+            copy_dir(&dir, &broken);
+            for p in &pattern {
+                fs::remove_dir_all(broken.join(p.to_string())).unwrap();
+            }
+            let out = tmp.path().join(format!("fail-{scheme}-{n}"));
+            let err = local::restore_from_dir(
+                &keys,
+                &broken,
+                Selector::default(),
+                &out,
+                &RestoreOptions::default(),
+                &(),
+            )
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, LocalError::Restore(RestoreError::Blocks { .. })),
+                "{scheme} N={n} lost {pattern:?}: {msg}"
+            );
+            assert!(
+                msg.contains("cannot be recovered") && msg.contains("block 0"),
+                "{msg}"
+            );
+            assert!(!out.exists(), "a failed restore left {out:?} behind");
+            let leftovers: Vec<_> = fs::read_dir(tmp.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains("bitdust-restore"))
+                .collect();
+            assert!(
+                leftovers.is_empty(),
+                "staging directories left: {leftovers:?}"
+            );
+            fs::remove_dir_all(&broken).unwrap();
+            fs::remove_dir_all(&damaged).unwrap();
+        }
+    }
+}
+
+#[test]
+fn corrupted_truncated_and_swapped_fragments_are_treated_as_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 2, 1);
+    let keys = tmp.path().join("keys");
+    let dir = tmp.path().join("store");
+    let report = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 7),
+        &(),
+    )
+    .unwrap();
+    let m = &report.manifest;
+    let vdir = |p: usize| {
+        dir.join(p.to_string())
+            .join(m.backup_id.to_string())
+            .join(m.version.to_string())
+    };
+    let frag = |p: usize, b: u64, f: usize| vdir(p).join(format!("b{b:010}.f{f:03}"));
+
+    // Position 0: flip bytes in the data fragment of block 0.
+    let f = frag(0, 0, 0);
+    let mut bytes = fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    bytes[n / 2] ^= 0x01;
+    fs::write(&f, &bytes).unwrap();
+    // Position 2: truncate the data fragment of block 1.
+    let f = frag(2, 1, 2);
+    let bytes = fs::read(&f).unwrap();
+    fs::write(&f, &bytes[..bytes.len() / 3]).unwrap();
+    // Position 5: swap the data fragments of blocks 0 and 1.
+    let (a, b) = (frag(5, 0, 5), frag(5, 1, 5));
+    let tmpf = vdir(5).join("swap");
+    fs::rename(&a, &tmpf).unwrap();
+    fs::rename(&b, &a).unwrap();
+    fs::rename(&tmpf, &b).unwrap();
+
+    let v = local::verify_dir(&keys, &dir, Selector::default()).unwrap();
+    assert!(v.unrecoverable().is_empty());
+    assert!(
+        v.rejected_fragments.len() >= 4,
+        "{:?}",
+        v.rejected_fragments
+    );
+    let joined = v.rejected_fragments.join("\n");
+    assert!(
+        joined.contains("does not match the signed hash"),
+        "{joined}"
+    );
+    assert!(joined.contains("truncated"), "{joined}");
+    assert!(joined.contains("belongs to"), "{joined}");
+    assert!(
+        v.blocks[0].damaged_positions.contains(&0) && v.blocks[0].damaged_positions.contains(&5)
+    );
+    assert!(v.blocks[1].damaged_positions.contains(&2));
+
+    let out = tmp.path().join("out");
+    let (_, r) = local::restore_from_dir(
+        &keys,
+        &dir,
+        Selector::default(),
+        &out,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap();
+    assert!(r.decoded_blocks >= 2);
+    assert_same_tree(&src, &restored_path(&out, &src));
+}
+
+#[test]
+fn fragments_signed_by_another_customer_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 3, 1);
+    let (keys_a, keys_b) = (tmp.path().join("keys-a"), tmp.path().join("keys-b"));
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let ra = local::backup_to_dir(
+        &keys_a,
+        std::slice::from_ref(&src),
+        &dir_a,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+    local::backup_to_dir(
+        &keys_b,
+        std::slice::from_ref(&src),
+        &dir_b,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+
+    // B cannot restore or verify A's backup: the manifest is signed by A.
+    let err = local::verify_dir(&keys_b, &dir_a, Selector::default()).unwrap_err();
+    assert!(err.to_string().contains("signed by"), "{err}");
+
+    // Replace every fragment of A's block 0 with B's files under A's names:
+    // no fragment of block 0 carries A's signature any more.
+    let m = &ra.manifest;
+    for p in 0..4 {
+        let va = dir_a
+            .join(p.to_string())
+            .join(m.backup_id.to_string())
+            .join("1");
+        let bid = fs::read_dir(dir_b.join(p.to_string()))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        for f in [p, 4 + p] {
+            let name = format!("b{:010}.f{f:03}", 0);
+            fs::copy(bid.join("1").join(&name), va.join(&name)).unwrap();
+        }
+    }
+    let out = tmp.path().join("out");
+    let err = local::restore_from_dir(
+        &keys_a,
+        &dir_a,
+        Selector::default(),
+        &out,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("block 0") && err.contains("signed by"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn versions_accumulate_and_older_ones_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 4, 1);
+    let keys = tmp.path().join("keys");
+    let dir = tmp.path().join("store");
+    let r1 = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 7),
+        &(),
+    )
+    .unwrap();
+    fs::write(src.join("docs/new-file.txt"), b"added later").unwrap();
+    let r2 = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 7),
+        &(),
+    )
+    .unwrap();
+    assert_eq!(r1.manifest.backup_id, r2.manifest.backup_id);
+    assert_eq!((r1.manifest.version, r2.manifest.version), (1, 2));
+    assert_eq!(
+        r1.manifest.wrapped_backup_key,
+        r2.manifest.wrapped_backup_key
+    );
+    assert_eq!(local::LocalStore::new(&dir).list().len(), 2);
+
+    let out = tmp.path().join("out-v1");
+    let sel: Selector = format!("{}@1", r1.manifest.backup_id).parse().unwrap();
+    local::restore_from_dir(&keys, &dir, sel, &out, &RestoreOptions::default(), &()).unwrap();
+    // v1 was made before new-file.txt existed.
+    assert!(!restored_path(&out, &src).join("docs/new-file.txt").exists());
+    let out2 = tmp.path().join("out-v2");
+    local::restore_from_dir(
+        &keys,
+        &dir,
+        Selector::default(),
+        &out2,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap();
+    assert_same_tree(&src, &restored_path(&out2, &src));
+}
+
+#[test]
+fn interrupted_version_is_ignored_and_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 5, 1);
+    let keys = tmp.path().join("keys");
+    let dir = tmp.path().join("store");
+    let r1 = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+    // Simulate a crash after fragments of version 2 were written, before its manifest.
+    for p in 0..4 {
+        let v = dir
+            .join(p.to_string())
+            .join(r1.manifest.backup_id.to_string());
+        fs::create_dir_all(v.join("2")).unwrap();
+        fs::write(v.join("2").join("b0000000000.f000"), b"partial").unwrap();
+    }
+    assert_eq!(local::LocalStore::new(&dir).list().len(), 1);
+    let r3 = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+    assert_eq!(r3.manifest.version, 3);
+    let out = tmp.path().join("out");
+    let (m, _) = local::restore_from_dir(
+        &keys,
+        &dir,
+        Selector::default(),
+        &out,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap();
+    assert_eq!(m.version, 3);
+    assert_same_tree(&src, &restored_path(&out, &src));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        let dest = to.join(e.file_name());
+        if ft.is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
+        } else {
+            fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}

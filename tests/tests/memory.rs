@@ -1,0 +1,109 @@
+//! Memory stays bounded however large the backup is: the peak RSS of
+//! `bitdustctl local backup` (and restore) on a 320 MB tree is compared with
+//! that on a 32 MB tree. A memory bound, not a timing: it cannot flake on a
+//! slow machine.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use bitdust_tests::bin;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn tree(dir: &Path, mb: usize) {
+    fs::create_dir_all(dir).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(mb as u64);
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..mb / 8 {
+        let mut f = fs::File::create(dir.join(format!("f{i}.bin"))).unwrap();
+        for j in 0..8 {
+            if j % 2 == 0 {
+                rng.fill_bytes(&mut buf); // incompressible
+            } else {
+                buf.iter_mut()
+                    .enumerate()
+                    .for_each(|(k, b)| *b = (k / 64) as u8); // compressible
+            }
+            f.write_all(&buf).unwrap();
+        }
+    }
+}
+
+fn peak(args: &[&str], keys: &Path) -> u64 {
+    let out = Command::new(bin("bitdustctl"))
+        .args(args)
+        .arg("--json")
+        .env("BITDUST_KEYS", keys)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["peak_rss_bytes"].as_u64().unwrap()
+}
+
+#[test]
+#[ignore = "slow: writes 350 MB; run with --include-ignored (CI does)"]
+fn peak_rss_does_not_grow_with_input_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let mut results = Vec::new();
+    for mb in [32, 320] {
+        let src = tmp.path().join(format!("src{mb}"));
+        tree(&src, mb);
+        let store = tmp.path().join(format!("store{mb}"));
+        let b = peak(
+            &[
+                "local",
+                "backup",
+                src.to_str().unwrap(),
+                "--to",
+                store.to_str().unwrap(),
+                "--suppliers",
+                "18",
+            ],
+            &keys,
+        );
+        let out = tmp.path().join(format!("out{mb}"));
+        let r = peak(
+            &[
+                "local",
+                "restore",
+                store.to_str().unwrap(),
+                "--to",
+                out.to_str().unwrap(),
+            ],
+            &keys,
+        );
+        eprintln!(
+            "{mb} MB: backup peak RSS {} MiB, restore peak RSS {} MiB",
+            b >> 20,
+            r >> 20
+        );
+        results.push((b, r));
+        fs::remove_dir_all(&src).unwrap();
+        fs::remove_dir_all(&store).unwrap();
+        fs::remove_dir_all(&out).unwrap();
+    }
+    let ((b_small, r_small), (b_big, r_big)) = (results[0], results[1]);
+    // 10x the input may not cost more than a few MiB of allocator noise.
+    assert!(
+        b_big < b_small + (16 << 20),
+        "backup RSS grew: {b_small} -> {b_big}"
+    );
+    assert!(
+        r_big < r_small + (16 << 20),
+        "restore RSS grew: {r_small} -> {r_big}"
+    );
+    // And the bound itself is a handful of 4 MiB blocks.
+    assert!(
+        b_big < 160 << 20 && r_big < 160 << 20,
+        "peak RSS {b_big} / {r_big}"
+    );
+}
