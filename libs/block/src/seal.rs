@@ -248,6 +248,14 @@ impl BlockOpener {
         match &self.header {
             Some(h) => {
                 if h.bytes != prefix.header_bytes || h.signature != prefix.signature {
+                    // Say precisely what it is: another block's fragment, a
+                    // forgery, or a second signed header for this block.
+                    let other = SignedHeader::verify(
+                        prefix.header_bytes,
+                        prefix.signature,
+                        &self.customer,
+                    )?;
+                    self.check_identity(&other.header)?;
                     return Err(FragmentRejection::HeaderConflict);
                 }
             }
@@ -255,15 +263,7 @@ impl BlockOpener {
                 let signed =
                     SignedHeader::verify(prefix.header_bytes, prefix.signature, &self.customer)?;
                 let h = &signed.header;
-                if h.backup_id != self.backup_id
-                    || h.version != self.version
-                    || h.block != self.block
-                {
-                    return Err(FragmentRejection::Elsewhere(format!(
-                        "backup {} version {} block {}",
-                        h.backup_id, h.version, h.block
-                    )));
-                }
+                self.check_identity(h)?;
                 let code = h.code().map_err(|e| HeaderError::Invalid(e.to_string()))?;
                 let fl = h.fragment_len as usize;
                 self.fragments = vec![0u8; code.fragment_count() * fl];
@@ -295,6 +295,16 @@ impl BlockOpener {
             return Err(FragmentRejection::HashMismatch);
         }
         self.present[expected] = true;
+        Ok(())
+    }
+
+    fn check_identity(&self, h: &BlockHeader) -> Result<(), FragmentRejection> {
+        if h.backup_id != self.backup_id || h.version != self.version || h.block != self.block {
+            return Err(FragmentRejection::Elsewhere(format!(
+                "backup {} version {} block {}",
+                h.backup_id, h.version, h.block
+            )));
+        }
         Ok(())
     }
 
