@@ -401,3 +401,43 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_second_backup_of_the_same_paths_into_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 6, 1);
+    let keys = tmp.path().join("keys");
+    let dir = tmp.path().join("store");
+    let first = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+    // Hold the lock as a running backup would.
+    let lock = fs::File::open(dir.join(format!(".{}.lock", first.manifest.backup_id))).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let err = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("another backup of the same paths"), "{err}");
+    drop(lock);
+    let again = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+    assert_eq!(again.manifest.version, 2);
+}

@@ -443,6 +443,7 @@ pub fn backup_to_dir(
     let store = LocalStore::new(dir);
     fs::create_dir_all(dir)
         .map_err(|e| LocalError::Store(format!("cannot create {}: {e}", dir.display())))?;
+    let _lock = lock_backup(dir, id)?;
     // Later versions reuse the backup key of the newest earlier one, so one
     // key opens every version of a backup.
     let previous = store.list().into_iter().rev().find(|l| l.backup_id == id);
@@ -461,6 +462,28 @@ pub fn backup_to_dir(
     let mut sink = store.sink(id, version, &code);
     let report = backup(identity, &key, id, version, &abs, opts, &mut sink, progress)?;
     Ok(report)
+}
+
+/// Holds an exclusive lock on `DIR/.<id>.lock` for the duration of a backup,
+/// so a second backup of the same paths into the same directory is refused
+/// instead of racing for the same version number. Released on drop, or when
+/// the process dies.
+fn lock_backup(dir: &Path, id: BackupId) -> Result<File, LocalError> {
+    let path = dir.join(format!(".{id}.lock"));
+    let file = File::create(&path)
+        .map_err(|e| LocalError::Store(format!("cannot create lock {}: {e}", path.display())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(LocalError::Store(format!(
+            "another backup of the same paths into {} is running (it holds {}); wait for it to finish",
+            dir.display(),
+            path.display()
+        ))),
+        Err(e) => Err(LocalError::Store(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Opens the selected version: verified manifest and its backup key.
