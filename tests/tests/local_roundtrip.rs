@@ -441,3 +441,158 @@ fn a_second_backup_of_the_same_paths_into_the_same_directory_is_refused() {
     .unwrap();
     assert_eq!(again.manifest.version, 2);
 }
+
+#[test]
+fn symlinked_and_dotdot_sources_back_up_what_they_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("disk2/documents");
+    make_tree(&real, 7, 1);
+    let link = tmp.path().join("Documents");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let keys = tmp.path().join("keys");
+    let dir = tmp.path().join("store");
+    // `Documents` is a symlink to a directory: its content is backed up under
+    // the name given.
+    local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&link),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    local::restore_from_dir(
+        &keys,
+        &dir,
+        Selector::default(),
+        &out,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap();
+    assert_same_tree(&real, &restored_path(&out, &link));
+
+    // A path with `..` is resolved before it becomes an archive name.
+    let dotted = real.join("docs/../docs");
+    let dir2 = tmp.path().join("store2");
+    local::backup_to_dir(&keys, &[dotted], &dir2, &opts(Scheme::Xor, 4), &()).unwrap();
+    let out2 = tmp.path().join("out2");
+    local::restore_from_dir(
+        &keys,
+        &dir2,
+        Selector::default(),
+        &out2,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap();
+    let canonical = fs::canonicalize(real.join("docs")).unwrap();
+    assert_same_tree(&canonical, &restored_path(&out2, &canonical));
+}
+
+#[test]
+fn setuid_bits_are_not_restored_and_existing_empty_targets_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let tool = src.join("tool");
+    fs::write(&tool, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o4755)).unwrap();
+    let keys = tmp.path().join("keys");
+    let dir = tmp.path().join("store");
+    local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 2),
+        &(),
+    )
+    .unwrap();
+    // The target exists and is empty (as a mount point would be).
+    let out = tmp.path().join("mnt");
+    fs::create_dir(&out).unwrap();
+    local::restore_from_dir(
+        &keys,
+        &dir,
+        Selector::default(),
+        &out,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap();
+    let mode = fs::metadata(restored_path(&out, &src).join("tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "setuid must be stripped on restore");
+    let names: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "only the restored tree, no staging left: {names:?}"
+    );
+}
+
+#[test]
+fn failing_positions_degrade_the_backup_within_tolerance_and_stop_it_beyond() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 8, 1);
+    let keys = tmp.path().join("keys");
+
+    // Position 1 cannot be written (a file where its directory should be).
+    let dir = tmp.path().join("store");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("1"), b"not a directory").unwrap();
+    let r = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap();
+    assert_eq!(r.degraded_positions, vec![1]);
+    let out = tmp.path().join("out");
+    local::restore_from_dir(
+        &keys,
+        &dir,
+        Selector::default(),
+        &out,
+        &RestoreOptions::default(),
+        &(),
+    )
+    .unwrap();
+    assert_same_tree(&src, &restored_path(&out, &src));
+
+    // Three of four positions failing is beyond what the code survives.
+    let dir = tmp.path().join("store-bad");
+    fs::create_dir_all(&dir).unwrap();
+    for p in ["1", "2", "3"] {
+        fs::write(dir.join(p), b"not a directory").unwrap();
+    }
+    let err = local::backup_to_dir(
+        &keys,
+        std::slice::from_ref(&src),
+        &dir,
+        &opts(Scheme::Xor, 4),
+        &(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("could not be stored at enough positions"),
+        "{err}"
+    );
+    assert!(
+        err.contains("position 1: writing fragments failed"),
+        "{err}"
+    );
+    assert!(local::LocalStore::new(&dir).list().is_empty());
+}

@@ -42,6 +42,14 @@ pub enum BlockError {
         /// What age said.
         source: OpenError,
     },
+    /// The blocks do not form one whole version.
+    #[error("block {block} {reason}: the backup was cut short or mixed with another version")]
+    Sequence {
+        /// The block number.
+        block: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The decrypted length disagrees with the signed header.
     #[error("block {block} decrypted to {got} bytes but its header says {expected}")]
     LengthMismatch {
@@ -180,6 +188,8 @@ pub enum FragmentRejection {
 
 /// Collects the fragments of one block, verifying each, and opens the block.
 pub struct BlockOpener {
+    expect_code: Option<(bitdust_ecc::Scheme, usize)>,
+    max_plain_len: u64,
     customer: NodeId,
     backup_id: BackupId,
     version: u64,
@@ -195,6 +205,8 @@ impl BlockOpener {
     /// Starts collecting block `block` of `backup_id`@`version` signed by `customer`.
     pub fn new(customer: NodeId, backup_id: BackupId, version: u64, block: u64) -> Self {
         BlockOpener {
+            expect_code: None,
+            max_plain_len: MAX_BLOCK_LEN,
             customer,
             backup_id,
             version,
@@ -205,6 +217,19 @@ impl BlockOpener {
             present: Vec::new(),
             rejections: Vec::new(),
         }
+    }
+
+    /// Accept only headers of this scheme and supplier count (the manifest's).
+    pub fn expect_code(mut self, scheme: bitdust_ecc::Scheme, suppliers: usize) -> Self {
+        self.expect_code = Some((scheme, suppliers));
+        self
+    }
+
+    /// Refuse headers claiming a block larger than `max` bytes, before any
+    /// buffer is allocated for it.
+    pub fn max_block_len(mut self, max: u64) -> Self {
+        self.max_plain_len = max.min(MAX_BLOCK_LEN);
+        self
     }
 
     /// The verified header, once a fragment has been accepted.
@@ -304,6 +329,22 @@ impl BlockOpener {
                 "backup {} version {} block {}",
                 h.backup_id, h.version, h.block
             )));
+        }
+        if let Some((scheme, suppliers)) = self.expect_code {
+            if h.scheme != scheme || h.suppliers != suppliers {
+                return Err(FragmentRejection::Elsewhere(format!(
+                    "a {} code over {} suppliers, not the manifest's {scheme} over {suppliers}",
+                    h.scheme, h.suppliers
+                )));
+            }
+        }
+        // age adds a header and 16 bytes per 64 KiB chunk.
+        let max_cipher = self.max_plain_len + self.max_plain_len / 4096 + 4096;
+        if h.plain_len > self.max_plain_len || h.cipher_len > max_cipher {
+            return Err(FragmentRejection::Header(HeaderError::Invalid(format!(
+                "block of {} bytes is over the {} allowed (raise the maximum block size to restore it)",
+                h.plain_len, self.max_plain_len
+            ))));
         }
         Ok(())
     }

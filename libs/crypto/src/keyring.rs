@@ -32,6 +32,11 @@ pub enum KeyRingError {
         "the master secret key {0} is not present (kept offline?); put it back, or pass --keys with the directory that holds it, to restore"
     )]
     MasterOffline(PathBuf),
+    /// master.key is not the secret of master.pub.
+    #[error(
+        "master.key and master.pub in {0} do not belong together; put back the pair from your key export"
+    )]
+    Mismatch(PathBuf),
     /// The key directory has no keys at all.
     #[error(
         "no keys in {0}; make a backup first (keys are created on first use) or import your exported keys there"
@@ -50,7 +55,10 @@ impl KeyRing {
     /// Opens the key directory, creating a new identity and master key when it
     /// holds none. Returns whether keys were created.
     pub fn open_or_create(dir: &Path) -> Result<(KeyRing, bool), KeyRingError> {
-        if !dir.join(IDENTITY_FILE).exists() && !dir.join(MASTER_PUBLIC_FILE).exists() {
+        // `master.pub` is written last, so its absence means no backup was
+        // ever made with these keys (backing up needs it): an interrupted
+        // creation is safely started over.
+        if !dir.join(MASTER_PUBLIC_FILE).exists() {
             keyfile::create_key_dir(dir)?;
             let identity = Identity::generate();
             let master = MasterKey::generate();
@@ -58,13 +66,13 @@ impl KeyRing {
                 &dir.join(MASTER_SECRET_FILE),
                 master.to_secret_string().as_bytes(),
             )?;
-            keyfile::write_public(
-                &dir.join(MASTER_PUBLIC_FILE),
-                format!("{}\n", master.recipient()).as_bytes(),
-            )?;
             keyfile::write_secret(
                 &dir.join(IDENTITY_FILE),
                 encode_identity(&identity).as_bytes(),
+            )?;
+            keyfile::write_public(
+                &dir.join(MASTER_PUBLIC_FILE),
+                format!("{}\n", master.recipient()).as_bytes(),
             )?;
             return Ok((KeyRing::open(dir)?, true));
         }
@@ -126,13 +134,16 @@ impl KeyRing {
             Err(e) => return Err(e.into()),
         };
         let text = std::str::from_utf8(&bytes).ok();
-        text.and_then(MasterKey::parse).ok_or_else(|| {
-            KeyFileError::Malformed {
+        let key = text
+            .and_then(MasterKey::parse)
+            .ok_or(KeyFileError::Malformed {
                 path,
                 what: "age secret key (AGE-SECRET-KEY-1…)",
-            }
-            .into()
-        })
+            })?;
+        if key.recipient().to_string() != self.master_recipient.to_string() {
+            return Err(KeyRingError::Mismatch(self.dir.clone()));
+        }
+        Ok(key)
     }
 }
 
@@ -177,5 +188,24 @@ mod tests {
             ring.master_key(),
             Err(KeyRingError::MasterOffline(_))
         ));
+
+        // A master.key that is not master.pub's secret is named as such.
+        let other = MasterKey::generate();
+        keyfile::write_secret(&dir.join("master.key"), other.to_secret_string().as_bytes())
+            .unwrap();
+        assert!(matches!(ring.master_key(), Err(KeyRingError::Mismatch(_))));
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_started_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let (ring, _) = KeyRing::open_or_create(&dir).unwrap();
+        std::fs::remove_file(dir.join("master.pub")).unwrap();
+        std::fs::remove_file(dir.join("identity.key")).unwrap();
+        let (again, created) = KeyRing::open_or_create(&dir).unwrap();
+        assert!(created);
+        assert_ne!(ring.identity().node_id(), again.identity().node_id());
+        again.master_key().unwrap();
     }
 }

@@ -5,7 +5,11 @@
 //! mtime. Entry names are the absolute source paths without the leading `/`,
 //! so `backup /home/a/docs` restores to `OUT/home/a/docs`.
 
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::OFlags;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -23,8 +27,25 @@ pub(crate) struct ArchiveStats {
     pub(crate) symlinks: u64,
     /// Entries left out, each with the reason.
     pub(crate) skipped: Vec<String>,
+    /// Entries left out in all (only the first ones are named in `skipped`).
+    pub(crate) skipped_count: u64,
     /// Bytes of file content read.
     pub(crate) content_bytes: u64,
+}
+
+/// At most this many skipped entries are named; the rest are counted.
+const MAX_SKIPPED_NAMED: usize = 1000;
+
+impl ArchiveStats {
+    fn skip(&mut self, why: String) {
+        self.skipped_count += 1;
+        if self.skipped.len() < MAX_SKIPPED_NAMED {
+            self.skipped.push(why);
+        } else if self.skipped.len() == MAX_SKIPPED_NAMED {
+            self.skipped
+                .push("(more entries skipped; only the first 1000 are named)".into());
+        }
+    }
 }
 
 /// Archives `sources` (absolute paths) into `out`, streaming file contents.
@@ -32,6 +53,7 @@ pub(crate) fn write_archive<W: Write>(
     sources: &[PathBuf],
     out: W,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> io::Result<(W, ArchiveStats)> {
     let mut builder = tar::Builder::new(out);
     builder.mode(HeaderMode::Complete);
@@ -49,16 +71,24 @@ pub(crate) fn write_archive<W: Write>(
                         .path()
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
-                    stats.skipped.push(format!("{path}: {e}"));
+                    stats.skip(format!("{path}: {e}"));
                     continue;
                 }
             };
             let path = entry.path();
             let name = archive_name(path);
-            let meta = match entry.metadata() {
+            // A source given as a symlink (`backup ~/Documents` pointing to
+            // another disk) is backed up as what it points to; symlinks below
+            // it are kept as symlinks.
+            let meta = if entry.depth() == 0 && entry.path_is_symlink() {
+                std::fs::metadata(path).or_else(|_| entry.metadata().map_err(io::Error::from))
+            } else {
+                entry.metadata().map_err(io::Error::from)
+            };
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
-                    stats.skipped.push(format!("{}: {e}", path.display()));
+                    stats.skip(format!("{}: {e}", path.display()));
                     continue;
                 }
             };
@@ -71,7 +101,7 @@ pub(crate) fn write_archive<W: Write>(
                 let target = match std::fs::read_link(path) {
                     Ok(t) => t,
                     Err(e) => {
-                        stats.skipped.push(format!("{}: {e}", path.display()));
+                        stats.skip(format!("{}: {e}", path.display()));
                         continue;
                     }
                 };
@@ -81,14 +111,32 @@ pub(crate) fn write_archive<W: Write>(
             } else if ft.is_file() {
                 // Opened first, then described from the open file, so what we
                 // read is what the header says.
-                let file = match File::open(path) {
+                // Never through a symlink swapped in since the walk, and never
+                // blocking on a FIFO swapped in: such entries are skipped.
+                let flags = if entry.depth() == 0 {
+                    OFlags::NONBLOCK
+                } else {
+                    OFlags::NONBLOCK | OFlags::NOFOLLOW
+                };
+                let file = match OpenOptions::new()
+                    .read(true)
+                    .custom_flags(flags.bits() as i32)
+                    .open(path)
+                {
                     Ok(f) => f,
                     Err(e) => {
-                        stats.skipped.push(format!("{}: {e}", path.display()));
+                        stats.skip(format!("{}: {e}", path.display()));
                         continue;
                     }
                 };
                 let meta = file.metadata()?;
+                if !meta.is_file() {
+                    stats.skip(format!(
+                        "{}: changed into a non-regular file while being backed up",
+                        path.display()
+                    ));
+                    continue;
+                }
                 let size = meta.len();
                 let mut h = header_for(&meta, EntryType::Regular);
                 h.set_size(size);
@@ -97,10 +145,11 @@ pub(crate) fn write_archive<W: Write>(
                     remaining: size,
                     short: false,
                     progress,
+                    cancel,
                 };
                 builder.append_data(&mut h, &name, &mut reader)?;
                 if reader.short {
-                    stats.skipped.push(format!(
+                    stats.skip(format!(
                         "{}: shrank while being read; its tail is zero-filled",
                         path.display()
                     ));
@@ -108,7 +157,7 @@ pub(crate) fn write_archive<W: Write>(
                 stats.files += 1;
                 stats.content_bytes += size;
             } else {
-                stats.skipped.push(format!(
+                stats.skip(format!(
                     "{}: not a regular file, directory or symlink (sockets, FIFOs and devices are not backed up)",
                     path.display()
                 ));
@@ -146,12 +195,16 @@ struct SizedReader<'a> {
     remaining: u64,
     short: bool,
     progress: &'a dyn Progress,
+    cancel: &'a AtomicBool,
 }
 
 impl Read for SizedReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.remaining == 0 {
             return Ok(0);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
         }
         let want = buf
             .len()

@@ -11,6 +11,7 @@ use bitdust_block::{
 use bitdust_crypto::{BackupKey, Identity, MasterRecipient};
 use bitdust_ecc::{Code, EccError, Scheme};
 use crossbeam_channel::{Receiver, Sender, bounded};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::archive::{ArchiveStats, write_archive};
 use crate::restore::decodable;
@@ -91,13 +92,15 @@ pub enum BackupError {
     Sink(#[from] SinkError),
     /// Too many positions failed to take a block's fragments.
     #[error(
-        "block {block} could not be stored at enough positions (failed: {positions:?}); the backup was not committed"
+        "block {block} could not be stored at enough positions to be restorable ({reasons}); the backup was not committed: fix those positions (space, permissions, mounts) and run it again"
     )]
     TooManyFailures {
         /// Block number.
         block: u64,
         /// Positions that failed.
         positions: Vec<usize>,
+        /// Why, per position.
+        reasons: String,
     },
     /// Bad ECC parameters.
     #[error(transparent)]
@@ -192,10 +195,17 @@ pub fn backup(
     let level = opts.zstd_level;
     let block_size = opts.block_size;
 
+    // Set when the sealer side fails, so the archiver stops reading files at
+    // once instead of when zstd next emits output.
+    let cancel = AtomicBool::new(false);
     let (stats, archive_bytes, outcome) = std::thread::scope(|scope| {
-        let producer =
-            scope.spawn(move || produce(sources, level, block_size, tx, recycle_rx, progress));
+        let cancel = &cancel;
+        let producer = scope
+            .spawn(move || produce(sources, level, block_size, tx, recycle_rx, progress, cancel));
         let outcome = consume(&sealer, &code, rx, recycle_tx, sink);
+        if outcome.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
         let produced = producer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the archiver thread panicked")));
@@ -205,7 +215,7 @@ pub fn backup(
                 None,
                 0,
                 Err(BackupError::Archive(io::Error::other(
-                    "archive ended early",
+                    "the archiver stopped without saying why (a bug: please report it)",
                 ))),
             ),
             (Ok(_), Err(e)) => (None, 0, Err(BackupError::Archive(e))),
@@ -241,11 +251,30 @@ pub fn backup(
         stored_bytes: consumed.stored_bytes,
         backup_recipient: key.recipient.to_string(),
         wrapped_backup_key: key.wrapped.clone(),
-        sealed_info: Manifest::seal_info(&info, &key.recipient)
-            .map_err(|e| BackupError::Options(e.to_string()))?,
+        sealed_info: Manifest::seal_info(&info, &key.recipient).map_err(|e| match e {
+            bitdust_block::ManifestError::Seal(e) => BackupError::Block(BlockError::Seal(e)),
+            other => BackupError::Archive(io::Error::other(other.to_string())),
+        })?,
         zstd_level: level,
     };
-    sink.commit(&manifest.to_signed_bytes(&identity))?;
+    let mut degraded = consumed.degraded;
+    let failed_at_commit = sink.commit(&manifest.to_signed_bytes(&identity))?;
+    for p in failed_at_commit {
+        if !degraded.contains(&p) {
+            degraded.push(p);
+        }
+    }
+    degraded.sort_unstable();
+    // A position that failed at commit may not hold durable fragments of any
+    // block, so the version only counts as made if the code survives losing
+    // every degraded position at once.
+    if !decodable(&code, &degraded) {
+        return Err(BackupError::TooManyFailures {
+            block: consumed.blocks.saturating_sub(1),
+            reasons: failure_reasons(sink, &degraded),
+            positions: degraded,
+        });
+    }
     Ok(BackupReport {
         manifest,
         files: stats.files,
@@ -253,8 +282,19 @@ pub fn backup(
         symlinks: stats.symlinks,
         content_bytes: stats.content_bytes,
         skipped: stats.skipped,
-        degraded_positions: consumed.degraded,
+        degraded_positions: degraded,
     })
+}
+
+fn failure_reasons(sink: &dyn FragmentSink, positions: &[usize]) -> String {
+    positions
+        .iter()
+        .map(|p| match sink.failure(*p) {
+            Some(why) => format!("position {p}: {why}"),
+            None => format!("position {p}: failed"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Archiver thread: tar -> zstd -> blocks on the channel. `Ok(None)` means the
@@ -266,6 +306,7 @@ fn produce(
     tx: Sender<Msg>,
     recycle: Receiver<Vec<u8>>,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> io::Result<Option<(ArchiveStats, u64)>> {
     let cutter = BlockCutter {
         tx: tx.clone(),
@@ -279,7 +320,7 @@ fn produce(
         inner: encoder,
         bytes: 0,
     };
-    let (counting, stats) = match write_archive(sources, counting, progress) {
+    let (counting, stats) = match write_archive(sources, counting, progress, cancel) {
         Ok(v) => v,
         Err(e) => return if is_closed(&e) { Ok(None) } else { Err(e) },
     };
@@ -394,6 +435,7 @@ fn consume(
             if !decodable(code, &failed) {
                 return Err(BackupError::TooManyFailures {
                     block,
+                    reasons: failure_reasons(&*sink, &failed),
                     positions: failed,
                 });
             }

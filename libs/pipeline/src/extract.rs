@@ -4,7 +4,8 @@
 //! a symlink (every parent component is checked with `lstat`, and files are
 //! created with `O_EXCL`, which does not follow a final symlink). Directories
 //! are made writable while extracting and get their archived mode and mtime
-//! at the end, deepest first.
+//! at the end, deepest first. Ownership and setuid/setgid bits are not
+//! restored.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
@@ -77,7 +78,9 @@ pub(crate) fn extract(
         let dest = root.join(&rel);
         ensure_parents(root, &rel)?;
         let header = entry.header();
-        let mode = header.mode().map_err(io_err(&rel))? & 0o7777;
+        // Owners are not restored, so neither are setuid/setgid bits: a file
+        // restored by root must never become setuid-root.
+        let mode = header.mode().map_err(io_err(&rel))? & 0o1777;
         let mtime = FileTime::from_unix_time(header.mtime().map_err(io_err(&rel))? as i64, 0);
         match header.entry_type() {
             EntryType::Directory => {
@@ -217,19 +220,6 @@ impl<R: Read> Read for ProgressReader<'_, R> {
         self.1.advance(n as u64);
         Ok(n)
     }
-}
-
-/// Where a restore is staged before it is renamed into place.
-pub(crate) fn staging_dir(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "restore".into());
-    let parent = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.join(format!(".{name}.bitdust-restore-{}", std::process::id()))
 }
 
 #[cfg(test)]

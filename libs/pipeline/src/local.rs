@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +27,33 @@ use crate::{
 };
 
 const MANIFEST_FILE: &str = "manifest";
+/// Manifests are small; anything larger is not one.
+const MAX_MANIFEST_FILE: u64 = 8 * 1024 * 1024;
+
+/// Opens a regular file without following a symlink or blocking on a FIFO.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// The absolute form of a source path as given: `.` and `..` resolved through
+/// the real directories above it, the last component kept as given (so a
+/// source that is itself a symlink keeps its name).
+fn source_path(given: &Path) -> io::Result<PathBuf> {
+    let abs = std::path::absolute(given)?;
+    let path = match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => fs::canonicalize(parent)?.join(name),
+        _ => fs::canonicalize(&abs)?,
+    };
+    fs::symlink_metadata(&path)?;
+    Ok(path)
+}
 
 /// A local backup command failed.
 #[derive(Debug, thiserror::Error)]
@@ -272,15 +300,6 @@ impl LocalSink {
         )?;
         w.flush()
     }
-
-    /// Why each position failed, if it did.
-    pub fn failures(&self) -> Vec<(usize, String)> {
-        self.failed
-            .iter()
-            .enumerate()
-            .filter_map(|(p, e)| e.clone().map(|e| (p, e)))
-            .collect()
-    }
 }
 
 impl FragmentSink for LocalSink {
@@ -295,45 +314,68 @@ impl FragmentSink for LocalSink {
                 continue;
             }
             if let Err(e) = self.write_one(p, block, f) {
-                self.failed[p] = Some(e.to_string());
+                self.failed[p] = Some(format!("writing fragments failed: {e}"));
                 failed.push(p);
             }
         }
         Ok(failed)
     }
 
-    fn commit(&mut self, manifest: &[u8]) -> Result<(), SinkError> {
-        // Fragments first become durable (one syncfs per position directory),
-        // then the manifest is written crash-safely: a version without a
-        // manifest is incomplete and ignored.
+    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, SinkError> {
+        // Phase 1: the fragments of every position become durable (syncfs per
+        // position directory, which may each be a different disk). Phase 2,
+        // only then: the manifest, written crash-safely at each position. A
+        // version without a manifest is incomplete and ignored, so a crash at
+        // any moment never shows a version whose fragments may be lost.
+        let live = |s: &Self, p: usize| s.failed[p].is_none() && s.created[p];
+        for p in 0..self.code.suppliers() {
+            if !live(self, p) {
+                continue;
+            }
+            let dir = self.store.version_dir(p, self.id, self.version);
+            let res = File::open(&dir).and_then(|d| {
+                rustix::fs::syncfs(&d)?;
+                d.sync_all()
+            });
+            if let Err(e) = res {
+                self.failed[p] = Some(format!("making its fragments durable failed: {e}"));
+            }
+        }
         let mut written = 0;
         for p in 0..self.code.suppliers() {
-            if self.failed[p].is_some() || !self.created[p] {
+            if !live(self, p) {
                 continue;
             }
             let dir = self.store.version_dir(p, self.id, self.version);
             let res = (|| -> io::Result<()> {
-                let d = File::open(&dir)?;
-                rustix::fs::syncfs(&d)?;
                 let tmp = dir.join(".manifest.tmp");
                 let mut f = File::create(&tmp)?;
                 f.write_all(manifest)?;
                 f.sync_all()?;
                 fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
-                d.sync_all()
+                File::open(&dir)?.sync_all()
             })();
             match res {
                 Ok(()) => written += 1,
-                Err(e) => self.failed[p] = Some(e.to_string()),
+                Err(e) => self.failed[p] = Some(format!("writing the manifest failed: {e}")),
             }
         }
         if written == 0 {
+            let why = (0..self.code.suppliers())
+                .find_map(|p| self.failure(p))
+                .unwrap_or_else(|| "nothing was written".into());
             return Err(SinkError(format!(
-                "no position directory under {} could take the manifest",
+                "no position directory under {} could take the manifest ({why}); check free space and permissions",
                 self.store.root.display()
             )));
         }
-        Ok(())
+        Ok((0..self.code.suppliers())
+            .filter(|&p| self.failed[p].is_some())
+            .collect())
+    }
+
+    fn failure(&self, position: usize) -> Option<String> {
+        self.failed.get(position).cloned().flatten()
     }
 }
 
@@ -363,9 +405,17 @@ impl FragmentSource for LocalSource {
                     .store
                     .version_dir(*p, self.id, self.version)
                     .join(MANIFEST_FILE);
-                fs::read(&path)
-                    .map(Some)
-                    .map_err(|e| SourceError(format!("reading {}: {e}", path.display())))
+                let mut bytes = Vec::new();
+                open_regular(&path)
+                    .and_then(|f| f.take(MAX_MANIFEST_FILE + 1).read_to_end(&mut bytes))
+                    .map_err(|e| SourceError(format!("reading {}: {e}", path.display())))?;
+                if bytes.len() as u64 > MAX_MANIFEST_FILE {
+                    return Err(SourceError(format!(
+                        "{} is larger than any manifest can be; it is not a BitDust manifest",
+                        path.display()
+                    )));
+                }
+                Ok(Some(bytes))
             }
             None => Ok(None),
         }
@@ -389,10 +439,10 @@ impl FragmentSource for LocalSource {
             .store
             .version_dir(position, self.id, self.version)
             .join(fragment_name(block, fragment));
-        match File::open(&path) {
+        // Anything unreadable (absent, a symlink, a FIFO, no permission) is a
+        // missing fragment, not a failed restore.
+        match open_regular(&path) {
             Ok(f) => Ok(Some(Box::new(BufReader::with_capacity(64 * 1024, f)))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            // An unreadable file is a missing fragment, not a failed restore.
             Err(_) => Ok(None),
         }
     }
@@ -425,9 +475,7 @@ pub fn backup_to_dir(
 ) -> Result<BackupReport, LocalError> {
     let mut abs = Vec::with_capacity(sources.len());
     for s in sources {
-        let a = std::path::absolute(s).map_err(|e| LocalError::Source(s.clone(), e))?;
-        fs::symlink_metadata(&a).map_err(|e| LocalError::Source(s.clone(), e))?;
-        abs.push(a);
+        abs.push(source_path(s).map_err(|e| LocalError::Source(s.clone(), e))?);
     }
     abs.sort();
     abs.dedup();
@@ -530,7 +578,7 @@ pub fn restore_from_dir(
     Ok((manifest, report))
 }
 
-/// `bitdustctl local verify`: needs no secret key.
+/// `bitdustctl local verify`: needs no master secret.
 pub fn verify_dir(keys_dir: &Path, dir: &Path, sel: Selector) -> Result<VerifyReport, LocalError> {
     let (mut source, manifest, _) = open_selected(keys_dir, dir, sel, false)?;
     Ok(verify(&mut source, &manifest)?)

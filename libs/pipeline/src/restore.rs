@@ -2,27 +2,28 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bitdust_block::{BlockError, BlockOpener, Manifest, ManifestError};
 use bitdust_crypto::{BackupKey, NodeId};
 use bitdust_ecc::{Code, Scheme};
 use crossbeam_channel::{Receiver, bounded};
 
-use crate::extract::{ExtractError, extract, staging_dir};
-use crate::{DEFAULT_MAX_BLOCK_SIZE, FragmentSource, Progress, SourceError};
+use crate::extract::{ExtractError, extract};
+use crate::{FragmentSource, Progress, SourceError};
 
 /// How to restore.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
-    /// Blocks claiming more plaintext than this are refused.
+    /// Blocks claiming more plaintext than this are refused before any memory
+    /// is allocated for them (default: the largest block any backup may have).
     pub max_block_size: usize,
 }
 
 impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
-            max_block_size: DEFAULT_MAX_BLOCK_SIZE,
+            max_block_size: bitdust_block::MAX_BLOCK_LEN as usize,
         }
     }
 }
@@ -157,13 +158,16 @@ fn collect_block(
     code: &Code,
     block: u64,
     all: bool,
+    max_block_len: u64,
 ) -> Result<BlockOpener, SourceError> {
     let mut opener = BlockOpener::new(
         manifest.customer,
         manifest.backup_id,
         manifest.version,
         block,
-    );
+    )
+    .expect_code(manifest.scheme, manifest.suppliers)
+    .max_block_len(max_block_len);
     let positions = source.positions();
     let order: Vec<usize> = (0..code.fragment_count()).collect();
     let (data, rest) = order.split_at(code.data_fragments());
@@ -186,7 +190,7 @@ fn collect_block(
 }
 
 /// Restores the version `source` reads into `target`, which must not exist or
-/// be empty. The restore is staged beside `target` and renamed into place only
+/// be empty. The restore is staged and moved into place only
 /// when every block decoded and the archive ended cleanly; on failure the
 /// staging directory is removed, so nothing partial looks like a good restore.
 pub fn restore(
@@ -201,34 +205,78 @@ pub fn restore(
         path: target.display().to_string(),
         reason,
     };
-    match fs::read_dir(target) {
-        Ok(mut d) => {
+    // An existing empty target (perhaps a mount point) is restored into via a
+    // staging directory inside it; a new target is staged beside it and
+    // renamed into place. Either way nothing shows at the target until every
+    // block decoded and the archive ended cleanly.
+    let existed = match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => {
+            let mut d = fs::read_dir(target).map_err(|e| target_err(e.to_string()))?;
             if d.next().is_some() {
                 return Err(target_err(
                     "it is not empty; restore into a new or empty directory".into(),
                 ));
             }
+            true
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(_) => return Err(target_err("it exists and is not a directory".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(target_err(e.to_string())),
+    };
+    let stage = if existed {
+        make_stage(target, ".bitdust-restore")
+    } else {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "restore".into());
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        make_stage(parent, &format!(".{name}.bitdust-restore"))
     }
-    let stage = staging_dir(target);
-    let _ = fs::remove_dir_all(&stage);
-    fs::create_dir_all(&stage).map_err(|e| target_err(e.to_string()))?;
-    let result = restore_into(source, manifest, key, &stage, opts, progress);
-    match result {
-        Ok(report) => {
-            if target.exists() {
-                fs::remove_dir(target).map_err(|e| target_err(e.to_string()))?;
-            }
-            fs::rename(&stage, target).map_err(|e| target_err(e.to_string()))?;
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
-            Err(e)
+    .map_err(|e| target_err(format!("cannot create a staging directory: {e}")))?;
+    let finished = restore_into(source, manifest, key, &stage, opts, progress).and_then(|report| {
+        let moved = if existed {
+            fs::read_dir(&stage).and_then(|entries| {
+                for e in entries {
+                    let e = e?;
+                    fs::rename(e.path(), target.join(e.file_name()))?;
+                }
+                fs::remove_dir(&stage)
+            })
+        } else {
+            fs::rename(&stage, target)
+        };
+        moved
+            .map(|()| report)
+            .map_err(|e| target_err(format!("moving the restored files into place failed: {e}")))
+    });
+    if finished.is_err() {
+        let _ = fs::remove_dir_all(&stage);
+    }
+    finished
+}
+
+/// Creates a new directory `prefix-…` in `parent`, mode 0700. `create_dir`
+/// fails on anything already there (a planted symlink included), so the
+/// staging directory is always our own.
+fn make_stage(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for i in 0..1000u32 {
+        let p = parent.join(format!("{prefix}-{}-{nanos:08x}-{i}", std::process::id()));
+        match fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
     }
+    Err(io::Error::other("no free staging directory name"))
 }
 
 fn restore_into(
@@ -256,24 +304,24 @@ fn restore_into(
         let mut report = RestoreReport::default();
         let mut failures = Vec::new();
         for block in 0..manifest.blocks {
-            let opener = collect_block(source, manifest, &code, block, false)?;
-            report
-                .rejected_fragments
-                .extend(opener.rejections().iter().cloned());
+            let opener = collect_block(
+                source,
+                manifest,
+                &code,
+                block,
+                false,
+                opts.max_block_size as u64,
+            )?;
+            note_rejections(&mut report.rejected_fragments, opener.rejections());
             if let Some(h) = opener.header() {
-                if h.plain_len > opts.max_block_size as u64 {
-                    failures.push(BlockError::LengthMismatch {
-                        block,
-                        got: h.plain_len as usize,
-                        expected: opts.max_block_size as u64,
-                    });
-                    continue;
-                }
                 if h.last != (block + 1 == manifest.blocks) {
-                    failures.push(BlockError::NoValidHeader {
+                    failures.push(BlockError::Sequence {
                         block,
-                        customer: manifest.customer,
-                        reasons: "its last-block flag disagrees with the manifest".into(),
+                        reason: format!(
+                            "is {}marked last, but the manifest says the version has {} blocks",
+                            if h.last { "" } else { "not " },
+                            manifest.blocks
+                        ),
                     });
                     continue;
                 }
@@ -312,6 +360,19 @@ fn restore_into(
         report.skipped = stats.skipped;
         Ok(report)
     })
+}
+
+/// At most this many rejected fragments are named in a report.
+const MAX_REJECTIONS_NAMED: usize = 1000;
+
+fn note_rejections(into: &mut Vec<String>, new: &[String]) {
+    for r in new {
+        if into.len() < MAX_REJECTIONS_NAMED {
+            into.push(r.clone());
+        } else if into.len() == MAX_REJECTIONS_NAMED {
+            into.push("(more fragments rejected; only the first 1000 are named)".into());
+        }
+    }
 }
 
 struct ChannelReader {
@@ -395,10 +456,19 @@ pub fn verify(
     let code = Code::new(manifest.scheme, manifest.suppliers)
         .map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let mut blocks = Vec::new();
+    let mut margins: std::collections::HashMap<Vec<bool>, (Option<usize>, bool)> =
+        std::collections::HashMap::new();
     let mut rejected = Vec::new();
     for block in 0..manifest.blocks {
-        let opener = collect_block(source, manifest, &code, block, true)?;
-        rejected.extend(opener.rejections().iter().cloned());
+        let opener = collect_block(
+            source,
+            manifest,
+            &code,
+            block,
+            true,
+            bitdust_block::MAX_BLOCK_LEN,
+        )?;
+        note_rejections(&mut rejected, opener.rejections());
         let present: Vec<bool> = if opener.present().is_empty() {
             vec![false; code.fragment_count()]
         } else {
@@ -410,7 +480,11 @@ pub fn verify(
             .collect();
         damaged.sort_unstable();
         damaged.dedup();
-        let (margin, exact) = margin(&code, &present, &damaged);
+        // The margin depends only on which fragments are present, and most
+        // blocks of a version share one pattern: search each pattern once.
+        let (margin, exact) = *margins
+            .entry(present.clone())
+            .or_insert_with(|| margin(&code, &present, &damaged));
         blocks.push(BlockHealth {
             block,
             valid_fragments: present.iter().filter(|p| **p).count(),

@@ -22,9 +22,17 @@ pub trait FragmentSink {
     /// code still tolerates them), or an error that ends the backup.
     fn put_block(&mut self, block: &SealedBlock) -> Result<Vec<usize>, SinkError>;
 
-    /// Makes everything written so far durable, then stores the signed
-    /// manifest at every position. Called once, last.
-    fn commit(&mut self, manifest: &[u8]) -> Result<(), SinkError>;
+    /// Makes everything written so far durable at every position, and only
+    /// then stores the signed manifest at every position. Called once, last.
+    /// Returns the positions where that failed (their fragments may not be
+    /// durable); the caller decides whether the code survives without them.
+    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, SinkError>;
+
+    /// Why `position` failed, if it did.
+    fn failure(&self, position: usize) -> Option<String> {
+        let _ = position;
+        None
+    }
 }
 
 /// Gives back the fragments and manifest of one backup version.
