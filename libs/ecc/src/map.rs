@@ -548,7 +548,11 @@ impl<'a> StuckSearch<'a> {
     }
 
     fn visit(&mut self, node: Node) {
-        if self.collect.as_ref().is_some_and(|list| list.len() > self.cap) {
+        if self
+            .collect
+            .as_ref()
+            .is_some_and(|list| list.len() > self.cap)
+        {
             return;
         }
         let unique = node.one & !node.two & !node.s & low_bits(self.map.suppliers);

@@ -5,14 +5,18 @@
 //! every parity the same weight `|D|` (so encode work is balanced), never
 //! puts `D_j` in parity `j`, and lets the exact stuck-set search in
 //! [`crate::map`] fix one member of the stuck set, which makes proving the
-//! tolerance of a 64-supplier map take milliseconds.
+//! tolerance of a 64-supplier map take well under a second.
 //!
 //! With weight `w` the tolerance is at most `w` (a lone lost data fragment is
-//! stuck once its `w` parities are lost too), so for each `N` the search
-//! walks `w` upward and hill-climbs over difference sets, scoring a set by
-//! its exact tolerance and then by how few loss patterns one past the
-//! tolerance fail. The PRNG is a fixed-seed SplitMix64, so the same program
-//! always writes the same files; `ecc-mapgen --check` verifies that.
+//! stuck once its `w` parities are lost too). [`PLANS`] fixes, per `N`, the
+//! smallest weight that reaches the best tolerance found (heavier circulants
+//! were tried and do no better, see `docs/ecc.md`). A candidate set is scored
+//! by its exact tolerance, then by how few loss patterns one past the
+//! tolerance fail. Small search spaces are scored exhaustively; larger ones
+//! are hill-climbed from a fixed-seed SplitMix64, so the same program always
+//! writes the same files (`ecc-mapgen --check` verifies that). For `N = 64`
+//! the sets are built from pairs with one common difference
+//! ([`Shape::Pairs`]), which halves the loads of an encode.
 
 use crate::map::EccMap;
 
@@ -101,27 +105,35 @@ pub fn circulant(suppliers: usize, diffs: &[usize], tolerance: usize) -> Result<
     EccMap::from_members(suppliers, tolerance, members)
 }
 
-/// How good a difference set is: higher tolerance first, then fewer stuck
-/// sets one past it.
+/// Largest supplier count whose maps are ranked by the exact number of
+/// failing patterns; larger ones use a cheaper proxy (see [`Score`]).
+const EXACT_RANKING: usize = 32;
+
+/// How good a difference set is: higher tolerance first, then fewer failing
+/// patterns one past it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Score {
     /// Exact tolerance.
     pub tolerance: usize,
-    /// Stuck sets with patterns of `tolerance + 1` positions, up to rotation
-    /// (see [`EccMap::count_stuck_sets`]); 1 is the least possible when the
-    /// tolerance equals the weight (a lone data fragment).
-    pub stuck_next: usize,
+    /// For `N <= 32`, the exact number of failing patterns of
+    /// `tolerance + 1` positions (at least `N` when the tolerance equals the
+    /// weight: a lone data fragment with its parities). For larger `N`, the
+    /// stuck sets behind them up to rotation (see
+    /// [`EccMap::count_stuck_sets`]; at least 1), which the search can
+    /// abandon as soon as it exceeds the current best.
+    pub failing_next: usize,
 }
 
 impl Score {
     fn better_or_equal(&self, other: &Score) -> bool {
-        (self.tolerance, std::cmp::Reverse(self.stuck_next))
-            >= (other.tolerance, std::cmp::Reverse(other.stuck_next))
+        (self.tolerance, std::cmp::Reverse(self.failing_next))
+            >= (other.tolerance, std::cmp::Reverse(other.failing_next))
     }
 }
 
 /// Scores a difference set exactly, or `None` if it cannot match `floor`:
-/// a lower tolerance, or as many stuck sets beyond `cap` at the same one.
+/// a lower tolerance, or (for large `N`) more stuck sets than it at the
+/// same tolerance.
 pub fn score(suppliers: usize, diffs: &[usize], floor: &Score) -> Option<Score> {
     let map = circulant(suppliers, diffs, 0).ok()?;
     let tolerance = match map.min_failing_pattern(diffs.len()) {
@@ -131,22 +143,26 @@ pub fn score(suppliers: usize, diffs: &[usize], floor: &Score) -> Option<Score> 
     if tolerance < floor.tolerance {
         return None;
     }
-    let cap = if tolerance == floor.tolerance {
-        floor.stuck_next
+    let failing_next = if suppliers <= EXACT_RANKING {
+        map.minimal_failing_patterns(tolerance + 1).len()
     } else {
-        usize::MAX
+        let cap = if tolerance == floor.tolerance {
+            floor.failing_next
+        } else {
+            usize::MAX
+        };
+        map.count_stuck_sets(tolerance + 1, cap)?
     };
-    let stuck_next = map.count_stuck_sets(tolerance + 1, cap)?;
     Some(Score {
         tolerance,
-        stuck_next,
+        failing_next,
     })
 }
 
 /// The lowest score, which anything matches.
 const FLOOR: Score = Score {
     tolerance: 0,
-    stuck_next: usize::MAX,
+    failing_next: usize::MAX,
 };
 
 /// The outcome of a search: the difference set and its score.
@@ -180,10 +196,61 @@ fn diffs_of(shape: Shape, n: usize, genes: &[usize]) -> Option<Vec<usize>> {
     (distinct && diffs.iter().all(|&d| d != 0)).then_some(diffs)
 }
 
+/// Free searches with at most this many difference sets try them all.
+const EXHAUSTIVE_SETS: u64 = 50_000;
+
+/// Number of `k`-subsets of an `n`-set, saturating.
+fn binomial(n: usize, k: usize) -> u64 {
+    (0..k.min(n)).fold(1u64, |acc, i| {
+        acc.saturating_mul((n - i) as u64) / (i as u64 + 1)
+    })
+}
+
+/// The best difference set of `plan`: every set when there are at most
+/// 50,000 of them (free shape), else a seeded hill climb.
+pub fn search(plan: Plan, seed: u64) -> Found {
+    if plan.shape == Shape::Free && binomial(plan.suppliers - 1, plan.weight) <= EXHAUSTIVE_SETS {
+        exhaustive(plan)
+    } else {
+        hill_climb(plan, seed)
+    }
+}
+
+/// Scores every free difference set of `plan.weight`, first best wins.
+fn exhaustive(plan: Plan) -> Found {
+    let n = plan.suppliers;
+    let w = plan.weight.min(n - 1);
+    let mut best = Found {
+        diffs: Vec::new(),
+        delta: None,
+        score: FLOOR,
+    };
+    // Walk the w-subsets of 1..n in lexicographic order.
+    let mut set: Vec<usize> = (1..=w).collect();
+    loop {
+        if let Some(s) = score(n, &set, &best.score) {
+            if best.diffs.is_empty() || !best.score.better_or_equal(&s) {
+                best = Found {
+                    diffs: set.clone(),
+                    delta: None,
+                    score: s,
+                };
+            }
+        }
+        let Some(k) = (0..w).rev().find(|&k| set[k] < n - w + k) else {
+            return best;
+        };
+        set[k] += 1;
+        for m in k + 1..w {
+            set[m] = set[m - 1] + 1;
+        }
+    }
+}
+
 /// Hill-climbs over difference sets of `plan.shape` and `plan.weight`,
 /// changing one gene per step and accepting sideways moves so it can cross
 /// plateaus, and returns the best set met.
-pub fn search(plan: Plan, seed: u64) -> Found {
+fn hill_climb(plan: Plan, seed: u64) -> Found {
     let n = plan.suppliers;
     let w = plan.weight;
     let genes = match plan.shape {
@@ -205,7 +272,8 @@ pub fn search(plan: Plan, seed: u64) -> Found {
         score: current_score.clone(),
     };
     for _ in 0..plan.steps {
-        if best.score.tolerance == w.min(n - 1) && best.score.stuck_next <= 1 {
+        let least = if n <= EXACT_RANKING { n } else { 1 };
+        if best.score.tolerance == w.min(n - 1) && best.score.failing_next <= least {
             // Tolerance w is the most weight w allows, and a lone data
             // fragment is always stuck at w + 1: nothing can score better.
             break;
@@ -252,10 +320,19 @@ pub fn generate(plan: Plan) -> (EccMap, Vec<String>) {
     let failing = map.minimal_failing_patterns(t + 1).len();
     let mut comments = vec![
         format!("XOR ECC map for {n} suppliers; generated by ecc-mapgen, do not edit."),
-        format!(
-            "Regenerate: cargo run -p bitdust-ecc --release --bin ecc-mapgen (seed {SEED:#x}, {} steps)",
-            plan.steps
-        ),
+        "Regenerate: cargo run -p bitdust-ecc --release --bin ecc-mapgen".to_string(),
+        if plan.shape == Shape::Free && binomial(n - 1, plan.weight) <= EXHAUSTIVE_SETS {
+            format!(
+                "Search: all {} difference sets of weight {} scored; the first best kept.",
+                binomial(n - 1, plan.weight),
+                plan.weight
+            )
+        } else {
+            format!(
+                "Search: {} hill-climbing steps from seed {SEED:#x}.",
+                plan.steps
+            )
+        },
         format!(
             "Circulant: parity j covers D((j + d) mod {n}) for d in {{{}}}.",
             diffs.join(", ")
@@ -297,14 +374,17 @@ mod tests {
         assert_eq!(fano.tolerance, 2);
         let three = Score {
             tolerance: 3,
-            stuck_next: 1,
+            failing_next: 1,
         };
         assert!(score(7, &[1, 2, 4], &three).is_none());
     }
 
     #[test]
     fn pair_genomes_expand() {
-        assert_eq!(diffs_of(Shape::Pairs, 64, &[9, 4, 29]), Some(vec![4, 13, 29, 38]));
+        assert_eq!(
+            diffs_of(Shape::Pairs, 64, &[9, 4, 29]),
+            Some(vec![4, 13, 29, 38])
+        );
         assert_eq!(diffs_of(Shape::Pairs, 64, &[9, 4, 13]), None);
         assert_eq!(diffs_of(Shape::Pairs, 64, &[32, 32, 1]), None);
     }
