@@ -182,13 +182,25 @@ impl Bar {
         if !show || !std::io::stderr().is_terminal() {
             return Bar(None);
         }
-        let pb = ProgressBar::new(total);
+        // With a known total: a bar with rate and ETA; without: a spinner.
+        let (pb, template) = if total > 0 {
+            (
+                ProgressBar::new(total),
+                format!(
+                    "{what} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}}"
+                ),
+            )
+        } else {
+            (
+                ProgressBar::new_spinner(),
+                format!("{{spinner}} {what} {{bytes}} {{bytes_per_sec}} {{elapsed}}"),
+            )
+        };
         pb.set_style(
-            ProgressStyle::with_template(&format!(
-                "{what} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}}"
-            ))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
         Bar(Some(pb))
     }
     fn done(&self) {
@@ -401,17 +413,55 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                            "rejected_fragments": r.rejected_fragments})
                 );
             } else if !cli.quiet || !lost.is_empty() {
-                println!("backup {}@{}:", r.manifest.backup_id, r.manifest.version);
-                for b in &r.blocks {
+                println!(
+                    "backup {}@{}: {} blocks over {} positions ({})",
+                    r.manifest.backup_id,
+                    r.manifest.version,
+                    r.blocks.len(),
+                    r.manifest.suppliers,
+                    r.manifest.scheme
+                );
+                // Consecutive blocks in the same health are one line.
+                let mut i = 0;
+                while i < r.blocks.len() {
+                    let b = &r.blocks[i];
+                    let same = |o: &bitdust_pipeline::BlockHealth| {
+                        (
+                            o.valid_fragments,
+                            &o.damaged_positions,
+                            o.margin,
+                            o.margin_exact,
+                        ) == (
+                            b.valid_fragments,
+                            &b.damaged_positions,
+                            b.margin,
+                            b.margin_exact,
+                        )
+                    };
+                    let mut j = i + 1;
+                    while j < r.blocks.len() && same(&r.blocks[j]) {
+                        j += 1;
+                    }
+                    let which = if j - i == 1 {
+                        format!("block {}", b.block)
+                    } else {
+                        format!("blocks {}-{}", b.block, r.blocks[j - 1].block)
+                    };
                     let m = match b.margin {
                         Some(m) if b.margin_exact => format!("{m} more positions may be lost"),
                         Some(m) => format!("at least {m} more positions may be lost"),
                         None => "CANNOT BE RECOVERED".into(),
                     };
+                    let damage = if b.damaged_positions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", damaged positions {:?}", b.damaged_positions)
+                    };
                     println!(
-                        "  block {}: {}/{} fragments ok, damaged positions {:?}: {m}",
-                        b.block, b.valid_fragments, b.total_fragments, b.damaged_positions
+                        "  {which}: {}/{} fragments ok{damage}: {m}",
+                        b.valid_fragments, b.total_fragments
                     );
+                    i = j;
                 }
                 for f in &r.rejected_fragments {
                     println!("  rejected {f}");
@@ -419,7 +469,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             }
             if !lost.is_empty() {
                 eprintln!(
-                    "bitdustctl: {} blocks cannot be recovered: {:?}",
+                    "bitdustctl: {} blocks cannot be recovered (too many positions lost or damaged): {:?}; restore what you can from another copy, and back the data up again",
                     lost.len(),
                     lost
                 );
