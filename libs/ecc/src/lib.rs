@@ -32,6 +32,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub mod kernelgen;
+mod kernels;
+#[rustfmt::skip]
+mod kernels_gen;
 pub mod map;
 pub mod mapgen;
 mod rs;

@@ -15,6 +15,10 @@
 //! which is what bounds encode speed, and the scratch also sidesteps cache
 //! set aliasing between fragments (see [`aliases`]).
 //!
+//! Encodes of most maps skip all this: [`run_kernel`] runs the generated
+//! register-blocked kernel of the map (see [`crate::kernelgen`]) through the
+//! same run-time dispatch, when [`kernel_pays`] for the fragment length.
+//!
 //! The inner loops fold up to [`GROUP`] sources per pass over 32-byte chunks
 //! handled as `[u64; 4]`, which LLVM turns into SIMD loads and XORs; the
 //! loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at run
@@ -85,6 +89,29 @@ pub(crate) fn run_staged(buf: &mut [u8], fragment_len: usize, staged: &Staged) {
     dispatch::run(buf, fragment_len, Job::Staged(staged));
 }
 
+/// Runs the generated register-blocked encode kernel of the `suppliers`
+/// map (see [`crate::kernelgen`]) over a buffer of `2 * suppliers`
+/// fragments. False, with nothing written, if there is no kernel for it.
+pub(crate) fn run_kernel(buf: &mut [u8], fragment_len: usize, suppliers: usize) -> bool {
+    let mut done = false;
+    dispatch::run(buf, fragment_len, Job::Kernel(suppliers, &mut done));
+    done
+}
+
+/// Whether the generated column kernel beats the tiled loops for `suppliers`
+/// fragments of `fragment_len` bytes. The kernel touches the same offset of
+/// all `2N` fragments per 64-byte column; when `fragment_len` is a multiple
+/// of 1024, 2048 or 4096 those lines crowd into 4, 2 or 1 of the 64 sets of
+/// the 8-way L1, and they evict each other (and the lines the prefetcher
+/// brought in) before use. Measured on Zen 4: the kernel still wins by far
+/// with up to 13 such lines per set (N = 13 or 26 at multiples of 1024 or
+/// 2048: 1.1-2.7x), and loses with 14 or more (N = 7 or 18 at multiples of
+/// 4096 or 2048: 0.5-0.9x).
+pub(crate) fn kernel_pays(suppliers: usize, fragment_len: usize) -> bool {
+    let sets = 4096 / (1usize << fragment_len.trailing_zeros().min(12));
+    2 * suppliers <= 13 * sets
+}
+
 /// Whether the same offset of consecutive fragments falls into few L1 cache
 /// sets (64 sets of 64 bytes): true when `fragment_len` is a multiple of
 /// 512, e.g. 64 KiB for a 4 MiB block over 64 fragments. Ten-plus sources
@@ -98,13 +125,14 @@ pub(crate) fn aliases(fragment_len: usize) -> bool {
 pub(crate) const MAX_TEMPS: usize = SCRATCH / 64;
 
 /// What to run.
-#[derive(Clone, Copy)]
 enum Job<'a> {
     /// Any step may read any fragment but its own.
     Mixed(&'a [Step]),
     /// Sources before the fragment index, destinations from it on.
     Split(usize, &'a [Step]),
     Staged(&'a Staged),
+    /// The generated kernel of a map; sets the flag if there is one.
+    Kernel(usize, &'a mut bool),
 }
 
 /// Picks the widest vector instructions the CPU has for the same plain code.
@@ -175,6 +203,10 @@ fn run_job(buf: &mut [u8], fragment_len: usize, job: Job<'_>) {
             }
         }
         Job::Staged(staged) => run_staged_tiles(buf, fragment_len, staged),
+        Job::Kernel(n, done) => {
+            let (inputs, outputs) = buf.split_at_mut(n * fragment_len);
+            *done = crate::kernels_gen::encode(n, inputs, outputs, fragment_len);
+        }
     }
 }
 

@@ -64,6 +64,10 @@ impl XorCode {
     }
 
     pub(crate) fn encode(&self, fragments: &mut [u8], fragment_len: usize) {
+        let n = self.map.suppliers();
+        if xor::kernel_pays(n, fragment_len) && xor::run_kernel(fragments, fragment_len, n) {
+            return;
+        }
         if self.shares_pairs || xor::aliases(fragment_len) {
             xor::run_staged(fragments, fragment_len, &self.staged);
         } else {
@@ -214,7 +218,7 @@ impl XorCode {
 /// temporaries (plain copies). The maps whose difference set is built from
 /// pairs with one common difference (see [`crate::mapgen`]) come out as one
 /// pair temporary per data fragment and half the loads per parity.
-fn staged_encode(map: &EccMap) -> Staged {
+pub(crate) fn staged_encode(map: &EccMap) -> Staged {
     let n = map.suppliers();
     let mut left: Vec<u64> = (0..n).map(|j| map.row_mask(j)).collect();
     let mut temps: Vec<Vec<usize>> = Vec::new();
@@ -401,16 +405,22 @@ mod tests {
     }
 
     #[test]
-    fn staged_and_direct_encodes_agree() {
+    fn staged_direct_and_kernel_encodes_agree() {
         let mut rng = crate::mapgen::SplitMix64::new(5);
         for n in SUPPLIER_COUNTS {
             let code = XorCode::builtin(n).unwrap();
-            for fl in [64, 448, 4096 + 192, 70_016] {
+            for fl in [64, 448, 4096, 4096 + 192, 65_536, 70_016] {
                 let mut a: Vec<u8> = (0..2 * n * fl).map(|_| rng.next_u64() as u8).collect();
                 let mut b = a.clone();
                 xor::run_split(&mut a, fl, n, &code.encode_steps);
                 xor::run_staged(&mut b, fl, &code.staged);
                 assert!(a == b, "n={n} fl={fl}");
+                b[n * fl..].fill(0);
+                let has_kernel = xor::run_kernel(&mut b, fl, n);
+                assert_eq!(has_kernel, crate::kernelgen::SUPPLIERS.contains(&n));
+                if has_kernel {
+                    assert!(a == b, "kernel: n={n} fl={fl}");
+                }
             }
         }
     }
