@@ -6,9 +6,10 @@
 use std::fs;
 use std::path::Path;
 
+use bitdust_block::Manifest;
 use bitdust_ecc::{Code, SUPPLIER_COUNTS, Scheme};
 use bitdust_pipeline::local::{self, LocalError, Selector};
-use bitdust_pipeline::{BackupOptions, RestoreError, RestoreOptions};
+use bitdust_pipeline::{BackupOptions, BackupReport, RestoreError, RestoreOptions, RestoreReport};
 use bitdust_tests::{assert_same_tree, make_tree, restored_path};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -21,6 +22,33 @@ fn opts(scheme: Scheme, suppliers: usize) -> BackupOptions {
         block_size: 64 * 1024,
         ..BackupOptions::default()
     }
+}
+
+fn backup(
+    keys: &Path,
+    src: &Path,
+    dir: &Path,
+    scheme: Scheme,
+    suppliers: usize,
+) -> Result<BackupReport, LocalError> {
+    local::backup_to_dir(
+        keys,
+        &[src.to_path_buf()],
+        dir,
+        &opts(scheme, suppliers),
+        &(),
+    )
+}
+
+fn restore(keys: &Path, dir: &Path, out: &Path) -> Result<(Manifest, RestoreReport), LocalError> {
+    local::restore_from_dir(
+        keys,
+        dir,
+        Selector::default(),
+        out,
+        &RestoreOptions::default(),
+        &(),
+    )
 }
 
 /// Whether a block survives losing `lost` positions.
@@ -59,14 +87,7 @@ fn every_supplier_count_and_scheme_survives_losses_up_to_tolerance() {
         for n in SUPPLIER_COUNTS {
             let code = Code::new(scheme, n).unwrap();
             let dir = tmp.path().join(format!("store-{scheme}-{n}"));
-            let report = local::backup_to_dir(
-                &keys,
-                std::slice::from_ref(&src),
-                &dir,
-                &opts(scheme, n),
-                &(),
-            )
-            .unwrap();
+            let report = backup(&keys, &src, &dir, scheme, n).unwrap();
             assert!(
                 report.manifest.blocks >= 3,
                 "want several blocks, got {}",
@@ -84,15 +105,8 @@ fn every_supplier_count_and_scheme_survives_losses_up_to_tolerance() {
                 fs::remove_dir_all(damaged.join(p.to_string())).unwrap();
             }
             let out = tmp.path().join(format!("out-{scheme}-{n}"));
-            let (_, r) = local::restore_from_dir(
-                &keys,
-                &damaged,
-                Selector::default(),
-                &out,
-                &RestoreOptions::default(),
-                &(),
-            )
-            .unwrap_or_else(|e| panic!("{scheme} N={n} lost {lost:?}: {e}"));
+            let (_, r) = restore(&keys, &damaged, &out)
+                .unwrap_or_else(|e| panic!("{scheme} N={n} lost {lost:?}: {e}"));
             assert_same_tree(&src, &restored_path(&out, &src));
             if !lost.is_empty() && scheme == Scheme::Xor {
                 assert!(
@@ -116,15 +130,7 @@ fn every_supplier_count_and_scheme_survives_losses_up_to_tolerance() {
                 fs::remove_dir_all(broken.join(p.to_string())).unwrap();
             }
             let out = tmp.path().join(format!("fail-{scheme}-{n}"));
-            let err = local::restore_from_dir(
-                &keys,
-                &broken,
-                Selector::default(),
-                &out,
-                &RestoreOptions::default(),
-                &(),
-            )
-            .unwrap_err();
+            let err = restore(&keys, &broken, &out).unwrap_err();
             let msg = err.to_string();
             assert!(
                 matches!(err, LocalError::Restore(RestoreError::Blocks { .. })),
@@ -157,14 +163,7 @@ fn corrupted_truncated_and_swapped_fragments_are_treated_as_missing() {
     make_tree(&src, 2, 1);
     let keys = tmp.path().join("keys");
     let dir = tmp.path().join("store");
-    let report = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 7),
-        &(),
-    )
-    .unwrap();
+    let report = backup(&keys, &src, &dir, Scheme::Xor, 7).unwrap();
     let m = &report.manifest;
     let vdir = |p: usize| {
         dir.join(p.to_string())
@@ -211,15 +210,7 @@ fn corrupted_truncated_and_swapped_fragments_are_treated_as_missing() {
     assert!(v.blocks[1].damaged_positions.contains(&2));
 
     let out = tmp.path().join("out");
-    let (_, r) = local::restore_from_dir(
-        &keys,
-        &dir,
-        Selector::default(),
-        &out,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap();
+    let (_, r) = restore(&keys, &dir, &out).unwrap();
     assert!(r.decoded_blocks >= 2);
     assert_same_tree(&src, &restored_path(&out, &src));
 }
@@ -231,22 +222,8 @@ fn fragments_signed_by_another_customer_are_rejected() {
     make_tree(&src, 3, 1);
     let (keys_a, keys_b) = (tmp.path().join("keys-a"), tmp.path().join("keys-b"));
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let ra = local::backup_to_dir(
-        &keys_a,
-        std::slice::from_ref(&src),
-        &dir_a,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
-    local::backup_to_dir(
-        &keys_b,
-        std::slice::from_ref(&src),
-        &dir_b,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
+    let ra = backup(&keys_a, &src, &dir_a, Scheme::Xor, 4).unwrap();
+    backup(&keys_b, &src, &dir_b, Scheme::Xor, 4).unwrap();
 
     // B cannot restore or verify A's backup: the manifest is signed by A.
     let err = local::verify_dir(&keys_b, &dir_a, Selector::default()).unwrap_err();
@@ -272,16 +249,7 @@ fn fragments_signed_by_another_customer_are_rejected() {
         }
     }
     let out = tmp.path().join("out");
-    let err = local::restore_from_dir(
-        &keys_a,
-        &dir_a,
-        Selector::default(),
-        &out,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = restore(&keys_a, &dir_a, &out).unwrap_err().to_string();
     assert!(
         err.contains("block 0") && err.contains("signed by"),
         "{err}"
@@ -296,23 +264,9 @@ fn versions_accumulate_and_older_ones_restore() {
     make_tree(&src, 4, 1);
     let keys = tmp.path().join("keys");
     let dir = tmp.path().join("store");
-    let r1 = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 7),
-        &(),
-    )
-    .unwrap();
+    let r1 = backup(&keys, &src, &dir, Scheme::Xor, 7).unwrap();
     fs::write(src.join("docs/new-file.txt"), b"added later").unwrap();
-    let r2 = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 7),
-        &(),
-    )
-    .unwrap();
+    let r2 = backup(&keys, &src, &dir, Scheme::Xor, 7).unwrap();
     assert_eq!(r1.manifest.backup_id, r2.manifest.backup_id);
     assert_eq!((r1.manifest.version, r2.manifest.version), (1, 2));
     assert_eq!(
@@ -327,15 +281,7 @@ fn versions_accumulate_and_older_ones_restore() {
     // v1 was made before new-file.txt existed.
     assert!(!restored_path(&out, &src).join("docs/new-file.txt").exists());
     let out2 = tmp.path().join("out-v2");
-    local::restore_from_dir(
-        &keys,
-        &dir,
-        Selector::default(),
-        &out2,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap();
+    restore(&keys, &dir, &out2).unwrap();
     assert_same_tree(&src, &restored_path(&out2, &src));
 }
 
@@ -346,14 +292,7 @@ fn interrupted_version_is_ignored_and_skipped() {
     make_tree(&src, 5, 1);
     let keys = tmp.path().join("keys");
     let dir = tmp.path().join("store");
-    let r1 = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
+    let r1 = backup(&keys, &src, &dir, Scheme::Xor, 4).unwrap();
     // Simulate a crash after fragments of version 2 were written, before its manifest.
     for p in 0..4 {
         let v = dir
@@ -363,25 +302,10 @@ fn interrupted_version_is_ignored_and_skipped() {
         fs::write(v.join("2").join("b0000000000.f000"), b"partial").unwrap();
     }
     assert_eq!(local::LocalStore::new(&dir).list().len(), 1);
-    let r3 = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
+    let r3 = backup(&keys, &src, &dir, Scheme::Xor, 4).unwrap();
     assert_eq!(r3.manifest.version, 3);
     let out = tmp.path().join("out");
-    let (m, _) = local::restore_from_dir(
-        &keys,
-        &dir,
-        Selector::default(),
-        &out,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap();
+    let (m, _) = restore(&keys, &dir, &out).unwrap();
     assert_eq!(m.version, 3);
     assert_same_tree(&src, &restored_path(&out, &src));
 }
@@ -409,36 +333,16 @@ fn a_second_backup_of_the_same_paths_into_the_same_directory_is_refused() {
     make_tree(&src, 6, 1);
     let keys = tmp.path().join("keys");
     let dir = tmp.path().join("store");
-    let first = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
+    let first = backup(&keys, &src, &dir, Scheme::Xor, 4).unwrap();
     // Hold the lock as a running backup would.
     let lock = fs::File::open(dir.join(format!(".{}.lock", first.manifest.backup_id))).unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
-    let err = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = backup(&keys, &src, &dir, Scheme::Xor, 4)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("another backup of the same paths"), "{err}");
     drop(lock);
-    let again = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
+    let again = backup(&keys, &src, &dir, Scheme::Xor, 4).unwrap();
     assert_eq!(again.manifest.version, 2);
 }
 
@@ -453,24 +357,9 @@ fn symlinked_and_dotdot_sources_back_up_what_they_name() {
     let dir = tmp.path().join("store");
     // `Documents` is a symlink to a directory: its content is backed up under
     // the name given.
-    local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&link),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
+    backup(&keys, &link, &dir, Scheme::Xor, 4).unwrap();
     let out = tmp.path().join("out");
-    local::restore_from_dir(
-        &keys,
-        &dir,
-        Selector::default(),
-        &out,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap();
+    restore(&keys, &dir, &out).unwrap();
     assert_same_tree(&real, &restored_path(&out, &link));
 
     // A path with `..` is resolved before it becomes an archive name.
@@ -478,15 +367,7 @@ fn symlinked_and_dotdot_sources_back_up_what_they_name() {
     let dir2 = tmp.path().join("store2");
     local::backup_to_dir(&keys, &[dotted], &dir2, &opts(Scheme::Xor, 4), &()).unwrap();
     let out2 = tmp.path().join("out2");
-    local::restore_from_dir(
-        &keys,
-        &dir2,
-        Selector::default(),
-        &out2,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap();
+    restore(&keys, &dir2, &out2).unwrap();
     let canonical = fs::canonicalize(real.join("docs")).unwrap();
     assert_same_tree(&canonical, &restored_path(&out2, &canonical));
 }
@@ -502,26 +383,11 @@ fn setuid_bits_are_not_restored_and_existing_empty_targets_work() {
     fs::set_permissions(&tool, fs::Permissions::from_mode(0o4755)).unwrap();
     let keys = tmp.path().join("keys");
     let dir = tmp.path().join("store");
-    local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 2),
-        &(),
-    )
-    .unwrap();
+    backup(&keys, &src, &dir, Scheme::Xor, 2).unwrap();
     // The target exists and is empty (as a mount point would be).
     let out = tmp.path().join("mnt");
     fs::create_dir(&out).unwrap();
-    local::restore_from_dir(
-        &keys,
-        &dir,
-        Selector::default(),
-        &out,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap();
+    restore(&keys, &dir, &out).unwrap();
     let mode = fs::metadata(restored_path(&out, &src).join("tool"))
         .unwrap()
         .permissions()
@@ -550,25 +416,10 @@ fn failing_positions_degrade_the_backup_within_tolerance_and_stop_it_beyond() {
     let dir = tmp.path().join("store");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("1"), b"not a directory").unwrap();
-    let r = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap();
+    let r = backup(&keys, &src, &dir, Scheme::Xor, 4).unwrap();
     assert_eq!(r.degraded_positions, vec![1]);
     let out = tmp.path().join("out");
-    local::restore_from_dir(
-        &keys,
-        &dir,
-        Selector::default(),
-        &out,
-        &RestoreOptions::default(),
-        &(),
-    )
-    .unwrap();
+    restore(&keys, &dir, &out).unwrap();
     assert_same_tree(&src, &restored_path(&out, &src));
 
     // Three of four positions failing is beyond what the code survives.
@@ -577,15 +428,9 @@ fn failing_positions_degrade_the_backup_within_tolerance_and_stop_it_beyond() {
     for p in ["1", "2", "3"] {
         fs::write(dir.join(p), b"not a directory").unwrap();
     }
-    let err = local::backup_to_dir(
-        &keys,
-        std::slice::from_ref(&src),
-        &dir,
-        &opts(Scheme::Xor, 4),
-        &(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = backup(&keys, &src, &dir, Scheme::Xor, 4)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("could not be stored at enough positions"),
         "{err}"
