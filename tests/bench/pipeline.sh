@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Pipeline benchmark: `bitdustctl local backup` against `restic backup` to a
-# local repository, on the same generated tree, in the same run. Prints wall
+# Pipeline benchmark: `bitdustctl local backup`/`restore` against `restic
+# backup`/`restore` with a local repository, on the same generated tree, in
+# the same run (our restore is checked bit-exact with diff -r). Prints wall
 # time, peak RSS and the ratios; then our peak RSS on a tree 10x smaller, to
 # show memory does not grow with input size.
 #
@@ -75,18 +76,28 @@ restic init --quiet --repo "$work/restic" >/dev/null
 
 ours=$(measure bitdust "$ctl" local backup "$work/big" --to "$work/ours" --suppliers 18 --quiet)
 theirs=$(measure restic restic --quiet --repo "$work/restic" backup "$work/big")
+ours_r=$(measure bitdust-restore "$ctl" local restore "$work/ours" --to "$work/ours-out" --quiet)
+theirs_r=$(measure restic-restore restic --quiet --repo "$work/restic" restore latest --target "$work/restic-out")
+diff -r --no-dereference "$work/big" "$work/ours-out$work/big" >/dev/null || { echo "our restore differs from the input" >&2; exit 1; }
+rm -rf "$work/ours-out" "$work/restic-out"
 small=$(measure bitdust-small "$ctl" local backup "$work/small" --to "$work/ours-small" --suppliers 18 --quiet)
 
 read -r _ ow orss <<<"$ours"
 read -r _ tw trss <<<"$theirs"
 read -r _ sw srss <<<"$small"
+read -r _ orw orrss <<<"$ours_r"
+read -r _ trw trrss <<<"$theirs_r"
 stored=$(du -sm "$work/ours" | cut -f1); rstored=$(du -sm "$work/restic" | cut -f1)
 echo
 echo "input: $(du -sm "$work/big" | cut -f1) MB; machine: $(nproc) cores"
 printf "%-28s %8s %12s %10s\n" tool wall_s peak_rss_MiB stored_MB
 printf "%-28s %8s %12.1f %10s\n" "bitdustctl local backup N=18" "$ow" "$(calc "$orss/1024")" "$stored"
 printf "%-28s %8s %12.1f %10s\n" "restic backup" "$tw" "$(calc "$trss/1024")" "$rstored"
-printf "throughput ratio (restic wall / ours): %.2f   peak RSS ratio (ours / restic): %.2f\n" \
+printf "%-28s %8s %12.1f\n" "bitdustctl local restore" "$orw" "$(calc "$orrss/1024")"
+printf "%-28s %8s %12.1f\n" "restic restore" "$trw" "$(calc "$trrss/1024")"
+printf "backup:  throughput ratio (restic wall / ours): %.2f   peak RSS ratio (ours / restic): %.2f\n" \
   "$(calc "$tw/$ow")" "$(calc "$orss/$trss")"
+printf "restore: throughput ratio (restic wall / ours): %.2f   peak RSS ratio (ours / restic): %.2f\n" \
+  "$(calc "$trw/$orw")" "$(calc "$orrss/$trrss")"
 printf "our peak RSS: %.1f MiB on %d MB vs %.1f MiB on %d MB\n" \
   "$(calc "$srss/1024")" $((size_mb / 10)) "$(calc "$orss/1024")" "$size_mb"
