@@ -239,10 +239,21 @@ impl Code {
 
     /// Fragment size for a block of `block_len` bytes: the block divided over
     /// the data fragments, rounded up to a multiple of [`FRAGMENT_ALIGN`]
-    /// (64), and at least 64.
+    /// (64), at least 64, and then 64 more if that is an even multiple of 64,
+    /// so `fragment_len / 64` is always odd.
+    ///
+    /// The odd multiple keeps the same offset of different fragments in
+    /// different L1 cache sets: fragment `i`'s 64-byte line at column `c`
+    /// falls into set `(i * fragment_len / 64 + c) mod 64` of the 64-set L1,
+    /// distinct for any 64 consecutive fragments. With an even multiple (a
+    /// 4 MiB block over 64 data fragments gives exactly 64 KiB) every line of
+    /// a column would share one set and the encoders, which touch all `2N`
+    /// fragments at the same offset, would thrash the cache. It costs at most
+    /// 64 bytes per fragment.
     pub fn fragment_len(&self, block_len: usize) -> usize {
         let per = block_len.div_ceil(self.data_fragments());
-        per.div_ceil(FRAGMENT_ALIGN).max(1) * FRAGMENT_ALIGN
+        let lines = per.div_ceil(FRAGMENT_ALIGN).max(1);
+        (lines | 1) * FRAGMENT_ALIGN
     }
 
     /// Fills every parity (recovery) fragment of `fragments` from its data
@@ -433,7 +444,26 @@ mod tests {
         assert_eq!(x.fragment_kind(9), FragmentKind::Parity);
         assert_eq!(x.position_fragments(3), vec![3, 10]);
         assert_eq!(x.fragment_len(0), 64);
-        assert_eq!(x.fragment_len(7 * 64 + 1), 128);
+        // 2 lines per fragment, rounded up to an odd 3; 3 stays 3.
+        assert_eq!(x.fragment_len(7 * 64 + 1), 192);
+        assert_eq!(x.fragment_len(7 * 128 + 1), 192);
+        assert_eq!(x.fragment_len(7 * 192), 192);
+        // A 4 MiB block: 64 KiB fragments would alias; 65600 = 1025 * 64.
+        let x64 = Code::new(Scheme::Xor, 64).unwrap();
+        assert_eq!(x64.fragment_len(4 << 20), 65_600);
+        let x18 = Code::new(Scheme::Xor, 18).unwrap();
+        assert_eq!(x18.fragment_len(4 << 20), 233_024);
+        for n in SUPPLIER_COUNTS {
+            for scheme in [Scheme::Xor, Scheme::ReedSolomon] {
+                let c = Code::new(scheme, n).unwrap();
+                for len in [0, 1, 63, 64, 65, 4096, 100_000, 4 << 20] {
+                    let fl = c.fragment_len(len);
+                    assert_eq!(fl % 128, 64, "{scheme} n={n} len={len}");
+                    assert!(fl * c.data_fragments() >= len);
+                    assert!(fl < len.div_ceil(c.data_fragments()) + 128);
+                }
+            }
+        }
         let r = Code::new(Scheme::ReedSolomon, 7).unwrap();
         assert_eq!(
             (r.data_fragments(), r.tolerance(), r.fragment_count()),

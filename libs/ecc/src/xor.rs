@@ -100,23 +100,32 @@ pub(crate) fn run_kernel(buf: &mut [u8], fragment_len: usize, suppliers: usize) 
 
 /// Whether the generated column kernel beats the tiled loops for `suppliers`
 /// fragments of `fragment_len` bytes. The kernel touches the same offset of
-/// all `2N` fragments per 64-byte column; when `fragment_len` is a multiple
-/// of 1024, 2048 or 4096 those lines crowd into 4, 2 or 1 of the 64 sets of
-/// the 8-way L1, and they evict each other (and the lines the prefetcher
-/// brought in) before use. Measured on Zen 4: the kernel still wins by far
-/// with up to 13 such lines per set (N = 13 or 26 at multiples of 1024 or
-/// 2048: 1.1-2.7x), and loses with 14 or more (N = 7 or 18 at multiples of
-/// 4096 or 2048: 0.5-0.9x).
+/// all `2N` fragments per 64-byte column; fragment `i`'s line falls into L1
+/// set `(i * fragment_len / 64 + c) mod 64`, so when `fragment_len / 64` is
+/// a multiple of 2, 4, .. 64 those lines crowd into 32, 16, .. 1 of the 64
+/// sets of the 8-way L1 and evict each other (and the lines the prefetcher
+/// brought in) before use. [`crate::Code::fragment_len`] always gives an odd
+/// `fragment_len / 64`, i.e. all 64 sets and no crowding; other lengths only
+/// come from callers that pick their own. Measured on Zen 4: the kernel
+/// still wins by far with up to 13 lines per set (N = 13 or 26 at multiples
+/// of 1024 or 2048: 1.1-2.7x) and loses with 14 or more (N = 7 or 18 at
+/// multiples of 4096 or 2048: 0.5-0.9x). N = 64 competes with the staged
+/// encoder, which is slow itself (8-9 GB/s), so its kernel wins up to 32
+/// lines per set (4 sets: 11-12 vs 8-9 GB/s), ties at 64 and loses at 128
+/// (64 KiB fragments: 5 vs 9 GB/s).
 pub(crate) fn kernel_pays(suppliers: usize, fragment_len: usize) -> bool {
     let sets = 4096 / (1usize << fragment_len.trailing_zeros().min(12));
-    2 * suppliers <= 13 * sets
+    let per_set = (2 * suppliers).div_ceil(sets);
+    per_set <= 13 || (suppliers > 32 && per_set <= 32)
 }
 
 /// Whether the same offset of consecutive fragments falls into few L1 cache
 /// sets (64 sets of 64 bytes): true when `fragment_len` is a multiple of
-/// 512, e.g. 64 KiB for a 4 MiB block over 64 fragments. Ten-plus sources
-/// per step then evict each other from the 8-way cache on every chunk, so
-/// encodes should run staged.
+/// 512 (at most 8 sets), e.g. 64 KiB for a 4 MiB block over 64 fragments
+/// under the old, unpadded fragment length. Ten-plus sources per step then
+/// evict each other from the 8-way cache on every chunk, so encodes that
+/// do not run a kernel should run staged. Never true for the lengths
+/// [`crate::Code::fragment_len`] gives (an odd number of 64-byte lines).
 pub(crate) fn aliases(fragment_len: usize) -> bool {
     fragment_len % 512 == 0
 }
@@ -345,6 +354,26 @@ fn store(bytes: &mut [u8], words: [u64; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn odd_fragment_lengths_never_alias() {
+        for lines in (1..4000).step_by(2) {
+            let fl = lines * 64;
+            assert!(!aliases(fl), "fl={fl}");
+            for n in crate::SUPPLIER_COUNTS {
+                assert!(kernel_pays(n, fl), "n={n} fl={fl}");
+            }
+        }
+        // Lines crowding into one set: only the small maps keep the kernel.
+        assert!(aliases(65_536));
+        assert!(kernel_pays(4, 65_536));
+        assert!(!kernel_pays(18, 65_536));
+        assert!(!kernel_pays(64, 65_536));
+        // Four sets (fragment_len / 64 an odd multiple of 16).
+        assert!(kernel_pays(64, 65 * 1024));
+        assert!(!kernel_pays(64, 33 * 2048));
+        assert!(!kernel_pays(18, 33 * 2048));
+    }
 
     #[test]
     fn matches_bytewise_xor() {

@@ -409,7 +409,9 @@ mod tests {
         let mut rng = crate::mapgen::SplitMix64::new(5);
         for n in SUPPLIER_COUNTS {
             let code = XorCode::builtin(n).unwrap();
-            for fl in [64, 448, 4096, 4096 + 192, 65_536, 70_016] {
+            // Odd numbers of 64-byte lines (what `Code::fragment_len` gives,
+            // 65_600 for a 4 MiB block over 64) and even ones.
+            for fl in [64, 192, 448, 4096, 4096 + 192, 65_536, 65_600, 70_016] {
                 let mut a: Vec<u8> = (0..2 * n * fl).map(|_| rng.next_u64() as u8).collect();
                 let mut b = a.clone();
                 xor::run_split(&mut a, fl, n, &code.encode_steps);
