@@ -253,7 +253,9 @@ impl Code {
     pub fn fragment_len(&self, block_len: usize) -> usize {
         let per = block_len.div_ceil(self.data_fragments());
         let lines = per.div_ceil(FRAGMENT_ALIGN).max(1);
-        (lines | 1) * FRAGMENT_ALIGN
+        // Saturates instead of wrapping for absurd lengths; such a length
+        // then fails every buffer check.
+        (lines | 1).saturating_mul(FRAGMENT_ALIGN)
     }
 
     /// Fills every parity (recovery) fragment of `fragments` from its data
@@ -378,8 +380,11 @@ impl Code {
                 "fragment length {fragment_len} is not a positive multiple of {FRAGMENT_ALIGN}"
             )));
         }
-        let want = self.fragment_count() * fragment_len;
-        if fragments.len() != want {
+        // Checked: a huge fragment_len must give BadBuffer, not a wrapped
+        // product that happens to equal the buffer's length.
+        let want = self.fragment_count().checked_mul(fragment_len);
+        if want != Some(fragments.len()) {
+            let want = want.map_or_else(|| "more than memory holds".to_owned(), |w| w.to_string());
             return Err(EccError::BadBuffer(format!(
                 "fragment buffer is {} bytes; {} fragments of {fragment_len} need {want}",
                 fragments.len(),
@@ -418,6 +423,26 @@ fn lost_positions(flags: &[bool], suppliers: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapping_buffer_size_is_bad_buffer_not_a_panic() {
+        let code = Code::new(Scheme::Xor, 2).unwrap();
+        let mut buf = vec![0u8; 256];
+        let fl = (1usize << 63) + 64;
+        assert!(matches!(
+            code.encode(&mut buf, fl),
+            Err(EccError::BadBuffer(_))
+        ));
+        let mut present = vec![true; 4];
+        assert!(matches!(
+            code.reconstruct_data(&mut buf, fl, &mut present),
+            Err(EccError::BadBuffer(_))
+        ));
+        // No panic for absurd lengths, in either scheme.
+        assert_eq!(code.fragment_len(usize::MAX) % 64, 0);
+        let rs = Code::new(Scheme::ReedSolomon, 2).unwrap();
+        assert_eq!(rs.fragment_len(usize::MAX), usize::MAX, "saturates");
+    }
 
     #[test]
     fn scheme_text_round_trips() {
