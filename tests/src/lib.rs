@@ -35,6 +35,15 @@ pub fn bin(name: &str) -> PathBuf {
     target.join("debug").join(name)
 }
 
+/// Runs the real `bitdustctl` with `args` and the key directory `keys`.
+pub fn ctl(keys: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin("bitdustctl"))
+        .args(args)
+        .env("BITDUST_KEYS", keys)
+        .output()
+        .expect("running bitdustctl")
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -4,18 +4,8 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output};
 
-use bitdust_tests::{assert_same_tree, bin, make_tree, restored_path};
-
-fn ctl(keys: &Path, args: &[&str]) -> Output {
-    Command::new(bin("bitdustctl"))
-        .args(args)
-        .env("BITDUST_KEYS", keys)
-        .output()
-        .unwrap()
-}
+use bitdust_tests::{assert_same_tree, ctl, make_tree, restored_path};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bitdust_tests::{assert_same_tree, bin, make_tree, restored_path};
+use bitdust_tests::{assert_same_tree, bin, ctl, make_tree, restored_path};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -20,13 +20,7 @@ fn killed_backup_leaves_earlier_versions_intact() {
     let keys = tmp.path().join("keys");
     let store = tmp.path().join("store");
     let (s, st) = (src.to_str().unwrap(), store.to_str().unwrap());
-    let run = |args: &[&str]| {
-        Command::new(bin("bitdustctl"))
-            .args(args)
-            .env("BITDUST_KEYS", &keys)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| ctl(&keys, args);
     let out = run(&["local", "backup", s, "--to", st, "--quiet"]);
     assert!(
         out.status.success(),

@@ -7,9 +7,8 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
-use bitdust_tests::bin;
+use bitdust_tests::ctl;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,12 +32,7 @@ fn tree(dir: &Path, mb: usize) {
 }
 
 fn peak(args: &[&str], keys: &Path) -> u64 {
-    let out = Command::new(bin("bitdustctl"))
-        .args(args)
-        .arg("--json")
-        .env("BITDUST_KEYS", keys)
-        .output()
-        .unwrap();
+    let out = ctl(keys, &[args, &["--json"]].concat());
     assert!(
         out.status.success(),
         "{}",
