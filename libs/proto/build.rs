@@ -1,14 +1,25 @@
-//! Compiles ../../proto with a vendored protoc, so protoc is no system prerequisite.
+//! Compiles ../../proto with a vendored protoc, so protoc is no system
+//! prerequisite, and writes the file descriptor set that the daemons serve
+//! through gRPC reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["bitdust/format/v1/format.proto"].map(|f| root.join(f));
+    let files = [
+        "bitdust/format/v1/format.proto",
+        "bitdust/peer/v1/peer.proto",
+        "bitdust/supplier/v1/supplier.proto",
+        "bitdust/customer/v1/customer.proto",
+    ]
+    .map(|f| root.join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
-    prost_build::Config::new()
-        .protoc_executable(protoc)
-        .compile_protos(&files, &[root])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("bitdust_descriptor.bin"))
+        .compile_with_config(config, &files, &[root])?;
     Ok(())
 }

@@ -122,6 +122,19 @@ impl Identity {
         Zeroizing::new(self.key.to_bytes())
     }
 
+    /// The key as PKCS#8 v1 DER (for the TLS certificate of the node).
+    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        // Encoding a valid in-memory key cannot fail.
+        Zeroizing::new(
+            self.key
+                .to_pkcs8_der()
+                .expect("an ed25519 key always encodes as PKCS#8")
+                .as_bytes()
+                .to_vec(),
+        )
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         NodeId(self.key.verifying_key().to_bytes())

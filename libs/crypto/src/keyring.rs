@@ -147,6 +147,26 @@ impl KeyRing {
     }
 }
 
+/// Loads the node identity kept alone in `path` (a supplier or DHT node has
+/// no master key), creating a new one (0600, in a 0700 directory) when the
+/// file does not exist. Returns whether it was created.
+pub fn load_or_create_identity(path: &Path) -> Result<(Identity, bool), KeyFileError> {
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            keyfile::create_key_dir(dir)?;
+        }
+        let identity = Identity::generate();
+        keyfile::write_secret(path, encode_identity(&identity).as_bytes())?;
+        return Ok((identity, true));
+    }
+    let identity =
+        decode_identity(&keyfile::read_secret(path)?).ok_or(KeyFileError::Malformed {
+            path: path.to_owned(),
+            what: "BitDust identity key",
+        })?;
+    Ok((identity, false))
+}
+
 fn encode_identity(identity: &Identity) -> Zeroizing<String> {
     Zeroizing::new(format!(
         "{IDENTITY_PREFIX}{}\n",
@@ -194,6 +214,22 @@ mod tests {
         keyfile::write_secret(&dir.join("master.key"), other.to_secret_string().as_bytes())
             .unwrap();
         assert!(matches!(ring.master_key(), Err(KeyRingError::Mismatch(_))));
+    }
+
+    #[test]
+    fn a_lone_identity_is_created_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state/identity.key");
+        let (a, created) = load_or_create_identity(&path).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (b, created) = load_or_create_identity(&path).unwrap();
+        assert!(!created);
+        assert_eq!(a.node_id(), b.node_id());
+        std::fs::write(&path, "garbage").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_or_create_identity(&path).is_err());
     }
 
     #[test]

@@ -22,5 +22,5 @@ mod seal;
 pub use backup_key::{BackupKey, MasterKey, MasterRecipient};
 pub use identity::{Identity, NodeId, SIGNATURE_LEN, Signature, SignatureError};
 pub use keyfile::KeyFileError;
-pub use keyring::{KeyRing, KeyRingError};
+pub use keyring::{KeyRing, KeyRingError, load_or_create_identity};
 pub use seal::{OpenError, SealError, open, seal_into};

@@ -1,0 +1,79 @@
+//! Length-prefixed protobuf frames on QUIC streams: a 4-byte big-endian
+//! length, then that many bytes of one message. Lengths above the reader's
+//! limit are refused before anything is allocated.
+
+use prost::Message;
+use quinn::{RecvStream, SendStream};
+
+/// The largest frame either side reads (a payload never travels in a frame).
+pub const MAX_FRAME: usize = 256 * 1024;
+
+/// A frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream ended before a whole frame.
+    #[error("the peer closed the stream mid-message")]
+    Truncated,
+    /// The declared length is over the limit.
+    #[error("a message of {len} bytes is over the limit of {max} bytes")]
+    TooLarge {
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not the expected protobuf message.
+    #[error("a malformed message: {0}")]
+    Decode(String),
+    /// The stream or connection failed.
+    #[error("the connection failed: {0}")]
+    Io(String),
+}
+
+/// Writes `msg` as one frame.
+pub async fn write_frame<M: Message>(send: &mut SendStream, msg: &M) -> Result<(), FrameError> {
+    let body = msg.encode_to_vec();
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
+        len: body.len(),
+        max: MAX_FRAME,
+    })?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    send.write_all(&out)
+        .await
+        .map_err(|e| FrameError::Io(e.to_string()))
+}
+
+/// Reads one frame of at most `max` bytes and decodes it as `M`.
+pub async fn read_frame<M: Message + Default>(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<M, FrameError> {
+    let mut len = [0u8; 4];
+    read_exact(recv, &mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    read_exact(recv, &mut body).await?;
+    M::decode(body.as_slice()).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Fills `buf` from the stream.
+pub async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), FrameError> {
+    recv.read_exact(buf).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(_) => FrameError::Truncated,
+        quinn::ReadExactError::ReadError(e) => FrameError::Io(e.to_string()),
+    })
+}
+
+/// Reads up to `buf.len()` bytes; 0 means the stream ended.
+pub async fn read_some(recv: &mut RecvStream, buf: &mut [u8]) -> Result<usize, FrameError> {
+    match recv.read(buf).await {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Ok(0),
+        Err(e) => Err(FrameError::Io(e.to_string())),
+    }
+}

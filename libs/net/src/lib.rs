@@ -1,0 +1,187 @@
+//! The peer transport of BitDust: QUIC through quinn, authenticated both
+//! ways by the nodes' ed25519 identities.
+//!
+//! - [`tls`]: every node's TLS certificate is self-signed with its node key.
+//!   Both sides present one (mutual TLS); the peer's [`NodeId`] is the key in
+//!   its certificate, and the TLS 1.3 handshake signature proves the peer holds
+//!   that key. A dialer pins the node id it expects.
+//! - [`frame`]: one request per bidirectional stream, as length-prefixed
+//!   protobuf frames with a size limit, payloads streamed after them.
+//! - [`Endpoint`]: one UDP socket that accepts and dials connections.
+
+pub mod frame;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitdust_crypto::{Identity, NodeId};
+
+pub use quinn::{Connection, RecvStream, SendStream};
+
+/// Setting up or using a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The TLS configuration could not be built.
+    #[error("cannot set up TLS for the node key: {0}")]
+    Tls(String),
+    /// The UDP socket could not be bound.
+    #[error(
+        "cannot listen for QUIC on {addr}: {source}; pick a free port or address in the config"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A connection could not be made.
+    #[error("cannot reach {addr}: {reason}")]
+    Connect {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The peer's certificate carries no usable node key.
+    #[error("the peer at {0} presented no BitDust node certificate")]
+    NoPeerId(SocketAddr),
+}
+
+/// A QUIC endpoint bound to one UDP socket, speaking one ALPN protocol.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    inner: quinn::Endpoint,
+    node_id: NodeId,
+}
+
+/// How long a connection may stay silent before it is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keep-alive interval, well inside the idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // The constant fits the VarInt range (below 2^62 ms).
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_concurrent_bidi_streams(256u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    Arc::new(t)
+}
+
+impl Endpoint {
+    /// Binds `addr` (UDP), accepting connections that speak `alpn` and dialing
+    /// with it, as `identity`. When `listen` is false the endpoint only dials.
+    pub fn bind(
+        identity: &Identity,
+        addr: SocketAddr,
+        alpn: &[u8],
+        listen: bool,
+    ) -> Result<Endpoint, NetError> {
+        let client = tls::client_config(identity, alpn)?;
+        let mut client = quinn::ClientConfig::new(client);
+        client.transport_config(transport());
+        let server = if listen {
+            let mut server = quinn::ServerConfig::with_crypto(tls::server_config(identity, alpn)?);
+            server.transport_config(transport());
+            Some(server)
+        } else {
+            None
+        };
+        let socket =
+            std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| NetError::Tls("no async runtime is running".into()))?;
+        let mut inner =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+                .map_err(|source| NetError::Bind { addr, source })?;
+        inner.set_default_client_config(client);
+        Ok(Endpoint {
+            inner,
+            node_id: identity.node_id(),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The bound address (with the port the OS picked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Connects to `addr`, which must prove it holds the key of `expected`;
+    /// `None` accepts any node (trust on first use), whose id
+    /// [`peer_id`] then tells.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+    ) -> Result<Connection, NetError> {
+        let name = tls::server_name(expected);
+        let connecting = self
+            .inner
+            .connect(addr, &name)
+            .map_err(|e| NetError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        connecting.await.map_err(|e| NetError::Connect {
+            addr,
+            reason: describe_connection_error(&e),
+        })
+    }
+
+    /// The next incoming connection that completes its handshake, with the
+    /// peer's node id; `None` once the endpoint is closed. Handshakes that
+    /// fail are logged and skipped.
+    pub async fn accept(&self) -> Option<(Connection, NodeId)> {
+        loop {
+            let incoming = self.inner.accept().await?;
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => match peer_id(&conn) {
+                    Some(id) => return Some((conn, id)),
+                    None => {
+                        conn.close(1u32.into(), b"no node certificate");
+                        tracing::warn!(%remote, "peer presented no node certificate");
+                    }
+                },
+                Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+            }
+        }
+    }
+
+    /// Stops accepting, closes every connection and waits for them to end.
+    pub async fn shutdown(&self) {
+        self.inner.close(0u32.into(), b"shutting down");
+        self.inner.wait_idle().await;
+    }
+}
+
+/// The node id of the peer of an established connection.
+pub fn peer_id(conn: &Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    tls::node_id_of(certs.first()?).ok()
+}
+
+fn describe_connection_error(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::TimedOut => {
+            "no answer (is the node running and the address right?)".into()
+        }
+        quinn::ConnectionError::TransportError(t) => {
+            format!("the handshake failed: {}", t.reason)
+        }
+        other => other.to_string(),
+    }
+}
