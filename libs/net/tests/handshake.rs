@@ -7,7 +7,8 @@ use bitdust_proto::peer::v1::{Ping, Request, Response, request, response};
 const ALPN: &[u8] = b"bitdust/test/1";
 
 fn endpoint(identity: &Identity, listen: bool) -> Endpoint {
-    Endpoint::bind(identity, "127.0.0.1:0".parse().unwrap(), ALPN, listen).unwrap()
+    let addr = "127.0.0.1:0".parse().expect("an address");
+    Endpoint::bind(identity, addr, ALPN, listen).expect("bind on loopback")
 }
 
 #[tokio::test]
