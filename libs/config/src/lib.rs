@@ -1,0 +1,406 @@
+//! The configuration file shared by every BitDust daemon:
+//! `/etc/bitdust/bitdust.toml` by default, one section per daemon.
+//!
+//! Parsing is strict: an unknown key or a bad value stops the daemon at start
+//! with the file, the key and the reason. Every key has a default, so an
+//! empty (or, at the default path, absent) file is a valid configuration.
+//!
+//! ```toml
+//! run_dir = "/run/bitdust"          # sockets: <run_dir>/supplier.sock, customer.sock
+//! state_dir = "/var/lib/bitdust"    # state: <state_dir>/<daemon>/
+//!
+//! [supplier]
+//! listen = "0.0.0.0:7800"           # QUIC, for customers
+//! capacity = "100 GiB"              # donated space
+//!
+//! [customer]
+//! suppliers = 7                     # positions: 2, 4, 7, 13, 18, 26 or 64
+//! needed_space = "10 GiB"
+//! supplier_addresses = ["NODEID@192.0.2.10:7800"]
+//! ```
+
+mod size;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use size::{ByteSize, parse_size};
+
+/// Where the configuration is read from when no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/bitdust/bitdust.toml";
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or bad value.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the line, the key and the reason.
+        message: String,
+    },
+    /// A value parsed but is not usable.
+    #[error("config file {path}: key {key}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the daemons' Unix sockets are.
+    pub run_dir: PathBuf,
+    /// Where each daemon keeps its state, in a directory of its own.
+    pub state_dir: PathBuf,
+    /// The supplier-store daemon.
+    pub supplier: SupplierConfig,
+    /// The customer-agent daemon.
+    pub customer: CustomerConfig,
+    /// Where the file was read from (not a key).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            run_dir: PathBuf::from("/run/bitdust"),
+            state_dir: PathBuf::from("/var/lib/bitdust"),
+            supplier: SupplierConfig::default(),
+            customer: CustomerConfig::default(),
+            path: PathBuf::from(DEFAULT_PATH),
+        }
+    }
+}
+
+/// `[supplier]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupplierConfig {
+    /// UDP address of the QUIC endpoint customers connect to.
+    pub listen: SocketAddr,
+    /// The gRPC socket; default `<run_dir>/supplier.sock`.
+    pub socket: Option<PathBuf>,
+    /// The state directory; default `<state_dir>/supplier`.
+    pub state_dir: Option<PathBuf>,
+    /// Space donated to customers in all.
+    pub capacity: ByteSize,
+    /// The largest object a customer may store.
+    pub max_object_size: ByteSize,
+    /// The most customers served at once.
+    pub max_customers: u32,
+}
+
+impl Default for SupplierConfig {
+    fn default() -> Self {
+        SupplierConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7800)),
+            socket: None,
+            state_dir: None,
+            capacity: ByteSize(10 << 30),
+            max_object_size: ByteSize(64 << 20),
+            max_customers: 1000,
+        }
+    }
+}
+
+/// `[customer]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomerConfig {
+    /// The gRPC socket; default `<run_dir>/customer.sock`.
+    pub socket: Option<PathBuf>,
+    /// The state directory; default `<state_dir>/customer`.
+    pub state_dir: Option<PathBuf>,
+    /// The keys; default `<customer state dir>/keys`.
+    pub keys_dir: Option<PathBuf>,
+    /// Local UDP address the agent dials suppliers from (it accepts nothing).
+    pub bind: SocketAddr,
+    /// Number of supplier positions.
+    pub suppliers: usize,
+    /// Space the customer asks for in all (each supplier gets needed / N x 2).
+    pub needed_space: ByteSize,
+    /// `xor` (the ECC maps) or `rs` (Reed-Solomon).
+    pub scheme: String,
+    /// Versions of each backup kept; older ones are deleted from the suppliers.
+    pub keep_versions: u32,
+    /// Desired block size.
+    pub block_size: ByteSize,
+    /// zstd level, 1..=19.
+    pub zstd_level: i32,
+    /// Suppliers bound to positions 0, 1, ... at start when those are free:
+    /// `NODEID@host:port`.
+    pub supplier_addresses: Vec<String>,
+    /// Seconds to wait for a supplier to answer before counting it down.
+    pub timeout_secs: u64,
+}
+
+impl Default for CustomerConfig {
+    fn default() -> Self {
+        CustomerConfig {
+            socket: None,
+            state_dir: None,
+            keys_dir: None,
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            suppliers: 7,
+            needed_space: ByteSize(1 << 30),
+            scheme: "xor".into(),
+            keep_versions: 10,
+            block_size: ByteSize(4 << 20),
+            zstd_level: 3,
+            supplier_addresses: Vec::new(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or the default path when `None` (whose absence means
+    /// "all defaults"; an explicitly given file must exist).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::parse(&text, &path)
+    }
+
+    /// Parses `text` as the file at `path` (for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e, text),
+        })?;
+        config.path = path.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.customer;
+        if !bitdust_ecc::SUPPLIER_COUNTS.contains(&c.suppliers) {
+            return Err(self.invalid(
+                "customer.suppliers",
+                format!("{} is not one of 2, 4, 7, 13, 18, 26, 64", c.suppliers),
+            ));
+        }
+        if c.scheme.parse::<bitdust_ecc::Scheme>().is_err() {
+            return Err(self.invalid(
+                "customer.scheme",
+                format!("{:?} is not a scheme; use \"xor\" or \"rs\"", c.scheme),
+            ));
+        }
+        if c.keep_versions == 0 {
+            return Err(self.invalid("customer.keep_versions", "must keep at least 1 version"));
+        }
+        if !(1..=19).contains(&c.zstd_level) {
+            return Err(self.invalid("customer.zstd_level", "must be between 1 and 19"));
+        }
+        if c.block_size.0 < 64 << 10 || c.block_size.0 > 64 << 20 {
+            return Err(self.invalid("customer.block_size", "must be between 64 KiB and 64 MiB"));
+        }
+        if c.needed_space.0 == 0 {
+            return Err(self.invalid("customer.needed_space", "must be more than 0"));
+        }
+        if c.timeout_secs == 0 {
+            return Err(self.invalid("customer.timeout_secs", "must be at least 1"));
+        }
+        for (i, a) in c.supplier_addresses.iter().enumerate() {
+            if !a.contains('@') || !a.contains(':') {
+                return Err(self.invalid(
+                    &format!("customer.supplier_addresses[{i}]"),
+                    format!("{a:?} is not NODEID@host:port"),
+                ));
+            }
+        }
+        if c.supplier_addresses.len() > c.suppliers {
+            return Err(self.invalid(
+                "customer.supplier_addresses",
+                format!(
+                    "lists {} suppliers for {} positions",
+                    c.supplier_addresses.len(),
+                    c.suppliers
+                ),
+            ));
+        }
+        let s = &self.supplier;
+        if s.max_object_size.0 < 1 << 20 {
+            return Err(self.invalid("supplier.max_object_size", "must be at least 1 MiB"));
+        }
+        if s.max_customers == 0 {
+            return Err(self.invalid("supplier.max_customers", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The supplier's gRPC socket.
+    pub fn supplier_socket(&self) -> PathBuf {
+        self.supplier
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.run_dir.join("supplier.sock"))
+    }
+
+    /// The supplier's state directory.
+    pub fn supplier_state(&self) -> PathBuf {
+        self.supplier
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("supplier"))
+    }
+
+    /// The customer's gRPC socket.
+    pub fn customer_socket(&self) -> PathBuf {
+        self.customer
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.run_dir.join("customer.sock"))
+    }
+
+    /// The customer's state directory.
+    pub fn customer_state(&self) -> PathBuf {
+        self.customer
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("customer"))
+    }
+
+    /// The customer's key directory.
+    pub fn customer_keys(&self) -> PathBuf {
+        self.customer
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| self.customer_state().join("keys"))
+    }
+}
+
+/// toml's multi-line message ("TOML parse error at line 3, column 1", the
+/// line, a caret, the reason) folded into one line.
+/// The dotted key whose value is being read, when the error has a position.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let reason = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return reason;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|_| span.start > line_start + line.find('=').unwrap_or(0));
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    match key {
+        Some(k) if !reason.contains(k) => {
+            let dotted = section.map_or_else(|| k.to_owned(), |s| format!("{s}.{k}"));
+            format!("line {line_no}: key {dotted}: {reason}")
+        }
+        _ => format!("line {line_no}: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/bitdust/bitdust.toml"))
+    }
+
+    #[test]
+    fn empty_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.supplier_socket(), Path::new("/run/bitdust/supplier.sock"));
+        assert_eq!(c.customer_state(), Path::new("/var/lib/bitdust/customer"));
+        assert_eq!(c.customer.suppliers, 7);
+    }
+
+    #[test]
+    fn values_and_overrides_parse() {
+        let c = parse(
+            "run_dir = \"/tmp/r\"\n[supplier]\ncapacity = \"2 GiB\"\nlisten = \"127.0.0.1:9000\"\n\
+             [customer]\nsuppliers = 18\nneeded_space = 1048576\nscheme = \"rs\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.supplier.capacity.0, 2 << 30);
+        assert_eq!(c.customer.needed_space.0, 1 << 20);
+        assert_eq!(c.customer_socket(), Path::new("/tmp/r/customer.sock"));
+        assert_eq!(c.supplier.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_key_and_reason() {
+        let e = parse("[supplier]\ncapacty = \"1G\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/bitdust/bitdust.toml") && e.contains("capacty"),
+            "{e}"
+        );
+        assert!(e.contains("line 2"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse("[customer]\nsuppliers = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("customer.suppliers") && e.contains("5 is not one of"),
+            "{e}"
+        );
+        let e = parse("[supplier]\ncapacity = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capacity") && e.contains("not a size"), "{e}");
+        let e = parse("[supplier]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = parse("[customer]\nscheme = \"raid\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("customer.scheme"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_default_file_is_defaults_but_a_named_one_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = Config::load(Some(&tmp.path().join("nope.toml"))).unwrap_err();
+        assert!(e.to_string().contains("nope.toml"), "{e}");
+    }
+}

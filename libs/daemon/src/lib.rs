@@ -1,0 +1,206 @@
+//! What every BitDust daemon shares.
+//!
+//! - [`init_logging`]: `tracing` to stderr (the journal under systemd),
+//!   filtered by `RUST_LOG` (default `info`).
+//! - [`shutdown_signal`]: resolves on SIGTERM or SIGINT.
+//! - [`notify_ready`] / [`spawn_watchdog`]: sd-notify, a no-op outside systemd.
+//! - [`bind_socket`]: the gRPC Unix socket, created 0660, refusing to steal
+//!   the socket of a daemon that is still running.
+//! - [`grpc_server`]: a tonic server with reflection and health already on.
+//! - [`connect`]: the client side, for `bitdustctl` and tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+
+pub use tonic;
+
+/// A daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The socket could not be created.
+    #[error("cannot create the socket {path}: {reason}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Without a
+/// terminal (journald) no colours and no timestamps (the journal adds them).
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let tty = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(tty)
+        .with_target(false);
+    if tty || std::env::var_os("JOURNAL_STREAM").is_none() {
+        builder.init();
+    } else {
+        builder.without_time().init();
+    }
+}
+
+/// Resolves when the process gets SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers there is nothing to wait for; never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Tells systemd the daemon is ready (no-op when not started by systemd).
+pub fn notify_ready(status: &str) {
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+}
+
+/// Tells systemd the daemon is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// Pings the systemd watchdog at half its interval, when one is set.
+pub fn spawn_watchdog() {
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        let every = (interval / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+/// Binds the Unix socket at `path` with mode 0660 (owner and group only).
+///
+/// A socket file left by a daemon that died is replaced; one that a running
+/// daemon still answers on is not (two daemons on one socket would be a
+/// misconfiguration).
+pub async fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+    let err = |reason: String| DaemonError::Socket {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(err(
+                "another daemon is already serving on it; stop it or set another socket path in the config".into(),
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
+    }
+    // Created with no permissions for others from the start (umask), then
+    // set to exactly 0660.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o117));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(old);
+    let listener = bound.map_err(|e| err(e.to_string()))?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o660))
+        .map_err(|e| err(format!("cannot set its mode to 0660: {e}")))?;
+    Ok(listener)
+}
+
+/// The reflection service for every BitDust proto, and a health service
+/// whose reporter the daemon uses to mark its services serving.
+pub fn standard_services() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    // The descriptor set is generated by our own build; it always parses.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(bitdust_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled-in descriptor set is valid");
+    let (reporter, health) = tonic_health::server::health_reporter();
+    (reflection, reporter, health)
+}
+
+/// A stream of connections on `listener`, for `serve_with_incoming`.
+pub fn incoming(listener: UnixListener) -> tokio_stream::wrappers::UnixListenerStream {
+    tokio_stream::wrappers::UnixListenerStream::new(listener)
+}
+
+/// A gRPC channel to the Unix socket at `path`. Fails only when the
+/// socket does not answer.
+pub async fn connect(path: &Path) -> Result<tonic::transport::Channel, std::io::Error> {
+    let path = path.to_owned();
+    // The URI is required by the API but unused: the connector below dials
+    // the socket.
+    let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_timeout(Duration::from_secs(5));
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|e| {
+            let source = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("{e} {source}"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn socket_is_0660_and_a_live_one_is_not_stolen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("run/x.sock");
+        let l = bind_socket(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let accept = tokio::spawn(async move { l.accept().await.map(|_| ()) });
+        let e = bind_socket(&path).await.unwrap_err().to_string();
+        assert!(e.contains("already serving"), "{e}");
+        accept.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.sock");
+        drop(bind_socket(&path).await.unwrap());
+        assert!(path.exists());
+        bind_socket(&path).await.unwrap();
+    }
+}
