@@ -1,0 +1,85 @@
+//! The supplier role of BitDust: stores customers' objects (fragments and
+//! manifests) on request over QUIC, within the quota each customer was
+//! granted, and reports on a local gRPC socket.
+//!
+//! - [`store`]: crash-safe files plus an LMDB index (heed).
+//! - [`peer`]: the peer protocol over QUIC.
+//! - [`grpc`]: the local `bitdust.supplier.v1.Supplier` service.
+//! - [`run`]: the whole daemon, for the thin `bitdust-supplier-store` binary.
+
+pub mod grpc;
+pub mod peer;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bitdust_config::Config;
+use bitdust_daemon::tonic::transport::Server;
+
+/// Runs the supplier daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state = config.supplier_state();
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create the state directory {}", state.display()))?;
+    let (identity, created) = bitdust_crypto::load_or_create_identity(&state.join("identity.key"))?;
+    let node_id = identity.node_id();
+    if created {
+        tracing::info!(%node_id, "created a new node identity");
+    }
+    std::fs::write(state.join("node-id"), format!("{node_id}\n"))
+        .with_context(|| format!("cannot write {}", state.join("node-id").display()))?;
+    let s = &config.supplier;
+    let limits = store::Limits {
+        capacity: s.capacity.0,
+        max_object_size: s.max_object_size.0,
+        max_customers: s.max_customers,
+    };
+    let store = Arc::new(
+        tokio::task::spawn_blocking({
+            let state = state.clone();
+            move || store::Store::open(&state, limits)
+        })
+        .await??,
+    );
+    let endpoint = bitdust_net::Endpoint::bind(&identity, s.listen, peer::ALPN, true)?;
+    let listen = endpoint.local_addr()?;
+    let socket = config.supplier_socket();
+    let listener = bitdust_daemon::bind_socket(&socket).await?;
+
+    let (reflection, health_reporter, health) = bitdust_daemon::standard_services();
+    let service =
+        bitdust_proto::supplier::v1::supplier_server::SupplierServer::new(grpc::SupplierService {
+            store: store.clone(),
+            node_id,
+            listen: listen.to_string(),
+        });
+    health_reporter
+        .set_serving::<bitdust_proto::supplier::v1::supplier_server::SupplierServer<grpc::SupplierService>>()
+        .await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(bitdust_daemon::incoming(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    let peers = tokio::spawn(peer::serve(endpoint.clone(), store));
+    tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");
+    bitdust_daemon::notify_ready(&format!("serving customers on {listen}"));
+    bitdust_daemon::spawn_watchdog();
+
+    bitdust_daemon::shutdown_signal().await;
+    bitdust_daemon::notify_stopping();
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
+    peers.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("supplier-store stopped");
+    Ok(())
+}

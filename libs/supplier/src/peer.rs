@@ -1,0 +1,342 @@
+//! The supplier side of the peer protocol (`proto/bitdust/peer/v1`): one
+//! request per QUIC stream, from a customer whose node id the TLS handshake
+//! proved. Every request is size-limited and validated; a bad one gets an
+//! error on its stream and nothing else happens.
+
+use std::sync::Arc;
+
+use bitdust_crypto::NodeId;
+use bitdust_net::frame::{self, FrameError};
+use bitdust_net::{Connection, Endpoint, RecvStream, SendStream};
+use bitdust_proto::peer::v1 as pb;
+use bitdust_proto::peer::v1::{request, response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::store::{CustomerRecord, Store, StoreError};
+
+/// ALPN of the peer protocol, version 1.
+pub const ALPN: &[u8] = b"bitdust/peer/1";
+
+/// Largest request frame a supplier reads (a delete lists at most 1000 names).
+const MAX_REQUEST: usize = 300 * 1024;
+
+/// Bytes moved per read or write of a payload.
+const CHUNK: usize = 64 * 1024;
+
+/// Accepts connections until the endpoint closes, serving each on its own task.
+pub async fn serve(endpoint: Endpoint, store: Arc<Store>) {
+    while let Some((conn, peer)) = endpoint.accept().await {
+        tracing::debug!(%peer, remote = %conn.remote_address(), "peer connected");
+        tokio::spawn(serve_connection(conn, peer, store.clone()));
+    }
+}
+
+async fn serve_connection(conn: Connection, peer: NodeId, store: Arc<Store>) {
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(send, recv, peer, store.clone()));
+            }
+            Err(e) => {
+                tracing::debug!(%peer, reason = %e, "peer connection ended");
+                return;
+            }
+        }
+    }
+}
+
+fn error(code: pb::ErrorCode, message: impl Into<String>) -> pb::Response {
+    pb::Response {
+        kind: Some(response::Kind::Error(pb::Error {
+            code: code as i32,
+            message: message.into(),
+        })),
+    }
+}
+
+fn store_error(e: &StoreError) -> pb::Response {
+    use pb::ErrorCode as C;
+    let code = match e {
+        StoreError::BadRequest(_) => C::BadRequest,
+        StoreError::NotACustomer(_) => C::NotACustomer,
+        StoreError::Refused(_) => C::Refused,
+        StoreError::QuotaExceeded { .. } => C::QuotaExceeded,
+        StoreError::DiskFull => C::DiskFull,
+        StoreError::NotFound(_) => C::NotFound,
+        StoreError::Corrupt(_) => C::Corrupt,
+        StoreError::Internal(_) => C::Internal,
+    };
+    error(code, e.to_string())
+}
+
+fn reply(kind: response::Kind) -> pb::Response {
+    pb::Response { kind: Some(kind) }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Internal(format!("a storage task failed: {e}")))?
+}
+
+async fn serve_stream(mut send: SendStream, mut recv: RecvStream, peer: NodeId, store: Arc<Store>) {
+    let req: pb::Request = match frame::read_frame(&mut recv, MAX_REQUEST).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "bad request from peer");
+            let _ = recv.stop(1u32.into());
+            let _ = finish(&mut send, &error(pb::ErrorCode::BadRequest, e.to_string())).await;
+            return;
+        }
+    };
+    let Some(kind) = req.kind else {
+        let _ = finish(
+            &mut send,
+            &error(
+                pb::ErrorCode::BadRequest,
+                "an empty request; say what you want",
+            ),
+        )
+        .await;
+        return;
+    };
+    let result = match kind {
+        request::Kind::Put(put) => return serve_put(send, recv, peer, store, put).await,
+        request::Kind::Get(get) => return serve_get(send, peer, store, get).await,
+        other => handle_simple(other, peer, store).await,
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "request refused");
+            store_error(&e)
+        }
+    };
+    let _ = finish(&mut send, &resp).await;
+}
+
+async fn finish(send: &mut SendStream, resp: &pb::Response) -> Result<(), FrameError> {
+    frame::write_frame(send, resp).await?;
+    send.finish().map_err(|e| FrameError::Io(e.to_string()))
+}
+
+fn usage(rec: &CustomerRecord) -> (u64, u64) {
+    (rec.used, rec.quota)
+}
+
+async fn handle_simple(
+    kind: request::Kind,
+    peer: NodeId,
+    store: Arc<Store>,
+) -> Result<pb::Response, StoreError> {
+    match kind {
+        request::Kind::RequestService(r) => {
+            let rec =
+                blocking(move || store.request_service(&peer, r.needed_bytes, r.suppliers)).await?;
+            tracing::info!(%peer, quota = rec.quota, "storage service granted");
+            Ok(reply(response::Kind::ServiceAccepted(
+                pb::ServiceAccepted {
+                    quota_bytes: rec.quota,
+                    used_bytes: rec.used,
+                },
+            )))
+        }
+        request::Kind::CancelService(_) => {
+            let n = blocking(move || store.cancel_service(&peer)).await?;
+            tracing::info!(%peer, objects = n, "storage service cancelled; objects deleted");
+            Ok(reply(response::Kind::ServiceCancelled(
+                pb::ServiceCancelled { objects_deleted: n },
+            )))
+        }
+        request::Kind::List(l) => {
+            let (objects, truncated) =
+                blocking(move || store.list(&peer, &l.prefix, &l.start_after, l.limit as usize))
+                    .await?;
+            Ok(reply(response::Kind::List(pb::ListReply {
+                objects: objects
+                    .into_iter()
+                    .map(|(name, o)| pb::ObjectInfo {
+                        name,
+                        size: o.size,
+                        blake3: o.hash.to_vec(),
+                    })
+                    .collect(),
+                truncated,
+            })))
+        }
+        request::Kind::Delete(d) => {
+            if d.names.len() > crate::store::MAX_LIST {
+                return Err(StoreError::BadRequest(format!(
+                    "a delete names at most {} objects",
+                    crate::store::MAX_LIST
+                )));
+            }
+            let (n, rec) = blocking(move || store.delete(&peer, &d.names, &d.prefix)).await?;
+            Ok(reply(response::Kind::Deleted(pb::DeleteDone {
+                deleted: n,
+                used_bytes: rec.used,
+            })))
+        }
+        request::Kind::Audit(a) => {
+            let proof = blocking(move || store.audit(&peer, &a.name, &a.nonce)).await?;
+            Ok(reply(response::Kind::Audit(pb::AuditProof {
+                blake3: proof.to_vec(),
+            })))
+        }
+        request::Kind::Ping(_) => {
+            let (used, quota) = store.customer(&peer)?.as_ref().map_or((0, 0), usage);
+            Ok(reply(response::Kind::Pong(pb::Pong {
+                used_bytes: used,
+                quota_bytes: quota,
+            })))
+        }
+        request::Kind::Put(_) | request::Kind::Get(_) => Err(StoreError::Internal(
+            "put and get are served elsewhere".into(),
+        )),
+    }
+}
+
+async fn serve_put(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    peer: NodeId,
+    store: Arc<Store>,
+    put: pb::PutObject,
+) {
+    let ticket = match store.begin_put(&peer, &put.name, put.size, &put.blake3) {
+        Ok(t) => t,
+        Err(e) => {
+            // Tell the sender to stop sending the payload, then why.
+            let _ = recv.stop(2u32.into());
+            let _ = finish(&mut send, &store_error(&e)).await;
+            return;
+        }
+    };
+    let received = receive_payload(&mut recv, &ticket.tmp_path, put.size, &put.blake3).await;
+    let resp = match received {
+        Ok(()) => {
+            let s = store.clone();
+            match blocking(move || s.finish_put(ticket)).await {
+                Ok(rec) => reply(response::Kind::PutDone(pb::PutDone {
+                    used_bytes: rec.used,
+                    quota_bytes: rec.quota,
+                })),
+                Err(e) => {
+                    tracing::warn!(%peer, name = %put.name, error = %e, "put failed");
+                    store_error(&e)
+                }
+            }
+        }
+        Err(e) => {
+            tracing::info!(%peer, name = %put.name, error = %e, "put refused");
+            let _ = recv.stop(3u32.into());
+            store.abort_put(ticket);
+            store_error(&e)
+        }
+    };
+    let _ = finish(&mut send, &resp).await;
+}
+
+/// Streams exactly `size` bytes into a new file at `path`, checking the
+/// hash, and fsyncs it.
+async fn receive_payload(
+    recv: &mut RecvStream,
+    path: &std::path::Path,
+    size: u64,
+    hash: &[u8],
+) -> Result<(), StoreError> {
+    let io = |what: &str, e: std::io::Error| {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            StoreError::DiskFull
+        } else {
+            StoreError::Internal(format!("{what}: {e}"))
+        }
+    };
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| io("creating a temp file", e))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < size {
+        let want = usize::try_from((size - got).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let n = frame::read_some(recv, &mut buf[..want])
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("the payload did not arrive: {e}")))?;
+        if n == 0 {
+            return Err(StoreError::Corrupt(format!(
+                "the payload ended after {got} of {size} bytes"
+            )));
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])
+            .await
+            .map_err(|e| io("writing an object", e))?;
+        got += n as u64;
+    }
+    // Nothing may follow the payload.
+    let mut extra = [0u8; 1];
+    if frame::read_some(recv, &mut extra).await.unwrap_or(0) != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "more than the declared {size} payload bytes were sent"
+        )));
+    }
+    if hasher.finalize().as_bytes().as_slice() != hash {
+        return Err(StoreError::Corrupt(
+            "the payload does not match its BLAKE3 hash; it was damaged in transit, send it again"
+                .into(),
+        ));
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| io("fsync of an object", e))?;
+    Ok(())
+}
+
+async fn serve_get(mut send: SendStream, peer: NodeId, store: Arc<Store>, get: pb::GetObject) {
+    let (rec, path) = match store.get(&peer, &get.name) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = finish(&mut send, &store_error(&e)).await;
+            return;
+        }
+    };
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let e = StoreError::Internal(format!("opening an object: {e}"));
+            let _ = finish(&mut send, &store_error(&e)).await;
+            return;
+        }
+    };
+    let head = reply(response::Kind::Get(pb::GetReply {
+        size: rec.size,
+        blake3: rec.hash.to_vec(),
+    }));
+    if frame::write_frame(&mut send, &head).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = rec.size;
+    while left > 0 {
+        let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+        match file.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => {
+                // The file is shorter than its record: reset the stream, so
+                // the customer sees a failed read, not a short fragment.
+                tracing::error!(%peer, name = %get.name, "object file is shorter than its index entry");
+                let _ = send.reset(4u32.into());
+                return;
+            }
+            Ok(n) => {
+                if send.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+        }
+    }
+    let _ = send.finish();
+}
