@@ -17,26 +17,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    bitdust_daemon::init_logging();
-    let config = match bitdust_config::Config::load(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("bitdust-supplier-store: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bitdust-supplier-store: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bitdust_supplier::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bitdust-supplier-store: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bitdust_daemon::main(
+        "bitdust-supplier-store",
+        args.config.as_deref(),
+        bitdust_supplier::run,
+    )
 }

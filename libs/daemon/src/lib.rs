@@ -29,6 +29,39 @@ pub enum DaemonError {
     },
 }
 
+/// The `main` of a daemon binary: logging, the config file (exit status 2
+/// and one line on stderr when it is bad), a tokio runtime, then `run`
+/// (exit status 1 and one line on stderr when it fails).
+pub fn main<F, Fut>(name: &str, config: Option<&Path>, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(bitdust_config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    init_logging();
+    let config = match bitdust_config::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). Without a
 /// terminal (journald) no colours and no timestamps (the journal adds them).
 pub fn init_logging() {

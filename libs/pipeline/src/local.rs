@@ -45,7 +45,7 @@ fn open_regular(path: &Path) -> io::Result<File> {
 /// The absolute form of a source path as given: `.` and `..` resolved through
 /// the real directories above it, the last component kept as given (so a
 /// source that is itself a symlink keeps its name).
-fn source_path(given: &Path) -> io::Result<PathBuf> {
+pub fn source_path(given: &Path) -> io::Result<PathBuf> {
     let abs = std::path::absolute(given)?;
     let path = match (abs.parent(), abs.file_name()) {
         (Some(parent), Some(name)) => fs::canonicalize(parent)?.join(name),

@@ -1,0 +1,851 @@
+//! The customer-agent: holds the keys and the supplier set, runs backups and
+//! restores through the pipeline over the network, keeps the catalog, and
+//! serves `bitdust.customer.v1.Customer` to bitdustctl.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitdust_block::BackupId;
+use bitdust_config::Config;
+use bitdust_crypto::{BackupKey, Identity, KeyRing, NodeId};
+use bitdust_ecc::{Code, Scheme};
+use bitdust_net::Endpoint;
+use bitdust_pipeline::{BackupKeyMaterial, BackupOptions, Progress, RestoreOptions};
+use bitdust_proto::customer::v1 as pb;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::client::{PeerError, SupplierLink};
+use crate::netio::{self, Links, NetSink, NetSource};
+use crate::state::{PositionRecord, State, VersionRecord};
+
+/// Largest fragment object fetched (the largest block over 2 suppliers,
+/// plus its header).
+const MAX_FRAGMENT_OBJECT: u64 = (bitdust_block::MAX_BLOCK_LEN / 2) + (1 << 20);
+
+/// The customer-agent.
+pub struct Agent {
+    config: Config,
+    keys: KeyRing,
+    identity: Arc<Identity>,
+    endpoint: Endpoint,
+    state: Arc<State>,
+    links: Mutex<Links>,
+    running: Mutex<HashSet<BackupId>>,
+    code: Code,
+    rt: Handle,
+    timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Parses `NODEID@host:port` or `host:port`.
+pub fn parse_address(s: &str) -> Result<(Option<NodeId>, String), String> {
+    let (id, addr) = match s.split_once('@') {
+        Some((id, addr)) => (
+            Some(
+                id.parse::<NodeId>()
+                    .map_err(|_| format!("{id:?} is not a node id (52 base32 characters)"))?,
+            ),
+            addr,
+        ),
+        None => (None, s),
+    };
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !ok {
+        return Err(format!("{s:?} is not host:port or NODEID@host:port"));
+    }
+    Ok((id, addr.to_owned()))
+}
+
+/// Progress counted by the pipeline's threads, read by a ticker.
+struct Counter(AtomicU64);
+
+impl Progress for Counter {
+    fn advance(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+fn tree_size(paths: &[PathBuf]) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| walk(&e.path()))
+                .sum(),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        }
+    }
+    paths.iter().map(|p| walk(p)).sum()
+}
+
+impl Agent {
+    /// Opens the keys and state and binds the configured suppliers.
+    pub async fn new(
+        config: Config,
+        endpoint: Endpoint,
+        keys: KeyRing,
+        state: Arc<State>,
+    ) -> anyhow::Result<Agent> {
+        let c = &config.customer;
+        let scheme: Scheme = c
+            .scheme
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad scheme {}", c.scheme))?;
+        let code = Code::new(scheme, c.suppliers)?;
+        match state.meta("positions")? {
+            Some(n) if n as usize != c.suppliers => anyhow::bail!(
+                "the config asks for {} suppliers but this agent's supplier set has {n} positions; set customer.suppliers = {n}, or fire every supplier first",
+                c.suppliers
+            ),
+            Some(_) => {}
+            None => state.set_meta("positions", c.suppliers as u64)?,
+        }
+        let identity = Arc::new(Identity::from_secret(&keys.identity().secret()));
+        let timeout = Duration::from_secs(c.timeout_secs);
+        let mut links: Links = vec![None; c.suppliers];
+        for (p, rec) in state.positions()? {
+            if let (Some(slot), Ok(id)) = (links.get_mut(p as usize), rec.node_id.parse::<NodeId>())
+            {
+                *slot = Some(Arc::new(SupplierLink::new(
+                    endpoint.clone(),
+                    id,
+                    rec.address,
+                    timeout,
+                )));
+            }
+        }
+        let agent = Agent {
+            config,
+            keys,
+            identity,
+            endpoint,
+            state,
+            links: Mutex::new(links),
+            running: Mutex::new(HashSet::new()),
+            code,
+            rt: Handle::current(),
+            timeout,
+        };
+        // Suppliers listed in the config take their positions when free.
+        let listed = agent.config.customer.supplier_addresses.clone();
+        for (p, addr) in listed.iter().enumerate() {
+            let taken = lock(&agent.links)[p].is_some();
+            if taken {
+                continue;
+            }
+            match agent.hire(addr, Some(p as u32)).await {
+                Ok(s) => {
+                    tracing::info!(position = p, supplier = %s.node_id, "hired the supplier from the config")
+                }
+                Err(e) => {
+                    tracing::warn!(position = p, address = %addr, error = %e.message(), "cannot hire the supplier from the config yet")
+                }
+            }
+        }
+        Ok(agent)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    fn links(&self) -> Links {
+        lock(&self.links).clone()
+    }
+
+    /// Binds a supplier to a position after it accepted our service request.
+    pub async fn hire(
+        &self,
+        address: &str,
+        position: Option<u32>,
+    ) -> Result<pb::SupplierInfo, Status> {
+        let (pinned, addr) = parse_address(address).map_err(Status::invalid_argument)?;
+        let n = self.code.suppliers();
+        let node_id = match pinned {
+            Some(id) => id,
+            None => SupplierLink::discover(&self.endpoint, &addr, self.timeout)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot hire {addr}: {e}")))?,
+        };
+        if node_id == self.node_id() {
+            return Err(Status::invalid_argument(
+                "a customer cannot be its own supplier",
+            ));
+        }
+        let position = {
+            let links = lock(&self.links);
+            if let Some(p) = links
+                .iter()
+                .position(|l| l.as_ref().is_some_and(|l| l.node_id == node_id))
+            {
+                return Err(Status::already_exists(format!(
+                    "supplier {node_id} already holds position {p}"
+                )));
+            }
+            match position {
+                Some(p) if p as usize >= n => {
+                    return Err(Status::invalid_argument(format!(
+                        "position {p} does not exist; positions are 0 to {}",
+                        n - 1
+                    )));
+                }
+                Some(p) if links[p as usize].is_some() => {
+                    return Err(Status::failed_precondition(format!(
+                        "position {p} is held by another supplier; fire it first (bitdustctl suppliers fire {p})"
+                    )));
+                }
+                Some(p) => p,
+                None => links.iter().position(Option::is_none).map(|p| p as u32).ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "all {n} positions have a supplier; fire one first (bitdustctl suppliers fire POSITION)"
+                    ))
+                })?,
+            }
+        };
+        let link = Arc::new(SupplierLink::new(
+            self.endpoint.clone(),
+            node_id,
+            addr.clone(),
+            self.timeout,
+        ));
+        let needed = self.config.customer.needed_space.0;
+        let accepted = link
+            .request_service(needed, n as u32)
+            .await
+            .map_err(|e| match e {
+                PeerError::Refused { message, .. } => Status::failed_precondition(format!(
+                    "supplier {node_id} at {addr} refused the service: {message}"
+                )),
+                other => Status::unavailable(format!("cannot hire {addr}: {other}")),
+            })?;
+        let rec = PositionRecord {
+            node_id: node_id.to_string(),
+            address: addr.clone(),
+            hired_at: now(),
+            quota: accepted.quota_bytes,
+        };
+        self.state.set_position(position, &rec).map_err(internal)?;
+        netio::record(&self.state, position as usize, Ok(()));
+        lock(&self.links)[position as usize] = Some(link);
+        tracing::info!(position, supplier = %node_id, %addr, quota = accepted.quota_bytes, "hired a supplier");
+        Ok(pb::SupplierInfo {
+            position,
+            node_id: node_id.to_string(),
+            address: addr,
+            reachable: true,
+            last_seen: now(),
+            quota_bytes: accepted.quota_bytes,
+            used_bytes: accepted.used_bytes,
+            ..Default::default()
+        })
+    }
+
+    /// Ends the service of the supplier at `position`.
+    pub async fn fire(&self, position: u32) -> Result<pb::FireSupplierReply, Status> {
+        let link = lock(&self.links)
+            .get(position as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Status::not_found(format!("no supplier holds position {position}")))?;
+        let deleted = match link.cancel_service().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(position, error = %e, "the fired supplier did not confirm; its objects may stay there");
+                0
+            }
+        };
+        self.state.clear_position(position).map_err(internal)?;
+        lock(&self.links)[position as usize] = None;
+        // Every version now lacks this position's fragments until repaired.
+        for (id, v, mut rec) in self.state.versions().map_err(internal)? {
+            if !rec.missing_positions.contains(&position) {
+                rec.missing_positions.push(position);
+                rec.missing_positions.sort_unstable();
+                self.state.put_version(id, v, &rec).map_err(internal)?;
+            }
+        }
+        link.reset().await;
+        tracing::info!(position, supplier = %link.node_id, "fired a supplier");
+        Ok(pb::FireSupplierReply {
+            node_id: link.node_id.to_string(),
+            objects_deleted: deleted,
+        })
+    }
+
+    /// Pings every hired supplier; which answered.
+    async fn reachability(&self) -> Vec<Option<Result<bitdust_proto::peer::v1::Pong, PeerError>>> {
+        let links = self.links();
+        let mut set = tokio::task::JoinSet::new();
+        for (p, l) in links.iter().enumerate() {
+            if let Some(l) = l.clone() {
+                set.spawn(async move { (p, l.ping().await) });
+            }
+        }
+        let mut out = vec![None; links.len()];
+        while let Some(Ok((p, r))) = set.join_next().await {
+            netio::record(&self.state, p, r.as_ref().map(|_| ()));
+            if let Ok(pong) = &r {
+                let used = pong.used_bytes;
+                let _ = self.state.update_stats(p as u32, |s| s.used = used);
+            }
+            out[p] = Some(r);
+        }
+        out
+    }
+
+    /// Resolves a backup id (hex or unique prefix; empty: the only backup)
+    /// and a version (0: the newest) in the catalog.
+    fn select(&self, id: &str, version: u64) -> Result<(BackupId, u64, VersionRecord), Status> {
+        let all = self.state.versions().map_err(internal)?;
+        let ids: BTreeMap<BackupId, ()> = all.iter().map(|(b, _, _)| (*b, ())).collect();
+        let matching: Vec<BackupId> = ids
+            .keys()
+            .filter(|b| b.to_string().starts_with(&id.to_ascii_lowercase()))
+            .copied()
+            .collect();
+        let bid = match matching.as_slice() {
+            [one] => *one,
+            [] if all.is_empty() => {
+                return Err(Status::not_found(
+                    "there are no backups yet; run bitdustctl backup PATH first",
+                ));
+            }
+            [] => {
+                return Err(Status::not_found(format!(
+                    "no backup id starts with {id:?}; see bitdustctl list"
+                )));
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "{} backups match {id:?}; give more of the id (see bitdustctl list)",
+                    matching.len()
+                )));
+            }
+        };
+        let versions: Vec<(u64, VersionRecord)> = all
+            .into_iter()
+            .filter(|(b, _, _)| *b == bid)
+            .map(|(_, v, r)| (v, r))
+            .collect();
+        let found = if version == 0 {
+            versions.into_iter().next_back()
+        } else {
+            versions.into_iter().find(|(v, _)| *v == version)
+        };
+        let (v, rec) = found.ok_or_else(|| {
+            Status::not_found(format!(
+                "backup {bid} has no version {version}; see bitdustctl list"
+            ))
+        })?;
+        Ok((bid, v, rec))
+    }
+
+    /// Deletes versions from every supplier and the catalog.
+    async fn delete_versions(&self, id: BackupId, versions: &[u64]) -> Result<(), Status> {
+        let links = self.links();
+        for &v in versions {
+            let prefix = netio::version_prefix(id, v);
+            let mut set = tokio::task::JoinSet::new();
+            for l in links.iter().flatten() {
+                let (l, prefix) = (l.clone(), prefix.clone());
+                set.spawn(async move { (l.node_id, l.delete(Vec::new(), &prefix).await) });
+            }
+            while let Some(Ok((who, r))) = set.join_next().await {
+                if let Err(e) = r {
+                    tracing::warn!(supplier = %who, version = v, error = %e, "could not delete a version there");
+                }
+            }
+            self.state.delete_version(id, v).map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    fn backup_options(&self) -> BackupOptions {
+        let c = &self.config.customer;
+        BackupOptions {
+            scheme: self.code.scheme(),
+            suppliers: self.code.suppliers(),
+            zstd_level: c.zstd_level,
+            block_size: c.block_size.0 as usize,
+            max_block_size: bitdust_pipeline::DEFAULT_MAX_BLOCK_SIZE.max(c.block_size.0 as usize),
+        }
+    }
+
+    /// Runs a backup, sending progress to `events`.
+    async fn backup(
+        self: Arc<Self>,
+        paths: Vec<String>,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    ) -> Result<pb::BackupDone, Status> {
+        if paths.is_empty() {
+            return Err(Status::invalid_argument(
+                "name at least one path to back up",
+            ));
+        }
+        let mut abs = Vec::new();
+        for p in &paths {
+            let path = PathBuf::from(p);
+            if !path.is_absolute() {
+                return Err(Status::invalid_argument(format!(
+                    "{p} is not an absolute path"
+                )));
+            }
+            abs.push(
+                bitdust_pipeline::local::source_path(&path)
+                    .map_err(|e| Status::invalid_argument(format!("cannot back up {p}: {e}")))?,
+            );
+        }
+        abs.sort();
+        abs.dedup();
+        let raw: Vec<Vec<u8>> = abs
+            .iter()
+            .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+            .collect();
+        let id = BackupId::for_sources(self.node_id().as_bytes(), &raw);
+        if !lock(&self.running).insert(id) {
+            return Err(Status::aborted(format!(
+                "a backup of the same paths (backup {id}) is already running; wait for it to finish"
+            )));
+        }
+        let result = self.clone().backup_locked(id, abs, events).await;
+        lock(&self.running).remove(&id);
+        result
+    }
+
+    async fn backup_locked(
+        self: Arc<Self>,
+        id: BackupId,
+        abs: Vec<PathBuf>,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    ) -> Result<pb::BackupDone, Status> {
+        let links = self.links();
+        let hired = links.iter().flatten().count();
+        let n = self.code.suppliers();
+        let need = n - self.code.tolerance();
+        if hired < need {
+            return Err(Status::failed_precondition(format!(
+                "only {hired} of {n} positions have a supplier and a backup needs at least {need}; hire more with bitdustctl suppliers hire ADDR"
+            )));
+        }
+        let previous = self.state.versions_of(id).map_err(internal)?;
+        let version = previous.last().map_or(1, |(v, _)| v + 1);
+        let key = match previous.last() {
+            Some((v, _)) => {
+                let me = self.clone();
+                let v = *v;
+                tokio::task::spawn_blocking(move || {
+                    let mut src = NetSource::new(
+                        me.rt.clone(),
+                        me.links(),
+                        id,
+                        v,
+                        MAX_FRAGMENT_OBJECT,
+                        me.state.clone(),
+                    );
+                    let m =
+                        bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
+                            Status::unavailable(format!(
+                                "cannot read version {v} of backup {id} to continue it: {e}"
+                            ))
+                        })?;
+                    BackupKeyMaterial::from_manifest(&m).ok_or_else(|| {
+                        Status::internal("the previous version's backup key is malformed")
+                    })
+                })
+                .await
+                .map_err(internal)??
+            }
+            None => BackupKeyMaterial::generate(self.keys.master_recipient()).map_err(internal)?,
+        };
+        let total = tokio::task::spawn_blocking({
+            let abs = abs.clone();
+            move || tree_size(&abs)
+        })
+        .await
+        .unwrap_or(0);
+        let counter = Arc::new(Counter(AtomicU64::new(0)));
+        let ticker = {
+            let (counter, events) = (counter.clone(), events.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let ev = pb::BackupEvent {
+                        kind: Some(pb::backup_event::Kind::Progress(pb::Progress {
+                            bytes_done: counter.0.load(Ordering::Relaxed),
+                            bytes_total: total,
+                        })),
+                    };
+                    if events.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let me = self.clone();
+        let opts = self.backup_options();
+        let sources = abs.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut sink = NetSink::new(
+                me.rt.clone(),
+                links,
+                me.code.clone(),
+                id,
+                version,
+                me.state.clone(),
+            );
+            bitdust_pipeline::backup(
+                me.identity.clone(),
+                &key,
+                id,
+                version,
+                &sources,
+                &opts,
+                &mut sink,
+                counter.as_ref(),
+            )
+        })
+        .await
+        .map_err(internal)?;
+        ticker.abort();
+        let report = result.map_err(|e| Status::aborted(format!("backup failed: {e}")))?;
+        let m = &report.manifest;
+        let rec = VersionRecord {
+            paths: abs.iter().map(|p| p.display().to_string()).collect(),
+            time: now(),
+            input_bytes: report.content_bytes,
+            stored_bytes: m.stored_bytes,
+            blocks: m.blocks,
+            files: report.files,
+            scheme: m.scheme.to_string(),
+            suppliers: m.suppliers as u32,
+            supplier_set: self
+                .links()
+                .iter()
+                .map(|l| {
+                    l.as_ref()
+                        .map(|l| l.node_id.to_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            missing_positions: report
+                .degraded_positions
+                .iter()
+                .map(|&p| p as u32)
+                .collect(),
+        };
+        self.state
+            .put_version(id, version, &rec)
+            .map_err(internal)?;
+        // Keep the configured number of versions.
+        let keep = self.config.customer.keep_versions as usize;
+        let versions = self.state.versions_of(id).map_err(internal)?;
+        let prune: Vec<u64> = if versions.len() > keep {
+            versions[..versions.len() - keep]
+                .iter()
+                .map(|(v, _)| *v)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.delete_versions(id, &prune).await?;
+        tracing::info!(backup = %id, version, blocks = m.blocks, failed = ?report.degraded_positions, "backup done");
+        Ok(pb::BackupDone {
+            backup_id: id.to_string(),
+            version,
+            input_bytes: report.content_bytes,
+            stored_bytes: m.stored_bytes,
+            blocks: m.blocks,
+            files: report.files as u32,
+            failed_positions: rec.missing_positions,
+            warnings: report.skipped,
+            pruned_versions: prune,
+        })
+    }
+
+    async fn restore(
+        self: Arc<Self>,
+        req: pb::RestoreRequest,
+        events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
+    ) -> Result<pb::RestoreDone, Status> {
+        let to = PathBuf::from(&req.to);
+        if !to.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "{} is not an absolute path",
+                req.to
+            )));
+        }
+        let (id, version, rec) = self.select(&req.backup_id, req.version)?;
+        let master = self
+            .keys
+            .master_key()
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let counter = Arc::new(Counter(AtomicU64::new(0)));
+        let total = rec.input_bytes;
+        let ticker = {
+            let (counter, events) = (counter.clone(), events.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let ev = pb::RestoreEvent {
+                        kind: Some(pb::restore_event::Kind::Progress(pb::Progress {
+                            bytes_done: counter.0.load(Ordering::Relaxed),
+                            bytes_total: total,
+                        })),
+                    };
+                    if events.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let me = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut src = NetSource::new(
+                me.rt.clone(),
+                me.links(),
+                id,
+                version,
+                MAX_FRAGMENT_OBJECT,
+                me.state.clone(),
+            );
+            let manifest =
+                bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
+                    Status::unavailable(format!("cannot read the manifest of {id}@{version}: {e}"))
+                })?;
+            let key = BackupKey::unwrap_with(&manifest.wrapped_backup_key, master.age_identity())
+                .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "the backup key of {id}@{version} does not open with this master key: {e}"
+                ))
+            })?;
+            let report = bitdust_pipeline::restore(
+                &mut src,
+                &manifest,
+                &key,
+                &to,
+                &RestoreOptions::default(),
+                counter.as_ref(),
+            )
+            .map_err(|e| Status::aborted(format!("restore of {id}@{version} failed: {e}")))?;
+            Ok::<_, Status>((report, src.fetched))
+        })
+        .await
+        .map_err(internal)?;
+        ticker.abort();
+        let (report, fetched) = result?;
+        Ok(pb::RestoreDone {
+            backup_id: id.to_string(),
+            version,
+            bytes: report.bytes,
+            files: report.files as u32,
+            fragments_fetched: fetched,
+            blocks_repaired: report.decoded_blocks,
+            warnings: report
+                .skipped
+                .into_iter()
+                .chain(report.rejected_fragments)
+                .collect(),
+        })
+    }
+}
+
+/// The gRPC face of the agent.
+pub struct CustomerService(pub Arc<Agent>);
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::customer_server::Customer for CustomerService {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        let a = &self.0;
+        let reach = a.reachability().await;
+        let versions = a.state.versions().map_err(internal)?;
+        let backups: HashSet<BackupId> = versions.iter().map(|(b, _, _)| *b).collect();
+        Ok(Response::new(pb::StatusReply {
+            node_id: a.node_id().to_string(),
+            positions: a.code.suppliers() as u32,
+            hired: a.links().iter().flatten().count() as u32,
+            reachable: reach.iter().filter(|r| matches!(r, Some(Ok(_)))).count() as u32,
+            needed_bytes: a.config.customer.needed_space.0,
+            backups: backups.len() as u32,
+            versions: versions.len() as u32,
+            missing_fragments: versions
+                .iter()
+                .map(|(_, _, r)| r.missing_positions.len() as u64 * r.blocks)
+                .sum(),
+            scheme: a.code.scheme().to_string(),
+            tolerance: a.code.tolerance() as u32,
+        }))
+    }
+
+    type BackupStream = EventStream<pb::BackupEvent>;
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let agent = self.0.clone();
+        let paths = req.into_inner().paths;
+        tokio::spawn(async move {
+            let r = agent.backup(paths, tx.clone()).await;
+            let ev = r.map(|done| pb::BackupEvent {
+                kind: Some(pb::backup_event::Kind::Done(done)),
+            });
+            let _ = tx.send(ev).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type RestoreStream = EventStream<pb::RestoreEvent>;
+
+    async fn restore(
+        &self,
+        req: Request<pb::RestoreRequest>,
+    ) -> Result<Response<Self::RestoreStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let agent = self.0.clone();
+        let req = req.into_inner();
+        tokio::spawn(async move {
+            let r = agent.restore(req, tx.clone()).await;
+            let ev = r.map(|done| pb::RestoreEvent {
+                kind: Some(pb::restore_event::Kind::Done(done)),
+            });
+            let _ = tx.send(ev).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
+        let mut by_id: BTreeMap<BackupId, pb::BackupInfo> = BTreeMap::new();
+        for (id, v, r) in self.0.state.versions().map_err(internal)? {
+            let entry = by_id.entry(id).or_insert_with(|| pb::BackupInfo {
+                backup_id: id.to_string(),
+                paths: r.paths.clone(),
+                versions: Vec::new(),
+            });
+            entry.versions.push(pb::VersionInfo {
+                version: v,
+                time: r.time,
+                input_bytes: r.input_bytes,
+                stored_bytes: r.stored_bytes,
+                blocks: r.blocks,
+                scheme: r.scheme.clone(),
+                suppliers: r.suppliers,
+                missing_fragments: r.missing_positions.len() as u64 * r.blocks,
+            });
+        }
+        Ok(Response::new(pb::ListReply {
+            backups: by_id.into_values().collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteReply>, Status> {
+        let req = req.into_inner();
+        let (id, _, _) = self.0.select(&req.backup_id, req.version)?;
+        let versions: Vec<u64> = if req.version == 0 {
+            self.0
+                .state
+                .versions_of(id)
+                .map_err(internal)?
+                .into_iter()
+                .map(|(v, _)| v)
+                .collect()
+        } else {
+            vec![req.version]
+        };
+        if lock(&self.0.running).contains(&id) {
+            return Err(Status::aborted(format!(
+                "backup {id} is running; delete it after it finishes"
+            )));
+        }
+        self.0.delete_versions(id, &versions).await?;
+        Ok(Response::new(pb::DeleteReply {
+            deleted_versions: versions,
+        }))
+    }
+
+    async fn list_suppliers(
+        &self,
+        _: Request<pb::ListSuppliersRequest>,
+    ) -> Result<Response<pb::ListSuppliersReply>, Status> {
+        let a = &self.0;
+        let reach = a.reachability().await;
+        let mut out = Vec::new();
+        for (p, rec) in a.state.positions().map_err(internal)? {
+            let s = a.state.stats(p).map_err(internal)?;
+            out.push(pb::SupplierInfo {
+                position: p,
+                node_id: rec.node_id,
+                address: rec.address,
+                reachable: matches!(reach.get(p as usize), Some(Some(Ok(_)))),
+                last_seen: s.last_seen,
+                failures: s.failures,
+                audits_passed: s.audits_passed,
+                audits_failed: s.audits_failed,
+                quota_bytes: rec.quota,
+                used_bytes: s.used,
+                last_error: s.last_error,
+            });
+        }
+        Ok(Response::new(pb::ListSuppliersReply {
+            positions: a.code.suppliers() as u32,
+            suppliers: out,
+        }))
+    }
+
+    async fn hire_supplier(
+        &self,
+        req: Request<pb::HireSupplierRequest>,
+    ) -> Result<Response<pb::SupplierInfo>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.0.hire(&req.address, req.position).await?,
+        ))
+    }
+
+    async fn fire_supplier(
+        &self,
+        req: Request<pb::FireSupplierRequest>,
+    ) -> Result<Response<pb::FireSupplierReply>, Status> {
+        Ok(Response::new(self.0.fire(req.into_inner().position).await?))
+    }
+}

@@ -1,0 +1,343 @@
+//! The customer side of the peer protocol: one [`SupplierLink`] per hired
+//! supplier, over a QUIC connection pinned to the supplier's node id and
+//! re-established when it drops.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bitdust_crypto::NodeId;
+use bitdust_net::frame::{self, FrameError};
+use bitdust_net::{Connection, Endpoint, RecvStream};
+use bitdust_proto::peer::v1 as pb;
+use bitdust_proto::peer::v1::{request, response};
+use tokio::sync::Mutex;
+
+/// Largest response frame the customer reads (a list of 1000 names).
+const MAX_RESPONSE: usize = frame::MAX_FRAME;
+
+/// A call to a supplier failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// No connection, a timeout or a broken stream: the supplier is down
+    /// or unreachable.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The supplier answered with an error.
+    #[error("{message}")]
+    Refused {
+        /// Its code.
+        code: pb::ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// The supplier answered something that makes no sense.
+    #[error("the supplier broke the protocol: {0}")]
+    Protocol(String),
+}
+
+impl PeerError {
+    /// Whether the supplier said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Refused {
+                code: pb::ErrorCode::NotFound,
+                ..
+            }
+        )
+    }
+}
+
+impl From<FrameError> for PeerError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooLarge { .. } | FrameError::Decode(_) => {
+                PeerError::Protocol(e.to_string())
+            }
+            FrameError::Truncated | FrameError::Io(_) => PeerError::Unreachable(e.to_string()),
+        }
+    }
+}
+
+/// Resolves `host:port` to one socket address.
+pub async fn resolve(addr: &str) -> Result<SocketAddr, PeerError> {
+    let mut addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| PeerError::Unreachable(format!("cannot resolve {addr}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| PeerError::Unreachable(format!("{addr} resolves to no address")))
+}
+
+/// A connection to one supplier.
+pub struct SupplierLink {
+    endpoint: Endpoint,
+    /// The supplier's node id (pinned).
+    pub node_id: NodeId,
+    /// Its `host:port`.
+    pub address: String,
+    timeout: Duration,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl SupplierLink {
+    /// A link that connects on first use.
+    pub fn new(endpoint: Endpoint, node_id: NodeId, address: String, timeout: Duration) -> Self {
+        SupplierLink {
+            endpoint,
+            node_id,
+            address,
+            timeout,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Connects to `address` without knowing who is there (trust on first
+    /// use) and returns the node id it presented.
+    pub async fn discover(
+        endpoint: &Endpoint,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<NodeId, PeerError> {
+        let addr = resolve(address).await?;
+        let conn = tokio::time::timeout(timeout, endpoint.connect(addr, None))
+            .await
+            .map_err(|_| {
+                PeerError::Unreachable(format!("{address} did not answer within {timeout:?}"))
+            })?
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let id =
+            bitdust_net::peer_id(&conn).ok_or_else(|| PeerError::Protocol("no node id".into()))?;
+        conn.close(0u32.into(), b"");
+        Ok(id)
+    }
+
+    async fn connection(&self) -> Result<Connection, PeerError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let addr = resolve(&self.address).await?;
+        let conn = tokio::time::timeout(
+            self.timeout,
+            self.endpoint.connect(addr, Some(self.node_id)),
+        )
+        .await
+        .map_err(|_| {
+            PeerError::Unreachable(format!(
+                "supplier {} at {} did not answer within {:?}",
+                self.node_id, self.address, self.timeout
+            ))
+        })?
+        .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the connection (the next call reconnects).
+    pub async fn reset(&self) {
+        if let Some(c) = self.conn.lock().await.take() {
+            c.close(0u32.into(), b"");
+        }
+    }
+
+    /// Sends one request (and payload), returns the response and the stream
+    /// to read a payload from.
+    async fn call(
+        &self,
+        req: request::Kind,
+        payload: Option<&[u8]>,
+    ) -> Result<(response::Kind, RecvStream), PeerError> {
+        let fut = async {
+            let conn = self.connection().await?;
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+            frame::write_frame(&mut send, &pb::Request { kind: Some(req) }).await?;
+            let mut send_error = None;
+            if let Some(p) = payload {
+                // The supplier may refuse before reading the payload (it
+                // stops the stream); its answer then says why.
+                if let Err(e) = send.write_all(p).await {
+                    send_error = Some(e.to_string());
+                }
+            }
+            let _ = send.finish();
+            let resp: pb::Response = match frame::read_frame(&mut recv, MAX_RESPONSE).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(match send_error {
+                        Some(s) => PeerError::Unreachable(s),
+                        None => e.into(),
+                    });
+                }
+            };
+            match resp.kind {
+                Some(response::Kind::Error(e)) => Err(PeerError::Refused {
+                    code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+                    message: e.message,
+                }),
+                Some(k) => Ok((k, recv)),
+                None => Err(PeerError::Protocol("an empty response".into())),
+            }
+        };
+        // Puts of large objects get more time: 1 s per MiB on top.
+        let extra = Duration::from_secs(payload.map_or(0, |p| p.len() as u64 >> 20));
+        match tokio::time::timeout(self.timeout + extra, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.reset().await;
+                Err(PeerError::Unreachable(format!(
+                    "supplier {} at {} did not answer within {:?}",
+                    self.node_id,
+                    self.address,
+                    self.timeout + extra
+                )))
+            }
+        }
+    }
+
+    fn unexpected(k: &response::Kind) -> PeerError {
+        PeerError::Protocol(format!("an unexpected answer {k:?}"))
+    }
+
+    /// Asks for storage service.
+    pub async fn request_service(
+        &self,
+        needed: u64,
+        suppliers: u32,
+    ) -> Result<pb::ServiceAccepted, PeerError> {
+        let req = request::Kind::RequestService(pb::RequestService {
+            needed_bytes: needed,
+            suppliers,
+        });
+        match self.call(req, None).await?.0 {
+            response::Kind::ServiceAccepted(a) => Ok(a),
+            k => Err(Self::unexpected(&k)),
+        }
+    }
+
+    /// Ends the service; the supplier deletes every object.
+    pub async fn cancel_service(&self) -> Result<u64, PeerError> {
+        match self
+            .call(request::Kind::CancelService(pb::CancelService {}), None)
+            .await?
+            .0
+        {
+            response::Kind::ServiceCancelled(c) => Ok(c.objects_deleted),
+            k => Err(Self::unexpected(&k)),
+        }
+    }
+
+    /// Stores `data` under `name`; returns once the supplier holds it durably.
+    pub async fn put(&self, name: &str, data: &[u8]) -> Result<pb::PutDone, PeerError> {
+        let req = request::Kind::Put(pb::PutObject {
+            name: name.to_owned(),
+            size: data.len() as u64,
+            blake3: blake3::hash(data).as_bytes().to_vec(),
+        });
+        match self.call(req, Some(data)).await?.0 {
+            response::Kind::PutDone(d) => Ok(d),
+            k => Err(Self::unexpected(&k)),
+        }
+    }
+
+    /// The object `name` (at most `max` bytes), or `None` if the supplier
+    /// does not have it. The bytes are checked against the hash the supplier
+    /// recorded when it was stored.
+    pub async fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, PeerError> {
+        let req = request::Kind::Get(pb::GetObject {
+            name: name.to_owned(),
+        });
+        let (kind, mut recv) = match self.call(req, None).await {
+            Ok(x) => x,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let response::Kind::Get(head) = kind else {
+            return Err(Self::unexpected(&kind));
+        };
+        if head.size > max {
+            return Err(PeerError::Protocol(format!(
+                "object {name} claims {} bytes, over the {max} expected",
+                head.size
+            )));
+        }
+        let size = usize::try_from(head.size).map_err(|_| PeerError::Protocol("size".into()))?;
+        let mut data = vec![0u8; size];
+        let read = tokio::time::timeout(
+            self.timeout + Duration::from_secs(head.size >> 20),
+            frame::read_exact(&mut recv, &mut data),
+        )
+        .await
+        .map_err(|_| {
+            PeerError::Unreachable(format!("reading {name} from {} timed out", self.address))
+        })?;
+        read?;
+        if blake3::hash(&data).as_bytes().as_slice() != head.blake3.as_slice() {
+            return Err(PeerError::Protocol(format!(
+                "object {name} arrived damaged"
+            )));
+        }
+        Ok(Some(data))
+    }
+
+    /// Every object under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<pb::ObjectInfo>, PeerError> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let req = request::Kind::List(pb::ListObjects {
+                prefix: prefix.to_owned(),
+                start_after: after.clone(),
+                limit: 1000,
+            });
+            let response::Kind::List(l) = self.call(req, None).await?.0 else {
+                return Err(PeerError::Protocol("not a list".into()));
+            };
+            let more = l.truncated;
+            if let Some(last) = l.objects.last() {
+                after = last.name.clone();
+            }
+            out.extend(l.objects);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes `names` and everything under `prefix`.
+    pub async fn delete(&self, names: Vec<String>, prefix: &str) -> Result<u64, PeerError> {
+        let req = request::Kind::Delete(pb::DeleteObjects {
+            names,
+            prefix: prefix.to_owned(),
+        });
+        match self.call(req, None).await?.0 {
+            response::Kind::Deleted(d) => Ok(d.deleted),
+            k => Err(Self::unexpected(&k)),
+        }
+    }
+
+    /// BLAKE3(nonce || object) as the supplier computes it now.
+    pub async fn audit(&self, name: &str, nonce: &[u8]) -> Result<Vec<u8>, PeerError> {
+        let req = request::Kind::Audit(pb::Audit {
+            name: name.to_owned(),
+            nonce: nonce.to_vec(),
+        });
+        match self.call(req, None).await?.0 {
+            response::Kind::Audit(a) => Ok(a.blake3),
+            k => Err(Self::unexpected(&k)),
+        }
+    }
+
+    /// Whether the supplier answers; its usage and quota for us.
+    pub async fn ping(&self) -> Result<pb::Pong, PeerError> {
+        match self.call(request::Kind::Ping(pb::Ping {}), None).await?.0 {
+            response::Kind::Pong(p) => Ok(p),
+            k => Err(Self::unexpected(&k)),
+        }
+    }
+}

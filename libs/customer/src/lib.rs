@@ -1,0 +1,92 @@
+//! The customer role of BitDust.
+//!
+//! - [`client`]: the peer protocol towards one supplier.
+//! - [`netio`]: the pipeline's fragment sink and source over those links.
+//! - [`state`]: supplier set, supplier statistics and the catalog (heed).
+//! - [`agent`]: the agent and its `bitdust.customer.v1.Customer` service.
+//! - [`run`]: the whole daemon, for the thin `bitdust-customer-agent` binary.
+
+pub mod agent;
+pub mod client;
+pub mod netio;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bitdust_config::Config;
+use bitdust_daemon::tonic::transport::Server;
+use bitdust_proto::customer::v1::customer_server::CustomerServer;
+
+/// Runs the customer-agent daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state_dir = config.customer_state();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("lock"))
+        .with_context(|| format!("cannot open {}", state_dir.join("lock").display()))?;
+    rustix_flock(&lock).with_context(|| {
+        format!(
+            "another customer-agent is using {}; stop it or give this one another state_dir",
+            state_dir.display()
+        )
+    })?;
+    let (keys, created) = bitdust_crypto::KeyRing::open_or_create(&config.customer_keys())?;
+    let node_id = keys.identity().node_id();
+    if created {
+        tracing::info!(%node_id, keys = %config.customer_keys().display(), "created new keys; export them (they are the only way to restore)");
+    }
+    std::fs::write(state_dir.join("node-id"), format!("{node_id}\n"))?;
+    let state = Arc::new(state::State::open(&state_dir.join("db"))?);
+    let endpoint = bitdust_net::Endpoint::bind(
+        keys.identity(),
+        config.customer.bind,
+        bitdust_supplier::peer::ALPN,
+        false,
+    )?;
+    let socket = config.customer_socket();
+    let listener = bitdust_daemon::bind_socket(&socket).await?;
+    let agent = Arc::new(agent::Agent::new(config.clone(), endpoint.clone(), keys, state).await?);
+
+    let (reflection, health_reporter, health) = bitdust_daemon::standard_services();
+    health_reporter
+        .set_serving::<CustomerServer<agent::CustomerService>>()
+        .await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(CustomerServer::new(agent::CustomerService(agent.clone())))
+            .serve_with_incoming_shutdown(bitdust_daemon::incoming(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    tracing::info!(%node_id, socket = %socket.display(), "customer-agent ready");
+    bitdust_daemon::notify_ready("ready");
+    bitdust_daemon::spawn_watchdog();
+
+    bitdust_daemon::shutdown_signal().await;
+    bitdust_daemon::notify_stopping();
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
+    let _ = std::fs::remove_file(&socket);
+    drop(lock);
+    tracing::info!("customer-agent stopped");
+    Ok(())
+}
+
+fn rustix_flock(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    rustix::fs::flock(
+        f.as_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .map_err(std::io::Error::from)
+}

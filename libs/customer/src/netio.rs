@@ -1,0 +1,319 @@
+//! The pipeline's [`FragmentSink`] and [`FragmentSource`] over the network:
+//! every position's fragments go to (and come from) its supplier.
+//!
+//! The pipeline runs on plain threads; these adapters drive the async
+//! supplier links through the agent's tokio runtime handle.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use bitdust_block::{BackupId, SealedBlock, write_fragment};
+use bitdust_ecc::Code;
+use bitdust_pipeline::{FragmentSink, FragmentSource, SinkError, SourceError};
+use tokio::runtime::Handle;
+use tokio::task::JoinSet;
+
+use crate::client::{PeerError, SupplierLink};
+use crate::state::State;
+
+/// Objects of version `version` of backup `id` on a supplier start with this.
+pub fn version_prefix(id: BackupId, version: u64) -> String {
+    format!("v/{id}/{version:010}/")
+}
+
+/// Name of fragment `f` of `block`.
+pub fn fragment_object(id: BackupId, version: u64, block: u64, f: usize) -> String {
+    format!("{}b{block:010}.f{f:03}", version_prefix(id, version))
+}
+
+/// Name of the signed manifest.
+pub fn manifest_object(id: BackupId, version: u64) -> String {
+    format!("{}manifest", version_prefix(id, version))
+}
+
+/// Largest manifest accepted from a supplier.
+const MAX_MANIFEST: u64 = 8 << 20;
+
+/// The supplier links, one per position (`None`: nobody hired there).
+pub type Links = Vec<Option<Arc<SupplierLink>>>;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Records a call's outcome in the supplier statistics.
+pub fn record(state: &State, position: usize, result: Result<(), &PeerError>) {
+    let p = position as u32;
+    let _ = state.update_stats(p, |s| match result {
+        Ok(()) => {
+            s.last_seen = now();
+            s.failures_in_a_row = 0;
+        }
+        Err(e) => {
+            if matches!(e, PeerError::Unreachable(_)) {
+                s.failures += 1;
+                s.failures_in_a_row += 1;
+            }
+            s.last_error = e.to_string();
+        }
+    });
+}
+
+/// Sends fragments to the suppliers.
+pub struct NetSink {
+    rt: Handle,
+    links: Links,
+    code: Code,
+    id: BackupId,
+    version: u64,
+    failed: Vec<Option<String>>,
+    state: Arc<State>,
+}
+
+impl NetSink {
+    /// A sink for version `version` of `id`.
+    pub fn new(
+        rt: Handle,
+        links: Links,
+        code: Code,
+        id: BackupId,
+        version: u64,
+        state: Arc<State>,
+    ) -> Self {
+        let failed = links
+            .iter()
+            .map(|l| {
+                l.is_none()
+                    .then(|| "no supplier is hired at this position".to_owned())
+            })
+            .collect();
+        NetSink {
+            rt,
+            links,
+            code,
+            id,
+            version,
+            failed,
+            state,
+        }
+    }
+
+    /// Sends `objects` (position, name, bytes) to their suppliers in
+    /// parallel, marking the positions that fail.
+    fn send_all(&mut self, objects: Vec<(usize, String, Vec<u8>)>) {
+        let mut per_position: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); self.links.len()];
+        for (p, name, bytes) in objects {
+            per_position[p].push((name, bytes));
+        }
+        let results = self.rt.block_on(async {
+            let mut set = JoinSet::new();
+            for (p, objs) in per_position.into_iter().enumerate() {
+                let Some(link) = self.links[p].clone() else {
+                    continue;
+                };
+                if objs.is_empty() {
+                    continue;
+                }
+                set.spawn(async move {
+                    for (name, bytes) in objs {
+                        if let Err(e) = link.put(&name, &bytes).await {
+                            return (p, Err(e));
+                        }
+                    }
+                    (p, Ok(()))
+                });
+            }
+            let mut out = Vec::new();
+            while let Some(r) = set.join_next().await {
+                if let Ok(x) = r {
+                    out.push(x);
+                }
+            }
+            out
+        });
+        for (p, r) in results {
+            record(&self.state, p, r.as_ref().map(|_| ()));
+            if let Err(e) = r {
+                tracing::warn!(position = p, error = %e, "supplier failed during backup");
+                self.failed[p] = Some(e.to_string());
+            }
+        }
+    }
+}
+
+impl FragmentSink for NetSink {
+    fn put_block(&mut self, block: &SealedBlock) -> Result<Vec<usize>, SinkError> {
+        let header = block
+            .header()
+            .ok_or_else(|| SinkError("the block was not sealed".into()))?;
+        let mut objects = Vec::new();
+        for f in 0..self.code.fragment_count() {
+            let p = self.code.fragment_position(f);
+            if self.failed[p].is_some() {
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(block.fragment(f).len() + 512);
+            write_fragment(
+                &mut bytes,
+                header,
+                f,
+                self.code.fragment_kind(f),
+                block.fragment(f),
+            )
+            .map_err(|e| SinkError(format!("encoding a fragment failed: {e}")))?;
+            objects.push((
+                p,
+                fragment_object(self.id, self.version, header.header.block, f),
+                bytes,
+            ));
+        }
+        self.send_all(objects);
+        Ok((0..self.links.len())
+            .filter(|&p| self.failed[p].is_some())
+            .collect())
+    }
+
+    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, SinkError> {
+        // Every fragment a supplier acknowledged is already durable on its
+        // disk (it acknowledges only after fsync), so the manifest, which
+        // makes the version visible, can go now.
+        let name = manifest_object(self.id, self.version);
+        let objects = (0..self.links.len())
+            .filter(|&p| self.failed[p].is_none())
+            .map(|p| (p, name.clone(), manifest.to_vec()))
+            .collect();
+        self.send_all(objects);
+        let failed: Vec<usize> = (0..self.links.len())
+            .filter(|&p| self.failed[p].is_some())
+            .collect();
+        if failed.len() == self.links.len() {
+            let why = self
+                .failed
+                .iter()
+                .flatten()
+                .next()
+                .cloned()
+                .unwrap_or_default();
+            return Err(SinkError(format!("no supplier took the manifest ({why})")));
+        }
+        Ok(failed)
+    }
+
+    fn failure(&self, position: usize) -> Option<String> {
+        self.failed.get(position).cloned().flatten()
+    }
+}
+
+/// Fetches fragments from the suppliers.
+pub struct NetSource {
+    rt: Handle,
+    links: Links,
+    id: BackupId,
+    version: u64,
+    down: Vec<bool>,
+    next_manifest: usize,
+    max_object: u64,
+    state: Arc<State>,
+    /// Fragments fetched.
+    pub fetched: u64,
+}
+
+impl NetSource {
+    /// A source for version `version` of `id`; objects above `max_object`
+    /// bytes are refused.
+    pub fn new(
+        rt: Handle,
+        links: Links,
+        id: BackupId,
+        version: u64,
+        max_object: u64,
+        state: Arc<State>,
+    ) -> Self {
+        let down = vec![false; links.len()];
+        NetSource {
+            rt,
+            links,
+            id,
+            version,
+            down,
+            next_manifest: 0,
+            max_object,
+            state,
+            fetched: 0,
+        }
+    }
+
+    fn get(&mut self, position: usize, name: &str, max: u64) -> Option<Vec<u8>> {
+        if self.down[position] {
+            return None;
+        }
+        let link = self.links[position].clone()?;
+        let r = self.rt.block_on(link.get(name, max));
+        match r {
+            Ok(x) => {
+                record(&self.state, position, Ok(()));
+                x
+            }
+            Err(e) => {
+                tracing::warn!(position, error = %e, "supplier failed during restore");
+                record(&self.state, position, Err(&e));
+                if matches!(e, PeerError::Unreachable(_)) {
+                    self.down[position] = true;
+                }
+                None
+            }
+        }
+    }
+}
+
+impl FragmentSource for NetSource {
+    fn manifest(&mut self, _attempt: usize) -> Result<Option<Vec<u8>>, SourceError> {
+        let name = manifest_object(self.id, self.version);
+        while self.next_manifest < self.links.len() {
+            let p = self.next_manifest;
+            self.next_manifest += 1;
+            if let Some(bytes) = self.get(p, &name, MAX_MANIFEST) {
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+
+    fn positions(&self) -> Vec<usize> {
+        (0..self.links.len())
+            .filter(|&p| self.links[p].is_some() && !self.down[p])
+            .collect()
+    }
+
+    fn fragment(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+    ) -> Result<Option<Box<dyn std::io::Read + '_>>, SourceError> {
+        let name = fragment_object(self.id, self.version, block, fragment);
+        let max = self.max_object;
+        Ok(self.get(position, &name, max).map(|b| {
+            self.fetched += 1;
+            Box::new(Cursor::new(b)) as Box<dyn std::io::Read>
+        }))
+    }
+
+    fn describe(&self, position: usize, block: u64, fragment: usize) -> String {
+        let who = self.links[position].as_ref().map_or_else(
+            || "nobody".to_owned(),
+            |l| format!("supplier {} ({})", l.node_id, l.address),
+        );
+        format!("fragment {fragment} of block {block} at position {position}, {who}")
+    }
+
+    fn backup_id(&self) -> BackupId {
+        self.id
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+}

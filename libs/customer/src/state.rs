@@ -1,0 +1,241 @@
+//! The customer-agent's own state in LMDB (heed): its supplier set, the
+//! statistics kept on each supplier, and the catalog of backups and versions.
+
+#![allow(unsafe_code)]
+
+use std::path::Path;
+
+use bitdust_block::BackupId;
+use heed::types::{Bytes, SerdeJson};
+use heed::{Database, Env, EnvOpenOptions};
+use serde::{Deserialize, Serialize};
+
+/// The supplier bound to one position.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PositionRecord {
+    /// Its node id (text form).
+    pub node_id: String,
+    /// `host:port`.
+    pub address: String,
+    /// Unix seconds.
+    pub hired_at: u64,
+    /// Quota it granted.
+    pub quota: u64,
+}
+
+/// What the agent has seen of a supplier, for the rebuilder.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SupplierStats {
+    /// Unix seconds of the last successful call, 0 if never.
+    pub last_seen: u64,
+    /// Calls that failed because it was unreachable.
+    pub failures: u64,
+    /// Consecutive failures since it last answered.
+    pub failures_in_a_row: u64,
+    /// Audits it passed.
+    pub audits_passed: u64,
+    /// Audits it failed.
+    pub audits_failed: u64,
+    /// The last error, if any.
+    pub last_error: String,
+    /// Bytes it stores for us, as it last said.
+    pub used: u64,
+}
+
+/// One version of one backup in the catalog.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// Source paths.
+    pub paths: Vec<String>,
+    /// Unix seconds.
+    pub time: u64,
+    /// Bytes of file content read.
+    pub input_bytes: u64,
+    /// Bytes of fragment payloads stored.
+    pub stored_bytes: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Files archived.
+    pub files: u64,
+    /// `xor` or `rs`.
+    pub scheme: String,
+    /// Positions.
+    pub suppliers: u32,
+    /// Node id at each position when the version was made.
+    pub supplier_set: Vec<String>,
+    /// Positions that failed during the backup: their fragments of this
+    /// version are missing and await repair.
+    pub missing_positions: Vec<u32>,
+}
+
+/// The database.
+pub struct State {
+    env: Env,
+    positions: Database<Bytes, SerdeJson<PositionRecord>>,
+    stats: Database<Bytes, SerdeJson<SupplierStats>>,
+    versions: Database<Bytes, SerdeJson<VersionRecord>>,
+    meta: Database<Bytes, SerdeJson<u64>>,
+}
+
+/// A database operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the customer-agent's database failed: {0}")]
+pub struct StateError(String);
+
+impl From<heed::Error> for StateError {
+    fn from(e: heed::Error) -> Self {
+        StateError(e.to_string())
+    }
+}
+
+fn version_key(id: BackupId, version: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&id.0);
+    k[16..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+impl State {
+    /// Opens (creating) the database in `dir`. The caller holds the agent's
+    /// state-directory lock, so this process is its only user.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| StateError(format!("{}: {e}", dir.display())))?;
+        // SAFETY: LMDB maps the file; the agent holds an exclusive flock on
+        // its state directory, so no other process opens this environment,
+        // and it is opened once per process.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .map_size(16 << 30)
+                .max_dbs(8)
+                .open(dir)?
+        };
+        let mut w = env.write_txn()?;
+        let positions = env.create_database(&mut w, Some("positions"))?;
+        let stats = env.create_database(&mut w, Some("stats"))?;
+        let versions = env.create_database(&mut w, Some("versions"))?;
+        let meta = env.create_database(&mut w, Some("meta"))?;
+        w.commit()?;
+        Ok(State {
+            env,
+            positions,
+            stats,
+            versions,
+            meta,
+        })
+    }
+
+    /// A number kept under `name`.
+    pub fn meta(&self, name: &str) -> Result<Option<u64>, StateError> {
+        let r = self.env.read_txn()?;
+        Ok(self.meta.get(&r, name.as_bytes())?)
+    }
+
+    /// Sets a number under `name`.
+    pub fn set_meta(&self, name: &str, value: u64) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        self.meta.put(&mut w, name.as_bytes(), &value)?;
+        Ok(w.commit()?)
+    }
+
+    /// Every bound position.
+    pub fn positions(&self) -> Result<Vec<(u32, PositionRecord)>, StateError> {
+        let r = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for x in self.positions.iter(&r)? {
+            let (k, v) = x?;
+            if let Ok(b) = <[u8; 4]>::try_from(k) {
+                out.push((u32::from_be_bytes(b), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Binds `position`.
+    pub fn set_position(&self, position: u32, rec: &PositionRecord) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        self.positions.put(&mut w, &position.to_be_bytes(), rec)?;
+        self.stats
+            .put(&mut w, &position.to_be_bytes(), &SupplierStats::default())?;
+        Ok(w.commit()?)
+    }
+
+    /// Unbinds `position`.
+    pub fn clear_position(&self, position: u32) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        self.positions.delete(&mut w, &position.to_be_bytes())?;
+        self.stats.delete(&mut w, &position.to_be_bytes())?;
+        Ok(w.commit()?)
+    }
+
+    /// The statistics of `position`.
+    pub fn stats(&self, position: u32) -> Result<SupplierStats, StateError> {
+        let r = self.env.read_txn()?;
+        Ok(self
+            .stats
+            .get(&r, &position.to_be_bytes())?
+            .unwrap_or_default())
+    }
+
+    /// Updates the statistics of `position`.
+    pub fn update_stats(
+        &self,
+        position: u32,
+        f: impl FnOnce(&mut SupplierStats),
+    ) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        let key = position.to_be_bytes();
+        if self.positions.get(&w, &key)?.is_none() {
+            return Ok(());
+        }
+        let mut s = self.stats.get(&w, &key)?.unwrap_or_default();
+        f(&mut s);
+        self.stats.put(&mut w, &key, &s)?;
+        Ok(w.commit()?)
+    }
+
+    /// Adds a version to the catalog.
+    pub fn put_version(
+        &self,
+        id: BackupId,
+        version: u64,
+        rec: &VersionRecord,
+    ) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        self.versions.put(&mut w, &version_key(id, version), rec)?;
+        Ok(w.commit()?)
+    }
+
+    /// Removes a version from the catalog.
+    pub fn delete_version(&self, id: BackupId, version: u64) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        self.versions.delete(&mut w, &version_key(id, version))?;
+        Ok(w.commit()?)
+    }
+
+    /// The whole catalog, in backup id then version order.
+    pub fn versions(&self) -> Result<Vec<(BackupId, u64, VersionRecord)>, StateError> {
+        let r = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for x in self.versions.iter(&r)? {
+            let (k, v) = x?;
+            if k.len() == 24 {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&k[..16]);
+                let mut ver = [0u8; 8];
+                ver.copy_from_slice(&k[16..]);
+                out.push((BackupId(id), u64::from_be_bytes(ver), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The versions of one backup, oldest first.
+    pub fn versions_of(&self, id: BackupId) -> Result<Vec<(u64, VersionRecord)>, StateError> {
+        Ok(self
+            .versions()?
+            .into_iter()
+            .filter(|(b, _, _)| *b == id)
+            .map(|(_, v, r)| (v, r))
+            .collect())
+    }
+}
