@@ -1,8 +1,11 @@
 //! `bitdustctl`: the command-line client of BitDust.
 //!
 //! Exit status: 0 success; 1 the backup, restore or verify failed; 2 bad
-//! arguments; 4 done, with warnings (entries skipped, or a verified backup
-//! that has lost fragments but can still be restored).
+//! arguments; 3 the customer-agent is not running; 4 done, with warnings
+//! (entries skipped, a position that failed during a backup, or a verified
+//! backup that has lost fragments but can still be restored).
+
+mod net;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -31,12 +34,50 @@ struct Cli {
     /// Print nothing on success (for cron); errors still go to stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Where the daemons' sockets are.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "BITDUST_RUN_DIR",
+        default_value = "/run/bitdust"
+    )]
+    run_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// This customer's node id, suppliers and backups.
+    Status,
+    /// Back PATH... up to the suppliers (a new version of the backup of the same paths).
+    Backup {
+        /// Files or directories to back up.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// List the backups and their versions.
+    List,
+    /// Restore a backup version into a new or empty directory.
+    Restore {
+        /// ID or ID@VERSION (an unambiguous prefix of the id will do) [default: the only backup, newest version].
+        #[arg(value_name = "ID[@VERSION]")]
+        which: Option<String>,
+        /// New or empty directory to restore into.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Delete a version (ID@VERSION) or every version (ID) from the suppliers.
+    Delete {
+        #[arg(value_name = "ID[@VERSION]")]
+        which: String,
+    },
+    /// List the suppliers, or hire or fire one.
+    Suppliers {
+        #[command(subcommand)]
+        action: Option<net::SuppliersCommand>,
+    },
     /// Offline backups to N local directories, one per would-be supplier.
     #[command(subcommand)]
     Local(LocalCommand),
@@ -208,6 +249,11 @@ impl Bar {
             pb.finish_and_clear();
         }
     }
+    fn set(&self, done: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_position(done);
+        }
+    }
 }
 
 impl Progress for Bar {
@@ -260,8 +306,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a command against the customer-agent.
+fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| net::Failure(EXIT_FAILED, format!("cannot start the async runtime: {e}")))?;
+    let (json, quiet) = (cli.json, cli.quiet);
+    rt.block_on(async {
+        let mut c = net::connect(&cli.run_dir).await?;
+        match &cli.command {
+            Command::Status => c.status(json, quiet).await,
+            Command::Backup { paths } => c.backup(paths, json, quiet).await,
+            Command::List => c.list(json, quiet).await,
+            Command::Restore { which, to } => c.restore(which.as_deref(), to, json, quiet).await,
+            Command::Delete { which } => c.delete(which, json, quiet).await,
+            Command::Suppliers { action } => c.suppliers(action.as_ref(), json, quiet).await,
+            Command::Local(_) => Ok(0),
+        }
+    })
+}
+
 fn run(cli: &Cli) -> anyhow::Result<u8> {
-    let Command::Local(cmd) = &cli.command;
+    let Command::Local(cmd) = &cli.command else {
+        return match run_net(cli) {
+            Ok(code) => Ok(code),
+            Err(net::Failure(code, message)) => {
+                eprintln!("bitdustctl: {message}");
+                Ok(code)
+            }
+        };
+    };
     let show = !cli.quiet && !cli.json;
     match cmd {
         LocalCommand::Backup {

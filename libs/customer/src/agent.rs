@@ -304,7 +304,17 @@ impl Agent {
         let mut set = tokio::task::JoinSet::new();
         for (p, l) in links.iter().enumerate() {
             if let Some(l) = l.clone() {
-                set.spawn(async move { (p, l.ping().await) });
+                set.spawn(async move {
+                    let r = tokio::time::timeout(netio::PROBE_TIMEOUT, l.ping())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(PeerError::Unreachable("no answer to a ping".into()))
+                        });
+                    if r.is_err() {
+                        l.reset().await;
+                    }
+                    (p, r)
+                });
             }
         }
         let mut out = vec![None; links.len()];

@@ -61,6 +61,40 @@ pub fn record(state: &State, position: usize, result: Result<(), &PeerError>) {
     });
 }
 
+/// How long a liveness probe waits for a supplier.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Pings every linked supplier at once; the error of each that did not
+/// answer within [`PROBE_TIMEOUT`] (`None`: it answered, or no link).
+pub async fn probe(links: &Links, state: &Arc<State>) -> Vec<Option<String>> {
+    let mut set = JoinSet::new();
+    for (p, l) in links.iter().enumerate() {
+        if let Some(l) = l.clone() {
+            set.spawn(async move {
+                let r = match tokio::time::timeout(PROBE_TIMEOUT, l.ping()).await {
+                    Ok(r) => r.map(|_| ()),
+                    Err(_) => Err(PeerError::Unreachable(format!(
+                        "supplier {} at {} did not answer a ping within {PROBE_TIMEOUT:?}",
+                        l.node_id, l.address
+                    ))),
+                };
+                if r.is_err() {
+                    l.reset().await;
+                }
+                (p, r)
+            });
+        }
+    }
+    let mut out = vec![None; links.len()];
+    while let Some(Ok((p, r))) = set.join_next().await {
+        record(state, p, r.as_ref().map(|_| ()));
+        if let Err(e) = r {
+            out[p] = Some(e.to_string());
+        }
+    }
+    out
+}
+
 /// Sends fragments to the suppliers.
 pub struct NetSink {
     rt: Handle,
@@ -82,11 +116,16 @@ impl NetSink {
         version: u64,
         state: Arc<State>,
     ) -> Self {
+        // Suppliers that do not answer a ping now are left out of this
+        // backup (their fragments are recorded as missing) instead of
+        // slowing every block down.
+        let down = rt.block_on(probe(&links, &state));
         let failed = links
             .iter()
-            .map(|l| {
-                l.is_none()
-                    .then(|| "no supplier is hired at this position".to_owned())
+            .zip(down)
+            .map(|(l, d)| match l {
+                None => Some("no supplier is hired at this position".to_owned()),
+                Some(_) => d,
             })
             .collect();
         NetSink {
@@ -231,7 +270,12 @@ impl NetSource {
         max_object: u64,
         state: Arc<State>,
     ) -> Self {
-        let down = vec![false; links.len()];
+        // Suppliers that do not answer a ping now are not asked at all.
+        let down = rt
+            .block_on(probe(&links, &state))
+            .iter()
+            .map(Option::is_some)
+            .collect();
         NetSource {
             rt,
             links,

@@ -1,0 +1,456 @@
+//! `bitdust-devnet`: a real BitDust network on loopback, as separate OS
+//! processes of the real binaries, for demos, tests and benchmarks.
+//!
+//! ```text
+//! DIR/nodes/<name>/bitdust.toml        its config
+//! DIR/nodes/<name>/node-id             its node id
+//! DIR/nodes/<name>/<daemon>.pid        each daemon's pid
+//! DIR/nodes/<name>/<daemon>.log        each daemon's log
+//! DIR/nodes/<name>/run/                its sockets
+//! DIR/nodes/<name>/state/              its state
+//! DIR/devnet.env                       BITDUST_RUN_DIR=... (the customer's)
+//! ```
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bitdust_proto::customer::v1 as cpb;
+use bitdust_proto::supplier::v1 as spb;
+use clap::{Parser, Subcommand};
+
+/// A local BitDust network of real processes on loopback.
+#[derive(Parser, Debug)]
+#[command(name = "bitdust-devnet", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a customer and N (+M spare) suppliers; stay in the foreground
+    /// until SIGTERM/SIGINT, then stop them all.
+    Up {
+        /// Directory for every node's config, state, sockets and logs.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Suppliers the customer hires: 2, 4, 7, 13, 18, 26 or 64.
+        #[arg(long, default_value_t = 7)]
+        suppliers: usize,
+        /// Extra suppliers, running but not hired.
+        #[arg(long, default_value_t = 0)]
+        spare: usize,
+    },
+    /// On a fresh devnet: back PATH up, kill as many suppliers as the map
+    /// tolerates, restore, check the restore is bit-exact, report.
+    Demo {
+        /// What to back up [default: a generated sample tree].
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+        /// Keep the devnet here instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Suppliers.
+        #[arg(long, default_value_t = 7)]
+        suppliers: usize,
+    },
+}
+
+/// The binaries sit next to this one (cargo's target dir, or /usr/bin).
+fn sibling(name: &str) -> PathBuf {
+    let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(name));
+    me.parent()
+        .map_or_else(|| PathBuf::from(name), |d| d.join(name))
+}
+
+struct Node {
+    name: String,
+    dir: PathBuf,
+    child: Option<Child>,
+    node_id: String,
+    listen: String,
+}
+
+struct Devnet {
+    dir: PathBuf,
+    suppliers: Vec<Node>,
+    customer: Option<Node>,
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join("bitdust.toml");
+    let text = format!(
+        "run_dir = {:?}\nstate_dir = {:?}\n{body}",
+        dir.join("run"),
+        dir.join("state")
+    );
+    fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn spawn(dir: &Path, daemon: &str, config: &Path) -> anyhow::Result<Child> {
+    let log = fs::File::create(dir.join(format!("{daemon}.log")))?;
+    let child = Command::new(sibling(daemon))
+        .arg("--config")
+        .arg(config)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", sibling(daemon).display()))?;
+    fs::write(
+        dir.join(format!("{daemon}.pid")),
+        format!("{}\n", child.id()),
+    )?;
+    Ok(child)
+}
+
+/// Polls `f` until it succeeds or `secs` pass.
+async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                bail!("{what} did not come up within {secs} s: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn supplier_status(sock: &Path) -> anyhow::Result<spb::StatusReply> {
+    let ch = bitdust_daemon::connect(sock).await?;
+    let mut c = spb::supplier_client::SupplierClient::new(ch);
+    Ok(c.status(spb::StatusRequest {}).await?.into_inner())
+}
+
+async fn customer_status(sock: &Path) -> anyhow::Result<cpb::StatusReply> {
+    let ch = bitdust_daemon::connect(sock).await?;
+    let mut c = cpb::customer_client::CustomerClient::new(ch);
+    Ok(c.status(cpb::StatusRequest {}).await?.into_inner())
+}
+
+impl Devnet {
+    async fn up(dir: &Path, n: usize, spare: usize) -> anyhow::Result<Devnet> {
+        if !bitdust_ecc::SUPPLIER_COUNTS.contains(&n) {
+            bail!("--suppliers {n} is not one of 2, 4, 7, 13, 18, 26, 64");
+        }
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = fs::canonicalize(dir)?;
+        let mut net = Devnet {
+            dir: dir.clone(),
+            suppliers: Vec::new(),
+            customer: None,
+        };
+        for i in 0..n + spare {
+            let name = format!("supplier-{i}");
+            let ndir = dir.join("nodes").join(&name);
+            let config = write_config(
+                &ndir,
+                "[supplier]\nlisten = \"127.0.0.1:0\"\ncapacity = \"8 GiB\"\nmax_object_size = \"64 MiB\"\n",
+            )?;
+            let child = spawn(&ndir, "bitdust-supplier-store", &config)?;
+            net.suppliers.push(Node {
+                name,
+                dir: ndir,
+                child: Some(child),
+                node_id: String::new(),
+                listen: String::new(),
+            });
+        }
+        for s in &mut net.suppliers {
+            let sock = s.dir.join("run/supplier.sock");
+            let st = wait_for(&s.name, 30, || supplier_status(&sock)).await?;
+            fs::write(s.dir.join("node-id"), format!("{}\n", st.node_id))?;
+            s.node_id = st.node_id;
+            s.listen = st.listen;
+        }
+        let addresses: Vec<String> = net.suppliers[..n]
+            .iter()
+            .map(|s| format!("{:?}", format!("{}@{}", s.node_id, s.listen)))
+            .collect();
+        let cdir = dir.join("nodes/customer");
+        let config = write_config(
+            &cdir,
+            &format!(
+                "[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\nsupplier_addresses = [{}]\n",
+                addresses.join(", ")
+            ),
+        )?;
+        let child = spawn(&cdir, "bitdust-customer-agent", &config)?;
+        net.customer = Some(Node {
+            name: "customer".into(),
+            dir: cdir.clone(),
+            child: Some(child),
+            node_id: String::new(),
+            listen: String::new(),
+        });
+        let sock = cdir.join("run/customer.sock");
+        let st = wait_for("customer", 60, || async {
+            let st = customer_status(&sock).await?;
+            if st.hired as usize == n {
+                Ok(st)
+            } else {
+                bail!("{} of {n} suppliers hired", st.hired)
+            }
+        })
+        .await?;
+        fs::write(cdir.join("node-id"), format!("{}\n", st.node_id))?;
+        if let Some(c) = net.customer.as_mut() {
+            c.node_id = st.node_id;
+        }
+        let mut env = fs::File::create(dir.join("devnet.env"))?;
+        writeln!(env, "BITDUST_RUN_DIR={}", cdir.join("run").display())?;
+        writeln!(env, "BITDUST_DEVNET_DIR={}", dir.display())?;
+        writeln!(env, "BITDUST_DEVNET_SUPPLIERS={n}")?;
+        Ok(net)
+    }
+
+    fn customer_run_dir(&self) -> PathBuf {
+        self.dir.join("nodes/customer/run")
+    }
+
+    fn kill_supplier(&mut self, i: usize) {
+        if let Some(mut c) = self.suppliers[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        let nodes = self.customer.iter_mut().chain(self.suppliers.iter_mut());
+        let mut children: Vec<Child> = nodes.filter_map(|n| n.child.take()).collect();
+        for c in &children {
+            if let Ok(pid) = rustix::process::Pid::from_raw(c.id() as i32).ok_or(()) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for c in &mut children {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+}
+
+/// A small tree with every kind of entry: text, random binary, nested and
+/// empty directories, a symlink, an executable.
+fn sample_tree(root: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(root.join("docs/nested/deeper"))?;
+    fs::create_dir_all(root.join("empty"))?;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = vec![0u8; 3 << 20];
+    for b in rnd.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(root.join("random.bin"), &rnd)?;
+    for i in 0..40 {
+        let text: String = (0..200)
+            .map(|j| format!("line {j} of note {i}: backups are boring until they are not\n"))
+            .collect();
+        fs::write(root.join(format!("docs/nested/note-{i:02}.txt")), text)?;
+    }
+    fs::write(
+        root.join("docs/nested/deeper/script.sh"),
+        "#!/bin/sh\necho hello\n",
+    )?;
+    fs::set_permissions(
+        root.join("docs/nested/deeper/script.sh"),
+        fs::Permissions::from_mode(0o755),
+    )?;
+    std::os::unix::fs::symlink("docs/nested/note-00.txt", root.join("link-to-note"))?;
+    Ok(())
+}
+
+/// Compares two trees: kinds, permission bits, contents, link targets.
+fn same_tree(a: &Path, b: &Path) -> anyhow::Result<u64> {
+    let ma = fs::symlink_metadata(a)?;
+    let mb = fs::symlink_metadata(b).with_context(|| format!("{} is missing", b.display()))?;
+    if ma.file_type() != mb.file_type() {
+        bail!("{} differs in kind", b.display());
+    }
+    if !ma.is_symlink() && ma.mode() & 0o7777 != mb.mode() & 0o7777 {
+        bail!(
+            "{} has mode {:o}, not {:o}",
+            b.display(),
+            mb.mode() & 0o7777,
+            ma.mode() & 0o7777
+        );
+    }
+    if ma.is_symlink() {
+        if fs::read_link(a)? != fs::read_link(b)? {
+            bail!("{} points elsewhere", b.display());
+        }
+        return Ok(1);
+    }
+    if ma.is_file() {
+        if fs::read(a)? != fs::read(b)? {
+            bail!("{} differs in content", b.display());
+        }
+        return Ok(1);
+    }
+    let mut names: Vec<_> = fs::read_dir(a)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    let nb = fs::read_dir(b)?.count();
+    if names.len() != nb {
+        bail!("{} has {nb} entries, not {}", b.display(), names.len());
+    }
+    names.sort();
+    let mut n = 1;
+    for name in names {
+        n += same_tree(&a.join(&name), &b.join(&name))?;
+    }
+    Ok(n)
+}
+
+fn ctl(run_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(sibling("bitdustctl"))
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run bitdustctl")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() && out.status.code() != Some(4) {
+        bail!("bitdustctl {} failed ({})", args.join(" "), out.status);
+    }
+    Ok(stdout)
+}
+
+async fn demo(path: Option<PathBuf>, dir: Option<PathBuf>, n: usize) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("bitdust-devnet-")
+        .tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
+    let source = match path {
+        Some(p) => {
+            fs::canonicalize(&p).with_context(|| format!("{} does not exist", p.display()))?
+        }
+        None => {
+            let s = dir.join("sample");
+            sample_tree(&s)?;
+            s
+        }
+    };
+    let started = Instant::now();
+    println!(
+        "devnet: starting 1 customer and {n} suppliers under {}",
+        dir.display()
+    );
+    let mut net = Devnet::up(&dir, n, 0).await?;
+    let run = net.customer_run_dir();
+    println!("devnet: up in {:.1} s", started.elapsed().as_secs_f64());
+    print!("{}", ctl(&run, &["suppliers"])?);
+    let t = Instant::now();
+    let src = source.display().to_string();
+    print!("{}", ctl(&run, &["backup", &src])?);
+    let backup_secs = t.elapsed().as_secs_f64();
+    let code = bitdust_ecc::Code::new(bitdust_ecc::Scheme::Xor, n)?;
+    let lose = code.tolerance();
+    // Lose the suppliers of spread-out positions.
+    let victims: Vec<usize> = (0..lose)
+        .map(|k| (k * n) / lose.max(1) + 1)
+        .map(|p| p.min(n - 1))
+        .collect();
+    let mut victims = victims;
+    victims.dedup();
+    for &v in &victims {
+        println!("devnet: kill -9 {} (position {v})", net.suppliers[v].name);
+        net.kill_supplier(v);
+    }
+    print!("{}", ctl(&run, &["status"])?);
+    let out = dir.join("restored");
+    let t = Instant::now();
+    print!(
+        "{}",
+        ctl(&run, &["restore", "--to", &out.display().to_string()])?
+    );
+    let restore_secs = t.elapsed().as_secs_f64();
+    let restored = out.join(source.strip_prefix("/").unwrap_or(&source));
+    let entries = same_tree(&source, &restored)?;
+    println!(
+        "devnet demo: OK: {entries} entries restored bit-exact after losing {} of {n} suppliers (kill -9); backup {backup_secs:.1} s, restore {restore_secs:.1} s",
+        victims.len()
+    );
+    net.stop();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bitdust-devnet: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Cmd::Up {
+                dir,
+                suppliers,
+                spare,
+            } => {
+                let mut net = Devnet::up(&dir, suppliers, spare).await?;
+                println!(
+                    "devnet: up: customer and {} suppliers under {}; source {}/devnet.env",
+                    suppliers + spare,
+                    net.dir.display(),
+                    net.dir.display()
+                );
+                bitdust_daemon::shutdown_signal().await;
+                net.stop();
+                println!("devnet: stopped");
+                Ok(())
+            }
+            Cmd::Demo {
+                path,
+                dir,
+                suppliers,
+            } => demo(path, dir, suppliers).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bitdust-devnet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The commands that drive the customer-agent over its gRPC Unix socket.
+
+use std::path::{Path, PathBuf};
+
+use bitdust_proto::customer::v1 as pb;
+use bitdust_proto::customer::v1::customer_client::CustomerClient;
+use clap::Subcommand;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::{Bar, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS};
+
+/// Exit status when the daemon does not answer.
+pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SuppliersCommand {
+    /// Hire the supplier at ADDR (host:port, or NODEID@host:port to pin its key)
+    /// for the first free position, or --position.
+    Hire {
+        #[arg(value_name = "ADDR")]
+        address: String,
+        /// Position to bind (0-based).
+        #[arg(long)]
+        position: Option<u32>,
+    },
+    /// Fire the supplier at POSITION: it deletes our fragments, the position
+    /// becomes free.
+    Fire {
+        #[arg(value_name = "POSITION")]
+        position: u32,
+    },
+}
+
+/// A failure with its exit status.
+pub(crate) struct Failure(pub(crate) u8, pub(crate) String);
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Self {
+        let code = match s.code() {
+            tonic::Code::InvalidArgument => EXIT_USAGE,
+            tonic::Code::Unavailable
+                if s.message().contains("tcp connect") || s.message().is_empty() =>
+            {
+                EXIT_NOT_RUNNING
+            }
+            _ => EXIT_FAILED,
+        };
+        Failure(code, s.message().to_owned())
+    }
+}
+
+pub(crate) struct Client {
+    inner: CustomerClient<Channel>,
+}
+
+pub(crate) async fn connect(run_dir: &Path) -> Result<Client, Failure> {
+    let sock = run_dir.join("customer.sock");
+    let channel = bitdust_daemon::connect(&sock).await.map_err(|_| {
+        Failure(
+            EXIT_NOT_RUNNING,
+            format!(
+                "the customer-agent is not running (nothing answers on {}); start it (systemctl start bitdust-customer) or point --run-dir at its sockets",
+                sock.display()
+            ),
+        )
+    })?;
+    Ok(Client {
+        inner: CustomerClient::new(channel).max_decoding_message_size(64 << 20),
+    })
+}
+
+fn gib(b: u64) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
+fn when(unix: u64) -> String {
+    if unix == 0 {
+        return "never".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = now.saturating_sub(unix);
+    match ago {
+        0..=59 => format!("{ago}s ago"),
+        60..=3599 => format!("{}m ago", ago / 60),
+        3600..=86399 => format!("{}h ago", ago / 3600),
+        _ => format!("{}d ago", ago / 86400),
+    }
+}
+
+/// Splits `ID[@VERSION]`.
+fn split_which(which: Option<&str>) -> Result<(String, u64), Failure> {
+    let Some(w) = which else {
+        return Ok((String::new(), 0));
+    };
+    match w.split_once('@') {
+        Some((id, v)) => {
+            let v: u64 = v.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+                Failure(
+                    EXIT_USAGE,
+                    format!("{w:?}: the version after @ must be a number from 1"),
+                )
+            })?;
+            Ok((id.to_owned(), v))
+        }
+        None => Ok((w.to_owned(), 0)),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(p).map_err(|e| Failure(EXIT_USAGE, format!("{}: {e}", p.display())))
+}
+
+impl Client {
+    pub(crate) async fn status(&mut self, json: bool, quiet: bool) -> Result<u8, Failure> {
+        let s = self.inner.status(pb::StatusRequest {}).await?.into_inner();
+        if json {
+            println!(
+                "{}",
+                json!({"node_id": s.node_id, "positions": s.positions, "hired": s.hired,
+                       "reachable": s.reachable, "needed_bytes": s.needed_bytes, "backups": s.backups,
+                       "versions": s.versions, "missing_fragments": s.missing_fragments,
+                       "scheme": s.scheme, "tolerance": s.tolerance})
+            );
+        } else if !quiet {
+            println!("node id:    {}", s.node_id);
+            println!(
+                "suppliers:  {} of {} positions hired, {} reachable (the {} scheme survives losing {})",
+                s.hired, s.positions, s.reachable, s.scheme, s.tolerance
+            );
+            println!("space:      {} needed", gib(s.needed_bytes));
+            println!("backups:    {} ({} versions)", s.backups, s.versions);
+            if s.missing_fragments > 0 {
+                println!("repair:     {} fragments await repair", s.missing_fragments);
+            }
+        }
+        Ok(0)
+    }
+
+    pub(crate) async fn backup(
+        &mut self,
+        paths: &[PathBuf],
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let mut abs = Vec::new();
+        for p in paths {
+            let a = absolute(p)?;
+            if std::fs::symlink_metadata(&a).is_err() {
+                return Err(Failure(
+                    EXIT_USAGE,
+                    format!("{} does not exist", a.display()),
+                ));
+            }
+            abs.push(a.display().to_string());
+        }
+        let mut stream = self
+            .inner
+            .backup(pb::BackupRequest { paths: abs })
+            .await?
+            .into_inner();
+        let mut bar: Option<Bar> = None;
+        let show = !json && !quiet;
+        let done = loop {
+            let ev = match stream.message().await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => {
+                    if let Some(b) = &bar {
+                        b.done();
+                    }
+                    return Err(Failure(
+                        EXIT_FAILED,
+                        "the customer-agent ended the backup without a result; see its log".into(),
+                    ));
+                }
+                Err(s) => {
+                    if let Some(b) = &bar {
+                        b.done();
+                    }
+                    return Err(s.into());
+                }
+            };
+            match ev.kind {
+                Some(pb::backup_event::Kind::Progress(p)) => {
+                    let b = bar.get_or_insert_with(|| Bar::new(show, p.bytes_total, "backup"));
+                    b.set(p.bytes_done);
+                }
+                Some(pb::backup_event::Kind::Done(d)) => break d,
+                None => {}
+            }
+        };
+        if let Some(b) = &bar {
+            b.done();
+        }
+        for w in &done.warnings {
+            eprintln!("bitdustctl: warning: skipped {w}");
+        }
+        if !done.failed_positions.is_empty() && !quiet {
+            eprintln!(
+                "bitdustctl: warning: positions {:?} did not take their fragments; they are recorded for repair",
+                done.failed_positions
+            );
+        }
+        if json {
+            println!(
+                "{}",
+                json!({"backup_id": done.backup_id, "version": done.version, "input_bytes": done.input_bytes,
+                       "stored_bytes": done.stored_bytes, "blocks": done.blocks, "files": done.files,
+                       "failed_positions": done.failed_positions, "warnings": done.warnings,
+                       "pruned_versions": done.pruned_versions})
+            );
+        } else if !quiet {
+            println!(
+                "backed up {} ({} files) as {}@{}: {} blocks, {} stored",
+                gib(done.input_bytes),
+                done.files,
+                done.backup_id,
+                done.version,
+                done.blocks,
+                gib(done.stored_bytes)
+            );
+        }
+        Ok(
+            if done.warnings.is_empty() && done.failed_positions.is_empty() {
+                0
+            } else {
+                EXIT_WARNINGS
+            },
+        )
+    }
+
+    pub(crate) async fn restore(
+        &mut self,
+        which: Option<&str>,
+        to: &Path,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let (backup_id, version) = split_which(which)?;
+        let to = absolute(to)?;
+        let mut stream = self
+            .inner
+            .restore(pb::RestoreRequest {
+                backup_id,
+                version,
+                to: to.display().to_string(),
+            })
+            .await?
+            .into_inner();
+        let show = !json && !quiet;
+        let mut bar: Option<Bar> = None;
+        let done = loop {
+            let ev = match stream.message().await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => {
+                    return Err(Failure(
+                        EXIT_FAILED,
+                        "the customer-agent ended the restore without a result; see its log".into(),
+                    ));
+                }
+                Err(s) => {
+                    if let Some(b) = &bar {
+                        b.done();
+                    }
+                    return Err(s.into());
+                }
+            };
+            match ev.kind {
+                Some(pb::restore_event::Kind::Progress(p)) => {
+                    let b = bar.get_or_insert_with(|| Bar::new(show, p.bytes_total, "restore"));
+                    b.set(p.bytes_done);
+                }
+                Some(pb::restore_event::Kind::Done(d)) => break d,
+                None => {}
+            }
+        };
+        if let Some(b) = &bar {
+            b.done();
+        }
+        for w in &done.warnings {
+            if !quiet {
+                eprintln!("bitdustctl: warning: {w}");
+            }
+        }
+        if json {
+            println!(
+                "{}",
+                json!({"backup_id": done.backup_id, "version": done.version, "bytes": done.bytes,
+                       "files": done.files, "fragments_fetched": done.fragments_fetched,
+                       "blocks_repaired": done.blocks_repaired, "warnings": done.warnings,
+                       "to": to.display().to_string()})
+            );
+        } else if !quiet {
+            println!(
+                "restored {}@{} into {}: {} files, {}, {} fragments fetched, {} blocks rebuilt from parity",
+                done.backup_id,
+                done.version,
+                to.display(),
+                done.files,
+                gib(done.bytes),
+                done.fragments_fetched,
+                done.blocks_repaired
+            );
+        }
+        Ok(if done.warnings.is_empty() {
+            0
+        } else {
+            EXIT_WARNINGS
+        })
+    }
+
+    pub(crate) async fn list(&mut self, json: bool, quiet: bool) -> Result<u8, Failure> {
+        let l = self.inner.list(pb::ListRequest {}).await?.into_inner();
+        if json {
+            let v: Vec<_> = l
+                .backups
+                .iter()
+                .map(|b| {
+                    json!({"backup_id": b.backup_id, "paths": b.paths, "versions": b.versions.iter().map(|v| json!({
+                        "version": v.version, "time": v.time, "input_bytes": v.input_bytes,
+                        "stored_bytes": v.stored_bytes, "blocks": v.blocks, "scheme": v.scheme,
+                        "suppliers": v.suppliers, "missing_fragments": v.missing_fragments})).collect::<Vec<_>>()})
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+        } else if !quiet {
+            if l.backups.is_empty() {
+                println!("no backups yet");
+            }
+            for b in &l.backups {
+                println!("{}  {}", b.backup_id, b.paths.join(" "));
+                for v in &b.versions {
+                    let missing = if v.missing_fragments > 0 {
+                        format!(", {} fragments await repair", v.missing_fragments)
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "  @{:<4} {:>10}  {} input, {} stored, {} blocks, {} over {}{missing}",
+                        v.version,
+                        when(v.time),
+                        gib(v.input_bytes),
+                        gib(v.stored_bytes),
+                        v.blocks,
+                        v.scheme,
+                        v.suppliers
+                    );
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    pub(crate) async fn delete(
+        &mut self,
+        which: &str,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let (backup_id, version) = split_which(Some(which))?;
+        let d = self
+            .inner
+            .delete(pb::DeleteRequest { backup_id, version })
+            .await?
+            .into_inner();
+        if json {
+            println!("{}", json!({"deleted_versions": d.deleted_versions}));
+        } else if !quiet {
+            println!("deleted versions {:?}", d.deleted_versions);
+        }
+        Ok(0)
+    }
+
+    pub(crate) async fn suppliers(
+        &mut self,
+        cmd: Option<&SuppliersCommand>,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let info_json = |s: &pb::SupplierInfo| {
+            json!({"position": s.position, "node_id": s.node_id, "address": s.address,
+                   "reachable": s.reachable, "last_seen": s.last_seen, "failures": s.failures,
+                   "audits_passed": s.audits_passed, "audits_failed": s.audits_failed,
+                   "quota_bytes": s.quota_bytes, "used_bytes": s.used_bytes, "last_error": s.last_error})
+        };
+        match cmd {
+            None => {
+                let l = self
+                    .inner
+                    .list_suppliers(pb::ListSuppliersRequest {})
+                    .await?
+                    .into_inner();
+                if json {
+                    println!(
+                        "{}",
+                        json!({"positions": l.positions, "suppliers": l.suppliers.iter().map(info_json).collect::<Vec<_>>()})
+                    );
+                } else if !quiet {
+                    println!("{} of {} positions hired", l.suppliers.len(), l.positions);
+                    for s in &l.suppliers {
+                        println!(
+                            "  {:>2}  {}  {:<21}  {:<11}  seen {:<8}  {} of {} used",
+                            s.position,
+                            s.node_id,
+                            s.address,
+                            if s.reachable {
+                                "reachable"
+                            } else {
+                                "UNREACHABLE"
+                            },
+                            when(s.last_seen),
+                            gib(s.used_bytes),
+                            gib(s.quota_bytes)
+                        );
+                    }
+                }
+            }
+            Some(SuppliersCommand::Hire { address, position }) => {
+                let s = self
+                    .inner
+                    .hire_supplier(pb::HireSupplierRequest {
+                        address: address.clone(),
+                        position: *position,
+                    })
+                    .await?
+                    .into_inner();
+                if json {
+                    println!("{}", info_json(&s));
+                } else if !quiet {
+                    println!(
+                        "hired {} at {} for position {} (quota {})",
+                        s.node_id,
+                        s.address,
+                        s.position,
+                        gib(s.quota_bytes)
+                    );
+                }
+            }
+            Some(SuppliersCommand::Fire { position }) => {
+                let f = self
+                    .inner
+                    .fire_supplier(pb::FireSupplierRequest {
+                        position: *position,
+                    })
+                    .await?
+                    .into_inner();
+                if json {
+                    println!(
+                        "{}",
+                        json!({"node_id": f.node_id, "objects_deleted": f.objects_deleted})
+                    );
+                } else if !quiet {
+                    println!(
+                        "fired {} from position {position}; it deleted {} objects",
+                        f.node_id, f.objects_deleted
+                    );
+                }
+            }
+        }
+        Ok(0)
+    }
+}
