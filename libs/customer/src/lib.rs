@@ -53,15 +53,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = bitdust_daemon::bind_socket(&socket).await?;
     let agent = Arc::new(agent::Agent::new(config.clone(), endpoint.clone(), keys, state).await?);
 
-    let (reflection, health_reporter, health) = bitdust_daemon::standard_services();
+    let (router, health_reporter) = bitdust_daemon::with_standard_services(
+        Server::builder(),
+        &["bitdust.customer.v1.Customer"],
+    );
     health_reporter
         .set_serving::<CustomerServer<agent::CustomerService>>()
         .await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc = tokio::spawn(
-        Server::builder()
-            .add_service(health)
-            .add_service(reflection)
+        router
             .add_service(CustomerServer::new(agent::CustomerService(agent.clone())))
             .serve_with_incoming_shutdown(bitdust_daemon::incoming(listener), async {
                 let _ = stop_rx.await;

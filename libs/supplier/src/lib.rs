@@ -48,7 +48,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let socket = config.supplier_socket();
     let listener = bitdust_daemon::bind_socket(&socket).await?;
 
-    let (reflection, health_reporter, health) = bitdust_daemon::standard_services();
+    let (router, health_reporter) = bitdust_daemon::with_standard_services(
+        Server::builder(),
+        &["bitdust.supplier.v1.Supplier"],
+    );
     let service =
         bitdust_proto::supplier::v1::supplier_server::SupplierServer::new(grpc::SupplierService {
             store: store.clone(),
@@ -59,15 +62,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .set_serving::<bitdust_proto::supplier::v1::supplier_server::SupplierServer<grpc::SupplierService>>()
         .await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(
-        Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(service)
-            .serve_with_incoming_shutdown(bitdust_daemon::incoming(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let grpc = tokio::spawn(router.add_service(service).serve_with_incoming_shutdown(
+        bitdust_daemon::incoming(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let peers = tokio::spawn(peer::serve(endpoint.clone(), store));
     tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");
     bitdust_daemon::notify_ready(&format!("serving customers on {listen}"));
