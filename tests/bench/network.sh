@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Throughput of backup and restore through 7 suppliers on loopback (a
+# bitdust-devnet of separate processes, QUIC between them) against
+# `bitdustctl local backup/restore` of the same data into 7 local directories,
+# in the same run. Prints MB/s (input bytes) and the ratio network / local.
+# Not a test: nothing here asserts a time. Usage: bash tests/bench/network.sh [SIZE_MB]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+size_mb=${1:-300}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release --quiet -p bitdust-devnet -p bitdustctl -p bitdust-supplier-store -p bitdust-customer-agent
+R="$CARGO_TARGET_DIR/release"
+
+work=$(mktemp -d /tmp/bitdust-netbench.XXXXXX)
+devnet_pid=
+cleanup() {
+    [ -n "$devnet_pid" ] && kill "$devnet_pid" 2>/dev/null && wait "$devnet_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Input: 2/3 compressible text, 1/3 random bytes, in 10 MB files.
+mkdir -p "$work/data"
+python3 - "$work/data" "$size_mb" <<'PY'
+import os, sys, random
+root, mb = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(7)
+words = [''.join(rnd.choice('abcdefghijklmnopqrstuvwxyz') for _ in range(rnd.randint(2, 9))) for _ in range(5000)]
+for i in range(max(1, mb // 10)):
+    path = os.path.join(root, f"f{i:04}")
+    with open(path, "wb") as f:
+        if i % 3 == 2:
+            f.write(os.urandom(10 << 20))
+        else:
+            n = 0
+            while n < (10 << 20):
+                line = (' '.join(rnd.choice(words) for _ in range(12)) + '\n').encode()
+                f.write(line)
+                n += len(line)
+PY
+bytes=$(du -sb "$work/data" | cut -f1)
+
+now() { date +%s.%N; }
+rate() { python3 -c "import sys; print(f'{$bytes / ($2 - $1) / 1e6:.1f}')"; }
+
+export BITDUST_KEYS="$work/keys"
+t0=$(now); "$R/bitdustctl" local backup --quiet "$work/data" --to "$work/local" --suppliers 7; t1=$(now)
+"$R/bitdustctl" local restore --quiet "$work/local" --to "$work/local-out"; t2=$(now)
+local_backup=$(rate "$t0" "$t1"); local_restore=$(rate "$t1" "$t2")
+
+"$R/bitdust-devnet" up --dir "$work/net" --suppliers 7 >/dev/null &
+devnet_pid=$!
+for _ in $(seq 600); do [ -f "$work/net/devnet.env" ] && break; sleep 0.1; done
+export BITDUST_RUN_DIR="$work/net/nodes/customer/run"
+t0=$(now); "$R/bitdustctl" backup --quiet "$work/data"; t1=$(now)
+"$R/bitdustctl" restore --quiet --to "$work/net-out"; t2=$(now)
+net_backup=$(rate "$t0" "$t1"); net_restore=$(rate "$t1" "$t2")
+diff -r "$work/data" "$work/net-out$work/data" >/dev/null && echo "network restore: bit-exact"
+
+echo "input: $bytes bytes ($size_mb MB requested; 1/3 random)"
+printf '%-40s %8s MB/s\n' "local backup (7 directories)" "$local_backup" "network backup (7 suppliers, QUIC)" "$net_backup" \
+    "local restore" "$local_restore" "network restore" "$net_restore"
+python3 -c "print(f'ratio network/local: backup {$net_backup/$local_backup:.2f}x, restore {$net_restore/$local_restore:.2f}x')"
