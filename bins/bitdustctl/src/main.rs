@@ -8,7 +8,7 @@
 mod net;
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -170,34 +170,11 @@ fn parse_scheme(s: &str) -> Result<Scheme, String> {
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (t, 1usize),
-        Some((i, _)) => {
-            let m = match t[i..]
-                .to_ascii_uppercase()
-                .trim_end_matches("IB")
-                .trim_end_matches('B')
-            {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                _ => {
-                    return Err(format!(
-                        "{s:?} is not a size; write e.g. 4M, 512K or 1048576"
-                    ));
-                }
-            };
-            (&t[..i], m)
-        }
-    };
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; write e.g. 4M, 512K or 1048576"))?;
-    n.checked_mul(mult)
+    bitdust_config::parse_size(s)
+        .ok()
+        .and_then(|v| usize::try_from(v).ok())
         .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{s:?} is not a usable size"))
+        .ok_or_else(|| format!("{s:?} is not a size; write e.g. 4M, 512K or 1048576"))
 }
 
 fn keys_dir(arg: &KeysArg) -> anyhow::Result<PathBuf> {
@@ -262,22 +239,6 @@ impl Progress for Bar {
             pb.inc(bytes);
         }
     }
-}
-
-fn tree_size(paths: &[PathBuf]) -> u64 {
-    fn walk(p: &Path) -> u64 {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(p)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| walk(&e.path()))
-                .sum(),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        }
-    }
-    paths.iter().map(|p| walk(p)).sum()
 }
 
 /// This process's peak resident set size (Linux `VmHWM`), for `--json`.
@@ -357,7 +318,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 max_block_size: *max_block_size,
             };
             let keys = keys_dir(keys)?;
-            let bar = Bar::new(show, if show { tree_size(paths) } else { 0 }, "backup");
+            let bar = Bar::new(
+                show,
+                if show { local::tree_size(paths) } else { 0 },
+                "backup",
+            );
             let start = Instant::now();
             let r = local::backup_to_dir(&keys, paths, to, &opts, &bar);
             bar.done();

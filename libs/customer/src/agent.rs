@@ -3,7 +3,7 @@
 //! serves `bitdust.customer.v1.Customer` to bitdustctl.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,20 +87,27 @@ impl Progress for Counter {
     }
 }
 
-fn tree_size(paths: &[PathBuf]) -> u64 {
-    fn walk(p: &Path) -> u64 {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(p)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| walk(&e.path()))
-                .sum(),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
+/// Sends the counter's progress as an event every 250 ms until the stream
+/// is gone or the returned task is aborted.
+fn spawn_ticker<E: Send + 'static>(
+    counter: Arc<Counter>,
+    total: u64,
+    events: mpsc::Sender<Result<E, Status>>,
+    event: impl Fn(pb::Progress) -> E + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let p = pb::Progress {
+                bytes_done: counter.0.load(Ordering::Relaxed),
+                bytes_total: total,
+            };
+            if events.send(Ok(event(p))).await.is_err() {
+                return;
+            }
         }
-    }
-    paths.iter().map(|p| walk(p)).sum()
+    })
 }
 
 impl Agent {
@@ -495,29 +502,16 @@ impl Agent {
         };
         let total = tokio::task::spawn_blocking({
             let abs = abs.clone();
-            move || tree_size(&abs)
+            move || bitdust_pipeline::local::tree_size(&abs)
         })
         .await
         .unwrap_or(0);
         let counter = Arc::new(Counter(AtomicU64::new(0)));
-        let ticker = {
-            let (counter, events) = (counter.clone(), events.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    tick.tick().await;
-                    let ev = pb::BackupEvent {
-                        kind: Some(pb::backup_event::Kind::Progress(pb::Progress {
-                            bytes_done: counter.0.load(Ordering::Relaxed),
-                            bytes_total: total,
-                        })),
-                    };
-                    if events.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
+        let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
+            pb::BackupEvent {
+                kind: Some(pb::backup_event::Kind::Progress(p)),
+            }
+        });
         let me = self.clone();
         let opts = self.backup_options();
         let sources = abs.clone();
@@ -618,24 +612,11 @@ impl Agent {
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         let total = rec.input_bytes;
-        let ticker = {
-            let (counter, events) = (counter.clone(), events.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    tick.tick().await;
-                    let ev = pb::RestoreEvent {
-                        kind: Some(pb::restore_event::Kind::Progress(pb::Progress {
-                            bytes_done: counter.0.load(Ordering::Relaxed),
-                            bytes_total: total,
-                        })),
-                    };
-                    if events.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
-                }
-            })
-        };
+        let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
+            pb::RestoreEvent {
+                kind: Some(pb::restore_event::Kind::Progress(p)),
+            }
+        });
         let me = self.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut src = NetSource::new(

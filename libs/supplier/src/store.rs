@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -709,17 +709,18 @@ impl Store {
     }
 }
 
-/// Writes `data` to a new file at `path` and fsyncs it (for tests and tools).
-pub fn write_durable(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let mut f = File::create(path).map_err(|e| io_err("creating a file", e))?;
-    f.write_all(data).map_err(|e| io_err("writing a file", e))?;
-    f.sync_all().map_err(|e| io_err("fsync of a file", e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bitdust_crypto::Identity;
+    use std::io::Write;
+
+    /// Writes `data` to a new file at `path` and fsyncs it.
+    fn write_durable(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+        let mut f = File::create(path).map_err(|e| io_err("creating a file", e))?;
+        f.write_all(data).map_err(|e| io_err("writing a file", e))?;
+        f.sync_all().map_err(|e| io_err("fsync of a file", e))
+    }
 
     const LIMITS: Limits = Limits {
         capacity: 1 << 20,
