@@ -440,28 +440,8 @@ async fn a_supplier_killed_during_uploads_keeps_every_acknowledged_object() {
         ),
     )
     .unwrap();
-    let start = || async {
-        let mut child = Command::new(bin("bitdust-supplier-store"))
-            .arg("--config")
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let sock = dir.path().join("run/supplier.sock");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(listen) = listen_of(&sock).await {
-                return (child, listen);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the supplier did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let (mut child, listen) = start().await;
+    let sock = dir.path().join("run/supplier.sock");
+    let (mut child, listen) = start_supplier(&cfg, &sock).await;
     let sup: NodeId = std::fs::read_to_string(dir.path().join("state/supplier/node-id"))
         .unwrap()
         .trim()
@@ -505,7 +485,7 @@ async fn a_supplier_killed_during_uploads_keeps_every_acknowledged_object() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 40);
-    let (mut child, listen) = start().await;
+    let (mut child, listen) = start_supplier(&cfg, &sock).await;
     let link = SupplierLink::new(ep, sup, listen, Duration::from_secs(10));
     for i in &acked {
         let got = link.get(&format!("obj/{i:06}"), 1 << 20).await.unwrap();
@@ -564,4 +544,326 @@ fn reflection_and_health_answer_on_every_socket() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&customer).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
+}
+
+/// Starts `bitdust-supplier-store` on `cfg` and waits for its status; returns
+/// the process and its QUIC address.
+async fn start_supplier(cfg: &Path, sock: &Path) -> (Child, String) {
+    let mut child = Command::new(bin("bitdust-supplier-store"))
+        .arg("--config")
+        .arg(cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(listen) = listen_of(sock).await {
+            return (child, listen);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the supplier did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The number of objects a supplier holds, from its gRPC status.
+async fn objects_of(sock: &Path) -> u64 {
+    let ch = bitdust_daemon::connect(sock).await.unwrap();
+    let mut c = bitdust_proto::supplier::v1::supplier_client::SupplierClient::new(ch);
+    c.status(bitdust_proto::supplier::v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .objects
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_backup_of_the_same_paths_is_refused_while_the_first_runs() {
+    let net = Net::up(2, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 24 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let src_s = src.display().to_string();
+
+    let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
+        .await
+        .unwrap();
+    let mut c = bitdust_proto::customer::v1::customer_client::CustomerClient::new(ch);
+    let mut first = c
+        .backup(bitdust_proto::customer::v1::BackupRequest {
+            paths: vec![src_s.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The first event means the backup holds its paths; stopping both
+    // suppliers (SIGSTOP) keeps it from finishing until they go on.
+    first.message().await.unwrap().unwrap();
+    let signal_suppliers = |sig| {
+        for s in ["supplier-0", "supplier-1"] {
+            let pid: i32 = std::fs::read_to_string(net.node(s).join("bitdust-supplier-store.pid"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), sig)
+                .unwrap();
+        }
+    };
+    signal_suppliers(rustix::process::Signal::STOP);
+    let second = tokio::task::block_in_place(|| net.ctl(&["backup", &src_s]));
+    let third = tokio::task::block_in_place(|| net.ctl(&["backup", &format!("{src_s}/")]));
+    signal_suppliers(rustix::process::Signal::CONT);
+    for o in [&second, &third] {
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
+        let e = stderr(o);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains("already running"), "{e}");
+    }
+    // The first one finishes as version 1, and a later run is version 2.
+    let mut done = None;
+    while let Some(ev) = first.message().await.unwrap() {
+        if let Some(bitdust_proto::customer::v1::backup_event::Kind::Done(d)) = ev.kind {
+            done = Some(d);
+        }
+    }
+    let done = done.expect("the first backup reports its end");
+    assert_eq!(done.version, 1);
+    assert!(done.failed_positions.is_empty(), "{done:?}");
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    assert_eq!(b["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_rebinds_its_suppliers_after_kill_9_prunes_old_versions_and_deletes() {
+    let net = Net::up(4, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 11, 1);
+    let src_s = src.display().to_string();
+    let v1 = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    let id = v1["backup_id"].as_str().unwrap().to_owned();
+    let socks: Vec<PathBuf> = (0..4)
+        .map(|i| net.node(&format!("supplier-{i}")).join("run/supplier.sock"))
+        .collect();
+    let mut per_version = 0;
+    for s in &socks {
+        per_version += objects_of(s).await;
+    }
+    assert!(
+        per_version >= 4 * 3,
+        "{per_version} objects for one version"
+    );
+
+    // kill -9 the agent and start it again with keep_versions = 2.
+    net.kill9("customer", "bitdust-customer-agent");
+    let cfg = net.node("customer").join("bitdust.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("keep_versions = 2\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut agent = Command::new(bin("bitdust-customer-agent"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let o = tokio::task::block_in_place(|| net.ctl(&["--json", "status"]));
+        if o.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the agent did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The same four suppliers at the same positions, and the catalog kept.
+    assert_eq!(status["hired"], 4, "{status}");
+    assert_eq!(status["reachable"], 4, "{status}");
+    let sups = tokio::task::block_in_place(|| net.ok(&["suppliers"]));
+    for s in sups["suppliers"].as_array().unwrap() {
+        let p = s["position"].as_u64().unwrap();
+        assert_eq!(
+            s["node_id"].as_str().unwrap(),
+            net.node_id(&format!("supplier-{p}")).to_string()
+        );
+    }
+    let list = tokio::task::block_in_place(|| net.ok(&["list"]));
+    assert_eq!(list[0]["backup_id"], id.as_str());
+
+    // Versions 2 and 3: the third run prunes version 1 from every supplier.
+    let v2 = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    assert_eq!(
+        v2["pruned_versions"].as_array().map_or(0, Vec::len),
+        0,
+        "{v2}"
+    );
+    let v3 = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    assert_eq!(v3["version"], 3);
+    assert_eq!(v3["pruned_versions"], serde_json::json!([1]), "{v3}");
+    let list = tokio::task::block_in_place(|| net.ok(&["list"]));
+    let versions: Vec<u64> = list[0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 3]);
+    let mut total = 0;
+    for s in &socks {
+        total += objects_of(s).await;
+    }
+    assert_eq!(total, 2 * per_version);
+    let out = net.dir.path().join("out");
+    let o = tokio::task::block_in_place(|| {
+        net.ctl(&[
+            "restore",
+            &format!("{id}@1"),
+            "--to",
+            &out.display().to_string(),
+        ])
+    });
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("has no version 1"), "{}", stderr(&o));
+    let r = tokio::task::block_in_place(|| {
+        net.ok(&[
+            "restore",
+            &format!("{id}@2"),
+            "--to",
+            &out.display().to_string(),
+        ])
+    });
+    assert_eq!(r["version"], 2);
+    assert_same_tree(&src, &restored_path(&out, &src));
+
+    // Delete one version, then the whole backup: the suppliers end empty.
+    let d = tokio::task::block_in_place(|| net.ok(&["delete", &format!("{id}@2")]));
+    assert_eq!(d["deleted_versions"], serde_json::json!([2]), "{d}");
+    let mut total = 0;
+    for s in &socks {
+        total += objects_of(s).await;
+    }
+    assert_eq!(total, per_version);
+    let d = tokio::task::block_in_place(|| net.ok(&["delete", &id]));
+    assert_eq!(d["deleted_versions"], serde_json::json!([3]), "{d}");
+    for s in &socks {
+        assert_eq!(objects_of(s).await, 0);
+    }
+    let list = tokio::task::block_in_place(|| net.ok(&["list"]));
+    assert_eq!(list.as_array().map_or(0, Vec::len), 0, "{list}");
+    let o = tokio::task::block_in_place(|| net.ctl(&["delete", &id]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+/// The bytes of object `i` in the full-disk test.
+fn payload(i: u32) -> Vec<u8> {
+    (0..300_000u32)
+        .map(|j| (i.wrapping_mul(131) ^ j.rotate_left(3)) as u8)
+        .collect()
+}
+
+/// Every object in `acked` reads back whole, and nothing else is listed.
+async fn check_objects(link: &SupplierLink, acked: &[u32]) {
+    for i in acked {
+        let got = link.get(&format!("obj/{i:04}"), 1 << 20).await.unwrap();
+        assert_eq!(got.as_deref(), Some(payload(*i).as_slice()), "object {i}");
+    }
+    let listed = link.list("obj/").await.unwrap();
+    assert_eq!(listed.len(), acked.len());
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_refused_clearly_and_corrupts_nothing_stored() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED: a_full_disk_is_refused_clearly_and_corrupts_nothing_stored needs root to mount a tmpfs"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount -t tmpfs failed as root");
+    let _mount = Mount(state.clone());
+    let cfg = dir.path().join("bitdust.toml");
+    // The configured capacity is far beyond the disk: the disk fills first.
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[supplier]\nlisten = \"127.0.0.1:0\"\ncapacity = \"1 GiB\"\n",
+            dir.path().join("run"),
+            state
+        ),
+    )
+    .unwrap();
+    let sock = dir.path().join("run/supplier.sock");
+    let (mut child, listen) = start_supplier(&cfg, &sock).await;
+    let sup: NodeId = std::fs::read_to_string(state.join("supplier/node-id"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let me = Identity::generate();
+    let ep = endpoint(&me);
+    let link = SupplierLink::new(ep.clone(), sup, listen, Duration::from_secs(10));
+    link.request_service(1 << 30, 2).await.unwrap();
+    let mut acked = Vec::new();
+    let err = loop {
+        let i = acked.len() as u32;
+        assert!(i < 100, "12 MiB should not hold 100 objects of 300 kB");
+        match link.put(&format!("obj/{i:04}"), &payload(i)).await {
+            Ok(_) => acked.push(i),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            PeerError::Refused {
+                code: ppb::ErrorCode::DiskFull,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("disk"), "{err}");
+    assert!(acked.len() >= 10, "only {} objects fit", acked.len());
+    check_objects(&link, &acked).await;
+    // Freeing space makes room again: the supplier kept serving.
+    let freed = link
+        .delete(vec!["obj/0000".into(), "obj/0001".into()], "")
+        .await
+        .unwrap();
+    assert_eq!(freed, 2);
+    acked.retain(|&i| i > 1);
+    let i = acked.last().unwrap() + 1;
+    link.put(&format!("obj/{i:04}"), &payload(i)).await.unwrap();
+    acked.push(i);
+    // And all of it survives kill -9 and a restart on the full disk.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, listen) = start_supplier(&cfg, &sock).await;
+    let link = SupplierLink::new(ep, sup, listen, Duration::from_secs(10));
+    check_objects(&link, &acked).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
