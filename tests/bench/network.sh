@@ -2,7 +2,8 @@
 # Throughput of backup and restore through 7 suppliers on loopback (a
 # bitdust-devnet of separate processes, QUIC between them) against
 # `bitdustctl local backup/restore` of the same data into 7 local directories,
-# in the same run. Prints MB/s (input bytes) and the ratio network / local.
+# in the same run, both with 1 MiB blocks (the devnet's block size). Prints
+# MB/s (input bytes) and the ratio network / local.
 # Not a test: nothing here asserts a time. Usage: bash tests/bench/network.sh [SIZE_MB]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,7 +45,7 @@ now() { date +%s.%N; }
 rate() { python3 -c "import sys; print(f'{$bytes / ($2 - $1) / 1e6:.1f}')"; }
 
 export BITDUST_KEYS="$work/keys"
-t0=$(now); "$R/bitdustctl" local backup --quiet "$work/data" --to "$work/local" --suppliers 7; t1=$(now)
+t0=$(now); "$R/bitdustctl" local backup --quiet "$work/data" --to "$work/local" --suppliers 7 --block-size 1M; t1=$(now)
 "$R/bitdustctl" local restore --quiet "$work/local" --to "$work/local-out"; t2=$(now)
 local_backup=$(rate "$t0" "$t1"); local_restore=$(rate "$t1" "$t2")
 

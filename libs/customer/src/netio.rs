@@ -4,6 +4,7 @@
 //! The pipeline runs on plain threads; these adapters drive the async
 //! supplier links through the agent's tokio runtime handle.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -104,7 +105,16 @@ pub struct NetSink {
     version: u64,
     failed: Vec<Option<String>>,
     state: Arc<State>,
+    /// Uploads of earlier blocks still running while the pipeline seals
+    /// the next ones, oldest first, with their sizes in bytes.
+    inflight: VecDeque<(u64, Uploads)>,
 }
+
+type Uploads = JoinSet<(usize, Result<(), PeerError>)>;
+
+/// Bytes of fragments a backup keeps in flight to the suppliers at most
+/// (one block more when a single block is larger).
+const INFLIGHT_BYTES: u64 = 32 << 20;
 
 impl NetSink {
     /// A sink for version `version` of `id`.
@@ -136,34 +146,58 @@ impl NetSink {
             version,
             failed,
             state,
+            inflight: VecDeque::new(),
         }
     }
 
-    /// Sends `objects` (position, name, bytes) to their suppliers in
-    /// parallel, marking the positions that fail.
+    /// Starts sending `objects` (position, name, bytes) to their suppliers,
+    /// every position in parallel, once the uploads in flight leave room.
     fn send_all(&mut self, objects: Vec<(usize, String, Vec<u8>)>) {
+        let size: u64 = objects.iter().map(|(_, _, b)| b.len() as u64).sum();
+        while !self.inflight.is_empty()
+            && self.inflight.iter().map(|(s, _)| s).sum::<u64>() + size > INFLIGHT_BYTES
+        {
+            self.wait_oldest();
+        }
         let mut per_position: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); self.links.len()];
         for (p, name, bytes) in objects {
             per_position[p].push((name, bytes));
         }
-        let results = self.rt.block_on(async {
-            let mut set = JoinSet::new();
-            for (p, objs) in per_position.into_iter().enumerate() {
-                let Some(link) = self.links[p].clone() else {
-                    continue;
-                };
-                if objs.is_empty() {
-                    continue;
-                }
-                set.spawn(async move {
-                    for (name, bytes) in objs {
-                        if let Err(e) = link.put(&name, &bytes).await {
-                            return (p, Err(e));
-                        }
-                    }
-                    (p, Ok(()))
-                });
+        let _guard = self.rt.enter();
+        let mut set = JoinSet::new();
+        for (p, objs) in per_position.into_iter().enumerate() {
+            let Some(link) = self.links[p].clone() else {
+                continue;
+            };
+            if objs.is_empty() {
+                continue;
             }
+            set.spawn(async move {
+                for (name, bytes) in objs {
+                    if let Err(e) = link.put(&name, &bytes).await {
+                        return (p, Err(e));
+                    }
+                }
+                (p, Ok(()))
+            });
+        }
+        self.inflight.push_back((size, set));
+    }
+
+    /// Waits for every upload in flight.
+    fn wait(&mut self) {
+        while !self.inflight.is_empty() {
+            self.wait_oldest();
+        }
+    }
+
+    /// Waits for the oldest block's uploads, marking the positions that
+    /// failed.
+    fn wait_oldest(&mut self) {
+        let Some((_, mut set)) = self.inflight.pop_front() else {
+            return;
+        };
+        let results = self.rt.block_on(async {
             let mut out = Vec::new();
             while let Some(r) = set.join_next().await {
                 if let Ok(x) = r {
@@ -218,12 +252,14 @@ impl FragmentSink for NetSink {
         // Every fragment a supplier acknowledged is already durable on its
         // disk (it acknowledges only after fsync), so the manifest, which
         // makes the version visible, can go now.
+        self.wait();
         let name = manifest_object(self.id, self.version);
         let objects = (0..self.links.len())
             .filter(|&p| self.failed[p].is_none())
             .map(|p| (p, name.clone(), manifest.to_vec()))
             .collect();
         self.send_all(objects);
+        self.wait();
         let failed: Vec<usize> = (0..self.links.len())
             .filter(|&p| self.failed[p].is_some())
             .collect();
@@ -255,9 +291,13 @@ pub struct NetSource {
     next_manifest: usize,
     max_object: u64,
     state: Arc<State>,
+    /// Fetches started ahead of the pipeline asking, by (block, fragment).
+    pending: HashMap<(u64, usize), Fetch>,
     /// Fragments fetched.
     pub fetched: u64,
 }
+
+type Fetch = tokio::task::JoinHandle<Result<Option<Vec<u8>>, PeerError>>;
 
 impl NetSource {
     /// A source for version `version` of `id`; objects above `max_object`
@@ -285,8 +325,24 @@ impl NetSource {
             next_manifest: 0,
             max_object,
             state,
+            pending: HashMap::new(),
             fetched: 0,
         }
+    }
+
+    /// Starts fetching fragment `f` of `block` from `position`, unless it
+    /// is already on its way or the position is down.
+    fn start(&mut self, position: usize, block: u64, f: usize) {
+        if self.down[position] || self.pending.contains_key(&(block, f)) {
+            return;
+        }
+        let Some(link) = self.links[position].clone() else {
+            return;
+        };
+        let name = fragment_object(self.id, self.version, block, f);
+        let max = self.max_object;
+        let task = self.rt.spawn(async move { link.get(&name, max).await });
+        self.pending.insert((block, f), task);
     }
 
     fn get(&mut self, position: usize, name: &str, max: u64) -> Option<Vec<u8>> {
@@ -295,6 +351,15 @@ impl NetSource {
         }
         let link = self.links[position].clone()?;
         let r = self.rt.block_on(link.get(name, max));
+        self.settle(position, r)
+    }
+
+    /// Records the outcome of a fetch from `position` and gives its bytes.
+    fn settle(
+        &mut self,
+        position: usize,
+        r: Result<Option<Vec<u8>>, PeerError>,
+    ) -> Option<Vec<u8>> {
         match r {
             Ok(x) => {
                 record(&self.state, position, Ok(()));
@@ -337,12 +402,43 @@ impl FragmentSource for NetSource {
         block: u64,
         fragment: usize,
     ) -> Result<Option<Box<dyn std::io::Read + '_>>, SourceError> {
-        let name = fragment_object(self.id, self.version, block, fragment);
-        let max = self.max_object;
-        Ok(self.get(position, &name, max).map(|b| {
+        // Blocks are read in order: what is left of earlier ones is not
+        // needed any more.
+        self.pending.retain(|&(b, _), task| {
+            let keep = b >= block;
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let bytes = match self.pending.remove(&(block, fragment)) {
+            Some(task) if !self.down[position] => {
+                let r = self.rt.block_on(task).unwrap_or_else(|e| {
+                    Err(PeerError::Unreachable(format!("the fetch stopped: {e}")))
+                });
+                self.settle(position, r)
+            }
+            Some(task) => {
+                task.abort();
+                None
+            }
+            None => {
+                let name = fragment_object(self.id, self.version, block, fragment);
+                let max = self.max_object;
+                self.get(position, &name, max)
+            }
+        };
+        Ok(bytes.map(|b| {
             self.fetched += 1;
             Box::new(Cursor::new(b)) as Box<dyn std::io::Read>
         }))
+    }
+
+    /// Starts fetching the fragments of `block` in parallel.
+    fn prefetch(&mut self, block: u64, fragments: &[(usize, usize)]) {
+        for &(p, f) in fragments {
+            self.start(p, block, f);
+        }
     }
 
     fn describe(&self, position: usize, block: u64, fragment: usize) -> String {

@@ -150,8 +150,20 @@ pub(crate) fn decodable_fragments(code: &Code, present: &[bool]) -> bool {
     code.reconstruct_data(&mut buf, FL, &mut p).is_ok()
 }
 
+/// Stored bytes a restore asks for ahead of the block it decodes.
+const LOOKAHEAD_BYTES: u64 = 32 << 20;
+
+/// How many blocks after the current one a restore prefetches: about
+/// [`LOOKAHEAD_BYTES`] of stored data, 1 to 8 blocks.
+fn lookahead(manifest: &Manifest) -> usize {
+    let per_block = manifest.stored_bytes / manifest.blocks.max(1);
+    (LOOKAHEAD_BYTES / per_block.max(1)).clamp(1, 8) as usize
+}
+
 /// Reads block `block` from `source`: the data fragments first, the others
-/// only when a data fragment is missing or bad.
+/// only when a data fragment is missing or bad. The source is told what
+/// comes next ([`FragmentSource::prefetch`]), this block's and the next
+/// blocks' data fragments ([`lookahead`]), so a network source can fetch them in parallel.
 fn collect_block(
     source: &mut dyn FragmentSource,
     manifest: &Manifest,
@@ -174,6 +186,18 @@ fn collect_block(
     for (pass, frags) in [data, rest].into_iter().enumerate() {
         if pass == 1 && !all && opener.has_all_data() {
             break;
+        }
+        let wanted: Vec<(usize, usize)> = frags
+            .iter()
+            .map(|&f| (code.fragment_position(f), f))
+            .filter(|(pos, _)| positions.contains(pos))
+            .collect();
+        source.prefetch(block, &wanted);
+        // The next blocks' data fragments come while this one decrypts.
+        if pass == 0 {
+            for next in (block + 1..manifest.blocks).take(lookahead(manifest)) {
+                source.prefetch(next, &wanted);
+            }
         }
         for &f in frags {
             let pos = code.fragment_position(f);

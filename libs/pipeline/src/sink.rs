@@ -53,6 +53,10 @@ pub trait FragmentSource {
         fragment: usize,
     ) -> Result<Option<Box<dyn Read + '_>>, SourceError>;
 
+    /// A hint that `fragments` ((position, fragment) pairs) of `block` will
+    /// be asked for next, so a source may start fetching them together.
+    fn prefetch(&mut self, _block: u64, _fragments: &[(usize, usize)]) {}
+
     /// A short description of where fragment `fragment` of `block` lives, for messages.
     fn describe(&self, position: usize, block: u64, fragment: usize) -> String;
 
