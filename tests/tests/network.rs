@@ -606,13 +606,7 @@ async fn a_second_backup_of_the_same_paths_is_refused_while_the_first_runs() {
     first.message().await.unwrap().unwrap();
     let signal_suppliers = |sig| {
         for s in ["supplier-0", "supplier-1"] {
-            let pid: i32 = std::fs::read_to_string(net.node(s).join("bitdust-supplier-store.pid"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), sig)
-                .unwrap();
+            signal(&net, s, sig);
         }
     };
     signal_suppliers(rustix::process::Signal::STOP);
@@ -866,4 +860,93 @@ async fn a_full_disk_is_refused_clearly_and_corrupts_nothing_stored() {
     check_objects(&link, &acked).await;
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Sends `sig` to the supplier-store of devnet node `name`.
+fn signal(net: &Net, name: &str, sig: rustix::process::Signal) {
+    let pid: i32 = std::fs::read_to_string(net.node(name).join("bitdust-supplier-store.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), sig).unwrap();
+}
+
+#[test]
+fn a_listed_supplier_that_is_down_at_start_is_hired_when_it_comes_back() {
+    let net = Net::up(2, 1);
+    let f = net.ok(&["suppliers", "fire", "1"]);
+    assert_eq!(f["node_id"], net.node_id("supplier-1").to_string());
+    net.kill9("customer", "bitdust-customer-agent");
+    // The config now lists supplier-2 for position 1, and supplier-2 is
+    // stopped (SIGSTOP): it takes connections but never answers.
+    let spare = format!(
+        "{}@{}",
+        net.node_id("supplier-2"),
+        supplier_listen(&net.node("supplier-2").join("run/supplier.sock"))
+    );
+    let first = format!(
+        "{}@{}",
+        net.node_id("supplier-0"),
+        supplier_listen(&net.node("supplier-0").join("run/supplier.sock"))
+    );
+    let cfg = net.node("customer").join("bitdust.toml");
+    let text: String = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("supplier_addresses"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!("{text}supplier_addresses = [{first:?}, {spare:?}]\ntimeout_secs = 2\n"),
+    )
+    .unwrap();
+    signal(&net, "supplier-2", rustix::process::Signal::STOP);
+    let mut agent = Command::new(bin("bitdust-customer-agent"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |net: &Net| {
+        let o = net.ctl(&["--json", "status"]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The agent serves while the listed supplier is down: position 0 only.
+    let s = loop {
+        if let Some(s) = status(&net) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(s["hired"], 1, "{s}");
+    signal(&net, "supplier-2", rustix::process::Signal::CONT);
+    // It retries, and hires supplier-2 at position 1 once it answers.
+    loop {
+        let s = status(&net).unwrap();
+        if s["hired"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supplier-2 was not hired again: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let l = net.ok(&["suppliers"]);
+    let at1 = l["suppliers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["position"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(at1["node_id"], net.node_id("supplier-2").to_string());
+    let _ = agent.kill();
+    let _ = agent.wait();
 }

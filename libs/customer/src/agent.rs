@@ -158,23 +158,49 @@ impl Agent {
             rt: Handle::current(),
             timeout,
         };
-        // Suppliers listed in the config take their positions when free.
-        let listed = agent.config.customer.supplier_addresses.clone();
-        for (p, addr) in listed.iter().enumerate() {
-            let taken = lock(&agent.links)[p].is_some();
-            if taken {
-                continue;
-            }
-            match agent.hire(addr, Some(p as u32)).await {
-                Ok(s) => {
-                    tracing::info!(position = p, supplier = %s.node_id, "hired the supplier from the config")
-                }
-                Err(e) => {
-                    tracing::warn!(position = p, address = %addr, error = %e.message(), "cannot hire the supplier from the config yet")
-                }
-            }
-        }
         Ok(agent)
+    }
+
+    /// Hires the suppliers listed in the config (`customer.supplier_addresses`)
+    /// into their positions where those are free, all at once, and retries
+    /// the ones that did not accept (5 s, doubling up to 5 min) until every
+    /// listed position is held. Runs after the agent is ready, so a listed
+    /// supplier that is down delays nothing.
+    pub async fn hire_listed(self: Arc<Self>) {
+        let mut delay = Duration::from_secs(5);
+        loop {
+            let mut set = tokio::task::JoinSet::new();
+            for (p, addr) in self.config.customer.supplier_addresses.iter().enumerate() {
+                if lock(&self.links).get(p).is_none_or(Option::is_some) {
+                    continue;
+                }
+                let (me, addr) = (self.clone(), addr.clone());
+                set.spawn(async move {
+                    let r = me.hire(&addr, Some(p as u32)).await;
+                    (p, addr, r)
+                });
+            }
+            if set.is_empty() {
+                return;
+            }
+            let mut left = 0;
+            while let Some(Ok((p, addr, r))) = set.join_next().await {
+                match r {
+                    Ok(s) => {
+                        tracing::info!(position = p, supplier = %s.node_id, "hired the supplier from the config");
+                    }
+                    Err(e) => {
+                        left += 1;
+                        tracing::warn!(position = p, address = %addr, error = %e.message(), retry_in = ?delay, "cannot hire the supplier from the config yet");
+                    }
+                }
+            }
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(300));
+        }
     }
 
     /// This node's id.
@@ -257,9 +283,32 @@ impl Agent {
             hired_at: now(),
             quota: accepted.quota_bytes,
         };
-        self.state.set_position(position, &rec).map_err(internal)?;
+        // Another hire may have taken the position, or this supplier, while
+        // the service request was on its way.
+        let clash = {
+            let mut links = lock(&self.links);
+            if links.iter().flatten().any(|l| l.node_id == node_id) {
+                // The other hire holds the same service: leave it be.
+                return Err(Status::aborted(format!(
+                    "supplier {node_id} was hired at another position meanwhile"
+                )));
+            }
+            if links[position as usize].is_some() {
+                Some(format!(
+                    "position {position} was taken by another hire meanwhile; try again"
+                ))
+            } else {
+                self.state.set_position(position, &rec).map_err(internal)?;
+                links[position as usize] = Some(link.clone());
+                None
+            }
+        };
+        if let Some(why) = clash {
+            // Nobody else holds this supplier: end the service just asked for.
+            let _ = link.cancel_service().await;
+            return Err(Status::aborted(why));
+        }
         netio::record(&self.state, position as usize, Ok(()));
-        lock(&self.links)[position as usize] = Some(link);
         tracing::info!(position, supplier = %node_id, %addr, quota = accepted.quota_bytes, "hired a supplier");
         Ok(pb::SupplierInfo {
             position,

@@ -71,6 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%node_id, socket = %socket.display(), "customer-agent ready");
     bitdust_daemon::notify_ready("ready");
     bitdust_daemon::spawn_watchdog();
+    tokio::spawn(agent.clone().hire_listed());
 
     bitdust_daemon::shutdown_signal().await;
     bitdust_daemon::notify_stopping();
