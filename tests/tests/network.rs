@@ -143,6 +143,24 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     assert_same_tree(&src, &restored_path(&out2, &src));
     let status = net.ok(&["status"]);
     assert_eq!(status["reachable"], 4);
+    // A backup with three positions down still succeeds; their fragments
+    // are recorded as missing, and it restores bit-exact.
+    // bitdustctl says so: exit status 4 (warnings) and one line on stderr.
+    let o = net.ctl(&["--json", "backup", &src_s]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("recorded for repair"), "{}", stderr(&o));
+    let b3: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b3["version"], 3);
+    assert_eq!(b3["failed_positions"], serde_json::json!([0, 3, 5]), "{b3}");
+    let status = net.ok(&["status"]);
+    assert!(
+        status["missing_fragments"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    let out2b = net.dir.path().join("out2b");
+    let r = net.ok(&["restore", "--to", &out2b.display().to_string()]);
+    assert_eq!(r["version"], 3);
+    assert_same_tree(&src, &restored_path(&out2b, &src));
 
     // A fourth loss is one too many: a clear one-line error, exit status 1,
     // and nothing at the target.
