@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bitdust/peer/v1/peer.proto",
         "bitdust/supplier/v1/supplier.proto",
         "bitdust/customer/v1/customer.proto",
+        "bitdust/dht/v1/dht.proto",
     ]
     .map(|f| root.join(f));
     for f in &files {

@@ -34,6 +34,14 @@ pub mod customer {
     }
 }
 
+/// The Kademlia DHT protocol spoken over QUIC between bitdust-dht-peer nodes.
+pub mod dht {
+    /// Version 1 (ALPN `bitdust/dht/1`).
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/bitdust.dht.v1.rs"));
+    }
+}
+
 /// Every message and service above as a serialized `FileDescriptorSet`, for
 /// gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
