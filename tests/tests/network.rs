@@ -140,6 +140,10 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     let r = net.ok(&["restore", &which, "--to", &out2.display().to_string()]);
     assert_eq!(r["version"], 1);
     assert!(r["blocks_repaired"].as_u64().unwrap() >= 1, "{r}");
+    // Only what the decoder needs: per block the 4 data fragments left and
+    // one parity for each of the 3 lost ones.
+    let blocks = b["blocks"].as_u64().unwrap();
+    assert_eq!(r["fragments_fetched"].as_u64().unwrap(), 7 * blocks, "{r}");
     assert_same_tree(&src, &restored_path(&out2, &src));
     let status = net.ok(&["status"]);
     assert_eq!(status["reachable"], 4);

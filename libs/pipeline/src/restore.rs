@@ -160,10 +160,12 @@ fn lookahead(manifest: &Manifest) -> usize {
     (LOOKAHEAD_BYTES / per_block.max(1)).clamp(1, 8) as usize
 }
 
-/// Reads block `block` from `source`: the data fragments first, the others
-/// only when a data fragment is missing or bad. The source is told what
-/// comes next ([`FragmentSource::prefetch`]), this block's and the next
-/// blocks' data fragments ([`lookahead`]), so a network source can fetch them in parallel.
+/// Reads block `block` from `source`: the data fragments first, then, only
+/// when a data fragment is missing or bad, just the parity the decoder needs
+/// ([`parity_plan`]). The source is told what comes next
+/// ([`FragmentSource::prefetch`]): this block's and the next blocks' data
+/// fragments ([`lookahead`]), then the planned parity, so a network source
+/// can fetch them in parallel. `all` fetches every fragment (verification).
 fn collect_block(
     source: &mut dyn FragmentSource,
     manifest: &Manifest,
@@ -181,36 +183,110 @@ fn collect_block(
     .expect_code(manifest.scheme, manifest.suppliers)
     .max_block_len(max_block_len);
     let positions = source.positions();
-    let order: Vec<usize> = (0..code.fragment_count()).collect();
-    let (data, rest) = order.split_at(code.data_fragments());
-    for (pass, frags) in [data, rest].into_iter().enumerate() {
-        if pass == 1 && !all && opener.has_all_data() {
+    let available = |f: usize| positions.contains(&code.fragment_position(f));
+    let data: Vec<usize> = (0..code.data_fragments())
+        .filter(|&f| available(f))
+        .collect();
+    let wanted: Vec<(usize, usize)> = data
+        .iter()
+        .map(|&f| (code.fragment_position(f), f))
+        .collect();
+    source.prefetch(block, &wanted);
+    // The next blocks' data fragments come while this one decrypts.
+    for next in (block + 1..manifest.blocks).take(lookahead(manifest)) {
+        source.prefetch(next, &wanted);
+    }
+    fetch(source, code, block, &data, &mut opener)?;
+    if all {
+        let rest: Vec<usize> = (code.data_fragments()..code.fragment_count())
+            .filter(|&f| available(f))
+            .collect();
+        fetch(source, code, block, &rest, &mut opener)?;
+        return Ok(opener);
+    }
+    let mut tried: Vec<bool> = (0..code.fragment_count()).map(|f| !available(f)).collect();
+    loop {
+        let present: Vec<bool> = (0..code.fragment_count())
+            .map(|f| opener.present().get(f).copied().unwrap_or(false))
+            .collect();
+        let plan = parity_plan(code, &present, &tried);
+        if plan.is_empty() {
             break;
         }
-        let wanted: Vec<(usize, usize)> = frags
+        for &f in &plan {
+            tried[f] = true;
+        }
+        let wanted: Vec<(usize, usize)> = plan
             .iter()
             .map(|&f| (code.fragment_position(f), f))
-            .filter(|(pos, _)| positions.contains(pos))
             .collect();
         source.prefetch(block, &wanted);
-        // The next blocks' data fragments come while this one decrypts.
-        if pass == 0 {
-            for next in (block + 1..manifest.blocks).take(lookahead(manifest)) {
-                source.prefetch(next, &wanted);
-            }
-        }
-        for &f in frags {
-            let pos = code.fragment_position(f);
-            if !positions.contains(&pos) {
-                continue;
-            }
-            let what = source.describe(pos, block, f);
-            if let Some(mut r) = source.fragment(pos, block, f)? {
-                let _ = opener.add(f, &mut r, &what);
-            }
-        }
+        fetch(source, code, block, &plan, &mut opener)?;
+        // A planned fragment that was missing or bad leaves data unknown:
+        // plan again around it.
     }
     Ok(opener)
+}
+
+/// Asks `source` for `frags` of `block` and hands each to `opener`.
+fn fetch(
+    source: &mut dyn FragmentSource,
+    code: &Code,
+    block: u64,
+    frags: &[usize],
+    opener: &mut BlockOpener,
+) -> Result<(), SourceError> {
+    for &f in frags {
+        let pos = code.fragment_position(f);
+        let what = source.describe(pos, block, f);
+        if let Some(mut r) = source.fragment(pos, block, f)? {
+            let _ = opener.add(f, &mut r, &what);
+        }
+    }
+    Ok(())
+}
+
+/// The parity fragments to fetch so the data fragments missing from
+/// `present` can be decoded, among those not `tried` yet. XOR: one parity
+/// per missing data fragment, each the next step of the peeling decoder (a
+/// parity with exactly one unknown data member), which is the fewest
+/// possible; empty when every data fragment is known or the decoder is
+/// stuck. Reed-Solomon: as many shards as data shards are missing.
+pub(crate) fn parity_plan(code: &Code, present: &[bool], tried: &[bool]) -> Vec<usize> {
+    let n = code.data_fragments();
+    let mut known: Vec<bool> = present[..n].to_vec();
+    let mut plan = Vec::new();
+    if code.ecc_map().is_none() {
+        let missing = known.iter().filter(|k| !**k).count();
+        return (n..code.fragment_count())
+            .filter(|&f| !tried[f] && !present[f])
+            .take(missing)
+            .collect();
+    }
+    let mut used = tried.to_vec();
+    loop {
+        if known.iter().all(|k| *k) {
+            return plan;
+        }
+        let step = (n..code.fragment_count()).find_map(|f| {
+            if used[f] && !present[f] {
+                return None;
+            }
+            let mut unknown = code.parity_members(f - n).iter().filter(|&&d| !known[d]);
+            match (unknown.next(), unknown.next()) {
+                (Some(&d), None) => Some((f, d)),
+                _ => None,
+            }
+        });
+        let Some((f, d)) = step else {
+            return plan;
+        };
+        used[f] = true;
+        known[d] = true;
+        if !present[f] {
+            plan.push(f);
+        }
+    }
 }
 
 /// Restores the version `source` reads into `target`, which must not exist or
@@ -613,5 +689,70 @@ mod tests {
         assert_eq!(n, 35);
         assert_eq!(binomial(7, 3), 35);
         assert_eq!(binomial(64, 10), 151_473_214_816);
+    }
+
+    /// Runs the peeling decoder on which fragments are known: true when
+    /// every data fragment is.
+    fn peels(code: &Code, present: &[bool]) -> bool {
+        let n = code.data_fragments();
+        let mut known = present[..n].to_vec();
+        loop {
+            let step = (0..n).find_map(|j| {
+                let mut u = code.parity_members(j).iter().filter(|&&d| !known[d]);
+                match (present[n + j], u.next(), u.next()) {
+                    (true, Some(&d), None) => Some(d),
+                    _ => None,
+                }
+            });
+            match step {
+                Some(d) => known[d] = true,
+                None => return known.iter().all(|k| *k),
+            }
+        }
+    }
+
+    #[test]
+    fn the_parity_plan_fetches_one_parity_per_missing_data_fragment() {
+        for n in [2, 4, 7, 13, 18, 26, 64] {
+            let code = Code::new(bitdust_ecc::Scheme::Xor, n).unwrap();
+            let t = code.tolerance();
+            // Lose the first `t` positions, and each window of `t` positions.
+            for start in 0..n {
+                let lost: Vec<usize> = (0..t).map(|i| (start + i) % n).collect();
+                let mut present = vec![true; 2 * n];
+                let mut tried = vec![false; 2 * n];
+                for &p in &lost {
+                    for f in code.position_fragments(p) {
+                        present[f] = false;
+                        tried[f] = true;
+                    }
+                }
+                // Only data was fetched so far: parity is not present yet.
+                let mut fetched = present.clone();
+                fetched[n..].fill(false);
+                let plan = parity_plan(&code, &fetched, &tried);
+                assert_eq!(plan.len(), t, "N={n} lost {lost:?}: {plan:?}");
+                for &f in &plan {
+                    assert!(f >= n && !tried[f]);
+                    fetched[f] = true;
+                }
+                assert!(peels(&code, &fetched), "N={n} lost {lost:?}");
+                // With the plan fetched, nothing more is needed.
+                for &f in &plan {
+                    tried[f] = true;
+                }
+                assert!(parity_plan(&code, &fetched, &tried).is_empty());
+            }
+        }
+        // Reed-Solomon: as many shards as data shards are missing.
+        let rs = Code::new(bitdust_ecc::Scheme::ReedSolomon, 7).unwrap();
+        let (k, all) = (rs.data_fragments(), rs.fragment_count());
+        let mut present = vec![false; all];
+        for f in present.iter_mut().take(k).skip(2) {
+            *f = true;
+        }
+        let plan = parity_plan(&rs, &present, &vec![false; all]);
+        assert_eq!(plan.len(), 2);
+        assert!(plan.iter().all(|&f| f >= k));
     }
 }
