@@ -77,13 +77,18 @@ impl Net {
     }
 
     fn kill9(&self, name: &str, daemon: &str) {
+        self.signal(name, daemon, rustix::process::Signal::KILL);
+    }
+
+    /// Sends `sig` to `daemon` of node `name`.
+    fn signal(&self, name: &str, daemon: &str, sig: rustix::process::Signal) {
         let pid: i32 = std::fs::read_to_string(self.node(name).join(format!("{daemon}.pid")))
             .unwrap()
             .trim()
             .parse()
             .unwrap();
         let pid = rustix::process::Pid::from_raw(pid).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
     }
 
     fn node_id(&self, name: &str) -> NodeId {
@@ -628,7 +633,7 @@ async fn a_second_backup_of_the_same_paths_is_refused_while_the_first_runs() {
     first.message().await.unwrap().unwrap();
     let signal_suppliers = |sig| {
         for s in ["supplier-0", "supplier-1"] {
-            signal(&net, s, sig);
+            net.signal(s, "bitdust-supplier-store", sig);
         }
     };
     signal_suppliers(rustix::process::Signal::STOP);
@@ -884,16 +889,6 @@ async fn a_full_disk_is_refused_clearly_and_corrupts_nothing_stored() {
     child.wait().unwrap();
 }
 
-/// Sends `sig` to the supplier-store of devnet node `name`.
-fn signal(net: &Net, name: &str, sig: rustix::process::Signal) {
-    let pid: i32 = std::fs::read_to_string(net.node(name).join("bitdust-supplier-store.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), sig).unwrap();
-}
-
 #[test]
 fn a_listed_supplier_that_is_down_at_start_is_hired_when_it_comes_back() {
     let net = Net::up(2, 1);
@@ -924,7 +919,11 @@ fn a_listed_supplier_that_is_down_at_start_is_hired_when_it_comes_back() {
         format!("{text}supplier_addresses = [{first:?}, {spare:?}]\ntimeout_secs = 2\n"),
     )
     .unwrap();
-    signal(&net, "supplier-2", rustix::process::Signal::STOP);
+    net.signal(
+        "supplier-2",
+        "bitdust-supplier-store",
+        rustix::process::Signal::STOP,
+    );
     let mut agent = Command::new(bin("bitdust-customer-agent"))
         .arg("--config")
         .arg(&cfg)
@@ -947,7 +946,11 @@ fn a_listed_supplier_that_is_down_at_start_is_hired_when_it_comes_back() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(s["hired"], 1, "{s}");
-    signal(&net, "supplier-2", rustix::process::Signal::CONT);
+    net.signal(
+        "supplier-2",
+        "bitdust-supplier-store",
+        rustix::process::Signal::CONT,
+    );
     // It retries, and hires supplier-2 at position 1 once it answers.
     loop {
         let s = status(&net).unwrap();

@@ -88,6 +88,19 @@ fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// An answer that is an error becomes [`DhtError::Refused`].
+fn refusal(r: Result<pb::Response, DhtError>) -> Result<pb::Response, DhtError> {
+    match r? {
+        pb::Response {
+            kind: Some(response::Kind::Error(e)),
+        } => Err(DhtError::Refused {
+            code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+            message: e.message,
+        }),
+        ok => Ok(ok),
+    }
+}
+
 fn error(code: pb::ErrorCode, message: impl Into<String>) -> pb::Response {
     pb::Response {
         kind: Some(response::Kind::Error(pb::Error {
@@ -223,15 +236,7 @@ impl<T: Transport> Node<T> {
             Err(DhtError::Unreachable(_)) => lock(&self.table).failed(&to.id),
             Err(_) => {}
         }
-        match r? {
-            pb::Response {
-                kind: Some(response::Kind::Error(e)),
-            } => Err(DhtError::Refused {
-                code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
-                message: e.message,
-            }),
-            ok => Ok(ok),
-        }
+        refusal(r)
     }
 
     /// Pings `to`.
@@ -267,17 +272,12 @@ impl<T: Transport> Node<T> {
         }
         let (mut ok, mut first_err) = (0, None);
         while let Some(Ok((c, r))) = set.join_next().await {
-            match r {
+            match refusal(r) {
                 Ok(pb::Response {
                     kind: Some(response::Kind::Stored(_)),
                 }) => ok += 1,
-                Ok(pb::Response {
-                    kind: Some(response::Kind::Error(e)),
-                }) => {
-                    first_err.get_or_insert(DhtError::Refused {
-                        code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
-                        message: e.message,
-                    });
+                Err(e @ DhtError::Refused { .. }) => {
+                    first_err.get_or_insert(e);
                 }
                 Ok(other) => {
                     first_err.get_or_insert(DhtError::BadAnswer(format!("{other:?}")));

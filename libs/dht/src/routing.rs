@@ -61,9 +61,9 @@ pub enum Inserted {
     Ignored,
 }
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct Entry {
-    contact: Option<Contact>,
+    contact: Contact,
     failures: u32,
 }
 
@@ -106,20 +106,17 @@ impl RoutingTable {
             return Inserted::Ignored;
         };
         let bucket = &mut self.buckets[b];
-        if let Some(i) = bucket
-            .nodes
-            .iter()
-            .position(|e| e.contact.as_ref().is_some_and(|x| x.id == c.id))
-        {
-            let mut e = bucket.nodes.remove(i).unwrap_or_default();
-            e.contact = Some(c);
-            e.failures = 0;
-            bucket.nodes.push_back(e);
+        if let Some(i) = bucket.nodes.iter().position(|e| e.contact.id == c.id) {
+            bucket.nodes.remove(i);
+            bucket.nodes.push_back(Entry {
+                contact: c,
+                failures: 0,
+            });
             return Inserted::Refreshed;
         }
         if bucket.nodes.len() < K {
             bucket.nodes.push_back(Entry {
-                contact: Some(c),
+                contact: c,
                 failures: 0,
             });
             return Inserted::Added;
@@ -140,11 +137,7 @@ impl RoutingTable {
             return;
         };
         let bucket = &mut self.buckets[b];
-        let Some(i) = bucket
-            .nodes
-            .iter()
-            .position(|e| e.contact.as_ref().is_some_and(|x| x.id == *id))
-        else {
+        let Some(i) = bucket.nodes.iter().position(|e| e.contact.id == *id) else {
             bucket.replacements.retain(|x| x.id != *id);
             return;
         };
@@ -152,7 +145,7 @@ impl RoutingTable {
         if let Some(r) = bucket.replacements.pop_back() {
             bucket.nodes.remove(i);
             bucket.nodes.push_back(Entry {
-                contact: Some(r),
+                contact: r,
                 failures: 0,
             });
         } else if bucket.nodes[i].failures >= MAX_FAILURES {
@@ -171,7 +164,7 @@ impl RoutingTable {
     pub fn iter(&self) -> impl Iterator<Item = &Contact> {
         self.buckets
             .iter()
-            .flat_map(|b| b.nodes.iter().filter_map(|e| e.contact.as_ref()))
+            .flat_map(|b| b.nodes.iter().map(|e| &e.contact))
     }
 
     /// How many contacts the table holds.

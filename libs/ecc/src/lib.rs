@@ -341,6 +341,47 @@ impl Code {
         }
     }
 
+    /// The fewest further fragments to fetch so that every data fragment can
+    /// be decoded, given the fragments `present` and those `excluded`
+    /// (unavailable, or already tried and failed). XOR: one parity per
+    /// missing data fragment, each the next step of the peeling decoder (a
+    /// parity with exactly one unknown data member); Reed-Solomon: as many
+    /// untried shards as are short of `k`. Empty when nothing is missing, or
+    /// when what is left cannot help (the data is then not decodable).
+    pub fn data_plan(&self, present: &[bool], excluded: &[bool]) -> Result<Vec<usize>, EccError> {
+        self.check_flags(present)?;
+        self.check_flags(excluded)?;
+        let n = self.data_fragments();
+        let candidates = (n..self.fragment_count()).filter(|&f| !present[f] && !excluded[f]);
+        if let Inner::Rs(_) = self.inner {
+            let short = n.saturating_sub(present.iter().filter(|p| **p).count());
+            return Ok(candidates.take(short).collect());
+        }
+        let mut known = present[..n].to_vec();
+        let mut usable: Vec<bool> = (0..self.fragment_count())
+            .map(|f| present[f] || !excluded[f])
+            .collect();
+        let mut plan = Vec::new();
+        while known.iter().any(|k| !*k) {
+            let step = (n..self.fragment_count())
+                .filter(|&f| usable[f])
+                .find_map(|f| {
+                    let mut unknown = self.parity_members(f - n).iter().filter(|&&d| !known[d]);
+                    match (unknown.next(), unknown.next()) {
+                        (Some(&d), None) => Some((f, d)),
+                        _ => None,
+                    }
+                });
+            let Some((f, d)) = step else { break };
+            usable[f] = false;
+            known[d] = true;
+            if !present[f] {
+                plan.push(f);
+            }
+        }
+        Ok(plan)
+    }
+
     /// XOR only: the data members of parity `parity` (fragment `N + parity`),
     /// ascending; empty for Reed-Solomon. Panics if `parity >= suppliers()`.
     pub fn parity_members(&self, parity: usize) -> &[usize] {
@@ -423,6 +464,54 @@ fn lost_positions(flags: &[bool], suppliers: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the data decodes from the `present` fragments.
+    fn decodes(code: &Code, present: &[bool]) -> bool {
+        let mut buf = vec![0u8; code.fragment_count() * 64];
+        code.reconstruct_data(&mut buf, 64, &mut present.to_vec())
+            .is_ok()
+    }
+
+    #[test]
+    fn the_data_plan_fetches_one_fragment_per_missing_data_fragment() {
+        for n in SUPPLIER_COUNTS {
+            for scheme in [Scheme::Xor, Scheme::ReedSolomon] {
+                let code = Code::new(scheme, n).unwrap();
+                let (k, all, t) = (
+                    code.data_fragments(),
+                    code.fragment_count(),
+                    code.tolerance(),
+                );
+                // Each window of `t` lost positions, after only the data
+                // fragments were fetched.
+                for start in 0..n {
+                    let mut present = vec![false; all];
+                    present[..k].fill(true);
+                    let mut excluded = vec![false; all];
+                    for p in (0..t).map(|i| (start + i) % n) {
+                        for f in code.position_fragments(p) {
+                            present[f] = false;
+                            excluded[f] = true;
+                        }
+                    }
+                    let missing = present[..k].iter().filter(|p| !**p).count();
+                    let plan = code.data_plan(&present, &excluded).unwrap();
+                    assert_eq!(
+                        plan.len(),
+                        missing,
+                        "{scheme:?} N={n} window {start}: {plan:?}"
+                    );
+                    for &f in &plan {
+                        assert!(f >= k && !excluded[f] && !present[f]);
+                        present[f] = true;
+                        excluded[f] = true;
+                    }
+                    assert!(decodes(&code, &present), "{scheme:?} N={n} window {start}");
+                    assert!(code.data_plan(&present, &excluded).unwrap().is_empty());
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_wrapping_buffer_size_is_bad_buffer_not_a_panic() {

@@ -162,7 +162,7 @@ fn lookahead(manifest: &Manifest) -> usize {
 
 /// Reads block `block` from `source`: the data fragments first, then, only
 /// when a data fragment is missing or bad, just the parity the decoder needs
-/// ([`parity_plan`]). The source is told what comes next
+/// ([`Code::data_plan`]). The source is told what comes next
 /// ([`FragmentSource::prefetch`]): this block's and the next blocks' data
 /// fragments ([`lookahead`]), then the planned parity, so a network source
 /// can fetch them in parallel. `all` fetches every fragment (verification).
@@ -209,7 +209,9 @@ fn collect_block(
         let present: Vec<bool> = (0..code.fragment_count())
             .map(|f| opener.present().get(f).copied().unwrap_or(false))
             .collect();
-        let plan = parity_plan(code, &present, &tried);
+        let plan = code
+            .data_plan(&present, &tried)
+            .map_err(|e| SourceError(format!("planning the fetch of block {block}: {e}")))?;
         if plan.is_empty() {
             break;
         }
@@ -244,49 +246,6 @@ fn fetch(
         }
     }
     Ok(())
-}
-
-/// The parity fragments to fetch so the data fragments missing from
-/// `present` can be decoded, among those not `tried` yet. XOR: one parity
-/// per missing data fragment, each the next step of the peeling decoder (a
-/// parity with exactly one unknown data member), which is the fewest
-/// possible; empty when every data fragment is known or the decoder is
-/// stuck. Reed-Solomon: as many shards as data shards are missing.
-pub(crate) fn parity_plan(code: &Code, present: &[bool], tried: &[bool]) -> Vec<usize> {
-    let n = code.data_fragments();
-    let mut known: Vec<bool> = present[..n].to_vec();
-    let mut plan = Vec::new();
-    if code.ecc_map().is_none() {
-        let missing = known.iter().filter(|k| !**k).count();
-        return (n..code.fragment_count())
-            .filter(|&f| !tried[f] && !present[f])
-            .take(missing)
-            .collect();
-    }
-    let mut used = tried.to_vec();
-    loop {
-        if known.iter().all(|k| *k) {
-            return plan;
-        }
-        let step = (n..code.fragment_count()).find_map(|f| {
-            if used[f] && !present[f] {
-                return None;
-            }
-            let mut unknown = code.parity_members(f - n).iter().filter(|&&d| !known[d]);
-            match (unknown.next(), unknown.next()) {
-                (Some(&d), None) => Some((f, d)),
-                _ => None,
-            }
-        });
-        let Some((f, d)) = step else {
-            return plan;
-        };
-        used[f] = true;
-        known[d] = true;
-        if !present[f] {
-            plan.push(f);
-        }
-    }
 }
 
 /// Restores the version `source` reads into `target`, which must not exist or
@@ -689,70 +648,5 @@ mod tests {
         assert_eq!(n, 35);
         assert_eq!(binomial(7, 3), 35);
         assert_eq!(binomial(64, 10), 151_473_214_816);
-    }
-
-    /// Runs the peeling decoder on which fragments are known: true when
-    /// every data fragment is.
-    fn peels(code: &Code, present: &[bool]) -> bool {
-        let n = code.data_fragments();
-        let mut known = present[..n].to_vec();
-        loop {
-            let step = (0..n).find_map(|j| {
-                let mut u = code.parity_members(j).iter().filter(|&&d| !known[d]);
-                match (present[n + j], u.next(), u.next()) {
-                    (true, Some(&d), None) => Some(d),
-                    _ => None,
-                }
-            });
-            match step {
-                Some(d) => known[d] = true,
-                None => return known.iter().all(|k| *k),
-            }
-        }
-    }
-
-    #[test]
-    fn the_parity_plan_fetches_one_parity_per_missing_data_fragment() {
-        for n in [2, 4, 7, 13, 18, 26, 64] {
-            let code = Code::new(bitdust_ecc::Scheme::Xor, n).unwrap();
-            let t = code.tolerance();
-            // Lose the first `t` positions, and each window of `t` positions.
-            for start in 0..n {
-                let lost: Vec<usize> = (0..t).map(|i| (start + i) % n).collect();
-                let mut present = vec![true; 2 * n];
-                let mut tried = vec![false; 2 * n];
-                for &p in &lost {
-                    for f in code.position_fragments(p) {
-                        present[f] = false;
-                        tried[f] = true;
-                    }
-                }
-                // Only data was fetched so far: parity is not present yet.
-                let mut fetched = present.clone();
-                fetched[n..].fill(false);
-                let plan = parity_plan(&code, &fetched, &tried);
-                assert_eq!(plan.len(), t, "N={n} lost {lost:?}: {plan:?}");
-                for &f in &plan {
-                    assert!(f >= n && !tried[f]);
-                    fetched[f] = true;
-                }
-                assert!(peels(&code, &fetched), "N={n} lost {lost:?}");
-                // With the plan fetched, nothing more is needed.
-                for &f in &plan {
-                    tried[f] = true;
-                }
-                assert!(parity_plan(&code, &fetched, &tried).is_empty());
-            }
-        }
-        // Reed-Solomon: as many shards as data shards are missing.
-        let rs = Code::new(bitdust_ecc::Scheme::ReedSolomon, 7).unwrap();
-        let (k, all) = (rs.data_fragments(), rs.fragment_count());
-        let mut present = vec![false; all];
-        for f in present.iter_mut().take(k).skip(2) {
-            *f = true;
-        }
-        let plan = parity_plan(&rs, &present, &vec![false; all]);
-        assert_eq!(plan.len(), 2);
-        assert!(plan.iter().all(|&f| f >= k));
     }
 }
