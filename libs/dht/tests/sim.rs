@@ -88,8 +88,10 @@ async fn a_thousand_nodes_find_each_other_with_a_fifth_of_them_gone() {
         net.delivered.load(std::sync::atomic::Ordering::Relaxed)
     );
 
-    // Records put before the loss.
-    let owners: Vec<usize> = (0..50).map(|_| rng.random_range(0..NODES)).collect();
+    // Records put before the loss, by 50 distinct owners (an owner signing
+    // a second, different record with the same sequence is refused as
+    // stale, as it should be).
+    let owners: Vec<usize> = rand::seq::index::sample(&mut rng, NODES, 50).into_vec();
     for &o in &owners {
         let r = Record::sign(
             &ids[o],
