@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bitdust/supplier/v1/supplier.proto",
         "bitdust/customer/v1/customer.proto",
         "bitdust/dht/v1/dht.proto",
+        "bitdust/dht/v1/service.proto",
     ]
     .map(|f| root.join(f));
     for f in &files {

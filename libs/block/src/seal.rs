@@ -330,13 +330,13 @@ impl BlockOpener {
                 h.backup_id, h.version, h.block
             )));
         }
-        if let Some((scheme, suppliers)) = self.expect_code {
-            if h.scheme != scheme || h.suppliers != suppliers {
-                return Err(FragmentRejection::Elsewhere(format!(
-                    "a {} code over {} suppliers, not the manifest's {scheme} over {suppliers}",
-                    h.scheme, h.suppliers
-                )));
-            }
+        if let Some((scheme, suppliers)) = self.expect_code
+            && (h.scheme != scheme || h.suppliers != suppliers)
+        {
+            return Err(FragmentRejection::Elsewhere(format!(
+                "a {} code over {} suppliers, not the manifest's {scheme} over {suppliers}",
+                h.scheme, h.suppliers
+            )));
         }
         // age adds a header and 16 bytes per 64 KiB chunk.
         let max_cipher = self.max_plain_len + self.max_plain_len / 4096 + 4096;

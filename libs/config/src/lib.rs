@@ -9,8 +9,13 @@
 //! run_dir = "/run/bitdust"          # sockets: <run_dir>/supplier.sock, customer.sock
 //! state_dir = "/var/lib/bitdust"    # state: <state_dir>/<daemon>/
 //!
+//! [dht]
+//! listen = "0.0.0.0:7900"           # QUIC, for other DHT nodes
+//! bootstrap = ["seed.example.org"]  # host:port, NODEID@host:port, or a domain (SRV)
+//!
 //! [supplier]
 //! listen = "0.0.0.0:7800"           # QUIC, for customers
+//! advertise = "192.0.2.10:7800"     # what customers dial (published in the DHT)
 //! capacity = "100 GiB"              # donated space
 //!
 //! [customer]
@@ -70,6 +75,8 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// Where each daemon keeps its state, in a directory of its own.
     pub state_dir: PathBuf,
+    /// The dht-peer daemon.
+    pub dht: DhtConfig,
     /// The supplier-store daemon.
     pub supplier: SupplierConfig,
     /// The customer-agent daemon.
@@ -84,9 +91,58 @@ impl Default for Config {
         Config {
             run_dir: PathBuf::from("/run/bitdust"),
             state_dir: PathBuf::from("/var/lib/bitdust"),
+            dht: DhtConfig::default(),
             supplier: SupplierConfig::default(),
             customer: CustomerConfig::default(),
             path: PathBuf::from(DEFAULT_PATH),
+        }
+    }
+}
+
+/// `[dht]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhtConfig {
+    /// UDP address of the QUIC endpoint other DHT nodes connect to.
+    pub listen: SocketAddr,
+    /// `host:port` other nodes reach this one at; default: `listen` (whose
+    /// unspecified IP, such as 0.0.0.0, each peer replaces with the address
+    /// it sees the request come from).
+    pub advertise: Option<String>,
+    /// The gRPC socket; default `<run_dir>/dht.sock`.
+    pub socket: Option<PathBuf>,
+    /// The state directory; default `<state_dir>/dht`.
+    pub state_dir: Option<PathBuf>,
+    /// Nodes to join through: `host:port` (A/AAAA), `NODEID@host:port`
+    /// (pinned), or a bare domain name (SRV `_bitdust-dht._udp.<name>`).
+    pub bootstrap: Vec<String>,
+    /// The DNS server (`ip` or `ip:port`) that resolves `bootstrap`;
+    /// default: the system's (/etc/resolv.conf).
+    pub resolver: Option<String>,
+    /// Seconds between refreshes of the routing table's buckets (and new
+    /// bootstrap attempts while the table is empty).
+    pub refresh_secs: u64,
+    /// Seconds between republishes of the records this node publishes.
+    pub republish_secs: u64,
+    /// Records held for others at most.
+    pub max_records: usize,
+    /// Store requests one peer may send in a burst, refilled at 1 per second.
+    pub store_burst: u32,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7900)),
+            advertise: None,
+            socket: None,
+            state_dir: None,
+            bootstrap: Vec::new(),
+            resolver: None,
+            refresh_secs: 900,
+            republish_secs: 1800,
+            max_records: 100_000,
+            store_burst: 60,
         }
     }
 }
@@ -97,6 +153,15 @@ impl Default for Config {
 pub struct SupplierConfig {
     /// UDP address of the QUIC endpoint customers connect to.
     pub listen: SocketAddr,
+    /// `host:port` customers dial, published in the supplier's offer in the
+    /// DHT; default: `listen` when its IP is a specific one (with 0.0.0.0 no
+    /// offer is published: set this).
+    pub advertise: Option<String>,
+    /// Publish a signed offer through the local dht-peer, so customers
+    /// find this supplier.
+    pub publish: bool,
+    /// Seconds between fresh offers (each lives three times as long).
+    pub publish_secs: u64,
     /// The gRPC socket; default `<run_dir>/supplier.sock`.
     pub socket: Option<PathBuf>,
     /// The state directory; default `<state_dir>/supplier`.
@@ -113,6 +178,9 @@ impl Default for SupplierConfig {
     fn default() -> Self {
         SupplierConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7800)),
+            advertise: None,
+            publish: true,
+            publish_secs: 600,
             socket: None,
             state_dir: None,
             capacity: ByteSize(10 << 30),
@@ -254,7 +322,45 @@ impl Config {
                 ),
             ));
         }
+        let d = &self.dht;
+        for (i, b) in d.bootstrap.iter().enumerate() {
+            if b.is_empty() || b.contains(char::is_whitespace) {
+                return Err(self.invalid(
+                    &format!("dht.bootstrap[{i}]"),
+                    format!("{b:?} is not host:port, NODEID@host:port or a domain name"),
+                ));
+            }
+        }
+        if let Some(r) = &d.resolver
+            && r.parse::<std::net::IpAddr>().is_err()
+            && r.parse::<SocketAddr>().is_err()
+        {
+            return Err(self.invalid(
+                "dht.resolver",
+                format!("{r:?} is not an IP address or ip:port"),
+            ));
+        }
+        for (key, a) in [
+            ("dht.advertise", &d.advertise),
+            ("supplier.advertise", &self.supplier.advertise),
+        ] {
+            if let Some(a) = a
+                && a.rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(self.invalid(key, format!("{a:?} is not host:port")));
+            }
+        }
+        if d.refresh_secs == 0 || d.republish_secs == 0 {
+            return Err(self.invalid("dht.refresh_secs", "intervals must be at least 1 second"));
+        }
+        if d.max_records == 0 || d.store_burst == 0 {
+            return Err(self.invalid("dht.max_records", "limits must be at least 1"));
+        }
         let s = &self.supplier;
+        if s.publish_secs == 0 {
+            return Err(self.invalid("supplier.publish_secs", "must be at least 1"));
+        }
         if s.max_object_size.0 < 1 << 20 {
             return Err(self.invalid("supplier.max_object_size", "must be at least 1 MiB"));
         }
@@ -262,6 +368,22 @@ impl Config {
             return Err(self.invalid("supplier.max_customers", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// The dht-peer's gRPC socket.
+    pub fn dht_socket(&self) -> PathBuf {
+        self.dht
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.run_dir.join("dht.sock"))
+    }
+
+    /// The dht-peer's state directory.
+    pub fn dht_state(&self) -> PathBuf {
+        self.dht
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("dht"))
     }
 
     /// The supplier's gRPC socket.

@@ -114,10 +114,10 @@ impl SupplierLink {
 
     async fn connection(&self) -> Result<Connection, PeerError> {
         let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = guard.as_ref()
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
         }
         let addr = resolve(&self.address).await?;
         let conn = tokio::time::timeout(

@@ -143,6 +143,22 @@ impl<T: Transport> Node<T> {
         lock(&self.store).expire(now())
     }
 
+    /// Keeps `record` in this node's own store without rate limits (a
+    /// record read back from disk, or one this node publishes).
+    pub fn keep(&self, record: Record) -> Result<(), StoreError> {
+        lock(&self.store).restore(record, now())
+    }
+
+    /// The unexpired record at `key` in this node's own store.
+    pub fn local(&self, key: &Key) -> Option<Record> {
+        lock(&self.store).get(key, now()).cloned()
+    }
+
+    /// Every record held (for saving them).
+    pub fn held(&self) -> Vec<Record> {
+        lock(&self.store).iter().cloned().collect()
+    }
+
     /// Answers a request from node `from` (authenticated by the transport).
     pub fn handle(&self, from: &NodeId, req: pb::Request) -> pb::Response {
         if !req.from_address.is_empty() && req.from_address.len() <= 256 {
@@ -189,6 +205,18 @@ impl<T: Transport> Node<T> {
                 }
                 Err(e) => return e,
             },
+            request::Kind::Sample(s) => {
+                let max = (s.max as usize).min(16);
+                let records = lock(&self.store)
+                    .sample(&s.kind, max, now())
+                    .iter()
+                    .map(Record::to_proto)
+                    .collect();
+                response::Kind::Value(pb::Value {
+                    records,
+                    contacts: contacts(&Key::random()),
+                })
+            }
             request::Kind::Store(s) => {
                 let Some(r) = s.record else {
                     return error(pb::ErrorCode::BadRequest, "a store request needs a record");
@@ -252,10 +280,55 @@ impl<T: Transport> Node<T> {
         self.iterate(target, false).await.0
     }
 
-    /// The newest valid record at `key`, and the lookup that found it.
+    /// The newest valid record at `key` (this node's own store included),
+    /// and the lookup that found it.
     pub async fn find_value(&self, key: Key) -> (Option<Record>, Lookup) {
         let (l, r) = self.iterate(key, true).await;
+        let mine = lock(&self.store).get(&key, now()).cloned();
+        let r = match (r, mine) {
+            (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
+            (a, b) => a.or(b),
+        };
         (r, l)
+    }
+
+    /// Nodes near a random point of the key space, and up to `max` distinct
+    /// valid records of `kind` sampled from them.
+    pub async fn sample(&self, kind: &str, max: usize) -> (Vec<Contact>, Vec<Record>) {
+        let mut l = self.lookup(Key::random()).await;
+        {
+            use rand::seq::SliceRandom;
+            l.closest.shuffle(&mut rand::rng());
+        }
+        let mut found: BTreeMap<Key, Record> = BTreeMap::new();
+        if kind.is_empty() {
+            return (l.closest, Vec::new());
+        }
+        for c in &l.closest {
+            if found.len() >= max {
+                break;
+            }
+            let req = request::Kind::Sample(pb::Sample {
+                kind: kind.to_owned(),
+                max: max.min(16) as u32,
+            });
+            let Ok(pb::Response {
+                kind: Some(response::Kind::Value(v)),
+            }) = self.call(c, req).await
+            else {
+                continue;
+            };
+            for r in v.records {
+                let Ok(r) = Record::from_proto(r) else {
+                    continue;
+                };
+                if r.kind != kind || r.verify(now()).is_err() || found.len() >= max {
+                    continue;
+                }
+                found.entry(r.key()).or_insert(r);
+            }
+        }
+        (l.closest, found.into_values().collect())
     }
 
     /// Stores `record` on the [`K`] nodes closest to its key; returns how

@@ -172,6 +172,11 @@ impl RoutingTable {
         self.buckets.iter().map(|b| b.nodes.len()).sum()
     }
 
+    /// Buckets that hold at least one contact.
+    pub fn buckets_used(&self) -> usize {
+        self.buckets.iter().filter(|b| !b.nodes.is_empty()).count()
+    }
+
     /// True when the table is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

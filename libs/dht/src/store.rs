@@ -125,6 +125,44 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Takes `record` without counting it against a sender's rate: a
+    /// record read back from disk at start, or one this node publishes.
+    pub fn restore(&mut self, record: Record, now: u64) -> Result<(), StoreError> {
+        record.verify(now)?;
+        let key = record.key();
+        match self.records.get(&key) {
+            Some(held) if held.sequence >= record.sequence => return Ok(()),
+            Some(_) => {}
+            None => *self.per_owner.entry(record.owner).or_default() += 1,
+        }
+        self.records.insert(key, record);
+        Ok(())
+    }
+
+    /// Up to `max` unexpired records of `kind`, from a random place in the
+    /// store (at most 4,096 records are looked at).
+    pub fn sample(&self, kind: &str, max: usize, now: u64) -> Vec<Record> {
+        let skip = if self.records.is_empty() {
+            0
+        } else {
+            rand::random_range(0..self.records.len())
+        };
+        self.records
+            .values()
+            .cycle()
+            .skip(skip)
+            .take(self.records.len().min(4096))
+            .filter(|r| r.kind == kind && r.expires > now)
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// Every record held.
+    pub fn iter(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
+    }
+
     fn take_token(&mut self, from: &NodeId) -> Result<(), StoreError> {
         let now = Instant::now();
         let l = &self.limits;
@@ -158,12 +196,10 @@ impl RecordStore {
         let per_owner = &mut self.per_owner;
         self.records.retain(|_, r| {
             let keep = r.expires > now;
-            if !keep {
-                if let Some(n) = per_owner.get_mut(&r.owner) {
-                    *n -= 1;
-                    if *n == 0 {
-                        per_owner.remove(&r.owner);
-                    }
+            if !keep && let Some(n) = per_owner.get_mut(&r.owner) {
+                *n -= 1;
+                if *n == 0 {
+                    per_owner.remove(&r.owner);
                 }
             }
             keep

@@ -416,7 +416,7 @@ impl Code {
     }
 
     fn check_buffer(&self, fragments: &[u8], fragment_len: usize) -> Result<(), EccError> {
-        if fragment_len == 0 || fragment_len % FRAGMENT_ALIGN != 0 {
+        if fragment_len == 0 || !fragment_len.is_multiple_of(FRAGMENT_ALIGN) {
             return Err(EccError::BadBuffer(format!(
                 "fragment length {fragment_len} is not a positive multiple of {FRAGMENT_ALIGN}"
             )));

@@ -373,10 +373,10 @@ impl EccMap {
         let mut best: Option<((usize, usize), u64)> = None;
         for _ in 0..samples {
             let lost = random_pattern(&mut rng, self.suppliers, size);
-            if let Some(cost) = self.decode_cost(lost) {
-                if best.is_none_or(|(c, _)| cost > c) {
-                    best = Some((cost, lost));
-                }
+            if let Some(cost) = self.decode_cost(lost)
+                && best.is_none_or(|(c, _)| cost > c)
+            {
+                best = Some((cost, lost));
             }
         }
         best.map(|(_, lost)| lost)

@@ -228,14 +228,14 @@ fn exhaustive(plan: Plan) -> Found {
     // Walk the w-subsets of 1..n in lexicographic order.
     let mut set: Vec<usize> = (1..=w).collect();
     loop {
-        if let Some(s) = score(n, &set, &best.score) {
-            if best.diffs.is_empty() || !best.score.better_or_equal(&s) {
-                best = Found {
-                    diffs: set.clone(),
-                    delta: None,
-                    score: s,
-                };
-            }
+        if let Some(s) = score(n, &set, &best.score)
+            && (best.diffs.is_empty() || !best.score.better_or_equal(&s))
+        {
+            best = Found {
+                diffs: set.clone(),
+                delta: None,
+                score: s,
+            };
         }
         let Some(k) = (0..w).rev().find(|&k| set[k] < n - w + k) else {
             return best;

@@ -127,7 +127,7 @@ pub(crate) fn kernel_pays(suppliers: usize, fragment_len: usize) -> bool {
 /// do not run a kernel should run staged. Never true for the lengths
 /// [`crate::Code::fragment_len`] gives (an odd number of 64-byte lines).
 pub(crate) fn aliases(fragment_len: usize) -> bool {
-    fragment_len % 512 == 0
+    fragment_len.is_multiple_of(512)
 }
 
 /// Most temporaries a staged program may use (one 64-byte tile each).

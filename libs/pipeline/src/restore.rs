@@ -372,18 +372,18 @@ fn restore_into(
                 opts.max_block_size as u64,
             )?;
             note_rejections(&mut report.rejected_fragments, opener.rejections());
-            if let Some(h) = opener.header() {
-                if h.last != (block + 1 == manifest.blocks) {
-                    failures.push(BlockError::Sequence {
-                        block,
-                        reason: format!(
-                            "is {}marked last, but the manifest says the version has {} blocks",
-                            if h.last { "" } else { "not " },
-                            manifest.blocks
-                        ),
-                    });
-                    continue;
-                }
+            if let Some(h) = opener.header()
+                && h.last != (block + 1 == manifest.blocks)
+            {
+                failures.push(BlockError::Sequence {
+                    block,
+                    reason: format!(
+                        "is {}marked last, but the manifest says the version has {} blocks",
+                        if h.last { "" } else { "not " },
+                        manifest.blocks
+                    ),
+                });
+                continue;
             }
             let needed_decode = !opener.has_all_data();
             match opener.open(key) {

@@ -34,7 +34,8 @@ pub mod customer {
     }
 }
 
-/// The Kademlia DHT protocol spoken over QUIC between bitdust-dht-peer nodes.
+/// The Kademlia DHT protocol spoken over QUIC between bitdust-dht-peer nodes,
+/// and the local gRPC service of bitdust-dht-peer.
 pub mod dht {
     /// Version 1 (ALPN `bitdust/dht/1`).
     pub mod v1 {

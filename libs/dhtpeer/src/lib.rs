@@ -1,0 +1,390 @@
+//! The `bitdust-dht-peer` daemon: one node of BitDust's Kademlia DHT.
+//!
+//! - [`quic`]: the DHT protocol over QUIC (ALPN `bitdust/dht/1`), on the
+//!   node's own ed25519 identity.
+//! - [`persist`]: the routing table and records, kept in LMDB (heed) so a
+//!   restart loses nothing.
+//! - [`seeds`]: bootstrap seeds resolved through DNS (A/AAAA, SRV).
+//! - [`grpc`]: the local `bitdust.dht.v1.Dht` service.
+//! - [`run`]: the whole daemon, for the thin `bitdust-dht-peer` binary.
+
+pub mod grpc;
+pub mod persist;
+pub mod quic;
+pub mod seeds;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bitdust_config::Config;
+use bitdust_crypto::Identity;
+use bitdust_daemon::tonic::transport::Server;
+use bitdust_dht::node::DhtError;
+use bitdust_dht::record::{now, record_key};
+use bitdust_dht::store::Limits;
+use bitdust_dht::{Contact, Key, Node, Record};
+use tokio::sync::mpsc;
+
+use crate::persist::{Db, Records};
+use crate::quic::QuicTransport;
+use crate::seeds::{Seed, SeedResolver};
+
+/// A running DHT node with its database.
+pub struct DhtPeer {
+    /// The node.
+    pub node: Arc<Node<QuicTransport>>,
+    transport: Arc<QuicTransport>,
+    db: Arc<Db>,
+    identity: Identity,
+    published: Mutex<HashMap<Key, Record>>,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+/// A record could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A newer record of the same owner and kind is held.
+    #[error(
+        "a newer record (sequence {held}) of this owner and kind is held; sign one with a higher sequence"
+    )]
+    Stale {
+        /// The sequence held.
+        held: u64,
+    },
+    /// This node's own store refused it.
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl DhtPeer {
+    /// Records this node keeps republishing.
+    pub fn published_count(&self) -> usize {
+        lock(&self.published).len()
+    }
+
+    /// A record of `kind` signed with this node's key, with a sequence
+    /// newer than any it signed before.
+    pub fn sign(&self, kind: &str, lifetime: u64, payload: Vec<u8>) -> Record {
+        let me = self.identity.node_id();
+        let held = self
+            .node
+            .local(&record_key(&me, kind))
+            .map_or(0, |r| r.sequence);
+        let seq = now().max(held + 1);
+        Record::sign(&self.identity, kind, seq, lifetime, payload)
+    }
+
+    /// Keeps `record` here, stores it on the nodes closest to its key, and
+    /// (when `keep`) republishes it until it expires. Returns how many
+    /// nodes hold it (this one included) and the first refusal.
+    pub async fn publish(
+        &self,
+        record: Record,
+        keep: bool,
+    ) -> Result<(usize, Option<DhtError>), PublishError> {
+        if let Some(held) = self.node.local(&record.key())
+            && (held.sequence > record.sequence
+                || (held.sequence == record.sequence && held != record))
+        {
+            return Err(PublishError::Stale {
+                held: held.sequence,
+            });
+        }
+        self.node
+            .keep(record.clone())
+            .map_err(|e| PublishError::Refused(e.to_string()))?;
+        let mut save = vec![record.clone()];
+        if keep {
+            lock(&self.published).insert(record.key(), record.clone());
+        }
+        let db = self.db.clone();
+        let record2 = record.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            db.put(Records::Held, &save)?;
+            if keep {
+                save = vec![record2];
+                db.put(Records::Published, &save)?;
+            }
+            Ok::<_, persist::DbError>(())
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = saved.map_err(|e| persist::DbError::from_join(&e)) {
+            tracing::warn!("cannot save a published record: {e}");
+        }
+        let (n, refusal) = self.node.put(&record).await;
+        Ok((n + 1, refusal))
+    }
+
+    /// Stores every record this node publishes on the nodes now closest
+    /// to it again, and forgets the expired ones.
+    pub async fn republish(&self) {
+        let t = now();
+        let records: Vec<Record> = {
+            let mut p = lock(&self.published);
+            p.retain(|_, r| r.expires > t);
+            p.values().cloned().collect()
+        };
+        for r in records {
+            let (n, refusal) = self.node.put(&r).await;
+            tracing::debug!(kind = %r.kind, owner = %r.owner, stored_on = n, refusal = ?refusal, "republished");
+        }
+    }
+
+    /// Joins through `seeds`: each is resolved, dialed (learning its node
+    /// id, or checking the pinned one), then the node looks itself up and
+    /// refreshes its buckets. Returns the size of the routing table.
+    pub async fn bootstrap(&self, resolver: Option<&SeedResolver>, seeds: &[Seed]) -> usize {
+        let mut contacts = Vec::new();
+        for seed in seeds {
+            let addrs = match (resolver, seed) {
+                (_, Seed::Address { id, host, port })
+                    if host.parse::<std::net::IpAddr>().is_ok() =>
+                {
+                    host.parse()
+                        .map(|ip| vec![(*id, SocketAddr::new(ip, *port))])
+                        .unwrap_or_default()
+                }
+                (Some(r), _) => match r.resolve(seed).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        continue;
+                    }
+                },
+                (None, _) => continue,
+            };
+            for (id, addr) in addrs {
+                let id = match id {
+                    Some(id) => id,
+                    None => match self.transport.probe(addr).await {
+                        Ok(id) => id,
+                        Err(e) => {
+                            tracing::warn!(%addr, "bootstrap seed: {e}");
+                            continue;
+                        }
+                    },
+                };
+                if id != self.node.contact().id {
+                    contacts.push(Contact::new(id, addr.to_string()));
+                }
+            }
+        }
+        let n = self.node.bootstrap(&contacts).await;
+        tracing::info!(seeds = contacts.len(), routing_table = n, "bootstrapped");
+        n
+    }
+
+    fn save_table(&self) {
+        let contacts: Vec<Contact> = self.node.with_table(|t| t.iter().cloned().collect());
+        if let Err(e) = self.db.save_contacts(&contacts) {
+            tracing::warn!("cannot save the routing table: {e}");
+        }
+    }
+}
+
+impl persist::DbError {
+    fn from_join(e: &tokio::task::JoinError) -> Self {
+        persist::DbError::new(e.to_string())
+    }
+}
+
+/// Saves the records other nodes store here, in batches.
+async fn save_held(db: Arc<Db>, mut rx: mpsc::Receiver<Record>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+            if batch.len() >= 256 {
+                break;
+            }
+        }
+        let db = db.clone();
+        match tokio::task::spawn_blocking(move || db.put(Records::Held, &batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot save records: {e}"),
+            Err(e) => tracing::warn!("cannot save records: {e}"),
+        }
+    }
+}
+
+/// Runs the dht-peer daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state = config.dht_state();
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create the state directory {}", state.display()))?;
+    let (identity, created) = bitdust_crypto::load_or_create_identity(&state.join("identity.key"))?;
+    let node_id = identity.node_id();
+    if created {
+        tracing::info!(%node_id, "created a new node identity");
+    }
+    std::fs::write(state.join("node-id"), format!("{node_id}\n"))
+        .with_context(|| format!("cannot write {}", state.join("node-id").display()))?;
+    let d = &config.dht;
+    let seeds = d
+        .bootstrap
+        .iter()
+        .map(|s| Seed::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("config file {}: key dht.bootstrap", config.path.display()))?;
+    let resolver = if seeds.iter().any(
+        |s| !matches!(s, Seed::Address { host, .. } if host.parse::<std::net::IpAddr>().is_ok()),
+    ) {
+        Some(SeedResolver::new(d.resolver.as_deref())?)
+    } else {
+        None
+    };
+    let db = Arc::new({
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || Db::open(&state)).await??
+    });
+
+    let endpoint = bitdust_net::Endpoint::bind(&identity, d.listen, bitdust_dht::ALPN, true)?;
+    let listen = endpoint.local_addr()?;
+    let address = d.advertise.clone().unwrap_or_else(|| listen.to_string());
+    let transport = Arc::new(QuicTransport::new(endpoint.clone()));
+    let limits = Limits {
+        max_records: d.max_records,
+        burst: f64::from(d.store_burst),
+        ..Limits::default()
+    };
+    let node = Arc::new(Node::new(node_id, &address, transport.clone(), limits));
+    // What the last run knew.
+    let contacts = db.contacts()?;
+    let known = contacts.len();
+    node.with_table(|t| {
+        for c in contacts {
+            if c.id != node_id {
+                t.insert(c);
+            }
+        }
+    });
+    let held = db.load(Records::Held, now())?;
+    let n_held = held.len();
+    for r in held {
+        let _ = node.keep(r);
+    }
+    let published: HashMap<Key, Record> = db
+        .load(Records::Published, now())?
+        .into_iter()
+        .map(|r| (r.key(), r))
+        .collect();
+    let peer = Arc::new(DhtPeer {
+        node: node.clone(),
+        transport,
+        db: db.clone(),
+        identity,
+        published: Mutex::new(published),
+        started: Instant::now(),
+    });
+
+    let socket = config.dht_socket();
+    let listener = bitdust_daemon::bind_socket(&socket).await?;
+    let (router, health) =
+        bitdust_daemon::with_standard_services(Server::builder(), &["bitdust.dht.v1.Dht"]);
+    let service =
+        bitdust_proto::dht::v1::dht_server::DhtServer::new(grpc::DhtService { peer: peer.clone() });
+    health
+        .set_serving::<bitdust_proto::dht::v1::dht_server::DhtServer<grpc::DhtService>>()
+        .await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(router.add_service(service).serve_with_incoming_shutdown(
+        bitdust_daemon::incoming(listener),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let (held_tx, held_rx) = mpsc::channel(4096);
+    let saver = tokio::spawn(save_held(db.clone(), held_rx));
+    let server = tokio::spawn(quic::serve(endpoint.clone(), node.clone(), held_tx));
+    tracing::info!(%node_id, %listen, %address, socket = %socket.display(), known, records = n_held, "dht-peer ready");
+    bitdust_daemon::notify_ready(&format!("DHT node on {listen}"));
+    bitdust_daemon::spawn_watchdog();
+
+    let maintenance = tokio::spawn(maintain(
+        peer.clone(),
+        resolver,
+        seeds,
+        Duration::from_secs(d.refresh_secs),
+        Duration::from_secs(d.republish_secs),
+    ));
+
+    bitdust_daemon::shutdown_signal().await;
+    bitdust_daemon::notify_stopping();
+    maintenance.abort();
+    peer.save_table();
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
+    server.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    saver.abort();
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("dht-peer stopped");
+    Ok(())
+}
+
+/// Joins, then keeps the node healthy: retries the bootstrap while the
+/// routing table is empty, refreshes buckets, saves the table, drops
+/// expired records and republishes this node's records.
+async fn maintain(
+    peer: Arc<DhtPeer>,
+    resolver: Option<SeedResolver>,
+    seeds: Vec<Seed>,
+    refresh: Duration,
+    republish: Duration,
+) {
+    let mut n = peer.bootstrap(resolver.as_ref(), &seeds).await;
+    peer.republish().await;
+    peer.save_table();
+    let mut retry = Duration::from_secs(2);
+    let mut last_refresh = Instant::now();
+    let mut last_republish = Instant::now();
+    let mut last_save = Instant::now();
+    loop {
+        let wait = if n == 0 && !seeds.is_empty() {
+            retry
+        } else {
+            Duration::from_secs(5)
+        };
+        tokio::time::sleep(wait).await;
+        if n == 0 && !seeds.is_empty() {
+            n = peer.bootstrap(resolver.as_ref(), &seeds).await;
+            retry = (retry * 2).min(refresh).min(Duration::from_secs(300));
+            if n > 0 {
+                peer.republish().await;
+                last_republish = Instant::now();
+            }
+            continue;
+        }
+        if last_refresh.elapsed() >= refresh {
+            peer.node.refresh().await;
+            n = peer.node.with_table(|t| t.len());
+            last_refresh = Instant::now();
+        }
+        if last_republish.elapsed() >= republish {
+            peer.republish().await;
+            last_republish = Instant::now();
+        }
+        if last_save.elapsed() >= Duration::from_secs(60) {
+            let dropped = peer.node.expire();
+            let db = peer.db.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = db.load(Records::Held, now());
+                let _ = db.load(Records::Published, now());
+            })
+            .await;
+            if dropped > 0 {
+                tracing::debug!(dropped, "expired records dropped");
+            }
+            peer.save_table();
+            last_save = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! What a dht-peer keeps across restarts, in LMDB (heed) under
+//! `<state>/db`: the routing table's contacts, the records held for
+//! others, and the records this node publishes.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::path::Path;
+
+use bitdust_crypto::NodeId;
+use bitdust_dht::{Contact, Record};
+use bitdust_proto::dht::v1 as pb;
+use heed::types::{Bytes, Str};
+use heed::{Database, Env, EnvOpenOptions};
+use prost::Message;
+
+/// The database could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the DHT state database: {0}")]
+pub struct DbError(String);
+
+impl DbError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        DbError(message.into())
+    }
+}
+
+impl From<heed::Error> for DbError {
+    fn from(e: heed::Error) -> Self {
+        DbError(e.to_string())
+    }
+}
+
+/// The dht-peer's database.
+pub struct Db {
+    env: Env,
+    contacts: Database<Bytes, Str>,
+    held: Database<Bytes, Bytes>,
+    published: Database<Bytes, Bytes>,
+    _lock: File,
+}
+
+/// Which set of records.
+#[derive(Clone, Copy, Debug)]
+pub enum Records {
+    /// Held for others.
+    Held,
+    /// Published by this node.
+    Published,
+}
+
+impl Db {
+    /// Opens (creating) the database in `dir`; refuses when another
+    /// dht-peer uses it.
+    pub fn open(dir: &Path) -> Result<Db, DbError> {
+        let path = dir.join("db");
+        std::fs::create_dir_all(&path)
+            .map_err(|e| DbError(format!("cannot create {}: {e}", path.display())))?;
+        let lock = File::create(dir.join("lock"))
+            .map_err(|e| DbError(format!("cannot create {}: {e}", dir.join("lock").display())))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                DbError(format!(
+                    "another dht-peer is using {}; stop it or give this one another state_dir",
+                    dir.display()
+                ))
+            },
+        )?;
+        // SAFETY: LMDB maps the file; the flock above makes this process the
+        // only one opening this environment, and it is opened once.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .map_size(4 << 30)
+                .max_dbs(4)
+                .open(&path)?
+        };
+        let mut wtxn = env.write_txn()?;
+        let contacts = env.create_database(&mut wtxn, Some("contacts"))?;
+        let held = env.create_database(&mut wtxn, Some("held"))?;
+        let published = env.create_database(&mut wtxn, Some("published"))?;
+        wtxn.commit()?;
+        Ok(Db {
+            env,
+            contacts,
+            held,
+            published,
+            _lock: lock,
+        })
+    }
+
+    /// The saved routing table (entries that no longer parse are skipped).
+    pub fn contacts(&self) -> Result<Vec<Contact>, DbError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.contacts.iter(&rtxn)? {
+            let (id, address) = item?;
+            if let Ok(id) = <[u8; 32]>::try_from(id) {
+                out.push(Contact::new(NodeId::from_bytes(id), address));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the saved routing table with `contacts`.
+    pub fn save_contacts(&self, contacts: &[Contact]) -> Result<(), DbError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.contacts.clear(&mut wtxn)?;
+        for c in contacts {
+            self.contacts
+                .put(&mut wtxn, c.id.as_bytes(), c.address.as_str())?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    fn db(&self, which: Records) -> Database<Bytes, Bytes> {
+        match which {
+            Records::Held => self.held,
+            Records::Published => self.published,
+        }
+    }
+
+    /// Saves `records` (each replacing the one at its key).
+    pub fn put(&self, which: Records, records: &[Record]) -> Result<(), DbError> {
+        let db = self.db(which);
+        let mut wtxn = self.env.write_txn()?;
+        for r in records {
+            db.put(&mut wtxn, &r.key().0, &r.to_proto().encode_to_vec())?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// The saved records that are still valid at `now`; the others (expired,
+    /// or unreadable) are deleted.
+    pub fn load(&self, which: Records, now: u64) -> Result<Vec<Record>, DbError> {
+        let db = self.db(which);
+        let mut keep = Vec::new();
+        let mut drop = Vec::new();
+        {
+            let rtxn = self.env.read_txn()?;
+            for item in db.iter(&rtxn)? {
+                let (key, bytes) = item?;
+                match pb::Record::decode(bytes)
+                    .ok()
+                    .and_then(|p| Record::from_proto(p).ok())
+                {
+                    Some(r) if r.verify(now).is_ok() => keep.push(r),
+                    _ => drop.push(key.to_vec()),
+                }
+            }
+        }
+        if !drop.is_empty() {
+            let mut wtxn = self.env.write_txn()?;
+            for k in &drop {
+                db.delete(&mut wtxn, k)?;
+            }
+            wtxn.commit()?;
+        }
+        Ok(keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bitdust_crypto::Identity;
+
+    #[test]
+    fn contacts_and_records_survive_a_reopen_and_expired_ones_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let owner = Identity::generate();
+        let live = Record::sign(&owner, "supplier", 1, 3600, b"x".to_vec());
+        let short = Record::sign(&owner, "short", 1, 1, b"y".to_vec());
+        let contact = Contact::new(Identity::generate().node_id(), "127.0.0.1:7900");
+        {
+            let db = Db::open(tmp.path()).unwrap();
+            assert!(Db::open(tmp.path()).is_err(), "a second opener is refused");
+            db.save_contacts(std::slice::from_ref(&contact)).unwrap();
+            db.put(Records::Held, &[live.clone(), short.clone()])
+                .unwrap();
+            db.put(Records::Published, std::slice::from_ref(&live))
+                .unwrap();
+        }
+        let db = Db::open(tmp.path()).unwrap();
+        let c = db.contacts().unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].id, c[0].address.as_str()),
+            (contact.id, "127.0.0.1:7900")
+        );
+        let later = short.expires + 1;
+        assert_eq!(db.load(Records::Held, later).unwrap(), vec![live.clone()]);
+        assert_eq!(db.load(Records::Held, later).unwrap().len(), 1);
+        assert_eq!(db.load(Records::Published, later).unwrap(), vec![live]);
+    }
+}

@@ -1,0 +1,228 @@
+//! The DHT protocol over QUIC: a [`Transport`] that dials other nodes
+//! (pinning the node id of each contact), and the server side that answers
+//! them. One request per bidirectional stream, one frame each way.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitdust_crypto::NodeId;
+use bitdust_dht::node::DhtError;
+use bitdust_dht::{Contact, Node, Record, Transport};
+use bitdust_net::frame::{read_frame, write_frame};
+use bitdust_net::{Connection, Endpoint};
+use bitdust_proto::dht::v1 as pb;
+use tokio::sync::mpsc;
+
+/// The largest DHT message either side reads.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// How long a request may take, connecting included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections kept open to other nodes at most.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Dials other DHT nodes over one QUIC endpoint, reusing connections.
+pub struct QuicTransport {
+    endpoint: Endpoint,
+    conns: Mutex<HashMap<NodeId, Connection>>,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> DhtError {
+    DhtError::Unreachable(e.to_string())
+}
+
+impl QuicTransport {
+    /// A transport dialing from `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        QuicTransport {
+            endpoint,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, id: &NodeId) -> Option<Connection> {
+        let conns = self.conns.lock().ok()?;
+        conns
+            .get(id)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    fn remember(&self, id: NodeId, conn: Connection) {
+        if let Ok(mut conns) = self.conns.lock() {
+            if conns.len() >= MAX_CONNECTIONS {
+                conns.retain(|_, c| c.close_reason().is_none());
+                if conns.len() >= MAX_CONNECTIONS {
+                    // Drop an arbitrary one; it is dialed again when needed.
+                    if let Some(k) = conns.keys().next().copied()
+                        && let Some(c) = conns.remove(&k)
+                    {
+                        c.close(0u32.into(), b"too many connections");
+                    }
+                }
+            }
+            conns.insert(id, conn);
+        }
+    }
+
+    async fn connection(&self, to: &Contact) -> Result<Connection, DhtError> {
+        if let Some(c) = self.cached(&to.id) {
+            return Ok(c);
+        }
+        let addr = resolve(&to.address).await?;
+        let conn = self
+            .endpoint
+            .connect(addr, Some(to.id))
+            .await
+            .map_err(unreachable)?;
+        self.remember(to.id, conn.clone());
+        Ok(conn)
+    }
+
+    /// Dials `addr` without knowing who answers (a bootstrap seed given by
+    /// address only) and returns the node id its certificate proves.
+    pub async fn probe(&self, addr: SocketAddr) -> Result<NodeId, DhtError> {
+        let conn = tokio::time::timeout(CALL_TIMEOUT, self.endpoint.connect(addr, None))
+            .await
+            .map_err(|_| unreachable(format!("{addr} did not answer in time")))?
+            .map_err(unreachable)?;
+        let id = bitdust_net::peer_id(&conn)
+            .ok_or_else(|| unreachable(format!("{addr} presented no node certificate")))?;
+        self.remember(id, conn);
+        Ok(id)
+    }
+
+    async fn exchange(&self, to: &Contact, req: &pb::Request) -> Result<pb::Response, DhtError> {
+        let conn = self.connection(to).await?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(unreachable)?;
+        write_frame(&mut send, req).await.map_err(unreachable)?;
+        let _ = send.finish();
+        read_frame::<pb::Response>(&mut recv, MAX_MESSAGE)
+            .await
+            .map_err(|e| DhtError::BadAnswer(e.to_string()))
+    }
+}
+
+/// `host:port` to a socket address (an IP literal needs no DNS).
+async fn resolve(address: &str) -> Result<SocketAddr, DhtError> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| unreachable(format!("cannot resolve {address}: {e}")))?
+        .next()
+        .ok_or_else(|| unreachable(format!("{address} resolves to no address")))
+}
+
+impl Transport for QuicTransport {
+    async fn call(&self, to: &Contact, req: pb::Request) -> Result<pb::Response, DhtError> {
+        match tokio::time::timeout(CALL_TIMEOUT, self.exchange(to, &req)).await {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(format!(
+                "{} at {} did not answer in time",
+                to.id, to.address
+            ))),
+        }
+    }
+}
+
+/// Answers DHT requests arriving on `endpoint` until it closes. Records
+/// that the node takes are also sent to `stored`, to be saved.
+pub async fn serve<T: Transport>(
+    endpoint: Endpoint,
+    node: Arc<Node<T>>,
+    stored: mpsc::Sender<Record>,
+) {
+    while let Some((conn, peer)) = endpoint.accept().await {
+        tokio::spawn(serve_connection(conn, peer, node.clone(), stored.clone()));
+    }
+}
+
+async fn serve_connection<T: Transport>(
+    conn: Connection,
+    peer: NodeId,
+    node: Arc<Node<T>>,
+    stored: mpsc::Sender<Record>,
+) {
+    let remote = conn.remote_address();
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let (node, stored) = (node.clone(), stored.clone());
+        tokio::spawn(async move {
+            let req = match tokio::time::timeout(
+                CALL_TIMEOUT,
+                read_frame::<pb::Request>(&mut recv, MAX_MESSAGE),
+            )
+            .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "bad DHT request");
+                    let answer = pb::Response {
+                        kind: Some(pb::response::Kind::Error(pb::Error {
+                            code: pb::ErrorCode::BadRequest as i32,
+                            message: format!("cannot read the request: {e}"),
+                        })),
+                    };
+                    let _ = write_frame(&mut send, &answer).await;
+                    let _ = send.finish();
+                    return;
+                }
+                Err(_) => return,
+            };
+            let req = with_seen_address(req, remote);
+            let record = match &req.kind {
+                Some(pb::request::Kind::Store(s)) => s.record.clone(),
+                _ => None,
+            };
+            let answer = node.handle(&peer, req);
+            if let (Some(r), Some(pb::response::Kind::Stored(_))) = (record, &answer.kind)
+                && let Ok(r) = Record::from_proto(r)
+            {
+                // Saved in the background; when the writer is behind,
+                // the record is still served, only not kept on disk.
+                let _ = stored.try_send(r);
+            }
+            let _ = write_frame(&mut send, &answer).await;
+            let _ = send.finish();
+        });
+    }
+}
+
+/// A sender that listens on an unspecified IP (0.0.0.0 or ::) is reached
+/// at the IP its request came from, on the port it names.
+fn with_seen_address(mut req: pb::Request, remote: SocketAddr) -> pb::Request {
+    if let Ok(a) = req.from_address.parse::<SocketAddr>()
+        && a.ip().is_unspecified()
+    {
+        req.from_address = SocketAddr::new(remote.ip(), a.port()).to_string();
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_address_becomes_the_seen_one() {
+        let req = pb::Request {
+            from_address: "0.0.0.0:7900".into(),
+            kind: None,
+        };
+        let remote: SocketAddr = "192.0.2.7:40000".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            with_seen_address(req, remote).from_address,
+            "192.0.2.7:7900"
+        );
+        let req = pb::Request {
+            from_address: "198.51.100.1:7900".into(),
+            kind: None,
+        };
+        assert_eq!(
+            with_seen_address(req, remote).from_address,
+            "198.51.100.1:7900"
+        );
+    }
+}
