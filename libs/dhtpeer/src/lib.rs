@@ -182,6 +182,18 @@ impl DhtPeer {
         n
     }
 
+    /// A digest of the routing table, to save it only when it changed.
+    fn table_digest(&self) -> [u8; 32] {
+        self.node.with_table(|t| {
+            let mut h = blake3::Hasher::new();
+            for c in t.iter() {
+                h.update(c.id.as_bytes());
+                h.update(c.address.as_bytes());
+            }
+            *h.finalize().as_bytes()
+        })
+    }
+
     fn save_table(&self) {
         let contacts: Vec<Contact> = self.node.with_table(|t| t.iter().cloned().collect());
         if let Err(e) = self.db.save_contacts(&contacts) {
@@ -340,13 +352,30 @@ async fn maintain(
     refresh: Duration,
     republish: Duration,
 ) {
+    // The routing table is saved within a second of any change, from its
+    // own task, so a kill -9 loses at most that second.
+    let saver = {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let mut saved = [0u8; 32];
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let d = peer.table_digest();
+                if d != saved {
+                    let p = peer.clone();
+                    let _ = tokio::task::spawn_blocking(move || p.save_table()).await;
+                    saved = d;
+                }
+            }
+        })
+    };
+    let _saver = AbortOnDrop(saver);
     let mut n = peer.bootstrap(resolver.as_ref(), &seeds).await;
     peer.republish().await;
-    peer.save_table();
     let mut retry = Duration::from_secs(2);
     let mut last_refresh = Instant::now();
     let mut last_republish = Instant::now();
-    let mut last_save = Instant::now();
+    let mut last_expire = Instant::now();
     loop {
         let wait = if n == 0 && !seeds.is_empty() {
             retry
@@ -372,7 +401,7 @@ async fn maintain(
             peer.republish().await;
             last_republish = Instant::now();
         }
-        if last_save.elapsed() >= Duration::from_secs(60) {
+        if last_expire.elapsed() >= Duration::from_secs(60) {
             let dropped = peer.node.expire();
             let db = peer.db.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -383,8 +412,16 @@ async fn maintain(
             if dropped > 0 {
                 tracing::debug!(dropped, "expired records dropped");
             }
-            peer.save_table();
-            last_save = Instant::now();
+            last_expire = Instant::now();
         }
+    }
+}
+
+/// Aborts a task when dropped (when the task that owns it is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
