@@ -81,6 +81,99 @@ enum Command {
     /// Offline backups to N local directories, one per would-be supplier.
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Export this customer's keys, or import them on a new machine.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Write the customer's identity and master key to FILE (created 0600;
+    /// it must not exist). With it alone a new machine finds the suppliers
+    /// and restores everything: keep it offline and safe.
+    Export {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        keys: AgentKeysArg,
+    },
+    /// Put the keys from FILE (written by `key export`) into the customer's
+    /// key directory; then start the customer-agent, which finds its
+    /// supplier list in the DHT and its catalog on the suppliers.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        keys: AgentKeysArg,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AgentKeysArg {
+    /// The customer-agent's key directory [default: customer.keys_dir of
+    /// the config file].
+    #[arg(long, value_name = "DIR")]
+    keys: Option<PathBuf>,
+    /// The configuration file whose key directory is meant.
+    #[arg(long, value_name = "FILE", env = "BITDUST_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl AgentKeysArg {
+    fn dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(k) = &self.keys {
+            return Ok(k.clone());
+        }
+        let c = bitdust_config::Config::load(self.config.as_deref())?;
+        Ok(c.customer_keys())
+    }
+}
+
+/// `bitdustctl key ...`: works on the key files directly, without the agent.
+fn run_key(cmd: &KeyCommand, json: bool, quiet: bool) -> anyhow::Result<u8> {
+    match cmd {
+        KeyCommand::Export { file, keys } => {
+            let dir = keys.dir()?;
+            let ring = bitdust_crypto::KeyRing::open(&dir)?;
+            if file.exists() {
+                anyhow::bail!(
+                    "{} exists; give a new file name (an export never overwrites)",
+                    file.display()
+                );
+            }
+            let text = ring.export()?;
+            bitdust_crypto::keyfile::write_secret(file, text.as_bytes())?;
+            let id = ring.identity().node_id();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"node_id": id.to_string(), "file": file})
+                );
+            } else if !quiet {
+                println!(
+                    "exported the keys of {id} to {} (0600); keep it offline",
+                    file.display()
+                );
+            }
+        }
+        KeyCommand::Import { file, keys } => {
+            let dir = keys.dir()?;
+            let ring = bitdust_crypto::KeyRing::import(&dir, file)?;
+            let id = ring.identity().node_id();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"node_id": id.to_string(), "keys": dir})
+                );
+            } else if !quiet {
+                println!(
+                    "imported the keys of {id} into {}; start (or restart) the customer-agent to recover its backups",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(0)
 }
 
 #[derive(Args, Debug)]
@@ -283,12 +376,15 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
             Command::Restore { which, to } => c.restore(which.as_deref(), to, json, quiet).await,
             Command::Delete { which } => c.delete(which, json, quiet).await,
             Command::Suppliers { action } => c.suppliers(action.as_ref(), json, quiet).await,
-            Command::Local(_) => Ok(0),
+            Command::Local(_) | Command::Key(_) => Ok(0),
         }
     })
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
+    if let Command::Key(cmd) = &cli.command {
+        return run_key(cmd, cli.json, cli.quiet);
+    }
     let Command::Local(cmd) = &cli.command else {
         return match run_net(cli) {
             Ok(code) => Ok(code),

@@ -16,10 +16,11 @@ pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 #[derive(Subcommand, Debug)]
 pub(crate) enum SuppliersCommand {
     /// Hire the supplier at ADDR (host:port, or NODEID@host:port to pin its key)
-    /// for the first free position, or --position.
+    /// for the first free position, or --position. Without ADDR, hire
+    /// suppliers found in the DHT: for --position, or for every free position.
     Hire {
         #[arg(value_name = "ADDR")]
-        address: String,
+        address: Option<String>,
         /// Position to bind (0-based).
         #[arg(long)]
         position: Option<u32>,
@@ -427,24 +428,82 @@ impl Client {
                 }
             }
             Some(SuppliersCommand::Hire { address, position }) => {
-                let s = self
-                    .inner
-                    .hire_supplier(pb::HireSupplierRequest {
-                        address: address.clone(),
-                        position: *position,
-                    })
-                    .await?
-                    .into_inner();
+                // Without an address or position: every free position, one
+                // supplier from the DHT each.
+                let targets: Vec<Option<u32>> = if address.is_none() && position.is_none() {
+                    let l = self
+                        .inner
+                        .list_suppliers(pb::ListSuppliersRequest {})
+                        .await?
+                        .into_inner();
+                    let held: Vec<u32> = l.suppliers.iter().map(|s| s.position).collect();
+                    let free: Vec<Option<u32>> = (0..l.positions)
+                        .filter(|p| !held.contains(p))
+                        .map(Some)
+                        .collect();
+                    if free.is_empty() {
+                        return Err(Failure(
+                            EXIT_FAILED,
+                            format!(
+                                "all {} positions have a supplier; fire one first (bitdustctl suppliers fire POSITION)",
+                                l.positions
+                            ),
+                        ));
+                    }
+                    free
+                } else {
+                    vec![*position]
+                };
+                let mut hired = Vec::new();
+                for p in &targets {
+                    let r = self
+                        .inner
+                        .hire_supplier(pb::HireSupplierRequest {
+                            address: address.clone().unwrap_or_default(),
+                            position: *p,
+                        })
+                        .await;
+                    let s = match r {
+                        Ok(s) => s.into_inner(),
+                        Err(e) if hired.is_empty() => return Err(e.into()),
+                        Err(e) => {
+                            if json {
+                                println!(
+                                    "{}",
+                                    json!({"hired": hired.iter().map(info_json).collect::<Vec<_>>()})
+                                );
+                            }
+                            return Err(Failure(
+                                EXIT_FAILED,
+                                format!(
+                                    "hired {} of {} free positions, then: {}",
+                                    hired.len(),
+                                    targets.len(),
+                                    e.message()
+                                ),
+                            ));
+                        }
+                    };
+                    if !json && !quiet {
+                        println!(
+                            "hired {} at {} for position {} (quota {})",
+                            s.node_id,
+                            s.address,
+                            s.position,
+                            gib(s.quota_bytes)
+                        );
+                    }
+                    hired.push(s);
+                }
                 if json {
-                    println!("{}", info_json(&s));
-                } else if !quiet {
-                    println!(
-                        "hired {} at {} for position {} (quota {})",
-                        s.node_id,
-                        s.address,
-                        s.position,
-                        gib(s.quota_bytes)
-                    );
+                    if targets.len() == 1 {
+                        println!("{}", info_json(&hired[0]));
+                    } else {
+                        println!(
+                            "{}",
+                            json!({"hired": hired.iter().map(info_json).collect::<Vec<_>>()})
+                        );
+                    }
                 }
             }
             Some(SuppliersCommand::Fire { position }) => {

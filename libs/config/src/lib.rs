@@ -219,6 +219,9 @@ pub struct CustomerConfig {
     pub supplier_addresses: Vec<String>,
     /// Seconds to wait for a supplier to answer before counting it down.
     pub timeout_secs: u64,
+    /// Fill the positions the config lists no supplier for with suppliers
+    /// found in the DHT (through the local dht-peer).
+    pub hire_from_dht: bool,
 }
 
 impl Default for CustomerConfig {
@@ -236,6 +239,7 @@ impl Default for CustomerConfig {
             zstd_level: 3,
             supplier_addresses: Vec::new(),
             timeout_secs: 10,
+            hire_from_dht: true,
         }
     }
 }

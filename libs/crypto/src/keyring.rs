@@ -37,6 +37,16 @@ pub enum KeyRingError {
         "master.key and master.pub in {0} do not belong together; put back the pair from your key export"
     )]
     Mismatch(PathBuf),
+    /// An export file is not one.
+    #[error(
+        "{0} is not a BitDust key export (it needs a BITDUST-IDENTITY-1: line and an AGE-SECRET-KEY-1 line); give the file `bitdustctl key export` wrote"
+    )]
+    NotAnExport(PathBuf),
+    /// Importing over other keys.
+    #[error(
+        "{0} already holds other keys (node {1}); import into an empty directory, or move those keys away first"
+    )]
+    OtherKeys(PathBuf, String),
     /// The key directory has no keys at all.
     #[error(
         "no keys in {0}; make a backup first (keys are created on first use) or import your exported keys there"
@@ -147,6 +157,70 @@ impl KeyRing {
     }
 }
 
+const EXPORT_HEADER: &str = "# BitDust key export: this customer's identity and master key.\n\
+# Anyone holding this file can read and delete this customer's backups.\n\
+# Keep it offline; restore on a new machine with `bitdustctl key import FILE`.\n";
+
+impl KeyRing {
+    /// The text of a key export: the identity and the master secret, which
+    /// is everything a fresh machine needs to find and restore the backups.
+    pub fn export(&self) -> Result<Zeroizing<String>, KeyRingError> {
+        let master = self.master_key()?;
+        let mut out = Zeroizing::new(String::from(EXPORT_HEADER));
+        out.push_str(&encode_identity(&self.identity));
+        out.push_str(&master.to_secret_string());
+        out.push('\n');
+        Ok(out)
+    }
+
+    /// Writes the keys of export file `file` into `dir` (created 0700, the
+    /// secrets 0600). Importing the same keys again is a no-op; importing
+    /// over different keys is refused.
+    pub fn import(dir: &Path, file: &Path) -> Result<KeyRing, KeyRingError> {
+        let bytes = keyfile::read_secret(file)?;
+        let text =
+            std::str::from_utf8(&bytes).map_err(|_| KeyRingError::NotAnExport(file.to_owned()))?;
+        let identity_line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(IDENTITY_PREFIX))
+            .ok_or_else(|| KeyRingError::NotAnExport(file.to_owned()))?;
+        let identity = decode_identity(identity_line.as_bytes())
+            .ok_or_else(|| KeyRingError::NotAnExport(file.to_owned()))?;
+        let master = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+            .and_then(MasterKey::parse)
+            .ok_or_else(|| KeyRingError::NotAnExport(file.to_owned()))?;
+        if dir.join(IDENTITY_FILE).exists() || dir.join(MASTER_PUBLIC_FILE).exists() {
+            let held = KeyRing::open(dir)?;
+            if held.identity.node_id() != identity.node_id()
+                || held.master_recipient.to_string() != master.recipient().to_string()
+            {
+                return Err(KeyRingError::OtherKeys(
+                    dir.to_owned(),
+                    held.identity.node_id().to_string(),
+                ));
+            }
+        }
+        keyfile::create_key_dir(dir)?;
+        keyfile::write_secret(
+            &dir.join(MASTER_SECRET_FILE),
+            master.to_secret_string().as_bytes(),
+        )?;
+        keyfile::write_secret(
+            &dir.join(IDENTITY_FILE),
+            encode_identity(&identity).as_bytes(),
+        )?;
+        keyfile::write_public(
+            &dir.join(MASTER_PUBLIC_FILE),
+            format!("{}\n", master.recipient()).as_bytes(),
+        )?;
+        KeyRing::open(dir)
+    }
+}
+
 /// Loads the node identity kept alone in `path` (a supplier or DHT node has
 /// no master key), creating a new one (0600, in a 0700 directory) when the
 /// file does not exist. Returns whether it was created.
@@ -186,6 +260,40 @@ fn decode_identity(bytes: &[u8]) -> Option<Identity> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_export_imports_into_an_empty_directory_and_not_over_other_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ring, _) = KeyRing::open_or_create(&tmp.path().join("a")).unwrap();
+        let file = tmp.path().join("export.txt");
+        keyfile::write_secret(&file, ring.export().unwrap().as_bytes()).unwrap();
+        let b = KeyRing::import(&tmp.path().join("b"), &file).unwrap();
+        assert_eq!(b.identity().node_id(), ring.identity().node_id());
+        assert_eq!(
+            b.master_key().unwrap().recipient().to_string(),
+            ring.master_recipient().to_string()
+        );
+        let mode = std::fs::metadata(tmp.path().join("b/master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        // Again: the same keys, fine.
+        KeyRing::import(&tmp.path().join("b"), &file).unwrap();
+        // Over other keys: refused.
+        let (_, _) = KeyRing::open_or_create(&tmp.path().join("c")).unwrap();
+        let e = KeyRing::import(&tmp.path().join("c"), &file).err().unwrap();
+        assert!(e.to_string().contains("already holds other keys"), "{e}");
+        // Not an export.
+        let junk = tmp.path().join("junk");
+        keyfile::write_secret(&junk, b"hello\n").unwrap();
+        let e = KeyRing::import(&tmp.path().join("d"), &junk).err().unwrap();
+        assert!(e.to_string().contains("is not a BitDust key export"), "{e}");
+        // A world-readable export is refused like any key file.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(KeyRing::import(&tmp.path().join("e"), &file).is_err());
+    }
 
     #[test]
     fn created_once_then_reopened_and_master_can_go_offline() {

@@ -21,7 +21,12 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+mod network;
+
+pub use network::CATALOG_OBJECT;
+
 use crate::client::{PeerError, SupplierLink};
+use crate::discovery::Dht;
 use crate::netio::{self, Links, NetSink, NetSource};
 use crate::state::{PositionRecord, State, VersionRecord};
 
@@ -41,6 +46,8 @@ pub struct Agent {
     code: Code,
     rt: Handle,
     timeout: Duration,
+    dht: Dht,
+    list_changed: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,6 +125,7 @@ impl Agent {
         keys: KeyRing,
         state: Arc<State>,
     ) -> anyhow::Result<Agent> {
+        let config_dht_socket = config.dht_socket();
         let c = &config.customer;
         let scheme: Scheme = c
             .scheme
@@ -157,6 +165,8 @@ impl Agent {
             code,
             rt: Handle::current(),
             timeout,
+            dht: Dht::new(&config_dht_socket),
+            list_changed: tokio::sync::Notify::new(),
         };
         Ok(agent)
     }
@@ -309,6 +319,7 @@ impl Agent {
             return Err(Status::aborted(why));
         }
         netio::record(&self.state, position as usize, Ok(()));
+        self.list_changed.notify_one();
         tracing::info!(position, supplier = %node_id, %addr, quota = accepted.quota_bytes, "hired a supplier");
         Ok(pb::SupplierInfo {
             position,
@@ -347,6 +358,7 @@ impl Agent {
             }
         }
         link.reset().await;
+        self.list_changed.notify_one();
         tracing::info!(position, supplier = %link.node_id, "fired a supplier");
         Ok(pb::FireSupplierReply {
             node_id: link.node_id.to_string(),
@@ -628,7 +640,8 @@ impl Agent {
             Vec::new()
         };
         self.delete_versions(id, &prune).await?;
-        tracing::info!(backup = %id, version, blocks = m.blocks, failed = ?report.degraded_positions, "backup done");
+        let catalog_copies = self.upload_catalog().await?;
+        tracing::info!(backup = %id, version, blocks = m.blocks, failed = ?report.degraded_positions, catalog_copies, "backup done");
         Ok(pb::BackupDone {
             backup_id: id.to_string(),
             version,
@@ -838,6 +851,7 @@ impl pb::customer_server::Customer for CustomerService {
             )));
         }
         self.0.delete_versions(id, &versions).await?;
+        self.0.upload_catalog().await?;
         Ok(Response::new(pb::DeleteReply {
             deleted_versions: versions,
         }))
@@ -877,6 +891,9 @@ impl pb::customer_server::Customer for CustomerService {
         req: Request<pb::HireSupplierRequest>,
     ) -> Result<Response<pb::SupplierInfo>, Status> {
         let req = req.into_inner();
+        if req.address.is_empty() {
+            return Ok(Response::new(self.0.hire_from_dht(req.position).await?));
+        }
         Ok(Response::new(
             self.0.hire(&req.address, req.position).await?,
         ))

@@ -1,6 +1,8 @@
 //! The customer role of BitDust.
 //!
 //! - [`client`]: the peer protocol towards one supplier.
+//! - [`discovery`]: the DHT, through the local dht-peer: supplier offers and
+//!   the customer's own supplier list.
 //! - [`netio`]: the pipeline's fragment sink and source over those links.
 //! - [`state`]: supplier set, supplier statistics and the catalog (heed).
 //! - [`agent`]: the agent and its `bitdust.customer.v1.Customer` service.
@@ -8,6 +10,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod discovery;
 pub mod netio;
 pub mod state;
 
@@ -51,7 +54,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let socket = config.customer_socket();
     let listener = bitdust_daemon::bind_socket(&socket).await?;
-    let agent = Arc::new(agent::Agent::new(config.clone(), endpoint.clone(), keys, state).await?);
+    let agent =
+        Arc::new(agent::Agent::new(config.clone(), endpoint.clone(), keys, state.clone()).await?);
 
     let (router, health_reporter) = bitdust_daemon::with_standard_services(
         Server::builder(),
@@ -71,7 +75,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%node_id, socket = %socket.display(), "customer-agent ready");
     bitdust_daemon::notify_ready("ready");
     bitdust_daemon::spawn_watchdog();
-    tokio::spawn(agent.clone().hire_listed());
+    // A state with no suppliers and no backups, under keys that were not
+    // created just now (imported), is a machine being recovered.
+    let fresh = state.positions()?.is_empty() && state.versions()?.is_empty();
+    tokio::spawn(agent.clone().start_network(fresh && !created));
 
     bitdust_daemon::shutdown_signal().await;
     bitdust_daemon::notify_stopping();

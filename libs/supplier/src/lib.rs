@@ -5,9 +5,11 @@
 //! - [`store`]: crash-safe files plus an LMDB index (heed).
 //! - [`peer`]: the peer protocol over QUIC.
 //! - [`grpc`]: the local `bitdust.supplier.v1.Supplier` service.
+//! - [`offer`]: the signed offer it publishes in the DHT.
 //! - [`run`]: the whole daemon, for the thin `bitdust-supplier-store` binary.
 
 pub mod grpc;
+pub mod offer;
 pub mod peer;
 pub mod store;
 
@@ -68,6 +70,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = stop_rx.await;
         },
     ));
+    let publisher = match advertised(&config, listen) {
+        Some(address) if s.publish => Some(tokio::spawn(
+            offer::Publisher {
+                identity: bitdust_crypto::Identity::from_secret(&identity.secret()),
+                store: store.clone(),
+                address,
+                dht_socket: config.dht_socket(),
+                every: Duration::from_secs(s.publish_secs),
+            }
+            .run(),
+        )),
+        None if s.publish => {
+            tracing::warn!(%listen, "supplier.listen has no specific IP: set supplier.advertise to the host:port customers dial, or no offer is published in the DHT");
+            None
+        }
+        _ => None,
+    };
     let peers = tokio::spawn(peer::serve(endpoint.clone(), store));
     tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");
     bitdust_daemon::notify_ready(&format!("serving customers on {listen}"));
@@ -78,8 +97,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
     peers.abort();
+    if let Some(p) = publisher {
+        p.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("supplier-store stopped");
     Ok(())
+}
+
+/// The address published in the offer: `supplier.advertise`, or the bound
+/// address when its IP is a specific one.
+fn advertised(config: &Config, listen: std::net::SocketAddr) -> Option<String> {
+    match &config.supplier.advertise {
+        Some(a) => Some(a.clone()),
+        None if listen.ip().is_unspecified() => None,
+        None => Some(listen.to_string()),
+    }
 }

@@ -1,0 +1,114 @@
+//! The supplier's offer in the DHT: a record of kind `supplier`, signed with
+//! the supplier's own key (the one customers pin over QUIC), carrying its
+//! address and free space. It is handed to the local dht-peer, which stores
+//! it on the nodes closest to its key and republishes it; a fresh one (next
+//! sequence, new free space) replaces it every `supplier.publish_secs`, and
+//! each lives three times that long, so an offer outlives a missed refresh
+//! but not a supplier that is gone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitdust_crypto::Identity;
+use bitdust_dht::Record;
+use bitdust_proto::dht::v1 as pb;
+use prost::Message;
+
+use crate::store::Store;
+
+/// The record kind of a supplier's offer.
+pub const KIND: &str = "supplier";
+
+/// What is needed to publish offers.
+pub struct Publisher {
+    /// The supplier's identity.
+    pub identity: Identity,
+    /// The store, for the free space.
+    pub store: Arc<Store>,
+    /// `host:port` customers dial.
+    pub address: String,
+    /// The dht-peer's socket.
+    pub dht_socket: PathBuf,
+    /// Seconds between offers.
+    pub every: Duration,
+}
+
+impl Publisher {
+    /// The current offer, signed.
+    pub fn offer(&self, sequence: u64) -> Result<Record, crate::store::StoreError> {
+        let t = self.store.totals()?;
+        let l = self.store.limits();
+        let free = l.capacity.saturating_sub(t.allocated);
+        let payload = pb::SupplierOffer {
+            address: self.address.clone(),
+            capacity_bytes: l.capacity,
+            free_bytes: free,
+            accepting: free > 0 && t.customers < l.max_customers,
+        }
+        .encode_to_vec();
+        let lifetime = (self.every.as_secs() * 3).min(bitdust_dht::record::MAX_LIFETIME_SECS);
+        Ok(Record::sign(
+            &self.identity,
+            KIND,
+            sequence,
+            lifetime,
+            payload,
+        ))
+    }
+
+    async fn publish_once(&self, sequence: u64) -> Result<u32, String> {
+        let record = self.offer(sequence).map_err(|e| e.to_string())?;
+        let ch = bitdust_daemon::connect(&self.dht_socket)
+            .await
+            .map_err(|e| {
+                format!(
+                    "the dht-peer at {} does not answer: {e}",
+                    self.dht_socket.display()
+                )
+            })?;
+        let r = pb::dht_client::DhtClient::new(ch)
+            .put_record(pb::PutRecordRequest {
+                record: Some(pb::put_record_request::Record::Signed(record.to_proto())),
+                keep_published: true,
+            })
+            .await
+            .map_err(|e| e.message().to_owned())?;
+        Ok(r.into_inner().stored_on)
+    }
+
+    /// Publishes an offer now and every `every` after; retries every 5 s
+    /// while the dht-peer is not there.
+    pub async fn run(self) {
+        let mut last_seq = 0u64;
+        let mut warned = false;
+        loop {
+            let seq = bitdust_dht::record::now().max(last_seq + 1);
+            match self.publish_once(seq).await {
+                Ok(n) => {
+                    last_seq = seq;
+                    warned = false;
+                    tracing::info!(address = %self.address, stored_on = n, "published the supplier offer in the DHT");
+                    tokio::time::sleep(self.every).await;
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(
+                            "cannot publish the supplier offer yet (retrying every 5 s): {e}"
+                        );
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5).min(self.every)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a supplier offer from a DHT record of kind [`KIND`].
+pub fn parse_offer(record: &pb::Record) -> Option<pb::SupplierOffer> {
+    if record.kind != KIND {
+        return None;
+    }
+    pb::SupplierOffer::decode(record.payload.as_slice()).ok()
+}
