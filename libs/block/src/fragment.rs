@@ -142,3 +142,42 @@ pub fn read_fragment(r: &mut impl Read) -> Result<FragmentPrefix, FragmentError>
         payload_len: u64::from_le_bytes(len),
     })
 }
+
+/// A whole fragment object checked against its signed header: the header
+/// is signed by `customer`, names this backup, version, block and fragment,
+/// and the payload's BLAKE3 is the one the header lists. Returns the header
+/// and the payload.
+pub fn check_fragment<'a>(
+    bytes: &'a [u8],
+    customer: &bitdust_crypto::NodeId,
+    backup_id: crate::BackupId,
+    version: u64,
+    block: u64,
+    index: usize,
+) -> Result<(SignedHeader, &'a [u8]), String> {
+    let mut r = bytes;
+    let prefix = read_fragment(&mut r).map_err(|e| e.to_string())?;
+    if prefix.index != index {
+        return Err(format!("it is fragment {}, not {index}", prefix.index));
+    }
+    let signed = SignedHeader::verify(prefix.header_bytes, prefix.signature, customer)
+        .map_err(|e| e.to_string())?;
+    let h = &signed.header;
+    if h.backup_id != backup_id || h.version != version || h.block != block {
+        return Err(format!(
+            "its header is for backup {} version {} block {}, not this one",
+            h.backup_id, h.version, h.block
+        ));
+    }
+    if r.len() as u64 != prefix.payload_len || prefix.payload_len != h.fragment_len {
+        return Err("its payload length does not match its header".into());
+    }
+    let want = h
+        .fragment_hashes
+        .get(index)
+        .ok_or_else(|| format!("its header lists no fragment {index}"))?;
+    if blake3::hash(r).as_bytes() != want {
+        return Err("its payload does not match the hash in its signed header".into());
+    }
+    Ok((signed, r))
+}

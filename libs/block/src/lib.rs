@@ -18,7 +18,7 @@ mod seal;
 
 pub use fragment::{
     FORMAT_VERSION, FRAGMENT_MAGIC, FRAGMENT_PREFIX_LEN, FragmentError, FragmentPrefix,
-    MAX_HEADER_LEN, read_fragment, write_fragment,
+    MAX_HEADER_LEN, check_fragment, read_fragment, write_fragment,
 };
 pub use header::{BlockHeader, HeaderError, SignedHeader};
 pub use ids::{BackupId, BackupIdParseError};

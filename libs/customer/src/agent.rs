@@ -22,6 +22,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 mod network;
+mod upkeep;
 
 pub use network::CATALOG_OBJECT;
 
@@ -821,6 +822,7 @@ impl pb::customer_server::Customer for CustomerService {
                 scheme: r.scheme.clone(),
                 suppliers: r.suppliers,
                 missing_fragments: r.missing_positions.len() as u64 * r.blocks,
+                missing_positions: r.missing_positions.clone(),
             });
         }
         Ok(Response::new(pb::ListReply {
@@ -863,27 +865,27 @@ impl pb::customer_server::Customer for CustomerService {
     ) -> Result<Response<pb::ListSuppliersReply>, Status> {
         let a = &self.0;
         let reach = a.reachability().await;
-        let mut out = Vec::new();
-        for (p, rec) in a.state.positions().map_err(internal)? {
-            let s = a.state.stats(p).map_err(internal)?;
-            out.push(pb::SupplierInfo {
-                position: p,
-                node_id: rec.node_id,
-                address: rec.address,
-                reachable: matches!(reach.get(p as usize), Some(Some(Ok(_)))),
-                last_seen: s.last_seen,
-                failures: s.failures,
-                audits_passed: s.audits_passed,
-                audits_failed: s.audits_failed,
-                quota_bytes: rec.quota,
-                used_bytes: s.used,
-                last_error: s.last_error,
-            });
-        }
         Ok(Response::new(pb::ListSuppliersReply {
             positions: a.code.suppliers() as u32,
-            suppliers: out,
+            suppliers: a.supplier_infos(&reach)?,
         }))
+    }
+
+    async fn check_suppliers(
+        &self,
+        req: Request<pb::CheckSuppliersRequest>,
+    ) -> Result<Response<pb::ListSuppliersReply>, Status> {
+        Ok(Response::new(
+            self.0.check_suppliers(req.into_inner().audit).await?,
+        ))
+    }
+
+    async fn mark_repaired(
+        &self,
+        req: Request<pb::MarkRepairedRequest>,
+    ) -> Result<Response<pb::MarkRepairedReply>, Status> {
+        let missing_positions = self.0.mark_repaired(&req.into_inner())?;
+        Ok(Response::new(pb::MarkRepairedReply { missing_positions }))
     }
 
     async fn hire_supplier(

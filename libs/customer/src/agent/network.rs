@@ -245,6 +245,15 @@ impl Agent {
                 })
                 .collect(),
         };
+        if catalog.versions.is_empty() {
+            // Nothing to recover: no catalog is left behind either.
+            let mut set = tokio::task::JoinSet::new();
+            for l in self.links().into_iter().flatten() {
+                set.spawn(async move { l.delete(vec![CATALOG_OBJECT.to_owned()], "").await });
+            }
+            while set.join_next().await.is_some() {}
+            return Ok(0);
+        }
         let json = serde_json::to_vec(&catalog).map_err(internal)?;
         let mut sealed = Vec::new();
         bitdust_crypto::seal_into(

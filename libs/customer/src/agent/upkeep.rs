@@ -1,0 +1,181 @@
+//! What the rebuilder asks of the agent: checks of the suppliers (pings and
+//! audits, recorded in the statistics) and the record of repaired positions.
+
+use bitdust_block::BackupId;
+use std::future::Future;
+
+use rand::Rng;
+
+use super::*;
+
+impl Agent {
+    /// The suppliers with their statistics; `reach` as from a ping of all.
+    pub(super) fn supplier_infos(
+        &self,
+        reach: &[Option<Result<bitdust_proto::peer::v1::Pong, PeerError>>],
+    ) -> Result<Vec<pb::SupplierInfo>, Status> {
+        let mut out = Vec::new();
+        for (p, rec) in self.state.positions().map_err(internal)? {
+            let s = self.state.stats(p).map_err(internal)?;
+            out.push(pb::SupplierInfo {
+                position: p,
+                node_id: rec.node_id,
+                address: rec.address,
+                reachable: matches!(reach.get(p as usize), Some(Some(Ok(_)))),
+                last_seen: s.last_seen,
+                failures: s.failures,
+                audits_passed: s.audits_passed,
+                audits_failed: s.audits_failed,
+                quota_bytes: rec.quota,
+                used_bytes: s.used,
+                last_error: s.last_error,
+                failures_in_a_row: s.failures_in_a_row,
+                hired_at: rec.hired_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Pings every supplier and, with `audit`, audits each that answered.
+    pub async fn check_suppliers(&self, audit: bool) -> Result<pb::ListSuppliersReply, Status> {
+        let reach = self.reachability().await;
+        if audit {
+            let mut set = tokio::task::JoinSet::new();
+            for (p, r) in reach.iter().enumerate() {
+                if matches!(r, Some(Ok(_)))
+                    && let Some(job) = self.audit_job(p)?
+                {
+                    set.spawn(job);
+                }
+            }
+            while let Some(Ok((p, outcome))) = set.join_next().await {
+                match outcome {
+                    Ok(()) => {
+                        let _ = self.state.update_stats(p as u32, |s| s.audits_passed += 1);
+                    }
+                    Err(AuditFailure::Failed(why)) => {
+                        tracing::warn!(position = p, "supplier failed an audit: {why}");
+                        let _ = self.state.update_stats(p as u32, |s| {
+                            s.audits_failed += 1;
+                            s.last_error = format!("audit failed: {why}");
+                        });
+                    }
+                    // Unreachable now: the pings count that, not the audit.
+                    Err(AuditFailure::Unreachable) => {}
+                }
+            }
+        }
+        Ok(pb::ListSuppliersReply {
+            positions: self.code.suppliers() as u32,
+            suppliers: self.supplier_infos(&reach)?,
+        })
+    }
+
+    /// An audit of position `p`: one random block of one random version
+    /// it should hold, its data fragment fetched and checked against the
+    /// block's signed header. `None` when it should hold nothing yet.
+    fn audit_job(
+        &self,
+        p: usize,
+    ) -> Result<Option<impl Future<Output = AuditOutcome> + use<>>, Status> {
+        let Some(link) = self.links().get(p).cloned().flatten() else {
+            return Ok(None);
+        };
+        let held: Vec<(BackupId, u64, VersionRecord)> = self
+            .state
+            .versions()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(_, _, r)| {
+                r.blocks > 0
+                    && !r.missing_positions.contains(&(p as u32))
+                    && r.supplier_set
+                        .get(p)
+                        .is_some_and(|s| *s == link.node_id.to_string())
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(None);
+        }
+        let mut rng = rand::rng();
+        let (id, version, rec) = held[rng.random_range(0..held.len())].clone();
+        let block = rng.random_range(0..rec.blocks);
+        let Ok(code) = rec
+            .scheme
+            .parse::<Scheme>()
+            .map_err(|_| ())
+            .and_then(|s| Code::new(s, rec.suppliers as usize).map_err(|_| ()))
+        else {
+            return Ok(None);
+        };
+        let f = code.position_fragments(p)[0];
+        let customer = self.node_id();
+        let state = self.state.clone();
+        Ok(Some(async move {
+            let name = netio::fragment_object(id, version, block, f);
+            let r = match link.get(&name, MAX_FRAGMENT_OBJECT).await {
+                Ok(Some(bytes)) => {
+                    bitdust_block::check_fragment(&bytes, &customer, id, version, block, f)
+                        .map(|_| ())
+                        .map_err(|e| AuditFailure::Failed(format!("{name}: {e}")))
+                }
+                Ok(None) => Err(AuditFailure::Failed(format!("it lost {name}"))),
+                Err(e @ PeerError::Unreachable(_)) => {
+                    netio::record(&state, p, Err(&e));
+                    Err(AuditFailure::Unreachable)
+                }
+                Err(e) => Err(AuditFailure::Failed(format!("{name}: {e}"))),
+            };
+            (p, r)
+        }))
+    }
+
+    /// Records that the supplier `node_id` at `position` holds every
+    /// fragment of `position` of the version.
+    pub fn mark_repaired(&self, req: &pb::MarkRepairedRequest) -> Result<Vec<u32>, Status> {
+        let id: BackupId = req.backup_id.parse().map_err(|_| {
+            Status::invalid_argument(format!("{:?} is not a backup id", req.backup_id))
+        })?;
+        let held = self
+            .links()
+            .get(req.position as usize)
+            .cloned()
+            .flatten()
+            .map(|l| l.node_id.to_string());
+        if held.as_deref() != Some(req.node_id.as_str()) {
+            return Err(Status::failed_precondition(format!(
+                "position {} is not held by {} any more; rebuild it onto its current supplier",
+                req.position, req.node_id
+            )));
+        }
+        let mut rec = self
+            .state
+            .versions_of(id)
+            .map_err(internal)?
+            .into_iter()
+            .find(|(v, _)| *v == req.version)
+            .map(|(_, r)| r)
+            .ok_or_else(|| {
+                Status::not_found(format!("backup {id} has no version {}", req.version))
+            })?;
+        rec.missing_positions.retain(|&p| p != req.position);
+        if let Some(s) = rec.supplier_set.get_mut(req.position as usize) {
+            s.clone_from(&req.node_id);
+        }
+        self.state
+            .put_version(id, req.version, &rec)
+            .map_err(internal)?;
+        Ok(rec.missing_positions)
+    }
+}
+
+/// The position audited and how it went.
+type AuditOutcome = (usize, Result<(), AuditFailure>);
+
+/// Why an audit did not pass.
+enum AuditFailure {
+    /// The supplier did not answer (counted by the pings).
+    Unreachable,
+    /// It answered wrongly, or lost the fragment.
+    Failed(String),
+}
