@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bitdust/customer/v1/customer.proto",
         "bitdust/dht/v1/dht.proto",
         "bitdust/dht/v1/service.proto",
+        "bitdust/rebuilder/v1/rebuilder.proto",
     ]
     .map(|f| root.join(f));
     for f in &files {

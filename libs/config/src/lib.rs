@@ -81,6 +81,8 @@ pub struct Config {
     pub supplier: SupplierConfig,
     /// The customer-agent daemon.
     pub customer: CustomerConfig,
+    /// The rebuilder daemon.
+    pub rebuilder: RebuilderConfig,
     /// Where the file was read from (not a key).
     #[serde(skip)]
     pub path: PathBuf,
@@ -94,6 +96,7 @@ impl Default for Config {
             dht: DhtConfig::default(),
             supplier: SupplierConfig::default(),
             customer: CustomerConfig::default(),
+            rebuilder: RebuilderConfig::default(),
             path: PathBuf::from(DEFAULT_PATH),
         }
     }
@@ -244,6 +247,43 @@ impl Default for CustomerConfig {
     }
 }
 
+/// `[rebuilder]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebuilderConfig {
+    /// The gRPC socket; default `<run_dir>/rebuilder.sock`.
+    pub socket: Option<PathBuf>,
+    /// The state directory (the rebuild queue); default `<state_dir>/rebuilder`.
+    pub state_dir: Option<PathBuf>,
+    /// Seconds between checks (pings) of the customer's suppliers.
+    pub check_secs: u64,
+    /// Every how many checks the suppliers are also audited (0: never).
+    pub audit_every: u32,
+    /// Unreachable suppliers at which the least reliable one is fired; 0:
+    /// the map's (1 for 2 and 4 suppliers, 2 for 7, 13 and 18, 3 for 26,
+    /// 5 for 64).
+    pub fire_threshold: u32,
+    /// A supplier unreachable this many seconds is fired whatever the
+    /// threshold.
+    pub unreachable_secs: u64,
+    /// A supplier that failed this many audits is fired.
+    pub max_failed_audits: u64,
+}
+
+impl Default for RebuilderConfig {
+    fn default() -> Self {
+        RebuilderConfig {
+            socket: None,
+            state_dir: None,
+            check_secs: 60,
+            audit_every: 10,
+            fire_threshold: 0,
+            unreachable_secs: 24 * 3600,
+            max_failed_audits: 3,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`, or the default path when `None` (whose absence means
     /// "all defaults"; an explicitly given file must exist).
@@ -361,6 +401,25 @@ impl Config {
         if d.max_records == 0 || d.store_burst == 0 {
             return Err(self.invalid("dht.max_records", "limits must be at least 1"));
         }
+        let r = &self.rebuilder;
+        if r.check_secs == 0 || r.unreachable_secs == 0 {
+            return Err(self.invalid(
+                "rebuilder.check_secs",
+                "intervals must be at least 1 second",
+            ));
+        }
+        if r.fire_threshold as usize > c.suppliers {
+            return Err(self.invalid(
+                "rebuilder.fire_threshold",
+                format!(
+                    "{} is more than the {} positions",
+                    r.fire_threshold, c.suppliers
+                ),
+            ));
+        }
+        if r.max_failed_audits == 0 {
+            return Err(self.invalid("rebuilder.max_failed_audits", "must be at least 1"));
+        }
         let s = &self.supplier;
         if s.publish_secs == 0 {
             return Err(self.invalid("supplier.publish_secs", "must be at least 1"));
@@ -388,6 +447,22 @@ impl Config {
             .state_dir
             .clone()
             .unwrap_or_else(|| self.state_dir.join("dht"))
+    }
+
+    /// The rebuilder's gRPC socket.
+    pub fn rebuilder_socket(&self) -> PathBuf {
+        self.rebuilder
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.run_dir.join("rebuilder.sock"))
+    }
+
+    /// The rebuilder's state directory.
+    pub fn rebuilder_state(&self) -> PathBuf {
+        self.rebuilder
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("rebuilder"))
     }
 
     /// The supplier's gRPC socket.

@@ -43,6 +43,14 @@ pub mod dht {
     }
 }
 
+/// The local gRPC service of bitdust-rebuilder.
+pub mod rebuilder {
+    /// Version 1.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/bitdust.rebuilder.v1.rs"));
+    }
+}
+
 /// Every message and service above as a serialized `FileDescriptorSet`, for
 /// gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

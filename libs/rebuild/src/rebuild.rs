@@ -1,0 +1,235 @@
+//! Rebuilding one block of one position onto a new supplier: fetch only the
+//! fragments the decoder needs for that position (the ECC library's minimal
+//! plan), check each against the block's signed header, regenerate the
+//! position's Data and Parity fragments, check them against the same
+//! signed hashes, and upload them. Ciphertext only: no key but the
+//! customer's identity (to be let in by the suppliers) is needed.
+
+use std::sync::Arc;
+
+use bitdust_block::{BackupId, SignedHeader, check_fragment, write_fragment};
+use bitdust_crypto::NodeId;
+use bitdust_customer::client::SupplierLink;
+use bitdust_customer::netio::{fragment_object, manifest_object};
+use bitdust_ecc::Code;
+
+/// The largest fragment object fetched.
+const MAX_OBJECT: u64 = (bitdust_block::MAX_BLOCK_LEN / 2) + (1 << 20);
+/// The largest manifest fetched.
+const MAX_MANIFEST: u64 = 64 << 20;
+
+/// One block could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// Too few fragments can be had from the other suppliers now.
+    #[error("block {block}: too few fragments are available from the other suppliers ({0}); waiting for more of them to be reachable", .reason)]
+    NotEnough {
+        /// The block.
+        block: u64,
+        /// What was missing.
+        reason: String,
+    },
+    /// The new supplier did not take a fragment.
+    #[error("uploading to the new supplier {target} failed: {reason}")]
+    Upload {
+        /// The supplier.
+        target: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// A regenerated fragment does not match its signed hash (never
+    /// uploaded).
+    #[error(
+        "block {block}: the regenerated fragment {fragment} does not match the hash in its signed header; it was not uploaded"
+    )]
+    Mismatch {
+        /// The block.
+        block: u64,
+        /// The fragment.
+        fragment: usize,
+    },
+}
+
+/// What one rebuild step needs.
+pub struct Block<'a> {
+    /// The customer (signer of every header).
+    pub customer: NodeId,
+    /// The backup.
+    pub backup_id: BackupId,
+    /// Its version.
+    pub version: u64,
+    /// The version's code.
+    pub code: &'a Code,
+    /// The suppliers by position (`None`: none, or known unreachable).
+    pub links: &'a [Option<Arc<SupplierLink>>],
+    /// The position rebuilt.
+    pub position: usize,
+}
+
+/// What a rebuilt block cost.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Done {
+    /// Fragments fetched.
+    pub fetched: usize,
+    /// Bytes uploaded.
+    pub uploaded: u64,
+}
+
+impl Block<'_> {
+    fn target(&self) -> Result<&Arc<SupplierLink>, RebuildError> {
+        self.links[self.position]
+            .as_ref()
+            .ok_or_else(|| RebuildError::NotEnough {
+                block: 0,
+                reason: "the position has no supplier".into(),
+            })
+    }
+
+    /// Copies the version's signed manifest to the new supplier (from the
+    /// first other supplier whose copy verifies), unless it has one.
+    pub async fn copy_manifest(&self) -> Result<(), RebuildError> {
+        let target = self.target()?;
+        let name = manifest_object(self.backup_id, self.version);
+        if let Ok(Some(_)) = target.get(&name, MAX_MANIFEST).await {
+            return Ok(());
+        }
+        for (p, l) in self.links.iter().enumerate() {
+            let Some(l) = l.as_ref().filter(|_| p != self.position) else {
+                continue;
+            };
+            let Ok(Some(bytes)) = l.get(&name, MAX_MANIFEST).await else {
+                continue;
+            };
+            match bitdust_block::Manifest::from_signed_bytes(&bytes, &self.customer) {
+                Ok(m) if m.backup_id == self.backup_id && m.version == self.version => {
+                    return target.put(&name, &bytes).await.map(|_| ()).map_err(|e| {
+                        RebuildError::Upload {
+                            target: target.node_id,
+                            reason: e.to_string(),
+                        }
+                    });
+                }
+                _ => tracing::warn!(position = p, "a manifest copy does not verify; skipped"),
+            }
+        }
+        Err(RebuildError::NotEnough {
+            block: 0,
+            reason: format!("no other supplier returned the manifest {name}"),
+        })
+    }
+
+    /// Rebuilds `block` of the position onto its supplier.
+    pub async fn rebuild(&self, block: u64) -> Result<Done, RebuildError> {
+        let code = self.code;
+        let count = code.fragment_count();
+        let target = self.target()?;
+        // A fragment is worth asking for when another supplier holds it and
+        // it has not failed yet.
+        let mut failed = vec![false; count];
+        let mut got: Vec<Option<Vec<u8>>> = vec![None; count];
+        let mut header: Option<SignedHeader> = None;
+        let mut done = Done::default();
+        loop {
+            let available: Vec<bool> = (0..count)
+                .map(|f| {
+                    let p = code.fragment_position(f);
+                    p != self.position && self.links[p].is_some() && !failed[f]
+                })
+                .collect();
+            let plan = code.rebuild_plan(self.position, &available).map_err(|e| {
+                RebuildError::NotEnough {
+                    block,
+                    reason: e.to_string(),
+                }
+            })?;
+            let wanted: Vec<usize> = plan.into_iter().filter(|&f| got[f].is_none()).collect();
+            if wanted.is_empty() {
+                break;
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for f in wanted {
+                let Some(link) = self.links[code.fragment_position(f)].clone() else {
+                    failed[f] = true;
+                    continue;
+                };
+                let name = fragment_object(self.backup_id, self.version, block, f);
+                set.spawn(async move { (f, link.get(&name, MAX_OBJECT).await) });
+            }
+            while let Some(Ok((f, r))) = set.join_next().await {
+                done.fetched += 1;
+                let bytes = match r {
+                    Ok(Some(b)) => b,
+                    Ok(None) => {
+                        failed[f] = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(fragment = f, block, error = %e, "a fragment could not be fetched");
+                        failed[f] = true;
+                        continue;
+                    }
+                };
+                match check_fragment(
+                    &bytes,
+                    &self.customer,
+                    self.backup_id,
+                    self.version,
+                    block,
+                    f,
+                ) {
+                    Ok((h, payload)) => {
+                        got[f] = Some(payload.to_vec());
+                        header.get_or_insert(h);
+                    }
+                    Err(e) => {
+                        tracing::warn!(fragment = f, block, "a fetched fragment is rejected: {e}");
+                        failed[f] = true;
+                    }
+                }
+            }
+        }
+        let header = header.ok_or_else(|| RebuildError::NotEnough {
+            block,
+            reason: "no fragment of the block could be fetched".into(),
+        })?;
+        let flen = header.header.fragment_len as usize;
+        let mut buf = vec![0u8; count * flen];
+        let mut present = vec![false; count];
+        for (f, g) in got.iter().enumerate() {
+            if let Some(payload) = g {
+                buf[f * flen..(f + 1) * flen].copy_from_slice(payload);
+                present[f] = true;
+            }
+        }
+        drop(got);
+        code.reconstruct_position(self.position, &mut buf, flen, &mut present)
+            .map_err(|e| RebuildError::NotEnough {
+                block,
+                reason: e.to_string(),
+            })?;
+        let mut out = Vec::with_capacity(flen + 8192);
+        for f in code.position_fragments(self.position) {
+            let payload = &buf[f * flen..(f + 1) * flen];
+            if header.header.fragment_hashes.get(f) != Some(blake3::hash(payload).as_bytes()) {
+                return Err(RebuildError::Mismatch { block, fragment: f });
+            }
+            out.clear();
+            write_fragment(&mut out, &header, f, code.fragment_kind(f), payload).map_err(|e| {
+                RebuildError::Upload {
+                    target: target.node_id,
+                    reason: e.to_string(),
+                }
+            })?;
+            let name = fragment_object(self.backup_id, self.version, block, f);
+            target
+                .put(&name, &out)
+                .await
+                .map_err(|e| RebuildError::Upload {
+                    target: target.node_id,
+                    reason: e.to_string(),
+                })?;
+            done.uploaded += out.len() as u64;
+        }
+        Ok(done)
+    }
+}
