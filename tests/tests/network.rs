@@ -20,7 +20,14 @@ struct Net {
 }
 
 impl Net {
+    /// A devnet whose rebuilder checks only hourly (nothing is replaced
+    /// while a test runs).
     fn up(suppliers: usize, spare: usize) -> Net {
+        Net::up_checking(suppliers, spare, 3600)
+    }
+
+    /// A devnet whose rebuilder checks every `check_secs`.
+    fn up_checking(suppliers: usize, spare: usize, check_secs: u64) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(bin("bitdust-devnet"))
             .args([
@@ -29,6 +36,8 @@ impl Net {
                 &suppliers.to_string(),
                 "--spare",
                 &spare.to_string(),
+                "--check-secs",
+                &check_secs.to_string(),
                 "--dir",
             ])
             .arg(dir.path())
@@ -565,6 +574,30 @@ fn reflection_and_health_answer_on_every_socket() {
     );
     let health = grpcurl(&supplier, &["grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
+    for (sock, service) in [
+        (net.run_dir().join("dht.sock"), "bitdust.dht.v1.Dht"),
+        (
+            net.run_dir().join("rebuilder.sock"),
+            "bitdust.rebuilder.v1.Rebuilder",
+        ),
+        (
+            net.node("supplier-1").join("run/dht.sock"),
+            "bitdust.dht.v1.Dht",
+        ),
+    ] {
+        let list = grpcurl(&sock, &["list"]);
+        assert_eq!(
+            list.lines().collect::<Vec<_>>(),
+            [service, "grpc.health.v1.Health"]
+        );
+        let status = grpcurl(&sock, &[&format!("{service}/Status")]);
+        assert!(status.contains('{'), "{status}");
+    }
+    let dht = grpcurl(
+        &net.run_dir().join("dht.sock"),
+        &["bitdust.dht.v1.Dht/Status"],
+    );
+    assert!(dht.contains("\"routingTableSize\""), "{dht}");
     let describe = grpcurl(&customer, &["describe", "bitdust.customer.v1.Customer"]);
     assert!(describe.contains("rpc Backup"), "{describe}");
     // Sockets are owner and group only.
@@ -977,4 +1010,257 @@ fn a_listed_supplier_that_is_down_at_start_is_hired_when_it_comes_back() {
     assert_eq!(at1["node_id"], net.node_id("supplier-2").to_string());
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, for at most `secs`.
+fn poll<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn the_rebuilder_replaces_three_dead_suppliers_so_three_more_can_die() {
+    let net = Net::up_checking(7, 3, 2);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 11, 2);
+    let src_s = src.display().to_string();
+    let b = net.ok(&["backup", &src_s]);
+    let blocks = b["blocks"].as_u64().unwrap();
+    assert!(blocks >= 2, "{b}");
+    let originals: Vec<String> = (0..7)
+        .map(|i| net.node_id(&format!("supplier-{i}")).to_string())
+        .collect();
+    let spares: Vec<String> = (7..10)
+        .map(|i| net.node_id(&format!("supplier-{i}")).to_string())
+        .collect();
+    // Three of seven die: the map's tolerance.
+    for i in [0, 3, 5] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    // The rebuilder fires them, hires the spares from the DHT and rebuilds
+    // positions 0, 3 and 5 of the version.
+    let status = poll(
+        "the rebuilder to replace and rebuild 3 positions",
+        240,
+        || {
+            let st = net.ok(&["rebuild", "status"]);
+            let list = net.ok(&["list"]);
+            let missing = list[0]["versions"][0]["missing_fragments"]
+                .as_u64()
+                .unwrap_or(1);
+            (st["suppliers_fired"].as_u64() >= Some(3)
+                && st["queue"].as_array().is_some_and(Vec::is_empty)
+                && missing == 0)
+                .then_some(st)
+        },
+    );
+    assert!(
+        status["blocks_rebuilt"].as_u64().unwrap() >= 3 * blocks,
+        "{status}"
+    );
+    let sup = net.ok(&["suppliers"]);
+    let ids: Vec<String> = sup["suppliers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 7, "{sup}");
+    for p in [0, 3, 5] {
+        assert!(
+            spares.contains(&ids[p]),
+            "position {p} holds {} now",
+            ids[p]
+        );
+    }
+    for p in [1, 2, 4, 6] {
+        assert_eq!(ids[p], originals[p]);
+    }
+    // Three of the original suppliers that were still up die too: only the
+    // rebuilt positions make the restore possible.
+    for i in [1, 2, 4] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let out = net.dir.path().join("out");
+    let r = net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_eq!(r["version"], 1);
+    assert_same_tree(&src, &restored_path(&out, &src));
+    // The text form of the status says what happened.
+    let o = net.ctl(&["rebuild", "status"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("fire threshold 2"), "{text}");
+}
+
+#[test]
+fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores() {
+    let net = Net::up(4, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 5, 1);
+    let src_s = src.display().to_string();
+    net.ok(&["backup", &src_s]);
+    let b2 = net.ok(&["backup", &src_s]);
+    assert_eq!(b2["version"], 2);
+    let customer = net.node("customer");
+    let export = net.dir.path().join("key-export.txt");
+    let keys = customer.join("state/customer/keys");
+    let out = bitdust_tests::ctl(
+        &keys,
+        &[
+            "key",
+            "export",
+            &export.display().to_string(),
+            "--keys",
+            &keys.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&export).unwrap().permissions())
+            & 0o777;
+    assert_eq!(mode, 0o600);
+    // An export never overwrites.
+    let again = bitdust_tests::ctl(
+        &keys,
+        &[
+            "key",
+            "export",
+            &export.display().to_string(),
+            "--keys",
+            &keys.display().to_string(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+
+    // The customer's machine is lost: every daemon killed, all state gone.
+    for d in [
+        "bitdust-rebuilder",
+        "bitdust-customer-agent",
+        "bitdust-dht-peer",
+    ] {
+        net.kill9("customer", d);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(&customer).unwrap();
+
+    // A fresh machine: a dht-peer that knows only the seed, the key
+    // imported, then the agent with no supplier listed.
+    let fresh = net.dir.path().join("fresh");
+    let seed = std::fs::read_to_string(net.node("dht-seed").join("node-id")).unwrap();
+    let seed_addr = {
+        let cfg = std::fs::read_to_string(net.node("supplier-0").join("bitdust.toml")).unwrap();
+        cfg.lines()
+            .find(|l| l.starts_with("bootstrap"))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(seed_addr.contains(seed.trim()));
+    let cfg = fresh.join("bitdust.toml");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[dht]\nlisten = \"127.0.0.1:0\"\n{seed_addr}\n[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = 4\ntimeout_secs = 3\n",
+            fresh.join("run"),
+            fresh.join("state")
+        ),
+    )
+    .unwrap();
+    let new_keys = fresh.join("state/customer/keys");
+    let imp = bitdust_tests::ctl(
+        &new_keys,
+        &[
+            "key",
+            "import",
+            &export.display().to_string(),
+            "--config",
+            &cfg.display().to_string(),
+        ],
+    );
+    assert!(imp.status.success(), "{}", stderr(&imp));
+    let spawn = |daemon: &str| {
+        Command::new(bin(daemon))
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut dht = spawn("bitdust-dht-peer");
+    let mut agent = spawn("bitdust-customer-agent");
+    let ctl = |args: &[&str]| -> Output {
+        Command::new(bin("bitdustctl"))
+            .arg("--run-dir")
+            .arg(fresh.join("run"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let list = poll("the agent to recover its catalog", 120, || {
+        let o = ctl(&["list"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v.as_array()?.len() == 1).then_some(v)
+    });
+    let versions = list[0]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{list}");
+    let st: serde_json::Value = serde_json::from_slice(&ctl(&["status"]).stdout).unwrap();
+    assert_eq!(st["hired"], 4, "{st}");
+    let out = net.dir.path().join("out");
+    let o = ctl(&["restore", "--to", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&src, &restored_path(&out, &src));
+    // And it backs up on as the same customer: version 3 of the same backup.
+    let o = ctl(&["backup", &src_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b3: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (b3["backup_id"].clone(), b3["version"].clone()),
+        (b2["backup_id"].clone(), 3.into())
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = dht.kill();
+    let _ = dht.wait();
+}
+
+#[test]
+fn suppliers_hire_without_an_address_finds_one_in_the_dht_or_says_why_not() {
+    let net = Net::up(2, 2);
+    let spares: Vec<String> = (2..4)
+        .map(|i| net.node_id(&format!("supplier-{i}")).to_string())
+        .collect();
+    net.ok(&["suppliers", "fire", "1"]);
+    let fired = net.node_id("supplier-1").to_string();
+    let h = net.ok(&["suppliers", "hire"]);
+    let hired = h["node_id"].as_str().unwrap().to_owned();
+    assert_eq!(h["position"], 1, "{h}");
+    assert!(spares.contains(&hired) || hired == fired, "{h}");
+    assert_ne!(hired, net.node_id("supplier-0").to_string());
+    // All positions held: a clear refusal.
+    let o = net.ctl(&["suppliers", "hire"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("all 2 positions have a supplier"),
+        "{}",
+        stderr(&o)
+    );
+    // No supplier left to offer: every one not hired is down.
+    net.ok(&["suppliers", "fire", "1"]);
+    for i in 1..4 {
+        let id = net.node_id(&format!("supplier-{i}")).to_string();
+        if id != net.node_id("supplier-0").to_string() {
+            net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+        }
+    }
+    let o = net.ctl(&["suppliers", "hire", "--position", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("the network could not supply a supplier"), "{e}");
 }

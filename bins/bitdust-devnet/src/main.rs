@@ -2,6 +2,9 @@
 //! processes of the real binaries, for demos, tests and benchmarks.
 //!
 //! ```text
+//! DIR/nodes/dht-seed/                 the DHT node every other bootstraps from
+//! DIR/nodes/supplier-<i>/              a dht-peer and a supplier-store
+//! DIR/nodes/customer/                  a dht-peer, customer-agent and rebuilder
 //! DIR/nodes/<name>/bitdust.toml        its config
 //! DIR/nodes/<name>/node-id             its node id
 //! DIR/nodes/<name>/<daemon>.pid        each daemon's pid
@@ -42,9 +45,14 @@ enum Cmd {
         /// Suppliers the customer hires: 2, 4, 7, 13, 18, 26 or 64.
         #[arg(long, default_value_t = 7)]
         suppliers: usize,
-        /// Extra suppliers, running but not hired.
+        /// Extra suppliers, running but not hired: the rebuilder hires
+        /// them (found in the DHT) to replace failed ones.
         #[arg(long, default_value_t = 0)]
         spare: usize,
+        /// Seconds between the rebuilder's checks of the suppliers (one
+        /// unreachable 5 times as long, or 10 s at least, is replaced).
+        #[arg(long, default_value_t = 60)]
+        check_secs: u64,
     },
     /// On a fresh devnet: back PATH up, kill as many suppliers as the map
     /// tolerates, restore, check the restore is bit-exact, report.
@@ -71,13 +79,44 @@ fn sibling(name: &str) -> PathBuf {
 struct Node {
     name: String,
     dir: PathBuf,
-    child: Option<Child>,
+    /// Its daemons, by binary name.
+    children: Vec<(String, Child)>,
     node_id: String,
     listen: String,
 }
 
+impl Node {
+    fn new(name: &str, dir: PathBuf) -> Node {
+        Node {
+            name: name.into(),
+            dir,
+            children: Vec::new(),
+            node_id: String::new(),
+            listen: String::new(),
+        }
+    }
+
+    fn start(&mut self, daemon: &str, config: &Path) -> anyhow::Result<()> {
+        let child = spawn(&self.dir, daemon, config)?;
+        self.children.push((daemon.into(), child));
+        Ok(())
+    }
+}
+
+/// Knobs of a devnet.
+#[derive(Clone, Copy, Debug)]
+struct Options {
+    /// Suppliers the customer hires.
+    n: usize,
+    /// Suppliers running but not hired at first.
+    spare: usize,
+    /// The rebuilder's check interval.
+    check_secs: u64,
+}
+
 struct Devnet {
     dir: PathBuf,
+    seed: Option<Node>,
     suppliers: Vec<Node>,
     customer: Option<Node>,
 }
@@ -145,6 +184,14 @@ async fn supplier_status(sock: &Path) -> anyhow::Result<spb::StatusReply> {
     Ok(c.status(spb::StatusRequest {}).await?.into_inner())
 }
 
+async fn dht_status(sock: &Path) -> anyhow::Result<bitdust_proto::dht::v1::StatusResponse> {
+    let ch = bitdust_daemon::connect(sock).await?;
+    let mut c = bitdust_proto::dht::v1::dht_client::DhtClient::new(ch);
+    Ok(c.status(bitdust_proto::dht::v1::StatusRequest {})
+        .await?
+        .into_inner())
+}
+
 async fn customer_status(sock: &Path) -> anyhow::Result<cpb::StatusReply> {
     let ch = bitdust_daemon::connect(sock).await?;
     let mut c = cpb::customer_client::CustomerClient::new(ch);
@@ -152,7 +199,8 @@ async fn customer_status(sock: &Path) -> anyhow::Result<cpb::StatusReply> {
 }
 
 impl Devnet {
-    async fn up(dir: &Path, n: usize, spare: usize) -> anyhow::Result<Devnet> {
+    async fn up(dir: &Path, o: Options) -> anyhow::Result<Devnet> {
+        let (n, spare) = (o.n, o.spare);
         if !bitdust_ecc::SUPPLIER_COUNTS.contains(&n) {
             bail!("--suppliers {n} is not one of 2, 4, 7, 13, 18, 26, 64");
         }
@@ -160,24 +208,37 @@ impl Devnet {
         let dir = fs::canonicalize(dir)?;
         let mut net = Devnet {
             dir: dir.clone(),
+            seed: None,
             suppliers: Vec::new(),
             customer: None,
         };
+        // The DHT seed: a node that only runs a dht-peer; every other node
+        // bootstraps through it.
+        let mut seed = Node::new("dht-seed", dir.join("nodes/dht-seed"));
+        let config = write_config(&seed.dir, "[dht]\nlisten = \"127.0.0.1:0\"\n")?;
+        seed.start("bitdust-dht-peer", &config)?;
+        let seed_sock = seed.dir.join("run/dht.sock");
+        let st = wait_for("the DHT seed", 30, || dht_status(&seed_sock)).await?;
+        fs::write(seed.dir.join("node-id"), format!("{}\n", st.node_id))?;
+        seed.node_id = st.node_id;
+        seed.listen = st.address;
+        let dht = format!(
+            "[dht]\nlisten = \"127.0.0.1:0\"\nbootstrap = [{:?}]\n",
+            format!("{}@{}", seed.node_id, seed.listen)
+        );
+        net.seed = Some(seed);
         for i in 0..n + spare {
             let name = format!("supplier-{i}");
-            let ndir = dir.join("nodes").join(&name);
+            let mut node = Node::new(&name, dir.join("nodes").join(&name));
             let config = write_config(
-                &ndir,
-                "[supplier]\nlisten = \"127.0.0.1:0\"\ncapacity = \"8 GiB\"\nmax_object_size = \"64 MiB\"\n",
+                &node.dir,
+                &format!(
+                    "{dht}[supplier]\nlisten = \"127.0.0.1:0\"\ncapacity = \"8 GiB\"\nmax_object_size = \"64 MiB\"\npublish_secs = 60\n"
+                ),
             )?;
-            let child = spawn(&ndir, "bitdust-supplier-store", &config)?;
-            net.suppliers.push(Node {
-                name,
-                dir: ndir,
-                child: Some(child),
-                node_id: String::new(),
-                listen: String::new(),
-            });
+            node.start("bitdust-dht-peer", &config)?;
+            node.start("bitdust-supplier-store", &config)?;
+            net.suppliers.push(node);
         }
         for s in &mut net.suppliers {
             let sock = s.dir.join("run/supplier.sock");
@@ -186,27 +247,37 @@ impl Devnet {
             s.node_id = st.node_id;
             s.listen = st.listen;
         }
+        // Every supplier's offer is in the DHT before the customer starts.
+        let total = n + spare;
+        wait_for("the suppliers' offers in the DHT", 60, || async {
+            let held = dht_status(&seed_sock).await?.records_stored as usize;
+            if held >= total {
+                Ok(())
+            } else {
+                bail!("{held} of {total} offers")
+            }
+        })
+        .await?;
+        // The first N are listed for positions 0..N-1 (so tests know who
+        // holds what); spares are found through the DHT by the rebuilder.
         let addresses: Vec<String> = net.suppliers[..n]
             .iter()
             .map(|s| format!("{:?}", format!("{}@{}", s.node_id, s.listen)))
             .collect();
-        let cdir = dir.join("nodes/customer");
+        let mut customer = Node::new("customer", dir.join("nodes/customer"));
         let config = write_config(
-            &cdir,
+            &customer.dir,
             &format!(
-                "[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\nsupplier_addresses = [{}]\n",
-                addresses.join(", ")
+                "{dht}[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 3\nsupplier_addresses = [{}]\n\
+                 [rebuilder]\ncheck_secs = {}\naudit_every = 3\nunreachable_secs = {}\n",
+                addresses.join(", "),
+                o.check_secs,
+                (o.check_secs * 5).max(10)
             ),
         )?;
-        let child = spawn(&cdir, "bitdust-customer-agent", &config)?;
-        net.customer = Some(Node {
-            name: "customer".into(),
-            dir: cdir.clone(),
-            child: Some(child),
-            node_id: String::new(),
-            listen: String::new(),
-        });
-        let sock = cdir.join("run/customer.sock");
+        customer.start("bitdust-dht-peer", &config)?;
+        customer.start("bitdust-customer-agent", &config)?;
+        let sock = customer.dir.join("run/customer.sock");
         let st = wait_for("customer", 60, || async {
             let st = customer_status(&sock).await?;
             if st.hired as usize == n {
@@ -216,12 +287,16 @@ impl Devnet {
             }
         })
         .await?;
-        fs::write(cdir.join("node-id"), format!("{}\n", st.node_id))?;
-        if let Some(c) = net.customer.as_mut() {
-            c.node_id = st.node_id;
-        }
+        fs::write(customer.dir.join("node-id"), format!("{}\n", st.node_id))?;
+        customer.node_id = st.node_id;
+        customer.start("bitdust-rebuilder", &config)?;
+        net.customer = Some(customer);
         let mut env = fs::File::create(dir.join("devnet.env"))?;
-        writeln!(env, "BITDUST_RUN_DIR={}", cdir.join("run").display())?;
+        writeln!(
+            env,
+            "BITDUST_RUN_DIR={}",
+            dir.join("nodes/customer/run").display()
+        )?;
         writeln!(env, "BITDUST_DEVNET_DIR={}", dir.display())?;
         writeln!(env, "BITDUST_DEVNET_SUPPLIERS={n}")?;
         Ok(net)
@@ -231,16 +306,30 @@ impl Devnet {
         self.dir.join("nodes/customer/run")
     }
 
+    /// kill -9 the supplier-store of supplier `i` (its dht-peer stays).
     fn kill_supplier(&mut self, i: usize) {
-        if let Some(mut c) = self.suppliers[i].child.take() {
+        let node = &mut self.suppliers[i];
+        if let Some(k) = node
+            .children
+            .iter()
+            .position(|(d, _)| d == "bitdust-supplier-store")
+        {
+            let (_, mut c) = node.children.remove(k);
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
+    /// SIGTERM to every daemon (the customer's first, the seed's last).
     fn stop(&mut self) {
-        let nodes = self.customer.iter_mut().chain(self.suppliers.iter_mut());
-        let mut children: Vec<Child> = nodes.filter_map(|n| n.child.take()).collect();
+        let nodes = self
+            .customer
+            .iter_mut()
+            .chain(self.suppliers.iter_mut())
+            .chain(self.seed.iter_mut());
+        let mut children: Vec<Child> = nodes
+            .flat_map(|n| n.children.drain(..).rev().map(|(_, c)| c))
+            .collect();
         for c in &children {
             if let Ok(pid) = rustix::process::Pid::from_raw(c.id() as i32).ok_or(()) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -372,7 +461,15 @@ async fn demo(path: Option<PathBuf>, dir: Option<PathBuf>, n: usize) -> anyhow::
         "devnet: starting 1 customer and {n} suppliers under {}",
         dir.display()
     );
-    let mut net = Devnet::up(&dir, n, 0).await?;
+    let mut net = Devnet::up(
+        &dir,
+        Options {
+            n,
+            spare: 0,
+            check_secs: 3600,
+        },
+    )
+    .await?;
     let run = net.customer_run_dir();
     println!("devnet: up in {:.1} s", started.elapsed().as_secs_f64());
     print!("{}", ctl(&run, &["suppliers"])?);
@@ -426,8 +523,17 @@ fn main() -> ExitCode {
                 dir,
                 suppliers,
                 spare,
+                check_secs,
             } => {
-                let mut net = Devnet::up(&dir, suppliers, spare).await?;
+                let mut net = Devnet::up(
+                    &dir,
+                    Options {
+                        n: suppliers,
+                        spare,
+                        check_secs,
+                    },
+                )
+                .await?;
                 println!(
                     "devnet: up: customer and {} suppliers under {}; source {}/devnet.env",
                     suppliers + spare,

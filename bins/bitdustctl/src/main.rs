@@ -81,6 +81,11 @@ enum Command {
     /// Offline backups to N local directories, one per would-be supplier.
     #[command(subcommand)]
     Local(LocalCommand),
+    /// The rebuilder: its view of the suppliers and its queue.
+    Rebuild {
+        #[command(subcommand)]
+        action: net::RebuildCommand,
+    },
     /// Export this customer's keys, or import them on a new machine.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -368,6 +373,11 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
         .map_err(|e| net::Failure(EXIT_FAILED, format!("cannot start the async runtime: {e}")))?;
     let (json, quiet) = (cli.json, cli.quiet);
     rt.block_on(async {
+        if let Command::Rebuild { action } = &cli.command {
+            return match action {
+                net::RebuildCommand::Status => net::rebuild_status(&cli.run_dir, json, quiet).await,
+            };
+        }
         let mut c = net::connect(&cli.run_dir).await?;
         match &cli.command {
             Command::Status => c.status(json, quiet).await,
@@ -376,7 +386,7 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
             Command::Restore { which, to } => c.restore(which.as_deref(), to, json, quiet).await,
             Command::Delete { which } => c.delete(which, json, quiet).await,
             Command::Suppliers { action } => c.suppliers(action.as_ref(), json, quiet).await,
-            Command::Local(_) | Command::Key(_) => Ok(0),
+            Command::Local(_) | Command::Key(_) | Command::Rebuild { .. } => Ok(0),
         }
     })
 }

@@ -530,3 +530,77 @@ impl Client {
         Ok(0)
     }
 }
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RebuildCommand {
+    /// The rebuilder's view of the suppliers, its counters and its queue.
+    Status,
+}
+
+/// `bitdustctl rebuild status`, from the rebuilder's socket.
+pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> Result<u8, Failure> {
+    use bitdust_proto::rebuilder::v1 as rpb;
+    let sock = run_dir.join("rebuilder.sock");
+    let channel = bitdust_daemon::connect(&sock).await.map_err(|_| {
+        Failure(
+            EXIT_NOT_RUNNING,
+            format!(
+                "the rebuilder is not running (nothing answers on {}); start it (systemctl start bitdust-rebuilder) or point --run-dir at its sockets",
+                sock.display()
+            ),
+        )
+    })?;
+    let s = rpb::rebuilder_client::RebuilderClient::new(channel)
+        .status(rpb::StatusRequest {})
+        .await?
+        .into_inner();
+    if json {
+        let queue: Vec<_> = s
+            .queue
+            .iter()
+            .map(|j| {
+                json!({"backup_id": j.backup_id, "version": j.version, "position": j.position,
+                       "target": j.target, "blocks": j.blocks, "next_block": j.next_block})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"positions": s.positions, "hired": s.hired, "reachable": s.reachable,
+                   "fire_threshold": s.fire_threshold, "last_check": s.last_check,
+                   "last_error": s.last_error, "suppliers_fired": s.suppliers_fired,
+                   "suppliers_hired": s.suppliers_hired, "blocks_rebuilt": s.blocks_rebuilt,
+                   "bytes_uploaded": s.bytes_uploaded, "queue": queue})
+        );
+    } else if !quiet {
+        println!(
+            "suppliers: {} of {} hired, {} reachable at the last check ({}); fire threshold {}",
+            s.hired,
+            s.positions,
+            s.reachable,
+            when(s.last_check),
+            s.fire_threshold
+        );
+        println!(
+            "since start of its state: {} fired, {} hired, {} blocks rebuilt, {} uploaded",
+            s.suppliers_fired,
+            s.suppliers_hired,
+            s.blocks_rebuilt,
+            gib(s.bytes_uploaded)
+        );
+        if !s.last_error.is_empty() {
+            println!("last error: {}", s.last_error);
+        }
+        if s.queue.is_empty() {
+            println!("queue: empty (every position of every version is complete)");
+        } else {
+            println!("queue ({} jobs, newest first):", s.queue.len());
+            for j in &s.queue {
+                println!(
+                    "  {}@{}  position {:>2} -> {}  block {} of {}",
+                    j.backup_id, j.version, j.position, j.target, j.next_block, j.blocks
+                );
+            }
+        }
+    }
+    Ok(0)
+}
