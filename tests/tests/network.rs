@@ -1028,7 +1028,11 @@ fn poll<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 fn the_rebuilder_replaces_three_dead_suppliers_so_three_more_can_die() {
     let net = Net::up_checking(7, 3, 2);
     let src = net.dir.path().join("src");
-    make_tree(&src, 11, 2);
+    make_tree(&src, 11, 1);
+    // Incompressible, so the 1 MiB blocks of the devnet make several.
+    let mut data = vec![0u8; 3 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
     let src_s = src.display().to_string();
     let b = net.ok(&["backup", &src_s]);
     let blocks = b["blocks"].as_u64().unwrap();
