@@ -947,7 +947,7 @@ fn a_listed_supplier_that_is_down_at_start_is_hired_when_it_comes_back() {
     let text: String = std::fs::read_to_string(&cfg)
         .unwrap()
         .lines()
-        .filter(|l| !l.starts_with("supplier_addresses"))
+        .filter(|l| !l.starts_with("supplier_addresses") && !l.starts_with("timeout_secs"))
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(
@@ -1267,4 +1267,63 @@ fn suppliers_hire_without_an_address_finds_one_in_the_dht_or_says_why_not() {
     let e = stderr(&o);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
     assert!(e.contains("the network could not supply a supplier"), "{e}");
+}
+
+#[test]
+fn the_rebuilder_goes_on_from_the_block_it_stopped_at_after_kill_9() {
+    let net = Net::up_checking(4, 1, 2);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 80 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    drop(data);
+    let b = net.ok(&["backup", &src.display().to_string()]);
+    let blocks = b["blocks"].as_u64().unwrap();
+    assert!(blocks >= 60, "{b}");
+    // One of four dies: the threshold for 4 suppliers is 1.
+    net.kill9("supplier-2", "bitdust-supplier-store");
+    // Catch the rebuild half way, and kill -9 the rebuilder there.
+    let seen = poll("the rebuild of position 2 to be under way", 240, || {
+        let st = net.ok(&["rebuild", "status"]);
+        let j = st["queue"].as_array()?.first()?.clone();
+        let next = j["next_block"].as_u64()?;
+        (next >= 1 && next + 10 < blocks).then_some(next)
+    });
+    net.kill9("customer", "bitdust-rebuilder");
+    let cfg = net.node("customer").join("bitdust.toml");
+    let mut rebuilder = Command::new(bin("bitdust-rebuilder"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The restarted rebuilder starts from where the queue says, not block 0.
+    let first = poll("the restarted rebuilder to answer", 60, || {
+        let o = net.ctl(&["--json", "rebuild", "status"]);
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        Some(st)
+    });
+    let resumed = first["queue"][0]["next_block"].as_u64().unwrap_or(blocks);
+    assert!(resumed >= seen, "resumed at {resumed}, had reached {seen}");
+    let done = poll("the rebuild to finish", 240, || {
+        let st = net.ok(&["rebuild", "status"]);
+        let list = net.ok(&["list"]);
+        let missing = list[0]["versions"][0]["missing_fragments"].as_u64()?;
+        (st["queue"].as_array()?.is_empty() && missing == 0).then_some(st)
+    });
+    // Blocks done before the kill are not done again (at most the one in
+    // flight is): the counters of both runs add up to about one pass.
+    let total = done["blocks_rebuilt"].as_u64().unwrap();
+    assert!(
+        total >= blocks && total <= blocks + 2,
+        "{total} blocks rebuilt for {blocks}"
+    );
+    // Another original supplier dies: the restore needs the rebuilt position.
+    net.kill9("supplier-0", "bitdust-supplier-store");
+    let out = net.dir.path().join("out");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out, &src));
+    let _ = rebuilder.kill();
+    let _ = rebuilder.wait();
 }

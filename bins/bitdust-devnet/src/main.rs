@@ -268,11 +268,12 @@ impl Devnet {
         let config = write_config(
             &customer.dir,
             &format!(
-                "{dht}[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 3\nsupplier_addresses = [{}]\n\
-                 [rebuilder]\ncheck_secs = {}\naudit_every = 3\nunreachable_secs = {}\n",
-                addresses.join(", "),
+                // [customer] last: tests append keys to it.
+                "{dht}[rebuilder]\ncheck_secs = {}\naudit_every = 3\nunreachable_secs = {}\n\
+                 [customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 3\nsupplier_addresses = [{}]\n",
                 o.check_secs,
-                (o.check_secs * 5).max(10)
+                (o.check_secs * 5).max(10),
+                addresses.join(", ")
             ),
         )?;
         customer.start("bitdust-dht-peer", &config)?;

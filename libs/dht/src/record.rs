@@ -10,7 +10,7 @@ pub const MAX_PAYLOAD: usize = 8 * 1024;
 /// Longest kind name.
 pub const MAX_KIND: usize = 32;
 /// Farthest expiry a node accepts, from now.
-pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+pub const MAX_LIFETIME_SECS: u64 = 90 * 24 * 3600;
 
 const CONTEXT: &[u8] = b"bitdust dht record v1";
 

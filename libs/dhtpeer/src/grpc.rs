@@ -137,7 +137,7 @@ impl pb::dht_server::Dht for DhtService {
                     0 => 3600,
                     l if l > MAX_LIFETIME_SECS => {
                         return Err(Status::invalid_argument(format!(
-                            "lifetime_secs {l} is over the limit of {MAX_LIFETIME_SECS} (7 days)"
+                            "lifetime_secs {l} is over the limit of {MAX_LIFETIME_SECS} (90 days)"
                         )));
                     }
                     l => l,

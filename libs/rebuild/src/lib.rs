@@ -83,6 +83,20 @@ impl Rebuilder {
             .map_err(|_| format!("the customer-agent does not answer at {}", sock.display()))
     }
 
+    /// Suppliers that must answer for a position to be rebuilt: N minus
+    /// what the configured code tolerates.
+    fn rebuild_needs(&self, n: usize) -> usize {
+        let tolerance = self
+            .config
+            .customer
+            .scheme
+            .parse::<Scheme>()
+            .ok()
+            .and_then(|s| Code::new(s, n).ok())
+            .map_or(0, |c| c.tolerance());
+        n - tolerance
+    }
+
     fn threshold(&self, n: usize) -> u32 {
         match self.config.rebuilder.fire_threshold {
             0 => default_fire_threshold(n),
@@ -126,7 +140,28 @@ impl Rebuilder {
             .filter(|s| down_for(s) >= r.unreachable_secs)
             .max_by_key(|s| down_for(s))
             .copied();
-        let fire = if let Some(s) = failing_audits {
+        // Two guards keep a bad moment from costing suppliers: no firing
+        // while a position still waits for a replacement (one empty
+        // position at a time), and none when fewer suppliers answer than a
+        // rebuild needs (this node is more likely offline than they are,
+        // and a replacement could not be rebuilt anyway).
+        let reachable = list.suppliers.len() - unreachable.len();
+        let needed = self.rebuild_needs(n);
+        let hold_fire = if list.suppliers.len() < n {
+            Some(format!(
+                "{} of {n} positions wait for a supplier; no more are fired until they are filled",
+                n - list.suppliers.len()
+            ))
+        } else if reachable < needed {
+            Some(format!(
+                "only {reachable} of {n} suppliers answer and a rebuild needs {needed}; none is replaced (is this node offline?)"
+            ))
+        } else {
+            None
+        };
+        let fire = if hold_fire.is_some() {
+            None
+        } else if let Some(s) = failing_audits {
             Some((s, format!("it failed {} audits", s.audits_failed)))
         } else if unreachable.len() as u32 >= self.threshold(n) {
             least_reliable.map(|s| {
@@ -240,7 +275,7 @@ impl Rebuilder {
                 self.queue.remove(&j).map_err(|e| e.to_string())?;
             }
         }
-        match hire_error {
+        match hire_error.or(hold_fire.filter(|_| !unreachable.is_empty())) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -301,11 +336,9 @@ impl Rebuilder {
                 .await
                 .map_err(|e| e.to_string())?;
             job.next_block += 1;
-            self.queue.save(&job).map_err(|e| e.to_string())?;
-            let _ = self.queue.count(|c| {
-                c.blocks += 1;
-                c.bytes += done.uploaded;
-            });
+            self.queue
+                .advance(&job, done.uploaded)
+                .map_err(|e| e.to_string())?;
         }
         if job.next_block >= job.blocks {
             let mut agent = self.agent().await?;

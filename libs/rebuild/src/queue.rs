@@ -154,6 +154,18 @@ impl Queue {
         Ok(w.commit()?)
     }
 
+    /// Saves `job`'s progress after one more block, and counts the block
+    /// and its `bytes`, in one transaction (a crash keeps both or neither).
+    pub fn advance(&self, job: &Job, bytes: u64) -> Result<(), QueueError> {
+        let mut w = self.env.write_txn()?;
+        self.jobs.put(&mut w, &job.key(), job)?;
+        let mut c = self.meta.get(&w, b"counters")?.unwrap_or_default();
+        c.blocks += 1;
+        c.bytes += bytes;
+        self.meta.put(&mut w, b"counters", &c)?;
+        Ok(w.commit()?)
+    }
+
     /// Drops `job`.
     pub fn remove(&self, job: &Job) -> Result<(), QueueError> {
         let mut w = self.env.write_txn()?;
