@@ -252,25 +252,7 @@ impl Agent {
                     "supplier {node_id} already holds position {p}"
                 )));
             }
-            match position {
-                Some(p) if p as usize >= n => {
-                    return Err(Status::invalid_argument(format!(
-                        "position {p} does not exist; positions are 0 to {}",
-                        n - 1
-                    )));
-                }
-                Some(p) if links[p as usize].is_some() => {
-                    return Err(Status::failed_precondition(format!(
-                        "position {p} is held by another supplier; fire it first (bitdustctl suppliers fire {p})"
-                    )));
-                }
-                Some(p) => p,
-                None => links.iter().position(Option::is_none).map(|p| p as u32).ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "all {n} positions have a supplier; fire one first (bitdustctl suppliers fire POSITION)"
-                    ))
-                })?,
-            }
+            free_position(&links, position)?
         };
         let link = Arc::new(SupplierLink::new(
             self.endpoint.clone(),
@@ -728,6 +710,31 @@ impl Agent {
                 .chain(report.rejected_fragments)
                 .collect(),
         })
+    }
+}
+
+/// `position` if it exists and is free, or the first free position when
+/// `None`; the error says what to do otherwise.
+fn free_position(links: &Links, position: Option<u32>) -> Result<u32, Status> {
+    let n = links.len();
+    match position {
+        Some(p) if p as usize >= n => Err(Status::invalid_argument(format!(
+            "position {p} does not exist; positions are 0 to {}",
+            n - 1
+        ))),
+        Some(p) if links[p as usize].is_some() => Err(Status::failed_precondition(format!(
+            "position {p} is held by another supplier; fire it first (bitdustctl suppliers fire {p})"
+        ))),
+        Some(p) => Ok(p),
+        None => links
+            .iter()
+            .position(Option::is_none)
+            .map(|p| p as u32)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "all {n} positions have a supplier; fire one first (bitdustctl suppliers fire POSITION)"
+                ))
+            }),
     }
 }
 

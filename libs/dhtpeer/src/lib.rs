@@ -101,23 +101,23 @@ impl DhtPeer {
         self.node
             .keep(record.clone())
             .map_err(|e| PublishError::Refused(e.to_string()))?;
-        let mut save = vec![record.clone()];
         if keep {
             lock(&self.published).insert(record.key(), record.clone());
         }
-        let db = self.db.clone();
-        let record2 = record.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            db.put(Records::Held, &save)?;
+        let (db, saved) = (self.db.clone(), record.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let one = std::slice::from_ref(&saved);
+            db.put(Records::Held, one)?;
             if keep {
-                save = vec![record2];
-                db.put(Records::Published, &save)?;
+                db.put(Records::Published, one)?;
             }
             Ok::<_, persist::DbError>(())
         })
         .await;
-        if let Ok(Err(e)) | Err(e) = saved.map_err(|e| persist::DbError::from_join(&e)) {
-            tracing::warn!("cannot save a published record: {e}");
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot save a published record: {e}"),
+            Err(e) => tracing::warn!("cannot save a published record: {e}"),
         }
         let (n, refusal) = self.node.put(&record).await;
         Ok((n + 1, refusal))
@@ -199,12 +199,6 @@ impl DhtPeer {
         if let Err(e) = self.db.save_contacts(&contacts) {
             tracing::warn!("cannot save the routing table: {e}");
         }
-    }
-}
-
-impl persist::DbError {
-    fn from_join(e: &tokio::task::JoinError) -> Self {
-        persist::DbError::new(e.to_string())
     }
 }
 
@@ -405,8 +399,11 @@ async fn maintain(
             let dropped = peer.node.expire();
             let db = peer.db.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let _ = db.load(Records::Held, now());
-                let _ = db.load(Records::Published, now());
+                for which in [Records::Held, Records::Published] {
+                    if let Err(e) = db.drop_expired(which, now()) {
+                        tracing::warn!("{e}");
+                    }
+                }
             })
             .await;
             if dropped > 0 {

@@ -18,13 +18,6 @@ use prost::Message;
 #[error("the DHT state database: {0}")]
 pub struct DbError(String);
 
-impl DbError {
-    /// An error with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        DbError(message.into())
-    }
-}
-
 impl From<heed::Error> for DbError {
     fn from(e: heed::Error) -> Self {
         DbError(e.to_string())
@@ -132,10 +125,27 @@ impl Db {
     }
 
     /// The saved records that are still valid at `now`; the others (expired,
-    /// or unreadable) are deleted.
+    /// unreadable, or failing their signature) are deleted. For start-up.
     pub fn load(&self, which: Records, now: u64) -> Result<Vec<Record>, DbError> {
+        self.sweep(which, |r| r.verify(now).is_ok())
+    }
+
+    /// Deletes the saved records that expired by `now` (or are
+    /// unreadable), without checking signatures again: for the periodic
+    /// sweep, over records that were checked when they came in.
+    pub fn drop_expired(&self, which: Records, now: u64) -> Result<usize, DbError> {
+        Ok(self.sweep(which, |r| r.expires > now)?.len())
+    }
+
+    /// Keeps the records that decode and pass `keep`, deletes the rest,
+    /// and returns the kept ones.
+    fn sweep(
+        &self,
+        which: Records,
+        keep: impl Fn(&Record) -> bool,
+    ) -> Result<Vec<Record>, DbError> {
         let db = self.db(which);
-        let mut keep = Vec::new();
+        let mut kept = Vec::new();
         let mut drop = Vec::new();
         {
             let rtxn = self.env.read_txn()?;
@@ -145,7 +155,7 @@ impl Db {
                     .ok()
                     .and_then(|p| Record::from_proto(p).ok())
                 {
-                    Some(r) if r.verify(now).is_ok() => keep.push(r),
+                    Some(r) if keep(&r) => kept.push(r),
                     _ => drop.push(key.to_vec()),
                 }
             }
@@ -157,7 +167,7 @@ impl Db {
             }
             wtxn.commit()?;
         }
-        Ok(keep)
+        Ok(kept)
     }
 }
 
@@ -191,8 +201,8 @@ mod tests {
             (contact.id, "127.0.0.1:7900")
         );
         let later = short.expires + 1;
+        assert_eq!(db.drop_expired(Records::Held, later).unwrap(), 1);
         assert_eq!(db.load(Records::Held, later).unwrap(), vec![live.clone()]);
-        assert_eq!(db.load(Records::Held, later).unwrap().len(), 1);
         assert_eq!(db.load(Records::Published, later).unwrap(), vec![live]);
     }
 }

@@ -52,28 +52,7 @@ impl Agent {
     /// lookups with an error saying what was tried.
     pub async fn hire_from_dht(&self, position: Option<u32>) -> Result<pb::SupplierInfo, Status> {
         let n = self.code.suppliers();
-        {
-            let links = lock(&self.links);
-            match position {
-                Some(p) if p as usize >= n => {
-                    return Err(Status::invalid_argument(format!(
-                        "position {p} does not exist; positions are 0 to {}",
-                        n - 1
-                    )));
-                }
-                Some(p) if links[p as usize].is_some() => {
-                    return Err(Status::failed_precondition(format!(
-                        "position {p} is held by another supplier; fire it first (bitdustctl suppliers fire {p})"
-                    )));
-                }
-                None if links.iter().all(Option::is_some) => {
-                    return Err(Status::failed_precondition(format!(
-                        "all {n} positions have a supplier; fire one first (bitdustctl suppliers fire POSITION)"
-                    )));
-                }
-                _ => {}
-            }
-        }
+        free_position(&lock(&self.links), position)?;
         let share = self.config.customer.needed_space.0 * 2 / n as u64;
         let mut tried: HashSet<NodeId> = self.links().iter().flatten().map(|l| l.node_id).collect();
         tried.insert(self.node_id());
