@@ -28,6 +28,12 @@ impl Net {
 
     /// A devnet whose rebuilder checks every `check_secs`.
     fn up_checking(suppliers: usize, spare: usize, check_secs: u64) -> Net {
+        Net::up_with(suppliers, spare, check_secs, 1)
+    }
+
+    /// A devnet whose rebuilder checks every `check_secs` and rebuilds
+    /// `parallel` blocks at once.
+    fn up_with(suppliers: usize, spare: usize, check_secs: u64, parallel: u32) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(bin("bitdust-devnet"))
             .args([
@@ -38,6 +44,8 @@ impl Net {
                 &spare.to_string(),
                 "--check-secs",
                 &check_secs.to_string(),
+                "--parallel-blocks",
+                &parallel.to_string(),
                 "--dir",
             ])
             .arg(dir.path())
@@ -1326,4 +1334,101 @@ fn the_rebuilder_goes_on_from_the_block_it_stopped_at_after_kill_9() {
     assert_same_tree(&src, &restored_path(&out, &src));
     let _ = rebuilder.kill();
     let _ = rebuilder.wait();
+}
+
+/// Flips one byte in the middle of every file under `dir`, in place.
+fn corrupt_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes.is_empty() {
+            continue;
+        }
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        std::fs::write(&path, &bytes).unwrap();
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_supplier_whose_fragments_rot_on_disk_fails_audits_and_is_replaced() {
+    // Checks every second, audits every third check, fires after 3 failed
+    // audits; 4 blocks rebuilt at once.
+    let net = Net::up_with(4, 1, 1, 4);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 21, 1);
+    let mut data = vec![0u8; 6 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
+    let b = net.ok(&["backup", &src.display().to_string()]);
+    let blocks = b["blocks"].as_u64().unwrap();
+    assert!(blocks >= 6, "{b}");
+    let customer = net.node_id("customer").to_string();
+    let rotten = net.node_id("supplier-1").to_string();
+    let spare = net.node_id("supplier-4").to_string();
+    // Every object supplier-1 keeps for the customer rots: the process
+    // keeps answering pings, only what it returns is wrong.
+    let objects = walk_dirs(&net.node("supplier-1"))
+        .into_iter()
+        .find(|d| d.ends_with(Path::new("objects").join(&customer)))
+        .expect("supplier-1 keeps an objects directory for the customer");
+    let flipped = corrupt_files(&objects);
+    assert!(flipped as u64 >= 2 * blocks, "{flipped} files");
+    // Its audits fail until it is fired; the spare takes position 1 and
+    // the rebuilder regenerates it from the other three.
+    let status = poll(
+        "the rotten supplier to be replaced and rebuilt",
+        240,
+        || {
+            let st = net.ok(&["rebuild", "status"]);
+            let sup = net.ok(&["suppliers"]);
+            let at1 = sup["suppliers"]
+                .as_array()?
+                .iter()
+                .find(|s| s["position"] == 1)?["node_id"]
+                .as_str()?
+                .to_owned();
+            let list = net.ok(&["list"]);
+            let missing = list[0]["versions"][0]["missing_fragments"].as_u64()?;
+            (at1 == spare && st["queue"].as_array()?.is_empty() && missing == 0).then_some(st)
+        },
+    );
+    assert_eq!(status["suppliers_fired"], 1, "{status}");
+    assert!(
+        status["blocks_rebuilt"].as_u64().unwrap() >= blocks,
+        "{status}"
+    );
+    let sup = net.ok(&["suppliers"]);
+    assert!(
+        sup["suppliers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["node_id"] != rotten.as_str()),
+        "{sup}"
+    );
+    // Another original supplier dies: the restore needs position 1 as
+    // rebuilt, since the rotten copies can never pass their hashes.
+    net.kill9("supplier-0", "bitdust-supplier-store");
+    let out = net.dir.path().join("out");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out, &src));
+}
+
+/// Every directory under `root`.
+fn walk_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(e.path());
+            }
+        }
+        out.push(d);
+    }
+    out
 }

@@ -53,6 +53,9 @@ enum Cmd {
         /// unreachable 5 times as long, or 10 s at least, is replaced).
         #[arg(long, default_value_t = 60)]
         check_secs: u64,
+        /// Blocks the rebuilder rebuilds at once.
+        #[arg(long, default_value_t = 1)]
+        parallel_blocks: u32,
     },
     /// On a fresh devnet: back PATH up, kill as many suppliers as the map
     /// tolerates, restore, check the restore is bit-exact, report.
@@ -112,6 +115,8 @@ struct Options {
     spare: usize,
     /// The rebuilder's check interval.
     check_secs: u64,
+    /// Blocks the rebuilder rebuilds at once.
+    parallel_blocks: u32,
 }
 
 struct Devnet {
@@ -269,10 +274,11 @@ impl Devnet {
             &customer.dir,
             &format!(
                 // [customer] last: tests append keys to it.
-                "{dht}[rebuilder]\ncheck_secs = {}\naudit_every = 3\nunreachable_secs = {}\n\
+                "{dht}[rebuilder]\ncheck_secs = {}\naudit_every = 3\nunreachable_secs = {}\nparallel_blocks = {}\n\
                  [customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 3\nsupplier_addresses = [{}]\n",
                 o.check_secs,
                 (o.check_secs * 5).max(10),
+                o.parallel_blocks,
                 addresses.join(", ")
             ),
         )?;
@@ -468,6 +474,7 @@ async fn demo(path: Option<PathBuf>, dir: Option<PathBuf>, n: usize) -> anyhow::
             n,
             spare: 0,
             check_secs: 3600,
+            parallel_blocks: 1,
         },
     )
     .await?;
@@ -525,6 +532,7 @@ fn main() -> ExitCode {
                 suppliers,
                 spare,
                 check_secs,
+                parallel_blocks,
             } => {
                 let mut net = Devnet::up(
                     &dir,
@@ -532,6 +540,7 @@ fn main() -> ExitCode {
                         n: suppliers,
                         spare,
                         check_secs,
+                        parallel_blocks,
                     },
                 )
                 .await?;

@@ -268,6 +268,9 @@ pub struct RebuilderConfig {
     pub unreachable_secs: u64,
     /// A supplier that failed this many audits is fired.
     pub max_failed_audits: u64,
+    /// Blocks rebuilt at once (1 to 64); each holds one block's fragments
+    /// in memory, so memory grows with it.
+    pub parallel_blocks: u32,
 }
 
 impl Default for RebuilderConfig {
@@ -280,6 +283,7 @@ impl Default for RebuilderConfig {
             fire_threshold: 0,
             unreachable_secs: 24 * 3600,
             max_failed_audits: 3,
+            parallel_blocks: 1,
         }
     }
 }
@@ -419,6 +423,9 @@ impl Config {
         }
         if r.max_failed_audits == 0 {
             return Err(self.invalid("rebuilder.max_failed_audits", "must be at least 1"));
+        }
+        if !(1..=64).contains(&r.parallel_blocks) {
+            return Err(self.invalid("rebuilder.parallel_blocks", "must be from 1 to 64"));
         }
         let s = &self.supplier;
         if s.publish_secs == 0 {

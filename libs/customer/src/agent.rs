@@ -59,6 +59,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// How long a fired supplier is not hired again from the DHT.
+pub const FIRED_MEMORY_SECS: u64 = 30 * 24 * 3600;
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -331,6 +334,15 @@ impl Agent {
             }
         };
         self.state.clear_position(position).map_err(internal)?;
+        // Not hired again from the DHT for a while (it is still offering).
+        let t = now();
+        self.state
+            .remember_fired(
+                &link.node_id.to_string(),
+                t,
+                t.saturating_sub(FIRED_MEMORY_SECS),
+            )
+            .map_err(internal)?;
         lock(&self.links)[position as usize] = None;
         // Every version now lacks this position's fragments until repaired.
         for (id, v, mut rec) in self.state.versions().map_err(internal)? {

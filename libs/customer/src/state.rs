@@ -75,6 +75,8 @@ pub struct State {
     stats: Database<Bytes, SerdeJson<SupplierStats>>,
     versions: Database<Bytes, SerdeJson<VersionRecord>>,
     meta: Database<Bytes, SerdeJson<u64>>,
+    /// Node id (text) -> when it was fired.
+    fired: Database<Bytes, SerdeJson<u64>>,
 }
 
 /// A database operation failed.
@@ -114,6 +116,7 @@ impl State {
         let stats = env.create_database(&mut w, Some("stats"))?;
         let versions = env.create_database(&mut w, Some("versions"))?;
         let meta = env.create_database(&mut w, Some("meta"))?;
+        let fired = env.create_database(&mut w, Some("fired"))?;
         w.commit()?;
         Ok(State {
             env,
@@ -121,6 +124,7 @@ impl State {
             stats,
             versions,
             meta,
+            fired,
         })
     }
 
@@ -135,6 +139,41 @@ impl State {
         let mut w = self.env.write_txn()?;
         self.meta.put(&mut w, name.as_bytes(), &value)?;
         Ok(w.commit()?)
+    }
+
+    /// Remembers that `node` was fired at `at`, and forgets those fired
+    /// before `forget_before`.
+    pub fn remember_fired(
+        &self,
+        node: &str,
+        at: u64,
+        forget_before: u64,
+    ) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        let old: Vec<Vec<u8>> = self
+            .fired
+            .iter(&w)?
+            .filter_map(Result::ok)
+            .filter(|(_, t)| *t < forget_before)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for k in old {
+            self.fired.delete(&mut w, &k)?;
+        }
+        self.fired.put(&mut w, node.as_bytes(), &at)?;
+        Ok(w.commit()?)
+    }
+
+    /// The nodes fired at or after `since`.
+    pub fn fired_since(&self, since: u64) -> Result<Vec<String>, StateError> {
+        let r = self.env.read_txn()?;
+        Ok(self
+            .fired
+            .iter(&r)?
+            .filter_map(Result::ok)
+            .filter(|(_, t)| *t >= since)
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect())
     }
 
     /// Every bound position.
@@ -237,5 +276,31 @@ impl State {
             .filter(|(b, _, _)| *b == id)
             .map(|(_, v, r)| (v, r))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn fired_suppliers_are_remembered_across_reopen_and_forgotten_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = State::open(dir.path()).unwrap();
+            s.remember_fired("a", 100, 0).unwrap();
+            s.remember_fired("b", 200, 0).unwrap();
+        }
+        let s = State::open(dir.path()).unwrap();
+        let mut all = s.fired_since(0).unwrap();
+        all.sort();
+        assert_eq!(all, ["a", "b"]);
+        assert_eq!(s.fired_since(150).unwrap(), ["b"]);
+        // Firing "c" at 300 forgets whatever was fired before 150.
+        s.remember_fired("c", 300, 150).unwrap();
+        let mut all = s.fired_since(0).unwrap();
+        all.sort();
+        assert_eq!(all, ["b", "c"]);
     }
 }

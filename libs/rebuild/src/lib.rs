@@ -331,14 +331,21 @@ impl Rebuilder {
             block.copy_manifest().await.map_err(|e| e.to_string())?;
         }
         if job.next_block < job.blocks {
-            let done = block
-                .rebuild(job.next_block)
-                .await
-                .map_err(|e| e.to_string())?;
-            job.next_block += 1;
-            self.queue
-                .advance(&job, done.uploaded)
-                .map_err(|e| e.to_string())?;
+            // `parallel_blocks` blocks at once; progress is saved in block
+            // order, so a failure or crash redoes the later ones (an upload
+            // of the same fragment again is harmless).
+            let k = u64::from(self.config.rebuilder.parallel_blocks.max(1));
+            let end = job.next_block.saturating_add(k).min(job.blocks);
+            let done =
+                futures_util::future::join_all((job.next_block..end).map(|b| block.rebuild(b)))
+                    .await;
+            for d in done {
+                let d = d.map_err(|e| e.to_string())?;
+                job.next_block += 1;
+                self.queue
+                    .advance(&job, d.uploaded)
+                    .map_err(|e| e.to_string())?;
+            }
         }
         if job.next_block >= job.blocks {
             let mut agent = self.agent().await?;
@@ -357,7 +364,8 @@ impl Rebuilder {
         Ok(true)
     }
 
-    /// Checks every `check_secs` and rebuilds in between, one block at a time.
+    /// Checks every `check_secs` and rebuilds in between, `parallel_blocks`
+    /// blocks at a time.
     async fn work(self: Arc<Self>) {
         let r = &self.config.rebuilder;
         let every = Duration::from_secs(r.check_secs);

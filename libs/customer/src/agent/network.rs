@@ -56,6 +56,13 @@ impl Agent {
         let share = self.config.customer.needed_space.0 * 2 / n as u64;
         let mut tried: HashSet<NodeId> = self.links().iter().flatten().map(|l| l.node_id).collect();
         tried.insert(self.node_id());
+        // Suppliers fired lately are not taken back.
+        let since = now().saturating_sub(FIRED_MEMORY_SECS);
+        for id in self.state.fired_since(since).map_err(internal)? {
+            if let Ok(id) = id.parse() {
+                tried.insert(id);
+            }
+        }
         let (mut seen, mut asked, mut last) = (0usize, 0usize, String::new());
         for round in 0..HIRE_ROUNDS {
             let mut offers: Vec<_> = self
