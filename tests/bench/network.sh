@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mb=${1:-300}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --quiet -p bitdust-devnet -p bitdustctl -p bitdust-supplier-store -p bitdust-customer-agent
+cargo build --release --quiet -p bitdust-devnet -p bitdustctl -p bitdust-supplier-store -p bitdust-customer-agent -p bitdust-dht-peer -p bitdust-rebuilder
 R="$CARGO_TARGET_DIR/release"
 
 work=$(mktemp -d /tmp/bitdust-netbench.XXXXXX)
