@@ -13,126 +13,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use bitdust_ecc::Scheme;
-use bitdust_pipeline::local::{self, Selector};
+use bitdust_pipeline::local;
 use bitdust_pipeline::{BackupOptions, Progress, RestoreOptions};
-use clap::{Args, Parser, Subcommand};
+use bitdustctl::{Cli, Command, KeyCommand, KeysArg, LocalCommand};
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_WARNINGS: u8 = 4;
-
-/// Command-line client of BitDust, the peer-to-peer encrypted backup network.
-#[derive(Parser, Debug)]
-#[command(name = "bitdustctl", version, about, long_about = None)]
-struct Cli {
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Print nothing on success (for cron); errors still go to stderr.
-    #[arg(long, short, global = true)]
-    quiet: bool,
-    /// Where the daemons' sockets are.
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        env = "BITDUST_RUN_DIR",
-        default_value = "/run/bitdust"
-    )]
-    run_dir: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// This customer's node id, suppliers and backups.
-    Status,
-    /// Back PATH... up to the suppliers (a new version of the backup of the same paths).
-    Backup {
-        /// Files or directories to back up.
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-    },
-    /// List the backups and their versions.
-    List,
-    /// Restore a backup version into a new or empty directory.
-    Restore {
-        /// ID or ID@VERSION (an unambiguous prefix of the id will do) [default: the only backup, newest version].
-        #[arg(value_name = "ID[@VERSION]")]
-        which: Option<String>,
-        /// New or empty directory to restore into.
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
-    },
-    /// Delete a version (ID@VERSION) or every version (ID) from the suppliers.
-    Delete {
-        #[arg(value_name = "ID[@VERSION]")]
-        which: String,
-    },
-    /// List the suppliers, or hire or fire one.
-    Suppliers {
-        #[command(subcommand)]
-        action: Option<net::SuppliersCommand>,
-    },
-    /// Offline backups to N local directories, one per would-be supplier.
-    #[command(subcommand)]
-    Local(LocalCommand),
-    /// The rebuilder: its view of the suppliers and its queue.
-    Rebuild {
-        #[command(subcommand)]
-        action: net::RebuildCommand,
-    },
-    /// Export this customer's keys, or import them on a new machine.
-    #[command(subcommand)]
-    Key(KeyCommand),
-}
-
-#[derive(Subcommand, Debug)]
-enum KeyCommand {
-    /// Write the customer's identity and master key to FILE (created 0600;
-    /// it must not exist). With it alone a new machine finds the suppliers
-    /// and restores everything: keep it offline and safe.
-    Export {
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-        #[command(flatten)]
-        keys: AgentKeysArg,
-    },
-    /// Put the keys from FILE (written by `key export`) into the customer's
-    /// key directory; then start the customer-agent, which finds its
-    /// supplier list in the DHT and its catalog on the suppliers.
-    Import {
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-        #[command(flatten)]
-        keys: AgentKeysArg,
-    },
-}
-
-#[derive(Args, Debug)]
-struct AgentKeysArg {
-    /// The customer-agent's key directory [default: customer.keys_dir of
-    /// the config file].
-    #[arg(long, value_name = "DIR")]
-    keys: Option<PathBuf>,
-    /// The configuration file whose key directory is meant.
-    #[arg(long, value_name = "FILE", env = "BITDUST_CONFIG")]
-    config: Option<PathBuf>,
-}
-
-impl AgentKeysArg {
-    fn dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(k) = &self.keys {
-            return Ok(k.clone());
-        }
-        let c = bitdust_config::Config::load(self.config.as_deref())?;
-        Ok(c.customer_keys())
-    }
-}
 
 /// `bitdustctl key ...`: works on the key files directly, without the agent.
 fn run_key(cmd: &KeyCommand, json: bool, quiet: bool) -> anyhow::Result<u8> {
@@ -179,100 +69,6 @@ fn run_key(cmd: &KeyCommand, json: bool, quiet: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
-}
-
-#[derive(Args, Debug)]
-struct KeysArg {
-    /// Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys,
-    /// else ~/.local/share/bitdust/keys]. Created on first backup.
-    #[arg(long, value_name = "DIR")]
-    keys: Option<PathBuf>,
-}
-
-#[derive(Subcommand, Debug)]
-enum LocalCommand {
-    /// Back PATH... up into DIR/<position>/ for positions 0..N-1.
-    Backup {
-        /// Files or directories to back up.
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// Directory that receives one subdirectory per position.
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
-        /// Number of suppliers (positions): 2, 4, 7, 13, 18, 26 or 64.
-        #[arg(long, default_value_t = 7, value_parser = parse_suppliers)]
-        suppliers: usize,
-        /// Erasure-coding scheme: xor (ECC maps, cheap repair) or rs (Reed-Solomon, any half restores).
-        #[arg(long, default_value = "xor", value_parser = parse_scheme)]
-        scheme: Scheme,
-        /// zstd compression level (-7..=22).
-        #[arg(long, default_value_t = bitdust_pipeline::DEFAULT_ZSTD_LEVEL, allow_negative_numbers = true,
-              value_parser = clap::value_parser!(i32).range(-7..=22))]
-        zstd_level: i32,
-        /// Desired block size, e.g. 4M, 512K.
-        #[arg(long, default_value = "4M", value_parser = parse_size)]
-        block_size: usize,
-        /// Maximum block size.
-        #[arg(long, default_value = "64M", value_parser = parse_size)]
-        max_block_size: usize,
-        #[command(flatten)]
-        keys: KeysArg,
-    },
-    /// Restore a backup from whatever positions of DIR are present.
-    Restore {
-        /// Directory holding the position directories.
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-        /// Which backup: ID or ID@VERSION [default: the only backup, newest version].
-        #[arg(value_name = "ID[@VERSION]")]
-        which: Option<Selector>,
-        /// New or empty directory to restore into.
-        #[arg(long, value_name = "OUT")]
-        to: PathBuf,
-        #[command(flatten)]
-        keys: KeysArg,
-    },
-    /// Check every fragment and report per block how many more positions may be lost.
-    Verify {
-        /// Directory holding the position directories.
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-        /// Which backup: ID or ID@VERSION [default: the only backup, newest version].
-        #[arg(value_name = "ID[@VERSION]")]
-        which: Option<Selector>,
-        #[command(flatten)]
-        keys: KeysArg,
-    },
-    /// List the complete backup versions in DIR.
-    List {
-        /// Directory holding the position directories.
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-    },
-}
-
-fn parse_suppliers(s: &str) -> Result<usize, String> {
-    let n: usize = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if bitdust_ecc::SUPPLIER_COUNTS.contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!(
-            "{n} suppliers is not supported; use one of 2, 4, 7, 13, 18, 26, 64"
-        ))
-    }
-}
-
-fn parse_scheme(s: &str) -> Result<Scheme, String> {
-    s.parse::<Scheme>()
-        .map_err(|_| format!("{s:?} is not a scheme; use xor or rs"))
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    bitdust_config::parse_size(s)
-        .ok()
-        .and_then(|v| usize::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{s:?} is not a size; write e.g. 4M, 512K or 1048576"))
 }
 
 fn keys_dir(arg: &KeysArg) -> anyhow::Result<PathBuf> {
@@ -375,7 +171,7 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
     rt.block_on(async {
         if let Command::Rebuild { action } = &cli.command {
             return match action {
-                net::RebuildCommand::Status => net::rebuild_status(&cli.run_dir, json, quiet).await,
+                bitdustctl::RebuildCommand::Status => net::rebuild_status(&cli.run_dir, json, quiet).await,
             };
         }
         let mut c = net::connect(&cli.run_dir).await?;

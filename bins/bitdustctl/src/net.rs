@@ -4,34 +4,16 @@ use std::path::{Path, PathBuf};
 
 use bitdust_proto::customer::v1 as pb;
 use bitdust_proto::customer::v1::customer_client::CustomerClient;
-use clap::Subcommand;
 use serde_json::json;
 use tonic::transport::Channel;
+
+use bitdustctl::SuppliersCommand;
 
 use crate::{Bar, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS};
 
 /// Exit status when the daemon does not answer.
 pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 
-#[derive(Subcommand, Debug)]
-pub(crate) enum SuppliersCommand {
-    /// Hire the supplier at ADDR (host:port, or NODEID@host:port to pin its key)
-    /// for the first free position, or --position. Without ADDR, hire
-    /// suppliers found in the DHT: for --position, or for every free position.
-    Hire {
-        #[arg(value_name = "ADDR")]
-        address: Option<String>,
-        /// Position to bind (0-based).
-        #[arg(long)]
-        position: Option<u32>,
-    },
-    /// Fire the supplier at POSITION: it deletes our fragments, the position
-    /// becomes free.
-    Fire {
-        #[arg(value_name = "POSITION")]
-        position: u32,
-    },
-}
 
 /// A failure with its exit status.
 pub(crate) struct Failure(pub(crate) u8, pub(crate) String);
@@ -531,11 +513,6 @@ impl Client {
     }
 }
 
-#[derive(Subcommand, Debug)]
-pub(crate) enum RebuildCommand {
-    /// The rebuilder's view of the suppliers, its counters and its queue.
-    Status,
-}
 
 /// `bitdustctl rebuild status`, from the rebuilder's socket.
 pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> Result<u8, Failure> {

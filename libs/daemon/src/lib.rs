@@ -9,6 +9,8 @@
 //! - [`grpc_server`]: a tonic server with reflection and health already on.
 //! - [`connect`]: the client side, for `bitdustctl` and tests.
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,16 +31,18 @@ pub enum DaemonError {
     },
 }
 
-/// The `main` of a daemon binary: logging, the config file (exit status 2
+/// The `main` of a daemon binary: its arguments, logging, the config file (exit status 2
 /// and one line on stderr when it is bad), a tokio runtime, then `run`
 /// (exit status 1 and one line on stderr when it fails).
-pub fn main<F, Fut>(name: &str, config: Option<&Path>, run: F) -> std::process::ExitCode
+pub fn main<F, Fut>(daemon: cli::Daemon, run: F) -> std::process::ExitCode
 where
     F: FnOnce(bitdust_config::Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    let name = daemon.name();
+    let config = daemon.parse_args();
     init_logging();
-    let config = match bitdust_config::Config::load(config) {
+    let config = match bitdust_config::Config::load(config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{name}: {e}");

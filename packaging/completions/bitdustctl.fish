@@ -1,0 +1,174 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_bitdustctl_global_optspecs
+    string join \n json q/quiet run-dir= h/help V/version
+end
+
+function __fish_bitdustctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_bitdustctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_bitdustctl_using_subcommand
+    set -l cmd (__fish_bitdustctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -s V -l version -d 'Print version'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "status" -d 'This customer\'s node id, suppliers and backups'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "backup" -d 'Back PATH... up to the suppliers (a new version of the backup of the same paths)'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "list" -d 'List the backups and their versions'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "restore" -d 'Restore a backup version into a new or empty directory'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "delete" -d 'Delete a version (ID@VERSION) or every version (ID) from the suppliers'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "suppliers" -d 'List the suppliers, or hire or fire one'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "local" -d 'Offline backups to N local directories, one per would-be supplier'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "rebuild" -d 'The rebuilder: its view of the suppliers and its queue'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "key" -d 'Export this customer\'s keys, or import them on a new machine'
+complete -c bitdustctl -n "__fish_bitdustctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l to -d 'New or empty directory to restore into' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand delete" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand delete" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand delete" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand delete" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and not __fish_seen_subcommand_from hire fire help" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and not __fish_seen_subcommand_from hire fire help" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and not __fish_seen_subcommand_from hire fire help" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and not __fish_seen_subcommand_from hire fire help" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and not __fish_seen_subcommand_from hire fire help" -f -a "hire" -d 'Hire the supplier at ADDR (host:port, or NODEID@host:port to pin its key) for the first free position, or --position. Without ADDR, hire suppliers found in the DHT: for --position, or for every free position'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and not __fish_seen_subcommand_from hire fire help" -f -a "fire" -d 'Fire the supplier at POSITION: it deletes our fragments, the position becomes free'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and not __fish_seen_subcommand_from hire fire help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from hire" -l position -d 'Position to bind (0-based)' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from hire" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from hire" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from hire" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from hire" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from fire" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from fire" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from fire" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from fire" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from help" -f -a "hire" -d 'Hire the supplier at ADDR (host:port, or NODEID@host:port to pin its key) for the first free position, or --position. Without ADDR, hire suppliers found in the DHT: for --position, or for every free position'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from help" -f -a "fire" -d 'Fire the supplier at POSITION: it deletes our fragments, the position becomes free'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand suppliers; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -f -a "backup" -d 'Back PATH... up into DIR/<position>/ for positions 0..N-1'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -f -a "restore" -d 'Restore a backup from whatever positions of DIR are present'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -f -a "verify" -d 'Check every fragment and report per block how many more positions may be lost'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -f -a "list" -d 'List the complete backup versions in DIR'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and not __fish_seen_subcommand_from backup restore verify list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l to -d 'Directory that receives one subdirectory per position' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l suppliers -d 'Number of suppliers (positions): 2, 4, 7, 13, 18, 26 or 64' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l scheme -d 'Erasure-coding scheme: xor (ECC maps, cheap repair) or rs (Reed-Solomon, any half restores)' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l zstd-level -d 'zstd compression level (-7..=22)' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l block-size -d 'Desired block size, e.g. 4M, 512K' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l max-block-size -d 'Maximum block size' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l to -d 'New or empty directory to restore into' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from verify" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from verify" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from verify" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from list" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from list" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from help" -f -a "backup" -d 'Back PATH... up into DIR/<position>/ for positions 0..N-1'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from help" -f -a "restore" -d 'Restore a backup from whatever positions of DIR are present'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check every fragment and report per block how many more positions may be lost'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the complete backup versions in DIR'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and not __fish_seen_subcommand_from status help" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and not __fish_seen_subcommand_from status help" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and not __fish_seen_subcommand_from status help" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and not __fish_seen_subcommand_from status help" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and not __fish_seen_subcommand_from status help" -f -a "status" -d 'The rebuilder\'s view of the suppliers, its counters and its queue'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and not __fish_seen_subcommand_from status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and __fish_seen_subcommand_from status" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and __fish_seen_subcommand_from status" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and __fish_seen_subcommand_from help" -f -a "status" -d 'The rebuilder\'s view of the suppliers, its counters and its queue'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand rebuild; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and not __fish_seen_subcommand_from export import help" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and not __fish_seen_subcommand_from export import help" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and not __fish_seen_subcommand_from export import help" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and not __fish_seen_subcommand_from export import help" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and not __fish_seen_subcommand_from export import help" -f -a "export" -d 'Write the customer\'s identity and master key to FILE (created 0600; it must not exist). With it alone a new machine finds the suppliers and restores everything: keep it offline and safe'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and not __fish_seen_subcommand_from export import help" -f -a "import" -d 'Put the keys from FILE (written by `key export`) into the customer\'s key directory; then start the customer-agent, which finds its supplier list in the DHT and its catalog on the suppliers'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and not __fish_seen_subcommand_from export import help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from export" -l keys -d 'The customer-agent\'s key directory [default: customer.keys_dir of the config file]' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from export" -l config -d 'The configuration file whose key directory is meant' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from export" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from export" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from export" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from import" -l keys -d 'The customer-agent\'s key directory [default: customer.keys_dir of the config file]' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from import" -l config -d 'The configuration file whose key directory is meant' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from import" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from import" -l json -d 'Print machine-readable JSON instead of text'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from import" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write the customer\'s identity and master key to FILE (created 0600; it must not exist). With it alone a new machine finds the suppliers and restores everything: keep it offline and safe'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "import" -d 'Put the keys from FILE (written by `key export`) into the customer\'s key directory; then start the customer-agent, which finds its supplier list in the DHT and its catalog on the suppliers'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "status" -d 'This customer\'s node id, suppliers and backups'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "backup" -d 'Back PATH... up to the suppliers (a new version of the backup of the same paths)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "list" -d 'List the backups and their versions'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "restore" -d 'Restore a backup version into a new or empty directory'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "delete" -d 'Delete a version (ID@VERSION) or every version (ID) from the suppliers'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "suppliers" -d 'List the suppliers, or hire or fire one'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "local" -d 'Offline backups to N local directories, one per would-be supplier'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "rebuild" -d 'The rebuilder: its view of the suppliers and its queue'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "key" -d 'Export this customer\'s keys, or import them on a new machine'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and not __fish_seen_subcommand_from status backup list restore delete suppliers local rebuild key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from suppliers" -f -a "hire" -d 'Hire the supplier at ADDR (host:port, or NODEID@host:port to pin its key) for the first free position, or --position. Without ADDR, hire suppliers found in the DHT: for --position, or for every free position'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from suppliers" -f -a "fire" -d 'Fire the supplier at POSITION: it deletes our fragments, the position becomes free'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from local" -f -a "backup" -d 'Back PATH... up into DIR/<position>/ for positions 0..N-1'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from local" -f -a "restore" -d 'Restore a backup from whatever positions of DIR are present'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from local" -f -a "verify" -d 'Check every fragment and report per block how many more positions may be lost'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from local" -f -a "list" -d 'List the complete backup versions in DIR'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from rebuild" -f -a "status" -d 'The rebuilder\'s view of the suppliers, its counters and its queue'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from key" -f -a "export" -d 'Write the customer\'s identity and master key to FILE (created 0600; it must not exist). With it alone a new machine finds the suppliers and restores everything: keep it offline and safe'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand help; and __fish_seen_subcommand_from key" -f -a "import" -d 'Put the keys from FILE (written by `key export`) into the customer\'s key directory; then start the customer-agent, which finds its supplier list in the DHT and its catalog on the suppliers'
