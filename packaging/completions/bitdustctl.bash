@@ -206,12 +206,16 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__backup)
-            opts="-q -h --json --quiet --run-dir --help"
+            opts="-q -h --config --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -43,6 +43,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -l run-dir
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l config -d 'The configuration file whose customer.backup_paths are backed up when no PATH is given' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l run-dir -d 'Where the daemons\' sockets are' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'

@@ -2,5 +2,8 @@
 //! The command line is in `bitdust_daemon::cli`.
 
 fn main() -> std::process::ExitCode {
-    bitdust_daemon::main(bitdust_daemon::cli::Daemon::SupplierStore, bitdust_supplier::run)
+    bitdust_daemon::main(
+        bitdust_daemon::cli::Daemon::SupplierStore,
+        bitdust_supplier::run,
+    )
 }

@@ -52,9 +52,14 @@ pub enum Command {
     Status,
     /// Back PATH... up to the suppliers (a new version of the backup of the same paths).
     Backup {
-        /// Files or directories to back up.
-        #[arg(required = true, value_name = "PATH")]
+        /// Files or directories to back up [default: customer.backup_paths
+        /// of the configuration file].
+        #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// The configuration file whose customer.backup_paths are backed up
+        /// when no PATH is given.
+        #[arg(long, value_name = "FILE", env = "BITDUST_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// List the backups and their versions.
     List,
@@ -135,7 +140,6 @@ impl AgentKeysArg {
         Ok(c.customer_keys())
     }
 }
-
 
 #[derive(Args, Debug)]
 pub struct KeysArg {

@@ -171,13 +171,19 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
     rt.block_on(async {
         if let Command::Rebuild { action } = &cli.command {
             return match action {
-                bitdustctl::RebuildCommand::Status => net::rebuild_status(&cli.run_dir, json, quiet).await,
+                bitdustctl::RebuildCommand::Status => {
+                    net::rebuild_status(&cli.run_dir, json, quiet).await
+                }
             };
         }
         let mut c = net::connect(&cli.run_dir).await?;
         match &cli.command {
             Command::Status => c.status(json, quiet).await,
-            Command::Backup { paths } => c.backup(paths, json, quiet).await,
+            Command::Backup { paths, config } => {
+                let paths = backup_paths(paths, config.as_deref())
+                    .map_err(|e| net::Failure(EXIT_USAGE, format!("{e:#}")))?;
+                c.backup(&paths, json, quiet).await
+            }
             Command::List => c.list(json, quiet).await,
             Command::Restore { which, to } => c.restore(which.as_deref(), to, json, quiet).await,
             Command::Delete { which } => c.delete(which, json, quiet).await,
@@ -185,6 +191,24 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
             Command::Local(_) | Command::Key(_) | Command::Rebuild { .. } => Ok(0),
         }
     })
+}
+
+/// The paths to back up: those given, else the config's
+/// `customer.backup_paths` (what bitdust-backup.service runs).
+fn backup_paths(
+    given: &[PathBuf],
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    let c = bitdust_config::Config::load(config)?;
+    anyhow::ensure!(
+        !c.customer.backup_paths.is_empty(),
+        "no PATH given and customer.backup_paths in {} is empty; give the paths to back up or set that key",
+        c.path.display()
+    );
+    Ok(c.customer.backup_paths)
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {

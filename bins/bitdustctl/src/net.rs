@@ -14,7 +14,6 @@ use crate::{Bar, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS};
 /// Exit status when the daemon does not answer.
 pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
 
-
 /// A failure with its exit status.
 pub(crate) struct Failure(pub(crate) u8, pub(crate) String);
 
@@ -512,7 +511,6 @@ impl Client {
         Ok(0)
     }
 }
-
 
 /// `bitdustctl rebuild status`, from the rebuilder's socket.
 pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> Result<u8, Failure> {

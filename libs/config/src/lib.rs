@@ -225,6 +225,9 @@ pub struct CustomerConfig {
     /// Fill the positions the config lists no supplier for with suppliers
     /// found in the DHT (through the local dht-peer).
     pub hire_from_dht: bool,
+    /// What `bitdustctl backup` backs up when given no path (and so what
+    /// bitdust-backup.service backs up on its timer).
+    pub backup_paths: Vec<PathBuf>,
 }
 
 impl Default for CustomerConfig {
@@ -243,6 +246,7 @@ impl Default for CustomerConfig {
             supplier_addresses: Vec::new(),
             timeout_secs: 10,
             hire_from_dht: true,
+            backup_paths: Vec::new(),
         }
     }
 }

@@ -112,7 +112,10 @@ impl Daemon {
     /// Parses this process's arguments (exits with help, version or a usage
     /// error as clap does); the config file given, if any.
     pub fn parse_args(self) -> Option<PathBuf> {
-        self.command().get_matches().get_one::<PathBuf>("config").cloned()
+        self.command()
+            .get_matches()
+            .get_one::<PathBuf>("config")
+            .cloned()
     }
 }
 

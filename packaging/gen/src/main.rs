@@ -54,7 +54,10 @@ fn ctl_pages(
         .filter(|s| s.get_name() != "help")
         .map(|s| format!("{name}-{}", s.get_name()))
         .collect();
-    let page = cmd.clone().name(name.to_owned()).bin_name(name.replace('-', " "));
+    let page = cmd
+        .clone()
+        .name(name.to_owned())
+        .bin_name(name.replace('-', " "));
     out.insert(
         PathBuf::from(format!("man/{name}.1")),
         man_page(page, &subs)?,
@@ -132,7 +135,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("bitdust-gen: cannot write the files under {}: {e}", root.display());
+            eprintln!(
+                "bitdust-gen: cannot write the files under {}: {e}",
+                root.display()
+            );
             ExitCode::FAILURE
         }
     }
@@ -172,7 +178,110 @@ mod tests {
             assert!(text.contains(".SH NAME"), "{b}");
             assert!(text.contains("bitdust.toml"), "{b}");
         }
-        let backup = String::from_utf8_lossy(&files[&PathBuf::from("man/bitdustctl-local-backup.1")]).into_owned();
+        let backup =
+            String::from_utf8_lossy(&files[&PathBuf::from("man/bitdustctl-local-backup.1")])
+                .into_owned();
         assert!(backup.contains("zstd"), "{backup}");
+    }
+
+    /// The keys the parser accepts in `section` ("" for the top level),
+    /// read from its own error for an unknown key.
+    fn keys_of(section: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let body = if section.is_empty() {
+            "zzz_unknown = 1\n".to_owned()
+        } else {
+            format!("[{section}]\nzzz_unknown = 1\n")
+        };
+        std::fs::write(&path, body).unwrap();
+        let err = bitdust_config::Config::load(Some(&path))
+            .unwrap_err()
+            .to_string();
+        let list = err
+            .split("expected one of")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{err}"));
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    const SECTIONS: [&str; 5] = ["", "dht", "supplier", "customer", "rebuilder"];
+
+    #[test]
+    fn bitdust_toml_5_documents_every_key_of_every_section() {
+        let page = std::fs::read_to_string(workspace_root().join("man/bitdust.toml.5")).unwrap();
+        for section in SECTIONS {
+            let keys = keys_of(section);
+            assert!(keys.len() >= 2, "{section}: {keys:?}");
+            // The page's part for the section.
+            let part = if section.is_empty() {
+                page.split(".SH TOP-LEVEL KEYS")
+                    .nth(1)
+                    .unwrap()
+                    .split(".SH [")
+                    .next()
+                    .unwrap()
+            } else {
+                let head = format!(".SH [{section}]");
+                page.split(head.as_str())
+                    .nth(1)
+                    .unwrap()
+                    .split(".SH ")
+                    .next()
+                    .unwrap()
+            };
+            for k in keys.iter().filter(|k| !SECTIONS.contains(&k.as_str())) {
+                assert!(
+                    part.contains(&format!("\\fB{k}\\fR = ")),
+                    "bitdust.toml(5) does not document [{section}] {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_packaged_config_parses_and_its_commented_defaults_are_the_real_ones() {
+        let text =
+            std::fs::read_to_string(workspace_root().join("packaging/bitdust.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let as_is = dir.path().join("as-is.toml");
+        std::fs::write(&as_is, &text).unwrap();
+        let mut plain = bitdust_config::Config::load(Some(&as_is)).unwrap();
+        // Every "#key = value" line, uncommented, must give the same config.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let set = dir.path().join("set.toml");
+        std::fs::write(&set, &uncommented).unwrap();
+        let mut explicit = bitdust_config::Config::load(Some(&set)).unwrap();
+        plain.path = PathBuf::new();
+        explicit.path = PathBuf::new();
+        let default = bitdust_config::Config {
+            path: PathBuf::new(),
+            ..Default::default()
+        };
+        assert_eq!(format!("{explicit:?}"), format!("{default:?}"));
+        assert_eq!(format!("{plain:?}"), format!("{default:?}"));
+        // And it shows every key: those not set are named in a comment.
+        for section in SECTIONS {
+            for k in keys_of(section)
+                .iter()
+                .filter(|k| !SECTIONS.contains(&k.as_str()))
+            {
+                assert!(
+                    text.contains(k.as_str()),
+                    "packaging/bitdust.toml does not name {k}"
+                );
+            }
+        }
     }
 }
