@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bitdust_crypto::{Identity, NodeId};
 use bitdust_customer::client::{PeerError, SupplierLink};
 use bitdust_net::{Endpoint, frame};
+use bitdust_proto::customer::v1 as cpb;
 use bitdust_proto::peer::v1 as ppb;
 use bitdust_tests::{assert_same_tree, bin, make_tree, restored_path};
 
@@ -152,6 +153,15 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     let r = net.ok(&["restore", "--to", &out1.display().to_string()]);
     assert_eq!(r["version"], 2);
     assert_same_tree(&src, &restored_path(&out1, &src));
+    // bitdustctl extracts the archive the agent streams; given an absolute
+    // `to`, the agent writes the files itself and streams no archive.
+    let out1b = net.dir.path().join("out1b");
+    let (done, pieces) = agent_restore_into(&net.run_dir(), &out1b);
+    assert_eq!(pieces, 0);
+    assert_eq!(done.version, 2);
+    assert_eq!(u64::from(done.files), r["files"].as_u64().unwrap(), "{r}");
+    assert_eq!(done.bytes, r["bytes"].as_u64().unwrap(), "{r}");
+    assert_same_tree(&src, &restored_path(&out1b, &src));
 
     // kill -9 three of seven suppliers: the map's tolerance.
     for s in ["supplier-0", "supplier-3", "supplier-5"] {
@@ -202,6 +212,38 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     // A backup with four of seven positions down fails too, clearly.
     let o = net.ctl(&["backup", &src_s]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+/// Restores the only backup's newest version through the agent's own
+/// writing (`RestoreRequest.to`); the result and how many archive pieces came.
+fn agent_restore_into(run_dir: &Path, to: &Path) -> (cpb::RestoreDone, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = bitdust_daemon::connect(&run_dir.join("customer.sock"))
+            .await
+            .unwrap();
+        let mut c = cpb::customer_client::CustomerClient::new(ch);
+        let mut s = c
+            .restore(cpb::RestoreRequest {
+                backup_id: String::new(),
+                version: 0,
+                to: to.display().to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut pieces = 0;
+        loop {
+            match s.message().await.unwrap().unwrap().kind {
+                Some(cpb::restore_event::Kind::Done(d)) => return (d, pieces),
+                Some(cpb::restore_event::Kind::Archive(_)) => pieces += 1,
+                _ => {}
+            }
+        }
+    })
 }
 
 #[test]

@@ -63,7 +63,7 @@ pub enum Command {
     },
     /// List the backups and their versions.
     List,
-    /// Restore a backup version into a new or empty directory.
+    /// Restore a backup version into a new or empty directory; bitdustctl writes the files, as the user running it.
     Restore {
         /// ID or ID@VERSION (an unambiguous prefix of the id will do) [default: the only backup, newest version].
         #[arg(value_name = "ID[@VERSION]")]

@@ -87,6 +87,7 @@ fn keys_dir(arg: &KeysArg) -> anyhow::Result<PathBuf> {
 }
 
 /// A progress bar on a terminal, nothing elsewhere.
+#[derive(Clone)]
 struct Bar(Option<ProgressBar>);
 
 impl Bar {

@@ -231,45 +231,97 @@ impl Client {
     ) -> Result<u8, Failure> {
         let (backup_id, version) = split_which(which)?;
         let to = absolute(to)?;
+        // The agent streams the archive and this process extracts it, so the
+        // files are written as the user who asked, wherever they may write
+        // (the packaged agent itself may write nowhere outside its state).
         let mut stream = self
             .inner
             .restore(pb::RestoreRequest {
                 backup_id,
                 version,
-                to: to.display().to_string(),
+                to: String::new(),
             })
             .await?
             .into_inner();
-        let show = !json && !quiet;
-        let mut bar: Option<Bar> = None;
-        let done = loop {
-            let ev = match stream.message().await {
-                Ok(Some(ev)) => ev,
+        // The agent's first event gives the total for the progress bar.
+        let mut first = stream.message().await?;
+        let total = match &first {
+            Some(pb::RestoreEvent {
+                kind: Some(pb::restore_event::Kind::Progress(p)),
+            }) => p.bytes_total,
+            _ => 0,
+        };
+        let bar = Bar::new(!json && !quiet, total, "restore");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        let extractor = {
+            let (to, bar) = (to.clone(), bar.clone());
+            std::thread::spawn(move || {
+                let reader = bitdust_pipeline::chunk_reader(move || rx.blocking_recv());
+                bitdust_pipeline::extract_archive(reader, &to, &bar)
+            })
+        };
+        let finish = |bar: &Bar| {
+            bar.done();
+            extractor.join().unwrap_or_else(|_| {
+                Err(bitdust_pipeline::RestoreError::Stream(
+                    std::io::Error::other("the extractor panicked"),
+                ))
+            })
+        };
+        let ended = loop {
+            let ev = match first.take() {
+                Some(ev) => Ok(Some(ev)),
+                None => stream.message().await,
+            };
+            match ev {
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Archive(piece)),
+                })) => {
+                    if tx.send(Ok(piece)).await.is_err() {
+                        // The extractor stopped early; its error says why.
+                        break Err(None);
+                    }
+                }
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Done(d)),
+                })) => break Ok(d),
+                Ok(Some(_)) => {}
                 Ok(None) => {
-                    return Err(Failure(
+                    break Err(Some(Failure(
                         EXIT_FAILED,
                         "the customer-agent ended the restore without a result; see its log".into(),
-                    ));
+                    )));
                 }
-                Err(s) => {
-                    if let Some(b) = &bar {
-                        b.done();
-                    }
-                    return Err(s.into());
-                }
-            };
-            match ev.kind {
-                Some(pb::restore_event::Kind::Progress(p)) => {
-                    let b = bar.get_or_insert_with(|| Bar::new(show, p.bytes_total, "restore"));
-                    b.set(p.bytes_done);
-                }
-                Some(pb::restore_event::Kind::Done(d)) => break d,
-                None => {}
+                Err(s) => break Err(Some(s.into())),
             }
         };
-        if let Some(b) = &bar {
-            b.done();
-        }
+        let mut done = match ended {
+            Ok(d) => {
+                drop(tx);
+                d
+            }
+            Err(why) => {
+                // Whatever was extracted is thrown away with the staging
+                // directory: an incomplete archive is never left as a restore.
+                let _ = tx
+                    .send(Err(std::io::Error::other("the archive stream was cut")))
+                    .await;
+                drop(tx);
+                let extracted = finish(&bar);
+                return Err(match (why, extracted) {
+                    (Some(f), _) => f,
+                    (None, Err(e)) => Failure(EXIT_FAILED, e.to_string()),
+                    (None, Ok(_)) => Failure(
+                        EXIT_FAILED,
+                        "the archive ended before the customer-agent finished; see its log".into(),
+                    ),
+                });
+            }
+        };
+        let report = finish(&bar).map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+        done.bytes = report.bytes;
+        done.files = report.files as u32;
+        done.warnings.extend(report.skipped);
         for w in &done.warnings {
             if !quiet {
                 eprintln!("bitdustctl: warning: {w}");

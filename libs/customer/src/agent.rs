@@ -655,10 +655,13 @@ impl Agent {
         req: pb::RestoreRequest,
         events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
     ) -> Result<pb::RestoreDone, Status> {
-        let to = PathBuf::from(&req.to);
-        if !to.is_absolute() {
+        // No target: stream the archive back for the caller to extract.
+        let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
+        if let Some(to) = &to
+            && !to.is_absolute()
+        {
             return Err(Status::invalid_argument(format!(
-                "{} is not an absolute path",
+                "{} is not an absolute path; give an absolute directory, or none to receive the archive",
                 req.to
             )));
         }
@@ -669,11 +672,27 @@ impl Agent {
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         let total = rec.input_bytes;
-        let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
-            pb::RestoreEvent {
-                kind: Some(pb::restore_event::Kind::Progress(p)),
+        let progress = |p| pb::RestoreEvent {
+            kind: Some(pb::restore_event::Kind::Progress(p)),
+        };
+        // Writing the files itself, the agent reports progress; streaming,
+        // only the caller knows how far extraction got, so it learns the total.
+        let ticker = match &to {
+            Some(_) => Some(spawn_ticker(
+                counter.clone(),
+                total,
+                events.clone(),
+                progress,
+            )),
+            None => {
+                let p = pb::Progress {
+                    bytes_done: 0,
+                    bytes_total: total,
+                };
+                let _ = events.send(Ok(progress(p))).await;
+                None
             }
-        });
+        };
         let me = self.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut src = NetSource::new(
@@ -694,20 +713,49 @@ impl Agent {
                     "the backup key of {id}@{version} does not open with this master key: {e}"
                 ))
             })?;
-            let report = bitdust_pipeline::restore(
-                &mut src,
-                &manifest,
-                &key,
-                &to,
-                &RestoreOptions::default(),
-                counter.as_ref(),
-            )
-            .map_err(|e| Status::aborted(format!("restore of {id}@{version} failed: {e}")))?;
+            let failed = |e| Status::aborted(format!("restore of {id}@{version} failed: {e}"));
+            let report = match &to {
+                Some(to) => bitdust_pipeline::restore(
+                    &mut src,
+                    &manifest,
+                    &key,
+                    to,
+                    &RestoreOptions::default(),
+                    counter.as_ref(),
+                )
+                .map_err(failed)?,
+                None => {
+                    let mut emit = |plain: Vec<u8>| {
+                        plain.chunks(ARCHIVE_CHUNK).all(|c| {
+                            let ev = pb::RestoreEvent {
+                                kind: Some(pb::restore_event::Kind::Archive(c.to_vec())),
+                            };
+                            events.blocking_send(Ok(ev)).is_ok()
+                        })
+                    };
+                    let b = bitdust_pipeline::restore_blocks(
+                        &mut src,
+                        &manifest,
+                        &key,
+                        &RestoreOptions::default(),
+                        &mut emit,
+                    )
+                    .map_err(failed)?;
+                    bitdust_pipeline::RestoreReport {
+                        blocks: b.blocks,
+                        decoded_blocks: b.decoded_blocks,
+                        rejected_fragments: b.rejected_fragments,
+                        ..Default::default()
+                    }
+                }
+            };
             Ok::<_, Status>((report, src.fetched))
         })
         .await
         .map_err(internal)?;
-        ticker.abort();
+        if let Some(t) = ticker {
+            t.abort();
+        }
         let (report, fetched) = result?;
         Ok(pb::RestoreDone {
             backup_id: id.to_string(),
@@ -724,6 +772,9 @@ impl Agent {
         })
     }
 }
+
+/// The largest piece of archive one restore event carries.
+const ARCHIVE_CHUNK: usize = 1 << 20;
 
 /// `position` if it exists and is free, or the first free position when
 /// `None`; the error says what to do otherwise.

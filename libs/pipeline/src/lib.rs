@@ -19,8 +19,8 @@ mod sink;
 
 pub use backup::{BackupError, BackupKeyMaterial, BackupOptions, BackupReport, backup};
 pub use restore::{
-    BlockHealth, RestoreError, RestoreOptions, RestoreReport, VerifyReport, load_manifest, restore,
-    verify,
+    BlockHealth, BlocksReport, ChunkReader, RestoreError, RestoreOptions, RestoreReport,
+    VerifyReport, chunk_reader, extract_archive, load_manifest, restore, restore_blocks, verify,
 };
 pub use sink::{FragmentSink, FragmentSource, Progress, SinkError, SourceError};
 

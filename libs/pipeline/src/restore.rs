@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bitdust_block::{BlockError, BlockOpener, Manifest, ManifestError};
 use bitdust_crypto::{BackupKey, NodeId};
 use bitdust_ecc::{Code, Scheme};
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::bounded;
 
 use crate::extract::{ExtractError, extract};
 use crate::{FragmentSource, Progress, SourceError};
@@ -260,6 +260,43 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport, RestoreError> {
+    staged(target, |stage| {
+        restore_into(source, manifest, key, stage, opts, progress)
+    })
+}
+
+/// Extracts `input`, the zstd-compressed tar stream [`restore_blocks`] hands
+/// out (its pieces in order), into `target` with the same guarantees as
+/// [`restore`]: `target` must not exist or be empty, and nothing shows there
+/// unless the whole archive extracted cleanly. A read error from `input`
+/// (the far end failed) fails the extraction. The report counts entries and
+/// bytes; the block counts are left zero.
+pub fn extract_archive(
+    input: impl Read,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, RestoreError> {
+    staged(target, |stage| {
+        let decoder = zstd::stream::read::Decoder::new(input).map_err(RestoreError::Stream)?;
+        let stats = extract(decoder, stage, progress)?;
+        Ok(RestoreReport {
+            files: stats.files,
+            directories: stats.directories,
+            symlinks: stats.symlinks,
+            bytes: stats.bytes,
+            skipped: stats.skipped,
+            ..RestoreReport::default()
+        })
+    })
+}
+
+/// Runs `fill` on a fresh staging directory and moves what it wrote to
+/// `target` (new, or an existing empty directory) only when it succeeded; on
+/// failure the staging directory is removed.
+fn staged(
+    target: &Path,
+    fill: impl FnOnce(&Path) -> Result<RestoreReport, RestoreError>,
+) -> Result<RestoreReport, RestoreError> {
     let target_err = |reason: String| RestoreError::Target {
         path: target.display().to_string(),
         reason,
@@ -296,7 +333,7 @@ pub fn restore(
         make_stage(parent, &format!(".{name}.bitdust-restore"))
     }
     .map_err(|e| target_err(format!("cannot create a staging directory: {e}")))?;
-    let finished = restore_into(source, manifest, key, &stage, opts, progress).and_then(|report| {
+    let finished = fill(&stage).and_then(|report| {
         let moved = if existed {
             fs::read_dir(&stage).and_then(|entries| {
                 for e in entries {
@@ -338,6 +375,78 @@ fn make_stage(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
     Err(io::Error::other("no free staging directory name"))
 }
 
+/// What [`restore_blocks`] did.
+#[derive(Debug, Default, Clone)]
+pub struct BlocksReport {
+    /// Blocks decoded and handed out.
+    pub blocks: u64,
+    /// Blocks that needed the ECC decoder.
+    pub decoded_blocks: u64,
+    /// Fragments rejected (missing ones are not listed), one line each.
+    pub rejected_fragments: Vec<String>,
+}
+
+/// Decodes, verifies and decrypts every block of the version in order and
+/// hands each block's plaintext (the next piece of the version's
+/// zstd-compressed tar stream) to `emit`. After a block fails nothing more is
+/// handed out, but the remaining blocks are still checked so every failure is
+/// named in the error. `emit` returning `false` (its reader is gone) stops
+/// the restore early with what was done so far.
+pub fn restore_blocks(
+    source: &mut dyn FragmentSource,
+    manifest: &Manifest,
+    key: &BackupKey,
+    opts: &RestoreOptions,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<BlocksReport, RestoreError> {
+    let code = Code::new(manifest.scheme, manifest.suppliers)
+        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let mut report = BlocksReport::default();
+    let mut failures = Vec::new();
+    for block in 0..manifest.blocks {
+        let opener = collect_block(
+            source,
+            manifest,
+            &code,
+            block,
+            false,
+            opts.max_block_size as u64,
+        )?;
+        note_rejections(&mut report.rejected_fragments, opener.rejections());
+        if let Some(h) = opener.header()
+            && h.last != (block + 1 == manifest.blocks)
+        {
+            failures.push(BlockError::Sequence {
+                block,
+                reason: format!(
+                    "is {}marked last, but the manifest says the version has {} blocks",
+                    if h.last { "" } else { "not " },
+                    manifest.blocks
+                ),
+            });
+            continue;
+        }
+        let needed_decode = !opener.has_all_data();
+        match opener.open(key) {
+            Ok(plain) => {
+                report.blocks += 1;
+                report.decoded_blocks += needed_decode as u64;
+                if failures.is_empty() && !emit(plain) {
+                    break;
+                }
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(RestoreError::Blocks {
+            total: manifest.blocks,
+            failures,
+        });
+    }
+    Ok(report)
+}
+
 fn restore_into(
     source: &mut dyn FragmentSource,
     manifest: &Manifest,
@@ -346,78 +455,35 @@ fn restore_into(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport, RestoreError> {
-    let code = Code::new(manifest.scheme, manifest.suppliers)
-        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let (tx, rx) = bounded::<Vec<u8>>(2);
     std::thread::scope(|scope| {
         let extractor = scope.spawn(move || {
-            let reader = ChannelReader {
-                rx,
-                buf: Vec::new(),
-                pos: 0,
-            };
+            let reader = chunk_reader(move || rx.recv().ok().map(Ok));
             let decoder = zstd::stream::read::Decoder::new(reader).map_err(RestoreError::Stream)?;
             let stats = extract(decoder, stage, progress)?;
             Ok::<_, RestoreError>(stats)
         });
-        let mut report = RestoreReport::default();
-        let mut failures = Vec::new();
-        for block in 0..manifest.blocks {
-            let opener = collect_block(
-                source,
-                manifest,
-                &code,
-                block,
-                false,
-                opts.max_block_size as u64,
-            )?;
-            note_rejections(&mut report.rejected_fragments, opener.rejections());
-            if let Some(h) = opener.header()
-                && h.last != (block + 1 == manifest.blocks)
-            {
-                failures.push(BlockError::Sequence {
-                    block,
-                    reason: format!(
-                        "is {}marked last, but the manifest says the version has {} blocks",
-                        if h.last { "" } else { "not " },
-                        manifest.blocks
-                    ),
-                });
-                continue;
-            }
-            let needed_decode = !opener.has_all_data();
-            match opener.open(key) {
-                Ok(plain) => {
-                    report.blocks += 1;
-                    report.decoded_blocks += needed_decode as u64;
-                    // Once a block failed nothing more is extracted, but the
-                    // remaining blocks are still checked so all failures are named.
-                    if failures.is_empty() && tx.send(plain).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => failures.push(e),
-            }
-        }
+        let blocks = restore_blocks(source, manifest, key, opts, &mut |plain| {
+            tx.send(plain).is_ok()
+        });
         drop(tx);
         let extracted = extractor.join().unwrap_or_else(|_| {
             Err(RestoreError::Stream(io::Error::other(
                 "the extractor thread panicked",
             )))
         });
-        if !failures.is_empty() {
-            return Err(RestoreError::Blocks {
-                total: manifest.blocks,
-                failures,
-            });
-        }
+        let blocks = blocks?;
         let stats = extracted?;
-        report.files = stats.files;
-        report.directories = stats.directories;
-        report.symlinks = stats.symlinks;
-        report.bytes = stats.bytes;
-        report.skipped = stats.skipped;
-        Ok(report)
+        Ok(RestoreReport {
+            blocks: blocks.blocks,
+            decoded_blocks: blocks.decoded_blocks,
+            files: stats.files,
+            directories: stats.directories,
+            symlinks: stats.symlinks,
+            bytes: stats.bytes,
+            rejected_fragments: blocks.rejected_fragments,
+            skipped: stats.skipped,
+        })
     })
 }
 
@@ -434,21 +500,41 @@ fn note_rejections(into: &mut Vec<String>, new: &[String]) {
     }
 }
 
-struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
+/// A [`Read`] over a sequence of byte chunks: `next` gives the next chunk,
+/// an error (which the reader returns), or `None` at the end. Chunks come
+/// from another thread through a channel, so whole buffers change hands
+/// with at most the channel's depth in flight.
+pub fn chunk_reader<F>(next: F) -> ChunkReader<F>
+where
+    F: FnMut() -> Option<io::Result<Vec<u8>>>,
+{
+    ChunkReader {
+        next,
+        buf: Vec::new(),
+        pos: 0,
+    }
+}
+
+/// See [`chunk_reader`].
+pub struct ChunkReader<F> {
+    next: F,
     buf: Vec<u8>,
     pos: usize,
 }
 
-impl Read for ChannelReader {
+impl<F> Read for ChunkReader<F>
+where
+    F: FnMut() -> Option<io::Result<Vec<u8>>>,
+{
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
+            match (self.next)() {
+                Some(Ok(b)) => {
                     self.buf = b;
                     self.pos = 0;
                 }
-                Err(_) => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);
@@ -648,5 +734,69 @@ mod tests {
         assert_eq!(n, 35);
         assert_eq!(binomial(7, 3), 35);
         assert_eq!(binomial(64, 10), 151_473_214_816);
+    }
+
+    /// A zstd-compressed tar of `a/b.txt` (`content`) and an empty `e/`.
+    fn small_archive(content: &[u8]) -> Vec<u8> {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        t.append_data(&mut h, "e/", io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        t.append_data(&mut h, "a/b.txt", content).unwrap();
+        zstd::encode_all(&t.into_inner().unwrap()[..], 3).unwrap()
+    }
+
+    /// Entries of `dir` whose names contain `bitdust-restore`.
+    fn stages_in(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("bitdust-restore"))
+            .collect()
+    }
+
+    #[test]
+    fn an_archive_streamed_in_pieces_extracts_and_a_cut_stream_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"hello from the agent".repeat(1000);
+        let archive = small_archive(&content);
+        // Whole, in 7-byte pieces: extracted into a new directory.
+        let mut pieces = archive.chunks(7).map(|c| Ok(c.to_vec()));
+        let out = dir.path().join("out");
+        let r = extract_archive(chunk_reader(|| pieces.next()), &out, &()).unwrap();
+        assert_eq!(
+            (r.files, r.directories, r.bytes),
+            (1, 1, content.len() as u64)
+        );
+        assert_eq!(fs::read(out.join("a/b.txt")).unwrap(), content);
+        assert!(out.join("e").is_dir());
+        assert!(stages_in(dir.path()).is_empty());
+        // Into it again: refused, it is not empty.
+        let mut again = archive.chunks(7).map(|c| Ok(c.to_vec()));
+        let e = extract_archive(chunk_reader(|| again.next()), &out, &()).unwrap_err();
+        assert!(e.to_string().contains("not empty"), "{e}");
+        // Cut halfway with an error: nothing at the target, no staging left,
+        // and the error is the stream's.
+        let half = archive.len() / 2;
+        let mut cut = vec![
+            Ok(archive[..half].to_vec()),
+            Err(io::Error::other("the agent went away")),
+        ]
+        .into_iter();
+        let out2 = dir.path().join("out2");
+        let e = extract_archive(chunk_reader(|| cut.next()), &out2, &()).unwrap_err();
+        assert!(e.to_string().contains("the agent went away"), "{e}");
+        assert!(!out2.exists());
+        assert!(stages_in(dir.path()).is_empty());
+        // Cut without an error (the stream just ends): refused as damaged.
+        let mut short = std::iter::once(Ok(archive[..half].to_vec()));
+        let e = extract_archive(chunk_reader(|| short.next()), &out2, &()).unwrap_err();
+        assert!(!out2.exists(), "{e}");
+        assert!(stages_in(dir.path()).is_empty());
     }
 }
