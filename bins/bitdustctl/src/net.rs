@@ -38,17 +38,35 @@ pub(crate) struct Client {
 
 pub(crate) async fn connect(run_dir: &Path) -> Result<Client, Failure> {
     let sock = run_dir.join("customer.sock");
-    let channel = bitdust_daemon::connect(&sock).await.map_err(|_| {
+    let channel = dial(&sock, "customer-agent", "bitdust-customer").await?;
+    Ok(Client {
+        inner: CustomerClient::new(channel).max_decoding_message_size(64 << 20),
+    })
+}
+
+/// A channel to the daemon `what` (run by `unit`) on `sock`. A socket this
+/// user may not open gets its own error: the daemon is running, and the
+/// fix is group membership, not starting it.
+async fn dial(sock: &Path, what: &str, unit: &str) -> Result<Channel, Failure> {
+    if let Err(e) = tokio::net::UnixStream::connect(sock).await
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        return Err(Failure(
+            EXIT_FAILED,
+            format!(
+                "permission denied on {}: only root and members of group bitdust may use the {what}; add this user to the group (adduser USER bitdust) and log in again",
+                sock.display()
+            ),
+        ));
+    }
+    bitdust_daemon::connect(sock).await.map_err(|_| {
         Failure(
             EXIT_NOT_RUNNING,
             format!(
-                "the customer-agent is not running (nothing answers on {}); start it (systemctl start bitdust-customer) or point --run-dir at its sockets",
+                "the {what} is not running (nothing answers on {}); start it (systemctl start {unit}) or point --run-dir at its sockets",
                 sock.display()
             ),
         )
-    })?;
-    Ok(Client {
-        inner: CustomerClient::new(channel).max_decoding_message_size(64 << 20),
     })
 }
 
@@ -568,15 +586,7 @@ impl Client {
 pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> Result<u8, Failure> {
     use bitdust_proto::rebuilder::v1 as rpb;
     let sock = run_dir.join("rebuilder.sock");
-    let channel = bitdust_daemon::connect(&sock).await.map_err(|_| {
-        Failure(
-            EXIT_NOT_RUNNING,
-            format!(
-                "the rebuilder is not running (nothing answers on {}); start it (systemctl start bitdust-rebuilder) or point --run-dir at its sockets",
-                sock.display()
-            ),
-        )
-    })?;
+    let channel = dial(&sock, "rebuilder", "bitdust-rebuilder").await?;
     let s = rpb::rebuilder_client::RebuilderClient::new(channel)
         .status(rpb::StatusRequest {})
         .await?
