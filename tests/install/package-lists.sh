@@ -21,8 +21,8 @@ if ! diff -u "$tmp/deb" "$tmp/rpm"; then
     echo "package-lists: $(basename "$rpm") and $(basename "$deb") hold different files (see the diff above)" >&2
     exit 1
 fi
-for f in /usr/bin/bitdustctl /usr/lib/systemd/system/bitdust-supplier.service /usr/share/man/man1/bitdustctl.1 \
-    /usr/share/man/man5/bitdust.toml.5 /etc/bitdust/bitdust.toml /usr/lib/sysusers.d/bitdust.conf; do
+for f in /usr/bin/bitdustctl /usr/lib/systemd/system/bitdust-supplier.service /usr/share/man/man1/bitdustctl.1.gz \
+    /usr/share/man/man5/bitdust.toml.5.gz /etc/bitdust/bitdust.toml /usr/lib/sysusers.d/bitdust.conf; do
     grep -qx "$f" "$tmp/rpm" || { echo "package-lists: $f is missing from both packages" >&2; exit 1; }
 done
 rpm -qp --configfiles "$rpm" 2>/dev/null | grep -qx /etc/bitdust/bitdust.toml ||

@@ -12,7 +12,7 @@
 #
 # Three machines on one bridge (10.77.0.0/24, in namespaces this script
 # creates and removes): bd-cust (the customer, .10), bd-sup1 (.11) and
-# bd-sup2 (.12), suppliers. Ends with "install test: N passed, M failed".
+# bd-sup2 (.12), suppliers. Ends with "install: N passed, M failed".
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -134,6 +134,7 @@ if [ ! -x "$cache/usr/lib/systemd/systemd" ] && [ ! -x "$cache/lib/systemd/syste
 fi
 
 # ---- the network: a bridge in bd-hub, one veth per machine ----
+for n in bd-hub "${machines[@]}"; do ip netns del "$n" 2>/dev/null || true; done # a killed run's
 ip netns add bd-hub
 ip -n bd-hub link add br0 type bridge
 ip -n bd-hub link set br0 up
