@@ -181,7 +181,25 @@ for m in "${machines[@]}"; do
 done
 
 # ---- install: user, units, man pages, nothing started ----
-for m in "${machines[@]}"; do
+# The customer installs the way people do, `apt install bitdust`, from a
+# local apt repository (a file: source holding the .deb and its Packages
+# index); the suppliers install the file itself, `apt install ./bitdust.deb`.
+repo_dir="$work/bd-cust/srv/bitdust-apt"
+mkdir -p "$repo_dir"
+cp "$deb" "$repo_dir/bitdust.deb"
+{
+    dpkg-deb -f "$deb" | sed "/^\s*$/d"
+    echo "Filename: ./bitdust.deb"
+    echo "Size: $(stat -c %s "$deb")"
+    echo "SHA256: $(sha256sum "$deb" | cut -d' ' -f1)"
+    echo
+} >"$repo_dir/Packages"
+echo "deb [trusted=yes] file:/srv/bitdust-apt ./" >"$work/bd-cust/etc/apt/sources.list.d/bitdust.list"
+check "bd-cust: apt-get update reads the local repository" on bd-cust apt-get update -q \
+    -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/bitdust.list -o Dir::Etc::sourceparts=-
+check "bd-cust: apt install bitdust" on bd-cust env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q bitdust
+for m in bd-sup1 bd-sup2; do
     check "$m: apt install ./bitdust.deb" on "$m" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -q /root/bitdust.deb
 done
