@@ -3,7 +3,8 @@
 # dpkg-deb -c), apart from where each distribution wants a file:
 #   zsh completions: Debian /usr/share/zsh/vendor-completions,
 #                    Fedora /usr/share/zsh/site-functions;
-#   /usr/share/doc/bitdust/copyright: Debian's policy file, .deb only.
+#   /usr/share/doc/bitdust/{copyright,changelog.Debian.gz} and the lintian
+#   overrides: Debian's policy files, .deb only.
 #   bash tests/install/package-lists.sh [DEB] [RPM]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +15,7 @@ command -v rpm >/dev/null || { echo "package-lists: rpm is missing; apt-get inst
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sed 's|^\./|/|' |
-    grep -vx /usr/share/doc/bitdust/copyright |
+    grep -vxE '/usr/share/doc/bitdust/(copyright|changelog\.Debian\.gz)|/usr/share/lintian/overrides/bitdust' |
     sed 's|^/usr/share/zsh/vendor-completions/|/usr/share/zsh/site-functions/|' | sort >"$tmp/deb"
 rpm -qlp "$rpm" 2>/dev/null | sort >"$tmp/rpm"
 if ! diff -u "$tmp/deb" "$tmp/rpm"; then
