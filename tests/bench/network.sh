@@ -40,8 +40,24 @@ t0=$(now); "$R/bitdustctl" backup --quiet "$work/data"; t1=$(now)
 "$R/bitdustctl" restore --quiet --to "$work/net-out"; t2=$(now)
 net_backup=$(rate "$t0" "$t1"); net_restore=$(rate "$t1" "$t2")
 diff -r "$work/data" "$work/net-out$work/data" >/dev/null && echo "network restore: bit-exact"
+# The same restore with the agent writing the files itself (RestoreRequest.to,
+# through grpcurl) instead of streaming the archive to bitdustctl, if grpcurl
+# is there.
+agent_restore=
+if command -v grpcurl >/dev/null; then
+    t0=$(now)
+    grpcurl -plaintext -authority localhost -d "{\"to\": \"$work/agent-out\"}" \
+        -unix "$BITDUST_RUN_DIR/customer.sock" bitdust.customer.v1.Customer/Restore >/dev/null
+    t1=$(now)
+    agent_restore=$(rate "$t0" "$t1")
+    diff -r "$work/data" "$work/agent-out$work/data" >/dev/null && echo "agent-written restore: bit-exact"
+fi
 
 echo "input: $bytes bytes ($size_mb MB requested; 1/3 random)"
 printf '%-40s %8s MB/s\n' "local backup (7 directories)" "$local_backup" "network backup (7 suppliers, QUIC)" "$net_backup" \
     "local restore" "$local_restore" "network restore" "$net_restore"
 python3 -c "print(f'ratio network/local: backup {$net_backup/$local_backup:.2f}x, restore {$net_restore/$local_restore:.2f}x')"
+if [ -n "$agent_restore" ]; then
+    printf '%-40s %8s MB/s\n' "network restore, the agent writes" "$agent_restore"
+    python3 -c "print(f'ratio streamed to bitdustctl / agent writes: {$net_restore/$agent_restore:.2f}x')"
+fi
