@@ -85,37 +85,7 @@ fail() {
     failed=$((failed + 1))
     log "FAILED: $*"
     diagnose
-    # ---- the .rpm on the same machine: %post, the units, %preun, erase ----
-skipped=0
-if [ -n "$rpm_file" ] && [ -f "$rpm_file" ]; then
-    cp "$rpm_file" "$work/bd-cust/root/bitdust.rpm"
-    R="rpm --force-debian --nodeps"
-    # The .deb leaves the user behind on purge; %post must make it anew.
-    on bd-cust userdel bitdust
-    check "rpm -i bitdust.rpm creates the user, installs the units and binaries, starts nothing" sh -c "
-        nsenter -t ${leader[bd-cust]} -m -u -i -n -p $R -i /root/bitdust.rpm &&
-        nsenter -t ${leader[bd-cust]} -m -u -i -n -p getent passwd bitdust &&
-        test -x $work/bd-cust/usr/bin/bitdust-supplier-store &&
-        test -f $work/bd-cust/usr/lib/systemd/system/bitdust-supplier.service &&
-        test -f $work/bd-cust/etc/bitdust/bitdust.toml &&
-        ! nsenter -t ${leader[bd-cust]} -m -u -i -n -p systemctl is-active --quiet bitdust-dht bitdust-supplier"
-    printf '[supplier]\nadvertise = "%s:7800"\n' "${ip[bd-cust]}" >"$work/bd-cust/etc/bitdust/bitdust.toml"
-    check "the rpm's units start: systemctl enable --now bitdust-supplier" on bd-cust systemctl enable --now bitdust-supplier
-    poll 30 "the rpm-installed supplier and dht are active" on bd-cust systemctl is-active --quiet bitdust-dht bitdust-supplier
-    check "rpm -e stops and disables the units and keeps /var/lib/bitdust (RPM has no purge)" sh -c "
-        nsenter -t ${leader[bd-cust]} -m -u -i -n -p $R -e bitdust &&
-        ! nsenter -t ${leader[bd-cust]} -m -u -i -n -p pgrep -f bitdust- &&
-        ! test -e $work/bd-cust/usr/bin/bitdustctl && test -d $work/bd-cust/var/lib/bitdust/supplier"
-else
-    log "skipped: the .rpm phase (no target/generate-rpm/bitdust-*.rpm; bash packaging/rpm/build.sh builds it)"
-    skipped=1
-fi
-
-if [ "$skipped" = 0 ]; then
     echo "install: $passed passed, $failed failed"
-else
-    echo "install: $passed passed, $failed failed, $skipped skipped"
-fi
     exit 1
 }
 # check DESCRIPTION COMMAND...: passes when COMMAND exits 0.
