@@ -48,18 +48,23 @@ pub(crate) async fn connect(run_dir: &Path) -> Result<Client, Failure> {
 /// user may not open gets its own error: the daemon is running, and the
 /// fix is group membership, not starting it.
 async fn dial(sock: &Path, what: &str, unit: &str) -> Result<Channel, Failure> {
-    if let Err(e) = tokio::net::UnixStream::connect(sock).await
-        && e.kind() == std::io::ErrorKind::PermissionDenied
-    {
-        return Err(Failure(
+    if let Ok(channel) = bitdust_daemon::connect(sock).await {
+        return Ok(channel);
+    }
+    // Only on failure: tell "may not" from "not running" with a plain connect.
+    let denied = matches!(
+        tokio::net::UnixStream::connect(sock).await,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied
+    );
+    Err(if denied {
+        Failure(
             EXIT_FAILED,
             format!(
                 "permission denied on {}: only root and members of group bitdust may use the {what}; add this user to the group (adduser USER bitdust) and log in again",
                 sock.display()
             ),
-        ));
-    }
-    bitdust_daemon::connect(sock).await.map_err(|_| {
+        )
+    } else {
         Failure(
             EXIT_NOT_RUNNING,
             format!(

@@ -733,20 +733,15 @@ impl Agent {
                             events.blocking_send(Ok(ev)).is_ok()
                         })
                     };
-                    let b = bitdust_pipeline::restore_blocks(
+                    bitdust_pipeline::restore_blocks(
                         &mut src,
                         &manifest,
                         &key,
                         &RestoreOptions::default(),
                         &mut emit,
                     )
-                    .map_err(failed)?;
-                    bitdust_pipeline::RestoreReport {
-                        blocks: b.blocks,
-                        decoded_blocks: b.decoded_blocks,
-                        rejected_fragments: b.rejected_fragments,
-                        ..Default::default()
-                    }
+                    .map_err(failed)?
+                    .into()
                 }
             };
             Ok::<_, Status>((report, src.fetched))

@@ -95,6 +95,12 @@ fn summarize(failures: &[BlockError]) -> String {
     s.join("; ")
 }
 
+/// The ECC code the manifest names; a manifest naming none is malformed.
+fn code_of(manifest: &Manifest) -> Result<Code, RestoreError> {
+    Code::new(manifest.scheme, manifest.suppliers)
+        .map_err(|e| ManifestError::Malformed(e.to_string()).into())
+}
+
 /// Reads and verifies the manifest from `source`.
 pub fn load_manifest(
     source: &mut dyn FragmentSource,
@@ -386,6 +392,18 @@ pub struct BlocksReport {
     pub rejected_fragments: Vec<String>,
 }
 
+impl From<BlocksReport> for RestoreReport {
+    /// The block half of a restore report; the entry counts are left zero.
+    fn from(b: BlocksReport) -> Self {
+        RestoreReport {
+            blocks: b.blocks,
+            decoded_blocks: b.decoded_blocks,
+            rejected_fragments: b.rejected_fragments,
+            ..RestoreReport::default()
+        }
+    }
+}
+
 /// Decodes, verifies and decrypts every block of the version in order and
 /// hands each block's plaintext (the next piece of the version's
 /// zstd-compressed tar stream) to `emit`. After a block fails nothing more is
@@ -399,8 +417,7 @@ pub fn restore_blocks(
     opts: &RestoreOptions,
     emit: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> Result<BlocksReport, RestoreError> {
-    let code = Code::new(manifest.scheme, manifest.suppliers)
-        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let code = code_of(manifest)?;
     let mut report = BlocksReport::default();
     let mut failures = Vec::new();
     for block in 0..manifest.blocks {
@@ -475,14 +492,12 @@ fn restore_into(
         let blocks = blocks?;
         let stats = extracted?;
         Ok(RestoreReport {
-            blocks: blocks.blocks,
-            decoded_blocks: blocks.decoded_blocks,
             files: stats.files,
             directories: stats.directories,
             symlinks: stats.symlinks,
             bytes: stats.bytes,
-            rejected_fragments: blocks.rejected_fragments,
             skipped: stats.skipped,
+            ..blocks.into()
         })
     })
 }
@@ -598,8 +613,7 @@ pub fn verify(
     source: &mut dyn FragmentSource,
     manifest: &Manifest,
 ) -> Result<VerifyReport, RestoreError> {
-    let code = Code::new(manifest.scheme, manifest.suppliers)
-        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let code = code_of(manifest)?;
     let mut blocks = Vec::new();
     let mut margins: std::collections::HashMap<Vec<bool>, (Option<usize>, bool)> =
         std::collections::HashMap::new();
