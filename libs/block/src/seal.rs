@@ -4,7 +4,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bitdust_crypto::{BackupKey, Identity, NodeId, OpenError, SealError, open, seal_into};
-use bitdust_ecc::{Code, EccError};
+use bitdust_ecc::{AlignedBuf, Code, EccError};
 
 use crate::fragment::{FragmentError, read_fragment};
 use crate::header::{BlockHeader, HeaderError, SignedHeader};
@@ -76,7 +76,8 @@ pub struct BlockSealer {
 #[derive(Default)]
 pub struct SealedBlock {
     header: Option<SignedHeader>,
-    fragments: Vec<u8>,
+    /// Cache-line aligned, so the encoder's loads and stores are too.
+    fragments: AlignedBuf,
     fragment_len: usize,
 }
 
@@ -196,7 +197,7 @@ pub struct BlockOpener {
     block: u64,
     header: Option<SignedHeader>,
     code: Option<Code>,
-    fragments: Vec<u8>,
+    fragments: AlignedBuf,
     present: Vec<bool>,
     rejections: Vec<String>,
 }
@@ -213,7 +214,7 @@ impl BlockOpener {
             block,
             header: None,
             code: None,
-            fragments: Vec::new(),
+            fragments: AlignedBuf::new(),
             present: Vec::new(),
             rejections: Vec::new(),
         }
@@ -291,7 +292,7 @@ impl BlockOpener {
                 self.check_identity(h)?;
                 let code = h.code().map_err(|e| HeaderError::Invalid(e.to_string()))?;
                 let fl = h.fragment_len as usize;
-                self.fragments = vec![0u8; code.fragment_count() * fl];
+                self.fragments = AlignedBuf::zeroed(code.fragment_count() * fl);
                 self.present = vec![false; code.fragment_count()];
                 self.code = Some(code);
                 self.header = Some(signed);

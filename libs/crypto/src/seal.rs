@@ -27,7 +27,7 @@ pub enum OpenError {
 pub fn seal_into(
     recipient: &Recipient,
     plaintext: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut impl Write,
 ) -> Result<(), SealError> {
     let encryptor =
         age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))

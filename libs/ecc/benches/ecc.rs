@@ -4,13 +4,14 @@
 //! The block is exactly 4,194,304 bytes, zero-padded into data fragments of
 //! `Code::fragment_len(4 MiB)` bytes as the block format stores it (233,024
 //! for XOR N = 18, 65,600 for N = 64); throughput counts the 4 MiB only.
+//! Every buffer, the memcpy's too, is an `AlignedBuf`, as in the pipeline.
 //!
 //! Run: `cargo bench -p bitdust-ecc` (ratios: `ecc-bench-ratio` binary).
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use bitdust_ecc::{Code, Scheme};
+use bitdust_ecc::{AlignedBuf, Code, Scheme};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,9 +19,9 @@ use rand_chacha::ChaCha8Rng;
 const BLOCK: usize = 4 << 20;
 
 /// An encoded random block for `code`: (buffer, fragment length).
-fn encoded(code: &Code) -> (Vec<u8>, usize) {
+fn encoded(code: &Code) -> (AlignedBuf, usize) {
     let fl = code.fragment_len(BLOCK);
-    let mut buf = vec![0u8; code.fragment_count() * fl];
+    let mut buf = AlignedBuf::zeroed(code.fragment_count() * fl);
     ChaCha8Rng::seed_from_u64(42).fill_bytes(&mut buf[..BLOCK]);
     code.encode(&mut buf, fl).expect("encode");
     (buf, fl)
@@ -54,8 +55,9 @@ fn ecc(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
 
-    let src = vec![7u8; BLOCK];
-    let mut dst = vec![0u8; BLOCK];
+    let mut src = AlignedBuf::zeroed(BLOCK);
+    src.fill(7);
+    let mut dst = AlignedBuf::zeroed(BLOCK);
     group.bench_function("memcpy", |b| {
         b.iter(|| dst.copy_from_slice(black_box(&src)));
     });

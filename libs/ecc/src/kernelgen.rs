@@ -3,13 +3,17 @@
 //! committed file against [`source`]).
 //!
 //! A kernel walks the fragments one 64-byte *column* at a time (the same
-//! offset in every fragment): it loads each data chunk of the column once,
-//! XORs the shared pair temporaries of the map's staged encode plan (see
-//! `xorcode::staged_encode`), then computes and stores every parity chunk as
-//! a fixed XOR expression. The map is baked into the code, so LLVM keeps the
-//! chunks in vector registers and each input byte is loaded once instead of
-//! once per parity it belongs to; the work becomes `N * (w - 1)` vector XORs
-//! (merged into three-input `vpternlogq` with AVX-512) per column.
+//! offset in every fragment). For each parity, in the order `schedule`
+//! picks, it builds the temporaries of the map's staged encode plan (see
+//! `xorcode::staged_encode`) it needs that are not built yet, loading their
+//! data chunks there, then stores the parity chunk as a fixed XOR of
+//! temporaries. The map is baked into the code, so LLVM keeps the chunks in
+//! vector registers and merges the XORs into three-input `vpternlogq`
+//! with AVX-512; the work is about `N * (w - 1)` vector XORs per column.
+//!
+//! Fragments are reached through raw pointers checked once per call (see
+//! `kernels.rs`): the generated file is the crate's only `unsafe` besides
+//! the CPU-feature dispatch.
 
 use std::fmt::Write as _;
 
@@ -20,10 +24,11 @@ use crate::xorcode::staged_encode;
 pub const PATH: &str = "src/kernels_gen.rs";
 
 /// The supplier counts that get a kernel: all of them. For N = 64 the 64
-/// data chunks of a column do not fit the 32 vector registers, so LLVM
-/// spills, but at the odd fragment lengths of [`crate::Code::fragment_len`]
-/// (65600 bytes for a 4 MiB block) the kernel still runs at 14-15 GB/s
-/// against 8-9 for the staged encoder; see `docs/performance.md`.
+/// pair temporaries of a column do not all fit the 32 vector registers, so
+/// LLVM spills some, but at the odd fragment lengths of
+/// [`crate::Code::fragment_len`] (65600 bytes for a 4 MiB block) the kernel
+/// runs at 26-28 GB/s against 8-9 for the staged encoder; see
+/// `docs/performance.md`.
 pub const SUPPLIERS: [usize; 7] = [2, 4, 7, 13, 18, 26, 64];
 
 /// The generated source of every kernel, for the committed maps.
@@ -34,7 +39,7 @@ pub fn source() -> String {
          // Regenerate: cargo run -p bitdust-ecc --bin ecc-kernelgen\n\
          //\n\
          // One register-blocked encode kernel per map; see `src/kernelgen.rs`.\n\n\
-         use crate::kernels::{V, ld, st, x};\n\n",
+         use crate::kernels::{frag_ptrs, frag_ptrs_mut, ld, st, x};\n\n",
     );
     out.push_str(
         "/// Runs the kernel of the `n`-supplier map over `inputs` (the `n` data\n\
@@ -42,13 +47,16 @@ pub fn source() -> String {
          /// `fl` bytes long (a multiple of 64). False if there is no kernel for `n`.\n\
          #[inline(always)]\n\
          pub(crate) fn encode(n: usize, inputs: &[u8], outputs: &mut [u8], fl: usize) -> bool {\n\
+         \x20   // SAFETY: `frag_ptrs` and `frag_ptrs_mut` panic unless both buffers\n\
+         \x20   // hold `n` fragments of `fl` bytes, so every fragment pointer has `fl`\n\
+         \x20   // bytes behind it, and the two buffers are distinct borrows.\n\
          \x20   match n {\n",
     );
     let counts = SUPPLIERS;
     for &n in &counts {
         let _ = writeln!(
             out,
-            "        {n} => encode_{n}(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),"
+            "        {n} => unsafe {{ encode_{n}(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) }},"
         );
     }
     out.push_str("        _ => return false,\n    }\n    true\n}\n");
@@ -67,49 +75,74 @@ fn kernel(out: &mut String, map: &EccMap) {
     let _ = write!(
         out,
         "\n/// Parity `j` of the {n}-supplier map, one 64-byte column at a time.\n\
+         ///\n\
+         /// # Safety\n\
+         ///\n\
+         /// Bytes `0..len` behind every pointer of `d` must be readable and\n\
+         /// those behind `p` writable, none of `p`'s overlapping anything else.\n\
          #[inline(always)]\n\
          #[allow(clippy::too_many_lines)]\n\
-         fn encode_{n}(d: [&[u8]; {n}], p: [&mut [u8]; {n}], len: usize) {{\n\
-         \x20   let d = d.map(|s| &s[..len]);\n\
-         \x20   let p = p.map(|s| &mut s[..len]);\n\
+         unsafe fn encode_{n}(d: [*const u8; {n}], p: [*mut u8; {n}], len: usize) {{\n\
          \x20   let mut c = 0;\n\
-         \x20   while c + 64 <= len {{\n"
+         \x20   while c + 64 <= len {{\n\
+         \x20       // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).\n\
+         \x20       unsafe {{\n"
     );
-    // All loads of a column, then the temporaries, then the parities. (This
-    // measured the same as loading each chunk just before its first use.)
-    let mut loaded = vec![false; n];
+    // Parities in an order that keeps few temporaries alive at once (see
+    // `schedule`); each temporary is built just before its first use, loading
+    // its data chunks there (a chunk two temporaries share is loaded twice,
+    // the second time from L1, rather than held in a register).
     let mut built = vec![false; staged.temps.len()];
-    let name = |t: usize| -> String {
-        match staged.temps[t][..] {
-            [i] => format!("d{i}"),
-            _ => format!("t{t}"),
-        }
-    };
-    for step in &staged.outputs {
+    for k in schedule(&staged.outputs, staged.temps.len()) {
+        let step = &staged.outputs[k];
         for &t in &step.srcs {
-            for &i in &staged.temps[t] {
-                if !loaded[i] {
-                    loaded[i] = true;
-                    let _ = writeln!(out, "        let d{i}: V = ld(d[{i}], c);");
-                }
-            }
-        }
-    }
-    for step in &staged.outputs {
-        for &t in &step.srcs {
-            if !built[t] && staged.temps[t].len() > 1 {
+            if !built[t] {
                 built[t] = true;
-                let expr = chain(staged.temps[t].iter().map(|i| format!("d{i}")));
-                let _ = writeln!(out, "        let t{t} = {expr};");
+                let expr = chain(staged.temps[t].iter().map(|i| format!("ld(d[{i}], c)")));
+                let _ = writeln!(out, "            let t{t} = {expr};");
             }
         }
-    }
-    for step in &staged.outputs {
         let j = step.dst - n;
-        let expr = chain(step.srcs.iter().map(|&t| name(t)));
-        let _ = writeln!(out, "        st(p[{j}], c, {expr});");
+        let expr = chain(step.srcs.iter().map(|&t| format!("t{t}")));
+        let _ = writeln!(out, "            st(p[{j}], c, {expr});");
     }
-    out.push_str("        c += 64;\n    }\n}\n");
+    out.push_str("        }\n        c += 64;\n    }\n}\n");
+}
+
+/// The order to compute `outputs` in: greedily the one that builds the
+/// fewest new temporaries net of those it uses for the last time (ties to
+/// the lowest index). For N = 64 the 64 pair temporaries of a column do not
+/// fit the 32 vector registers; in map order up to 64 are alive at once and
+/// LLVM spills most of them, in this order at most 37 are, which measured
+/// 0.73x memcpy against 0.51x (see `docs/performance.md`).
+fn schedule(outputs: &[crate::xor::Step], temps: usize) -> Vec<usize> {
+    let mut uses = vec![0usize; temps];
+    for step in outputs {
+        for &t in &step.srcs {
+            uses[t] += 1;
+        }
+    }
+    let mut built = vec![false; temps];
+    let mut left: Vec<usize> = (0..outputs.len()).collect();
+    let mut order = Vec::with_capacity(outputs.len());
+    while !left.is_empty() {
+        let cost = |k: usize| -> (isize, usize) {
+            let srcs = &outputs[k].srcs;
+            let new = srcs.iter().filter(|&&t| !built[t]).count();
+            let retired = srcs.iter().filter(|&&t| uses[t] == 1).count();
+            (new as isize - retired as isize, k)
+        };
+        let Some(at) = (0..left.len()).min_by_key(|&i| cost(left[i])) else {
+            break;
+        };
+        let k = left.remove(at);
+        for &t in &outputs[k].srcs {
+            built[t] = true;
+            uses[t] -= 1;
+        }
+        order.push(k);
+    }
+    order
 }
 
 /// `x(x(a, b), c)`... over `terms`.

@@ -3,438 +3,419 @@
 //
 // One register-blocked encode kernel per map; see `src/kernelgen.rs`.
 
-use crate::kernels::{V, ld, st, x};
+use crate::kernels::{frag_ptrs, frag_ptrs_mut, ld, st, x};
 
 /// Runs the kernel of the `n`-supplier map over `inputs` (the `n` data
 /// fragments) into `outputs` (the `n` parity fragments), fragments
 /// `fl` bytes long (a multiple of 64). False if there is no kernel for `n`.
 #[inline(always)]
 pub(crate) fn encode(n: usize, inputs: &[u8], outputs: &mut [u8], fl: usize) -> bool {
+    // SAFETY: `frag_ptrs` and `frag_ptrs_mut` panic unless both buffers
+    // hold `n` fragments of `fl` bytes, so every fragment pointer has `fl`
+    // bytes behind it, and the two buffers are distinct borrows.
     match n {
-        2 => encode_2(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),
-        4 => encode_4(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),
-        7 => encode_7(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),
-        13 => encode_13(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),
-        18 => encode_18(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),
-        26 => encode_26(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),
-        64 => encode_64(crate::kernels::frags(inputs, fl), crate::kernels::frags_mut(outputs, fl), fl),
+        2 => unsafe { encode_2(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
+        4 => unsafe { encode_4(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
+        7 => unsafe { encode_7(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
+        13 => unsafe { encode_13(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
+        18 => unsafe { encode_18(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
+        26 => unsafe { encode_26(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
+        64 => unsafe { encode_64(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
         _ => return false,
     }
     true
 }
 
 /// Parity `j` of the 2-supplier map, one 64-byte column at a time.
+///
+/// # Safety
+///
+/// Bytes `0..len` behind every pointer of `d` must be readable and
+/// those behind `p` writable, none of `p`'s overlapping anything else.
 #[inline(always)]
 #[allow(clippy::too_many_lines)]
-fn encode_2(d: [&[u8]; 2], p: [&mut [u8]; 2], len: usize) {
-    let d = d.map(|s| &s[..len]);
-    let p = p.map(|s| &mut s[..len]);
+unsafe fn encode_2(d: [*const u8; 2], p: [*mut u8; 2], len: usize) {
     let mut c = 0;
     while c + 64 <= len {
-        let d1: V = ld(d[1], c);
-        let d0: V = ld(d[0], c);
-        st(p[0], c, d1);
-        st(p[1], c, d0);
+        // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).
+        unsafe {
+            let t0 = ld(d[1], c);
+            st(p[0], c, t0);
+            let t1 = ld(d[0], c);
+            st(p[1], c, t1);
+        }
         c += 64;
     }
 }
 
 /// Parity `j` of the 4-supplier map, one 64-byte column at a time.
+///
+/// # Safety
+///
+/// Bytes `0..len` behind every pointer of `d` must be readable and
+/// those behind `p` writable, none of `p`'s overlapping anything else.
 #[inline(always)]
 #[allow(clippy::too_many_lines)]
-fn encode_4(d: [&[u8]; 4], p: [&mut [u8]; 4], len: usize) {
-    let d = d.map(|s| &s[..len]);
-    let p = p.map(|s| &mut s[..len]);
+unsafe fn encode_4(d: [*const u8; 4], p: [*mut u8; 4], len: usize) {
     let mut c = 0;
     while c + 64 <= len {
-        let d1: V = ld(d[1], c);
-        let d2: V = ld(d[2], c);
-        let d3: V = ld(d[3], c);
-        let d0: V = ld(d[0], c);
-        st(p[0], c, x(d1, d2));
-        st(p[1], c, x(d2, d3));
-        st(p[2], c, x(d0, d3));
-        st(p[3], c, x(d0, d1));
+        // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).
+        unsafe {
+            let t0 = ld(d[1], c);
+            let t1 = ld(d[2], c);
+            st(p[0], c, x(t0, t1));
+            let t2 = ld(d[3], c);
+            st(p[1], c, x(t1, t2));
+            let t3 = ld(d[0], c);
+            st(p[2], c, x(t3, t2));
+            st(p[3], c, x(t3, t0));
+        }
         c += 64;
     }
 }
 
 /// Parity `j` of the 7-supplier map, one 64-byte column at a time.
+///
+/// # Safety
+///
+/// Bytes `0..len` behind every pointer of `d` must be readable and
+/// those behind `p` writable, none of `p`'s overlapping anything else.
 #[inline(always)]
 #[allow(clippy::too_many_lines)]
-fn encode_7(d: [&[u8]; 7], p: [&mut [u8]; 7], len: usize) {
-    let d = d.map(|s| &s[..len]);
-    let p = p.map(|s| &mut s[..len]);
+unsafe fn encode_7(d: [*const u8; 7], p: [*mut u8; 7], len: usize) {
     let mut c = 0;
     while c + 64 <= len {
-        let d1: V = ld(d[1], c);
-        let d2: V = ld(d[2], c);
-        let d6: V = ld(d[6], c);
-        let d0: V = ld(d[0], c);
-        let d3: V = ld(d[3], c);
-        let d4: V = ld(d[4], c);
-        let d5: V = ld(d[5], c);
-        st(p[0], c, x(x(d1, d2), d6));
-        st(p[1], c, x(x(d0, d2), d3));
-        st(p[2], c, x(x(d1, d3), d4));
-        st(p[3], c, x(x(d2, d4), d5));
-        st(p[4], c, x(x(d3, d5), d6));
-        st(p[5], c, x(x(d0, d4), d6));
-        st(p[6], c, x(x(d0, d1), d5));
+        // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).
+        unsafe {
+            let t0 = ld(d[1], c);
+            let t1 = ld(d[2], c);
+            let t2 = ld(d[6], c);
+            st(p[0], c, x(x(t0, t1), t2));
+            let t3 = ld(d[0], c);
+            let t4 = ld(d[3], c);
+            st(p[1], c, x(x(t3, t1), t4));
+            let t5 = ld(d[4], c);
+            st(p[2], c, x(x(t0, t4), t5));
+            let t6 = ld(d[5], c);
+            st(p[3], c, x(x(t1, t5), t6));
+            st(p[4], c, x(x(t4, t6), t2));
+            st(p[5], c, x(x(t3, t5), t2));
+            st(p[6], c, x(x(t3, t0), t6));
+        }
         c += 64;
     }
 }
 
 /// Parity `j` of the 13-supplier map, one 64-byte column at a time.
+///
+/// # Safety
+///
+/// Bytes `0..len` behind every pointer of `d` must be readable and
+/// those behind `p` writable, none of `p`'s overlapping anything else.
 #[inline(always)]
 #[allow(clippy::too_many_lines)]
-fn encode_13(d: [&[u8]; 13], p: [&mut [u8]; 13], len: usize) {
-    let d = d.map(|s| &s[..len]);
-    let p = p.map(|s| &mut s[..len]);
+unsafe fn encode_13(d: [*const u8; 13], p: [*mut u8; 13], len: usize) {
     let mut c = 0;
     while c + 64 <= len {
-        let d1: V = ld(d[1], c);
-        let d2: V = ld(d[2], c);
-        let d4: V = ld(d[4], c);
-        let d11: V = ld(d[11], c);
-        let d3: V = ld(d[3], c);
-        let d5: V = ld(d[5], c);
-        let d12: V = ld(d[12], c);
-        let d0: V = ld(d[0], c);
-        let d6: V = ld(d[6], c);
-        let d7: V = ld(d[7], c);
-        let d8: V = ld(d[8], c);
-        let d9: V = ld(d[9], c);
-        let d10: V = ld(d[10], c);
-        st(p[0], c, x(x(x(d1, d2), d4), d11));
-        st(p[1], c, x(x(x(d2, d3), d5), d12));
-        st(p[2], c, x(x(x(d0, d3), d4), d6));
-        st(p[3], c, x(x(x(d1, d4), d5), d7));
-        st(p[4], c, x(x(x(d2, d5), d6), d8));
-        st(p[5], c, x(x(x(d3, d6), d7), d9));
-        st(p[6], c, x(x(x(d4, d7), d8), d10));
-        st(p[7], c, x(x(x(d5, d8), d9), d11));
-        st(p[8], c, x(x(x(d6, d9), d10), d12));
-        st(p[9], c, x(x(x(d0, d7), d10), d11));
-        st(p[10], c, x(x(x(d1, d8), d11), d12));
-        st(p[11], c, x(x(x(d0, d2), d9), d12));
-        st(p[12], c, x(x(x(d0, d1), d3), d10));
+        // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).
+        unsafe {
+            let t0 = ld(d[1], c);
+            let t1 = ld(d[2], c);
+            let t2 = ld(d[4], c);
+            let t3 = ld(d[11], c);
+            st(p[0], c, x(x(x(t0, t1), t2), t3));
+            let t5 = ld(d[5], c);
+            let t9 = ld(d[7], c);
+            st(p[3], c, x(x(x(t0, t2), t5), t9));
+            let t4 = ld(d[3], c);
+            let t6 = ld(d[12], c);
+            st(p[1], c, x(x(x(t1, t4), t5), t6));
+            let t10 = ld(d[8], c);
+            st(p[10], c, x(x(x(t0, t10), t3), t6));
+            let t8 = ld(d[6], c);
+            st(p[4], c, x(x(x(t1, t5), t8), t10));
+            let t11 = ld(d[9], c);
+            st(p[7], c, x(x(x(t5, t10), t11), t3));
+            st(p[5], c, x(x(x(t4, t8), t9), t11));
+            let t12 = ld(d[10], c);
+            st(p[6], c, x(x(x(t2, t9), t10), t12));
+            let t7 = ld(d[0], c);
+            st(p[9], c, x(x(x(t7, t9), t12), t3));
+            st(p[2], c, x(x(x(t7, t4), t2), t8));
+            st(p[12], c, x(x(x(t7, t0), t4), t12));
+            st(p[8], c, x(x(x(t8, t11), t12), t6));
+            st(p[11], c, x(x(x(t7, t1), t11), t6));
+        }
         c += 64;
     }
 }
 
 /// Parity `j` of the 18-supplier map, one 64-byte column at a time.
+///
+/// # Safety
+///
+/// Bytes `0..len` behind every pointer of `d` must be readable and
+/// those behind `p` writable, none of `p`'s overlapping anything else.
 #[inline(always)]
 #[allow(clippy::too_many_lines)]
-fn encode_18(d: [&[u8]; 18], p: [&mut [u8]; 18], len: usize) {
-    let d = d.map(|s| &s[..len]);
-    let p = p.map(|s| &mut s[..len]);
+unsafe fn encode_18(d: [*const u8; 18], p: [*mut u8; 18], len: usize) {
     let mut c = 0;
     while c + 64 <= len {
-        let d1: V = ld(d[1], c);
-        let d2: V = ld(d[2], c);
-        let d8: V = ld(d[8], c);
-        let d11: V = ld(d[11], c);
-        let d12: V = ld(d[12], c);
-        let d3: V = ld(d[3], c);
-        let d9: V = ld(d[9], c);
-        let d13: V = ld(d[13], c);
-        let d4: V = ld(d[4], c);
-        let d10: V = ld(d[10], c);
-        let d14: V = ld(d[14], c);
-        let d5: V = ld(d[5], c);
-        let d15: V = ld(d[15], c);
-        let d6: V = ld(d[6], c);
-        let d16: V = ld(d[16], c);
-        let d7: V = ld(d[7], c);
-        let d17: V = ld(d[17], c);
-        let d0: V = ld(d[0], c);
-        st(p[0], c, x(x(x(x(d1, d2), d8), d11), d12));
-        st(p[1], c, x(x(x(x(d2, d3), d9), d12), d13));
-        st(p[2], c, x(x(x(x(d3, d4), d10), d13), d14));
-        st(p[3], c, x(x(x(x(d4, d5), d11), d14), d15));
-        st(p[4], c, x(x(x(x(d5, d6), d12), d15), d16));
-        st(p[5], c, x(x(x(x(d6, d7), d13), d16), d17));
-        st(p[6], c, x(x(x(x(d0, d7), d8), d14), d17));
-        st(p[7], c, x(x(x(x(d0, d1), d8), d9), d15));
-        st(p[8], c, x(x(x(x(d1, d2), d9), d10), d16));
-        st(p[9], c, x(x(x(x(d2, d3), d10), d11), d17));
-        st(p[10], c, x(x(x(x(d0, d3), d4), d11), d12));
-        st(p[11], c, x(x(x(x(d1, d4), d5), d12), d13));
-        st(p[12], c, x(x(x(x(d2, d5), d6), d13), d14));
-        st(p[13], c, x(x(x(x(d3, d6), d7), d14), d15));
-        st(p[14], c, x(x(x(x(d4, d7), d8), d15), d16));
-        st(p[15], c, x(x(x(x(d5, d8), d9), d16), d17));
-        st(p[16], c, x(x(x(x(d0, d6), d9), d10), d17));
-        st(p[17], c, x(x(x(x(d0, d1), d7), d10), d11));
+        // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).
+        unsafe {
+            let t0 = ld(d[1], c);
+            let t1 = ld(d[2], c);
+            let t2 = ld(d[8], c);
+            let t3 = ld(d[11], c);
+            let t4 = ld(d[12], c);
+            st(p[0], c, x(x(x(x(t0, t1), t2), t3), t4));
+            let t5 = ld(d[3], c);
+            let t6 = ld(d[9], c);
+            let t7 = ld(d[13], c);
+            st(p[1], c, x(x(x(x(t1, t5), t6), t4), t7));
+            let t17 = ld(d[0], c);
+            let t12 = ld(d[15], c);
+            st(p[7], c, x(x(x(x(t17, t0), t2), t6), t12));
+            let t8 = ld(d[4], c);
+            st(p[10], c, x(x(x(x(t17, t5), t8), t3), t4));
+            let t11 = ld(d[5], c);
+            st(p[11], c, x(x(x(x(t0, t8), t11), t4), t7));
+            let t10 = ld(d[14], c);
+            st(p[3], c, x(x(x(x(t8, t11), t3), t10), t12));
+            let t9 = ld(d[10], c);
+            st(p[2], c, x(x(x(x(t5, t8), t9), t7), t10));
+            let t13 = ld(d[6], c);
+            let t14 = ld(d[16], c);
+            st(p[4], c, x(x(x(x(t11, t13), t4), t12), t14));
+            st(p[8], c, x(x(x(x(t0, t1), t6), t9), t14));
+            st(p[12], c, x(x(x(x(t1, t11), t13), t7), t10));
+            let t16 = ld(d[17], c);
+            st(p[9], c, x(x(x(x(t1, t5), t9), t3), t16));
+            st(p[15], c, x(x(x(x(t11, t2), t6), t14), t16));
+            st(p[16], c, x(x(x(x(t17, t13), t6), t9), t16));
+            let t15 = ld(d[7], c);
+            st(p[17], c, x(x(x(x(t17, t0), t15), t9), t3));
+            st(p[5], c, x(x(x(x(t13, t15), t7), t14), t16));
+            st(p[6], c, x(x(x(x(t17, t15), t2), t10), t16));
+            st(p[13], c, x(x(x(x(t5, t13), t15), t10), t12));
+            st(p[14], c, x(x(x(x(t8, t15), t2), t12), t14));
+        }
         c += 64;
     }
 }
 
 /// Parity `j` of the 26-supplier map, one 64-byte column at a time.
+///
+/// # Safety
+///
+/// Bytes `0..len` behind every pointer of `d` must be readable and
+/// those behind `p` writable, none of `p`'s overlapping anything else.
 #[inline(always)]
 #[allow(clippy::too_many_lines)]
-fn encode_26(d: [&[u8]; 26], p: [&mut [u8]; 26], len: usize) {
-    let d = d.map(|s| &s[..len]);
-    let p = p.map(|s| &mut s[..len]);
+unsafe fn encode_26(d: [*const u8; 26], p: [*mut u8; 26], len: usize) {
     let mut c = 0;
     while c + 64 <= len {
-        let d2: V = ld(d[2], c);
-        let d4: V = ld(d[4], c);
-        let d5: V = ld(d[5], c);
-        let d11: V = ld(d[11], c);
-        let d13: V = ld(d[13], c);
-        let d24: V = ld(d[24], c);
-        let d3: V = ld(d[3], c);
-        let d6: V = ld(d[6], c);
-        let d12: V = ld(d[12], c);
-        let d14: V = ld(d[14], c);
-        let d25: V = ld(d[25], c);
-        let d0: V = ld(d[0], c);
-        let d7: V = ld(d[7], c);
-        let d15: V = ld(d[15], c);
-        let d1: V = ld(d[1], c);
-        let d8: V = ld(d[8], c);
-        let d16: V = ld(d[16], c);
-        let d9: V = ld(d[9], c);
-        let d17: V = ld(d[17], c);
-        let d10: V = ld(d[10], c);
-        let d18: V = ld(d[18], c);
-        let d19: V = ld(d[19], c);
-        let d20: V = ld(d[20], c);
-        let d21: V = ld(d[21], c);
-        let d22: V = ld(d[22], c);
-        let d23: V = ld(d[23], c);
-        st(p[0], c, x(x(x(x(x(d2, d4), d5), d11), d13), d24));
-        st(p[1], c, x(x(x(x(x(d3, d5), d6), d12), d14), d25));
-        st(p[2], c, x(x(x(x(x(d0, d4), d6), d7), d13), d15));
-        st(p[3], c, x(x(x(x(x(d1, d5), d7), d8), d14), d16));
-        st(p[4], c, x(x(x(x(x(d2, d6), d8), d9), d15), d17));
-        st(p[5], c, x(x(x(x(x(d3, d7), d9), d10), d16), d18));
-        st(p[6], c, x(x(x(x(x(d4, d8), d10), d11), d17), d19));
-        st(p[7], c, x(x(x(x(x(d5, d9), d11), d12), d18), d20));
-        st(p[8], c, x(x(x(x(x(d6, d10), d12), d13), d19), d21));
-        st(p[9], c, x(x(x(x(x(d7, d11), d13), d14), d20), d22));
-        st(p[10], c, x(x(x(x(x(d8, d12), d14), d15), d21), d23));
-        st(p[11], c, x(x(x(x(x(d9, d13), d15), d16), d22), d24));
-        st(p[12], c, x(x(x(x(x(d10, d14), d16), d17), d23), d25));
-        st(p[13], c, x(x(x(x(x(d0, d11), d15), d17), d18), d24));
-        st(p[14], c, x(x(x(x(x(d1, d12), d16), d18), d19), d25));
-        st(p[15], c, x(x(x(x(x(d0, d2), d13), d17), d19), d20));
-        st(p[16], c, x(x(x(x(x(d1, d3), d14), d18), d20), d21));
-        st(p[17], c, x(x(x(x(x(d2, d4), d15), d19), d21), d22));
-        st(p[18], c, x(x(x(x(x(d3, d5), d16), d20), d22), d23));
-        st(p[19], c, x(x(x(x(x(d4, d6), d17), d21), d23), d24));
-        st(p[20], c, x(x(x(x(x(d5, d7), d18), d22), d24), d25));
-        st(p[21], c, x(x(x(x(x(d0, d6), d8), d19), d23), d25));
-        st(p[22], c, x(x(x(x(x(d0, d1), d7), d9), d20), d24));
-        st(p[23], c, x(x(x(x(x(d1, d2), d8), d10), d21), d25));
-        st(p[24], c, x(x(x(x(x(d0, d2), d3), d9), d11), d22));
-        st(p[25], c, x(x(x(x(x(d1, d3), d4), d10), d12), d23));
+        // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).
+        unsafe {
+            let t0 = ld(d[2], c);
+            let t1 = ld(d[4], c);
+            let t2 = ld(d[5], c);
+            let t3 = ld(d[11], c);
+            let t4 = ld(d[13], c);
+            let t5 = ld(d[24], c);
+            st(p[0], c, x(x(x(x(x(t0, t1), t2), t3), t4), t5));
+            let t11 = ld(d[0], c);
+            let t7 = ld(d[6], c);
+            let t12 = ld(d[7], c);
+            let t13 = ld(d[15], c);
+            st(p[2], c, x(x(x(x(x(t11, t1), t7), t12), t4), t13));
+            let t18 = ld(d[17], c);
+            let t20 = ld(d[18], c);
+            st(p[13], c, x(x(x(x(x(t11, t3), t13), t18), t20), t5));
+            let t15 = ld(d[8], c);
+            let t17 = ld(d[9], c);
+            st(p[4], c, x(x(x(x(x(t0, t7), t15), t17), t13), t18));
+            let t19 = ld(d[10], c);
+            let t21 = ld(d[19], c);
+            st(p[6], c, x(x(x(x(x(t1, t15), t19), t3), t18), t21));
+            let t22 = ld(d[20], c);
+            st(p[15], c, x(x(x(x(x(t11, t0), t4), t18), t21), t22));
+            let t8 = ld(d[12], c);
+            st(p[7], c, x(x(x(x(x(t2, t17), t3), t8), t20), t22));
+            let t23 = ld(d[21], c);
+            st(p[8], c, x(x(x(x(x(t7, t19), t8), t4), t21), t23));
+            let t24 = ld(d[22], c);
+            st(p[17], c, x(x(x(x(x(t0, t1), t13), t21), t23), t24));
+            let t9 = ld(d[14], c);
+            st(p[9], c, x(x(x(x(x(t12, t3), t4), t9), t22), t24));
+            let t16 = ld(d[16], c);
+            st(p[11], c, x(x(x(x(x(t17, t4), t13), t16), t24), t5));
+            let t25 = ld(d[23], c);
+            st(p[10], c, x(x(x(x(x(t15, t8), t9), t13), t23), t25));
+            st(p[19], c, x(x(x(x(x(t1, t7), t18), t23), t25), t5));
+            let t10 = ld(d[25], c);
+            st(p[12], c, x(x(x(x(x(t19, t9), t16), t18), t25), t10));
+            st(p[20], c, x(x(x(x(x(t2, t12), t20), t24), t5), t10));
+            st(p[21], c, x(x(x(x(x(t11, t7), t15), t21), t25), t10));
+            let t6 = ld(d[3], c);
+            st(p[1], c, x(x(x(x(x(t6, t2), t7), t8), t9), t10));
+            st(p[24], c, x(x(x(x(x(t11, t0), t6), t17), t3), t24));
+            st(p[18], c, x(x(x(x(x(t6, t2), t16), t22), t24), t25));
+            let t14 = ld(d[1], c);
+            st(p[22], c, x(x(x(x(x(t11, t14), t12), t17), t22), t5));
+            st(p[25], c, x(x(x(x(x(t14, t6), t1), t19), t8), t25));
+            st(p[14], c, x(x(x(x(x(t14, t8), t16), t20), t21), t10));
+            st(p[23], c, x(x(x(x(x(t14, t0), t15), t19), t23), t10));
+            st(p[3], c, x(x(x(x(x(t14, t2), t12), t15), t9), t16));
+            st(p[5], c, x(x(x(x(x(t6, t12), t17), t19), t16), t20));
+            st(p[16], c, x(x(x(x(x(t14, t6), t9), t20), t22), t23));
+        }
         c += 64;
     }
 }
 
 /// Parity `j` of the 64-supplier map, one 64-byte column at a time.
+///
+/// # Safety
+///
+/// Bytes `0..len` behind every pointer of `d` must be readable and
+/// those behind `p` writable, none of `p`'s overlapping anything else.
 #[inline(always)]
 #[allow(clippy::too_many_lines)]
-fn encode_64(d: [&[u8]; 64], p: [&mut [u8]; 64], len: usize) {
-    let d = d.map(|s| &s[..len]);
-    let p = p.map(|s| &mut s[..len]);
+unsafe fn encode_64(d: [*const u8; 64], p: [*mut u8; 64], len: usize) {
     let mut c = 0;
     while c + 64 <= len {
-        let d4: V = ld(d[4], c);
-        let d9: V = ld(d[9], c);
-        let d11: V = ld(d[11], c);
-        let d16: V = ld(d[16], c);
-        let d20: V = ld(d[20], c);
-        let d25: V = ld(d[25], c);
-        let d49: V = ld(d[49], c);
-        let d54: V = ld(d[54], c);
-        let d57: V = ld(d[57], c);
-        let d62: V = ld(d[62], c);
-        let d5: V = ld(d[5], c);
-        let d10: V = ld(d[10], c);
-        let d12: V = ld(d[12], c);
-        let d17: V = ld(d[17], c);
-        let d21: V = ld(d[21], c);
-        let d26: V = ld(d[26], c);
-        let d50: V = ld(d[50], c);
-        let d55: V = ld(d[55], c);
-        let d58: V = ld(d[58], c);
-        let d63: V = ld(d[63], c);
-        let d0: V = ld(d[0], c);
-        let d59: V = ld(d[59], c);
-        let d6: V = ld(d[6], c);
-        let d13: V = ld(d[13], c);
-        let d18: V = ld(d[18], c);
-        let d22: V = ld(d[22], c);
-        let d27: V = ld(d[27], c);
-        let d51: V = ld(d[51], c);
-        let d56: V = ld(d[56], c);
-        let d1: V = ld(d[1], c);
-        let d60: V = ld(d[60], c);
-        let d7: V = ld(d[7], c);
-        let d14: V = ld(d[14], c);
-        let d19: V = ld(d[19], c);
-        let d23: V = ld(d[23], c);
-        let d28: V = ld(d[28], c);
-        let d52: V = ld(d[52], c);
-        let d2: V = ld(d[2], c);
-        let d61: V = ld(d[61], c);
-        let d8: V = ld(d[8], c);
-        let d15: V = ld(d[15], c);
-        let d24: V = ld(d[24], c);
-        let d29: V = ld(d[29], c);
-        let d53: V = ld(d[53], c);
-        let d3: V = ld(d[3], c);
-        let d30: V = ld(d[30], c);
-        let d31: V = ld(d[31], c);
-        let d32: V = ld(d[32], c);
-        let d33: V = ld(d[33], c);
-        let d34: V = ld(d[34], c);
-        let d35: V = ld(d[35], c);
-        let d36: V = ld(d[36], c);
-        let d37: V = ld(d[37], c);
-        let d38: V = ld(d[38], c);
-        let d39: V = ld(d[39], c);
-        let d40: V = ld(d[40], c);
-        let d41: V = ld(d[41], c);
-        let d42: V = ld(d[42], c);
-        let d43: V = ld(d[43], c);
-        let d44: V = ld(d[44], c);
-        let d45: V = ld(d[45], c);
-        let d46: V = ld(d[46], c);
-        let d47: V = ld(d[47], c);
-        let d48: V = ld(d[48], c);
-        let t8 = x(d4, d9);
-        let t16 = x(d11, d16);
-        let t25 = x(d20, d25);
-        let t54 = x(d49, d54);
-        let t62 = x(d57, d62);
-        let t10 = x(d5, d10);
-        let t17 = x(d12, d17);
-        let t26 = x(d21, d26);
-        let t55 = x(d50, d55);
-        let t63 = x(d58, d63);
-        let t1 = x(d0, d59);
-        let t11 = x(d6, d11);
-        let t18 = x(d13, d18);
-        let t27 = x(d22, d27);
-        let t56 = x(d51, d56);
-        let t3 = x(d1, d60);
-        let t12 = x(d7, d12);
-        let t19 = x(d14, d19);
-        let t28 = x(d23, d28);
-        let t57 = x(d52, d57);
-        let t5 = x(d2, d61);
-        let t13 = x(d8, d13);
-        let t20 = x(d15, d20);
-        let t29 = x(d24, d29);
-        let t58 = x(d53, d58);
-        let t7 = x(d3, d62);
-        let t14 = x(d9, d14);
-        let t21 = x(d16, d21);
-        let t30 = x(d25, d30);
-        let t59 = x(d54, d59);
-        let t9 = x(d4, d63);
-        let t15 = x(d10, d15);
-        let t22 = x(d17, d22);
-        let t31 = x(d26, d31);
-        let t60 = x(d55, d60);
-        let t0 = x(d0, d5);
-        let t23 = x(d18, d23);
-        let t32 = x(d27, d32);
-        let t61 = x(d56, d61);
-        let t2 = x(d1, d6);
-        let t24 = x(d19, d24);
-        let t33 = x(d28, d33);
-        let t4 = x(d2, d7);
-        let t34 = x(d29, d34);
-        let t6 = x(d3, d8);
-        let t35 = x(d30, d35);
-        let t36 = x(d31, d36);
-        let t37 = x(d32, d37);
-        let t38 = x(d33, d38);
-        let t39 = x(d34, d39);
-        let t40 = x(d35, d40);
-        let t41 = x(d36, d41);
-        let t42 = x(d37, d42);
-        let t43 = x(d38, d43);
-        let t44 = x(d39, d44);
-        let t45 = x(d40, d45);
-        let t46 = x(d41, d46);
-        let t47 = x(d42, d47);
-        let t48 = x(d43, d48);
-        let t49 = x(d44, d49);
-        let t50 = x(d45, d50);
-        let t51 = x(d46, d51);
-        let t52 = x(d47, d52);
-        let t53 = x(d48, d53);
-        st(p[0], c, x(x(x(x(t8, t16), t25), t54), t62));
-        st(p[1], c, x(x(x(x(t10, t17), t26), t55), t63));
-        st(p[2], c, x(x(x(x(t1, t11), t18), t27), t56));
-        st(p[3], c, x(x(x(x(t3, t12), t19), t28), t57));
-        st(p[4], c, x(x(x(x(t5, t13), t20), t29), t58));
-        st(p[5], c, x(x(x(x(t7, t14), t21), t30), t59));
-        st(p[6], c, x(x(x(x(t9, t15), t22), t31), t60));
-        st(p[7], c, x(x(x(x(t0, t16), t23), t32), t61));
-        st(p[8], c, x(x(x(x(t2, t17), t24), t33), t62));
-        st(p[9], c, x(x(x(x(t4, t18), t25), t34), t63));
-        st(p[10], c, x(x(x(x(t1, t6), t19), t26), t35));
-        st(p[11], c, x(x(x(x(t3, t8), t20), t27), t36));
-        st(p[12], c, x(x(x(x(t5, t10), t21), t28), t37));
-        st(p[13], c, x(x(x(x(t7, t11), t22), t29), t38));
-        st(p[14], c, x(x(x(x(t9, t12), t23), t30), t39));
-        st(p[15], c, x(x(x(x(t0, t13), t24), t31), t40));
-        st(p[16], c, x(x(x(x(t2, t14), t25), t32), t41));
-        st(p[17], c, x(x(x(x(t4, t15), t26), t33), t42));
-        st(p[18], c, x(x(x(x(t6, t16), t27), t34), t43));
-        st(p[19], c, x(x(x(x(t8, t17), t28), t35), t44));
-        st(p[20], c, x(x(x(x(t10, t18), t29), t36), t45));
-        st(p[21], c, x(x(x(x(t11, t19), t30), t37), t46));
-        st(p[22], c, x(x(x(x(t12, t20), t31), t38), t47));
-        st(p[23], c, x(x(x(x(t13, t21), t32), t39), t48));
-        st(p[24], c, x(x(x(x(t14, t22), t33), t40), t49));
-        st(p[25], c, x(x(x(x(t15, t23), t34), t41), t50));
-        st(p[26], c, x(x(x(x(t16, t24), t35), t42), t51));
-        st(p[27], c, x(x(x(x(t17, t25), t36), t43), t52));
-        st(p[28], c, x(x(x(x(t18, t26), t37), t44), t53));
-        st(p[29], c, x(x(x(x(t19, t27), t38), t45), t54));
-        st(p[30], c, x(x(x(x(t20, t28), t39), t46), t55));
-        st(p[31], c, x(x(x(x(t21, t29), t40), t47), t56));
-        st(p[32], c, x(x(x(x(t22, t30), t41), t48), t57));
-        st(p[33], c, x(x(x(x(t23, t31), t42), t49), t58));
-        st(p[34], c, x(x(x(x(t24, t32), t43), t50), t59));
-        st(p[35], c, x(x(x(x(t25, t33), t44), t51), t60));
-        st(p[36], c, x(x(x(x(t26, t34), t45), t52), t61));
-        st(p[37], c, x(x(x(x(t27, t35), t46), t53), t62));
-        st(p[38], c, x(x(x(x(t28, t36), t47), t54), t63));
-        st(p[39], c, x(x(x(x(t1, t29), t37), t48), t55));
-        st(p[40], c, x(x(x(x(t3, t30), t38), t49), t56));
-        st(p[41], c, x(x(x(x(t5, t31), t39), t50), t57));
-        st(p[42], c, x(x(x(x(t7, t32), t40), t51), t58));
-        st(p[43], c, x(x(x(x(t9, t33), t41), t52), t59));
-        st(p[44], c, x(x(x(x(t0, t34), t42), t53), t60));
-        st(p[45], c, x(x(x(x(t2, t35), t43), t54), t61));
-        st(p[46], c, x(x(x(x(t4, t36), t44), t55), t62));
-        st(p[47], c, x(x(x(x(t6, t37), t45), t56), t63));
-        st(p[48], c, x(x(x(x(t1, t8), t38), t46), t57));
-        st(p[49], c, x(x(x(x(t3, t10), t39), t47), t58));
-        st(p[50], c, x(x(x(x(t5, t11), t40), t48), t59));
-        st(p[51], c, x(x(x(x(t7, t12), t41), t49), t60));
-        st(p[52], c, x(x(x(x(t9, t13), t42), t50), t61));
-        st(p[53], c, x(x(x(x(t0, t14), t43), t51), t62));
-        st(p[54], c, x(x(x(x(t2, t15), t44), t52), t63));
-        st(p[55], c, x(x(x(x(t1, t4), t16), t45), t53));
-        st(p[56], c, x(x(x(x(t3, t6), t17), t46), t54));
-        st(p[57], c, x(x(x(x(t5, t8), t18), t47), t55));
-        st(p[58], c, x(x(x(x(t7, t10), t19), t48), t56));
-        st(p[59], c, x(x(x(x(t9, t11), t20), t49), t57));
-        st(p[60], c, x(x(x(x(t0, t12), t21), t50), t58));
-        st(p[61], c, x(x(x(x(t2, t13), t22), t51), t59));
-        st(p[62], c, x(x(x(x(t4, t14), t23), t52), t60));
-        st(p[63], c, x(x(x(x(t6, t15), t24), t53), t61));
+        // SAFETY: `c + 64 <= len`, so each access is in bounds (see above).
+        unsafe {
+            let t8 = x(ld(d[4], c), ld(d[9], c));
+            let t16 = x(ld(d[11], c), ld(d[16], c));
+            let t25 = x(ld(d[20], c), ld(d[25], c));
+            let t54 = x(ld(d[49], c), ld(d[54], c));
+            let t62 = x(ld(d[57], c), ld(d[62], c));
+            st(p[0], c, x(x(x(x(t8, t16), t25), t54), t62));
+            let t0 = x(ld(d[0], c), ld(d[5], c));
+            let t23 = x(ld(d[18], c), ld(d[23], c));
+            let t32 = x(ld(d[27], c), ld(d[32], c));
+            let t61 = x(ld(d[56], c), ld(d[61], c));
+            st(p[7], c, x(x(x(x(t0, t16), t23), t32), t61));
+            let t2 = x(ld(d[1], c), ld(d[6], c));
+            let t14 = x(ld(d[9], c), ld(d[14], c));
+            let t41 = x(ld(d[36], c), ld(d[41], c));
+            st(p[16], c, x(x(x(x(t2, t14), t25), t32), t41));
+            let t35 = x(ld(d[30], c), ld(d[35], c));
+            let t43 = x(ld(d[38], c), ld(d[43], c));
+            st(p[45], c, x(x(x(x(t2, t35), t43), t54), t61));
+            let t51 = x(ld(d[46], c), ld(d[51], c));
+            st(p[53], c, x(x(x(x(t0, t14), t43), t51), t62));
+            let t24 = x(ld(d[19], c), ld(d[24], c));
+            let t42 = x(ld(d[37], c), ld(d[42], c));
+            st(p[26], c, x(x(x(x(t16, t24), t35), t42), t51));
+            let t17 = x(ld(d[12], c), ld(d[17], c));
+            let t33 = x(ld(d[28], c), ld(d[33], c));
+            st(p[8], c, x(x(x(x(t2, t17), t24), t33), t62));
+            let t28 = x(ld(d[23], c), ld(d[28], c));
+            let t44 = x(ld(d[39], c), ld(d[44], c));
+            st(p[19], c, x(x(x(x(t8, t17), t28), t35), t44));
+            let t60 = x(ld(d[55], c), ld(d[60], c));
+            st(p[35], c, x(x(x(x(t25, t33), t44), t51), t60));
+            let t36 = x(ld(d[31], c), ld(d[36], c));
+            let t52 = x(ld(d[47], c), ld(d[52], c));
+            st(p[27], c, x(x(x(x(t17, t25), t36), t43), t52));
+            let t4 = x(ld(d[2], c), ld(d[7], c));
+            st(p[62], c, x(x(x(x(t4, t14), t23), t52), t60));
+            let t55 = x(ld(d[50], c), ld(d[55], c));
+            st(p[46], c, x(x(x(x(t4, t36), t44), t55), t62));
+            let t18 = x(ld(d[13], c), ld(d[18], c));
+            let t34 = x(ld(d[29], c), ld(d[34], c));
+            let t63 = x(ld(d[58], c), ld(d[63], c));
+            st(p[9], c, x(x(x(x(t4, t18), t25), t34), t63));
+            let t47 = x(ld(d[42], c), ld(d[47], c));
+            st(p[38], c, x(x(x(x(t28, t36), t47), t54), t63));
+            let t53 = x(ld(d[48], c), ld(d[53], c));
+            st(p[44], c, x(x(x(x(t0, t34), t42), t53), t60));
+            let t27 = x(ld(d[22], c), ld(d[27], c));
+            let t46 = x(ld(d[41], c), ld(d[46], c));
+            st(p[37], c, x(x(x(x(t27, t35), t46), t53), t62));
+            let t6 = x(ld(d[3], c), ld(d[8], c));
+            st(p[18], c, x(x(x(x(t6, t16), t27), t34), t43));
+            let t50 = x(ld(d[45], c), ld(d[50], c));
+            let t59 = x(ld(d[54], c), ld(d[59], c));
+            st(p[34], c, x(x(x(x(t24, t32), t43), t50), t59));
+            let t15 = x(ld(d[10], c), ld(d[15], c));
+            st(p[25], c, x(x(x(x(t15, t23), t34), t41), t50));
+            st(p[54], c, x(x(x(x(t2, t15), t44), t52), t63));
+            st(p[63], c, x(x(x(x(t6, t15), t24), t53), t61));
+            let t26 = x(ld(d[21], c), ld(d[26], c));
+            st(p[17], c, x(x(x(x(t4, t15), t26), t33), t42));
+            let t37 = x(ld(d[32], c), ld(d[37], c));
+            st(p[28], c, x(x(x(x(t18, t26), t37), t44), t53));
+            let t1 = x(ld(d[0], c), ld(d[59], c));
+            let t45 = x(ld(d[40], c), ld(d[45], c));
+            st(p[55], c, x(x(x(x(t1, t4), t16), t45), t53));
+            st(p[36], c, x(x(x(x(t26, t34), t45), t52), t61));
+            let t19 = x(ld(d[14], c), ld(d[19], c));
+            st(p[10], c, x(x(x(x(t1, t6), t19), t26), t35));
+            let t10 = x(ld(d[5], c), ld(d[10], c));
+            st(p[1], c, x(x(x(x(t10, t17), t26), t55), t63));
+            let t9 = x(ld(d[4], c), ld(d[63], c));
+            st(p[43], c, x(x(x(x(t9, t33), t41), t52), t59));
+            let t56 = x(ld(d[51], c), ld(d[56], c));
+            st(p[47], c, x(x(x(x(t6, t37), t45), t56), t63));
+            let t3 = x(ld(d[1], c), ld(d[60], c));
+            st(p[56], c, x(x(x(x(t3, t6), t17), t46), t54));
+            let t38 = x(ld(d[33], c), ld(d[38], c));
+            st(p[29], c, x(x(x(x(t19, t27), t38), t45), t54));
+            let t29 = x(ld(d[24], c), ld(d[29], c));
+            st(p[20], c, x(x(x(x(t10, t18), t29), t36), t45));
+            let t20 = x(ld(d[15], c), ld(d[20], c));
+            st(p[11], c, x(x(x(x(t3, t8), t20), t27), t36));
+            let t11 = x(ld(d[6], c), ld(d[11], c));
+            st(p[2], c, x(x(x(x(t1, t11), t18), t27), t56));
+            let t13 = x(ld(d[8], c), ld(d[13], c));
+            st(p[52], c, x(x(x(x(t9, t13), t42), t50), t61));
+            let t5 = x(ld(d[2], c), ld(d[61], c));
+            st(p[57], c, x(x(x(x(t5, t8), t18), t47), t55));
+            let t57 = x(ld(d[52], c), ld(d[57], c));
+            st(p[48], c, x(x(x(x(t1, t8), t38), t46), t57));
+            let t48 = x(ld(d[43], c), ld(d[48], c));
+            st(p[39], c, x(x(x(x(t1, t29), t37), t48), t55));
+            let t39 = x(ld(d[34], c), ld(d[39], c));
+            st(p[30], c, x(x(x(x(t20, t28), t39), t46), t55));
+            let t30 = x(ld(d[25], c), ld(d[30], c));
+            st(p[21], c, x(x(x(x(t11, t19), t30), t37), t46));
+            let t21 = x(ld(d[16], c), ld(d[21], c));
+            st(p[12], c, x(x(x(x(t5, t10), t21), t28), t37));
+            let t12 = x(ld(d[7], c), ld(d[12], c));
+            st(p[3], c, x(x(x(x(t3, t12), t19), t28), t57));
+            st(p[14], c, x(x(x(x(t9, t12), t23), t30), t39));
+            st(p[23], c, x(x(x(x(t13, t21), t32), t39), t48));
+            let t7 = x(ld(d[3], c), ld(d[62], c));
+            st(p[58], c, x(x(x(x(t7, t10), t19), t48), t56));
+            st(p[5], c, x(x(x(x(t7, t14), t21), t30), t59));
+            let t58 = x(ld(d[53], c), ld(d[58], c));
+            st(p[49], c, x(x(x(x(t3, t10), t39), t47), t58));
+            st(p[4], c, x(x(x(x(t5, t13), t20), t29), t58));
+            let t31 = x(ld(d[26], c), ld(d[31], c));
+            let t49 = x(ld(d[44], c), ld(d[49], c));
+            st(p[33], c, x(x(x(x(t23, t31), t42), t49), t58));
+            st(p[40], c, x(x(x(x(t3, t30), t38), t49), t56));
+            st(p[41], c, x(x(x(x(t5, t31), t39), t50), t57));
+            st(p[60], c, x(x(x(x(t0, t12), t21), t50), t58));
+            let t40 = x(ld(d[35], c), ld(d[40], c));
+            st(p[15], c, x(x(x(x(t0, t13), t24), t31), t40));
+            st(p[31], c, x(x(x(x(t21, t29), t40), t47), t56));
+            st(p[42], c, x(x(x(x(t7, t32), t40), t51), t58));
+            let t22 = x(ld(d[17], c), ld(d[22], c));
+            st(p[61], c, x(x(x(x(t2, t13), t22), t51), t59));
+            st(p[24], c, x(x(x(x(t14, t22), t33), t40), t49));
+            st(p[50], c, x(x(x(x(t5, t11), t40), t48), t59));
+            st(p[32], c, x(x(x(x(t22, t30), t41), t48), t57));
+            st(p[6], c, x(x(x(x(t9, t15), t22), t31), t60));
+            st(p[13], c, x(x(x(x(t7, t11), t22), t29), t38));
+            st(p[22], c, x(x(x(x(t12, t20), t31), t38), t47));
+            st(p[51], c, x(x(x(x(t7, t12), t41), t49), t60));
+            st(p[59], c, x(x(x(x(t9, t11), t20), t49), t57));
+        }
         c += 64;
     }
 }

@@ -32,9 +32,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod buf;
 pub mod kernelgen;
+#[allow(unsafe_code)]
 mod kernels;
 #[rustfmt::skip]
+#[allow(unsafe_code)]
 mod kernels_gen;
 pub mod map;
 pub mod mapgen;
@@ -42,6 +45,7 @@ mod rs;
 mod xor;
 mod xorcode;
 
+pub use buf::{ALIGN, AlignedBuf};
 use map::EccMap;
 
 /// The supplier counts a block can be spread over.
@@ -266,7 +270,9 @@ impl Code {
     /// first `data_fragments()` fragments hold the padded block.
     ///
     /// XOR encodes do not allocate but use up to 128 KiB of stack for a
-    /// scratch tile; Reed-Solomon allocates inside `reed-solomon-simd`.
+    /// scratch tile; Reed-Solomon allocates inside `reed-solomon-simd`. Any
+    /// buffer works; an [`AlignedBuf`] encodes fastest (at N = 64 about 1.4x
+    /// a `Vec`'s speed, whose contents start 16 bytes past a cache line).
     pub fn encode(&self, fragments: &mut [u8], fragment_len: usize) -> Result<(), EccError> {
         self.check_buffer(fragments, fragment_len)?;
         match &self.inner {

@@ -422,6 +422,15 @@ mod tests {
                 assert_eq!(has_kernel, crate::kernelgen::SUPPLIERS.contains(&n));
                 if has_kernel {
                     assert!(a == b, "kernel: n={n} fl={fl}");
+                    // On a cache line, as in `AlignedBuf`, and 3 bytes past one.
+                    let mut aligned = crate::AlignedBuf::zeroed(2 * n * fl);
+                    aligned[..n * fl].copy_from_slice(&a[..n * fl]);
+                    assert!(xor::run_kernel(&mut aligned, fl, n));
+                    assert!(aligned[..] == a[..], "aligned kernel: n={n} fl={fl}");
+                    let mut skewed = vec![0u8; 2 * n * fl + 3];
+                    skewed[3..3 + n * fl].copy_from_slice(&a[..n * fl]);
+                    assert!(xor::run_kernel(&mut skewed[3..], fl, n));
+                    assert!(skewed[3..] == a[..], "skewed kernel: n={n} fl={fl}");
                 }
             }
         }
