@@ -6,7 +6,9 @@ use std::ops::{Deref, DerefMut};
 /// 64-byte chunk of the encode kernels.
 pub const ALIGN: usize = 64;
 
-/// A growable byte buffer whose first byte sits on a 64-byte boundary.
+/// A growable byte buffer whose first byte sits on a 64-byte boundary
+/// (whenever the platform can say where that is; otherwise it is merely a
+/// buffer).
 ///
 /// The buffer a block is encoded in should be one: [`crate::Code::fragment_len`]
 /// is a multiple of 64, so every fragment then starts on a cache line and
@@ -14,7 +16,7 @@ pub const ALIGN: usize = 64;
 /// 16-byte offset a large `Vec<u8>` gets from the allocator, XOR encode at
 /// N = 64 measured a third slower (see `docs/performance.md`). It derefs to
 /// `[u8]` and appends through [`std::io::Write`], like a `Vec<u8>`.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct AlignedBuf {
     raw: Vec<u8>,
     start: usize,
@@ -59,7 +61,7 @@ impl AlignedBuf {
     }
 
     /// Makes room for `len` bytes of contents, moving them to a new, aligned
-    /// allocation (at least twice the old size) when there is not.
+    /// allocation (of at least twice the current contents) when there is not.
     fn reserve(&mut self, len: usize) {
         if self.start + len <= self.raw.len() {
             return;
@@ -75,6 +77,15 @@ impl AlignedBuf {
         raw[start..start + self.len].copy_from_slice(&self.raw[self.start..self.start + self.len]);
         self.raw = raw;
         self.start = start;
+    }
+}
+
+impl Clone for AlignedBuf {
+    /// A new aligned buffer with the same contents (not the spare room).
+    fn clone(&self) -> Self {
+        let mut copy = Self::new();
+        copy.extend_from_slice(self);
+        copy
     }
 }
 
@@ -142,5 +153,9 @@ mod tests {
             "bytes regrown after a shrink are reset"
         );
         assert_eq!(AlignedBuf::zeroed(100).len(), 100);
+        buf.extend_from_slice(b"abc");
+        let copy = buf.clone();
+        assert_eq!(&copy[..], &buf[..]);
+        assert_eq!(copy.as_ptr() as usize % ALIGN, 0);
     }
 }

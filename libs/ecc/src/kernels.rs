@@ -7,7 +7,9 @@
 //! The kernels address fragments through raw pointers: with 2N slices the
 //! bounds checks (a compare and branch per fragment per column, against
 //! lengths LLVM keeps on the stack) cost N = 64 a fifth of its speed. The
-//! one check that makes every access sound is [`frag_ptrs`]'s.
+//! one check that makes every access sound is [`frag_ptrs`]'s. This file
+//! and the generated `kernels_gen.rs` hold the crate's `unsafe`, besides
+//! the CPU-feature dispatch in `xor.rs`.
 
 /// One 64-byte column chunk of a fragment. Plain bytes rather than `u64`
 /// lanes: LLVM turns byte arrays into whole-register loads, XORs (merged
@@ -51,12 +53,12 @@ pub(crate) fn x(a: V, b: V) -> V {
 ///
 /// # Panics
 ///
-/// If `buf` is shorter than `N * fl` bytes: this is the check the kernels'
-/// unchecked accesses rely on.
+/// If `buf` is shorter than `N * fl` bytes (or that overflows): this is the
+/// check the kernels' unchecked accesses rely on.
 #[inline(always)]
 pub(crate) fn frag_ptrs<const N: usize>(buf: &[u8], fl: usize) -> [*const u8; N] {
     assert!(
-        buf.len() >= N * fl,
+        holds::<N>(buf.len(), fl),
         "{N} fragments of {fl} bytes need a larger buffer"
     );
     let base = buf.as_ptr();
@@ -72,9 +74,40 @@ pub(crate) fn frag_ptrs<const N: usize>(buf: &[u8], fl: usize) -> [*const u8; N]
 #[inline(always)]
 pub(crate) fn frag_ptrs_mut<const N: usize>(buf: &mut [u8], fl: usize) -> [*mut u8; N] {
     assert!(
-        buf.len() >= N * fl,
+        holds::<N>(buf.len(), fl),
         "{N} fragments of {fl} bytes need a larger buffer"
     );
     let base = buf.as_mut_ptr();
     std::array::from_fn(|k| base.wrapping_add(k * fl))
+}
+
+/// Whether `len` bytes hold `N` fragments of `fl` bytes, a multiple of 64
+/// (the kernels leave a shorter tail alone; `Code::encode` refuses such
+/// lengths before any kernel runs).
+#[inline(always)]
+fn holds<const N: usize>(len: usize, fl: usize) -> bool {
+    debug_assert!(
+        fl.is_multiple_of(64),
+        "fragment length {fl} is not a multiple of 64"
+    );
+    N.checked_mul(fl).is_some_and(|need| len >= need)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "need a larger buffer")]
+    fn a_fragment_length_whose_total_overflows_is_refused() {
+        // 64 * 2^58 wraps to 0 in release builds: the check must not.
+        let _ = frag_ptrs::<64>(&[], 1 << 58);
+    }
+
+    #[test]
+    #[should_panic(expected = "need a larger buffer")]
+    fn a_buffer_one_byte_short_is_refused() {
+        let mut buf = vec![0u8; 4 * 128 - 1];
+        let _ = frag_ptrs_mut::<4>(&mut buf, 128);
+    }
 }

@@ -10,9 +10,12 @@ use crate::kernels::{frag_ptrs, frag_ptrs_mut, ld, st, x};
 /// `fl` bytes long (a multiple of 64). False if there is no kernel for `n`.
 #[inline(always)]
 pub(crate) fn encode(n: usize, inputs: &[u8], outputs: &mut [u8], fl: usize) -> bool {
-    // SAFETY: `frag_ptrs` and `frag_ptrs_mut` panic unless both buffers
-    // hold `n` fragments of `fl` bytes, so every fragment pointer has `fl`
-    // bytes behind it, and the two buffers are distinct borrows.
+    // SAFETY: `frag_ptrs` and `frag_ptrs_mut` panic unless each buffer
+    // holds `n` fragments of `fl` bytes (no overflow), and return
+    // pointers `fl` bytes apart: each has `fl` bytes of its own behind it.
+    // The kernel gets that same `fl` as its `len`, so its accesses stay
+    // inside them; the two buffers are distinct borrows, so no parity
+    // write touches an input or another parity.
     match n {
         2 => unsafe { encode_2(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
         4 => unsafe { encode_4(frag_ptrs(inputs, fl), frag_ptrs_mut(outputs, fl), fl) },
