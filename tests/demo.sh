@@ -8,5 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --quiet -p bitdust-devnet -p bitdustctl -p bitdust-supplier-store -p bitdust-customer-agent
+# Every binary the devnet starts: the dht-peer (seed and one per node), the
+# supplier-store, the customer-agent and the rebuilder, and bitdustctl.
+cargo build --quiet -p bitdust-devnet -p bitdustctl -p bitdust-dht-peer \
+    -p bitdust-supplier-store -p bitdust-customer-agent -p bitdust-rebuilder
 exec "$CARGO_TARGET_DIR/debug/bitdust-devnet" demo "$@"

