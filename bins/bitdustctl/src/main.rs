@@ -328,7 +328,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                         "backup_id": m.backup_id.to_string(), "version": m.version, "to": to,
                         "blocks": r.blocks, "decoded_blocks": r.decoded_blocks, "files": r.files,
                         "directories": r.directories, "symlinks": r.symlinks, "bytes": r.bytes,
-                        "rejected_fragments": r.rejected_fragments, "skipped": r.skipped, "seconds": secs,
+                        "rejected_fragments": r.rejected_fragments, "stale_fragments": r.stale_fragments,
+                        "skipped": r.skipped, "seconds": secs,
                         "peak_rss_bytes": peak_rss_bytes(),
                     })
                 );

@@ -355,19 +355,27 @@ impl Client {
                 "{}",
                 json!({"backup_id": done.backup_id, "version": done.version, "bytes": done.bytes,
                        "files": done.files, "fragments_fetched": done.fragments_fetched,
-                       "blocks_repaired": done.blocks_repaired, "warnings": done.warnings,
-                       "to": to.display().to_string()})
+                       "blocks_repaired": done.blocks_repaired, "stale_fragments": done.stale_fragments,
+                       "warnings": done.warnings, "to": to.display().to_string()})
             );
         } else if !quiet {
             println!(
-                "restored {}@{} into {}: {} files, {}, {} fragments fetched, {} blocks rebuilt from parity",
+                "restored {}@{} into {}: {} files, {}, {} fragments fetched, {} blocks rebuilt from parity{}",
                 done.backup_id,
                 done.version,
                 to.display(),
                 done.files,
                 gib(done.bytes),
                 done.fragments_fetched,
-                done.blocks_repaired
+                done.blocks_repaired,
+                if done.stale_fragments > 0 {
+                    format!(
+                        ", {} stale fragments of a failed attempt read as lost",
+                        done.stale_fragments
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         Ok(if done.warnings.is_empty() {

@@ -145,8 +145,10 @@ pub fn read_fragment(r: &mut impl Read) -> Result<FragmentPrefix, FragmentError>
 
 /// A whole fragment object checked against its signed header: the header
 /// is signed by `customer`, names this backup, version, block and fragment,
-/// and the payload's BLAKE3 is the one the header lists. Returns the header
-/// and the payload.
+/// and the payload's BLAKE3 is the one the header lists. With `committed`
+/// (the manifest's commitment for the block), the header must be that one:
+/// a stale fragment under the same name is rejected. Returns the header and
+/// the payload.
 pub fn check_fragment<'a>(
     bytes: &'a [u8],
     customer: &bitdust_crypto::NodeId,
@@ -154,11 +156,17 @@ pub fn check_fragment<'a>(
     version: u64,
     block: u64,
     index: usize,
+    committed: Option<&[u8; 32]>,
 ) -> Result<(SignedHeader, &'a [u8]), String> {
     let mut r = bytes;
     let prefix = read_fragment(&mut r).map_err(|e| e.to_string())?;
     if prefix.index != index {
         return Err(format!("it is fragment {}, not {index}", prefix.index));
+    }
+    if let Some(want) = committed
+        && crate::header::commitment(&prefix.header_bytes) != *want
+    {
+        return Err("its header is not the one the manifest commits to (a stale fragment)".into());
     }
     let signed = SignedHeader::verify(prefix.header_bytes, prefix.signature, customer)
         .map_err(|e| e.to_string())?;

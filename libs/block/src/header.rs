@@ -169,6 +169,11 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
     }
 }
 
+/// The commitment to signed header bytes: their BLAKE3 hash.
+pub fn commitment(header_bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(header_bytes).as_bytes()
+}
+
 /// A header with the exact bytes that were signed and the signature.
 #[derive(Clone, Debug)]
 pub struct SignedHeader {
@@ -181,6 +186,12 @@ pub struct SignedHeader {
 }
 
 impl SignedHeader {
+    /// What a manifest commits to for this header: the BLAKE3 hash of the
+    /// exact signed header bytes.
+    pub fn commitment(&self) -> [u8; 32] {
+        commitment(&self.bytes)
+    }
+
     /// Parses header bytes, checks it was signed by `expected` and verifies the
     /// signature over exactly these bytes.
     pub fn verify(

@@ -20,9 +20,9 @@ pub use fragment::{
     FORMAT_VERSION, FRAGMENT_MAGIC, FRAGMENT_PREFIX_LEN, FragmentError, FragmentPrefix,
     MAX_HEADER_LEN, check_fragment, read_fragment, write_fragment,
 };
-pub use header::{BlockHeader, HeaderError, SignedHeader};
+pub use header::{BlockHeader, HeaderError, SignedHeader, commitment};
 pub use ids::{BackupId, BackupIdParseError};
-pub use manifest::{BackupInfo, Manifest, ManifestError};
+pub use manifest::{BackupInfo, MAX_MANIFEST_BYTES, Manifest, ManifestError};
 pub use seal::{BlockError, BlockOpener, BlockSealer, FragmentRejection, SealedBlock};
 
 /// The largest block (compressed plaintext) this version accepts, whatever a

@@ -1,8 +1,9 @@
 //! The signed manifest of one backup version.
 //!
-//! File layout: magic "BDMF", format version (1 byte), then a protobuf
+//! File layout: magic "BDMF", format version (1 byte, `2`), then a protobuf
 //! `Signed { body: Manifest, signature }`, the signature made under the
-//! context "bitdust manifest v1".
+//! context "bitdust manifest v1". Version 2 added the block header
+//! commitments; version 1 manifests are refused (nothing was released).
 
 use bitdust_crypto::{BackupKey, Identity, NodeId, OpenError, SealError, open, seal_into};
 use bitdust_ecc::Scheme;
@@ -13,15 +14,19 @@ use crate::BackupId;
 use crate::header::{scheme_from_proto, scheme_to_proto};
 
 const MANIFEST_MAGIC: [u8; 4] = *b"BDMF";
-const MANIFEST_VERSION: u8 = 1;
+const MANIFEST_VERSION: u8 = 2;
 const MANIFEST_CONTEXT: &[u8] = b"bitdust manifest v1";
-const MAX_MANIFEST_LEN: usize = 4 * 1024 * 1024;
+/// The largest manifest file read or fetched: 32 bytes of header commitment
+/// per block leave room for about two million blocks (8 TiB in 4 MiB
+/// blocks).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+const MAX_MANIFEST_LEN: usize = MAX_MANIFEST_BYTES as usize;
 
 /// A manifest failed to parse, verify or open.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// Not a manifest, or another version.
-    #[error("not a BitDust manifest of format version 1")]
+    #[error("not a BitDust manifest of format version 2")]
     BadMagic,
     /// Not protobuf or fields out of range.
     #[error("the manifest is malformed: {0}")]
@@ -93,6 +98,9 @@ pub struct Manifest {
     pub sealed_info: Vec<u8>,
     /// zstd level used.
     pub zstd_level: i32,
+    /// The commitment ([`crate::SignedHeader::commitment`]) of every block's
+    /// signed header, by block number: which header counts for each block.
+    pub block_headers: Vec<[u8; 32]>,
 }
 
 impl Manifest {
@@ -144,6 +152,7 @@ impl Manifest {
             wrapped_backup_key: self.wrapped_backup_key.clone(),
             sealed_info: self.sealed_info.clone(),
             zstd_level: self.zstd_level,
+            block_header_hashes: self.block_headers.concat(),
         }
         .encode_to_vec();
         let signature = identity.sign(MANIFEST_CONTEXT, &body).to_vec();
@@ -154,8 +163,21 @@ impl Manifest {
         out
     }
 
+    /// The signed header commitment of `block`, if the version has it.
+    pub fn block_header(&self, block: u64) -> Option<&[u8; 32]> {
+        usize::try_from(block)
+            .ok()
+            .and_then(|b| self.block_headers.get(b))
+    }
+
     /// Parses a manifest file and verifies it was signed by `expected`.
     pub fn from_signed_bytes(bytes: &[u8], expected: &NodeId) -> Result<Manifest, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_LEN {
+            return Err(ManifestError::Malformed(format!(
+                "{} bytes, over the {MAX_MANIFEST_LEN} allowed",
+                bytes.len()
+            )));
+        }
         if bytes.len() < 5 || bytes[..4] != MANIFEST_MAGIC || bytes[4] != MANIFEST_VERSION {
             return Err(ManifestError::BadMagic);
         }
@@ -181,6 +203,18 @@ impl Manifest {
             .ok_or_else(|| malformed(format!("unknown scheme {}", p.scheme)))?;
         bitdust_ecc::Code::new(scheme, p.suppliers as usize)
             .map_err(|e| malformed(e.to_string()))?;
+        if p.blocks.checked_mul(32) != Some(p.block_header_hashes.len() as u64) {
+            return Err(malformed(format!(
+                "{} bytes of block header hashes for {} blocks (32 each)",
+                p.block_header_hashes.len(),
+                p.blocks
+            )));
+        }
+        let block_headers = p
+            .block_header_hashes
+            .chunks_exact(32)
+            .map(|c| <[u8; 32]>::try_from(c).unwrap_or([0; 32]))
+            .collect();
         Ok(Manifest {
             customer,
             backup_id: BackupId::try_from(p.backup_id.as_slice())
@@ -197,6 +231,7 @@ impl Manifest {
             wrapped_backup_key: p.wrapped_backup_key,
             sealed_info: p.sealed_info,
             zstd_level: p.zstd_level,
+            block_headers,
         })
     }
 }

@@ -174,6 +174,11 @@ pub enum FragmentRejection {
     /// Its header differs from the block's other fragments.
     #[error("its signed header differs from the other fragments of the block")]
     HeaderConflict,
+    /// Its header is not the one the version's manifest commits to: a
+    /// fragment of a failed earlier attempt, or of another version that
+    /// reused the name.
+    #[error("its header is not the one the manifest commits to (a stale fragment)")]
+    Stale,
     /// Its payload does not match the signed hash.
     #[error("its payload does not match the signed hash (corrupted)")]
     HashMismatch,
@@ -190,6 +195,8 @@ pub enum FragmentRejection {
 /// Collects the fragments of one block, verifying each, and opens the block.
 pub struct BlockOpener {
     expect_code: Option<(bitdust_ecc::Scheme, usize)>,
+    expect_header: Option<[u8; 32]>,
+    stale: u64,
     max_plain_len: u64,
     customer: NodeId,
     backup_id: BackupId,
@@ -207,6 +214,8 @@ impl BlockOpener {
     pub fn new(customer: NodeId, backup_id: BackupId, version: u64, block: u64) -> Self {
         BlockOpener {
             expect_code: None,
+            expect_header: None,
+            stale: 0,
             max_plain_len: MAX_BLOCK_LEN,
             customer,
             backup_id,
@@ -224,6 +233,21 @@ impl BlockOpener {
     pub fn expect_code(mut self, scheme: bitdust_ecc::Scheme, suppliers: usize) -> Self {
         self.expect_code = Some((scheme, suppliers));
         self
+    }
+
+    /// Accept only the header whose commitment
+    /// ([`SignedHeader::commitment`]) is `commitment`, the one the version's
+    /// manifest names for this block. Fragments carrying any other header,
+    /// however validly signed, are erasures ([`FragmentRejection::Stale`]),
+    /// so the first fragment seen never decides.
+    pub fn expect_header(mut self, commitment: [u8; 32]) -> Self {
+        self.expect_header = Some(commitment);
+        self
+    }
+
+    /// Fragments rejected because their header is not the committed one.
+    pub fn stale(&self) -> u64 {
+        self.stale
     }
 
     /// Refuse headers claiming a block larger than `max` bytes, before any
@@ -258,6 +282,9 @@ impl BlockOpener {
     ) -> Result<(), FragmentRejection> {
         let res = self.add_inner(expected, r);
         if let Err(e) = &res {
+            if matches!(e, FragmentRejection::Stale) {
+                self.stale += 1;
+            }
             self.rejections.push(format!("{source}: {e}"));
         }
         res
@@ -270,6 +297,11 @@ impl BlockOpener {
                 found: prefix.index,
                 expected,
             });
+        }
+        if let Some(want) = &self.expect_header
+            && crate::header::commitment(&prefix.header_bytes) != *want
+        {
+            return Err(FragmentRejection::Stale);
         }
         match &self.header {
             Some(h) => {

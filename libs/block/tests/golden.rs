@@ -94,7 +94,7 @@ fn fragment_file_v1() {
 }
 
 #[test]
-fn manifest_v1() {
+fn manifest_v2() {
     let id = identity();
     let m = Manifest {
         customer: id.node_id(),
@@ -111,9 +111,10 @@ fn manifest_v1() {
         wrapped_backup_key: b"wrapped key bytes".to_vec(),
         sealed_info: b"sealed info bytes".to_vec(),
         zstd_level: 3,
+        block_headers: (0..9u8).map(|b| [b.wrapping_mul(29); 32]).collect(),
     };
     let bytes = m.to_signed_bytes(&id);
-    check("manifest-v1.bin", &bytes);
+    check("manifest-v2.bin", &bytes);
     assert_eq!(
         Manifest::from_signed_bytes(&bytes, &id.node_id()).unwrap(),
         m
@@ -122,6 +123,15 @@ fn manifest_v1() {
     let n = bad.len();
     bad[n - 70] ^= 1;
     assert!(Manifest::from_signed_bytes(&bad, &id.node_id()).is_err());
+    // A manifest whose commitments do not cover every block is refused.
+    let short = Manifest {
+        block_headers: m.block_headers[..8].to_vec(),
+        ..m.clone()
+    };
+    let err = Manifest::from_signed_bytes(&short.to_signed_bytes(&id), &id.node_id())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("for 9 blocks"), "{err}");
 }
 
 #[test]

@@ -44,6 +44,10 @@ pub struct Agent {
     state: Arc<State>,
     links: Mutex<Links>,
     running: Mutex<HashSet<BackupId>>,
+    /// Attempts (backup, version) running now. Held while a version is
+    /// reserved, and while the collector reads the attempts, so the
+    /// collector never sees a running attempt as abandoned.
+    attempting: Mutex<HashSet<(BackupId, u64)>>,
     code: Code,
     rt: Handle,
     timeout: Duration,
@@ -166,6 +170,7 @@ impl Agent {
             state,
             links: Mutex::new(links),
             running: Mutex::new(HashSet::new()),
+            attempting: Mutex::new(HashSet::new()),
             code,
             rt: Handle::current(),
             timeout,
@@ -526,8 +531,53 @@ impl Agent {
                 "only {hired} of {n} positions have a supplier and a backup needs at least {need}; hire more with bitdustctl suppliers hire ADDR"
             )));
         }
+        // Leftovers of failed attempts go from suppliers that are back.
+        if !self.state.attempts().map_err(internal)?.is_empty() {
+            tokio::spawn(self.clone().collect_attempts());
+        }
         let previous = self.state.versions_of(id).map_err(internal)?;
-        let version = previous.last().map_or(1, |(v, _)| v + 1);
+        // Record, then act: the version is reserved durably before the
+        // first fragment leaves, so a retry after a failure (or a crash)
+        // never writes under the failed attempt's names.
+        let holders: Vec<String> = links
+            .iter()
+            .flatten()
+            .map(|l| l.node_id.to_string())
+            .collect();
+        let version = {
+            let mut attempting = lock(&self.attempting);
+            let v = self
+                .state
+                .reserve_version(id, &holders, now(), 0)
+                .map_err(internal)?;
+            attempting.insert((id, v));
+            v
+        };
+        let result = self
+            .clone()
+            .backup_attempt(id, version, abs, &previous, links, events)
+            .await;
+        // Committed to the catalog, or abandoned: either way no longer
+        // running (an abandoned attempt is never committed later).
+        lock(&self.attempting).remove(&(id, version));
+        if result.is_err() {
+            // The attempt's fragments are deleted now where possible, and
+            // later from suppliers that were away.
+            tokio::spawn(self.clone().collect_attempts());
+        }
+        result
+    }
+
+    /// One attempt at version `version` (already reserved) of backup `id`.
+    async fn backup_attempt(
+        self: Arc<Self>,
+        id: BackupId,
+        version: u64,
+        abs: Vec<PathBuf>,
+        previous: &[(u64, VersionRecord)],
+        links: Links,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    ) -> Result<pb::BackupDone, Status> {
         let key = match previous.last() {
             Some((v, _)) => {
                 let me = self.clone();
@@ -621,7 +671,7 @@ impl Agent {
                 .collect(),
         };
         self.state
-            .put_version(id, version, &rec)
+            .commit_version(id, version, &rec)
             .map_err(internal)?;
         // Keep the configured number of versions.
         let keep = self.config.customer.keep_versions as usize;
@@ -759,6 +809,7 @@ impl Agent {
             files: report.files as u32,
             fragments_fetched: fetched,
             blocks_repaired: report.decoded_blocks,
+            stale_fragments: report.stale_fragments,
             warnings: report
                 .skipped
                 .into_iter()

@@ -33,7 +33,7 @@ pub fn manifest_object(id: BackupId, version: u64) -> String {
 }
 
 /// Largest manifest accepted from a supplier.
-const MAX_MANIFEST: u64 = 8 << 20;
+const MAX_MANIFEST: u64 = bitdust_block::MAX_MANIFEST_BYTES;
 
 /// The supplier links, one per position (`None`: nobody hired there).
 pub type Links = Vec<Option<Arc<SupplierLink>>>;
@@ -213,6 +213,17 @@ impl NetSink {
                 self.failed[p] = Some(e.to_string());
             }
         }
+    }
+}
+
+impl Drop for NetSink {
+    /// A failed backup drops its sink with uploads still in flight. They
+    /// are waited for, not cut: a put the supplier already has could
+    /// otherwise land after the failed attempt's fragments were deleted,
+    /// and stay behind. (The sink lives on a blocking thread, like its
+    /// `block_on` calls.)
+    fn drop(&mut self) {
+        self.wait();
     }
 }
 

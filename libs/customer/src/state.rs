@@ -68,6 +68,20 @@ pub struct VersionRecord {
     pub missing_positions: Vec<u32>,
 }
 
+/// A backup attempt: its version number was reserved before its first
+/// fragment left, so no other attempt ever writes under that name. While
+/// the attempt is not in the catalog (it is running, or it failed or was
+/// cut by a crash), `pending` names the suppliers that may hold fragments
+/// of it; they are asked to delete them until none is left.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// Unix seconds when it was reserved.
+    pub started: u64,
+    /// Node ids (text) that may hold its fragments and have not yet
+    /// confirmed deleting them.
+    pub pending: Vec<String>,
+}
+
 /// The database.
 pub struct State {
     env: Env,
@@ -77,6 +91,10 @@ pub struct State {
     meta: Database<Bytes, SerdeJson<u64>>,
     /// Node id (text) -> when it was fired.
     fired: Database<Bytes, SerdeJson<u64>>,
+    /// Reserved versions not (yet) in the catalog, by backup and version.
+    attempts: Database<Bytes, SerdeJson<AttemptRecord>>,
+    /// Backup id -> the next version number it may reserve.
+    next_version: Database<Bytes, SerdeJson<u64>>,
 }
 
 /// A database operation failed.
@@ -97,6 +115,16 @@ fn version_key(id: BackupId, version: u64) -> [u8; 24] {
     k
 }
 
+fn key_backup(k: &[u8]) -> Option<BackupId> {
+    <[u8; 16]>::try_from(k.get(..16)?).ok().map(BackupId)
+}
+
+fn key_version(k: &[u8]) -> u64 {
+    k.get(16..24)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 impl State {
     /// Opens (creating) the database in `dir`. The caller holds the agent's
     /// state-directory lock, so this process is its only user.
@@ -108,7 +136,7 @@ impl State {
         let env = unsafe {
             EnvOpenOptions::new()
                 .map_size(16 << 30)
-                .max_dbs(8)
+                .max_dbs(12)
                 .open(dir)?
         };
         let mut w = env.write_txn()?;
@@ -117,6 +145,8 @@ impl State {
         let versions = env.create_database(&mut w, Some("versions"))?;
         let meta = env.create_database(&mut w, Some("meta"))?;
         let fired = env.create_database(&mut w, Some("fired"))?;
+        let attempts = env.create_database(&mut w, Some("attempts"))?;
+        let next_version = env.create_database(&mut w, Some("next_version"))?;
         w.commit()?;
         Ok(State {
             env,
@@ -125,7 +155,122 @@ impl State {
             versions,
             meta,
             fired,
+            attempts,
+            next_version,
         })
+    }
+
+    /// Reserves the next version of backup `id` for a new attempt, in one
+    /// durable transaction, before anything is uploaded: the number is
+    /// above every version in the catalog, every earlier reservation and
+    /// `floor` (the highest version a supplier was seen holding, if known),
+    /// and is never handed out again. `suppliers` may hold its fragments.
+    pub fn reserve_version(
+        &self,
+        id: BackupId,
+        suppliers: &[String],
+        at: u64,
+        floor: u64,
+    ) -> Result<u64, StateError> {
+        let mut w = self.env.write_txn()?;
+        let mut next = self
+            .next_version
+            .get(&w, &id.0)?
+            .unwrap_or(1)
+            .max(floor + 1);
+        let lo = version_key(id, 0);
+        let hi = version_key(id, u64::MAX);
+        let range = (
+            std::ops::Bound::Included(&lo[..]),
+            std::ops::Bound::Included(&hi[..]),
+        );
+        if let Some(last) = self.versions.rev_range(&w, &range)?.next() {
+            let (k, _) = last?;
+            next = next.max(key_version(k).saturating_add(1));
+        }
+        self.next_version.put(&mut w, &id.0, &(next + 1))?;
+        self.attempts.put(
+            &mut w,
+            &version_key(id, next),
+            &AttemptRecord {
+                started: at,
+                pending: suppliers.to_vec(),
+            },
+        )?;
+        w.commit()?;
+        Ok(next)
+    }
+
+    /// Makes a reserved attempt a version of the catalog, in one
+    /// transaction: it is no longer an attempt to clean up.
+    pub fn commit_version(
+        &self,
+        id: BackupId,
+        version: u64,
+        rec: &VersionRecord,
+    ) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        self.versions.put(&mut w, &version_key(id, version), rec)?;
+        self.attempts.delete(&mut w, &version_key(id, version))?;
+        Ok(w.commit()?)
+    }
+
+    /// Attempts that are not in the catalog, oldest first.
+    pub fn attempts(&self) -> Result<Vec<(BackupId, u64, AttemptRecord)>, StateError> {
+        let r = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for x in self.attempts.iter(&r)? {
+            let (k, v) = x?;
+            if let Some(id) = key_backup(k) {
+                out.push((id, key_version(k), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `node` no longer holds anything of the attempt; the
+    /// attempt is forgotten once no supplier is pending.
+    pub fn attempt_cleaned(
+        &self,
+        id: BackupId,
+        version: u64,
+        node: &str,
+    ) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        let key = version_key(id, version);
+        if let Some(mut rec) = self.attempts.get(&w, &key)? {
+            rec.pending.retain(|n| n != node);
+            if rec.pending.is_empty() {
+                self.attempts.delete(&mut w, &key)?;
+            } else {
+                self.attempts.put(&mut w, &key, &rec)?;
+            }
+        }
+        Ok(w.commit()?)
+    }
+
+    /// The next version each backup may reserve (for the catalog copy).
+    pub fn next_versions(&self) -> Result<Vec<(BackupId, u64)>, StateError> {
+        let r = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for x in self.next_version.iter(&r)? {
+            let (k, v) = x?;
+            if let Ok(id) = <[u8; 16]>::try_from(k) {
+                out.push((BackupId(id), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raises the next version `id` may reserve to at least `next` (from a
+    /// recovered catalog copy).
+    pub fn raise_next_version(&self, id: BackupId, next: u64) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        let now = self.next_version.get(&w, &id.0)?.unwrap_or(1);
+        if next > now {
+            self.next_version.put(&mut w, &id.0, &next)?;
+        }
+        Ok(w.commit()?)
     }
 
     /// A number kept under `name`.
@@ -283,6 +428,68 @@ impl State {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn record(blocks: u64) -> VersionRecord {
+        VersionRecord {
+            paths: vec!["/x".into()],
+            time: 1,
+            input_bytes: 1,
+            stored_bytes: 1,
+            blocks,
+            files: 1,
+            scheme: "xor".into(),
+            suppliers: 7,
+            supplier_set: Vec::new(),
+            missing_positions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_s_version_is_never_reserved_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = BackupId(*b"0123456789abcdef");
+        let other = BackupId(*b"fedcba9876543210");
+        let nodes = vec!["a".to_string(), "b".to_string()];
+        {
+            let s = State::open(dir.path()).unwrap();
+            // The first attempt fails halfway: it stays an attempt.
+            assert_eq!(s.reserve_version(id, &nodes, 10, 0).unwrap(), 1);
+        }
+        // Even after a restart (or a crash), the retry gets version 2.
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.reserve_version(id, &nodes, 11, 0).unwrap(), 2);
+        s.commit_version(id, 2, &record(3)).unwrap();
+        let attempts = s.attempts().unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!((attempts[0].0, attempts[0].1), (id, 1));
+        // Versions of another backup are numbered on their own.
+        assert_eq!(s.reserve_version(other, &nodes, 12, 0).unwrap(), 1);
+        // Deleting the newest catalog version does not free its number.
+        s.delete_version(id, 2).unwrap();
+        assert_eq!(s.reserve_version(id, &nodes, 13, 0).unwrap(), 3);
+        // A floor from what suppliers hold raises the number.
+        assert_eq!(s.reserve_version(id, &nodes, 14, 10).unwrap(), 11);
+        // Cleaning the failed attempt on both suppliers forgets it.
+        s.attempt_cleaned(id, 1, "a").unwrap();
+        assert!(
+            s.attempts()
+                .unwrap()
+                .iter()
+                .any(|(_, v, r)| *v == 1 && r.pending == ["b"])
+        );
+        s.attempt_cleaned(id, 1, "b").unwrap();
+        assert!(
+            !s.attempts()
+                .unwrap()
+                .iter()
+                .any(|(b, v, _)| *b == id && *v == 1)
+        );
+        // A recovered catalog copy raises the counter, never lowers it.
+        s.raise_next_version(id, 5).unwrap();
+        assert_eq!(s.reserve_version(id, &nodes, 15, 0).unwrap(), 12);
+        s.raise_next_version(id, 40).unwrap();
+        assert_eq!(s.reserve_version(id, &nodes, 16, 0).unwrap(), 40);
+    }
 
     #[test]
     fn fired_suppliers_are_remembered_across_reopen_and_forgotten_in_time() {

@@ -1,5 +1,8 @@
 //! What every BitDust daemon shares.
 //!
+//! - [`abort_on_panic`]: a panic in any thread or task ends the process, so
+//!   systemd restarts it instead of a dead task hiding behind a healthy
+//!   gRPC service and watchdog.
 //! - [`init_logging`]: `tracing` to stderr (the journal under systemd),
 //!   filtered by `RUST_LOG` (default `info`).
 //! - [`shutdown_signal`]: resolves on SIGTERM or SIGINT.
@@ -42,6 +45,7 @@ where
     let name = daemon.name();
     let config = daemon.parse_args();
     init_logging();
+    abort_on_panic();
     let config = match bitdust_config::Config::load(config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -64,6 +68,21 @@ where
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Makes a panic anywhere in the process (any thread, any tokio task) end
+/// the process with SIGABRT after the panic message is printed and logged.
+/// tokio would otherwise catch a task's panic and keep serving without it:
+/// a rebuild or publish loop could die while the gRPC service and the
+/// watchdog task still look healthy. systemd's `Restart=on-failure` then
+/// starts the daemon again from its durable state.
+pub fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        tracing::error!("a task panicked ({info}); aborting so the daemon is restarted");
+        std::process::abort();
+    }));
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). Without a

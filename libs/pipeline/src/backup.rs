@@ -256,6 +256,7 @@ pub fn backup(
             other => BackupError::Archive(io::Error::other(other.to_string())),
         })?,
         zstd_level: level,
+        block_headers: consumed.headers,
     };
     let mut degraded = consumed.degraded;
     let failed_at_commit = sink.commit(&manifest.to_signed_bytes(&identity))?;
@@ -409,6 +410,8 @@ struct Consumed {
     compressed_bytes: u64,
     stored_bytes: u64,
     degraded: Vec<usize>,
+    /// Each block's header commitment, for the manifest.
+    headers: Vec<[u8; 32]>,
 }
 
 /// Sealer side: holds one block back so it knows which block is the last.
@@ -426,6 +429,7 @@ fn consume(
         compressed_bytes: 0,
         stored_bytes: 0,
         degraded: Vec::new(),
+        headers: Vec::new(),
     };
     let mut seal_one = |plain: Vec<u8>, last: bool, c: &mut Consumed| -> Result<(), BackupError> {
         let block = c.blocks;
@@ -449,6 +453,7 @@ fn consume(
         c.compressed_bytes += plain.len() as u64;
         if let Some(h) = sealed.header() {
             c.stored_bytes += h.header.fragment_len * code.fragment_count() as u64;
+            c.headers.push(h.commitment());
         }
         let _ = recycle.try_send(plain);
         Ok(())

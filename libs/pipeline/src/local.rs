@@ -28,7 +28,7 @@ use crate::{
 
 const MANIFEST_FILE: &str = "manifest";
 /// Manifests are small; anything larger is not one.
-const MAX_MANIFEST_FILE: u64 = 8 * 1024 * 1024;
+const MAX_MANIFEST_FILE: u64 = bitdust_block::MAX_MANIFEST_BYTES;
 
 /// Opens a regular file without following a symlink or blocking on a FIFO.
 fn open_regular(path: &Path) -> io::Result<File> {

@@ -45,6 +45,9 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Fragments rejected (missing ones are not listed), one line each.
     pub rejected_fragments: Vec<String>,
+    /// Fragments whose validly signed header is not the one the manifest
+    /// commits to (left over from a failed attempt): erasures, counted.
+    pub stale_fragments: u64,
     /// Entries not restored, with reasons.
     pub skipped: Vec<String>,
 }
@@ -188,6 +191,10 @@ fn collect_block(
     )
     .expect_code(manifest.scheme, manifest.suppliers)
     .max_block_len(max_block_len);
+    // The manifest, not the first fragment seen, says which header counts.
+    if let Some(h) = manifest.block_header(block) {
+        opener = opener.expect_header(*h);
+    }
     let positions = source.positions();
     let available = |f: usize| positions.contains(&code.fragment_position(f));
     let data: Vec<usize> = (0..code.data_fragments())
@@ -390,6 +397,8 @@ pub struct BlocksReport {
     pub decoded_blocks: u64,
     /// Fragments rejected (missing ones are not listed), one line each.
     pub rejected_fragments: Vec<String>,
+    /// Stale fragments among them ([`RestoreReport::stale_fragments`]).
+    pub stale_fragments: u64,
 }
 
 impl From<BlocksReport> for RestoreReport {
@@ -399,6 +408,7 @@ impl From<BlocksReport> for RestoreReport {
             blocks: b.blocks,
             decoded_blocks: b.decoded_blocks,
             rejected_fragments: b.rejected_fragments,
+            stale_fragments: b.stale_fragments,
             ..RestoreReport::default()
         }
     }
@@ -430,6 +440,7 @@ pub fn restore_blocks(
             opts.max_block_size as u64,
         )?;
         note_rejections(&mut report.rejected_fragments, opener.rejections());
+        report.stale_fragments += opener.stale();
         if let Some(h) = opener.header()
             && h.last != (block + 1 == manifest.blocks)
         {

@@ -62,6 +62,18 @@ pub struct Rebuilder {
     seen: Mutex<Seen>,
     /// The suppliers as of the last check (reachable ones only).
     links: Mutex<Vec<Option<Arc<SupplierLink>>>>,
+    /// The manifest of the job being worked on, fetched when the job (or
+    /// its target) changes: it names each block's header.
+    manifest: Mutex<Option<ManifestCache>>,
+}
+
+/// A verified manifest and the job it was fetched for.
+struct ManifestCache {
+    backup_id: String,
+    version: u64,
+    position: u32,
+    target: String,
+    manifest: Arc<bitdust_block::Manifest>,
 }
 
 fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {
@@ -327,18 +339,39 @@ impl Rebuilder {
             links: &links,
             position: job.position as usize,
         };
-        if job.next_block == 0 {
-            block.copy_manifest().await.map_err(|e| e.to_string())?;
-        }
+        // Fetched, and copied to the new supplier, once per job: it says
+        // which header counts for each block.
+        let cached = lock(&self.manifest).as_ref().and_then(|c| {
+            (c.backup_id == job.backup_id
+                && c.version == job.version
+                && c.position == job.position
+                && c.target == job.target)
+                .then(|| c.manifest.clone())
+        });
+        let manifest = match cached {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(block.copy_manifest().await.map_err(|e| e.to_string())?);
+                *lock(&self.manifest) = Some(ManifestCache {
+                    backup_id: job.backup_id.clone(),
+                    version: job.version,
+                    position: job.position,
+                    target: job.target.clone(),
+                    manifest: m.clone(),
+                });
+                m
+            }
+        };
         if job.next_block < job.blocks {
             // `parallel_blocks` blocks at once; progress is saved in block
             // order, so a failure or crash redoes the later ones (an upload
             // of the same fragment again is harmless).
             let k = u64::from(self.config.rebuilder.parallel_blocks.max(1));
             let end = job.next_block.saturating_add(k).min(job.blocks);
-            let done =
-                futures_util::future::join_all((job.next_block..end).map(|b| block.rebuild(b)))
-                    .await;
+            let done = futures_util::future::join_all(
+                (job.next_block..end).map(|b| block.rebuild(&manifest, b)),
+            )
+            .await;
             for d in done {
                 let d = d.map_err(|e| e.to_string())?;
                 job.next_block += 1;
@@ -467,6 +500,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         queue,
         seen: Mutex::new(Seen::default()),
         links: Mutex::new(Vec::new()),
+        manifest: Mutex::new(None),
     });
     let socket = config.rebuilder_socket();
     let listener = bitdust_daemon::bind_socket(&socket).await?;

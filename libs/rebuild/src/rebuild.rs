@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use bitdust_block::{BackupId, SignedHeader, check_fragment, write_fragment};
+use bitdust_block::{BackupId, Manifest, SignedHeader, check_fragment, write_fragment};
 use bitdust_crypto::NodeId;
 use bitdust_customer::client::SupplierLink;
 use bitdust_customer::netio::{fragment_object, manifest_object};
@@ -16,7 +16,7 @@ use bitdust_ecc::Code;
 /// The largest fragment object fetched.
 const MAX_OBJECT: u64 = (bitdust_block::MAX_BLOCK_LEN / 2) + (1 << 20);
 /// The largest manifest fetched.
-const MAX_MANIFEST: u64 = 64 << 20;
+const MAX_MANIFEST: u64 = bitdust_block::MAX_MANIFEST_BYTES;
 
 /// One block could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -85,14 +85,13 @@ impl Block<'_> {
             })
     }
 
-    /// Copies the version's signed manifest to the new supplier (from the
-    /// first other supplier whose copy verifies), unless it has one.
-    pub async fn copy_manifest(&self) -> Result<(), RebuildError> {
+    /// Fetches the version's signed manifest from the other suppliers (the
+    /// first copy that verifies and names this version) and makes sure the
+    /// new supplier holds the same bytes. The manifest says which block
+    /// header counts for each block ([`Manifest::block_header`]).
+    pub async fn copy_manifest(&self) -> Result<Manifest, RebuildError> {
         let target = self.target()?;
         let name = manifest_object(self.backup_id, self.version);
-        if let Ok(Some(_)) = target.get(&name, MAX_MANIFEST).await {
-            return Ok(());
-        }
         for (p, l) in self.links.iter().enumerate() {
             let Some(l) = l.as_ref().filter(|_| p != self.position) else {
                 continue;
@@ -100,14 +99,21 @@ impl Block<'_> {
             let Ok(Some(bytes)) = l.get(&name, MAX_MANIFEST).await else {
                 continue;
             };
-            match bitdust_block::Manifest::from_signed_bytes(&bytes, &self.customer) {
+            match Manifest::from_signed_bytes(&bytes, &self.customer) {
                 Ok(m) if m.backup_id == self.backup_id && m.version == self.version => {
-                    return target.put(&name, &bytes).await.map(|_| ()).map_err(|e| {
-                        RebuildError::Upload {
+                    if let Ok(Some(held)) = target.get(&name, MAX_MANIFEST).await
+                        && held == bytes
+                    {
+                        return Ok(m);
+                    }
+                    target
+                        .put(&name, &bytes)
+                        .await
+                        .map_err(|e| RebuildError::Upload {
                             target: target.node_id,
                             reason: e.to_string(),
-                        }
-                    });
+                        })?;
+                    return Ok(m);
                 }
                 _ => tracing::warn!(position = p, "a manifest copy does not verify; skipped"),
             }
@@ -118,8 +124,19 @@ impl Block<'_> {
         })
     }
 
-    /// Rebuilds `block` of the position onto its supplier.
-    pub async fn rebuild(&self, block: u64) -> Result<Done, RebuildError> {
+    /// Rebuilds `block` of the position onto its supplier. Only fragments
+    /// carrying the header `manifest` commits to for the block are used: a
+    /// stale fragment of a failed attempt under the same name is an erasure.
+    pub async fn rebuild(&self, manifest: &Manifest, block: u64) -> Result<Done, RebuildError> {
+        let committed = *manifest
+            .block_header(block)
+            .ok_or_else(|| RebuildError::NotEnough {
+                block,
+                reason: format!(
+                    "the manifest names {} blocks, not block {block}",
+                    manifest.blocks
+                ),
+            })?;
         let code = self.code;
         let count = code.fragment_count();
         let target = self.target()?;
@@ -176,6 +193,7 @@ impl Block<'_> {
                     self.version,
                     block,
                     f,
+                    Some(&committed),
                 ) {
                     Ok((h, payload)) => {
                         got[f] = Some(payload.to_vec());
@@ -196,7 +214,9 @@ impl Block<'_> {
         let mut buf = vec![0u8; count * flen];
         let mut present = vec![false; count];
         for (f, g) in got.iter().enumerate() {
-            if let Some(payload) = g {
+            // Every accepted fragment carries the committed header, so its
+            // length is `flen`; anything else is an erasure, never a panic.
+            if let Some(payload) = g.as_ref().filter(|p| p.len() == flen) {
                 buf[f * flen..(f + 1) * flen].copy_from_slice(payload);
                 present[f] = true;
             }

@@ -35,6 +35,10 @@ struct Catalog {
     generation: u64,
     positions: u32,
     versions: Vec<CatalogEntry>,
+    /// The next version each backup may reserve: a recovered agent never
+    /// reuses the number of an attempt that failed before the loss.
+    #[serde(default)]
+    next_versions: Vec<(String, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -230,6 +234,13 @@ impl Agent {
                     record,
                 })
                 .collect(),
+            next_versions: self
+                .state
+                .next_versions()
+                .map_err(internal)?
+                .into_iter()
+                .map(|(id, next)| (id.to_string(), next))
+                .collect(),
         };
         if catalog.versions.is_empty() {
             // Nothing to recover: no catalog is left behind either.
@@ -342,6 +353,11 @@ impl Agent {
         self.state
             .set_meta("catalog_generation", catalog.generation)
             .map_err(internal)?;
+        for (id, next) in &catalog.next_versions {
+            if let Ok(id) = id.parse::<BackupId>() {
+                self.state.raise_next_version(id, *next).map_err(internal)?;
+            }
+        }
         let mut n_versions = 0;
         for e in catalog.versions {
             if let Ok(id) = e.backup_id.parse::<BackupId>() {
@@ -394,6 +410,8 @@ impl Agent {
         }
         let listed = tokio::spawn(self.clone().hire_listed());
         let _ = listed.await;
+        // Attempts cut by a crash or left by a failure before the restart.
+        tokio::spawn(self.clone().collect_attempts());
         if self.config.customer.hire_from_dht {
             self.fill_from_dht().await;
         }

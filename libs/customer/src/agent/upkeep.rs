@@ -36,8 +36,74 @@ impl Agent {
         Ok(out)
     }
 
+    /// Deletes the fragments of attempts that never made it into the
+    /// catalog (failed, or cut by a crash) from the suppliers that may
+    /// hold them, skipping attempts running now. A supplier that is away is
+    /// asked again at a later call; one no longer hired holds nothing of
+    /// ours. Returns the suppliers that confirmed a deletion.
+    pub async fn collect_attempts(self: Arc<Self>) -> usize {
+        let (attempts, running) = {
+            let attempting = lock(&self.attempting);
+            match self.state.attempts() {
+                Ok(a) => (a, attempting.clone()),
+                Err(e) => {
+                    tracing::warn!("cannot read the failed backup attempts: {e}");
+                    return 0;
+                }
+            }
+        };
+        let links = self.links();
+        let mut set = tokio::task::JoinSet::new();
+        for (id, version, rec) in attempts {
+            if running.contains(&(id, version)) {
+                continue;
+            }
+            for node in rec.pending {
+                let link = links
+                    .iter()
+                    .flatten()
+                    .find(|l| l.node_id.to_string() == node)
+                    .cloned();
+                set.spawn(async move {
+                    let done = match link {
+                        None => true,
+                        Some(l) => l
+                            .delete(Vec::new(), &netio::version_prefix(id, version))
+                            .await
+                            .is_ok(),
+                    };
+                    (id, version, node, done)
+                });
+            }
+        }
+        let mut cleaned = 0;
+        while let Some(Ok((id, version, node, done))) = set.join_next().await {
+            if done {
+                cleaned += 1;
+                if let Err(e) = self.state.attempt_cleaned(id, version, &node) {
+                    tracing::warn!("cannot record a cleaned attempt: {e}");
+                }
+            } else {
+                tracing::debug!(backup = %id, version, supplier = %node, "the fragments of a failed attempt could not be deleted there yet");
+            }
+        }
+        if cleaned > 0 {
+            tracing::info!(
+                suppliers = cleaned,
+                "deleted the fragments of failed backup attempts"
+            );
+        }
+        cleaned
+    }
+
     /// Pings every supplier and, with `audit`, audits each that answered.
-    pub async fn check_suppliers(&self, audit: bool) -> Result<pb::ListSuppliersReply, Status> {
+    pub async fn check_suppliers(
+        self: &Arc<Self>,
+        audit: bool,
+    ) -> Result<pb::ListSuppliersReply, Status> {
+        if !self.state.attempts().map_err(internal)?.is_empty() {
+            tokio::spawn(self.clone().collect_attempts());
+        }
         let reach = self.reachability().await;
         if audit {
             let mut set = tokio::task::JoinSet::new();
@@ -115,7 +181,7 @@ impl Agent {
             let name = netio::fragment_object(id, version, block, f);
             let r = match link.get(&name, MAX_FRAGMENT_OBJECT).await {
                 Ok(Some(bytes)) => {
-                    bitdust_block::check_fragment(&bytes, &customer, id, version, block, f)
+                    bitdust_block::check_fragment(&bytes, &customer, id, version, block, f, None)
                         .map(|_| ())
                         .map_err(|e| AuditFailure::Failed(format!("{name}: {e}")))
                 }
