@@ -221,3 +221,55 @@ pub fn assert_same_tree(original: &Path, restored: &Path) {
 pub fn restored_path(out: &Path, src: &Path) -> PathBuf {
     out.join(src.strip_prefix("/").unwrap())
 }
+
+/// `n` QUIC handshakes to `target` that start and then go silent, each from
+/// its own UDP socket on `from` (a loopback address, so per-address limits
+/// can be told apart from the test's real clients on 127.0.0.1). Each
+/// ClientHello is a real one: a QUIC client dials a socket of ours, which
+/// keeps its first datagram (the Initial) and sends it on; nothing after it
+/// is ever answered. Keep the returned sockets alive for as long as the
+/// handshakes should stay open.
+pub async fn silent_client_hellos(
+    target: std::net::SocketAddr,
+    from: std::net::IpAddr,
+    alpn: &[u8],
+    n: usize,
+) -> Vec<tokio::net::UdpSocket> {
+    use std::time::Duration;
+    let identity = bitdust_crypto::Identity::generate();
+    let dialer =
+        bitdust_net::Endpoint::bind(&identity, std::net::SocketAddr::new(from, 0), alpn, false)
+            .unwrap();
+    let trap = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+    let trap_addr = trap.local_addr().unwrap();
+    let mut silent = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 65536];
+    while silent.len() < n {
+        let d = dialer.clone();
+        let dial = tokio::spawn(async move { d.connect(trap_addr, None).await });
+        // Wait for an Initial that starts a handshake not sent yet: a long
+        // header packet padded to at least 1200 bytes (RFC 9000, 14.1)
+        // whose destination connection id is new. Retransmissions and
+        // closes of earlier dials are skipped.
+        let initial = loop {
+            let len = tokio::time::timeout(Duration::from_secs(5), trap.recv(&mut buf))
+                .await
+                .expect("the QUIC client sent its Initial")
+                .unwrap();
+            let p = &buf[..len];
+            if len < 1200 || p[0] & 0x80 == 0 {
+                continue;
+            }
+            let dcid_len = p[5] as usize;
+            if seen.insert(p[6..6 + dcid_len].to_vec()) {
+                break p.to_vec();
+            }
+        };
+        dial.abort();
+        let s = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+        s.send_to(&initial, target).await.unwrap();
+        silent.push(s);
+    }
+    silent
+}

@@ -507,3 +507,27 @@ async fn dht_peers_bootstrap_through_a_real_dns_server_by_srv_and_by_name() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(lost.status().await.routing_table_size, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_go_silent_mid_handshake_do_not_stall_a_dht_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(dir.path(), "peer", "").await;
+    let target = peer.address().await.parse().unwrap();
+    let _silent = bitdust_tests::silent_client_hellos(
+        target,
+        "127.0.0.2".parse().unwrap(),
+        bitdust_dht::ALPN,
+        40,
+    )
+    .await;
+    // A node that dials now is answered within a 10 s budget; a handshake
+    // queued behind 40 silent ones would wait for each of them to time out
+    // (30 s idle each).
+    let raw = tokio::time::timeout(
+        Duration::from_secs(10),
+        Raw::connect(&Identity::generate(), &peer),
+    )
+    .await
+    .expect("the dht-peer completed a handshake while 40 others hang");
+    raw.ping().await;
+}

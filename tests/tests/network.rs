@@ -894,13 +894,12 @@ impl Drop for Mount {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to mount a tmpfs; CI runs it as root (--include-ignored)"]
 async fn a_full_disk_is_refused_clearly_and_corrupts_nothing_stored() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED: a_full_disk_is_refused_clearly_and_corrupts_nothing_stored needs root to mount a tmpfs"
-        );
-        return;
-    }
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root to mount a tmpfs: run it as root"
+    );
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
@@ -1473,4 +1472,238 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
         out.push(d);
     }
     out
+}
+
+/// The customer's identity, from its key directory in the devnet.
+fn customer_identity(net: &Net) -> Identity {
+    let key = walk_dirs(&net.node("customer"))
+        .into_iter()
+        .filter(|d| d.ends_with("keys"))
+        .map(|d| d.join("identity.key"))
+        .find(|p| p.is_file())
+        .expect("the customer keeps keys/identity.key");
+    bitdust_crypto::load_or_create_identity(&key).unwrap().0
+}
+
+/// A link to `supplier` (a devnet node) as the customer itself, bound in
+/// `rt`.
+fn link_as_customer(
+    net: &Net,
+    rt: &tokio::runtime::Runtime,
+    supplier: &str,
+    identity: &Identity,
+) -> SupplierLink {
+    let addr = supplier_listen(&net.node(supplier).join("run/supplier.sock"));
+    let _in = rt.enter();
+    SupplierLink::new(
+        endpoint(identity),
+        net.node_id(supplier),
+        addr,
+        Duration::from_secs(10),
+    )
+}
+
+#[test]
+fn a_retried_backup_never_destroys_itself_when_a_supplier_with_the_failed_attempt_returns() {
+    use rustix::process::Signal;
+    let net = Net::up(7, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 31, 1);
+    let mut data = vec![0u8; 6 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
+    let src_s = src.display().to_string();
+    let store = "bitdust-supplier-store";
+    // Four of seven stop answering (SIGSTOP: connections stay up, nothing
+    // answers): the attempt fails after its first blocks reached 0, 1, 2.
+    for i in 3..7 {
+        net.signal(&format!("supplier-{i}"), store, Signal::STOP);
+    }
+    let o = net.ctl(&["--json", "backup", &src_s]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // The retry runs while supplier-0, which may hold the failed attempt's
+    // fragments, is away; the other three are back.
+    net.signal("supplier-0", store, Signal::STOP);
+    for i in 3..7 {
+        net.signal(&format!("supplier-{i}"), store, Signal::CONT);
+    }
+    let o = net.ctl(&["--json", "backup", &src_s]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The failed attempt's number is never reused.
+    assert_eq!(b["version"], 2, "{b}");
+    assert_eq!(b["failed_positions"], serde_json::json!([0]), "{b}");
+    // supplier-0 comes back: the restore is whole.
+    net.signal("supplier-0", store, Signal::CONT);
+    let out = net.dir.path().join("out");
+    let r = net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_eq!(r["version"], 2);
+    assert_same_tree(&src, &restored_path(&out, &src));
+    // The failed attempt's fragments are collected from every supplier,
+    // supplier-0 included once it is back (a later backup asks again).
+    let id = b["backup_id"].as_str().unwrap().to_owned();
+    let me = customer_identity(&net);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let b3 = net.ok(&["backup", &src_s]);
+    assert_eq!(b3["version"], 3, "{b3}");
+    let failed_prefix = format!("v/{id}/0000000001/");
+    for i in 0..7 {
+        let name = format!("supplier-{i}");
+        let link = link_as_customer(&net, &rt, &name, &me);
+        poll(
+            &format!("{name} to drop the failed attempt's fragments"),
+            60,
+            || {
+                let left = rt.block_on(link.list(&failed_prefix)).ok()?;
+                left.is_empty().then_some(())
+            },
+        );
+        let kept = rt
+            .block_on(link.list(&format!("v/{id}/0000000002/")))
+            .unwrap();
+        assert!(i == 0 || !kept.is_empty(), "{name} lost version 2");
+    }
+}
+
+#[test]
+fn the_rebuilder_reads_stale_fragments_as_erasures_and_rebuilds_from_the_committed_ones() {
+    // 7 positions, 2 spares, checks every second: two dead suppliers reach
+    // the fire threshold.
+    let net = Net::up_checking(7, 2, 1);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 41, 1);
+    let mut data = vec![0u8; 4 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
+    let b = net.ok(&["backup", &src.display().to_string()]);
+    let blocks = b["blocks"].as_u64().unwrap();
+    assert!(blocks >= 4, "{b}");
+    let id: bitdust_block::BackupId = b["backup_id"].as_str().unwrap().parse().unwrap();
+    // Position 1 gets validly signed fragments of another block under the
+    // names of every block of version 1 (fragments 1 and 8), of another
+    // length: what a failed attempt that reused the name would have left.
+    let me = customer_identity(&net);
+    let code = bitdust_ecc::Code::new(bitdust_ecc::Scheme::Xor, 7).unwrap();
+    let sealer = bitdust_block::BlockSealer::new(
+        Arc::new(Identity::from_secret(&me.secret())),
+        id,
+        1,
+        code.clone(),
+        bitdust_crypto::BackupKey::generate().recipient(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let link = link_as_customer(&net, &rt, "supplier-1", &me);
+    let mut sealed = bitdust_block::SealedBlock::default();
+    for block in 0..blocks {
+        sealer
+            .seal(block, block + 1 == blocks, &[9u8; 5000], &mut sealed)
+            .unwrap();
+        for f in code.position_fragments(1) {
+            let mut bytes = Vec::new();
+            bitdust_block::write_fragment(
+                &mut bytes,
+                sealed.header().unwrap(),
+                f,
+                code.fragment_kind(f),
+                sealed.fragment(f),
+            )
+            .unwrap();
+            let name = format!("v/{id}/0000000001/b{block:010}.f{f:03}");
+            rt.block_on(link.put(&name, &bytes)).unwrap();
+        }
+    }
+    // Two suppliers die: the rebuilder fires them and rebuilds positions 0
+    // and 3 on the spares, reading position 1's stale fragments as lost.
+    for i in [0, 3] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let status = poll("the rebuilder to rebuild positions 0 and 3", 240, || {
+        let st = net.ok(&["rebuild", "status"]);
+        let list = net.ok(&["list"]);
+        let missing = list[0]["versions"][0]["missing_fragments"].as_u64()?;
+        (st["suppliers_fired"].as_u64() >= Some(2)
+            && st["queue"].as_array()?.is_empty()
+            && missing == 0)
+            .then_some(st)
+    });
+    assert!(
+        status["blocks_rebuilt"].as_u64().unwrap() >= 2 * blocks,
+        "{status}"
+    );
+    // Two more originals die; with position 1 stale, only the rebuilt
+    // positions make the restore possible. The stale fragments are counted.
+    for i in [2, 4] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let out = net.dir.path().join("out");
+    // Exit status 4: done, with the stale fragments named as warnings.
+    let o = net.ctl(&["--json", "restore", "--to", &out.display().to_string()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stale fragment"), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_same_tree(&src, &restored_path(&out, &src));
+    assert!(r["stale_fragments"].as_u64().unwrap() >= 1, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_go_silent_mid_handshake_do_not_stall_a_supplier() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bitdust.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[supplier]\nlisten = \"127.0.0.1:0\"\npublish = false\n",
+            dir.path().join("run"),
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let sock = dir.path().join("run/supplier.sock");
+    let (mut child, listen) = start_supplier(&cfg, &sock).await;
+    let sup: NodeId = std::fs::read_to_string(dir.path().join("state/supplier/node-id"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let target = listen.parse().unwrap();
+    // 40 ClientHellos from 127.0.0.2 that are never followed up.
+    let _silent = bitdust_tests::silent_client_hellos(
+        target,
+        "127.0.0.2".parse().unwrap(),
+        bitdust_supplier::peer::ALPN,
+        40,
+    )
+    .await;
+    // A real customer, with a 3 s timeout, is served all the same.
+    let hire = |me: Identity| {
+        let listen = listen.clone();
+        async move {
+            let link = SupplierLink::new(endpoint(&me), sup, listen, Duration::from_secs(3));
+            link.request_service(1 << 20, 2).await
+        }
+    };
+    hire(Identity::generate())
+        .await
+        .expect("a customer is served while 40 handshakes hang");
+    // 300 more from another address: beyond the per-address cap they are
+    // refused at once; the total cap is never reached by one address.
+    let _more = bitdust_tests::silent_client_hellos(
+        target,
+        "127.0.0.3".parse().unwrap(),
+        bitdust_supplier::peer::ALPN,
+        300,
+    )
+    .await;
+    hire(Identity::generate())
+        .await
+        .expect("a customer is served while 340 handshakes were tried");
+    assert!(child.try_wait().unwrap().is_none(), "the supplier died");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -54,7 +54,9 @@ impl From<FrameError> for PeerError {
             FrameError::TooLarge { .. } | FrameError::Decode(_) => {
                 PeerError::Protocol(e.to_string())
             }
-            FrameError::Truncated | FrameError::Io(_) => PeerError::Unreachable(e.to_string()),
+            FrameError::Truncated | FrameError::Io(_) | FrameError::TimedOut(_) => {
+                PeerError::Unreachable(e.to_string())
+            }
         }
     }
 }

@@ -1,9 +1,18 @@
 //! Length-prefixed protobuf frames on QUIC streams: a 4-byte big-endian
 //! length, then that many bytes of one message. Lengths above the reader's
-//! limit are refused before anything is allocated.
+//! limit are refused before anything is allocated. Every read from a peer
+//! has a timeout ([`READ_TIMEOUT`]): a whole frame must arrive within it,
+//! and a payload read must make progress within it, so a silent peer holds
+//! a stream for a bounded time only.
+
+use std::time::Duration;
 
 use prost::Message;
 use quinn::{RecvStream, SendStream};
+
+/// How long a peer may take to send one whole frame, or the next bytes of
+/// a payload, before the read fails with [`FrameError::TimedOut`].
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest frame either side reads (a payload never travels in a frame).
 pub const MAX_FRAME: usize = 256 * 1024;
@@ -28,6 +37,9 @@ pub enum FrameError {
     /// The stream or connection failed.
     #[error("the connection failed: {0}")]
     Io(String),
+    /// The peer sent nothing for too long.
+    #[error("the peer sent nothing for {} s", .0.as_secs())]
+    TimedOut(Duration),
 }
 
 /// Writes `msg` as one frame.
@@ -45,8 +57,27 @@ pub async fn write_frame<M: Message>(send: &mut SendStream, msg: &M) -> Result<(
         .map_err(|e| FrameError::Io(e.to_string()))
 }
 
-/// Reads one frame of at most `max` bytes and decodes it as `M`.
+/// Reads one frame of at most `max` bytes and decodes it as `M`, within
+/// [`READ_TIMEOUT`].
 pub async fn read_frame<M: Message + Default>(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<M, FrameError> {
+    read_frame_within(recv, max, READ_TIMEOUT).await
+}
+
+/// [`read_frame`] with another timeout for the whole frame.
+pub async fn read_frame_within<M: Message + Default>(
+    recv: &mut RecvStream,
+    max: usize,
+    within: Duration,
+) -> Result<M, FrameError> {
+    tokio::time::timeout(within, read_frame_now(recv, max))
+        .await
+        .map_err(|_| FrameError::TimedOut(within))?
+}
+
+async fn read_frame_now<M: Message + Default>(
     recv: &mut RecvStream,
     max: usize,
 ) -> Result<M, FrameError> {
@@ -69,11 +100,13 @@ pub async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), Fra
     })
 }
 
-/// Reads up to `buf.len()` bytes; 0 means the stream ended.
+/// Reads up to `buf.len()` bytes; 0 means the stream ended. Fails when
+/// nothing arrives within [`READ_TIMEOUT`].
 pub async fn read_some(recv: &mut RecvStream, buf: &mut [u8]) -> Result<usize, FrameError> {
-    match recv.read(buf).await {
-        Ok(Some(n)) => Ok(n),
-        Ok(None) => Ok(0),
-        Err(e) => Err(FrameError::Io(e.to_string())),
+    match tokio::time::timeout(READ_TIMEOUT, recv.read(buf)).await {
+        Ok(Ok(Some(n))) => Ok(n),
+        Ok(Ok(None)) => Ok(0),
+        Ok(Err(e)) => Err(FrameError::Io(e.to_string())),
+        Err(_) => Err(FrameError::TimedOut(READ_TIMEOUT)),
     }
 }

@@ -8,12 +8,16 @@
 //! - [`frame`]: one request per bidirectional stream, as length-prefixed
 //!   protobuf frames with a size limit, payloads streamed after them.
 //! - [`Endpoint`]: one UDP socket that accepts and dials connections.
+//!   Handshakes run concurrently, each with a timeout, with caps on the
+//!   handshakes in flight per source address and in total, so clients that
+//!   send a ClientHello and go silent delay nobody else.
 
 pub mod frame;
 pub mod tls;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bitdust_crypto::{Identity, NodeId};
@@ -54,7 +58,23 @@ pub enum NetError {
 pub struct Endpoint {
     inner: quinn::Endpoint,
     node_id: NodeId,
+    /// Connections whose handshake completed, from the acceptor task
+    /// (`None` for an endpoint that only dials).
+    accepted: Option<Arc<tokio::sync::Mutex<Accepted>>>,
 }
+
+/// Where the acceptor task hands over connections that completed their
+/// handshake.
+type Accepted = tokio::sync::mpsc::Receiver<(Connection, NodeId)>;
+
+/// How long one incoming handshake may take before it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Incoming handshakes in flight at most, from all addresses together.
+pub const MAX_HANDSHAKES: usize = 256;
+/// Incoming handshakes in flight at most from one IP address.
+pub const MAX_HANDSHAKES_PER_IP: usize = 16;
+/// Completed connections waiting for the daemon's accept loop.
+const ACCEPTED_QUEUE: usize = 64;
 
 /// How long a connection may stay silent before it is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,9 +120,17 @@ impl Endpoint {
             quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
                 .map_err(|source| NetError::Bind { addr, source })?;
         inner.set_default_client_config(client);
+        let accepted = if listen {
+            let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
+            tokio::spawn(accept_loop(inner.clone(), tx));
+            Some(Arc::new(tokio::sync::Mutex::new(rx)))
+        } else {
+            None
+        };
         Ok(Endpoint {
             inner,
             node_id: identity.node_id(),
+            accepted,
         })
     }
 
@@ -138,30 +166,98 @@ impl Endpoint {
         })
     }
 
-    /// The next incoming connection that completes its handshake, with the
-    /// peer's node id; `None` once the endpoint is closed. Handshakes that
-    /// fail are logged and skipped.
+    /// The next incoming connection that completed its handshake, with the
+    /// peer's node id; `None` once the endpoint is closed (or it only
+    /// dials). Handshakes run on their own tasks (see [`HANDSHAKE_TIMEOUT`],
+    /// [`MAX_HANDSHAKES`], [`MAX_HANDSHAKES_PER_IP`]); those that fail or
+    /// time out are logged and skipped.
     pub async fn accept(&self) -> Option<(Connection, NodeId)> {
-        loop {
-            let incoming = self.inner.accept().await?;
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => match peer_id(&conn) {
-                    Some(id) => return Some((conn, id)),
-                    None => {
-                        conn.close(1u32.into(), b"no node certificate");
-                        tracing::warn!(%remote, "peer presented no node certificate");
-                    }
-                },
-                Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
-            }
-        }
+        self.accepted.as_ref()?.lock().await.recv().await
     }
 
     /// Stops accepting, closes every connection and waits for them to end.
     pub async fn shutdown(&self) {
         self.inner.close(0u32.into(), b"shutting down");
         self.inner.wait_idle().await;
+    }
+}
+
+/// Handshakes in flight, in total and per source IP.
+#[derive(Default)]
+struct InFlight {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One handshake counted in [`InFlight`] until dropped.
+struct Slot {
+    counts: Arc<Mutex<InFlight>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Takes every incoming connection at once: refused when the caps are
+/// reached, otherwise handshaken on its own task with a timeout, and
+/// handed to [`Endpoint::accept`] when the peer proved a node key.
+async fn accept_loop(inner: quinn::Endpoint, tx: tokio::sync::mpsc::Sender<(Connection, NodeId)>) {
+    let counts = Arc::new(Mutex::new(InFlight::default()));
+    while let Some(incoming) = inner.accept().await {
+        let remote = incoming.remote_address();
+        let ip = remote.ip().to_canonical();
+        let slot = {
+            let mut c = counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+            if c.total >= MAX_HANDSHAKES || from_ip >= MAX_HANDSHAKES_PER_IP {
+                None
+            } else {
+                c.total += 1;
+                *c.per_ip.entry(ip).or_default() += 1;
+                Some(Slot {
+                    counts: counts.clone(),
+                    ip,
+                })
+            }
+        };
+        let Some(slot) = slot else {
+            tracing::debug!(%remote, "too many handshakes in flight; connection refused");
+            incoming.refuse();
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
+            drop(slot);
+            match result {
+                Ok(Ok(conn)) => match peer_id(&conn) {
+                    Some(id) => {
+                        let _ = tx.send((conn, id)).await;
+                    }
+                    None => {
+                        conn.close(1u32.into(), b"no node certificate");
+                        tracing::warn!(%remote, "peer presented no node certificate");
+                    }
+                },
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                Err(_) => tracing::debug!(%remote, "handshake timed out"),
+            }
+        });
     }
 }
 
