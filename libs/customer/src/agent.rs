@@ -29,7 +29,7 @@ pub use network::CATALOG_OBJECT;
 use crate::client::{PeerError, SupplierLink};
 use crate::discovery::Dht;
 use crate::netio::{self, Links, NetSink, NetSource};
-use crate::state::{PositionRecord, State, VersionRecord};
+use crate::state::{CatalogError, PositionRecord, State, VersionRecord};
 
 /// Largest fragment object fetched (the largest block over 2 suppliers,
 /// plus its header).
@@ -61,6 +61,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
+}
+
+/// A refused catalog change as the gRPC status its caller acts on.
+fn catalog_status(e: CatalogError) -> Status {
+    match e {
+        CatalogError::NotHeld { .. } => Status::failed_precondition(e.to_string()),
+        CatalogError::NoVersion { .. } => Status::not_found(e.to_string()),
+        CatalogError::Db(e) => internal(e),
+    }
 }
 
 /// How long a fired supplier is not hired again from the DHT.
@@ -331,6 +340,18 @@ impl Agent {
             .cloned()
             .flatten()
             .ok_or_else(|| Status::not_found(format!("no supplier holds position {position}")))?;
+        // Record, then act: the position is unbound and missing in every
+        // version (one transaction) before the supplier deletes anything.
+        let t = now();
+        self.state
+            .fire_position(
+                position,
+                &link.node_id.to_string(),
+                t,
+                t.saturating_sub(FIRED_MEMORY_SECS),
+            )
+            .map_err(catalog_status)?;
+        lock(&self.links)[position as usize] = None;
         let deleted = match link.cancel_service().await {
             Ok(n) => n,
             Err(e) => {
@@ -338,25 +359,6 @@ impl Agent {
                 0
             }
         };
-        self.state.clear_position(position).map_err(internal)?;
-        // Not hired again from the DHT for a while (it is still offering).
-        let t = now();
-        self.state
-            .remember_fired(
-                &link.node_id.to_string(),
-                t,
-                t.saturating_sub(FIRED_MEMORY_SECS),
-            )
-            .map_err(internal)?;
-        lock(&self.links)[position as usize] = None;
-        // Every version now lacks this position's fragments until repaired.
-        for (id, v, mut rec) in self.state.versions().map_err(internal)? {
-            if !rec.missing_positions.contains(&position) {
-                rec.missing_positions.push(position);
-                rec.missing_positions.sort_unstable();
-                self.state.put_version(id, v, &rec).map_err(internal)?;
-            }
-        }
         link.reset().await;
         self.list_changed.notify_one();
         tracing::info!(position, supplier = %link.node_id, "fired a supplier");

@@ -22,6 +22,9 @@ use bitdust_config::Config;
 use bitdust_daemon::tonic::transport::Server;
 use bitdust_proto::customer::v1::customer_server::CustomerServer;
 
+/// How often changed supplier statistics are written to the database.
+const STATS_FLUSH: Duration = Duration::from_secs(5);
+
 /// Runs the customer-agent daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let state_dir = config.customer_state();
@@ -79,12 +82,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // created just now (imported), is a machine being recovered.
     let fresh = state.positions()?.is_empty() && state.versions()?.is_empty();
     tokio::spawn(agent.clone().start_network(fresh && !created));
+    // Supplier statistics are batched: written every few seconds, and at
+    // shutdown, instead of one fsync per ping and fragment.
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STATS_FLUSH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.flush_stats() {
+                    tracing::warn!("cannot save the supplier statistics: {e}");
+                }
+            }
+        })
+    };
 
     bitdust_daemon::shutdown_signal().await;
     bitdust_daemon::notify_stopping();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
+    flusher.abort();
+    if let Err(e) = state.flush_stats() {
+        tracing::warn!("cannot save the supplier statistics: {e}");
+    }
     let _ = std::fs::remove_file(&socket);
     drop(lock);
     tracing::info!("customer-agent stopped");

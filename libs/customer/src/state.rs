@@ -3,7 +3,10 @@
 
 #![allow(unsafe_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bitdust_block::BackupId;
 use heed::types::{Bytes, SerdeJson};
@@ -95,12 +98,57 @@ pub struct State {
     attempts: Database<Bytes, SerdeJson<AttemptRecord>>,
     /// Backup id -> the next version number it may reserve.
     next_version: Database<Bytes, SerdeJson<u64>>,
+    /// Supplier statistics changed since the last [`State::flush_stats`]:
+    /// they need not survive a crash to the millisecond, so they are not
+    /// committed (with its fsync) on every ping and fragment.
+    stats_cache: Mutex<StatsCache>,
+    /// Write transactions committed (each one an fsync).
+    commits: AtomicU64,
+}
+
+/// Statistics held in memory between flushes.
+#[derive(Default)]
+struct StatsCache {
+    held: HashMap<u32, SupplierStats>,
+    dirty: HashSet<u32>,
 }
 
 /// A database operation failed.
 #[derive(Debug, thiserror::Error)]
 #[error("the customer-agent's database failed: {0}")]
 pub struct StateError(String);
+
+/// A catalog change was refused, or the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The position is not (or no longer) held by that supplier.
+    #[error(
+        "position {position} is not held by {node} any more; act on its current supplier"
+    )]
+    NotHeld {
+        /// The position.
+        position: u32,
+        /// The supplier named.
+        node: String,
+    },
+    /// No such version in the catalog.
+    #[error("backup {id} has no version {version}")]
+    NoVersion {
+        /// The backup.
+        id: BackupId,
+        /// The version.
+        version: u64,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] StateError),
+}
+
+impl From<heed::Error> for CatalogError {
+    fn from(e: heed::Error) -> Self {
+        CatalogError::Db(e.into())
+    }
+}
 
 impl From<heed::Error> for StateError {
     fn from(e: heed::Error) -> Self {
@@ -157,7 +205,48 @@ impl State {
             fired,
             attempts,
             next_version,
+            stats_cache: Mutex::new(StatsCache::default()),
+            commits: AtomicU64::new(0),
         })
+    }
+
+    fn commit(&self, w: heed::RwTxn<'_>) -> Result<(), StateError> {
+        w.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Write transactions committed since the database was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, StatsCache> {
+        self.stats_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the statistics changed since the last flush, in one
+    /// transaction. The agent calls it every few seconds and at shutdown.
+    pub fn flush_stats(&self) -> Result<usize, StateError> {
+        let mut cache = self.cache();
+        if cache.dirty.is_empty() {
+            return Ok(0);
+        }
+        let dirty: Vec<u32> = cache.dirty.drain().collect();
+        let mut w = self.env.write_txn()?;
+        let mut n = 0;
+        for p in dirty {
+            let key = p.to_be_bytes();
+            // A position unbound since is not written back.
+            if let (Some(s), Some(_)) = (cache.held.get(&p), self.positions.get(&w, &key)?) {
+                self.stats.put(&mut w, &key, s)?;
+                n += 1;
+            }
+        }
+        self.commit(w)?;
+        Ok(n)
     }
 
     /// Reserves the next version of backup `id` for a new attempt, in one
@@ -197,7 +286,7 @@ impl State {
                 pending: suppliers.to_vec(),
             },
         )?;
-        w.commit()?;
+        self.commit(w)?;
         Ok(next)
     }
 
@@ -212,7 +301,7 @@ impl State {
         let mut w = self.env.write_txn()?;
         self.versions.put(&mut w, &version_key(id, version), rec)?;
         self.attempts.delete(&mut w, &version_key(id, version))?;
-        Ok(w.commit()?)
+        self.commit(w)
     }
 
     /// Attempts that are not in the catalog, oldest first.
@@ -246,7 +335,7 @@ impl State {
                 self.attempts.put(&mut w, &key, &rec)?;
             }
         }
-        Ok(w.commit()?)
+        self.commit(w)
     }
 
     /// The next version each backup may reserve (for the catalog copy).
@@ -270,7 +359,7 @@ impl State {
         if next > now {
             self.next_version.put(&mut w, &id.0, &next)?;
         }
-        Ok(w.commit()?)
+        self.commit(w)
     }
 
     /// A number kept under `name`.
@@ -283,7 +372,27 @@ impl State {
     pub fn set_meta(&self, name: &str, value: u64) -> Result<(), StateError> {
         let mut w = self.env.write_txn()?;
         self.meta.put(&mut w, name.as_bytes(), &value)?;
-        Ok(w.commit()?)
+        self.commit(w)
+    }
+
+    fn note_fired(
+        &self,
+        w: &mut heed::RwTxn<'_>,
+        node: &str,
+        at: u64,
+        forget_before: u64,
+    ) -> Result<(), heed::Error> {
+        let old: Vec<Vec<u8>> = self
+            .fired
+            .iter(w)?
+            .filter_map(Result::ok)
+            .filter(|(_, t)| *t < forget_before)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for k in old {
+            self.fired.delete(w, &k)?;
+        }
+        self.fired.put(w, node.as_bytes(), &at)
     }
 
     /// Remembers that `node` was fired at `at`, and forgets those fired
@@ -295,18 +404,8 @@ impl State {
         forget_before: u64,
     ) -> Result<(), StateError> {
         let mut w = self.env.write_txn()?;
-        let old: Vec<Vec<u8>> = self
-            .fired
-            .iter(&w)?
-            .filter_map(Result::ok)
-            .filter(|(_, t)| *t < forget_before)
-            .map(|(k, _)| k.to_vec())
-            .collect();
-        for k in old {
-            self.fired.delete(&mut w, &k)?;
-        }
-        self.fired.put(&mut w, node.as_bytes(), &at)?;
-        Ok(w.commit()?)
+        self.note_fired(&mut w, node, at, forget_before)?;
+        self.commit(w)
     }
 
     /// The nodes fired at or after `since`.
@@ -336,23 +435,21 @@ impl State {
 
     /// Binds `position`.
     pub fn set_position(&self, position: u32, rec: &PositionRecord) -> Result<(), StateError> {
+        let mut cache = self.cache();
+        cache.held.remove(&position);
+        cache.dirty.remove(&position);
         let mut w = self.env.write_txn()?;
         self.positions.put(&mut w, &position.to_be_bytes(), rec)?;
         self.stats
             .put(&mut w, &position.to_be_bytes(), &SupplierStats::default())?;
-        Ok(w.commit()?)
-    }
-
-    /// Unbinds `position`.
-    pub fn clear_position(&self, position: u32) -> Result<(), StateError> {
-        let mut w = self.env.write_txn()?;
-        self.positions.delete(&mut w, &position.to_be_bytes())?;
-        self.stats.delete(&mut w, &position.to_be_bytes())?;
-        Ok(w.commit()?)
+        self.commit(w)
     }
 
     /// The statistics of `position`.
     pub fn stats(&self, position: u32) -> Result<SupplierStats, StateError> {
+        if let Some(s) = self.cache().held.get(&position) {
+            return Ok(s.clone());
+        }
         let r = self.env.read_txn()?;
         Ok(self
             .stats
@@ -360,21 +457,108 @@ impl State {
             .unwrap_or_default())
     }
 
-    /// Updates the statistics of `position`.
+    /// Updates the statistics of `position` in memory; [`State::flush_stats`]
+    /// writes them.
     pub fn update_stats(
         &self,
         position: u32,
         f: impl FnOnce(&mut SupplierStats),
     ) -> Result<(), StateError> {
+        let key = position.to_be_bytes();
+        let mut cache = self.cache();
+        let s = match cache.held.entry(position) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let r = self.env.read_txn()?;
+                if self.positions.get(&r, &key)?.is_none() {
+                    return Ok(());
+                }
+                e.insert(self.stats.get(&r, &key)?.unwrap_or_default())
+            }
+        };
+        f(s);
+        cache.dirty.insert(position);
+        Ok(())
+    }
+
+    /// Fires the supplier `node` at `position`, in one transaction: the
+    /// position is unbound, the node remembered as fired at `at` (those
+    /// fired before `forget_before` are forgotten), and every version of
+    /// the catalog records the position as missing. Done before the
+    /// supplier is told (record, then act), so no repair is ever lost.
+    pub fn fire_position(
+        &self,
+        position: u32,
+        node: &str,
+        at: u64,
+        forget_before: u64,
+    ) -> Result<(), CatalogError> {
+        let mut cache = self.cache();
         let mut w = self.env.write_txn()?;
         let key = position.to_be_bytes();
-        if self.positions.get(&w, &key)?.is_none() {
-            return Ok(());
+        if self.positions.get(&w, &key)?.map(|r| r.node_id).as_deref() != Some(node) {
+            return Err(CatalogError::NotHeld {
+                position,
+                node: node.to_owned(),
+            });
         }
-        let mut s = self.stats.get(&w, &key)?.unwrap_or_default();
-        f(&mut s);
-        self.stats.put(&mut w, &key, &s)?;
-        Ok(w.commit()?)
+        self.positions.delete(&mut w, &key)?;
+        self.stats.delete(&mut w, &key)?;
+        self.note_fired(&mut w, node, at, forget_before)?;
+        let mut changed = Vec::new();
+        for x in self.versions.iter(&w)? {
+            let (k, mut rec) = x?;
+            if !rec.missing_positions.contains(&position) {
+                rec.missing_positions.push(position);
+                rec.missing_positions.sort_unstable();
+                changed.push((k.to_vec(), rec));
+            }
+        }
+        for (k, rec) in changed {
+            self.versions.put(&mut w, &k, &rec)?;
+        }
+        self.commit(w)?;
+        cache.held.remove(&position);
+        cache.dirty.remove(&position);
+        Ok(())
+    }
+
+    /// Records, in one transaction, that `node`, which still holds
+    /// `position`, now holds every fragment of that position of the
+    /// version. Returns the positions the version still misses.
+    pub fn mark_repaired(
+        &self,
+        id: BackupId,
+        version: u64,
+        position: u32,
+        node: &str,
+    ) -> Result<Vec<u32>, CatalogError> {
+        let mut w = self.env.write_txn()?;
+        if self
+            .positions
+            .get(&w, &position.to_be_bytes())?
+            .map(|r| r.node_id)
+            .as_deref()
+            != Some(node)
+        {
+            return Err(CatalogError::NotHeld {
+                position,
+                node: node.to_owned(),
+            });
+        }
+        let key = version_key(id, version);
+        let mut rec = self
+            .versions
+            .get(&w, &key)?
+            .ok_or(CatalogError::NoVersion { id, version })?;
+        rec.missing_positions.retain(|&p| p != position);
+        if let Some(s) = rec.supplier_set.get_mut(position as usize) {
+            s.clear();
+            s.push_str(node);
+        }
+        self.versions.put(&mut w, &key, &rec)?;
+        self.commit(w)?;
+        Ok(rec.missing_positions)
     }
 
     /// Adds a version to the catalog.
@@ -386,14 +570,14 @@ impl State {
     ) -> Result<(), StateError> {
         let mut w = self.env.write_txn()?;
         self.versions.put(&mut w, &version_key(id, version), rec)?;
-        Ok(w.commit()?)
+        self.commit(w)
     }
 
     /// Removes a version from the catalog.
     pub fn delete_version(&self, id: BackupId, version: u64) -> Result<(), StateError> {
         let mut w = self.env.write_txn()?;
         self.versions.delete(&mut w, &version_key(id, version))?;
-        Ok(w.commit()?)
+        self.commit(w)
     }
 
     /// The whole catalog, in backup id then version order.
@@ -489,6 +673,127 @@ mod tests {
         assert_eq!(s.reserve_version(id, &nodes, 15, 0).unwrap(), 12);
         s.raise_next_version(id, 40).unwrap();
         assert_eq!(s.reserve_version(id, &nodes, 16, 0).unwrap(), 40);
+    }
+
+    fn position(node: &str) -> PositionRecord {
+        PositionRecord {
+            node_id: node.into(),
+            address: "127.0.0.1:1".into(),
+            hired_at: 1,
+            quota: 1,
+        }
+    }
+
+    fn missing(s: &State, id: BackupId, v: u64) -> Vec<u32> {
+        s.versions_of(id)
+            .unwrap()
+            .into_iter()
+            .find(|(x, _)| *x == v)
+            .unwrap()
+            .1
+            .missing_positions
+    }
+
+    #[test]
+    fn fire_and_mark_repaired_are_single_transactions_in_either_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let id = BackupId(*b"0123456789abcdef");
+        for p in 0..4 {
+            s.set_position(p, &position(&format!("n{p}"))).unwrap();
+        }
+        let mut rec = record(2);
+        rec.missing_positions = vec![2];
+        s.put_version(id, 1, &rec).unwrap();
+        s.put_version(id, 2, &record(2)).unwrap();
+        // The rebuilder repairs position 2 of version 1 while the user
+        // fires position 3: both changes survive, in either order.
+        assert_eq!(s.mark_repaired(id, 1, 2, "n2").unwrap(), Vec::<u32>::new());
+        s.fire_position(3, "n3", 100, 0).unwrap();
+        assert_eq!(missing(&s, id, 1), [3]);
+        assert_eq!(missing(&s, id, 2), [3]);
+        // The other order: position 1 fired first; a repair of 1 by the
+        // fired node is refused, the position stays missing.
+        s.fire_position(1, "n1", 101, 0).unwrap();
+        let e = s.mark_repaired(id, 1, 1, "n1").unwrap_err();
+        assert!(matches!(e, CatalogError::NotHeld { position: 1, .. }), "{e}");
+        assert_eq!(missing(&s, id, 1), [1, 3]);
+        // Firing a position its supplier no longer holds changes nothing.
+        assert!(s.fire_position(1, "n1", 102, 0).is_err());
+        assert!(s.positions().unwrap().iter().all(|(p, _)| *p != 1 && *p != 3));
+        let mut fired = s.fired_since(0).unwrap();
+        fired.sort();
+        assert_eq!(fired, ["n1", "n3"]);
+        // A repair of a version that is gone says so.
+        assert!(matches!(
+            s.mark_repaired(id, 9, 0, "n0").unwrap_err(),
+            CatalogError::NoVersion { version: 9, .. }
+        ));
+    }
+
+    #[test]
+    fn concurrent_fires_and_repairs_lose_no_missing_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(State::open(dir.path()).unwrap());
+        let id = BackupId(*b"0123456789abcdef");
+        for p in 0..8 {
+            s.set_position(p, &position(&format!("n{p}"))).unwrap();
+        }
+        // Positions 0..4 are missing in 50 versions and get repaired while
+        // positions 4..8 are fired, all at once from 8 threads.
+        for v in 1..=50 {
+            let mut rec = record(1);
+            rec.missing_positions = vec![0, 1, 2, 3];
+            s.put_version(id, v, &rec).unwrap();
+        }
+        let mut threads = Vec::new();
+        for p in 0..8u32 {
+            let s = s.clone();
+            threads.push(std::thread::spawn(move || {
+                if p < 4 {
+                    for v in 1..=50 {
+                        s.mark_repaired(id, v, p, &format!("n{p}")).unwrap();
+                    }
+                } else {
+                    s.fire_position(p, &format!("n{p}"), 1, 0).unwrap();
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        for v in 1..=50 {
+            assert_eq!(missing(&s, id, v), [4, 5, 6, 7], "version {v}");
+        }
+    }
+
+    #[test]
+    fn supplier_statistics_are_batched_not_committed_per_event() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = State::open(dir.path()).unwrap();
+            s.set_position(0, &position("n0")).unwrap();
+            let before = s.commits();
+            // A backup's worth of events: pings and fragments.
+            for _ in 0..10_000 {
+                s.update_stats(0, |st| st.last_seen += 1).unwrap();
+            }
+            s.update_stats(5, |st| st.failures += 1).unwrap(); // unbound: ignored
+            assert_eq!(s.commits(), before, "statistics were committed per event");
+            assert_eq!(s.stats(0).unwrap().last_seen, 10_000);
+            assert_eq!(s.flush_stats().unwrap(), 1);
+            assert_eq!(s.commits(), before + 1);
+            assert_eq!(s.flush_stats().unwrap(), 0);
+            // Stats of a position fired before the flush are not written back.
+            s.set_position(1, &position("n1")).unwrap();
+            s.update_stats(1, |st| st.failures = 7).unwrap();
+            s.fire_position(1, "n1", 1, 0).unwrap();
+            assert_eq!(s.flush_stats().unwrap(), 0);
+        }
+        // What was flushed survives a reopen.
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.stats(0).unwrap().last_seen, 10_000);
+        assert_eq!(s.stats(1).unwrap(), SupplierStats::default());
     }
 
     #[test]

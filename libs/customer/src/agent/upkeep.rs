@@ -202,36 +202,9 @@ impl Agent {
         let id: BackupId = req.backup_id.parse().map_err(|_| {
             Status::invalid_argument(format!("{:?} is not a backup id", req.backup_id))
         })?;
-        let held = self
-            .links()
-            .get(req.position as usize)
-            .cloned()
-            .flatten()
-            .map(|l| l.node_id.to_string());
-        if held.as_deref() != Some(req.node_id.as_str()) {
-            return Err(Status::failed_precondition(format!(
-                "position {} is not held by {} any more; rebuild it onto its current supplier",
-                req.position, req.node_id
-            )));
-        }
-        let mut rec = self
-            .state
-            .versions_of(id)
-            .map_err(internal)?
-            .into_iter()
-            .find(|(v, _)| *v == req.version)
-            .map(|(_, r)| r)
-            .ok_or_else(|| {
-                Status::not_found(format!("backup {id} has no version {}", req.version))
-            })?;
-        rec.missing_positions.retain(|&p| p != req.position);
-        if let Some(s) = rec.supplier_set.get_mut(req.position as usize) {
-            s.clone_from(&req.node_id);
-        }
         self.state
-            .put_version(id, req.version, &rec)
-            .map_err(internal)?;
-        Ok(rec.missing_positions)
+            .mark_repaired(id, req.version, req.position, &req.node_id)
+            .map_err(catalog_status)
     }
 }
 
