@@ -1707,3 +1707,26 @@ async fn clients_that_go_silent_mid_handshake_do_not_stall_a_supplier() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn sixty_four_suppliers_start_back_up_lose_ten_and_restore_bit_exact() {
+    // 1 seed + 64 supplier nodes (dht-peer and supplier-store each) + the
+    // customer's dht-peer, agent and rebuilder: 132 processes. `up` returns
+    // only when every offer is found by DHT lookups.
+    let net = Net::up(64, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 64, 1);
+    let mut data = vec![0u8; 20 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
+    let b = net.ok(&["backup", &src.display().to_string()]);
+    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
+    assert!(b["blocks"].as_u64().unwrap() >= 20, "{b}");
+    for i in [3, 9, 14, 22, 27, 35, 41, 50, 57, 63] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let out = net.dir.path().join("out");
+    let r = net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert!(r["blocks_repaired"].as_u64().unwrap() >= 1, "{r}");
+    assert_same_tree(&src, &restored_path(&out, &src));
+}

@@ -14,6 +14,7 @@
 //! DIR/devnet.env                       BITDUST_RUN_DIR=... (the customer's)
 //! ```
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -197,6 +198,24 @@ async fn dht_status(sock: &Path) -> anyhow::Result<bitdust_proto::dht::v1::Statu
         .into_inner())
 }
 
+/// The node ids (text) of the supplier offers one random lookup finds.
+async fn offer_owners(sock: &Path) -> anyhow::Result<Vec<String>> {
+    let ch = bitdust_daemon::connect(sock).await?;
+    let mut c = bitdust_proto::dht::v1::dht_client::DhtClient::new(ch);
+    let r = c
+        .random_nodes(bitdust_proto::dht::v1::RandomNodesRequest {
+            count: 64,
+            kind: "supplier".into(),
+        })
+        .await?
+        .into_inner();
+    Ok(r.records
+        .iter()
+        .filter_map(|rec| bitdust_crypto::NodeId::try_from(rec.owner.as_slice()).ok())
+        .map(|id| id.to_string())
+        .collect())
+}
+
 async fn customer_status(sock: &Path) -> anyhow::Result<cpb::StatusReply> {
     let ch = bitdust_daemon::connect(sock).await?;
     let mut c = cpb::customer_client::CustomerClient::new(ch);
@@ -252,17 +271,36 @@ impl Devnet {
             s.node_id = st.node_id;
             s.listen = st.listen;
         }
-        // Every supplier's offer is in the DHT before the customer starts.
+        // Every supplier's offer can be found before the customer starts,
+        // measured as a customer finds them: random lookups for offers
+        // (RandomNodes, kind "supplier") through a supplier's dht-peer,
+        // not records held on the seed.
         let total = n + spare;
-        wait_for("the suppliers' offers in the DHT", 60, || async {
-            let held = dht_status(&seed_sock).await?.records_stored as usize;
-            if held >= total {
-                Ok(())
-            } else {
-                bail!("{held} of {total} offers")
+        let expected: HashSet<String> = net.suppliers.iter().map(|s| s.node_id.clone()).collect();
+        let mut found: HashSet<String> = HashSet::new();
+        let lookup_socks: Vec<PathBuf> = net
+            .suppliers
+            .iter()
+            .take(4)
+            .map(|s| s.dir.join("run/dht.sock"))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for round in 0.. {
+            let sock = &lookup_socks[round % lookup_socks.len()];
+            if let Ok(owners) = offer_owners(sock).await {
+                found.extend(owners.into_iter().filter(|o| expected.contains(o)));
             }
-        })
-        .await?;
+            if found.len() >= total {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the suppliers' offers in the DHT did not come up within 60 s: {} of {total} offers found by lookups",
+                    found.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // The first N are listed for positions 0..N-1 (so tests know who
         // holds what); spares are found through the DHT by the rebuilder.
         let addresses: Vec<String> = net.suppliers[..n]

@@ -77,19 +77,50 @@ impl Publisher {
         Ok(r.into_inner().stored_on)
     }
 
-    /// Publishes an offer now and every `every` after; retries every 5 s
+    /// The local dht-peer's routing table size, if it answers.
+    async fn known_nodes(&self) -> Option<u32> {
+        let ch = bitdust_daemon::connect(&self.dht_socket).await.ok()?;
+        let st = pb::dht_client::DhtClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await
+            .ok()?;
+        Some(st.into_inner().routing_table_size)
+    }
+
+    /// Publishes the offer once the local dht-peer has bootstrapped (knows
+    /// another node, or after [`BOOTSTRAP_WAIT`]), then every `every`. An
+    /// offer stored on fewer nodes than it should be (the DHT's `K`, or
+    /// every node the dht-peer knows when it knows fewer) is published
+    /// again soon: after 2 s, doubling up to `every`. Retries every 5 s
     /// while the dht-peer is not there.
     pub async fn run(self) {
+        let waited = tokio::time::Instant::now();
+        while waited.elapsed() < BOOTSTRAP_WAIT {
+            if self.known_nodes().await.is_some_and(|n| n > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let mut last_seq = 0u64;
         let mut warned = false;
+        let mut again = RETRY_FIRST;
         loop {
             let seq = bitdust_dht::record::now().max(last_seq + 1);
             match self.publish_once(seq).await {
                 Ok(n) => {
                     last_seq = seq;
                     warned = false;
-                    tracing::info!(address = %self.address, stored_on = n, "published the supplier offer in the DHT");
-                    tokio::time::sleep(self.every).await;
+                    let known = self.known_nodes().await.unwrap_or(0);
+                    let want = (known as usize).clamp(1, bitdust_dht::K) as u32;
+                    if n < want {
+                        tracing::info!(address = %self.address, stored_on = n, want, "published the supplier offer on fewer nodes than it should be; publishing again in {} s", again.as_secs());
+                        tokio::time::sleep(again.min(self.every)).await;
+                        again = (again * 2).min(self.every);
+                    } else {
+                        tracing::info!(address = %self.address, stored_on = n, "published the supplier offer in the DHT");
+                        again = RETRY_FIRST;
+                        tokio::time::sleep(self.every).await;
+                    }
                 }
                 Err(e) => {
                     if !warned {
@@ -104,6 +135,12 @@ impl Publisher {
         }
     }
 }
+
+/// How long the publisher waits for its dht-peer to know another node
+/// before publishing anyway (a node alone, or a slow bootstrap).
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
+/// The first wait before publishing an under-replicated offer again.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
 
 /// Reads a supplier offer from a DHT record of kind [`KIND`].
 pub fn parse_offer(record: &pb::Record) -> Option<pb::SupplierOffer> {
