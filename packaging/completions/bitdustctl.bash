@@ -40,6 +40,9 @@ _bitdustctl() {
             bitdustctl,restore)
                 cmd="bitdustctl__subcmd__restore"
                 ;;
+            bitdustctl,start-afresh)
+                cmd="bitdustctl__subcmd__start__subcmd__afresh"
+                ;;
             bitdustctl,status)
                 cmd="bitdustctl__subcmd__status"
                 ;;
@@ -69,6 +72,9 @@ _bitdustctl() {
                 ;;
             bitdustctl__subcmd__help,restore)
                 cmd="bitdustctl__subcmd__help__subcmd__restore"
+                ;;
+            bitdustctl__subcmd__help,start-afresh)
+                cmd="bitdustctl__subcmd__help__subcmd__start__subcmd__afresh"
                 ;;
             bitdustctl__subcmd__help,status)
                 cmd="bitdustctl__subcmd__help__subcmd__status"
@@ -188,7 +194,7 @@ _bitdustctl() {
 
     case "${cmd}" in
         bitdustctl)
-            opts="-q -h -V --json --quiet --run-dir --help --version status backup list restore delete suppliers local rebuild key help"
+            opts="-q -h -V --json --quiet --run-dir --help --version status backup list restore delete suppliers local rebuild key start-afresh help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -246,7 +252,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__help)
-            opts="status backup list restore delete suppliers local rebuild key help"
+            opts="status backup list restore delete suppliers local rebuild key start-afresh help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -456,6 +462,20 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__start__subcmd__afresh)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -972,6 +992,24 @@ _bitdustctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__start__subcmd__afresh)
+            opts="-q -h --yes --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

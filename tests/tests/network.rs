@@ -1218,7 +1218,7 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     std::fs::write(
         &cfg,
         format!(
-            "run_dir = {:?}\nstate_dir = {:?}\n[dht]\nlisten = \"127.0.0.1:0\"\n{seed_addr}\n[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = 4\ntimeout_secs = 3\n",
+            "run_dir = {:?}\nstate_dir = {:?}\n[dht]\nlisten = \"127.0.0.1:0\"\n{seed_addr}\nrefresh_secs = 3\n[rebuilder]\ncheck_secs = 1\n[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = 4\ntimeout_secs = 3\n",
             fresh.join("run"),
             fresh.join("state")
         ),
@@ -1244,8 +1244,13 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
             .spawn()
             .unwrap()
     };
+    // A slow bootstrap: the seed does not answer while the new machine
+    // starts, so its dht-peer is alone and the supplier list cannot be
+    // found. A rebuilder runs and checks every second, asking to hire.
+    net.signal("dht-seed", "bitdust-dht-peer", rustix::process::Signal::STOP);
     let mut dht = spawn("bitdust-dht-peer");
     let mut agent = spawn("bitdust-customer-agent");
+    let mut rebuilder = spawn("bitdust-rebuilder");
     let ctl = |args: &[&str]| -> Output {
         Command::new(bin("bitdustctl"))
             .arg("--run-dir")
@@ -1255,6 +1260,40 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
             .output()
             .unwrap()
     };
+    let status = || -> Option<serde_json::Value> {
+        serde_json::from_slice(&ctl(&["status"]).stdout).ok()
+    };
+    let st = poll("the agent to say it is recovering", 30, || {
+        status().filter(|st| st["recovering"] == true && st["recovery"] != "")
+    });
+    assert_eq!(st["hired"], 0, "{st}");
+    // It says what it waits for, in the text status too.
+    let text = Command::new(bin("bitdustctl"))
+        .arg("--run-dir")
+        .arg(fresh.join("run"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("recovering:"), "{text}");
+    // It hires nobody and backs nothing up meanwhile, for longer than the
+    // two minutes after which it used to give up and hire new suppliers.
+    let o = ctl(&["backup", &src_s]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("while recovering"), "{}", stderr(&o));
+    let o = ctl(&["start-afresh"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    let until = Instant::now() + Duration::from_secs(125);
+    while Instant::now() < until {
+        let st = status().unwrap();
+        assert_eq!(st["hired"], 0, "{st}");
+        assert_eq!(st["recovering"], true, "{st}");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    // The seed answers again: the dht-peer bootstraps (refresh_secs = 3)
+    // and the agent, still retrying, finds its list and catalog.
+    net.signal("dht-seed", "bitdust-dht-peer", rustix::process::Signal::CONT);
     let list = poll("the agent to recover its catalog", 120, || {
         let o = ctl(&["list"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
@@ -1264,6 +1303,20 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     assert_eq!(versions.len(), 2, "{list}");
     let st: serde_json::Value = serde_json::from_slice(&ctl(&["status"]).stdout).unwrap();
     assert_eq!(st["hired"], 4, "{st}");
+    assert_eq!(st["recovering"], false, "{st}");
+    // The same suppliers as before the loss hold the positions.
+    let sup: serde_json::Value = serde_json::from_slice(&ctl(&["suppliers"]).stdout).unwrap();
+    for s in sup["suppliers"].as_array().unwrap() {
+        let p = s["position"].as_u64().unwrap();
+        assert_eq!(
+            s["node_id"].as_str().unwrap(),
+            net.node_id(&format!("supplier-{p}")).to_string(),
+            "{sup}"
+        );
+    }
+    // Nothing is left to give up.
+    let o = ctl(&["start-afresh", "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = net.dir.path().join("out");
     let o = ctl(&["restore", "--to", &out.display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1276,10 +1329,10 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
         (b3["backup_id"].clone(), b3["version"].clone()),
         (b2["backup_id"].clone(), 3.into())
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let _ = dht.kill();
-    let _ = dht.wait();
+    for c in [&mut rebuilder, &mut agent, &mut dht] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 #[test]
@@ -1729,4 +1782,118 @@ fn sixty_four_suppliers_start_back_up_lose_ten_and_restore_bit_exact() {
     let r = net.ok(&["restore", "--to", &out.display().to_string()]);
     assert!(r["blocks_repaired"].as_u64().unwrap() >= 1, "{r}");
     assert_same_tree(&src, &restored_path(&out, &src));
+}
+
+#[test]
+fn start_afresh_gives_up_recovery_only_when_asked_and_then_hires() {
+    let net = Net::up(2, 0);
+    // Keys that never published a supplier list (made offline), imported
+    // on a machine whose dht-peer knows nobody: recovery cannot succeed.
+    let made = net.dir.path().join("made-keys");
+    let sample = net.dir.path().join("sample");
+    make_tree(&sample, 3, 1);
+    let o = bitdust_tests::ctl(
+        &made,
+        &[
+            "local",
+            "backup",
+            &sample.display().to_string(),
+            "--to",
+            &net.dir.path().join("local").display().to_string(),
+            "--suppliers",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let export = net.dir.path().join("export.txt");
+    let o = bitdust_tests::ctl(
+        &made,
+        &[
+            "key",
+            "export",
+            &export.display().to_string(),
+            "--keys",
+            &made.display().to_string(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh = net.dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let cfg = fresh.join("bitdust.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[dht]\nlisten = \"127.0.0.1:0\"\n[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = 2\ntimeout_secs = 3\n",
+            fresh.join("run"),
+            fresh.join("state")
+        ),
+    )
+    .unwrap();
+    let o = bitdust_tests::ctl(
+        &fresh.join("state/customer/keys"),
+        &[
+            "key",
+            "import",
+            &export.display().to_string(),
+            "--config",
+            &cfg.display().to_string(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spawn = |daemon: &str| {
+        Command::new(bin(daemon))
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut dht = spawn("bitdust-dht-peer");
+    let mut agent = spawn("bitdust-customer-agent");
+    let ctl = |args: &[&str]| -> Output {
+        Command::new(bin("bitdustctl"))
+            .arg("--run-dir")
+            .arg(fresh.join("run"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let status = || -> Option<serde_json::Value> {
+        serde_json::from_slice(&ctl(&["status"]).stdout).ok()
+    };
+    poll("the agent to say it is recovering", 30, || {
+        status().filter(|st| st["recovering"] == true)
+    });
+    let addr = format!(
+        "{}@{}",
+        net.node_id("supplier-0"),
+        supplier_listen(&net.node("supplier-0").join("run/supplier.sock"))
+    );
+    // A hire is refused while recovering, with what to do.
+    let o = ctl(&["suppliers", "hire", &addr]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("start-afresh"), "{}", stderr(&o));
+    // Given up on purpose: it says what was given up, and hires.
+    let o = ctl(&["start-afresh", "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        r["gave_up"].as_str().unwrap().contains("no longer reachable"),
+        "{r}"
+    );
+    assert_eq!(status().unwrap()["recovering"], false);
+    let o = ctl(&["suppliers", "hire", &addr]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(status().unwrap()["hired"], 1);
+    // The choice survives a restart: it does not start recovering again.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let mut agent = spawn("bitdust-customer-agent");
+    let st = poll("the agent to come back", 30, status);
+    assert_eq!(st["recovering"], false, "{st}");
+    for c in [&mut agent, &mut dht] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

@@ -94,6 +94,15 @@ pub enum Command {
     /// Export this customer's keys, or import them on a new machine.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Give up recovering the backups of imported keys and start as a new
+    /// customer under the same key: the backups made before are no longer
+    /// reachable from this agent, and the supplier list it publishes
+    /// replaces the old one. Without --yes, says so and does nothing.
+    StartAfresh {
+        /// Really give the old backups up.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -189,6 +189,7 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
             Command::Restore { which, to } => c.restore(which.as_deref(), to, json, quiet).await,
             Command::Delete { which } => c.delete(which, json, quiet).await,
             Command::Suppliers { action } => c.suppliers(action.as_ref(), json, quiet).await,
+            Command::StartAfresh { yes } => c.start_afresh(*yes, json, quiet).await,
             Command::Local(_) | Command::Key(_) | Command::Rebuild { .. } => Ok(0),
         }
     })

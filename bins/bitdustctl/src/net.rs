@@ -136,10 +136,17 @@ impl Client {
                 json!({"node_id": s.node_id, "positions": s.positions, "hired": s.hired,
                        "reachable": s.reachable, "needed_bytes": s.needed_bytes, "backups": s.backups,
                        "versions": s.versions, "missing_fragments": s.missing_fragments,
-                       "scheme": s.scheme, "tolerance": s.tolerance})
+                       "scheme": s.scheme, "tolerance": s.tolerance,
+                       "recovering": s.recovering, "recovery": s.recovery})
             );
         } else if !quiet {
             println!("node id:    {}", s.node_id);
+            if s.recovering {
+                println!(
+                    "recovering: {} (nothing is hired or published until the old backups are found; bitdustctl start-afresh gives them up)",
+                    s.recovery
+                );
+            }
             println!(
                 "suppliers:  {} of {} positions hired, {} reachable (the {} scheme survives losing {})",
                 s.hired, s.positions, s.reachable, s.scheme, s.tolerance
@@ -149,6 +156,31 @@ impl Client {
             if s.missing_fragments > 0 {
                 println!("repair:     {} fragments await repair", s.missing_fragments);
             }
+        }
+        Ok(0)
+    }
+
+    pub(crate) async fn start_afresh(
+        &mut self,
+        yes: bool,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        if !yes {
+            return Err(Failure(
+                EXIT_FAILED,
+                "start-afresh gives up every backup made before under this key (this agent will not reach them, and its new supplier list replaces the old one); run it again with --yes to do so".into(),
+            ));
+        }
+        let r = self
+            .inner
+            .start_afresh(pb::StartAfreshRequest {})
+            .await?
+            .into_inner();
+        if json {
+            println!("{}", json!({"gave_up": r.gave_up}));
+        } else if !quiet {
+            println!("{}", r.gave_up);
         }
         Ok(0)
     }

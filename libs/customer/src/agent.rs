@@ -48,6 +48,9 @@ pub struct Agent {
     /// reserved, and while the collector reads the attempts, so the
     /// collector never sees a running attempt as abandoned.
     attempting: Mutex<HashSet<(BackupId, u64)>>,
+    /// `Some(what it waits for)` while recovering from imported keys: no
+    /// hire, no backup, no published supplier list until it ends.
+    recovery: Mutex<Option<String>>,
     code: Code,
     rt: Handle,
     timeout: Duration,
@@ -71,6 +74,9 @@ fn catalog_status(e: CatalogError) -> Status {
         CatalogError::Db(e) => internal(e),
     }
 }
+
+/// The meta key set (1) while the agent recovers from imported keys.
+pub const RECOVERING: &str = "recovering";
 
 /// How long a fired supplier is not hired again from the DHT.
 pub const FIRED_MEMORY_SECS: u64 = 30 * 24 * 3600;
@@ -171,6 +177,8 @@ impl Agent {
                 )));
             }
         }
+        let recovery = (state.meta(RECOVERING)? == Some(1))
+            .then(|| "looking up this customer's supplier list in the DHT".to_owned());
         let agent = Agent {
             config,
             keys,
@@ -180,6 +188,7 @@ impl Agent {
             links: Mutex::new(links),
             running: Mutex::new(HashSet::new()),
             attempting: Mutex::new(HashSet::new()),
+            recovery: Mutex::new(recovery),
             code,
             rt: Handle::current(),
             timeout,
@@ -231,6 +240,39 @@ impl Agent {
         }
     }
 
+    /// Whether the agent is recovering (see [`RECOVERING`]).
+    pub fn is_recovering(&self) -> bool {
+        lock(&self.recovery).is_some()
+    }
+
+    /// Refuses `what` while the agent recovers: hiring, backing up or
+    /// firing then could replace the only pointer to the old backups.
+    fn refuse_while_recovering(&self, what: &str) -> Result<(), Status> {
+        match lock(&self.recovery).as_deref() {
+            None => Ok(()),
+            Some(why) => Err(Status::failed_precondition(format!(
+                "cannot {what} while recovering the backups of this key ({why}); wait, or give them up with bitdustctl start-afresh"
+            ))),
+        }
+    }
+
+    /// Ends recovery for good: the old supplier list and catalog are
+    /// given up. Refused when not recovering.
+    pub fn start_afresh(&self) -> Result<String, Status> {
+        let mut recovery = lock(&self.recovery);
+        if recovery.is_none() {
+            return Err(Status::failed_precondition(
+                "this agent is not recovering; there is nothing to give up",
+            ));
+        }
+        self.state.set_meta(RECOVERING, 0).map_err(internal)?;
+        *recovery = None;
+        drop(recovery);
+        self.list_changed.notify_one();
+        tracing::warn!("recovery given up by the user: starting afresh under the same key");
+        Ok("stopped recovering: the backups made before under this key are no longer reachable from this agent, and the supplier list it publishes from now on replaces the old one".into())
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.identity.node_id()
@@ -246,6 +288,7 @@ impl Agent {
         address: &str,
         position: Option<u32>,
     ) -> Result<pb::SupplierInfo, Status> {
+        self.refuse_while_recovering("hire a supplier")?;
         let (pinned, addr) = parse_address(address).map_err(Status::invalid_argument)?;
         let n = self.code.suppliers();
         let node_id = match pinned {
@@ -335,6 +378,7 @@ impl Agent {
 
     /// Ends the service of the supplier at `position`.
     pub async fn fire(&self, position: u32) -> Result<pb::FireSupplierReply, Status> {
+        self.refuse_while_recovering("fire a supplier")?;
         let link = lock(&self.links)
             .get(position as usize)
             .cloned()
@@ -488,6 +532,7 @@ impl Agent {
                 "name at least one path to back up",
             ));
         }
+        self.refuse_while_recovering("back up")?;
         let mut abs = Vec::new();
         for p in &paths {
             let path = PathBuf::from(p);
@@ -878,6 +923,17 @@ impl pb::customer_server::Customer for CustomerService {
                 .sum(),
             scheme: a.code.scheme().to_string(),
             tolerance: a.code.tolerance() as u32,
+            recovering: a.is_recovering(),
+            recovery: lock(&a.recovery).clone().unwrap_or_default(),
+        }))
+    }
+
+    async fn start_afresh(
+        &self,
+        _: Request<pb::StartAfreshRequest>,
+    ) -> Result<Response<pb::StartAfreshReply>, Status> {
+        Ok(Response::new(pb::StartAfreshReply {
+            gave_up: self.0.start_afresh()?,
         }))
     }
 

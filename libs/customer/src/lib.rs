@@ -22,6 +22,9 @@ use bitdust_config::Config;
 use bitdust_daemon::tonic::transport::Server;
 use bitdust_proto::customer::v1::customer_server::CustomerServer;
 
+/// The meta key set when this agent created its keys (nothing to recover).
+const OWN_KEYS: &str = "own_keys";
+
 /// How often changed supplier statistics are written to the database.
 const STATS_FLUSH: Duration = Duration::from_secs(5);
 
@@ -57,6 +60,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let socket = config.customer_socket();
     let listener = bitdust_daemon::bind_socket(&socket).await?;
+    // A state with no suppliers and no backups, under keys that this
+    // agent did not create (imported), is a machine being recovered; it
+    // stays so (across restarts too) until recovery succeeds or is given up.
+    if created {
+        state.set_meta(OWN_KEYS, 1)?;
+    }
+    let fresh = state.positions()?.is_empty() && state.versions()?.is_empty();
+    if fresh && state.meta(OWN_KEYS)?.is_none() && state.meta(agent::RECOVERING)?.is_none() {
+        state.set_meta(agent::RECOVERING, 1)?;
+    }
     let agent =
         Arc::new(agent::Agent::new(config.clone(), endpoint.clone(), keys, state.clone()).await?);
 
@@ -78,10 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%node_id, socket = %socket.display(), "customer-agent ready");
     bitdust_daemon::notify_ready("ready");
     bitdust_daemon::spawn_watchdog();
-    // A state with no suppliers and no backups, under keys that were not
-    // created just now (imported), is a machine being recovered.
-    let fresh = state.positions()?.is_empty() && state.versions()?.is_empty();
-    tokio::spawn(agent.clone().start_network(fresh && !created));
+    tokio::spawn(agent.clone().start_network());
     // Supplier statistics are batched: written every few seconds, and at
     // shutdown, instead of one fsync per ping and fragment.
     let flusher = {

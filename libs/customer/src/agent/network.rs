@@ -169,7 +169,9 @@ impl Agent {
         let mut warned = false;
         loop {
             let list = self.supplier_list();
-            if list.slots.is_empty() {
+            // Nothing is published under this id while recovering: the list
+            // in the DHT is the only pointer to the old backups.
+            if list.slots.is_empty() || self.is_recovering() {
                 self.list_changed.notified().await;
                 continue;
             }
@@ -371,40 +373,48 @@ impl Agent {
         Ok(n_versions)
     }
 
-    /// At start: recovers from the DHT when asked (a fresh state with
-    /// imported keys), then hires the listed suppliers and fills the rest
-    /// from the DHT, and keeps the supplier list published.
-    pub async fn start_network(self: Arc<Self>, recover: bool) {
+    /// At start: recovers while recovering (see [`RECOVERING`]), then hires
+    /// the listed suppliers and fills the rest from the DHT, and keeps the
+    /// supplier list published. Recovery is retried (5 s, doubling up to a
+    /// minute) until it finds the supplier list and a catalog, or until the
+    /// user gives it up ([`Agent::start_afresh`]); until then nothing is
+    /// hired or published, so the only pointer to the old backups is never
+    /// replaced.
+    pub async fn start_network(self: Arc<Self>) {
         tokio::spawn(self.clone().keep_list_published());
-        if recover {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match self.recover().await {
-                    Ok(n) => {
-                        tracing::info!(
-                            versions = n,
-                            "recovered the supplier set and the catalog from the DHT and the suppliers"
+        let mut delay = Duration::from_secs(5);
+        while self.is_recovering() {
+            match self.recover().await {
+                Ok(n) => {
+                    let mut recovery = lock(&self.recovery);
+                    if recovery.is_some() {
+                        if let Err(e) = self.state.set_meta(RECOVERING, 0) {
+                            tracing::warn!("cannot record the end of recovery: {e}");
+                        }
+                        *recovery = None;
+                    }
+                    drop(recovery);
+                    self.list_changed.notify_one();
+                    tracing::info!(
+                        versions = n,
+                        "recovered the supplier set and the catalog from the DHT and the suppliers"
+                    );
+                }
+                Err(e) => {
+                    tracing::info!(
+                        "recovery not possible yet (retrying in {} s): {}",
+                        delay.as_secs(),
+                        e.message()
+                    );
+                    if let Some(why) = lock(&self.recovery).as_mut() {
+                        *why = format!(
+                            "{}; retrying every {} s",
+                            e.message().trim_end_matches('.'),
+                            delay.as_secs()
                         );
-                        break;
                     }
-                    Err(e)
-                        if attempt < 24
-                            && matches!(
-                                e.code(),
-                                tonic::Code::NotFound | tonic::Code::Unavailable
-                            ) =>
-                    {
-                        tracing::info!(
-                            "recovery not possible yet (retrying in 5 s): {}",
-                            e.message()
-                        );
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot recover from the DHT: {}", e.message());
-                        break;
-                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(60));
                 }
             }
         }
