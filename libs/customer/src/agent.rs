@@ -804,6 +804,9 @@ impl Agent {
                 bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
                     Status::unavailable(format!("cannot read the manifest of {id}@{version}: {e}"))
                 })?;
+            // No fragment is fetched (or allocated for) beyond what the
+            // signed manifest allows.
+            src.bound_by(&manifest, RestoreOptions::default().max_block_size);
             let key = BackupKey::unwrap_with(&manifest.wrapped_backup_key, master.age_identity())
                 .map_err(|e| {
                 Status::failed_precondition(format!(

@@ -48,6 +48,27 @@ impl PeerError {
     }
 }
 
+/// The buffer a get starts with; it grows with the bytes that arrive.
+const GET_INITIAL_BUFFER: usize = 256 * 1024;
+
+/// Reads exactly `size` bytes into `data`, growing it as they arrive.
+async fn read_growing(
+    recv: &mut bitdust_net::RecvStream,
+    data: &mut Vec<u8>,
+    size: usize,
+) -> Result<(), FrameError> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    while data.len() < size {
+        let want = (size - data.len()).min(chunk.len());
+        let n = frame::read_some(recv, &mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(FrameError::Truncated);
+        }
+        data.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
 impl From<FrameError> for PeerError {
     fn from(e: FrameError) -> Self {
         match e {
@@ -269,10 +290,12 @@ impl SupplierLink {
             )));
         }
         let size = usize::try_from(head.size).map_err(|_| PeerError::Protocol("size".into()))?;
-        let mut data = vec![0u8; size];
+        // The buffer grows as bytes arrive: a supplier that claims a large
+        // object makes us hold only what it actually sends.
+        let mut data = Vec::with_capacity(size.min(GET_INITIAL_BUFFER));
         let read = tokio::time::timeout(
             self.timeout + Duration::from_secs(head.size >> 20),
-            frame::read_exact(&mut recv, &mut data),
+            read_growing(&mut recv, &mut data, size),
         )
         .await
         .map_err(|_| {

@@ -388,6 +388,17 @@ impl NetSource {
     }
 }
 
+impl NetSource {
+    /// Lowers the largest object fetched to what `manifest` allows for one
+    /// fragment file (see [`bitdust_pipeline::fragment_object_bound`]), once
+    /// the manifest is known.
+    pub fn bound_by(&mut self, manifest: &bitdust_block::Manifest, max_block_size: usize) {
+        self.max_object = self
+            .max_object
+            .min(bitdust_pipeline::fragment_object_bound(manifest, max_block_size));
+    }
+}
+
 impl FragmentSource for NetSource {
     fn manifest(&mut self, _attempt: usize) -> Result<Option<Vec<u8>>, SourceError> {
         let name = manifest_object(self.id, self.version);

@@ -30,3 +30,22 @@ pub const DEFAULT_BLOCK_SIZE: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_BLOCK_SIZE: usize = 64 * 1024 * 1024;
 /// Default zstd level.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// The largest fragment file a block of the version `manifest` describes
+/// can be, with blocks of at most `max_block_size` bytes: its payload is at
+/// most the version's stored bytes spread over one block's fragments, and at
+/// most what the largest block's ciphertext needs, plus the fragment
+/// prefix, header, signature and length. A source never needs to accept
+/// (or allocate for) a larger object.
+pub fn fragment_object_bound(manifest: &bitdust_block::Manifest, max_block_size: usize) -> u64 {
+    let Ok(code) = bitdust_ecc::Code::new(manifest.scheme, manifest.suppliers) else {
+        return 0;
+    };
+    let count = code.fragment_count() as u64;
+    // age: a header and 16 bytes per 64 KiB chunk.
+    let max_cipher = max_block_size + max_block_size / 4096 + 4096;
+    let by_block = code.fragment_len(max_cipher) as u64;
+    let by_total = manifest.stored_bytes / count.max(1);
+    by_block.min(by_total)
+        + (bitdust_block::FRAGMENT_PREFIX_LEN + bitdust_block::MAX_HEADER_LEN + 64 + 8) as u64
+}

@@ -133,7 +133,35 @@ pub struct Store {
     customers: Database<Bytes, SerdeJson<CustomerRecord>>,
     objects: Database<Bytes, SerdeJson<ObjectRecord>>,
     limits: Limits,
+    /// Bytes of puts in flight per customer (checked against the quota
+    /// with what is stored, before a payload is accepted).
+    reserved: Reservations,
     _lock: File,
+}
+
+type Reservations = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, u64>>>;
+
+/// A put's share of its customer's quota, held until the put ends.
+#[derive(Debug)]
+struct Reservation {
+    map: Reservations,
+    customer: NodeId,
+    size: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(r) = m.get_mut(&self.customer) {
+            *r = r.saturating_sub(self.size);
+            if *r == 0 {
+                m.remove(&self.customer);
+            }
+        }
+    }
 }
 
 /// A put in progress: the payload is being written to `tmp_path`.
@@ -145,6 +173,8 @@ pub struct PutTicket {
     hash: [u8; 32],
     /// Where the payload goes until it is complete.
     pub tmp_path: PathBuf,
+    /// Released when the put ends, whichever way.
+    _reservation: Reservation,
 }
 
 /// Sums over all customers.
@@ -261,6 +291,7 @@ impl Store {
             customers,
             objects,
             limits,
+            reserved: Default::default(),
             _lock: lock,
         };
         store.recover()?;
@@ -505,7 +536,14 @@ impl Store {
             .objects
             .get(&rtxn, &key(customer, name))?
             .map_or(0, |o| o.size);
-        let would = rec.used - old.min(rec.used) + size;
+        // Puts in flight count against the quota too, so concurrent puts
+        // can neither exceed it nor fill tmp/ beyond it.
+        let mut reserved = self
+            .reserved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let in_flight = reserved.get(customer).copied().unwrap_or(0);
+        let would = rec.used - old.min(rec.used) + in_flight + size;
         if would > rec.quota {
             return Err(StoreError::QuotaExceeded {
                 size,
@@ -513,12 +551,19 @@ impl Store {
                 quota: rec.quota,
             });
         }
+        *reserved.entry(*customer).or_default() += size;
+        drop(reserved);
         Ok(PutTicket {
             customer: *customer,
             name: name.to_owned(),
             size,
             hash,
             tmp_path: self.root.join("tmp").join(random_hex()),
+            _reservation: Reservation {
+                map: self.reserved.clone(),
+                customer: *customer,
+                size,
+            },
         })
     }
 
@@ -585,7 +630,7 @@ impl Store {
 
     /// Throws a put away.
     pub fn abort_put(&self, ticket: PutTicket) {
-        let _ = std::fs::remove_file(ticket.tmp_path);
+        let _ = std::fs::remove_file(&ticket.tmp_path);
     }
 
     /// The record of an object and the path of its payload.
@@ -738,6 +783,41 @@ mod tests {
         let t = store.begin_put(c, name, data.len() as u64, hash.as_bytes())?;
         write_durable(&t.tmp_path, data)?;
         store.finish_put(t)
+    }
+
+    #[test]
+    fn puts_in_flight_count_against_the_quota() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), LIMITS).unwrap();
+        let a = Identity::generate().node_id();
+        let b = Identity::generate().node_id();
+        store.request_service(&a, 700, 7).unwrap(); // quota 200
+        store.request_service(&b, 700, 7).unwrap();
+        let h = [0u8; 32];
+        // Two concurrent puts of 150 bytes: the second is refused before
+        // its payload is read, though nothing is stored yet.
+        let first = store.begin_put(&a, "x/1", 150, &h).unwrap();
+        let e = store.begin_put(&a, "x/2", 150, &h).unwrap_err();
+        assert!(
+            matches!(e, StoreError::QuotaExceeded { would: 300, .. }),
+            "{e}"
+        );
+        // Another customer's quota is its own.
+        let other = store.begin_put(&b, "x/1", 150, &h).unwrap();
+        // An aborted put gives its share back; so does a finished one,
+        // which then counts as stored.
+        store.abort_put(first);
+        let second = store.begin_put(&a, "x/2", 150, &h).unwrap();
+        write_durable(&second.tmp_path, &[9u8; 150]).unwrap();
+        let second = PutTicket {
+            hash: *blake3::hash(&[9u8; 150]).as_bytes(),
+            ..second
+        };
+        assert_eq!(store.finish_put(second).unwrap().used, 150);
+        assert!(store.begin_put(&a, "x/3", 51, &h).is_err());
+        store.begin_put(&a, "x/3", 50, &h).unwrap();
+        drop(other);
+        assert!(store.reserved.lock().unwrap().get(&b).is_none());
     }
 
     #[test]
