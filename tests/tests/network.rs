@@ -1247,7 +1247,11 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     // A slow bootstrap: the seed does not answer while the new machine
     // starts, so its dht-peer is alone and the supplier list cannot be
     // found. A rebuilder runs and checks every second, asking to hire.
-    net.signal("dht-seed", "bitdust-dht-peer", rustix::process::Signal::STOP);
+    net.signal(
+        "dht-seed",
+        "bitdust-dht-peer",
+        rustix::process::Signal::STOP,
+    );
     let mut dht = spawn("bitdust-dht-peer");
     let mut agent = spawn("bitdust-customer-agent");
     let mut rebuilder = spawn("bitdust-rebuilder");
@@ -1260,9 +1264,8 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
             .output()
             .unwrap()
     };
-    let status = || -> Option<serde_json::Value> {
-        serde_json::from_slice(&ctl(&["status"]).stdout).ok()
-    };
+    let status =
+        || -> Option<serde_json::Value> { serde_json::from_slice(&ctl(&["status"]).stdout).ok() };
     let st = poll("the agent to say it is recovering", 30, || {
         status().filter(|st| st["recovering"] == true && st["recovery"] != "")
     });
@@ -1293,7 +1296,11 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     }
     // The seed answers again: the dht-peer bootstraps (refresh_secs = 3)
     // and the agent, still retrying, finds its list and catalog.
-    net.signal("dht-seed", "bitdust-dht-peer", rustix::process::Signal::CONT);
+    net.signal(
+        "dht-seed",
+        "bitdust-dht-peer",
+        rustix::process::Signal::CONT,
+    );
     let list = poll("the agent to recover its catalog", 120, || {
         let o = ctl(&["list"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
@@ -1859,9 +1866,8 @@ fn start_afresh_gives_up_recovery_only_when_asked_and_then_hires() {
             .output()
             .unwrap()
     };
-    let status = || -> Option<serde_json::Value> {
-        serde_json::from_slice(&ctl(&["status"]).stdout).ok()
-    };
+    let status =
+        || -> Option<serde_json::Value> { serde_json::from_slice(&ctl(&["status"]).stdout).ok() };
     poll("the agent to say it is recovering", 30, || {
         status().filter(|st| st["recovering"] == true)
     });
@@ -1879,7 +1885,10 @@ fn start_afresh_gives_up_recovery_only_when_asked_and_then_hires() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(
-        r["gave_up"].as_str().unwrap().contains("no longer reachable"),
+        r["gave_up"]
+            .as_str()
+            .unwrap()
+            .contains("no longer reachable"),
         "{r}"
     );
     assert_eq!(status().unwrap()["recovering"], false);

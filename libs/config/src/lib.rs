@@ -396,6 +396,16 @@ impl Config {
             ("dht.advertise", &d.advertise),
             ("supplier.advertise", &self.supplier.advertise),
         ] {
+            // Peers accept only IP literals (they never resolve names
+            // another node sent them).
+            if let Some(a) = a
+                && a.parse::<SocketAddr>().is_err()
+            {
+                return Err(self.invalid(
+                    key,
+                    format!("{a:?} is not an IP address and port (peers do not resolve names)"),
+                ));
+            }
             if let Some(a) = a
                 && a.rsplit_once(':')
                     .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())

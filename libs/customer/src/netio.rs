@@ -393,9 +393,10 @@ impl NetSource {
     /// fragment file (see [`bitdust_pipeline::fragment_object_bound`]), once
     /// the manifest is known.
     pub fn bound_by(&mut self, manifest: &bitdust_block::Manifest, max_block_size: usize) {
-        self.max_object = self
-            .max_object
-            .min(bitdust_pipeline::fragment_object_bound(manifest, max_block_size));
+        self.max_object = self.max_object.min(bitdust_pipeline::fragment_object_bound(
+            manifest,
+            max_block_size,
+        ));
     }
 }
 

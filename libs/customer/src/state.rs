@@ -122,9 +122,7 @@ pub struct StateError(String);
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The position is not (or no longer) held by that supplier.
-    #[error(
-        "position {position} is not held by {node} any more; act on its current supplier"
-    )]
+    #[error("position {position} is not held by {node} any more; act on its current supplier")]
     NotHeld {
         /// The position.
         position: u32,
@@ -716,11 +714,19 @@ mod tests {
         // fired node is refused, the position stays missing.
         s.fire_position(1, "n1", 101, 0).unwrap();
         let e = s.mark_repaired(id, 1, 1, "n1").unwrap_err();
-        assert!(matches!(e, CatalogError::NotHeld { position: 1, .. }), "{e}");
+        assert!(
+            matches!(e, CatalogError::NotHeld { position: 1, .. }),
+            "{e}"
+        );
         assert_eq!(missing(&s, id, 1), [1, 3]);
         // Firing a position its supplier no longer holds changes nothing.
         assert!(s.fire_position(1, "n1", 102, 0).is_err());
-        assert!(s.positions().unwrap().iter().all(|(p, _)| *p != 1 && *p != 3));
+        assert!(
+            s.positions()
+                .unwrap()
+                .iter()
+                .all(|(p, _)| *p != 1 && *p != 3)
+        );
         let mut fired = s.fired_since(0).unwrap();
         fired.sort();
         assert_eq!(fired, ["n1", "n3"]);

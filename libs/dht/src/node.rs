@@ -161,8 +161,8 @@ impl<T: Transport> Node<T> {
 
     /// Answers a request from node `from` (authenticated by the transport).
     pub fn handle(&self, from: &NodeId, req: pb::Request) -> pb::Response {
-        if !req.from_address.is_empty() && req.from_address.len() <= 256 {
-            lock(&self.table).insert(Contact::new(*from, req.from_address.clone()));
+        if let Some(addr) = crate::routing::peer_address(&req.from_address) {
+            lock(&self.table).insert(Contact::new(*from, addr.to_string()));
         }
         let Some(kind) = req.kind else {
             return error(pb::ErrorCode::BadRequest, "the request names no operation");

@@ -38,14 +38,24 @@ impl Contact {
     }
 
     /// From the wire form: `None` when the id is not 32 bytes or the
-    /// address is empty or longer than 256 bytes.
+    /// address is not an IP literal with a port. Peers never make a node
+    /// resolve a name: that would be a DNS lookup per contact, steered by
+    /// whoever sent it.
     pub fn from_proto(p: &pb::Contact) -> Option<Contact> {
         let id = NodeId::try_from(p.node_id.as_slice()).ok()?;
-        if p.address.is_empty() || p.address.len() > 256 {
-            return None;
-        }
-        Some(Contact::new(id, p.address.clone()))
+        let addr = peer_address(&p.address)?;
+        Some(Contact::new(id, addr.to_string()))
     }
+}
+
+/// An address a peer gave: an IP literal and a port, nothing to resolve.
+pub fn peer_address(a: &str) -> Option<std::net::SocketAddr> {
+    if a.len() > 64 {
+        return None;
+    }
+    a.parse()
+        .ok()
+        .filter(|s: &std::net::SocketAddr| s.port() != 0)
 }
 
 /// What [`RoutingTable::insert`] did.
@@ -199,6 +209,29 @@ mod tests {
     use bitdust_crypto::Identity;
 
     use super::*;
+
+    #[test]
+    fn contacts_from_peers_carry_ip_literals_only() {
+        let id = NodeId::try_from([5u8; 32].as_slice()).unwrap();
+        let c = |a: &str| {
+            Contact::from_proto(&pb::Contact {
+                node_id: id.as_bytes().to_vec(),
+                address: a.into(),
+            })
+        };
+        assert!(c("192.0.2.7:7900").is_some());
+        assert!(c("[2001:db8::1]:7900").is_some());
+        for bad in [
+            "example.org:7900",
+            "localhost:7900",
+            "192.0.2.7",
+            "192.0.2.7:0",
+            "",
+            "x",
+        ] {
+            assert!(c(bad).is_none(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn buckets_hold_k_keep_replacements_and_swap_in_on_failure() {

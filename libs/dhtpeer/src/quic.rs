@@ -104,16 +104,12 @@ impl QuicTransport {
     }
 }
 
-/// `host:port` to a socket address (an IP literal needs no DNS).
+/// A contact's address: always an IP literal (contacts from peers are
+/// checked when they arrive, seeds are resolved once at start), so no DNS
+/// lookup ever runs on what a peer sent.
 async fn resolve(address: &str) -> Result<SocketAddr, DhtError> {
-    if let Ok(a) = address.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| unreachable(format!("cannot resolve {address}: {e}")))?
-        .next()
-        .ok_or_else(|| unreachable(format!("{address} resolves to no address")))
+    bitdust_dht::routing::peer_address(address)
+        .ok_or_else(|| unreachable(format!("{address} is not an IP address and port")))
 }
 
 impl Transport for QuicTransport {

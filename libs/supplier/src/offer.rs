@@ -147,5 +147,9 @@ pub fn parse_offer(record: &pb::Record) -> Option<pb::SupplierOffer> {
     if record.kind != KIND {
         return None;
     }
-    pb::SupplierOffer::decode(record.payload.as_slice()).ok()
+    // A customer dials the address in an offer: an IP literal only, never a
+    // name to resolve from what a peer published.
+    pb::SupplierOffer::decode(record.payload.as_slice())
+        .ok()
+        .filter(|o| bitdust_dht::routing::peer_address(&o.address).is_some())
 }
