@@ -34,13 +34,27 @@ impl MemNet {
         Arc::new(MemNet::default())
     }
 
-    /// Adds a node with id `id`; its address is `mem:<id>`.
+    /// Adds a node with id `id`. Its address is an IP literal from the
+    /// IPv6 documentation prefix (peers accept only IP literals), made from
+    /// the id; it is never dialed: the transport delivers by node id.
     pub fn add(self: &Arc<Self>, id: NodeId, limits: Limits) -> Arc<Node<MemTransport>> {
         let t = Arc::new(MemTransport {
             net: Arc::downgrade(self),
             me: id,
         });
-        let node = Arc::new(Node::new(id, &format!("mem:{id}"), t, limits));
+        let b = id.as_bytes();
+        let ip = std::net::Ipv6Addr::new(
+            0x2001,
+            0x0db8,
+            u16::from_be_bytes([b[0], b[1]]),
+            u16::from_be_bytes([b[2], b[3]]),
+            u16::from_be_bytes([b[4], b[5]]),
+            u16::from_be_bytes([b[6], b[7]]),
+            u16::from_be_bytes([b[8], b[9]]),
+            u16::from_be_bytes([b[10], b[11]]),
+        );
+        let address = std::net::SocketAddr::new(ip.into(), 7900).to_string();
+        let node = Arc::new(Node::new(id, &address, t, limits));
         if let Ok(mut n) = self.nodes.write() {
             n.insert(id, node.clone());
         }
