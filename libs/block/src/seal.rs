@@ -301,6 +301,11 @@ impl BlockOpener {
         if let Some(want) = &self.expect_header
             && crate::header::commitment(&prefix.header_bytes) != *want
         {
+            // Say precisely what it is: a forgery, another block's
+            // fragment, or a stale one of this very block.
+            let other =
+                SignedHeader::verify(prefix.header_bytes, prefix.signature, &self.customer)?;
+            self.check_identity(&other.header)?;
             return Err(FragmentRejection::Stale);
         }
         match &self.header {
