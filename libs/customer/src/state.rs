@@ -584,12 +584,8 @@ impl State {
         let mut out = Vec::new();
         for x in self.versions.iter(&r)? {
             let (k, v) = x?;
-            if k.len() == 24 {
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&k[..16]);
-                let mut ver = [0u8; 8];
-                ver.copy_from_slice(&k[16..]);
-                out.push((BackupId(id), u64::from_be_bytes(ver), v));
+            if let (Some(id), 24) = (key_backup(k), k.len()) {
+                out.push((id, key_version(k), v));
             }
         }
         Ok(out)
