@@ -516,23 +516,7 @@ async fn malformed_peer_messages_and_grpc_requests_get_errors_and_the_daemons_ke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplier_killed_during_uploads_keeps_every_acknowledged_object() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("bitdust.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "run_dir = {:?}\nstate_dir = {:?}\n[supplier]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().join("run"),
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
-    let sock = dir.path().join("run/supplier.sock");
-    let (mut child, listen) = start_supplier(&cfg, &sock).await;
-    let sup: NodeId = std::fs::read_to_string(dir.path().join("state/supplier/node-id"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut child, listen, sup) = standalone_supplier(dir.path(), "").await;
     let me = Identity::generate();
     let ep = endpoint(&me);
     let link = Arc::new(SupplierLink::new(
@@ -571,7 +555,12 @@ async fn a_supplier_killed_during_uploads_keeps_every_acknowledged_object() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 40);
-    let (mut child, listen) = start_supplier(&cfg, &sock).await;
+    // Restarted on the same config and state.
+    let (mut child, listen) = start_supplier(
+        &dir.path().join("bitdust.toml"),
+        &dir.path().join("run/supplier.sock"),
+    )
+    .await;
     let link = SupplierLink::new(ep, sup, listen, Duration::from_secs(10));
     for i in &acked {
         let got = link.get(&format!("obj/{i:06}"), 1 << 20).await.unwrap();
@@ -677,6 +666,29 @@ async fn start_supplier(cfg: &Path, sock: &Path) -> (Child, String) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A supplier-store of its own in `dir` (listening on 127.0.0.1, `extra`
+/// added to its `[supplier]` section): the process, its QUIC address and
+/// its node id.
+async fn standalone_supplier(dir: &Path, extra: &str) -> (Child, String, NodeId) {
+    let cfg = dir.join("bitdust.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[supplier]\nlisten = \"127.0.0.1:0\"\n{extra}",
+            dir.join("run"),
+            dir.join("state")
+        ),
+    )
+    .unwrap();
+    let (child, listen) = start_supplier(&cfg, &dir.join("run/supplier.sock")).await;
+    let sup = std::fs::read_to_string(dir.join("state/supplier/node-id"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (child, listen, sup)
 }
 
 /// The number of objects a supplier holds, from its gRPC status.
@@ -967,7 +979,12 @@ async fn a_full_disk_is_refused_clearly_and_corrupts_nothing_stored() {
     // And all of it survives kill -9 and a restart on the full disk.
     child.kill().unwrap();
     child.wait().unwrap();
-    let (mut child, listen) = start_supplier(&cfg, &sock).await;
+    // Restarted on the same config and state.
+    let (mut child, listen) = start_supplier(
+        &dir.path().join("bitdust.toml"),
+        &dir.path().join("run/supplier.sock"),
+    )
+    .await;
     let link = SupplierLink::new(ep, sup, listen, Duration::from_secs(10));
     check_objects(&link, &acked).await;
     child.kill().unwrap();
@@ -1714,23 +1731,7 @@ fn the_rebuilder_reads_stale_fragments_as_erasures_and_rebuilds_from_the_committ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_go_silent_mid_handshake_do_not_stall_a_supplier() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("bitdust.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "run_dir = {:?}\nstate_dir = {:?}\n[supplier]\nlisten = \"127.0.0.1:0\"\npublish = false\n",
-            dir.path().join("run"),
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
-    let sock = dir.path().join("run/supplier.sock");
-    let (mut child, listen) = start_supplier(&cfg, &sock).await;
-    let sup: NodeId = std::fs::read_to_string(dir.path().join("state/supplier/node-id"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut child, listen, sup) = standalone_supplier(dir.path(), "publish = false\n").await;
     let target = listen.parse().unwrap();
     // 40 ClientHellos from 127.0.0.2 that are never followed up.
     let _silent = bitdust_tests::silent_client_hellos(

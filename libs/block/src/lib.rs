@@ -23,7 +23,9 @@ pub use fragment::{
 pub use header::{BlockHeader, HeaderError, SignedHeader, commitment};
 pub use ids::{BackupId, BackupIdParseError};
 pub use manifest::{BackupInfo, MAX_MANIFEST_BYTES, Manifest, ManifestError};
-pub use seal::{BlockError, BlockOpener, BlockSealer, FragmentRejection, SealedBlock};
+pub use seal::{
+    BlockError, BlockOpener, BlockSealer, FragmentRejection, SealedBlock, max_cipher_len,
+};
 
 /// The largest block (compressed plaintext) this version accepts, whatever a
 /// header claims; bounds the memory a restore may be made to use.

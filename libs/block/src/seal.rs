@@ -192,6 +192,12 @@ pub enum FragmentRejection {
     },
 }
 
+/// The most ciphertext age makes of `plain` bytes: a header and 16 bytes
+/// per 64 KiB chunk, with room to spare.
+pub fn max_cipher_len(plain: u64) -> u64 {
+    plain + plain / 4096 + 4096
+}
+
 /// Collects the fragments of one block, verifying each, and opens the block.
 pub struct BlockOpener {
     expect_code: Option<(bitdust_ecc::Scheme, usize)>,
@@ -376,8 +382,7 @@ impl BlockOpener {
                 h.scheme, h.suppliers
             )));
         }
-        // age adds a header and 16 bytes per 64 KiB chunk.
-        let max_cipher = self.max_plain_len + self.max_plain_len / 4096 + 4096;
+        let max_cipher = max_cipher_len(self.max_plain_len);
         if h.plain_len > self.max_plain_len || h.cipher_len > max_cipher {
             return Err(FragmentRejection::Header(HeaderError::Invalid(format!(
                 "block of {} bytes is over the {} allowed (raise the maximum block size to restore it)",

@@ -579,9 +579,7 @@ impl Agent {
             )));
         }
         // Leftovers of failed attempts go from suppliers that are back.
-        if !self.state.attempts().map_err(internal)?.is_empty() {
-            tokio::spawn(self.clone().collect_attempts());
-        }
+        self.spawn_collector()?;
         let previous = self.state.versions_of(id).map_err(internal)?;
         // Record, then act: the version is reserved durably before the
         // first fragment leaves, so a retry after a failure (or a crash)

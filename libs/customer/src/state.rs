@@ -304,11 +304,19 @@ impl State {
 
     /// Attempts that are not in the catalog, oldest first.
     pub fn attempts(&self) -> Result<Vec<(BackupId, u64, AttemptRecord)>, StateError> {
+        self.by_version(&self.attempts)
+    }
+
+    /// Every entry of a table keyed by (backup id, version), in key order.
+    fn by_version<T: serde::de::DeserializeOwned + 'static>(
+        &self,
+        table: &Database<Bytes, SerdeJson<T>>,
+    ) -> Result<Vec<(BackupId, u64, T)>, StateError> {
         let r = self.env.read_txn()?;
         let mut out = Vec::new();
-        for x in self.attempts.iter(&r)? {
+        for x in table.iter(&r)? {
             let (k, v) = x?;
-            if let Some(id) = key_backup(k) {
+            if let (Some(id), 24) = (key_backup(k), k.len()) {
                 out.push((id, key_version(k), v));
             }
         }
@@ -580,15 +588,7 @@ impl State {
 
     /// The whole catalog, in backup id then version order.
     pub fn versions(&self) -> Result<Vec<(BackupId, u64, VersionRecord)>, StateError> {
-        let r = self.env.read_txn()?;
-        let mut out = Vec::new();
-        for x in self.versions.iter(&r)? {
-            let (k, v) = x?;
-            if let (Some(id), 24) = (key_backup(k), k.len()) {
-                out.push((id, key_version(k), v));
-            }
-        }
-        Ok(out)
+        self.by_version(&self.versions)
     }
 
     /// The versions of one backup, oldest first.

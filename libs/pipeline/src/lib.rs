@@ -42,9 +42,8 @@ pub fn fragment_object_bound(manifest: &bitdust_block::Manifest, max_block_size:
         return 0;
     };
     let count = code.fragment_count() as u64;
-    // age: a header and 16 bytes per 64 KiB chunk.
-    let max_cipher = max_block_size + max_block_size / 4096 + 4096;
-    let by_block = code.fragment_len(max_cipher) as u64;
+    let max_cipher = bitdust_block::max_cipher_len(max_block_size as u64);
+    let by_block = code.fragment_len(usize::try_from(max_cipher).unwrap_or(usize::MAX)) as u64;
     let by_total = manifest.stored_bytes / count.max(1);
     by_block.min(by_total)
         + (bitdust_block::FRAGMENT_PREFIX_LEN + bitdust_block::MAX_HEADER_LEN + 64 + 8) as u64

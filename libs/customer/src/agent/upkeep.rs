@@ -36,6 +36,15 @@ impl Agent {
         Ok(out)
     }
 
+    /// Starts [`Agent::collect_attempts`] on its own task when any attempt
+    /// is recorded.
+    pub(super) fn spawn_collector(self: &Arc<Self>) -> Result<(), Status> {
+        if !self.state.attempts().map_err(internal)?.is_empty() {
+            tokio::spawn(self.clone().collect_attempts());
+        }
+        Ok(())
+    }
+
     /// Deletes the fragments of attempts that never made it into the
     /// catalog (failed, or cut by a crash) from the suppliers that may
     /// hold them, skipping attempts running now. A supplier that is away is
@@ -101,9 +110,7 @@ impl Agent {
         self: &Arc<Self>,
         audit: bool,
     ) -> Result<pb::ListSuppliersReply, Status> {
-        if !self.state.attempts().map_err(internal)?.is_empty() {
-            tokio::spawn(self.clone().collect_attempts());
-        }
+        self.spawn_collector()?;
         let reach = self.reachability().await;
         if audit {
             let mut set = tokio::task::JoinSet::new();
