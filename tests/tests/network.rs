@@ -702,6 +702,121 @@ async fn objects_of(sock: &Path) -> u64 {
         .objects
 }
 
+type BackupEvents = tonic::Streaming<bitdust_proto::customer::v1::BackupEvent>;
+
+/// Opens a backup of `paths` on the agent by hand and sends its start.
+async fn open_backup(
+    net: &Net,
+    paths: &[&str],
+) -> (
+    tokio::sync::mpsc::Sender<bitdust_proto::customer::v1::BackupInput>,
+    BackupEvents,
+) {
+    use bitdust_proto::customer::v1 as pb;
+    let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
+        .await
+        .unwrap();
+    let mut c = pb::customer_client::CustomerClient::new(ch);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::BackupInput {
+        kind: Some(pb::backup_input::Kind::Start(pb::BackupStart {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            bytes_total: 0,
+        })),
+    })
+    .await
+    .unwrap();
+    let events = c
+        .backup(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, events)
+}
+
+/// Sends the archive of `src` on an open backup, and its end if `end`.
+async fn send_archive(
+    tx: &tokio::sync::mpsc::Sender<bitdust_proto::customer::v1::BackupInput>,
+    src: &Path,
+    end: bool,
+) {
+    use bitdust_proto::customer::v1 as pb;
+    let (archive, summary) = tokio::task::block_in_place(|| {
+        bitdust_pipeline::write_archive(
+            &[src.to_path_buf()],
+            Vec::new(),
+            &(),
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .unwrap()
+    });
+    for piece in archive.chunks(1 << 20) {
+        tx.send(pb::BackupInput {
+            kind: Some(pb::backup_input::Kind::Archive(piece.to_vec())),
+        })
+        .await
+        .unwrap();
+    }
+    if end {
+        tx.send(pb::BackupInput {
+            kind: Some(pb::backup_input::Kind::End(pb::ArchiveEnd {
+                files: summary.files,
+                directories: summary.directories,
+                symlinks: summary.symlinks,
+                content_bytes: summary.content_bytes,
+                skipped: summary.skipped,
+            })),
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_stream_cut_before_its_end_is_never_committed() {
+    let net = Net::up(2, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 12 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let src_s = src.display().to_string();
+    // The whole archive, but no end: the caller died just before it.
+    let (tx, mut events) = open_backup(&net, &[&src_s]).await;
+    send_archive(&tx, &src, false).await;
+    drop(tx);
+    let mut outcome = None;
+    loop {
+        match events.message().await {
+            Ok(Some(ev)) => {
+                if let Some(bitdust_proto::customer::v1::backup_event::Kind::Done(d)) = ev.kind {
+                    outcome = Some(Ok(d));
+                }
+            }
+            Ok(None) => break,
+            Err(s) => {
+                outcome = Some(Err(s));
+                break;
+            }
+        }
+    }
+    let err = match outcome {
+        Some(Err(s)) => s,
+        other => panic!("a cut stream must fail the backup, got {other:?}"),
+    };
+    assert!(
+        err.message().contains("before its end"),
+        "{}",
+        err.message()
+    );
+    let list = tokio::task::block_in_place(|| net.ok(&["list"]));
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+    // The same paths back up whole afterwards, as version 2 (version 1 was
+    // the cut attempt's, never reused).
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    assert_eq!(b["version"], 2, "{b}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_backup_of_the_same_paths_is_refused_while_the_first_runs() {
     let net = Net::up(2, 0);
@@ -712,35 +827,20 @@ async fn a_second_backup_of_the_same_paths_is_refused_while_the_first_runs() {
     std::fs::write(src.join("big.bin"), &data).unwrap();
     let src_s = src.display().to_string();
 
-    let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
-        .await
-        .unwrap();
-    let mut c = bitdust_proto::customer::v1::customer_client::CustomerClient::new(ch);
-    let mut first = c
-        .backup(bitdust_proto::customer::v1::BackupRequest {
-            paths: vec![src_s.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    // The first event means the backup holds its paths; stopping both
-    // suppliers (SIGSTOP) keeps it from finishing until they go on.
+    // The first backup is streamed by hand: it holds its paths from its
+    // start, and stays open until its archive is sent.
+    let (tx, mut first) = open_backup(&net, &[&src_s]).await;
     first.message().await.unwrap().unwrap();
-    let signal_suppliers = |sig| {
-        for s in ["supplier-0", "supplier-1"] {
-            net.signal(s, "bitdust-supplier-store", sig);
-        }
-    };
-    signal_suppliers(rustix::process::Signal::STOP);
     let second = tokio::task::block_in_place(|| net.ctl(&["backup", &src_s]));
     let third = tokio::task::block_in_place(|| net.ctl(&["backup", &format!("{src_s}/")]));
-    signal_suppliers(rustix::process::Signal::CONT);
     for o in [&second, &third] {
         assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
         let e = stderr(o);
         assert_eq!(e.trim().lines().count(), 1, "{e}");
         assert!(e.contains("already running"), "{e}");
     }
+    send_archive(&tx, &src, true).await;
+    drop(tx);
     // The first one finishes as version 1, and a later run is version 2.
     let mut done = None;
     while let Some(ev) = first.message().await.unwrap() {
@@ -1906,4 +2006,124 @@ fn start_afresh_gives_up_recovery_only_when_asked_and_then_hires() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// The uid the caller-rights test runs bitdustctl as (nobody).
+const OTHER_UID: u32 = 65534;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: runs bitdustctl as another user (nobody); tests/run.sh runs it as root"]
+async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
+    use std::os::unix::fs::{PermissionsExt, lchown};
+    use std::os::unix::process::CommandExt;
+    let net = Net::up(2, 0);
+    let root = net.dir.path();
+    // nobody (with group root, the agent socket's group) may reach the
+    // socket and its own files, nothing else of root's.
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = root.join("secret");
+    std::fs::write(&secret, b"root's only\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mine = root.join("nobody-docs");
+    make_tree(&mine, 18, 1);
+    let restored = root.join("nobody-restored");
+    std::fs::create_dir(&restored).unwrap();
+    for p in [&mine, &restored] {
+        for e in walk(p) {
+            lchown(&e, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+        }
+    }
+    let run_dir = net.run_dir();
+    let as_other = |args: &[&str]| {
+        Command::new(bin("bitdustctl"))
+            .uid(OTHER_UID)
+            .gid(0)
+            .env("HOME", &mine)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let secret_s = secret.display().to_string();
+    let mine_s = mine.display().to_string();
+
+    // A file it may not read: one line, exit 1, nothing backed up.
+    let o = tokio::task::block_in_place(|| as_other(&["backup", &secret_s]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("permission denied"), "{e}");
+    // Root backs the same file up; nobody backs up its own tree.
+    let system = tokio::task::block_in_place(|| net.ok(&["backup", &secret_s]));
+    let own = json(tokio::task::block_in_place(|| {
+        as_other(&["--json", "backup", &mine_s])
+    }));
+    assert_eq!(own["files"].as_u64().unwrap() > 0, true, "{own}");
+    // Root's backup of nobody's tree is another backup than nobody's.
+    let system_of_mine = tokio::task::block_in_place(|| net.ok(&["backup", &mine_s]));
+    assert_ne!(system_of_mine["backup_id"], own["backup_id"]);
+
+    // nobody sees only its backup; root sees all three.
+    let listed = json(tokio::task::block_in_place(|| as_other(&["--json", "list"])));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["backup_id"], own["backup_id"]);
+    assert_eq!(listed[0]["owner"], format!("uid {OTHER_UID}"));
+    let all = tokio::task::block_in_place(|| net.ok(&["list"]));
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    let status = json(tokio::task::block_in_place(|| as_other(&["--json", "status"])));
+    assert_eq!(status["backups"], 1, "{status}");
+
+    // Root's backup of the secret is not there for nobody to restore.
+    let sid = system["backup_id"].as_str().unwrap();
+    let o = tokio::task::block_in_place(|| {
+        as_other(&["restore", sid, "--to", &restored.join("stolen").display().to_string()])
+    });
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no backup id starts with"), "{}", stderr(&o));
+    assert!(!restored.join("stolen").exists());
+    // Nor to delete, nor may nobody fire or hire suppliers.
+    let o = tokio::task::block_in_place(|| as_other(&["delete", sid]));
+    assert!(!o.status.success());
+    let o = tokio::task::block_in_place(|| as_other(&["suppliers", "fire", "0"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("only root or the agent's own user"), "{}", stderr(&o));
+    assert_eq!(
+        tokio::task::block_in_place(|| net.ok(&["suppliers"]))["suppliers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| !s["node_id"].as_str().unwrap_or_default().is_empty())
+            .count(),
+        2
+    );
+
+    // Its own backup restores bit-exact, as its files.
+    let to = restored.join("out");
+    let o = tokio::task::block_in_place(|| {
+        as_other(&["restore", own["backup_id"].as_str().unwrap(), "--to", &to.display().to_string()])
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&mine, &restored_path(&to, &mine));
+}
+
+/// Every path under `root`, itself included.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        i += 1;
+    }
+    out
 }

@@ -121,11 +121,6 @@ impl Bar {
             pb.finish_and_clear();
         }
     }
-    fn set(&self, done: u64) {
-        if let Some(pb) = &self.0 {
-            pb.set_position(done);
-        }
-    }
 }
 
 impl Progress for Bar {

@@ -123,6 +123,135 @@ fn split_which(which: Option<&str>) -> Result<(String, u64), Failure> {
     }
 }
 
+/// The sources as absolute paths (see `source_path`), sorted, each one
+/// readable by this user: a source it may not read is refused in one line
+/// before anything is sent (entries below it it may not read are skipped,
+/// each with a warning).
+fn readable_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+    let mut abs = Vec::new();
+    for p in paths {
+        let a = bitdust_pipeline::local::source_path(p).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                EXIT_FAILED
+            } else {
+                EXIT_USAGE
+            };
+            Failure(code, format!("cannot back up {}: {e}", p.display()))
+        })?;
+        let readable = match std::fs::metadata(&a) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(&a).map(drop),
+            Ok(m) if m.is_file() => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&a)
+                    .map(drop)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = readable {
+            return Err(Failure(
+                EXIT_FAILED,
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    format!(
+                        "cannot back up {}: permission denied; you may back up only what you can read (ask its owner, or run as root)",
+                        a.display()
+                    )
+                } else {
+                    format!("cannot back up {}: {e}", a.display())
+                },
+            ));
+        }
+        abs.push(a);
+    }
+    abs.sort();
+    abs.dedup();
+    Ok(abs)
+}
+
+/// Pieces of the archive sent to the agent.
+const PIECE: usize = 1 << 20;
+
+/// Writes the archive of `sources` to the agent, piece by piece, then its
+/// summary. On an error no `end` is sent, so the agent never commits it.
+fn archive_to(
+    sources: &[PathBuf],
+    tx: tokio::sync::mpsc::Sender<pb::BackupInput>,
+    bar: &Bar,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    struct Pieces {
+        tx: tokio::sync::mpsc::Sender<pb::BackupInput>,
+        buf: Vec<u8>,
+    }
+    impl Pieces {
+        fn send(&mut self) -> std::io::Result<()> {
+            if self.buf.is_empty() {
+                return Ok(());
+            }
+            let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
+            self.tx
+                .blocking_send(pb::BackupInput {
+                    kind: Some(pb::backup_input::Kind::Archive(piece)),
+                })
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+    }
+    impl std::io::Write for Pieces {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let n = data.len().min(PIECE - self.buf.len());
+            self.buf.extend_from_slice(&data[..n]);
+            if self.buf.len() == PIECE {
+                self.send()?;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Pieces {
+        tx,
+        buf: Vec::with_capacity(PIECE),
+    };
+    let (mut out, summary) = bitdust_pipeline::write_archive(sources, out, bar, cancel)?;
+    out.send()?;
+    out.tx
+        .blocking_send(pb::BackupInput {
+            kind: Some(pb::backup_input::Kind::End(pb::ArchiveEnd {
+                files: summary.files,
+                directories: summary.directories,
+                symlinks: summary.symlinks,
+                content_bytes: summary.content_bytes,
+                skipped: summary.skipped,
+            })),
+        })
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+}
+
+/// The archiver's error, if it failed for a reason of its own. An archiver
+/// still waiting to send (the agent failed first) is left to the exit.
+fn archive_failure(archiver: std::thread::JoinHandle<std::io::Result<()>>) -> Option<Failure> {
+    for _ in 0..100 {
+        if archiver.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if !archiver.is_finished() {
+        return None;
+    }
+    match archiver.join() {
+        Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => Some(Failure(
+            EXIT_FAILED,
+            format!("reading the files to back up failed: {e}"),
+        )),
+        _ => None,
+    }
+}
+
 fn absolute(p: &Path) -> Result<PathBuf, Failure> {
     std::path::absolute(p).map_err(|e| Failure(EXIT_USAGE, format!("{}: {e}", p.display())))
 }
@@ -191,55 +320,73 @@ impl Client {
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
-        let mut abs = Vec::new();
-        for p in paths {
-            let a = absolute(p)?;
-            if std::fs::symlink_metadata(&a).is_err() {
-                return Err(Failure(
-                    EXIT_USAGE,
-                    format!("{} does not exist", a.display()),
-                ));
-            }
-            abs.push(a.display().to_string());
-        }
-        let mut stream = self
-            .inner
-            .backup(pb::BackupRequest { paths: abs })
-            .await?
-            .into_inner();
-        let mut bar: Option<Bar> = None;
+        let abs = readable_sources(paths)?;
         let show = !json && !quiet;
+        let total = tokio::task::spawn_blocking({
+            let abs = abs.clone();
+            move || bitdust_pipeline::local::tree_size(&abs)
+        })
+        .await
+        .unwrap_or(0);
+        let bar = Bar::new(show, total, "backup");
+        // This process reads the files, with the rights of the user who
+        // runs it, and streams the archive; the agent reads no file.
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::BackupInput>(4);
+        let start = pb::BackupInput {
+            kind: Some(pb::backup_input::Kind::Start(pb::BackupStart {
+                paths: abs.iter().map(|p| p.display().to_string()).collect(),
+                bytes_total: total,
+            })),
+        };
+        tx.send(start).await.map_err(|_| {
+            Failure(EXIT_FAILED, "the backup stream closed at once".into())
+        })?;
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let archiver = {
+            let (bar, cancel) = (bar.clone(), cancel.clone());
+            std::thread::spawn(move || archive_to(&abs, tx, &bar, &cancel))
+        };
+        let finish = |bar: &Bar, cancel: &std::sync::atomic::AtomicBool| {
+            bar.done();
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        let mut stream = match self
+            .inner
+            .backup(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                finish(&bar, &cancel);
+                return Err(s.into());
+            }
+        };
         let done = loop {
             let ev = match stream.message().await {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
-                    if let Some(b) = &bar {
-                        b.done();
-                    }
-                    return Err(Failure(
-                        EXIT_FAILED,
-                        "the customer-agent ended the backup without a result; see its log".into(),
-                    ));
+                    finish(&bar, &cancel);
+                    return Err(archive_failure(archiver).unwrap_or_else(|| {
+                        Failure(
+                            EXIT_FAILED,
+                            "the customer-agent ended the backup without a result; see its log"
+                                .into(),
+                        )
+                    }));
                 }
                 Err(s) => {
-                    if let Some(b) = &bar {
-                        b.done();
-                    }
-                    return Err(s.into());
+                    finish(&bar, &cancel);
+                    // The archiver's own error (a file that could not be
+                    // read) says more than the agent's "stream broke".
+                    return Err(archive_failure(archiver).unwrap_or_else(|| s.into()));
                 }
             };
-            match ev.kind {
-                Some(pb::backup_event::Kind::Progress(p)) => {
-                    let b = bar.get_or_insert_with(|| Bar::new(show, p.bytes_total, "backup"));
-                    b.set(p.bytes_done);
-                }
-                Some(pb::backup_event::Kind::Done(d)) => break d,
-                None => {}
+            if let Some(pb::backup_event::Kind::Done(d)) = ev.kind {
+                break d;
             }
         };
-        if let Some(b) = &bar {
-            b.done();
-        }
+        finish(&bar, &cancel);
+        let _ = archiver.join();
         for w in &done.warnings {
             eprintln!("bitdustctl: warning: skipped {w}");
         }
@@ -424,7 +571,7 @@ impl Client {
                 .backups
                 .iter()
                 .map(|b| {
-                    json!({"backup_id": b.backup_id, "paths": b.paths, "versions": b.versions.iter().map(|v| json!({
+                    json!({"backup_id": b.backup_id, "owner": b.owner, "paths": b.paths, "versions": b.versions.iter().map(|v| json!({
                         "version": v.version, "time": v.time, "input_bytes": v.input_bytes,
                         "stored_bytes": v.stored_bytes, "blocks": v.blocks, "scheme": v.scheme,
                         "suppliers": v.suppliers, "missing_fragments": v.missing_fragments})).collect::<Vec<_>>()})
@@ -436,7 +583,12 @@ impl Client {
                 println!("no backups yet");
             }
             for b in &l.backups {
-                println!("{}  {}", b.backup_id, b.paths.join(" "));
+                let owner = if b.owner.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", b.owner)
+                };
+                println!("{}  {}{owner}", b.backup_id, b.paths.join(" "));
                 for v in &b.versions {
                     let missing = if v.missing_fragments > 0 {
                         format!(", {} fragments await repair", v.missing_fragments)

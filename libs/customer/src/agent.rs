@@ -14,15 +14,19 @@ use bitdust_config::Config;
 use bitdust_crypto::{BackupKey, Identity, KeyRing, NodeId};
 use bitdust_ecc::{Code, Scheme};
 use bitdust_net::Endpoint;
-use bitdust_pipeline::{BackupKeyMaterial, BackupOptions, Progress, RestoreOptions};
+use bitdust_pipeline::{ArchiveInput, BackupKeyMaterial, BackupOptions, Progress, RestoreOptions};
 use bitdust_proto::customer::v1 as pb;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+mod caller;
 mod network;
 mod upkeep;
+
+pub use caller::Caller;
+use caller::StreamedArchive;
 
 pub use network::CATALOG_OBJECT;
 
@@ -445,8 +449,23 @@ impl Agent {
 
     /// Resolves a backup id (hex or unique prefix; empty: the only backup)
     /// and a version (0: the newest) in the catalog.
-    fn select(&self, id: &str, version: u64) -> Result<(BackupId, u64, VersionRecord), Status> {
-        let all = self.state.versions().map_err(internal)?;
+    /// The versions `caller` may see, in catalog order.
+    fn visible_versions(
+        &self,
+        caller: Caller,
+    ) -> Result<Vec<(BackupId, u64, VersionRecord)>, Status> {
+        let mut all = self.state.versions().map_err(internal)?;
+        all.retain(|(_, _, r)| caller.may_see(r.owner));
+        Ok(all)
+    }
+
+    fn select(
+        &self,
+        caller: Caller,
+        id: &str,
+        version: u64,
+    ) -> Result<(BackupId, u64, VersionRecord), Status> {
+        let all = self.visible_versions(caller)?;
         let ids: BTreeMap<BackupId, ()> = all.iter().map(|(b, _, _)| (*b, ())).collect();
         let matching: Vec<BackupId> = ids
             .keys()
@@ -521,44 +540,40 @@ impl Agent {
         }
     }
 
-    /// Runs a backup, sending progress to `events`.
+    /// Runs a backup of the archive `caller` streams, sending progress to
+    /// `events`.
     async fn backup(
         self: Arc<Self>,
-        paths: Vec<String>,
+        caller: Caller,
+        mut stream: tonic::Streaming<pb::BackupInput>,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
     ) -> Result<pb::BackupDone, Status> {
-        if paths.is_empty() {
+        let start = caller::read_start(&mut stream).await?;
+        if start.paths.is_empty() {
             return Err(Status::invalid_argument(
                 "name at least one path to back up",
             ));
         }
         self.refuse_while_recovering("back up")?;
-        let mut abs = Vec::new();
-        for p in &paths {
-            let path = PathBuf::from(p);
-            if !path.is_absolute() {
-                return Err(Status::invalid_argument(format!(
-                    "{p} is not an absolute path"
-                )));
-            }
-            abs.push(
-                bitdust_pipeline::local::source_path(&path)
-                    .map_err(|e| Status::invalid_argument(format!("cannot back up {p}: {e}")))?,
-            );
-        }
-        abs.sort();
-        abs.dedup();
-        let raw: Vec<Vec<u8>> = abs
+        let mut raw = start
+            .paths
             .iter()
-            .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
-            .collect();
-        let id = BackupId::for_sources(self.node_id().as_bytes(), &raw);
+            .map(|p| caller::checked_path(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.sort();
+        raw.dedup();
+        let owner = caller.owner();
+        let id = caller::backup_id(&self.node_id(), owner, &raw);
         if !lock(&self.running).insert(id) {
             return Err(Status::aborted(format!(
                 "a backup of the same paths (backup {id}) is already running; wait for it to finish"
             )));
         }
-        let result = self.clone().backup_locked(id, abs, events).await;
+        let input = StreamedArchive::new(raw, stream, self.rt.clone());
+        let result = self
+            .clone()
+            .backup_locked(id, owner, input, start.bytes_total, events)
+            .await;
         lock(&self.running).remove(&id);
         result
     }
@@ -566,7 +581,9 @@ impl Agent {
     async fn backup_locked(
         self: Arc<Self>,
         id: BackupId,
-        abs: Vec<PathBuf>,
+        owner: Option<u32>,
+        input: StreamedArchive,
+        total: u64,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
     ) -> Result<pb::BackupDone, Status> {
         let links = self.links();
@@ -600,7 +617,7 @@ impl Agent {
         };
         let result = self
             .clone()
-            .backup_attempt(id, version, abs, &previous, links, events)
+            .backup_attempt(id, owner, version, input, total, &previous, links, events)
             .await;
         // Committed to the catalog, or abandoned: either way no longer
         // running (an abandoned attempt is never committed later).
@@ -614,11 +631,14 @@ impl Agent {
     }
 
     /// One attempt at version `version` (already reserved) of backup `id`.
+    #[allow(clippy::too_many_arguments)]
     async fn backup_attempt(
         self: Arc<Self>,
         id: BackupId,
+        owner: Option<u32>,
         version: u64,
-        abs: Vec<PathBuf>,
+        mut input: StreamedArchive,
+        total: u64,
         previous: &[(u64, VersionRecord)],
         links: Links,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
@@ -651,12 +671,11 @@ impl Agent {
             }
             None => BackupKeyMaterial::generate(self.keys.master_recipient()).map_err(internal)?,
         };
-        let total = tokio::task::spawn_blocking({
-            let abs = abs.clone();
-            move || bitdust_pipeline::local::tree_size(&abs)
-        })
-        .await
-        .unwrap_or(0);
+        let paths: Vec<String> = input
+            .source_paths()
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
             pb::BackupEvent {
@@ -665,7 +684,6 @@ impl Agent {
         });
         let me = self.clone();
         let opts = self.backup_options();
-        let sources = abs.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut sink = NetSink::new(
                 me.rt.clone(),
@@ -680,7 +698,7 @@ impl Agent {
                 &key,
                 id,
                 version,
-                &sources,
+                &mut input,
                 &opts,
                 &mut sink,
                 counter.as_ref(),
@@ -692,7 +710,8 @@ impl Agent {
         let report = result.map_err(|e| Status::aborted(format!("backup failed: {e}")))?;
         let m = &report.manifest;
         let rec = VersionRecord {
-            paths: abs.iter().map(|p| p.display().to_string()).collect(),
+            owner,
+            paths,
             time: now(),
             input_bytes: report.content_bytes,
             stored_bytes: m.stored_bytes,
@@ -747,11 +766,17 @@ impl Agent {
 
     async fn restore(
         self: Arc<Self>,
+        caller: Caller,
         req: pb::RestoreRequest,
         events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
     ) -> Result<pb::RestoreDone, Status> {
         // No target: stream the archive back for the caller to extract.
         let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
+        if to.is_some() {
+            caller.require_system(
+                "restore into a directory as the agent; run bitdustctl restore, which extracts as you",
+            )?;
+        }
         if let Some(to) = &to
             && !to.is_absolute()
         {
@@ -760,7 +785,7 @@ impl Agent {
                 req.to
             )));
         }
-        let (id, version, rec) = self.select(&req.backup_id, req.version)?;
+        let (id, version, rec) = self.select(caller, &req.backup_id, req.version)?;
         let master = self
             .keys
             .master_key()
@@ -904,11 +929,12 @@ type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl pb::customer_server::Customer for CustomerService {
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
         let a = &self.0;
+        let caller = Caller::of(&req)?;
         let reach = a.reachability().await;
-        let versions = a.state.versions().map_err(internal)?;
+        let versions = a.visible_versions(caller)?;
         let backups: HashSet<BackupId> = versions.iter().map(|(b, _, _)| *b).collect();
         Ok(Response::new(pb::StatusReply {
             node_id: a.node_id().to_string(),
@@ -931,8 +957,9 @@ impl pb::customer_server::Customer for CustomerService {
 
     async fn start_afresh(
         &self,
-        _: Request<pb::StartAfreshRequest>,
+        req: Request<pb::StartAfreshRequest>,
     ) -> Result<Response<pb::StartAfreshReply>, Status> {
+        Caller::of(&req)?.require_system("start afresh")?;
         Ok(Response::new(pb::StartAfreshReply {
             gave_up: self.0.start_afresh()?,
         }))
@@ -942,13 +969,14 @@ impl pb::customer_server::Customer for CustomerService {
 
     async fn backup(
         &self,
-        req: Request<pb::BackupRequest>,
+        req: Request<tonic::Streaming<pb::BackupInput>>,
     ) -> Result<Response<Self::BackupStream>, Status> {
+        let caller = Caller::of(&req)?;
         let (tx, rx) = mpsc::channel(16);
         let agent = self.0.clone();
-        let paths = req.into_inner().paths;
+        let stream = req.into_inner();
         tokio::spawn(async move {
-            let r = agent.backup(paths, tx.clone()).await;
+            let r = agent.backup(caller, stream, tx.clone()).await;
             let ev = r.map(|done| pb::BackupEvent {
                 kind: Some(pb::backup_event::Kind::Done(done)),
             });
@@ -965,11 +993,12 @@ impl pb::customer_server::Customer for CustomerService {
         &self,
         req: Request<pb::RestoreRequest>,
     ) -> Result<Response<Self::RestoreStream>, Status> {
+        let caller = Caller::of(&req)?;
         let (tx, rx) = mpsc::channel(16);
         let agent = self.0.clone();
         let req = req.into_inner();
         tokio::spawn(async move {
-            let r = agent.restore(req, tx.clone()).await;
+            let r = agent.restore(caller, req, tx.clone()).await;
             let ev = r.map(|done| pb::RestoreEvent {
                 kind: Some(pb::restore_event::Kind::Done(done)),
             });
@@ -980,11 +1009,13 @@ impl pb::customer_server::Customer for CustomerService {
         )))
     }
 
-    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
+        let caller = Caller::of(&req)?;
         let mut by_id: BTreeMap<BackupId, pb::BackupInfo> = BTreeMap::new();
-        for (id, v, r) in self.0.state.versions().map_err(internal)? {
+        for (id, v, r) in self.0.visible_versions(caller)? {
             let entry = by_id.entry(id).or_insert_with(|| pb::BackupInfo {
                 backup_id: id.to_string(),
+                owner: caller::owner_label(r.owner),
                 paths: r.paths.clone(),
                 versions: Vec::new(),
             });
@@ -1009,8 +1040,9 @@ impl pb::customer_server::Customer for CustomerService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteReply>, Status> {
+        let caller = Caller::of(&req)?;
         let req = req.into_inner();
-        let (id, _, _) = self.0.select(&req.backup_id, req.version)?;
+        let (id, _, _) = self.0.select(caller, &req.backup_id, req.version)?;
         let versions: Vec<u64> = if req.version == 0 {
             self.0
                 .state
@@ -1059,6 +1091,7 @@ impl pb::customer_server::Customer for CustomerService {
         &self,
         req: Request<pb::MarkRepairedRequest>,
     ) -> Result<Response<pb::MarkRepairedReply>, Status> {
+        Caller::of(&req)?.require_system("record repairs")?;
         let missing_positions = self.0.mark_repaired(&req.into_inner())?;
         Ok(Response::new(pb::MarkRepairedReply { missing_positions }))
     }
@@ -1067,6 +1100,7 @@ impl pb::customer_server::Customer for CustomerService {
         &self,
         req: Request<pb::HireSupplierRequest>,
     ) -> Result<Response<pb::SupplierInfo>, Status> {
+        Caller::of(&req)?.require_system("hire suppliers")?;
         let req = req.into_inner();
         if req.address.is_empty() {
             return Ok(Response::new(self.0.hire_from_dht(req.position).await?));
@@ -1080,6 +1114,7 @@ impl pb::customer_server::Customer for CustomerService {
         &self,
         req: Request<pb::FireSupplierRequest>,
     ) -> Result<Response<pb::FireSupplierReply>, Status> {
+        Caller::of(&req)?.require_system("fire suppliers")?;
         Ok(Response::new(self.0.fire(req.into_inner().position).await?))
     }
 }

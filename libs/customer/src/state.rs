@@ -48,6 +48,10 @@ pub struct SupplierStats {
 /// One version of one backup in the catalog.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VersionRecord {
+    /// The user whose backup it is (`None`: the system's, made by root or
+    /// the agent's own user); only it and the system may see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
     /// Source paths.
     pub paths: Vec<String>,
     /// Unix seconds.
@@ -609,6 +613,7 @@ mod tests {
 
     fn record(blocks: u64) -> VersionRecord {
         VersionRecord {
+            owner: None,
             paths: vec!["/x".into()],
             time: 1,
             input_bytes: 1,

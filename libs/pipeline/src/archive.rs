@@ -20,23 +20,26 @@ use tar::{EntryType, Header, HeaderMode};
 use crate::Progress;
 
 /// What went into an archive.
-#[derive(Debug, Default)]
-pub(crate) struct ArchiveStats {
-    pub(crate) files: u64,
-    pub(crate) directories: u64,
-    pub(crate) symlinks: u64,
-    /// Entries left out, each with the reason.
-    pub(crate) skipped: Vec<String>,
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Entries left out, each with the reason (the first 1000 are named).
+    pub skipped: Vec<String>,
     /// Entries left out in all (only the first ones are named in `skipped`).
-    pub(crate) skipped_count: u64,
+    pub skipped_count: u64,
     /// Bytes of file content read.
-    pub(crate) content_bytes: u64,
+    pub content_bytes: u64,
 }
 
 /// At most this many skipped entries are named; the rest are counted.
 const MAX_SKIPPED_NAMED: usize = 1000;
 
-impl ArchiveStats {
+impl ArchiveSummary {
     fn skip(&mut self, why: String) {
         self.skipped_count += 1;
         if self.skipped.len() < MAX_SKIPPED_NAMED {
@@ -48,17 +51,20 @@ impl ArchiveStats {
     }
 }
 
-/// Archives `sources` (absolute paths) into `out`, streaming file contents.
-pub(crate) fn write_archive<W: Write>(
+/// Archives `sources` (absolute paths) into `out`, streaming file contents,
+/// with the rights of the calling process: what it may not read is skipped
+/// and named in the summary. `progress` advances by content bytes read;
+/// setting `cancel` stops it (the error is `BrokenPipe`).
+pub fn write_archive<W: Write>(
     sources: &[PathBuf],
     out: W,
     progress: &dyn Progress,
     cancel: &AtomicBool,
-) -> io::Result<(W, ArchiveStats)> {
+) -> io::Result<(W, ArchiveSummary)> {
     let mut builder = tar::Builder::new(out);
     builder.mode(HeaderMode::Complete);
     builder.follow_symlinks(false);
-    let mut stats = ArchiveStats::default();
+    let mut stats = ArchiveSummary::default();
     for source in sources {
         let walk = walkdir::WalkDir::new(source)
             .follow_links(false)

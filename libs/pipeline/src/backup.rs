@@ -13,7 +13,7 @@ use bitdust_ecc::{Code, EccError, Scheme};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::archive::{ArchiveStats, write_archive};
+use crate::archive::{ArchiveSummary, write_archive};
 use crate::restore::decodable;
 use crate::{
     DEFAULT_BLOCK_SIZE, DEFAULT_MAX_BLOCK_SIZE, DEFAULT_ZSTD_LEVEL, FragmentSink, Progress,
@@ -142,7 +142,56 @@ enum Msg {
     End,
 }
 
-/// Backs up `sources` (absolute paths) as version `version` of `backup_id`,
+/// Where the tar archive of a backup comes from.
+pub trait ArchiveInput: Send {
+    /// The source paths the archive holds, absolute, as raw bytes.
+    fn source_paths(&self) -> Vec<Vec<u8>>;
+    /// Writes the whole archive to `out` and says what went into it. An
+    /// error means the archive is incomplete: the backup is not committed.
+    /// `cancel` is set when the backup failed on the other side; stop then.
+    fn write_to(
+        &mut self,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> io::Result<ArchiveSummary>;
+}
+
+/// The archive of local paths, read by this process with its own rights.
+pub struct LocalPaths<'a>(&'a [PathBuf]);
+
+impl<'a> LocalPaths<'a> {
+    /// `sources` must be absolute and exist.
+    pub fn new(sources: &'a [PathBuf]) -> Result<Self, BackupError> {
+        for s in sources {
+            std::fs::symlink_metadata(s).map_err(|source| BackupError::Source {
+                path: s.clone(),
+                source,
+            })?;
+        }
+        Ok(LocalPaths(sources))
+    }
+}
+
+impl ArchiveInput for LocalPaths<'_> {
+    fn source_paths(&self) -> Vec<Vec<u8>> {
+        self.0
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect()
+    }
+
+    fn write_to(
+        &mut self,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> io::Result<ArchiveSummary> {
+        write_archive(self.0, out, progress, cancel).map(|(_, s)| s)
+    }
+}
+
+/// Backs up the archive `input` gives as version `version` of `backup_id`,
 /// writing fragments to `sink`. Needs the signing identity and public key
 /// material only.
 #[allow(clippy::too_many_arguments)]
@@ -151,7 +200,7 @@ pub fn backup(
     key: &BackupKeyMaterial,
     backup_id: BackupId,
     version: u64,
-    sources: &[PathBuf],
+    input: &mut dyn ArchiveInput,
     opts: &BackupOptions,
     sink: &mut dyn FragmentSink,
     progress: &dyn Progress,
@@ -174,12 +223,7 @@ pub fn backup(
             opts.zstd_level
         )));
     }
-    for s in sources {
-        std::fs::symlink_metadata(s).map_err(|source| BackupError::Source {
-            path: s.clone(),
-            source,
-        })?;
-    }
+    let source_paths = input.source_paths();
     let code = Code::new(opts.scheme, opts.suppliers)?;
     let sealer = BlockSealer::new(
         identity.clone(),
@@ -201,7 +245,7 @@ pub fn backup(
     let (stats, archive_bytes, outcome) = std::thread::scope(|scope| {
         let cancel = &cancel;
         let producer = scope
-            .spawn(move || produce(sources, level, block_size, tx, recycle_rx, progress, cancel));
+            .spawn(move || produce(input, level, block_size, tx, recycle_rx, progress, cancel));
         let outcome = consume(&sealer, &code, rx, recycle_tx, sink);
         if outcome.is_err() {
             cancel.store(true, Ordering::Relaxed);
@@ -226,10 +270,7 @@ pub fn backup(
     let stats = stats.unwrap_or_default();
 
     let info = BackupInfo {
-        source_paths: sources
-            .iter()
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .collect(),
+        source_paths,
         files: stats.files,
         directories: stats.directories,
         symlinks: stats.symlinks,
@@ -301,14 +342,14 @@ fn failure_reasons(sink: &dyn FragmentSink, positions: &[usize]) -> String {
 /// Archiver thread: tar -> zstd -> blocks on the channel. `Ok(None)` means the
 /// consumer stopped early (its error is the one reported).
 fn produce(
-    sources: &[PathBuf],
+    input: &mut dyn ArchiveInput,
     level: i32,
     block_size: usize,
     tx: Sender<Msg>,
     recycle: Receiver<Vec<u8>>,
     progress: &dyn Progress,
     cancel: &AtomicBool,
-) -> io::Result<Option<(ArchiveStats, u64)>> {
+) -> io::Result<Option<(ArchiveSummary, u64)>> {
     let cutter = BlockCutter {
         tx: tx.clone(),
         recycle,
@@ -317,11 +358,11 @@ fn produce(
         closed: false,
     };
     let encoder = zstd::stream::write::Encoder::new(cutter, level)?;
-    let counting = CountingWriter {
+    let mut counting = CountingWriter {
         inner: encoder,
         bytes: 0,
     };
-    let (counting, stats) = match write_archive(sources, counting, progress, cancel) {
+    let stats = match input.write_to(&mut counting, progress, cancel) {
         Ok(v) => v,
         Err(e) => return if is_closed(&e) { Ok(None) } else { Err(e) },
     };

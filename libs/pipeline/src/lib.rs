@@ -17,7 +17,10 @@ pub mod local;
 mod restore;
 mod sink;
 
-pub use backup::{BackupError, BackupKeyMaterial, BackupOptions, BackupReport, backup};
+pub use archive::{ArchiveSummary, write_archive};
+pub use backup::{
+    ArchiveInput, BackupError, BackupKeyMaterial, BackupOptions, BackupReport, LocalPaths, backup,
+};
 pub use restore::{
     BlockHealth, BlocksReport, ChunkReader, RestoreError, RestoreOptions, RestoreReport,
     VerifyReport, chunk_reader, extract_archive, load_manifest, restore, restore_blocks, verify,

@@ -526,7 +526,10 @@ pub fn backup_to_dir(
     let version = store.next_version(id);
     let code = Code::new(opts.scheme, opts.suppliers).map_err(BackupError::from)?;
     let mut sink = store.sink(id, version, &code);
-    let report = backup(identity, &key, id, version, &abs, opts, &mut sink, progress)?;
+    let mut input = crate::LocalPaths::new(&abs)?;
+    let report = backup(
+        identity, &key, id, version, &mut input, opts, &mut sink, progress,
+    )?;
     Ok(report)
 }
 

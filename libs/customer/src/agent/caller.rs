@@ -1,0 +1,284 @@
+//! Who calls the agent, and the archive a caller streams to it.
+//!
+//! The agent reads no file: the caller (bitdustctl, with its own rights)
+//! writes the tar archive and streams it. Each call's user comes from the
+//! Unix socket's peer credentials (SO_PEERCRED). Root and the agent's own
+//! user (the nightly timer runs as it) are the system: they see every
+//! backup. Any other user owns the backups it makes, under ids of its own,
+//! and sees, restores and deletes only those.
+
+use std::io::{self, Write};
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bitdust_block::BackupId;
+use bitdust_crypto::NodeId;
+use bitdust_pipeline::{ArchiveInput, ArchiveSummary, Progress};
+use bitdust_proto::customer::v1 as pb;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Status, Streaming};
+
+/// The user behind one gRPC call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Root, or the agent's own user.
+    System,
+    /// Any other user, by uid.
+    User(u32),
+}
+
+impl Caller {
+    /// The caller of `req`, from the socket's peer credentials.
+    pub fn of<T>(req: &Request<T>) -> Result<Caller, Status> {
+        let uid = req
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+            .map(|c| c.uid())
+            .ok_or_else(|| {
+                Status::permission_denied(
+                    "the agent cannot tell which user is calling (no peer credentials); call it over its Unix socket",
+                )
+            })?;
+        Ok(Caller::from_uid(uid))
+    }
+
+    /// Root and the agent's own user are the system.
+    pub fn from_uid(uid: u32) -> Caller {
+        if uid == 0 || uid == rustix::process::geteuid().as_raw() {
+            Caller::System
+        } else {
+            Caller::User(uid)
+        }
+    }
+
+    /// The owner recorded on the backups this caller makes.
+    pub fn owner(self) -> Option<u32> {
+        match self {
+            Caller::System => None,
+            Caller::User(u) => Some(u),
+        }
+    }
+
+    /// Whether this caller may see (list, restore, delete) a backup owned by
+    /// `owner`.
+    pub fn may_see(self, owner: Option<u32>) -> bool {
+        match self {
+            Caller::System => true,
+            Caller::User(u) => owner == Some(u),
+        }
+    }
+
+    /// Refuses what only the system may do (hire, fire, start afresh,
+    /// repair records, restoring into a directory as the agent).
+    pub fn require_system(self, what: &str) -> Result<(), Status> {
+        match self {
+            Caller::System => Ok(()),
+            Caller::User(u) => Err(Status::permission_denied(format!(
+                "only root or the agent's own user may {what} (you are uid {u})"
+            ))),
+        }
+    }
+}
+
+/// How a backup's owner reads in `bitdustctl list`.
+pub(super) fn owner_label(owner: Option<u32>) -> String {
+    owner.map(|u| format!("uid {u}")).unwrap_or_default()
+}
+
+/// The id of the backup of `paths` (absolute, raw bytes) made by `owner`:
+/// the system's ids are those of the paths alone; another user's paths get
+/// an id of their own, so no user can add versions to (and so prune) the
+/// system's or another user's backup of the same paths.
+pub(super) fn backup_id(customer: &NodeId, owner: Option<u32>, paths: &[Vec<u8>]) -> BackupId {
+    let mut parts = paths.to_vec();
+    if let Some(u) = owner {
+        // Never a path: paths are absolute, so they start with '/'.
+        parts.push(format!("owner uid {u}").into_bytes());
+    }
+    BackupId::for_sources(customer.as_bytes(), &parts)
+}
+
+/// A source path as the caller named it: absolute and without `.` or `..`.
+pub(super) fn checked_path(p: &str) -> Result<Vec<u8>, Status> {
+    let path = Path::new(p);
+    let plain = path
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !path.is_absolute() || !plain {
+        return Err(Status::invalid_argument(format!(
+            "{p} is not an absolute path without . or ..; give the absolute path to back up"
+        )));
+    }
+    let normal: std::path::PathBuf = path.components().collect();
+    Ok(std::os::unix::ffi::OsStrExt::as_bytes(normal.as_os_str()).to_vec())
+}
+
+/// The longest a caller may pause between two pieces of its archive.
+pub(super) const ARCHIVE_IDLE: Duration = Duration::from_secs(600);
+
+/// At most this many skipped entries of a caller's summary are kept.
+const MAX_SKIPPED: usize = 1001;
+/// And each is cut to this many bytes.
+const MAX_SKIPPED_LEN: usize = 4096;
+
+/// Reads the `start` of a backup stream.
+pub(super) async fn read_start(stream: &mut Streaming<pb::BackupInput>) -> Result<pb::BackupStart, Status> {
+    match tokio::time::timeout(ARCHIVE_IDLE, stream.message()).await {
+        Err(_) => Err(Status::deadline_exceeded(
+            "the caller sent no backup start in time; send start, the archive, then end",
+        )),
+        Ok(Err(s)) => Err(s),
+        Ok(Ok(Some(pb::BackupInput {
+            kind: Some(pb::backup_input::Kind::Start(s)),
+        }))) => Ok(s),
+        Ok(Ok(_)) => Err(Status::invalid_argument(
+            "a backup stream begins with start (the paths); send start, the archive, then end",
+        )),
+    }
+}
+
+/// The rest of a caller's backup stream, as the pipeline reads it: the tar
+/// pieces are passed on in order, and only `end` makes the archive whole.
+pub(super) struct StreamedArchive {
+    paths: Vec<Vec<u8>>,
+    rx: mpsc::Receiver<Result<pb::backup_input::Kind, Status>>,
+    rt: Handle,
+}
+
+impl StreamedArchive {
+    /// Forwards `stream` (after its start) on a short queue, so a slow
+    /// pipeline slows the caller down (gRPC flow control) instead of
+    /// buffering.
+    pub(super) fn new(paths: Vec<Vec<u8>>, mut stream: Streaming<pb::BackupInput>, rt: Handle) -> Self {
+        let (tx, rx) = mpsc::channel(4);
+        rt.spawn(async move {
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(pb::BackupInput { kind: Some(k) })) => Ok(k),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return,
+                    Err(s) => Err(s),
+                };
+                let last = item.is_err() || matches!(item, Ok(pb::backup_input::Kind::End(_)));
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        StreamedArchive { paths, rx, rt }
+    }
+}
+
+fn cut(mut s: String) -> String {
+    if s.len() > MAX_SKIPPED_LEN {
+        let mut at = MAX_SKIPPED_LEN;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+    s
+}
+
+impl ArchiveInput for StreamedArchive {
+    fn source_paths(&self) -> Vec<Vec<u8>> {
+        self.paths.clone()
+    }
+
+    fn write_to(
+        &mut self,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> io::Result<ArchiveSummary> {
+        use pb::backup_input::Kind;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            let next = self
+                .rt
+                .block_on(async { tokio::time::timeout(ARCHIVE_IDLE, self.rx.recv()).await });
+            match next {
+                Err(_) => {
+                    return Err(io::Error::other(format!(
+                        "the caller sent nothing for {} s; nothing was committed",
+                        ARCHIVE_IDLE.as_secs()
+                    )));
+                }
+                Ok(None) => {
+                    return Err(io::Error::other(
+                        "the caller stopped sending the archive before its end; nothing was committed",
+                    ));
+                }
+                Ok(Some(Err(s))) => {
+                    return Err(io::Error::other(format!(
+                        "the caller's archive stream broke ({}); nothing was committed",
+                        s.message()
+                    )));
+                }
+                Ok(Some(Ok(Kind::Start(_)))) => {
+                    return Err(io::Error::other(
+                        "the caller sent a second start; a backup stream is start, the archive, then end",
+                    ));
+                }
+                Ok(Some(Ok(Kind::Archive(piece)))) => {
+                    out.write_all(&piece)?;
+                    progress.advance(piece.len() as u64);
+                }
+                Ok(Some(Ok(Kind::End(e)))) => {
+                    let mut skipped: Vec<String> = e.skipped.into_iter().map(cut).collect();
+                    skipped.truncate(MAX_SKIPPED);
+                    return Ok(ArchiveSummary {
+                        files: e.files,
+                        directories: e.directories,
+                        symlinks: e.symlinks,
+                        skipped_count: skipped.len() as u64,
+                        skipped,
+                        content_bytes: e.content_bytes,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_be_absolute_and_plain() {
+        assert_eq!(checked_path("/home/a/docs").unwrap(), b"/home/a/docs");
+        assert_eq!(checked_path("/home//a/docs/").unwrap(), b"/home/a/docs");
+        for bad in ["docs", "/home/../etc", "/home/./a", ""] {
+            assert!(checked_path(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn each_user_has_its_own_ids_and_the_system_keeps_the_old_ones() {
+        let node = NodeId::from_bytes([7; 32]);
+        let paths = vec![b"/etc".to_vec()];
+        let system = backup_id(&node, None, &paths);
+        assert_eq!(system, BackupId::for_sources(node.as_bytes(), &paths));
+        let alice = backup_id(&node, Some(1000), &paths);
+        let bob = backup_id(&node, Some(1001), &paths);
+        assert_ne!(system, alice);
+        assert_ne!(alice, bob);
+    }
+
+    #[test]
+    fn only_the_system_sees_every_backup() {
+        assert!(Caller::System.may_see(None));
+        assert!(Caller::System.may_see(Some(1000)));
+        assert!(Caller::User(1000).may_see(Some(1000)));
+        assert!(!Caller::User(1000).may_see(Some(1001)));
+        assert!(!Caller::User(1000).may_see(None));
+        assert_eq!(Caller::from_uid(0), Caller::System);
+    }
+}
