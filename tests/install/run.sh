@@ -307,8 +307,23 @@ check "systemctl start bitdust-backup.service backs up customer.backup_paths" \
         [ \"\$(nsenter -t ${leader[bd-cust]} -m -u -i -n -p systemctl show -P Result bitdust-backup.service)\" = success ]"
 check "the timer is installed for 02:30" on bd-cust sh -c \
     'systemctl cat bitdust-backup.timer | grep -q "OnCalendar=.*02:30"'
-check "both runs are versions of one backup" as bd-cust alice \
-    '[ "$(bitdustctl --json list | grep -o "\"backup_id\"" | wc -l) $(bitdustctl --json list | grep -o "\"version\":" | wc -l)" = "1 2" ]'
+check "alice sees only her own backup (the timer's backup of the same folder is the system's)" as bd-cust alice \
+    '[ "$(bitdustctl --json list | grep -o "\"backup_id\"" | wc -l) $(bitdustctl --json list | grep -o "\"version\":" | wc -l)" = "1 1" ]'
+check "root sees both backups: alice's (owner uid) and the timer's" on bd-cust sh -c \
+    '[ "$(bitdustctl --json list | grep -o "\"backup_id\"" | wc -l)" = 2 ] &&
+     bitdustctl --json list | grep -q "\"owner\":\"uid $(id -u alice)\""'
+# ---- a member of group bitdust backs up only what she may read ----
+if out="$(as bd-cust alice 'bitdustctl backup --quiet /etc/shadow' 2>&1)"; then
+    fail "alice may not back up /etc/shadow"
+else
+    code=$?
+    [ "$code" = 1 ] && [ "$(printf '%s\n' "$out" | wc -l)" = 1 ] &&
+        printf '%s' "$out" | grep -q "permission denied" ||
+        fail "alice's backup of /etc/shadow is refused with exit 1 and one line (got $code: $out)"
+    ok "alice's backup of /etc/shadow is refused in one line: $out"
+fi
+check "the customer-agent holds no capability (it reads no file: bitdustctl streams them)" on bd-cust sh -c \
+    'grep -q "^CapEff:[[:space:]]*0000000000000000$" /proc/$(systemctl show -P MainPID bitdust-customer)/status'
 check "bitdustctl restore as alice writes alice's files, bit-exact" as bd-cust alice \
     'bitdustctl --quiet restore --to ~/restored && diff -r --no-dereference ~/Documents ~/restored/home/alice/Documents &&
      [ -z "$(find ~/restored ! -user alice)" ] && [ -d ~/restored/home/alice/Documents/empty ]'
@@ -317,7 +332,7 @@ check "bitdustctl restore as alice writes alice's files, bit-exact" as bd-cust a
 check "cron is running" on bd-cust systemctl is-active --quiet cron
 as bd-cust alice 'echo "* * * * * bitdustctl backup --quiet /home/alice/Documents" | crontab -'
 poll 75 "alice's crontab line made a new version (the minute's cron run)" as bd-cust alice \
-    'bitdustctl --json status | grep -Eq "\"versions\":3[,}]"'
+    'bitdustctl --json status | grep -Eq "\"versions\":2[,}]"'
 as bd-cust alice 'crontab -r'
 
 # ---- the watchdog: no unit was restarted, well past WatchdogSec=30s ----
@@ -370,7 +385,7 @@ poll 30 "every unit is active again after stop/start" sh -c "
     nsenter -t ${leader[bd-sup1]} -m -u -i -n -p systemctl is-active --quiet bitdust-supplier bitdust-dht &&
     nsenter -t ${leader[bd-sup2]} -m -u -i -n -p systemctl is-active --quiet bitdust-supplier bitdust-dht"
 check "the node id, suppliers and backups survived the restart" as bd-cust alice \
-    "bitdustctl --json status | grep '\"node_id\":\"$node_id\"' | grep '\"hired\":2,' | grep -Eq '\"versions\":3[,}]'"
+    "bitdustctl --json status | grep '\"node_id\":\"$node_id\"' | grep '\"hired\":2,' | grep -Eq '\"versions\":2[,}]'"
 poll 30 "both suppliers are reachable again" as bd-cust alice \
     'bitdustctl --json status | grep -q "\"reachable\":2,"'
 check "restore after the restart, bit-exact" as bd-cust alice \

@@ -2063,36 +2063,53 @@ async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
     let own = json(tokio::task::block_in_place(|| {
         as_other(&["--json", "backup", &mine_s])
     }));
-    assert_eq!(own["files"].as_u64().unwrap() > 0, true, "{own}");
+    assert!(own["files"].as_u64().unwrap() > 0, "{own}");
     // Root's backup of nobody's tree is another backup than nobody's.
     let system_of_mine = tokio::task::block_in_place(|| net.ok(&["backup", &mine_s]));
     assert_ne!(system_of_mine["backup_id"], own["backup_id"]);
 
     // nobody sees only its backup; root sees all three.
-    let listed = json(tokio::task::block_in_place(|| as_other(&["--json", "list"])));
+    let listed = json(tokio::task::block_in_place(|| {
+        as_other(&["--json", "list"])
+    }));
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["backup_id"], own["backup_id"]);
     assert_eq!(listed[0]["owner"], format!("uid {OTHER_UID}"));
     let all = tokio::task::block_in_place(|| net.ok(&["list"]));
     assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
-    let status = json(tokio::task::block_in_place(|| as_other(&["--json", "status"])));
+    let status = json(tokio::task::block_in_place(|| {
+        as_other(&["--json", "status"])
+    }));
     assert_eq!(status["backups"], 1, "{status}");
 
     // Root's backup of the secret is not there for nobody to restore.
     let sid = system["backup_id"].as_str().unwrap();
     let o = tokio::task::block_in_place(|| {
-        as_other(&["restore", sid, "--to", &restored.join("stolen").display().to_string()])
+        as_other(&[
+            "restore",
+            sid,
+            "--to",
+            &restored.join("stolen").display().to_string(),
+        ])
     });
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no backup id starts with"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no backup id starts with"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!restored.join("stolen").exists());
     // Nor to delete, nor may nobody fire or hire suppliers.
     let o = tokio::task::block_in_place(|| as_other(&["delete", sid]));
     assert!(!o.status.success());
     let o = tokio::task::block_in_place(|| as_other(&["suppliers", "fire", "0"]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("only root or the agent's own user"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("only root or the agent's own user"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(
         tokio::task::block_in_place(|| net.ok(&["suppliers"]))["suppliers"]
             .as_array()
@@ -2106,7 +2123,12 @@ async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
     // Its own backup restores bit-exact, as its files.
     let to = restored.join("out");
     let o = tokio::task::block_in_place(|| {
-        as_other(&["restore", own["backup_id"].as_str().unwrap(), "--to", &to.display().to_string()])
+        as_other(&[
+            "restore",
+            own["backup_id"].as_str().unwrap(),
+            "--to",
+            &to.display().to_string(),
+        ])
     });
     assert!(o.status.success(), "{}", stderr(&o));
     assert_same_tree(&mine, &restored_path(&to, &mine));

@@ -50,7 +50,7 @@ pub struct Cli {
 pub enum Command {
     /// This customer's node id, suppliers and backups.
     Status,
-    /// Back PATH... up to the suppliers (a new version of the backup of the same paths).
+    /// Back PATH... up to the suppliers (a new version of the backup of the same paths by the same user); bitdustctl reads the files, as the user running it.
     Backup {
         /// Files or directories to back up [default: customer.backup_paths
         /// of the configuration file].
@@ -61,7 +61,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE", env = "BITDUST_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// List the backups and their versions.
+    /// List the backups and their versions (root and the user bitdust see every backup; other users their own).
     List,
     /// Restore a backup version into a new or empty directory; bitdustctl writes the files, as the user running it.
     Restore {

@@ -338,9 +338,9 @@ impl Client {
                 bytes_total: total,
             })),
         };
-        tx.send(start).await.map_err(|_| {
-            Failure(EXIT_FAILED, "the backup stream closed at once".into())
-        })?;
+        tx.send(start)
+            .await
+            .map_err(|_| Failure(EXIT_FAILED, "the backup stream closed at once".into()))?;
         let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let archiver = {
             let (bar, cancel) = (bar.clone(), cancel.clone());

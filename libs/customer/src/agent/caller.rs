@@ -126,7 +126,9 @@ const MAX_SKIPPED: usize = 1001;
 const MAX_SKIPPED_LEN: usize = 4096;
 
 /// Reads the `start` of a backup stream.
-pub(super) async fn read_start(stream: &mut Streaming<pb::BackupInput>) -> Result<pb::BackupStart, Status> {
+pub(super) async fn read_start(
+    stream: &mut Streaming<pb::BackupInput>,
+) -> Result<pb::BackupStart, Status> {
     match tokio::time::timeout(ARCHIVE_IDLE, stream.message()).await {
         Err(_) => Err(Status::deadline_exceeded(
             "the caller sent no backup start in time; send start, the archive, then end",
@@ -153,7 +155,11 @@ impl StreamedArchive {
     /// Forwards `stream` (after its start) on a short queue, so a slow
     /// pipeline slows the caller down (gRPC flow control) instead of
     /// buffering.
-    pub(super) fn new(paths: Vec<Vec<u8>>, mut stream: Streaming<pb::BackupInput>, rt: Handle) -> Self {
+    pub(super) fn new(
+        paths: Vec<Vec<u8>>,
+        mut stream: Streaming<pb::BackupInput>,
+        rt: Handle,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4);
         rt.spawn(async move {
             loop {
