@@ -175,6 +175,12 @@ pub struct SupplierConfig {
     pub max_object_size: ByteSize,
     /// The most customers served at once.
     pub max_customers: u32,
+    /// A customer's service that stores nothing this many seconds after it
+    /// was granted ends, and its quota goes back to the others.
+    pub unused_service_secs: u64,
+    /// The most services that store nothing yet, per source address (an
+    /// IPv4 address or an IPv6 /64): identities cost nothing, addresses do.
+    pub max_unused_per_address: u32,
 }
 
 impl Default for SupplierConfig {
@@ -189,6 +195,8 @@ impl Default for SupplierConfig {
             capacity: ByteSize(10 << 30),
             max_object_size: ByteSize(64 << 20),
             max_customers: 1000,
+            unused_service_secs: 86_400,
+            max_unused_per_address: 4,
         }
     }
 }
@@ -450,6 +458,12 @@ impl Config {
         }
         if s.max_customers == 0 {
             return Err(self.invalid("supplier.max_customers", "must be at least 1"));
+        }
+        if s.unused_service_secs == 0 {
+            return Err(self.invalid("supplier.unused_service_secs", "must be at least 1"));
+        }
+        if s.max_unused_per_address == 0 {
+            return Err(self.invalid("supplier.max_unused_per_address", "must be at least 1"));
         }
         Ok(())
     }

@@ -80,7 +80,7 @@ impl MemNet {
             .ok_or_else(|| DhtError::Unreachable(format!("no node {}", to.id)))?;
         let req = pb::Request::decode(bytes).map_err(|e| DhtError::BadAnswer(e.to_string()))?;
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        Ok(node.handle(from, req).encode_to_vec())
+        Ok(node.handle(from, None, req).encode_to_vec())
     }
 }
 

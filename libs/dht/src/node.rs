@@ -159,8 +159,14 @@ impl<T: Transport> Node<T> {
         lock(&self.store).iter().cloned().collect()
     }
 
-    /// Answers a request from node `from` (authenticated by the transport).
-    pub fn handle(&self, from: &NodeId, req: pb::Request) -> pb::Response {
+    /// Answers a request from node `from` (authenticated by the transport),
+    /// whose packets come from `source` when the transport knows it.
+    pub fn handle(
+        &self,
+        from: &NodeId,
+        source: Option<std::net::IpAddr>,
+        req: pb::Request,
+    ) -> pb::Response {
         if let Some(addr) = crate::routing::peer_address(&req.from_address) {
             lock(&self.table).insert(Contact::new(*from, addr.to_string()));
         }
@@ -207,11 +213,11 @@ impl<T: Transport> Node<T> {
             },
             request::Kind::Sample(s) => {
                 let max = (s.max as usize).min(16);
-                let records = lock(&self.store)
-                    .sample(&s.kind, max, now())
-                    .iter()
-                    .map(Record::to_proto)
-                    .collect();
+                let sampled = lock(&self.store).sample(from, &s.kind, max, now());
+                let records = match sampled {
+                    Ok(r) => r.iter().map(Record::to_proto).collect(),
+                    Err(e) => return error(pb::ErrorCode::RateLimited, e.to_string()),
+                };
                 response::Kind::Value(pb::Value {
                     records,
                     contacts: contacts(&Key::random()),
@@ -225,7 +231,7 @@ impl<T: Transport> Node<T> {
                     Ok(r) => r,
                     Err(e) => return error(pb::ErrorCode::BadRecord, e.to_string()),
                 };
-                match lock(&self.store).put(from, r, now()) {
+                match lock(&self.store).put(from, source, r, now()) {
                     Ok(()) => response::Kind::Stored(pb::Stored {}),
                     Err(e) => {
                         let code = match e {

@@ -1,6 +1,7 @@
 //! The records a node keeps for others, with limits per sending peer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bitdust_crypto::NodeId;
@@ -19,6 +20,14 @@ pub struct Limits {
     pub burst: f64,
     /// ...refilled at this many per second.
     pub per_second: f64,
+    /// Records stored by one source address (an IPv4 address or an IPv6
+    /// /64) held at most: identities cost nothing, addresses do.
+    pub max_per_address: usize,
+    /// Sample requests one peer may make in a burst (each scans up to
+    /// 4,096 records)...
+    pub sample_burst: f64,
+    /// ...refilled at this many per second.
+    pub sample_per_second: f64,
 }
 
 impl Default for Limits {
@@ -28,6 +37,9 @@ impl Default for Limits {
             max_per_owner: 16,
             burst: 60.0,
             per_second: 1.0,
+            max_per_address: 256,
+            sample_burst: 30.0,
+            sample_per_second: 2.0,
         }
     }
 }
@@ -50,8 +62,8 @@ pub enum StoreError {
         /// The sequence held.
         held: u64,
     },
-    /// The peer sent too many store requests.
-    #[error("too many store requests from {0}; slow down")]
+    /// The peer sent too many store or sample requests.
+    #[error("too many requests from {0}; slow down")]
     RateLimited(NodeId),
     /// No room.
     #[error("this node holds all the records it will ({0}); try the next closest node")]
@@ -69,6 +81,45 @@ pub struct RecordStore {
     records: HashMap<Key, Record>,
     per_owner: HashMap<NodeId, usize>,
     senders: HashMap<NodeId, Bucket>,
+    samplers: HashMap<NodeId, Bucket>,
+    /// Records held per source address, and the address each came from.
+    per_address: HashMap<String, usize>,
+    origin: HashMap<Key, String>,
+}
+
+/// The key the per-address limit counts by: an IPv4 address, or the /64 an
+/// IPv6 address is in.
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// Takes one token from `from`'s bucket in `map`.
+fn take(map: &mut HashMap<NodeId, Bucket>, from: &NodeId, burst: f64, rate: f64) -> bool {
+    let now = Instant::now();
+    let b = map.entry(*from).or_insert(Bucket {
+        tokens: burst,
+        at: now,
+    });
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+    b.at = now;
+    if b.tokens < 1.0 {
+        return false;
+    }
+    b.tokens -= 1.0;
+    // Forget senders whose buckets are full again, so the map stays small.
+    if map.len() > 10_000 {
+        map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+    }
+    true
 }
 
 impl RecordStore {
@@ -79,12 +130,29 @@ impl RecordStore {
             records: HashMap::new(),
             per_owner: HashMap::new(),
             senders: HashMap::new(),
+            samplers: HashMap::new(),
+            per_address: HashMap::new(),
+            origin: HashMap::new(),
         }
     }
 
-    /// Takes `record` from peer `from` at time `now` (Unix seconds).
-    pub fn put(&mut self, from: &NodeId, record: Record, now: u64) -> Result<(), StoreError> {
-        self.take_token(from)?;
+    /// Takes `record` from peer `from`, whose packets come from `source`
+    /// (when the transport knows it), at time `now` (Unix seconds).
+    pub fn put(
+        &mut self,
+        from: &NodeId,
+        source: Option<IpAddr>,
+        record: Record,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if !take(
+            &mut self.senders,
+            from,
+            self.limits.burst,
+            self.limits.per_second,
+        ) {
+            return Err(StoreError::RateLimited(*from));
+        }
         record.verify(now)?;
         let key = record.key();
         match self.records.get(&key) {
@@ -118,6 +186,15 @@ impl RecordStore {
                 if n >= self.limits.max_per_owner {
                     return Err(StoreError::Full(self.limits.max_per_owner));
                 }
+                let address = source.map(address_key);
+                if let Some(a) = &address {
+                    if self.per_address.get(a).copied().unwrap_or(0) >= self.limits.max_per_address
+                    {
+                        return Err(StoreError::Full(self.limits.max_per_address));
+                    }
+                    *self.per_address.entry(a.clone()).or_default() += 1;
+                    self.origin.insert(key, a.clone());
+                }
                 *self.per_owner.entry(record.owner).or_default() += 1;
             }
         }
@@ -139,9 +216,29 @@ impl RecordStore {
         Ok(())
     }
 
-    /// Up to `max` unexpired records of `kind`, from a random place in the
-    /// store (at most 4,096 records are looked at).
-    pub fn sample(&self, kind: &str, max: usize, now: u64) -> Vec<Record> {
+    /// Up to `max` unexpired records of `kind` for peer `from`, from a
+    /// random place in the store (at most 4,096 records are looked at);
+    /// rate-limited per peer.
+    pub fn sample(
+        &mut self,
+        from: &NodeId,
+        kind: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let l = &self.limits;
+        if !take(
+            &mut self.samplers,
+            from,
+            l.sample_burst,
+            l.sample_per_second,
+        ) {
+            return Err(StoreError::RateLimited(*from));
+        }
+        Ok(self.sample_any(kind, max, now))
+    }
+
+    fn sample_any(&self, kind: &str, max: usize, now: u64) -> Vec<Record> {
         let skip = if self.records.is_empty() {
             0
         } else {
@@ -163,28 +260,6 @@ impl RecordStore {
         self.records.values()
     }
 
-    fn take_token(&mut self, from: &NodeId) -> Result<(), StoreError> {
-        let now = Instant::now();
-        let l = &self.limits;
-        let b = self.senders.entry(*from).or_insert(Bucket {
-            tokens: l.burst,
-            at: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * l.per_second).min(l.burst);
-        b.at = now;
-        if b.tokens < 1.0 {
-            return Err(StoreError::RateLimited(*from));
-        }
-        b.tokens -= 1.0;
-        // Forget senders whose buckets are full again, so the map stays small.
-        if self.senders.len() > 10_000 {
-            let (burst, rate) = (l.burst, l.per_second);
-            self.senders
-                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
-        }
-        Ok(())
-    }
-
     /// The unexpired record at `key`.
     pub fn get(&self, key: &Key, now: u64) -> Option<&Record> {
         self.records.get(key).filter(|r| r.expires > now)
@@ -194,12 +269,23 @@ impl RecordStore {
     pub fn expire(&mut self, now: u64) -> usize {
         let before = self.records.len();
         let per_owner = &mut self.per_owner;
-        self.records.retain(|_, r| {
+        let (per_address, origin) = (&mut self.per_address, &mut self.origin);
+        self.records.retain(|k, r| {
             let keep = r.expires > now;
-            if !keep && let Some(n) = per_owner.get_mut(&r.owner) {
-                *n -= 1;
-                if *n == 0 {
-                    per_owner.remove(&r.owner);
+            if !keep {
+                if let Some(n) = per_owner.get_mut(&r.owner) {
+                    *n -= 1;
+                    if *n == 0 {
+                        per_owner.remove(&r.owner);
+                    }
+                }
+                if let Some(a) = origin.remove(k)
+                    && let Some(n) = per_address.get_mut(&a)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        per_address.remove(&a);
+                    }
                 }
             }
             keep
@@ -238,32 +324,132 @@ mod tests {
         });
         let r1 = Record::sign(&owner, "supplier", 1, 60, b"a".to_vec());
         let r2 = Record::sign(&owner, "supplier", 2, 60, b"b".to_vec());
-        s.put(&peer, r2.clone(), now()).unwrap();
+        s.put(&peer, None, r2.clone(), now()).unwrap();
         assert!(matches!(
-            s.put(&peer, r1, now()),
+            s.put(&peer, None, r1, now()),
             Err(StoreError::Stale { held: 2, .. })
         ));
-        s.put(&peer, r2.clone(), now()).unwrap();
+        s.put(&peer, None, r2.clone(), now()).unwrap();
         assert_eq!(s.get(&r2.key(), now()), Some(&r2));
         let mut forged = r2.clone();
         forged.sequence = 9;
         assert!(matches!(
-            s.put(&peer, forged, now()),
+            s.put(&peer, None, forged, now()),
             Err(StoreError::Bad(RecordError::BadSignature(_)))
         ));
-        s.put(&peer, Record::sign(&owner, "k2", 1, 60, vec![]), now())
-            .unwrap();
+        s.put(
+            &peer,
+            None,
+            Record::sign(&owner, "k2", 1, 60, vec![]),
+            now(),
+        )
+        .unwrap();
         assert!(matches!(
-            s.put(&peer, Record::sign(&owner, "k3", 1, 60, vec![]), now()),
+            s.put(
+                &peer,
+                None,
+                Record::sign(&owner, "k3", 1, 60, vec![]),
+                now()
+            ),
             Err(StoreError::Full(2))
         ));
         // Six requests were allowed; the seventh is over the rate.
         assert!(matches!(
-            s.put(&peer, r2.clone(), now()),
+            s.put(&peer, None, r2.clone(), now()),
             Err(StoreError::RateLimited(_))
         ));
         // Expired records go.
         assert_eq!(s.expire(r2.expires + 1), 2);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn one_address_holds_a_bounded_number_of_records_whatever_its_identities() {
+        let mut s = RecordStore::new(Limits {
+            max_per_address: 3,
+            ..Limits::default()
+        });
+        let host: IpAddr = "192.0.2.7".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:0:1::5".parse().unwrap();
+        let also_same_64: IpAddr = "2001:db8:0:1::9".parse().unwrap();
+        let mut expiring = Vec::new();
+        // Fresh identities each time: only the address ties them together.
+        for i in 0..3 {
+            let owner = Identity::generate();
+            let r = Record::sign(&owner, "supplier", 1, 60 + i, vec![]);
+            expiring.push(r.expires);
+            s.put(&owner.node_id(), Some(host), r, now()).unwrap();
+        }
+        let owner = Identity::generate();
+        let r = Record::sign(&owner, "supplier", 1, 600, vec![]);
+        assert_eq!(
+            s.put(&owner.node_id(), Some(host), r.clone(), now()),
+            Err(StoreError::Full(3))
+        );
+        // Another address is not held back by that one.
+        s.put(
+            &owner.node_id(),
+            Some("192.0.2.8".parse().unwrap()),
+            r,
+            now(),
+        )
+        .unwrap();
+        // One IPv6 /64 is one address.
+        for ip in [same_64, also_same_64, same_64] {
+            let o = Identity::generate();
+            s.put(
+                &o.node_id(),
+                Some(ip),
+                Record::sign(&o, "k", 1, 600, vec![]),
+                now(),
+            )
+            .unwrap();
+        }
+        let o = Identity::generate();
+        assert!(
+            s.put(
+                &o.node_id(),
+                Some(also_same_64),
+                Record::sign(&o, "k", 1, 600, vec![]),
+                now()
+            )
+            .is_err()
+        );
+        // When the address's records expire, it may store again.
+        let later = *expiring.iter().max().unwrap() + 1;
+        assert_eq!(s.expire(later), 3);
+        let o = Identity::generate();
+        let r = Record::sign(&o, "k", 1, 6000, vec![]);
+        s.put(&o.node_id(), Some(host), r, later).unwrap();
+    }
+
+    #[test]
+    fn samples_are_rate_limited_per_peer() {
+        let mut s = RecordStore::new(Limits {
+            sample_burst: 3.0,
+            sample_per_second: 0.0,
+            ..Limits::default()
+        });
+        let owner = Identity::generate();
+        s.put(
+            &owner.node_id(),
+            None,
+            Record::sign(&owner, "supplier", 1, 60, vec![]),
+            now(),
+        )
+        .unwrap();
+        let (a, b) = (
+            Identity::generate().node_id(),
+            Identity::generate().node_id(),
+        );
+        for _ in 0..3 {
+            assert_eq!(s.sample(&a, "supplier", 16, now()).unwrap().len(), 1);
+        }
+        assert_eq!(
+            s.sample(&a, "supplier", 16, now()),
+            Err(StoreError::RateLimited(a))
+        );
+        // Other peers are not slowed by that one.
+        assert_eq!(s.sample(&b, "supplier", 16, now()).unwrap().len(), 1);
     }
 }

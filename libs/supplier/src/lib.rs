@@ -37,6 +37,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         capacity: s.capacity.0,
         max_object_size: s.max_object_size.0,
         max_customers: s.max_customers,
+        unused_secs: s.unused_service_secs,
+        max_unused_per_address: s.max_unused_per_address,
     };
     let store = Arc::new(
         tokio::task::spawn_blocking({

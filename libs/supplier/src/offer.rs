@@ -37,6 +37,8 @@ pub struct Publisher {
 impl Publisher {
     /// The current offer, signed.
     pub fn offer(&self, sequence: u64) -> Result<Record, crate::store::StoreError> {
+        // Space reserved and never used goes back before it is offered.
+        self.store.expire_unused()?;
         let t = self.store.totals()?;
         let l = self.store.limits();
         let free = l.capacity.saturating_sub(t.allocated);

@@ -32,10 +32,11 @@ pub async fn serve(endpoint: Endpoint, store: Arc<Store>) {
 }
 
 async fn serve_connection(conn: Connection, peer: NodeId, store: Arc<Store>) {
+    let from = conn.remote_address().ip();
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, peer, store.clone()));
+                tokio::spawn(serve_stream(send, recv, peer, from, store.clone()));
             }
             Err(e) => {
                 tracing::debug!(%peer, reason = %e, "peer connection ended");
@@ -81,7 +82,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Internal(format!("a storage task failed: {e}")))?
 }
 
-async fn serve_stream(mut send: SendStream, mut recv: RecvStream, peer: NodeId, store: Arc<Store>) {
+async fn serve_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    peer: NodeId,
+    from: std::net::IpAddr,
+    store: Arc<Store>,
+) {
     let req: pb::Request = match frame::read_frame(&mut recv, MAX_REQUEST).await {
         Ok(r) => r,
         Err(e) => {
@@ -105,7 +112,7 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, peer: NodeId, 
     let result = match kind {
         request::Kind::Put(put) => return serve_put(send, recv, peer, store, put).await,
         request::Kind::Get(get) => return serve_get(send, peer, store, get).await,
-        other => handle_simple(other, peer, store).await,
+        other => handle_simple(other, peer, from, store).await,
     };
     let resp = match result {
         Ok(r) => r,
@@ -129,12 +136,14 @@ fn usage(rec: &CustomerRecord) -> (u64, u64) {
 async fn handle_simple(
     kind: request::Kind,
     peer: NodeId,
+    from: std::net::IpAddr,
     store: Arc<Store>,
 ) -> Result<pb::Response, StoreError> {
     match kind {
         request::Kind::RequestService(r) => {
             let rec =
-                blocking(move || store.request_service(&peer, r.needed_bytes, r.suppliers)).await?;
+                blocking(move || store.request_service(&peer, r.needed_bytes, r.suppliers, from))
+                    .await?;
             tracing::info!(%peer, quota = rec.quota, "storage service granted");
             Ok(reply(response::Kind::ServiceAccepted(
                 pb::ServiceAccepted {

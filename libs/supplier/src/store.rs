@@ -102,6 +102,32 @@ pub struct CustomerRecord {
     pub objects: u64,
     /// Unix seconds when the service began.
     pub since: u64,
+    /// The source address the service was granted to (an IPv4 address, or
+    /// an IPv6 /64 prefix), for the per-address limit on unused services.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+}
+
+impl CustomerRecord {
+    /// A service that holds nothing yet.
+    fn unused(&self) -> bool {
+        self.objects == 0 && self.used == 0
+    }
+}
+
+/// The key the per-address limits count by: an IPv4 address, or the /64
+/// an IPv6 address is in (one host usually holds a whole /64).
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 /// One stored object.
@@ -124,6 +150,11 @@ pub struct Limits {
     pub max_object_size: u64,
     /// Most customers.
     pub max_customers: u32,
+    /// A service that holds no object this many seconds after it was
+    /// granted ends, so its quota goes back to the others.
+    pub unused_secs: u64,
+    /// Most services holding no object yet, per source address.
+    pub max_unused_per_address: u32,
 }
 
 /// The storage of one supplier.
@@ -416,14 +447,73 @@ impl Store {
         self.limits
     }
 
+    /// Ends every service that still holds no object `unused_secs` after
+    /// it was granted, and returns how many. Identities cost nothing, so
+    /// without this a host could reserve every supplier's space and never
+    /// use it.
+    pub fn expire_unused(&self) -> Result<u64, StoreError> {
+        let mut wtxn = self.env.write_txn()?;
+        let gone = self.expire_unused_in(&mut wtxn, None, now())?;
+        wtxn.commit()?;
+        for c in &gone {
+            let _ = std::fs::remove_dir_all(self.customer_dir(c));
+        }
+        Ok(gone.len() as u64)
+    }
+
+    fn expire_unused_in(
+        &self,
+        wtxn: &mut heed::RwTxn<'_>,
+        keep: Option<&NodeId>,
+        now: u64,
+    ) -> Result<Vec<NodeId>, StoreError> {
+        let busy: HashSet<NodeId> = self
+            .reserved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        let mut gone = Vec::new();
+        for r in self.customers.iter(wtxn)? {
+            let (k, v) = r?;
+            if v.unused()
+                && v.since.saturating_add(self.limits.unused_secs) <= now
+                && let Ok(id) = NodeId::try_from(k)
+                && Some(&id) != keep
+                && !busy.contains(&id)
+            {
+                gone.push(id);
+            }
+        }
+        for id in &gone {
+            tracing::info!(customer = %id, "storage service ended: it stored nothing since it was granted");
+            self.customers.delete(wtxn, id.as_bytes())?;
+        }
+        Ok(gone)
+    }
+
     /// Grants (or resizes) service: quota = needed / suppliers x 2, per the
     /// seeds. Refused when the capacity left or the customer limit does not
-    /// allow it.
+    /// allow it, or when `from` (the request's source address) already
+    /// holds `max_unused_per_address` services that store nothing.
     pub fn request_service(
         &self,
         customer: &NodeId,
         needed: u64,
         suppliers: u32,
+        from: std::net::IpAddr,
+    ) -> Result<CustomerRecord, StoreError> {
+        self.request_service_at(customer, needed, suppliers, from, now())
+    }
+
+    fn request_service_at(
+        &self,
+        customer: &NodeId,
+        needed: u64,
+        suppliers: u32,
+        from: std::net::IpAddr,
+        now: u64,
     ) -> Result<CustomerRecord, StoreError> {
         if suppliers == 0 || needed == 0 {
             return Err(StoreError::BadRequest(
@@ -434,15 +524,26 @@ impl Store {
             .div_ceil(u64::from(suppliers))
             .checked_mul(2)
             .ok_or_else(|| StoreError::BadRequest("the needed space is out of range".into()))?;
+        let address = address_key(from);
         let mut wtxn = self.env.write_txn()?;
+        let expired = self.expire_unused_in(&mut wtxn, Some(customer), now)?;
         let existing = self.customers.get(&wtxn, customer.as_bytes())?;
-        let (mut others, mut count) = (0u64, 0u32);
+        let (mut others, mut count, mut unused_here) = (0u64, 0u32, 0u32);
         for r in self.customers.iter(&wtxn)? {
             let (k, v) = r?;
             if k != customer.as_bytes() {
                 others += v.quota;
                 count += 1;
+                if v.unused() && v.address == address {
+                    unused_here += 1;
+                }
             }
+        }
+        if existing.is_none() && unused_here >= self.limits.max_unused_per_address {
+            return Err(StoreError::Refused(format!(
+                "{address} already holds {unused_here} services here that store nothing yet; use them, or ask again when they end ({} s after they were granted)",
+                self.limits.unused_secs
+            )));
         }
         if existing.is_none() && count >= self.limits.max_customers {
             return Err(StoreError::Refused(format!(
@@ -472,11 +573,15 @@ impl Store {
                 quota,
                 used: 0,
                 objects: 0,
-                since: now(),
+                since: now,
+                address,
             },
         };
         self.customers.put(&mut wtxn, customer.as_bytes(), &rec)?;
         wtxn.commit()?;
+        for c in &expired {
+            let _ = std::fs::remove_dir_all(self.customer_dir(c));
+        }
         std::fs::create_dir_all(self.customer_dir(customer))
             .map_err(|e| io_err("creating the customer's directory", e))?;
         Ok(rec)
@@ -771,7 +876,80 @@ mod tests {
         capacity: 1 << 20,
         max_object_size: 1 << 20,
         max_customers: 2,
+        unused_secs: 3600,
+        max_unused_per_address: 2,
     };
+
+    const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    fn ids(n: usize) -> Vec<NodeId> {
+        (0..n).map(|_| Identity::generate().node_id()).collect()
+    }
+
+    #[test]
+    fn one_address_holds_at_most_two_unused_services_and_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_customers: 100,
+            ..LIMITS
+        };
+        let store = Store::open(dir.path(), limits).unwrap();
+        let c = ids(5);
+        let v6 = |last: u16| {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, last))
+        };
+        let t0 = 1_000_000;
+        store.request_service_at(&c[0], 100, 2, HOME, t0).unwrap();
+        store.request_service_at(&c[1], 100, 2, HOME, t0).unwrap();
+        // A third identity from the same host is refused, and says why.
+        let e = store
+            .request_service_at(&c[2], 100, 2, HOME, t0 + 1)
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Refused(ref m) if m.contains("store nothing yet")),
+            "{e}"
+        );
+        // Asking again (a resize) is not a new service.
+        store
+            .request_service_at(&c[0], 200, 2, HOME, t0 + 1)
+            .unwrap();
+        // Once one of them stores something, it no longer counts.
+        put(&store, &c[0], "o", b"data").unwrap();
+        store
+            .request_service_at(&c[2], 100, 2, HOME, t0 + 2)
+            .unwrap();
+        // One IPv6 /64 is one address.
+        store.request_service_at(&c[3], 100, 2, v6(1), t0).unwrap();
+        store.request_service_at(&c[4], 100, 2, v6(2), t0).unwrap();
+        let extra = Identity::generate().node_id();
+        assert!(store.request_service_at(&extra, 100, 2, v6(3), t0).is_err());
+        // After unused_secs the unused services end; the used one stays.
+        store
+            .request_service_at(&extra, 100, 2, v6(3), t0 + LIMITS.unused_secs)
+            .unwrap();
+        assert!(store.customer(&c[3]).unwrap().is_none());
+        assert!(store.customer(&c[4]).unwrap().is_none());
+        assert!(store.customer(&c[1]).unwrap().is_none());
+        assert!(store.customer(&c[0]).unwrap().is_some());
+        assert!(store.customer(&extra).unwrap().is_some());
+    }
+
+    #[test]
+    fn an_unused_service_with_a_put_in_flight_does_not_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LIMITS).unwrap();
+        let c = ids(2);
+        store.request_service_at(&c[0], 100, 2, HOME, 0).unwrap();
+        let data = b"slow upload";
+        let ticket = store
+            .begin_put(&c[0], "o", data.len() as u64, blake3::hash(data).as_bytes())
+            .unwrap();
+        // Long past unused_secs, another customer's request sweeps.
+        assert_eq!(store.expire_unused().unwrap(), 0);
+        write_durable(&ticket.tmp_path, data).unwrap();
+        store.finish_put(ticket).unwrap();
+        assert_eq!(store.customer(&c[0]).unwrap().unwrap().objects, 1);
+    }
 
     fn put(
         store: &Store,
@@ -791,8 +969,8 @@ mod tests {
         let store = Store::open(tmp.path(), LIMITS).unwrap();
         let a = Identity::generate().node_id();
         let b = Identity::generate().node_id();
-        store.request_service(&a, 700, 7).unwrap(); // quota 200
-        store.request_service(&b, 700, 7).unwrap();
+        store.request_service(&a, 700, 7, HOME).unwrap(); // quota 200
+        store.request_service(&b, 700, 7, HOME).unwrap();
         let h = [0u8; 32];
         // Two concurrent puts of 150 bytes: the second is refused before
         // its payload is read, though nothing is stored yet.
@@ -832,10 +1010,10 @@ mod tests {
             Err(StoreError::NotACustomer(_))
         ));
         // quota = needed / suppliers x 2 = 700 / 7 x 2 = 200.
-        let rec = store.request_service(&a, 700, 7).unwrap();
+        let rec = store.request_service(&a, 700, 7, HOME).unwrap();
         assert_eq!(rec.quota, 200);
         // Over capacity: refused with a reason.
-        let e = store.request_service(&b, 10 << 20, 2).unwrap_err();
+        let e = store.request_service(&b, 10 << 20, 2, HOME).unwrap_err();
         assert!(
             matches!(e, StoreError::Refused(ref m) if m.contains("free")),
             "{e}"
@@ -866,7 +1044,7 @@ mod tests {
             *h.finalize().as_bytes()
         );
         // Another customer sees nothing of a's.
-        store.request_service(&b, 100, 2).unwrap();
+        store.request_service(&b, 100, 2, HOME).unwrap();
         assert!(matches!(
             store.get(&b, "b/1/0"),
             Err(StoreError::NotFound(_))
@@ -888,7 +1066,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), LIMITS).unwrap();
         let a = Identity::generate().node_id();
-        store.request_service(&a, 1000, 2).unwrap();
+        store.request_service(&a, 1000, 2, HOME).unwrap();
         for bad in ["", "../x", "a//b", "/a", "a/./b", "a b", "é"] {
             assert!(
                 matches!(put(&store, &a, bad, b"x"), Err(StoreError::BadRequest(_))),
@@ -905,7 +1083,7 @@ mod tests {
         let a = Identity::generate().node_id();
         {
             let store = Store::open(tmp.path(), LIMITS).unwrap();
-            store.request_service(&a, 1000, 2).unwrap();
+            store.request_service(&a, 1000, 2, HOME).unwrap();
             put(&store, &a, "keep", b"kept").unwrap();
             put(&store, &a, "lose", b"lost").unwrap();
             let (_, lose) = store.get(&a, "lose").unwrap();
