@@ -16,6 +16,44 @@ mod ids;
 mod manifest;
 mod seal;
 
+/// Signing arbitrary bytes as headers and manifests, so fuzzing reaches the
+/// checks that come after a signature (`tests/src/fuzz.rs`). Not for
+/// anything else: real headers and manifests come from [`BlockSealer`] and
+/// [`Manifest::to_signed_bytes`].
+#[doc(hidden)]
+pub mod fuzzing {
+    use bitdust_crypto::Identity;
+
+    use crate::fragment::{FORMAT_VERSION, FRAGMENT_MAGIC};
+
+    /// A fragment file whose header is `header_bytes`, signed by `identity`.
+    pub fn signed_fragment(
+        identity: &Identity,
+        parity: bool,
+        index: u16,
+        header_bytes: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let signature = identity.sign(crate::header::HEADER_CONTEXT, header_bytes);
+        let mut out = Vec::with_capacity(header_bytes.len() + payload.len() + 96);
+        out.extend_from_slice(&FRAGMENT_MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(u8::from(parity));
+        out.extend_from_slice(&index.to_le_bytes());
+        out.extend_from_slice(&(header_bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(header_bytes);
+        out.extend_from_slice(&signature);
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A manifest file whose body is `body`, signed by `identity`.
+    pub fn signed_manifest(identity: &Identity, body: &[u8]) -> Vec<u8> {
+        crate::manifest::signed_file(identity, body.to_vec())
+    }
+}
+
 pub use fragment::{
     FORMAT_VERSION, FRAGMENT_MAGIC, FRAGMENT_PREFIX_LEN, FragmentError, FragmentPrefix,
     MAX_HEADER_LEN, check_fragment, read_fragment, write_fragment,

@@ -155,12 +155,7 @@ impl Manifest {
             block_header_hashes: self.block_headers.concat(),
         }
         .encode_to_vec();
-        let signature = identity.sign(MANIFEST_CONTEXT, &body).to_vec();
-        let mut out = Vec::with_capacity(body.len() + 80);
-        out.extend_from_slice(&MANIFEST_MAGIC);
-        out.push(MANIFEST_VERSION);
-        out.extend_from_slice(&pb::Signed { body, signature }.encode_to_vec());
-        out
+        signed_file(identity, body)
     }
 
     /// The signed header commitment of `block`, if the version has it.
@@ -168,6 +163,12 @@ impl Manifest {
         usize::try_from(block)
             .ok()
             .and_then(|b| self.block_headers.get(b))
+    }
+
+    /// The body of [`Manifest::to_signed_bytes`] (for seeding fuzzers).
+    #[doc(hidden)]
+    pub fn body_of(file: &[u8]) -> Option<Vec<u8>> {
+        pb::Signed::decode(file.get(5..)?).ok().map(|s| s.body)
     }
 
     /// Parses a manifest file and verifies it was signed by `expected`.
@@ -234,4 +235,15 @@ impl Manifest {
             block_headers,
         })
     }
+}
+
+/// The manifest file of `body`: magic, version, and the body with its
+/// signature by `identity`.
+pub(crate) fn signed_file(identity: &Identity, body: Vec<u8>) -> Vec<u8> {
+    let signature = identity.sign(MANIFEST_CONTEXT, &body).to_vec();
+    let mut out = Vec::with_capacity(body.len() + 80);
+    out.extend_from_slice(&MANIFEST_MAGIC);
+    out.push(MANIFEST_VERSION);
+    out.extend_from_slice(&pb::Signed { body, signature }.encode_to_vec());
+    out
 }

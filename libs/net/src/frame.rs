@@ -83,13 +83,28 @@ async fn read_frame_now<M: Message + Default>(
 ) -> Result<M, FrameError> {
     let mut len = [0u8; 4];
     read_exact(recv, &mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
+    let len = body_len(len, max)?;
     let mut body = vec![0u8; len];
     read_exact(recv, &mut body).await?;
     M::decode(body.as_slice()).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// The body length a frame's prefix declares, if at most `max`.
+fn body_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes the frame at the start of `buf` with the checks [`read_frame`]
+/// makes on a stream (for tests and fuzzing: a peer's bytes either way).
+pub fn decode_frame<M: Message + Default>(buf: &[u8], max: usize) -> Result<M, FrameError> {
+    let (prefix, rest) = buf.split_first_chunk::<4>().ok_or(FrameError::Truncated)?;
+    let len = body_len(*prefix, max)?;
+    let body = rest.get(..len).ok_or(FrameError::Truncated)?;
+    M::decode(body).map_err(|e| FrameError::Decode(e.to_string()))
 }
 
 /// Fills `buf` from the stream.

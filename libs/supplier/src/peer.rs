@@ -18,7 +18,7 @@ use crate::store::{CustomerRecord, Store, StoreError};
 pub const ALPN: &[u8] = b"bitdust/peer/1";
 
 /// Largest request frame a supplier reads (a delete lists at most 1000 names).
-const MAX_REQUEST: usize = 300 * 1024;
+pub const MAX_REQUEST: usize = 300 * 1024;
 
 /// Bytes moved per read or write of a payload.
 const CHUNK: usize = 64 * 1024;
@@ -109,19 +109,30 @@ async fn serve_stream(
         .await;
         return;
     };
-    let result = match kind {
+    let resp = match kind {
         request::Kind::Put(put) => return serve_put(send, recv, peer, store, put).await,
         request::Kind::Get(get) => return serve_get(send, peer, store, get).await,
-        other => handle_simple(other, peer, from, store).await,
+        other => answer(other, peer, from, store).await,
     };
-    let resp = match result {
+    let _ = finish(&mut send, &resp).await;
+}
+
+/// The answer to a request without a payload (every kind but put and get)
+/// from customer `peer`, whose packets come from `from`: a reply, or an
+/// error that says why not.
+pub async fn answer(
+    kind: request::Kind,
+    peer: NodeId,
+    from: std::net::IpAddr,
+    store: Arc<Store>,
+) -> pb::Response {
+    match handle_simple(kind, peer, from, store).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "request refused");
             store_error(&e)
         }
-    };
-    let _ = finish(&mut send, &resp).await;
+    }
 }
 
 async fn finish(send: &mut SendStream, resp: &pb::Response) -> Result<(), FrameError> {

@@ -1,0 +1,227 @@
+//! Writes the seed inputs of every fuzz target into `fuzz/corpus/<target>/`
+//! (real, valid inputs, signed by the fuzz identity where a signature is
+//! checked), so fuzzing starts from the formats instead of from nothing.
+//!
+//! `cargo run -p bitdust-tests --example fuzz_seeds`
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bitdust_block::{BackupId, BlockSealer, Manifest, SealedBlock};
+use bitdust_crypto::{BackupKey, Identity};
+use bitdust_ecc::{Code, Scheme};
+use bitdust_proto::dht::v1 as dpb;
+use bitdust_proto::peer::v1 as ppb;
+use bitdust_tests::fuzz::fuzz_identity;
+use prost::Message;
+
+fn frame(m: &impl Message) -> Vec<u8> {
+    let body = m.encode_to_vec();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = bitdust_tests::workspace_root()
+        .join("fuzz/corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+}
+
+fn main() {
+    use ppb::request::Kind as P;
+    let peer = [
+        (
+            "service",
+            P::RequestService(ppb::RequestService {
+                needed_bytes: 1 << 20,
+                suppliers: 2,
+            }),
+        ),
+        ("cancel", P::CancelService(ppb::CancelService {})),
+        (
+            "put",
+            P::Put(ppb::PutObject {
+                name: "v/a/b".into(),
+                size: 10,
+                blake3: vec![0; 32],
+            }),
+        ),
+        (
+            "get",
+            P::Get(ppb::GetObject {
+                name: "v/a/b".into(),
+            }),
+        ),
+        (
+            "list",
+            P::List(ppb::ListObjects {
+                prefix: "v/".into(),
+                start_after: String::new(),
+                limit: 10,
+            }),
+        ),
+        (
+            "delete",
+            P::Delete(ppb::DeleteObjects {
+                names: vec!["v/a/b".into()],
+                prefix: String::new(),
+            }),
+        ),
+        (
+            "audit",
+            P::Audit(ppb::Audit {
+                name: "v/a/b".into(),
+                nonce: vec![1; 32],
+            }),
+        ),
+        ("ping", P::Ping(ppb::Ping {})),
+    ];
+    for (name, kind) in peer {
+        write(
+            "peer_request",
+            name,
+            &frame(&ppb::Request { kind: Some(kind) }),
+        );
+    }
+
+    use dpb::request::Kind as D;
+    let owner = Identity::from_secret(&[9; 32]);
+    let record =
+        bitdust_dht::Record::sign(&owner, "supplier", 1, 3600, b"offer".to_vec()).to_proto();
+    write("dht_message", "record", &record.encode_to_vec());
+    let dht = [
+        ("ping", D::Ping(dpb::Ping {})),
+        ("find-node", D::FindNode(dpb::FindNode { key: vec![5; 32] })),
+        (
+            "find-value",
+            D::FindValue(dpb::FindValue { key: vec![5; 32] }),
+        ),
+        (
+            "store",
+            D::Store(dpb::Store {
+                record: Some(record),
+            }),
+        ),
+        (
+            "sample",
+            D::Sample(dpb::Sample {
+                kind: "supplier".into(),
+                max: 8,
+            }),
+        ),
+    ];
+    for (name, kind) in dht {
+        let req = dpb::Request {
+            from_address: "192.0.2.9:7900".into(),
+            kind: Some(kind),
+        };
+        write("dht_message", name, &frame(&req));
+    }
+
+    // A real block of 4 positions, sealed by the fuzz identity.
+    let me = Arc::new(Identity::from_secret(&[7; 32]));
+    assert_eq!(me.node_id(), fuzz_identity().node_id());
+    let key = BackupKey::generate();
+    let code = Code::new(Scheme::Xor, 4).unwrap();
+    let sealer = BlockSealer::new(
+        me.clone(),
+        BackupId([3; 16]),
+        1,
+        code.clone(),
+        key.recipient(),
+    );
+    let mut sealed = SealedBlock::default();
+    sealer
+        .seal(0, true, &b"plain block bytes ".repeat(40), &mut sealed)
+        .unwrap();
+    let header = sealed.header().unwrap().bytes.clone();
+    let mut resigned = vec![code.fragment_count() as u8];
+    for f in 0..code.fragment_count() {
+        let payload = sealed.fragment(f);
+        let mut file = Vec::new();
+        bitdust_block::write_fragment(
+            &mut file,
+            sealed.header().unwrap(),
+            f,
+            code.fragment_kind(f),
+            payload,
+        )
+        .unwrap();
+        write("fragment", &format!("file-{f}"), &file);
+        resigned.push(u8::from(f >= code.data_fragments()));
+        resigned.push(f as u8);
+        resigned.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        resigned.extend_from_slice(&header);
+        resigned.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        resigned.extend_from_slice(payload);
+    }
+    write("fragment", "resigned-block", &resigned);
+
+    let info = bitdust_block::BackupInfo {
+        source_paths: vec![b"/home/a/docs".to_vec()],
+        files: 1,
+        directories: 1,
+        symlinks: 0,
+        skipped: vec![],
+    };
+    let m = Manifest {
+        customer: me.node_id(),
+        backup_id: BackupId([3; 16]),
+        version: 1,
+        created_unix: 1_700_000_000,
+        scheme: Scheme::Xor,
+        suppliers: 4,
+        blocks: 1,
+        archive_bytes: 720,
+        compressed_bytes: 100,
+        stored_bytes: 400,
+        backup_recipient: key.recipient().to_string(),
+        wrapped_backup_key: vec![1, 2, 3],
+        sealed_info: Manifest::seal_info(&info, &key.recipient()).unwrap(),
+        zstd_level: 3,
+        block_headers: vec![sealed.header().unwrap().commitment()],
+    };
+    let file = m.to_signed_bytes(&me);
+    write("manifest", "file", &file);
+    write("manifest", "body", &Manifest::body_of(&file).unwrap());
+
+    // A small tree as the backup's tar, and a hostile one.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/a.txt"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("sub/a.txt", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("abs")).unwrap();
+    let (tar, _) = bitdust_pipeline::write_archive(
+        &[src.clone()],
+        Vec::new(),
+        &(),
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .unwrap();
+    write("archive", "tree", &tar);
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+    h.set_size(4);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut evil = h.as_bytes().to_vec();
+    evil.extend_from_slice(b"evil");
+    evil.resize(evil.len() + 508 + 1024, 0);
+    write("archive", "dotdot", &evil);
+
+    let root = bitdust_tests::workspace_root();
+    for (name, p) in [("packaged", "packaging/bitdust.toml")] {
+        write("config", name, &std::fs::read(root.join(p)).unwrap());
+    }
+    write(
+        "config",
+        "supplier",
+        b"[supplier]\nadvertise = \"192.0.2.1:7800\"\ncapacity = \"1 GiB\"\nmax_unused_per_address = 2\n",
+    );
+    let _ = Path::new(".");
+    println!("seeds written under fuzz/corpus/");
+}
