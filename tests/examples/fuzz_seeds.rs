@@ -3,8 +3,8 @@
 //! checked), so fuzzing starts from the formats instead of from nothing.
 //!
 //! `cargo run -p bitdust-tests --example fuzz_seeds`
+#![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bitdust_block::{BackupId, BlockSealer, Manifest, SealedBlock};
@@ -222,6 +222,5 @@ fn main() {
         "supplier",
         b"[supplier]\nadvertise = \"192.0.2.1:7800\"\ncapacity = \"1 GiB\"\nmax_unused_per_address = 2\n",
     );
-    let _ = Path::new(".");
     println!("seeds written under fuzz/corpus/");
 }
