@@ -196,7 +196,7 @@ fn main() {
     std::os::unix::fs::symlink("sub/a.txt", src.join("link")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", src.join("abs")).unwrap();
     let (tar, _) = bitdust_pipeline::write_archive(
-        &[src.clone()],
+        std::slice::from_ref(&src),
         Vec::new(),
         &(),
         &std::sync::atomic::AtomicBool::new(false),
@@ -214,9 +214,11 @@ fn main() {
     write("archive", "dotdot", &evil);
 
     let root = bitdust_tests::workspace_root();
-    for (name, p) in [("packaged", "packaging/bitdust.toml")] {
-        write("config", name, &std::fs::read(root.join(p)).unwrap());
-    }
+    write(
+        "config",
+        "packaged",
+        &std::fs::read(root.join("packaging/bitdust.toml")).unwrap(),
+    );
     write(
         "config",
         "supplier",
