@@ -3,11 +3,14 @@
 //! granted, and reports on a local gRPC socket.
 //!
 //! - [`store`]: crash-safe files plus an LMDB index (heed).
+//! - [`durable`]: the durable file-system steps the store takes, behind a
+//!   trait a test records and replays crash points through.
 //! - [`peer`]: the peer protocol over QUIC.
 //! - [`grpc`]: the local `bitdust.supplier.v1.Supplier` service.
 //! - [`offer`]: the signed offer it publishes in the DHT.
 //! - [`run`]: the whole daemon, for the thin `bitdust-supplier-store` binary.
 
+pub mod durable;
 pub mod grpc;
 pub mod offer;
 pub mod peer;

@@ -309,9 +309,8 @@ async fn receive_payload(
                 .into(),
         ));
     }
-    file.sync_all()
-        .await
-        .map_err(|e| io("fsync of an object", e))?;
+    // Made durable by the store (Store::finish_put), which renames it.
+    file.flush().await.map_err(|e| io("writing an object", e))?;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::durable::{Fs, RealFs};
 use bitdust_crypto::NodeId;
 use heed::types::{Bytes, SerdeJson};
 use heed::{Database, Env, EnvOpenOptions};
@@ -167,6 +168,8 @@ pub struct Store {
     /// Bytes of puts in flight per customer (checked against the quota
     /// with what is stored, before a payload is accepted).
     reserved: Reservations,
+    /// The durable file-system steps.
+    fs: std::sync::Arc<dyn Fs>,
     _lock: File,
 }
 
@@ -272,12 +275,6 @@ fn check_prefix(prefix: &str) -> Result<(), StoreError> {
     }
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("fsync of a directory", e))
-}
-
 fn random_hex() -> String {
     let mut b = [0u8; 8];
     // The OS random source failing leaves no unique name to pick.
@@ -288,6 +285,15 @@ fn random_hex() -> String {
 impl Store {
     /// Opens (creating) the store in `root` and repairs what a crash left.
     pub fn open(root: &Path, limits: Limits) -> Result<Store, StoreError> {
+        Store::open_with(root, limits, std::sync::Arc::new(RealFs))
+    }
+
+    /// [`Store::open`], taking the durable steps through `fs`.
+    pub fn open_with(
+        root: &Path,
+        limits: Limits,
+        fs: std::sync::Arc<dyn Fs>,
+    ) -> Result<Store, StoreError> {
         for d in ["index", "objects", "tmp"] {
             std::fs::create_dir_all(root.join(d))
                 .map_err(|e| io_err("creating the state directory", e))?;
@@ -323,6 +329,7 @@ impl Store {
             objects,
             limits,
             reserved: Default::default(),
+            fs,
             _lock: lock,
         };
         store.recover()?;
@@ -353,6 +360,9 @@ impl Store {
             };
             let dir = self.customer_dir(&customer);
             known_dirs.insert(customer.to_string());
+            if !dir.is_dir() {
+                self.make_customer_dir(&customer)?;
+            }
             let mut files = HashSet::new();
             let mut gone = Vec::new();
             let (mut used, mut count) = (0u64, 0u64);
@@ -389,6 +399,7 @@ impl Store {
             }
         }
         wtxn.commit()?;
+        self.fs.committed();
         // Directories of customers whose service ended.
         if let Ok(entries) = std::fs::read_dir(self.root.join("objects")) {
             for entry in entries.flatten() {
@@ -455,8 +466,9 @@ impl Store {
         let mut wtxn = self.env.write_txn()?;
         let gone = self.expire_unused_in(&mut wtxn, None, now())?;
         wtxn.commit()?;
+        self.fs.committed();
         for c in &gone {
-            let _ = std::fs::remove_dir_all(self.customer_dir(c));
+            let _ = self.fs.remove_dir_all(&self.customer_dir(c));
         }
         Ok(gone.len() as u64)
     }
@@ -558,6 +570,7 @@ impl Store {
                 self.limits.capacity
             )));
         }
+        let new_customer = existing.is_none();
         let rec = match existing {
             Some(mut r) => {
                 if quota < r.used {
@@ -577,14 +590,33 @@ impl Store {
                 address,
             },
         };
+        // Record, then act, the other way round here: the directory
+        // objects go into exists (durably) before the record that lets them
+        // come, so no crash leaves a customer whose puts cannot land. A
+        // directory left without a record is removed at the next start.
+        if new_customer {
+            self.make_customer_dir(customer)?;
+        }
         self.customers.put(&mut wtxn, customer.as_bytes(), &rec)?;
         wtxn.commit()?;
+        self.fs.committed();
         for c in &expired {
-            let _ = std::fs::remove_dir_all(self.customer_dir(c));
+            let _ = self.fs.remove_dir_all(&self.customer_dir(c));
         }
-        std::fs::create_dir_all(self.customer_dir(customer))
-            .map_err(|e| io_err("creating the customer's directory", e))?;
         Ok(rec)
+    }
+
+    /// Creates `objects/<customer>/`, durably.
+    fn make_customer_dir(&self, customer: &NodeId) -> Result<(), StoreError> {
+        let dir = self.customer_dir(customer);
+        if !dir.is_dir() {
+            self.fs
+                .create_dir(&dir)
+                .map_err(|e| io_err("creating the customer's directory", e))?;
+        }
+        self.fs
+            .sync_dir(&self.root.join("objects"))
+            .map_err(|e| io_err("fsync of a directory", e))
     }
 
     /// Ends the service: every object of the customer is deleted. Returns
@@ -598,7 +630,8 @@ impl Store {
         }
         self.customers.delete(&mut wtxn, customer.as_bytes())?;
         wtxn.commit()?;
-        let _ = std::fs::remove_dir_all(self.customer_dir(customer));
+        self.fs.committed();
+        let _ = self.fs.remove_dir_all(&self.customer_dir(customer));
         Ok(keys.len() as u64)
     }
 
@@ -688,9 +721,16 @@ impl Store {
         let dir = self.customer_dir(&t.customer);
         let name_hash = blake3::hash(t.name.as_bytes()).to_hex();
         let file = format!("{}-{}", &name_hash[..16], random_hex());
-        std::fs::rename(&t.tmp_path, dir.join(&file))
+        // The data, then its name, then the index that points at it.
+        self.fs
+            .sync_file(&t.tmp_path)
+            .map_err(|e| io_err("fsync of an object", e))?;
+        self.fs
+            .rename(&t.tmp_path, &dir.join(&file))
             .map_err(|e| io_err("moving the object into place", e))?;
-        fsync_dir(&dir)?;
+        self.fs
+            .sync_dir(&dir)
+            .map_err(|e| io_err("fsync of a directory", e))?;
         let k = key(&t.customer, &t.name);
         let mut wtxn = self.env.write_txn()?;
         let mut rec = match self.require(&wtxn, &t.customer) {
@@ -727,8 +767,9 @@ impl Store {
         )?;
         self.customers.put(&mut wtxn, t.customer.as_bytes(), &rec)?;
         wtxn.commit()?;
+        self.fs.committed();
         if let Some(old) = old {
-            let _ = std::fs::remove_file(dir.join(old.file));
+            let _ = self.fs.remove_file(&dir.join(old.file));
         }
         Ok(rec)
     }
@@ -822,9 +863,10 @@ impl Store {
         }
         self.customers.put(&mut wtxn, customer.as_bytes(), &rec)?;
         wtxn.commit()?;
+        self.fs.committed();
         let dir = self.customer_dir(customer);
         for f in &files {
-            let _ = std::fs::remove_file(dir.join(f));
+            let _ = self.fs.remove_file(&dir.join(f));
         }
         Ok((files.len() as u64, rec))
     }
