@@ -17,7 +17,6 @@ pub mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bitdust_config::Config;
 use bitdust_daemon::tonic::transport::Server;
 use bitdust_proto::customer::v1::customer_server::CustomerServer;
@@ -31,27 +30,14 @@ const STATS_FLUSH: Duration = Duration::from_secs(5);
 /// Runs the customer-agent daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let state_dir = config.customer_state();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(state_dir.join("lock"))
-        .with_context(|| format!("cannot open {}", state_dir.join("lock").display()))?;
-    rustix_flock(&lock).with_context(|| {
-        format!(
-            "another customer-agent is using {}; stop it or give this one another state_dir",
-            state_dir.display()
-        )
-    })?;
+    let lock = bitdust_daemon::state::StateLock::take(&state_dir, "customer-agent")?;
     let (keys, created) = bitdust_crypto::KeyRing::open_or_create(&config.customer_keys())?;
     let node_id = keys.identity().node_id();
     if created {
         tracing::info!(%node_id, keys = %config.customer_keys().display(), "created new keys; export them (they are the only way to restore)");
     }
     std::fs::write(state_dir.join("node-id"), format!("{node_id}\n"))?;
-    let state = Arc::new(state::State::open(&state_dir.join("db"))?);
+    let state = Arc::new(state::State::open(&lock)?);
     let endpoint = bitdust_net::Endpoint::bind(
         keys.identity(),
         config.customer.bind,
@@ -120,13 +106,4 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(lock);
     tracing::info!("customer-agent stopped");
     Ok(())
-}
-
-fn rustix_flock(f: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
-    rustix::fs::flock(
-        f.as_fd(),
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    )
-    .map_err(std::io::Error::from)
 }

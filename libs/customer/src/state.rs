@@ -1,16 +1,14 @@
 //! The customer-agent's own state in LMDB (heed): its supplier set, the
 //! statistics kept on each supplier, and the catalog of backups and versions.
 
-#![allow(unsafe_code)]
-
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bitdust_block::BackupId;
+use bitdust_daemon::state::StateLock;
 use heed::types::{Bytes, SerdeJson};
-use heed::{Database, Env, EnvOpenOptions};
+use heed::{Database, Env};
 use serde::{Deserialize, Serialize};
 
 /// The supplier bound to one position.
@@ -176,19 +174,12 @@ fn key_version(k: &[u8]) -> u64 {
 }
 
 impl State {
-    /// Opens (creating) the database in `dir`. The caller holds the agent's
-    /// state-directory lock, so this process is its only user.
-    pub fn open(dir: &Path) -> Result<State, StateError> {
-        std::fs::create_dir_all(dir).map_err(|e| StateError(format!("{}: {e}", dir.display())))?;
-        // SAFETY: LMDB maps the file; the agent holds an exclusive flock on
-        // its state directory, so no other process opens this environment,
-        // and it is opened once per process.
-        let env = unsafe {
-            EnvOpenOptions::new()
-                .map_size(16 << 30)
-                .max_dbs(12)
-                .open(dir)?
-        };
+    /// Opens (creating) the database in `db/` of the agent's state
+    /// directory, whose lock the caller holds.
+    pub fn open(lock: &StateLock) -> Result<State, StateError> {
+        let env = lock
+            .open_env("db", 16 << 30, 12)
+            .map_err(|e| StateError(e.0))?;
         let mut w = env.write_txn()?;
         let positions = env.create_database(&mut w, Some("positions"))?;
         let stats = env.create_database(&mut w, Some("stats"))?;
@@ -634,12 +625,12 @@ mod tests {
         let other = BackupId(*b"fedcba9876543210");
         let nodes = vec!["a".to_string(), "b".to_string()];
         {
-            let s = State::open(dir.path()).unwrap();
+            let s = State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap();
             // The first attempt fails halfway: it stays an attempt.
             assert_eq!(s.reserve_version(id, &nodes, 10, 0).unwrap(), 1);
         }
         // Even after a restart (or a crash), the retry gets version 2.
-        let s = State::open(dir.path()).unwrap();
+        let s = State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap();
         assert_eq!(s.reserve_version(id, &nodes, 11, 0).unwrap(), 2);
         s.commit_version(id, 2, &record(3)).unwrap();
         let attempts = s.attempts().unwrap();
@@ -696,7 +687,7 @@ mod tests {
     #[test]
     fn fire_and_mark_repaired_are_single_transactions_in_either_order() {
         let dir = tempfile::tempdir().unwrap();
-        let s = State::open(dir.path()).unwrap();
+        let s = State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap();
         let id = BackupId(*b"0123456789abcdef");
         for p in 0..4 {
             s.set_position(p, &position(&format!("n{p}"))).unwrap();
@@ -741,7 +732,9 @@ mod tests {
     #[test]
     fn concurrent_fires_and_repairs_lose_no_missing_position() {
         let dir = tempfile::tempdir().unwrap();
-        let s = std::sync::Arc::new(State::open(dir.path()).unwrap());
+        let s = std::sync::Arc::new(
+            State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap(),
+        );
         let id = BackupId(*b"0123456789abcdef");
         for p in 0..8 {
             s.set_position(p, &position(&format!("n{p}"))).unwrap();
@@ -778,7 +771,7 @@ mod tests {
     fn supplier_statistics_are_batched_not_committed_per_event() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = State::open(dir.path()).unwrap();
+            let s = State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap();
             s.set_position(0, &position("n0")).unwrap();
             let before = s.commits();
             // A backup's worth of events: pings and fragments.
@@ -798,7 +791,7 @@ mod tests {
             assert_eq!(s.flush_stats().unwrap(), 0);
         }
         // What was flushed survives a reopen.
-        let s = State::open(dir.path()).unwrap();
+        let s = State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap();
         assert_eq!(s.stats(0).unwrap().last_seen, 10_000);
         assert_eq!(s.stats(1).unwrap(), SupplierStats::default());
     }
@@ -807,11 +800,11 @@ mod tests {
     fn fired_suppliers_are_remembered_across_reopen_and_forgotten_in_time() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = State::open(dir.path()).unwrap();
+            let s = State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap();
             s.remember_fired("a", 100, 0).unwrap();
             s.remember_fired("b", 200, 0).unwrap();
         }
-        let s = State::open(dir.path()).unwrap();
+        let s = State::open(&StateLock::take(dir.path(), "customer-agent").unwrap()).unwrap();
         let mut all = s.fired_since(0).unwrap();
         all.sort();
         assert_eq!(all, ["a", "b"]);

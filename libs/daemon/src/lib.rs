@@ -13,6 +13,7 @@
 //! - [`connect`]: the client side, for `bitdustctl` and tests.
 
 pub mod cli;
+pub mod state;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

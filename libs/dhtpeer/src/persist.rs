@@ -1,16 +1,15 @@
 //! What a dht-peer keeps across restarts, in LMDB (heed) under
 //! `<state>/db`: the routing table's contacts, the records held for
 //! others, and the records this node publishes.
-#![allow(unsafe_code)]
 
-use std::fs::File;
 use std::path::Path;
 
 use bitdust_crypto::NodeId;
+use bitdust_daemon::state::StateLock;
 use bitdust_dht::{Contact, Record};
 use bitdust_proto::dht::v1 as pb;
 use heed::types::{Bytes, Str};
-use heed::{Database, Env, EnvOpenOptions};
+use heed::{Database, Env};
 use prost::Message;
 
 /// The database could not be used.
@@ -30,7 +29,7 @@ pub struct Db {
     contacts: Database<Bytes, Str>,
     held: Database<Bytes, Bytes>,
     published: Database<Bytes, Bytes>,
-    _lock: File,
+    _lock: StateLock,
 }
 
 /// Which set of records.
@@ -46,27 +45,8 @@ impl Db {
     /// Opens (creating) the database in `dir`; refuses when another
     /// dht-peer uses it.
     pub fn open(dir: &Path) -> Result<Db, DbError> {
-        let path = dir.join("db");
-        std::fs::create_dir_all(&path)
-            .map_err(|e| DbError(format!("cannot create {}: {e}", path.display())))?;
-        let lock = File::create(dir.join("lock"))
-            .map_err(|e| DbError(format!("cannot create {}: {e}", dir.join("lock").display())))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| {
-                DbError(format!(
-                    "another dht-peer is using {}; stop it or give this one another state_dir",
-                    dir.display()
-                ))
-            },
-        )?;
-        // SAFETY: LMDB maps the file; the flock above makes this process the
-        // only one opening this environment, and it is opened once.
-        let env = unsafe {
-            EnvOpenOptions::new()
-                .map_size(4 << 30)
-                .max_dbs(4)
-                .open(&path)?
-        };
+        let lock = StateLock::take(dir, "dht-peer").map_err(|e| DbError(e.0))?;
+        let env = lock.open_env("db", 4 << 30, 4).map_err(|e| DbError(e.0))?;
         let mut wtxn = env.write_txn()?;
         let contacts = env.create_database(&mut wtxn, Some("contacts"))?;
         let held = env.create_database(&mut wtxn, Some("held"))?;

@@ -2,13 +2,12 @@
 //! (backup, version, position) with the next block to rebuild, saved after
 //! every block, so a rebuild interrupted by a crash or restart continues
 //! where it stopped. Counters for the status live beside it.
-#![allow(unsafe_code)]
 
-use std::fs::File;
 use std::path::Path;
 
+use bitdust_daemon::state::StateLock;
 use heed::types::{Bytes, SerdeJson};
-use heed::{Database, Env, EnvOpenOptions};
+use heed::{Database, Env};
 use serde::{Deserialize, Serialize};
 
 /// A rebuild of one position of one backup version.
@@ -78,34 +77,17 @@ pub struct Queue {
     env: Env,
     jobs: Database<Bytes, SerdeJson<Job>>,
     meta: Database<Bytes, SerdeJson<Counters>>,
-    _lock: File,
+    _lock: StateLock,
 }
 
 impl Queue {
     /// Opens (creating) the queue in `dir`; refuses when another rebuilder
     /// uses it.
     pub fn open(dir: &Path) -> Result<Queue, QueueError> {
-        let path = dir.join("queue");
-        std::fs::create_dir_all(&path)
-            .map_err(|e| QueueError(format!("cannot create {}: {e}", path.display())))?;
-        let lock = File::create(dir.join("lock"))
-            .map_err(|e| QueueError(format!("cannot create the lock file: {e}")))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| {
-                QueueError(format!(
-                    "another rebuilder is using {}; stop it or give this one another state_dir",
-                    dir.display()
-                ))
-            },
-        )?;
-        // SAFETY: LMDB maps the file; the flock above makes this process the
-        // only one opening this environment, and it is opened once.
-        let env = unsafe {
-            EnvOpenOptions::new()
-                .map_size(1 << 30)
-                .max_dbs(4)
-                .open(&path)?
-        };
+        let lock = StateLock::take(dir, "rebuilder").map_err(|e| QueueError(e.0))?;
+        let env = lock
+            .open_env("queue", 1 << 30, 4)
+            .map_err(|e| QueueError(e.0))?;
         let mut w = env.write_txn()?;
         let jobs = env.create_database(&mut w, Some("jobs"))?;
         let meta = env.create_database(&mut w, Some("meta"))?;

@@ -20,8 +20,6 @@
 //! is gone is dropped there too, so the index never promises what the disk
 //! does not hold.
 
-#![allow(unsafe_code)]
-
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
@@ -31,8 +29,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::durable::{Fs, RealFs};
 use bitdust_crypto::NodeId;
+use bitdust_daemon::state::StateLock;
 use heed::types::{Bytes, SerdeJson};
-use heed::{Database, Env, EnvOpenOptions};
+use heed::{Database, Env};
 use serde::{Deserialize, Serialize};
 
 /// Longest object name, in bytes.
@@ -170,7 +169,7 @@ pub struct Store {
     reserved: Reservations,
     /// The durable file-system steps.
     fs: std::sync::Arc<dyn Fs>,
-    _lock: File,
+    _lock: StateLock,
 }
 
 type Reservations = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, u64>>>;
@@ -294,30 +293,15 @@ impl Store {
         limits: Limits,
         fs: std::sync::Arc<dyn Fs>,
     ) -> Result<Store, StoreError> {
-        for d in ["index", "objects", "tmp"] {
+        let lock =
+            StateLock::take(root, "supplier-store").map_err(|e| StoreError::Internal(e.0))?;
+        for d in ["objects", "tmp"] {
             std::fs::create_dir_all(root.join(d))
                 .map_err(|e| io_err("creating the state directory", e))?;
         }
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join("lock"))
-            .map_err(|e| io_err("opening the lock file", e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-            StoreError::Internal(format!(
-                "another supplier-store is using {}; stop it or give this one another state_dir",
-                root.display()
-            ))
-        })?;
-        // SAFETY: LMDB maps the file; the flock above makes this process the
-        // only one opening this environment, and it is opened once.
-        let env = unsafe {
-            EnvOpenOptions::new()
-                .map_size(64 << 30)
-                .max_dbs(4)
-                .open(root.join("index"))?
-        };
+        let env = lock
+            .open_env("index", 64 << 30, 4)
+            .map_err(|e| StoreError::Internal(e.0))?;
         let mut wtxn = env.write_txn()?;
         let customers = env.create_database(&mut wtxn, Some("customers"))?;
         let objects = env.create_database(&mut wtxn, Some("objects"))?;
