@@ -6,6 +6,7 @@
 //! backup that has lost fragments but can still be restored).
 
 mod net;
+mod report;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,7 +19,6 @@ use bitdust_pipeline::{BackupOptions, Progress, RestoreOptions};
 use bitdustctl::{Cli, Command, KeyCommand, KeysArg, LocalCommand};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -38,34 +38,20 @@ fn run_key(cmd: &KeyCommand, json: bool, quiet: bool) -> anyhow::Result<u8> {
             }
             let text = ring.export()?;
             bitdust_crypto::keyfile::write_secret(file, text.as_bytes())?;
-            let id = ring.identity().node_id();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"node_id": id.to_string(), "file": file})
-                );
-            } else if !quiet {
-                println!(
-                    "exported the keys of {id} to {} (0600); keep it offline",
-                    file.display()
-                );
-            }
+            let r = report::KeyExported {
+                node_id: ring.identity().node_id().to_string(),
+                file: file.display().to_string(),
+            };
+            report::emit(&r, json, quiet);
         }
         KeyCommand::Import { file, keys } => {
             let dir = keys.dir()?;
             let ring = bitdust_crypto::KeyRing::import(&dir, file)?;
-            let id = ring.identity().node_id();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"node_id": id.to_string(), "keys": dir})
-                );
-            } else if !quiet {
-                println!(
-                    "imported the keys of {id} into {}; start (or restart) the customer-agent to recover its backups",
-                    dir.display()
-                );
-            }
+            let r = report::KeyImported {
+                node_id: ring.identity().node_id().to_string(),
+                keys: dir.display().to_string(),
+            };
+            report::emit(&r, json, quiet);
         }
     }
     Ok(0)
@@ -251,46 +237,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             bar.done();
             let r = r?;
             let secs = start.elapsed().as_secs_f64();
-            let m = &r.manifest;
+            let r = report::LocalBackedUp::new(r, to, secs, peak_rss_bytes());
             for s in &r.skipped {
                 eprintln!("bitdustctl: warning: skipped {s}");
             }
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({
-                        "backup_id": m.backup_id.to_string(), "version": m.version,
-                        "suppliers": m.suppliers, "scheme": m.scheme.to_string(), "blocks": m.blocks,
-                        "files": r.files, "directories": r.directories, "symlinks": r.symlinks,
-                        "content_bytes": r.content_bytes, "archive_bytes": m.archive_bytes,
-                        "compressed_bytes": m.compressed_bytes, "stored_bytes": m.stored_bytes,
-                        "skipped": r.skipped, "degraded_positions": r.degraded_positions,
-                        "seconds": secs, "to": to, "peak_rss_bytes": peak_rss_bytes(),
-                    })
-                );
-            } else if !cli.quiet {
-                println!(
-                    "backup {}@{}: {} files, {} dirs, {} symlinks, {} bytes -> {} compressed -> {} stored in {} blocks over {} positions ({}) in {:.1}s",
-                    m.backup_id,
-                    m.version,
-                    r.files,
-                    r.directories,
-                    r.symlinks,
-                    r.content_bytes,
-                    m.compressed_bytes,
-                    m.stored_bytes,
-                    m.blocks,
-                    m.suppliers,
-                    m.scheme,
-                    secs
-                );
-                if !r.degraded_positions.is_empty() {
-                    println!(
-                        "positions that failed and need repair: {:?}",
-                        r.degraded_positions
-                    );
-                }
-            }
+            report::emit(&r, cli.json, cli.quiet);
             Ok(if r.skipped.is_empty() && r.degraded_positions.is_empty() {
                 0
             } else {
@@ -317,34 +268,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             bar.done();
             let (m, r) = r?;
             let secs = start.elapsed().as_secs_f64();
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({
-                        "backup_id": m.backup_id.to_string(), "version": m.version, "to": to,
-                        "blocks": r.blocks, "decoded_blocks": r.decoded_blocks, "files": r.files,
-                        "directories": r.directories, "symlinks": r.symlinks, "bytes": r.bytes,
-                        "rejected_fragments": r.rejected_fragments, "stale_fragments": r.stale_fragments,
-                        "skipped": r.skipped, "seconds": secs,
-                        "peak_rss_bytes": peak_rss_bytes(),
-                    })
-                );
-            } else if !cli.quiet {
-                println!(
-                    "restored {}@{} into {}: {} files, {} dirs, {} symlinks, {} bytes; {} of {} blocks needed the ECC decoder; {} fragments rejected, in {:.1}s",
-                    m.backup_id,
-                    m.version,
-                    to.display(),
-                    r.files,
-                    r.directories,
-                    r.symlinks,
-                    r.bytes,
-                    r.decoded_blocks,
-                    r.blocks,
-                    r.rejected_fragments.len(),
-                    secs
-                );
-            }
+            let r = report::LocalRestored::new(&m, r, to, secs, peak_rss_bytes());
+            report::emit(&r, cli.json, cli.quiet);
             Ok(if r.skipped.is_empty() {
                 0
             } else {
@@ -353,84 +278,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         }
         LocalCommand::Verify { dir, which, keys } => {
             let keys = keys_dir(keys)?;
-            let r = local::verify_dir(&keys, dir, which.unwrap_or_default())?;
-            let lost = r.unrecoverable();
-            let damaged = r
-                .blocks
-                .iter()
-                .filter(|b| !b.damaged_positions.is_empty())
-                .count();
-            if cli.json {
-                let blocks: Vec<_> = r
-                    .blocks
-                    .iter()
-                    .map(|b| {
-                        json!({"block": b.block, "valid_fragments": b.valid_fragments,
-                               "total_fragments": b.total_fragments, "damaged_positions": b.damaged_positions,
-                               "margin": b.margin, "margin_exact": b.margin_exact})
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({"backup_id": r.manifest.backup_id.to_string(), "version": r.manifest.version,
-                           "blocks": blocks, "unrecoverable_blocks": lost, "min_margin": r.min_margin(),
-                           "rejected_fragments": r.rejected_fragments})
-                );
-            } else if !cli.quiet || !lost.is_empty() {
-                println!(
-                    "backup {}@{}: {} blocks over {} positions ({})",
-                    r.manifest.backup_id,
-                    r.manifest.version,
-                    r.blocks.len(),
-                    r.manifest.suppliers,
-                    r.manifest.scheme
-                );
-                // Consecutive blocks in the same health are one line.
-                let mut i = 0;
-                while i < r.blocks.len() {
-                    let b = &r.blocks[i];
-                    let same = |o: &bitdust_pipeline::BlockHealth| {
-                        (
-                            o.valid_fragments,
-                            &o.damaged_positions,
-                            o.margin,
-                            o.margin_exact,
-                        ) == (
-                            b.valid_fragments,
-                            &b.damaged_positions,
-                            b.margin,
-                            b.margin_exact,
-                        )
-                    };
-                    let mut j = i + 1;
-                    while j < r.blocks.len() && same(&r.blocks[j]) {
-                        j += 1;
-                    }
-                    let which = if j - i == 1 {
-                        format!("block {}", b.block)
-                    } else {
-                        format!("blocks {}-{}", b.block, r.blocks[j - 1].block)
-                    };
-                    let m = match b.margin {
-                        Some(m) if b.margin_exact => format!("{m} more positions may be lost"),
-                        Some(m) => format!("at least {m} more positions may be lost"),
-                        None => "CANNOT BE RECOVERED".into(),
-                    };
-                    let damage = if b.damaged_positions.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", damaged positions {:?}", b.damaged_positions)
-                    };
-                    println!(
-                        "  {which}: {}/{} fragments ok{damage}: {m}",
-                        b.valid_fragments, b.total_fragments
-                    );
-                    i = j;
-                }
-                for f in &r.rejected_fragments {
-                    println!("  rejected {f}");
-                }
-            }
+            let r =
+                report::Verified::from(local::verify_dir(&keys, dir, which.unwrap_or_default())?);
+            let lost = &r.unrecoverable_blocks;
+            // Even --quiet shows the blocks when some are lost.
+            report::emit(&r, cli.json, cli.quiet && lost.is_empty());
             if !lost.is_empty() {
                 eprintln!(
                     "bitdustctl: {} blocks cannot be recovered (too many positions lost or damaged): {:?}; restore what you can from another copy, and back the data up again",
@@ -439,21 +291,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 );
                 return Ok(EXIT_FAILED);
             }
-            Ok(if damaged > 0 { EXIT_WARNINGS } else { 0 })
+            Ok(if r.damaged() > 0 { EXIT_WARNINGS } else { 0 })
         }
         LocalCommand::List { dir } => {
             let all = local::LocalStore::new(dir).list();
-            if cli.json {
-                let v: Vec<_> = all
-                    .iter()
-                    .map(|l| json!({"backup_id": l.backup_id.to_string(), "version": l.version, "positions": l.positions}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else if !cli.quiet {
-                for l in &all {
-                    println!("{}@{}  positions {:?}", l.backup_id, l.version, l.positions);
-                }
-            }
+            report::emit(&report::LocalListing::from(all), cli.json, cli.quiet);
             Ok(0)
         }
     }

@@ -4,12 +4,11 @@ use std::path::{Path, PathBuf};
 
 use bitdust_proto::customer::v1 as pb;
 use bitdust_proto::customer::v1::customer_client::CustomerClient;
-use serde_json::json;
 use tonic::transport::Channel;
 
 use bitdustctl::SuppliersCommand;
 
-use crate::{Bar, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS};
+use crate::{Bar, EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS, report};
 
 /// Exit status when the daemon does not answer.
 pub(crate) const EXIT_NOT_RUNNING: u8 = 3;
@@ -73,35 +72,6 @@ async fn dial(sock: &Path, what: &str, unit: &str) -> Result<Channel, Failure> {
             ),
         )
     })
-}
-
-fn gib(b: u64) -> String {
-    let b = b as f64;
-    if b >= (1u64 << 30) as f64 {
-        format!("{:.2} GiB", b / (1u64 << 30) as f64)
-    } else if b >= (1u64 << 20) as f64 {
-        format!("{:.1} MiB", b / (1u64 << 20) as f64)
-    } else if b >= 1024.0 {
-        format!("{:.1} KiB", b / 1024.0)
-    } else {
-        format!("{b} B")
-    }
-}
-
-fn when(unix: u64) -> String {
-    if unix == 0 {
-        return "never".into();
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let ago = now.saturating_sub(unix);
-    match ago {
-        0..=59 => format!("{ago}s ago"),
-        60..=3599 => format!("{}m ago", ago / 60),
-        3600..=86399 => format!("{}h ago", ago / 3600),
-        _ => format!("{}d ago", ago / 86400),
-    }
 }
 
 /// Splits `ID[@VERSION]`.
@@ -259,33 +229,7 @@ fn absolute(p: &Path) -> Result<PathBuf, Failure> {
 impl Client {
     pub(crate) async fn status(&mut self, json: bool, quiet: bool) -> Result<u8, Failure> {
         let s = self.inner.status(pb::StatusRequest {}).await?.into_inner();
-        if json {
-            println!(
-                "{}",
-                json!({"node_id": s.node_id, "positions": s.positions, "hired": s.hired,
-                       "reachable": s.reachable, "needed_bytes": s.needed_bytes, "backups": s.backups,
-                       "versions": s.versions, "missing_fragments": s.missing_fragments,
-                       "scheme": s.scheme, "tolerance": s.tolerance,
-                       "recovering": s.recovering, "recovery": s.recovery})
-            );
-        } else if !quiet {
-            println!("node id:    {}", s.node_id);
-            if s.recovering {
-                println!(
-                    "recovering: {} (nothing is hired or published until the old backups are found; bitdustctl start-afresh gives them up)",
-                    s.recovery
-                );
-            }
-            println!(
-                "suppliers:  {} of {} positions hired, {} reachable (the {} scheme survives losing {})",
-                s.hired, s.positions, s.reachable, s.scheme, s.tolerance
-            );
-            println!("space:      {} needed", gib(s.needed_bytes));
-            println!("backups:    {} ({} versions)", s.backups, s.versions);
-            if s.missing_fragments > 0 {
-                println!("repair:     {} fragments await repair", s.missing_fragments);
-            }
-        }
+        report::emit(&report::Status::from(s), json, quiet);
         Ok(0)
     }
 
@@ -306,11 +250,7 @@ impl Client {
             .start_afresh(pb::StartAfreshRequest {})
             .await?
             .into_inner();
-        if json {
-            println!("{}", json!({"gave_up": r.gave_up}));
-        } else if !quiet {
-            println!("{}", r.gave_up);
-        }
+        report::emit(&report::GaveUp::from(r), json, quiet);
         Ok(0)
     }
 
@@ -387,6 +327,7 @@ impl Client {
         };
         finish(&bar, &cancel);
         let _ = archiver.join();
+        let done = report::BackedUp::from(done);
         for w in &done.warnings {
             eprintln!("bitdustctl: warning: skipped {w}");
         }
@@ -396,25 +337,7 @@ impl Client {
                 done.failed_positions
             );
         }
-        if json {
-            println!(
-                "{}",
-                json!({"backup_id": done.backup_id, "version": done.version, "input_bytes": done.input_bytes,
-                       "stored_bytes": done.stored_bytes, "blocks": done.blocks, "files": done.files,
-                       "failed_positions": done.failed_positions, "warnings": done.warnings,
-                       "pruned_versions": done.pruned_versions})
-            );
-        } else if !quiet {
-            println!(
-                "backed up {} ({} files) as {}@{}: {} blocks, {} stored",
-                gib(done.input_bytes),
-                done.files,
-                done.backup_id,
-                done.version,
-                done.blocks,
-                gib(done.stored_bytes)
-            );
-        }
+        report::emit(&done, json, quiet);
         Ok(
             if done.warnings.is_empty() && done.failed_positions.is_empty() {
                 0
@@ -497,7 +420,7 @@ impl Client {
                 Err(s) => break Err(Some(s.into())),
             }
         };
-        let mut done = match ended {
+        let done = match ended {
             Ok(d) => {
                 drop(tx);
                 d
@@ -520,43 +443,14 @@ impl Client {
                 });
             }
         };
-        let report = finish(&bar).map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
-        done.bytes = report.bytes;
-        done.files = report.files as u32;
-        done.warnings.extend(report.skipped);
+        let extracted = finish(&bar).map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+        let done = report::Restored::new(done, &to, &extracted);
         for w in &done.warnings {
             if !quiet {
                 eprintln!("bitdustctl: warning: {w}");
             }
         }
-        if json {
-            println!(
-                "{}",
-                json!({"backup_id": done.backup_id, "version": done.version, "bytes": done.bytes,
-                       "files": done.files, "fragments_fetched": done.fragments_fetched,
-                       "blocks_repaired": done.blocks_repaired, "stale_fragments": done.stale_fragments,
-                       "warnings": done.warnings, "to": to.display().to_string()})
-            );
-        } else if !quiet {
-            println!(
-                "restored {}@{} into {}: {} files, {}, {} fragments fetched, {} blocks rebuilt from parity{}",
-                done.backup_id,
-                done.version,
-                to.display(),
-                done.files,
-                gib(done.bytes),
-                done.fragments_fetched,
-                done.blocks_repaired,
-                if done.stale_fragments > 0 {
-                    format!(
-                        ", {} stale fragments of a failed attempt read as lost",
-                        done.stale_fragments
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
+        report::emit(&done, json, quiet);
         Ok(if done.warnings.is_empty() {
             0
         } else {
@@ -566,48 +460,7 @@ impl Client {
 
     pub(crate) async fn list(&mut self, json: bool, quiet: bool) -> Result<u8, Failure> {
         let l = self.inner.list(pb::ListRequest {}).await?.into_inner();
-        if json {
-            let v: Vec<_> = l
-                .backups
-                .iter()
-                .map(|b| {
-                    json!({"backup_id": b.backup_id, "owner": b.owner, "paths": b.paths, "versions": b.versions.iter().map(|v| json!({
-                        "version": v.version, "time": v.time, "input_bytes": v.input_bytes,
-                        "stored_bytes": v.stored_bytes, "blocks": v.blocks, "scheme": v.scheme,
-                        "suppliers": v.suppliers, "missing_fragments": v.missing_fragments})).collect::<Vec<_>>()})
-                })
-                .collect();
-            println!("{}", serde_json::Value::Array(v));
-        } else if !quiet {
-            if l.backups.is_empty() {
-                println!("no backups yet");
-            }
-            for b in &l.backups {
-                let owner = if b.owner.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({})", b.owner)
-                };
-                println!("{}  {}{owner}", b.backup_id, b.paths.join(" "));
-                for v in &b.versions {
-                    let missing = if v.missing_fragments > 0 {
-                        format!(", {} fragments await repair", v.missing_fragments)
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "  @{:<4} {:>10}  {} input, {} stored, {} blocks, {} over {}{missing}",
-                        v.version,
-                        when(v.time),
-                        gib(v.input_bytes),
-                        gib(v.stored_bytes),
-                        v.blocks,
-                        v.scheme,
-                        v.suppliers
-                    );
-                }
-            }
-        }
+        report::emit(&report::Listing::from(l), json, quiet);
         Ok(0)
     }
 
@@ -623,11 +476,7 @@ impl Client {
             .delete(pb::DeleteRequest { backup_id, version })
             .await?
             .into_inner();
-        if json {
-            println!("{}", json!({"deleted_versions": d.deleted_versions}));
-        } else if !quiet {
-            println!("deleted versions {:?}", d.deleted_versions);
-        }
+        report::emit(&report::Deleted::from(d), json, quiet);
         Ok(0)
     }
 
@@ -637,12 +486,6 @@ impl Client {
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
-        let info_json = |s: &pb::SupplierInfo| {
-            json!({"position": s.position, "node_id": s.node_id, "address": s.address,
-                   "reachable": s.reachable, "last_seen": s.last_seen, "failures": s.failures,
-                   "audits_passed": s.audits_passed, "audits_failed": s.audits_failed,
-                   "quota_bytes": s.quota_bytes, "used_bytes": s.used_bytes, "last_error": s.last_error})
-        };
         match cmd {
             None => {
                 let l = self
@@ -650,30 +493,7 @@ impl Client {
                     .list_suppliers(pb::ListSuppliersRequest {})
                     .await?
                     .into_inner();
-                if json {
-                    println!(
-                        "{}",
-                        json!({"positions": l.positions, "suppliers": l.suppliers.iter().map(info_json).collect::<Vec<_>>()})
-                    );
-                } else if !quiet {
-                    println!("{} of {} positions hired", l.suppliers.len(), l.positions);
-                    for s in &l.suppliers {
-                        println!(
-                            "  {:>2}  {}  {:<21}  {:<11}  seen {:<8}  {} of {} used",
-                            s.position,
-                            s.node_id,
-                            s.address,
-                            if s.reachable {
-                                "reachable"
-                            } else {
-                                "UNREACHABLE"
-                            },
-                            when(s.last_seen),
-                            gib(s.used_bytes),
-                            gib(s.quota_bytes)
-                        );
-                    }
-                }
+                report::emit(&report::Suppliers::from(l), json, quiet);
             }
             Some(SuppliersCommand::Hire { address, position }) => {
                 // Without an address or position: every free position, one
@@ -702,7 +522,7 @@ impl Client {
                 } else {
                     vec![*position]
                 };
-                let mut hired = Vec::new();
+                let mut done = report::Hired { hired: Vec::new() };
                 for p in &targets {
                     let r = self
                         .inner
@@ -712,45 +532,34 @@ impl Client {
                         })
                         .await;
                     let s = match r {
-                        Ok(s) => s.into_inner(),
-                        Err(e) if hired.is_empty() => return Err(e.into()),
+                        Ok(s) => report::HiredOne(s.into_inner().into()),
+                        Err(e) if done.hired.is_empty() => return Err(e.into()),
                         Err(e) => {
+                            // What was hired is said, then why the rest was not.
                             if json {
-                                println!(
-                                    "{}",
-                                    json!({"hired": hired.iter().map(info_json).collect::<Vec<_>>()})
-                                );
+                                report::emit(&done, json, quiet);
                             }
                             return Err(Failure(
                                 EXIT_FAILED,
                                 format!(
                                     "hired {} of {} free positions, then: {}",
-                                    hired.len(),
+                                    done.hired.len(),
                                     targets.len(),
                                     e.message()
                                 ),
                             ));
                         }
                     };
-                    if !json && !quiet {
-                        println!(
-                            "hired {} at {} for position {} (quota {})",
-                            s.node_id,
-                            s.address,
-                            s.position,
-                            gib(s.quota_bytes)
-                        );
+                    // Said as each one is hired; JSON once, at the end.
+                    if !json {
+                        report::emit(&s, json, quiet);
                     }
-                    hired.push(s);
+                    done.hired.push(s);
                 }
                 if json {
-                    if targets.len() == 1 {
-                        println!("{}", info_json(&hired[0]));
-                    } else {
-                        println!(
-                            "{}",
-                            json!({"hired": hired.iter().map(info_json).collect::<Vec<_>>()})
-                        );
+                    match done.hired.as_slice() {
+                        [one] if targets.len() == 1 => report::emit(one, json, quiet),
+                        _ => report::emit(&done, json, quiet),
                     }
                 }
             }
@@ -762,17 +571,7 @@ impl Client {
                     })
                     .await?
                     .into_inner();
-                if json {
-                    println!(
-                        "{}",
-                        json!({"node_id": f.node_id, "objects_deleted": f.objects_deleted})
-                    );
-                } else if !quiet {
-                    println!(
-                        "fired {} from position {position}; it deleted {} objects",
-                        f.node_id, f.objects_deleted
-                    );
-                }
+                report::emit(&report::Fired::new(*position, f), json, quiet);
             }
         }
         Ok(0)
@@ -788,53 +587,6 @@ pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> R
         .status(rpb::StatusRequest {})
         .await?
         .into_inner();
-    if json {
-        let queue: Vec<_> = s
-            .queue
-            .iter()
-            .map(|j| {
-                json!({"backup_id": j.backup_id, "version": j.version, "position": j.position,
-                       "target": j.target, "blocks": j.blocks, "next_block": j.next_block})
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({"positions": s.positions, "hired": s.hired, "reachable": s.reachable,
-                   "fire_threshold": s.fire_threshold, "last_check": s.last_check,
-                   "last_error": s.last_error, "suppliers_fired": s.suppliers_fired,
-                   "suppliers_hired": s.suppliers_hired, "blocks_rebuilt": s.blocks_rebuilt,
-                   "bytes_uploaded": s.bytes_uploaded, "queue": queue})
-        );
-    } else if !quiet {
-        println!(
-            "suppliers: {} of {} hired, {} reachable at the last check ({}); fire threshold {}",
-            s.hired,
-            s.positions,
-            s.reachable,
-            when(s.last_check),
-            s.fire_threshold
-        );
-        println!(
-            "since start of its state: {} fired, {} hired, {} blocks rebuilt, {} uploaded",
-            s.suppliers_fired,
-            s.suppliers_hired,
-            s.blocks_rebuilt,
-            gib(s.bytes_uploaded)
-        );
-        if !s.last_error.is_empty() {
-            println!("last error: {}", s.last_error);
-        }
-        if s.queue.is_empty() {
-            println!("queue: empty (every position of every version is complete)");
-        } else {
-            println!("queue ({} jobs, newest first):", s.queue.len());
-            for j in &s.queue {
-                println!(
-                    "  {}@{}  position {:>2} -> {}  block {} of {}",
-                    j.backup_id, j.version, j.position, j.target, j.next_block, j.blocks
-                );
-            }
-        }
-    }
+    report::emit(&report::RebuildStatus::from(s), json, quiet);
     Ok(0)
 }

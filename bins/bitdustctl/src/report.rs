@@ -1,0 +1,971 @@
+//! What the daemon commands print, one typed value each: `--json` prints it
+//! with serde and the text form is its `Display`, so the two forms come
+//! from one list of fields and cannot disagree. Each is made from the
+//! daemon's reply in one `From`.
+
+use std::fmt;
+
+use bitdust_proto::customer::v1 as pb;
+use bitdust_proto::rebuilder::v1 as rpb;
+use serde::Serialize;
+
+/// Prints `r`: JSON with `json`, else its text unless `quiet`.
+pub(crate) fn emit<R: Serialize + fmt::Display>(r: &R, json: bool, quiet: bool) {
+    if json {
+        // These types hold only strings, numbers, booleans and lists.
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    } else if !quiet {
+        print!("{r}");
+    }
+}
+
+/// A byte count for people.
+pub(crate) fn gib(b: u64) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
+/// How long ago a Unix time was, for people.
+pub(crate) fn when(unix: u64) -> String {
+    if unix == 0 {
+        return "never".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = now.saturating_sub(unix);
+    match ago {
+        0..=59 => format!("{ago}s ago"),
+        60..=3599 => format!("{}m ago", ago / 60),
+        3600..=86399 => format!("{}h ago", ago / 3600),
+        _ => format!("{}d ago", ago / 86400),
+    }
+}
+
+/// `bitdustctl status`.
+#[derive(Serialize)]
+pub(crate) struct Status {
+    node_id: String,
+    positions: u32,
+    hired: u32,
+    reachable: u32,
+    needed_bytes: u64,
+    backups: u32,
+    versions: u32,
+    missing_fragments: u64,
+    scheme: String,
+    tolerance: u32,
+    recovering: bool,
+    recovery: String,
+}
+
+impl From<pb::StatusReply> for Status {
+    fn from(s: pb::StatusReply) -> Self {
+        Status {
+            node_id: s.node_id,
+            positions: s.positions,
+            hired: s.hired,
+            reachable: s.reachable,
+            needed_bytes: s.needed_bytes,
+            backups: s.backups,
+            versions: s.versions,
+            missing_fragments: s.missing_fragments,
+            scheme: s.scheme,
+            tolerance: s.tolerance,
+            recovering: s.recovering,
+            recovery: s.recovery,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "node id:    {}", self.node_id)?;
+        if self.recovering {
+            writeln!(
+                f,
+                "recovering: {} (nothing is hired or published until the old backups are found; bitdustctl start-afresh gives them up)",
+                self.recovery
+            )?;
+        }
+        writeln!(
+            f,
+            "suppliers:  {} of {} positions hired, {} reachable (the {} scheme survives losing {})",
+            self.hired, self.positions, self.reachable, self.scheme, self.tolerance
+        )?;
+        writeln!(f, "space:      {} needed", gib(self.needed_bytes))?;
+        writeln!(
+            f,
+            "backups:    {} ({} versions)",
+            self.backups, self.versions
+        )?;
+        if self.missing_fragments > 0 {
+            writeln!(
+                f,
+                "repair:     {} fragments await repair",
+                self.missing_fragments
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl start-afresh --yes`.
+#[derive(Serialize)]
+pub(crate) struct GaveUp {
+    gave_up: String,
+}
+
+impl From<pb::StartAfreshReply> for GaveUp {
+    fn from(r: pb::StartAfreshReply) -> Self {
+        GaveUp { gave_up: r.gave_up }
+    }
+}
+
+impl fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.gave_up)
+    }
+}
+
+/// `bitdustctl backup`.
+#[derive(Serialize)]
+pub(crate) struct BackedUp {
+    backup_id: String,
+    version: u64,
+    input_bytes: u64,
+    stored_bytes: u64,
+    blocks: u64,
+    files: u32,
+    pub(crate) failed_positions: Vec<u32>,
+    pub(crate) warnings: Vec<String>,
+    pruned_versions: Vec<u64>,
+}
+
+impl From<pb::BackupDone> for BackedUp {
+    fn from(d: pb::BackupDone) -> Self {
+        BackedUp {
+            backup_id: d.backup_id,
+            version: d.version,
+            input_bytes: d.input_bytes,
+            stored_bytes: d.stored_bytes,
+            blocks: d.blocks,
+            files: d.files,
+            failed_positions: d.failed_positions,
+            warnings: d.warnings,
+            pruned_versions: d.pruned_versions,
+        }
+    }
+}
+
+impl fmt::Display for BackedUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "backed up {} ({} files) as {}@{}: {} blocks, {} stored",
+            gib(self.input_bytes),
+            self.files,
+            self.backup_id,
+            self.version,
+            self.blocks,
+            gib(self.stored_bytes)
+        )
+    }
+}
+
+/// `bitdustctl restore`.
+#[derive(Serialize)]
+pub(crate) struct Restored {
+    backup_id: String,
+    version: u64,
+    bytes: u64,
+    files: u32,
+    fragments_fetched: u64,
+    blocks_repaired: u64,
+    stale_fragments: u64,
+    pub(crate) warnings: Vec<String>,
+    to: String,
+}
+
+impl Restored {
+    /// The agent's result, with what this process extracted into `to`.
+    pub(crate) fn new(
+        d: pb::RestoreDone,
+        to: &std::path::Path,
+        extracted: &bitdust_pipeline::RestoreReport,
+    ) -> Self {
+        let mut warnings = d.warnings;
+        warnings.extend(extracted.skipped.iter().cloned());
+        Restored {
+            backup_id: d.backup_id,
+            version: d.version,
+            bytes: extracted.bytes,
+            files: extracted.files as u32,
+            fragments_fetched: d.fragments_fetched,
+            blocks_repaired: d.blocks_repaired,
+            stale_fragments: d.stale_fragments,
+            warnings,
+            to: to.display().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Restored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "restored {}@{} into {}: {} files, {}, {} fragments fetched, {} blocks rebuilt from parity",
+            self.backup_id,
+            self.version,
+            self.to,
+            self.files,
+            gib(self.bytes),
+            self.fragments_fetched,
+            self.blocks_repaired,
+        )?;
+        if self.stale_fragments > 0 {
+            write!(
+                f,
+                ", {} stale fragments of a failed attempt read as lost",
+                self.stale_fragments
+            )?;
+        }
+        writeln!(f)
+    }
+}
+
+/// `bitdustctl list`: every backup the caller may see.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub(crate) struct Listing(Vec<Backup>);
+
+#[derive(Serialize)]
+struct Backup {
+    backup_id: String,
+    /// Empty for the system's, else `uid N`.
+    owner: String,
+    paths: Vec<String>,
+    versions: Vec<Version>,
+}
+
+#[derive(Serialize)]
+struct Version {
+    version: u64,
+    time: u64,
+    input_bytes: u64,
+    stored_bytes: u64,
+    blocks: u64,
+    scheme: String,
+    suppliers: u32,
+    missing_fragments: u64,
+}
+
+impl From<pb::ListReply> for Listing {
+    fn from(l: pb::ListReply) -> Self {
+        Listing(
+            l.backups
+                .into_iter()
+                .map(|b| Backup {
+                    backup_id: b.backup_id,
+                    owner: b.owner,
+                    paths: b.paths,
+                    versions: b
+                        .versions
+                        .into_iter()
+                        .map(|v| Version {
+                            version: v.version,
+                            time: v.time,
+                            input_bytes: v.input_bytes,
+                            stored_bytes: v.stored_bytes,
+                            blocks: v.blocks,
+                            scheme: v.scheme,
+                            suppliers: v.suppliers,
+                            missing_fragments: v.missing_fragments,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for Listing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            writeln!(f, "no backups yet")?;
+        }
+        for b in &self.0 {
+            let owner = if b.owner.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", b.owner)
+            };
+            writeln!(f, "{}  {}{owner}", b.backup_id, b.paths.join(" "))?;
+            for v in &b.versions {
+                let missing = if v.missing_fragments > 0 {
+                    format!(", {} fragments await repair", v.missing_fragments)
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    f,
+                    "  @{:<4} {:>10}  {} input, {} stored, {} blocks, {} over {}{missing}",
+                    v.version,
+                    when(v.time),
+                    gib(v.input_bytes),
+                    gib(v.stored_bytes),
+                    v.blocks,
+                    v.scheme,
+                    v.suppliers
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl delete`.
+#[derive(Serialize)]
+pub(crate) struct Deleted {
+    deleted_versions: Vec<u64>,
+}
+
+impl From<pb::DeleteReply> for Deleted {
+    fn from(d: pb::DeleteReply) -> Self {
+        Deleted {
+            deleted_versions: d.deleted_versions,
+        }
+    }
+}
+
+impl fmt::Display for Deleted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "deleted versions {:?}", self.deleted_versions)
+    }
+}
+
+/// One supplier, as `bitdustctl suppliers` lists it (a line) and as
+/// `suppliers hire` reports it.
+#[derive(Serialize)]
+pub(crate) struct Supplier {
+    position: u32,
+    node_id: String,
+    address: String,
+    reachable: bool,
+    last_seen: u64,
+    failures: u64,
+    audits_passed: u64,
+    audits_failed: u64,
+    quota_bytes: u64,
+    used_bytes: u64,
+    last_error: String,
+}
+
+impl From<pb::SupplierInfo> for Supplier {
+    fn from(s: pb::SupplierInfo) -> Self {
+        Supplier {
+            position: s.position,
+            node_id: s.node_id,
+            address: s.address,
+            reachable: s.reachable,
+            last_seen: s.last_seen,
+            failures: s.failures,
+            audits_passed: s.audits_passed,
+            audits_failed: s.audits_failed,
+            quota_bytes: s.quota_bytes,
+            used_bytes: s.used_bytes,
+            last_error: s.last_error,
+        }
+    }
+}
+
+impl fmt::Display for Supplier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  {:>2}  {}  {:<21}  {:<11}  seen {:<8}  {} of {} used",
+            self.position,
+            self.node_id,
+            self.address,
+            if self.reachable {
+                "reachable"
+            } else {
+                "UNREACHABLE"
+            },
+            when(self.last_seen),
+            gib(self.used_bytes),
+            gib(self.quota_bytes)
+        )
+    }
+}
+
+/// `bitdustctl suppliers`.
+#[derive(Serialize)]
+pub(crate) struct Suppliers {
+    positions: u32,
+    suppliers: Vec<Supplier>,
+}
+
+impl From<pb::ListSuppliersReply> for Suppliers {
+    fn from(l: pb::ListSuppliersReply) -> Self {
+        Suppliers {
+            positions: l.positions,
+            suppliers: l.suppliers.into_iter().map(Supplier::from).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Suppliers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} of {} positions hired",
+            self.suppliers.len(),
+            self.positions
+        )?;
+        self.suppliers.iter().try_for_each(|s| write!(f, "{s}"))
+    }
+}
+
+/// One supplier just hired (`bitdustctl suppliers hire`, one position).
+#[derive(Serialize)]
+#[serde(transparent)]
+pub(crate) struct HiredOne(pub(crate) Supplier);
+
+impl fmt::Display for HiredOne {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.0;
+        writeln!(
+            f,
+            "hired {} at {} for position {} (quota {})",
+            s.node_id,
+            s.address,
+            s.position,
+            gib(s.quota_bytes)
+        )
+    }
+}
+
+/// Suppliers just hired (`bitdustctl suppliers hire` with no address and
+/// no position: every free position).
+#[derive(Serialize)]
+pub(crate) struct Hired {
+    pub(crate) hired: Vec<HiredOne>,
+}
+
+impl fmt::Display for Hired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.hired.iter().try_for_each(|h| write!(f, "{h}"))
+    }
+}
+
+/// `bitdustctl suppliers fire`.
+#[derive(Serialize)]
+pub(crate) struct Fired {
+    position: u32,
+    node_id: String,
+    objects_deleted: u64,
+}
+
+impl Fired {
+    pub(crate) fn new(position: u32, r: pb::FireSupplierReply) -> Self {
+        Fired {
+            position,
+            node_id: r.node_id,
+            objects_deleted: r.objects_deleted,
+        }
+    }
+}
+
+impl fmt::Display for Fired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "fired {} from position {}; it deleted {} objects",
+            self.node_id, self.position, self.objects_deleted
+        )
+    }
+}
+
+/// `bitdustctl rebuild status`.
+#[derive(Serialize)]
+pub(crate) struct RebuildStatus {
+    positions: u32,
+    hired: u32,
+    reachable: u32,
+    fire_threshold: u32,
+    last_check: u64,
+    last_error: String,
+    suppliers_fired: u64,
+    suppliers_hired: u64,
+    blocks_rebuilt: u64,
+    bytes_uploaded: u64,
+    queue: Vec<RebuildJob>,
+}
+
+#[derive(Serialize)]
+struct RebuildJob {
+    backup_id: String,
+    version: u64,
+    position: u32,
+    target: String,
+    blocks: u64,
+    next_block: u64,
+}
+
+impl From<rpb::StatusReply> for RebuildStatus {
+    fn from(s: rpb::StatusReply) -> Self {
+        RebuildStatus {
+            positions: s.positions,
+            hired: s.hired,
+            reachable: s.reachable,
+            fire_threshold: s.fire_threshold,
+            last_check: s.last_check,
+            last_error: s.last_error,
+            suppliers_fired: s.suppliers_fired,
+            suppliers_hired: s.suppliers_hired,
+            blocks_rebuilt: s.blocks_rebuilt,
+            bytes_uploaded: s.bytes_uploaded,
+            queue: s
+                .queue
+                .into_iter()
+                .map(|j| RebuildJob {
+                    backup_id: j.backup_id,
+                    version: j.version,
+                    position: j.position,
+                    target: j.target,
+                    blocks: j.blocks,
+                    next_block: j.next_block,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for RebuildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "suppliers: {} of {} hired, {} reachable at the last check ({}); fire threshold {}",
+            self.hired,
+            self.positions,
+            self.reachable,
+            when(self.last_check),
+            self.fire_threshold
+        )?;
+        writeln!(
+            f,
+            "since start of its state: {} fired, {} hired, {} blocks rebuilt, {} uploaded",
+            self.suppliers_fired,
+            self.suppliers_hired,
+            self.blocks_rebuilt,
+            gib(self.bytes_uploaded)
+        )?;
+        if !self.last_error.is_empty() {
+            writeln!(f, "last error: {}", self.last_error)?;
+        }
+        if self.queue.is_empty() {
+            return writeln!(
+                f,
+                "queue: empty (every position of every version is complete)"
+            );
+        }
+        writeln!(f, "queue ({} jobs, newest first):", self.queue.len())?;
+        for j in &self.queue {
+            writeln!(
+                f,
+                "  {}@{}  position {:>2} -> {}  block {} of {}",
+                j.backup_id, j.version, j.position, j.target, j.next_block, j.blocks
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl key export`.
+#[derive(Serialize)]
+pub(crate) struct KeyExported {
+    pub(crate) node_id: String,
+    pub(crate) file: String,
+}
+
+impl fmt::Display for KeyExported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "exported the keys of {} to {} (0600); keep it offline",
+            self.node_id, self.file
+        )
+    }
+}
+
+/// `bitdustctl key import`.
+#[derive(Serialize)]
+pub(crate) struct KeyImported {
+    pub(crate) node_id: String,
+    pub(crate) keys: String,
+}
+
+impl fmt::Display for KeyImported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "imported the keys of {} into {}; start (or restart) the customer-agent to recover its backups",
+            self.node_id, self.keys
+        )
+    }
+}
+
+/// `bitdustctl local backup`.
+#[derive(Serialize)]
+pub(crate) struct LocalBackedUp {
+    backup_id: String,
+    version: u64,
+    suppliers: usize,
+    scheme: String,
+    blocks: u64,
+    files: u64,
+    directories: u64,
+    symlinks: u64,
+    content_bytes: u64,
+    archive_bytes: u64,
+    compressed_bytes: u64,
+    stored_bytes: u64,
+    pub(crate) skipped: Vec<String>,
+    pub(crate) degraded_positions: Vec<usize>,
+    seconds: f64,
+    to: String,
+    peak_rss_bytes: Option<u64>,
+}
+
+impl LocalBackedUp {
+    pub(crate) fn new(
+        r: bitdust_pipeline::BackupReport,
+        to: &std::path::Path,
+        seconds: f64,
+        peak_rss_bytes: Option<u64>,
+    ) -> Self {
+        let m = &r.manifest;
+        LocalBackedUp {
+            backup_id: m.backup_id.to_string(),
+            version: m.version,
+            suppliers: m.suppliers,
+            scheme: m.scheme.to_string(),
+            blocks: m.blocks,
+            files: r.files,
+            directories: r.directories,
+            symlinks: r.symlinks,
+            content_bytes: r.content_bytes,
+            archive_bytes: m.archive_bytes,
+            compressed_bytes: m.compressed_bytes,
+            stored_bytes: m.stored_bytes,
+            skipped: r.skipped,
+            degraded_positions: r.degraded_positions,
+            seconds,
+            to: to.display().to_string(),
+            peak_rss_bytes,
+        }
+    }
+}
+
+impl fmt::Display for LocalBackedUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "backup {}@{}: {} files, {} dirs, {} symlinks, {} bytes -> {} compressed -> {} stored in {} blocks over {} positions ({}) in {:.1}s",
+            self.backup_id,
+            self.version,
+            self.files,
+            self.directories,
+            self.symlinks,
+            self.content_bytes,
+            self.compressed_bytes,
+            self.stored_bytes,
+            self.blocks,
+            self.suppliers,
+            self.scheme,
+            self.seconds
+        )?;
+        if !self.degraded_positions.is_empty() {
+            writeln!(
+                f,
+                "positions that failed and need repair: {:?}",
+                self.degraded_positions
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl local restore`.
+#[derive(Serialize)]
+pub(crate) struct LocalRestored {
+    backup_id: String,
+    version: u64,
+    to: String,
+    blocks: u64,
+    decoded_blocks: u64,
+    files: u64,
+    directories: u64,
+    symlinks: u64,
+    bytes: u64,
+    rejected_fragments: Vec<String>,
+    stale_fragments: u64,
+    pub(crate) skipped: Vec<String>,
+    seconds: f64,
+    peak_rss_bytes: Option<u64>,
+}
+
+impl LocalRestored {
+    pub(crate) fn new(
+        m: &bitdust_block::Manifest,
+        r: bitdust_pipeline::RestoreReport,
+        to: &std::path::Path,
+        seconds: f64,
+        peak_rss_bytes: Option<u64>,
+    ) -> Self {
+        LocalRestored {
+            backup_id: m.backup_id.to_string(),
+            version: m.version,
+            to: to.display().to_string(),
+            blocks: r.blocks,
+            decoded_blocks: r.decoded_blocks,
+            files: r.files,
+            directories: r.directories,
+            symlinks: r.symlinks,
+            bytes: r.bytes,
+            rejected_fragments: r.rejected_fragments,
+            stale_fragments: r.stale_fragments,
+            skipped: r.skipped,
+            seconds,
+            peak_rss_bytes,
+        }
+    }
+}
+
+impl fmt::Display for LocalRestored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "restored {}@{} into {}: {} files, {} dirs, {} symlinks, {} bytes; {} of {} blocks needed the ECC decoder; {} fragments rejected, in {:.1}s",
+            self.backup_id,
+            self.version,
+            self.to,
+            self.files,
+            self.directories,
+            self.symlinks,
+            self.bytes,
+            self.decoded_blocks,
+            self.blocks,
+            self.rejected_fragments.len(),
+            self.seconds
+        )
+    }
+}
+
+/// `bitdustctl local verify`.
+#[derive(Serialize)]
+pub(crate) struct Verified {
+    backup_id: String,
+    version: u64,
+    #[serde(skip)]
+    suppliers: usize,
+    #[serde(skip)]
+    scheme: String,
+    blocks: Vec<Health>,
+    pub(crate) unrecoverable_blocks: Vec<u64>,
+    min_margin: Option<usize>,
+    rejected_fragments: Vec<String>,
+}
+
+#[derive(Serialize, PartialEq)]
+struct Health {
+    block: u64,
+    valid_fragments: usize,
+    total_fragments: usize,
+    damaged_positions: Vec<usize>,
+    margin: Option<usize>,
+    margin_exact: bool,
+}
+
+impl Verified {
+    /// Blocks with a damaged position (still recoverable or not).
+    pub(crate) fn damaged(&self) -> usize {
+        self.blocks
+            .iter()
+            .filter(|b| !b.damaged_positions.is_empty())
+            .count()
+    }
+}
+
+impl From<bitdust_pipeline::VerifyReport> for Verified {
+    fn from(r: bitdust_pipeline::VerifyReport) -> Self {
+        Verified {
+            backup_id: r.manifest.backup_id.to_string(),
+            version: r.manifest.version,
+            suppliers: r.manifest.suppliers,
+            scheme: r.manifest.scheme.to_string(),
+            unrecoverable_blocks: r.unrecoverable(),
+            min_margin: r.min_margin(),
+            blocks: r
+                .blocks
+                .into_iter()
+                .map(|b| Health {
+                    block: b.block,
+                    valid_fragments: b.valid_fragments,
+                    total_fragments: b.total_fragments,
+                    damaged_positions: b.damaged_positions,
+                    margin: b.margin,
+                    margin_exact: b.margin_exact,
+                })
+                .collect(),
+            rejected_fragments: r.rejected_fragments,
+        }
+    }
+}
+
+impl fmt::Display for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "backup {}@{}: {} blocks over {} positions ({})",
+            self.backup_id,
+            self.version,
+            self.blocks.len(),
+            self.suppliers,
+            self.scheme
+        )?;
+        // Consecutive blocks in the same health are one line.
+        let same = |a: &Health, b: &Health| {
+            (
+                a.valid_fragments,
+                &a.damaged_positions,
+                a.margin,
+                a.margin_exact,
+            ) == (
+                b.valid_fragments,
+                &b.damaged_positions,
+                b.margin,
+                b.margin_exact,
+            )
+        };
+        let mut i = 0;
+        while i < self.blocks.len() {
+            let b = &self.blocks[i];
+            let mut j = i + 1;
+            while j < self.blocks.len() && same(&self.blocks[j], b) {
+                j += 1;
+            }
+            let which = if j - i == 1 {
+                format!("block {}", b.block)
+            } else {
+                format!("blocks {}-{}", b.block, self.blocks[j - 1].block)
+            };
+            let m = match b.margin {
+                Some(m) if b.margin_exact => format!("{m} more positions may be lost"),
+                Some(m) => format!("at least {m} more positions may be lost"),
+                None => "CANNOT BE RECOVERED".into(),
+            };
+            let damage = if b.damaged_positions.is_empty() {
+                String::new()
+            } else {
+                format!(", damaged positions {:?}", b.damaged_positions)
+            };
+            writeln!(
+                f,
+                "  {which}: {}/{} fragments ok{damage}: {m}",
+                b.valid_fragments, b.total_fragments
+            )?;
+            i = j;
+        }
+        for r in &self.rejected_fragments {
+            writeln!(f, "  rejected {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl local list`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub(crate) struct LocalListing(Vec<LocalVersion>);
+
+#[derive(Serialize)]
+struct LocalVersion {
+    backup_id: String,
+    version: u64,
+    positions: Vec<usize>,
+}
+
+impl From<Vec<bitdust_pipeline::local::Listed>> for LocalListing {
+    fn from(all: Vec<bitdust_pipeline::local::Listed>) -> Self {
+        LocalListing(
+            all.into_iter()
+                .map(|l| LocalVersion {
+                    backup_id: l.backup_id.to_string(),
+                    version: l.version,
+                    positions: l.positions,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for LocalListing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for l in &self.0 {
+            writeln!(
+                f,
+                "{}@{}  positions {:?}",
+                l.backup_id, l.version, l.positions
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scripts read these names: a rename is a breaking change.
+    #[test]
+    fn the_json_names_are_the_documented_ones() {
+        let s = Status::from(pb::StatusReply {
+            node_id: "n".into(),
+            positions: 7,
+            hired: 6,
+            scheme: "xor".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"node_id":"n","positions":7,"hired":6,"reachable":0,"needed_bytes":0,"backups":0,"versions":0,"missing_fragments":0,"scheme":"xor","tolerance":0,"recovering":false,"recovery":""}"#
+        );
+        let l = Listing::from(pb::ListReply {
+            backups: vec![pb::BackupInfo {
+                backup_id: "b".into(),
+                paths: vec!["/p".into()],
+                owner: "uid 1000".into(),
+                versions: vec![pb::VersionInfo {
+                    version: 1,
+                    ..Default::default()
+                }],
+            }],
+        });
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"[{"backup_id":"b","owner":"uid 1000","paths":["/p"],"versions":[{"version":1,"time":0,"input_bytes":0,"stored_bytes":0,"blocks":0,"scheme":"","suppliers":0,"missing_fragments":0}]}]"#
+        );
+        // The text form is made from the same value.
+        assert!(l.to_string().starts_with("b  /p  (uid 1000)\n  @1"));
+    }
+}
