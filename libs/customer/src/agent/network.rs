@@ -12,6 +12,7 @@ use bitdust_proto::dht::v1 as dpb;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use super::suppliers::free_position;
 use super::*;
 
 /// Random lookups a hire from the DHT makes before giving up.

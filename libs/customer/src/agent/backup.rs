@@ -1,0 +1,240 @@
+//! Backing up the archive a caller streams, as one reserved version.
+
+use super::*;
+
+impl Agent {
+    pub(super) fn backup_options(&self) -> BackupOptions {
+        let c = &self.config.customer;
+        BackupOptions {
+            scheme: self.code.scheme(),
+            suppliers: self.code.suppliers(),
+            zstd_level: c.zstd_level,
+            block_size: c.block_size.0 as usize,
+            max_block_size: bitdust_pipeline::DEFAULT_MAX_BLOCK_SIZE.max(c.block_size.0 as usize),
+        }
+    }
+
+    /// Runs a backup of the archive `caller` streams, sending progress to
+    /// `events`.
+    pub(super) async fn backup(
+        self: Arc<Self>,
+        caller: Caller,
+        mut stream: tonic::Streaming<pb::BackupInput>,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    ) -> Result<pb::BackupDone, Status> {
+        let start = caller::read_start(&mut stream).await?;
+        if start.paths.is_empty() {
+            return Err(Status::invalid_argument(
+                "name at least one path to back up",
+            ));
+        }
+        self.refuse_while_recovering("back up")?;
+        let mut raw = start
+            .paths
+            .iter()
+            .map(|p| caller::checked_path(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.sort();
+        raw.dedup();
+        let owner = caller.owner();
+        let id = caller::backup_id(&self.node_id(), owner, &raw);
+        if !lock(&self.running).insert(id) {
+            return Err(Status::aborted(format!(
+                "a backup of the same paths (backup {id}) is already running; wait for it to finish"
+            )));
+        }
+        let input = StreamedArchive::new(raw, stream, self.rt.clone());
+        let result = self
+            .clone()
+            .backup_locked(id, owner, input, start.bytes_total, events)
+            .await;
+        lock(&self.running).remove(&id);
+        result
+    }
+
+    pub(super) async fn backup_locked(
+        self: Arc<Self>,
+        id: BackupId,
+        owner: Option<u32>,
+        input: StreamedArchive,
+        total: u64,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    ) -> Result<pb::BackupDone, Status> {
+        let links = self.links();
+        let hired = links.iter().flatten().count();
+        let n = self.code.suppliers();
+        let need = n - self.code.tolerance();
+        if hired < need {
+            return Err(Status::failed_precondition(format!(
+                "only {hired} of {n} positions have a supplier and a backup needs at least {need}; hire more with bitdustctl suppliers hire ADDR"
+            )));
+        }
+        // Leftovers of failed attempts go from suppliers that are back.
+        self.spawn_collector()?;
+        let previous = self.state.versions_of(id).map_err(internal)?;
+        // Record, then act: the version is reserved durably before the
+        // first fragment leaves, so a retry after a failure (or a crash)
+        // never writes under the failed attempt's names.
+        let holders: Vec<String> = links
+            .iter()
+            .flatten()
+            .map(|l| l.node_id.to_string())
+            .collect();
+        let version = {
+            let mut attempting = lock(&self.attempting);
+            let v = self
+                .state
+                .reserve_version(id, &holders, now(), 0)
+                .map_err(internal)?;
+            attempting.insert((id, v));
+            v
+        };
+        let result = self
+            .clone()
+            .backup_attempt(id, owner, version, input, total, &previous, links, events)
+            .await;
+        // Committed to the catalog, or abandoned: either way no longer
+        // running (an abandoned attempt is never committed later).
+        lock(&self.attempting).remove(&(id, version));
+        if result.is_err() {
+            // The attempt's fragments are deleted now where possible, and
+            // later from suppliers that were away.
+            tokio::spawn(self.clone().collect_attempts());
+        }
+        result
+    }
+
+    /// One attempt at version `version` (already reserved) of backup `id`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn backup_attempt(
+        self: Arc<Self>,
+        id: BackupId,
+        owner: Option<u32>,
+        version: u64,
+        mut input: StreamedArchive,
+        total: u64,
+        previous: &[(u64, VersionRecord)],
+        links: Links,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    ) -> Result<pb::BackupDone, Status> {
+        let key = match previous.last() {
+            Some((v, _)) => {
+                let me = self.clone();
+                let v = *v;
+                tokio::task::spawn_blocking(move || {
+                    let mut src = NetSource::new(
+                        me.rt.clone(),
+                        me.links(),
+                        id,
+                        v,
+                        MAX_FRAGMENT_OBJECT,
+                        me.state.clone(),
+                    );
+                    let m =
+                        bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
+                            Status::unavailable(format!(
+                                "cannot read version {v} of backup {id} to continue it: {e}"
+                            ))
+                        })?;
+                    BackupKeyMaterial::from_manifest(&m).ok_or_else(|| {
+                        Status::internal("the previous version's backup key is malformed")
+                    })
+                })
+                .await
+                .map_err(internal)??
+            }
+            None => BackupKeyMaterial::generate(self.keys.master_recipient()).map_err(internal)?,
+        };
+        let paths: Vec<String> = input
+            .source_paths()
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        let counter = Arc::new(Counter(AtomicU64::new(0)));
+        let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
+            pb::BackupEvent {
+                kind: Some(pb::backup_event::Kind::Progress(p)),
+            }
+        });
+        let me = self.clone();
+        let opts = self.backup_options();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut sink = NetSink::new(
+                me.rt.clone(),
+                links,
+                me.code.clone(),
+                id,
+                version,
+                me.state.clone(),
+            );
+            bitdust_pipeline::backup(
+                me.identity.clone(),
+                &key,
+                id,
+                version,
+                &mut input,
+                &opts,
+                &mut sink,
+                counter.as_ref(),
+            )
+        })
+        .await
+        .map_err(internal)?;
+        ticker.abort();
+        let report = result.map_err(|e| Status::aborted(format!("backup failed: {e}")))?;
+        let m = &report.manifest;
+        let rec = VersionRecord {
+            owner,
+            paths,
+            time: now(),
+            input_bytes: report.content_bytes,
+            stored_bytes: m.stored_bytes,
+            blocks: m.blocks,
+            files: report.files,
+            scheme: m.scheme.to_string(),
+            suppliers: m.suppliers as u32,
+            supplier_set: self
+                .links()
+                .iter()
+                .map(|l| {
+                    l.as_ref()
+                        .map(|l| l.node_id.to_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            missing_positions: report
+                .degraded_positions
+                .iter()
+                .map(|&p| p as u32)
+                .collect(),
+        };
+        self.state
+            .commit_version(id, version, &rec)
+            .map_err(internal)?;
+        // Keep the configured number of versions.
+        let keep = self.config.customer.keep_versions as usize;
+        let versions = self.state.versions_of(id).map_err(internal)?;
+        let prune: Vec<u64> = if versions.len() > keep {
+            versions[..versions.len() - keep]
+                .iter()
+                .map(|(v, _)| *v)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.delete_versions(id, &prune).await?;
+        let catalog_copies = self.upload_catalog().await?;
+        tracing::info!(backup = %id, version, blocks = m.blocks, failed = ?report.degraded_positions, catalog_copies, "backup done");
+        Ok(pb::BackupDone {
+            backup_id: id.to_string(),
+            version,
+            input_bytes: report.content_bytes,
+            stored_bytes: m.stored_bytes,
+            blocks: m.blocks,
+            files: report.files as u32,
+            failed_positions: rec.missing_positions,
+            warnings: report.skipped,
+            pruned_versions: prune,
+        })
+    }
+}

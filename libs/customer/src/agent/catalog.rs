@@ -1,0 +1,148 @@
+//! The catalog as a caller sees it: which versions, which one, deleting.
+
+use super::*;
+
+impl Agent {
+    /// The versions `caller` may see, in catalog order.
+    pub(super) fn visible_versions(
+        &self,
+        caller: Caller,
+    ) -> Result<Vec<(BackupId, u64, VersionRecord)>, Status> {
+        let mut all = self.state.versions().map_err(internal)?;
+        all.retain(|(_, _, r)| caller.may_see(r.owner));
+        Ok(all)
+    }
+
+    /// Resolves a backup id (hex or unique prefix; empty: the only backup)
+    /// and a version (0: the newest) among the versions `caller` may see.
+    pub(super) fn select(
+        &self,
+        caller: Caller,
+        id: &str,
+        version: u64,
+    ) -> Result<(BackupId, u64, VersionRecord), Status> {
+        let all = self.visible_versions(caller)?;
+        let ids: BTreeMap<BackupId, ()> = all.iter().map(|(b, _, _)| (*b, ())).collect();
+        let matching: Vec<BackupId> = ids
+            .keys()
+            .filter(|b| b.to_string().starts_with(&id.to_ascii_lowercase()))
+            .copied()
+            .collect();
+        let bid = match matching.as_slice() {
+            [one] => *one,
+            [] if all.is_empty() => {
+                return Err(Status::not_found(
+                    "there are no backups yet; run bitdustctl backup PATH first",
+                ));
+            }
+            [] => {
+                return Err(Status::not_found(format!(
+                    "no backup id starts with {id:?}; see bitdustctl list"
+                )));
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "{} backups match {id:?}; give more of the id (see bitdustctl list)",
+                    matching.len()
+                )));
+            }
+        };
+        let versions: Vec<(u64, VersionRecord)> = all
+            .into_iter()
+            .filter(|(b, _, _)| *b == bid)
+            .map(|(_, v, r)| (v, r))
+            .collect();
+        let found = if version == 0 {
+            versions.into_iter().next_back()
+        } else {
+            versions.into_iter().find(|(v, _)| *v == version)
+        };
+        let (v, rec) = found.ok_or_else(|| {
+            Status::not_found(format!(
+                "backup {bid} has no version {version}; see bitdustctl list"
+            ))
+        })?;
+        Ok((bid, v, rec))
+    }
+
+    /// Deletes versions from every supplier and the catalog.
+    pub(super) async fn delete_versions(
+        &self,
+        id: BackupId,
+        versions: &[u64],
+    ) -> Result<(), Status> {
+        let links = self.links();
+        for &v in versions {
+            let prefix = netio::version_prefix(id, v);
+            let mut set = tokio::task::JoinSet::new();
+            for l in links.iter().flatten() {
+                let (l, prefix) = (l.clone(), prefix.clone());
+                set.spawn(async move { (l.node_id, l.delete(Vec::new(), &prefix).await) });
+            }
+            while let Some(Ok((who, r))) = set.join_next().await {
+                if let Err(e) = r {
+                    tracing::warn!(supplier = %who, version = v, error = %e, "could not delete a version there");
+                }
+            }
+            self.state.delete_version(id, v).map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// Every backup `caller` may see, with its versions.
+    pub(super) fn list(&self, caller: Caller) -> Result<pb::ListReply, Status> {
+        let mut by_id: BTreeMap<BackupId, pb::BackupInfo> = BTreeMap::new();
+        for (id, v, r) in self.visible_versions(caller)? {
+            let entry = by_id.entry(id).or_insert_with(|| pb::BackupInfo {
+                backup_id: id.to_string(),
+                owner: caller::owner_label(r.owner),
+                paths: r.paths.clone(),
+                versions: Vec::new(),
+            });
+            entry.versions.push(pb::VersionInfo {
+                version: v,
+                time: r.time,
+                input_bytes: r.input_bytes,
+                stored_bytes: r.stored_bytes,
+                blocks: r.blocks,
+                scheme: r.scheme.clone(),
+                suppliers: r.suppliers,
+                missing_fragments: r.missing_positions.len() as u64 * r.blocks,
+                missing_positions: r.missing_positions.clone(),
+            });
+        }
+        Ok(pb::ListReply {
+            backups: by_id.into_values().collect(),
+        })
+    }
+
+    /// Deletes one version of a backup `caller` may see, or every version
+    /// (`version` 0), from the suppliers and the catalog.
+    pub(super) async fn delete(
+        &self,
+        caller: Caller,
+        req: pb::DeleteRequest,
+    ) -> Result<pb::DeleteReply, Status> {
+        let (id, _, _) = self.select(caller, &req.backup_id, req.version)?;
+        let versions: Vec<u64> = if req.version == 0 {
+            self.state
+                .versions_of(id)
+                .map_err(internal)?
+                .into_iter()
+                .map(|(v, _)| v)
+                .collect()
+        } else {
+            vec![req.version]
+        };
+        if lock(&self.running).contains(&id) {
+            return Err(Status::aborted(format!(
+                "backup {id} is running; delete it after it finishes"
+            )));
+        }
+        self.delete_versions(id, &versions).await?;
+        self.upload_catalog().await?;
+        Ok(pb::DeleteReply {
+            deleted_versions: versions,
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! Restoring a version: into a directory, or streamed back to the caller.
+
+use super::*;
+
+/// The largest piece of archive one restore event carries.
+const ARCHIVE_CHUNK: usize = 1 << 20;
+
+impl Agent {
+    pub(super) async fn restore(
+        self: Arc<Self>,
+        caller: Caller,
+        req: pb::RestoreRequest,
+        events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
+    ) -> Result<pb::RestoreDone, Status> {
+        // No target: stream the archive back for the caller to extract.
+        let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
+        if to.is_some() {
+            caller.require_system(
+                "restore into a directory as the agent; run bitdustctl restore, which extracts as you",
+            )?;
+        }
+        if let Some(to) = &to
+            && !to.is_absolute()
+        {
+            return Err(Status::invalid_argument(format!(
+                "{} is not an absolute path; give an absolute directory, or none to receive the archive",
+                req.to
+            )));
+        }
+        let (id, version, rec) = self.select(caller, &req.backup_id, req.version)?;
+        let master = self
+            .keys
+            .master_key()
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let counter = Arc::new(Counter(AtomicU64::new(0)));
+        let total = rec.input_bytes;
+        let progress = |p| pb::RestoreEvent {
+            kind: Some(pb::restore_event::Kind::Progress(p)),
+        };
+        // Writing the files itself, the agent reports progress; streaming,
+        // only the caller knows how far extraction got, so it learns the total.
+        let ticker = match &to {
+            Some(_) => Some(spawn_ticker(
+                counter.clone(),
+                total,
+                events.clone(),
+                progress,
+            )),
+            None => {
+                let p = pb::Progress {
+                    bytes_done: 0,
+                    bytes_total: total,
+                };
+                let _ = events.send(Ok(progress(p))).await;
+                None
+            }
+        };
+        let me = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut src = NetSource::new(
+                me.rt.clone(),
+                me.links(),
+                id,
+                version,
+                MAX_FRAGMENT_OBJECT,
+                me.state.clone(),
+            );
+            let manifest =
+                bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
+                    Status::unavailable(format!("cannot read the manifest of {id}@{version}: {e}"))
+                })?;
+            // No fragment is fetched (or allocated for) beyond what the
+            // signed manifest allows.
+            src.bound_by(&manifest, RestoreOptions::default().max_block_size);
+            let key = BackupKey::unwrap_with(&manifest.wrapped_backup_key, master.age_identity())
+                .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "the backup key of {id}@{version} does not open with this master key: {e}"
+                ))
+            })?;
+            let failed = |e| Status::aborted(format!("restore of {id}@{version} failed: {e}"));
+            let report = match &to {
+                Some(to) => bitdust_pipeline::restore(
+                    &mut src,
+                    &manifest,
+                    &key,
+                    to,
+                    &RestoreOptions::default(),
+                    counter.as_ref(),
+                )
+                .map_err(failed)?,
+                None => {
+                    let mut emit = |plain: Vec<u8>| {
+                        plain.chunks(ARCHIVE_CHUNK).all(|c| {
+                            let ev = pb::RestoreEvent {
+                                kind: Some(pb::restore_event::Kind::Archive(c.to_vec())),
+                            };
+                            events.blocking_send(Ok(ev)).is_ok()
+                        })
+                    };
+                    bitdust_pipeline::restore_blocks(
+                        &mut src,
+                        &manifest,
+                        &key,
+                        &RestoreOptions::default(),
+                        &mut emit,
+                    )
+                    .map_err(failed)?
+                    .into()
+                }
+            };
+            Ok::<_, Status>((report, src.fetched))
+        })
+        .await
+        .map_err(internal)?;
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        let (report, fetched) = result?;
+        Ok(pb::RestoreDone {
+            backup_id: id.to_string(),
+            version,
+            bytes: report.bytes,
+            files: report.files as u32,
+            fragments_fetched: fetched,
+            blocks_repaired: report.decoded_blocks,
+            stale_fragments: report.stale_fragments,
+            warnings: report
+                .skipped
+                .into_iter()
+                .chain(report.rejected_fragments)
+                .collect(),
+        })
+    }
+}

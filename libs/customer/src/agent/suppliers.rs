@@ -1,0 +1,218 @@
+//! Hiring and firing suppliers, and asking them who is there.
+
+use super::*;
+
+/// `position` if it exists and is free, or the first free position when
+/// `None`; the error says what to do otherwise.
+pub(super) fn free_position(links: &Links, position: Option<u32>) -> Result<u32, Status> {
+    let n = links.len();
+    match position {
+        Some(p) if p as usize >= n => Err(Status::invalid_argument(format!(
+            "position {p} does not exist; positions are 0 to {}",
+            n - 1
+        ))),
+        Some(p) if links[p as usize].is_some() => Err(Status::failed_precondition(format!(
+            "position {p} is held by another supplier; fire it first (bitdustctl suppliers fire {p})"
+        ))),
+        Some(p) => Ok(p),
+        None => links
+            .iter()
+            .position(Option::is_none)
+            .map(|p| p as u32)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "all {n} positions have a supplier; fire one first (bitdustctl suppliers fire POSITION)"
+                ))
+            }),
+    }
+}
+
+impl Agent {
+    /// Binds a supplier to a position after it accepted our service request.
+    pub async fn hire(
+        &self,
+        address: &str,
+        position: Option<u32>,
+    ) -> Result<pb::SupplierInfo, Status> {
+        self.refuse_while_recovering("hire a supplier")?;
+        let (pinned, addr) = parse_address(address).map_err(Status::invalid_argument)?;
+        let n = self.code.suppliers();
+        let node_id = match pinned {
+            Some(id) => id,
+            None => SupplierLink::discover(&self.endpoint, &addr, self.timeout)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot hire {addr}: {e}")))?,
+        };
+        if node_id == self.node_id() {
+            return Err(Status::invalid_argument(
+                "a customer cannot be its own supplier",
+            ));
+        }
+        let position = {
+            let links = lock(&self.links);
+            if let Some(p) = links
+                .iter()
+                .position(|l| l.as_ref().is_some_and(|l| l.node_id == node_id))
+            {
+                return Err(Status::already_exists(format!(
+                    "supplier {node_id} already holds position {p}"
+                )));
+            }
+            free_position(&links, position)?
+        };
+        let link = Arc::new(SupplierLink::new(
+            self.endpoint.clone(),
+            node_id,
+            addr.clone(),
+            self.timeout,
+        ));
+        let needed = self.config.customer.needed_space.0;
+        let accepted = link
+            .request_service(needed, n as u32)
+            .await
+            .map_err(|e| match e {
+                PeerError::Refused { message, .. } => Status::failed_precondition(format!(
+                    "supplier {node_id} at {addr} refused the service: {message}"
+                )),
+                other => Status::unavailable(format!("cannot hire {addr}: {other}")),
+            })?;
+        let rec = PositionRecord {
+            node_id: node_id.to_string(),
+            address: addr.clone(),
+            hired_at: now(),
+            quota: accepted.quota_bytes,
+        };
+        // Another hire may have taken the position, or this supplier, while
+        // the service request was on its way.
+        let clash = {
+            let mut links = lock(&self.links);
+            if links.iter().flatten().any(|l| l.node_id == node_id) {
+                // The other hire holds the same service: leave it be.
+                return Err(Status::aborted(format!(
+                    "supplier {node_id} was hired at another position meanwhile"
+                )));
+            }
+            if links[position as usize].is_some() {
+                Some(format!(
+                    "position {position} was taken by another hire meanwhile; try again"
+                ))
+            } else {
+                self.state.set_position(position, &rec).map_err(internal)?;
+                links[position as usize] = Some(link.clone());
+                None
+            }
+        };
+        if let Some(why) = clash {
+            // Nobody else holds this supplier: end the service just asked for.
+            let _ = link.cancel_service().await;
+            return Err(Status::aborted(why));
+        }
+        netio::record(&self.state, position as usize, Ok(()));
+        self.list_changed.notify_one();
+        tracing::info!(position, supplier = %node_id, %addr, quota = accepted.quota_bytes, "hired a supplier");
+        Ok(pb::SupplierInfo {
+            position,
+            node_id: node_id.to_string(),
+            address: addr,
+            reachable: true,
+            last_seen: now(),
+            quota_bytes: accepted.quota_bytes,
+            used_bytes: accepted.used_bytes,
+            ..Default::default()
+        })
+    }
+
+    /// Ends the service of the supplier at `position`.
+    pub async fn fire(&self, position: u32) -> Result<pb::FireSupplierReply, Status> {
+        self.refuse_while_recovering("fire a supplier")?;
+        let link = lock(&self.links)
+            .get(position as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Status::not_found(format!("no supplier holds position {position}")))?;
+        // Record, then act: the position is unbound and missing in every
+        // version (one transaction) before the supplier deletes anything.
+        let t = now();
+        self.state
+            .fire_position(
+                position,
+                &link.node_id.to_string(),
+                t,
+                t.saturating_sub(FIRED_MEMORY_SECS),
+            )
+            .map_err(catalog_status)?;
+        lock(&self.links)[position as usize] = None;
+        let deleted = match link.cancel_service().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(position, error = %e, "the fired supplier did not confirm; its objects may stay there");
+                0
+            }
+        };
+        link.reset().await;
+        self.list_changed.notify_one();
+        tracing::info!(position, supplier = %link.node_id, "fired a supplier");
+        Ok(pb::FireSupplierReply {
+            node_id: link.node_id.to_string(),
+            objects_deleted: deleted,
+        })
+    }
+
+    /// Pings every hired supplier; which answered.
+    pub(super) async fn reachability(
+        &self,
+    ) -> Vec<Option<Result<bitdust_proto::peer::v1::Pong, PeerError>>> {
+        let links = self.links();
+        let mut set = tokio::task::JoinSet::new();
+        for (p, l) in links.iter().enumerate() {
+            if let Some(l) = l.clone() {
+                set.spawn(async move {
+                    let r = tokio::time::timeout(netio::PROBE_TIMEOUT, l.ping())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(PeerError::Unreachable("no answer to a ping".into()))
+                        });
+                    if r.is_err() {
+                        l.reset().await;
+                    }
+                    (p, r)
+                });
+            }
+        }
+        let mut out = vec![None; links.len()];
+        while let Some(Ok((p, r))) = set.join_next().await {
+            netio::record(&self.state, p, r.as_ref().map(|_| ()));
+            if let Ok(pong) = &r {
+                let used = pong.used_bytes;
+                let _ = self.state.update_stats(p as u32, |s| s.used = used);
+            }
+            out[p] = Some(r);
+        }
+        out
+    }
+
+    /// This agent, its suppliers and the backups `caller` may see, in
+    /// numbers.
+    pub(super) async fn status(&self, caller: Caller) -> Result<pb::StatusReply, Status> {
+        let reach = self.reachability().await;
+        let versions = self.visible_versions(caller)?;
+        let backups: HashSet<BackupId> = versions.iter().map(|(b, _, _)| *b).collect();
+        Ok(pb::StatusReply {
+            node_id: self.node_id().to_string(),
+            positions: self.code.suppliers() as u32,
+            hired: self.links().iter().flatten().count() as u32,
+            reachable: reach.iter().filter(|r| matches!(r, Some(Ok(_)))).count() as u32,
+            needed_bytes: self.config.customer.needed_space.0,
+            backups: backups.len() as u32,
+            versions: versions.len() as u32,
+            missing_fragments: versions
+                .iter()
+                .map(|(_, _, r)| r.missing_positions.len() as u64 * r.blocks)
+                .sum(),
+            scheme: self.code.scheme().to_string(),
+            tolerance: self.code.tolerance() as u32,
+            recovering: self.is_recovering(),
+            recovery: lock(&self.recovery).clone().unwrap_or_default(),
+        })
+    }
+}
