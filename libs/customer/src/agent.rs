@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status};
 mod backup;
 mod caller;
 mod catalog;
+mod errors;
 mod grpc;
 mod network;
 mod restore;
@@ -38,6 +39,7 @@ mod upkeep;
 
 pub use caller::Caller;
 use caller::StreamedArchive;
+pub use errors::{FireError, HireError, PositionError};
 pub use grpc::CustomerService;
 
 pub use network::CATALOG_OBJECT;
@@ -244,7 +246,7 @@ impl Agent {
                     }
                     Err(e) => {
                         left += 1;
-                        tracing::warn!(position = p, address = %addr, error = %e.message(), retry_in = ?delay, "cannot hire the supplier from the config yet");
+                        tracing::warn!(position = p, address = %addr, error = %e, retry_in = ?delay, "cannot hire the supplier from the config yet");
                     }
                 }
             }
@@ -263,6 +265,11 @@ impl Agent {
 
     /// Refuses `what` while the agent recovers: hiring, backing up or
     /// firing then could replace the only pointer to the old backups.
+    /// What recovery waits for, while the agent recovers.
+    fn recovery(&self) -> Option<String> {
+        lock(&self.recovery).clone()
+    }
+
     fn refuse_while_recovering(&self, what: &str) -> Result<(), Status> {
         match lock(&self.recovery).as_deref() {
             None => Ok(()),

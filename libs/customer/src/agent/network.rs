@@ -12,6 +12,7 @@ use bitdust_proto::dht::v1 as dpb;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use super::errors::HireError;
 use super::suppliers::free_position;
 use super::*;
 
@@ -55,7 +56,10 @@ impl Agent {
     /// offers found there with room for our share, and sends each a service
     /// request until one accepts; gives up after a bounded number of
     /// lookups with an error saying what was tried.
-    pub async fn hire_from_dht(&self, position: Option<u32>) -> Result<pb::SupplierInfo, Status> {
+    pub async fn hire_from_dht(
+        &self,
+        position: Option<u32>,
+    ) -> Result<pb::SupplierInfo, HireError> {
         let n = self.code.suppliers();
         free_position(&lock(&self.links), position)?;
         let share = self.config.customer.needed_space.0 * 2 / n as u64;
@@ -63,7 +67,11 @@ impl Agent {
         tried.insert(self.node_id());
         // Suppliers fired lately are not taken back.
         let since = now().saturating_sub(FIRED_MEMORY_SECS);
-        for id in self.state.fired_since(since).map_err(internal)? {
+        for id in self
+            .state
+            .fired_since(since)
+            .map_err(|e| HireError::Catalog(e.to_string()))?
+        {
             if let Ok(id) = id.parse() {
                 tried.insert(id);
             }
@@ -73,7 +81,8 @@ impl Agent {
             let mut offers: Vec<_> = self
                 .dht
                 .offers(OFFERS_PER_ROUND)
-                .await?
+                .await
+                .map_err(|s| HireError::Dht(s.message().to_owned()))?
                 .into_iter()
                 .filter(|o| !tried.contains(&o.node_id))
                 .collect();
@@ -86,10 +95,10 @@ impl Agent {
                 let addr = format!("{}@{}", o.node_id, o.offer.address);
                 match self.hire(&addr, position).await {
                     Ok(info) => return Ok(info),
-                    Err(e) if e.code() == tonic::Code::InvalidArgument => return Err(e),
+                    Err(e) if e.is_request_error() => return Err(e),
                     Err(e) => {
-                        tracing::debug!(supplier = %o.node_id, error = %e.message(), "an offered supplier did not take us");
-                        last = e.message().to_owned();
+                        tracing::debug!(supplier = %o.node_id, error = %e, "an offered supplier did not take us");
+                        last = e.to_string();
                     }
                 }
             }
@@ -102,9 +111,13 @@ impl Agent {
         } else {
             format!(" (the last refusal: {last})")
         };
-        Err(Status::unavailable(format!(
-            "the network could not supply a supplier: {HIRE_ROUNDS} random lookups found {seen} new offers, {asked} with room for {share} bytes were asked{last}; start more suppliers or retry later"
-        )))
+        Err(HireError::NoOffer {
+            rounds: HIRE_ROUNDS,
+            seen,
+            asked,
+            share,
+            last,
+        })
     }
 
     /// Fills every free position that the config does not reserve for a
@@ -130,9 +143,9 @@ impl Agent {
                     Ok(s) => {
                         tracing::info!(position = p, supplier = %s.node_id, "hired a supplier found in the DHT")
                     }
-                    Err(e) if e.code() == tonic::Code::FailedPrecondition => {}
+                    Err(e) if e.is_no_position() => {}
                     Err(e) => {
-                        tracing::warn!(position = p, retry_in = ?delay, "cannot hire a supplier from the DHT yet: {}", e.message());
+                        tracing::warn!(position = p, retry_in = ?delay, "cannot hire a supplier from the DHT yet: {e}");
                         failed = true;
                         break;
                     }

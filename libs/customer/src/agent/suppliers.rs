@@ -1,29 +1,24 @@
 //! Hiring and firing suppliers, and asking them who is there.
 
+use super::errors::{FireError, HireError, PositionError};
 use super::*;
 
 /// `position` if it exists and is free, or the first free position when
 /// `None`; the error says what to do otherwise.
-pub(super) fn free_position(links: &Links, position: Option<u32>) -> Result<u32, Status> {
+pub(super) fn free_position(links: &Links, position: Option<u32>) -> Result<u32, PositionError> {
     let n = links.len();
     match position {
-        Some(p) if p as usize >= n => Err(Status::invalid_argument(format!(
-            "position {p} does not exist; positions are 0 to {}",
-            n - 1
-        ))),
-        Some(p) if links[p as usize].is_some() => Err(Status::failed_precondition(format!(
-            "position {p} is held by another supplier; fire it first (bitdustctl suppliers fire {p})"
-        ))),
+        Some(p) if p as usize >= n => Err(PositionError::NoSuch {
+            position: p,
+            last: n - 1,
+        }),
+        Some(p) if links[p as usize].is_some() => Err(PositionError::Held(p)),
         Some(p) => Ok(p),
         None => links
             .iter()
             .position(Option::is_none)
             .map(|p| p as u32)
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "all {n} positions have a supplier; fire one first (bitdustctl suppliers fire POSITION)"
-                ))
-            }),
+            .ok_or(PositionError::Full(n)),
     }
 }
 
@@ -33,20 +28,23 @@ impl Agent {
         &self,
         address: &str,
         position: Option<u32>,
-    ) -> Result<pb::SupplierInfo, Status> {
-        self.refuse_while_recovering("hire a supplier")?;
-        let (pinned, addr) = parse_address(address).map_err(Status::invalid_argument)?;
+    ) -> Result<pb::SupplierInfo, HireError> {
+        if let Some(why) = self.recovery() {
+            return Err(HireError::Recovering(why));
+        }
+        let (pinned, addr) = parse_address(address).map_err(HireError::BadAddress)?;
         let n = self.code.suppliers();
         let node_id = match pinned {
             Some(id) => id,
             None => SupplierLink::discover(&self.endpoint, &addr, self.timeout)
                 .await
-                .map_err(|e| Status::unavailable(format!("cannot hire {addr}: {e}")))?,
+                .map_err(|e| HireError::Unreachable {
+                    address: addr.clone(),
+                    reason: e.to_string(),
+                })?,
         };
         if node_id == self.node_id() {
-            return Err(Status::invalid_argument(
-                "a customer cannot be its own supplier",
-            ));
+            return Err(HireError::Itself);
         }
         let position = {
             let links = lock(&self.links);
@@ -54,9 +52,10 @@ impl Agent {
                 .iter()
                 .position(|l| l.as_ref().is_some_and(|l| l.node_id == node_id))
             {
-                return Err(Status::already_exists(format!(
-                    "supplier {node_id} already holds position {p}"
-                )));
+                return Err(HireError::AlreadyHired {
+                    node_id: node_id.to_string(),
+                    position: p,
+                });
             }
             free_position(&links, position)?
         };
@@ -71,10 +70,15 @@ impl Agent {
             .request_service(needed, n as u32)
             .await
             .map_err(|e| match e {
-                PeerError::Refused { message, .. } => Status::failed_precondition(format!(
-                    "supplier {node_id} at {addr} refused the service: {message}"
-                )),
-                other => Status::unavailable(format!("cannot hire {addr}: {other}")),
+                PeerError::Refused { message, .. } => HireError::Refused {
+                    node_id: node_id.to_string(),
+                    address: addr.clone(),
+                    message,
+                },
+                other => HireError::Unreachable {
+                    address: addr.clone(),
+                    reason: other.to_string(),
+                },
             })?;
         let rec = PositionRecord {
             node_id: node_id.to_string(),
@@ -88,7 +92,7 @@ impl Agent {
             let mut links = lock(&self.links);
             if links.iter().flatten().any(|l| l.node_id == node_id) {
                 // The other hire holds the same service: leave it be.
-                return Err(Status::aborted(format!(
+                return Err(HireError::Raced(format!(
                     "supplier {node_id} was hired at another position meanwhile"
                 )));
             }
@@ -97,7 +101,9 @@ impl Agent {
                     "position {position} was taken by another hire meanwhile; try again"
                 ))
             } else {
-                self.state.set_position(position, &rec).map_err(internal)?;
+                self.state
+                    .set_position(position, &rec)
+                    .map_err(|e| HireError::Catalog(e.to_string()))?;
                 links[position as usize] = Some(link.clone());
                 None
             }
@@ -105,7 +111,7 @@ impl Agent {
         if let Some(why) = clash {
             // Nobody else holds this supplier: end the service just asked for.
             let _ = link.cancel_service().await;
-            return Err(Status::aborted(why));
+            return Err(HireError::Raced(why));
         }
         netio::record(&self.state, position as usize, Ok(()));
         self.list_changed.notify_one();
@@ -123,24 +129,24 @@ impl Agent {
     }
 
     /// Ends the service of the supplier at `position`.
-    pub async fn fire(&self, position: u32) -> Result<pb::FireSupplierReply, Status> {
-        self.refuse_while_recovering("fire a supplier")?;
+    pub async fn fire(&self, position: u32) -> Result<pb::FireSupplierReply, FireError> {
+        if let Some(why) = self.recovery() {
+            return Err(FireError::Recovering(why));
+        }
         let link = lock(&self.links)
             .get(position as usize)
             .cloned()
             .flatten()
-            .ok_or_else(|| Status::not_found(format!("no supplier holds position {position}")))?;
+            .ok_or(FireError::NotHeld(position))?;
         // Record, then act: the position is unbound and missing in every
         // version (one transaction) before the supplier deletes anything.
         let t = now();
-        self.state
-            .fire_position(
-                position,
-                &link.node_id.to_string(),
-                t,
-                t.saturating_sub(FIRED_MEMORY_SECS),
-            )
-            .map_err(catalog_status)?;
+        self.state.fire_position(
+            position,
+            &link.node_id.to_string(),
+            t,
+            t.saturating_sub(FIRED_MEMORY_SECS),
+        )?;
         lock(&self.links)[position as usize] = None;
         let deleted = match link.cancel_service().await {
             Ok(n) => n,
