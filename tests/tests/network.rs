@@ -2149,3 +2149,55 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_the_supplier_ended_unused_is_renewed_before_the_first_backup() {
+    let net = Net::up(2, 0);
+    let sdir = net.dir.path().join("standalone");
+    std::fs::create_dir_all(&sdir).unwrap();
+    // A supplier that ends a service storing nothing after one second.
+    let (mut child, listen, sup) =
+        standalone_supplier(&sdir, "publish = false\nunused_service_secs = 1\n").await;
+    tokio::task::block_in_place(|| {
+        net.ok(&["suppliers", "fire", "1"]);
+        net.ok(&[
+            "suppliers",
+            "hire",
+            &format!("{sup}@{listen}"),
+            "--position",
+            "1",
+        ]);
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Another customer's request makes it sweep: the agent's service,
+    // never used, ends.
+    let other = Identity::generate();
+    SupplierLink::new(
+        endpoint(&other),
+        sup,
+        listen.clone(),
+        Duration::from_secs(10),
+    )
+    .request_service(1 << 20, 2)
+    .await
+    .unwrap();
+    let ch = bitdust_daemon::connect(&sdir.join("run/supplier.sock"))
+        .await
+        .unwrap();
+    let served = bitdust_proto::supplier::v1::supplier_client::SupplierClient::new(ch)
+        .status(bitdust_proto::supplier::v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(served.customers, 1, "the agent's unused service ended");
+    // The backup asks for it again and stores at both positions.
+    let src = net.dir.path().join("src");
+    make_tree(&src, 23, 1);
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src.display().to_string()]));
+    assert_eq!(b["failed_positions"], serde_json::json!([]), "{b}");
+    let out = net.dir.path().join("out");
+    tokio::task::block_in_place(|| net.ok(&["restore", "--to", &out.display().to_string()]));
+    assert_same_tree(&src, &restored_path(&out, &src));
+    let _ = child.kill();
+    let _ = child.wait();
+}

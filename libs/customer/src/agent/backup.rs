@@ -71,6 +71,9 @@ impl Agent {
         }
         // Leftovers of failed attempts go from suppliers that are back.
         self.spawn_collector()?;
+        // A supplier that ended our service (it stored nothing for a while,
+        // as before the first backup) is asked for it again first.
+        self.reachability().await;
         let previous = self.state.versions_of(id).map_err(internal)?;
         // Record, then act: the version is reserved durably before the
         // first fragment leaves, so a retry after a failure (or a crash)

@@ -194,7 +194,39 @@ impl Agent {
             }
             out[p] = Some(r);
         }
+        self.renew_ended(&links, &out).await;
         out
+    }
+
+    /// Asks again for the service of every supplier whose answer says it
+    /// serves us no more (a quota of 0): a supplier ends a service that
+    /// stores nothing for a while, as an agent's is until its first backup.
+    async fn renew_ended(
+        &self,
+        links: &Links,
+        pongs: &[Option<Result<bitdust_proto::peer::v1::Pong, PeerError>>],
+    ) {
+        let needed = self.config.customer.needed_space.0;
+        let n = self.code.suppliers() as u32;
+        let mut set = tokio::task::JoinSet::new();
+        for (p, r) in pongs.iter().enumerate() {
+            if let (Some(Ok(pong)), Some(Some(l))) = (r, links.get(p))
+                && pong.quota_bytes == 0
+            {
+                let l = l.clone();
+                set.spawn(async move { (p, l.node_id, l.request_service(needed, n).await) });
+            }
+        }
+        while let Some(Ok((p, node, r))) = set.join_next().await {
+            match r {
+                Ok(a) => {
+                    tracing::info!(position = p, supplier = %node, quota = a.quota_bytes, "renewed the service the supplier had ended (it stored nothing yet)");
+                }
+                Err(e) => {
+                    tracing::warn!(position = p, supplier = %node, error = %e, "the supplier no longer serves us and refused to again");
+                }
+            }
+        }
     }
 
     /// This agent, its suppliers and the backups `caller` may see, in
