@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitdust_config::Config;
-use bitdust_daemon::tonic::transport::Server;
 use bitdust_proto::customer::v1::customer_server::CustomerServer;
 
 /// The meta key set when this agent created its keys (nothing to recover).
@@ -30,13 +29,14 @@ const STATS_FLUSH: Duration = Duration::from_secs(5);
 /// Runs the customer-agent daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let state_dir = config.customer_state();
+    let mut daemon = bitdust_daemon::Daemon::new("customer-agent");
     let lock = bitdust_daemon::state::StateLock::take(&state_dir, "customer-agent")?;
     let (keys, created) = bitdust_crypto::KeyRing::open_or_create(&config.customer_keys())?;
     let node_id = keys.identity().node_id();
     if created {
         tracing::info!(%node_id, keys = %config.customer_keys().display(), "created new keys; export them (they are the only way to restore)");
     }
-    std::fs::write(state_dir.join("node-id"), format!("{node_id}\n"))?;
+    bitdust_daemon::skeleton::record_node_id(&state_dir, &node_id)?;
     let state = Arc::new(state::State::open(&lock)?);
     let endpoint = bitdust_net::Endpoint::bind(
         keys.identity(),
@@ -44,8 +44,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bitdust_supplier::peer::ALPN,
         false,
     )?;
-    let socket = config.customer_socket();
-    let listener = bitdust_daemon::bind_socket(&socket).await?;
     // A state with no suppliers and no backups, under keys that this
     // agent did not create (imported), is a machine being recovered; it
     // stays so (across restarts too) until recovery succeeds or is given up.
@@ -58,31 +56,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let agent =
         Arc::new(agent::Agent::new(config.clone(), endpoint.clone(), keys, state.clone()).await?);
-
-    let (router, health_reporter) = bitdust_daemon::with_standard_services(
-        Server::builder(),
-        &["bitdust.customer.v1.Customer"],
-    );
-    health_reporter
-        .set_serving::<CustomerServer<agent::CustomerService>>()
-        .await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(
-        router
-            .add_service(CustomerServer::new(agent::CustomerService(agent.clone())))
-            .serve_with_incoming_shutdown(bitdust_daemon::incoming(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
-    tracing::info!(%node_id, socket = %socket.display(), "customer-agent ready");
-    bitdust_daemon::notify_ready("ready");
-    bitdust_daemon::spawn_watchdog();
+    let socket = config.customer_socket();
+    let service = CustomerServer::new(agent::CustomerService(agent.clone()));
+    daemon
+        .serve(&socket, &["bitdust.customer.v1.Customer"], |r| {
+            r.add_service(service)
+        })
+        .await?;
+    // Recovery, hiring the listed suppliers, collecting failed attempts
+    // and filling positions from the DHT: done once, then it ends.
     tokio::spawn(agent.clone().start_network());
     // Supplier statistics are batched: written every few seconds, and at
     // shutdown, instead of one fsync per ping and fragment.
-    let flusher = {
+    daemon.supervise("the statistics flusher", {
         let state = state.clone();
-        tokio::spawn(async move {
+        async move {
             let mut tick = tokio::time::interval(STATS_FLUSH);
             loop {
                 tick.tick().await;
@@ -90,20 +78,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     tracing::warn!("cannot save the supplier statistics: {e}");
                 }
             }
-        })
-    };
-
-    bitdust_daemon::shutdown_signal().await;
-    bitdust_daemon::notify_stopping();
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+        }
+    });
+    tracing::info!(%node_id, socket = %socket.display(), "customer-agent ready");
+    let stopped = daemon.run("ready").await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
-    flusher.abort();
     if let Err(e) = state.flush_stats() {
         tracing::warn!("cannot save the supplier statistics: {e}");
     }
-    let _ = std::fs::remove_file(&socket);
     drop(lock);
-    tracing::info!("customer-agent stopped");
-    Ok(())
+    Ok(stopped?)
 }

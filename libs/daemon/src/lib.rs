@@ -11,9 +11,16 @@
 //!   the socket of a daemon that is still running.
 //! - [`grpc_server`]: a tonic server with reflection and health already on.
 //! - [`connect`]: the client side, for `bitdustctl` and tests.
+//! - [`Daemon`]: the skeleton all four daemons run in (identity, gRPC
+//!   socket, supervised tasks, ready/watchdog, signals, stop).
+//! - [`state::StateLock`]: a state directory held by one process, and its
+//!   LMDB environments.
 
 pub mod cli;
+pub mod skeleton;
 pub mod state;
+
+pub use skeleton::Daemon;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +39,18 @@ pub enum DaemonError {
         path: PathBuf,
         /// Why, and what to do.
         reason: String,
+    },
+    /// A task that must run as long as the daemon ended on its own.
+    #[error("{what} ended on its own; the daemon stops so that systemd restarts it")]
+    Ended {
+        /// Which ("the peer server").
+        what: String,
+    },
+    /// The state directory could not be written.
+    #[error("{what}")]
+    State {
+        /// What failed, and the path.
+        what: String,
     },
 }
 

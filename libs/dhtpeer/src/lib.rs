@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bitdust_config::Config;
 use bitdust_crypto::Identity;
-use bitdust_daemon::tonic::transport::Server;
 use bitdust_dht::node::DhtError;
 use bitdust_dht::record::{now, record_key};
 use bitdust_dht::store::Limits;
 use bitdust_dht::{Contact, Key, Node, Record};
+use bitdust_proto::dht::v1::dht_server::DhtServer;
 use tokio::sync::mpsc;
 
 use crate::persist::{Db, Records};
@@ -224,15 +224,9 @@ async fn save_held(db: Arc<Db>, mut rx: mpsc::Receiver<Record>) {
 /// Runs the dht-peer daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = config.dht_state();
-    std::fs::create_dir_all(&state)
-        .with_context(|| format!("cannot create the state directory {}", state.display()))?;
-    let (identity, created) = bitdust_crypto::load_or_create_identity(&state.join("identity.key"))?;
+    let mut daemon = bitdust_daemon::Daemon::new("dht-peer");
+    let identity = daemon.identity(&state)?;
     let node_id = identity.node_id();
-    if created {
-        tracing::info!(%node_id, "created a new node identity");
-    }
-    std::fs::write(state.join("node-id"), format!("{node_id}\n"))
-        .with_context(|| format!("cannot write {}", state.join("node-id").display()))?;
     let d = &config.dht;
     let seeds = d
         .bootstrap
@@ -292,48 +286,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     let socket = config.dht_socket();
-    let listener = bitdust_daemon::bind_socket(&socket).await?;
-    let (router, health) =
-        bitdust_daemon::with_standard_services(Server::builder(), &["bitdust.dht.v1.Dht"]);
-    let service =
-        bitdust_proto::dht::v1::dht_server::DhtServer::new(grpc::DhtService { peer: peer.clone() });
-    health
-        .set_serving::<bitdust_proto::dht::v1::dht_server::DhtServer<grpc::DhtService>>()
-        .await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(router.add_service(service).serve_with_incoming_shutdown(
-        bitdust_daemon::incoming(listener),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let service = DhtServer::new(grpc::DhtService { peer: peer.clone() });
+    daemon
+        .serve(&socket, &["bitdust.dht.v1.Dht"], |r| r.add_service(service))
+        .await?;
     let (held_tx, held_rx) = mpsc::channel(4096);
-    let saver = tokio::spawn(save_held(db.clone(), held_rx));
-    let server = tokio::spawn(quic::serve(endpoint.clone(), node.clone(), held_tx));
+    daemon.supervise("the record saver", save_held(db.clone(), held_rx));
+    daemon.supervise(
+        "the DHT server",
+        quic::serve(endpoint.clone(), node.clone(), held_tx),
+    );
+    daemon.supervise(
+        "the DHT maintenance",
+        maintain(
+            peer.clone(),
+            resolver,
+            seeds,
+            Duration::from_secs(d.refresh_secs),
+            Duration::from_secs(d.republish_secs),
+        ),
+    );
     tracing::info!(%node_id, %listen, %address, socket = %socket.display(), known, records = n_held, "dht-peer ready");
-    bitdust_daemon::notify_ready(&format!("DHT node on {listen}"));
-    bitdust_daemon::spawn_watchdog();
-
-    let maintenance = tokio::spawn(maintain(
-        peer.clone(),
-        resolver,
-        seeds,
-        Duration::from_secs(d.refresh_secs),
-        Duration::from_secs(d.republish_secs),
-    ));
-
-    bitdust_daemon::shutdown_signal().await;
-    bitdust_daemon::notify_stopping();
-    maintenance.abort();
+    let stopped = daemon.run(&format!("DHT node on {listen}")).await;
     peer.save_table();
-    let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
-    server.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
-    saver.abort();
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("dht-peer stopped");
-    Ok(())
+    Ok(stopped?)
 }
 
 /// Joins, then keeps the node healthy: retries the bootstrap while the

@@ -22,7 +22,7 @@ use bitdust_block::BackupId;
 use bitdust_config::Config;
 use bitdust_crypto::NodeId;
 use bitdust_customer::client::SupplierLink;
-use bitdust_daemon::tonic::transport::{Channel, Server};
+use bitdust_daemon::tonic::transport::Channel;
 use bitdust_ecc::{Code, Scheme};
 use bitdust_net::Endpoint;
 use bitdust_proto::customer::v1 as cpb;
@@ -478,8 +478,7 @@ impl pb::rebuilder_server::Rebuilder for RebuilderService {
 /// Runs the rebuilder daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = config.rebuilder_state();
-    std::fs::create_dir_all(&state)
-        .with_context(|| format!("cannot create the state directory {}", state.display()))?;
+    let mut daemon = bitdust_daemon::Daemon::new("rebuilder");
     // Only the identity: the suppliers let the customer in by it. The
     // master key is never read; the rebuilder moves ciphertext only.
     let keys = bitdust_crypto::KeyRing::open(&config.customer_keys()).with_context(|| {
@@ -503,38 +502,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         manifest: Mutex::new(None),
     });
     let socket = config.rebuilder_socket();
-    let listener = bitdust_daemon::bind_socket(&socket).await?;
-    let (router, health) = bitdust_daemon::with_standard_services(
-        Server::builder(),
-        &["bitdust.rebuilder.v1.Rebuilder"],
-    );
-    health
-        .set_serving::<pb::rebuilder_server::RebuilderServer<RebuilderService>>()
-        .await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(
-        router
-            .add_service(pb::rebuilder_server::RebuilderServer::new(
-                RebuilderService(rebuilder.clone()),
-            ))
-            .serve_with_incoming_shutdown(bitdust_daemon::incoming(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let service = pb::rebuilder_server::RebuilderServer::new(RebuilderService(rebuilder.clone()));
+    daemon
+        .serve(&socket, &["bitdust.rebuilder.v1.Rebuilder"], |r| {
+            r.add_service(service)
+        })
+        .await?;
+    daemon.supervise("the rebuild worker", rebuilder.clone().work());
     tracing::info!(%customer, socket = %socket.display(), "rebuilder ready");
-    bitdust_daemon::notify_ready("watching the customer's suppliers");
-    bitdust_daemon::spawn_watchdog();
-    let worker = tokio::spawn(rebuilder.clone().work());
-
-    bitdust_daemon::shutdown_signal().await;
-    bitdust_daemon::notify_stopping();
-    worker.abort();
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    let stopped = daemon.run("watching the customer's suppliers").await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("rebuilder stopped");
-    Ok(())
+    Ok(stopped?)
 }
 
 #[cfg(test)]

@@ -19,22 +19,15 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bitdust_config::Config;
-use bitdust_daemon::tonic::transport::Server;
+use bitdust_proto::supplier::v1::supplier_server::SupplierServer;
 
 /// Runs the supplier daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = config.supplier_state();
-    std::fs::create_dir_all(&state)
-        .with_context(|| format!("cannot create the state directory {}", state.display()))?;
-    let (identity, created) = bitdust_crypto::load_or_create_identity(&state.join("identity.key"))?;
+    let mut daemon = bitdust_daemon::Daemon::new("supplier-store");
+    let identity = daemon.identity(&state)?;
     let node_id = identity.node_id();
-    if created {
-        tracing::info!(%node_id, "created a new node identity");
-    }
-    std::fs::write(state.join("node-id"), format!("{node_id}\n"))
-        .with_context(|| format!("cannot write {}", state.join("node-id").display()))?;
     let s = &config.supplier;
     let limits = store::Limits {
         capacity: s.capacity.0,
@@ -53,30 +46,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let endpoint = bitdust_net::Endpoint::bind(&identity, s.listen, peer::ALPN, true)?;
     let listen = endpoint.local_addr()?;
     let socket = config.supplier_socket();
-    let listener = bitdust_daemon::bind_socket(&socket).await?;
-
-    let (router, health_reporter) = bitdust_daemon::with_standard_services(
-        Server::builder(),
-        &["bitdust.supplier.v1.Supplier"],
-    );
-    let service =
-        bitdust_proto::supplier::v1::supplier_server::SupplierServer::new(grpc::SupplierService {
-            store: store.clone(),
-            node_id,
-            listen: listen.to_string(),
-        });
-    health_reporter
-        .set_serving::<bitdust_proto::supplier::v1::supplier_server::SupplierServer<grpc::SupplierService>>()
-        .await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(router.add_service(service).serve_with_incoming_shutdown(
-        bitdust_daemon::incoming(listener),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    let publisher = match advertised(&config, listen) {
-        Some(address) if s.publish => Some(tokio::spawn(
+    let service = SupplierServer::new(grpc::SupplierService {
+        store: store.clone(),
+        node_id,
+        listen: listen.to_string(),
+    });
+    daemon
+        .serve(&socket, &["bitdust.supplier.v1.Supplier"], |r| {
+            r.add_service(service)
+        })
+        .await?;
+    match advertised(&config, listen) {
+        Some(address) if s.publish => daemon.supervise(
+            "the offer publisher",
             offer::Publisher {
                 identity: bitdust_crypto::Identity::from_secret(&identity.secret()),
                 store: store.clone(),
@@ -85,30 +67,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 every: Duration::from_secs(s.publish_secs),
             }
             .run(),
-        )),
+        ),
         None if s.publish => {
             tracing::warn!(%listen, "supplier.listen has no specific IP: set supplier.advertise to the host:port customers dial, or no offer is published in the DHT");
-            None
         }
-        _ => None,
-    };
-    let peers = tokio::spawn(peer::serve(endpoint.clone(), store));
-    tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");
-    bitdust_daemon::notify_ready(&format!("serving customers on {listen}"));
-    bitdust_daemon::spawn_watchdog();
-
-    bitdust_daemon::shutdown_signal().await;
-    bitdust_daemon::notify_stopping();
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
-    peers.abort();
-    if let Some(p) = publisher {
-        p.abort();
+        _ => {}
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("supplier-store stopped");
-    Ok(())
+    daemon.supervise("the peer server", peer::serve(endpoint.clone(), store));
+    tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");
+    let stopped = daemon.run(&format!("serving customers on {listen}")).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
+    Ok(stopped?)
 }
 
 /// The address published in the offer: `supplier.advertise`, or the bound
