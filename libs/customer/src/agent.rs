@@ -39,7 +39,10 @@ mod upkeep;
 
 pub use caller::Caller;
 use caller::StreamedArchive;
-pub use errors::{FireError, HireError, PositionError};
+pub use errors::{
+    BackupError, FireError, HireError, NotSystem, PositionError, RecoverError, RestoreError,
+    SelectError,
+};
 pub use grpc::CustomerService;
 
 pub use network::CATALOG_OBJECT;
@@ -263,20 +266,10 @@ impl Agent {
         lock(&self.recovery).is_some()
     }
 
-    /// Refuses `what` while the agent recovers: hiring, backing up or
-    /// firing then could replace the only pointer to the old backups.
-    /// What recovery waits for, while the agent recovers.
+    /// What recovery waits for, while the agent recovers (hiring, backing
+    /// up or firing then could replace the only pointer to the old backups).
     fn recovery(&self) -> Option<String> {
         lock(&self.recovery).clone()
-    }
-
-    fn refuse_while_recovering(&self, what: &str) -> Result<(), Status> {
-        match lock(&self.recovery).as_deref() {
-            None => Ok(()),
-            Some(why) => Err(Status::failed_precondition(format!(
-                "cannot {what} while recovering the backups of this key ({why}); wait, or give them up with bitdustctl start-afresh"
-            ))),
-        }
     }
 
     /// Ends recovery for good: the old supplier list and catalog are

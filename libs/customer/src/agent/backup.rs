@@ -21,14 +21,16 @@ impl Agent {
         caller: Caller,
         mut stream: tonic::Streaming<pb::BackupInput>,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
-    ) -> Result<pb::BackupDone, Status> {
+    ) -> Result<pb::BackupDone, BackupError> {
         let start = caller::read_start(&mut stream).await?;
         if start.paths.is_empty() {
-            return Err(Status::invalid_argument(
-                "name at least one path to back up",
+            return Err(BackupError::BadRequest(
+                "name at least one path to back up".into(),
             ));
         }
-        self.refuse_while_recovering("back up")?;
+        if let Some(why) = self.recovery() {
+            return Err(BackupError::Recovering(why));
+        }
         let mut raw = start
             .paths
             .iter()
@@ -39,9 +41,7 @@ impl Agent {
         let owner = caller.owner();
         let id = caller::backup_id(&self.node_id(), owner, &raw);
         if !lock(&self.running).insert(id) {
-            return Err(Status::aborted(format!(
-                "a backup of the same paths (backup {id}) is already running; wait for it to finish"
-            )));
+            return Err(BackupError::AlreadyRunning(id));
         }
         let input = StreamedArchive::new(raw, stream, self.rt.clone());
         let result = self
@@ -59,22 +59,24 @@ impl Agent {
         input: StreamedArchive,
         total: u64,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
-    ) -> Result<pb::BackupDone, Status> {
+    ) -> Result<pb::BackupDone, BackupError> {
         let links = self.links();
         let hired = links.iter().flatten().count();
         let n = self.code.suppliers();
         let need = n - self.code.tolerance();
         if hired < need {
-            return Err(Status::failed_precondition(format!(
-                "only {hired} of {n} positions have a supplier and a backup needs at least {need}; hire more with bitdustctl suppliers hire ADDR"
-            )));
+            return Err(BackupError::TooFewSuppliers {
+                hired,
+                positions: n,
+                need,
+            });
         }
         // Leftovers of failed attempts go from suppliers that are back.
-        self.spawn_collector()?;
+        self.spawn_collector().map_err(BackupError::Upkeep)?;
         // A supplier that ended our service (it stored nothing for a while,
         // as before the first backup) is asked for it again first.
         self.reachability().await;
-        let previous = self.state.versions_of(id).map_err(internal)?;
+        let previous = self.state.versions_of(id).map_err(inner)?;
         // Record, then act: the version is reserved durably before the
         // first fragment leaves, so a retry after a failure (or a crash)
         // never writes under the failed attempt's names.
@@ -88,7 +90,7 @@ impl Agent {
             let v = self
                 .state
                 .reserve_version(id, &holders, now(), 0)
-                .map_err(internal)?;
+                .map_err(inner)?;
             attempting.insert((id, v));
             v
         };
@@ -119,7 +121,7 @@ impl Agent {
         previous: &[(u64, VersionRecord)],
         links: Links,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
-    ) -> Result<pb::BackupDone, Status> {
+    ) -> Result<pb::BackupDone, BackupError> {
         let key = match previous.last() {
             Some((v, _)) => {
                 let me = self.clone();
@@ -135,18 +137,22 @@ impl Agent {
                     );
                     let m =
                         bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
-                            Status::unavailable(format!(
-                                "cannot read version {v} of backup {id} to continue it: {e}"
-                            ))
+                            BackupError::PreviousUnreadable {
+                                id,
+                                version: v,
+                                reason: e.to_string(),
+                            }
                         })?;
                     BackupKeyMaterial::from_manifest(&m).ok_or_else(|| {
-                        Status::internal("the previous version's backup key is malformed")
+                        BackupError::Internal(format!(
+                            "the backup key in version {v} of backup {id} is malformed"
+                        ))
                     })
                 })
                 .await
-                .map_err(internal)??
+                .map_err(inner)??
             }
-            None => BackupKeyMaterial::generate(self.keys.master_recipient()).map_err(internal)?,
+            None => BackupKeyMaterial::generate(self.keys.master_recipient()).map_err(inner)?,
         };
         let paths: Vec<String> = input
             .source_paths()
@@ -182,9 +188,9 @@ impl Agent {
             )
         })
         .await
-        .map_err(internal)?;
+        .map_err(inner)?;
         ticker.abort();
-        let report = result.map_err(|e| Status::aborted(format!("backup failed: {e}")))?;
+        let report = result.map_err(|e| BackupError::Failed(e.to_string()))?;
         let m = &report.manifest;
         let rec = VersionRecord {
             owner,
@@ -213,10 +219,10 @@ impl Agent {
         };
         self.state
             .commit_version(id, version, &rec)
-            .map_err(internal)?;
+            .map_err(inner)?;
         // Keep the configured number of versions.
         let keep = self.config.customer.keep_versions as usize;
-        let versions = self.state.versions_of(id).map_err(internal)?;
+        let versions = self.state.versions_of(id).map_err(inner)?;
         let prune: Vec<u64> = if versions.len() > keep {
             versions[..versions.len() - keep]
                 .iter()
@@ -225,8 +231,10 @@ impl Agent {
         } else {
             Vec::new()
         };
-        self.delete_versions(id, &prune).await?;
-        let catalog_copies = self.upload_catalog().await?;
+        self.delete_versions(id, &prune)
+            .await
+            .map_err(BackupError::Upkeep)?;
+        let catalog_copies = self.upload_catalog().await.map_err(BackupError::Upkeep)?;
         tracing::info!(backup = %id, version, blocks = m.blocks, failed = ?report.degraded_positions, catalog_copies, "backup done");
         Ok(pb::BackupDone {
             backup_id: id.to_string(),
@@ -240,4 +248,9 @@ impl Agent {
             pruned_versions: prune,
         })
     }
+}
+
+/// A failure of the agent itself (its catalog, a task), as a backup error.
+fn inner(e: impl std::fmt::Display) -> BackupError {
+    BackupError::Internal(e.to_string())
 }

@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status, Streaming};
 
+use super::errors::{BackupError, NotSystem};
+
 /// The user behind one gRPC call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
@@ -74,12 +76,13 @@ impl Caller {
 
     /// Refuses what only the system may do (hire, fire, start afresh,
     /// repair records, restoring into a directory as the agent).
-    pub fn require_system(self, what: &str) -> Result<(), Status> {
+    pub fn require_system(self, what: &str) -> Result<(), NotSystem> {
         match self {
             Caller::System => Ok(()),
-            Caller::User(u) => Err(Status::permission_denied(format!(
-                "only root or the agent's own user may {what} (you are uid {u})"
-            ))),
+            Caller::User(uid) => Err(NotSystem {
+                what: what.to_owned(),
+                uid,
+            }),
         }
     }
 }
@@ -104,13 +107,13 @@ pub(super) fn backup_id(customer: &NodeId, owner: Option<u32>, paths: &[Vec<u8>]
 
 /// A source path as the caller named it: absolute and without `..` (and
 /// written plainly: `.`, doubled and trailing slashes go).
-pub(super) fn checked_path(p: &str) -> Result<Vec<u8>, Status> {
+pub(super) fn checked_path(p: &str) -> Result<Vec<u8>, BackupError> {
     let path = Path::new(p);
     let plain = path
         .components()
         .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     if !path.is_absolute() || !plain {
-        return Err(Status::invalid_argument(format!(
+        return Err(BackupError::BadRequest(format!(
             "{p} is not an absolute path without . or ..; give the absolute path to back up"
         )));
     }
@@ -129,17 +132,16 @@ const MAX_SKIPPED_LEN: usize = 4096;
 /// Reads the `start` of a backup stream.
 pub(super) async fn read_start(
     stream: &mut Streaming<pb::BackupInput>,
-) -> Result<pb::BackupStart, Status> {
+) -> Result<pb::BackupStart, BackupError> {
     match tokio::time::timeout(ARCHIVE_IDLE, stream.message()).await {
-        Err(_) => Err(Status::deadline_exceeded(
-            "the caller sent no backup start in time; send start, the archive, then end",
-        )),
-        Ok(Err(s)) => Err(s),
+        Err(_) => Err(BackupError::Idle),
+        Ok(Err(s)) => Err(BackupError::Stream(s)),
         Ok(Ok(Some(pb::BackupInput {
             kind: Some(pb::backup_input::Kind::Start(s)),
         }))) => Ok(s),
-        Ok(Ok(_)) => Err(Status::invalid_argument(
-            "a backup stream begins with start (the paths); send start, the archive, then end",
+        Ok(Ok(_)) => Err(BackupError::BadRequest(
+            "a backup stream begins with start (the paths); send start, the archive, then end"
+                .into(),
         )),
     }
 }

@@ -7,8 +7,11 @@ impl Agent {
     pub(super) fn visible_versions(
         &self,
         caller: Caller,
-    ) -> Result<Vec<(BackupId, u64, VersionRecord)>, Status> {
-        let mut all = self.state.versions().map_err(internal)?;
+    ) -> Result<Vec<(BackupId, u64, VersionRecord)>, SelectError> {
+        let mut all = self
+            .state
+            .versions()
+            .map_err(|e| SelectError::Catalog(e.to_string()))?;
         all.retain(|(_, _, r)| caller.may_see(r.owner));
         Ok(all)
     }
@@ -20,7 +23,7 @@ impl Agent {
         caller: Caller,
         id: &str,
         version: u64,
-    ) -> Result<(BackupId, u64, VersionRecord), Status> {
+    ) -> Result<(BackupId, u64, VersionRecord), SelectError> {
         let all = self.visible_versions(caller)?;
         let ids: BTreeMap<BackupId, ()> = all.iter().map(|(b, _, _)| (*b, ())).collect();
         let matching: Vec<BackupId> = ids
@@ -30,21 +33,13 @@ impl Agent {
             .collect();
         let bid = match matching.as_slice() {
             [one] => *one,
-            [] if all.is_empty() => {
-                return Err(Status::not_found(
-                    "there are no backups yet; run bitdustctl backup PATH first",
-                ));
-            }
-            [] => {
-                return Err(Status::not_found(format!(
-                    "no backup id starts with {id:?}; see bitdustctl list"
-                )));
-            }
+            [] if all.is_empty() => return Err(SelectError::NoBackups),
+            [] => return Err(SelectError::NoSuchBackup(id.to_owned())),
             _ => {
-                return Err(Status::invalid_argument(format!(
-                    "{} backups match {id:?}; give more of the id (see bitdustctl list)",
-                    matching.len()
-                )));
+                return Err(SelectError::Ambiguous {
+                    given: id.to_owned(),
+                    count: matching.len(),
+                });
             }
         };
         let versions: Vec<(u64, VersionRecord)> = all
@@ -57,11 +52,7 @@ impl Agent {
         } else {
             versions.into_iter().find(|(v, _)| *v == version)
         };
-        let (v, rec) = found.ok_or_else(|| {
-            Status::not_found(format!(
-                "backup {bid} has no version {version}; see bitdustctl list"
-            ))
-        })?;
+        let (v, rec) = found.ok_or(SelectError::NoSuchVersion { id: bid, version })?;
         Ok((bid, v, rec))
     }
 

@@ -40,9 +40,11 @@ impl pb::customer_server::Customer for CustomerService {
         let stream = req.into_inner();
         tokio::spawn(async move {
             let r = agent.backup(caller, stream, tx.clone()).await;
-            let ev = r.map(|done| pb::BackupEvent {
-                kind: Some(pb::backup_event::Kind::Done(done)),
-            });
+            let ev = r
+                .map(|done| pb::BackupEvent {
+                    kind: Some(pb::backup_event::Kind::Done(done)),
+                })
+                .map_err(Status::from);
             let _ = tx.send(ev).await;
         });
         Ok(Response::new(Box::pin(
@@ -62,9 +64,11 @@ impl pb::customer_server::Customer for CustomerService {
         let req = req.into_inner();
         tokio::spawn(async move {
             let r = agent.restore(caller, req, tx.clone()).await;
-            let ev = r.map(|done| pb::RestoreEvent {
-                kind: Some(pb::restore_event::Kind::Done(done)),
-            });
+            let ev = r
+                .map(|done| pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Done(done)),
+                })
+                .map_err(Status::from);
             let _ = tx.send(ev).await;
         });
         Ok(Response::new(Box::pin(

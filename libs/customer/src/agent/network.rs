@@ -296,23 +296,23 @@ impl Agent {
     /// A fresh machine holding only the exported key: finds this customer's
     /// supplier list in the DHT, binds those suppliers again, and reads the
     /// newest catalog back from them. Returns the versions recovered.
-    pub async fn recover(&self) -> Result<usize, Status> {
+    pub async fn recover(&self) -> Result<usize, RecoverError> {
+        let catalog = |e: crate::state::StateError| RecoverError::Catalog(e.to_string());
         let me = self.node_id();
-        let (seq, list) = self.dht.find_list(&me).await?.ok_or_else(|| {
-            Status::not_found(format!(
-                "no supplier list of {me} is in the DHT (yet); is this the exported key of a customer that made a backup?"
-            ))
-        })?;
+        let (seq, list) = self
+            .dht
+            .find_list(&me)
+            .await
+            .map_err(RecoverError::Dht)?
+            .ok_or_else(|| RecoverError::NoList(me.to_string()))?;
         let n = self.code.suppliers();
         if list.positions as usize != n {
-            return Err(Status::failed_precondition(format!(
-                "the supplier list in the DHT has {} positions but the config asks for {n}; set customer.suppliers = {}",
-                list.positions, list.positions
-            )));
+            return Err(RecoverError::Positions {
+                listed: list.positions,
+                configured: n,
+            });
         }
-        self.state
-            .set_meta("list_sequence", seq)
-            .map_err(internal)?;
+        self.state.set_meta("list_sequence", seq).map_err(catalog)?;
         for slot in &list.slots {
             let (Ok(id), p) = (
                 NodeId::try_from(slot.node_id.as_slice()),
@@ -329,7 +329,7 @@ impl Agent {
                 hired_at: now(),
                 quota: 0,
             };
-            self.state.set_position(p as u32, &rec).map_err(internal)?;
+            self.state.set_position(p as u32, &rec).map_err(catalog)?;
             lock(&self.links)[p] = Some(Arc::new(SupplierLink::new(
                 self.endpoint.clone(),
                 id,
@@ -340,7 +340,7 @@ impl Agent {
         let master = self
             .keys
             .master_key()
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(|e| RecoverError::NoMasterKey(e.to_string()))?;
         let mut set = tokio::task::JoinSet::new();
         for l in self.links().into_iter().flatten() {
             set.spawn(async move { l.get(CATALOG_OBJECT, MAX_CATALOG as u64 + 4096).await });
@@ -361,25 +361,21 @@ impl Agent {
                 best = Some(c);
             }
         }
-        let catalog = best.ok_or_else(|| {
-            Status::unavailable(
-                "the suppliers were found but none returned a readable catalog; retry when more of them are up",
-            )
-        })?;
+        let found = best.ok_or(RecoverError::NoCatalog)?;
         self.state
-            .set_meta("catalog_generation", catalog.generation)
-            .map_err(internal)?;
-        for (id, next) in &catalog.next_versions {
+            .set_meta("catalog_generation", found.generation)
+            .map_err(catalog)?;
+        for (id, next) in &found.next_versions {
             if let Ok(id) = id.parse::<BackupId>() {
-                self.state.raise_next_version(id, *next).map_err(internal)?;
+                self.state.raise_next_version(id, *next).map_err(catalog)?;
             }
         }
         let mut n_versions = 0;
-        for e in catalog.versions {
+        for e in found.versions {
             if let Ok(id) = e.backup_id.parse::<BackupId>() {
                 self.state
                     .put_version(id, e.version, &e.record)
-                    .map_err(internal)?;
+                    .map_err(catalog)?;
                 n_versions += 1;
             }
         }
@@ -415,15 +411,20 @@ impl Agent {
                     );
                 }
                 Err(e) => {
-                    tracing::info!(
-                        "recovery not possible yet (retrying in {} s): {}",
-                        delay.as_secs(),
-                        e.message()
-                    );
+                    // Only the user mends a wrong config or key set: said
+                    // as a warning, though retried (the config may change).
+                    if e.needs_the_user() {
+                        tracing::warn!("recovery cannot succeed as configured: {e}");
+                    } else {
+                        tracing::info!(
+                            "recovery not possible yet (retrying in {} s): {e}",
+                            delay.as_secs()
+                        );
+                    }
                     if let Some(why) = lock(&self.recovery).as_mut() {
                         *why = format!(
                             "{}; retrying every {} s",
-                            e.message().trim_end_matches('.'),
+                            e.to_string().trim_end_matches('.'),
                             delay.as_secs()
                         );
                     }

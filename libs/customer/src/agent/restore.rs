@@ -11,7 +11,7 @@ impl Agent {
         caller: Caller,
         req: pb::RestoreRequest,
         events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
-    ) -> Result<pb::RestoreDone, Status> {
+    ) -> Result<pb::RestoreDone, RestoreError> {
         // No target: stream the archive back for the caller to extract.
         let to = (!req.to.is_empty()).then(|| PathBuf::from(&req.to));
         if to.is_some() {
@@ -22,16 +22,13 @@ impl Agent {
         if let Some(to) = &to
             && !to.is_absolute()
         {
-            return Err(Status::invalid_argument(format!(
-                "{} is not an absolute path; give an absolute directory, or none to receive the archive",
-                req.to
-            )));
+            return Err(RestoreError::RelativeTarget(req.to));
         }
         let (id, version, rec) = self.select(caller, &req.backup_id, req.version)?;
         let master = self
             .keys
             .master_key()
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(|e| RestoreError::NoMasterKey(e.to_string()))?;
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         let total = rec.input_bytes;
         let progress = |p| pb::RestoreEvent {
@@ -67,18 +64,26 @@ impl Agent {
             );
             let manifest =
                 bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
-                    Status::unavailable(format!("cannot read the manifest of {id}@{version}: {e}"))
+                    RestoreError::ManifestUnreadable {
+                        id,
+                        version,
+                        reason: e.to_string(),
+                    }
                 })?;
             // No fragment is fetched (or allocated for) beyond what the
             // signed manifest allows.
             src.bound_by(&manifest, RestoreOptions::default().max_block_size);
             let key = BackupKey::unwrap_with(&manifest.wrapped_backup_key, master.age_identity())
-                .map_err(|e| {
-                Status::failed_precondition(format!(
-                    "the backup key of {id}@{version} does not open with this master key: {e}"
-                ))
+                .map_err(|e| RestoreError::WrongKey {
+                id,
+                version,
+                reason: e.to_string(),
             })?;
-            let failed = |e| Status::aborted(format!("restore of {id}@{version} failed: {e}"));
+            let failed = |e: bitdust_pipeline::RestoreError| RestoreError::Failed {
+                id,
+                version,
+                reason: e.to_string(),
+            };
             let report = match &to {
                 Some(to) => bitdust_pipeline::restore(
                     &mut src,
@@ -109,10 +114,10 @@ impl Agent {
                     .into()
                 }
             };
-            Ok::<_, Status>((report, src.fetched))
+            Ok::<_, RestoreError>((report, src.fetched))
         })
         .await
-        .map_err(internal)?;
+        .map_err(|e| RestoreError::Internal(e.to_string()))?;
         if let Some(t) = ticker {
             t.abort();
         }
