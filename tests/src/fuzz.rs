@@ -64,6 +64,7 @@ pub fn peer_request(data: &[u8]) {
             max_customers: 8,
             unused_secs: 3600,
             max_unused_per_address: 4,
+            max_services_per_address: 16,
         };
         Supplier {
             rt: tokio::runtime::Builder::new_current_thread()

@@ -181,6 +181,9 @@ pub struct SupplierConfig {
     /// The most services that store nothing yet, per source address (an
     /// IPv4 address or an IPv6 /64): identities cost nothing, addresses do.
     pub max_unused_per_address: u32,
+    /// The most services in all per source address: a host cannot reserve
+    /// the whole capacity under many identities with a byte stored in each.
+    pub max_services_per_address: u32,
 }
 
 impl Default for SupplierConfig {
@@ -197,6 +200,7 @@ impl Default for SupplierConfig {
             max_customers: 1000,
             unused_service_secs: 86_400,
             max_unused_per_address: 4,
+            max_services_per_address: 16,
         }
     }
 }
@@ -464,6 +468,9 @@ impl Config {
         }
         if s.max_unused_per_address == 0 {
             return Err(self.invalid("supplier.max_unused_per_address", "must be at least 1"));
+        }
+        if s.max_services_per_address == 0 {
+            return Err(self.invalid("supplier.max_services_per_address", "must be at least 1"));
         }
         Ok(())
     }

@@ -87,8 +87,9 @@ pub struct RecordStore {
     origin: HashMap<Key, String>,
 }
 
-/// The key the per-address limit counts by: an IPv4 address, or the /64 an
-/// IPv6 address is in.
+/// The key per-address limits count by, here and in the supplier's store:
+/// an IPv4 address (IPv4-mapped IPv6 too), or the /64 an IPv6 address is in
+/// (one host usually holds a whole /64).
 pub fn address_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(a) => a.to_string(),

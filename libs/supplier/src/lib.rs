@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_customers: s.max_customers,
         unused_secs: s.unused_service_secs,
         max_unused_per_address: s.max_unused_per_address,
+        max_services_per_address: s.max_services_per_address,
     };
     let store = Arc::new(
         tokio::task::spawn_blocking({

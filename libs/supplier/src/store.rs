@@ -115,20 +115,8 @@ impl CustomerRecord {
     }
 }
 
-/// The key the per-address limits count by: an IPv4 address, or the /64
-/// an IPv6 address is in (one host usually holds a whole /64).
-pub fn address_key(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(a) => a.to_string(),
-        std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = a.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
-}
+/// The key the per-address limits count by (shared with the DHT's store).
+pub use bitdust_dht::store::address_key;
 
 /// One stored object.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,6 +143,8 @@ pub struct Limits {
     pub unused_secs: u64,
     /// Most services holding no object yet, per source address.
     pub max_unused_per_address: u32,
+    /// Most services in all, per source address.
+    pub max_services_per_address: u32,
 }
 
 /// The storage of one supplier.
@@ -492,7 +482,10 @@ impl Store {
     /// Grants (or resizes) service: quota = needed / suppliers x 2, per the
     /// seeds. Refused when the capacity left or the customer limit does not
     /// allow it, or when `from` (the request's source address) already
-    /// holds `max_unused_per_address` services that store nothing.
+    /// holds `max_unused_per_address` services that store nothing, or
+    /// `max_services_per_address` services in all (an identity costs
+    /// nothing, an address does: one host cannot reserve the whole
+    /// capacity with a byte stored under each of many identities).
     pub fn request_service(
         &self,
         customer: &NodeId,
@@ -524,16 +517,24 @@ impl Store {
         let mut wtxn = self.env.write_txn()?;
         let expired = self.expire_unused_in(&mut wtxn, Some(customer), now)?;
         let existing = self.customers.get(&wtxn, customer.as_bytes())?;
-        let (mut others, mut count, mut unused_here) = (0u64, 0u32, 0u32);
+        let (mut others, mut count, mut unused_here, mut here) = (0u64, 0u32, 0u32, 0u32);
         for r in self.customers.iter(&wtxn)? {
             let (k, v) = r?;
             if k != customer.as_bytes() {
                 others += v.quota;
                 count += 1;
-                if v.unused() && v.address == address {
-                    unused_here += 1;
+                if v.address == address {
+                    here += 1;
+                    if v.unused() {
+                        unused_here += 1;
+                    }
                 }
             }
+        }
+        if existing.is_none() && here >= self.limits.max_services_per_address {
+            return Err(StoreError::Refused(format!(
+                "{address} already holds {here} services here, the most one address may; cancel one of them first"
+            )));
         }
         if existing.is_none() && unused_here >= self.limits.max_unused_per_address {
             return Err(StoreError::Refused(format!(
@@ -904,6 +905,7 @@ mod tests {
         max_customers: 2,
         unused_secs: 3600,
         max_unused_per_address: 2,
+        max_services_per_address: 100,
     };
 
     const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
@@ -958,6 +960,38 @@ mod tests {
         assert!(store.customer(&c[1]).unwrap().is_none());
         assert!(store.customer(&c[0]).unwrap().is_some());
         assert!(store.customer(&extra).unwrap().is_some());
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_services_even_when_each_stores_a_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_customers: 100,
+            max_unused_per_address: 100,
+            max_services_per_address: 3,
+            ..LIMITS
+        };
+        let store = Store::open(dir.path(), limits).unwrap();
+        let c = ids(5);
+        for id in &c[..3] {
+            store.request_service_at(id, 100, 2, HOME, 0).unwrap();
+            put(&store, id, "o", b"x").unwrap();
+        }
+        let e = store
+            .request_service_at(&c[3], 100, 2, HOME, 1)
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Refused(ref m) if m.contains("the most one address may")),
+            "{e}"
+        );
+        // A resize of a held service is not a new one; another address
+        // is served.
+        store.request_service_at(&c[0], 200, 2, HOME, 1).unwrap();
+        let other = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+        store.request_service_at(&c[4], 100, 2, other, 1).unwrap();
+        // A cancelled service makes room.
+        store.cancel_service(&c[1]).unwrap();
+        store.request_service_at(&c[3], 100, 2, HOME, 2).unwrap();
     }
 
     #[test]

@@ -220,6 +220,7 @@ const LIMITS: Limits = Limits {
     max_customers: 10,
     unused_secs: 86_400,
     max_unused_per_address: 4,
+    max_services_per_address: 16,
 };
 
 #[test]
