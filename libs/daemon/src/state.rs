@@ -107,4 +107,25 @@ mod tests {
         // Released on drop.
         StateLock::take(dir.path(), "supplier-store").unwrap();
     }
+
+    #[test]
+    fn every_environment_commits_durably() {
+        // LMDB fsyncs its data and meta pages at every commit unless told
+        // not to: the catalog, the store's index, the rebuild queue and the
+        // DHT's records rely on that (batching is done above LMDB, e.g. the
+        // supplier statistics). No flag that trades a commit's durability
+        // for speed may creep into the one place environments are opened.
+        let dir = tempfile::tempdir().unwrap();
+        let lock = StateLock::take(dir.path(), "customer-agent").unwrap();
+        let env = lock.open_env("", 1 << 20, 2).unwrap();
+        let flags = env.get_flags().unwrap();
+        for (name, bad) in [
+            ("NO_SYNC", heed::EnvFlags::NO_SYNC),
+            ("NO_META_SYNC", heed::EnvFlags::NO_META_SYNC),
+            ("MAP_ASYNC", heed::EnvFlags::MAP_ASYNC),
+            ("WRITE_MAP", heed::EnvFlags::WRITE_MAP),
+        ] {
+            assert_eq!(flags & bad.bits(), 0, "environments are opened with {name}");
+        }
+    }
 }
