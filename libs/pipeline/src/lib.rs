@@ -12,6 +12,7 @@
 
 mod archive;
 mod backup;
+pub mod chunker;
 mod extract;
 pub mod local;
 mod restore;
