@@ -123,8 +123,12 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
             .ok_or_else(|| invalid(format!("unknown scheme {}", p.scheme)))?;
         let suppliers = p.suppliers as usize;
         let code = Code::new(scheme, suppliers).map_err(|e| invalid(e.to_string()))?;
-        if p.version == 0 {
-            return Err(invalid("version 0".into()));
+        // Version 0 is a pack (docs/snapshots.md): never the last block of
+        // a version.
+        if p.version == 0 && p.last {
+            return Err(invalid(
+                "a pack (version 0) marked as a version's last block".into(),
+            ));
         }
         if p.plain_len > MAX_BLOCK_LEN || p.cipher_len > MAX_BLOCK_LEN + (1 << 20) {
             return Err(invalid(format!(

@@ -14,6 +14,7 @@ mod fragment;
 mod header;
 mod ids;
 mod manifest;
+pub mod pack;
 mod seal;
 
 /// Signing arbitrary bytes as headers and manifests, so fuzzing reaches the

@@ -128,6 +128,35 @@ impl BlockSealer {
         // the data fragments are laid out back to back.
         out.fragments.clear();
         seal_into(&self.recipient, plain, &mut out.fragments)?;
+        self.finish(block, last, plain.len() as u64, out)
+    }
+
+    /// Seals pack number `pack` (a sealer made for version 0) into `out`:
+    /// its body (see [`crate::pack`]) is what the fragments carry, and the
+    /// header's `plain_len` is its chunk data's plain length.
+    pub fn seal_pack(
+        &self,
+        pack: u64,
+        writer: &crate::pack::PackWriter,
+        keys: &bitdust_crypto::DedupKeys,
+        out: &mut SealedBlock,
+    ) -> Result<(), crate::pack::PackError> {
+        debug_assert_eq!(self.version, 0, "packs are sealed as version 0");
+        out.fragments.clear();
+        let aad = crate::pack::list_aad(&self.identity.node_id(), self.backup_id, pack);
+        writer.write_body(keys, &aad, &self.recipient, &mut out.fragments)?;
+        self.finish(pack, false, writer.data_len() as u64, out)
+            .map_err(|e| crate::pack::PackError::Format(e.to_string()))
+    }
+
+    /// Encodes the ciphertext in `out` and signs the header.
+    fn finish(
+        &self,
+        block: u64,
+        last: bool,
+        plain_len: u64,
+        out: &mut SealedBlock,
+    ) -> Result<(), BlockError> {
         let cipher_len = out.fragments.len();
         let fl = self.code.fragment_len(cipher_len);
         let count = self.code.fragment_count();
@@ -148,7 +177,7 @@ impl BlockSealer {
             block,
             scheme: self.code.scheme(),
             suppliers: self.code.suppliers(),
-            plain_len: plain.len() as u64,
+            plain_len,
             cipher_len: cipher_len as u64,
             fragment_len: fl as u64,
             fragment_hashes,
@@ -402,6 +431,30 @@ impl BlockOpener {
 
     /// Decodes, decrypts with `key`, and returns the block's plaintext.
     pub fn open(mut self, key: &BackupKey) -> Result<Vec<u8>, BlockError> {
+        let block = self.block;
+        let (cipher, plain_len) = self.decode()?;
+        let plain = open(key.age_identity(), cipher, MAX_BLOCK_LEN as usize)
+            .map_err(|source| BlockError::Decrypt { block, source })?;
+        if plain.len() as u64 != plain_len {
+            return Err(BlockError::LengthMismatch {
+                block,
+                got: plain.len(),
+                expected: plain_len,
+            });
+        }
+        Ok(plain)
+    }
+
+    /// Decodes and returns the bytes the block carries without decrypting
+    /// them: a pack's body (see [`crate::pack`]), whose chunk list opens
+    /// with the dedup secrets alone.
+    pub fn open_body(mut self) -> Result<Vec<u8>, BlockError> {
+        Ok(self.decode()?.0.to_vec())
+    }
+
+    /// Reconstructs the data fragments: the ciphertext, and the header's
+    /// plain length.
+    fn decode(&mut self) -> Result<(&[u8], u64), BlockError> {
         let (Some(h), Some(code)) = (&self.header, &self.code) else {
             return Err(BlockError::NoValidHeader {
                 block: self.block,
@@ -420,20 +473,6 @@ impl BlockOpener {
                 block: self.block,
                 source,
             })?;
-        let cipher = &self.fragments[..h.cipher_len as usize];
-        let plain = open(key.age_identity(), cipher, MAX_BLOCK_LEN as usize).map_err(|source| {
-            BlockError::Decrypt {
-                block: self.block,
-                source,
-            }
-        })?;
-        if plain.len() as u64 != h.plain_len {
-            return Err(BlockError::LengthMismatch {
-                block: self.block,
-                got: plain.len(),
-                expected: h.plain_len,
-            });
-        }
-        Ok(plain)
+        Ok((&self.fragments[..h.cipher_len as usize], h.plain_len))
     }
 }
