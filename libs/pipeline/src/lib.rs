@@ -15,6 +15,7 @@ mod backup;
 pub mod chunker;
 mod extract;
 pub mod local;
+pub mod repo;
 mod restore;
 mod sink;
 

@@ -1,0 +1,644 @@
+//! The customer-side state of deduplicated backups (docs/snapshots.md,
+//! "The index and the files cache"), in one LMDB environment the caller
+//! opens (the agent and `bitdustctl local` each through their
+//! `StateLock`). Nothing is held whole in memory.
+//!
+//! | database | key | value |
+//! |---|---|---|
+//! | `chunks` | backup, chunk id | pack (u64), offset, stored and plain length (u32 each) |
+//! | `packs` | backup, pack (big-endian) | kind, state, chunks, data and body length, time, positions still to delete from |
+//! | `counters` | backup | the next pack number |
+//! | `files` | backup, BLAKE3 of the path | the path, size, mtime, ctime, inode, device, last snapshot seen, chunk ids |
+//!
+//! Record, then act: pack numbers are reserved (durably) before a pack
+//! leaves; its chunks enter `chunks` only once it is stored.
+
+use std::ops::Bound;
+
+use heed::types::Bytes;
+use heed::{Database, Env, RoTxn, RwTxn};
+
+use bitdust_block::BackupId;
+use bitdust_block::pack::{PackEntry, PackKind};
+use bitdust_crypto::ChunkId;
+
+/// The repository state failed (the database, or a record that does not
+/// decode: the state directory is damaged).
+#[derive(Debug, thiserror::Error)]
+#[error("the backup index failed: {0}")]
+pub struct RepoError(pub String);
+
+impl From<heed::Error> for RepoError {
+    fn from(e: heed::Error) -> Self {
+        RepoError(e.to_string())
+    }
+}
+
+/// Where a chunk is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLoc {
+    /// The pack.
+    pub pack: u64,
+    /// Where its stored bytes begin in the pack's chunk data.
+    pub offset: u32,
+    /// Stored (compressed) length.
+    pub stored_len: u32,
+    /// Plain length.
+    pub plain_len: u32,
+}
+
+impl ChunkLoc {
+    fn encode(&self) -> [u8; 20] {
+        let mut v = [0u8; 20];
+        v[..8].copy_from_slice(&self.pack.to_le_bytes());
+        v[8..12].copy_from_slice(&self.offset.to_le_bytes());
+        v[12..16].copy_from_slice(&self.stored_len.to_le_bytes());
+        v[16..].copy_from_slice(&self.plain_len.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<ChunkLoc, RepoError> {
+        if v.len() != 20 {
+            return Err(RepoError(format!("a chunk record of {} bytes", v.len())));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+        let mut pack = [0u8; 8];
+        pack.copy_from_slice(&v[..8]);
+        Ok(ChunkLoc {
+            pack: u64::from_le_bytes(pack),
+            offset: u32_at(8),
+            stored_len: u32_at(12),
+            plain_len: u32_at(16),
+        })
+    }
+}
+
+/// Where a pack is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackState {
+    /// Stored and indexed.
+    Live,
+    /// Referenced by no kept snapshot: its chunks left the index, its
+    /// objects are being deleted.
+    Condemned,
+}
+
+/// What the state knows of one pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackRecord {
+    /// Data or metadata.
+    pub kind: PackKind,
+    /// Live or condemned.
+    pub state: PackState,
+    /// Chunks it holds.
+    pub chunks: u32,
+    /// Plain bytes of its chunk data.
+    pub data_len: u64,
+    /// Bytes of its body (what the fragments carry, before the code).
+    pub body_len: u64,
+    /// Unix seconds it was stored.
+    pub time: u64,
+    /// Positions (bits) its objects are still to be deleted from.
+    pub pending: u64,
+}
+
+impl PackRecord {
+    fn encode(&self) -> [u8; 38] {
+        let mut v = [0u8; 38];
+        v[0] = match self.kind {
+            PackKind::Data => 0,
+            PackKind::Meta => 1,
+        };
+        v[1] = match self.state {
+            PackState::Live => 0,
+            PackState::Condemned => 1,
+        };
+        v[2..6].copy_from_slice(&self.chunks.to_le_bytes());
+        v[6..14].copy_from_slice(&self.data_len.to_le_bytes());
+        v[14..22].copy_from_slice(&self.body_len.to_le_bytes());
+        v[22..30].copy_from_slice(&self.time.to_le_bytes());
+        v[30..38].copy_from_slice(&self.pending.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<PackRecord, RepoError> {
+        let bad = || RepoError(format!("a pack record of {} bytes", v.len()));
+        if v.len() != 38 {
+            return Err(bad());
+        }
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        Ok(PackRecord {
+            kind: match v[0] {
+                0 => PackKind::Data,
+                1 => PackKind::Meta,
+                _ => return Err(bad()),
+            },
+            state: match v[1] {
+                0 => PackState::Live,
+                1 => PackState::Condemned,
+                _ => return Err(bad()),
+            },
+            chunks: u32::from_le_bytes([v[2], v[3], v[4], v[5]]),
+            data_len: u64_at(6),
+            body_len: u64_at(14),
+            time: u64_at(22),
+            pending: u64_at(30),
+        })
+    }
+}
+
+/// A time with nanoseconds, as `stat` gives it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Time {
+    /// Seconds since the epoch.
+    pub secs: i64,
+    /// Nanoseconds.
+    pub nanos: u32,
+}
+
+/// What the files cache knows of one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedFile {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Time,
+    /// Status change time.
+    pub ctime: Time,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number.
+    pub dev: u64,
+    /// The last snapshot that saw it.
+    pub seen: u64,
+    /// Its chunks, in order.
+    pub chunks: Vec<ChunkId>,
+}
+
+impl CachedFile {
+    /// Whether `other` (a fresh `lstat`) says the file is unchanged.
+    pub fn unchanged(&self, other: &CachedFile) -> bool {
+        self.size == other.size
+            && self.mtime == other.mtime
+            && self.ctime == other.ctime
+            && self.ino == other.ino
+            && self.dev == other.dev
+    }
+
+    fn encode(&self, path: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(4 + path.len() + 68 + 32 * self.chunks.len());
+        v.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        v.extend_from_slice(path);
+        v.extend_from_slice(&self.size.to_le_bytes());
+        v.extend_from_slice(&self.mtime.secs.to_le_bytes());
+        v.extend_from_slice(&self.mtime.nanos.to_le_bytes());
+        v.extend_from_slice(&self.ctime.secs.to_le_bytes());
+        v.extend_from_slice(&self.ctime.nanos.to_le_bytes());
+        v.extend_from_slice(&self.ino.to_le_bytes());
+        v.extend_from_slice(&self.dev.to_le_bytes());
+        v.extend_from_slice(&self.seen.to_le_bytes());
+        for c in &self.chunks {
+            v.extend_from_slice(&c.0);
+        }
+        v
+    }
+
+    /// Decodes a record, `None` when it is another path's (a hash collision)
+    fn decode(path: &[u8], v: &[u8]) -> Result<Option<CachedFile>, RepoError> {
+        let bad = || RepoError("a damaged files-cache record".into());
+        let mut r = v;
+        let mut take = |n: usize| -> Result<&[u8], RepoError> {
+            if r.len() < n {
+                return Err(bad());
+            }
+            let (a, b) = r.split_at(n);
+            r = b;
+            Ok(a)
+        };
+        let u64_of = |b: &[u8]| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(b);
+            u64::from_le_bytes(x)
+        };
+        let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad())?) as usize;
+        if take(len)? != path {
+            return Ok(None);
+        }
+        let size = u64_of(take(8)?);
+        let mtime = Time {
+            secs: u64_of(take(8)?) as i64,
+            nanos: u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad())?),
+        };
+        let ctime = Time {
+            secs: u64_of(take(8)?) as i64,
+            nanos: u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad())?),
+        };
+        let ino = u64_of(take(8)?);
+        let dev = u64_of(take(8)?);
+        let seen = u64_of(take(8)?);
+        if r.len() % 32 != 0 {
+            return Err(bad());
+        }
+        let chunks = r
+            .chunks_exact(32)
+            .map(|c| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(c);
+                ChunkId(id)
+            })
+            .collect();
+        Ok(Some(CachedFile {
+            size,
+            mtime,
+            ctime,
+            ino,
+            dev,
+            seen,
+            chunks,
+        }))
+    }
+}
+
+/// The repository state.
+pub struct Repo {
+    env: Env,
+    chunks: Database<Bytes, Bytes>,
+    packs: Database<Bytes, Bytes>,
+    counters: Database<Bytes, Bytes>,
+    files: Database<Bytes, Bytes>,
+}
+
+fn chunk_key(backup: BackupId, id: &ChunkId) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..16].copy_from_slice(&backup.0);
+    k[16..].copy_from_slice(&id.0);
+    k
+}
+
+fn pack_key(backup: BackupId, pack: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&backup.0);
+    k[16..].copy_from_slice(&pack.to_be_bytes());
+    k
+}
+
+fn file_key(backup: BackupId, path: &[u8]) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..16].copy_from_slice(&backup.0);
+    k[16..].copy_from_slice(blake3::hash(path).as_bytes());
+    k
+}
+
+impl Repo {
+    /// The databases in `env` (created when missing). `env` needs room for
+    /// four named databases.
+    pub fn open(env: Env) -> Result<Repo, RepoError> {
+        let mut w = env.write_txn()?;
+        let chunks = env.create_database(&mut w, Some("chunks"))?;
+        let packs = env.create_database(&mut w, Some("packs"))?;
+        let counters = env.create_database(&mut w, Some("counters"))?;
+        let files = env.create_database(&mut w, Some("files"))?;
+        w.commit()?;
+        Ok(Repo {
+            env,
+            chunks,
+            packs,
+            counters,
+            files,
+        })
+    }
+
+    /// A read transaction, for many lookups in a row.
+    pub fn read(&self) -> Result<RoTxn<'_, heed::WithTls>, RepoError> {
+        Ok(self.env.read_txn()?)
+    }
+
+    /// Where chunk `id` of `backup` is, if it is stored in a live pack.
+    pub fn chunk(
+        &self,
+        txn: &RoTxn<'_>,
+        backup: BackupId,
+        id: &ChunkId,
+    ) -> Result<Option<ChunkLoc>, RepoError> {
+        self.chunks
+            .get(txn, &chunk_key(backup, id))?
+            .map(ChunkLoc::decode)
+            .transpose()
+    }
+
+    /// Reserves `count` pack numbers of `backup`, durably: returns the
+    /// first. They are never handed out again, whatever happens to them.
+    pub fn reserve_packs(&self, backup: BackupId, count: u64) -> Result<u64, RepoError> {
+        let mut w = self.env.write_txn()?;
+        let next = self.next_pack_in(&w, backup)?;
+        let after = next
+            .checked_add(count)
+            .ok_or_else(|| RepoError("pack numbers ran out".into()))?;
+        self.counters.put(&mut w, &backup.0, &after.to_le_bytes())?;
+        w.commit()?;
+        Ok(next)
+    }
+
+    /// The next pack number of `backup` that was never reserved.
+    pub fn next_pack(&self, backup: BackupId) -> Result<u64, RepoError> {
+        let r = self.env.read_txn()?;
+        self.next_pack_in(&r, backup)
+    }
+
+    fn next_pack_in(&self, txn: &RoTxn<'_>, backup: BackupId) -> Result<u64, RepoError> {
+        match self.counters.get(txn, &backup.0)? {
+            None => Ok(0),
+            Some(v) => Ok(u64::from_le_bytes(
+                v.try_into()
+                    .map_err(|_| RepoError("a damaged pack counter".into()))?,
+            )),
+        }
+    }
+
+    /// Raises the pack counter of `backup` to at least `next` (recovery:
+    /// the catalog copy carries it).
+    pub fn raise_next_pack(&self, backup: BackupId, next: u64) -> Result<(), RepoError> {
+        let mut w = self.env.write_txn()?;
+        if self.next_pack_in(&w, backup)? < next {
+            self.counters.put(&mut w, &backup.0, &next.to_le_bytes())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Records pack `pack` of `backup` as stored, with its chunks, in one
+    /// transaction. A chunk already indexed elsewhere keeps its first pack.
+    pub fn record_pack(
+        &self,
+        backup: BackupId,
+        pack: u64,
+        record: &PackRecord,
+        entries: &[PackEntry],
+    ) -> Result<(), RepoError> {
+        let mut w = self.env.write_txn()?;
+        self.packs
+            .put(&mut w, &pack_key(backup, pack), &record.encode())?;
+        for e in entries {
+            let key = chunk_key(backup, &e.id);
+            if self.chunks.get(&w, &key)?.is_none() {
+                let loc = ChunkLoc {
+                    pack,
+                    offset: e.offset,
+                    stored_len: e.stored_len,
+                    plain_len: e.plain_len,
+                };
+                self.chunks.put(&mut w, &key, &loc.encode())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// What is known of pack `pack` of `backup`.
+    pub fn pack(&self, backup: BackupId, pack: u64) -> Result<Option<PackRecord>, RepoError> {
+        let r = self.env.read_txn()?;
+        self.packs
+            .get(&r, &pack_key(backup, pack))?
+            .map(PackRecord::decode)
+            .transpose()
+    }
+
+    /// Every pack of `backup` with its record, in number order, passed to
+    /// `each` one at a time (from one read transaction).
+    pub fn for_each_pack(
+        &self,
+        backup: BackupId,
+        mut each: impl FnMut(u64, PackRecord) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        let r = self.env.read_txn()?;
+        for item in self.packs.prefix_iter(&r, &backup.0)? {
+            let (k, v) = item?;
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&k[16..24]);
+            each(u64::from_be_bytes(n), PackRecord::decode(v)?)?;
+        }
+        Ok(())
+    }
+
+    /// The files cache's record of `path` in `backup`.
+    pub fn file(
+        &self,
+        txn: &RoTxn<'_>,
+        backup: BackupId,
+        path: &[u8],
+    ) -> Result<Option<CachedFile>, RepoError> {
+        match self.files.get(txn, &file_key(backup, path))? {
+            None => Ok(None),
+            Some(v) => CachedFile::decode(path, v),
+        }
+    }
+
+    /// A write transaction for [`Repo::put_file`] in batches.
+    pub fn write(&self) -> Result<RwTxn<'_>, RepoError> {
+        Ok(self.env.write_txn()?)
+    }
+
+    /// Records `file` at `path` in the files cache of `backup`.
+    pub fn put_file(
+        &self,
+        txn: &mut RwTxn<'_>,
+        backup: BackupId,
+        path: &[u8],
+        file: &CachedFile,
+    ) -> Result<(), RepoError> {
+        self.files
+            .put(txn, &file_key(backup, path), &file.encode(path))?;
+        Ok(())
+    }
+
+    /// Drops the files-cache records of `backup` last seen before snapshot
+    /// `oldest` (entries the last snapshots did not see), a batch of
+    /// records per transaction. Returns how many.
+    pub fn sweep_files(&self, backup: BackupId, oldest: u64) -> Result<u64, RepoError> {
+        const BATCH: usize = 1024;
+        let mut upper = backup.0.to_vec();
+        upper.extend_from_slice(&[0xff; 32]);
+        let mut after: Option<Vec<u8>> = None;
+        let mut dropped = 0;
+        loop {
+            let mut stale = Vec::new();
+            let mut last = None;
+            {
+                let r = self.env.read_txn()?;
+                let lower = match &after {
+                    Some(k) => Bound::Excluded(k.as_slice()),
+                    None => Bound::Included(&backup.0[..]),
+                };
+                for item in self
+                    .files
+                    .range(&r, &(lower, Bound::Included(upper.as_slice())))?
+                {
+                    let (k, v) = item?;
+                    last = Some(k.to_vec());
+                    if seen_of(v)? < oldest {
+                        stale.push(k.to_vec());
+                        if stale.len() == BATCH {
+                            break;
+                        }
+                    }
+                }
+            }
+            let full = stale.len() == BATCH;
+            if !stale.is_empty() {
+                let mut w = self.env.write_txn()?;
+                for k in &stale {
+                    self.files.delete(&mut w, k)?;
+                }
+                w.commit()?;
+                dropped += stale.len() as u64;
+            }
+            match last {
+                Some(k) if full => after = Some(k),
+                _ => return Ok(dropped),
+            }
+        }
+    }
+}
+
+/// The snapshot that last saw a files-cache record (`seen`, after the path
+/// and the fixed fields).
+fn seen_of(v: &[u8]) -> Result<u64, RepoError> {
+    let bad = || RepoError("a damaged files-cache record".into());
+    let path_len =
+        u32::from_le_bytes(v.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(bad)?) as usize;
+    let at = 4 + path_len + 8 + 12 + 12 + 8 + 8;
+    v.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(dir: &std::path::Path) -> Repo {
+        let lock = bitdust_daemon::state::StateLock::take(dir, "test").unwrap();
+        let r = Repo::open(lock.open_env("repo", 64 << 20, 4).unwrap()).unwrap();
+        // The environment stays open; the lock may go (one test, one process).
+        drop(lock);
+        r
+    }
+
+    fn id(b: u8) -> ChunkId {
+        ChunkId([b; 32])
+    }
+
+    #[test]
+    fn pack_numbers_are_never_handed_out_twice_even_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = BackupId([1; 16]);
+        {
+            let r = repo(dir.path());
+            assert_eq!(r.reserve_packs(b, 3).unwrap(), 0);
+            assert_eq!(r.reserve_packs(b, 1).unwrap(), 3);
+            assert_eq!(r.reserve_packs(BackupId([2; 16]), 1).unwrap(), 0);
+        }
+        let r = repo(dir.path());
+        assert_eq!(r.next_pack(b).unwrap(), 4);
+        r.raise_next_pack(b, 2).unwrap();
+        assert_eq!(r.reserve_packs(b, 1).unwrap(), 4);
+        r.raise_next_pack(b, 10).unwrap();
+        assert_eq!(r.reserve_packs(b, 1).unwrap(), 10);
+    }
+
+    #[test]
+    fn a_recorded_pack_indexes_its_chunks_and_the_first_copy_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let b = BackupId([1; 16]);
+        let rec = PackRecord {
+            kind: PackKind::Data,
+            state: PackState::Live,
+            chunks: 2,
+            data_len: 30,
+            body_len: 400,
+            time: 7,
+            pending: 0,
+        };
+        let e = |c: u8, offset: u32| PackEntry {
+            id: id(c),
+            offset,
+            stored_len: 10,
+            plain_len: 20,
+        };
+        r.record_pack(b, 5, &rec, &[e(1, 0), e(2, 10)]).unwrap();
+        r.record_pack(b, 6, &rec, &[e(2, 0), e(3, 10)]).unwrap();
+        let t = r.read().unwrap();
+        assert_eq!(r.chunk(&t, b, &id(1)).unwrap().unwrap().pack, 5);
+        assert_eq!(r.chunk(&t, b, &id(2)).unwrap().unwrap().pack, 5);
+        assert_eq!(r.chunk(&t, b, &id(3)).unwrap().unwrap().offset, 10);
+        assert!(r.chunk(&t, BackupId([9; 16]), &id(1)).unwrap().is_none());
+        drop(t);
+        assert_eq!(r.pack(b, 6).unwrap(), Some(rec));
+        let mut seen = Vec::new();
+        r.for_each_pack(b, |n, _| {
+            seen.push(n);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [5, 6]);
+    }
+
+    #[test]
+    fn the_files_cache_round_trips_and_sweeps_what_recent_snapshots_did_not_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let b = BackupId([1; 16]);
+        let f = |seen: u64| CachedFile {
+            size: 12,
+            mtime: Time {
+                secs: -3,
+                nanos: 999_999_999,
+            },
+            ctime: Time { secs: 5, nanos: 1 },
+            ino: 77,
+            dev: 8,
+            seen,
+            chunks: vec![id(4), id(5)],
+        };
+        let long = vec![b'x'; 3000];
+        let mut w = r.write().unwrap();
+        r.put_file(&mut w, b, b"home/a", &f(1)).unwrap();
+        r.put_file(&mut w, b, &long, &f(3)).unwrap();
+        r.put_file(&mut w, BackupId([2; 16]), b"home/a", &f(1))
+            .unwrap();
+        w.commit().unwrap();
+        let t = r.read().unwrap();
+        assert_eq!(r.file(&t, b, &long).unwrap(), Some(f(3)));
+        assert!(r.file(&t, b, b"home/b").unwrap().is_none());
+        assert!(f(1).unchanged(&f(2)));
+        let mut moved = f(1);
+        moved.ctime.nanos += 1;
+        assert!(!f(1).unchanged(&moved));
+        drop(t);
+        assert_eq!(r.sweep_files(b, 2).unwrap(), 1);
+        let t = r.read().unwrap();
+        assert!(r.file(&t, b, b"home/a").unwrap().is_none());
+        assert!(r.file(&t, b, &long).unwrap().is_some());
+        // Another backup's cache is its own.
+        assert!(r.file(&t, BackupId([2; 16]), b"home/a").unwrap().is_some());
+        drop(t);
+        // Several batches of stale records, mixed with fresh ones.
+        let mut w = r.write().unwrap();
+        for i in 0..2500u32 {
+            let seen = if i % 100 == 0 { 9 } else { 4 };
+            r.put_file(&mut w, b, format!("f{i}").as_bytes(), &f(seen))
+                .unwrap();
+        }
+        w.commit().unwrap();
+        assert_eq!(r.sweep_files(b, 5).unwrap(), 2475 + 1);
+        let t = r.read().unwrap();
+        assert!(r.file(&t, b, b"f100").unwrap().is_some());
+        assert!(r.file(&t, b, b"f101").unwrap().is_none());
+    }
+}
