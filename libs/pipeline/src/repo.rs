@@ -240,7 +240,7 @@ impl CachedFile {
         let ino = u64_of(take(8)?);
         let dev = u64_of(take(8)?);
         let seen = u64_of(take(8)?);
-        if r.len() % 32 != 0 {
+        if !r.len().is_multiple_of(32) {
             return Err(bad());
         }
         let chunks = r
