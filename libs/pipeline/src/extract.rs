@@ -65,60 +65,21 @@ pub(crate) fn extract(
     progress: &dyn Progress,
 ) -> Result<ExtractStats, ExtractError> {
     let mut archive = tar::Archive::new(input);
-    let mut stats = ExtractStats::default();
-    let mut dirs: Vec<(PathBuf, u32, FileTime)> = Vec::new();
+    let mut out = Extractor::new(root);
     let entries = archive.entries().map_err(io_err(root))?;
     for entry in entries {
         let mut entry = entry.map_err(io_err(root))?;
-        let rel = entry.path().map_err(io_err(root))?.into_owned();
-        let rel = safe_relative(&rel)?;
-        if rel.as_os_str().is_empty() {
+        let path = entry.path().map_err(io_err(root))?.into_owned();
+        let Some(rel) = out.prepare(&path)? else {
             continue;
-        }
-        let dest = root.join(&rel);
-        ensure_parents(root, &rel)?;
+        };
         let header = entry.header();
-        // Owners are not restored, so neither are setuid/setgid bits: a file
-        // restored by root must never become setuid-root.
-        let mode = header.mode().map_err(io_err(&rel))? & 0o1777;
+        let mode = header.mode().map_err(io_err(&rel))?;
         let mtime = FileTime::from_unix_time(header.mtime().map_err(io_err(&rel))? as i64, 0);
         match header.entry_type() {
-            EntryType::Directory => {
-                match fs::symlink_metadata(&dest) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(m) if m.file_type().is_symlink() => {
-                        return Err(ExtractError::SymlinkEscape {
-                            path: rel.clone(),
-                            link: rel,
-                        });
-                    }
-                    Ok(_) => {
-                        fs::remove_file(&dest).map_err(io_err(&rel))?;
-                        fs::create_dir(&dest).map_err(io_err(&rel))?;
-                    }
-                    Err(_) => fs::create_dir(&dest).map_err(io_err(&rel))?,
-                }
-                fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
-                    .map_err(io_err(&rel))?;
-                dirs.push((rel, mode, mtime));
-                stats.directories += 1;
-            }
+            EntryType::Directory => out.dir(&rel, mode, mtime)?,
             EntryType::Regular | EntryType::Continuous => {
-                remove_non_dir(&dest, &rel)?;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&dest)
-                    .map_err(io_err(&rel))?;
-                let n = io::copy(&mut ProgressReader(&mut entry, progress), &mut f)
-                    .map_err(io_err(&rel))?;
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(io_err(&rel))?;
-                filetime::set_file_handle_times(&f, None, Some(mtime)).map_err(io_err(&rel))?;
-                stats.files += 1;
-                stats.bytes += n;
+                out.file(&rel, mode, mtime, &mut ProgressReader(&mut entry, progress))?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -129,25 +90,134 @@ pub(crate) fn extract(
                         source: io::Error::other("symlink without a target"),
                     })?
                     .into_owned();
-                remove_non_dir(&dest, &rel)?;
-                std::os::unix::fs::symlink(&target, &dest).map_err(io_err(&rel))?;
-                filetime::set_symlink_file_times(&dest, mtime, mtime).map_err(io_err(&rel))?;
-                stats.symlinks += 1;
+                out.symlink(&rel, &target, mtime)?;
             }
-            other => stats.skipped.push(format!(
+            other => out.stats.skipped.push(format!(
                 "{}: entry type {other:?} is not restored",
                 rel.display()
             )),
         }
     }
-    // Deepest first, so setting a parent's mtime is the last change to it.
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-    for (rel, mode, mtime) in dirs {
-        let dest = root.join(&rel);
-        fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io_err(&rel))?;
-        filetime::set_file_mtime(&dest, mtime).map_err(io_err(&rel))?;
+    out.finish()
+}
+
+/// Writes entries under `root` without ever writing outside it (see the
+/// module's rules): the tar extractor's and the snapshot restore's.
+pub(crate) struct Extractor<'a> {
+    root: &'a Path,
+    dirs: Vec<(PathBuf, u32, FileTime)>,
+    /// What was written so far.
+    pub(crate) stats: ExtractStats,
+}
+
+impl<'a> Extractor<'a> {
+    /// Writes into the existing, empty directory `root`.
+    pub(crate) fn new(root: &'a Path) -> Extractor<'a> {
+        Extractor {
+            root,
+            dirs: Vec::new(),
+            stats: ExtractStats::default(),
+        }
     }
-    Ok(stats)
+
+    /// The entry path `path` made safe (relative, no `..`) with its parents
+    /// created; `None` for the root itself.
+    pub(crate) fn prepare(&self, path: &Path) -> Result<Option<PathBuf>, ExtractError> {
+        let rel = safe_relative(path)?;
+        if rel.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        ensure_parents(self.root, &rel)?;
+        Ok(Some(rel))
+    }
+
+    /// A directory; its mode and mtime are set at [`Extractor::finish`].
+    pub(crate) fn dir(
+        &mut self,
+        rel: &Path,
+        mode: u32,
+        mtime: FileTime,
+    ) -> Result<(), ExtractError> {
+        let dest = self.root.join(rel);
+        match fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(ExtractError::SymlinkEscape {
+                    path: rel.to_owned(),
+                    link: rel.to_owned(),
+                });
+            }
+            Ok(_) => {
+                fs::remove_file(&dest).map_err(io_err(rel))?;
+                fs::create_dir(&dest).map_err(io_err(rel))?;
+            }
+            Err(_) => fs::create_dir(&dest).map_err(io_err(rel))?,
+        }
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o700)).map_err(io_err(rel))?;
+        self.dirs.push((rel.to_owned(), safe_mode(mode), mtime));
+        self.stats.directories += 1;
+        Ok(())
+    }
+
+    /// A regular file holding what `content` reads.
+    pub(crate) fn file(
+        &mut self,
+        rel: &Path,
+        mode: u32,
+        mtime: FileTime,
+        content: &mut dyn Read,
+    ) -> Result<u64, ExtractError> {
+        let dest = self.root.join(rel);
+        remove_non_dir(&dest, rel)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&dest)
+            .map_err(io_err(rel))?;
+        let n = io::copy(content, &mut f).map_err(io_err(rel))?;
+        f.set_permissions(fs::Permissions::from_mode(safe_mode(mode)))
+            .map_err(io_err(rel))?;
+        filetime::set_file_handle_times(&f, None, Some(mtime)).map_err(io_err(rel))?;
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        Ok(n)
+    }
+
+    /// A symlink to `target` (never followed).
+    pub(crate) fn symlink(
+        &mut self,
+        rel: &Path,
+        target: &Path,
+        mtime: FileTime,
+    ) -> Result<(), ExtractError> {
+        let dest = self.root.join(rel);
+        remove_non_dir(&dest, rel)?;
+        std::os::unix::fs::symlink(target, &dest).map_err(io_err(rel))?;
+        filetime::set_symlink_file_times(&dest, mtime, mtime).map_err(io_err(rel))?;
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    /// Gives the directories their modes and mtimes, deepest first (so
+    /// setting a parent's mtime is the last change to it).
+    pub(crate) fn finish(mut self) -> Result<ExtractStats, ExtractError> {
+        self.dirs
+            .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
+        for (rel, mode, mtime) in &self.dirs {
+            let dest = self.root.join(rel);
+            fs::set_permissions(&dest, fs::Permissions::from_mode(*mode)).map_err(io_err(rel))?;
+            filetime::set_file_mtime(&dest, *mtime).map_err(io_err(rel))?;
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Owners are not restored, so neither are setuid/setgid bits: a file
+/// restored by root must never become setuid-root.
+fn safe_mode(mode: u32) -> u32 {
+    mode & 0o1777
 }
 
 /// The path with `.` removed, refusing absolute paths and `..`.

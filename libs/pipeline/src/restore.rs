@@ -195,6 +195,28 @@ fn collect_block(
     if let Some(h) = manifest.block_header(block) {
         opener = opener.expect_header(*h);
     }
+    let next = block + 1..manifest.blocks;
+    collect_into(
+        source,
+        opener,
+        code,
+        block,
+        next.take(lookahead(manifest)),
+        all,
+    )
+}
+
+/// Fills `opener` with fragments of `block` from `source` (see
+/// [`collect_block`]); `next` are the blocks read after it, whose data
+/// fragments are prefetched.
+pub(crate) fn collect_into(
+    source: &mut dyn FragmentSource,
+    mut opener: BlockOpener,
+    code: &Code,
+    block: u64,
+    next: impl Iterator<Item = u64>,
+    all: bool,
+) -> Result<BlockOpener, SourceError> {
     let positions = source.positions();
     let available = |f: usize| positions.contains(&code.fragment_position(f));
     let data: Vec<usize> = (0..code.data_fragments())
@@ -206,8 +228,8 @@ fn collect_block(
         .collect();
     source.prefetch(block, &wanted);
     // The next blocks' data fragments come while this one decrypts.
-    for next in (block + 1..manifest.blocks).take(lookahead(manifest)) {
-        source.prefetch(next, &wanted);
+    for n in next {
+        source.prefetch(n, &wanted);
     }
     fetch(source, code, block, &data, &mut opener)?;
     if all {
