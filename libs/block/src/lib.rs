@@ -15,6 +15,7 @@ mod header;
 mod ids;
 mod manifest;
 pub mod pack;
+pub mod root;
 mod seal;
 
 /// Signing arbitrary bytes as headers and manifests, so fuzzing reaches the
