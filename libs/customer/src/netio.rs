@@ -259,6 +259,15 @@ impl FragmentSink for NetSink {
             .collect())
     }
 
+    fn sync(&mut self) -> Result<Vec<usize>, SinkError> {
+        // A supplier acknowledges a fragment only once it is durable on its
+        // disk: waiting for the acknowledgements is enough.
+        self.wait();
+        Ok((0..self.links.len())
+            .filter(|&p| self.failed[p].is_some())
+            .collect())
+    }
+
     fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, SinkError> {
         // Every fragment a supplier acknowledged is already durable on its
         // disk (it acknowledges only after fsync), so the manifest, which

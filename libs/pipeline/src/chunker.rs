@@ -84,6 +84,31 @@ impl Chunker {
         self.sizes
     }
 
+    /// The length of the first chunk of `data`, which holds at least the
+    /// largest chunk's worth of bytes or is the end of its source: the cut
+    /// [`Chunker::next_chunk`] would make there, for a stream built in
+    /// memory (a snapshot's metadata).
+    pub fn cut(&self, data: &[u8]) -> usize {
+        let window = &data[..data.len().min(self.sizes.max)];
+        if window.is_empty() {
+            return 0;
+        }
+        let [mask_s, mask_l, mask_s_ls, mask_l_ls] = self.masks;
+        let (_, cut) = cut_gear(
+            window,
+            self.sizes.min,
+            self.sizes.avg,
+            self.sizes.max,
+            mask_s,
+            mask_l,
+            mask_s_ls,
+            mask_l_ls,
+            &self.gear,
+            &self.gear_ls,
+        );
+        cut.clamp(1, window.len())
+    }
+
     /// Forgets the current source (what is left of it is not chunked):
     /// the next call to [`Chunker::next_chunk`] reads a new one.
     pub fn reset(&mut self) {
@@ -119,22 +144,9 @@ impl Chunker {
             self.reset();
             return Ok(None);
         }
-        let [mask_s, mask_l, mask_s_ls, mask_l_ls] = self.masks;
-        let (_, cut) = cut_gear(
-            &self.buf[..self.len],
-            self.sizes.min,
-            self.sizes.avg,
-            self.sizes.max,
-            mask_s,
-            mask_l,
-            mask_s_ls,
-            mask_l_ls,
-            &self.gear,
-            &self.gear_ls,
-        );
         // cut_gear returns the whole input when it is shorter than the
         // minimum, and never more than the maximum.
-        let cut = cut.clamp(1, self.len);
+        let cut = self.cut(&self.buf[..self.len]);
         self.lent = cut;
         Ok(Some(&self.buf[..cut]))
     }
@@ -241,6 +253,21 @@ mod tests {
         let after = chunks(&mut c, &edited);
         let new = after.difference(&before).count();
         assert!(new <= 2, "{new} of {} chunks changed", after.len());
+    }
+
+    #[test]
+    fn cutting_a_buffer_is_cutting_the_stream() {
+        let data = fixed_input(3 << 20, 6);
+        let mut c = Chunker::new(META_CHUNKS, 11);
+        let streamed = cuts(&mut c, &data[..]);
+        let mut rest = &data[..];
+        let mut cut = Vec::new();
+        while !rest.is_empty() {
+            let n = c.cut(rest);
+            cut.push(n);
+            rest = &rest[n..];
+        }
+        assert_eq!(cut, streamed);
     }
 
     #[test]

@@ -339,15 +339,10 @@ impl FragmentSink for LocalSink {
         Ok(failed)
     }
 
-    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, SinkError> {
-        // Phase 1: the fragments of every position become durable (syncfs per
-        // position directory, which may each be a different disk). Phase 2,
-        // only then: the manifest, written crash-safely at each position. A
-        // version without a manifest is incomplete and ignored, so a crash at
-        // any moment never shows a version whose fragments may be lost.
-        let live = |s: &Self, p: usize| s.failed[p].is_none() && s.created[p];
+    fn sync(&mut self) -> Result<Vec<usize>, SinkError> {
+        // syncfs per position directory, which may each be a different disk.
         for p in 0..self.code.suppliers() {
-            if !live(self, p) {
+            if !(self.failed[p].is_none() && self.created[p]) {
                 continue;
             }
             let dir = self.store.version_dir(p, self.id, self.version);
@@ -359,6 +354,18 @@ impl FragmentSink for LocalSink {
                 self.failed[p] = Some(format!("making its fragments durable failed: {e}"));
             }
         }
+        Ok((0..self.code.suppliers())
+            .filter(|&p| self.failed[p].is_some())
+            .collect())
+    }
+
+    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, SinkError> {
+        // Phase 1: the fragments of every position become durable. Phase 2,
+        // only then: the manifest, written crash-safely at each position. A
+        // version without a manifest is incomplete and ignored, so a crash at
+        // any moment never shows a version whose fragments may be lost.
+        self.sync()?;
+        let live = |s: &Self, p: usize| s.failed[p].is_none() && s.created[p];
         let mut written = 0;
         for p in 0..self.code.suppliers() {
             if !live(self, p) {

@@ -28,6 +28,11 @@ pub trait FragmentSink {
     /// durable); the caller decides whether the code survives without them.
     fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, SinkError>;
 
+    /// Makes everything written so far durable at every position, without
+    /// a manifest (packs, before a snapshot root names them). Returns the
+    /// positions where that failed.
+    fn sync(&mut self) -> Result<Vec<usize>, SinkError>;
+
     /// Why `position` failed, if it did.
     fn failure(&self, position: usize) -> Option<String> {
         let _ = position;
