@@ -18,6 +18,7 @@ pub mod local;
 pub mod repo;
 mod restore;
 mod sink;
+pub mod snapshot;
 
 pub use archive::{ArchiveSummary, write_archive};
 pub use backup::{

@@ -365,14 +365,21 @@ impl FragmentSink for LocalSink {
         // version without a manifest is incomplete and ignored, so a crash at
         // any moment never shows a version whose fragments may be lost.
         self.sync()?;
-        let live = |s: &Self, p: usize| s.failed[p].is_none() && s.created[p];
         let mut written = 0;
         for p in 0..self.code.suppliers() {
-            if !live(self, p) {
+            if self.failed[p].is_some() {
                 continue;
             }
+            // A snapshot root's directory holds no fragment: made here, and
+            // its parent synced with it.
             let dir = self.store.version_dir(p, self.id, self.version);
             let res = (|| -> io::Result<()> {
+                if !self.created[p] {
+                    fs::create_dir_all(&dir)?;
+                    if let Some(parent) = dir.parent() {
+                        File::open(parent)?.sync_all()?;
+                    }
+                }
                 let tmp = dir.join(".manifest.tmp");
                 let mut f = File::create(&tmp)?;
                 f.write_all(manifest)?;

@@ -1,0 +1,1116 @@
+//! Deduplicated snapshots (docs/snapshots.md): writing one from an
+//! [`EntrySource`], and reading one back.
+//!
+//! Writing: each entry becomes a [`pb::Node`] of the metadata stream; a
+//! file's content is cut into chunks ([`Chunker`]), each chunk looked up by
+//! its keyed id in the index ([`Repo`]) and, when new, compressed into the
+//! open data pack. A file the files cache vouches for is not read at all.
+//! The metadata stream is cut and deduplicated the same way into metadata
+//! packs. Full packs are sealed ([`BlockSealer::seal_pack`]), handed to the
+//! pack sink, and indexed once stored. At the end the packs are made
+//! durable, then the signed root goes to the snapshot's sink.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bitdust_block::pack::{self, PackKind, PackWriter};
+use bitdust_block::root::{self, Root, SnapshotRoot};
+use bitdust_block::{BackupId, BackupInfo, BlockOpener, BlockSealer, Manifest, SealedBlock};
+use bitdust_crypto::{BackupKey, ChunkId, DedupKeys, Identity};
+use bitdust_ecc::{Code, Scheme};
+use bitdust_proto::format::v1 as pb;
+use filetime::FileTime;
+use prost::Message;
+
+use crate::chunker::{Chunker, FILE_CHUNKS, META_CHUNKS};
+use crate::extract::{ExtractError, Extractor};
+use crate::repo::{CachedFile, ChunkLoc, PackRecord, PackState, Repo, RepoError, Time};
+use crate::restore::{collect_into, decodable};
+use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceError};
+
+/// What kind of entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symlink and its target.
+    Symlink(Vec<u8>),
+}
+
+/// One entry of a tree being backed up, as `lstat` saw it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The absolute path without its leading `/`.
+    pub path: Vec<u8>,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Its permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Time,
+    /// Status change time.
+    pub ctime: Time,
+    /// Size in bytes.
+    pub size: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Device.
+    pub dev: u64,
+}
+
+/// Where a snapshot's entries come from, in snapshot order (depth-first,
+/// each directory's children sorted by name bytes).
+pub trait EntrySource {
+    /// The next entry, or `None` at the end.
+    fn next_entry(&mut self) -> io::Result<Option<Entry>>;
+    /// The content of the file entry returned last.
+    fn content(&mut self) -> io::Result<Box<dyn Read + '_>>;
+    /// Entries left out so far, with reasons (taken once).
+    fn take_skipped(&mut self) -> Vec<String>;
+}
+
+/// A snapshot could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The index or files cache failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// Reading an entry failed in a way that ends the snapshot.
+    #[error("reading {path}: {source}")]
+    Source {
+        /// The entry.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Too many positions failed to take fragments.
+    #[error("{0}")]
+    Sink(String),
+    /// A pack or root is malformed or does not open.
+    #[error("{0}")]
+    Format(String),
+    /// Fetching fragments failed.
+    #[error(transparent)]
+    Fetch(#[from] SourceError),
+    /// Writing the restored tree failed.
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+}
+
+impl From<SinkError> for SnapshotError {
+    fn from(e: SinkError) -> Self {
+        SnapshotError::Sink(e.0)
+    }
+}
+
+/// How snapshots are cut, packed and coded.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// ECC scheme.
+    pub scheme: Scheme,
+    /// Positions.
+    pub suppliers: usize,
+    /// zstd level for chunks.
+    pub zstd_level: i32,
+    /// A pack is sealed when its chunk data reaches this size.
+    pub pack_size: usize,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            scheme: Scheme::Xor,
+            suppliers: 7,
+            zstd_level: crate::DEFAULT_ZSTD_LEVEL,
+            pack_size: crate::DEFAULT_BLOCK_SIZE,
+        }
+    }
+}
+
+/// The pack numbers a snapshot references: one bit each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackSet(Vec<u64>);
+
+impl PackSet {
+    /// Adds `pack`.
+    pub fn insert(&mut self, pack: u64) {
+        let (w, b) = ((pack / 64) as usize, pack % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << b;
+    }
+
+    /// Whether `pack` is in.
+    pub fn contains(&self, pack: u64) -> bool {
+        self.0
+            .get((pack / 64) as usize)
+            .is_some_and(|w| w & (1 << (pack % 64)) != 0)
+    }
+
+    /// How many packs.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As sorted (first, count) pairs, flattened.
+    pub fn to_ranges(&self) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        for (w, bits) in self.0.iter().enumerate() {
+            for b in 0..64 {
+                if bits & (1 << b) == 0 {
+                    continue;
+                }
+                let p = w as u64 * 64 + b;
+                match out.len() {
+                    n if n >= 2 && out[n - 2] + out[n - 1] == p => out[n - 1] += 1,
+                    _ => out.extend_from_slice(&[p, 1]),
+                }
+            }
+        }
+        out
+    }
+
+    /// From sorted (first, count) pairs, refusing more than `max` packs.
+    pub fn from_ranges(ranges: &[u64], max: u64) -> Option<PackSet> {
+        let mut s = PackSet::default();
+        for r in ranges.chunks_exact(2) {
+            let end = r[0].checked_add(r[1])?;
+            if end > max {
+                return None;
+            }
+            for p in r[0]..end {
+                s.insert(p);
+            }
+        }
+        Some(s)
+    }
+
+    /// The packs in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, bits)| {
+            (0..64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w as u64 * 64 + b)
+        })
+    }
+}
+
+/// What a snapshot run made.
+#[derive(Debug)]
+pub struct SnapshotReport {
+    /// The signed root, as stored.
+    pub root: Vec<u8>,
+    /// Counts.
+    pub stats: pb::SnapshotStats,
+    /// The packs it references.
+    pub packs: PackSet,
+    /// Positions that failed to take some fragments (to repair).
+    pub degraded_positions: Vec<usize>,
+    /// Entries left out, with reasons.
+    pub skipped: Vec<String>,
+}
+
+/// An open pack: its writer and its (reserved) number.
+struct OpenPack {
+    writer: PackWriter,
+    number: Option<u64>,
+}
+
+/// Writes one snapshot of one backup.
+pub struct SnapshotWriter<'a> {
+    repo: &'a Repo,
+    identity: Arc<Identity>,
+    backup: BackupId,
+    snapshot: u64,
+    parent: u64,
+    keys: DedupKeys,
+    key: &'a BackupKeyMaterial,
+    opts: SnapshotOptions,
+    code: Code,
+    sealer: BlockSealer,
+    packs_sink: &'a mut dyn FragmentSink,
+    data: OpenPack,
+    meta: OpenPack,
+    /// Chunks in the open packs (not in the index yet).
+    pending: HashMap<ChunkId, ChunkLoc>,
+    chunker: Chunker,
+    meta_chunker: Chunker,
+    meta_buf: Vec<u8>,
+    meta_refs: Vec<pb::ChunkRef>,
+    referenced: PackSet,
+    sealed: SealedBlock,
+    zstd: zstd::bulk::Compressor<'static>,
+    stats: pb::SnapshotStats,
+    degraded: Vec<usize>,
+    cache_batch: Vec<(Vec<u8>, CachedFile)>,
+    started: Time,
+    paths: Vec<Vec<u8>>,
+}
+
+/// Files-cache records written per transaction.
+const CACHE_BATCH: usize = 512;
+
+impl<'a> SnapshotWriter<'a> {
+    /// A writer of snapshot `snapshot` (after `parent`, 0 for none) of
+    /// `backup`, of the source paths `paths`; packs go to `packs_sink` (a
+    /// sink of version 0).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        repo: &'a Repo,
+        identity: Arc<Identity>,
+        backup: BackupId,
+        snapshot: u64,
+        parent: u64,
+        paths: Vec<Vec<u8>>,
+        key: &'a BackupKeyMaterial,
+        opts: SnapshotOptions,
+        packs_sink: &'a mut dyn FragmentSink,
+        started: Time,
+    ) -> Result<SnapshotWriter<'a>, SnapshotError> {
+        let code = Code::new(opts.scheme, opts.suppliers)
+            .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        let keys = DedupKeys::derive(&identity, &backup.0);
+        let seed = keys.gear_seed();
+        let sealer = BlockSealer::new(
+            identity.clone(),
+            backup,
+            0,
+            code.clone(),
+            key.recipient.clone(),
+        );
+        let zstd = zstd::bulk::Compressor::new(opts.zstd_level)
+            .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?;
+        Ok(SnapshotWriter {
+            repo,
+            identity,
+            backup,
+            snapshot,
+            parent,
+            keys,
+            key,
+            opts,
+            code,
+            sealer,
+            packs_sink,
+            data: OpenPack {
+                writer: PackWriter::new(PackKind::Data),
+                number: None,
+            },
+            meta: OpenPack {
+                writer: PackWriter::new(PackKind::Meta),
+                number: None,
+            },
+            pending: HashMap::new(),
+            chunker: Chunker::new(FILE_CHUNKS, seed),
+            meta_chunker: Chunker::new(META_CHUNKS, seed),
+            meta_buf: Vec::new(),
+            meta_refs: Vec::new(),
+            referenced: PackSet::default(),
+            sealed: SealedBlock::default(),
+            zstd,
+            stats: pb::SnapshotStats::default(),
+            degraded: Vec::new(),
+            cache_batch: Vec::new(),
+            started,
+            paths,
+        })
+    }
+
+    /// Adds every entry of `source`, then finishes: see [`SnapshotWriter::finish`].
+    pub fn write_all(
+        mut self,
+        source: &mut dyn EntrySource,
+        snapshot_sink: &mut dyn FragmentSink,
+    ) -> Result<SnapshotReport, SnapshotError> {
+        while let Some(entry) = source.next_entry().map_err(|e| SnapshotError::Source {
+            path: "the tree".into(),
+            source: e,
+        })? {
+            self.add(&entry, source)?;
+        }
+        let skipped = source.take_skipped();
+        self.finish(snapshot_sink, skipped)
+    }
+
+    /// Adds one entry (a file's content read from `source` unless the
+    /// files cache vouches for it).
+    pub fn add(&mut self, e: &Entry, source: &mut dyn EntrySource) -> Result<(), SnapshotError> {
+        let mut node = pb::Node {
+            path: e.path.clone(),
+            mode: e.mode,
+            mtime: e.mtime.secs,
+            mtime_nanos: e.mtime.nanos,
+            ..Default::default()
+        };
+        match &e.kind {
+            EntryKind::Directory => {
+                node.kind = pb::NodeKind::Directory as i32;
+                self.stats.directories += 1;
+            }
+            EntryKind::Symlink(target) => {
+                node.kind = pb::NodeKind::Symlink as i32;
+                node.target = target.clone();
+                self.stats.symlinks += 1;
+            }
+            EntryKind::File => {
+                node.kind = pb::NodeKind::File as i32;
+                node.size = e.size;
+                let chunks = self.file_chunks(e, source)?;
+                node.chunks = chunks.iter().map(|c| c.0.to_vec()).collect();
+                self.stats.files += 1;
+                self.stats.content_bytes += e.size;
+            }
+        }
+        let len = node.encoded_len();
+        prost::encoding::encode_varint(len as u64, &mut self.meta_buf);
+        node.encode(&mut self.meta_buf)
+            .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        while self.meta_buf.len() >= META_CHUNKS.max {
+            self.cut_meta()?;
+        }
+        Ok(())
+    }
+
+    /// The chunk ids of file `e`: from the files cache when it vouches for
+    /// the file and every chunk is still stored, else by reading it.
+    fn file_chunks(
+        &mut self,
+        e: &Entry,
+        source: &mut dyn EntrySource,
+    ) -> Result<Vec<ChunkId>, SnapshotError> {
+        let fresh = CachedFile {
+            size: e.size,
+            mtime: e.mtime,
+            ctime: e.ctime,
+            ino: e.ino,
+            dev: e.dev,
+            seen: self.snapshot,
+            chunks: Vec::new(),
+        };
+        let cached = {
+            let txn = self.repo.read()?;
+            self.repo.file(&txn, self.backup, &e.path)?
+        };
+        if let Some(c) = &cached
+            && c.unchanged(&fresh)
+        {
+            let mut locs = Vec::with_capacity(c.chunks.len());
+            {
+                let txn = self.repo.read()?;
+                for id in &c.chunks {
+                    match self.locate(&txn, id)? {
+                        Some(loc) => locs.push(loc),
+                        None => break,
+                    }
+                }
+            }
+            if locs.len() == c.chunks.len() {
+                for l in &locs {
+                    self.referenced.insert(l.pack);
+                }
+                self.stats.files_unchanged += 1;
+                let mut seen = c.clone();
+                seen.seen = self.snapshot;
+                self.cache(e, seen)?;
+                return Ok(c.chunks.clone());
+            }
+        }
+        if cached.is_some() {
+            self.stats.files_changed += 1;
+        } else {
+            self.stats.files_new += 1;
+        }
+        let path = String::from_utf8_lossy(&e.path).into_owned();
+        let read_err = |source| SnapshotError::Source {
+            path: path.clone(),
+            source,
+        };
+        let mut reader = source.content().map_err(read_err)?;
+        let mut ids = Vec::new();
+        self.chunker.reset();
+        // The chunk is copied out of the chunker's buffer so the writer can
+        // be borrowed again to store it.
+        while let Some(chunk) = self
+            .chunker
+            .next_chunk(&mut reader)
+            .map_err(read_err)?
+            .map(<[u8]>::to_vec)
+        {
+            self.stats.bytes_read += chunk.len() as u64;
+            let (id, _) = self.store(PackKind::Data, &chunk)?;
+            ids.push(id);
+        }
+        drop(reader);
+        // A file changed within a second of the scan's start may change
+        // again unseen in the same second: not vouched for next time.
+        if e.mtime.secs < self.started.secs - 1 {
+            let mut f = fresh;
+            f.chunks = ids.clone();
+            self.cache(e, f)?;
+        }
+        Ok(ids)
+    }
+
+    fn cache(&mut self, e: &Entry, f: CachedFile) -> Result<(), SnapshotError> {
+        self.cache_batch.push((e.path.clone(), f));
+        if self.cache_batch.len() >= CACHE_BATCH {
+            self.flush_cache()?;
+        }
+        Ok(())
+    }
+
+    fn flush_cache(&mut self) -> Result<(), SnapshotError> {
+        if self.cache_batch.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.repo.write()?;
+        for (path, f) in self.cache_batch.drain(..) {
+            self.repo.put_file(&mut w, self.backup, &path, &f)?;
+        }
+        w.commit().map_err(RepoError::from)?;
+        Ok(())
+    }
+
+    /// Where chunk `id` is: in the index, or in an open pack.
+    fn locate(
+        &self,
+        txn: &heed::RoTxn<'_>,
+        id: &ChunkId,
+    ) -> Result<Option<ChunkLoc>, SnapshotError> {
+        if let Some(l) = self.pending.get(id) {
+            return Ok(Some(*l));
+        }
+        Ok(self.repo.chunk(txn, self.backup, id)?)
+    }
+
+    /// Stores `plain` as a chunk of `kind` unless it is stored already.
+    fn store(
+        &mut self,
+        kind: PackKind,
+        plain: &[u8],
+    ) -> Result<(ChunkId, ChunkLoc), SnapshotError> {
+        let id = self.keys.chunk_id(plain);
+        let known = {
+            let txn = self.repo.read()?;
+            self.locate(&txn, &id)?
+        };
+        if let Some(loc) = known {
+            self.referenced.insert(loc.pack);
+            return Ok((id, loc));
+        }
+        let stored = self
+            .zstd
+            .compress(plain)
+            .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?;
+        let open = match kind {
+            PackKind::Data => &mut self.data,
+            PackKind::Meta => &mut self.meta,
+        };
+        let number = match open.number {
+            Some(n) => n,
+            None => {
+                let n = self.repo.reserve_packs(self.backup, 1)?;
+                open.number = Some(n);
+                n
+            }
+        };
+        let loc = ChunkLoc {
+            pack: number,
+            offset: open.writer.data_len() as u32,
+            stored_len: stored.len() as u32,
+            plain_len: plain.len() as u32,
+        };
+        open.writer.push(id, &stored, plain.len() as u32);
+        let full = open.writer.data_len() >= self.opts.pack_size || open.writer.is_full();
+        self.pending.insert(id, loc);
+        self.referenced.insert(number);
+        self.stats.chunks_added += 1;
+        self.stats.added_plain += plain.len() as u64;
+        if full {
+            self.seal(kind)?;
+        }
+        Ok((id, loc))
+    }
+
+    /// Seals the open pack of `kind`, stores it and indexes its chunks.
+    fn seal(&mut self, kind: PackKind) -> Result<(), SnapshotError> {
+        let open = match kind {
+            PackKind::Data => &mut self.data,
+            PackKind::Meta => &mut self.meta,
+        };
+        let Some(number) = open.number.take() else {
+            return Ok(());
+        };
+        self.sealer
+            .seal_pack(number, &open.writer, &self.keys, &mut self.sealed)
+            .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        let failed = self.packs_sink.put_block(&self.sealed)?;
+        for p in failed {
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        if !crate::restore::decodable(&self.code, &self.degraded) {
+            let why = self
+                .degraded
+                .iter()
+                .find_map(|&p| self.packs_sink.failure(p))
+                .unwrap_or_default();
+            return Err(SnapshotError::Sink(format!(
+                "positions {:?} failed, more than the code tolerates ({why})",
+                self.degraded
+            )));
+        }
+        let Some(h) = self.sealed.header() else {
+            return Err(SnapshotError::Format("the pack was not sealed".into()));
+        };
+        let body_len = h.header.cipher_len;
+        let fragments = h.header.fragment_len * self.code.fragment_count() as u64;
+        let rec = PackRecord {
+            kind,
+            state: PackState::Live,
+            chunks: open.writer.entries().len() as u32,
+            data_len: open.writer.data_len() as u64,
+            body_len,
+            time: self.started.secs.max(0) as u64,
+            pending: 0,
+        };
+        self.repo
+            .record_pack(self.backup, number, &rec, open.writer.entries())?;
+        for e in open.writer.entries() {
+            self.pending.remove(&e.id);
+        }
+        open.writer.clear();
+        self.stats.packs_added += 1;
+        self.stats.added_packed += body_len;
+        self.stats.added_stored += fragments;
+        Ok(())
+    }
+
+    /// Cuts the first chunk off the metadata stream and stores it.
+    fn cut_meta(&mut self) -> Result<(), SnapshotError> {
+        let n = self.meta_chunker.cut(&self.meta_buf);
+        let chunk: Vec<u8> = self.meta_buf.drain(..n).collect();
+        let (id, loc) = self.store(PackKind::Meta, &chunk)?;
+        self.meta_refs.push(pb::ChunkRef {
+            id: id.0.to_vec(),
+            pack: loc.pack,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            plain_len: loc.plain_len,
+        });
+        Ok(())
+    }
+
+    /// Stores what is left, makes the packs durable, then signs the root
+    /// and stores it through `snapshot_sink` (the snapshot's own sink).
+    pub fn finish(
+        mut self,
+        snapshot_sink: &mut dyn FragmentSink,
+        skipped: Vec<String>,
+    ) -> Result<SnapshotReport, SnapshotError> {
+        while !self.meta_buf.is_empty() {
+            self.cut_meta()?;
+        }
+        self.seal(PackKind::Data)?;
+        self.seal(PackKind::Meta)?;
+        self.flush_cache()?;
+        for p in self.packs_sink.sync()? {
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        let customer = self.identity.node_id();
+        let meta = pb::MetaChunks {
+            chunks: std::mem::take(&mut self.meta_refs),
+        };
+        let sealed_meta = self.keys.seal_list(
+            &root::meta_aad(&customer, self.backup, self.snapshot),
+            &meta.encode_to_vec(),
+        );
+        let info = BackupInfo {
+            source_paths: self.paths.clone(),
+            files: self.stats.files,
+            directories: self.stats.directories,
+            symlinks: self.stats.symlinks,
+            skipped: skipped.clone(),
+        };
+        let sealed_info = Manifest::seal_info(&info, &self.key.recipient)
+            .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        let root = SnapshotRoot {
+            customer: customer.as_bytes().to_vec(),
+            backup_id: self.backup.0.to_vec(),
+            snapshot: self.snapshot,
+            parent: self.parent,
+            created_unix: self.started.secs,
+            scheme: root::scheme_value(self.opts.scheme),
+            suppliers: self.opts.suppliers as u32,
+            zstd_level: self.opts.zstd_level,
+            backup_recipient: self.key.recipient.to_string(),
+            wrapped_backup_key: self.key.wrapped.clone(),
+            sealed_info,
+            sealed_meta,
+            pack_ranges: self.referenced.to_ranges(),
+            stats: Some(self.stats),
+        };
+        let bytes = root::sign_root(&self.identity, &root);
+        for p in snapshot_sink.commit(&bytes)? {
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        if !decodable(&self.code, &self.degraded) {
+            return Err(SnapshotError::Sink(format!(
+                "positions {:?} failed, more than the code tolerates",
+                self.degraded
+            )));
+        }
+        // The files cache forgets what the last two snapshots did not see.
+        self.repo
+            .sweep_files(self.backup, self.snapshot.saturating_sub(1))?;
+        self.degraded.sort_unstable();
+        Ok(SnapshotReport {
+            root: bytes,
+            stats: self.stats,
+            packs: self.referenced,
+            degraded_positions: self.degraded,
+            skipped,
+        })
+    }
+}
+
+/// Walks local source paths with the caller's rights, in snapshot order.
+pub struct LocalWalk {
+    sources: std::vec::IntoIter<PathBuf>,
+    walk: Option<walkdir::IntoIter>,
+    current: Option<PathBuf>,
+    skipped: Vec<String>,
+}
+
+impl LocalWalk {
+    /// Walks `sources` (absolute paths), each in turn, sorted.
+    pub fn new(mut sources: Vec<PathBuf>) -> LocalWalk {
+        sources.sort();
+        sources.dedup();
+        LocalWalk {
+            sources: sources.into_iter(),
+            walk: None,
+            current: None,
+            skipped: Vec::new(),
+        }
+    }
+}
+
+fn time_of(secs: i64, nanos: i64) -> Time {
+    Time {
+        secs,
+        nanos: nanos.clamp(0, 999_999_999) as u32,
+    }
+}
+
+impl EntrySource for LocalWalk {
+    fn next_entry(&mut self) -> io::Result<Option<Entry>> {
+        loop {
+            let walk = match &mut self.walk {
+                Some(w) => w,
+                None => match self.sources.next() {
+                    Some(s) => self.walk.insert(
+                        walkdir::WalkDir::new(s)
+                            .follow_links(false)
+                            .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
+                            .into_iter(),
+                    ),
+                    None => return Ok(None),
+                },
+            };
+            let Some(item) = walk.next() else {
+                self.walk = None;
+                continue;
+            };
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => {
+                    self.skipped.push(e.to_string());
+                    continue;
+                }
+            };
+            let meta = match item.path().symlink_metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.skipped.push(format!("{}: {e}", item.path().display()));
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                EntryKind::Directory
+            } else if ft.is_file() {
+                EntryKind::File
+            } else if ft.is_symlink() {
+                match std::fs::read_link(item.path()) {
+                    Ok(t) => EntryKind::Symlink(t.as_os_str().as_bytes().to_vec()),
+                    Err(e) => {
+                        self.skipped.push(format!("{}: {e}", item.path().display()));
+                        continue;
+                    }
+                }
+            } else {
+                self.skipped.push(format!(
+                    "{}: not a file, directory or symlink",
+                    item.path().display()
+                ));
+                continue;
+            };
+            let path = item.path().as_os_str().as_bytes();
+            let path = path.strip_prefix(b"/").unwrap_or(path).to_vec();
+            self.current = Some(item.path().to_owned());
+            return Ok(Some(Entry {
+                path,
+                kind,
+                mode: meta.permissions().mode() & 0o7777,
+                mtime: time_of(meta.mtime(), meta.mtime_nsec()),
+                ctime: time_of(meta.ctime(), meta.ctime_nsec()),
+                size: meta.len(),
+                ino: meta.ino(),
+                dev: meta.dev(),
+            }));
+        }
+    }
+
+    fn content(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        let path = self
+            .current
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no current file"))?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)?;
+        Ok(Box::new(f))
+    }
+
+    fn take_skipped(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.skipped)
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Reads packs of one backup through a [`FragmentSource`] of version 0,
+/// keeping the last few opened (decrypted) packs.
+pub struct PackReader<'a> {
+    source: &'a mut dyn FragmentSource,
+    root: &'a Root,
+    code: Code,
+    keys: DedupKeys,
+    key: BackupKey,
+    cache: Vec<(u64, Vec<u8>)>,
+    /// Packs fetched (and opened).
+    pub fetched: u64,
+    /// Fragment bytes read.
+    pub bytes_fetched: u64,
+}
+
+/// Packs kept opened by a [`PackReader`].
+const PACK_CACHE: usize = 8;
+
+impl<'a> PackReader<'a> {
+    /// Reads the packs of `root`'s backup from `source`; `key` is the
+    /// backup's age key (unwrapped with the master key).
+    pub fn new(
+        source: &'a mut dyn FragmentSource,
+        root: &'a Root,
+        identity_keys: DedupKeys,
+        key: BackupKey,
+    ) -> Result<PackReader<'a>, SnapshotError> {
+        let code = Code::new(root.scheme, root.root.suppliers as usize)
+            .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        Ok(PackReader {
+            source,
+            root,
+            code,
+            keys: identity_keys,
+            key,
+            cache: Vec::new(),
+            fetched: 0,
+            bytes_fetched: 0,
+        })
+    }
+
+    /// The chunk `id` stored at `loc`, decompressed and checked against its id.
+    pub fn chunk(&mut self, id: &ChunkId, loc: &ChunkLoc) -> Result<Vec<u8>, SnapshotError> {
+        let data = self.pack_data(loc.pack)?;
+        let start = loc.offset as usize;
+        let end = start + loc.stored_len as usize;
+        let stored = data.get(start..end).ok_or_else(|| {
+            SnapshotError::Format(format!("chunk {id} lies outside pack {}", loc.pack))
+        })?;
+        let plain = zstd::bulk::decompress(stored, loc.plain_len as usize)
+            .map_err(|e| SnapshotError::Format(format!("chunk {id} does not decompress: {e}")))?;
+        if plain.len() != loc.plain_len as usize || self.keys.chunk_id(&plain) != *id {
+            return Err(SnapshotError::Format(format!(
+                "chunk {id} in pack {} is not the chunk its id names",
+                loc.pack
+            )));
+        }
+        Ok(plain)
+    }
+
+    fn pack_data(&mut self, pack: u64) -> Result<&[u8], SnapshotError> {
+        if let Some(i) = self.cache.iter().position(|(p, _)| *p == pack) {
+            let hit = self.cache.remove(i);
+            self.cache.push(hit);
+        } else {
+            let customer = self.identity_node();
+            let opener = BlockOpener::new(customer, self.root.backup_id, 0, pack)
+                .expect_code(self.root.scheme, self.root.root.suppliers as usize);
+            let opener = collect_into(
+                self.source,
+                opener,
+                &self.code,
+                pack,
+                std::iter::empty(),
+                false,
+            )?;
+            if let Some(h) = opener.header() {
+                let present = opener.present().iter().filter(|p| **p).count() as u64;
+                self.bytes_fetched += present * h.fragment_len;
+            }
+            let body = opener
+                .open_body()
+                .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+            let aad = pack::list_aad(&customer, self.root.backup_id, pack);
+            let list = pack::read_list(&body, &self.keys, &aad, FILE_CHUNKS.max as u32)
+                .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+            let data = pack::open_data(&body, &list, &self.key)
+                .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+            self.fetched += 1;
+            if self.cache.len() >= PACK_CACHE {
+                self.cache.remove(0);
+            }
+            self.cache.push((pack, data));
+        }
+        Ok(&self.cache[self.cache.len() - 1].1)
+    }
+
+    fn identity_node(&self) -> bitdust_crypto::NodeId {
+        // Verified when the root was.
+        bitdust_crypto::NodeId::try_from(self.root.root.customer.as_slice())
+            .expect("a verified root names a 32-byte customer")
+    }
+
+    /// The metadata stream's chunk list, from the root.
+    pub fn meta_chunks(&self) -> Result<Vec<pb::ChunkRef>, SnapshotError> {
+        let aad = root::meta_aad(
+            &self.identity_node(),
+            self.root.backup_id,
+            self.root.root.snapshot,
+        );
+        let bytes = self
+            .keys
+            .open_list(&aad, &self.root.root.sealed_meta)
+            .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        Ok(pb::MetaChunks::decode(bytes.as_slice())
+            .map_err(|e| SnapshotError::Format(format!("the snapshot's metadata list: {e}")))?
+            .chunks)
+    }
+}
+
+fn chunk_id_of(bytes: &[u8]) -> Result<ChunkId, SnapshotError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(ChunkId)
+        .map_err(|_| SnapshotError::Format("a chunk id that is not 32 bytes".into()))
+}
+
+/// The entries of a snapshot, one at a time: decodes the metadata stream
+/// chunk by chunk (never whole).
+pub struct NodeStream {
+    refs: std::vec::IntoIter<pb::ChunkRef>,
+    buf: Vec<u8>,
+}
+
+/// The largest node accepted (a file of 1 TiB has 32 MiB of chunk ids).
+const MAX_NODE: u64 = 64 << 20;
+
+impl NodeStream {
+    /// The nodes of the chunks `refs`.
+    pub fn new(refs: Vec<pb::ChunkRef>) -> NodeStream {
+        NodeStream {
+            refs: refs.into_iter(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next node, reading chunks through `packs`.
+    pub fn next(&mut self, packs: &mut PackReader<'_>) -> Result<Option<pb::Node>, SnapshotError> {
+        loop {
+            let mut slice = self.buf.as_slice();
+            if let Ok(len) = prost::encoding::decode_varint(&mut slice) {
+                if len > MAX_NODE {
+                    return Err(SnapshotError::Format(format!("a node of {len} bytes")));
+                }
+                let head = self.buf.len() - slice.len();
+                if slice.len() as u64 >= len {
+                    let node = pb::Node::decode(&slice[..len as usize])
+                        .map_err(|e| SnapshotError::Format(format!("a node: {e}")))?;
+                    self.buf.drain(..head + len as usize);
+                    return Ok(Some(node));
+                }
+            }
+            match self.refs.next() {
+                Some(r) => {
+                    let id = chunk_id_of(&r.id)?;
+                    let loc = ChunkLoc {
+                        pack: r.pack,
+                        offset: r.offset,
+                        stored_len: r.stored_len,
+                        plain_len: r.plain_len,
+                    };
+                    let plain = packs.chunk(&id, &loc)?;
+                    self.buf.extend_from_slice(&plain);
+                }
+                None if self.buf.is_empty() => return Ok(None),
+                None => {
+                    return Err(SnapshotError::Format(
+                        "the metadata stream ends inside a node".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// What a snapshot restore did.
+#[derive(Debug, Default)]
+pub struct SnapshotRestoreReport {
+    /// Files, directories, symlinks and bytes written.
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// Packs fetched.
+    pub packs_fetched: u64,
+    /// Fragment bytes fetched.
+    pub bytes_fetched: u64,
+}
+
+/// Restores the snapshot `root` (verified) into the existing empty
+/// directory `target`: every entry whose path is `include` or under it
+/// (all of them when `include` is empty). Chunks are found through the
+/// index `repo`.
+pub fn restore_snapshot(
+    repo: &Repo,
+    packs: &mut PackReader<'_>,
+    target: &Path,
+    include: &[Vec<u8>],
+) -> Result<SnapshotRestoreReport, SnapshotError> {
+    let backup = packs.root.backup_id;
+    let mut nodes = NodeStream::new(packs.meta_chunks()?);
+    let mut out = Extractor::new(target);
+    let wanted = |path: &[u8]| {
+        include.is_empty()
+            || include.iter().any(|i| {
+                path == i.as_slice() || (path.starts_with(i) && path.get(i.len()) == Some(&b'/'))
+            })
+    };
+    while let Some(node) = nodes.next(packs)? {
+        if !wanted(&node.path) {
+            continue;
+        }
+        let path = Path::new(std::ffi::OsStr::from_bytes(&node.path));
+        let Some(rel) = out.prepare(path)? else {
+            continue;
+        };
+        let mtime = FileTime::from_unix_time(node.mtime, node.mtime_nanos);
+        match pb::NodeKind::try_from(node.kind) {
+            Ok(pb::NodeKind::Directory) => out.dir(&rel, node.mode, mtime)?,
+            Ok(pb::NodeKind::Symlink) => {
+                let target = Path::new(std::ffi::OsStr::from_bytes(&node.target));
+                out.symlink(&rel, target, mtime)?;
+            }
+            Ok(pb::NodeKind::File) => {
+                let mut content = ChunksReader {
+                    repo,
+                    backup,
+                    packs: &mut *packs,
+                    ids: node.chunks.iter(),
+                    current: Vec::new(),
+                    at: 0,
+                };
+                let n = out.file(&rel, node.mode, mtime, &mut content)?;
+                if n != node.size {
+                    return Err(SnapshotError::Format(format!(
+                        "{} restored {n} bytes where the snapshot says {}",
+                        rel.display(),
+                        node.size
+                    )));
+                }
+            }
+            _ => {
+                return Err(SnapshotError::Format(format!(
+                    "{}: an entry of unknown kind {}",
+                    rel.display(),
+                    node.kind
+                )));
+            }
+        }
+    }
+    let stats = out.finish()?;
+    Ok(SnapshotRestoreReport {
+        files: stats.files,
+        directories: stats.directories,
+        symlinks: stats.symlinks,
+        bytes: stats.bytes,
+        packs_fetched: packs.fetched,
+        bytes_fetched: packs.bytes_fetched,
+    })
+}
+
+/// A file's content, chunk after chunk.
+struct ChunksReader<'r, 'p, 'i> {
+    repo: &'r Repo,
+    backup: BackupId,
+    packs: &'r mut PackReader<'p>,
+    ids: std::slice::Iter<'i, Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunksReader<'_, '_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            let Some(raw) = self.ids.next() else {
+                return Ok(0);
+            };
+            let id = chunk_id_of(raw).map_err(io::Error::other)?;
+            let loc = {
+                let txn = self.repo.read().map_err(io::Error::other)?;
+                self.repo
+                    .chunk(&txn, self.backup, &id)
+                    .map_err(io::Error::other)?
+            }
+            .ok_or_else(|| io::Error::other(format!("chunk {id} is not in the index")))?;
+            self.current = self.packs.chunk(&id, &loc).map_err(io::Error::other)?;
+            self.at = 0;
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
