@@ -152,3 +152,75 @@ fn ecc_fragments_v1() {
     }
     check("ecc-v1.txt", out.as_bytes());
 }
+
+#[test]
+fn snapshot_root_v3_and_node_stream() {
+    use bitdust_block::root::{SnapshotRoot, scheme_value, sign_root, verify_root};
+    use bitdust_proto::format::v1 as pb;
+    use prost::Message;
+    let id = identity();
+    let backup = BackupId(*b"0123456789abcdef");
+    let root = SnapshotRoot {
+        customer: id.node_id().as_bytes().to_vec(),
+        backup_id: backup.0.to_vec(),
+        snapshot: 5,
+        parent: 4,
+        created_unix: 1_790_000_000,
+        scheme: scheme_value(Scheme::Xor),
+        suppliers: 7,
+        zstd_level: 3,
+        backup_recipient: "age1example".into(),
+        wrapped_backup_key: b"wrapped key bytes".to_vec(),
+        sealed_info: b"sealed info bytes".to_vec(),
+        sealed_meta: b"sealed metadata chunk list".to_vec(),
+        pack_ranges: vec![0, 12, 40, 3],
+        stats: Some(pb::SnapshotStats {
+            files: 10,
+            directories: 2,
+            files_unchanged: 9,
+            files_changed: 1,
+            bytes_read: 4096,
+            chunks_added: 1,
+            added_plain: 4096,
+            ..Default::default()
+        }),
+    };
+    let bytes = sign_root(&id, &root);
+    check("root-v3.bin", &bytes);
+    assert_eq!(
+        verify_root(&bytes, &id.node_id(), backup, 5).unwrap().root,
+        root
+    );
+    // The metadata stream: length-delimited nodes.
+    let mut stream = Vec::new();
+    for node in [
+        pb::Node {
+            path: b"home/a".to_vec(),
+            kind: pb::NodeKind::Directory as i32,
+            mode: 0o755,
+            mtime: 1_790_000_000,
+            mtime_nanos: 5,
+            ..Default::default()
+        },
+        pb::Node {
+            path: b"home/a/f\xff".to_vec(),
+            kind: pb::NodeKind::File as i32,
+            mode: 0o640,
+            mtime: -1,
+            mtime_nanos: 999_999_999,
+            size: 3,
+            chunks: vec![vec![0xaa; 32]],
+            ..Default::default()
+        },
+        pb::Node {
+            path: b"home/a/l".to_vec(),
+            kind: pb::NodeKind::Symlink as i32,
+            mode: 0o777,
+            target: b"f".to_vec(),
+            ..Default::default()
+        },
+    ] {
+        node.encode_length_delimited(&mut stream).unwrap();
+    }
+    check("nodes-v1.bin", &stream);
+}
