@@ -14,6 +14,7 @@ mod archive;
 mod backup;
 pub mod chunker;
 mod extract;
+pub mod forget;
 pub mod local;
 pub mod repo;
 mod restore;
