@@ -258,3 +258,89 @@ fn snapshots_dedup_unchanged_and_changed_trees_and_every_one_restores_bit_exact(
     let (t3b, _) = f.restore(3, &[], "r3b");
     assert_eq!(tree(&restored(&t3b, &f.src)), want3);
 }
+
+/// A sink that stops taking fragments after `ok` packs: every position
+/// fails from then on.
+struct FailingAfter<S> {
+    inner: S,
+    ok: usize,
+}
+
+impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for FailingAfter<S> {
+    fn put_block(
+        &mut self,
+        block: &bitdust_block::SealedBlock,
+    ) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        if self.ok == 0 {
+            return Ok((0..7).collect());
+        }
+        self.ok -= 1;
+        self.inner.put_block(block)
+    }
+
+    fn sync(&mut self) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        self.inner.sync()
+    }
+
+    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        self.inner.commit(manifest)
+    }
+
+    fn failure(&self, _: usize) -> Option<String> {
+        Some("the disk went away".into())
+    }
+}
+
+#[test]
+fn a_failed_run_leaves_its_stored_packs_for_the_next_run_to_reuse() {
+    let f = Fixture::new();
+    let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+    let now = FileTime::now();
+    let started = Time {
+        secs: now.unix_seconds(),
+        nanos: now.nanoseconds(),
+    };
+    let paths = vec![f.src.as_os_str().as_bytes().to_vec()];
+    {
+        let mut packs = FailingAfter {
+            inner: f.store.sink(f.backup, 0, &code),
+            ok: 2,
+        };
+        let mut roots = f.store.sink(f.backup, 1, &code);
+        let writer = SnapshotWriter::new(
+            &f.repo,
+            f.identity.clone(),
+            f.backup,
+            1,
+            0,
+            paths.clone(),
+            &f.material,
+            Fixture::opts(),
+            &mut packs,
+            started,
+        )
+        .unwrap();
+        let e = writer
+            .write_all(&mut LocalWalk::new(vec![f.src.clone()]), &mut roots)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the code tolerates"), "{e}");
+        assert!(e.contains("the disk went away"), "{e}");
+    }
+    // Nothing names the failed run; the next run (another number) stores
+    // only what the two packs the failed run got out do not hold.
+    assert!(
+        !f.root
+            .join("positions/0")
+            .join(f.backup.to_string())
+            .join("1")
+            .exists()
+    );
+    let s2 = f.snapshot(2);
+    let total = 15 << 20;
+    assert!(s2.stats.added_plain < total - (6 << 20), "{:?}", s2.stats);
+    assert!(s2.stats.added_plain > 0, "{:?}", s2.stats);
+    let want = tree(&f.src);
+    let (t, _) = f.restore(2, &[], "r2");
+    assert_eq!(tree(&restored(&t, &f.src)), want);
+}
