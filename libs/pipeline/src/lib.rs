@@ -16,6 +16,7 @@ pub mod chunker;
 mod extract;
 pub mod forget;
 pub mod local;
+pub mod prune;
 pub mod repo;
 mod restore;
 mod sink;

@@ -281,6 +281,33 @@ impl LocalStore {
     }
 }
 
+/// Deletes packs (version 0) from the position directories of a
+/// [`LocalStore`] coded with `code`.
+pub struct LocalPackDeleter {
+    /// The store.
+    pub store: LocalStore,
+    /// The code the packs are in.
+    pub code: Code,
+}
+
+impl crate::prune::PackDeleter for LocalPackDeleter {
+    fn delete(&mut self, backup: BackupId, pack: u64, position: usize) -> bool {
+        // A position directory that is gone (a disk unplugged) is away.
+        if !self.store.root.join(position.to_string()).is_dir() {
+            return false;
+        }
+        let dir = self.store.version_dir(position, backup, 0);
+        (0..self.code.fragment_count())
+            .filter(|&f| self.code.fragment_position(f) == position)
+            .all(
+                |f| match fs::remove_file(dir.join(fragment_name(pack, f))) {
+                    Ok(()) => true,
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                },
+            )
+    }
+}
+
 fn fragment_name(block: u64, fragment: usize) -> String {
     format!("b{block:010}.f{fragment:03}")
 }

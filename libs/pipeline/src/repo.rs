@@ -263,6 +263,80 @@ impl CachedFile {
     }
 }
 
+/// The pack numbers a snapshot references: one bit each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackSet(Vec<u64>);
+
+impl PackSet {
+    /// Adds `pack`.
+    pub fn insert(&mut self, pack: u64) {
+        let (w, b) = ((pack / 64) as usize, pack % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << b;
+    }
+
+    /// Whether `pack` is in.
+    pub fn contains(&self, pack: u64) -> bool {
+        self.0
+            .get((pack / 64) as usize)
+            .is_some_and(|w| w & (1 << (pack % 64)) != 0)
+    }
+
+    /// How many packs.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As sorted (first, count) pairs, flattened.
+    pub fn to_ranges(&self) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        for (w, bits) in self.0.iter().enumerate() {
+            for b in 0..64 {
+                if bits & (1 << b) == 0 {
+                    continue;
+                }
+                let p = w as u64 * 64 + b;
+                match out.len() {
+                    n if n >= 2 && out[n - 2] + out[n - 1] == p => out[n - 1] += 1,
+                    _ => out.extend_from_slice(&[p, 1]),
+                }
+            }
+        }
+        out
+    }
+
+    /// From sorted (first, count) pairs, refusing more than `max` packs.
+    pub fn from_ranges(ranges: &[u64], max: u64) -> Option<PackSet> {
+        let mut s = PackSet::default();
+        for r in ranges.chunks_exact(2) {
+            let end = r[0].checked_add(r[1])?;
+            if end > max {
+                return None;
+            }
+            for p in r[0]..end {
+                s.insert(p);
+            }
+        }
+        Some(s)
+    }
+
+    /// The packs in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, bits)| {
+            (0..64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w as u64 * 64 + b)
+        })
+    }
+}
+
 /// The repository state.
 pub struct Repo {
     env: Env,
@@ -501,6 +575,113 @@ impl Repo {
                 _ => return Ok(dropped),
             }
         }
+    }
+
+    /// Condemns every live pack of `backup` that `kept` does not hold and
+    /// that was stored before `before` (unix seconds): from then on it is
+    /// to be deleted at every position (`positions` bits), and its chunks
+    /// leave the index, in batches of transactions. Returns how many packs
+    /// and chunks.
+    pub fn condemn(
+        &self,
+        backup: BackupId,
+        kept: &PackSet,
+        before: u64,
+        positions: u64,
+    ) -> Result<(u64, u64), RepoError> {
+        let mut doomed = PackSet::default();
+        self.for_each_pack(backup, |n, rec| {
+            if rec.state == PackState::Condemned || (!kept.contains(n) && rec.time < before) {
+                doomed.insert(n);
+            }
+            Ok(())
+        })?;
+        let mut packs = 0;
+        let batch: Vec<u64> = doomed.iter().collect();
+        for part in batch.chunks(1024) {
+            let mut w = self.env.write_txn()?;
+            for &n in part {
+                let key = pack_key(backup, n);
+                let Some(v) = self.packs.get(&w, &key)? else {
+                    continue;
+                };
+                let mut rec = PackRecord::decode(v)?;
+                if rec.state == PackState::Live {
+                    rec.state = PackState::Condemned;
+                    rec.pending = positions;
+                    self.packs.put(&mut w, &key, &rec.encode())?;
+                    packs += 1;
+                }
+            }
+            w.commit()?;
+        }
+        let chunks = self.drop_chunks_of(backup, &doomed)?;
+        Ok((packs, chunks))
+    }
+
+    /// Removes from the index every chunk of `backup` stored in a pack of
+    /// `packs`, a batch per transaction. Returns how many.
+    fn drop_chunks_of(&self, backup: BackupId, packs: &PackSet) -> Result<u64, RepoError> {
+        const BATCH: usize = 4096;
+        let mut upper = backup.0.to_vec();
+        upper.extend_from_slice(&[0xff; 32]);
+        let mut after: Option<Vec<u8>> = None;
+        let mut dropped = 0;
+        loop {
+            let mut gone = Vec::new();
+            let mut last = None;
+            {
+                let r = self.env.read_txn()?;
+                let lower = match &after {
+                    Some(k) => Bound::Excluded(k.as_slice()),
+                    None => Bound::Included(&backup.0[..]),
+                };
+                for item in self
+                    .chunks
+                    .range(&r, &(lower, Bound::Included(upper.as_slice())))?
+                {
+                    let (k, v) = item?;
+                    last = Some(k.to_vec());
+                    if packs.contains(ChunkLoc::decode(v)?.pack) {
+                        gone.push(k.to_vec());
+                        if gone.len() == BATCH {
+                            break;
+                        }
+                    }
+                }
+            }
+            let full = gone.len() == BATCH;
+            if !gone.is_empty() {
+                let mut w = self.env.write_txn()?;
+                for k in &gone {
+                    self.chunks.delete(&mut w, k)?;
+                }
+                w.commit()?;
+                dropped += gone.len() as u64;
+            }
+            match last {
+                Some(k) if full => after = Some(k),
+                _ => return Ok(dropped),
+            }
+        }
+    }
+
+    /// Records that pack `pack` of `backup` is deleted at the positions
+    /// `done` (bits); a pack deleted everywhere is forgotten.
+    pub fn settle(&self, backup: BackupId, pack: u64, done: u64) -> Result<(), RepoError> {
+        let mut w = self.env.write_txn()?;
+        let key = pack_key(backup, pack);
+        if let Some(v) = self.packs.get(&w, &key)? {
+            let mut rec = PackRecord::decode(v)?;
+            rec.pending &= !done;
+            if rec.pending == 0 {
+                self.packs.delete(&mut w, &key)?;
+            } else {
+                self.packs.put(&mut w, &key, &rec.encode())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
     }
 }
 

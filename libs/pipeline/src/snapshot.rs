@@ -28,7 +28,7 @@ use prost::Message;
 
 use crate::chunker::{Chunker, FILE_CHUNKS, META_CHUNKS};
 use crate::extract::{ExtractError, Extractor};
-use crate::repo::{CachedFile, ChunkLoc, PackRecord, PackState, Repo, RepoError, Time};
+use crate::repo::{CachedFile, ChunkLoc, PackRecord, PackSet, PackState, Repo, RepoError, Time};
 use crate::restore::{collect_into, decodable};
 use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceError};
 
@@ -130,80 +130,6 @@ impl Default for SnapshotOptions {
             zstd_level: crate::DEFAULT_ZSTD_LEVEL,
             pack_size: crate::DEFAULT_BLOCK_SIZE,
         }
-    }
-}
-
-/// The pack numbers a snapshot references: one bit each.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PackSet(Vec<u64>);
-
-impl PackSet {
-    /// Adds `pack`.
-    pub fn insert(&mut self, pack: u64) {
-        let (w, b) = ((pack / 64) as usize, pack % 64);
-        if self.0.len() <= w {
-            self.0.resize(w + 1, 0);
-        }
-        self.0[w] |= 1 << b;
-    }
-
-    /// Whether `pack` is in.
-    pub fn contains(&self, pack: u64) -> bool {
-        self.0
-            .get((pack / 64) as usize)
-            .is_some_and(|w| w & (1 << (pack % 64)) != 0)
-    }
-
-    /// How many packs.
-    pub fn len(&self) -> u64 {
-        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// As sorted (first, count) pairs, flattened.
-    pub fn to_ranges(&self) -> Vec<u64> {
-        let mut out: Vec<u64> = Vec::new();
-        for (w, bits) in self.0.iter().enumerate() {
-            for b in 0..64 {
-                if bits & (1 << b) == 0 {
-                    continue;
-                }
-                let p = w as u64 * 64 + b;
-                match out.len() {
-                    n if n >= 2 && out[n - 2] + out[n - 1] == p => out[n - 1] += 1,
-                    _ => out.extend_from_slice(&[p, 1]),
-                }
-            }
-        }
-        out
-    }
-
-    /// From sorted (first, count) pairs, refusing more than `max` packs.
-    pub fn from_ranges(ranges: &[u64], max: u64) -> Option<PackSet> {
-        let mut s = PackSet::default();
-        for r in ranges.chunks_exact(2) {
-            let end = r[0].checked_add(r[1])?;
-            if end > max {
-                return None;
-            }
-            for p in r[0]..end {
-                s.insert(p);
-            }
-        }
-        Some(s)
-    }
-
-    /// The packs in order.
-    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.iter().enumerate().flat_map(|(w, bits)| {
-            (0..64)
-                .filter(move |b| bits & (1 << b) != 0)
-                .map(move |b| w as u64 * 64 + b)
-        })
     }
 }
 

@@ -344,3 +344,73 @@ fn a_failed_run_leaves_its_stored_packs_for_the_next_run_to_reuse() {
     let (t, _) = f.restore(2, &[], "r2");
     assert_eq!(tree(&restored(&t, &f.src)), want);
 }
+
+#[test]
+fn prune_deletes_only_unreferenced_packs_and_catches_up_with_an_away_position() {
+    use bitdust_pipeline::local::LocalPackDeleter;
+    use bitdust_pipeline::prune::prune;
+    let f = Fixture::new();
+    let s1 = f.snapshot(1);
+    // Replace most of the tree: the second snapshot shares little with the
+    // first.
+    std::fs::remove_file(f.src.join("big.bin")).unwrap();
+    write(&f.src.join("other.bin"), &random(5 << 20, 9));
+    let s2 = f.snapshot(2);
+    let want2 = tree(&f.src);
+    let only_first: Vec<u64> = s1.packs.iter().filter(|p| !s2.packs.contains(*p)).collect();
+    assert!(!only_first.is_empty());
+    let pack_file = |pos: usize, pack: u64| {
+        f.root
+            .join(format!("positions/{pos}"))
+            .join(f.backup.to_string())
+            .join("0")
+            .join(format!("b{pack:010}.f{pos:03}"))
+    };
+    assert!(pack_file(0, only_first[0]).exists());
+    let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+    let mut deleter = LocalPackDeleter {
+        store: f.store.clone(),
+        code: code.clone(),
+    };
+    // Within the grace period nothing goes.
+    let r = prune(&f.repo, f.backup, &s2.packs, 0, 7, &mut deleter).unwrap();
+    assert_eq!(r.packs_condemned, 0);
+    // Position 4 is away during the prune.
+    let p4 = f.root.join("positions/4");
+    let p4_away = f.root.join("positions-4-away");
+    std::fs::rename(&p4, &p4_away).unwrap();
+    let r = prune(&f.repo, f.backup, &s2.packs, u64::MAX, 7, &mut deleter).unwrap();
+    assert_eq!(r.packs_condemned, only_first.len() as u64);
+    assert!(r.chunks_dropped > 0);
+    assert_eq!(
+        (r.packs_deleted, r.packs_pending),
+        (0, only_first.len() as u64)
+    );
+    for &p in &only_first {
+        assert!(!pack_file(0, p).exists(), "pack {p} still at position 0");
+    }
+    for p in s2.packs.iter() {
+        assert!(pack_file(0, p).exists(), "kept pack {p} deleted");
+    }
+    // The kept snapshot restores; it comes back, and the next prune
+    // finishes the job there.
+    std::fs::rename(&p4_away, &p4).unwrap();
+    assert!(pack_file(4, only_first[0]).exists());
+    let r = prune(&f.repo, f.backup, &s2.packs, u64::MAX, 7, &mut deleter).unwrap();
+    assert_eq!(r.packs_condemned, 0);
+    assert_eq!(
+        (r.packs_deleted, r.packs_pending),
+        (only_first.len() as u64, 0)
+    );
+    assert!(r.bytes_freed > 4 << 20, "{r:?}");
+    assert!(!pack_file(4, only_first[0]).exists());
+    let (t, _) = f.restore(2, &[], "r2");
+    assert_eq!(tree(&restored(&t, &f.src)), want2);
+    // Chunks that left the index are stored again when they come back
+    // (all but those whose pack the kept snapshot shares).
+    write(&f.src.join("big.bin"), &random(9 << 20, 1));
+    let s3 = f.snapshot(3);
+    assert!(s3.stats.added_plain > 8 << 20, "{:?}", s3.stats);
+    let (t, _) = f.restore(3, &[], "r3");
+    assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+}
