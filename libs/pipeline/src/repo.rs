@@ -578,10 +578,15 @@ impl Repo {
     }
 
     /// Condemns every live pack of `backup` that `kept` does not hold and
-    /// that was stored before `before` (unix seconds): from then on it is
-    /// to be deleted at every position (`positions` bits), and its chunks
-    /// leave the index, in batches of transactions. Returns how many packs
-    /// and chunks.
+    /// that was stored before `before` (unix seconds): its chunks leave the
+    /// index, then it is marked to be deleted at every position
+    /// (`positions` bits), in batches of transactions. Returns how many
+    /// packs and chunks.
+    ///
+    /// The chunks go first: a crash between the two steps leaves live packs
+    /// whose chunks no backup can find (so none references them; the next
+    /// prune condemns them), never a condemned pack whose chunks a backup
+    /// could still reuse.
     pub fn condemn(
         &self,
         backup: BackupId,
@@ -596,6 +601,7 @@ impl Repo {
             }
             Ok(())
         })?;
+        let chunks = self.drop_chunks_of(backup, &doomed)?;
         let mut packs = 0;
         let batch: Vec<u64> = doomed.iter().collect();
         for part in batch.chunks(1024) {
@@ -615,7 +621,6 @@ impl Repo {
             }
             w.commit()?;
         }
-        let chunks = self.drop_chunks_of(backup, &doomed)?;
         Ok((packs, chunks))
     }
 
@@ -821,5 +826,48 @@ mod tests {
         let t = r.read().unwrap();
         assert!(r.file(&t, b, b"f100").unwrap().is_some());
         assert!(r.file(&t, b, b"f101").unwrap().is_none());
+    }
+
+    #[test]
+    fn condemning_drops_chunks_keeps_what_is_kept_or_young_and_settles_per_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let b = BackupId([1; 16]);
+        let rec = |time| PackRecord {
+            kind: PackKind::Data,
+            state: PackState::Live,
+            chunks: 1,
+            data_len: 10,
+            body_len: 100,
+            time,
+            pending: 0,
+        };
+        let e = |c: u8| PackEntry {
+            id: id(c),
+            offset: 0,
+            stored_len: 10,
+            plain_len: 10,
+        };
+        r.record_pack(b, 0, &rec(10), &[e(0)]).unwrap();
+        r.record_pack(b, 1, &rec(10), &[e(1)]).unwrap();
+        r.record_pack(b, 2, &rec(500), &[e(2)]).unwrap();
+        let mut kept = PackSet::default();
+        kept.insert(1);
+        // Pack 0: old and unreferenced; 1: kept; 2: within the grace period.
+        assert_eq!(r.condemn(b, &kept, 100, 0b111).unwrap(), (1, 1));
+        let t = r.read().unwrap();
+        assert!(r.chunk(&t, b, &id(0)).unwrap().is_none());
+        assert!(r.chunk(&t, b, &id(1)).unwrap().is_some());
+        assert!(r.chunk(&t, b, &id(2)).unwrap().is_some());
+        drop(t);
+        let p0 = r.pack(b, 0).unwrap().unwrap();
+        assert_eq!((p0.state, p0.pending), (PackState::Condemned, 0b111));
+        // Condemning again changes nothing; positions settle one by one.
+        assert_eq!(r.condemn(b, &kept, 100, 0b111).unwrap(), (0, 0));
+        r.settle(b, 0, 0b101).unwrap();
+        assert_eq!(r.pack(b, 0).unwrap().unwrap().pending, 0b010);
+        r.settle(b, 0, 0b010).unwrap();
+        assert!(r.pack(b, 0).unwrap().is_none());
+        assert_eq!(r.pack(b, 1).unwrap().unwrap().state, PackState::Live);
     }
 }
