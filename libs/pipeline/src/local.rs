@@ -91,6 +91,15 @@ pub enum LocalError {
     /// A source path is not usable.
     #[error("cannot back up {0}: {1}")]
     Source(PathBuf, io::Error),
+    /// A snapshot could not be made or read.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+}
+
+impl From<crate::repo::RepoError> for LocalError {
+    fn from(e: crate::repo::RepoError) -> Self {
+        LocalError::Snapshot(e.into())
+    }
 }
 
 /// Which backup version to use.
@@ -644,4 +653,135 @@ pub fn restore_from_dir(
 pub fn verify_dir(keys_dir: &Path, dir: &Path, sel: Selector) -> Result<VerifyReport, LocalError> {
     let (mut source, manifest, _) = open_selected(keys_dir, dir, sel, false)?;
     Ok(verify(&mut source, &manifest)?)
+}
+
+/// The verified root of snapshot `snapshot` of `id`: the first copy, from
+/// any position, that verifies.
+pub fn open_root(
+    store: &LocalStore,
+    customer: &bitdust_crypto::NodeId,
+    id: BackupId,
+    snapshot: u64,
+) -> Result<bitdust_block::root::Root, LocalError> {
+    let mut source = store.source(id, snapshot);
+    let mut why = String::from("no position holds it");
+    for attempt in 0.. {
+        let Some(bytes) = source.manifest(attempt).map_err(RestoreError::from)? else {
+            break;
+        };
+        match bitdust_block::root::verify_root(&bytes, customer, id, snapshot) {
+            Ok(root) => return Ok(root),
+            Err(e) => why = e.to_string(),
+        }
+    }
+    Err(LocalError::Store(format!(
+        "the root of snapshot {id}@{snapshot} in {} does not verify ({why})",
+        store.root.display()
+    )))
+}
+
+/// `bitdustctl local backup`: a deduplicated snapshot of `sources` into
+/// `dir`, creating keys in `keys_dir` on first use; `repo` is the
+/// directory's index and files cache (`DIR/state`, whose lock the caller
+/// holds). Returns the backup, the snapshot number and what it did.
+pub fn snapshot_to_dir(
+    keys_dir: &Path,
+    sources: &[PathBuf],
+    dir: &Path,
+    repo: &crate::repo::Repo,
+    opts: &crate::snapshot::SnapshotOptions,
+) -> Result<(BackupId, u64, crate::snapshot::SnapshotReport), LocalError> {
+    let mut abs = Vec::with_capacity(sources.len());
+    for s in sources {
+        abs.push(source_path(s).map_err(|e| LocalError::Source(s.clone(), e))?);
+    }
+    abs.sort();
+    abs.dedup();
+    let (keys, _created) = KeyRing::open_or_create(keys_dir)?;
+    let identity = Arc::new(bitdust_crypto::Identity::from_secret(
+        &keys.identity().secret(),
+    ));
+    let raw: Vec<Vec<u8>> = abs
+        .iter()
+        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+        .collect();
+    let id = BackupId::for_sources(identity.node_id().as_bytes(), &raw);
+    let store = LocalStore::new(dir);
+    // Every snapshot of a backup uses the backup key of the first.
+    let previous = store.list().into_iter().rev().find(|l| l.backup_id == id);
+    let (key, parent) = match previous {
+        Some(l) => {
+            let root = open_root(&store, &identity.node_id(), id, l.version)?;
+            let key = BackupKeyMaterial {
+                recipient: root.root.backup_recipient.parse().map_err(|_| {
+                    LocalError::Store(format!("the backup key in {id}@{} is malformed", l.version))
+                })?,
+                wrapped: root.root.wrapped_backup_key.clone(),
+            };
+            (key, l.version)
+        }
+        None => (BackupKeyMaterial::generate(keys.master_recipient())?, 0),
+    };
+    let snapshot = store.next_version(id);
+    let code = Code::new(opts.scheme, opts.suppliers).map_err(BackupError::from)?;
+    let mut packs = store.sink(id, 0, &code);
+    let mut roots = store.sink(id, snapshot, &code);
+    let now = filetime::FileTime::now();
+    let writer = crate::snapshot::SnapshotWriter::new(
+        repo,
+        identity,
+        id,
+        snapshot,
+        parent,
+        raw,
+        &key,
+        opts.clone(),
+        &mut packs,
+        crate::repo::Time {
+            secs: now.unix_seconds(),
+            nanos: now.nanoseconds(),
+        },
+    )?;
+    let report = writer.write_all(&mut crate::snapshot::LocalWalk::new(abs), &mut roots)?;
+    Ok((id, snapshot, report))
+}
+
+/// `bitdustctl local restore`: snapshot `sel` of `dir` into `target` (new
+/// or empty; nothing shows there unless the whole restore succeeded), only
+/// the entries under `include` when it names any.
+pub fn restore_snapshot_from_dir(
+    keys_dir: &Path,
+    dir: &Path,
+    repo: &crate::repo::Repo,
+    sel: Selector,
+    target: &Path,
+    include: &[Vec<u8>],
+) -> Result<
+    (
+        bitdust_block::root::Root,
+        crate::snapshot::SnapshotRestoreReport,
+    ),
+    LocalError,
+> {
+    let keys = KeyRing::open(keys_dir)?;
+    let identity = keys.identity();
+    let store = LocalStore::new(dir);
+    let (id, snapshot) = store.select(sel)?;
+    let root = open_root(&store, &identity.node_id(), id, snapshot)?;
+    let master = keys.master_key()?;
+    let key = BackupKey::unwrap_with(&root.root.wrapped_backup_key, master.age_identity())
+        .map_err(|e| {
+            LocalError::Store(format!(
+                "the backup key of {id}@{snapshot} does not open with this master key: {e}"
+            ))
+        })?;
+    let mut source = store.source(id, 0);
+    let dedup = bitdust_crypto::DedupKeys::derive(identity, &id.0);
+    let mut packs = crate::snapshot::PackReader::new(&mut source, &root, dedup, key)?;
+    let report = crate::restore::staged(target, |stage| {
+        Ok::<_, LocalError>(crate::snapshot::restore_snapshot(
+            repo, &mut packs, stage, include,
+        )?)
+    })?;
+    Ok((root, report))
 }

@@ -328,13 +328,15 @@ pub fn extract_archive(
 /// Runs `fill` on a fresh staging directory and moves what it wrote to
 /// `target` (new, or an existing empty directory) only when it succeeded; on
 /// failure the staging directory is removed.
-fn staged(
+pub(crate) fn staged<T, E: From<RestoreError>>(
     target: &Path,
-    fill: impl FnOnce(&Path) -> Result<RestoreReport, RestoreError>,
-) -> Result<RestoreReport, RestoreError> {
-    let target_err = |reason: String| RestoreError::Target {
-        path: target.display().to_string(),
-        reason,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    let target_err = |reason: String| {
+        E::from(RestoreError::Target {
+            path: target.display().to_string(),
+            reason,
+        })
     };
     // An existing empty target (perhaps a mount point) is restored into via a
     // staging directory inside it; a new target is staged beside it and

@@ -414,3 +414,51 @@ fn prune_deletes_only_unreferenced_packs_and_catches_up_with_an_away_position() 
     let (t, _) = f.restore(3, &[], "r3");
     assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
 }
+
+#[test]
+fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_staged() {
+    use bitdust_pipeline::local::{Selector, restore_snapshot_from_dir, snapshot_to_dir};
+    let f = Fixture::new();
+    let keys = f.root.join("keys");
+    let dir = f.root.join("dir");
+    let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let (id, n1, r1) =
+        snapshot_to_dir(&keys, &[f.src.clone()], &dir, &repo, &Fixture::opts()).unwrap();
+    let (id2, n2, r2) =
+        snapshot_to_dir(&keys, &[f.src.clone()], &dir, &repo, &Fixture::opts()).unwrap();
+    assert_eq!((id2, n1, n2), (id, 1, 2));
+    assert!(r1.stats.chunks_added > 0);
+    assert_eq!(r2.stats.chunks_added, 0, "{:?}", r2.stats);
+    let sel = |v| Selector {
+        backup_id: Some(id),
+        version: Some(v),
+    };
+    let out = f.root.join("out");
+    let (root, rep) = restore_snapshot_from_dir(&keys, &dir, &repo, sel(1), &out, &[]).unwrap();
+    assert_eq!(root.root.snapshot, 1);
+    assert!(rep.files > 40);
+    assert_eq!(tree(&restored(&out, &f.src)), tree(&f.src));
+    // A target that is not empty is refused, and nothing is written there.
+    let busy = f.root.join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("x"), b"x").unwrap();
+    let e = restore_snapshot_from_dir(&keys, &dir, &repo, sel(2), &busy, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not empty"), "{e}");
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+    // Both snapshots hold the same wrapped backup key.
+    let store = LocalStore::new(&dir);
+    let node = Identity::from_secret(
+        &bitdust_crypto::KeyRing::open(&keys)
+            .unwrap()
+            .identity()
+            .secret(),
+    )
+    .node_id();
+    let a = bitdust_pipeline::local::open_root(&store, &node, id, 1).unwrap();
+    let b = bitdust_pipeline::local::open_root(&store, &node, id, 2).unwrap();
+    assert_eq!(a.root.wrapped_backup_key, b.root.wrapped_backup_key);
+    assert_eq!(b.root.parent, 1);
+}
