@@ -423,10 +423,22 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
     let dir = f.root.join("dir");
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
     let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
-    let (id, n1, r1) =
-        snapshot_to_dir(&keys, &[f.src.clone()], &dir, &repo, &Fixture::opts()).unwrap();
-    let (id2, n2, r2) =
-        snapshot_to_dir(&keys, &[f.src.clone()], &dir, &repo, &Fixture::opts()).unwrap();
+    let (id, n1, r1) = snapshot_to_dir(
+        &keys,
+        std::slice::from_ref(&f.src),
+        &dir,
+        &repo,
+        &Fixture::opts(),
+    )
+    .unwrap();
+    let (id2, n2, r2) = snapshot_to_dir(
+        &keys,
+        std::slice::from_ref(&f.src),
+        &dir,
+        &repo,
+        &Fixture::opts(),
+    )
+    .unwrap();
     assert_eq!((id2, n1, n2), (id, 1, 2));
     assert!(r1.stats.chunks_added > 0);
     assert_eq!(r2.stats.chunks_added, 0, "{:?}", r2.stats);
