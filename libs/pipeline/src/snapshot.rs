@@ -1040,3 +1040,52 @@ impl Read for ChunksReader<'_, '_, '_> {
         Ok(n)
     }
 }
+
+/// Indexes the packs `root` references that the index does not know, from
+/// their sealed chunk lists (no `master.key` needed): a repository state
+/// that was lost, or a machine recovered from the key alone. Raises the
+/// pack counter past them. Returns how many packs were indexed.
+pub fn rebuild_index(
+    repo: &Repo,
+    source: &mut dyn FragmentSource,
+    root: &Root,
+    keys: &DedupKeys,
+) -> Result<u64, SnapshotError> {
+    let customer = bitdust_crypto::NodeId::try_from(root.root.customer.as_slice())
+        .map_err(|_| SnapshotError::Format("the root's customer is not 32 bytes".into()))?;
+    let suppliers = root.root.suppliers as usize;
+    let code =
+        Code::new(root.scheme, suppliers).map_err(|e| SnapshotError::Format(e.to_string()))?;
+    let packs = PackSet::from_ranges(&root.root.pack_ranges, u64::MAX)
+        .ok_or_else(|| SnapshotError::Format("the root's pack ranges overflow".into()))?;
+    let mut indexed = 0;
+    let mut next = 0;
+    for pack in packs.iter() {
+        next = next.max(pack + 1);
+        if repo.pack(root.backup_id, pack)?.is_some() {
+            continue;
+        }
+        let opener =
+            BlockOpener::new(customer, root.backup_id, 0, pack).expect_code(root.scheme, suppliers);
+        let opener = collect_into(source, opener, &code, pack, std::iter::empty(), false)?;
+        let body = opener
+            .open_body()
+            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+        let aad = pack::list_aad(&customer, root.backup_id, pack);
+        let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
+            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+        let rec = PackRecord {
+            kind: list.kind,
+            state: PackState::Live,
+            chunks: list.entries.len() as u32,
+            data_len: list.data_len(),
+            body_len: body.len() as u64,
+            time: root.root.created_unix.max(0) as u64,
+            pending: 0,
+        };
+        repo.record_pack(root.backup_id, pack, &rec, &list.entries)?;
+        indexed += 1;
+    }
+    repo.raise_next_pack(root.backup_id, next)?;
+    Ok(indexed)
+}

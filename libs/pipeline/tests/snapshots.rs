@@ -474,3 +474,38 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
     assert_eq!(a.root.wrapped_backup_key, b.root.wrapped_backup_key);
     assert_eq!(b.root.parent, 1);
 }
+
+#[test]
+fn a_lost_index_is_rebuilt_from_the_packs_sealed_lists_without_the_master_key() {
+    use bitdust_pipeline::snapshot::rebuild_index;
+    let f = Fixture::new();
+    let s1 = f.snapshot(1);
+    let want = tree(&f.src);
+    // Another, empty state: what a machine recovered from the key alone has.
+    let lock = StateLock::take(&f.root.join("state2"), "test").unwrap();
+    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let root_bytes = std::fs::read(
+        f.root
+            .join("positions/0")
+            .join(f.backup.to_string())
+            .join("1/manifest"),
+    )
+    .unwrap();
+    let root = verify_root(&root_bytes, &f.identity.node_id(), f.backup, 1).unwrap();
+    let keys = DedupKeys::derive(&f.identity, &f.backup.0);
+    let mut source = f.store.source(f.backup, 0);
+    let n = rebuild_index(&fresh, &mut source, &root, &keys).unwrap();
+    assert_eq!(n, s1.packs.len());
+    assert!(fresh.next_pack(f.backup).unwrap() >= n);
+    // Restores through the rebuilt index.
+    let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
+    let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
+    let out = f.root.join("rebuilt");
+    std::fs::create_dir_all(&out).unwrap();
+    restore_snapshot(&fresh, &mut packs, &out, &[]).unwrap();
+    assert_eq!(tree(&restored(&out, &f.src)), want);
+    // A second pass finds everything indexed.
+    let keys = DedupKeys::derive(&f.identity, &f.backup.0);
+    let mut source = f.store.source(f.backup, 0);
+    assert_eq!(rebuild_index(&fresh, &mut source, &root, &keys).unwrap(), 0);
+}
