@@ -540,7 +540,7 @@ fn restore_into(
 /// At most this many rejected fragments are named in a report.
 const MAX_REJECTIONS_NAMED: usize = 1000;
 
-fn note_rejections(into: &mut Vec<String>, new: &[String]) {
+pub(crate) fn note_rejections(into: &mut Vec<String>, new: &[String]) {
     for r in new {
         if into.len() < MAX_REJECTIONS_NAMED {
             into.push(r.clone());
@@ -650,8 +650,7 @@ pub fn verify(
 ) -> Result<VerifyReport, RestoreError> {
     let code = code_of(manifest)?;
     let mut blocks = Vec::new();
-    let mut margins: std::collections::HashMap<Vec<bool>, (Option<usize>, bool)> =
-        std::collections::HashMap::new();
+    let mut health = HealthOf::default();
     let mut rejected = Vec::new();
     for block in 0..manifest.blocks {
         let opener = collect_block(
@@ -663,6 +662,25 @@ pub fn verify(
             bitdust_block::MAX_BLOCK_LEN,
         )?;
         note_rejections(&mut rejected, opener.rejections());
+        blocks.push(health.of(&code, block, &opener));
+    }
+    Ok(VerifyReport {
+        manifest: manifest.clone(),
+        blocks,
+        rejected_fragments: rejected,
+    })
+}
+
+/// The health of blocks, the margin searched once per pattern of present
+/// fragments (most blocks of a version or backup share one).
+#[derive(Default)]
+pub(crate) struct HealthOf {
+    margins: std::collections::HashMap<Vec<bool>, (Option<usize>, bool)>,
+}
+
+impl HealthOf {
+    /// The health of `block` from the fragments `opener` holds.
+    pub(crate) fn of(&mut self, code: &Code, block: u64, opener: &BlockOpener) -> BlockHealth {
         let present: Vec<bool> = if opener.present().is_empty() {
             vec![false; code.fragment_count()]
         } else {
@@ -674,25 +692,19 @@ pub fn verify(
             .collect();
         damaged.sort_unstable();
         damaged.dedup();
-        // The margin depends only on which fragments are present, and most
-        // blocks of a version share one pattern: search each pattern once.
-        let (margin, exact) = *margins
+        let (margin, exact) = *self
+            .margins
             .entry(present.clone())
-            .or_insert_with(|| margin(&code, &present, &damaged));
-        blocks.push(BlockHealth {
+            .or_insert_with(|| margin(code, &present, &damaged));
+        BlockHealth {
             block,
             valid_fragments: present.iter().filter(|p| **p).count(),
             total_fragments: code.fragment_count(),
             damaged_positions: damaged,
             margin,
             margin_exact: exact,
-        });
+        }
     }
-    Ok(VerifyReport {
-        manifest: manifest.clone(),
-        blocks,
-        rejected_fragments: rejected,
-    })
 }
 
 /// Patterns tried per loss count before settling for the proven lower bound.

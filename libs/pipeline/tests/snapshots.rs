@@ -509,3 +509,50 @@ fn a_lost_index_is_rebuilt_from_the_packs_sealed_lists_without_the_master_key() 
     let mut source = f.store.source(f.backup, 0);
     assert_eq!(rebuild_index(&fresh, &mut source, &root, &keys).unwrap(), 0);
 }
+
+#[test]
+fn verifying_a_snapshot_reads_every_pack_and_tells_the_margin_left() {
+    use bitdust_pipeline::snapshot::verify_packs;
+    let f = Fixture::new();
+    let s1 = f.snapshot(1);
+    let root_bytes = std::fs::read(
+        f.root
+            .join("positions/0")
+            .join(f.backup.to_string())
+            .join("1/manifest"),
+    )
+    .unwrap();
+    let root = verify_root(&root_bytes, &f.identity.node_id(), f.backup, 1).unwrap();
+    let mut source = f.store.source(f.backup, 0);
+    let whole = verify_packs(&mut source, &root).unwrap();
+    assert_eq!(whole.packs.len() as u64, s1.packs.len());
+    assert!(whole.packs.iter().all(|p| p.damaged_positions.is_empty()));
+    let full = whole.min_margin().unwrap();
+    assert!(full >= 2, "XOR over 7 tolerates some losses: {full}");
+    // Lose a position and corrupt one fragment at another.
+    std::fs::remove_dir_all(f.root.join("positions/1")).unwrap();
+    let first = s1.packs.iter().next().unwrap();
+    let victim = f
+        .root
+        .join("positions/3")
+        .join(f.backup.to_string())
+        .join("0")
+        .join(format!("b{first:010}.f003"));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    let mut source = f.store.source(f.backup, 0);
+    let hurt = verify_packs(&mut source, &root).unwrap();
+    assert!(hurt.unrecoverable().is_empty());
+    assert!(hurt.min_margin().unwrap() < full);
+    let p0 = &hurt.packs[0];
+    assert_eq!(p0.damaged_positions, [1, 3]);
+    assert!(
+        hurt.rejected_fragments
+            .iter()
+            .any(|r| r.contains("does not match")),
+        "{:?}",
+        hurt.rejected_fragments
+    );
+}
