@@ -532,6 +532,46 @@ impl FragmentSource for LocalSource {
     }
 }
 
+/// What a local backup starts from.
+struct Sources {
+    /// The source paths, absolute, sorted, without duplicates.
+    abs: Vec<PathBuf>,
+    /// The same as raw bytes.
+    raw: Vec<Vec<u8>>,
+    keys: KeyRing,
+    identity: Arc<bitdust_crypto::Identity>,
+    /// The backup of these paths by this customer.
+    id: BackupId,
+}
+
+impl Sources {
+    /// Resolves `sources` and opens (or creates) the keys in `keys_dir`.
+    fn open(keys_dir: &Path, sources: &[PathBuf]) -> Result<Sources, LocalError> {
+        let mut abs = Vec::with_capacity(sources.len());
+        for s in sources {
+            abs.push(source_path(s).map_err(|e| LocalError::Source(s.clone(), e))?);
+        }
+        abs.sort();
+        abs.dedup();
+        let (keys, _created) = KeyRing::open_or_create(keys_dir)?;
+        let identity = Arc::new(bitdust_crypto::Identity::from_secret(
+            &keys.identity().secret(),
+        ));
+        let raw: Vec<Vec<u8>> = abs
+            .iter()
+            .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+            .collect();
+        let id = BackupId::for_sources(identity.node_id().as_bytes(), &raw);
+        Ok(Sources {
+            abs,
+            raw,
+            keys,
+            identity,
+            id,
+        })
+    }
+}
+
 /// `bitdustctl local backup`: backs up `sources` into `dir`, creating keys in
 /// `keys_dir` on first use. Later runs of the same paths add versions.
 pub fn backup_to_dir(
@@ -541,21 +581,13 @@ pub fn backup_to_dir(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport, LocalError> {
-    let mut abs = Vec::with_capacity(sources.len());
-    for s in sources {
-        abs.push(source_path(s).map_err(|e| LocalError::Source(s.clone(), e))?);
-    }
-    abs.sort();
-    abs.dedup();
-    let (keys, _created) = KeyRing::open_or_create(keys_dir)?;
-    let identity = Arc::new(bitdust_crypto::Identity::from_secret(
-        &keys.identity().secret(),
-    ));
-    let raw: Vec<Vec<u8>> = abs
-        .iter()
-        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
-        .collect();
-    let id = BackupId::for_sources(identity.node_id().as_bytes(), &raw);
+    let Sources {
+        abs,
+        keys,
+        identity,
+        id,
+        ..
+    } = Sources::open(keys_dir, sources)?;
     let store = LocalStore::new(dir);
     fs::create_dir_all(dir)
         .map_err(|e| LocalError::Store(format!("cannot create {}: {e}", dir.display())))?;
@@ -691,21 +723,13 @@ pub fn snapshot_to_dir(
     repo: &crate::repo::Repo,
     opts: &crate::snapshot::SnapshotOptions,
 ) -> Result<(BackupId, u64, crate::snapshot::SnapshotReport), LocalError> {
-    let mut abs = Vec::with_capacity(sources.len());
-    for s in sources {
-        abs.push(source_path(s).map_err(|e| LocalError::Source(s.clone(), e))?);
-    }
-    abs.sort();
-    abs.dedup();
-    let (keys, _created) = KeyRing::open_or_create(keys_dir)?;
-    let identity = Arc::new(bitdust_crypto::Identity::from_secret(
-        &keys.identity().secret(),
-    ));
-    let raw: Vec<Vec<u8>> = abs
-        .iter()
-        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
-        .collect();
-    let id = BackupId::for_sources(identity.node_id().as_bytes(), &raw);
+    let Sources {
+        abs,
+        raw,
+        keys,
+        identity,
+        id,
+    } = Sources::open(keys_dir, sources)?;
     let store = LocalStore::new(dir);
     // Every snapshot of a backup uses the backup key of the first.
     let previous = store.list().into_iter().rev().find(|l| l.backup_id == id);

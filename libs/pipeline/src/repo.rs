@@ -533,13 +533,26 @@ impl Repo {
     /// `oldest` (entries the last snapshots did not see), a batch of
     /// records per transaction. Returns how many.
     pub fn sweep_files(&self, backup: BackupId, oldest: u64) -> Result<u64, RepoError> {
-        const BATCH: usize = 1024;
+        self.delete_where(self.files, backup, |v| Ok(seen_of(v)? < oldest))
+    }
+
+    /// Deletes the records of `backup` in `db` (keys: the backup, then 32
+    /// bytes) whose value `doomed` says, a batch per write transaction
+    /// (reads and writes never share one). Returns how many.
+    fn delete_where(
+        &self,
+        db: Database<Bytes, Bytes>,
+        backup: BackupId,
+        mut doomed: impl FnMut(&[u8]) -> Result<bool, RepoError>,
+    ) -> Result<u64, RepoError> {
+        // Small in unit tests, so they cross batch boundaries.
+        const BATCH: usize = if cfg!(test) { 100 } else { 4096 };
         let mut upper = backup.0.to_vec();
         upper.extend_from_slice(&[0xff; 32]);
         let mut after: Option<Vec<u8>> = None;
         let mut dropped = 0;
         loop {
-            let mut stale = Vec::new();
+            let mut gone = Vec::new();
             let mut last = None;
             {
                 let r = self.env.read_txn()?;
@@ -547,28 +560,25 @@ impl Repo {
                     Some(k) => Bound::Excluded(k.as_slice()),
                     None => Bound::Included(&backup.0[..]),
                 };
-                for item in self
-                    .files
-                    .range(&r, &(lower, Bound::Included(upper.as_slice())))?
-                {
+                for item in db.range(&r, &(lower, Bound::Included(upper.as_slice())))? {
                     let (k, v) = item?;
                     last = Some(k.to_vec());
-                    if seen_of(v)? < oldest {
-                        stale.push(k.to_vec());
-                        if stale.len() == BATCH {
+                    if doomed(v)? {
+                        gone.push(k.to_vec());
+                        if gone.len() == BATCH {
                             break;
                         }
                     }
                 }
             }
-            let full = stale.len() == BATCH;
-            if !stale.is_empty() {
+            let full = gone.len() == BATCH;
+            if !gone.is_empty() {
                 let mut w = self.env.write_txn()?;
-                for k in &stale {
-                    self.files.delete(&mut w, k)?;
+                for k in &gone {
+                    db.delete(&mut w, k)?;
                 }
                 w.commit()?;
-                dropped += stale.len() as u64;
+                dropped += gone.len() as u64;
             }
             match last {
                 Some(k) if full => after = Some(k),
@@ -625,50 +635,11 @@ impl Repo {
     }
 
     /// Removes from the index every chunk of `backup` stored in a pack of
-    /// `packs`, a batch per transaction. Returns how many.
+    /// `packs`. Returns how many.
     fn drop_chunks_of(&self, backup: BackupId, packs: &PackSet) -> Result<u64, RepoError> {
-        const BATCH: usize = 4096;
-        let mut upper = backup.0.to_vec();
-        upper.extend_from_slice(&[0xff; 32]);
-        let mut after: Option<Vec<u8>> = None;
-        let mut dropped = 0;
-        loop {
-            let mut gone = Vec::new();
-            let mut last = None;
-            {
-                let r = self.env.read_txn()?;
-                let lower = match &after {
-                    Some(k) => Bound::Excluded(k.as_slice()),
-                    None => Bound::Included(&backup.0[..]),
-                };
-                for item in self
-                    .chunks
-                    .range(&r, &(lower, Bound::Included(upper.as_slice())))?
-                {
-                    let (k, v) = item?;
-                    last = Some(k.to_vec());
-                    if packs.contains(ChunkLoc::decode(v)?.pack) {
-                        gone.push(k.to_vec());
-                        if gone.len() == BATCH {
-                            break;
-                        }
-                    }
-                }
-            }
-            let full = gone.len() == BATCH;
-            if !gone.is_empty() {
-                let mut w = self.env.write_txn()?;
-                for k in &gone {
-                    self.chunks.delete(&mut w, k)?;
-                }
-                w.commit()?;
-                dropped += gone.len() as u64;
-            }
-            match last {
-                Some(k) if full => after = Some(k),
-                _ => return Ok(dropped),
-            }
-        }
+        self.delete_where(self.chunks, backup, |v| {
+            Ok(packs.contains(ChunkLoc::decode(v)?.pack))
+        })
     }
 
     /// Records that pack `pack` of `backup` is deleted at the positions

@@ -800,16 +800,7 @@ impl<'a> PackReader<'a> {
             self.cache.push(hit);
         } else {
             let customer = self.identity_node();
-            let opener = BlockOpener::new(customer, self.root.backup_id, 0, pack)
-                .expect_code(self.root.scheme, self.root.root.suppliers as usize);
-            let opener = collect_into(
-                self.source,
-                opener,
-                &self.code,
-                pack,
-                std::iter::empty(),
-                false,
-            )?;
+            let opener = collect_pack(self.source, self.root, &self.code, customer, pack, false)?;
             if let Some(h) = opener.header() {
                 let present = opener.present().iter().filter(|p| **p).count() as u64;
                 self.bytes_fetched += present * h.fragment_len;
@@ -1041,6 +1032,46 @@ impl Read for ChunksReader<'_, '_, '_> {
     }
 }
 
+/// The most packs a root may reference (a bitmap of 32 MiB; 1 PiB of 4 MiB
+/// packs).
+const MAX_PACKS: u64 = 1 << 28;
+
+/// The customer, the code and the referenced packs of a verified root.
+fn root_parts(root: &Root) -> Result<(bitdust_crypto::NodeId, Code, PackSet), SnapshotError> {
+    let customer = bitdust_crypto::NodeId::try_from(root.root.customer.as_slice())
+        .map_err(|_| SnapshotError::Format("the root's customer is not 32 bytes".into()))?;
+    let code = Code::new(root.scheme, root.root.suppliers as usize)
+        .map_err(|e| SnapshotError::Format(e.to_string()))?;
+    let packs = PackSet::from_ranges(&root.root.pack_ranges, MAX_PACKS).ok_or_else(|| {
+        SnapshotError::Format(format!(
+            "the root references packs beyond the {MAX_PACKS} this version reads"
+        ))
+    })?;
+    Ok((customer, code, packs))
+}
+
+/// The fragments of pack `pack` of `root`'s backup from `source`: all of
+/// them (`all`, to verify), or what decoding needs.
+fn collect_pack(
+    source: &mut dyn FragmentSource,
+    root: &Root,
+    code: &Code,
+    customer: bitdust_crypto::NodeId,
+    pack: u64,
+    all: bool,
+) -> Result<BlockOpener, SnapshotError> {
+    let opener = BlockOpener::new(customer, root.backup_id, 0, pack)
+        .expect_code(root.scheme, root.root.suppliers as usize);
+    Ok(collect_into(
+        source,
+        opener,
+        code,
+        pack,
+        std::iter::empty(),
+        all,
+    )?)
+}
+
 /// Indexes the packs `root` references that the index does not know, from
 /// their sealed chunk lists (no `master.key` needed): a repository state
 /// that was lost, or a machine recovered from the key alone. Raises the
@@ -1051,13 +1082,7 @@ pub fn rebuild_index(
     root: &Root,
     keys: &DedupKeys,
 ) -> Result<u64, SnapshotError> {
-    let customer = bitdust_crypto::NodeId::try_from(root.root.customer.as_slice())
-        .map_err(|_| SnapshotError::Format("the root's customer is not 32 bytes".into()))?;
-    let suppliers = root.root.suppliers as usize;
-    let code =
-        Code::new(root.scheme, suppliers).map_err(|e| SnapshotError::Format(e.to_string()))?;
-    let packs = PackSet::from_ranges(&root.root.pack_ranges, u64::MAX)
-        .ok_or_else(|| SnapshotError::Format("the root's pack ranges overflow".into()))?;
+    let (customer, code, packs) = root_parts(root)?;
     let mut indexed = 0;
     let mut next = 0;
     for pack in packs.iter() {
@@ -1065,9 +1090,7 @@ pub fn rebuild_index(
         if repo.pack(root.backup_id, pack)?.is_some() {
             continue;
         }
-        let opener =
-            BlockOpener::new(customer, root.backup_id, 0, pack).expect_code(root.scheme, suppliers);
-        let opener = collect_into(source, opener, &code, pack, std::iter::empty(), false)?;
+        let opener = collect_pack(source, root, &code, customer, pack, false)?;
         let body = opener
             .open_body()
             .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
@@ -1126,22 +1149,14 @@ pub fn verify_packs(
     source: &mut dyn FragmentSource,
     root: &Root,
 ) -> Result<PackVerifyReport, SnapshotError> {
-    let customer = bitdust_crypto::NodeId::try_from(root.root.customer.as_slice())
-        .map_err(|_| SnapshotError::Format("the root's customer is not 32 bytes".into()))?;
-    let suppliers = root.root.suppliers as usize;
-    let code =
-        Code::new(root.scheme, suppliers).map_err(|e| SnapshotError::Format(e.to_string()))?;
-    let packs = PackSet::from_ranges(&root.root.pack_ranges, u64::MAX)
-        .ok_or_else(|| SnapshotError::Format("the root's pack ranges overflow".into()))?;
+    let (customer, code, packs) = root_parts(root)?;
     let mut health = crate::restore::HealthOf::default();
     let mut report = PackVerifyReport {
         packs: Vec::new(),
         rejected_fragments: Vec::new(),
     };
     for pack in packs.iter() {
-        let opener =
-            BlockOpener::new(customer, root.backup_id, 0, pack).expect_code(root.scheme, suppliers);
-        let opener = collect_into(source, opener, &code, pack, std::iter::empty(), true)?;
+        let opener = collect_pack(source, root, &code, customer, pack, true)?;
         crate::restore::note_rejections(&mut report.rejected_fragments, opener.rejections());
         report.packs.push(health.of(&code, pack, &opener));
     }
