@@ -179,27 +179,15 @@ impl Manifest {
                 bytes.len()
             )));
         }
-        if bytes.len() < 5 || bytes[..4] != MANIFEST_MAGIC || bytes[4] != MANIFEST_VERSION {
-            return Err(ManifestError::BadMagic);
-        }
         let malformed = |s: String| ManifestError::Malformed(s);
-        let signed = pb::Signed::decode(&bytes[5..]).map_err(|e| malformed(e.to_string()))?;
-        let p =
-            pb::Manifest::decode(signed.body.as_slice()).map_err(|e| malformed(e.to_string()))?;
-        let customer = NodeId::try_from(p.customer.as_slice())
-            .map_err(|_| malformed("customer is not 32 bytes".into()))?;
-        if customer != *expected {
-            return Err(ManifestError::WrongCustomer {
-                expected: *expected,
-                found: customer,
-            });
-        }
-        let sig: [u8; 64] = signed
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| malformed("signature is not 64 bytes".into()))?;
-        customer.verify(MANIFEST_CONTEXT, &signed.body, &sig)?;
+        let p: pb::Manifest = verify_signed(
+            bytes,
+            MANIFEST_VERSION,
+            MANIFEST_CONTEXT,
+            expected,
+            |m: &pb::Manifest| &m.customer,
+        )?;
+        let customer = *expected;
         let scheme = scheme_from_proto(p.scheme)
             .ok_or_else(|| malformed(format!("unknown scheme {}", p.scheme)))?;
         bitdust_ecc::Code::new(scheme, p.suppliers as usize)
@@ -235,6 +223,45 @@ impl Manifest {
             block_headers,
         })
     }
+}
+
+/// Checks the magic and `version` of a signed file, decodes its body as an
+/// `M`, and verifies that the customer it names (`customer_of`) is
+/// `expected` and signed it under `context`.
+pub(crate) fn verify_signed<M: Message + Default>(
+    bytes: &[u8],
+    version: u8,
+    context: &[u8],
+    expected: &NodeId,
+    customer_of: impl FnOnce(&M) -> &Vec<u8>,
+) -> Result<M, ManifestError> {
+    let malformed = |s: String| ManifestError::Malformed(s);
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(malformed(format!(
+            "{} bytes, over the {MAX_MANIFEST_BYTES} allowed",
+            bytes.len()
+        )));
+    }
+    if bytes.len() < 5 || bytes[..4] != MANIFEST_MAGIC || bytes[4] != version {
+        return Err(ManifestError::BadMagic);
+    }
+    let signed = pb::Signed::decode(&bytes[5..]).map_err(|e| malformed(e.to_string()))?;
+    let body = M::decode(signed.body.as_slice()).map_err(|e| malformed(e.to_string()))?;
+    let customer = NodeId::try_from(customer_of(&body).as_slice())
+        .map_err(|_| malformed("customer is not 32 bytes".into()))?;
+    if customer != *expected {
+        return Err(ManifestError::WrongCustomer {
+            expected: *expected,
+            found: customer,
+        });
+    }
+    let sig: [u8; 64] = signed
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| malformed("signature is not 64 bytes".into()))?;
+    customer.verify(context, &signed.body, &sig)?;
+    Ok(body)
 }
 
 /// The manifest file of `body`: magic, version, and the body with its

@@ -11,7 +11,7 @@ use prost::Message;
 pub use pb::SnapshotRoot;
 
 use crate::header::{scheme_from_proto, scheme_to_proto};
-use crate::{BackupId, MAX_MANIFEST_BYTES, ManifestError};
+use crate::{BackupId, ManifestError};
 
 const ROOT_MAGIC: [u8; 4] = *b"BDMF";
 /// The manifest format version of snapshot roots.
@@ -49,29 +49,13 @@ pub fn verify_root(
     snapshot: u64,
 ) -> Result<Root, ManifestError> {
     let malformed = |s: String| ManifestError::Malformed(s);
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(malformed(format!("{} bytes", bytes.len())));
-    }
-    if bytes.len() < 5 || bytes[..4] != ROOT_MAGIC || bytes[4] != ROOT_VERSION {
-        return Err(ManifestError::BadMagic);
-    }
-    let signed = pb::Signed::decode(&bytes[5..]).map_err(|e| malformed(e.to_string()))?;
-    let root =
-        SnapshotRoot::decode(signed.body.as_slice()).map_err(|e| malformed(e.to_string()))?;
-    let customer = NodeId::try_from(root.customer.as_slice())
-        .map_err(|_| malformed("customer is not 32 bytes".into()))?;
-    if customer != *expected {
-        return Err(ManifestError::WrongCustomer {
-            expected: *expected,
-            found: customer,
-        });
-    }
-    let sig: [u8; 64] = signed
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| malformed("signature is not 64 bytes".into()))?;
-    customer.verify(ROOT_CONTEXT, &signed.body, &sig)?;
+    let root: SnapshotRoot = crate::manifest::verify_signed(
+        bytes,
+        ROOT_VERSION,
+        ROOT_CONTEXT,
+        expected,
+        |r: &SnapshotRoot| &r.customer,
+    )?;
     let backup_id =
         BackupId::try_from(root.backup_id.as_slice()).map_err(|e| malformed(e.to_string()))?;
     if backup_id != backup || root.snapshot != snapshot {
@@ -84,7 +68,7 @@ pub fn verify_root(
         .ok_or_else(|| malformed(format!("unknown scheme {}", root.scheme)))?;
     bitdust_ecc::Code::new(scheme, root.suppliers as usize)
         .map_err(|e| malformed(e.to_string()))?;
-    if root.pack_ranges.len() % 2 != 0 {
+    if !root.pack_ranges.len().is_multiple_of(2) {
         return Err(malformed("an odd number of pack range bounds".into()));
     }
     Ok(Root {
