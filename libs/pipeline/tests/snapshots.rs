@@ -193,6 +193,7 @@ fn snapshots_dedup_unchanged_and_changed_trees_and_every_one_restores_bit_exact(
     let f = Fixture::new();
     let s1 = f.snapshot(1);
     let st = &s1.stats;
+    eprintln!("first: {st:?}");
     assert_eq!(st.files_new, st.files, "{st:?}");
     assert!(st.added_plain >= 15 << 20, "{st:?}");
     let want1 = tree(&f.src);
@@ -202,6 +203,7 @@ fn snapshots_dedup_unchanged_and_changed_trees_and_every_one_restores_bit_exact(
     // Unchanged: nothing read, no data chunk added, the same metadata.
     let s2 = f.snapshot(2);
     let st = &s2.stats;
+    eprintln!("unchanged: {st:?}");
     assert_eq!(st.files_unchanged, st.files, "{st:?}");
     assert_eq!(
         (st.bytes_read, st.chunks_added, st.packs_added),
@@ -224,6 +226,7 @@ fn snapshots_dedup_unchanged_and_changed_trees_and_every_one_restores_bit_exact(
     write(&f.src.join("many/f008/inside"), b"now a directory");
     let s3 = f.snapshot(3);
     let st = &s3.stats;
+    eprintln!("changed: {st:?}");
     assert_eq!(st.files_changed, 2, "{st:?}");
     assert_eq!(st.files_new, 2, "{st:?}");
     // Only the chunks around the changes are new: well under the 15 MiB
@@ -246,6 +249,9 @@ fn snapshots_dedup_unchanged_and_changed_trees_and_every_one_restores_bit_exact(
     );
     assert!(!restored(&ts, &f.src).join("big.bin").exists());
     let (_, fetched_all) = f.restore(3, &[], "all-again");
+    eprintln!(
+        "one file fetched {fetched_small} bytes of fragments, the whole snapshot {fetched_all}"
+    );
     assert!(
         fetched_small * 3 < fetched_all,
         "{fetched_small} of {fetched_all} bytes"
