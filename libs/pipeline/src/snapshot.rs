@@ -1162,3 +1162,78 @@ pub fn verify_packs(
     }
     Ok(report)
 }
+
+/// Orders paths as snapshots list them: component by component (a
+/// directory's whole subtree before its next sibling), each component by
+/// its bytes.
+pub fn cmp_paths(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.split(|c| *c == b'/').cmp(b.split(|c| *c == b'/'))
+}
+
+/// One difference between two snapshots.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Only in the newer one.
+    Added(pb::Node),
+    /// Only in the older one.
+    Removed(pb::Node),
+    /// In both, with another kind, content, mode, mtime or target.
+    Modified {
+        /// As it was.
+        before: pb::Node,
+        /// As it is.
+        after: pb::Node,
+    },
+}
+
+/// Walks the entries of two snapshots side by side (one entry of each in
+/// memory at a time) and hands every difference to `each`, in path order.
+/// Returns how many entries are the same in both.
+pub fn diff(
+    older: (&mut NodeStream, &mut PackReader<'_>),
+    newer: (&mut NodeStream, &mut PackReader<'_>),
+    mut each: impl FnMut(Change),
+) -> Result<u64, SnapshotError> {
+    let (oa, pa) = older;
+    let (ob, pbk) = newer;
+    let mut a = oa.next(pa)?;
+    let mut b = ob.next(pbk)?;
+    let mut same = 0;
+    loop {
+        match (a.take(), b.take()) {
+            (None, None) => return Ok(same),
+            (Some(x), None) => {
+                each(Change::Removed(x));
+                a = oa.next(pa)?;
+            }
+            (None, Some(y)) => {
+                each(Change::Added(y));
+                b = ob.next(pbk)?;
+            }
+            (Some(x), Some(y)) => match cmp_paths(&x.path, &y.path) {
+                std::cmp::Ordering::Less => {
+                    each(Change::Removed(x));
+                    a = oa.next(pa)?;
+                    b = Some(y);
+                }
+                std::cmp::Ordering::Greater => {
+                    each(Change::Added(y));
+                    a = Some(x);
+                    b = ob.next(pbk)?;
+                }
+                std::cmp::Ordering::Equal => {
+                    if x == y {
+                        same += 1;
+                    } else {
+                        each(Change::Modified {
+                            before: x,
+                            after: y,
+                        });
+                    }
+                    a = oa.next(pa)?;
+                    b = ob.next(pbk)?;
+                }
+            },
+        }
+    }
+}

@@ -562,3 +562,67 @@ fn verifying_a_snapshot_reads_every_pack_and_tells_the_margin_left() {
         hurt.rejected_fragments
     );
 }
+
+#[test]
+fn diff_walks_two_snapshots_and_names_what_changed() {
+    use bitdust_pipeline::snapshot::{Change, NodeStream, cmp_paths, diff};
+    assert_eq!(
+        cmp_paths(b"a/b", b"a.txt"),
+        std::cmp::Ordering::Less,
+        "a directory's subtree comes before its next sibling"
+    );
+    let f = Fixture::new();
+    f.snapshot(1);
+    write(&f.src.join("docs/new.txt"), b"a new file");
+    std::fs::remove_file(f.src.join("many/f007")).unwrap();
+    std::fs::remove_file(f.src.join("many/f008")).unwrap();
+    write(&f.src.join("many/f008/inside"), b"now a directory");
+    write(&f.src.join("docs/small.txt"), b"hello again\n");
+    f.snapshot(2);
+    let open = |n: u64| {
+        let bytes = std::fs::read(
+            f.root
+                .join("positions/0")
+                .join(f.backup.to_string())
+                .join(n.to_string())
+                .join("manifest"),
+        )
+        .unwrap();
+        verify_root(&bytes, &f.identity.node_id(), f.backup, n).unwrap()
+    };
+    let (r1, r2) = (open(1), open(2));
+    let (mut s1, mut s2) = (f.store.source(f.backup, 0), f.store.source(f.backup, 0));
+    let key = || BackupKey::parse(&f.key.to_secret_string()).unwrap();
+    let keys = || DedupKeys::derive(&f.identity, &f.backup.0);
+    let mut p1 = PackReader::new(&mut s1, &r1, keys(), key()).unwrap();
+    let mut p2 = PackReader::new(&mut s2, &r2, keys(), key()).unwrap();
+    let mut n1 = NodeStream::new(p1.meta_chunks().unwrap());
+    let mut n2 = NodeStream::new(p2.meta_chunks().unwrap());
+    let mut seen = Vec::new();
+    let same = diff((&mut n1, &mut p1), (&mut n2, &mut p2), |c| {
+        let tail = |n: &bitdust_proto::format::v1::Node| {
+            let p = String::from_utf8_lossy(&n.path).into_owned();
+            p.rsplit_once("/src/").unwrap().1.to_owned()
+        };
+        seen.push(match c {
+            Change::Added(n) => format!("+ {}", tail(&n)),
+            Change::Removed(n) => format!("- {}", tail(&n)),
+            Change::Modified { after, .. } => format!("M {}", tail(&after)),
+        });
+    })
+    .unwrap();
+    // The parents whose mtime moved are modified too.
+    assert_eq!(
+        seen,
+        [
+            "M docs",
+            "+ docs/new.txt",
+            "M docs/small.txt",
+            "M many",
+            "- many/f007",
+            "M many/f008",
+            "+ many/f008/inside",
+        ]
+    );
+    assert!(same > 40, "{same}");
+}
