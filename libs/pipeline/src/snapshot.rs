@@ -183,6 +183,8 @@ pub struct SnapshotWriter<'a> {
     cache_batch: Vec<(Vec<u8>, CachedFile)>,
     started: Time,
     paths: Vec<Vec<u8>>,
+    /// Files that changed while being read.
+    warnings: Vec<String>,
 }
 
 /// Files-cache records written per transaction.
@@ -251,6 +253,7 @@ impl<'a> SnapshotWriter<'a> {
             cache_batch: Vec::new(),
             started,
             paths,
+            warnings: Vec::new(),
         })
     }
 
@@ -292,11 +295,11 @@ impl<'a> SnapshotWriter<'a> {
             }
             EntryKind::File => {
                 node.kind = pb::NodeKind::File as i32;
-                node.size = e.size;
-                let chunks = self.file_chunks(e, source)?;
+                let (chunks, size) = self.file_chunks(e, source)?;
+                node.size = size;
                 node.chunks = chunks.iter().map(|c| c.0.to_vec()).collect();
                 self.stats.files += 1;
-                self.stats.content_bytes += e.size;
+                self.stats.content_bytes += size;
             }
         }
         let len = node.encoded_len();
@@ -309,13 +312,16 @@ impl<'a> SnapshotWriter<'a> {
         Ok(())
     }
 
-    /// The chunk ids of file `e`: from the files cache when it vouches for
-    /// the file and every chunk is still stored, else by reading it.
+    /// The chunk ids and length of file `e`: from the files cache when it
+    /// vouches for the file and every chunk is still stored, else by
+    /// reading at most the `lstat` size (what was read is what is stored: a
+    /// file that shrank while being read is stored as read, named in the
+    /// warnings, and not vouched for next time).
     fn file_chunks(
         &mut self,
         e: &Entry,
         source: &mut dyn EntrySource,
-    ) -> Result<Vec<ChunkId>, SnapshotError> {
+    ) -> Result<(Vec<ChunkId>, u64), SnapshotError> {
         let fresh = CachedFile {
             size: e.size,
             mtime: e.mtime,
@@ -350,7 +356,7 @@ impl<'a> SnapshotWriter<'a> {
                 let mut seen = c.clone();
                 seen.seen = self.snapshot;
                 self.cache(e, seen)?;
-                return Ok(c.chunks.clone());
+                return Ok((c.chunks.clone(), e.size));
             }
         }
         if cached.is_some() {
@@ -363,8 +369,9 @@ impl<'a> SnapshotWriter<'a> {
             path: path.clone(),
             source,
         };
-        let mut reader = source.content().map_err(read_err)?;
+        let mut reader = source.content().map_err(read_err)?.take(e.size);
         let mut ids = Vec::new();
+        let mut read = 0u64;
         self.chunker.reset();
         // The chunk is copied out of the chunker's buffer so the writer can
         // be borrowed again to store it.
@@ -375,18 +382,24 @@ impl<'a> SnapshotWriter<'a> {
             .map(<[u8]>::to_vec)
         {
             self.stats.bytes_read += chunk.len() as u64;
+            read += chunk.len() as u64;
             let (id, _) = self.store(PackKind::Data, &chunk)?;
             ids.push(id);
         }
         drop(reader);
-        // A file changed within a second of the scan's start may change
-        // again unseen in the same second: not vouched for next time.
-        if e.mtime.secs < self.started.secs - 1 {
+        if read != e.size {
+            self.warnings.push(format!(
+                "{path}: changed while being read ({read} of the {} bytes it had); stored as read",
+                e.size
+            ));
+        } else if e.mtime.secs < self.started.secs - 1 {
+            // A file changed within a second of the scan's start may change
+            // again unseen in the same second: not vouched for next time.
             let mut f = fresh;
             f.chunks = ids.clone();
             self.cache(e, f)?;
         }
-        Ok(ids)
+        Ok((ids, read))
     }
 
     fn cache(&mut self, e: &Entry, f: CachedFile) -> Result<(), SnapshotError> {
@@ -545,8 +558,9 @@ impl<'a> SnapshotWriter<'a> {
     pub fn finish(
         mut self,
         snapshot_sink: &mut dyn FragmentSink,
-        skipped: Vec<String>,
+        mut skipped: Vec<String>,
     ) -> Result<SnapshotReport, SnapshotError> {
+        skipped.append(&mut self.warnings);
         while !self.meta_buf.is_empty() {
             self.cut_meta()?;
         }

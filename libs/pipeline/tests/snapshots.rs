@@ -626,3 +626,71 @@ fn diff_walks_two_snapshots_and_names_what_changed() {
     );
     assert!(same > 40, "{same}");
 }
+
+/// Walks like `LocalWalk`, but says `docs/small.txt` is 100 bytes longer
+/// than it is: the file shrank between `lstat` and the read.
+struct Shrinking(LocalWalk);
+
+impl bitdust_pipeline::snapshot::EntrySource for Shrinking {
+    fn next_entry(&mut self) -> std::io::Result<Option<bitdust_pipeline::snapshot::Entry>> {
+        let mut e = self.0.next_entry()?;
+        if let Some(e) = &mut e
+            && e.path.ends_with(b"docs/small.txt")
+        {
+            e.size += 100;
+        }
+        Ok(e)
+    }
+
+    fn content(&mut self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        self.0.content()
+    }
+
+    fn take_skipped(&mut self) -> Vec<String> {
+        self.0.take_skipped()
+    }
+}
+
+#[test]
+fn a_file_that_shrinks_while_read_is_stored_as_read_and_named() {
+    let f = Fixture::new();
+    let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+    let mut packs = f.store.sink(f.backup, 0, &code);
+    let mut roots = f.store.sink(f.backup, 1, &code);
+    let now = FileTime::now();
+    let writer = SnapshotWriter::new(
+        &f.repo,
+        f.identity.clone(),
+        f.backup,
+        1,
+        0,
+        vec![f.src.as_os_str().as_bytes().to_vec()],
+        &f.material,
+        Fixture::opts(),
+        &mut packs,
+        Time {
+            secs: now.unix_seconds(),
+            nanos: now.nanoseconds(),
+        },
+    )
+    .unwrap();
+    let r = writer
+        .write_all(
+            &mut Shrinking(LocalWalk::new(vec![f.src.clone()])),
+            &mut roots,
+        )
+        .unwrap();
+    assert!(
+        r.skipped
+            .iter()
+            .any(|w| w.contains("small.txt: changed while being read (16 of the 116 bytes")),
+        "{:?}",
+        r.skipped
+    );
+    // It restores as it was read, and the next run reads it again.
+    let (t, _) = f.restore(1, &[], "r1");
+    assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+    let s2 = f.snapshot(2);
+    assert_eq!(s2.stats.files_changed, 0, "{:?}", s2.stats);
+    assert_eq!(s2.stats.files_new, 1, "{:?}", s2.stats);
+}
