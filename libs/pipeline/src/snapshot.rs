@@ -572,6 +572,13 @@ impl<'a> SnapshotWriter<'a> {
                 self.degraded.push(p);
             }
         }
+        // No root names packs the code cannot decode.
+        if !decodable(&self.code, &self.degraded) {
+            return Err(SnapshotError::Sink(format!(
+                "positions {:?} failed to make their fragments durable, more than the code tolerates",
+                self.degraded
+            )));
+        }
         let customer = self.identity.node_id();
         let meta = pb::MetaChunks {
             chunks: std::mem::take(&mut self.meta_refs),
