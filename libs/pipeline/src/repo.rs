@@ -100,11 +100,14 @@ pub struct PackRecord {
     pub time: u64,
     /// Positions (bits) its objects are still to be deleted from.
     pub pending: u64,
+    /// Positions (bits) that did not take its fragments when it was
+    /// stored: the rebuilder's work.
+    pub missing: u64,
 }
 
 impl PackRecord {
-    fn encode(&self) -> [u8; 38] {
-        let mut v = [0u8; 38];
+    fn encode(&self) -> [u8; 46] {
+        let mut v = [0u8; 46];
         v[0] = match self.kind {
             PackKind::Data => 0,
             PackKind::Meta => 1,
@@ -118,12 +121,13 @@ impl PackRecord {
         v[14..22].copy_from_slice(&self.body_len.to_le_bytes());
         v[22..30].copy_from_slice(&self.time.to_le_bytes());
         v[30..38].copy_from_slice(&self.pending.to_le_bytes());
+        v[38..46].copy_from_slice(&self.missing.to_le_bytes());
         v
     }
 
     fn decode(v: &[u8]) -> Result<PackRecord, RepoError> {
         let bad = || RepoError(format!("a pack record of {} bytes", v.len()));
-        if v.len() != 38 {
+        if v.len() != 46 {
             return Err(bad());
         }
         let u64_at = |i: usize| {
@@ -147,6 +151,7 @@ impl PackRecord {
             body_len: u64_at(14),
             time: u64_at(22),
             pending: u64_at(30),
+            missing: u64_at(38),
         })
     }
 }
@@ -642,6 +647,20 @@ impl Repo {
         })
     }
 
+    /// Records that the fragments of pack `pack` of `backup` at the
+    /// positions `repaired` (bits) were rebuilt.
+    pub fn repaired(&self, backup: BackupId, pack: u64, repaired: u64) -> Result<(), RepoError> {
+        let mut w = self.env.write_txn()?;
+        let key = pack_key(backup, pack);
+        if let Some(v) = self.packs.get(&w, &key)? {
+            let mut rec = PackRecord::decode(v)?;
+            rec.missing &= !repaired;
+            self.packs.put(&mut w, &key, &rec.encode())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
     /// Records that pack `pack` of `backup` is deleted at the positions
     /// `done` (bits); a pack deleted everywhere is forgotten.
     pub fn settle(&self, backup: BackupId, pack: u64, done: u64) -> Result<(), RepoError> {
@@ -721,6 +740,7 @@ mod tests {
             body_len: 400,
             time: 7,
             pending: 0,
+            missing: 0,
         };
         let e = |c: u8, offset: u32| PackEntry {
             id: id(c),
@@ -812,6 +832,7 @@ mod tests {
             body_len: 100,
             time,
             pending: 0,
+            missing: 0,
         };
         let e = |c: u8| PackEntry {
             id: id(c),

@@ -496,7 +496,11 @@ impl<'a> SnapshotWriter<'a> {
             .seal_pack(number, &open.writer, &self.keys, &mut self.sealed)
             .map_err(|e| SnapshotError::Format(e.to_string()))?;
         let failed = self.packs_sink.put_block(&self.sealed)?;
+        let mut missing = 0u64;
         for p in failed {
+            if p < 64 {
+                missing |= 1 << p;
+            }
             if !self.degraded.contains(&p) {
                 self.degraded.push(p);
             }
@@ -525,6 +529,7 @@ impl<'a> SnapshotWriter<'a> {
             body_len,
             time: self.started.secs.max(0) as u64,
             pending: 0,
+            missing,
         };
         self.repo
             .record_pack(self.backup, number, &rec, open.writer.entries())?;
@@ -1126,6 +1131,8 @@ pub fn rebuild_index(
             body_len: body.len() as u64,
             time: root.root.created_unix.max(0) as u64,
             pending: 0,
+            // What is missing now is for a verify to find.
+            missing: 0,
         };
         repo.record_pack(root.backup_id, pack, &rec, &list.entries)?;
         indexed += 1;

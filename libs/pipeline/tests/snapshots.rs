@@ -694,3 +694,71 @@ fn a_file_that_shrinks_while_read_is_stored_as_read_and_named() {
     assert_eq!(s2.stats.files_changed, 0, "{:?}", s2.stats);
     assert_eq!(s2.stats.files_new, 1, "{:?}", s2.stats);
 }
+
+/// A sink whose position `down` takes nothing.
+struct OneDown<S> {
+    inner: S,
+    down: usize,
+}
+
+impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for OneDown<S> {
+    fn put_block(
+        &mut self,
+        block: &bitdust_block::SealedBlock,
+    ) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        let mut failed = self.inner.put_block(block)?;
+        failed.push(self.down);
+        Ok(failed)
+    }
+
+    fn sync(&mut self) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        self.inner.sync()
+    }
+
+    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        self.inner.commit(manifest)
+    }
+}
+
+#[test]
+fn packs_stored_without_a_position_remember_it_for_the_rebuilder() {
+    let f = Fixture::new();
+    let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+    let mut packs = OneDown {
+        inner: f.store.sink(f.backup, 0, &code),
+        down: 5,
+    };
+    let mut roots = f.store.sink(f.backup, 1, &code);
+    let now = FileTime::now();
+    let r = SnapshotWriter::new(
+        &f.repo,
+        f.identity.clone(),
+        f.backup,
+        1,
+        0,
+        vec![f.src.as_os_str().as_bytes().to_vec()],
+        &f.material,
+        Fixture::opts(),
+        &mut packs,
+        Time {
+            secs: now.unix_seconds(),
+            nanos: now.nanoseconds(),
+        },
+    )
+    .unwrap()
+    .write_all(&mut LocalWalk::new(vec![f.src.clone()]), &mut roots)
+    .unwrap();
+    assert_eq!(r.degraded_positions, [5]);
+    let mut missing = Vec::new();
+    f.repo
+        .for_each_pack(f.backup, |n, rec| {
+            missing.push((n, rec.missing));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(missing.len() as u64, r.packs.len());
+    assert!(missing.iter().all(|(_, m)| *m == 1 << 5), "{missing:?}");
+    let first = missing[0].0;
+    f.repo.repaired(f.backup, first, 1 << 5).unwrap();
+    assert_eq!(f.repo.pack(f.backup, first).unwrap().unwrap().missing, 0);
+}
