@@ -171,13 +171,15 @@ pub struct SnapshotWriter<'a> {
     meta: OpenPack,
     /// Chunks in the open packs (not in the index yet).
     pending: HashMap<ChunkId, ChunkLoc>,
-    chunker: Chunker,
+    /// Taken out while a file is read (its chunks are lent from it).
+    chunker: Option<Chunker>,
     meta_chunker: Chunker,
     meta_buf: Vec<u8>,
     meta_refs: Vec<pb::ChunkRef>,
     referenced: PackSet,
     sealed: SealedBlock,
     zstd: zstd::bulk::Compressor<'static>,
+    zbuf: Vec<u8>,
     stats: pb::SnapshotStats,
     degraded: Vec<usize>,
     cache_batch: Vec<(Vec<u8>, CachedFile)>,
@@ -241,13 +243,14 @@ impl<'a> SnapshotWriter<'a> {
                 number: None,
             },
             pending: HashMap::new(),
-            chunker: Chunker::new(FILE_CHUNKS, seed),
+            chunker: Some(Chunker::new(FILE_CHUNKS, seed)),
             meta_chunker: Chunker::new(META_CHUNKS, seed),
             meta_buf: Vec::new(),
             meta_refs: Vec::new(),
             referenced: PackSet::default(),
             sealed: SealedBlock::default(),
             zstd,
+            zbuf: Vec::new(),
             stats: pb::SnapshotStats::default(),
             degraded: Vec::new(),
             cache_batch: Vec::new(),
@@ -372,20 +375,24 @@ impl<'a> SnapshotWriter<'a> {
         let mut reader = source.content().map_err(read_err)?.take(e.size);
         let mut ids = Vec::new();
         let mut read = 0u64;
-        self.chunker.reset();
-        // The chunk is copied out of the chunker's buffer so the writer can
-        // be borrowed again to store it.
-        while let Some(chunk) = self
+        // The chunker is taken out while the file is read, so its chunks
+        // are stored straight from its buffer, never copied.
+        let mut chunker = self
             .chunker
-            .next_chunk(&mut reader)
-            .map_err(read_err)?
-            .map(<[u8]>::to_vec)
-        {
-            self.stats.bytes_read += chunk.len() as u64;
-            read += chunk.len() as u64;
-            let (id, _) = self.store(PackKind::Data, &chunk)?;
-            ids.push(id);
-        }
+            .take()
+            .ok_or_else(|| SnapshotError::Format("the chunker is in use".into()))?;
+        chunker.reset();
+        let result = (|| {
+            while let Some(chunk) = chunker.next_chunk(&mut reader).map_err(read_err)? {
+                self.stats.bytes_read += chunk.len() as u64;
+                read += chunk.len() as u64;
+                let (id, _) = self.store(PackKind::Data, chunk)?;
+                ids.push(id);
+            }
+            Ok::<(), SnapshotError>(())
+        })();
+        self.chunker = Some(chunker);
+        result?;
         drop(reader);
         if read != e.size {
             self.warnings.push(format!(
@@ -449,10 +456,26 @@ impl<'a> SnapshotWriter<'a> {
             self.referenced.insert(loc.pack);
             return Ok((id, loc));
         }
-        let stored = self
-            .zstd
-            .compress(plain)
+        // Compressed into one buffer kept for the whole run.
+        self.zbuf.clear();
+        self.zbuf
+            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        self.zstd
+            .compress_to_buffer(plain, &mut self.zbuf)
             .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?;
+        // A pack is closed before a chunk would take it past the pack size
+        // (a chunk alone may fill one), so no pack is more than the pack
+        // size or one chunk.
+        let open = match kind {
+            PackKind::Data => &self.data,
+            PackKind::Meta => &self.meta,
+        };
+        if !open.writer.is_empty()
+            && (open.writer.data_len() + self.zbuf.len() > self.opts.pack_size
+                || open.writer.is_full())
+        {
+            self.seal(kind)?;
+        }
         let open = match kind {
             PackKind::Data => &mut self.data,
             PackKind::Meta => &mut self.meta,
@@ -468,18 +491,14 @@ impl<'a> SnapshotWriter<'a> {
         let loc = ChunkLoc {
             pack: number,
             offset: open.writer.data_len() as u32,
-            stored_len: stored.len() as u32,
+            stored_len: self.zbuf.len() as u32,
             plain_len: plain.len() as u32,
         };
-        open.writer.push(id, &stored, plain.len() as u32);
-        let full = open.writer.data_len() >= self.opts.pack_size || open.writer.is_full();
+        open.writer.push(id, &self.zbuf, plain.len() as u32);
         self.pending.insert(id, loc);
         self.referenced.insert(number);
         self.stats.chunks_added += 1;
         self.stats.added_plain += plain.len() as u64;
-        if full {
-            self.seal(kind)?;
-        }
         Ok((id, loc))
     }
 
