@@ -1,6 +1,6 @@
 //! A snapshot's memory does not grow with what it backs up: the peak of the
 //! heap (a counting allocator) while snapshotting a 64 MiB file and 1,000
-//! small files is compared with its peak for a 1 GiB file and 20,000 small
+//! small files is compared with its peak for a 512 MiB file and 20,000 small
 //! files. A memory bound, not a timing. In its own test binary, so no other
 //! test's allocations count.
 #![allow(clippy::unwrap_used)]
@@ -162,18 +162,18 @@ fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) {
 }
 
 #[test]
-#[ignore = "slow: writes 2.5 GiB of fragments; run with --include-ignored (CI does)"]
+#[ignore = "slow: writes 1.2 GB of fragments; run with --include-ignored (CI does)"]
 fn snapshot_memory_does_not_grow_with_input_size() {
     let tmp = tempfile::tempdir().unwrap();
-    // The second run backs up 16x the data and 20x the files of the first.
+    // The second run backs up 8x the data and 20x the files of the first.
     // Both reach the writer's working set (open packs, a sealed pack's
     // fragments, the chunker's and the compressor's buffers, about 30 MiB);
     // what may differ is bounded by a pack's worth of chunks (LMDB's dirty
     // pages while a pack of small chunks is indexed), never by the input.
     let small = peak_heap(|| snapshot(&tmp.path().join("a"), 64 << 20, 1_000, 1));
-    let big = peak_heap(|| snapshot(&tmp.path().join("b"), 1 << 30, 20_000, 2));
+    let big = peak_heap(|| snapshot(&tmp.path().join("b"), 512 << 20, 20_000, 2));
     eprintln!(
-        "peak heap: {} MiB for 64 MiB + 1,000 files, {} MiB for 1 GiB + 20,000 files",
+        "peak heap: {} MiB for 64 MiB + 1,000 files, {} MiB for 512 MiB + 20,000 files",
         small >> 20,
         big >> 20
     );
