@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, offline: back a sample tree up to 7 local "supplier"
-# directories, lose 3 of them (the 7-supplier ECC map's tolerance), verify,
-# restore, and check the restore is bit-exact.
+# directories (twice: the second snapshot stores nothing new), lose 3 of
+# them (the 7-supplier ECC map's tolerance), verify, restore, and check the
+# restore is bit-exact.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,9 @@ ln -s README.md "$src/link-to-readme"
 printf 'latin-1 name\n' > "$src/$(printf 'caf\xe9.txt')"
 
 say bitdustctl local backup "$src" --to "$work/suppliers" --suppliers 7 --block-size 256K
+"$ctl" local backup "$src" --to "$work/suppliers" --suppliers 7 --block-size 256K
+
+say "bitdustctl local backup $src --to $work/suppliers --suppliers 7 --block-size 256K   # again: nothing new"
 "$ctl" local backup "$src" --to "$work/suppliers" --suppliers 7 --block-size 256K
 
 say ls "$work/suppliers"

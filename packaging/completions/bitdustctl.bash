@@ -708,7 +708,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__backup)
-            opts="-q -h --to --suppliers --scheme --zstd-level --block-size --max-block-size --keys --json --quiet --run-dir --help"
+            opts="-q -h --to --suppliers --scheme --zstd-level --block-size --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -731,10 +731,6 @@ _bitdustctl() {
                     return 0
                     ;;
                 --block-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --max-block-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -856,13 +852,17 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__restore)
-            opts="-q -h --to --keys --json --quiet --run-dir --help"
+            opts="-q -h --to --include --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --include)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -107,7 +107,7 @@ fn backup_verify_restore_with_json_and_quiet() {
     assert_eq!(j["version"], 2);
     assert_same_tree(&src, &restored_path(&restored, &src));
 
-    // One more position lost: verify and restore fail with status 1 and say which blocks.
+    // One more position lost: verify and restore fail with status 1 and say which packs.
     fs::remove_dir_all(store.join("12")).unwrap();
     let out = ctl(&keys, &["local", "verify", st, &id]);
     assert_eq!(out.status.code(), Some(1));
@@ -124,7 +124,7 @@ fn backup_verify_restore_with_json_and_quiet() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("cannot be recovered") && err.contains("block 0"),
+        err.contains("cannot be recovered") && err.contains("pack "),
         "{err}"
     );
     assert_eq!(

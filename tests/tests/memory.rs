@@ -1,6 +1,7 @@
 //! Memory stays bounded however large the backup is: the peak RSS of
 //! `bitdustctl local backup` (and restore) on a 320 MB tree is compared with
-//! that on a 32 MB tree. A memory bound, not a timing: it cannot flake on a
+//! that on a 64 MB tree (both large enough to fill the restore's few opened
+//! packs). A memory bound, not a timing: it cannot flake on a
 //! slow machine.
 #![allow(clippy::unwrap_used)]
 
@@ -43,12 +44,12 @@ fn peak(args: &[&str], keys: &Path) -> u64 {
 }
 
 #[test]
-#[ignore = "slow: writes 350 MB; run with --include-ignored (CI does)"]
+#[ignore = "slow: writes 400 MB; run with --include-ignored (CI does)"]
 fn peak_rss_does_not_grow_with_input_size() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     let mut results = Vec::new();
-    for mb in [32, 320] {
+    for mb in [64, 320] {
         let src = tmp.path().join(format!("src{mb}"));
         tree(&src, mb);
         let store = tmp.path().join(format!("store{mb}"));
@@ -86,7 +87,7 @@ fn peak_rss_does_not_grow_with_input_size() {
         fs::remove_dir_all(&out).unwrap();
     }
     let ((b_small, r_small), (b_big, r_big)) = (results[0], results[1]);
-    // 10x the input may not cost more than a few MiB of allocator noise.
+    // 5x the input may not cost more than a few MiB of allocator noise.
     assert!(
         b_big < b_small + (16 << 20),
         "backup RSS grew: {b_small} -> {b_big}"

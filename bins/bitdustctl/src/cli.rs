@@ -160,7 +160,9 @@ pub struct KeysArg {
 
 #[derive(Subcommand, Debug)]
 pub enum LocalCommand {
-    /// Back PATH... up into DIR/<position>/ for positions 0..N-1.
+    /// Back PATH... up into DIR/<position>/ for positions 0..N-1: a
+    /// deduplicated snapshot (only new content is stored; DIR/state keeps
+    /// the index and the files cache).
     Backup {
         /// Files or directories to back up.
         #[arg(required = true, value_name = "PATH")]
@@ -178,12 +180,10 @@ pub enum LocalCommand {
         #[arg(long, default_value_t = bitdust_pipeline::DEFAULT_ZSTD_LEVEL, allow_negative_numbers = true,
               value_parser = clap::value_parser!(i32).range(-7..=22))]
         zstd_level: i32,
-        /// Desired block size, e.g. 4M, 512K.
+        /// Pack size: new chunks are packed into blocks of about this
+        /// size, e.g. 4M, 512K.
         #[arg(long, default_value = "4M", value_parser = parse_size)]
         block_size: usize,
-        /// Maximum block size.
-        #[arg(long, default_value = "64M", value_parser = parse_size)]
-        max_block_size: usize,
         #[command(flatten)]
         keys: KeysArg,
     },
@@ -198,10 +198,14 @@ pub enum LocalCommand {
         /// New or empty directory to restore into.
         #[arg(long, value_name = "OUT")]
         to: PathBuf,
+        /// Restore only this path (as backed up, absolute) and what is under
+        /// it; repeatable. Only the packs holding it are read.
+        #[arg(long, value_name = "PATH")]
+        include: Vec<PathBuf>,
         #[command(flatten)]
         keys: KeysArg,
     },
-    /// Check every fragment and report per block how many more positions may be lost.
+    /// Check every fragment and report per pack how many more positions may be lost.
     Verify {
         /// Directory holding the position directories.
         #[arg(value_name = "DIR")]
@@ -212,7 +216,7 @@ pub enum LocalCommand {
         #[command(flatten)]
         keys: KeysArg,
     },
-    /// List the complete backup versions in DIR.
+    /// List the snapshots in DIR (ID@VERSION).
     List {
         /// Directory holding the position directories.
         #[arg(value_name = "DIR")]

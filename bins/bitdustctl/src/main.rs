@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use bitdust_pipeline::Progress;
 use bitdust_pipeline::local;
-use bitdust_pipeline::{BackupOptions, Progress, RestoreOptions};
 use bitdustctl::{Cli, Command, KeyCommand, KeysArg, LocalCommand};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,6 +55,19 @@ fn run_key(cmd: &KeyCommand, json: bool, quiet: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The index and files cache of the local store `dir` (`DIR/state`), held
+/// by this process while it runs.
+fn open_state(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    bitdust_daemon::state::StateLock,
+    bitdust_pipeline::repo::Repo,
+)> {
+    let lock = bitdust_daemon::state::StateLock::take(&dir.join("state"), "bitdustctl")?;
+    let env = lock.open_env("repo", 16 << 30, 4)?;
+    Ok((lock, bitdust_pipeline::repo::Repo::open(env)?))
 }
 
 fn keys_dir(arg: &KeysArg) -> anyhow::Result<PathBuf> {
@@ -216,28 +229,27 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             scheme,
             zstd_level,
             block_size,
-            max_block_size,
             keys,
         } => {
-            let opts = BackupOptions {
+            let opts = bitdust_pipeline::snapshot::SnapshotOptions {
                 scheme: *scheme,
                 suppliers: *suppliers,
                 zstd_level: *zstd_level,
-                block_size: *block_size,
-                max_block_size: *max_block_size,
+                pack_size: *block_size,
             };
             let keys = keys_dir(keys)?;
+            let (_lock, repo) = open_state(to)?;
             let bar = Bar::new(
                 show,
                 if show { local::tree_size(paths) } else { 0 },
                 "backup",
             );
             let start = Instant::now();
-            let r = local::backup_to_dir(&keys, paths, to, &opts, &bar);
+            let r = local::snapshot_to_dir(&keys, paths, to, &repo, &opts, &bar);
             bar.done();
-            let r = r?;
+            let (id, snapshot, r) = r?;
             let secs = start.elapsed().as_secs_f64();
-            let r = report::LocalBackedUp::new(r, to, secs, peak_rss_bytes());
+            let r = report::LocalBackedUp::new(id, snapshot, &opts, r, to, secs, peak_rss_bytes());
             for s in &r.skipped {
                 eprintln!("bitdustctl: warning: skipped {s}");
             }
@@ -252,40 +264,42 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             dir,
             which,
             to,
+            include,
             keys,
         } => {
             let keys = keys_dir(keys)?;
-            let bar = Bar::new(show, 0, "restore");
+            let (_lock, repo) = open_state(dir)?;
+            let include: Vec<Vec<u8>> = include
+                .iter()
+                .map(|p| {
+                    let b = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str());
+                    b.strip_prefix(b"/").unwrap_or(b).to_vec()
+                })
+                .collect();
             let start = Instant::now();
-            let r = local::restore_from_dir(
+            let (root, r) = local::restore_snapshot_from_dir(
                 &keys,
                 dir,
+                &repo,
                 which.unwrap_or_default(),
                 to,
-                &RestoreOptions::default(),
-                &bar,
-            );
-            bar.done();
-            let (m, r) = r?;
+                &include,
+            )?;
             let secs = start.elapsed().as_secs_f64();
-            let r = report::LocalRestored::new(&m, r, to, secs, peak_rss_bytes());
+            let r = report::LocalRestored::new(&root, r, to, secs, peak_rss_bytes());
             report::emit(&r, cli.json, cli.quiet);
-            Ok(if r.skipped.is_empty() {
-                0
-            } else {
-                EXIT_WARNINGS
-            })
+            Ok(0)
         }
         LocalCommand::Verify { dir, which, keys } => {
             let keys = keys_dir(keys)?;
-            let r =
-                report::Verified::from(local::verify_dir(&keys, dir, which.unwrap_or_default())?);
+            let (root, r) = local::verify_snapshot_dir(&keys, dir, which.unwrap_or_default())?;
+            let r = report::Verified::new(&root, r);
             let lost = &r.unrecoverable_blocks;
-            // Even --quiet shows the blocks when some are lost.
+            // Even --quiet shows the packs when some are lost.
             report::emit(&r, cli.json, cli.quiet && lost.is_empty());
             if !lost.is_empty() {
                 eprintln!(
-                    "bitdustctl: {} blocks cannot be recovered (too many positions lost or damaged): {:?}; restore what you can from another copy, and back the data up again",
+                    "bitdustctl: {} packs cannot be recovered (too many positions lost or damaged): {:?}; restore what you can from another copy, and back the data up again",
                     lost.len(),
                     lost
                 );

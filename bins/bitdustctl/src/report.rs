@@ -624,21 +624,26 @@ impl fmt::Display for KeyImported {
     }
 }
 
-/// `bitdustctl local backup`.
+/// `bitdustctl local backup`: one deduplicated snapshot.
 #[derive(Serialize)]
 pub(crate) struct LocalBackedUp {
     backup_id: String,
     version: u64,
     suppliers: usize,
     scheme: String,
-    blocks: u64,
     files: u64,
     directories: u64,
     symlinks: u64,
     content_bytes: u64,
-    archive_bytes: u64,
-    compressed_bytes: u64,
-    stored_bytes: u64,
+    files_new: u64,
+    files_changed: u64,
+    files_unchanged: u64,
+    bytes_read: u64,
+    chunks_added: u64,
+    added_bytes: u64,
+    added_packed_bytes: u64,
+    added_stored_bytes: u64,
+    packs_added: u64,
     pub(crate) skipped: Vec<String>,
     pub(crate) degraded_positions: Vec<usize>,
     seconds: f64,
@@ -648,25 +653,33 @@ pub(crate) struct LocalBackedUp {
 
 impl LocalBackedUp {
     pub(crate) fn new(
-        r: bitdust_pipeline::BackupReport,
+        id: bitdust_block::BackupId,
+        snapshot: u64,
+        opts: &bitdust_pipeline::snapshot::SnapshotOptions,
+        r: bitdust_pipeline::snapshot::SnapshotReport,
         to: &std::path::Path,
         seconds: f64,
         peak_rss_bytes: Option<u64>,
     ) -> Self {
-        let m = &r.manifest;
+        let s = &r.stats;
         LocalBackedUp {
-            backup_id: m.backup_id.to_string(),
-            version: m.version,
-            suppliers: m.suppliers,
-            scheme: m.scheme.to_string(),
-            blocks: m.blocks,
-            files: r.files,
-            directories: r.directories,
-            symlinks: r.symlinks,
-            content_bytes: r.content_bytes,
-            archive_bytes: m.archive_bytes,
-            compressed_bytes: m.compressed_bytes,
-            stored_bytes: m.stored_bytes,
+            backup_id: id.to_string(),
+            version: snapshot,
+            suppliers: opts.suppliers,
+            scheme: opts.scheme.to_string(),
+            files: s.files,
+            directories: s.directories,
+            symlinks: s.symlinks,
+            content_bytes: s.content_bytes,
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unchanged: s.files_unchanged,
+            bytes_read: s.bytes_read,
+            chunks_added: s.chunks_added,
+            added_bytes: s.added_plain,
+            added_packed_bytes: s.added_packed,
+            added_stored_bytes: s.added_stored,
+            packs_added: s.packs_added,
             skipped: r.skipped,
             degraded_positions: r.degraded_positions,
             seconds,
@@ -680,16 +693,22 @@ impl fmt::Display for LocalBackedUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "backup {}@{}: {} files, {} dirs, {} symlinks, {} bytes -> {} compressed -> {} stored in {} blocks over {} positions ({}) in {:.1}s",
+            "backup {}@{}: {} files ({} new, {} changed, {} unchanged), {} dirs, {} symlinks, {} bytes; read {} bytes, added {} bytes in {} chunks -> {} packed -> {} stored in {} packs over {} positions ({}) in {:.1}s",
             self.backup_id,
             self.version,
             self.files,
+            self.files_new,
+            self.files_changed,
+            self.files_unchanged,
             self.directories,
             self.symlinks,
             self.content_bytes,
-            self.compressed_bytes,
-            self.stored_bytes,
-            self.blocks,
+            self.bytes_read,
+            self.added_bytes,
+            self.chunks_added,
+            self.added_packed_bytes,
+            self.added_stored_bytes,
+            self.packs_added,
             self.suppliers,
             self.scheme,
             self.seconds
@@ -711,40 +730,34 @@ pub(crate) struct LocalRestored {
     backup_id: String,
     version: u64,
     to: String,
-    blocks: u64,
-    decoded_blocks: u64,
     files: u64,
     directories: u64,
     symlinks: u64,
     bytes: u64,
-    rejected_fragments: Vec<String>,
-    stale_fragments: u64,
-    pub(crate) skipped: Vec<String>,
+    packs_fetched: u64,
+    fragment_bytes_fetched: u64,
     seconds: f64,
     peak_rss_bytes: Option<u64>,
 }
 
 impl LocalRestored {
     pub(crate) fn new(
-        m: &bitdust_block::Manifest,
-        r: bitdust_pipeline::RestoreReport,
+        root: &bitdust_block::root::Root,
+        r: bitdust_pipeline::snapshot::SnapshotRestoreReport,
         to: &std::path::Path,
         seconds: f64,
         peak_rss_bytes: Option<u64>,
     ) -> Self {
         LocalRestored {
-            backup_id: m.backup_id.to_string(),
-            version: m.version,
+            backup_id: root.backup_id.to_string(),
+            version: root.root.snapshot,
             to: to.display().to_string(),
-            blocks: r.blocks,
-            decoded_blocks: r.decoded_blocks,
             files: r.files,
             directories: r.directories,
             symlinks: r.symlinks,
             bytes: r.bytes,
-            rejected_fragments: r.rejected_fragments,
-            stale_fragments: r.stale_fragments,
-            skipped: r.skipped,
+            packs_fetched: r.packs_fetched,
+            fragment_bytes_fetched: r.bytes_fetched,
             seconds,
             peak_rss_bytes,
         }
@@ -755,7 +768,7 @@ impl fmt::Display for LocalRestored {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "restored {}@{} into {}: {} files, {} dirs, {} symlinks, {} bytes; {} of {} blocks needed the ECC decoder; {} fragments rejected, in {:.1}s",
+            "restored {}@{} into {}: {} files, {} dirs, {} symlinks, {} bytes; read {} packs ({} bytes of fragments) in {:.1}s",
             self.backup_id,
             self.version,
             self.to,
@@ -763,9 +776,8 @@ impl fmt::Display for LocalRestored {
             self.directories,
             self.symlinks,
             self.bytes,
-            self.decoded_blocks,
-            self.blocks,
-            self.rejected_fragments.len(),
+            self.packs_fetched,
+            self.fragment_bytes_fetched,
             self.seconds
         )
     }
@@ -806,17 +818,20 @@ impl Verified {
     }
 }
 
-impl From<bitdust_pipeline::VerifyReport> for Verified {
-    fn from(r: bitdust_pipeline::VerifyReport) -> Self {
+impl Verified {
+    pub(crate) fn new(
+        root: &bitdust_block::root::Root,
+        r: bitdust_pipeline::snapshot::PackVerifyReport,
+    ) -> Self {
         Verified {
-            backup_id: r.manifest.backup_id.to_string(),
-            version: r.manifest.version,
-            suppliers: r.manifest.suppliers,
-            scheme: r.manifest.scheme.to_string(),
+            backup_id: root.backup_id.to_string(),
+            version: root.root.snapshot,
+            suppliers: root.root.suppliers as usize,
+            scheme: root.scheme.to_string(),
             unrecoverable_blocks: r.unrecoverable(),
             min_margin: r.min_margin(),
             blocks: r
-                .blocks
+                .packs
                 .into_iter()
                 .map(|b| Health {
                     block: b.block,
@@ -836,7 +851,7 @@ impl fmt::Display for Verified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "backup {}@{}: {} blocks over {} positions ({})",
+            "backup {}@{}: {} packs over {} positions ({})",
             self.backup_id,
             self.version,
             self.blocks.len(),
@@ -865,9 +880,9 @@ impl fmt::Display for Verified {
                 j += 1;
             }
             let which = if j - i == 1 {
-                format!("block {}", b.block)
+                format!("pack {}", b.block)
             } else {
-                format!("blocks {}-{}", b.block, self.blocks[j - 1].block)
+                format!("packs {}-{}", b.block, self.blocks[j - 1].block)
             };
             let m = match b.margin {
                 Some(m) if b.margin_exact => format!("{m} more positions may be lost"),

@@ -722,6 +722,7 @@ pub fn snapshot_to_dir(
     dir: &Path,
     repo: &crate::repo::Repo,
     opts: &crate::snapshot::SnapshotOptions,
+    progress: &dyn Progress,
 ) -> Result<(BackupId, u64, crate::snapshot::SnapshotReport), LocalError> {
     let Sources {
         abs,
@@ -765,7 +766,8 @@ pub fn snapshot_to_dir(
             secs: now.unix_seconds(),
             nanos: now.nanoseconds(),
         },
-    )?;
+    )?
+    .with_progress(progress);
     let report = writer.write_all(&mut crate::snapshot::LocalWalk::new(abs), &mut roots)?;
     Ok((id, snapshot, report))
 }
@@ -800,6 +802,14 @@ pub fn restore_snapshot_from_dir(
             ))
         })?;
     let mut source = store.source(id, 0);
+    // Packs the index does not know (a copied or lost state) are indexed
+    // from their sealed lists first.
+    crate::snapshot::rebuild_index(
+        repo,
+        &mut source,
+        &root,
+        &bitdust_crypto::DedupKeys::derive(identity, &id.0),
+    )?;
     let dedup = bitdust_crypto::DedupKeys::derive(identity, &id.0);
     let mut packs = crate::snapshot::PackReader::new(&mut source, &root, dedup, key)?;
     let report = crate::restore::staged(target, |stage| {
@@ -807,5 +817,20 @@ pub fn restore_snapshot_from_dir(
             repo, &mut packs, stage, include,
         )?)
     })?;
+    Ok((root, report))
+}
+
+/// `bitdustctl local verify` of a snapshot: every fragment of every pack it
+/// references, and its root. Needs no master secret.
+pub fn verify_snapshot_dir(
+    keys_dir: &Path,
+    dir: &Path,
+    sel: Selector,
+) -> Result<(bitdust_block::root::Root, crate::snapshot::PackVerifyReport), LocalError> {
+    let keys = KeyRing::open(keys_dir)?;
+    let store = LocalStore::new(dir);
+    let (id, snapshot) = store.select(sel)?;
+    let root = open_root(&store, &keys.identity().node_id(), id, snapshot)?;
+    let report = crate::snapshot::verify_packs(&mut store.source(id, 0), &root)?;
     Ok((root, report))
 }

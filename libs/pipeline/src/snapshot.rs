@@ -187,6 +187,8 @@ pub struct SnapshotWriter<'a> {
     paths: Vec<Vec<u8>>,
     /// Files that changed while being read.
     warnings: Vec<String>,
+    /// Told the bytes of content backed up (read, or vouched for).
+    progress: &'a dyn crate::Progress,
 }
 
 /// Files-cache records written per transaction.
@@ -257,7 +259,14 @@ impl<'a> SnapshotWriter<'a> {
             started,
             paths,
             warnings: Vec::new(),
+            progress: &(),
         })
+    }
+
+    /// Reports progress (bytes of content backed up) to `progress`.
+    pub fn with_progress(mut self, progress: &'a dyn crate::Progress) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// Adds every entry of `source`, then finishes: see [`SnapshotWriter::finish`].
@@ -356,6 +365,7 @@ impl<'a> SnapshotWriter<'a> {
                     self.referenced.insert(l.pack);
                 }
                 self.stats.files_unchanged += 1;
+                self.progress.advance(e.size);
                 let mut seen = c.clone();
                 seen.seen = self.snapshot;
                 self.cache(e, seen)?;
@@ -386,6 +396,7 @@ impl<'a> SnapshotWriter<'a> {
             while let Some(chunk) = chunker.next_chunk(&mut reader).map_err(read_err)? {
                 self.stats.bytes_read += chunk.len() as u64;
                 read += chunk.len() as u64;
+                self.progress.advance(chunk.len() as u64);
                 let (id, _) = self.store(PackKind::Data, chunk)?;
                 ids.push(id);
             }
@@ -794,8 +805,9 @@ pub struct PackReader<'a> {
     pub bytes_fetched: u64,
 }
 
-/// Packs kept opened by a [`PackReader`].
-const PACK_CACHE: usize = 8;
+/// Packs kept opened by a [`PackReader`]: chunks shared by files far apart
+/// are fetched again rather than held (a restore reads packs mostly in order).
+const PACK_CACHE: usize = 4;
 
 impl<'a> PackReader<'a> {
     /// Reads the packs of `root`'s backup from `source`; `key` is the
@@ -850,9 +862,7 @@ impl<'a> PackReader<'a> {
                 let present = opener.present().iter().filter(|p| **p).count() as u64;
                 self.bytes_fetched += present * h.fragment_len;
             }
-            let body = opener
-                .open_body()
-                .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+            let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
             let aad = pack::list_aad(&customer, self.root.backup_id, pack);
             let list = pack::read_list(&body, &self.keys, &aad, FILE_CHUNKS.max as u32)
                 .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
@@ -1095,6 +1105,16 @@ fn root_parts(root: &Root) -> Result<(bitdust_crypto::NodeId, Code, PackSet), Sn
     Ok((customer, code, packs))
 }
 
+/// Why pack `pack` did not open, in one sentence.
+fn pack_error(pack: u64, e: bitdust_block::BlockError) -> SnapshotError {
+    SnapshotError::Format(match e {
+        bitdust_block::BlockError::Unrecoverable { source, .. } => {
+            format!("pack {pack} cannot be recovered: {source}")
+        }
+        other => format!("pack {pack}: {other}"),
+    })
+}
+
 /// The fragments of pack `pack` of `root`'s backup from `source`: all of
 /// them (`all`, to verify), or what decoding needs.
 fn collect_pack(
@@ -1136,9 +1156,7 @@ pub fn rebuild_index(
             continue;
         }
         let opener = collect_pack(source, root, &code, customer, pack, false)?;
-        let body = opener
-            .open_body()
-            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+        let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
         let aad = pack::list_aad(&customer, root.backup_id, pack);
         let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
             .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;

@@ -448,6 +448,7 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
         &dir,
         &repo,
         &Fixture::opts(),
+        &(),
     )
     .unwrap();
     let (id2, n2, r2) = snapshot_to_dir(
@@ -456,6 +457,7 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
         &dir,
         &repo,
         &Fixture::opts(),
+        &(),
     )
     .unwrap();
     assert_eq!((id2, n1, n2), (id, 1, 2));
