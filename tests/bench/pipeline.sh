@@ -2,8 +2,9 @@
 # Pipeline benchmark: `bitdustctl local backup`/`restore` against `restic
 # backup`/`restore` with a local repository, on the same generated tree, in
 # the same run (our restore is checked bit-exact with diff -r). Prints wall
-# time, peak RSS and the ratios; then our peak RSS on a tree 10x smaller, to
-# show memory does not grow with input size.
+# time, peak RSS and the ratios; a second backup of the unchanged tree by
+# each tool, with what it added to the store; then our peak RSS on a tree
+# 10x smaller, to show memory does not grow with input size.
 #
 #   bash tests/bench/pipeline.sh [SIZE_MB]      (default 1000; needs restic and GNU time:
 #                                                 apt-get install restic time)
@@ -76,6 +77,11 @@ restic init --quiet --repo "$work/restic" >/dev/null
 
 ours=$(measure bitdust "$ctl" local backup "$work/big" --to "$work/ours" --suppliers 18 --quiet)
 theirs=$(measure restic restic --quiet --repo "$work/restic" backup "$work/big")
+stored1=$(du -sm "$work/ours" | cut -f1); rstored1=$(du -sm "$work/restic" | cut -f1)
+# The nightly case: the same tree again, unchanged.
+ours2=$(measure bitdust-again "$ctl" local backup "$work/big" --to "$work/ours" --suppliers 18 --quiet)
+theirs2=$(measure restic-again restic --quiet --repo "$work/restic" backup "$work/big")
+stored2=$(du -sm "$work/ours" | cut -f1); rstored2=$(du -sm "$work/restic" | cut -f1)
 ours_r=$(measure bitdust-restore "$ctl" local restore "$work/ours" --to "$work/ours-out" --quiet)
 theirs_r=$(measure restic-restore restic --quiet --repo "$work/restic" restore latest --target "$work/restic-out")
 diff -r --no-dereference "$work/big" "$work/ours-out$work/big" >/dev/null || { echo "our restore differs from the input" >&2; exit 1; }
@@ -99,5 +105,11 @@ printf "backup:  throughput ratio (restic wall / ours): %.2f   peak RSS ratio (o
   "$(calc "$tw/$ow")" "$(calc "$orss/$trss")"
 printf "restore: throughput ratio (restic wall / ours): %.2f   peak RSS ratio (ours / restic): %.2f\n" \
   "$(calc "$trw/$orw")" "$(calc "$orrss/$trrss")"
+read -r _ o2w _ <<<"$ours2"
+read -r _ t2w _ <<<"$theirs2"
+printf "second backup, unchanged tree: ours %s s, restic %s s, ratio (restic wall / ours): %.2f\n" \
+  "$o2w" "$t2w" "$(calc "$t2w/$o2w")"
+printf "store growth of that second backup: ours %d MB, restic %d MB (first backup: ours %d MB, restic %d MB)\n" \
+  $((stored2 - stored1)) $((rstored2 - rstored1)) "$stored1" "$rstored1"
 printf "our peak RSS: %.1f MiB on %d MB vs %.1f MiB on %d MB\n" \
   "$(calc "$srss/1024")" $((size_mb / 10)) "$(calc "$orss/1024")" "$size_mb"
