@@ -109,9 +109,21 @@ impl Fixture {
     fn snapshot(&self, n: u64) -> SnapshotReport {
         let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
         let mut packs = self.store.sink(self.backup, 0, &code);
+        self.run(n, &mut packs, &mut LocalWalk::new(vec![self.src.clone()]))
+            .unwrap()
+    }
+
+    /// Snapshot `n` of what `source` walks, packs through `packs`.
+    fn run(
+        &self,
+        n: u64,
+        packs: &mut dyn bitdust_pipeline::FragmentSink,
+        source: &mut dyn bitdust_pipeline::snapshot::EntrySource,
+    ) -> Result<SnapshotReport, bitdust_pipeline::snapshot::SnapshotError> {
+        let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
         let mut roots = self.store.sink(self.backup, n, &code);
         let now = FileTime::now();
-        let writer = SnapshotWriter::new(
+        SnapshotWriter::new(
             &self.repo,
             self.identity.clone(),
             self.backup,
@@ -120,16 +132,13 @@ impl Fixture {
             vec![self.src.as_os_str().as_bytes().to_vec()],
             &self.material,
             Self::opts(),
-            &mut packs,
+            packs,
             Time {
                 secs: now.unix_seconds(),
                 nanos: now.nanoseconds(),
             },
-        )
-        .unwrap();
-        writer
-            .write_all(&mut LocalWalk::new(vec![self.src.clone()]), &mut roots)
-            .unwrap()
+        )?
+        .write_all(source, &mut roots)
     }
 
     fn restore(&self, n: u64, include: &[&[u8]], into: &str) -> (PathBuf, u64) {
@@ -301,38 +310,16 @@ impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for Faili
 fn a_failed_run_leaves_its_stored_packs_for_the_next_run_to_reuse() {
     let f = Fixture::new();
     let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
-    let now = FileTime::now();
-    let started = Time {
-        secs: now.unix_seconds(),
-        nanos: now.nanoseconds(),
+    let mut packs = FailingAfter {
+        inner: f.store.sink(f.backup, 0, &code),
+        ok: 2,
     };
-    let paths = vec![f.src.as_os_str().as_bytes().to_vec()];
-    {
-        let mut packs = FailingAfter {
-            inner: f.store.sink(f.backup, 0, &code),
-            ok: 2,
-        };
-        let mut roots = f.store.sink(f.backup, 1, &code);
-        let writer = SnapshotWriter::new(
-            &f.repo,
-            f.identity.clone(),
-            f.backup,
-            1,
-            0,
-            paths.clone(),
-            &f.material,
-            Fixture::opts(),
-            &mut packs,
-            started,
-        )
-        .unwrap();
-        let e = writer
-            .write_all(&mut LocalWalk::new(vec![f.src.clone()]), &mut roots)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("more than the code tolerates"), "{e}");
-        assert!(e.contains("the disk went away"), "{e}");
-    }
+    let e = f
+        .run(1, &mut packs, &mut LocalWalk::new(vec![f.src.clone()]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the code tolerates"), "{e}");
+    assert!(e.contains("the disk went away"), "{e}");
     // Nothing names the failed run; the next run (another number) stores
     // only what the two packs the failed run got out do not hold.
     assert!(
@@ -671,28 +658,11 @@ fn a_file_that_shrinks_while_read_is_stored_as_read_and_named() {
     let f = Fixture::new();
     let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
     let mut packs = f.store.sink(f.backup, 0, &code);
-    let mut roots = f.store.sink(f.backup, 1, &code);
-    let now = FileTime::now();
-    let writer = SnapshotWriter::new(
-        &f.repo,
-        f.identity.clone(),
-        f.backup,
-        1,
-        0,
-        vec![f.src.as_os_str().as_bytes().to_vec()],
-        &f.material,
-        Fixture::opts(),
-        &mut packs,
-        Time {
-            secs: now.unix_seconds(),
-            nanos: now.nanoseconds(),
-        },
-    )
-    .unwrap();
-    let r = writer
-        .write_all(
+    let r = f
+        .run(
+            1,
+            &mut packs,
             &mut Shrinking(LocalWalk::new(vec![f.src.clone()])),
-            &mut roots,
         )
         .unwrap();
     assert!(
@@ -743,26 +713,9 @@ fn packs_stored_without_a_position_remember_it_for_the_rebuilder() {
         inner: f.store.sink(f.backup, 0, &code),
         down: 5,
     };
-    let mut roots = f.store.sink(f.backup, 1, &code);
-    let now = FileTime::now();
-    let r = SnapshotWriter::new(
-        &f.repo,
-        f.identity.clone(),
-        f.backup,
-        1,
-        0,
-        vec![f.src.as_os_str().as_bytes().to_vec()],
-        &f.material,
-        Fixture::opts(),
-        &mut packs,
-        Time {
-            secs: now.unix_seconds(),
-            nanos: now.nanoseconds(),
-        },
-    )
-    .unwrap()
-    .write_all(&mut LocalWalk::new(vec![f.src.clone()]), &mut roots)
-    .unwrap();
+    let r = f
+        .run(1, &mut packs, &mut LocalWalk::new(vec![f.src.clone()]))
+        .unwrap();
     assert_eq!(r.degraded_positions, [5]);
     let mut missing = Vec::new();
     f.repo
