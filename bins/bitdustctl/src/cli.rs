@@ -170,12 +170,16 @@ pub enum LocalCommand {
         /// Directory that receives one subdirectory per position.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
-        /// Number of suppliers (positions): 2, 4, 7, 13, 18, 26 or 64.
-        #[arg(long, default_value_t = 7, value_parser = parse_suppliers)]
-        suppliers: usize,
-        /// Erasure-coding scheme: xor (ECC maps, cheap repair) or rs (Reed-Solomon, any half restores).
-        #[arg(long, default_value = "xor", value_parser = parse_scheme)]
-        scheme: Scheme,
+        /// Number of suppliers (positions): 2, 4, 7, 13, 18, 26 or 64
+        /// [default: the backup's own, 7 for a new one]. Every snapshot of
+        /// a backup keeps its first code.
+        #[arg(long, value_parser = parse_suppliers)]
+        suppliers: Option<usize>,
+        /// Erasure-coding scheme: xor (ECC maps, cheap repair) or rs
+        /// (Reed-Solomon, any half restores) [default: the backup's own,
+        /// xor for a new one].
+        #[arg(long, value_parser = parse_scheme)]
+        scheme: Option<Scheme>,
         /// zstd compression level (-7..=22).
         #[arg(long, default_value_t = bitdust_pipeline::DEFAULT_ZSTD_LEVEL, allow_negative_numbers = true,
               value_parser = clap::value_parser!(i32).range(-7..=22))]

@@ -232,10 +232,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             keys,
         } => {
             let opts = bitdust_pipeline::snapshot::SnapshotOptions {
-                scheme: *scheme,
-                suppliers: *suppliers,
                 zstd_level: *zstd_level,
                 pack_size: *block_size,
+                ..Default::default()
+            };
+            let given = local::CodeGiven {
+                scheme: *scheme,
+                suppliers: *suppliers,
             };
             let keys = keys_dir(keys)?;
             let (_lock, repo) = open_state(to)?;
@@ -245,9 +248,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 "backup",
             );
             let start = Instant::now();
-            let r = local::snapshot_to_dir(&keys, paths, to, &repo, &opts, &bar);
+            let r = local::snapshot_to_dir(&keys, paths, to, &repo, &opts, given, &bar);
             bar.done();
-            let (id, snapshot, r) = r?;
+            let (id, snapshot, opts, r) = r?;
             let secs = start.elapsed().as_secs_f64();
             let r = report::LocalBackedUp::new(id, snapshot, &opts, r, to, secs, peak_rss_bytes());
             for s in &r.skipped {

@@ -712,18 +712,40 @@ pub fn open_root(
     )))
 }
 
+/// The erasure code asked for on the command line; what is not given is
+/// the backup's own (every snapshot of a backup is in one code), or the
+/// default for a new backup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CodeGiven {
+    /// `--scheme`.
+    pub scheme: Option<bitdust_ecc::Scheme>,
+    /// `--suppliers`.
+    pub suppliers: Option<usize>,
+}
+
 /// `bitdustctl local backup`: a deduplicated snapshot of `sources` into
 /// `dir`, creating keys in `keys_dir` on first use; `repo` is the
 /// directory's index and files cache (`DIR/state`, whose lock the caller
-/// holds). Returns the backup, the snapshot number and what it did.
+/// holds). The code is `given`'s, else the backup's own, else `opts`'s.
+/// Returns the backup, the snapshot number, the options used and what it
+/// did.
 pub fn snapshot_to_dir(
     keys_dir: &Path,
     sources: &[PathBuf],
     dir: &Path,
     repo: &crate::repo::Repo,
     opts: &crate::snapshot::SnapshotOptions,
+    given: CodeGiven,
     progress: &dyn Progress,
-) -> Result<(BackupId, u64, crate::snapshot::SnapshotReport), LocalError> {
+) -> Result<
+    (
+        BackupId,
+        u64,
+        crate::snapshot::SnapshotOptions,
+        crate::snapshot::SnapshotReport,
+    ),
+    LocalError,
+> {
     let Sources {
         abs,
         raw,
@@ -734,9 +756,20 @@ pub fn snapshot_to_dir(
     let store = LocalStore::new(dir);
     // Every snapshot of a backup uses the backup key of the first.
     let previous = store.list().into_iter().rev().find(|l| l.backup_id == id);
+    let mut opts = opts.clone();
     let (key, parent) = match previous {
         Some(l) => {
             let root = open_root(&store, &identity.node_id(), id, l.version)?;
+            let (scheme, suppliers) = (root.scheme, root.root.suppliers as usize);
+            if given.scheme.is_some_and(|s| s != scheme)
+                || given.suppliers.is_some_and(|n| n != suppliers)
+            {
+                return Err(LocalError::Store(format!(
+                    "{} holds this backup {scheme} over {suppliers} positions, and every snapshot of a backup keeps its code; drop --scheme/--suppliers, or back up into another directory",
+                    dir.display()
+                )));
+            }
+            (opts.scheme, opts.suppliers) = (scheme, suppliers);
             let key = BackupKeyMaterial {
                 recipient: root.root.backup_recipient.parse().map_err(|_| {
                     LocalError::Store(format!("the backup key in {id}@{} is malformed", l.version))
@@ -745,7 +778,11 @@ pub fn snapshot_to_dir(
             };
             (key, l.version)
         }
-        None => (BackupKeyMaterial::generate(keys.master_recipient())?, 0),
+        None => {
+            opts.scheme = given.scheme.unwrap_or(opts.scheme);
+            opts.suppliers = given.suppliers.unwrap_or(opts.suppliers);
+            (BackupKeyMaterial::generate(keys.master_recipient())?, 0)
+        }
     };
     let snapshot = store.next_version(id);
     let code = Code::new(opts.scheme, opts.suppliers).map_err(BackupError::from)?;
@@ -769,7 +806,7 @@ pub fn snapshot_to_dir(
     )?
     .with_progress(progress);
     let report = writer.write_all(&mut crate::snapshot::LocalWalk::new(abs), &mut roots)?;
-    Ok((id, snapshot, report))
+    Ok((id, snapshot, opts, report))
 }
 
 /// `bitdustctl local restore`: snapshot `sel` of `dir` into `target` (new

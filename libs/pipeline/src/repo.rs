@@ -21,6 +21,7 @@ use heed::{Database, Env, RoTxn, RwTxn};
 use bitdust_block::BackupId;
 use bitdust_block::pack::{PackEntry, PackKind};
 use bitdust_crypto::ChunkId;
+use bitdust_ecc::Scheme;
 
 /// The repository state failed (the database, or a record that does not
 /// decode: the state directory is damaged).
@@ -194,6 +195,14 @@ impl CachedFile {
             && self.dev == other.dev
     }
 
+    /// Marks the record as one the next snapshot must not trust (the file
+    /// may change unseen): its ctime nanoseconds become a value no `lstat`
+    /// gives, so [`CachedFile::unchanged`] is false, and the record still
+    /// tells a changed file from a new one.
+    pub fn not_vouched(&mut self) {
+        self.ctime.nanos = u32::MAX;
+    }
+
     fn encode(&self, path: &[u8]) -> Vec<u8> {
         let mut v = Vec::with_capacity(4 + path.len() + 68 + 32 * self.chunks.len());
         v.extend_from_slice(&(path.len() as u32).to_le_bytes());
@@ -365,6 +374,13 @@ fn pack_key(backup: BackupId, pack: u64) -> [u8; 24] {
     k
 }
 
+fn code_key(backup: BackupId) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&backup.0);
+    k[16..].copy_from_slice(b"code");
+    k
+}
+
 fn file_key(backup: BackupId, path: &[u8]) -> [u8; 48] {
     let mut k = [0u8; 48];
     k[..16].copy_from_slice(&backup.0);
@@ -445,6 +461,55 @@ impl Repo {
         if self.next_pack_in(&w, backup)? < next {
             self.counters.put(&mut w, &backup.0, &next.to_le_bytes())?;
         }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// The erasure code every pack of `backup` is in (scheme and
+    /// suppliers), as first recorded by [`Repo::record_code`].
+    pub fn code(&self, backup: BackupId) -> Result<Option<(Scheme, usize)>, RepoError> {
+        let r = self.env.read_txn()?;
+        self.counters
+            .get(&r, &code_key(backup))?
+            .map(|v| {
+                let bad = || RepoError("a damaged code record".into());
+                let (&s, n) = v.split_first().ok_or_else(bad)?;
+                let n = u32::from_le_bytes(n.try_into().map_err(|_| bad())?) as usize;
+                let scheme = match s {
+                    0 => Scheme::Xor,
+                    1 => Scheme::ReedSolomon,
+                    _ => return Err(bad()),
+                };
+                Ok((scheme, n))
+            })
+            .transpose()
+    }
+
+    /// Records that the packs of `backup` are in `scheme` over `suppliers`;
+    /// an error when another code is already recorded, since one backup's
+    /// packs are all in one code (a snapshot names one code for every pack
+    /// it references).
+    pub fn record_code(
+        &self,
+        backup: BackupId,
+        scheme: Scheme,
+        suppliers: usize,
+    ) -> Result<(), RepoError> {
+        if let Some((s, n)) = self.code(backup)? {
+            if (s, n) != (scheme, suppliers) {
+                return Err(RepoError(format!(
+                    "backup {backup} is stored {s} over {n} positions, not {scheme} over {suppliers}; keep its code (--scheme {s} --suppliers {n}) or back up into a new place"
+                )));
+            }
+            return Ok(());
+        }
+        let mut v = vec![match scheme {
+            Scheme::Xor => 0u8,
+            Scheme::ReedSolomon => 1,
+        }];
+        v.extend_from_slice(&(suppliers as u32).to_le_bytes());
+        let mut w = self.env.write_txn()?;
+        self.counters.put(&mut w, &code_key(backup), &v)?;
         w.commit()?;
         Ok(())
     }
@@ -725,6 +790,42 @@ mod tests {
         assert_eq!(r.reserve_packs(b, 1).unwrap(), 4);
         r.raise_next_pack(b, 10).unwrap();
         assert_eq!(r.reserve_packs(b, 1).unwrap(), 10);
+    }
+
+    #[test]
+    fn a_backup_keeps_one_code_and_its_pack_counter_is_apart_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let b = BackupId([3; 16]);
+        assert_eq!(r.code(b).unwrap(), None);
+        r.record_code(b, Scheme::ReedSolomon, 13).unwrap();
+        r.record_code(b, Scheme::ReedSolomon, 13).unwrap();
+        let e = r.record_code(b, Scheme::Xor, 13).unwrap_err().0;
+        assert!(e.contains("not xor over 13"), "{e}");
+        assert!(r.record_code(b, Scheme::ReedSolomon, 7).is_err());
+        assert_eq!(r.code(b).unwrap(), Some((Scheme::ReedSolomon, 13)));
+        assert_eq!(r.code(BackupId([4; 16])).unwrap(), None);
+        assert_eq!(r.reserve_packs(b, 5).unwrap(), 0);
+        assert_eq!(r.next_pack(b).unwrap(), 5);
+        assert_eq!(r.code(b).unwrap(), Some((Scheme::ReedSolomon, 13)));
+    }
+
+    #[test]
+    fn a_not_vouched_record_is_never_unchanged() {
+        let f = CachedFile {
+            size: 1,
+            mtime: Time { secs: 5, nanos: 6 },
+            ctime: Time { secs: 7, nanos: 8 },
+            ino: 9,
+            dev: 10,
+            seen: 1,
+            chunks: vec![],
+        };
+        let mut g = f.clone();
+        assert!(g.unchanged(&f));
+        g.not_vouched();
+        assert!(!g.unchanged(&f));
+        assert_eq!(CachedFile::decode(b"p", &g.encode(b"p")).unwrap(), Some(g));
     }
 
     #[test]

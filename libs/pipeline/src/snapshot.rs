@@ -213,6 +213,9 @@ impl<'a> SnapshotWriter<'a> {
     ) -> Result<SnapshotWriter<'a>, SnapshotError> {
         let code = Code::new(opts.scheme, opts.suppliers)
             .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        // Chunks are reused from any earlier pack, so every pack of a
+        // backup is in one code.
+        repo.record_code(backup, opts.scheme, opts.suppliers)?;
         let keys = DedupKeys::derive(&identity, &backup.0);
         let seed = keys.gear_seed();
         let sealer = BlockSealer::new(
@@ -372,11 +375,6 @@ impl<'a> SnapshotWriter<'a> {
                 return Ok((c.chunks.clone(), e.size));
             }
         }
-        if cached.is_some() {
-            self.stats.files_changed += 1;
-        } else {
-            self.stats.files_new += 1;
-        }
         let path = String::from_utf8_lossy(&e.path).into_owned();
         let read_err = |source| SnapshotError::Source {
             path: path.clone(),
@@ -405,18 +403,27 @@ impl<'a> SnapshotWriter<'a> {
         self.chunker = Some(chunker);
         result?;
         drop(reader);
+        // New: the cache never saw the path; unchanged: read again (its
+        // status changed, or it was not vouched for) and found the same.
+        match &cached {
+            None => self.stats.files_new += 1,
+            Some(c) if c.chunks == ids => self.stats.files_unchanged += 1,
+            Some(_) => self.stats.files_changed += 1,
+        }
+        let mut f = fresh;
+        f.chunks = ids.clone();
         if read != e.size {
             self.warnings.push(format!(
                 "{path}: changed while being read ({read} of the {} bytes it had); stored as read",
                 e.size
             ));
-        } else if e.mtime.secs < self.started.secs - 1 {
+            f.not_vouched();
+        } else if e.mtime.secs >= self.started.secs - 1 {
             // A file changed within a second of the scan's start may change
-            // again unseen in the same second: not vouched for next time.
-            let mut f = fresh;
-            f.chunks = ids.clone();
-            self.cache(e, f)?;
+            // again unseen in the same second: recorded, not vouched for.
+            f.not_vouched();
         }
+        self.cache(e, f)?;
         Ok((ids, read))
     }
 
@@ -1148,6 +1155,7 @@ pub fn rebuild_index(
     keys: &DedupKeys,
 ) -> Result<u64, SnapshotError> {
     let (customer, code, packs) = root_parts(root)?;
+    repo.record_code(root.backup_id, root.scheme, code.suppliers())?;
     let mut indexed = 0;
     let mut next = 0;
     for pack in packs.iter() {

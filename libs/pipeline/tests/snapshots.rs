@@ -423,33 +423,59 @@ fn prune_deletes_only_unreferenced_packs_and_catches_up_with_an_away_position() 
 
 #[test]
 fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_staged() {
-    use bitdust_pipeline::local::{Selector, restore_snapshot_from_dir, snapshot_to_dir};
+    use bitdust_pipeline::local::{
+        CodeGiven, Selector, restore_snapshot_from_dir, snapshot_to_dir,
+    };
     let f = Fixture::new();
     let keys = f.root.join("keys");
     let dir = f.root.join("dir");
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
     let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
-    let (id, n1, r1) = snapshot_to_dir(
-        &keys,
-        std::slice::from_ref(&f.src),
-        &dir,
-        &repo,
-        &Fixture::opts(),
-        &(),
-    )
-    .unwrap();
-    let (id2, n2, r2) = snapshot_to_dir(
-        &keys,
-        std::slice::from_ref(&f.src),
-        &dir,
-        &repo,
-        &Fixture::opts(),
-        &(),
-    )
-    .unwrap();
+    let snap = |given: CodeGiven| {
+        snapshot_to_dir(
+            &keys,
+            std::slice::from_ref(&f.src),
+            &dir,
+            &repo,
+            &Fixture::opts(),
+            given,
+            &(),
+        )
+    };
+    let four = CodeGiven {
+        scheme: None,
+        suppliers: Some(4),
+    };
+    let (id, n1, o1, r1) = snap(four).unwrap();
+    assert_eq!(o1.suppliers, 4);
+    // Every file was written within a second of the first snapshot, so
+    // the second reads them all again, and finds them unchanged.
+    let (id2, n2, o2, r2) = snap(CodeGiven::default()).unwrap();
     assert_eq!((id2, n1, n2), (id, 1, 2));
+    assert_eq!(o2.suppliers, 4, "a later snapshot keeps the backup's code");
     assert!(r1.stats.chunks_added > 0);
+    assert_eq!(r1.stats.files_new, r1.stats.files);
     assert_eq!(r2.stats.chunks_added, 0, "{:?}", r2.stats);
+    assert_eq!(
+        (
+            r2.stats.files_new,
+            r2.stats.files_changed,
+            r2.stats.files_unchanged
+        ),
+        (0, 0, r2.stats.files),
+        "{:?}",
+        r2.stats
+    );
+    // Another code would make the old packs unreadable through the new
+    // root: refused, and nothing is written.
+    let e = snap(CodeGiven {
+        scheme: None,
+        suppliers: Some(7),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("keeps its code"), "{e}");
+    assert!(!dir.join("0").join(id.to_string()).join("3").exists());
     let sel = |v| Selector {
         backup_id: Some(id),
         version: Some(v),
@@ -675,9 +701,15 @@ fn a_file_that_shrinks_while_read_is_stored_as_read_and_named() {
     // It restores as it was read, and the next run reads it again.
     let (t, _) = f.restore(1, &[], "r1");
     assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+    // (read again: its 16 bytes, found the same as stored).
     let s2 = f.snapshot(2);
-    assert_eq!(s2.stats.files_changed, 0, "{:?}", s2.stats);
-    assert_eq!(s2.stats.files_new, 1, "{:?}", s2.stats);
+    assert_eq!(s2.stats.bytes_read, 16, "{:?}", s2.stats);
+    assert_eq!(
+        (s2.stats.files_new, s2.stats.files_changed),
+        (0, 0),
+        "{:?}",
+        s2.stats
+    );
 }
 
 /// A sink whose position `down` takes nothing.
