@@ -220,12 +220,164 @@ pub enum LocalCommand {
         #[command(flatten)]
         keys: KeysArg,
     },
-    /// List the snapshots in DIR (ID@VERSION).
+    /// List the snapshots in DIR: ID@VERSION, time, size, what each added,
+    /// and its paths (those need master.key).
     List {
         /// Directory holding the position directories.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeysArg,
     },
+    /// List the entries of a snapshot, or those under PATH (needs
+    /// master.key). With --json, one JSON object per line.
+    Ls {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Which snapshot: ID or ID@VERSION [default: the only backup, newest version].
+        #[arg(value_name = "ID[@VERSION]")]
+        which: Option<Selector>,
+        /// Only this path (as backed up, absolute) and what is under it.
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// What changed from snapshot A to snapshot B: "+" added, "-" removed,
+    /// "M" modified (content, mode, mtime, kind or target); needs
+    /// master.key. With --json, one JSON object per line.
+    Diff {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The older snapshot, ID@VERSION.
+        #[arg(value_name = "ID@A")]
+        a: Selector,
+        /// The newer snapshot, ID@VERSION.
+        #[arg(value_name = "ID@B")]
+        b: Selector,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// Forget snapshots by policy (restic's --keep-* flags) or one
+    /// ID@VERSION: their roots are removed; their data stays until a
+    /// prune (--prune runs one right after).
+    Forget {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The backup (ID), or one snapshot to forget (ID@VERSION) [default: the only backup].
+        #[arg(value_name = "ID[@VERSION]")]
+        which: Option<Selector>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Say what would be forgotten, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune right after forgetting.
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: see `prune --grace`.
+        #[arg(long, default_value = "1d", value_parser = parse_grace, value_name = "SPAN")]
+        grace: u64,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// Delete the packs no remaining snapshot references, at every
+    /// position (a position directory that is missing now is done by a
+    /// later prune). Safe to interrupt; needs no master.key.
+    Prune {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Keep unreferenced packs younger than this span (1y2m3d4h form;
+        /// 0h: none): a failed backup's packs, which the next run reuses.
+        #[arg(long, default_value = "1d", value_parser = parse_grace, value_name = "SPAN")]
+        grace: u64,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// Check a backup: every root, every fragment of every pack (headers,
+    /// signatures, hashes), and with master.key every snapshot's entries
+    /// against the index; --read-data-subset also decrypts packs and
+    /// checks every chunk in them.
+    Check {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Which backup (ID) [default: the only one].
+        #[arg(value_name = "ID")]
+        which: Option<Selector>,
+        /// Read back and verify this share of the packs (10%, chosen at
+        /// random) or this part of them (1/7 … 7/7 on successive runs).
+        #[arg(long, value_name = "N%|n/t")]
+        read_data_subset: Option<bitdust_pipeline::local::DataSubset>,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+    /// Sizes of a backup: logical (all snapshots), unique, compressed,
+    /// packed (before the erasure code) and stored (after it), and the
+    /// deduplication ratio. Needs no master.key.
+    Stats {
+        /// Directory holding the position directories.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Which backup (ID) [default: the only one].
+        #[arg(value_name = "ID")]
+        which: Option<Selector>,
+        #[command(flatten)]
+        keys: KeysArg,
+    },
+}
+
+/// restic's keep rules.
+#[derive(Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest days (UTC) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within SPAN of the newest (1y2m3d4h form).
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<bitdust_pipeline::forget::Within>,
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> bitdust_pipeline::forget::Policy {
+        bitdust_pipeline::forget::Policy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+        }
+    }
+}
+
+/// A span in seconds (a month is 30 days, a year 365).
+pub fn parse_grace(s: &str) -> Result<u64, String> {
+    let w: bitdust_pipeline::forget::Within = s.parse()?;
+    Ok(u64::from(w.years) * 365 * 86400
+        + u64::from(w.months) * 30 * 86400
+        + u64::from(w.days) * 86400
+        + u64::from(w.hours) * 3600)
 }
 
 pub fn parse_suppliers(s: &str) -> Result<usize, String> {

@@ -8,7 +8,7 @@
 mod net;
 mod report;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -272,13 +272,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         } => {
             let keys = keys_dir(keys)?;
             let (_lock, repo) = open_state(dir)?;
-            let include: Vec<Vec<u8>> = include
-                .iter()
-                .map(|p| {
-                    let b = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str());
-                    b.strip_prefix(b"/").unwrap_or(b).to_vec()
-                })
-                .collect();
+            let include: Vec<Vec<u8>> = include.iter().map(|p| as_backed_up(p)).collect();
             let start = Instant::now();
             let (root, r) = local::restore_snapshot_from_dir(
                 &keys,
@@ -310,10 +304,166 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             }
             Ok(if r.damaged() > 0 { EXIT_WARNINGS } else { 0 })
         }
-        LocalCommand::List { dir } => {
-            let all = local::LocalStore::new(dir).list();
+        LocalCommand::List { dir, keys } => {
+            let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
+            let all = local::list_snapshots(&opened)?;
             report::emit(&report::LocalListing::from(all), cli.json, cli.quiet);
             Ok(0)
         }
+        LocalCommand::Ls {
+            dir,
+            which,
+            path,
+            keys,
+        } => {
+            let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
+            let under = path.as_deref().map(as_backed_up).unwrap_or_default();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut failed = None;
+            local::ls(&opened, which.unwrap_or_default(), &under, |n| {
+                if failed.is_some() || cli.quiet {
+                    return;
+                }
+                let res = if cli.json {
+                    serde_json::to_writer(&mut out, &report::LsEntry::from(n))
+                        .map_err(std::io::Error::other)
+                        .and_then(|()| out.write_all(b"\n"))
+                } else {
+                    out.write_all(&report::ls_line(n))
+                };
+                failed = res.err();
+            })?;
+            if let Some(e) = failed {
+                anyhow::bail!("writing the listing failed: {e}");
+            }
+            out.flush()?;
+            Ok(0)
+        }
+        LocalCommand::Diff { dir, a, b, keys } => {
+            let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut sum = report::DiffSummary::default();
+            let mut failed = None;
+            let (ra, rb, same) = local::diff(&opened, *a, *b, |c| {
+                match &c {
+                    bitdust_pipeline::snapshot::Change::Added(_) => sum.added += 1,
+                    bitdust_pipeline::snapshot::Change::Removed(_) => sum.removed += 1,
+                    bitdust_pipeline::snapshot::Change::Modified { .. } => sum.modified += 1,
+                }
+                if failed.is_some() || cli.quiet {
+                    return;
+                }
+                let (line, text) = report::DiffLine::new(&c);
+                let res = if cli.json {
+                    serde_json::to_writer(&mut out, &line)
+                        .map_err(std::io::Error::other)
+                        .and_then(|()| out.write_all(b"\n"))
+                } else {
+                    out.write_all(&text)
+                };
+                failed = res.err();
+            })?;
+            if let Some(e) = failed {
+                anyhow::bail!("writing the changes failed: {e}");
+            }
+            sum.unchanged = same;
+            sum.from = format!("{}@{}", ra.backup_id, ra.root.snapshot);
+            sum.to = format!("{}@{}", rb.backup_id, rb.root.snapshot);
+            if cli.json {
+                serde_json::to_writer(&mut out, &sum)?;
+                out.write_all(b"\n")?;
+            } else if !cli.quiet {
+                write!(out, "{sum}")?;
+            }
+            out.flush()?;
+            Ok(0)
+        }
+        LocalCommand::Forget {
+            dir,
+            which,
+            policy,
+            dry_run,
+            prune,
+            grace,
+            keys,
+        } => {
+            let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
+            let (_lock, repo) = open_state(dir)?;
+            let sel = which.unwrap_or_default();
+            let policy = policy.policy();
+            if sel.version.is_some() && !policy.is_empty() {
+                anyhow::bail!("give either a snapshot (ID@VERSION) or --keep-* rules, not both");
+            }
+            let r = local::forget(&opened, sel.backup_id, &policy, sel.version, *dry_run)?;
+            let id = r.backup_id;
+            let mut r = report::Forgot::from(r);
+            if *prune && !*dry_run {
+                let p = local::prune(&opened, &repo, Some(id), *grace, now_unix())?;
+                r.prune = Some(report::Pruned::new(p));
+            }
+            report::emit(&r, cli.json, cli.quiet);
+            Ok(match &r.prune {
+                Some(p) if p.pending() > 0 => EXIT_WARNINGS,
+                _ => 0,
+            })
+        }
+        LocalCommand::Prune { dir, grace, keys } => {
+            let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
+            let (_lock, repo) = open_state(dir)?;
+            let r = report::Pruned::new(local::prune(&opened, &repo, None, *grace, now_unix())?);
+            report::emit(&r, cli.json, cli.quiet);
+            Ok(if r.pending() > 0 { EXIT_WARNINGS } else { 0 })
+        }
+        LocalCommand::Stats { dir, which, keys } => {
+            let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
+            let (_lock, repo) = open_state(dir)?;
+            let sel = which.unwrap_or_default();
+            let r = report::LocalStats::from(local::stats(&opened, &repo, sel.backup_id)?);
+            report::emit(&r, cli.json, cli.quiet);
+            Ok(0)
+        }
+        LocalCommand::Check {
+            dir,
+            which,
+            read_data_subset,
+            keys,
+        } => {
+            let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
+            let (_lock, repo) = open_state(dir)?;
+            let sel = which.unwrap_or_default();
+            let r = report::Checked::from(local::check(
+                &opened,
+                &repo,
+                sel.backup_id,
+                *read_data_subset,
+            )?);
+            let bad = !r.errors.is_empty() || !r.unrecoverable_packs.is_empty();
+            // Even --quiet shows what is wrong.
+            report::emit(&r, cli.json, cli.quiet && !bad && r.damaged_packs == 0);
+            if bad {
+                eprintln!(
+                    "bitdustctl: the check found damage that loses data (see above); restore what you can, and back the data up again into a new directory"
+                );
+                return Ok(EXIT_FAILED);
+            }
+            Ok(if r.damaged_packs > 0 {
+                EXIT_WARNINGS
+            } else {
+                0
+            })
+        }
     }
+}
+
+/// A path as snapshots store it: raw bytes without the leading `/`.
+fn as_backed_up(p: &std::path::Path) -> Vec<u8> {
+    let b = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str());
+    b.strip_prefix(b"/").unwrap_or(b).to_vec()
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

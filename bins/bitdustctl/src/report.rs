@@ -917,16 +917,50 @@ pub(crate) struct LocalListing(Vec<LocalVersion>);
 struct LocalVersion {
     backup_id: String,
     version: u64,
+    time: String,
+    created_unix: i64,
+    /// `None` without master.key.
+    paths: Option<Vec<String>>,
+    files: u64,
+    size_bytes: u64,
+    added_bytes: u64,
+    added_stored_bytes: u64,
     positions: Vec<usize>,
 }
 
-impl From<Vec<bitdust_pipeline::local::Listed>> for LocalListing {
-    fn from(all: Vec<bitdust_pipeline::local::Listed>) -> Self {
+/// A Unix time as `2026-12-03T17:40:00Z`.
+pub(crate) fn utc(unix: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl From<Vec<bitdust_pipeline::local::SnapshotInfo>> for LocalListing {
+    fn from(all: Vec<bitdust_pipeline::local::SnapshotInfo>) -> Self {
         LocalListing(
             all.into_iter()
                 .map(|l| LocalVersion {
                     backup_id: l.backup_id.to_string(),
-                    version: l.version,
+                    version: l.snapshot,
+                    time: utc(l.created_unix),
+                    created_unix: l.created_unix,
+                    paths: l.paths.map(|p| p.iter().map(|p| lossy(p)).collect()),
+                    files: l.stats.files,
+                    size_bytes: l.stats.content_bytes,
+                    added_bytes: l.stats.added_plain,
+                    added_stored_bytes: l.stats.added_stored,
                     positions: l.positions,
                 })
                 .collect(),
@@ -937,11 +971,460 @@ impl From<Vec<bitdust_pipeline::local::Listed>> for LocalListing {
 impl fmt::Display for LocalListing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for l in &self.0 {
+            let paths = match &l.paths {
+                Some(p) => p.join(" "),
+                None => "(paths need master.key)".into(),
+            };
             writeln!(
                 f,
-                "{}@{}  positions {:?}",
-                l.backup_id, l.version, l.positions
+                "{}@{}  {}  {} files  {}  added {} ({} stored)  {}",
+                l.backup_id,
+                l.version,
+                l.time.replace('T', " ").trim_end_matches('Z'),
+                l.files,
+                gib(l.size_bytes),
+                gib(l.added_bytes),
+                gib(l.added_stored_bytes),
+                paths
             )?;
+        }
+        Ok(())
+    }
+}
+
+/// One entry of `bitdustctl local ls`, as a JSON line.
+#[derive(Serialize)]
+pub(crate) struct LsEntry {
+    path: String,
+    kind: &'static str,
+    mode: u32,
+    size: u64,
+    mtime: String,
+    mtime_unix: i64,
+    mtime_nanos: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+}
+
+fn kind_name(k: i32) -> &'static str {
+    use bitdust_proto::format::v1::NodeKind;
+    match NodeKind::try_from(k) {
+        Ok(NodeKind::File) => "file",
+        Ok(NodeKind::Directory) => "dir",
+        Ok(NodeKind::Symlink) => "symlink",
+        _ => "unknown",
+    }
+}
+
+impl From<&bitdust_proto::format::v1::Node> for LsEntry {
+    fn from(n: &bitdust_proto::format::v1::Node) -> Self {
+        let kind = kind_name(n.kind);
+        LsEntry {
+            path: format!("/{}", lossy(&n.path)),
+            kind,
+            mode: n.mode,
+            size: n.size,
+            mtime: utc(n.mtime),
+            mtime_unix: n.mtime,
+            mtime_nanos: n.mtime_nanos,
+            target: (kind == "symlink").then(|| lossy(&n.target)),
+        }
+    }
+}
+
+/// `ls -l`'s first column.
+fn mode_string(kind: &str, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(match kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        _ => '-',
+    });
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    s
+}
+
+/// The text line of one entry: raw path bytes, as they are on disk.
+pub(crate) fn ls_line(n: &bitdust_proto::format::v1::Node) -> Vec<u8> {
+    let e = LsEntry::from(n);
+    let mut line = format!(
+        "{} {:>12} {} /",
+        mode_string(e.kind, e.mode),
+        e.size,
+        e.mtime.replace('T', " ").trim_end_matches('Z')
+    )
+    .into_bytes();
+    line.extend_from_slice(&n.path);
+    if e.kind == "symlink" {
+        line.extend_from_slice(b" -> ");
+        line.extend_from_slice(&n.target);
+    }
+    line.push(b'\n');
+    line
+}
+
+/// One change of `bitdustctl local diff`, as a JSON line.
+#[derive(Serialize)]
+pub(crate) struct DiffLine {
+    change: &'static str,
+    path: String,
+}
+
+impl DiffLine {
+    pub(crate) fn new(c: &bitdust_pipeline::snapshot::Change) -> (Self, Vec<u8>) {
+        use bitdust_pipeline::snapshot::Change;
+        let (sign, node) = match c {
+            Change::Added(n) => ("+", n),
+            Change::Removed(n) => ("-", n),
+            Change::Modified { after, .. } => ("M", after),
+        };
+        let mut text = format!("{sign}    /").into_bytes();
+        text.extend_from_slice(&node.path);
+        text.push(b'\n');
+        (
+            DiffLine {
+                change: sign,
+                path: format!("/{}", lossy(&node.path)),
+            },
+            text,
+        )
+    }
+}
+
+/// The last line of `bitdustctl local diff`.
+#[derive(Serialize, Default)]
+pub(crate) struct DiffSummary {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) added: u64,
+    pub(crate) removed: u64,
+    pub(crate) modified: u64,
+    pub(crate) unchanged: u64,
+}
+
+impl fmt::Display for DiffSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} -> {}: {} added, {} removed, {} modified, {} unchanged",
+            self.from, self.to, self.added, self.removed, self.modified, self.unchanged
+        )
+    }
+}
+
+/// `bitdustctl local forget`.
+#[derive(Serialize)]
+pub(crate) struct Forgot {
+    backup_id: String,
+    dry_run: bool,
+    kept: Vec<KeptSnapshot>,
+    forgotten: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) prune: Option<Pruned>,
+}
+
+#[derive(Serialize)]
+struct KeptSnapshot {
+    version: u64,
+    reasons: Vec<String>,
+}
+
+impl From<bitdust_pipeline::local::ForgetReport> for Forgot {
+    fn from(r: bitdust_pipeline::local::ForgetReport) -> Self {
+        let (kept, gone): (Vec<_>, Vec<_>) =
+            r.decisions.into_iter().partition(|d| !d.kept_by.is_empty());
+        Forgot {
+            backup_id: r.backup_id.to_string(),
+            dry_run: !r.removed,
+            kept: kept
+                .into_iter()
+                .map(|d| KeptSnapshot {
+                    version: d.snapshot,
+                    reasons: d.kept_by.iter().map(|r| r.to_string()).collect(),
+                })
+                .collect(),
+            forgotten: gone.into_iter().map(|d| d.snapshot).collect(),
+            prune: None,
+        }
+    }
+}
+
+impl fmt::Display for Forgot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for k in &self.kept {
+            writeln!(
+                f,
+                "keep   {}@{} ({})",
+                self.backup_id,
+                k.version,
+                k.reasons.join(", ")
+            )?;
+        }
+        let verb = if self.dry_run {
+            "would forget"
+        } else {
+            "forget"
+        };
+        for n in &self.forgotten {
+            writeln!(f, "{verb} {}@{n}", self.backup_id)?;
+        }
+        writeln!(
+            f,
+            "{} kept, {} {}",
+            self.kept.len(),
+            self.forgotten.len(),
+            if self.dry_run {
+                "would be forgotten (dry run: nothing changed)"
+            } else {
+                "forgotten"
+            }
+        )?;
+        if let Some(p) = &self.prune {
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl local prune`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub(crate) struct Pruned(Vec<PrunedBackup>);
+
+#[derive(Serialize)]
+struct PrunedBackup {
+    backup_id: String,
+    packs_condemned: u64,
+    chunks_dropped: u64,
+    packs_deleted: u64,
+    bytes_freed: u64,
+    packs_pending: u64,
+    packs_young: u64,
+}
+
+impl Pruned {
+    pub(crate) fn new(
+        all: Vec<(
+            bitdust_block::BackupId,
+            bitdust_pipeline::prune::PruneReport,
+        )>,
+    ) -> Self {
+        Pruned(
+            all.into_iter()
+                .map(|(id, r)| PrunedBackup {
+                    backup_id: id.to_string(),
+                    packs_condemned: r.packs_condemned,
+                    chunks_dropped: r.chunks_dropped,
+                    packs_deleted: r.packs_deleted,
+                    bytes_freed: r.bytes_freed,
+                    packs_pending: r.packs_pending,
+                    packs_young: r.packs_young,
+                })
+                .collect(),
+        )
+    }
+
+    /// Packs some position still holds.
+    pub(crate) fn pending(&self) -> u64 {
+        self.0.iter().map(|b| b.packs_pending).sum()
+    }
+}
+
+impl fmt::Display for Pruned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0 {
+            writeln!(
+                f,
+                "prune {}: {} packs no snapshot references ({} chunks left the index); {} packs deleted, {} freed before the erasure code",
+                b.backup_id,
+                b.packs_condemned,
+                b.chunks_dropped,
+                b.packs_deleted,
+                gib(b.bytes_freed)
+            )?;
+            if b.packs_young > 0 {
+                writeln!(
+                    f,
+                    "  {} unreferenced packs are younger than the grace period and stay (--grace 0h deletes them)",
+                    b.packs_young
+                )?;
+            }
+            if b.packs_pending > 0 {
+                writeln!(
+                    f,
+                    "  {} packs are still held by a position that is missing now; run prune again when it is back",
+                    b.packs_pending
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl local stats`.
+#[derive(Serialize)]
+pub(crate) struct LocalStats {
+    backup_id: String,
+    snapshots: u64,
+    logical_bytes: u64,
+    chunks: u64,
+    unique_bytes: u64,
+    compressed_bytes: u64,
+    packs: u64,
+    packed_bytes: u64,
+    stored_bytes: u64,
+    packs_pending_delete: u64,
+    dedup_ratio: f64,
+}
+
+impl From<bitdust_pipeline::local::Stats> for LocalStats {
+    fn from(s: bitdust_pipeline::local::Stats) -> Self {
+        LocalStats {
+            backup_id: s.backup_id.to_string(),
+            snapshots: s.snapshots,
+            logical_bytes: s.logical_bytes,
+            chunks: s.chunks,
+            unique_bytes: s.unique_bytes,
+            compressed_bytes: s.compressed_bytes,
+            packs: s.packs,
+            packed_bytes: s.packed_bytes,
+            stored_bytes: s.stored_bytes,
+            packs_pending_delete: s.packs_pending_delete,
+            dedup_ratio: if s.unique_bytes == 0 {
+                0.0
+            } else {
+                s.logical_bytes as f64 / s.unique_bytes as f64
+            },
+        }
+    }
+}
+
+impl fmt::Display for LocalStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "backup {}: {} snapshots", self.backup_id, self.snapshots)?;
+        writeln!(
+            f,
+            "  logical size (all snapshots):    {}",
+            gib(self.logical_bytes)
+        )?;
+        writeln!(
+            f,
+            "  unique content:                  {} in {} chunks (deduplication {:.2}x)",
+            gib(self.unique_bytes),
+            self.chunks,
+            self.dedup_ratio
+        )?;
+        writeln!(
+            f,
+            "  compressed and encrypted:        {}",
+            gib(self.compressed_bytes)
+        )?;
+        writeln!(
+            f,
+            "  packed, before the erasure code: {} in {} packs",
+            gib(self.packed_bytes),
+            self.packs
+        )?;
+        writeln!(
+            f,
+            "  stored, after the erasure code:  {}",
+            gib(self.stored_bytes)
+        )?;
+        if self.packs_pending_delete > 0 {
+            writeln!(
+                f,
+                "  {} pruned packs are still held by a missing position",
+                self.packs_pending_delete
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl local check`.
+#[derive(Serialize)]
+pub(crate) struct Checked {
+    backup_id: String,
+    snapshots: u64,
+    packs: usize,
+    pub(crate) unrecoverable_packs: Vec<u64>,
+    pub(crate) damaged_packs: usize,
+    min_margin: Option<usize>,
+    rejected_fragments: Vec<String>,
+    metadata_checked: bool,
+    entries: u64,
+    packs_read: u64,
+    chunks_verified: u64,
+    pub(crate) errors: Vec<String>,
+}
+
+impl From<bitdust_pipeline::local::CheckReport> for Checked {
+    fn from(r: bitdust_pipeline::local::CheckReport) -> Self {
+        Checked {
+            backup_id: r.backup_id.to_string(),
+            snapshots: r.snapshots,
+            packs: r.packs.packs.len(),
+            unrecoverable_packs: r.packs.unrecoverable(),
+            damaged_packs: r
+                .packs
+                .packs
+                .iter()
+                .filter(|b| !b.damaged_positions.is_empty())
+                .count(),
+            min_margin: r.packs.min_margin(),
+            rejected_fragments: r.packs.rejected_fragments,
+            metadata_checked: r.metadata_checked,
+            entries: r.entries,
+            packs_read: r.packs_read,
+            chunks_verified: r.chunks_verified,
+            errors: r.errors,
+        }
+    }
+}
+
+impl fmt::Display for Checked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "backup {}: {} snapshots, {} packs; every fragment read: {} damaged, {} cannot be recovered{}",
+            self.backup_id,
+            self.snapshots,
+            self.packs,
+            self.damaged_packs,
+            self.unrecoverable_packs.len(),
+            match self.min_margin {
+                Some(m) => format!(", at least {m} more positions may be lost"),
+                None => String::new(),
+            }
+        )?;
+        if self.metadata_checked {
+            writeln!(
+                f,
+                "  metadata: {} entries read, every chunk found in a pack its snapshot names{}",
+                self.entries,
+                if self.errors.is_empty() {
+                    ""
+                } else {
+                    " except as below"
+                }
+            )?;
+        } else {
+            writeln!(f, "  metadata not read (it needs master.key)")?;
+        }
+        if self.packs_read > 0 {
+            writeln!(
+                f,
+                "  data: {} packs read back, {} chunks decrypted and verified",
+                self.packs_read, self.chunks_verified
+            )?;
+        }
+        for r in &self.rejected_fragments {
+            writeln!(f, "  rejected {r}")?;
+        }
+        for e in &self.errors {
+            writeln!(f, "  ERROR {e}")?;
         }
         Ok(())
     }

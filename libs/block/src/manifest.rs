@@ -103,6 +103,20 @@ pub struct Manifest {
     pub block_headers: Vec<[u8; 32]>,
 }
 
+/// Decrypts a sealed [`BackupInfo`] (of a manifest or a snapshot root).
+pub(crate) fn open_info(sealed: &[u8], key: &BackupKey) -> Result<BackupInfo, ManifestError> {
+    let bytes = open(key.age_identity(), sealed, MAX_MANIFEST_LEN)?;
+    let p = pb::BackupInfo::decode(bytes.as_slice())
+        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    Ok(BackupInfo {
+        source_paths: p.source_paths,
+        files: p.files,
+        directories: p.directories,
+        symlinks: p.symlinks,
+        skipped: p.skipped,
+    })
+}
+
 impl Manifest {
     /// Encrypts `info` to the backup key, for [`Manifest::sealed_info`].
     pub fn seal_info(
@@ -123,16 +137,7 @@ impl Manifest {
 
     /// Decrypts the [`BackupInfo`].
     pub fn open_info(&self, key: &BackupKey) -> Result<BackupInfo, ManifestError> {
-        let bytes = open(key.age_identity(), &self.sealed_info, MAX_MANIFEST_LEN)?;
-        let p = pb::BackupInfo::decode(bytes.as_slice())
-            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        Ok(BackupInfo {
-            source_paths: p.source_paths,
-            files: p.files,
-            directories: p.directories,
-            symlinks: p.symlinks,
-            skipped: p.skipped,
-        })
+        open_info(&self.sealed_info, key)
     }
 
     /// Signs and encodes the manifest file.

@@ -40,6 +40,17 @@ pub struct Root {
     pub scheme: Scheme,
 }
 
+impl Root {
+    /// Decrypts the snapshot's [`crate::BackupInfo`] (its source paths)
+    /// with the backup key.
+    pub fn open_info(
+        &self,
+        key: &bitdust_crypto::BackupKey,
+    ) -> Result<crate::BackupInfo, ManifestError> {
+        crate::manifest::open_info(&self.root.sealed_info, key)
+    }
+}
+
 /// Parses root bytes and verifies they were signed by `expected`, for the
 /// backup `backup` and snapshot `snapshot`.
 pub fn verify_root(

@@ -106,6 +106,24 @@ pub enum Reason {
     Within,
     /// No rule was given.
     NoPolicy,
+    /// Another snapshot was named to be forgotten.
+    NotNamed,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Last => "last",
+            Reason::Hourly => "hourly",
+            Reason::Daily => "daily",
+            Reason::Weekly => "weekly",
+            Reason::Monthly => "monthly",
+            Reason::Yearly => "yearly",
+            Reason::Within => "within",
+            Reason::NoPolicy => "no policy",
+            Reason::NotNamed => "not named",
+        })
+    }
 }
 
 /// The decision for one snapshot.

@@ -26,7 +26,12 @@ use crate::{
     RestoreOptions, RestoreReport, SinkError, SourceError, VerifyReport,
 };
 
+mod commands;
+pub use commands::*;
+
 const MANIFEST_FILE: &str = "manifest";
+/// Marks a forgotten snapshot at a position (its root is gone there).
+const FORGOTTEN_FILE: &str = "forgotten";
 /// Manifests are small; anything larger is not one.
 const MAX_MANIFEST_FILE: u64 = bitdust_block::MAX_MANIFEST_BYTES;
 
@@ -175,9 +180,12 @@ impl LocalStore {
         v
     }
 
-    /// Every complete backup version (one with a manifest at some position).
+    /// Every complete backup version (one with a manifest at some position)
+    /// that was not forgotten (no position holds its tombstone: a position
+    /// that was away during `forget` may still hold the root).
     pub fn list(&self) -> Vec<Listed> {
         let mut found: BTreeMap<(BackupId, u64), Vec<usize>> = BTreeMap::new();
+        let mut forgotten = std::collections::BTreeSet::new();
         for p in self.positions() {
             let pdir = self.root.join(p.to_string());
             for b in fs::read_dir(&pdir).into_iter().flatten().flatten() {
@@ -196,11 +204,15 @@ impl LocalStore {
                     if v.path().join(MANIFEST_FILE).is_file() {
                         found.entry((id, version)).or_default().push(p);
                     }
+                    if v.path().join(FORGOTTEN_FILE).is_file() {
+                        forgotten.insert((id, version));
+                    }
                 }
             }
         }
         found
             .into_iter()
+            .filter(|(k, _)| !forgotten.contains(k))
             .map(|((backup_id, version), positions)| Listed {
                 backup_id,
                 version,
@@ -826,28 +838,15 @@ pub fn restore_snapshot_from_dir(
     ),
     LocalError,
 > {
-    let keys = KeyRing::open(keys_dir)?;
-    let identity = keys.identity();
-    let store = LocalStore::new(dir);
-    let (id, snapshot) = store.select(sel)?;
-    let root = open_root(&store, &identity.node_id(), id, snapshot)?;
-    let master = keys.master_key()?;
-    let key = BackupKey::unwrap_with(&root.root.wrapped_backup_key, master.age_identity())
-        .map_err(|e| {
-            LocalError::Store(format!(
-                "the backup key of {id}@{snapshot} does not open with this master key: {e}"
-            ))
-        })?;
-    let mut source = store.source(id, 0);
+    let opened = Opened::new(keys_dir, dir)?;
+    let root = opened.select(sel)?;
+    let key = opened.backup_key(&root)?;
+    let id = root.backup_id;
+    let mut source = opened.store.source(id, 0);
     // Packs the index does not know (a copied or lost state) are indexed
     // from their sealed lists first.
-    crate::snapshot::rebuild_index(
-        repo,
-        &mut source,
-        &root,
-        &bitdust_crypto::DedupKeys::derive(identity, &id.0),
-    )?;
-    let dedup = bitdust_crypto::DedupKeys::derive(identity, &id.0);
+    let dedup = opened.dedup(id);
+    crate::snapshot::rebuild_index(repo, &mut source, &root, &dedup)?;
     let mut packs = crate::snapshot::PackReader::new(&mut source, &root, dedup, key)?;
     let report = crate::restore::staged(target, |stage| {
         Ok::<_, LocalError>(crate::snapshot::restore_snapshot(
@@ -864,10 +863,8 @@ pub fn verify_snapshot_dir(
     dir: &Path,
     sel: Selector,
 ) -> Result<(bitdust_block::root::Root, crate::snapshot::PackVerifyReport), LocalError> {
-    let keys = KeyRing::open(keys_dir)?;
-    let store = LocalStore::new(dir);
-    let (id, snapshot) = store.select(sel)?;
-    let root = open_root(&store, &keys.identity().node_id(), id, snapshot)?;
-    let report = crate::snapshot::verify_packs(&mut store.source(id, 0), &root)?;
+    let opened = Opened::new(keys_dir, dir)?;
+    let root = opened.select(sel)?;
+    let report = crate::snapshot::verify_packs(&mut opened.store.source(root.backup_id, 0), &root)?;
     Ok((root, report))
 }

@@ -31,6 +31,9 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Condemned packs some position still holds (asked again next time).
     pub packs_pending: u64,
+    /// Packs no kept snapshot references, kept because they are younger
+    /// than the grace period.
+    pub packs_young: u64,
 }
 
 /// Prunes `backup`: keeps the packs of `kept` and those stored at or after
@@ -49,10 +52,18 @@ pub fn prune(
     } else {
         (1u64 << positions) - 1
     };
+    let mut packs_young = 0;
+    repo.for_each_pack(backup, |n, rec| {
+        if rec.state == PackState::Live && !kept.contains(n) && rec.time >= before {
+            packs_young += 1;
+        }
+        Ok(())
+    })?;
     let (packs_condemned, chunks_dropped) = repo.condemn(backup, kept, before, all)?;
     let mut report = PruneReport {
         packs_condemned,
         chunks_dropped,
+        packs_young,
         ..PruneReport::default()
     };
     // The condemned packs, with what is left to do (a few words each).

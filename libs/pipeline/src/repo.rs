@@ -568,6 +568,21 @@ impl Repo {
         Ok(())
     }
 
+    /// The chunks of `backup` in the index: how many, their plain bytes and
+    /// their stored (compressed) bytes; streamed from one read transaction.
+    pub fn chunk_totals(&self, backup: BackupId) -> Result<(u64, u64, u64), RepoError> {
+        let r = self.env.read_txn()?;
+        let mut t = (0, 0, 0);
+        for item in self.chunks.prefix_iter(&r, &backup.0)? {
+            let (_, v) = item?;
+            let loc = ChunkLoc::decode(v)?;
+            t.0 += 1;
+            t.1 += u64::from(loc.plain_len);
+            t.2 += u64::from(loc.stored_len);
+        }
+        Ok(t)
+    }
+
     /// The files cache's record of `path` in `backup`.
     pub fn file(
         &self,

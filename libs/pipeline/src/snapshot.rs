@@ -841,47 +841,58 @@ impl<'a> PackReader<'a> {
 
     /// The chunk `id` stored at `loc`, decompressed and checked against its id.
     pub fn chunk(&mut self, id: &ChunkId, loc: &ChunkLoc) -> Result<Vec<u8>, SnapshotError> {
-        let data = self.pack_data(loc.pack)?;
-        let start = loc.offset as usize;
-        let end = start + loc.stored_len as usize;
-        let stored = data.get(start..end).ok_or_else(|| {
-            SnapshotError::Format(format!("chunk {id} lies outside pack {}", loc.pack))
-        })?;
-        let plain = zstd::bulk::decompress(stored, loc.plain_len as usize)
-            .map_err(|e| SnapshotError::Format(format!("chunk {id} does not decompress: {e}")))?;
-        if plain.len() != loc.plain_len as usize || self.keys.chunk_id(&plain) != *id {
-            return Err(SnapshotError::Format(format!(
-                "chunk {id} in pack {} is not the chunk its id names",
-                loc.pack
-            )));
-        }
-        Ok(plain)
+        self.load(loc.pack)?;
+        let data = &self.cache[self.cache.len() - 1].1;
+        plain_chunk(&self.keys, data, id, loc)
     }
 
-    fn pack_data(&mut self, pack: u64) -> Result<&[u8], SnapshotError> {
+    /// Fetches and opens pack `pack` (bypassing the cache) and checks every
+    /// chunk its sealed list names: it lies inside the pack, decompresses
+    /// to its length and hashes to its id. Returns how many chunks.
+    pub fn check_pack(&mut self, pack: u64) -> Result<u64, SnapshotError> {
+        let (list, data) = self.open_pack(pack)?;
+        for e in &list.entries {
+            let loc = ChunkLoc {
+                pack,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                plain_len: e.plain_len,
+            };
+            plain_chunk(&self.keys, &data, &e.id, &loc)?;
+        }
+        Ok(list.entries.len() as u64)
+    }
+
+    fn open_pack(&mut self, pack: u64) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
+        let customer = self.identity_node();
+        let opener = collect_pack(self.source, self.root, &self.code, customer, pack, false)?;
+        if let Some(h) = opener.header() {
+            let present = opener.present().iter().filter(|p| **p).count() as u64;
+            self.bytes_fetched += present * h.fragment_len;
+        }
+        let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
+        let aad = pack::list_aad(&customer, self.root.backup_id, pack);
+        let list = pack::read_list(&body, &self.keys, &aad, FILE_CHUNKS.max as u32)
+            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+        let data = pack::open_data(&body, &list, &self.key)
+            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+        self.fetched += 1;
+        Ok((list, data))
+    }
+
+    /// Makes pack `pack` the last of the cache.
+    fn load(&mut self, pack: u64) -> Result<(), SnapshotError> {
         if let Some(i) = self.cache.iter().position(|(p, _)| *p == pack) {
             let hit = self.cache.remove(i);
             self.cache.push(hit);
         } else {
-            let customer = self.identity_node();
-            let opener = collect_pack(self.source, self.root, &self.code, customer, pack, false)?;
-            if let Some(h) = opener.header() {
-                let present = opener.present().iter().filter(|p| **p).count() as u64;
-                self.bytes_fetched += present * h.fragment_len;
-            }
-            let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
-            let aad = pack::list_aad(&customer, self.root.backup_id, pack);
-            let list = pack::read_list(&body, &self.keys, &aad, FILE_CHUNKS.max as u32)
-                .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
-            let data = pack::open_data(&body, &list, &self.key)
-                .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
-            self.fetched += 1;
+            let (_, data) = self.open_pack(pack)?;
             if self.cache.len() >= PACK_CACHE {
                 self.cache.remove(0);
             }
             self.cache.push((pack, data));
         }
-        Ok(&self.cache[self.cache.len() - 1].1)
+        Ok(())
     }
 
     fn identity_node(&self) -> bitdust_crypto::NodeId {
@@ -905,6 +916,30 @@ impl<'a> PackReader<'a> {
             .map_err(|e| SnapshotError::Format(format!("the snapshot's metadata list: {e}")))?
             .chunks)
     }
+}
+
+/// Chunk `id` at `loc` in the opened pack data `data`, decompressed and
+/// checked against its id.
+fn plain_chunk(
+    keys: &DedupKeys,
+    data: &[u8],
+    id: &ChunkId,
+    loc: &ChunkLoc,
+) -> Result<Vec<u8>, SnapshotError> {
+    let start = loc.offset as usize;
+    let end = start + loc.stored_len as usize;
+    let stored = data.get(start..end).ok_or_else(|| {
+        SnapshotError::Format(format!("chunk {id} lies outside pack {}", loc.pack))
+    })?;
+    let plain = zstd::bulk::decompress(stored, loc.plain_len as usize)
+        .map_err(|e| SnapshotError::Format(format!("chunk {id} does not decompress: {e}")))?;
+    if plain.len() != loc.plain_len as usize || keys.chunk_id(&plain) != *id {
+        return Err(SnapshotError::Format(format!(
+            "chunk {id} in pack {} is not the chunk its id names",
+            loc.pack
+        )));
+    }
+    Ok(plain)
 }
 
 fn chunk_id_of(bytes: &[u8]) -> Result<ChunkId, SnapshotError> {
@@ -1222,7 +1257,23 @@ pub fn verify_packs(
     source: &mut dyn FragmentSource,
     root: &Root,
 ) -> Result<PackVerifyReport, SnapshotError> {
-    let (customer, code, packs) = root_parts(root)?;
+    let (_, _, packs) = root_parts(root)?;
+    verify_pack_set(source, root, &packs)
+}
+
+/// The packs a snapshot root references.
+pub fn root_packs(root: &Root) -> Result<PackSet, SnapshotError> {
+    Ok(root_parts(root)?.2)
+}
+
+/// [`verify_packs`] of the packs `packs` of `root`'s backup (the union of
+/// several snapshots', each pack read once).
+pub fn verify_pack_set(
+    source: &mut dyn FragmentSource,
+    root: &Root,
+    packs: &PackSet,
+) -> Result<PackVerifyReport, SnapshotError> {
+    let (customer, code, _) = root_parts(root)?;
     let mut health = crate::restore::HealthOf::default();
     let mut report = PackVerifyReport {
         packs: Vec::new(),

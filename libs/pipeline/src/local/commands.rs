@@ -1,0 +1,703 @@
+//! The snapshot commands of `bitdustctl local` beyond backup and restore:
+//! `list`, `ls`, `diff`, `forget`, `prune`, `stats` and `check`.
+//!
+//! Each reads the signed roots of `DIR/<position>/<id>/<n>/manifest`; the
+//! packs, under `DIR/<position>/<id>/0/`, are read through
+//! [`LocalSource`]s. What needs `master.key` (paths, entries, chunk
+//! contents) says so; `forget`, `prune`, `stats` and the structural part
+//! of `check` work with the write-only key set.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use bitdust_block::root::Root;
+use bitdust_crypto::{DedupKeys, NodeId};
+use bitdust_proto::format::v1 as pb;
+
+use super::*;
+use crate::forget::{Decision, Policy};
+use crate::prune::PruneReport;
+use crate::repo::{PackSet, PackState, Repo};
+use crate::snapshot::{Change, NodeStream, PackReader, PackVerifyReport};
+
+/// A local store opened with this customer's keys.
+pub struct Opened {
+    /// The store.
+    pub store: LocalStore,
+    keys: KeyRing,
+    node: NodeId,
+}
+
+impl Opened {
+    /// The store at `dir`, with the keys in `keys_dir`.
+    pub fn new(keys_dir: &Path, dir: &Path) -> Result<Opened, LocalError> {
+        let keys = KeyRing::open(keys_dir)?;
+        let node = keys.identity().node_id();
+        Ok(Opened {
+            store: LocalStore::new(dir),
+            keys,
+            node,
+        })
+    }
+
+    /// The verified root of snapshot `n` of `id`.
+    pub fn root(&self, id: BackupId, n: u64) -> Result<Root, LocalError> {
+        open_root(&self.store, &self.node, id, n)
+    }
+
+    /// The root of the snapshot `sel` names.
+    pub fn select(&self, sel: Selector) -> Result<Root, LocalError> {
+        let (id, n) = self.store.select(sel)?;
+        self.root(id, n)
+    }
+
+    /// The backup key of `root`'s backup, unwrapped with `master.key`.
+    pub fn backup_key(&self, root: &Root) -> Result<BackupKey, LocalError> {
+        let master = self.keys.master_key()?;
+        BackupKey::unwrap_with(&root.root.wrapped_backup_key, master.age_identity()).map_err(|e| {
+            LocalError::Store(format!(
+                "the backup key of {}@{} does not open with this master key: {e}",
+                root.backup_id, root.root.snapshot
+            ))
+        })
+    }
+
+    /// The dedup secrets of backup `id`.
+    pub fn dedup(&self, id: BackupId) -> DedupKeys {
+        DedupKeys::derive(self.keys.identity(), &id.0)
+    }
+
+    /// The snapshots of backup `id`, in number order.
+    fn snapshots_of(&self, id: BackupId) -> Vec<u64> {
+        self.store
+            .list()
+            .into_iter()
+            .filter(|l| l.backup_id == id)
+            .map(|l| l.version)
+            .collect()
+    }
+
+    /// The backup `sel` names (or the only one).
+    fn backup(&self, sel: Option<BackupId>) -> Result<BackupId, LocalError> {
+        if let Some(id) = sel {
+            return Ok(id);
+        }
+        let ids = self.store.backup_ids();
+        match ids.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(LocalError::Store(format!(
+                "{} holds no backup; check the path (it should contain the position directories 0, 1, ...)",
+                self.store.root.display()
+            ))),
+            _ => Err(LocalError::Store(format!(
+                "{} holds several backups ({}); name one",
+                self.store.root.display(),
+                ids.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The union of the packs every snapshot of `id` references, and the
+    /// newest root (for the code). A root that does not verify stops it:
+    /// its packs are unknown, so nothing may be called unreferenced.
+    fn referenced(&self, id: BackupId) -> Result<(PackSet, Option<Root>), LocalError> {
+        let mut all = PackSet::default();
+        let mut newest = None;
+        for n in self.snapshots_of(id) {
+            let root = self.root(id, n)?;
+            for p in crate::snapshot::root_packs(&root)?.iter() {
+                all.insert(p);
+            }
+            newest = Some(root);
+        }
+        Ok((all, newest))
+    }
+
+    /// Indexes the packs of every snapshot of `id` that the index does not
+    /// know (a copied or lost state), from their sealed lists.
+    fn index_all(&self, repo: &Repo, id: BackupId) -> Result<(), LocalError> {
+        let keys = self.dedup(id);
+        let mut source = self.store.source(id, 0);
+        for n in self.snapshots_of(id) {
+            let root = self.root(id, n)?;
+            crate::snapshot::rebuild_index(repo, &mut source, &root, &keys)?;
+        }
+        Ok(())
+    }
+}
+
+impl LocalStore {
+    /// Every backup with a directory at some position, with or without
+    /// snapshots left.
+    pub fn backup_ids(&self) -> Vec<BackupId> {
+        let mut ids: Vec<BackupId> = self
+            .positions()
+            .into_iter()
+            .flat_map(|p| {
+                fs::read_dir(self.root.join(p.to_string()))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<BackupId>().ok())
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Bytes of the files under `DIR/<position>/<id>/` at every position:
+    /// what the backup takes on the disks.
+    pub fn stored_bytes(&self, id: BackupId) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            match fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => fs::read_dir(p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| walk(&e.path()))
+                    .sum(),
+                Ok(m) if m.is_file() => m.len(),
+                _ => 0,
+            }
+        }
+        self.positions()
+            .into_iter()
+            .map(|p| walk(&self.root.join(p.to_string()).join(id.to_string())))
+            .sum()
+    }
+
+    /// Forgets snapshot `n` of `id` at every position present: a
+    /// tombstone is made durable, then the root is removed. Any tombstone
+    /// hides the snapshot, so a position that was away and comes back
+    /// with the root does not bring it back (its root is removed by the
+    /// next forget or prune, [`LocalStore::sweep_forgotten`]).
+    fn forget_root(&self, id: BackupId, n: u64) -> Result<(), LocalError> {
+        assert!(n > 0, "version 0 holds the packs, not a root");
+        for p in self.positions() {
+            let dir = self.version_dir(p, id, n);
+            if !dir.is_dir() {
+                continue;
+            }
+            let res = (|| -> io::Result<()> {
+                File::create(dir.join(FORGOTTEN_FILE))?.sync_all()?;
+                match fs::remove_file(dir.join(MANIFEST_FILE)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                File::open(&dir)?.sync_all()
+            })();
+            res.map_err(|e| {
+                LocalError::Store(format!(
+                    "cannot forget {}: {e}; check permissions, then run forget again",
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes the roots that positions which were away still hold of
+    /// snapshots forgotten meanwhile.
+    pub fn sweep_forgotten(&self, id: BackupId) -> Result<u64, LocalError> {
+        let mut forgotten = std::collections::BTreeSet::new();
+        let mut rooted = std::collections::BTreeSet::new();
+        for p in self.positions() {
+            let bdir = self.root.join(p.to_string()).join(id.to_string());
+            for v in fs::read_dir(bdir).into_iter().flatten().flatten() {
+                let Some(n) = v.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                    continue;
+                };
+                if n > 0 && v.path().join(FORGOTTEN_FILE).is_file() {
+                    forgotten.insert(n);
+                }
+                if n > 0 && v.path().join(MANIFEST_FILE).is_file() {
+                    rooted.insert(n);
+                }
+            }
+        }
+        let stale: Vec<u64> = forgotten.intersection(&rooted).copied().collect();
+        for &n in &stale {
+            self.forget_root(id, n)?;
+        }
+        Ok(stale.len() as u64)
+    }
+}
+
+/// One snapshot, as `list` shows it.
+#[derive(Clone, Debug)]
+pub struct SnapshotInfo {
+    /// Its backup.
+    pub backup_id: BackupId,
+    /// Its number.
+    pub snapshot: u64,
+    /// Positions holding its root.
+    pub positions: Vec<usize>,
+    /// When it was taken (unix seconds).
+    pub created_unix: i64,
+    /// Its source paths; `None` without `master.key`.
+    pub paths: Option<Vec<Vec<u8>>>,
+    /// What it holds and what it added.
+    pub stats: pb::SnapshotStats,
+}
+
+/// Every snapshot in the store, with its paths when `master.key` is at
+/// hand.
+pub fn list_snapshots(opened: &Opened) -> Result<Vec<SnapshotInfo>, LocalError> {
+    let mut out = Vec::new();
+    let mut key: Option<(BackupId, Option<BackupKey>)> = None;
+    for l in opened.store.list() {
+        let root = opened.root(l.backup_id, l.version)?;
+        if key.as_ref().is_none_or(|(id, _)| *id != l.backup_id) {
+            key = Some((l.backup_id, opened.backup_key(&root).ok()));
+        }
+        let paths = match key.as_ref().and_then(|(_, k)| k.as_ref()) {
+            Some(k) => Some(
+                root.open_info(k)
+                    .map_err(|e| {
+                        LocalError::Store(format!(
+                            "the paths of {}@{} do not open: {e}",
+                            l.backup_id, l.version
+                        ))
+                    })?
+                    .source_paths,
+            ),
+            None => None,
+        };
+        out.push(SnapshotInfo {
+            backup_id: l.backup_id,
+            snapshot: l.version,
+            positions: l.positions,
+            created_unix: root.root.created_unix,
+            paths,
+            stats: root.root.stats.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `path` is `under` or below it (`under` empty: everything).
+fn is_under(path: &[u8], under: &[u8]) -> bool {
+    under.is_empty()
+        || path == under
+        || (path.starts_with(under) && path.get(under.len()) == Some(&b'/'))
+}
+
+/// `ls`: hands every entry of snapshot `sel` under `under` (a path as
+/// backed up, without its leading `/`; empty: all) to `each`, in path
+/// order, one at a time. Needs `master.key`.
+pub fn ls(
+    opened: &Opened,
+    sel: Selector,
+    under: &[u8],
+    mut each: impl FnMut(&pb::Node),
+) -> Result<Root, LocalError> {
+    let root = opened.select(sel)?;
+    let key = opened.backup_key(&root)?;
+    let mut source = opened.store.source(root.backup_id, 0);
+    let mut packs = PackReader::new(&mut source, &root, opened.dedup(root.backup_id), key)?;
+    let mut nodes = NodeStream::new(packs.meta_chunks()?);
+    let mut seen = false;
+    while let Some(node) = nodes.next(&mut packs)? {
+        if is_under(&node.path, under) {
+            seen = true;
+            each(&node);
+        } else if seen {
+            // A subtree is contiguous in path order: nothing more below.
+            break;
+        }
+    }
+    Ok(root)
+}
+
+/// `diff`: the changes from snapshot `older` to `newer`, in path order.
+/// Returns both roots and how many entries are the same. Needs
+/// `master.key`.
+pub fn diff(
+    opened: &Opened,
+    older: Selector,
+    newer: Selector,
+    each: impl FnMut(Change),
+) -> Result<(Root, Root, u64), LocalError> {
+    let (ra, rb) = (opened.select(older)?, opened.select(newer)?);
+    let (ka, kb) = (opened.backup_key(&ra)?, opened.backup_key(&rb)?);
+    let mut sa = opened.store.source(ra.backup_id, 0);
+    let mut sb = opened.store.source(rb.backup_id, 0);
+    let mut pa = PackReader::new(&mut sa, &ra, opened.dedup(ra.backup_id), ka)?;
+    let mut pb_ = PackReader::new(&mut sb, &rb, opened.dedup(rb.backup_id), kb)?;
+    let mut na = NodeStream::new(pa.meta_chunks()?);
+    let mut nb = NodeStream::new(pb_.meta_chunks()?);
+    let same = crate::snapshot::diff((&mut na, &mut pa), (&mut nb, &mut pb_), each)?;
+    Ok((ra, rb, same))
+}
+
+/// What `forget` decided, and did unless it was a dry run.
+#[derive(Clone, Debug)]
+pub struct ForgetReport {
+    /// The backup.
+    pub backup_id: BackupId,
+    /// Per snapshot, newest first: kept (and why) or forgotten.
+    pub decisions: Vec<Decision>,
+    /// Whether the forgotten roots were removed.
+    pub removed: bool,
+}
+
+/// `forget`: applies `policy` to the snapshots of backup `backup` (or the
+/// only one), or forgets exactly `only` when given, and removes the
+/// forgotten snapshots' roots unless `dry_run`. Their packs stay until a
+/// prune. Needs no secret beyond `identity.key`; the caller holds the
+/// state lock, so no backup runs meanwhile.
+pub fn forget(
+    opened: &Opened,
+    backup: Option<BackupId>,
+    policy: &Policy,
+    only: Option<u64>,
+    dry_run: bool,
+) -> Result<ForgetReport, LocalError> {
+    let id = opened.backup(backup)?;
+    if !dry_run {
+        opened.store.sweep_forgotten(id)?;
+    }
+    let mut snapshots = Vec::new();
+    for n in opened.snapshots_of(id) {
+        snapshots.push((n, opened.root(id, n)?.root.created_unix));
+    }
+    let decisions = match only {
+        Some(n) => {
+            if !snapshots.iter().any(|(s, _)| *s == n) {
+                return Err(LocalError::Store(format!(
+                    "backup {id} has no snapshot {n} in {}; see `bitdustctl local list`",
+                    opened.store.root.display()
+                )));
+            }
+            snapshots
+                .iter()
+                .rev()
+                .map(|&(s, _)| Decision {
+                    snapshot: s,
+                    kept_by: if s == n {
+                        vec![]
+                    } else {
+                        vec![crate::forget::Reason::NotNamed]
+                    },
+                })
+                .collect()
+        }
+        None => {
+            if policy.is_empty() {
+                return Err(LocalError::Store(
+                    "no policy given, so forget would keep every snapshot; give --keep-last N (or another --keep-* flag), or a snapshot as ID@VERSION".into(),
+                ));
+            }
+            crate::forget::apply(policy, &snapshots)
+        }
+    };
+    if !dry_run {
+        for d in decisions.iter().filter(|d| d.kept_by.is_empty()) {
+            opened.store.forget_root(id, d.snapshot)?;
+        }
+    }
+    Ok(ForgetReport {
+        backup_id: id,
+        decisions,
+        removed: !dry_run,
+    })
+}
+
+/// `prune`: for every backup in the store (or `backup`), deletes the packs
+/// no remaining snapshot references that were stored more than `grace`
+/// seconds before `now`. Needs no secret beyond `identity.key`; the caller
+/// holds the state lock. A `kill -9` at any point leaves condemned packs
+/// that the next prune deletes, never a deleted pack a snapshot names.
+pub fn prune(
+    opened: &Opened,
+    repo: &Repo,
+    backup: Option<BackupId>,
+    grace: u64,
+    now: u64,
+) -> Result<Vec<(BackupId, PruneReport)>, LocalError> {
+    let ids = match backup {
+        Some(id) => vec![id],
+        None => opened.store.backup_ids(),
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        opened.store.sweep_forgotten(id)?;
+        let (kept, newest) = opened.referenced(id)?;
+        let code = match (repo.code(id)?, &newest) {
+            (_, Some(root)) => Code::new(root.scheme, root.root.suppliers as usize),
+            (Some((scheme, n)), None) => Code::new(scheme, n),
+            (None, None) => {
+                return Err(LocalError::Store(format!(
+                    "backup {id} has no snapshot left and its state does not say how its packs are coded; remove {}/*/{id} by hand if it is not wanted",
+                    opened.store.root.display()
+                )));
+            }
+        }
+        .map_err(BackupError::from)?;
+        let positions = code.suppliers();
+        let mut deleter = LocalPackDeleter {
+            store: opened.store.clone(),
+            code,
+        };
+        let report = crate::prune::prune(
+            repo,
+            id,
+            &kept,
+            // Packs at least `grace` old (with 0, every one up to now).
+            (now + 1).saturating_sub(grace),
+            positions,
+            &mut deleter,
+        )?;
+        out.push((id, report));
+    }
+    Ok(out)
+}
+
+/// What `stats` counts for one backup.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// The backup.
+    pub backup_id: BackupId,
+    /// Snapshots.
+    pub snapshots: u64,
+    /// Bytes of file content over all snapshots: what restoring each of
+    /// them would write.
+    pub logical_bytes: u64,
+    /// Distinct chunks stored, their plain bytes, and their bytes
+    /// compressed and encrypted.
+    pub chunks: u64,
+    /// See `chunks`.
+    pub unique_bytes: u64,
+    /// See `chunks`.
+    pub compressed_bytes: u64,
+    /// Live packs, and their bodies' bytes: stored before the erasure code.
+    pub packs: u64,
+    /// See `packs`.
+    pub packed_bytes: u64,
+    /// Bytes on the position disks (fragments and roots): after the
+    /// erasure code.
+    pub stored_bytes: u64,
+    /// Condemned packs some position still holds.
+    pub packs_pending_delete: u64,
+}
+
+/// `stats` of backup `backup` (or the only one). Needs no `master.key`.
+pub fn stats(opened: &Opened, repo: &Repo, backup: Option<BackupId>) -> Result<Stats, LocalError> {
+    let id = opened.backup(backup)?;
+    opened.index_all(repo, id)?;
+    let mut s = Stats {
+        backup_id: id,
+        snapshots: 0,
+        logical_bytes: 0,
+        chunks: 0,
+        unique_bytes: 0,
+        compressed_bytes: 0,
+        packs: 0,
+        packed_bytes: 0,
+        stored_bytes: 0,
+        packs_pending_delete: 0,
+    };
+    for n in opened.snapshots_of(id) {
+        let root = opened.root(id, n)?;
+        s.snapshots += 1;
+        s.logical_bytes += root.root.stats.unwrap_or_default().content_bytes;
+    }
+    (s.chunks, s.unique_bytes, s.compressed_bytes) = repo.chunk_totals(id)?;
+    repo.for_each_pack(id, |_, rec| {
+        match rec.state {
+            PackState::Live => {
+                s.packs += 1;
+                s.packed_bytes += rec.body_len;
+            }
+            PackState::Condemned => s.packs_pending_delete += 1,
+        }
+        Ok(())
+    })?;
+    s.stored_bytes = opened.store.stored_bytes(id);
+    Ok(s)
+}
+
+/// Which packs `check --read-data-subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataSubset {
+    /// About this share of the packs (0..=100), chosen at random each run.
+    Percent(f64),
+    /// Part `n` of `of` (1-based): the packs whose number is `n - 1`
+    /// modulo `of`, so that `1/7` … `7/7` on seven nights read everything.
+    Part {
+        /// Which part.
+        n: u64,
+        /// Of how many.
+        of: u64,
+    },
+}
+
+impl std::str::FromStr for DataSubset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a subset; write a share like 10% or a part like 1/7");
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(format!("{s:?}: a share is between 0% and 100%"));
+            }
+            return Ok(DataSubset::Percent(p));
+        }
+        let (n, of) = s.split_once('/').ok_or_else(bad)?;
+        let (n, of): (u64, u64) = (
+            n.trim().parse().map_err(|_| bad())?,
+            of.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || n > of {
+            return Err(format!("{s:?}: the part is from 1 to {of}"));
+        }
+        Ok(DataSubset::Part { n, of })
+    }
+}
+
+impl DataSubset {
+    fn chooser(self) -> impl Fn(u64) -> bool {
+        let seed = RandomState::new();
+        move |pack| match self {
+            DataSubset::Percent(p) => ((seed.hash_one(pack) % 1_000_000) as f64) < p * 10_000.0,
+            DataSubset::Part { n, of } => pack % of == n - 1,
+        }
+    }
+}
+
+/// What `check` found for one backup.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// The backup.
+    pub backup_id: BackupId,
+    /// Snapshots whose roots verified.
+    pub snapshots: u64,
+    /// The health of every referenced pack (each read once).
+    pub packs: PackVerifyReport,
+    /// Whether the snapshots' metadata was read (needs `master.key`).
+    pub metadata_checked: bool,
+    /// Entries read from the metadata.
+    pub entries: u64,
+    /// Packs whose data was read back, and the chunks verified in them.
+    pub packs_read: u64,
+    /// See `packs_read`.
+    pub chunks_verified: u64,
+    /// Problems that make a snapshot unrestorable, one sentence each.
+    pub errors: Vec<String>,
+}
+
+/// `check` of backup `backup` (or the only one): every root verifies;
+/// every fragment of every referenced pack is read and its signed header
+/// and hash checked; with `master.key`, every snapshot's metadata is read
+/// and every file's chunks are found in a pack that snapshot names; with
+/// `read_data`, the chosen packs are opened and every chunk in them is
+/// decrypted, decompressed and checked against its id.
+pub fn check(
+    opened: &Opened,
+    repo: &Repo,
+    backup: Option<BackupId>,
+    read_data: Option<DataSubset>,
+) -> Result<CheckReport, LocalError> {
+    let id = opened.backup(backup)?;
+    let (all, newest) = opened.referenced(id)?;
+    let Some(newest) = newest else {
+        return Err(LocalError::Store(format!(
+            "backup {id} has no snapshot in {}",
+            opened.store.root.display()
+        )));
+    };
+    let mut source = opened.store.source(id, 0);
+    let packs = crate::snapshot::verify_pack_set(&mut source, &newest, &all)?;
+    let mut report = CheckReport {
+        backup_id: id,
+        snapshots: opened.snapshots_of(id).len() as u64,
+        packs,
+        metadata_checked: false,
+        entries: 0,
+        packs_read: 0,
+        chunks_verified: 0,
+        errors: Vec::new(),
+    };
+    let key = match opened.backup_key(&newest) {
+        Ok(k) => k,
+        Err(e) if read_data.is_some() => return Err(e),
+        Err(_) => return Ok(report),
+    };
+    if let Err(e) = opened.index_all(repo, id) {
+        report
+            .errors
+            .push(format!("the index cannot be completed from the packs: {e}"));
+    }
+    for n in opened.snapshots_of(id) {
+        let root = opened.root(id, n)?;
+        if let Err(e) = check_metadata(
+            repo,
+            &mut source,
+            &root,
+            opened.dedup(id),
+            &key,
+            &mut report,
+        ) {
+            report
+                .errors
+                .push(format!("snapshot {n}: its entries cannot be read: {e}"));
+        }
+    }
+    report.metadata_checked = true;
+    if let Some(subset) = read_data {
+        let chosen = subset.chooser();
+        let mut reader = PackReader::new(&mut source, &newest, opened.dedup(id), key)?;
+        for pack in all.iter().filter(|p| chosen(*p)) {
+            match reader.check_pack(pack) {
+                Ok(n) => report.chunks_verified += n,
+                Err(e) => report.errors.push(e.to_string()),
+            }
+            report.packs_read += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Reads the entries of `root` and checks that every chunk of every file
+/// is in a pack the snapshot names; what is wrong goes to `report.errors`.
+fn check_metadata(
+    repo: &Repo,
+    source: &mut LocalSource,
+    root: &Root,
+    dedup: DedupKeys,
+    key: &BackupKey,
+    report: &mut CheckReport,
+) -> Result<(), LocalError> {
+    let n = root.root.snapshot;
+    let id = root.backup_id;
+    let refs = crate::snapshot::root_packs(root)?;
+    let mut reader = PackReader::new(source, root, dedup, key.clone())?;
+    let mut nodes = NodeStream::new(reader.meta_chunks()?);
+    let txn = repo.read()?;
+    while let Some(node) = nodes.next(&mut reader)? {
+        report.entries += 1;
+        for c in &node.chunks {
+            let Ok(cid) = <[u8; 32]>::try_from(c.as_slice()).map(bitdust_crypto::ChunkId) else {
+                report.errors.push(format!(
+                    "snapshot {n}: /{} has a chunk id that is not 32 bytes",
+                    String::from_utf8_lossy(&node.path)
+                ));
+                break;
+            };
+            let at = repo.chunk(&txn, id, &cid)?.map(|l| l.pack);
+            if !at.is_some_and(|p| refs.contains(p)) {
+                report.errors.push(format!(
+                    "snapshot {n}: /{}: chunk {cid} is in no pack the snapshot names; it cannot be restored whole",
+                    String::from_utf8_lossy(&node.path)
+                ));
+                break;
+            }
+        }
+    }
+    Ok(())
+}
