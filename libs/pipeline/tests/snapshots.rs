@@ -762,3 +762,145 @@ fn packs_stored_without_a_position_remember_it_for_the_rebuilder() {
     f.repo.repaired(f.backup, first, 1 << 5).unwrap();
     assert_eq!(f.repo.pack(f.backup, first).unwrap().unwrap().missing, 0);
 }
+
+/// Deletes through `inner` until `left` deletions are done, then dies as
+/// a `kill -9` would stop the process there: nothing after it runs.
+struct DiesAfter {
+    inner: bitdust_pipeline::local::LocalPackDeleter,
+    left: usize,
+}
+
+impl bitdust_pipeline::prune::PackDeleter for DiesAfter {
+    fn delete(&mut self, backup: BackupId, pack: u64, position: usize) -> bool {
+        if self.left == 0 {
+            // Unwinds without the panic hook's noise.
+            std::panic::resume_unwind(Box::new("killed"));
+        }
+        self.left -= 1;
+        self.inner.delete(backup, pack, position)
+    }
+}
+
+/// Fragment files under `DIR/<position>/<id>/0/`, by position.
+fn fragment_files(dir: &Path, id: BackupId) -> Vec<usize> {
+    (0..7)
+        .map(|p| {
+            std::fs::read_dir(dir.join(p.to_string()).join(id.to_string()).join("0"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_finishes() {
+    use bitdust_pipeline::forget::Policy;
+    use bitdust_pipeline::local::{self, CodeGiven, Opened, Selector};
+    let f = Fixture::new();
+    let keys = f.root.join("keys");
+    let dir = f.root.join("dir");
+    let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let opts = SnapshotOptions {
+        pack_size: 64 << 10,
+        ..Fixture::opts()
+    };
+    let snap = || {
+        local::snapshot_to_dir(
+            &keys,
+            std::slice::from_ref(&f.src),
+            &dir,
+            &repo,
+            &opts,
+            CodeGiven::default(),
+            &(),
+        )
+        .unwrap()
+    };
+    // Three snapshots, each with 400 KiB of content of its own that the
+    // last one no longer has, so forgetting two leaves several packs.
+    let mut noise = 1u64;
+    for n in 0..3 {
+        let big: Vec<u8> = (0..400 << 10)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                noise as u8
+            })
+            .collect();
+        write(&f.src.join("big.bin"), &big);
+        if n == 2 {
+            std::fs::remove_file(f.src.join("big.bin")).unwrap();
+        }
+        snap();
+    }
+    let want = tree(&f.src);
+    let opened = Opened::new(&keys, &dir).unwrap();
+    let forgot = local::forget(
+        &opened,
+        None,
+        &Policy {
+            last: Some(1),
+            ..Policy::default()
+        },
+        None,
+        false,
+    )
+    .unwrap();
+    let id = forgot.backup_id;
+    let files_before = fragment_files(&dir, id);
+    let restore_kept = |name: &str| {
+        let out = f.root.join(name);
+        local::restore_snapshot_from_dir(&keys, &dir, &repo, Selector::default(), &out, &[])
+            .unwrap();
+        assert_eq!(
+            tree(&restored(&out, &f.src)),
+            want,
+            "the kept snapshot no longer restores after {name}"
+        );
+    };
+    // Killed before its first deletion, then after 1, 2, … 9 deletions
+    // over and over (a pack is settled once its 7 positions confirm), so
+    // the kill lands at every offset within a pack.
+    let mut deaths = 0;
+    loop {
+        let left = if deaths == 0 { 0 } else { (deaths - 1) % 9 + 1 };
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            local::prune_with(&opened, &repo, None, 0, u64::MAX / 2, |inner| DiesAfter {
+                inner,
+                left,
+            })
+        }));
+        match run {
+            Err(_) => {
+                deaths += 1;
+                restore_kept(&format!("death{deaths}"));
+                assert!(deaths < 2000, "the prune makes no progress");
+            }
+            Ok(r) => {
+                let r = r.unwrap();
+                assert_eq!(r[0].1.packs_pending, 0, "{r:?}");
+                break;
+            }
+        }
+    }
+    assert!(deaths > 5, "only {deaths} interruptions");
+    // Everything condemned is gone at every position, and a whole prune
+    // after that finds nothing more.
+    let files_after = fragment_files(&dir, id);
+    assert!(
+        files_after.iter().zip(&files_before).all(|(a, b)| a < b),
+        "{files_before:?} -> {files_after:?}"
+    );
+    let again = local::prune(&opened, &repo, None, 0, u64::MAX / 2).unwrap();
+    assert_eq!(
+        (again[0].1.packs_condemned, again[0].1.packs_deleted),
+        (0, 0)
+    );
+    assert_eq!(fragment_files(&dir, id), files_after);
+    restore_kept("end");
+    let c = local::check(&opened, &repo, None, Some("100%".parse().unwrap())).unwrap();
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert!(c.packs.unrecoverable().is_empty());
+}

@@ -419,6 +419,19 @@ pub fn prune(
     grace: u64,
     now: u64,
 ) -> Result<Vec<(BackupId, PruneReport)>, LocalError> {
+    prune_with(opened, repo, backup, grace, now, |d| d)
+}
+
+/// [`prune`], deleting through what `wrap` makes of each backup's
+/// [`LocalPackDeleter`] (tests interrupt a prune there).
+pub fn prune_with<D: crate::prune::PackDeleter>(
+    opened: &Opened,
+    repo: &Repo,
+    backup: Option<BackupId>,
+    grace: u64,
+    now: u64,
+    mut wrap: impl FnMut(LocalPackDeleter) -> D,
+) -> Result<Vec<(BackupId, PruneReport)>, LocalError> {
     let ids = match backup {
         Some(id) => vec![id],
         None => opened.store.backup_ids(),
@@ -439,10 +452,10 @@ pub fn prune(
         }
         .map_err(BackupError::from)?;
         let positions = code.suppliers();
-        let mut deleter = LocalPackDeleter {
+        let mut deleter = wrap(LocalPackDeleter {
             store: opened.store.clone(),
             code,
-        };
+        });
         let report = crate::prune::prune(
             repo,
             id,
