@@ -20,12 +20,20 @@ use bitdust_pipeline::repo::{Repo, Time};
 use bitdust_pipeline::snapshot::{Entry, EntryKind, EntrySource, SnapshotOptions, SnapshotWriter};
 
 /// One large pseudo-random file, then `small` files of 1 KiB, none on disk.
+/// Generation `gen` changes every 30th small file (mtime and content),
+/// starting at the `gen`th.
 struct Synthetic {
     big: u64,
     small: u64,
     next: u64,
     seed: u8,
+    generation: u64,
+    changed: bool,
 }
+
+/// The tests of this binary run one at a time, so that no other test's
+/// allocations count.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl EntrySource for Synthetic {
     fn next_entry(&mut self) -> io::Result<Option<Entry>> {
@@ -36,11 +44,17 @@ impl EntrySource for Synthetic {
             n if n <= self.small => (format!("m/s/{n:08}").into_bytes(), 1024),
             _ => return Ok(None),
         };
+        self.changed = i > 0 && i % 30 == self.generation % 30;
+        let secs = if self.changed {
+            1000 + self.generation as i64
+        } else {
+            1
+        };
         Ok(Some(Entry {
             path,
             kind: EntryKind::File,
             mode: 0o644,
-            mtime: Time { secs: 1, nanos: 0 },
+            mtime: Time { secs, nanos: 0 },
             ctime: Time { secs: 1, nanos: 0 },
             size,
             ino: i,
@@ -51,6 +65,9 @@ impl EntrySource for Synthetic {
     fn content(&mut self) -> io::Result<Box<dyn Read + '_>> {
         let mut key = [self.seed; 32];
         key[..8].copy_from_slice(&self.next.to_le_bytes());
+        if self.changed {
+            key[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        }
         Ok(Box::new(
             blake3::Hasher::new_keyed(&key)
                 .finalize_xof()
@@ -154,6 +171,8 @@ fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) {
             small,
             next: 0,
             seed,
+            generation: 0,
+            changed: false,
         },
         &mut roots,
     )
@@ -164,6 +183,7 @@ fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) {
 #[test]
 #[ignore = "slow: writes 1.2 GB of fragments; run with --include-ignored (CI does)"]
 fn snapshot_memory_does_not_grow_with_input_size() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     // The second run backs up 8x the data and 20x the files of the first.
     // Both reach the writer's working set (open packs, a sealed pack's
@@ -180,5 +200,111 @@ fn snapshot_memory_does_not_grow_with_input_size() {
     assert!(
         big < small + (6 << 20),
         "the heap's peak grew from {small} to {big} bytes"
+    );
+}
+
+#[test]
+fn memory_does_not_grow_with_the_number_of_snapshots() {
+    use bitdust_crypto::DedupKeys;
+    use bitdust_pipeline::snapshot::{PackReader, restore_snapshot};
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let lock = StateLock::take(&dir.join("state"), "test").unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let store = LocalStore::new(dir.join("positions"));
+    let backup = BackupId([7; 16]);
+    let code = Code::new(Scheme::Xor, 7).unwrap();
+    let identity = Arc::new(Identity::from_secret(&[7; 32]));
+    let key = BackupKey::generate();
+    let material = BackupKeyMaterial {
+        recipient: key.recipient(),
+        wrapped: Vec::new(),
+    };
+    const SMALL: u64 = 3_000;
+    let take = |n: u64| {
+        let mut packs = store.sink(backup, 0, &code);
+        let mut roots = store.sink(backup, n, &code);
+        SnapshotWriter::new(
+            &repo,
+            identity.clone(),
+            backup,
+            n,
+            n - 1,
+            vec![b"/m".to_vec()],
+            &material,
+            SnapshotOptions::default(),
+            &mut packs,
+            Time {
+                secs: 1_000_000 + n as i64,
+                nanos: 0,
+            },
+        )
+        .unwrap()
+        .write_all(
+            &mut Synthetic {
+                big: 16 << 20,
+                small: SMALL,
+                next: 0,
+                seed: 7,
+                generation: n,
+                changed: false,
+            },
+            &mut roots,
+        )
+        .unwrap()
+    };
+    let restore = |n: u64| {
+        let root =
+            bitdust_pipeline::local::open_root(&store, &identity.node_id(), backup, n).unwrap();
+        let mut source = store.source(backup, 0);
+        let mut packs = PackReader::new(
+            &mut source,
+            &root,
+            DedupKeys::derive(&identity, &backup.0),
+            key.clone(),
+        )
+        .unwrap();
+        let out = dir.join(format!("out{n}"));
+        std::fs::create_dir(&out).unwrap();
+        let r = restore_snapshot(&repo, &mut packs, &out, &[]).unwrap();
+        assert_eq!(r.files, SMALL + 1);
+        std::fs::remove_dir_all(&out).unwrap();
+    };
+    let mut backup_peak = Vec::new();
+    let mut restore_peak = Vec::new();
+    for n in 1..=30 {
+        let mut report = None;
+        backup_peak.push(peak_heap(|| report = Some(take(n))));
+        let report = report.unwrap();
+        if n > 1 {
+            // The 1 in 30 small files this generation changes, and those
+            // the last one changed (back): read again, nothing else.
+            assert_eq!(
+                report.stats.bytes_read,
+                2 * (SMALL / 30) * 1024,
+                "{:?}",
+                report.stats
+            );
+        }
+        if n == 2 || n == 30 {
+            restore_peak.push(peak_heap(|| restore(n)));
+        }
+    }
+    eprintln!(
+        "peak heap, MiB: backups {:?}; restores of snapshot 2 and 30 {:?}",
+        backup_peak.iter().map(|b| b >> 20).collect::<Vec<_>>(),
+        restore_peak.iter().map(|b| b >> 20).collect::<Vec<_>>()
+    );
+    // Within 10% (and 1 MiB of slack) of the second snapshot's peak.
+    let bound = |first: usize| first + first / 10 + (1 << 20);
+    let later = backup_peak[2..].iter().max().unwrap();
+    assert!(
+        *later <= bound(backup_peak[1]),
+        "a backup's heap peak grew with the snapshots: {backup_peak:?}"
+    );
+    assert!(
+        restore_peak[1] <= bound(restore_peak[0]),
+        "a restore's heap peak grew with the snapshots: {restore_peak:?}"
     );
 }
