@@ -91,11 +91,29 @@ _bitdustctl() {
             bitdustctl__subcmd__help__subcmd__local,backup)
                 cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__backup"
                 ;;
+            bitdustctl__subcmd__help__subcmd__local,check)
+                cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__check"
+                ;;
+            bitdustctl__subcmd__help__subcmd__local,diff)
+                cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__diff"
+                ;;
+            bitdustctl__subcmd__help__subcmd__local,forget)
+                cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__forget"
+                ;;
             bitdustctl__subcmd__help__subcmd__local,list)
                 cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__list"
                 ;;
+            bitdustctl__subcmd__help__subcmd__local,ls)
+                cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__ls"
+                ;;
+            bitdustctl__subcmd__help__subcmd__local,prune)
+                cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__prune"
+                ;;
             bitdustctl__subcmd__help__subcmd__local,restore)
                 cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__restore"
+                ;;
+            bitdustctl__subcmd__help__subcmd__local,stats)
+                cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__stats"
                 ;;
             bitdustctl__subcmd__help__subcmd__local,verify)
                 cmd="bitdustctl__subcmd__help__subcmd__local__subcmd__verify"
@@ -130,14 +148,32 @@ _bitdustctl() {
             bitdustctl__subcmd__local,backup)
                 cmd="bitdustctl__subcmd__local__subcmd__backup"
                 ;;
+            bitdustctl__subcmd__local,check)
+                cmd="bitdustctl__subcmd__local__subcmd__check"
+                ;;
+            bitdustctl__subcmd__local,diff)
+                cmd="bitdustctl__subcmd__local__subcmd__diff"
+                ;;
+            bitdustctl__subcmd__local,forget)
+                cmd="bitdustctl__subcmd__local__subcmd__forget"
+                ;;
             bitdustctl__subcmd__local,help)
                 cmd="bitdustctl__subcmd__local__subcmd__help"
                 ;;
             bitdustctl__subcmd__local,list)
                 cmd="bitdustctl__subcmd__local__subcmd__list"
                 ;;
+            bitdustctl__subcmd__local,ls)
+                cmd="bitdustctl__subcmd__local__subcmd__ls"
+                ;;
+            bitdustctl__subcmd__local,prune)
+                cmd="bitdustctl__subcmd__local__subcmd__prune"
+                ;;
             bitdustctl__subcmd__local,restore)
                 cmd="bitdustctl__subcmd__local__subcmd__restore"
+                ;;
+            bitdustctl__subcmd__local,stats)
+                cmd="bitdustctl__subcmd__local__subcmd__stats"
                 ;;
             bitdustctl__subcmd__local,verify)
                 cmd="bitdustctl__subcmd__local__subcmd__verify"
@@ -145,14 +181,32 @@ _bitdustctl() {
             bitdustctl__subcmd__local__subcmd__help,backup)
                 cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__backup"
                 ;;
+            bitdustctl__subcmd__local__subcmd__help,check)
+                cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__check"
+                ;;
+            bitdustctl__subcmd__local__subcmd__help,diff)
+                cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__diff"
+                ;;
+            bitdustctl__subcmd__local__subcmd__help,forget)
+                cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__forget"
+                ;;
             bitdustctl__subcmd__local__subcmd__help,help)
                 cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__help"
                 ;;
             bitdustctl__subcmd__local__subcmd__help,list)
                 cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__list"
                 ;;
+            bitdustctl__subcmd__local__subcmd__help,ls)
+                cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__ls"
+                ;;
+            bitdustctl__subcmd__local__subcmd__help,prune)
+                cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__prune"
+                ;;
             bitdustctl__subcmd__local__subcmd__help,restore)
                 cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__restore"
+                ;;
+            bitdustctl__subcmd__local__subcmd__help,stats)
+                cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__stats"
                 ;;
             bitdustctl__subcmd__local__subcmd__help,verify)
                 cmd="bitdustctl__subcmd__local__subcmd__help__subcmd__verify"
@@ -364,7 +418,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__help__subcmd__local)
-            opts="backup restore verify list"
+            opts="backup restore verify list ls diff forget prune check stats"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -378,6 +432,48 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__help__subcmd__local__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__local__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__local__subcmd__diff)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__local__subcmd__forget)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -405,7 +501,49 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__help__subcmd__local__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__local__subcmd__prune)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__help__subcmd__local__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__local__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -690,7 +828,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local)
-            opts="-q -h --json --quiet --run-dir --help backup restore verify list help"
+            opts="-q -h --json --quiet --run-dir --help backup restore verify list ls diff forget prune check stats help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -749,8 +887,110 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__local__subcmd__check)
+            opts="-q -h --read-data-subset --keys --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --read-data-subset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__diff)
+            opts="-q -h --keys --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__forget)
+            opts="-q -h --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --dry-run --prune --grace --keys --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keep-last)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-hourly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-daily)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-weekly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-monthly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-yearly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__local__subcmd__help)
-            opts="backup restore verify list help"
+            opts="backup restore verify list ls diff forget prune check stats help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -764,6 +1004,48 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__help__subcmd__diff)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__help__subcmd__forget)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -805,7 +1087,49 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__local__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__help__subcmd__prune)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__local__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__help__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -834,12 +1158,64 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__list)
-            opts="-q -h --json --quiet --run-dir --help"
+            opts="-q -h --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__ls)
+            opts="-q -h --keys --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__prune)
+            opts="-q -h --grace --keys --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -866,6 +1242,28 @@ _bitdustctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --keys)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__local__subcmd__stats)
+            opts="-q -h --keys --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --keys)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
