@@ -542,11 +542,24 @@ fn snapshot_commands_list_ls_diff_stats_check_forget_and_prune() {
             "--prune",
             "--grace",
             "0h",
+            "--max-unused",
+            "0%",
             "--json",
         ],
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        !store.join("6").exists(),
+        "the prune wrote beneath the missing position's mount point"
+    );
     let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        f["prune"][0]["repack_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("position 6 is missing"),
+        "{f}"
+    );
     assert_eq!(f["forgotten"], serde_json::json!([2, 1]), "{f}");
     let p = &f["prune"][0];
     assert!(p["packs_condemned"].as_u64().unwrap() >= 1, "{f}");
@@ -615,4 +628,21 @@ fn snapshot_commands_list_ls_diff_stats_check_forget_and_prune() {
         !c["unrecoverable_packs"].as_array().unwrap().is_empty(),
         "{c}"
     );
+
+    // A backup while a position's disk is not mounted writes nothing
+    // beneath its mount point: the position failed, the run says so.
+    for p in 0..4 {
+        fs::rename(
+            tmp.path().join(format!("gone{p}")),
+            store.join(p.to_string()),
+        )
+        .unwrap();
+    }
+    fs::rename(store.join("6"), &away).unwrap();
+    fs::write(src.join("docs/later.txt"), b"while 6 was away").unwrap();
+    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["degraded_positions"], serde_json::json!([6]), "{b}");
+    assert!(!store.join("6").exists());
 }

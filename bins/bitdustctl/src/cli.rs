@@ -281,6 +281,9 @@ pub enum LocalCommand {
         /// With --prune: see `prune --grace`.
         #[arg(long, default_value = "1d", value_parser = parse_grace, value_name = "SPAN")]
         grace: u64,
+        /// With --prune: see `prune --max-unused`.
+        #[arg(long, default_value = "5%", value_parser = parse_share, value_name = "PCT")]
+        max_unused: f64,
         #[command(flatten)]
         keys: KeysArg,
     },
@@ -295,6 +298,11 @@ pub enum LocalCommand {
         /// 0h: none): a failed backup's packs, which the next run reuses.
         #[arg(long, default_value = "1d", value_parser = parse_grace, value_name = "SPAN")]
         grace: u64,
+        /// Repack the most unused packs until at most this share of the
+        /// referenced data is unused (needs master.key; without it, or
+        /// with 100%, only whole packs are deleted).
+        #[arg(long, default_value = "5%", value_parser = parse_share, value_name = "PCT")]
+        max_unused: f64,
         #[command(flatten)]
         keys: KeysArg,
     },
@@ -369,6 +377,19 @@ impl PolicyArgs {
             within: self.keep_within,
         }
     }
+}
+
+/// A share written `5%` or `5`, as a fraction.
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a share; write e.g. 5%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?}: a share is between 0% and 100%"));
+    }
+    Ok(v / 100.0)
 }
 
 /// A span in seconds (a month is 30 days, a year 365).

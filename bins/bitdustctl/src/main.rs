@@ -66,7 +66,7 @@ fn open_state(
     bitdust_pipeline::repo::Repo,
 )> {
     let lock = bitdust_daemon::state::StateLock::take(&dir.join("state"), "bitdustctl")?;
-    let env = lock.open_env("repo", 16 << 30, 4)?;
+    let env = lock.open_env("repo", 16 << 30, 5)?;
     Ok((lock, bitdust_pipeline::repo::Repo::open(env)?))
 }
 
@@ -385,6 +385,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             dry_run,
             prune,
             grace,
+            max_unused,
             keys,
         } => {
             let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
@@ -398,7 +399,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let id = r.backup_id;
             let mut r = report::Forgot::from(r);
             if *prune && !*dry_run {
-                let p = local::prune(&opened, &repo, Some(id), *grace, now_unix())?;
+                let p = local::prune(
+                    &opened,
+                    &repo,
+                    Some(id),
+                    &prune_options(*grace, *max_unused),
+                )?;
                 r.prune = Some(report::Pruned::new(p));
             }
             report::emit(&r, cli.json, cli.quiet);
@@ -407,10 +413,20 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 _ => 0,
             })
         }
-        LocalCommand::Prune { dir, grace, keys } => {
+        LocalCommand::Prune {
+            dir,
+            grace,
+            max_unused,
+            keys,
+        } => {
             let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
             let (_lock, repo) = open_state(dir)?;
-            let r = report::Pruned::new(local::prune(&opened, &repo, None, *grace, now_unix())?);
+            let r = report::Pruned::new(local::prune(
+                &opened,
+                &repo,
+                None,
+                &prune_options(*grace, *max_unused),
+            )?);
             report::emit(&r, cli.json, cli.quiet);
             Ok(if r.pending() > 0 { EXIT_WARNINGS } else { 0 })
         }
@@ -459,6 +475,17 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
 fn as_backed_up(p: &std::path::Path) -> Vec<u8> {
     let b = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str());
     b.strip_prefix(b"/").unwrap_or(b).to_vec()
+}
+
+fn prune_options(grace: u64, max_unused: f64) -> local::PruneOptions {
+    local::PruneOptions {
+        grace,
+        now: now_unix(),
+        // 100% unused allowed: nothing to repack for.
+        max_unused: (max_unused < 1.0).then_some(max_unused),
+        pack_size: bitdust_pipeline::DEFAULT_BLOCK_SIZE,
+        stop_after_steps: None,
+    }
 }
 
 fn now_unix() -> u64 {

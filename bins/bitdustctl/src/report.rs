@@ -1202,18 +1202,30 @@ struct PrunedBackup {
     bytes_freed: u64,
     packs_pending: u64,
     packs_young: u64,
+    data_bytes: u64,
+    unused_bytes_before: u64,
+    unused_bytes_after: u64,
+    packs_repacked: u64,
+    packs_written: u64,
+    chunks_moved: u64,
+    bytes_moved: u64,
+    repack_skipped: Option<String>,
 }
 
 impl Pruned {
-    pub(crate) fn new(
-        all: Vec<(
-            bitdust_block::BackupId,
-            bitdust_pipeline::prune::PruneReport,
-        )>,
-    ) -> Self {
+    pub(crate) fn new(all: Vec<bitdust_pipeline::local::Pruned>) -> Self {
         Pruned(
             all.into_iter()
-                .map(|(id, r)| PrunedBackup {
+                .map(|p| (p.backup_id, p.prune, p.repack, p.repack_skipped))
+                .map(|(id, r, k, skipped)| PrunedBackup {
+                    data_bytes: k.data_bytes,
+                    unused_bytes_before: k.unused_before,
+                    unused_bytes_after: k.unused_after,
+                    packs_repacked: k.packs_repacked,
+                    packs_written: k.packs_written,
+                    chunks_moved: k.chunks_moved,
+                    bytes_moved: k.bytes_moved,
+                    repack_skipped: skipped,
                     backup_id: id.to_string(),
                     packs_condemned: r.packs_condemned,
                     chunks_dropped: r.chunks_dropped,
@@ -1235,6 +1247,21 @@ impl Pruned {
 impl fmt::Display for Pruned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in &self.0 {
+            match &b.repack_skipped {
+                None => writeln!(
+                    f,
+                    "repack {}: {} of {} unused; {} packs repacked into {} ({} chunks, {} moved); {} unused left",
+                    b.backup_id,
+                    gib(b.unused_bytes_before),
+                    gib(b.data_bytes),
+                    b.packs_repacked,
+                    b.packs_written,
+                    b.chunks_moved,
+                    gib(b.bytes_moved),
+                    gib(b.unused_bytes_after)
+                )?,
+                Some(why) => writeln!(f, "repack {}: skipped ({why})", b.backup_id)?,
+            }
             writeln!(
                 f,
                 "prune {}: {} packs no snapshot references ({} chunks left the index); {} packs deleted, {} freed before the erasure code",

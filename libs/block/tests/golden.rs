@@ -184,6 +184,9 @@ fn snapshot_root_v3_and_node_stream() {
             added_plain: 4096,
             ..Default::default()
         }),
+        // The first revision is not encoded (proto3's default), so roots
+        // written before the field existed are revision 0.
+        revision: 0,
     };
     let bytes = sign_root(&id, &root);
     check("root-v3.bin", &bytes);

@@ -169,11 +169,14 @@ impl LocalStore {
             .join(version.to_string())
     }
 
+    /// The position directories present (a symlink to a directory on
+    /// another disk counts).
     fn positions(&self) -> Vec<usize> {
         let mut v: Vec<usize> = fs::read_dir(&self.root)
             .into_iter()
             .flatten()
             .flatten()
+            .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
         v.sort_unstable();
@@ -281,14 +284,28 @@ impl LocalStore {
     }
 
     /// A sink writing version `version` of `id`.
+    /// In a store that has position directories already, a position whose
+    /// directory is missing (a disk not mounted) is a failed position:
+    /// nothing is written beneath its mount point.
     pub fn sink(&self, id: BackupId, version: u64, code: &Code) -> LocalSink {
+        let existing = self.positions();
+        let failed = (0..code.suppliers())
+            .map(|p| {
+                (!existing.is_empty() && !existing.contains(&p)).then(|| {
+                    format!(
+                        "its directory {} is missing (a disk that is not mounted?); put it back, then run verify",
+                        self.root.join(p.to_string()).display()
+                    )
+                })
+            })
+            .collect();
         LocalSink {
             store: self.clone(),
             id,
             version,
             code: code.clone(),
             created: vec![false; code.suppliers()],
-            failed: vec![None; code.suppliers()],
+            failed,
         }
     }
 
@@ -709,14 +726,27 @@ pub fn open_root(
 ) -> Result<bitdust_block::root::Root, LocalError> {
     let mut source = store.source(id, snapshot);
     let mut why = String::from("no position holds it");
+    let mut best: Option<bitdust_block::root::Root> = None;
+    // Every copy is read: a prune that repacked rewrote the root with a
+    // higher revision, and a position that was away holds an older one.
     for attempt in 0.. {
         let Some(bytes) = source.manifest(attempt).map_err(RestoreError::from)? else {
             break;
         };
         match bitdust_block::root::verify_root(&bytes, customer, id, snapshot) {
-            Ok(root) => return Ok(root),
+            Ok(root) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| root.root.revision > b.root.revision)
+                {
+                    best = Some(root);
+                }
+            }
             Err(e) => why = e.to_string(),
         }
+    }
+    if let Some(root) = best {
+        return Ok(root);
     }
     Err(LocalError::Store(format!(
         "the root of snapshot {id}@{snapshot} in {} does not verify ({why})",

@@ -358,6 +358,8 @@ pub struct Repo {
     packs: Database<Bytes, Bytes>,
     counters: Database<Bytes, Bytes>,
     files: Database<Bytes, Bytes>,
+    /// Scratch for a repacking prune: the chunks kept snapshots use.
+    live: Database<Bytes, Bytes>,
 }
 
 fn chunk_key(backup: BackupId, id: &ChunkId) -> [u8; 48] {
@@ -390,13 +392,14 @@ fn file_key(backup: BackupId, path: &[u8]) -> [u8; 48] {
 
 impl Repo {
     /// The databases in `env` (created when missing). `env` needs room for
-    /// four named databases.
+    /// five named databases.
     pub fn open(env: Env) -> Result<Repo, RepoError> {
         let mut w = env.write_txn()?;
         let chunks = env.create_database(&mut w, Some("chunks"))?;
         let packs = env.create_database(&mut w, Some("packs"))?;
         let counters = env.create_database(&mut w, Some("counters"))?;
         let files = env.create_database(&mut w, Some("files"))?;
+        let live = env.create_database(&mut w, Some("live"))?;
         w.commit()?;
         Ok(Repo {
             env,
@@ -404,6 +407,7 @@ impl Repo {
             packs,
             counters,
             files,
+            live,
         })
     }
 
@@ -581,6 +585,78 @@ impl Repo {
             t.2 += u64::from(loc.stored_len);
         }
         Ok(t)
+    }
+
+    /// Empties the live-chunk scratch of `backup`.
+    pub fn live_clear(&self, backup: BackupId) -> Result<(), RepoError> {
+        self.delete_where(self.live, backup, |_| Ok(true))?;
+        Ok(())
+    }
+
+    /// Marks `ids` of `backup` as used by a kept snapshot (one transaction).
+    pub fn live_mark(&self, backup: BackupId, ids: &[ChunkId]) -> Result<(), RepoError> {
+        let mut w = self.env.write_txn()?;
+        for id in ids {
+            self.live.put(&mut w, &chunk_key(backup, id), &[])?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Whether a kept snapshot uses chunk `id` of `backup`.
+    pub fn is_live(
+        &self,
+        txn: &RoTxn<'_>,
+        backup: BackupId,
+        id: &ChunkId,
+    ) -> Result<bool, RepoError> {
+        Ok(self.live.get(txn, &chunk_key(backup, id))?.is_some())
+    }
+
+    /// Every marked chunk of `backup` with where the index has it, passed
+    /// to `each` one at a time.
+    pub fn for_each_live(
+        &self,
+        backup: BackupId,
+        mut each: impl FnMut(&ChunkId, Option<ChunkLoc>) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        let r = self.env.read_txn()?;
+        for item in self.live.prefix_iter(&r, &backup.0)? {
+            let (k, _) = item?;
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[16..48]);
+            let id = ChunkId(id);
+            let loc = self.chunk(&r, backup, &id)?;
+            each(&id, loc)?;
+        }
+        Ok(())
+    }
+
+    /// Records the packs `packs` of `backup` and points the index at them
+    /// for every chunk they hold (a repack moved them there), in one
+    /// transaction.
+    pub fn record_moved(
+        &self,
+        backup: BackupId,
+        packs: &[(u64, PackRecord, Vec<PackEntry>)],
+    ) -> Result<(), RepoError> {
+        let mut w = self.env.write_txn()?;
+        for (pack, record, entries) in packs {
+            self.packs
+                .put(&mut w, &pack_key(backup, *pack), &record.encode())?;
+            for e in entries {
+                let loc = ChunkLoc {
+                    pack: *pack,
+                    offset: e.offset,
+                    stored_len: e.stored_len,
+                    plain_len: e.plain_len,
+                };
+                self.chunks
+                    .put(&mut w, &chunk_key(backup, &e.id), &loc.encode())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
     }
 
     /// The files cache's record of `path` in `backup`.
@@ -779,7 +855,7 @@ mod tests {
 
     fn repo(dir: &std::path::Path) -> Repo {
         let lock = bitdust_daemon::state::StateLock::take(dir, "test").unwrap();
-        let r = Repo::open(lock.open_env("repo", 64 << 20, 4).unwrap()).unwrap();
+        let r = Repo::open(lock.open_env("repo", 64 << 20, 5).unwrap()).unwrap();
         // The environment stays open; the lock may go (one test, one process).
         drop(lock);
         r

@@ -653,6 +653,7 @@ impl<'a> SnapshotWriter<'a> {
             sealed_meta,
             pack_ranges: self.referenced.to_ranges(),
             stats: Some(self.stats),
+            revision: 0,
         };
         let bytes = root::sign_root(&self.identity, &root);
         for p in snapshot_sink.commit(&bytes)? {
@@ -863,7 +864,9 @@ impl<'a> PackReader<'a> {
         Ok(list.entries.len() as u64)
     }
 
-    fn open_pack(&mut self, pack: u64) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
+    /// Fetches and opens pack `pack` (bypassing the cache): its chunk list
+    /// and its decrypted chunk data.
+    pub fn open_pack(&mut self, pack: u64) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
         let customer = self.identity_node();
         let opener = collect_pack(self.source, self.root, &self.code, customer, pack, false)?;
         if let Some(h) = opener.header() {

@@ -138,7 +138,7 @@ fn peak_heap(f: impl FnOnce()) -> usize {
 
 fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) {
     let lock = StateLock::take(&dir.join("state"), "test").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
     let store = LocalStore::new(dir.join("positions"));
     let backup = BackupId([seed; 16]);
     let code = Code::new(Scheme::Xor, 7).unwrap();
@@ -211,7 +211,7 @@ fn memory_does_not_grow_with_the_number_of_snapshots() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let lock = StateLock::take(&dir.join("state"), "test").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
     let store = LocalStore::new(dir.join("positions"));
     let backup = BackupId([7; 16]);
     let code = Code::new(Scheme::Xor, 7).unwrap();

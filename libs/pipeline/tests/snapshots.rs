@@ -76,7 +76,7 @@ impl Fixture {
         )
         .unwrap();
         let lock = StateLock::take(&dir.path().join("state"), "test").unwrap();
-        let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
         let identity = Arc::new(Identity::from_secret(&[9; 32]));
         let key = BackupKey::generate();
         let material = BackupKeyMaterial {
@@ -430,7 +430,7 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
     let keys = f.root.join("keys");
     let dir = f.root.join("dir");
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
     let snap = |given: CodeGiven| {
         snapshot_to_dir(
             &keys,
@@ -517,7 +517,7 @@ fn a_lost_index_is_rebuilt_from_the_packs_sealed_lists_without_the_master_key() 
     let want = tree(&f.src);
     // Another, empty state: what a machine recovered from the key alone has.
     let lock = StateLock::take(&f.root.join("state2"), "test").unwrap();
-    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
     let root_bytes = std::fs::read(
         f.root
             .join("positions/0")
@@ -800,7 +800,7 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
     let keys = f.root.join("keys");
     let dir = f.root.join("dir");
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 4).unwrap()).unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
     let opts = SnapshotOptions {
         pack_size: 64 << 10,
         ..Fixture::opts()
@@ -860,6 +860,13 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
             "the kept snapshot no longer restores after {name}"
         );
     };
+    let whole_packs = local::PruneOptions {
+        grace: 0,
+        now: u64::MAX / 2,
+        max_unused: None,
+        pack_size: 64 << 10,
+        stop_after_steps: None,
+    };
     // Killed before its first deletion, then after 1, 2, … 9 deletions
     // over and over (a pack is settled once its 7 positions confirm), so
     // the kill lands at every offset within a pack.
@@ -867,7 +874,7 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
     loop {
         let left = if deaths == 0 { 0 } else { (deaths - 1) % 9 + 1 };
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            local::prune_with(&opened, &repo, None, 0, u64::MAX / 2, |inner| DiesAfter {
+            local::prune_with(&opened, &repo, None, &whole_packs, |inner| DiesAfter {
                 inner,
                 left,
             })
@@ -880,7 +887,7 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
             }
             Ok(r) => {
                 let r = r.unwrap();
-                assert_eq!(r[0].1.packs_pending, 0, "{r:?}");
+                assert_eq!(r[0].prune.packs_pending, 0, "{r:?}");
                 break;
             }
         }
@@ -893,9 +900,9 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
         files_after.iter().zip(&files_before).all(|(a, b)| a < b),
         "{files_before:?} -> {files_after:?}"
     );
-    let again = local::prune(&opened, &repo, None, 0, u64::MAX / 2).unwrap();
+    let again = local::prune(&opened, &repo, None, &whole_packs).unwrap();
     assert_eq!(
-        (again[0].1.packs_condemned, again[0].1.packs_deleted),
+        (again[0].prune.packs_condemned, again[0].prune.packs_deleted),
         (0, 0)
     );
     assert_eq!(fragment_files(&dir, id), files_after);
@@ -903,4 +910,120 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
     let c = local::check(&opened, &repo, None, Some("100%".parse().unwrap())).unwrap();
     assert!(c.errors.is_empty(), "{:?}", c.errors);
     assert!(c.packs.unrecoverable().is_empty());
+}
+
+/// Copies the tree `from` to `to` (files, directories).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_repack_stopped_at_every_durable_step_loses_nothing_and_the_next_prune_finishes() {
+    use bitdust_pipeline::forget::Policy;
+    use bitdust_pipeline::local::{self, CodeGiven, Opened, PruneOptions, Selector};
+    let f = Fixture::new();
+    let keys = f.root.join("keys");
+    let dir = f.root.join("dir");
+    let opts = SnapshotOptions {
+        pack_size: 256 << 10,
+        ..Fixture::opts()
+    };
+    // Six snapshots; each keeps a file of its own and replaces one that
+    // the next no longer has, so the packs end up partly used.
+    let mut trees = Vec::new();
+    {
+        let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
+        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let mut noise = 7u64;
+        let mut bytes = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    noise as u8
+                })
+                .collect()
+        };
+        for n in 0..6 {
+            write(&f.src.join(format!("keep{n}")), &bytes(60 << 10));
+            write(&f.src.join("passing"), &bytes(200 << 10));
+            local::snapshot_to_dir(
+                &keys,
+                std::slice::from_ref(&f.src),
+                &dir,
+                &repo,
+                &opts,
+                CodeGiven::default(),
+                &(),
+            )
+            .unwrap();
+            trees.push(tree(&f.src));
+        }
+        let opened = Opened::new(&keys, &dir).unwrap();
+        let two = Policy {
+            last: Some(2),
+            ..Policy::default()
+        };
+        local::forget(&opened, None, &two, None, false).unwrap();
+    }
+    let prune = |stop: Option<u32>| PruneOptions {
+        grace: 0,
+        now: u64::MAX / 2,
+        max_unused: Some(0.0),
+        pack_size: 256 << 10,
+        stop_after_steps: stop,
+    };
+    let mut stop = 1;
+    loop {
+        // Each stop point from the same state: a copy of the directory.
+        let copy = f.root.join(format!("stop{stop}"));
+        copy_tree(&dir, &copy);
+        let lock = StateLock::take(&copy.join("state"), "bitdustctl").unwrap();
+        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let opened = Opened::new(&keys, &copy).unwrap();
+        let stopped = local::prune(&opened, &repo, None, &prune(Some(stop))).is_err();
+        let restore_both = |when: &str| {
+            for (n, want) in [(5u64, &trees[4]), (6, &trees[5])] {
+                let out = f.root.join(format!("out-{stop}-{when}-{n}"));
+                let sel = Selector {
+                    backup_id: None,
+                    version: Some(n),
+                };
+                local::restore_snapshot_from_dir(&keys, &copy, &repo, sel, &out, &[])
+                    .unwrap_or_else(|e| panic!("snapshot {n} {when} stop {stop}: {e}"));
+                assert_eq!(
+                    &tree(&restored(&out, &f.src)),
+                    want,
+                    "snapshot {n} {when} stop {stop}"
+                );
+            }
+        };
+        restore_both("stopped");
+        // The next prune, uninterrupted, finishes the job.
+        let r = local::prune(&opened, &repo, None, &prune(None)).unwrap();
+        assert_eq!(r[0].prune.packs_pending, 0);
+        restore_both("after");
+        let c = local::check(&opened, &repo, None, Some("100%".parse().unwrap())).unwrap();
+        assert!(c.errors.is_empty(), "stop {stop}: {:?}", c.errors);
+        let again = local::prune(&opened, &repo, None, &prune(None)).unwrap();
+        assert_eq!(again[0].repack.unused_after, 0, "stop {stop}: {again:?}");
+        assert_eq!(again[0].repack.packs_repacked, 0, "stop {stop}: {again:?}");
+        if !stopped {
+            assert!(r[0].repack.packs_repacked == 0 || stop > 1);
+            break;
+        }
+        stop += 1;
+        assert!(stop < 100);
+    }
+    assert!(stop > 4, "the repack had only {stop} steps");
 }

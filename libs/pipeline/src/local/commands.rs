@@ -62,6 +62,29 @@ impl Opened {
         })
     }
 
+    /// Writes `root` again at every position with `packs` as the packs
+    /// it references and a higher revision, signed anew (the highest
+    /// revision is the root; a position that cannot be written keeps the
+    /// older one, which is then ignored).
+    fn rewrite_root(
+        &self,
+        identity: &bitdust_crypto::Identity,
+        root: &Root,
+        packs: &PackSet,
+    ) -> Result<(), LocalError> {
+        let mut r = root.root.clone();
+        r.revision += 1;
+        r.pack_ranges = packs.to_ranges();
+        let bytes = bitdust_block::root::sign_root(identity, &r);
+        let code =
+            Code::new(root.scheme, root.root.suppliers as usize).map_err(BackupError::from)?;
+        self.store
+            .sink(root.backup_id, root.root.snapshot, &code)
+            .commit(&bytes)
+            .map_err(|e| LocalError::Store(e.0))?;
+        Ok(())
+    }
+
     /// The dedup secrets of backup `id`.
     pub fn dedup(&self, id: BackupId) -> DedupKeys {
         DedupKeys::derive(self.keys.identity(), &id.0)
@@ -416,22 +439,52 @@ pub fn prune(
     opened: &Opened,
     repo: &Repo,
     backup: Option<BackupId>,
-    grace: u64,
-    now: u64,
-) -> Result<Vec<(BackupId, PruneReport)>, LocalError> {
-    prune_with(opened, repo, backup, grace, now, |d| d)
+    opts: &PruneOptions,
+) -> Result<Vec<Pruned>, LocalError> {
+    prune_with(opened, repo, backup, opts, |d| d)
+}
+
+/// How to prune.
+#[derive(Clone, Copy, Debug)]
+pub struct PruneOptions {
+    /// Unreferenced packs younger than this many seconds stay.
+    pub grace: u64,
+    /// The time now (unix seconds).
+    pub now: u64,
+    /// Repack until at most this share (0..=1) of the referenced data
+    /// packs' bytes is unused; `None`: delete whole packs only.
+    pub max_unused: Option<f64>,
+    /// The size of the packs a repack writes.
+    pub pack_size: usize,
+    /// For crash tests: the repack stops (as a `kill -9` would) after this
+    /// many durable steps (packs made durable, a root rewritten, the index
+    /// moved), and the prune fails.
+    pub stop_after_steps: Option<u32>,
+}
+
+/// What a prune did to one backup.
+#[derive(Clone, Debug)]
+pub struct Pruned {
+    /// The backup.
+    pub backup_id: BackupId,
+    /// Whole-pack deletion.
+    pub prune: PruneReport,
+    /// The repack before it.
+    pub repack: RepackReport,
+    /// Why no repack ran (no `master.key`, or not asked for).
+    pub repack_skipped: Option<String>,
 }
 
 /// [`prune`], deleting through what `wrap` makes of each backup's
-/// [`LocalPackDeleter`] (tests interrupt a prune there).
+/// [`LocalPackDeleter`] (tests interrupt a prune there). Repacks first
+/// when asked (see [`repack_backup`]).
 pub fn prune_with<D: crate::prune::PackDeleter>(
     opened: &Opened,
     repo: &Repo,
     backup: Option<BackupId>,
-    grace: u64,
-    now: u64,
+    opts: &PruneOptions,
     mut wrap: impl FnMut(LocalPackDeleter) -> D,
-) -> Result<Vec<(BackupId, PruneReport)>, LocalError> {
+) -> Result<Vec<Pruned>, LocalError> {
     let ids = match backup {
         Some(id) => vec![id],
         None => opened.store.backup_ids(),
@@ -439,6 +492,14 @@ pub fn prune_with<D: crate::prune::PackDeleter>(
     let mut out = Vec::new();
     for id in ids {
         opened.store.sweep_forgotten(id)?;
+        let (repack, repack_skipped) = match opts.max_unused {
+            None => (RepackReport::default(), Some("not asked for".into())),
+            Some(share) => match repack_backup(opened, repo, id, share, opts) {
+                Ok(done) => done,
+                Err(LocalError::Keys(e)) => (RepackReport::default(), Some(e.to_string())),
+                Err(e) => return Err(e),
+            },
+        };
         let (kept, newest) = opened.referenced(id)?;
         let code = match (repo.code(id)?, &newest) {
             (_, Some(root)) => Code::new(root.scheme, root.root.suppliers as usize),
@@ -461,13 +522,332 @@ pub fn prune_with<D: crate::prune::PackDeleter>(
             id,
             &kept,
             // Packs at least `grace` old (with 0, every one up to now).
-            (now + 1).saturating_sub(grace),
+            (opts.now + 1).saturating_sub(opts.grace),
             positions,
             &mut deleter,
         )?;
-        out.push((id, report));
+        out.push(Pruned {
+            backup_id: id,
+            prune: report,
+            repack,
+            repack_skipped,
+        });
     }
     Ok(out)
+}
+
+/// What a repack did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepackReport {
+    /// Bytes of chunk data in the data packs the snapshots reference, and
+    /// how many of them no kept snapshot uses, before the repack.
+    pub data_bytes: u64,
+    /// See `data_bytes`.
+    pub unused_before: u64,
+    /// Unused bytes left in packs that stay.
+    pub unused_after: u64,
+    /// Packs emptied (deleted by the prune that follows).
+    pub packs_repacked: u64,
+    /// Packs written with their live chunks.
+    pub packs_written: u64,
+    /// Chunks moved, and their stored bytes.
+    pub chunks_moved: u64,
+    /// See `chunks_moved`.
+    pub bytes_moved: u64,
+}
+
+/// Old packs emptied per step: each step writes their live chunks into new
+/// packs, then rewrites the roots twice (see [`repack_backup`]).
+const REPACK_STEP: usize = 32;
+
+/// Repacks the mostly-unused data packs of backup `id` (most unused
+/// first) until at most `max_unused` of the referenced data bytes are
+/// unused: their live chunks are copied, still compressed and encrypted
+/// anew, into new packs. Needs `master.key` (to know which chunks the kept
+/// snapshots use, and to decrypt them). Per step, crash-safe at every
+/// point:
+/// 1. the new packs are written and made durable (a crash leaves packs no
+///    root names, deleted after the grace period);
+/// 2. every root naming an emptied pack is rewritten (a higher revision)
+///    to name the new packs as well;
+/// 3. the new packs are recorded and the index points at them (one
+///    transaction);
+/// 4. those roots are rewritten without the emptied packs, which the
+///    prune then deletes like any unreferenced pack.
+fn repack_backup(
+    opened: &Opened,
+    repo: &Repo,
+    id: BackupId,
+    max_unused: f64,
+    opts: &PruneOptions,
+) -> Result<(RepackReport, Option<String>), LocalError> {
+    let (kept, newest) = opened.referenced(id)?;
+    let Some(newest) = newest else {
+        return Ok((RepackReport::default(), None));
+    };
+    let key = opened.backup_key(&newest)?;
+    // New packs written while a position is away would hold less
+    // redundancy than the packs they replace.
+    let present = opened.store.positions();
+    if let Some(p) = (0..newest.root.suppliers as usize).find(|p| !present.contains(p)) {
+        return Ok((
+            RepackReport::default(),
+            Some(format!(
+                "position {p} is missing, and repacked data would lack its fragments; prune again when it is back"
+            )),
+        ));
+    }
+    let snapshots = opened.snapshots_of(id);
+    // The chunks the kept snapshots use, marked on disk.
+    repo.live_clear(id)?;
+    let mut source = opened.store.source(id, 0);
+    for &n in &snapshots {
+        let root = opened.root(id, n)?;
+        let mut reader = PackReader::new(&mut source, &root, opened.dedup(id), key.clone())?;
+        let mut nodes = NodeStream::new(reader.meta_chunks()?);
+        let mut batch = Vec::with_capacity(4096);
+        while let Some(node) = nodes.next(&mut reader)? {
+            for c in &node.chunks {
+                if let Ok(c) = <[u8; 32]>::try_from(c.as_slice()) {
+                    batch.push(bitdust_crypto::ChunkId(c));
+                }
+            }
+            if batch.len() >= 4096 {
+                repo.live_mark(id, &batch)?;
+                batch.clear();
+            }
+        }
+        repo.live_mark(id, &batch)?;
+    }
+    // Live bytes per pack (one word per pack number), then the candidates.
+    let next = repo.next_pack(id)?;
+    let mut live = vec![0u64; usize::try_from(next).unwrap_or(usize::MAX).min(1 << 28)];
+    repo.for_each_live(id, |_, loc| {
+        if let Some(l) = loc
+            && let Some(v) = live.get_mut(l.pack as usize)
+        {
+            *v += u64::from(l.stored_len);
+        }
+        Ok(())
+    })?;
+    let mut report = RepackReport::default();
+    let mut candidates = Vec::new();
+    repo.for_each_pack(id, |n, rec| {
+        if rec.state == PackState::Live
+            && rec.kind == bitdust_block::pack::PackKind::Data
+            && kept.contains(n)
+        {
+            let used = live.get(n as usize).copied().unwrap_or(0);
+            let unused = rec.data_len.saturating_sub(used);
+            report.data_bytes += rec.data_len;
+            report.unused_before += unused;
+            if unused > 0 {
+                candidates.push((n, unused, rec.data_len));
+            }
+        }
+        Ok(())
+    })?;
+    // Most unused first (by share), until what stays is within the limit.
+    candidates.sort_by(|a, b| (b.1 * a.2).cmp(&(a.1 * b.2)).then(a.0.cmp(&b.0)));
+    let allowed = (max_unused.clamp(0.0, 1.0) * report.data_bytes as f64) as u64;
+    let mut unused = report.unused_before;
+    let mut chosen = Vec::new();
+    for (n, u, _) in candidates {
+        if unused <= allowed {
+            break;
+        }
+        unused -= u;
+        chosen.push(n);
+    }
+    report.unused_after = unused;
+    let identity = Arc::new(bitdust_crypto::Identity::from_secret(
+        &opened.keys.identity().secret(),
+    ));
+    let code =
+        Code::new(newest.scheme, newest.root.suppliers as usize).map_err(BackupError::from)?;
+    let recipient: age::x25519::Recipient = newest.root.backup_recipient.parse().map_err(|_| {
+        LocalError::Store(format!(
+            "the backup key in {id}@{} is malformed",
+            newest.root.snapshot
+        ))
+    })?;
+    let sealer = bitdust_block::BlockSealer::new(identity.clone(), id, 0, code.clone(), recipient);
+    let dedup = opened.dedup(id);
+    let mut steps = 0u32;
+    let mut durable = || -> Result<(), LocalError> {
+        steps += 1;
+        match opts.stop_after_steps {
+            Some(n) if steps >= n => Err(LocalError::Store(format!("stopped after {steps} steps"))),
+            _ => Ok(()),
+        }
+    };
+    for step in chosen.chunks(REPACK_STEP) {
+        let emptied: PackSet = {
+            let mut p = PackSet::default();
+            step.iter().for_each(|&n| p.insert(n));
+            p
+        };
+        // 1. The live chunks, copied into new packs, made durable.
+        let mut sink = opened.store.sink(id, 0, &code);
+        let mut written = Vec::new();
+        let mut writer = bitdust_block::pack::PackWriter::new(bitdust_block::pack::PackKind::Data);
+        let mut sealed = bitdust_block::SealedBlock::default();
+        let mut degraded = Vec::new();
+        {
+            let mut reader = PackReader::new(&mut source, &newest, opened.dedup(id), key.clone())?;
+            for &old in step {
+                let (list, data) = reader.open_pack(old)?;
+                let txn = repo.read()?;
+                for e in &list.entries {
+                    // The copy the index points at, of a chunk in use.
+                    if !repo.is_live(&txn, id, &e.id)?
+                        || repo.chunk(&txn, id, &e.id)?.map(|l| l.pack) != Some(old)
+                    {
+                        continue;
+                    }
+                    let start = e.offset as usize;
+                    let Some(stored) = data.get(start..start + e.stored_len as usize) else {
+                        return Err(LocalError::Store(format!(
+                            "chunk {} lies outside pack {old}; run check",
+                            e.id
+                        )));
+                    };
+                    if !writer.is_empty()
+                        && (writer.data_len() + stored.len() > opts.pack_size || writer.is_full())
+                    {
+                        seal_moved(
+                            repo,
+                            id,
+                            &sealer,
+                            &dedup,
+                            &mut writer,
+                            &mut sealed,
+                            &mut sink,
+                            opts.now,
+                            &mut written,
+                            &mut degraded,
+                        )?;
+                    }
+                    writer.push(e.id, stored, e.plain_len);
+                    report.chunks_moved += 1;
+                    report.bytes_moved += u64::from(e.stored_len);
+                }
+            }
+        }
+        if !writer.is_empty() {
+            seal_moved(
+                repo,
+                id,
+                &sealer,
+                &dedup,
+                &mut writer,
+                &mut sealed,
+                &mut sink,
+                opts.now,
+                &mut written,
+                &mut degraded,
+            )?;
+        }
+        for p in sink.sync().map_err(|e| LocalError::Store(e.0))? {
+            if !degraded.contains(&p) {
+                degraded.push(p);
+            }
+        }
+        if !crate::restore::decodable(&code, &degraded) {
+            return Err(LocalError::Store(format!(
+                "positions {degraded:?} failed while repacking, more than the code tolerates; nothing was changed, check the disks and prune again"
+            )));
+        }
+        durable()?;
+        let mut added = PackSet::default();
+        written.iter().for_each(|(n, _, _)| added.insert(*n));
+        // 2. Roots name the new packs too.
+        let mut touched = Vec::new();
+        for &n in &snapshots {
+            let root = opened.root(id, n)?;
+            let packs = crate::snapshot::root_packs(&root)?;
+            if packs.iter().any(|p| emptied.contains(p)) {
+                let mut with = packs.clone();
+                added.iter().for_each(|p| with.insert(p));
+                opened.rewrite_root(&identity, &root, &with)?;
+                durable()?;
+                touched.push(n);
+            }
+        }
+        // 3. The index moves to them.
+        repo.record_moved(id, &written)?;
+        durable()?;
+        // 4. Roots no longer name the emptied packs.
+        for &n in &touched {
+            let root = opened.root(id, n)?;
+            let mut without = PackSet::default();
+            crate::snapshot::root_packs(&root)?
+                .iter()
+                .filter(|p| !emptied.contains(*p))
+                .for_each(|p| without.insert(p));
+            opened.rewrite_root(&identity, &root, &without)?;
+            durable()?;
+        }
+        report.packs_repacked += step.len() as u64;
+        report.packs_written += written.len() as u64;
+    }
+    repo.live_clear(id)?;
+    Ok((report, None))
+}
+
+/// Seals the repack's open pack, stores it, and keeps its record for
+/// [`Repo::record_moved`].
+#[allow(clippy::too_many_arguments)]
+fn seal_moved(
+    repo: &Repo,
+    id: BackupId,
+    sealer: &bitdust_block::BlockSealer,
+    dedup: &DedupKeys,
+    writer: &mut bitdust_block::pack::PackWriter,
+    sealed: &mut bitdust_block::SealedBlock,
+    sink: &mut LocalSink,
+    now: u64,
+    written: &mut Vec<(
+        u64,
+        crate::repo::PackRecord,
+        Vec<bitdust_block::pack::PackEntry>,
+    )>,
+    degraded: &mut Vec<usize>,
+) -> Result<(), LocalError> {
+    let number = repo.reserve_packs(id, 1)?;
+    sealer
+        .seal_pack(number, writer, dedup, sealed)
+        .map_err(|e| LocalError::Store(format!("sealing a repacked pack failed: {e}")))?;
+    let failed = sink.put_block(sealed).map_err(|e| LocalError::Store(e.0))?;
+    let mut missing = 0u64;
+    for p in failed {
+        if p < 64 {
+            missing |= 1 << p;
+        }
+        if !degraded.contains(&p) {
+            degraded.push(p);
+        }
+    }
+    let body_len = sealed
+        .header()
+        .map(|h| h.header.cipher_len)
+        .ok_or_else(|| LocalError::Store("a repacked pack was not sealed".into()))?;
+    written.push((
+        number,
+        crate::repo::PackRecord {
+            kind: bitdust_block::pack::PackKind::Data,
+            state: PackState::Live,
+            chunks: writer.entries().len() as u32,
+            data_len: writer.data_len() as u64,
+            body_len,
+            time: now,
+            pending: 0,
+            missing,
+        },
+        writer.entries().to_vec(),
+    ));
+    writer.clear();
+    Ok(())
 }
 
 /// What `stats` counts for one backup.
