@@ -119,3 +119,100 @@ fn killed_backup_leaves_earlier_versions_intact() {
     );
     assert_same_tree(&src, &restored_path(&out_dir, &src));
 }
+
+/// `kill -9` of `bitdustctl local prune` (repacking included) at growing
+/// delays: after each kill the kept snapshots restore bit-exact, and the
+/// run that finishes leaves `check` clean.
+#[test]
+fn killed_prune_never_breaks_a_kept_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 23, 1);
+    let keys = tmp.path().join("keys");
+    let store = tmp.path().join("store");
+    let (s, st) = (src.to_str().unwrap(), store.to_str().unwrap());
+    let run = |args: &[&str]| {
+        let out = ctl(&keys, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Eight snapshots in small packs, each with a file of its own that
+    // stays and one that the next replaces: many packs, partly used.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut kept = Vec::new();
+    for n in 0..8 {
+        let mut buf = vec![0u8; 96 << 10];
+        rng.fill_bytes(&mut buf);
+        fs::write(src.join(format!("stays{n}.bin")), &buf).unwrap();
+        let mut buf = vec![0u8; 512 << 10];
+        rng.fill_bytes(&mut buf);
+        fs::write(src.join("passing.bin"), &buf).unwrap();
+        run(&["local", "backup", s, "--to", st, "--quiet", "--block-size", "64K"]);
+        if n >= 6 {
+            kept.push(bitdust_tests::walk(&src));
+        }
+    }
+    run(&["local", "forget", st, "--keep-last", "2", "--quiet"]);
+    let id = bitdust_pipeline::local::LocalStore::new(&store).list()[0].backup_id;
+    let prune = [
+        "local",
+        "prune",
+        st,
+        "--grace",
+        "0h",
+        "--max-unused",
+        "0%",
+        "--quiet",
+    ];
+    let mut kills = 0;
+    for delay_ms in (0..60).map(|i| 5 + i * 15) {
+        let mut child = Command::new(bin("bitdustctl"))
+            .args(prune)
+            .env("BITDUST_KEYS", &keys)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        if child.wait().unwrap().success() {
+            break;
+        }
+        kills += 1;
+        for (v, want) in [(7, &kept[0]), (8, &kept[1])] {
+            let out = tmp.path().join(format!("out-{kills}-{v}"));
+            run(&[
+                "local",
+                "restore",
+                st,
+                &format!("{id}@{v}"),
+                "--to",
+                out.to_str().unwrap(),
+                "--quiet",
+            ]);
+            assert_eq!(
+                &bitdust_tests::walk(&restored_path(&out, &src)),
+                want,
+                "snapshot {v} after kill {kills} at {delay_ms} ms"
+            );
+            fs::remove_dir_all(&out).unwrap();
+        }
+    }
+    assert!(kills > 0, "the prune always finished before it could be killed");
+    run(&prune);
+    let out = ctl(
+        &keys,
+        &["local", "check", st, "--read-data-subset", "100%", "--json"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["errors"], serde_json::json!([]), "{c}");
+    assert_eq!(c["damaged_packs"], 0, "{c}");
+    let out = ctl(&keys, &["local", "prune", st, "--grace", "0h", "--max-unused", "0%", "--json"]);
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p[0]["packs_condemned"], 0, "{p}");
+    assert_eq!(p[0]["packs_repacked"], 0, "{p}");
+}
