@@ -936,7 +936,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__forget)
-            opts="-q -h --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --dry-run --prune --grace --keys --json --quiet --run-dir --help"
+            opts="-q -h --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --dry-run --prune --grace --max-unused --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -971,6 +971,10 @@ _bitdustctl() {
                     return 0
                     ;;
                 --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-unused)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1202,13 +1206,17 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__prune)
-            opts="-q -h --grace --keys --json --quiet --run-dir --help"
+            opts="-q -h --grace --max-unused --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-unused)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -141,6 +141,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -l keep-yearly -d 'Keep the newest snapshot of each of the N newest years that have one' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -l keep-within -d 'Keep every snapshot taken within SPAN of the newest (1y2m3d4h form)' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -l grace -d 'With --prune: see `prune --grace`' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -l max-unused -d 'With --prune: see `prune --max-unused`' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -l run-dir -d 'Where the daemons\' sockets are' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -l dry-run -d 'Say what would be forgotten, and change nothing'
@@ -149,6 +150,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from forget" -s h -l help -d 'Print help'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from prune" -l grace -d 'Keep unreferenced packs younger than this span (1y2m3d4h form; 0h: none): a failed backup\'s packs, which the next run reuses' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from prune" -l max-unused -d 'Repack the most unused packs until at most this share of the referenced data is unused (needs master.key; without it, or with 100%, only whole packs are deleted)' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from prune" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from prune" -l run-dir -d 'Where the daemons\' sockets are' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from prune" -l json -d 'Print machine-readable JSON instead of text'
