@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, offline: back a sample tree up to 7 local "supplier"
-# directories (twice: the second snapshot stores nothing new), lose 3 of
-# them (the 7-supplier ECC map's tolerance), verify, restore, and check the
-# restore is bit-exact.
+# directories (twice: the second snapshot stores nothing new; then a
+# third after a change), list, diff, forget all but the newest and prune, stats and
+# check; lose 3 of them (the 7-supplier ECC map's tolerance), verify,
+# restore, and check the restore is bit-exact.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,26 @@ say bitdustctl local backup "$src" --to "$work/suppliers" --suppliers 7 --block-
 
 say "bitdustctl local backup $src --to $work/suppliers --suppliers 7 --block-size 256K   # again: nothing new"
 "$ctl" local backup "$src" --to "$work/suppliers" --suppliers 7 --block-size 256K
+
+say "echo a change >> sample/README.md; bitdustctl local backup ...   # a third snapshot"
+echo "a change" >> "$src/README.md"
+"$ctl" local backup "$src" --to "$work/suppliers" --block-size 256K
+
+say bitdustctl local list "$work/suppliers"
+"$ctl" local list "$work/suppliers"
+id=$("$ctl" local list "$work/suppliers" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["backup_id"])')
+
+say bitdustctl local diff "$work/suppliers" "$id@2" "$id@3"
+"$ctl" local diff "$work/suppliers" "$id@2" "$id@3"
+
+say bitdustctl local forget "$work/suppliers" --keep-last 1 --prune --grace 0h
+"$ctl" local forget "$work/suppliers" --keep-last 1 --prune --grace 0h
+
+say bitdustctl local stats "$work/suppliers"
+"$ctl" local stats "$work/suppliers"
+
+say bitdustctl local check "$work/suppliers" --read-data-subset 100%
+"$ctl" local check "$work/suppliers" --read-data-subset 100%
 
 say ls "$work/suppliers"
 ls "$work/suppliers"
