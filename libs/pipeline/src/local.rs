@@ -63,19 +63,21 @@ pub fn source_path(given: &Path) -> io::Result<PathBuf> {
 /// Bytes of regular-file content under `paths` (not following symlinks),
 /// for a progress bar's total; unreadable entries count 0.
 pub fn tree_size(paths: &[PathBuf]) -> u64 {
-    fn walk(p: &Path) -> u64 {
-        match fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => fs::read_dir(p)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| walk(&e.path()))
-                .sum(),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        }
+    paths.iter().map(|p| bytes_under(p)).sum()
+}
+
+/// Bytes of the regular files at or below `p`, not following symlinks.
+fn bytes_under(p: &Path) -> u64 {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| bytes_under(&e.path()))
+            .sum(),
+        Ok(m) if m.is_file() => m.len(),
+        _ => 0,
     }
-    paths.iter().map(|p| walk(p)).sum()
 }
 
 /// A local backup command failed.

@@ -175,21 +175,9 @@ impl LocalStore {
     /// Bytes of the files under `DIR/<position>/<id>/` at every position:
     /// what the backup takes on the disks.
     pub fn stored_bytes(&self, id: BackupId) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            match fs::symlink_metadata(p) {
-                Ok(m) if m.is_dir() => fs::read_dir(p)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| walk(&e.path()))
-                    .sum(),
-                Ok(m) if m.is_file() => m.len(),
-                _ => 0,
-            }
-        }
         self.positions()
             .into_iter()
-            .map(|p| walk(&self.root.join(p.to_string()).join(id.to_string())))
+            .map(|p| bytes_under(&self.root.join(p.to_string()).join(id.to_string())))
             .sum()
     }
 
@@ -688,11 +676,19 @@ fn repack_backup(
             p
         };
         // 1. The live chunks, copied into new packs, made durable.
-        let mut sink = opened.store.sink(id, 0, &code);
-        let mut written = Vec::new();
-        let mut writer = bitdust_block::pack::PackWriter::new(bitdust_block::pack::PackKind::Data);
-        let mut sealed = bitdust_block::SealedBlock::default();
-        let mut degraded = Vec::new();
+        let mut out = MovedPacks {
+            repo,
+            id,
+            sealer: &sealer,
+            dedup: &dedup,
+            sink: opened.store.sink(id, 0, &code),
+            writer: bitdust_block::pack::PackWriter::new(bitdust_block::pack::PackKind::Data),
+            sealed: bitdust_block::SealedBlock::default(),
+            now: opts.now,
+            pack_size: opts.pack_size,
+            written: Vec::new(),
+            degraded: Vec::new(),
+        };
         {
             let mut reader = PackReader::new(&mut source, &newest, opened.dedup(id), key.clone())?;
             for &old in step {
@@ -712,47 +708,13 @@ fn repack_backup(
                             e.id
                         )));
                     };
-                    if !writer.is_empty()
-                        && (writer.data_len() + stored.len() > opts.pack_size || writer.is_full())
-                    {
-                        seal_moved(
-                            repo,
-                            id,
-                            &sealer,
-                            &dedup,
-                            &mut writer,
-                            &mut sealed,
-                            &mut sink,
-                            opts.now,
-                            &mut written,
-                            &mut degraded,
-                        )?;
-                    }
-                    writer.push(e.id, stored, e.plain_len);
+                    out.push(e, stored)?;
                     report.chunks_moved += 1;
                     report.bytes_moved += u64::from(e.stored_len);
                 }
             }
         }
-        if !writer.is_empty() {
-            seal_moved(
-                repo,
-                id,
-                &sealer,
-                &dedup,
-                &mut writer,
-                &mut sealed,
-                &mut sink,
-                opts.now,
-                &mut written,
-                &mut degraded,
-            )?;
-        }
-        for p in sink.sync().map_err(|e| LocalError::Store(e.0))? {
-            if !degraded.contains(&p) {
-                degraded.push(p);
-            }
-        }
+        let (written, degraded) = out.finish()?;
         if !crate::restore::decodable(&code, &degraded) {
             return Err(LocalError::Store(format!(
                 "positions {degraded:?} failed while repacking, more than the code tolerates; nothing was changed, check the disks and prune again"
@@ -795,59 +757,99 @@ fn repack_backup(
     Ok((report, None))
 }
 
-/// Seals the repack's open pack, stores it, and keeps its record for
-/// [`Repo::record_moved`].
-#[allow(clippy::too_many_arguments)]
-fn seal_moved(
-    repo: &Repo,
+/// A pack's record and chunks, as [`Repo::record_moved`] takes them.
+type MovedPack = (
+    u64,
+    crate::repo::PackRecord,
+    Vec<bitdust_block::pack::PackEntry>,
+);
+
+/// The new packs of one repack step: chunks pushed in, packs sealed and
+/// stored as they fill.
+struct MovedPacks<'a> {
+    repo: &'a Repo,
     id: BackupId,
-    sealer: &bitdust_block::BlockSealer,
-    dedup: &DedupKeys,
-    writer: &mut bitdust_block::pack::PackWriter,
-    sealed: &mut bitdust_block::SealedBlock,
-    sink: &mut LocalSink,
+    sealer: &'a bitdust_block::BlockSealer,
+    dedup: &'a DedupKeys,
+    sink: LocalSink,
+    writer: bitdust_block::pack::PackWriter,
+    sealed: bitdust_block::SealedBlock,
     now: u64,
-    written: &mut Vec<(
-        u64,
-        crate::repo::PackRecord,
-        Vec<bitdust_block::pack::PackEntry>,
-    )>,
-    degraded: &mut Vec<usize>,
-) -> Result<(), LocalError> {
-    let number = repo.reserve_packs(id, 1)?;
-    sealer
-        .seal_pack(number, writer, dedup, sealed)
-        .map_err(|e| LocalError::Store(format!("sealing a repacked pack failed: {e}")))?;
-    let failed = sink.put_block(sealed).map_err(|e| LocalError::Store(e.0))?;
-    let mut missing = 0u64;
-    for p in failed {
-        if p < 64 {
-            missing |= 1 << p;
+    pack_size: usize,
+    written: Vec<MovedPack>,
+    degraded: Vec<usize>,
+}
+
+impl MovedPacks<'_> {
+    /// Adds chunk `e`, whose stored bytes are `stored`.
+    fn push(
+        &mut self,
+        e: &bitdust_block::pack::PackEntry,
+        stored: &[u8],
+    ) -> Result<(), LocalError> {
+        let w = &self.writer;
+        if !w.is_empty() && (w.data_len() + stored.len() > self.pack_size || w.is_full()) {
+            self.seal()?;
         }
-        if !degraded.contains(&p) {
-            degraded.push(p);
-        }
+        self.writer.push(e.id, stored, e.plain_len);
+        Ok(())
     }
-    let body_len = sealed
-        .header()
-        .map(|h| h.header.cipher_len)
-        .ok_or_else(|| LocalError::Store("a repacked pack was not sealed".into()))?;
-    written.push((
-        number,
-        crate::repo::PackRecord {
-            kind: bitdust_block::pack::PackKind::Data,
-            state: PackState::Live,
-            chunks: writer.entries().len() as u32,
-            data_len: writer.data_len() as u64,
-            body_len,
-            time: now,
-            pending: 0,
-            missing,
-        },
-        writer.entries().to_vec(),
-    ));
-    writer.clear();
-    Ok(())
+
+    /// Seals what is left, makes every pack durable: the packs written and
+    /// the positions that failed.
+    fn finish(mut self) -> Result<(Vec<MovedPack>, Vec<usize>), LocalError> {
+        if !self.writer.is_empty() {
+            self.seal()?;
+        }
+        for p in self.sink.sync().map_err(|e| LocalError::Store(e.0))? {
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        Ok((self.written, self.degraded))
+    }
+
+    /// Seals the open pack under a newly reserved number and stores it.
+    fn seal(&mut self) -> Result<(), LocalError> {
+        let number = self.repo.reserve_packs(self.id, 1)?;
+        self.sealer
+            .seal_pack(number, &self.writer, self.dedup, &mut self.sealed)
+            .map_err(|e| LocalError::Store(format!("sealing a repacked pack failed: {e}")))?;
+        let failed = self
+            .sink
+            .put_block(&self.sealed)
+            .map_err(|e| LocalError::Store(e.0))?;
+        let mut missing = 0u64;
+        for p in failed {
+            if p < 64 {
+                missing |= 1 << p;
+            }
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        let body_len = self
+            .sealed
+            .header()
+            .map(|h| h.header.cipher_len)
+            .ok_or_else(|| LocalError::Store("a repacked pack was not sealed".into()))?;
+        self.written.push((
+            number,
+            crate::repo::PackRecord {
+                kind: bitdust_block::pack::PackKind::Data,
+                state: PackState::Live,
+                chunks: self.writer.entries().len() as u32,
+                data_len: self.writer.data_len() as u64,
+                body_len,
+                time: self.now,
+                pending: 0,
+                missing,
+            },
+            self.writer.entries().to_vec(),
+        ));
+        self.writer.clear();
+        Ok(())
+    }
 }
 
 /// What `stats` counts for one backup.
