@@ -17,6 +17,7 @@ mod extract;
 pub mod forget;
 pub mod local;
 pub mod prune;
+pub mod remote;
 pub mod repo;
 mod restore;
 mod sink;

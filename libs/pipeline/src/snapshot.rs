@@ -690,10 +690,19 @@ pub struct LocalWalk {
 }
 
 impl LocalWalk {
-    /// Walks `sources` (absolute paths), each in turn, sorted.
+    /// Walks `sources` (absolute paths), each in turn, in snapshot order
+    /// ([`cmp_paths`]); a source inside another is walked once, as part of
+    /// it.
     pub fn new(mut sources: Vec<PathBuf>) -> LocalWalk {
-        sources.sort();
+        sources.sort_by(|a, b| cmp_paths(a.as_os_str().as_bytes(), b.as_os_str().as_bytes()));
         sources.dedup();
+        let mut outer: Vec<PathBuf> = Vec::with_capacity(sources.len());
+        for s in sources {
+            if !outer.last().is_some_and(|o| s.starts_with(o)) {
+                outer.push(s);
+            }
+        }
+        let sources = outer;
         LocalWalk {
             sources: sources.into_iter(),
             walk: None,
@@ -707,6 +716,13 @@ fn time_of(secs: i64, nanos: i64) -> Time {
     Time {
         secs,
         nanos: nanos.clamp(0, 999_999_999) as u32,
+    }
+}
+
+impl LocalWalk {
+    /// The absolute path of the entry returned last.
+    pub fn current_path(&self) -> Option<PathBuf> {
+        self.current.clone()
     }
 }
 

@@ -1027,3 +1027,193 @@ fn a_repack_stopped_at_every_durable_step_loses_nothing_and_the_next_prune_finis
     }
     assert!(stop > 4, "the repack had only {stop} steps");
 }
+
+mod remote {
+    use super::*;
+    use bitdust_pipeline::remote::{CallerLink, Feeder, FromCaller, RemoteEntries, ToCaller};
+    use bitdust_pipeline::snapshot::{Entry, EntryKind};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+
+    /// The writer's end of an in-process link, counting the files it
+    /// asks for.
+    struct Link {
+        rx: mpsc::Receiver<FromCaller>,
+        tx: mpsc::Sender<ToCaller>,
+        wants: Arc<AtomicU64>,
+    }
+
+    impl CallerLink for Link {
+        fn recv(&mut self) -> std::io::Result<Option<FromCaller>> {
+            Ok(self.rx.recv().ok())
+        }
+        fn send(&mut self, m: ToCaller) -> std::io::Result<()> {
+            if matches!(m, ToCaller::Want(_)) {
+                self.wants.fetch_add(1, Ordering::Relaxed);
+            }
+            self.tx.send(m).map_err(std::io::Error::other)
+        }
+    }
+
+    /// Snapshot `n` of the fixture's tree walked by a [`Feeder`] on another
+    /// thread: the report and how many files the writer asked for.
+    fn through_feeder(f: &Fixture, n: u64) -> (SnapshotReport, u64) {
+        let (to_writer, rx) = mpsc::channel();
+        let (tx, from_writer) = mpsc::channel();
+        let src = f.src.clone();
+        let feeder = std::thread::spawn(move || {
+            Feeder::new(vec![src]).run(
+                |m| to_writer.send(m).map_err(std::io::Error::other),
+                || Ok(from_writer.recv().ok()),
+            )
+        });
+        let wants = Arc::new(AtomicU64::new(0));
+        let link = Link {
+            rx,
+            tx,
+            wants: wants.clone(),
+        };
+        let roots = vec![f.src.as_os_str().as_bytes()[1..].to_vec()];
+        let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+        let mut packs = f.store.sink(f.backup, 0, &code);
+        let r = f
+            .run(n, &mut packs, &mut RemoteEntries::new(link, roots))
+            .unwrap();
+        feeder.join().unwrap().unwrap();
+        (r, wants.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn a_snapshot_through_the_two_way_stream_reads_only_what_the_files_cache_does_not_vouch_for() {
+        let f = Fixture::new();
+        let (r1, wants1) = through_feeder(&f, 1);
+        assert_eq!(
+            wants1, r1.stats.files,
+            "the first snapshot reads every file"
+        );
+        let (t, _) = f.restore(1, &[], "r1");
+        assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+        // Unchanged: no file is asked for, nothing is read.
+        let (r2, wants2) = through_feeder(&f, 2);
+        assert_eq!(
+            (wants2, r2.stats.bytes_read, r2.stats.chunks_added),
+            (0, 0, 0),
+            "{:?}",
+            r2.stats
+        );
+        // A changed file is the only one asked for.
+        write(
+            &f.src.join("docs/small.txt"),
+            b"changed through the stream\n",
+        );
+        filetime::set_file_mtime(
+            f.src.join("docs/small.txt"),
+            FileTime::from_unix_time(1_600_000_000, 0),
+        )
+        .unwrap();
+        let (r3, wants3) = through_feeder(&f, 3);
+        assert_eq!(wants3, 1, "{:?}", r3.stats);
+        assert_eq!(r3.stats.files_changed, 1);
+        let (t, _) = f.restore(3, &[], "r3");
+        assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+    }
+
+    /// A caller that sends what a script says, and ignores the writer.
+    struct Scripted(std::vec::IntoIter<FromCaller>);
+
+    impl CallerLink for Scripted {
+        fn recv(&mut self) -> std::io::Result<Option<FromCaller>> {
+            Ok(self.0.next())
+        }
+        fn send(&mut self, _: ToCaller) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn entry(path: &str, kind: EntryKind, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            mtime: Time { secs: 1, nanos: 0 },
+            ctime: Time { secs: 1, nanos: 0 },
+            size,
+            ino: 1,
+            dev: 1,
+        }
+    }
+
+    #[test]
+    fn a_hostile_caller_is_refused_with_one_sentence_and_no_root() {
+        let dir = |p: &str| entry(p, EntryKind::Directory, 0);
+        let file = |p: &str, n| entry(p, EntryKind::File, n);
+        let content = |seq, data: &[u8], last| FromCaller::Content {
+            seq,
+            data: data.to_vec(),
+            last,
+        };
+        let cases: Vec<(Vec<FromCaller>, &str)> = vec![
+            (
+                vec![FromCaller::Entries(vec![(0, dir("etc"))])],
+                "outside the paths this backup names",
+            ),
+            (
+                vec![FromCaller::Entries(vec![(0, dir("home/u/../../etc"))])],
+                "not a plain path",
+            ),
+            (
+                vec![FromCaller::Entries(vec![
+                    (0, dir("home/u")),
+                    (2, dir("home/u/b")),
+                ])],
+                "entry 2 came where entry 1 was due",
+            ),
+            (
+                vec![FromCaller::Entries(vec![
+                    (0, dir("home/u/b")),
+                    (1, dir("home/u/a")),
+                ])],
+                "out of order",
+            ),
+            (
+                vec![
+                    FromCaller::Entries(vec![(0, dir("home/u"))]),
+                    content(0, b"x", true),
+                ],
+                "not asked for",
+            ),
+            (
+                vec![
+                    FromCaller::Entries(vec![(0, dir("home/u")), (1, file("home/u/f", 2))]),
+                    content(1, b"too long", true),
+                ],
+                "more content than its size",
+            ),
+            (
+                vec![FromCaller::Entries(vec![(0, dir("home/u"))])],
+                "hung up before the end",
+            ),
+            (
+                vec![FromCaller::Entries(
+                    (0..300)
+                        .map(|i| (i, dir(&format!("home/u/{i:04}"))))
+                        .collect(),
+                )],
+                "more than 256 entries ahead",
+            ),
+        ];
+        for (script, want) in cases {
+            let f = Fixture::new();
+            let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+            let mut packs = f.store.sink(f.backup, 0, &code);
+            let mut src =
+                RemoteEntries::new(Scripted(script.into_iter()), vec![b"home/u".to_vec()]);
+            let e = f.run(1, &mut packs, &mut src).unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(
+                LocalStore::new(f.root.join("positions")).list().is_empty(),
+                "a refused run left a snapshot"
+            );
+        }
+    }
+}
