@@ -1210,14 +1210,26 @@ struct PrunedBackup {
     chunks_moved: u64,
     bytes_moved: u64,
     repack_skipped: Option<String>,
+    unknown_files_deleted: u64,
+    unknown_bytes_freed: u64,
 }
 
 impl Pruned {
     pub(crate) fn new(all: Vec<bitdust_pipeline::local::Pruned>) -> Self {
         Pruned(
             all.into_iter()
-                .map(|p| (p.backup_id, p.prune, p.repack, p.repack_skipped))
-                .map(|(id, r, k, skipped)| PrunedBackup {
+                .map(|p| {
+                    (
+                        p.backup_id,
+                        p.prune,
+                        p.repack,
+                        p.repack_skipped,
+                        (p.unknown_files, p.unknown_bytes),
+                    )
+                })
+                .map(|(id, r, k, skipped, unknown)| PrunedBackup {
+                    unknown_files_deleted: unknown.0,
+                    unknown_bytes_freed: unknown.1,
                     data_bytes: k.data_bytes,
                     unused_bytes_before: k.unused_before,
                     unused_bytes_after: k.unused_after,
@@ -1271,6 +1283,14 @@ impl fmt::Display for Pruned {
                 b.packs_deleted,
                 gib(b.bytes_freed)
             )?;
+            if b.unknown_files_deleted > 0 {
+                writeln!(
+                    f,
+                    "  {} fragment files of packs nothing knows (an interrupted run's) deleted, {} freed",
+                    b.unknown_files_deleted,
+                    gib(b.unknown_bytes_freed)
+                )?;
+            }
             if b.packs_young > 0 {
                 writeln!(
                     f,

@@ -1217,3 +1217,62 @@ mod remote {
         }
     }
 }
+
+#[test]
+fn prune_deletes_old_fragment_files_nothing_knows_and_nothing_else() {
+    use bitdust_pipeline::local::{self, CodeGiven, Opened, PruneOptions, Selector};
+    let f = Fixture::new();
+    let keys = f.root.join("keys");
+    let dir = f.root.join("dir");
+    let (id, _, _, _) = {
+        let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
+        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        local::snapshot_to_dir(
+            &keys,
+            std::slice::from_ref(&f.src),
+            &dir,
+            &repo,
+            &Fixture::opts(),
+            CodeGiven::default(),
+            &(),
+        )
+        .unwrap()
+    };
+    let packs = |p: usize| dir.join(p.to_string()).join(id.to_string()).join("0");
+    let real: Vec<_> = std::fs::read_dir(packs(0))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    // What a run killed between storing a pack and recording it leaves:
+    // an old one and one within the grace period.
+    let old = packs(0).join("b0000777777.f000");
+    let young = packs(1).join("b0000888888.f001");
+    write(&old, b"an interrupted run's fragment");
+    write(&young, b"a running backup's fragment");
+    filetime::set_file_mtime(&old, FileTime::from_unix_time(1_000_000_000, 0)).unwrap();
+    filetime::set_file_mtime(&young, FileTime::now()).unwrap();
+    let now = FileTime::now().unix_seconds() as u64;
+    let opts = PruneOptions {
+        grace: 3600,
+        now,
+        max_unused: None,
+        pack_size: 4 << 20,
+        stop_after_steps: None,
+    };
+    // A fresh state knows no pack: what the snapshot names still stays.
+    let lock = StateLock::take(&f.root.join("fresh"), "bitdustctl").unwrap();
+    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let opened = Opened::new(&keys, &dir).unwrap();
+    let r = local::prune(&opened, &fresh, None, &opts).unwrap();
+    assert_eq!((r[0].unknown_files, r[0].unknown_bytes), (1, 29), "{r:?}");
+    assert!(!old.exists());
+    assert!(young.exists());
+    assert!(
+        real.iter().all(|p| p.exists()),
+        "a referenced pack was deleted"
+    );
+    let out = f.root.join("out");
+    local::restore_snapshot_from_dir(&keys, &dir, &fresh, Selector::default(), &out, &[]).unwrap();
+    assert_eq!(tree(&restored(&out, &f.src)), tree(&f.src));
+}

@@ -211,6 +211,49 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Deletes the fragment files under `DIR/<position>/<id>/0/` of packs
+    /// the index does not know and `kept` does not hold, last modified
+    /// before `before` (unix seconds): what a run killed between storing a
+    /// pack and recording it leaves. Returns how many files and bytes.
+    fn sweep_unknown(
+        &self,
+        repo: &Repo,
+        id: BackupId,
+        kept: &PackSet,
+        before: u64,
+    ) -> Result<(u64, u64), LocalError> {
+        let (mut files, mut bytes) = (0, 0);
+        for p in self.positions() {
+            let dir = self.version_dir(p, id, 0);
+            for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                let Some(pack) = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix('b'))
+                    .and_then(|n| n.split_once(".f"))
+                    .and_then(|(b, f)| (f.len() == 3).then_some(b))
+                    .and_then(|b| b.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if kept.contains(pack) || repo.pack(id, pack)?.is_some() {
+                    continue;
+                }
+                let Ok(meta) = e.metadata() else { continue };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .is_some_and(|d| d.as_secs() < before);
+                if meta.is_file() && old && fs::remove_file(e.path()).is_ok() {
+                    files += 1;
+                    bytes += meta.len();
+                }
+            }
+        }
+        Ok((files, bytes))
+    }
+
     /// Removes the roots that positions which were away still hold of
     /// snapshots forgotten meanwhile.
     pub fn sweep_forgotten(&self, id: BackupId) -> Result<u64, LocalError> {
@@ -461,6 +504,12 @@ pub struct Pruned {
     pub repack: RepackReport,
     /// Why no repack ran (no `master.key`, or not asked for).
     pub repack_skipped: Option<String>,
+    /// Fragment files of packs that no index record and no snapshot
+    /// knows (left by a run killed between storing a pack and recording
+    /// it), deleted, and their bytes.
+    pub unknown_files: u64,
+    /// See `unknown_files`.
+    pub unknown_bytes: u64,
 }
 
 /// [`prune`], deleting through what `wrap` makes of each backup's
@@ -514,11 +563,19 @@ pub fn prune_with<D: crate::prune::PackDeleter>(
             positions,
             &mut deleter,
         )?;
+        let (unknown_files, unknown_bytes) = opened.store.sweep_unknown(
+            repo,
+            id,
+            &kept,
+            (opts.now + 1).saturating_sub(opts.grace),
+        )?;
         out.push(Pruned {
             backup_id: id,
             prune: report,
             repack,
             repack_skipped,
+            unknown_files,
+            unknown_bytes,
         });
     }
     Ok(out)
