@@ -169,8 +169,15 @@ pub struct SnapshotWriter<'a> {
     packs_sink: &'a mut dyn FragmentSink,
     data: OpenPack,
     meta: OpenPack,
-    /// Chunks in the open packs (not in the index yet).
+    /// Chunks in packs not in the index yet: the open packs, and packs
+    /// stored but not yet made durable.
     pending: HashMap<ChunkId, ChunkLoc>,
+    /// Packs stored but not yet durable: recorded in the index only once
+    /// the sink has made them durable, so that no later run can reuse a
+    /// chunk a power loss took away.
+    unsynced: Vec<(u64, PackRecord, Vec<bitdust_block::pack::PackEntry>)>,
+    /// Chunks in `unsynced`.
+    unsynced_chunks: usize,
     /// Taken out while a file is read (its chunks are lent from it).
     chunker: Option<Chunker>,
     meta_chunker: Chunker,
@@ -193,6 +200,11 @@ pub struct SnapshotWriter<'a> {
 
 /// Files-cache records written per transaction.
 const CACHE_BATCH: usize = 512;
+/// Stored packs made durable (then indexed) together: at 4 MiB packs,
+/// every 128 MiB.
+const SYNC_PACKS: usize = 32;
+/// ... or once they hold this many chunks (the pending map's bound).
+const SYNC_CHUNKS: usize = 65_536;
 
 impl<'a> SnapshotWriter<'a> {
     /// A writer of snapshot `snapshot` (after `parent`, 0 for none) of
@@ -248,6 +260,8 @@ impl<'a> SnapshotWriter<'a> {
                 number: None,
             },
             pending: HashMap::new(),
+            unsynced: Vec::new(),
+            unsynced_chunks: 0,
             chunker: Some(Chunker::new(FILE_CHUNKS, seed)),
             meta_chunker: Chunker::new(META_CHUNKS, seed),
             meta_buf: Vec::new(),
@@ -278,11 +292,22 @@ impl<'a> SnapshotWriter<'a> {
         source: &mut dyn EntrySource,
         snapshot_sink: &mut dyn FragmentSink,
     ) -> Result<SnapshotReport, SnapshotError> {
-        while let Some(entry) = source.next_entry().map_err(|e| SnapshotError::Source {
-            path: "the tree".into(),
-            source: e,
-        })? {
-            self.add(&entry, source)?;
+        loop {
+            let entry = match source.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    self.salvage();
+                    return Err(SnapshotError::Source {
+                        path: "the tree".into(),
+                        source: e,
+                    });
+                }
+            };
+            if let Err(e) = self.add(&entry, source) {
+                self.salvage();
+                return Err(e);
+            }
         }
         let skipped = source.take_skipped();
         self.finish(snapshot_sink, skipped)
@@ -548,6 +573,7 @@ impl<'a> SnapshotWriter<'a> {
                 .iter()
                 .find_map(|&p| self.packs_sink.failure(p))
                 .unwrap_or_default();
+            self.salvage();
             return Err(SnapshotError::Sink(format!(
                 "positions {:?} failed, more than the code tolerates ({why})",
                 self.degraded
@@ -568,15 +594,75 @@ impl<'a> SnapshotWriter<'a> {
             pending: 0,
             missing,
         };
-        self.repo
-            .record_pack(self.backup, number, &rec, open.writer.entries())?;
-        for e in open.writer.entries() {
-            self.pending.remove(&e.id);
-        }
+        self.unsynced_chunks += open.writer.entries().len();
+        self.unsynced
+            .push((number, rec, open.writer.entries().to_vec()));
         open.writer.clear();
         self.stats.packs_added += 1;
         self.stats.added_packed += body_len;
         self.stats.added_stored += fragments;
+        if self.unsynced.len() >= SYNC_PACKS || self.unsynced_chunks >= SYNC_CHUNKS {
+            self.make_durable()?;
+        }
+        Ok(())
+    }
+
+    /// After a failure: makes the packs stored before it durable and
+    /// records those that every position but a tolerable few took, so that
+    /// the next run reuses them instead of storing them again. Best effort.
+    fn salvage(&mut self) {
+        let Ok(failed) = self.packs_sink.sync() else {
+            return;
+        };
+        let lost = failed
+            .iter()
+            .filter(|p| **p < 64)
+            .fold(0u64, |m, p| m | (1 << p));
+        for (number, mut rec, entries) in std::mem::take(&mut self.unsynced) {
+            rec.missing |= lost;
+            let gone: Vec<usize> = (0..64).filter(|p| rec.missing & (1 << p) != 0).collect();
+            if decodable(&self.code, &gone)
+                && self
+                    .repo
+                    .record_pack(self.backup, number, &rec, &entries)
+                    .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Makes the stored packs durable at every position, then records them
+    /// and their chunks in the index.
+    fn make_durable(&mut self) -> Result<(), SnapshotError> {
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        for p in self.packs_sink.sync()? {
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        if !decodable(&self.code, &self.degraded) {
+            return Err(SnapshotError::Sink(format!(
+                "positions {:?} failed to make their fragments durable, more than the code tolerates",
+                self.degraded
+            )));
+        }
+        // A position that failed may lack any of these packs.
+        let failed = self
+            .degraded
+            .iter()
+            .filter(|p| **p < 64)
+            .fold(0u64, |m, p| m | (1 << p));
+        for (number, mut rec, entries) in std::mem::take(&mut self.unsynced) {
+            rec.missing |= failed;
+            self.repo.record_pack(self.backup, number, &rec, &entries)?;
+            for e in &entries {
+                self.pending.remove(&e.id);
+            }
+        }
+        self.unsynced_chunks = 0;
         Ok(())
     }
 
@@ -608,12 +694,8 @@ impl<'a> SnapshotWriter<'a> {
         }
         self.seal(PackKind::Data)?;
         self.seal(PackKind::Meta)?;
+        self.make_durable()?;
         self.flush_cache()?;
-        for p in self.packs_sink.sync()? {
-            if !self.degraded.contains(&p) {
-                self.degraded.push(p);
-            }
-        }
         // No root names packs the code cannot decode.
         if !decodable(&self.code, &self.degraded) {
             return Err(SnapshotError::Sink(format!(

@@ -1276,3 +1276,90 @@ fn prune_deletes_old_fragment_files_nothing_knows_and_nothing_else() {
     local::restore_snapshot_from_dir(&keys, &dir, &fresh, Selector::default(), &out, &[]).unwrap();
     assert_eq!(tree(&restored(&out, &f.src)), tree(&f.src));
 }
+
+/// A sink that knows which packs are durable (a `sync` came after their
+/// `put_block`) and checks, at every call, that the index records none
+/// that is not: a power loss at that moment would leave the index naming
+/// a pack whose fragments are gone, and the next run would reuse its
+/// chunks.
+struct Durability<'r, S> {
+    inner: S,
+    repo: &'r Repo,
+    backup: BackupId,
+    stored: Vec<u64>,
+    durable: std::collections::BTreeSet<u64>,
+    checks: u64,
+}
+
+impl<S: bitdust_pipeline::FragmentSink> Durability<'_, S> {
+    fn check(&mut self) {
+        self.checks += 1;
+        self.repo
+            .for_each_pack(self.backup, |n, _| {
+                assert!(
+                    self.durable.contains(&n),
+                    "pack {n} is in the index before it is durable"
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for Durability<'_, S> {
+    fn put_block(
+        &mut self,
+        block: &bitdust_block::SealedBlock,
+    ) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        self.check();
+        self.stored.push(block.header().unwrap().header.block);
+        self.inner.put_block(block)
+    }
+
+    fn sync(&mut self) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        self.check();
+        let r = self.inner.sync();
+        self.durable.extend(self.stored.drain(..));
+        r
+    }
+
+    fn commit(&mut self, manifest: &[u8]) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
+        self.check();
+        self.inner.commit(manifest)
+    }
+
+    fn failure(&self, position: usize) -> Option<String> {
+        self.inner.failure(position)
+    }
+}
+
+#[test]
+fn a_pack_enters_the_index_only_once_it_is_durable() {
+    let f = Fixture::new();
+    // 40 files of 2 MiB, so that packs fill up while the tree is read.
+    for i in 0..40u8 {
+        write(
+            &f.src.join(format!("big/{i:02}")),
+            &(0..2 << 20)
+                .map(|j: u32| (j.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+    let mut packs = Durability {
+        inner: f.store.sink(f.backup, 0, &code),
+        repo: &f.repo,
+        backup: f.backup,
+        stored: Vec::new(),
+        durable: Default::default(),
+        checks: 0,
+    };
+    let r = f
+        .run(1, &mut packs, &mut LocalWalk::new(vec![f.src.clone()]))
+        .unwrap();
+    assert!(r.stats.packs_added > 3, "{:?}", r.stats);
+    packs.check();
+    assert!(packs.checks > r.stats.packs_added);
+    let (t, _) = f.restore(1, &[], "r1");
+    assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+}
