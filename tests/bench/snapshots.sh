@@ -10,6 +10,7 @@
 #      store grows by;
 #   4. snapshots up to 30 with small changes: the peak RSS of every later
 #      backup, and of a restore of snapshot 30 against one of snapshot 1;
+#      the fragment bytes a one-file restore fetches against a whole one;
 #   5. forget all but the newest and prune: wall time and peak RSS for
 #      both tools; then our restore of the kept snapshot, checked
 #      bit-exact with diff -r.
@@ -88,6 +89,12 @@ read -r _ rs30w rs30rss <<<"$(measure restore-30 "$ctl" local restore "$work/our
 diff -r --no-dereference "$src" "$work/out30$src" >/dev/null || { echo "our restore of snapshot 30 differs from the input" >&2; exit 1; }
 rm -rf "$work/out30"
 os4=$(bytes "$work/ours"); rs4=$(bytes "$work/restic")
+# One file of snapshot 30: only the packs holding its chunks are read.
+one=$("$ctl" local restore "$work/ours" "$id@30" --to "$work/one" --include "$src/text/d0/doc0.txt" --json)
+cmp "$src/text/d0/doc0.txt" "$work/one$src/text/d0/doc0.txt" || { echo "the one-file restore differs" >&2; exit 1; }
+one_fetched=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["fragment_bytes_fetched"])' "$one")
+all_fetched=$("$ctl" local restore "$work/ours" "$id@30" --to "$work/all" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["fragment_bytes_fetched"])')
+rm -rf "$work/one" "$work/all"
 
 # 5. Forget 29 of 30, prune.
 read -r _ opw oprss <<<"$(measure prune "$ctl" local forget "$work/ours" --keep-last 1 --prune --grace 0h --quiet)"
@@ -114,6 +121,8 @@ printf "4. backups 7..30: highest peak RSS %.1f MiB = %.2fx the first backup's\n
 printf "   restore of snapshot 1: %s s, %.1f MiB; of snapshot 30: %s s, %.1f MiB (%.2fx)\n" \
   "$rs1w" "$(mb $((rs1rss * 1024)))" "$rs30w" "$(mb $((rs30rss * 1024)))" "$(calc "$rs30rss/$rs1rss")"
 printf "   stores after 30 snapshots: ours %.1f MiB, restic %.1f MiB\n" "$(mb "$os4")" "$(mb "$rs4")"
+printf "   restoring one file (%d bytes) of snapshot 30 fetched %.2f MiB of fragments, the whole snapshot %.1f MiB (%.4f)\n" \
+  "$(stat -c %s "$src/text/d0/doc0.txt")" "$(mb "$one_fetched")" "$(mb "$all_fetched")" "$(calc "$one_fetched/$all_fetched")"
 printf "5. forget 29 of 30 + prune: ours %s s, %.1f MiB RSS, store %.1f -> %.1f MiB; restic %s s, %.1f MiB RSS, store %.1f -> %.1f MiB\n" \
   "$opw" "$(mb $((oprss * 1024)))" "$(mb "$os4")" "$(mb "$os5")" "$rpw" "$(mb $((rprss * 1024)))" "$(mb "$rs4")" "$(mb "$rs5")"
 printf "   restore of the kept snapshot after the prune: %s s, bit-exact; check clean\n" "$rkw"
