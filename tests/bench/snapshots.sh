@@ -56,7 +56,7 @@ done
 os2=$(bytes "$work/ours"); rs2=$(bytes "$work/restic")
 
 # 3. A ~1% change.
-big_text=$(find "$src/text" -type f -printf '%s %p\n' | sort -rn | head -3 | cut -d' ' -f2)
+big_text=$(find "$src/text" -type f -printf '%s %p\n' | sort -rn | awk 'NR <= 3 { print $2 }')
 for f in $big_text; do head -c $((700 * 1024)) /dev/urandom | base64 >> "$f"; done
 mapfile -t rands < <(ls -S "$src"/random/r*.bin)
 head -c $((2 * 1024 * 1024)) /dev/urandom >> "${rands[0]}"
