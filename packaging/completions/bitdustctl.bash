@@ -266,7 +266,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__backup)
-            opts="-q -h --config --json --quiet --run-dir --help"
+            opts="-q -h --config --snapshot --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1388,13 +1388,17 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__restore)
-            opts="-q -h --to --json --quiet --run-dir --help"
+            opts="-q -h --to --include --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --include)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

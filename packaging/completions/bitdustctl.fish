@@ -46,6 +46,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s q -l qu
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l config -d 'The configuration file whose customer.backup_paths are backed up when no PATH is given' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l snapshot -d 'Make a deduplicated snapshot: only the files the agent\'s files cache does not vouch for are read, and only new chunks are sent (experimental: the rebuilder does not repair snapshots yet)'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -s h -l help -d 'Print help'
@@ -54,6 +55,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -l json -d '
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -s h -l help -d 'Print help'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l to -d 'New or empty directory to restore into' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l include -d 'Snapshots: restore only this path (as backed up, absolute) and what is under it; repeatable. Only the packs holding it are fetched' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l run-dir -d 'Where the daemons\' sockets are' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'

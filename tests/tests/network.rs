@@ -231,6 +231,7 @@ fn agent_restore_into(run_dir: &Path, to: &Path) -> (cpb::RestoreDone, usize) {
                 backup_id: String::new(),
                 version: 0,
                 to: to.display().to_string(),
+                include: Vec::new(),
             })
             .await
             .unwrap()
@@ -499,6 +500,7 @@ async fn malformed_peer_messages_and_grpc_requests_get_errors_and_the_daemons_ke
             backup_id: String::new(),
             version: 0,
             to: "relative".into(),
+            include: Vec::new(),
         })
         .await
         .unwrap()
@@ -722,6 +724,7 @@ async fn open_backup(
         kind: Some(pb::backup_input::Kind::Start(pb::BackupStart {
             paths: paths.iter().map(|p| p.to_string()).collect(),
             bytes_total: 0,
+            snapshot: false,
         })),
     })
     .await
@@ -2200,4 +2203,110 @@ async fn a_service_the_supplier_ended_unused_is_renewed_before_the_first_backup(
     assert_same_tree(&src, &restored_path(&out, &src));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exact() {
+    let net = Net::up(7, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 15, 4);
+    let src_s = src.display().to_string();
+    let first = net.dir.path().join("first");
+    make_tree(&first, 15, 4);
+
+    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    assert_eq!(s1["version"], 1, "{s1}");
+    let files = s1["files"].as_u64().unwrap();
+    assert!(files >= 10, "{s1}");
+    assert_eq!(s1["snapshot"]["files_new"].as_u64().unwrap(), files, "{s1}");
+    let content = s1["input_bytes"].as_u64().unwrap();
+    assert_eq!(s1["snapshot"]["bytes_read"].as_u64().unwrap(), content);
+    let stored1 = s1["snapshot"]["added_stored_bytes"].as_u64().unwrap();
+    assert!(stored1 > content, "{s1}");
+
+    // Unchanged: the agent asks for no file, and almost nothing is added.
+    let s2 = net.ok(&["backup", "--snapshot", &src_s]);
+    assert_eq!(
+        (s2["backup_id"].clone(), s2["version"].clone()),
+        (s1["backup_id"].clone(), 2.into())
+    );
+    let c2 = &s2["snapshot"];
+    assert_eq!(c2["files_unchanged"].as_u64().unwrap(), files, "{s2}");
+    assert_eq!(c2["bytes_read"], 0, "{s2}");
+    assert_eq!(c2["chunks_added"], 0, "{s2}");
+    assert!(
+        c2["added_stored_bytes"].as_u64().unwrap() * 100 <= stored1,
+        "{s2}"
+    );
+
+    // One file changes: it alone is read.
+    let notes = src.join("docs/notes.txt");
+    let mut text = std::fs::read(&notes).unwrap();
+    text.extend_from_slice(b"one more line\n");
+    std::fs::write(&notes, &text).unwrap();
+    let t = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    filetime::set_file_mtime(&notes, t).unwrap();
+    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    let c3 = &s3["snapshot"];
+    assert_eq!(c3["files_changed"], 1, "{s3}");
+    assert_eq!(c3["files_unchanged"].as_u64().unwrap(), files - 1, "{s3}");
+    assert_eq!(
+        c3["bytes_read"].as_u64().unwrap(),
+        text.len() as u64,
+        "{s3}"
+    );
+
+    // The catalog knows them as snapshots.
+    let list = net.ok(&["list"]);
+    let versions = list[0]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 3, "{list}");
+    assert!(
+        versions.iter().all(|v| v["packs"].as_u64().unwrap() >= 1),
+        "{list}"
+    );
+
+    // Each snapshot restores bit-exact, written by bitdustctl as the caller.
+    let out3 = net.dir.path().join("out3");
+    let r = net.ok(&["restore", "--to", &out3.display().to_string()]);
+    assert_eq!(r["version"], 3, "{r}");
+    assert_same_tree(&src, &restored_path(&out3, &src));
+    let which1 = format!("{}@1", s1["backup_id"].as_str().unwrap());
+    let out1 = net.dir.path().join("out1");
+    net.ok(&["restore", &which1, "--to", &out1.display().to_string()]);
+    assert_same_tree(&first, &restored_path(&out1, &src));
+    // The agent writes it itself when given a directory.
+    let out3b = net.dir.path().join("out3b");
+    let (done, pieces) = agent_restore_into(&net.run_dir(), &out3b);
+    assert_eq!((done.version, pieces), (3, 0));
+    assert_same_tree(&src, &restored_path(&out3b, &src));
+
+    // Part of the tree: only what is under the path is written, and only
+    // the packs holding it are fetched.
+    let part = net.dir.path().join("part");
+    let sub = src.join("docs/nested/deeper");
+    let p = net.ok(&[
+        "restore",
+        "--include",
+        &sub.display().to_string(),
+        "--to",
+        &part.display().to_string(),
+    ]);
+    assert_same_tree(&sub, &restored_path(&part, &sub));
+    assert_eq!(p["files"], 1, "{p}");
+    assert!(!restored_path(&part, &src).join("docs/notes.txt").exists());
+
+    // Three of seven suppliers lost: packs decode from what is left.
+    for s in ["supplier-1", "supplier-2", "supplier-4"] {
+        net.kill9(s, "bitdust-supplier-store");
+    }
+    let out4 = net.dir.path().join("out4");
+    net.ok(&["restore", "--to", &out4.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out4, &src));
+    // A fourth loss is one too many: one clear line, nothing at the target.
+    net.kill9("supplier-6", "bitdust-supplier-store");
+    let out5 = net.dir.path().join("out5");
+    let o = net.ctl(&["restore", "--to", &out5.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert!(!out5.exists());
 }

@@ -60,6 +60,11 @@ pub enum Command {
         /// when no PATH is given.
         #[arg(long, value_name = "FILE", env = "BITDUST_CONFIG")]
         config: Option<PathBuf>,
+        /// Make a deduplicated snapshot: only the files the agent's files
+        /// cache does not vouch for are read, and only new chunks are sent
+        /// (experimental: the rebuilder does not repair snapshots yet).
+        #[arg(long)]
+        snapshot: bool,
     },
     /// List the backups and their versions (root and the user bitdust see every backup; other users their own).
     List,
@@ -71,6 +76,11 @@ pub enum Command {
         /// New or empty directory to restore into.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
+        /// Snapshots: restore only this path (as backed up, absolute) and
+        /// what is under it; repeatable. Only the packs holding it are
+        /// fetched.
+        #[arg(long, value_name = "PATH")]
+        include: Vec<PathBuf>,
     },
     /// Delete a version (ID@VERSION) or every version (ID) from the suppliers.
     Delete {

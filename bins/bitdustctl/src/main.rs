@@ -120,6 +120,12 @@ impl Bar {
             pb.finish_and_clear();
         }
     }
+    /// Sets how far it got (the agent's count).
+    fn set(&self, done: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_position(done);
+        }
+    }
 }
 
 impl Progress for Bar {
@@ -174,13 +180,19 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
         let mut c = net::connect(&cli.run_dir).await?;
         match &cli.command {
             Command::Status => c.status(json, quiet).await,
-            Command::Backup { paths, config } => {
+            Command::Backup {
+                paths,
+                config,
+                snapshot,
+            } => {
                 let paths = backup_paths(paths, config.as_deref())
                     .map_err(|e| net::Failure(EXIT_USAGE, format!("{e:#}")))?;
-                c.backup(&paths, json, quiet).await
+                c.backup(&paths, *snapshot, json, quiet).await
             }
             Command::List => c.list(json, quiet).await,
-            Command::Restore { which, to } => c.restore(which.as_deref(), to, json, quiet).await,
+            Command::Restore { which, to, include } => {
+                c.restore(which.as_deref(), to, include, json, quiet).await
+            }
             Command::Delete { which } => c.delete(which, json, quiet).await,
             Command::Suppliers { action } => c.suppliers(action.as_ref(), json, quiet).await,
             Command::StartAfresh { yes } => c.start_afresh(*yes, json, quiet).await,

@@ -201,6 +201,151 @@ fn archive_to(
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
 }
 
+/// A walked entry as the agent takes it.
+fn entry_message(seq: u64, e: bitdust_pipeline::snapshot::Entry) -> pb::Entry {
+    use bitdust_pipeline::snapshot::EntryKind;
+    use bitdust_proto::format::v1::NodeKind;
+    let (kind, target) = match e.kind {
+        EntryKind::File => (NodeKind::File, Vec::new()),
+        EntryKind::Directory => (NodeKind::Directory, Vec::new()),
+        EntryKind::Symlink(t) => (NodeKind::Symlink, t),
+    };
+    pb::Entry {
+        seq,
+        path: e.path,
+        kind: kind as i32,
+        mode: e.mode,
+        mtime: e.mtime.secs,
+        mtime_nanos: e.mtime.nanos,
+        ctime: e.ctime.secs,
+        ctime_nanos: e.ctime.nanos,
+        size: e.size,
+        ino: e.ino,
+        dev: e.dev,
+        target,
+    }
+}
+
+/// Walks `sources` and sends their entries to the agent a window ahead,
+/// and the content of each file the agent asks for (`wants`), read with
+/// this process's rights. Ends when `wants` closes (the agent is done).
+fn feed_to(
+    sources: &[PathBuf],
+    tx: tokio::sync::mpsc::Sender<pb::BackupInput>,
+    wants: std::sync::mpsc::Receiver<bitdust_pipeline::remote::ToCaller>,
+) -> std::io::Result<()> {
+    use bitdust_pipeline::remote::{Feeder, FromCaller};
+    use pb::backup_input::Kind;
+    Feeder::new(sources.to_vec()).run(
+        |m| {
+            let kind = match m {
+                FromCaller::Entries(batch) => Kind::Entries(pb::EntryBatch {
+                    entries: batch
+                        .into_iter()
+                        .map(|(seq, e)| entry_message(seq, e))
+                        .collect(),
+                }),
+                FromCaller::Content { seq, data, last } => {
+                    Kind::Content(pb::Content { seq, data, last })
+                }
+                FromCaller::End { skipped } => Kind::End(pb::ArchiveEnd {
+                    skipped,
+                    ..Default::default()
+                }),
+            };
+            tx.blocking_send(pb::BackupInput { kind: Some(kind) })
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        },
+        || Ok(wants.recv().ok()),
+    )
+}
+
+/// A piece of a restore stream.
+enum Piece {
+    Archive(Vec<u8>),
+    Node(bitdust_proto::format::v1::Node),
+    Content(Vec<u8>),
+}
+
+/// The thread that writes a restore stream into the target, as this user.
+struct Extractor {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Piece>>,
+    thread: std::thread::JoinHandle<
+        Result<bitdust_pipeline::RestoreReport, bitdust_pipeline::RestoreError>,
+    >,
+}
+
+impl Extractor {
+    /// An archive's extractor, or a snapshot's when `first` is an entry.
+    fn start(first: &Piece, to: &Path, bar: &Bar) -> Extractor {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(4);
+        let (to, bar) = (to.to_owned(), bar.clone());
+        let snapshot = !matches!(first, Piece::Archive(_));
+        let thread = std::thread::spawn(move || {
+            if snapshot {
+                use bitdust_pipeline::snapshot::Streamed;
+                let r = bitdust_pipeline::snapshot::extract_nodes(
+                    &to,
+                    || match rx.blocking_recv() {
+                        None => Ok(None),
+                        Some(Err(e)) => Err(e),
+                        Some(Ok(Piece::Node(n))) => Ok(Some(Streamed::Node(n))),
+                        Some(Ok(Piece::Content(c))) => Ok(Some(Streamed::Content(c))),
+                        Some(Ok(Piece::Archive(_))) => Err(std::io::Error::other(
+                            "the agent mixed an archive into a snapshot's entries",
+                        )),
+                    },
+                    &bar,
+                )?;
+                Ok(bitdust_pipeline::RestoreReport {
+                    files: r.files,
+                    directories: r.directories,
+                    symlinks: r.symlinks,
+                    bytes: r.bytes,
+                    ..Default::default()
+                })
+            } else {
+                let reader = bitdust_pipeline::chunk_reader(move || match rx.blocking_recv() {
+                    None => None,
+                    Some(Err(e)) => Some(Err(e)),
+                    Some(Ok(Piece::Archive(a))) => Some(Ok(a)),
+                    Some(Ok(_)) => Some(Err(std::io::Error::other(
+                        "the agent mixed snapshot entries into an archive",
+                    ))),
+                });
+                bitdust_pipeline::extract_archive(reader, &to, &bar)
+            }
+        });
+        Extractor { tx, thread }
+    }
+
+    async fn send(&self, p: Piece) -> Result<(), ()> {
+        self.tx.send(Ok(p)).await.map_err(|_| ())
+    }
+
+    /// Ends the stream (`whole`: it ended cleanly; else it is cut and the
+    /// staging directory goes) and waits for the thread.
+    async fn finish(
+        self,
+        whole: bool,
+        bar: &Bar,
+    ) -> Result<bitdust_pipeline::RestoreReport, bitdust_pipeline::RestoreError> {
+        if !whole {
+            let _ = self
+                .tx
+                .send(Err(std::io::Error::other("the restore stream was cut")))
+                .await;
+        }
+        drop(self.tx);
+        bar.done();
+        self.thread.join().unwrap_or_else(|_| {
+            Err(bitdust_pipeline::RestoreError::Stream(
+                std::io::Error::other("the extractor panicked"),
+            ))
+        })
+    }
+}
+
 /// The archiver's error, if it failed for a reason of its own. An archiver
 /// still waiting to send (the agent failed first) is left to the exit.
 fn archive_failure(archiver: std::thread::JoinHandle<std::io::Result<()>>) -> Option<Failure> {
@@ -257,6 +402,7 @@ impl Client {
     pub(crate) async fn backup(
         &mut self,
         paths: &[PathBuf],
+        snapshot: bool,
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
@@ -276,13 +422,19 @@ impl Client {
             kind: Some(pb::backup_input::Kind::Start(pb::BackupStart {
                 paths: abs.iter().map(|p| p.display().to_string()).collect(),
                 bytes_total: total,
+                snapshot,
             })),
         };
         tx.send(start)
             .await
             .map_err(|_| Failure(EXIT_FAILED, "the backup stream closed at once".into()))?;
         let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let archiver = {
+        // A snapshot: the agent asks for the files it needs (`wants`).
+        let (wants_tx, wants_rx) = std::sync::mpsc::channel();
+        let mut wants = snapshot.then_some(wants_tx);
+        let archiver = if snapshot {
+            std::thread::spawn(move || feed_to(&abs, tx, wants_rx))
+        } else {
             let (bar, cancel) = (bar.clone(), cancel.clone());
             std::thread::spawn(move || archive_to(&abs, tx, &bar, &cancel))
         };
@@ -306,6 +458,7 @@ impl Client {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
                     finish(&bar, &cancel);
+                    drop(wants);
                     return Err(archive_failure(archiver).unwrap_or_else(|| {
                         Failure(
                             EXIT_FAILED,
@@ -316,15 +469,31 @@ impl Client {
                 }
                 Err(s) => {
                     finish(&bar, &cancel);
+                    drop(wants);
                     // The archiver's own error (a file that could not be
                     // read) says more than the agent's "stream broke".
                     return Err(archive_failure(archiver).unwrap_or_else(|| s.into()));
                 }
             };
-            if let Some(pb::backup_event::Kind::Done(d)) = ev.kind {
-                break d;
+            use bitdust_pipeline::remote::ToCaller;
+            let want = match ev.kind {
+                Some(pb::backup_event::Kind::Done(d)) => break d,
+                Some(pb::backup_event::Kind::Want(seq)) => ToCaller::Want(seq),
+                Some(pb::backup_event::Kind::Taken(seq)) => ToCaller::Taken(seq),
+                Some(pb::backup_event::Kind::Progress(p)) if snapshot => {
+                    bar.set(p.bytes_done);
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(w) = &wants
+                && w.send(want).is_err()
+            {
+                // The feeder stopped; its error says why.
+                wants = None;
             }
         };
+        drop(wants);
         finish(&bar, &cancel);
         let _ = archiver.join();
         let done = report::BackedUp::from(done);
@@ -351,20 +520,33 @@ impl Client {
         &mut self,
         which: Option<&str>,
         to: &Path,
+        include: &[PathBuf],
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
         let (backup_id, version) = split_which(which)?;
         let to = absolute(to)?;
-        // The agent streams the archive and this process extracts it, so the
-        // files are written as the user who asked, wherever they may write
-        // (the packaged agent itself may write nowhere outside its state).
+        let include = include
+            .iter()
+            .map(|p| {
+                let p = absolute(p)?;
+                Ok(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())
+                    .strip_prefix(b"/")
+                    .unwrap_or_default()
+                    .to_vec())
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
+        // The agent streams the archive (or a snapshot's entries) and this
+        // process extracts it, so the files are written as the user who
+        // asked, wherever they may write (the packaged agent itself may
+        // write nowhere outside its state).
         let mut stream = self
             .inner
             .restore(pb::RestoreRequest {
                 backup_id,
                 version,
                 to: String::new(),
+                include,
             })
             .await?
             .into_inner();
@@ -377,40 +559,28 @@ impl Client {
             _ => 0,
         };
         let bar = Bar::new(!json && !quiet, total, "restore");
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
-        let extractor = {
-            let (to, bar) = (to.clone(), bar.clone());
-            std::thread::spawn(move || {
-                let reader = bitdust_pipeline::chunk_reader(move || rx.blocking_recv());
-                bitdust_pipeline::extract_archive(reader, &to, &bar)
-            })
-        };
-        let finish = |bar: &Bar| {
-            bar.done();
-            extractor.join().unwrap_or_else(|_| {
-                Err(bitdust_pipeline::RestoreError::Stream(
-                    std::io::Error::other("the extractor panicked"),
-                ))
-            })
-        };
+        // Started at the first piece: an archive's extractor, or a
+        // snapshot's (entries and content).
+        let mut extractor: Option<Extractor> = None;
         let ended = loop {
             let ev = match first.take() {
                 Some(ev) => Ok(Some(ev)),
                 None => stream.message().await,
             };
-            match ev {
-                Ok(Some(pb::RestoreEvent {
-                    kind: Some(pb::restore_event::Kind::Archive(piece)),
-                })) => {
-                    if tx.send(Ok(piece)).await.is_err() {
-                        // The extractor stopped early; its error says why.
-                        break Err(None);
-                    }
-                }
+            let piece = match ev {
                 Ok(Some(pb::RestoreEvent {
                     kind: Some(pb::restore_event::Kind::Done(d)),
                 })) => break Ok(d),
-                Ok(Some(_)) => {}
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Archive(piece)),
+                })) => Piece::Archive(piece),
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Node(n)),
+                })) => Piece::Node(n),
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Content(c)),
+                })) => Piece::Content(c),
+                Ok(Some(_)) => continue,
                 Ok(None) => {
                     break Err(Some(Failure(
                         EXIT_FAILED,
@@ -418,32 +588,37 @@ impl Client {
                     )));
                 }
                 Err(s) => break Err(Some(s.into())),
+            };
+            let x = extractor.get_or_insert_with(|| Extractor::start(&piece, &to, &bar));
+            if x.send(piece).await.is_err() {
+                // The extractor stopped early; its error says why.
+                break Err(None);
             }
         };
+        // Nothing came before the result: a snapshot restore that matched
+        // no entry leaves an empty directory.
+        let extractor =
+            extractor.unwrap_or_else(|| Extractor::start(&Piece::Content(Vec::new()), &to, &bar));
         let done = match ended {
-            Ok(d) => {
-                drop(tx);
-                d
-            }
+            Ok(d) => d,
             Err(why) => {
                 // Whatever was extracted is thrown away with the staging
-                // directory: an incomplete archive is never left as a restore.
-                let _ = tx
-                    .send(Err(std::io::Error::other("the archive stream was cut")))
-                    .await;
-                drop(tx);
-                let extracted = finish(&bar);
+                // directory: an incomplete stream is never left as a restore.
+                let extracted = extractor.finish(false, &bar).await;
                 return Err(match (why, extracted) {
                     (Some(f), _) => f,
                     (None, Err(e)) => Failure(EXIT_FAILED, e.to_string()),
                     (None, Ok(_)) => Failure(
                         EXIT_FAILED,
-                        "the archive ended before the customer-agent finished; see its log".into(),
+                        "the stream ended before the customer-agent finished; see its log".into(),
                     ),
                 });
             }
         };
-        let extracted = finish(&bar).map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+        let extracted = extractor
+            .finish(true, &bar)
+            .await
+            .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
         let done = report::Restored::new(done, &to, &extracted);
         for w in &done.warnings {
             if !quiet {

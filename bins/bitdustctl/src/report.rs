@@ -148,6 +148,39 @@ pub(crate) struct BackedUp {
     pub(crate) failed_positions: Vec<u32>,
     pub(crate) warnings: Vec<String>,
     pruned_versions: Vec<u64>,
+    /// A snapshot's counts (`--snapshot`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<SnapshotCounts>,
+}
+
+/// How a snapshot found its files and what it added.
+#[derive(Serialize)]
+pub(crate) struct SnapshotCounts {
+    files_new: u64,
+    files_changed: u64,
+    files_unchanged: u64,
+    bytes_read: u64,
+    chunks_added: u64,
+    added_bytes: u64,
+    added_packed_bytes: u64,
+    added_stored_bytes: u64,
+    packs_added: u64,
+}
+
+impl From<bitdust_proto::format::v1::SnapshotStats> for SnapshotCounts {
+    fn from(s: bitdust_proto::format::v1::SnapshotStats) -> Self {
+        SnapshotCounts {
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unchanged: s.files_unchanged,
+            bytes_read: s.bytes_read,
+            chunks_added: s.chunks_added,
+            added_bytes: s.added_plain,
+            added_packed_bytes: s.added_packed,
+            added_stored_bytes: s.added_stored,
+            packs_added: s.packs_added,
+        }
+    }
 }
 
 impl From<pb::BackupDone> for BackedUp {
@@ -162,21 +195,40 @@ impl From<pb::BackupDone> for BackedUp {
             failed_positions: d.failed_positions,
             warnings: d.warnings,
             pruned_versions: d.pruned_versions,
+            snapshot: d.snapshot.map(SnapshotCounts::from),
         }
     }
 }
 
 impl fmt::Display for BackedUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(s) = &self.snapshot else {
+            return writeln!(
+                f,
+                "backed up {} ({} files) as {}@{}: {} blocks, {} stored",
+                gib(self.input_bytes),
+                self.files,
+                self.backup_id,
+                self.version,
+                self.blocks,
+                gib(self.stored_bytes)
+            );
+        };
         writeln!(
             f,
-            "backed up {} ({} files) as {}@{}: {} blocks, {} stored",
-            gib(self.input_bytes),
-            self.files,
+            "snapshot {}@{}: {} ({} files: {} new, {} changed, {} unchanged); read {}, added {} in {} chunks -> {} stored in {} packs",
             self.backup_id,
             self.version,
-            self.blocks,
-            gib(self.stored_bytes)
+            gib(self.input_bytes),
+            self.files,
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            gib(s.bytes_read),
+            gib(s.added_bytes),
+            s.chunks_added,
+            gib(s.added_stored_bytes),
+            s.packs_added
         )
     }
 }
@@ -266,6 +318,11 @@ struct Version {
     scheme: String,
     suppliers: u32,
     missing_fragments: u64,
+    /// Snapshots: the packs its root references, and its counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<SnapshotCounts>,
 }
 
 impl From<pb::ListReply> for Listing {
@@ -289,6 +346,8 @@ impl From<pb::ListReply> for Listing {
                             scheme: v.scheme,
                             suppliers: v.suppliers,
                             missing_fragments: v.missing_fragments,
+                            packs: v.snapshot.is_some().then_some(v.packs),
+                            snapshot: v.snapshot.map(SnapshotCounts::from),
                         })
                         .collect(),
                 })
@@ -315,6 +374,20 @@ impl fmt::Display for Listing {
                 } else {
                     String::new()
                 };
+                if let (Some(packs), Some(s)) = (v.packs, &v.snapshot) {
+                    writeln!(
+                        f,
+                        "  @{:<4} {:>10}  snapshot of {}, {} added, {} packs, {} over {}{missing}",
+                        v.version,
+                        when(v.time),
+                        gib(v.input_bytes),
+                        gib(s.added_stored_bytes),
+                        packs,
+                        v.scheme,
+                        v.suppliers
+                    )?;
+                    continue;
+                }
                 writeln!(
                     f,
                     "  @{:<4} {:>10}  {} input, {} stored, {} blocks, {} over {}{missing}",

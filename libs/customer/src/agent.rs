@@ -34,6 +34,7 @@ mod errors;
 mod grpc;
 mod network;
 mod restore;
+mod snapshot;
 mod suppliers;
 mod upkeep;
 
@@ -63,6 +64,9 @@ pub struct Agent {
     identity: Arc<Identity>,
     endpoint: Endpoint,
     state: Arc<State>,
+    /// The snapshots' index and files cache (`repo/` in the state
+    /// directory).
+    repo: Arc<bitdust_pipeline::repo::Repo>,
     links: Mutex<Links>,
     running: Mutex<HashSet<BackupId>>,
     /// Attempts (backup, version) running now. Held while a version is
@@ -168,6 +172,7 @@ impl Agent {
         endpoint: Endpoint,
         keys: KeyRing,
         state: Arc<State>,
+        repo: Arc<bitdust_pipeline::repo::Repo>,
     ) -> anyhow::Result<Agent> {
         let config_dht_socket = config.dht_socket();
         let c = &config.customer;
@@ -206,6 +211,7 @@ impl Agent {
             identity,
             endpoint,
             state,
+            repo,
             links: Mutex::new(links),
             running: Mutex::new(HashSet::new()),
             attempting: Mutex::new(HashSet::new()),

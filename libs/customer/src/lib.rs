@@ -38,6 +38,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     bitdust_daemon::skeleton::record_node_id(&state_dir, &node_id)?;
     let state = Arc::new(state::State::open(&lock)?);
+    let repo = Arc::new(bitdust_pipeline::repo::Repo::open(lock.open_env(
+        "repo",
+        16 << 30,
+        5,
+    )?)?);
     let endpoint = bitdust_net::Endpoint::bind(
         keys.identity(),
         config.customer.bind,
@@ -54,8 +59,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if fresh && state.meta(OWN_KEYS)?.is_none() && state.meta(agent::RECOVERING)?.is_none() {
         state.set_meta(agent::RECOVERING, 1)?;
     }
-    let agent =
-        Arc::new(agent::Agent::new(config.clone(), endpoint.clone(), keys, state.clone()).await?);
+    let agent = Arc::new(
+        agent::Agent::new(config.clone(), endpoint.clone(), keys, state.clone(), repo).await?,
+    );
     let socket = config.customer_socket();
     let service = CustomerServer::new(agent::CustomerService(agent.clone()));
     daemon

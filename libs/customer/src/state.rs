@@ -71,6 +71,42 @@ pub struct VersionRecord {
     /// Positions that failed during the backup: their fragments of this
     /// version are missing and await repair.
     pub missing_positions: Vec<u32>,
+    /// Set when the version is a deduplicated snapshot (its root is the
+    /// version's manifest object, its packs are blocks of version 0);
+    /// unset for a full copy (`blocks` blocks of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotSummary>,
+}
+
+/// What the catalog keeps of a snapshot besides its root.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The packs its root references, as (first, count) pairs.
+    pub pack_ranges: Vec<u64>,
+    /// Packs referenced.
+    pub packs: u64,
+    /// Directories and symlinks in it.
+    pub directories: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Files the files cache vouched for, changed and new.
+    pub files_unchanged: u64,
+    /// Files whose content changed.
+    pub files_changed: u64,
+    /// Files the cache did not know.
+    pub files_new: u64,
+    /// Bytes of content read.
+    pub bytes_read: u64,
+    /// New chunks, their plain bytes, the pack bodies and fragments added.
+    pub chunks_added: u64,
+    /// Plain bytes of the new chunks.
+    pub added_plain: u64,
+    /// Pack bodies written.
+    pub added_packed: u64,
+    /// Fragment bytes written.
+    pub added_stored: u64,
+    /// Packs written.
+    pub packs_added: u64,
 }
 
 /// A backup attempt: its version number was reserved before its first
@@ -615,6 +651,7 @@ mod tests {
             suppliers: 7,
             supplier_set: Vec::new(),
             missing_positions: Vec::new(),
+            snapshot: None,
         }
     }
 

@@ -726,34 +726,14 @@ pub fn open_root(
     id: BackupId,
     snapshot: u64,
 ) -> Result<bitdust_block::root::Root, LocalError> {
-    let mut source = store.source(id, snapshot);
-    let mut why = String::from("no position holds it");
-    let mut best: Option<bitdust_block::root::Root> = None;
-    // Every copy is read: a prune that repacked rewrote the root with a
-    // higher revision, and a position that was away holds an older one.
-    for attempt in 0.. {
-        let Some(bytes) = source.manifest(attempt).map_err(RestoreError::from)? else {
-            break;
-        };
-        match bitdust_block::root::verify_root(&bytes, customer, id, snapshot) {
-            Ok(root) => {
-                if best
-                    .as_ref()
-                    .is_none_or(|b| root.root.revision > b.root.revision)
-                {
-                    best = Some(root);
-                }
-            }
-            Err(e) => why = e.to_string(),
-        }
-    }
-    if let Some(root) = best {
-        return Ok(root);
-    }
-    Err(LocalError::Store(format!(
-        "the root of snapshot {id}@{snapshot} in {} does not verify ({why})",
-        store.root.display()
-    )))
+    crate::snapshot::best_root(&mut store.source(id, snapshot), customer, id, snapshot).map_err(
+        |why| {
+            LocalError::Store(format!(
+                "the root of snapshot {id}@{snapshot} in {} does not verify ({why})",
+                store.root.display()
+            ))
+        },
+    )
 }
 
 /// The erasure code asked for on the command line; what is not given is
@@ -880,11 +860,7 @@ pub fn restore_snapshot_from_dir(
     let dedup = opened.dedup(id);
     crate::snapshot::rebuild_index(repo, &mut source, &root, &dedup)?;
     let mut packs = crate::snapshot::PackReader::new(&mut source, &root, dedup, key)?;
-    let report = crate::restore::staged(target, |stage| {
-        Ok::<_, LocalError>(crate::snapshot::restore_snapshot(
-            repo, &mut packs, stage, include,
-        )?)
-    })?;
+    let report = crate::snapshot::restore_snapshot_staged(repo, &mut packs, target, include)?;
     Ok((root, report))
 }
 

@@ -763,6 +763,43 @@ impl<'a> SnapshotWriter<'a> {
     }
 }
 
+/// The root of snapshot `snapshot` of `id` among the copies `source`
+/// holds (its manifest objects): every copy is read, and the highest
+/// revision that verifies wins (a prune that repacked rewrote the root
+/// with a higher revision; a position that was away holds an older one).
+/// The error says why the last copy did not verify, or that none is held.
+pub fn best_root(
+    source: &mut dyn FragmentSource,
+    customer: &bitdust_crypto::NodeId,
+    id: BackupId,
+    snapshot: u64,
+) -> Result<Root, String> {
+    let mut why = String::from("no position holds it");
+    let mut best: Option<Root> = None;
+    for attempt in 0.. {
+        let bytes = match source.manifest(attempt) {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => {
+                why = e.to_string();
+                break;
+            }
+        };
+        match root::verify_root(&bytes, customer, id, snapshot) {
+            Ok(r) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| r.root.revision > b.root.revision)
+                {
+                    best = Some(r);
+                }
+            }
+            Err(e) => why = e.to_string(),
+        }
+    }
+    best.ok_or(why)
+}
+
 /// Walks local source paths with the caller's rights, in snapshot order.
 pub struct LocalWalk {
     sources: std::vec::IntoIter<PathBuf>,
@@ -1124,50 +1161,62 @@ pub struct SnapshotRestoreReport {
     pub bytes_fetched: u64,
 }
 
-/// Restores the snapshot `root` (verified) into the existing empty
-/// directory `target`: every entry whose path is `include` or under it
-/// (all of them when `include` is empty). Chunks are found through the
-/// index `repo`.
-pub fn restore_snapshot(
-    repo: &Repo,
-    packs: &mut PackReader<'_>,
-    target: &Path,
-    include: &[Vec<u8>],
-) -> Result<SnapshotRestoreReport, SnapshotError> {
-    let backup = packs.root.backup_id;
-    let mut nodes = NodeStream::new(packs.meta_chunks()?);
-    let mut out = Extractor::new(target);
-    let wanted = |path: &[u8]| {
-        include.is_empty()
-            || include.iter().any(|i| {
-                path == i.as_slice() || (path.starts_with(i) && path.get(i.len()) == Some(&b'/'))
-            })
-    };
-    while let Some(node) = nodes.next(packs)? {
-        if !wanted(&node.path) {
-            continue;
+/// Where the entries of a snapshot being restored go: a directory
+/// ([`DirOut`]), or a stream to the process that writes them.
+pub trait NodeSink {
+    /// One entry, in snapshot order; a file's content is read from
+    /// `content` (exactly `node.size` bytes; empty for other kinds).
+    fn node(&mut self, node: &pb::Node, content: &mut dyn Read) -> Result<(), SnapshotError>;
+}
+
+/// Writes a restored snapshot's entries into an existing empty directory,
+/// under the restore safety rules (never outside it, never through a
+/// symlink, no setuid).
+pub struct DirOut<'a> {
+    out: Extractor<'a>,
+    progress: &'a dyn crate::Progress,
+}
+
+impl<'a> DirOut<'a> {
+    /// Writes into `target`, telling `progress` the content bytes written.
+    pub fn new(target: &'a Path, progress: &'a dyn crate::Progress) -> DirOut<'a> {
+        DirOut {
+            out: Extractor::new(target),
+            progress,
         }
+    }
+
+    /// Sets the directories' modes and mtimes; the counts of what was
+    /// written (the fetch counts left zero).
+    pub fn finish(self) -> Result<SnapshotRestoreReport, SnapshotError> {
+        let stats = self.out.finish()?;
+        Ok(SnapshotRestoreReport {
+            files: stats.files,
+            directories: stats.directories,
+            symlinks: stats.symlinks,
+            bytes: stats.bytes,
+            packs_fetched: 0,
+            bytes_fetched: 0,
+        })
+    }
+}
+
+impl NodeSink for DirOut<'_> {
+    fn node(&mut self, node: &pb::Node, content: &mut dyn Read) -> Result<(), SnapshotError> {
         let path = Path::new(std::ffi::OsStr::from_bytes(&node.path));
-        let Some(rel) = out.prepare(path)? else {
-            continue;
+        let Some(rel) = self.out.prepare(path)? else {
+            return Ok(());
         };
         let mtime = FileTime::from_unix_time(node.mtime, node.mtime_nanos);
         match pb::NodeKind::try_from(node.kind) {
-            Ok(pb::NodeKind::Directory) => out.dir(&rel, node.mode, mtime)?,
+            Ok(pb::NodeKind::Directory) => self.out.dir(&rel, node.mode, mtime)?,
             Ok(pb::NodeKind::Symlink) => {
                 let target = Path::new(std::ffi::OsStr::from_bytes(&node.target));
-                out.symlink(&rel, target, mtime)?;
+                self.out.symlink(&rel, target, mtime)?;
             }
             Ok(pb::NodeKind::File) => {
-                let mut content = ChunksReader {
-                    repo,
-                    backup,
-                    packs: &mut *packs,
-                    ids: node.chunks.iter(),
-                    current: Vec::new(),
-                    at: 0,
-                };
-                let n = out.file(&rel, node.mode, mtime, &mut content)?;
+                let n = self.out.file(&rel, node.mode, mtime, content)?;
+                self.progress.advance(n);
                 if n != node.size {
                     return Err(SnapshotError::Format(format!(
                         "{} restored {n} bytes where the snapshot says {}",
@@ -1184,16 +1233,161 @@ pub fn restore_snapshot(
                 )));
             }
         }
+        Ok(())
     }
-    let stats = out.finish()?;
-    Ok(SnapshotRestoreReport {
-        files: stats.files,
-        directories: stats.directories,
-        symlinks: stats.symlinks,
-        bytes: stats.bytes,
-        packs_fetched: packs.fetched,
-        bytes_fetched: packs.bytes_fetched,
+}
+
+/// Restores the snapshot `root` (verified) into the existing empty
+/// directory `target`: every entry whose path is `include` or under it
+/// (all of them when `include` is empty). Chunks are found through the
+/// index `repo`.
+pub fn restore_snapshot(
+    repo: &Repo,
+    packs: &mut PackReader<'_>,
+    target: &Path,
+    include: &[Vec<u8>],
+) -> Result<SnapshotRestoreReport, SnapshotError> {
+    let mut out = DirOut::new(target, &());
+    restore_snapshot_to(repo, packs, include, &mut out)?;
+    let mut report = out.finish()?;
+    report.packs_fetched = packs.fetched;
+    report.bytes_fetched = packs.bytes_fetched;
+    Ok(report)
+}
+
+/// [`restore_snapshot`] into `target`, new or empty, through a staging
+/// directory: nothing shows at `target` unless the whole restore succeeded.
+pub fn restore_snapshot_staged(
+    repo: &Repo,
+    packs: &mut PackReader<'_>,
+    target: &Path,
+    include: &[Vec<u8>],
+) -> Result<SnapshotRestoreReport, crate::local::LocalError> {
+    crate::restore::staged(target, |stage| {
+        Ok::<_, crate::local::LocalError>(restore_snapshot(repo, packs, stage, include)?)
     })
+}
+
+/// Sends the entries of the snapshot `packs` reads whose path is one of
+/// `include` or under it (all when `include` is empty) to `out`, with the
+/// content of the files.
+pub fn restore_snapshot_to(
+    repo: &Repo,
+    packs: &mut PackReader<'_>,
+    include: &[Vec<u8>],
+    out: &mut dyn NodeSink,
+) -> Result<(), SnapshotError> {
+    let backup = packs.root.backup_id;
+    let mut nodes = NodeStream::new(packs.meta_chunks()?);
+    let wanted = |path: &[u8]| {
+        include.is_empty()
+            || include.iter().any(|i| {
+                path == i.as_slice() || (path.starts_with(i) && path.get(i.len()) == Some(&b'/'))
+            })
+    };
+    while let Some(node) = nodes.next(packs)? {
+        if !wanted(&node.path) {
+            continue;
+        }
+        if node.kind == pb::NodeKind::File as i32 {
+            let mut content = ChunksReader {
+                repo,
+                backup,
+                packs: &mut *packs,
+                ids: node.chunks.iter(),
+                current: Vec::new(),
+                at: 0,
+            };
+            out.node(&node, &mut content)?;
+        } else {
+            out.node(&node, &mut io::empty())?;
+        }
+    }
+    Ok(())
+}
+
+/// A restored snapshot's entries as another process streams them.
+#[derive(Debug)]
+pub enum Streamed {
+    /// The next entry.
+    Node(pb::Node),
+    /// The next part of the last file entry's content.
+    Content(Vec<u8>),
+}
+
+/// Writes the entries `next` gives (each file entry followed by exactly
+/// its size in content parts) into `target`, new or empty, with the same
+/// guarantees as a local restore: nothing shows there unless every entry
+/// arrived and was written (`next` gives `None` only at a clean end).
+pub fn extract_nodes(
+    target: &Path,
+    mut next: impl FnMut() -> io::Result<Option<Streamed>>,
+    progress: &dyn crate::Progress,
+) -> Result<SnapshotRestoreReport, crate::RestoreError> {
+    crate::restore::staged(target, |stage| {
+        let mut out = DirOut::new(stage, progress);
+        let fail = |e: SnapshotError| crate::RestoreError::Stream(io::Error::other(e.to_string()));
+        loop {
+            match next().map_err(crate::RestoreError::Stream)? {
+                None => break,
+                Some(Streamed::Content(_)) => {
+                    return Err(crate::RestoreError::Stream(io::Error::other(
+                        "content arrived where an entry was due",
+                    )));
+                }
+                Some(Streamed::Node(node)) => {
+                    if node.kind == pb::NodeKind::File as i32 {
+                        let mut parts = Parts {
+                            next: &mut next,
+                            left: node.size,
+                            buf: Vec::new(),
+                            at: 0,
+                        };
+                        out.node(&node, &mut parts).map_err(fail)?;
+                    } else {
+                        out.node(&node, &mut io::empty()).map_err(fail)?;
+                    }
+                }
+            }
+        }
+        out.finish().map_err(fail)
+    })
+}
+
+/// A file's content as streamed parts, exactly `left` bytes.
+struct Parts<'a, F> {
+    next: &'a mut F,
+    left: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl<F: FnMut() -> io::Result<Option<Streamed>>> Read for Parts<'_, F> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buf.len() {
+            if self.left == 0 {
+                return Ok(0);
+            }
+            match (self.next)()? {
+                Some(Streamed::Content(data)) if data.len() as u64 <= self.left => {
+                    self.left -= data.len() as u64;
+                    (self.buf, self.at) = (data, 0);
+                }
+                Some(Streamed::Content(_)) => {
+                    return Err(io::Error::other("a file's content ran past its size"));
+                }
+                _ => {
+                    return Err(io::Error::other(
+                        "the stream was cut in the middle of a file's content",
+                    ));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// A file's content, chunk after chunk.

@@ -264,6 +264,11 @@ impl Rebuilder {
         let mut wanted = HashSet::new();
         for b in &catalog.backups {
             for v in &b.versions {
+                // A snapshot's packs are blocks of version 0, shared by
+                // its snapshots: they are not rebuilt yet (issue 15).
+                if v.snapshot.is_some() {
+                    continue;
+                }
                 for &p in &v.missing_positions {
                     let Some(target) = holder(p) else { continue };
                     let job = Job {

@@ -1,6 +1,13 @@
 //! Backing up the archive a caller streams, as one reserved version.
 
+use super::snapshot::GrpcLink;
 use super::*;
+
+/// What a caller streams: a tar archive, or a snapshot's entries.
+pub(super) enum Input {
+    Archive(StreamedArchive),
+    Snapshot { raw: Vec<Vec<u8>>, link: GrpcLink },
+}
 
 impl Agent {
     pub(super) fn backup_options(&self) -> BackupOptions {
@@ -43,7 +50,15 @@ impl Agent {
         if !lock(&self.running).insert(id) {
             return Err(BackupError::AlreadyRunning(id));
         }
-        let input = StreamedArchive::new(raw, stream, self.rt.clone());
+        let input = if start.snapshot {
+            let rx = caller::forward(stream, &self.rt, false);
+            Input::Snapshot {
+                raw,
+                link: GrpcLink::new(rx, events.clone(), self.rt.clone()),
+            }
+        } else {
+            Input::Archive(StreamedArchive::new(raw, stream, self.rt.clone()))
+        };
         let result = self
             .clone()
             .backup_locked(id, owner, input, start.bytes_total, events)
@@ -56,7 +71,7 @@ impl Agent {
         self: Arc<Self>,
         id: BackupId,
         owner: Option<u32>,
-        input: StreamedArchive,
+        input: Input,
         total: u64,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
     ) -> Result<pb::BackupDone, BackupError> {
@@ -94,10 +109,20 @@ impl Agent {
             attempting.insert((id, v));
             v
         };
-        let result = self
-            .clone()
-            .backup_attempt(id, owner, version, input, total, &previous, links, events)
-            .await;
+        let result = match input {
+            Input::Archive(input) => {
+                self.clone()
+                    .backup_attempt(id, owner, version, input, total, &previous, links, events)
+                    .await
+            }
+            Input::Snapshot { raw, link } => {
+                self.clone()
+                    .snapshot_attempt(
+                        id, owner, version, raw, link, total, &previous, links, events,
+                    )
+                    .await
+            }
+        };
         // Committed to the catalog, or abandoned: either way no longer
         // running (an abandoned attempt is never committed later).
         lock(&self.attempting).remove(&(id, version));
@@ -216,11 +241,31 @@ impl Agent {
                 .iter()
                 .map(|&p| p as u32)
                 .collect(),
+            snapshot: None,
         };
         self.state
             .commit_version(id, version, &rec)
             .map_err(inner)?;
-        // Keep the configured number of versions.
+        let prune = self.keep_versions(id).await?;
+        let catalog_copies = self.upload_catalog().await.map_err(BackupError::Upkeep)?;
+        tracing::info!(backup = %id, version, blocks = m.blocks, failed = ?report.degraded_positions, catalog_copies, "backup done");
+        Ok(pb::BackupDone {
+            backup_id: id.to_string(),
+            version,
+            input_bytes: report.content_bytes,
+            stored_bytes: m.stored_bytes,
+            blocks: m.blocks,
+            files: report.files as u32,
+            failed_positions: rec.missing_positions,
+            warnings: report.skipped,
+            pruned_versions: prune,
+            snapshot: None,
+        })
+    }
+
+    /// Deletes the oldest versions of `id` beyond the configured number;
+    /// returns them.
+    pub(super) async fn keep_versions(&self, id: BackupId) -> Result<Vec<u64>, BackupError> {
         let keep = self.config.customer.keep_versions as usize;
         let versions = self.state.versions_of(id).map_err(inner)?;
         let prune: Vec<u64> = if versions.len() > keep {
@@ -234,19 +279,7 @@ impl Agent {
         self.delete_versions(id, &prune)
             .await
             .map_err(BackupError::Upkeep)?;
-        let catalog_copies = self.upload_catalog().await.map_err(BackupError::Upkeep)?;
-        tracing::info!(backup = %id, version, blocks = m.blocks, failed = ?report.degraded_positions, catalog_copies, "backup done");
-        Ok(pb::BackupDone {
-            backup_id: id.to_string(),
-            version,
-            input_bytes: report.content_bytes,
-            stored_bytes: m.stored_bytes,
-            blocks: m.blocks,
-            files: report.files as u32,
-            failed_positions: rec.missing_positions,
-            warnings: report.skipped,
-            pruned_versions: prune,
-        })
+        Ok(prune)
     }
 }
 

@@ -158,12 +158,24 @@ impl StreamedArchive {
     /// Forwards `stream` (after its start) on a short queue, so a slow
     /// pipeline slows the caller down (gRPC flow control) instead of
     /// buffering.
-    pub(super) fn new(
-        paths: Vec<Vec<u8>>,
-        mut stream: Streaming<pb::BackupInput>,
-        rt: Handle,
-    ) -> Self {
-        let (tx, rx) = mpsc::channel(4);
+    pub(super) fn new(paths: Vec<Vec<u8>>, stream: Streaming<pb::BackupInput>, rt: Handle) -> Self {
+        let rx = forward(stream, &rt, true);
+        StreamedArchive { paths, rx, rt }
+    }
+}
+
+/// The rest of a backup stream (after its start) on a short queue, so a
+/// slow pipeline slows the caller down (gRPC flow control) instead of
+/// buffering; the queue ends after an error, the stream's end, or (with
+/// `stop_at_end`: an archive) after `end`. A snapshot stream goes on after
+/// `end` with the content the agent still asks for.
+pub(super) fn forward(
+    mut stream: Streaming<pb::BackupInput>,
+    rt: &Handle,
+    stop_at_end: bool,
+) -> mpsc::Receiver<Result<pb::backup_input::Kind, Status>> {
+    let (tx, rx) = mpsc::channel(4);
+    {
         rt.spawn(async move {
             loop {
                 let item = match stream.message().await {
@@ -172,14 +184,22 @@ impl StreamedArchive {
                     Ok(None) => return,
                     Err(s) => Err(s),
                 };
-                let last = item.is_err() || matches!(item, Ok(pb::backup_input::Kind::End(_)));
+                let last = item.is_err()
+                    || (stop_at_end && matches!(item, Ok(pb::backup_input::Kind::End(_))));
                 if tx.send(item).await.is_err() || last {
                     return;
                 }
             }
         });
-        StreamedArchive { paths, rx, rt }
     }
+    rx
+}
+
+/// A caller's skipped entries, bounded in number and length.
+pub(super) fn cut_skipped(skipped: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = skipped.into_iter().take(MAX_SKIPPED).map(cut).collect();
+    out.truncate(MAX_SKIPPED);
+    out
 }
 
 fn cut(mut s: String) -> String {
@@ -235,13 +255,17 @@ impl ArchiveInput for StreamedArchive {
                         "the caller sent a second start; a backup stream is start, the archive, then end",
                     ));
                 }
+                Ok(Some(Ok(Kind::Entries(_) | Kind::Content(_)))) => {
+                    return Err(io::Error::other(
+                        "the caller sent snapshot entries in an archive stream; start with snapshot set to send entries",
+                    ));
+                }
                 Ok(Some(Ok(Kind::Archive(piece)))) => {
                     out.write_all(&piece)?;
                     progress.advance(piece.len() as u64);
                 }
                 Ok(Some(Ok(Kind::End(e)))) => {
-                    let mut skipped: Vec<String> = e.skipped.into_iter().map(cut).collect();
-                    skipped.truncate(MAX_SKIPPED);
+                    let skipped = cut_skipped(e.skipped);
                     return Ok(ArchiveSummary {
                         files: e.files,
                         directories: e.directories,

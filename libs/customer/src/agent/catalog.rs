@@ -100,6 +100,8 @@ impl Agent {
                 suppliers: r.suppliers,
                 missing_fragments: r.missing_positions.len() as u64 * r.blocks,
                 missing_positions: r.missing_positions.clone(),
+                snapshot: super::snapshot::stats_of(&r),
+                packs: r.snapshot.as_ref().map_or(0, |s| s.packs),
             });
         }
         Ok(pb::ListReply {

@@ -29,6 +29,28 @@ impl Agent {
             .keys
             .master_key()
             .map_err(|e| RestoreError::NoMasterKey(e.to_string()))?;
+        if rec.snapshot.is_some() {
+            let total = pb::Progress {
+                bytes_done: 0,
+                bytes_total: rec.input_bytes,
+            };
+            let _ = events
+                .send(Ok(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Progress(total)),
+                }))
+                .await;
+            return self
+                .restore_snapshot(id, version, to, req.include, master, events)
+                .await;
+        }
+        if !req.include.is_empty() {
+            return Err(RestoreError::Failed {
+                id,
+                version,
+                reason: "only a snapshot restores part of its tree; restore the whole version"
+                    .into(),
+            });
+        }
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         let total = rec.input_bytes;
         let progress = |p| pb::RestoreEvent {
@@ -135,6 +157,7 @@ impl Agent {
                 .into_iter()
                 .chain(report.rejected_fragments)
                 .collect(),
+            ..Default::default()
         })
     }
 }

@@ -1,0 +1,484 @@
+//! Deduplicated snapshots over the network (docs/snapshots.md): the
+//! two-way backup stream, and restoring a snapshot from the suppliers.
+//!
+//! Packs are blocks of version 0 of the backup (never reserved, never
+//! collected: a failed run's packs are reused by the next); a snapshot's
+//! root is the manifest object of its own reserved version, so the
+//! failed-attempt collector and `delete` remove a root and nothing else.
+
+use std::io;
+
+use bitdust_pipeline::remote::{CallerLink, FromCaller, RemoteEntries, ToCaller};
+use bitdust_pipeline::snapshot::{
+    self as snap, Entry, EntryKind, NodeSink, SnapshotError, SnapshotOptions,
+};
+use bitdust_proto::format::v1 as fpb;
+
+use super::caller::{ARCHIVE_IDLE, cut_skipped};
+use super::*;
+use crate::state::SnapshotSummary;
+
+/// The caller's end of a snapshot backup stream, for the writer's thread.
+pub(super) struct GrpcLink {
+    rx: mpsc::Receiver<Result<pb::backup_input::Kind, Status>>,
+    events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    rt: Handle,
+}
+
+impl GrpcLink {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Result<pb::backup_input::Kind, Status>>,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+        rt: Handle,
+    ) -> Self {
+        GrpcLink { rx, events, rt }
+    }
+}
+
+fn refused(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// A caller's entry as the writer takes it; an unknown kind is refused.
+fn entry_of(e: pb::Entry) -> io::Result<(u64, Entry)> {
+    let kind = match fpb::NodeKind::try_from(e.kind) {
+        Ok(fpb::NodeKind::File) => EntryKind::File,
+        Ok(fpb::NodeKind::Directory) => EntryKind::Directory,
+        Ok(fpb::NodeKind::Symlink) => EntryKind::Symlink(e.target),
+        _ => {
+            return Err(refused(format!(
+                "entry {} has no kind the agent knows ({})",
+                e.seq, e.kind
+            )));
+        }
+    };
+    let time = |secs, nanos: u32| bitdust_pipeline::repo::Time {
+        secs,
+        nanos: nanos.min(999_999_999),
+    };
+    Ok((
+        e.seq,
+        Entry {
+            path: e.path,
+            kind,
+            mode: e.mode,
+            mtime: time(e.mtime, e.mtime_nanos),
+            ctime: time(e.ctime, e.ctime_nanos),
+            size: e.size,
+            ino: e.ino,
+            dev: e.dev,
+        },
+    ))
+}
+
+impl CallerLink for GrpcLink {
+    fn recv(&mut self) -> io::Result<Option<FromCaller>> {
+        use pb::backup_input::Kind;
+        let next = self
+            .rt
+            .block_on(async { tokio::time::timeout(ARCHIVE_IDLE, self.rx.recv()).await });
+        match next {
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the caller sent nothing for {} s; no snapshot was made",
+                    ARCHIVE_IDLE.as_secs()
+                ),
+            )),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(s))) => Err(io::Error::other(format!(
+                "the caller's stream broke ({}); no snapshot was made",
+                s.message()
+            ))),
+            Ok(Some(Ok(Kind::Entries(b)))) => Ok(Some(FromCaller::Entries(
+                b.entries
+                    .into_iter()
+                    .map(entry_of)
+                    .collect::<io::Result<_>>()?,
+            ))),
+            Ok(Some(Ok(Kind::Content(c)))) => Ok(Some(FromCaller::Content {
+                seq: c.seq,
+                data: c.data,
+                last: c.last,
+            })),
+            Ok(Some(Ok(Kind::End(e)))) => Ok(Some(FromCaller::End {
+                skipped: cut_skipped(e.skipped),
+            })),
+            Ok(Some(Ok(Kind::Start(_)))) => Err(refused(
+                "the caller sent a second start; a snapshot stream is start, entries and content, then end".into(),
+            )),
+            Ok(Some(Ok(Kind::Archive(_)))) => Err(refused(
+                "the caller sent an archive piece in a snapshot stream; send entries, or start without snapshot".into(),
+            )),
+        }
+    }
+
+    fn send(&mut self, m: ToCaller) -> io::Result<()> {
+        let kind = match m {
+            ToCaller::Want(seq) => pb::backup_event::Kind::Want(seq),
+            ToCaller::Taken(seq) => pb::backup_event::Kind::Taken(seq),
+        };
+        self.events
+            .blocking_send(Ok(pb::BackupEvent { kind: Some(kind) }))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the caller went away"))
+    }
+}
+
+/// The catalog's summary of a snapshot run.
+fn summary(report: &snap::SnapshotReport) -> SnapshotSummary {
+    let s = &report.stats;
+    SnapshotSummary {
+        pack_ranges: report.packs.to_ranges(),
+        packs: report.packs.len(),
+        directories: s.directories,
+        symlinks: s.symlinks,
+        files_unchanged: s.files_unchanged,
+        files_changed: s.files_changed,
+        files_new: s.files_new,
+        bytes_read: s.bytes_read,
+        chunks_added: s.chunks_added,
+        added_plain: s.added_plain,
+        added_packed: s.added_packed,
+        added_stored: s.added_stored,
+        packs_added: s.packs_added,
+    }
+}
+
+/// The counts of a summary, as the gRPC replies give them.
+pub(super) fn stats_of(rec: &VersionRecord) -> Option<fpb::SnapshotStats> {
+    let s = rec.snapshot.as_ref()?;
+    Some(fpb::SnapshotStats {
+        files: rec.files,
+        directories: s.directories,
+        symlinks: s.symlinks,
+        content_bytes: rec.input_bytes,
+        files_new: s.files_new,
+        files_changed: s.files_changed,
+        files_unchanged: s.files_unchanged,
+        bytes_read: s.bytes_read,
+        chunks_added: s.chunks_added,
+        added_plain: s.added_plain,
+        added_packed: s.added_packed,
+        added_stored: s.added_stored,
+        packs_added: s.packs_added,
+    })
+}
+
+impl Agent {
+    /// The backup key of backup `id` and the snapshot a new one follows:
+    /// from its newest version (a snapshot's root, or a full copy's
+    /// manifest), or a new key.
+    async fn snapshot_key(
+        self: &Arc<Self>,
+        id: BackupId,
+        previous: &[(u64, VersionRecord)],
+    ) -> Result<(BackupKeyMaterial, u64), BackupError> {
+        let Some((v, rec)) = previous.last() else {
+            return Ok((
+                BackupKeyMaterial::generate(self.keys.master_recipient())
+                    .map_err(|e| BackupError::Internal(e.to_string()))?,
+                0,
+            ));
+        };
+        let (me, v, is_snapshot) = (self.clone(), *v, rec.snapshot.is_some());
+        tokio::task::spawn_blocking(move || {
+            let mut src = NetSource::new(
+                me.rt.clone(),
+                me.links(),
+                id,
+                v,
+                MAX_FRAGMENT_OBJECT,
+                me.state.clone(),
+            );
+            let unreadable = |reason: String| BackupError::PreviousUnreadable {
+                id,
+                version: v,
+                reason,
+            };
+            let malformed =
+                || BackupError::Internal(format!("the backup key in {id}@{v} is malformed"));
+            if is_snapshot {
+                let root = snap::best_root(&mut src, &me.node_id(), id, v).map_err(unreadable)?;
+                let key = BackupKeyMaterial {
+                    recipient: root
+                        .root
+                        .backup_recipient
+                        .parse()
+                        .map_err(|_| malformed())?,
+                    wrapped: root.root.wrapped_backup_key.clone(),
+                };
+                Ok((key, v))
+            } else {
+                let m = bitdust_pipeline::load_manifest(&mut src, &me.node_id())
+                    .map_err(|e| unreadable(e.to_string()))?;
+                Ok((
+                    BackupKeyMaterial::from_manifest(&m).ok_or_else(malformed)?,
+                    0,
+                ))
+            }
+        })
+        .await
+        .map_err(|e| BackupError::Internal(e.to_string()))?
+    }
+
+    /// One snapshot attempt at version `version` (already reserved) of
+    /// backup `id` of the source paths `raw`, fed by `link`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn snapshot_attempt(
+        self: Arc<Self>,
+        id: BackupId,
+        owner: Option<u32>,
+        version: u64,
+        raw: Vec<Vec<u8>>,
+        link: GrpcLink,
+        total: u64,
+        previous: &[(u64, VersionRecord)],
+        links: Links,
+        events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
+    ) -> Result<pb::BackupDone, BackupError> {
+        let (key, parent) = self.snapshot_key(id, previous).await?;
+        let counter = Arc::new(Counter(AtomicU64::new(0)));
+        let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
+            pb::BackupEvent {
+                kind: Some(pb::backup_event::Kind::Progress(p)),
+            }
+        });
+        let c = &self.config.customer;
+        let opts = SnapshotOptions {
+            scheme: self.code.scheme(),
+            suppliers: self.code.suppliers(),
+            zstd_level: c.zstd_level,
+            pack_size: c.block_size.0 as usize,
+        };
+        let me = self.clone();
+        let paths = raw.clone();
+        let roots_without_slash: Vec<Vec<u8>> = raw
+            .iter()
+            .map(|p| p.strip_prefix(b"/").unwrap_or(p).to_vec())
+            .collect();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut packs = NetSink::new(
+                me.rt.clone(),
+                links.clone(),
+                me.code.clone(),
+                id,
+                0,
+                me.state.clone(),
+            );
+            let mut roots = NetSink::new(
+                me.rt.clone(),
+                links,
+                me.code.clone(),
+                id,
+                version,
+                me.state.clone(),
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let writer = snap::SnapshotWriter::new(
+                &me.repo,
+                me.identity.clone(),
+                id,
+                version,
+                parent,
+                paths,
+                &key,
+                opts,
+                &mut packs,
+                bitdust_pipeline::repo::Time {
+                    secs: now.as_secs() as i64,
+                    nanos: now.subsec_nanos(),
+                },
+            )?
+            .with_progress(counter.as_ref());
+            let mut entries = RemoteEntries::new(link, roots_without_slash);
+            writer.write_all(&mut entries, &mut roots)
+        })
+        .await
+        .map_err(|e| BackupError::Internal(e.to_string()))?;
+        ticker.abort();
+        let report = result.map_err(|e: SnapshotError| BackupError::Failed(e.to_string()))?;
+        let stats = report.stats;
+        let rec = VersionRecord {
+            owner,
+            paths: raw
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+            time: now(),
+            input_bytes: stats.content_bytes,
+            stored_bytes: stats.added_stored,
+            blocks: 0,
+            files: stats.files,
+            scheme: self.code.scheme().to_string(),
+            suppliers: self.code.suppliers() as u32,
+            supplier_set: self
+                .links()
+                .iter()
+                .map(|l| {
+                    l.as_ref()
+                        .map(|l| l.node_id.to_string())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            missing_positions: report
+                .degraded_positions
+                .iter()
+                .map(|&p| p as u32)
+                .collect(),
+            snapshot: Some(summary(&report)),
+        };
+        self.state
+            .commit_version(id, version, &rec)
+            .map_err(|e| BackupError::Internal(e.to_string()))?;
+        // Older snapshots beyond the configured number lose their roots;
+        // their packs stay (the chunks the newer snapshots share are in
+        // them) until a prune over the suppliers.
+        let prune = self.keep_versions(id).await?;
+        let catalog_copies = self.upload_catalog().await.map_err(BackupError::Upkeep)?;
+        tracing::info!(backup = %id, version, packs_added = stats.packs_added, files_unchanged = stats.files_unchanged, failed = ?report.degraded_positions, catalog_copies, "snapshot done");
+        Ok(pb::BackupDone {
+            backup_id: id.to_string(),
+            version,
+            input_bytes: stats.content_bytes,
+            stored_bytes: stats.added_stored,
+            blocks: stats.packs_added,
+            files: stats.files as u32,
+            failed_positions: rec.missing_positions,
+            warnings: report.skipped,
+            pruned_versions: prune,
+            snapshot: Some(stats),
+        })
+    }
+
+    /// Restores snapshot `version` of `id` into `to`, or streams its
+    /// entries to the caller (`to` is `None`).
+    pub(super) async fn restore_snapshot(
+        self: Arc<Self>,
+        id: BackupId,
+        version: u64,
+        to: Option<PathBuf>,
+        include: Vec<Vec<u8>>,
+        master: bitdust_crypto::MasterKey,
+        events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
+    ) -> Result<pb::RestoreDone, RestoreError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let failed = |reason: String| RestoreError::Failed {
+                id,
+                version,
+                reason,
+            };
+            let mut roots = NetSource::new(
+                me.rt.clone(),
+                me.links(),
+                id,
+                version,
+                MAX_FRAGMENT_OBJECT,
+                me.state.clone(),
+            );
+            let root =
+                snap::best_root(&mut roots, &me.node_id(), id, version).map_err(|reason| {
+                    RestoreError::ManifestUnreadable {
+                        id,
+                        version,
+                        reason,
+                    }
+                })?;
+            let key = BackupKey::unwrap_with(&root.root.wrapped_backup_key, master.age_identity())
+                .map_err(|e| RestoreError::WrongKey {
+                    id,
+                    version,
+                    reason: e.to_string(),
+                })?;
+            let mut src = NetSource::new(
+                me.rt.clone(),
+                me.links(),
+                id,
+                0,
+                MAX_FRAGMENT_OBJECT,
+                me.state.clone(),
+            );
+            let dedup = bitdust_crypto::DedupKeys::derive(&me.identity, &id.0);
+            // Packs the index does not know (a recovered machine) are
+            // indexed from their sealed lists first.
+            snap::rebuild_index(&me.repo, &mut src, &root, &dedup)
+                .map_err(|e| failed(e.to_string()))?;
+            let mut packs = snap::PackReader::new(&mut src, &root, dedup, key)
+                .map_err(|e| failed(e.to_string()))?;
+            let report = match &to {
+                Some(to) => snap::restore_snapshot_staged(&me.repo, &mut packs, to, &include)
+                    .map_err(|e| failed(e.to_string()))?,
+                None => {
+                    let mut out = EventsOut {
+                        events: &events,
+                        report: snap::SnapshotRestoreReport::default(),
+                    };
+                    snap::restore_snapshot_to(&me.repo, &mut packs, &include, &mut out)
+                        .map_err(|e| failed(e.to_string()))?;
+                    let mut r = out.report;
+                    r.packs_fetched = packs.fetched;
+                    r.bytes_fetched = packs.bytes_fetched;
+                    r
+                }
+            };
+            drop(packs);
+            Ok(pb::RestoreDone {
+                backup_id: id.to_string(),
+                version,
+                bytes: report.bytes,
+                files: report.files as u32,
+                fragments_fetched: src.fetched,
+                packs_fetched: report.packs_fetched,
+                bytes_fetched: report.bytes_fetched,
+                ..Default::default()
+            })
+        })
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))?
+    }
+}
+
+/// Streams a restored snapshot's entries to the caller, which writes them
+/// as itself.
+struct EventsOut<'a> {
+    events: &'a mpsc::Sender<Result<pb::RestoreEvent, Status>>,
+    report: snap::SnapshotRestoreReport,
+}
+
+impl EventsOut<'_> {
+    fn send(&self, kind: pb::restore_event::Kind) -> Result<(), SnapshotError> {
+        self.events
+            .blocking_send(Ok(pb::RestoreEvent { kind: Some(kind) }))
+            .map_err(|_| SnapshotError::Format("the caller went away".into()))
+    }
+}
+
+impl NodeSink for EventsOut<'_> {
+    fn node(&mut self, node: &fpb::Node, content: &mut dyn io::Read) -> Result<(), SnapshotError> {
+        let mut plain = node.clone();
+        plain.chunks.clear();
+        self.send(pb::restore_event::Kind::Node(plain))?;
+        match fpb::NodeKind::try_from(node.kind) {
+            Ok(fpb::NodeKind::File) => self.report.files += 1,
+            Ok(fpb::NodeKind::Directory) => self.report.directories += 1,
+            _ => self.report.symlinks += 1,
+        }
+        let mut left = node.size;
+        while left > 0 {
+            let mut buf =
+                vec![0u8; left.min(bitdust_pipeline::remote::MAX_CONTENT as u64) as usize];
+            content.read_exact(&mut buf).map_err(|e| {
+                SnapshotError::Format(format!(
+                    "reading /{}: {e}",
+                    String::from_utf8_lossy(&node.path)
+                ))
+            })?;
+            left -= buf.len() as u64;
+            self.report.bytes += buf.len() as u64;
+            self.send(pb::restore_event::Kind::Content(buf))?;
+        }
+        Ok(())
+    }
+}
