@@ -714,6 +714,18 @@ async fn open_backup(
     tokio::sync::mpsc::Sender<bitdust_proto::customer::v1::BackupInput>,
     BackupEvents,
 ) {
+    open_stream(net, paths, false).await
+}
+
+/// A backup stream (a snapshot's, with `snapshot`) begun with its start.
+async fn open_stream(
+    net: &Net,
+    paths: &[&str],
+    snapshot: bool,
+) -> (
+    tokio::sync::mpsc::Sender<bitdust_proto::customer::v1::BackupInput>,
+    BackupEvents,
+) {
     use bitdust_proto::customer::v1 as pb;
     let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
         .await
@@ -724,7 +736,7 @@ async fn open_backup(
         kind: Some(pb::backup_input::Kind::Start(pb::BackupStart {
             paths: paths.iter().map(|p| p.to_string()).collect(),
             bytes_total: 0,
-            snapshot: false,
+            snapshot,
         })),
     })
     .await
@@ -2309,4 +2321,200 @@ fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exac
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
     assert!(!out5.exists());
+}
+
+/// A daemon this test started, killed when the test ends (a failing test
+/// included).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// kill -9 the customer-agent (`running`, else the devnet's), run
+/// `between`, and start it again with the same configuration; returns it
+/// once it answers.
+fn restart_agent(net: &Net, running: Option<Daemon>, between: impl FnOnce()) -> Daemon {
+    match running {
+        Some(d) => drop(d),
+        None => net.kill9("customer", "bitdust-customer-agent"),
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    between();
+    let agent = Command::new(bin("bitdust-customer-agent"))
+        .arg("--config")
+        .arg(net.node("customer").join("bitdust.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Daemon(agent);
+    poll("the agent to come back with its suppliers", 60, || {
+        let o = net.ctl(&["--json", "status"]);
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (st["reachable"] == st["positions"]).then_some(())
+    });
+    agent
+}
+
+#[test]
+fn a_lost_snapshot_index_is_rebuilt_from_the_packs_and_no_pack_number_is_reused() {
+    let net = Net::up(4, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 21, 4);
+    let first = net.dir.path().join("first");
+    make_tree(&first, 21, 4);
+    let src_s = src.display().to_string();
+    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    let chunks1 = s1["snapshot"]["chunks_added"].as_u64().unwrap();
+    assert!(chunks1 >= 10, "{s1}");
+    net.ok(&["backup", "--snapshot", &src_s]);
+
+    // The agent's index and files cache are lost (its catalog is not).
+    let repo = net.node("customer").join("state/customer/repo");
+    assert!(repo.is_dir(), "{}", repo.display());
+    let agent = restart_agent(&net, None, || std::fs::remove_dir_all(&repo).unwrap());
+    let notes = src.join("docs/notes.txt");
+    let mut text = std::fs::read(&notes).unwrap();
+    text.extend_from_slice(b"changed after the index was lost\n");
+    std::fs::write(&notes, &text).unwrap();
+    filetime::set_file_mtime(&notes, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    let c3 = &s3["snapshot"];
+    // Every file is read again (the files cache is gone), but only the
+    // changed file's chunks and the tree's metadata are new.
+    assert_eq!(c3["bytes_read"], s3["input_bytes"], "{s3}");
+    let chunks3 = c3["chunks_added"].as_u64().unwrap();
+    assert!(chunks3 <= 3 && chunks3 < chunks1, "{s3}");
+
+    // Lost again: every snapshot still restores from the packs, which the
+    // third one did not overwrite.
+    let _agent = restart_agent(&net, Some(agent), || {
+        std::fs::remove_dir_all(&repo).unwrap()
+    });
+    let id = s1["backup_id"].as_str().unwrap();
+    let out1 = net.dir.path().join("out1");
+    net.ok(&[
+        "restore",
+        &format!("{id}@1"),
+        "--to",
+        &out1.display().to_string(),
+    ]);
+    assert_same_tree(&first, &restored_path(&out1, &src));
+    let out3 = net.dir.path().join("out3");
+    net.ok(&["restore", "--to", &out3.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out3, &src));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_snapshot_stream_is_refused_in_one_sentence_and_leaves_no_snapshot() {
+    use bitdust_proto::customer::v1 as pb;
+    use bitdust_proto::format::v1::NodeKind;
+    let net = Net::up(2, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello").unwrap();
+    let src_s = src.display().to_string();
+    let rel = src_s.trim_start_matches('/').to_owned();
+    let entry = |seq: u64, path: &str, kind: NodeKind, size: u64| pb::Entry {
+        seq,
+        path: path.as_bytes().to_vec(),
+        kind: kind as i32,
+        mode: 0o644,
+        size,
+        ..Default::default()
+    };
+    let batch =
+        |entries: Vec<pb::Entry>| pb::backup_input::Kind::Entries(pb::EntryBatch { entries });
+    let content = |seq: u64, data: &[u8]| {
+        pb::backup_input::Kind::Content(pb::Content {
+            seq,
+            data: data.to_vec(),
+            last: true,
+        })
+    };
+    let dir = entry(0, &rel, NodeKind::Directory, 0);
+    let cases: Vec<(&str, Vec<pb::backup_input::Kind>, bool)> = vec![
+        (
+            "outside the paths",
+            vec![batch(vec![entry(0, "etc/passwd", NodeKind::File, 5)])],
+            false,
+        ),
+        (
+            "not asked for",
+            vec![batch(vec![dir.clone()]), content(0, b"x")],
+            false,
+        ),
+        (
+            "out of order",
+            vec![batch(vec![
+                dir.clone(),
+                entry(1, &format!("{rel}/b"), NodeKind::Directory, 0),
+                entry(2, &format!("{rel}/a"), NodeKind::Directory, 0),
+            ])],
+            false,
+        ),
+        (
+            "more content than its size",
+            vec![
+                batch(vec![
+                    dir.clone(),
+                    entry(1, &format!("{rel}/a.txt"), NodeKind::File, 3),
+                ]),
+                content(1, b"0123456789"),
+            ],
+            false,
+        ),
+        (
+            "is not a plain path",
+            vec![batch(vec![
+                dir.clone(),
+                entry(1, &format!("{rel}/../x"), NodeKind::File, 0),
+            ])],
+            false,
+        ),
+        (
+            "hung up",
+            vec![batch(vec![
+                dir.clone(),
+                entry(1, &format!("{rel}/a.txt"), NodeKind::File, 5),
+            ])],
+            true,
+        ),
+    ];
+    for (want, msgs, hang_up) in cases {
+        let (tx, mut events) = open_stream(&net, &[&src_s], true).await;
+        for m in msgs {
+            tx.send(pb::BackupInput { kind: Some(m) }).await.unwrap();
+        }
+        let mut tx = Some(tx);
+        if hang_up {
+            tx = None;
+        }
+        let err = loop {
+            match events.message().await {
+                Ok(Some(ev)) => {
+                    if let Some(pb::backup_event::Kind::Done(d)) = ev.kind {
+                        panic!("{want}: a hostile stream made a snapshot: {d:?}");
+                    }
+                }
+                Ok(None) => panic!("{want}: the stream ended without an error"),
+                Err(s) => break s,
+            }
+        };
+        drop(tx);
+        assert!(err.message().contains(want), "{want}: {}", err.message());
+        assert_eq!(err.message().lines().count(), 1, "{}", err.message());
+        let list = tokio::task::block_in_place(|| net.ok(&["list"]));
+        assert_eq!(list.as_array().unwrap().len(), 0, "{want}: {list}");
+    }
+    // The agent serves on: a real snapshot of the same paths.
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", "--snapshot", &src_s]));
+    assert_eq!(b["files"], 1, "{b}");
+    let out = net.dir.path().join("out");
+    tokio::task::block_in_place(|| net.ok(&["restore", "--to", &out.display().to_string()]));
+    assert_same_tree(&src, &restored_path(&out, &src));
 }

@@ -165,19 +165,20 @@ pub(super) fn stats_of(rec: &VersionRecord) -> Option<fpb::SnapshotStats> {
 }
 
 impl Agent {
-    /// The backup key of backup `id` and the snapshot a new one follows:
-    /// from its newest version (a snapshot's root, or a full copy's
-    /// manifest), or a new key.
+    /// The backup key of backup `id` and the snapshot a new one follows
+    /// (its number and root): from its newest version (a snapshot's root,
+    /// or a full copy's manifest), or a new key.
     async fn snapshot_key(
         self: &Arc<Self>,
         id: BackupId,
         previous: &[(u64, VersionRecord)],
-    ) -> Result<(BackupKeyMaterial, u64), BackupError> {
+    ) -> Result<(BackupKeyMaterial, u64, Option<bitdust_block::root::Root>), BackupError> {
         let Some((v, rec)) = previous.last() else {
             return Ok((
                 BackupKeyMaterial::generate(self.keys.master_recipient())
                     .map_err(|e| BackupError::Internal(e.to_string()))?,
                 0,
+                None,
             ));
         };
         let (me, v, is_snapshot) = (self.clone(), *v, rec.snapshot.is_some());
@@ -207,13 +208,14 @@ impl Agent {
                         .map_err(|_| malformed())?,
                     wrapped: root.root.wrapped_backup_key.clone(),
                 };
-                Ok((key, v))
+                Ok((key, v, Some(root)))
             } else {
                 let m = bitdust_pipeline::load_manifest(&mut src, &me.node_id())
                     .map_err(|e| unreadable(e.to_string()))?;
                 Ok((
                     BackupKeyMaterial::from_manifest(&m).ok_or_else(malformed)?,
                     0,
+                    None,
                 ))
             }
         })
@@ -236,7 +238,16 @@ impl Agent {
         links: Links,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
     ) -> Result<pb::BackupDone, BackupError> {
-        let (key, parent) = self.snapshot_key(id, previous).await?;
+        let (key, parent, parent_root) = self.snapshot_key(id, previous).await?;
+        // No pack number any snapshot in the catalog uses is handed out
+        // again (the index may be new: a lost state, a recovered machine).
+        let next_pack = previous
+            .iter()
+            .filter_map(|(_, r)| r.snapshot.as_ref())
+            .flat_map(|s| s.pack_ranges.chunks_exact(2))
+            .map(|r| r[0].saturating_add(r[1]))
+            .max()
+            .unwrap_or(0);
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
             pb::BackupEvent {
@@ -257,6 +268,24 @@ impl Agent {
             .map(|p| p.strip_prefix(b"/").unwrap_or(p).to_vec())
             .collect();
         let result = tokio::task::spawn_blocking(move || {
+            me.repo
+                .raise_next_pack(id, next_pack)
+                .map_err(SnapshotError::from)?;
+            // The parent's packs are indexed when the index does not know
+            // them (read from their sealed lists, no master key needed), so
+            // a lost index costs one read of them, not a second upload.
+            if let Some(root) = &parent_root {
+                let mut src = NetSource::new(
+                    me.rt.clone(),
+                    links.clone(),
+                    id,
+                    0,
+                    MAX_FRAGMENT_OBJECT,
+                    me.state.clone(),
+                );
+                let dedup = bitdust_crypto::DedupKeys::derive(&me.identity, &id.0);
+                snap::rebuild_index(&me.repo, &mut src, root, &dedup)?;
+            }
             let mut packs = NetSink::new(
                 me.rt.clone(),
                 links.clone(),
