@@ -2268,6 +2268,21 @@ fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exac
         "{s3}"
     );
 
+    // Audits fetch a random pack fragment from every supplier and check it
+    // against its signed header.
+    let audited = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
+            .await
+            .unwrap();
+        let mut c = cpb::customer_client::CustomerClient::new(ch);
+        c.check_suppliers(cpb::CheckSuppliersRequest { audit: true })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    for s in &audited.suppliers {
+        assert_eq!((s.audits_passed, s.audits_failed), (1, 0), "{audited:?}");
+    }
     // The catalog knows them as snapshots.
     let list = net.ok(&["list"]);
     let versions = list[0]["versions"].as_array().unwrap();
@@ -2517,4 +2532,68 @@ async fn a_hostile_snapshot_stream_is_refused_in_one_sentence_and_leaves_no_snap
     let out = net.dir.path().join("out");
     tokio::task::block_in_place(|| net.ok(&["restore", "--to", &out.display().to_string()]));
     assert_same_tree(&src, &restored_path(&out, &src));
+}
+
+#[test]
+fn the_rebuilder_regenerates_snapshot_packs_so_three_more_suppliers_can_die() {
+    let net = Net::up_checking(7, 3, 2);
+    let src = net.dir.path().join("src");
+    let first = net.dir.path().join("first");
+    make_tree(&src, 12, 1);
+    make_tree(&first, 12, 1);
+    // Incompressible, so the 1 MiB packs of the devnet make several.
+    let mut data = vec![0u8; 3 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
+    std::fs::write(first.join("random.bin"), &data).unwrap();
+    let src_s = src.display().to_string();
+    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    // A second snapshot shares the first one's packs and adds its own.
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data[..2 << 20]);
+    std::fs::write(src.join("more.bin"), &data[..2 << 20]).unwrap();
+    let s2 = net.ok(&["backup", "--snapshot", &src_s]);
+    assert!(s2["snapshot"]["packs_added"].as_u64().unwrap() >= 2, "{s2}");
+    let list = net.ok(&["list"]);
+    let packs = list[0]["versions"][1]["packs"].as_u64().unwrap();
+    assert!(packs >= 5, "{list}");
+
+    for i in [0, 3, 5] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let status = poll(
+        "the rebuilder to replace 3 suppliers and rebuild both snapshots",
+        240,
+        || {
+            let st = net.ok(&["rebuild", "status"]);
+            let list = net.ok(&["list"]);
+            let owed: u64 = list[0]["versions"]
+                .as_array()?
+                .iter()
+                .map(|v| v["missing_fragments"].as_u64().unwrap_or(1))
+                .sum();
+            (st["suppliers_fired"].as_u64() >= Some(3)
+                && st["queue"].as_array().is_some_and(Vec::is_empty)
+                && owed == 0)
+                .then_some(st)
+        },
+    );
+    // Each shared pack is rebuilt once per position, not once per snapshot.
+    let bytes = status["bytes_uploaded"].as_u64().unwrap();
+    let stored = s1["snapshot"]["added_stored_bytes"].as_u64().unwrap()
+        + s2["snapshot"]["added_stored_bytes"].as_u64().unwrap();
+    assert!(bytes * 7 >= stored * 3 * 9 / 10, "{status}");
+    assert!(bytes * 7 <= stored * 3 * 11 / 10, "{status}");
+    // Three of the original suppliers die too: only the rebuilt positions
+    // make the restores possible.
+    for i in [1, 2, 4] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let out2 = net.dir.path().join("out2");
+    let r = net.ok(&["restore", "--to", &out2.display().to_string()]);
+    assert_eq!(r["version"], 2);
+    assert_same_tree(&src, &restored_path(&out2, &src));
+    let out1 = net.dir.path().join("out1");
+    let which = format!("{}@1", s1["backup_id"].as_str().unwrap());
+    net.ok(&["restore", &which, "--to", &out1.display().to_string()]);
+    assert_same_tree(&first, &restored_path(&out1, &src));
 }

@@ -32,6 +32,17 @@ pub fn manifest_object(id: BackupId, version: u64) -> String {
     format!("{}manifest", version_prefix(id, version))
 }
 
+/// Pack number `k` (from 0) of a snapshot's (first, count) pack ranges.
+pub fn nth_pack(ranges: &[u64], mut k: u64) -> Option<u64> {
+    for r in ranges.chunks_exact(2) {
+        if k < r[1] {
+            return r[0].checked_add(k);
+        }
+        k -= r[1];
+    }
+    None
+}
+
 /// Largest manifest accepted from a supplier.
 const MAX_MANIFEST: u64 = bitdust_block::MAX_MANIFEST_BYTES;
 

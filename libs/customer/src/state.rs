@@ -78,6 +78,14 @@ pub struct VersionRecord {
     pub snapshot: Option<SnapshotSummary>,
 }
 
+impl VersionRecord {
+    /// The blocks a missing position owes fragments in: a full copy's
+    /// blocks, or a snapshot's packs.
+    pub fn owed_blocks(&self) -> u64 {
+        self.snapshot.as_ref().map_or(self.blocks, |s| s.packs)
+    }
+}
+
 /// What the catalog keeps of a snapshot besides its root.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotSummary {

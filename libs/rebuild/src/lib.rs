@@ -264,11 +264,6 @@ impl Rebuilder {
         let mut wanted = HashSet::new();
         for b in &catalog.backups {
             for v in &b.versions {
-                // A snapshot's packs are blocks of version 0, shared by
-                // its snapshots: they are not rebuilt yet (issue 15).
-                if v.snapshot.is_some() {
-                    continue;
-                }
                 for &p in &v.missing_positions {
                     let Some(target) = holder(p) else { continue };
                     let job = Job {
@@ -276,11 +271,21 @@ impl Rebuilder {
                         version: v.version,
                         position: p,
                         target,
-                        blocks: v.blocks,
+                        // A snapshot's blocks are its packs.
+                        blocks: if v.snapshot.is_some() {
+                            v.packs
+                        } else {
+                            v.blocks
+                        },
                         next_block: 0,
                         scheme: v.scheme.clone(),
                         suppliers: v.suppliers,
                         time: v.time,
+                        pack_ranges: if v.snapshot.is_some() {
+                            v.pack_ranges.clone()
+                        } else {
+                            Vec::new()
+                        },
                     };
                     wanted.insert(job.key());
                     self.queue.ensure(&job).map_err(|e| e.to_string())?;
@@ -344,6 +349,9 @@ impl Rebuilder {
             links: &links,
             position: job.position as usize,
         };
+        if !job.pack_ranges.is_empty() {
+            return self.step_snapshot(job, &block).await;
+        }
         // Fetched, and copied to the new supplier, once per job: it says
         // which header counts for each block.
         let cached = lock(&self.manifest).as_ref().and_then(|c| {
@@ -386,20 +394,69 @@ impl Rebuilder {
             }
         }
         if job.next_block >= job.blocks {
-            let mut agent = self.agent().await?;
-            agent
-                .mark_repaired(cpb::MarkRepairedRequest {
-                    backup_id: job.backup_id.clone(),
-                    version: job.version,
-                    position: job.position,
-                    node_id: job.target.clone(),
-                })
-                .await
-                .map_err(|e| e.message().to_owned())?;
-            self.queue.remove(&job).map_err(|e| e.to_string())?;
-            tracing::info!(backup = %job.backup_id, version = job.version, position = job.position, blocks = job.blocks, "position rebuilt");
+            self.repaired(&job).await?;
         }
         Ok(true)
+    }
+
+    /// One step of a snapshot's job: its root copied to the new supplier
+    /// (at the start), then the next `parallel_blocks` of its packs, each
+    /// rebuilt unless the new supplier holds it already (packs are shared
+    /// by snapshots: the first job to reach a pack rebuilds it).
+    async fn step_snapshot(
+        &self,
+        mut job: Job,
+        block: &rebuild::Block<'_>,
+    ) -> Result<bool, String> {
+        if job.next_block == 0 {
+            block.copy_root().await.map_err(|e| e.to_string())?;
+        }
+        let packs = rebuild::Block {
+            version: 0,
+            ..*block
+        };
+        if job.next_block < job.blocks {
+            let k = u64::from(self.config.rebuilder.parallel_blocks.max(1));
+            let end = job.next_block.saturating_add(k).min(job.blocks);
+            let numbers: Vec<u64> = (job.next_block..end)
+                .map(|i| {
+                    bitdust_customer::netio::nth_pack(&job.pack_ranges, i)
+                        .ok_or_else(|| format!("a queued job names no pack {i}"))
+                })
+                .collect::<Result<_, _>>()?;
+            let done =
+                futures_util::future::join_all(numbers.iter().map(|&p| packs.rebuild_pack(p)))
+                    .await;
+            for d in done {
+                let d = d.map_err(|e| e.to_string())?;
+                job.next_block += 1;
+                self.queue
+                    .advance(&job, d.uploaded)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if job.next_block >= job.blocks {
+            self.repaired(&job).await?;
+        }
+        Ok(true)
+    }
+
+    /// Tells the agent that the job's position is whole again, and drops
+    /// the job.
+    async fn repaired(&self, job: &Job) -> Result<(), String> {
+        let mut agent = self.agent().await?;
+        agent
+            .mark_repaired(cpb::MarkRepairedRequest {
+                backup_id: job.backup_id.clone(),
+                version: job.version,
+                position: job.position,
+                node_id: job.target.clone(),
+            })
+            .await
+            .map_err(|e| e.message().to_owned())?;
+        self.queue.remove(job).map_err(|e| e.to_string())?;
+        tracing::info!(backup = %job.backup_id, version = job.version, position = job.position, blocks = job.blocks, "position rebuilt");
+        Ok(())
     }
 
     /// Checks every `check_secs` and rebuilds in between, `parallel_blocks`

@@ -31,6 +31,11 @@ pub struct Job {
     pub suppliers: u32,
     /// When the version was made (Unix seconds): newest first.
     pub time: u64,
+    /// A snapshot's packs, as (first, count) pairs: blocks of version 0,
+    /// which `blocks` counts and `next_block` indexes (empty: a full
+    /// copy's own blocks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pack_ranges: Vec<u64>,
 }
 
 impl Job {
@@ -187,6 +192,7 @@ mod tests {
             scheme: "xor".into(),
             suppliers: 7,
             time,
+            pack_ranges: Vec::new(),
         }
     }
 

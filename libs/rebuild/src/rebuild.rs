@@ -124,6 +124,82 @@ impl Block<'_> {
         })
     }
 
+    /// Copies the snapshot root of this version (the highest revision
+    /// that verifies among the other suppliers' copies) to the new
+    /// supplier, unless it holds the same bytes.
+    pub async fn copy_root(&self) -> Result<(), RebuildError> {
+        let target = self.target()?;
+        let name = manifest_object(self.backup_id, self.version);
+        let mut best: Option<(u32, Vec<u8>)> = None;
+        for (p, l) in self.links.iter().enumerate() {
+            let Some(l) = l.as_ref().filter(|_| p != self.position) else {
+                continue;
+            };
+            let Ok(Some(bytes)) = l.get(&name, MAX_MANIFEST).await else {
+                continue;
+            };
+            match bitdust_block::root::verify_root(
+                &bytes,
+                &self.customer,
+                self.backup_id,
+                self.version,
+            ) {
+                Ok(r) if best.as_ref().is_none_or(|(rev, _)| r.root.revision > *rev) => {
+                    best = Some((r.root.revision, bytes));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(position = p, "a root copy does not verify ({e}); skipped")
+                }
+            }
+        }
+        let Some((_, bytes)) = best else {
+            return Err(RebuildError::NotEnough {
+                block: 0,
+                reason: format!("no other supplier returned the root {name}"),
+            });
+        };
+        if let Ok(Some(held)) = target.get(&name, MAX_MANIFEST).await
+            && held == bytes
+        {
+            return Ok(());
+        }
+        target
+            .put(&name, &bytes)
+            .await
+            .map_err(|e| RebuildError::Upload {
+                target: target.node_id,
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// Rebuilds pack `pack` (a block of version 0) of the position onto
+    /// its supplier, unless the supplier holds every fragment of it for
+    /// the position already. No manifest commits to a pack's header: a
+    /// fragment under a validly signed header is used, and the rebuilt
+    /// fragments must match the hashes in that header.
+    pub async fn rebuild_pack(&self, pack: u64) -> Result<Done, RebuildError> {
+        let target = self.target()?;
+        let prefix = format!(
+            "{}b{pack:010}.",
+            bitdust_customer::netio::version_prefix(self.backup_id, self.version)
+        );
+        let held = target.list(&prefix).await.unwrap_or_default();
+        let whole = self
+            .code
+            .position_fragments(self.position)
+            .iter()
+            .all(|&f| {
+                let name = fragment_object(self.backup_id, self.version, pack, f);
+                held.iter().any(|o| o.name == name && o.size > 0)
+            });
+        if whole {
+            return Ok(Done::default());
+        }
+        self.rebuild_committed(pack, None).await
+    }
+
     /// Rebuilds `block` of the position onto its supplier. Only fragments
     /// carrying the header `manifest` commits to for the block are used: a
     /// stale fragment of a failed attempt under the same name is an erasure.
@@ -137,6 +213,16 @@ impl Block<'_> {
                     manifest.blocks
                 ),
             })?;
+        self.rebuild_committed(block, Some(&committed)).await
+    }
+
+    /// Rebuilds `block`, using only fragments under the header `committed`
+    /// names when it names one.
+    async fn rebuild_committed(
+        &self,
+        block: u64,
+        committed: Option<&[u8; 32]>,
+    ) -> Result<Done, RebuildError> {
         let code = self.code;
         let count = code.fragment_count();
         let target = self.target()?;
@@ -193,8 +279,19 @@ impl Block<'_> {
                     self.version,
                     block,
                     f,
-                    Some(&committed),
+                    committed,
                 ) {
+                    // With no commitment (a pack), every fragment used must
+                    // carry the first one's header: one under another
+                    // signed header (a stale sealing) is an erasure.
+                    Ok((h, _)) if header.as_ref().is_some_and(|first| first.bytes != h.bytes) => {
+                        tracing::warn!(
+                            fragment = f,
+                            block,
+                            "a fetched fragment carries another header; read as missing"
+                        );
+                        failed[f] = true;
+                    }
                     Ok((h, payload)) => {
                         got[f] = Some(payload.to_vec());
                         header.get_or_insert(h);

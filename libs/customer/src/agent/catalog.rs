@@ -98,10 +98,15 @@ impl Agent {
                 blocks: r.blocks,
                 scheme: r.scheme.clone(),
                 suppliers: r.suppliers,
-                missing_fragments: r.missing_positions.len() as u64 * r.blocks,
+                missing_fragments: r.missing_positions.len() as u64 * r.owed_blocks(),
                 missing_positions: r.missing_positions.clone(),
                 snapshot: super::snapshot::stats_of(&r),
                 packs: r.snapshot.as_ref().map_or(0, |s| s.packs),
+                pack_ranges: r
+                    .snapshot
+                    .as_ref()
+                    .map(|s| s.pack_ranges.clone())
+                    .unwrap_or_default(),
             });
         }
         Ok(pb::ListReply {

@@ -329,6 +329,27 @@ impl Agent {
         ticker.abort();
         let report = result.map_err(|e: SnapshotError| BackupError::Failed(e.to_string()))?;
         let stats = report.stats;
+        // Positions owed by any pack the snapshot references (stored while
+        // a position was down, in this run or an earlier one): the repair
+        // follows the packs into every snapshot that shares them.
+        let mut missing: Vec<u32> = report
+            .degraded_positions
+            .iter()
+            .map(|&p| p as u32)
+            .collect();
+        for pack in report.packs.iter() {
+            let owed = self
+                .repo
+                .pack(id, pack)
+                .map_err(|e| BackupError::Internal(e.to_string()))?
+                .map_or(0, |r| r.missing);
+            for p in (0..64u32).filter(|p| owed & (1 << p) != 0) {
+                if !missing.contains(&p) {
+                    missing.push(p);
+                }
+            }
+        }
+        missing.sort_unstable();
         let rec = VersionRecord {
             owner,
             paths: raw
@@ -351,11 +372,7 @@ impl Agent {
                         .unwrap_or_default()
                 })
                 .collect(),
-            missing_positions: report
-                .degraded_positions
-                .iter()
-                .map(|&p| p as u32)
-                .collect(),
+            missing_positions: missing,
             snapshot: Some(summary(&report)),
         };
         self.state

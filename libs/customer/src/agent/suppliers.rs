@@ -245,7 +245,7 @@ impl Agent {
             versions: versions.len() as u32,
             missing_fragments: versions
                 .iter()
-                .map(|(_, _, r)| r.missing_positions.len() as u64 * r.blocks)
+                .map(|(_, _, r)| r.missing_positions.len() as u64 * r.owed_blocks())
                 .sum(),
             scheme: self.code.scheme().to_string(),
             tolerance: self.code.tolerance() as u32,

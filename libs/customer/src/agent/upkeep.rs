@@ -160,7 +160,7 @@ impl Agent {
             .map_err(internal)?
             .into_iter()
             .filter(|(_, _, r)| {
-                r.blocks > 0
+                r.owed_blocks() > 0
                     && !r.missing_positions.contains(&(p as u32))
                     && r.supplier_set
                         .get(p)
@@ -172,7 +172,14 @@ impl Agent {
         }
         let mut rng = rand::rng();
         let (id, version, rec) = held[rng.random_range(0..held.len())].clone();
-        let block = rng.random_range(0..rec.blocks);
+        // A snapshot's blocks are its packs: blocks of version 0.
+        let (version, block) = match &rec.snapshot {
+            Some(s) => match netio::nth_pack(&s.pack_ranges, rng.random_range(0..s.packs)) {
+                Some(pack) => (0, pack),
+                None => return Ok(None),
+            },
+            None => (version, rng.random_range(0..rec.blocks)),
+        };
         let Ok(code) = rec
             .scheme
             .parse::<Scheme>()
@@ -209,9 +216,31 @@ impl Agent {
         let id: BackupId = req.backup_id.parse().map_err(|_| {
             Status::invalid_argument(format!("{:?} is not a backup id", req.backup_id))
         })?;
-        self.state
+        let missing = self
+            .state
             .mark_repaired(id, req.version, req.position, &req.node_id)
-            .map_err(catalog_status)
+            .map_err(catalog_status)?;
+        // A snapshot's packs no longer owe the position: later snapshots
+        // that share them do not inherit the repair.
+        if let Some(rec) = self
+            .state
+            .versions_of(id)
+            .map_err(internal)?
+            .into_iter()
+            .find(|(v, _)| *v == req.version)
+            .map(|(_, r)| r)
+            && let Some(s) = rec.snapshot
+            && req.position < 64
+        {
+            for r in s.pack_ranges.chunks_exact(2) {
+                for pack in r[0]..r[0].saturating_add(r[1]) {
+                    self.repo
+                        .repaired(id, pack, 1 << req.position)
+                        .map_err(internal)?;
+                }
+            }
+        }
+        Ok(missing)
     }
 }
 
