@@ -2597,3 +2597,89 @@ fn the_rebuilder_regenerates_snapshot_packs_so_three_more_suppliers_can_die() {
     net.ok(&["restore", &which, "--to", &out1.display().to_string()]);
     assert_same_tree(&first, &restored_path(&out1, &src));
 }
+
+/// The objects of backup `id` each of suppliers 0..n holds, by name.
+fn backup_objects(net: &Net, n: usize, id: &str) -> Vec<Vec<String>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let me = customer_identity(net);
+    (0..n)
+        .map(|i| {
+            let link = link_as_customer(net, &rt, &format!("supplier-{i}"), &me);
+            rt.block_on(link.list(&format!("v/{id}/")))
+                .unwrap()
+                .into_iter()
+                .map(|o| o.name)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_beyond_keep_versions_go_with_the_packs_only_they_referenced() {
+    let net = Net::up(4, 0);
+    // The agent keeps two versions.
+    let cfg = net.node("customer").join("bitdust.toml");
+    let _agent = restart_agent(&net, None, || {
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str("keep_versions = 2\n");
+        std::fs::write(&cfg, text).unwrap();
+    });
+    let src = net.dir.path().join("src");
+    make_tree(&src, 31, 1);
+    let mut data = vec![0u8; 3 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let src_s = src.display().to_string();
+    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    let id = s1["backup_id"].as_str().unwrap().to_owned();
+    let packs_of = |v: &serde_json::Value| v["snapshot"]["packs_added"].as_u64().unwrap();
+    let held1: usize = backup_objects(&net, 4, &id).iter().map(Vec::len).sum();
+    // big.bin is replaced twice; the rest of the tree stays.
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let s2 = net.ok(&["backup", "--snapshot", &src_s]);
+    assert_eq!(s2["pruned_versions"], serde_json::json!([]), "{s2}");
+    assert_eq!(s2["packs_deleted"], 0, "{s2}");
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    // Snapshot 1 goes, and with it the packs of the first big.bin (and
+    // its metadata pack); the packs of the tree the others share stay.
+    assert_eq!(s3["pruned_versions"], serde_json::json!([1]), "{s3}");
+    let deleted = s3["packs_deleted"].as_u64().unwrap();
+    assert!(deleted >= 3 && deleted < packs_of(&s1), "{s3} {s1}");
+    assert_eq!(s3["packs_pending"], 0, "{s3}");
+    // The suppliers hold what snapshots 2 and 3 need: the fragments of
+    // the packs left, and a root at each of the 4 positions per snapshot.
+    let objects = backup_objects(&net, 4, &id);
+    let held: usize = objects.iter().map(Vec::len).sum();
+    let packs_left = packs_of(&s1) + packs_of(&s2) + packs_of(&s3) - deleted;
+    let per_pack = (held1 - 4) / packs_of(&s1) as usize;
+    assert!(per_pack >= 4, "{held1} objects for snapshot 1");
+    assert_eq!(held, per_pack * packs_left as usize + 2 * 4, "{objects:?}");
+    for o in objects.iter().flatten() {
+        assert!(
+            !o.contains("/0000000001/"),
+            "snapshot 1's root is left: {o}"
+        );
+    }
+    // Both kept snapshots restore bit-exact.
+    let out = net.dir.path().join("out");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out, &src));
+    let out2 = net.dir.path().join("out2");
+    net.ok(&[
+        "restore",
+        &format!("{id}@2"),
+        "--to",
+        &out2.display().to_string(),
+    ]);
+    assert!(restored_path(&out2, &src).join("docs/notes.txt").is_file());
+
+    // Deleting the backup deletes every object of it.
+    let d = net.ok(&["delete", &id]);
+    assert_eq!(d["deleted_versions"], serde_json::json!([2, 3]), "{d}");
+    assert_eq!(d["packs_deleted"].as_u64().unwrap(), packs_left, "{d}");
+    let objects = backup_objects(&net, 4, &id);
+    assert!(objects.iter().all(Vec::is_empty), "{objects:?}");
+}

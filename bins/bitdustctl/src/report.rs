@@ -151,6 +151,10 @@ pub(crate) struct BackedUp {
     /// A snapshot's counts (`--snapshot`).
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot: Option<SnapshotCounts>,
+    /// Snapshots: the packs deleted after `pruned_versions` went.
+    packs_deleted: u64,
+    bytes_freed: u64,
+    packs_pending: u64,
 }
 
 /// How a snapshot found its files and what it added.
@@ -196,6 +200,9 @@ impl From<pb::BackupDone> for BackedUp {
             warnings: d.warnings,
             pruned_versions: d.pruned_versions,
             snapshot: d.snapshot.map(SnapshotCounts::from),
+            packs_deleted: d.packs_deleted,
+            bytes_freed: d.bytes_freed,
+            packs_pending: d.packs_pending,
         }
     }
 }
@@ -409,19 +416,35 @@ impl fmt::Display for Listing {
 #[derive(Serialize)]
 pub(crate) struct Deleted {
     deleted_versions: Vec<u64>,
+    packs_deleted: u64,
+    bytes_freed: u64,
+    packs_pending: u64,
 }
 
 impl From<pb::DeleteReply> for Deleted {
     fn from(d: pb::DeleteReply) -> Self {
         Deleted {
             deleted_versions: d.deleted_versions,
+            packs_deleted: d.packs_deleted,
+            bytes_freed: d.bytes_freed,
+            packs_pending: d.packs_pending,
         }
     }
 }
 
 impl fmt::Display for Deleted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "deleted versions {:?}", self.deleted_versions)
+        writeln!(f, "deleted versions {:?}", self.deleted_versions)?;
+        if self.packs_deleted + self.packs_pending > 0 {
+            writeln!(
+                f,
+                "deleted {} packs no snapshot references ({}); {} wait for suppliers that are away",
+                self.packs_deleted,
+                gib(self.bytes_freed),
+                self.packs_pending
+            )?;
+        }
+        Ok(())
     }
 }
 

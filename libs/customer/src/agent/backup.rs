@@ -259,7 +259,7 @@ impl Agent {
             failed_positions: rec.missing_positions,
             warnings: report.skipped,
             pruned_versions: prune,
-            snapshot: None,
+            ..Default::default()
         })
     }
 

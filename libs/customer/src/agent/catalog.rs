@@ -117,7 +117,7 @@ impl Agent {
     /// Deletes one version of a backup `caller` may see, or every version
     /// (`version` 0), from the suppliers and the catalog.
     pub(super) async fn delete(
-        &self,
+        self: &Arc<Self>,
         caller: Caller,
         req: pb::DeleteRequest,
     ) -> Result<pb::DeleteReply, Status> {
@@ -132,15 +132,32 @@ impl Agent {
         } else {
             vec![req.version]
         };
-        if lock(&self.running).contains(&id) {
+        // Held while deleting: no run of the backup may reuse a pack the
+        // prune below deletes.
+        if !lock(&self.running).insert(id) {
             return Err(Status::aborted(format!(
                 "backup {id} is running; delete it after it finishes"
             )));
         }
+        let result = self.delete_locked(id, versions).await;
+        lock(&self.running).remove(&id);
+        result
+    }
+
+    async fn delete_locked(
+        self: &Arc<Self>,
+        id: BackupId,
+        versions: Vec<u64>,
+    ) -> Result<pb::DeleteReply, Status> {
         self.delete_versions(id, &versions).await?;
+        // Then the packs no snapshot left references.
+        let pruned = self.prune_packs(id).await?;
         self.upload_catalog().await?;
         Ok(pb::DeleteReply {
             deleted_versions: versions,
+            packs_deleted: pruned.packs_deleted,
+            bytes_freed: pruned.bytes_freed,
+            packs_pending: pruned.packs_pending,
         })
     }
 }

@@ -378,10 +378,10 @@ impl Agent {
         self.state
             .commit_version(id, version, &rec)
             .map_err(|e| BackupError::Internal(e.to_string()))?;
-        // Older snapshots beyond the configured number lose their roots;
-        // their packs stay (the chunks the newer snapshots share are in
-        // them) until a prune over the suppliers.
+        // Older snapshots beyond the configured number go, then the packs
+        // no snapshot left references (those the newer ones share stay).
         let prune = self.keep_versions(id).await?;
+        let pruned = self.prune_packs(id).await.map_err(BackupError::Upkeep)?;
         let catalog_copies = self.upload_catalog().await.map_err(BackupError::Upkeep)?;
         tracing::info!(backup = %id, version, packs_added = stats.packs_added, files_unchanged = stats.files_unchanged, failed = ?report.degraded_positions, catalog_copies, "snapshot done");
         Ok(pb::BackupDone {
@@ -395,6 +395,9 @@ impl Agent {
             warnings: report.skipped,
             pruned_versions: prune,
             snapshot: Some(stats),
+            packs_deleted: pruned.packs_deleted,
+            bytes_freed: pruned.bytes_freed,
+            packs_pending: pruned.packs_pending,
         })
     }
 
@@ -483,6 +486,79 @@ impl Agent {
         })
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))?
+    }
+}
+
+/// Deletes pack fragments at the suppliers.
+struct NetPackDeleter {
+    rt: Handle,
+    links: Links,
+    code: bitdust_ecc::Code,
+}
+
+impl bitdust_pipeline::prune::PackDeleter for NetPackDeleter {
+    fn delete(&mut self, backup: BackupId, pack: u64, position: usize) -> bool {
+        // A position with no supplier holds nothing (a supplier hired there
+        // later gets only what the rebuilder regenerates).
+        let Some(link) = self.links.get(position).cloned().flatten() else {
+            return true;
+        };
+        let names = self
+            .code
+            .position_fragments(position)
+            .into_iter()
+            .map(|f| netio::fragment_object(backup, 0, pack, f))
+            .collect();
+        match self.rt.block_on(link.delete(names, "")) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(position, pack, error = %e, "a pack could not be deleted there now");
+                false
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Deletes the packs of snapshot backup `id` that no snapshot left in
+    /// the catalog references (the caller holds the backup's run lock, so
+    /// no run of it is writing packs). Packs some supplier could not delete
+    /// now are asked again next time.
+    pub(super) async fn prune_packs(
+        self: &Arc<Self>,
+        id: BackupId,
+    ) -> Result<bitdust_pipeline::prune::PruneReport, Status> {
+        let mut kept = bitdust_pipeline::repo::PackSet::default();
+        for (_, rec) in self.state.versions_of(id).map_err(internal)? {
+            if let Some(s) = &rec.snapshot {
+                let set = bitdust_pipeline::repo::PackSet::from_ranges(&s.pack_ranges, 1 << 28)
+                    .ok_or_else(|| internal(format!("a snapshot of {id} names too many packs")))?;
+                for p in set.iter() {
+                    kept.insert(p);
+                }
+            }
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut deleter = NetPackDeleter {
+                rt: me.rt.clone(),
+                links: me.links(),
+                code: me.code.clone(),
+            };
+            // Every unreferenced pack, however young: no run of this backup
+            // is going on.
+            bitdust_pipeline::prune::prune(
+                &me.repo,
+                id,
+                &kept,
+                u64::MAX,
+                me.code.suppliers(),
+                &mut deleter,
+            )
+            .map_err(internal)
+        })
+        .await
+        .map_err(internal)?
     }
 }
 
