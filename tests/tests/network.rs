@@ -1291,6 +1291,9 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     net.ok(&["backup", &src_s]);
     let b2 = net.ok(&["backup", &src_s]);
     assert_eq!(b2["version"], 2);
+    // And a deduplicated snapshot of the same paths.
+    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    assert_eq!(s3["version"], 3);
     let customer = net.node("customer");
     let export = net.dir.path().join("key-export.txt");
     let keys = customer.join("state/customer/keys");
@@ -1439,7 +1442,8 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
         (v.as_array()?.len() == 1).then_some(v)
     });
     let versions = list[0]["versions"].as_array().unwrap();
-    assert_eq!(versions.len(), 2, "{list}");
+    assert_eq!(versions.len(), 3, "{list}");
+    assert!(versions[2]["packs"].as_u64().unwrap() >= 1, "{list}");
     let st: serde_json::Value = serde_json::from_slice(&ctl(&["status"]).stdout).unwrap();
     assert_eq!(st["hired"], 4, "{st}");
     assert_eq!(st["recovering"], false, "{st}");
@@ -1457,17 +1461,33 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     let o = ctl(&["start-afresh", "--yes"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = net.dir.path().join("out");
+    // The snapshot restores from the packs alone (the new machine's index
+    // is built from their sealed lists), and so does the full copy.
     let o = ctl(&["restore", "--to", &out.display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_same_tree(&src, &restored_path(&out, &src));
-    // And it backs up on as the same customer: version 3 of the same backup.
+    let out2 = net.dir.path().join("out2");
+    let which2 = format!("{}@2", b2["backup_id"].as_str().unwrap());
+    let o = ctl(&["restore", &which2, "--to", &out2.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&src, &restored_path(&out2, &src));
+    // And it backs up on as the same customer: version 4 of the same
+    // backup, a snapshot that reads every file (the files cache is new)
+    // but adds no chunk the recovered packs hold.
+    let o = ctl(&["backup", "--snapshot", &src_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b4: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (b4["backup_id"].clone(), b4["version"].clone()),
+        (b2["backup_id"].clone(), 4.into())
+    );
+    assert_eq!(b4["snapshot"]["bytes_read"], b4["input_bytes"], "{b4}");
+    assert!(
+        b4["snapshot"]["chunks_added"].as_u64().unwrap() <= 2,
+        "{b4}"
+    );
     let o = ctl(&["backup", &src_s]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let b3: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        (b3["backup_id"].clone(), b3["version"].clone()),
-        (b2["backup_id"].clone(), 3.into())
-    );
     for c in [&mut rebuilder, &mut agent, &mut dht] {
         let _ = c.kill();
         let _ = c.wait();

@@ -147,38 +147,9 @@ impl Agent {
         links: Links,
         events: mpsc::Sender<Result<pb::BackupEvent, Status>>,
     ) -> Result<pb::BackupDone, BackupError> {
-        let key = match previous.last() {
-            Some((v, _)) => {
-                let me = self.clone();
-                let v = *v;
-                tokio::task::spawn_blocking(move || {
-                    let mut src = NetSource::new(
-                        me.rt.clone(),
-                        me.links(),
-                        id,
-                        v,
-                        MAX_FRAGMENT_OBJECT,
-                        me.state.clone(),
-                    );
-                    let m =
-                        bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
-                            BackupError::PreviousUnreadable {
-                                id,
-                                version: v,
-                                reason: e.to_string(),
-                            }
-                        })?;
-                    BackupKeyMaterial::from_manifest(&m).ok_or_else(|| {
-                        BackupError::Internal(format!(
-                            "the backup key in version {v} of backup {id} is malformed"
-                        ))
-                    })
-                })
-                .await
-                .map_err(inner)??
-            }
-            None => BackupKeyMaterial::generate(self.keys.master_recipient()).map_err(inner)?,
-        };
+        // The backup key of the newest version, a full copy's or a
+        // snapshot's (every version of a backup has one key).
+        let (key, _, _) = self.snapshot_key(id, previous).await?;
         let paths: Vec<String> = input
             .source_paths()
             .iter()

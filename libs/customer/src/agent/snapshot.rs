@@ -168,7 +168,7 @@ impl Agent {
     /// The backup key of backup `id` and the snapshot a new one follows
     /// (its number and root): from its newest version (a snapshot's root,
     /// or a full copy's manifest), or a new key.
-    async fn snapshot_key(
+    pub(super) async fn snapshot_key(
         self: &Arc<Self>,
         id: BackupId,
         previous: &[(u64, VersionRecord)],
