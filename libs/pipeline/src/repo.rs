@@ -291,6 +291,20 @@ impl PackSet {
         self.0[w] |= 1 << b;
     }
 
+    /// The smallest pack in the set above `pack`.
+    pub fn next_after(&self, pack: u64) -> Option<u64> {
+        let start = pack.checked_add(1)?;
+        let mut w = (start / 64) as usize;
+        let mut bits = self.0.get(w)? & (u64::MAX << (start % 64));
+        loop {
+            if bits != 0 {
+                return Some(w as u64 * 64 + u64::from(bits.trailing_zeros()));
+            }
+            w += 1;
+            bits = *self.0.get(w)?;
+        }
+    }
+
     /// Whether `pack` is in.
     pub fn contains(&self, pack: u64) -> bool {
         self.0
@@ -863,6 +877,35 @@ mod tests {
 
     fn id(b: u8) -> ChunkId {
         ChunkId([b; 32])
+    }
+
+    #[test]
+    fn the_next_pack_after_any_number_is_found_across_words() {
+        let mut s = PackSet::default();
+        for p in [0, 1, 63, 64, 200, 1000] {
+            s.insert(p);
+        }
+        let walk: Vec<Option<u64>> = [0, 1, 2, 63, 64, 65, 199, 200, 999, 1000, 5000, u64::MAX]
+            .iter()
+            .map(|&n| s.next_after(n))
+            .collect();
+        assert_eq!(
+            walk,
+            [
+                Some(1),
+                Some(63),
+                Some(63),
+                Some(64),
+                Some(200),
+                Some(200),
+                Some(200),
+                Some(1000),
+                Some(1000),
+                None,
+                None,
+                None
+            ]
+        );
     }
 
     #[test]

@@ -942,6 +942,12 @@ pub struct PackReader<'a> {
     keys: DedupKeys,
     key: BackupKey,
     cache: Vec<(u64, Vec<u8>)>,
+    /// With read-ahead: the referenced packs, and how many after the one
+    /// being opened are asked for meanwhile.
+    ahead: Option<(PackSet, usize)>,
+    /// Packs asked for ahead and not opened since: at most twice the
+    /// read-ahead, so an access order that strays cannot pile them up.
+    hinted: std::collections::BTreeSet<u64>,
     /// Packs fetched (and opened).
     pub fetched: u64,
     /// Fragment bytes read.
@@ -970,9 +976,20 @@ impl<'a> PackReader<'a> {
             keys: identity_keys,
             key,
             cache: Vec::new(),
+            ahead: None,
+            hinted: std::collections::BTreeSet::new(),
             fetched: 0,
             bytes_fetched: 0,
         })
+    }
+
+    /// While a pack is fetched and opened, the data fragments of the next
+    /// `packs` packs the root references are asked for (a whole restore
+    /// reads them mostly in number order; the source bounds what it holds).
+    pub fn read_ahead(&mut self, packs: usize) -> Result<(), SnapshotError> {
+        let (_, _, set) = root_parts(self.root)?;
+        self.ahead = (packs > 0).then_some((set, packs));
+        Ok(())
     }
 
     /// The chunk `id` stored at `loc`, decompressed and checked against its id.
@@ -1003,7 +1020,30 @@ impl<'a> PackReader<'a> {
     /// and its decrypted chunk data.
     pub fn open_pack(&mut self, pack: u64) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
         let customer = self.identity_node();
-        let opener = collect_pack(self.source, self.root, &self.code, customer, pack, false)?;
+        let mut next = Vec::new();
+        self.hinted.remove(&pack);
+        if let Some((set, k)) = &self.ahead {
+            let mut at = pack;
+            for _ in 0..*k {
+                let Some(n) = set.next_after(at) else { break };
+                at = n;
+                if self.hinted.len() >= 2 * k {
+                    break;
+                }
+                if self.hinted.insert(n) {
+                    next.push(n);
+                }
+            }
+        }
+        let opener = collect_pack(
+            self.source,
+            self.root,
+            &self.code,
+            customer,
+            pack,
+            false,
+            next,
+        )?;
         if let Some(h) = opener.header() {
             let present = opener.present().iter().filter(|p| **p).count() as u64;
             self.bytes_fetched += present * h.fragment_len;
@@ -1161,6 +1201,9 @@ pub struct SnapshotRestoreReport {
     pub bytes_fetched: u64,
 }
 
+/// Packs asked for ahead of a whole restore.
+const READ_AHEAD: usize = 4;
+
 /// Where the entries of a snapshot being restored go: a directory
 /// ([`DirOut`]), or a stream to the process that writes them.
 pub trait NodeSink {
@@ -1278,6 +1321,9 @@ pub fn restore_snapshot_to(
     out: &mut dyn NodeSink,
 ) -> Result<(), SnapshotError> {
     let backup = packs.root.backup_id;
+    if include.is_empty() {
+        packs.read_ahead(READ_AHEAD)?;
+    }
     let mut nodes = NodeStream::new(packs.meta_chunks()?);
     let wanted = |path: &[u8]| {
         include.is_empty()
@@ -1453,7 +1499,8 @@ fn pack_error(pack: u64, e: bitdust_block::BlockError) -> SnapshotError {
 }
 
 /// The fragments of pack `pack` of `root`'s backup from `source`: all of
-/// them (`all`, to verify), or what decoding needs.
+/// them (`all`, to verify), or what decoding needs; the data fragments of
+/// the packs `next` are asked for meanwhile.
 fn collect_pack(
     source: &mut dyn FragmentSource,
     root: &Root,
@@ -1461,6 +1508,7 @@ fn collect_pack(
     customer: bitdust_crypto::NodeId,
     pack: u64,
     all: bool,
+    next: Vec<u64>,
 ) -> Result<BlockOpener, SnapshotError> {
     let opener = BlockOpener::new(customer, root.backup_id, 0, pack)
         .expect_code(root.scheme, root.root.suppliers as usize);
@@ -1469,7 +1517,7 @@ fn collect_pack(
         opener,
         code,
         pack,
-        std::iter::empty(),
+        next.into_iter(),
         all,
     )?)
 }
@@ -1493,7 +1541,7 @@ pub fn rebuild_index(
         if repo.pack(root.backup_id, pack)?.is_some() {
             continue;
         }
-        let opener = collect_pack(source, root, &code, customer, pack, false)?;
+        let opener = collect_pack(source, root, &code, customer, pack, false, Vec::new())?;
         let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
         let aad = pack::list_aad(&customer, root.backup_id, pack);
         let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
@@ -1575,7 +1623,7 @@ pub fn verify_pack_set(
         rejected_fragments: Vec::new(),
     };
     for pack in packs.iter() {
-        let opener = collect_pack(source, root, &code, customer, pack, true)?;
+        let opener = collect_pack(source, root, &code, customer, pack, true, Vec::new())?;
         crate::restore::note_rejections(&mut report.rejected_fragments, opener.rejections());
         report.packs.push(health.of(&code, pack, &opener));
     }
