@@ -266,7 +266,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__backup)
-            opts="-q -h --config --snapshot --json --quiet --run-dir --help"
+            opts="-q -h --config --full-copy --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

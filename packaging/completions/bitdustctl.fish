@@ -46,7 +46,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s q -l qu
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l config -d 'The configuration file whose customer.backup_paths are backed up when no PATH is given' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l run-dir -d 'Where the daemons\' sockets are' -r -F
-complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l snapshot -d 'Make a deduplicated snapshot: only the files the agent\'s files cache does not vouch for are read, and only new chunks are sent (experimental: the rebuilder does not repair snapshots yet)'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l full-copy -d 'Store a full copy (the format before deduplicated snapshots; it will go) instead of a snapshot, which reads only the files the agent\'s files cache does not vouch for and sends only new chunks'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand backup" -s h -l help -d 'Print help'

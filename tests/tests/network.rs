@@ -136,12 +136,12 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     let src = net.dir.path().join("src");
     make_tree(&src, 7, 1);
     let src_s = src.display().to_string();
-    let b = net.ok(&["backup", &src_s]);
+    let b = net.ok(&["backup", "--full-copy", &src_s]);
     assert_eq!(b["version"], 1);
     assert!(b["blocks"].as_u64().unwrap() >= 1);
     assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0);
     // A second run of the same paths is version 2 of the same backup.
-    let b2 = net.ok(&["backup", &src_s]);
+    let b2 = net.ok(&["backup", "--full-copy", &src_s]);
     assert_eq!(
         (b2["backup_id"].clone(), b2["version"].clone()),
         (b["backup_id"].clone(), 2.into())
@@ -182,7 +182,7 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     // A backup with three positions down still succeeds; their fragments
     // are recorded as missing, and it restores bit-exact.
     // bitdustctl says so: exit status 4 (warnings) and one line on stderr.
-    let o = net.ctl(&["--json", "backup", &src_s]);
+    let o = net.ctl(&["--json", "backup", "--full-copy", &src_s]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("recorded for repair"), "{}", stderr(&o));
     let b3: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -210,7 +210,7 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     assert!(!out3.exists());
 
     // A backup with four of seven positions down fails too, clearly.
-    let o = net.ctl(&["backup", &src_s]);
+    let o = net.ctl(&["backup", "--full-copy", &src_s]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
 
@@ -353,7 +353,9 @@ async fn a_second_customer_cannot_read_list_or_delete_the_first_ones_objects() {
     let net = Net::up(2, 0);
     let src = net.dir.path().join("src");
     make_tree(&src, 3, 1);
-    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src.display().to_string()]));
+    let b = tokio::task::block_in_place(|| {
+        net.ok(&["backup", "--full-copy", &src.display().to_string()])
+    });
     let id = b["backup_id"].as_str().unwrap().to_owned();
     let manifest = format!("v/{id}/0000000001/manifest");
     let sup = net.node_id("supplier-0");
@@ -828,7 +830,7 @@ async fn a_backup_stream_cut_before_its_end_is_never_committed() {
     assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
     // The same paths back up whole afterwards, as version 2 (version 1 was
     // the cut attempt's, never reused).
-    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", "--full-copy", &src_s]));
     assert_eq!(b["version"], 2, "{b}");
 }
 
@@ -846,8 +848,9 @@ async fn a_second_backup_of_the_same_paths_is_refused_while_the_first_runs() {
     // start, and stays open until its archive is sent.
     let (tx, mut first) = open_backup(&net, &[&src_s]).await;
     first.message().await.unwrap().unwrap();
-    let second = tokio::task::block_in_place(|| net.ctl(&["backup", &src_s]));
-    let third = tokio::task::block_in_place(|| net.ctl(&["backup", &format!("{src_s}/")]));
+    let second = tokio::task::block_in_place(|| net.ctl(&["backup", "--full-copy", &src_s]));
+    let third =
+        tokio::task::block_in_place(|| net.ctl(&["backup", "--full-copy", &format!("{src_s}/")]));
     for o in [&second, &third] {
         assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
         let e = stderr(o);
@@ -866,7 +869,7 @@ async fn a_second_backup_of_the_same_paths_is_refused_while_the_first_runs() {
     let done = done.expect("the first backup reports its end");
     assert_eq!(done.version, 1);
     assert!(done.failed_positions.is_empty(), "{done:?}");
-    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", "--full-copy", &src_s]));
     assert_eq!(b["version"], 2);
 }
 
@@ -876,7 +879,7 @@ async fn the_agent_rebinds_its_suppliers_after_kill_9_prunes_old_versions_and_de
     let src = net.dir.path().join("src");
     make_tree(&src, 11, 1);
     let src_s = src.display().to_string();
-    let v1 = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    let v1 = tokio::task::block_in_place(|| net.ok(&["backup", "--full-copy", &src_s]));
     let id = v1["backup_id"].as_str().unwrap().to_owned();
     let socks: Vec<PathBuf> = (0..4)
         .map(|i| net.node(&format!("supplier-{i}")).join("run/supplier.sock"))
@@ -926,13 +929,13 @@ async fn the_agent_rebinds_its_suppliers_after_kill_9_prunes_old_versions_and_de
     assert_eq!(list[0]["backup_id"], id.as_str());
 
     // Versions 2 and 3: the third run prunes version 1 from every supplier.
-    let v2 = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    let v2 = tokio::task::block_in_place(|| net.ok(&["backup", "--full-copy", &src_s]));
     assert_eq!(
         v2["pruned_versions"].as_array().map_or(0, Vec::len),
         0,
         "{v2}"
     );
-    let v3 = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
+    let v3 = tokio::task::block_in_place(|| net.ok(&["backup", "--full-copy", &src_s]));
     assert_eq!(v3["version"], 3);
     assert_eq!(v3["pruned_versions"], serde_json::json!([1]), "{v3}");
     let list = tokio::task::block_in_place(|| net.ok(&["list"]));
@@ -1215,7 +1218,7 @@ fn the_rebuilder_replaces_three_dead_suppliers_so_three_more_can_die() {
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("random.bin"), &data).unwrap();
     let src_s = src.display().to_string();
-    let b = net.ok(&["backup", &src_s]);
+    let b = net.ok(&["backup", "--full-copy", &src_s]);
     let blocks = b["blocks"].as_u64().unwrap();
     assert!(blocks >= 2, "{b}");
     let originals: Vec<String> = (0..7)
@@ -1288,11 +1291,11 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     let src = net.dir.path().join("src");
     make_tree(&src, 5, 1);
     let src_s = src.display().to_string();
-    net.ok(&["backup", &src_s]);
-    let b2 = net.ok(&["backup", &src_s]);
+    net.ok(&["backup", "--full-copy", &src_s]);
+    let b2 = net.ok(&["backup", "--full-copy", &src_s]);
     assert_eq!(b2["version"], 2);
     // And a deduplicated snapshot of the same paths.
-    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s3 = net.ok(&["backup", &src_s]);
     assert_eq!(s3["version"], 3);
     let customer = net.node("customer");
     let export = net.dir.path().join("key-export.txt");
@@ -1416,7 +1419,7 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     assert!(text.contains("recovering:"), "{text}");
     // It hires nobody and backs nothing up meanwhile, for longer than the
     // two minutes after which it used to give up and hire new suppliers.
-    let o = ctl(&["backup", &src_s]);
+    let o = ctl(&["backup", "--full-copy", &src_s]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("while recovering"), "{}", stderr(&o));
     let o = ctl(&["start-afresh"]);
@@ -1474,7 +1477,7 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     // And it backs up on as the same customer: version 4 of the same
     // backup, a snapshot that reads every file (the files cache is new)
     // but adds no chunk the recovered packs hold.
-    let o = ctl(&["backup", "--snapshot", &src_s]);
+    let o = ctl(&["backup", &src_s]);
     assert!(o.status.success(), "{}", stderr(&o));
     let b4: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
@@ -1486,7 +1489,7 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
         b4["snapshot"]["chunks_added"].as_u64().unwrap() <= 2,
         "{b4}"
     );
-    let o = ctl(&["backup", &src_s]);
+    let o = ctl(&["backup", "--full-copy", &src_s]);
     assert!(o.status.success(), "{}", stderr(&o));
     for c in [&mut rebuilder, &mut agent, &mut dht] {
         let _ = c.kill();
@@ -1539,7 +1542,7 @@ fn the_rebuilder_goes_on_from_the_block_it_stopped_at_after_kill_9() {
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("big.bin"), &data).unwrap();
     drop(data);
-    let b = net.ok(&["backup", &src.display().to_string()]);
+    let b = net.ok(&["backup", "--full-copy", &src.display().to_string()]);
     let blocks = b["blocks"].as_u64().unwrap();
     assert!(blocks >= 60, "{b}");
     // One of four dies: the threshold for 4 suppliers is 1.
@@ -1616,7 +1619,7 @@ fn a_supplier_whose_fragments_rot_on_disk_fails_audits_and_is_replaced() {
     let mut data = vec![0u8; 6 << 20];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("random.bin"), &data).unwrap();
-    let b = net.ok(&["backup", &src.display().to_string()]);
+    let b = net.ok(&["backup", "--full-copy", &src.display().to_string()]);
     let blocks = b["blocks"].as_u64().unwrap();
     assert!(blocks >= 6, "{b}");
     let customer = net.node_id("customer").to_string();
@@ -1731,7 +1734,7 @@ fn a_retried_backup_never_destroys_itself_when_a_supplier_with_the_failed_attemp
     for i in 3..7 {
         net.signal(&format!("supplier-{i}"), store, Signal::STOP);
     }
-    let o = net.ctl(&["--json", "backup", &src_s]);
+    let o = net.ctl(&["--json", "backup", "--full-copy", &src_s]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     // The retry runs while supplier-0, which may hold the failed attempt's
     // fragments, is away; the other three are back.
@@ -1739,7 +1742,7 @@ fn a_retried_backup_never_destroys_itself_when_a_supplier_with_the_failed_attemp
     for i in 3..7 {
         net.signal(&format!("supplier-{i}"), store, Signal::CONT);
     }
-    let o = net.ctl(&["--json", "backup", &src_s]);
+    let o = net.ctl(&["--json", "backup", "--full-copy", &src_s]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // The failed attempt's number is never reused.
@@ -1759,7 +1762,7 @@ fn a_retried_backup_never_destroys_itself_when_a_supplier_with_the_failed_attemp
         .enable_all()
         .build()
         .unwrap();
-    let b3 = net.ok(&["backup", &src_s]);
+    let b3 = net.ok(&["backup", "--full-copy", &src_s]);
     assert_eq!(b3["version"], 3, "{b3}");
     let failed_prefix = format!("v/{id}/0000000001/");
     for i in 0..7 {
@@ -1790,7 +1793,7 @@ fn the_rebuilder_reads_stale_fragments_as_erasures_and_rebuilds_from_the_committ
     let mut data = vec![0u8; 4 << 20];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("random.bin"), &data).unwrap();
-    let b = net.ok(&["backup", &src.display().to_string()]);
+    let b = net.ok(&["backup", "--full-copy", &src.display().to_string()]);
     let blocks = b["blocks"].as_u64().unwrap();
     assert!(blocks >= 4, "{b}");
     let id: bitdust_block::BackupId = b["backup_id"].as_str().unwrap().parse().unwrap();
@@ -1915,7 +1918,7 @@ fn sixty_four_suppliers_start_back_up_lose_ten_and_restore_bit_exact() {
     let mut data = vec![0u8; 20 << 20];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("random.bin"), &data).unwrap();
-    let b = net.ok(&["backup", &src.display().to_string()]);
+    let b = net.ok(&["backup", "--full-copy", &src.display().to_string()]);
     assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
     assert!(b["blocks"].as_u64().unwrap() >= 20, "{b}");
     for i in [3, 9, 14, 22, 27, 35, 41, 50, 57, 63] {
@@ -2061,6 +2064,8 @@ async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mine = root.join("nobody-docs");
     make_tree(&mine, 18, 1);
+    // One file in it is root's alone: left out and named, not stored.
+    let not_mine = mine.join("docs/not-mine.txt");
     let restored = root.join("nobody-restored");
     std::fs::create_dir(&restored).unwrap();
     for p in [&mine, &restored] {
@@ -2068,6 +2073,8 @@ async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
             lchown(&e, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
         }
     }
+    std::fs::write(&not_mine, b"root's\n").unwrap();
+    std::fs::set_permissions(&not_mine, std::fs::Permissions::from_mode(0o600)).unwrap();
     let run_dir = net.run_dir();
     let as_other = |args: &[&str]| {
         Command::new(bin("bitdustctl"))
@@ -2095,10 +2102,15 @@ async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
     assert!(e.contains("permission denied"), "{e}");
     // Root backs the same file up; nobody backs up its own tree.
     let system = tokio::task::block_in_place(|| net.ok(&["backup", &secret_s]));
-    let own = json(tokio::task::block_in_place(|| {
-        as_other(&["--json", "backup", &mine_s])
-    }));
+    let o = tokio::task::block_in_place(|| as_other(&["--json", "backup", &mine_s]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let own: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(own["files"].as_u64().unwrap() > 0, "{own}");
+    let warned = own["warnings"].to_string();
+    assert!(
+        warned.contains("not-mine.txt") && warned.contains("ermission denied"),
+        "{own}"
+    );
     // Root's backup of nobody's tree is another backup than nobody's.
     let system_of_mine = tokio::task::block_in_place(|| net.ok(&["backup", &mine_s]));
     assert_ne!(system_of_mine["backup_id"], own["backup_id"]);
@@ -2166,6 +2178,12 @@ async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
         ])
     });
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!restored_path(&to, &mine).join("docs/not-mine.txt").exists());
+    // The tree without it, its directory's mtime kept, is what came back.
+    let docs = mine.join("docs");
+    let mtime = filetime::FileTime::from_last_modification_time(&std::fs::metadata(&docs).unwrap());
+    std::fs::remove_file(&not_mine).unwrap();
+    filetime::set_file_mtime(&docs, mtime).unwrap();
     assert_same_tree(&mine, &restored_path(&to, &mine));
 }
 
@@ -2228,7 +2246,9 @@ async fn a_service_the_supplier_ended_unused_is_renewed_before_the_first_backup(
     // The backup asks for it again and stores at both positions.
     let src = net.dir.path().join("src");
     make_tree(&src, 23, 1);
-    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src.display().to_string()]));
+    let b = tokio::task::block_in_place(|| {
+        net.ok(&["backup", "--full-copy", &src.display().to_string()])
+    });
     assert_eq!(b["failed_positions"], serde_json::json!([]), "{b}");
     let out = net.dir.path().join("out");
     tokio::task::block_in_place(|| net.ok(&["restore", "--to", &out.display().to_string()]));
@@ -2246,7 +2266,7 @@ fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exac
     let first = net.dir.path().join("first");
     make_tree(&first, 15, 4);
 
-    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s1 = net.ok(&["backup", &src_s]);
     assert_eq!(s1["version"], 1, "{s1}");
     let files = s1["files"].as_u64().unwrap();
     assert!(files >= 10, "{s1}");
@@ -2257,7 +2277,7 @@ fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exac
     assert!(stored1 > content, "{s1}");
 
     // Unchanged: the agent asks for no file, and almost nothing is added.
-    let s2 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s2 = net.ok(&["backup", &src_s]);
     assert_eq!(
         (s2["backup_id"].clone(), s2["version"].clone()),
         (s1["backup_id"].clone(), 2.into())
@@ -2278,7 +2298,7 @@ fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exac
     std::fs::write(&notes, &text).unwrap();
     let t = filetime::FileTime::from_unix_time(1_600_000_000, 0);
     filetime::set_file_mtime(&notes, t).unwrap();
-    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s3 = net.ok(&["backup", &src_s]);
     let c3 = &s3["snapshot"];
     assert_eq!(c3["files_changed"], 1, "{s3}");
     assert_eq!(c3["files_unchanged"].as_u64().unwrap(), files - 1, "{s3}");
@@ -2403,10 +2423,10 @@ fn a_lost_snapshot_index_is_rebuilt_from_the_packs_and_no_pack_number_is_reused(
     let first = net.dir.path().join("first");
     make_tree(&first, 21, 4);
     let src_s = src.display().to_string();
-    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s1 = net.ok(&["backup", &src_s]);
     let chunks1 = s1["snapshot"]["chunks_added"].as_u64().unwrap();
     assert!(chunks1 >= 10, "{s1}");
-    net.ok(&["backup", "--snapshot", &src_s]);
+    net.ok(&["backup", &src_s]);
 
     // The agent's index and files cache are lost (its catalog is not).
     let repo = net.node("customer").join("state/customer/repo");
@@ -2417,7 +2437,7 @@ fn a_lost_snapshot_index_is_rebuilt_from_the_packs_and_no_pack_number_is_reused(
     text.extend_from_slice(b"changed after the index was lost\n");
     std::fs::write(&notes, &text).unwrap();
     filetime::set_file_mtime(&notes, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
-    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s3 = net.ok(&["backup", &src_s]);
     let c3 = &s3["snapshot"];
     // Every file is read again (the files cache is gone), but only the
     // changed file's chunks and the tree's metadata are new.
@@ -2547,7 +2567,7 @@ async fn a_hostile_snapshot_stream_is_refused_in_one_sentence_and_leaves_no_snap
         assert_eq!(list.as_array().unwrap().len(), 0, "{want}: {list}");
     }
     // The agent serves on: a real snapshot of the same paths.
-    let b = tokio::task::block_in_place(|| net.ok(&["backup", "--snapshot", &src_s]));
+    let b = tokio::task::block_in_place(|| net.ok(&["backup", &src_s]));
     assert_eq!(b["files"], 1, "{b}");
     let out = net.dir.path().join("out");
     tokio::task::block_in_place(|| net.ok(&["restore", "--to", &out.display().to_string()]));
@@ -2567,11 +2587,11 @@ fn the_rebuilder_regenerates_snapshot_packs_so_three_more_suppliers_can_die() {
     std::fs::write(src.join("random.bin"), &data).unwrap();
     std::fs::write(first.join("random.bin"), &data).unwrap();
     let src_s = src.display().to_string();
-    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s1 = net.ok(&["backup", &src_s]);
     // A second snapshot shares the first one's packs and adds its own.
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data[..2 << 20]);
     std::fs::write(src.join("more.bin"), &data[..2 << 20]).unwrap();
-    let s2 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s2 = net.ok(&["backup", &src_s]);
     assert!(s2["snapshot"]["packs_added"].as_u64().unwrap() >= 2, "{s2}");
     let list = net.ok(&["list"]);
     let packs = list[0]["versions"][1]["packs"].as_u64().unwrap();
@@ -2650,19 +2670,19 @@ fn snapshots_beyond_keep_versions_go_with_the_packs_only_they_referenced() {
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("big.bin"), &data).unwrap();
     let src_s = src.display().to_string();
-    let s1 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s1 = net.ok(&["backup", &src_s]);
     let id = s1["backup_id"].as_str().unwrap().to_owned();
     let packs_of = |v: &serde_json::Value| v["snapshot"]["packs_added"].as_u64().unwrap();
     let held1: usize = backup_objects(&net, 4, &id).iter().map(Vec::len).sum();
     // big.bin is replaced twice; the rest of the tree stays.
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("big.bin"), &data).unwrap();
-    let s2 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s2 = net.ok(&["backup", &src_s]);
     assert_eq!(s2["pruned_versions"], serde_json::json!([]), "{s2}");
     assert_eq!(s2["packs_deleted"], 0, "{s2}");
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("big.bin"), &data).unwrap();
-    let s3 = net.ok(&["backup", "--snapshot", &src_s]);
+    let s3 = net.ok(&["backup", &src_s]);
     // Snapshot 1 goes, and with it the packs of the first big.bin (and
     // its metadata pack); the packs of the tree the others share stay.
     assert_eq!(s3["pruned_versions"], serde_json::json!([1]), "{s3}");

@@ -60,11 +60,11 @@ pub enum Command {
         /// when no PATH is given.
         #[arg(long, value_name = "FILE", env = "BITDUST_CONFIG")]
         config: Option<PathBuf>,
-        /// Make a deduplicated snapshot: only the files the agent's files
-        /// cache does not vouch for are read, and only new chunks are sent
-        /// (experimental: the rebuilder does not repair snapshots yet).
+        /// Store a full copy (the format before deduplicated snapshots; it
+        /// will go) instead of a snapshot, which reads only the files the
+        /// agent's files cache does not vouch for and sends only new chunks.
         #[arg(long)]
-        snapshot: bool,
+        full_copy: bool,
     },
     /// List the backups and their versions (root and the user bitdust see every backup; other users their own).
     List,

@@ -183,11 +183,11 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
             Command::Backup {
                 paths,
                 config,
-                snapshot,
+                full_copy,
             } => {
                 let paths = backup_paths(paths, config.as_deref())
                     .map_err(|e| net::Failure(EXIT_USAGE, format!("{e:#}")))?;
-                c.backup(&paths, *snapshot, json, quiet).await
+                c.backup(&paths, !*full_copy, json, quiet).await
             }
             Command::List => c.list(json, quiet).await,
             Command::Restore { which, to, include } => {

@@ -279,6 +279,8 @@ pub struct Feeder {
     next_seq: u64,
     walked: bool,
     end_sent: bool,
+    /// Files this process may not read, with the reason: left out.
+    skipped: Vec<String>,
 }
 
 impl Feeder {
@@ -290,6 +292,7 @@ impl Feeder {
             next_seq: 0,
             walked: false,
             end_sent: false,
+            skipped: Vec::new(),
         }
     }
 
@@ -332,6 +335,20 @@ impl Feeder {
             match self.walk.next_entry()? {
                 Some(e) => {
                     let path = self.walk.current_path().unwrap_or_default();
+                    // A file this user may not read is left out and named,
+                    // as the archive does, never sent as an empty file.
+                    if matches!(e.kind, EntryKind::File)
+                        && let Err(err) = rustix::fs::accessat(
+                            rustix::fs::CWD,
+                            &path,
+                            rustix::fs::Access::READ_OK,
+                            rustix::fs::AtFlags::EACCESS,
+                        )
+                    {
+                        let err = io::Error::from(err);
+                        self.skipped.push(format!("{}: {err}", path.display()));
+                        continue;
+                    }
                     self.pending.push_back((self.next_seq, path, e.size));
                     batch.push((self.next_seq, e));
                     self.next_seq += 1;
@@ -347,9 +364,9 @@ impl Feeder {
         }
         if self.walked && !self.end_sent {
             self.end_sent = true;
-            send(FromCaller::End {
-                skipped: self.walk.take_skipped(),
-            })?;
+            let mut skipped = std::mem::take(&mut self.skipped);
+            skipped.extend(self.walk.take_skipped());
+            send(FromCaller::End { skipped })?;
         }
         Ok(())
     }

@@ -1202,7 +1202,7 @@ pub struct SnapshotRestoreReport {
 }
 
 /// Packs asked for ahead of a whole restore.
-const READ_AHEAD: usize = 4;
+const READ_AHEAD: usize = 8;
 
 /// Where the entries of a snapshot being restored go: a directory
 /// ([`DirOut`]), or a stream to the process that writes them.
