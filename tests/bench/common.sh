@@ -46,3 +46,20 @@ measure() { # measure LABEL CMD... -> prints "LABEL wall_s peak_rss_kib"
   echo "$label $(cat "$work/time.out")"
 }
 
+
+# The devnet benches: release binaries of every daemon, in $R.
+devnet_build() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+  cargo build --release --quiet -p bitdust-devnet -p bitdustctl -p bitdust-supplier-store \
+    -p bitdust-customer-agent -p bitdust-dht-peer -p bitdust-rebuilder
+  R="$CARGO_TARGET_DIR/release"
+}
+
+# Starts `bitdust-devnet up --suppliers N` in DIR (its pid in $devnet_pid)
+# and waits until it is up; the customer's sockets go into $BITDUST_RUN_DIR.
+devnet_up() { # devnet_up DIR N
+  "$R/bitdust-devnet" up --dir "$1" --suppliers "$2" >/dev/null &
+  devnet_pid=$!
+  for _ in $(seq 600); do [ -f "$1/devnet.env" ] && break; sleep 0.1; done
+  export BITDUST_RUN_DIR="$1/nodes/customer/run"
+}

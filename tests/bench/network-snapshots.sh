@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # Snapshots over the devnet (issue 15): a 7-supplier bitdust-devnet of
 # separate processes on loopback. In one run: a full-copy backup of the
-# input, then `bitdustctl backup --snapshot` four times (first; unchanged
+# input (`--full-copy`), then `bitdustctl backup` (a snapshot) four times (first; unchanged
 # twice; after rewriting ~1% of the bytes), the bytes the suppliers hold
-# after each, a restore of the newest snapshot, and `bitdustctl local`
+# after each, restores of the newest snapshot and of the full copy, and `bitdustctl local`
 # backup and restore of the same input into 7 directories as the peer.
 # Prints seconds and ratios. Not a test: nothing here asserts a time.
 # Usage: bash tests/bench/network-snapshots.sh [SIZE_MB]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mb=${1:-300}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --quiet -p bitdust-devnet -p bitdustctl -p bitdust-supplier-store -p bitdust-customer-agent -p bitdust-dht-peer -p bitdust-rebuilder
-R="$CARGO_TARGET_DIR/release"
+source tests/bench/common.sh
+devnet_build
 
 work=$(mktemp -d /tmp/bitdust-netsnap.XXXXXX)
 devnet_pid=
@@ -29,19 +28,16 @@ now() { date +%s.%N; }
 held() { du -sb "$work"/net/nodes/supplier-*/state | awk '{s += $1} END {print s}'; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
-"$R/bitdust-devnet" up --dir "$work/net" --suppliers 7 >/dev/null &
-devnet_pid=$!
-for _ in $(seq 600); do [ -f "$work/net/devnet.env" ] && break; sleep 0.1; done
-export BITDUST_RUN_DIR="$work/net/nodes/customer/run"
+devnet_up "$work/net" 7
 B="$R/bitdustctl"
 
 h0=$(held)
-t0=$(now); "$B" backup --quiet "$work/data"; t1=$(now)
+t0=$(now); "$B" backup --full-copy --quiet "$work/data"; t1=$(now)
 full=$(secs "$t0" "$t1"); h_full=$(held)
 
 declare -a run held_after
 for i in 1 2 3; do
-    t0=$(now); "$B" --json backup --snapshot "$work/data" > "$work/s$i.json"; t1=$(now)
+    t0=$(now); "$B" --json backup "$work/data" > "$work/s$i.json"; t1=$(now)
     run[$i]=$(secs "$t0" "$t1"); held_after[$i]=$(held)
 done
 # ~1% of the bytes change: 3 MB rewritten in the middle of one text file,
@@ -55,12 +51,16 @@ with open(path, "r+b") as f:
     f.seek(2 << 20)
     f.write(bytes(rnd.choice(b"abcdefghij \n") for _ in range(n)))
 EOF
-t0=$(now); "$B" --json backup --snapshot "$work/data" > "$work/s4.json"; t1=$(now)
+t0=$(now); "$B" --json backup "$work/data" > "$work/s4.json"; t1=$(now)
 run[4]=$(secs "$t0" "$t1"); held_after[4]=$(held)
 
 t0=$(now); "$B" restore --quiet --to "$work/net-out"; t1=$(now)
 net_restore=$(secs "$t0" "$t1")
 diff -r "$work/data" "$work/net-out$work/data" >/dev/null && echo "network restore of the newest snapshot: bit-exact"
+# The full copy (version 1, of the input before the 1% change) the same way.
+id=$(python3 -c "import json; print(json.load(open('$work/s1.json'))['backup_id'])")
+t0=$(now); "$B" restore --quiet "$id@1" --to "$work/full-out"; t1=$(now)
+full_restore=$(secs "$t0" "$t1")
 
 export BITDUST_KEYS="$work/keys"
 t0=$(now); "$B" local backup --quiet "$work/data" --to "$work/local" --suppliers 7 --block-size 1M; t1=$(now)
@@ -69,15 +69,16 @@ t0=$(now); "$B" local restore --quiet "$work/local" --to "$work/local-out"; t1=$
 local_restore=$(secs "$t0" "$t1")
 
 echo "input: $bytes bytes ($size_mb MB requested; 1/3 random), 7 suppliers, 1 MiB blocks/packs"
-python3 - "$work" "$bytes" "$full" "$h0" "$h_full" "$local_backup" "$local_restore" "$net_restore" \
+python3 - "$work" "$bytes" "$full" "$h0" "$h_full" "$local_backup" "$local_restore" "$net_restore" "$full_restore" \
     "${run[1]}" "${run[2]}" "${run[3]}" "${run[4]}" \
     "${held_after[1]}" "${held_after[2]}" "${held_after[3]}" "${held_after[4]}" <<'EOF'
 import json, sys
 a = sys.argv
 work, size = a[1], int(a[2])
 full, h0, h_full, lb, lr, nr = float(a[3]), int(a[4]), int(a[5]), float(a[6]), float(a[7]), float(a[8])
-runs = [float(x) for x in a[9:13]]
-held = [int(x) for x in a[13:17]]
+fr = float(a[9])
+runs = [float(x) for x in a[10:14]]
+held = [int(x) for x in a[14:18]]
 snap = [json.load(open(f"{work}/s{i}.json")) for i in range(1, 5)]
 print(f"full-copy backup:            {full:7.2f} s, suppliers hold +{(h_full - h0) / 1e6:.1f} MB")
 before = h_full
@@ -90,4 +91,5 @@ for i, (n, t, h, s) in enumerate(zip(names, runs, held, snap)):
 print(f"first snapshot / full copy:  {runs[0] / full:.2f}x wall")
 print(f"local backup (7 dirs):       {lb:7.2f} s; first network snapshot / local: {runs[0] / lb:.2f}x")
 print(f"restore newest snapshot:     {nr:7.2f} s network, {lr:.2f} s local: network speed {lr / nr:.2f}x local")
+print(f"restore the full copy:       {fr:7.2f} s network: {lr / fr:.2f}x local; snapshot / full copy speed {fr / nr:.2f}x")
 EOF

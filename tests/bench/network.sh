@@ -8,9 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mb=${1:-300}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --quiet -p bitdust-devnet -p bitdustctl -p bitdust-supplier-store -p bitdust-customer-agent -p bitdust-dht-peer -p bitdust-rebuilder
-R="$CARGO_TARGET_DIR/release"
+source tests/bench/common.sh
+devnet_build
 
 work=$(mktemp -d /tmp/bitdust-netbench.XXXXXX)
 devnet_pid=
@@ -32,10 +31,7 @@ t0=$(now); "$R/bitdustctl" local backup --quiet "$work/data" --to "$work/local" 
 "$R/bitdustctl" local restore --quiet "$work/local" --to "$work/local-out"; t2=$(now)
 local_backup=$(rate "$t0" "$t1"); local_restore=$(rate "$t1" "$t2")
 
-"$R/bitdust-devnet" up --dir "$work/net" --suppliers 7 >/dev/null &
-devnet_pid=$!
-for _ in $(seq 600); do [ -f "$work/net/devnet.env" ] && break; sleep 0.1; done
-export BITDUST_RUN_DIR="$work/net/nodes/customer/run"
+devnet_up "$work/net" 7
 t0=$(now); "$R/bitdustctl" backup --quiet "$work/data"; t1=$(now)
 "$R/bitdustctl" restore --quiet --to "$work/net-out"; t2=$(now)
 net_backup=$(rate "$t0" "$t1"); net_restore=$(rate "$t1" "$t2")

@@ -303,4 +303,42 @@ impl Agent {
     fn links(&self) -> Links {
         lock(&self.links).clone()
     }
+
+    /// The node id at each position now (empty where none is hired).
+    fn supplier_set(&self) -> Vec<String> {
+        self.links()
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .map(|l| l.node_id.to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Fetches the fragments of `id`@`version` from the suppliers hired now
+    /// (on a blocking thread).
+    fn source(&self, id: BackupId, version: u64) -> NetSource {
+        NetSource::new(
+            self.rt.clone(),
+            self.links(),
+            id,
+            version,
+            MAX_FRAGMENT_OBJECT,
+            self.state.clone(),
+        )
+    }
+
+    /// Sends the fragments of `id`@`version` to `links` (on a blocking
+    /// thread).
+    fn sink(&self, links: Links, id: BackupId, version: u64) -> NetSink {
+        NetSink::new(
+            self.rt.clone(),
+            links,
+            self.code.clone(),
+            id,
+            version,
+            self.state.clone(),
+        )
+    }
 }

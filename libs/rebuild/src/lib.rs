@@ -379,24 +379,40 @@ impl Rebuilder {
             // `parallel_blocks` blocks at once; progress is saved in block
             // order, so a failure or crash redoes the later ones (an upload
             // of the same fragment again is harmless).
-            let k = u64::from(self.config.rebuilder.parallel_blocks.max(1));
-            let end = job.next_block.saturating_add(k).min(job.blocks);
             let done = futures_util::future::join_all(
-                (job.next_block..end).map(|b| block.rebuild(&manifest, b)),
+                (job.next_block..self.batch_end(&job)).map(|b| block.rebuild(&manifest, b)),
             )
             .await;
-            for d in done {
-                let d = d.map_err(|e| e.to_string())?;
-                job.next_block += 1;
-                self.queue
-                    .advance(&job, d.uploaded)
-                    .map_err(|e| e.to_string())?;
-            }
+            self.advance(&mut job, done)?;
         }
         if job.next_block >= job.blocks {
             self.repaired(&job).await?;
         }
         Ok(true)
+    }
+
+    /// The end of the next batch of `job`: `parallel_blocks` blocks at
+    /// once.
+    fn batch_end(&self, job: &Job) -> u64 {
+        let k = u64::from(self.config.rebuilder.parallel_blocks.max(1));
+        job.next_block.saturating_add(k).min(job.blocks)
+    }
+
+    /// Saves `job`'s progress over a batch's outcomes, in block order, up
+    /// to the first failure (which is returned).
+    fn advance(
+        &self,
+        job: &mut Job,
+        done: Vec<Result<rebuild::Done, rebuild::RebuildError>>,
+    ) -> Result<(), String> {
+        for d in done {
+            let d = d.map_err(|e| e.to_string())?;
+            job.next_block += 1;
+            self.queue
+                .advance(job, d.uploaded)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// One step of a snapshot's job: its root copied to the new supplier
@@ -416,9 +432,7 @@ impl Rebuilder {
             ..*block
         };
         if job.next_block < job.blocks {
-            let k = u64::from(self.config.rebuilder.parallel_blocks.max(1));
-            let end = job.next_block.saturating_add(k).min(job.blocks);
-            let numbers: Vec<u64> = (job.next_block..end)
+            let numbers: Vec<u64> = (job.next_block..self.batch_end(&job))
                 .map(|i| {
                     bitdust_customer::netio::nth_pack(&job.pack_ranges, i)
                         .ok_or_else(|| format!("a queued job names no pack {i}"))
@@ -427,13 +441,7 @@ impl Rebuilder {
             let done =
                 futures_util::future::join_all(numbers.iter().map(|&p| packs.rebuild_pack(p)))
                     .await;
-            for d in done {
-                let d = d.map_err(|e| e.to_string())?;
-                job.next_block += 1;
-                self.queue
-                    .advance(&job, d.uploaded)
-                    .map_err(|e| e.to_string())?;
-            }
+            self.advance(&mut job, done)?;
         }
         if job.next_block >= job.blocks {
             self.repaired(&job).await?;

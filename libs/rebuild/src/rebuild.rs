@@ -101,18 +101,7 @@ impl Block<'_> {
             };
             match Manifest::from_signed_bytes(&bytes, &self.customer) {
                 Ok(m) if m.backup_id == self.backup_id && m.version == self.version => {
-                    if let Ok(Some(held)) = target.get(&name, MAX_MANIFEST).await
-                        && held == bytes
-                    {
-                        return Ok(m);
-                    }
-                    target
-                        .put(&name, &bytes)
-                        .await
-                        .map_err(|e| RebuildError::Upload {
-                            target: target.node_id,
-                            reason: e.to_string(),
-                        })?;
+                    self.place(target, &name, &bytes).await?;
                     return Ok(m);
                 }
                 _ => tracing::warn!(position = p, "a manifest copy does not verify; skipped"),
@@ -159,13 +148,23 @@ impl Block<'_> {
                 reason: format!("no other supplier returned the root {name}"),
             });
         };
-        if let Ok(Some(held)) = target.get(&name, MAX_MANIFEST).await
+        self.place(target, &name, &bytes).await
+    }
+
+    /// Puts `bytes` as `name` on `target`, unless it holds them already.
+    async fn place(
+        &self,
+        target: &SupplierLink,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), RebuildError> {
+        if let Ok(Some(held)) = target.get(name, MAX_MANIFEST).await
             && held == bytes
         {
             return Ok(());
         }
         target
-            .put(&name, &bytes)
+            .put(name, bytes)
             .await
             .map_err(|e| RebuildError::Upload {
                 target: target.node_id,

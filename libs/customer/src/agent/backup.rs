@@ -164,14 +164,7 @@ impl Agent {
         let me = self.clone();
         let opts = self.backup_options();
         let result = tokio::task::spawn_blocking(move || {
-            let mut sink = NetSink::new(
-                me.rt.clone(),
-                links,
-                me.code.clone(),
-                id,
-                version,
-                me.state.clone(),
-            );
+            let mut sink = me.sink(links, id, version);
             bitdust_pipeline::backup(
                 me.identity.clone(),
                 &key,
@@ -198,15 +191,7 @@ impl Agent {
             files: report.files,
             scheme: m.scheme.to_string(),
             suppliers: m.suppliers as u32,
-            supplier_set: self
-                .links()
-                .iter()
-                .map(|l| {
-                    l.as_ref()
-                        .map(|l| l.node_id.to_string())
-                        .unwrap_or_default()
-                })
-                .collect(),
+            supplier_set: self.supplier_set(),
             missing_positions: report
                 .degraded_positions
                 .iter()

@@ -76,14 +76,7 @@ impl Agent {
         };
         let me = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut src = NetSource::new(
-                me.rt.clone(),
-                me.links(),
-                id,
-                version,
-                MAX_FRAGMENT_OBJECT,
-                me.state.clone(),
-            );
+            let mut src = me.source(id, version);
             let manifest =
                 bitdust_pipeline::load_manifest(&mut src, &me.node_id()).map_err(|e| {
                     RestoreError::ManifestUnreadable {

@@ -183,14 +183,7 @@ impl Agent {
         };
         let (me, v, is_snapshot) = (self.clone(), *v, rec.snapshot.is_some());
         tokio::task::spawn_blocking(move || {
-            let mut src = NetSource::new(
-                me.rt.clone(),
-                me.links(),
-                id,
-                v,
-                MAX_FRAGMENT_OBJECT,
-                me.state.clone(),
-            );
+            let mut src = me.source(id, v);
             let unreadable = |reason: String| BackupError::PreviousUnreadable {
                 id,
                 version: v,
@@ -275,33 +268,12 @@ impl Agent {
             // them (read from their sealed lists, no master key needed), so
             // a lost index costs one read of them, not a second upload.
             if let Some(root) = &parent_root {
-                let mut src = NetSource::new(
-                    me.rt.clone(),
-                    links.clone(),
-                    id,
-                    0,
-                    MAX_FRAGMENT_OBJECT,
-                    me.state.clone(),
-                );
+                let mut src = me.source(id, 0);
                 let dedup = bitdust_crypto::DedupKeys::derive(&me.identity, &id.0);
                 snap::rebuild_index(&me.repo, &mut src, root, &dedup)?;
             }
-            let mut packs = NetSink::new(
-                me.rt.clone(),
-                links.clone(),
-                me.code.clone(),
-                id,
-                0,
-                me.state.clone(),
-            );
-            let mut roots = NetSink::new(
-                me.rt.clone(),
-                links,
-                me.code.clone(),
-                id,
-                version,
-                me.state.clone(),
-            );
+            let mut packs = me.sink(links.clone(), id, 0);
+            let mut roots = me.sink(links, id, version);
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
@@ -363,15 +335,7 @@ impl Agent {
             files: stats.files,
             scheme: self.code.scheme().to_string(),
             suppliers: self.code.suppliers() as u32,
-            supplier_set: self
-                .links()
-                .iter()
-                .map(|l| {
-                    l.as_ref()
-                        .map(|l| l.node_id.to_string())
-                        .unwrap_or_default()
-                })
-                .collect(),
+            supplier_set: self.supplier_set(),
             missing_positions: missing,
             snapshot: Some(summary(&report)),
         };
@@ -419,14 +383,7 @@ impl Agent {
                 version,
                 reason,
             };
-            let mut roots = NetSource::new(
-                me.rt.clone(),
-                me.links(),
-                id,
-                version,
-                MAX_FRAGMENT_OBJECT,
-                me.state.clone(),
-            );
+            let mut roots = me.source(id, version);
             let root =
                 snap::best_root(&mut roots, &me.node_id(), id, version).map_err(|reason| {
                     RestoreError::ManifestUnreadable {
@@ -441,14 +398,7 @@ impl Agent {
                     version,
                     reason: e.to_string(),
                 })?;
-            let mut src = NetSource::new(
-                me.rt.clone(),
-                me.links(),
-                id,
-                0,
-                MAX_FRAGMENT_OBJECT,
-                me.state.clone(),
-            );
+            let mut src = me.source(id, 0);
             let dedup = bitdust_crypto::DedupKeys::derive(&me.identity, &id.0);
             // Packs the index does not know (a recovered machine) are
             // indexed from their sealed lists first.
