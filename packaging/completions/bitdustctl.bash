@@ -19,8 +19,17 @@ _bitdustctl() {
             bitdustctl,backup)
                 cmd="bitdustctl__subcmd__backup"
                 ;;
+            bitdustctl,check)
+                cmd="bitdustctl__subcmd__check"
+                ;;
             bitdustctl,delete)
                 cmd="bitdustctl__subcmd__delete"
+                ;;
+            bitdustctl,diff)
+                cmd="bitdustctl__subcmd__diff"
+                ;;
+            bitdustctl,forget)
+                cmd="bitdustctl__subcmd__forget"
                 ;;
             bitdustctl,help)
                 cmd="bitdustctl__subcmd__help"
@@ -34,6 +43,12 @@ _bitdustctl() {
             bitdustctl,local)
                 cmd="bitdustctl__subcmd__local"
                 ;;
+            bitdustctl,ls)
+                cmd="bitdustctl__subcmd__ls"
+                ;;
+            bitdustctl,prune)
+                cmd="bitdustctl__subcmd__prune"
+                ;;
             bitdustctl,rebuild)
                 cmd="bitdustctl__subcmd__rebuild"
                 ;;
@@ -42,6 +57,9 @@ _bitdustctl() {
                 ;;
             bitdustctl,start-afresh)
                 cmd="bitdustctl__subcmd__start__subcmd__afresh"
+                ;;
+            bitdustctl,stats)
+                cmd="bitdustctl__subcmd__stats"
                 ;;
             bitdustctl,status)
                 cmd="bitdustctl__subcmd__status"
@@ -52,8 +70,17 @@ _bitdustctl() {
             bitdustctl__subcmd__help,backup)
                 cmd="bitdustctl__subcmd__help__subcmd__backup"
                 ;;
+            bitdustctl__subcmd__help,check)
+                cmd="bitdustctl__subcmd__help__subcmd__check"
+                ;;
             bitdustctl__subcmd__help,delete)
                 cmd="bitdustctl__subcmd__help__subcmd__delete"
+                ;;
+            bitdustctl__subcmd__help,diff)
+                cmd="bitdustctl__subcmd__help__subcmd__diff"
+                ;;
+            bitdustctl__subcmd__help,forget)
+                cmd="bitdustctl__subcmd__help__subcmd__forget"
                 ;;
             bitdustctl__subcmd__help,help)
                 cmd="bitdustctl__subcmd__help__subcmd__help"
@@ -67,6 +94,12 @@ _bitdustctl() {
             bitdustctl__subcmd__help,local)
                 cmd="bitdustctl__subcmd__help__subcmd__local"
                 ;;
+            bitdustctl__subcmd__help,ls)
+                cmd="bitdustctl__subcmd__help__subcmd__ls"
+                ;;
+            bitdustctl__subcmd__help,prune)
+                cmd="bitdustctl__subcmd__help__subcmd__prune"
+                ;;
             bitdustctl__subcmd__help,rebuild)
                 cmd="bitdustctl__subcmd__help__subcmd__rebuild"
                 ;;
@@ -75,6 +108,9 @@ _bitdustctl() {
                 ;;
             bitdustctl__subcmd__help,start-afresh)
                 cmd="bitdustctl__subcmd__help__subcmd__start__subcmd__afresh"
+                ;;
+            bitdustctl__subcmd__help,stats)
+                cmd="bitdustctl__subcmd__help__subcmd__stats"
                 ;;
             bitdustctl__subcmd__help,status)
                 cmd="bitdustctl__subcmd__help__subcmd__status"
@@ -248,7 +284,7 @@ _bitdustctl() {
 
     case "${cmd}" in
         bitdustctl)
-            opts="-q -h -V --json --quiet --run-dir --help --version status backup list restore delete suppliers local rebuild key start-afresh help"
+            opts="-q -h -V --json --quiet --run-dir --help --version status backup list restore ls diff forget prune check stats delete suppliers local rebuild key start-afresh help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,6 +323,28 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__check)
+            opts="-q -h --read-data-subset --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --read-data-subset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__delete)
             opts="-q -h --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -305,8 +363,72 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__diff)
+            opts="-q -h --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__forget)
+            opts="-q -h --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --dry-run --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keep-last)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-hourly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-daily)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-weekly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-monthly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-yearly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__help)
-            opts="status backup list restore delete suppliers local rebuild key start-afresh help"
+            opts="status backup list restore ls diff forget prune check stats delete suppliers local rebuild key start-afresh help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -333,7 +455,49 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__diff)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__forget)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -571,6 +735,34 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__prune)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__help__subcmd__rebuild)
             opts="status"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -614,6 +806,20 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__help__subcmd__start__subcmd__afresh)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__help__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1309,6 +1515,42 @@ _bitdustctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bitdustctl__subcmd__ls)
+            opts="-q -h --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__prune)
+            opts="-q -h --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bitdustctl__subcmd__rebuild)
             opts="-q -h --json --quiet --run-dir --help status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1415,6 +1657,24 @@ _bitdustctl() {
             ;;
         bitdustctl__subcmd__start__subcmd__afresh)
             opts="-q -h --yes --json --quiet --run-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bitdustctl__subcmd__stats)
+            opts="-q -h --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -2723,3 +2723,270 @@ fn snapshots_beyond_keep_versions_go_with_the_packs_only_they_referenced() {
     let objects = backup_objects(&net, 4, &id);
     assert!(objects.iter().all(Vec::is_empty), "{objects:?}");
 }
+
+/// Every object of backup `id` at supplier `i`: name and size.
+fn backup_object_sizes(net: &Net, i: usize, id: &str) -> Vec<(String, u64)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let me = customer_identity(net);
+    let link = link_as_customer(net, &rt, &format!("supplier-{i}"), &me);
+    rt.block_on(link.list(&format!("v/{id}/")))
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect()
+}
+
+/// The pack numbers whose fragments supplier `i` holds.
+fn packs_held(net: &Net, i: usize, id: &str) -> std::collections::BTreeSet<u64> {
+    let prefix = format!("v/{id}/0000000000/b");
+    backup_object_sizes(net, i, id)
+        .into_iter()
+        .filter_map(|(name, _)| name.strip_prefix(&prefix)?.get(..10)?.parse().ok())
+        .collect()
+}
+
+/// Runs `bitdustctl` and returns its JSON lines (ls, diff), asserting success.
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    assert!(o.status.success(), "{}", stderr(o));
+    o.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_with_an_away_supplier()
+ {
+    let net = Net::up(4, 0);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 41, 1);
+    let mut big = vec![0u8; 3 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut big);
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    let src_s = src.display().to_string();
+    // The same trees backed up locally, with keys of their own.
+    let keys = net.dir.path().join("local-keys");
+    let store = net.dir.path().join("local");
+    let store_s = store.display().to_string();
+    let local_backup = || {
+        let o = bitdust_tests::ctl(
+            &keys,
+            &[
+                "--json",
+                "local",
+                "backup",
+                &src_s,
+                "--to",
+                &store_s,
+                "--suppliers",
+                "4",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["backup_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let s1 = net.ok(&["backup", &src_s]);
+    let lid = local_backup();
+    let id = s1["backup_id"].as_str().unwrap().to_owned();
+    // Changed, removed, added, a file replaced by a symlink and a
+    // directory by a file.
+    let mut notes = std::fs::read(src.join("docs/notes.txt")).unwrap();
+    notes.extend_from_slice(b"appended\n");
+    std::fs::write(src.join("docs/notes.txt"), &notes).unwrap();
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    std::fs::write(src.join("new.txt"), b"new\n").unwrap();
+    let small = src.join("docs/nested/deeper/small.txt");
+    std::fs::remove_file(&small).unwrap();
+    std::os::unix::fs::symlink("../random.bin", &small).unwrap();
+    std::fs::remove_dir(src.join("empty-dir")).unwrap();
+    std::fs::write(src.join("empty-dir"), b"now a file\n").unwrap();
+    let s2 = net.ok(&["backup", &src_s]);
+    assert_eq!(local_backup(), lid);
+    let s3 = net.ok(&["backup", &src_s]);
+
+    // ls: the same lines as the local ls of the same tree, and every entry.
+    let net_ls = net.ctl(&["ls", &format!("{id}@2")]);
+    let local_ls = bitdust_tests::ctl(&keys, &["local", "ls", &store_s, &format!("{lid}@2")]);
+    assert!(net_ls.status.success(), "{}", stderr(&net_ls));
+    assert!(!net_ls.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&net_ls.stdout),
+        String::from_utf8_lossy(&local_ls.stdout)
+    );
+    let listed = json_lines(&net.ctl(&["--json", "ls", &id]));
+    let under_src: Vec<&str> = listed
+        .iter()
+        .filter_map(|e| e["path"].as_str()?.strip_prefix(&format!("{src_s}/")))
+        .collect();
+    let tree = bitdust_tests::walk(&src);
+    assert_eq!(under_src.len(), tree.len(), "{listed:?}");
+    let symlink = listed
+        .iter()
+        .find(|e| e["path"] == format!("{src_s}/docs/nested/deeper/small.txt"))
+        .unwrap();
+    assert_eq!(
+        (&symlink["kind"], &symlink["target"]),
+        (&"symlink".into(), &"../random.bin".into())
+    );
+    // A subtree only.
+    let docs = format!("{src_s}/docs");
+    let part = json_lines(&net.ctl(&["--json", "ls", &id, &docs]));
+    assert_eq!(part.len(), bitdust_tests::walk(&src.join("docs")).len() + 1);
+    assert!(
+        part.iter()
+            .all(|e| e["path"].as_str().unwrap().starts_with(&docs))
+    );
+
+    // diff: the local diff's lines, and the changes made.
+    let net_diff = net.ctl(&["diff", &format!("{id}@1"), &format!("{id}@2")]);
+    let local_diff = bitdust_tests::ctl(
+        &keys,
+        &[
+            "local",
+            "diff",
+            &store_s,
+            &format!("{lid}@1"),
+            &format!("{lid}@2"),
+        ],
+    );
+    assert!(net_diff.status.success(), "{}", stderr(&net_diff));
+    let lines = |o: &Output| -> Vec<String> {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut l: Vec<String> = text.lines().map(str::to_owned).collect();
+        l.pop(); // the summary names the backup
+        l
+    };
+    let changes = lines(&net_diff);
+    assert_eq!(changes, lines(&local_diff));
+    for want in [
+        format!("-    {src_s}/big.bin"),
+        format!("+    {src_s}/new.txt"),
+        format!("M    {src_s}/docs/notes.txt"),
+        format!("M    {src_s}/docs/nested/deeper/small.txt"),
+        format!("M    {src_s}/empty-dir"),
+    ] {
+        assert!(changes.contains(&want), "{want} not in {changes:?}");
+    }
+    let d = json_lines(&net.ctl(&["--json", "diff", &format!("{id}@2"), "@3"]));
+    let sum = d.last().unwrap();
+    assert_eq!(
+        (&sum["added"], &sum["removed"], &sum["modified"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{d:?}"
+    );
+    assert_eq!(sum["unchanged"].as_u64().unwrap(), listed.len() as u64);
+
+    // stats: three snapshots of almost one tree; what is stored is what
+    // the suppliers hold.
+    let st = net.ok(&["stats"]);
+    assert_eq!(st["snapshots"], 3, "{st}");
+    let logical: u64 = [&s1, &s2, &s3]
+        .iter()
+        .map(|s| s["input_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(st["logical_bytes"].as_u64().unwrap(), logical, "{st}");
+    // Each chunk is stored once: the unique bytes are what the three
+    // snapshots added.
+    let added: u64 = [&s1, &s2, &s3]
+        .iter()
+        .map(|s| s["snapshot"]["added_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(st["unique_bytes"].as_u64().unwrap(), added, "{st}");
+    let ratio = logical as f64 / added as f64;
+    assert!(
+        (st["dedup_ratio"].as_f64().unwrap() - ratio).abs() < 1e-9,
+        "{st}"
+    );
+    let fragments: Vec<(String, u64)> = (0..4)
+        .flat_map(|i| backup_object_sizes(&net, i, &id))
+        .filter(|(n, _)| n.contains("/0000000000/"))
+        .collect();
+    let held: u64 = fragments.iter().map(|(_, s)| s).sum();
+    let stored = st["stored_bytes"].as_u64().unwrap();
+    // The payloads, without each fragment's header and signature.
+    assert!(
+        stored <= held && held - stored <= fragments.len() as u64 * 1024,
+        "{st}: {held} bytes in {} fragments",
+        fragments.len()
+    );
+
+    // check: every pack at every supplier, every entry, every chunk.
+    let c = net.ok(&["check", "--read-data-subset", "100%"]);
+    assert_eq!(c["errors"], serde_json::json!([]), "{c}");
+    assert_eq!(
+        (&c["damaged_packs"], &c["snapshots"]),
+        (&0.into(), &3.into())
+    );
+    assert_eq!(c["packs"].as_u64().unwrap(), st["packs"].as_u64().unwrap());
+    assert_eq!(c["packs_read"], c["packs"], "{c}");
+    assert!(c["chunks_verified"].as_u64().unwrap() >= 10, "{c}");
+    assert_eq!(c["metadata_checked"], true, "{c}");
+
+    // forget --dry-run changes nothing.
+    let f = net.ok(&["forget", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(f["forgotten"], serde_json::json!([2, 1]), "{f}");
+    assert_eq!(
+        net.ok(&["list"])[0]["versions"].as_array().unwrap().len(),
+        3
+    );
+    let o = net.ctl(&["forget"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--keep-last"), "{}", stderr(&o));
+
+    // With supplier-3 away, forget deletes what it can and says what is
+    // pending; the prune after it comes back catches up.
+    let held_before = packs_held(&net, 3, &id);
+    // It comes back at the same address.
+    let listen = supplier_listen(&net.node("supplier-3").join("run/supplier.sock"));
+    let cfg = net.node("supplier-3").join("bitdust.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (dht, supplier) = text.split_once("[supplier]").unwrap();
+    let supplier = supplier.replace("127.0.0.1:0", &listen);
+    std::fs::write(&cfg, format!("{dht}[supplier]{supplier}")).unwrap();
+    net.kill9("supplier-3", "bitdust-supplier-store");
+    let o = net.ctl(&["--json", "forget", "--keep-last", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f["forgotten"], serde_json::json!([2, 1]), "{f}");
+    let pending = f["prune"][0]["packs_pending"].as_u64().unwrap();
+    assert!(pending >= 1, "{f}");
+    let versions = net.ok(&["list"])[0]["versions"].clone();
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+    // Back with everything it held.
+    let _supplier = Daemon(
+        Command::new(bin("bitdust-supplier-store"))
+            .arg("--config")
+            .arg(net.node("supplier-3").join("bitdust.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    poll("supplier-3 to be reachable again", 60, || {
+        let o = net.ctl(&["--json", "status"]);
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (st["reachable"] == st["positions"]).then_some(())
+    });
+    assert_eq!(packs_held(&net, 3, &id), held_before);
+    let p = net.ok(&["prune"]);
+    assert_eq!(p[0]["packs_pending"], 0, "{p}");
+    assert!(p[0]["packs_deleted"].as_u64().unwrap() >= pending, "{p}");
+    // Every supplier holds the packs of snapshot 3 and nothing else.
+    let live = net.ok(&["stats"])["packs"].as_u64().unwrap();
+    let at0 = packs_held(&net, 0, &id);
+    assert_eq!(at0.len() as u64, live);
+    assert_eq!(packs_held(&net, 3, &id), at0);
+    assert!(at0.len() < held_before.len());
+    let out = net.dir.path().join("out");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out, &src));
+
+    // A snapshot that is not there: one sentence.
+    let o = net.ctl(&["ls", &format!("{id}@9")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}

@@ -82,6 +82,69 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         include: Vec<PathBuf>,
     },
+    /// List the entries of a snapshot, or those under PATH (the agent needs
+    /// master.key). With --json, one JSON object per line.
+    Ls {
+        /// ID or ID@VERSION [default: the only backup, newest version].
+        #[arg(value_name = "ID[@VERSION]")]
+        which: Option<String>,
+        /// Only this path (as backed up, absolute) and what is under it.
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+    },
+    /// What changed from snapshot A to snapshot B of one backup: "+" added,
+    /// "-" removed, "M" modified (content, mode, mtime, kind or target).
+    /// With --json, one JSON object per line.
+    Diff {
+        /// The older snapshot, ID@VERSION.
+        #[arg(value_name = "ID@A")]
+        a: String,
+        /// The newer snapshot, ID@VERSION (or @VERSION: the same backup).
+        #[arg(value_name = "ID@B")]
+        b: String,
+    },
+    /// Forget snapshots by policy (restic's --keep-* flags) or one
+    /// ID@VERSION: their roots are deleted, then the packs no snapshot
+    /// left references, at every supplier (one that is away later).
+    Forget {
+        /// The backup (ID), or one snapshot to forget (ID@VERSION) [default: the only backup].
+        #[arg(value_name = "ID[@VERSION]")]
+        which: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Say what would be forgotten, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete at every supplier the packs no snapshot references: those a
+    /// supplier that was away still holds (backups, delete and forget
+    /// prune as they go).
+    Prune {
+        /// The backup (ID) [default: every backup you may see].
+        #[arg(value_name = "ID")]
+        which: Option<String>,
+    },
+    /// Check a snapshot backup: every root, every fragment of every pack
+    /// (headers, signatures, hashes) at the suppliers, and every
+    /// snapshot's entries against the index; --read-data-subset also
+    /// decrypts packs and checks every chunk in them.
+    Check {
+        /// Which backup (ID) [default: the only one].
+        #[arg(value_name = "ID")]
+        which: Option<String>,
+        /// Read back and verify this share of the packs (10%, chosen at
+        /// random) or this part of them (1/7 … 7/7 on successive runs).
+        #[arg(long, value_name = "N%|n/t")]
+        read_data_subset: Option<bitdust_pipeline::local::DataSubset>,
+    },
+    /// Sizes of a snapshot backup: logical (all snapshots), unique,
+    /// compressed, packed (before the erasure code) and stored (after it),
+    /// and the deduplication ratio.
+    Stats {
+        /// Which backup (ID) [default: the only one].
+        #[arg(value_name = "ID")]
+        which: Option<String>,
+    },
     /// Delete a version (ID@VERSION) or every version (ID) from the suppliers.
     Delete {
         /// The backup (ID, every version) or one version (ID@VERSION).

@@ -8,7 +8,7 @@
 mod net;
 mod report;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -194,6 +194,27 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
                 c.restore(which.as_deref(), to, include, json, quiet).await
             }
             Command::Delete { which } => c.delete(which, json, quiet).await,
+            Command::Ls { which, path } => {
+                c.ls(which.as_deref(), path.as_deref(), json, quiet).await
+            }
+            Command::Diff { a, b } => c.diff(a, b, json, quiet).await,
+            Command::Forget {
+                which,
+                policy,
+                dry_run,
+            } => {
+                c.forget(which.as_deref(), policy, *dry_run, json, quiet)
+                    .await
+            }
+            Command::Prune { which } => c.prune(which.as_deref(), json, quiet).await,
+            Command::Check {
+                which,
+                read_data_subset,
+            } => {
+                c.check(which.as_deref(), *read_data_subset, json, quiet)
+                    .await
+            }
+            Command::Stats { which } => c.stats(which.as_deref(), json, quiet).await,
             Command::Suppliers { action } => c.suppliers(action.as_ref(), json, quiet).await,
             Command::StartAfresh { yes } => c.start_afresh(*yes, json, quiet).await,
             Command::Local(_) | Command::Key(_) | Command::Rebuild { .. } => Ok(0),
@@ -330,64 +351,23 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         } => {
             let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
             let under = path.as_deref().map(as_backed_up).unwrap_or_default();
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut failed = None;
+            let mut out = report::Lines::new(cli.json, cli.quiet);
             local::ls(&opened, which.unwrap_or_default(), &under, |n| {
-                if failed.is_some() || cli.quiet {
-                    return;
-                }
-                let res = if cli.json {
-                    serde_json::to_writer(&mut out, &report::LsEntry::from(n))
-                        .map_err(std::io::Error::other)
-                        .and_then(|()| out.write_all(b"\n"))
-                } else {
-                    out.write_all(&report::ls_line(n))
-                };
-                failed = res.err();
+                out.node(n).map_err(output_failed)
             })?;
-            if let Some(e) = failed {
-                anyhow::bail!("writing the listing failed: {e}");
-            }
-            out.flush()?;
+            out.finish()?;
             Ok(0)
         }
         LocalCommand::Diff { dir, a, b, keys } => {
             let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut sum = report::DiffSummary::default();
-            let mut failed = None;
-            let (ra, rb, same) = local::diff(&opened, *a, *b, |c| {
-                match &c {
-                    bitdust_pipeline::snapshot::Change::Added(_) => sum.added += 1,
-                    bitdust_pipeline::snapshot::Change::Removed(_) => sum.removed += 1,
-                    bitdust_pipeline::snapshot::Change::Modified { .. } => sum.modified += 1,
-                }
-                if failed.is_some() || cli.quiet {
-                    return;
-                }
-                let (line, text) = report::DiffLine::new(&c);
-                let res = if cli.json {
-                    serde_json::to_writer(&mut out, &line)
-                        .map_err(std::io::Error::other)
-                        .and_then(|()| out.write_all(b"\n"))
-                } else {
-                    out.write_all(&text)
-                };
-                failed = res.err();
-            })?;
-            if let Some(e) = failed {
-                anyhow::bail!("writing the changes failed: {e}");
-            }
-            sum.unchanged = same;
-            sum.from = format!("{}@{}", ra.backup_id, ra.root.snapshot);
-            sum.to = format!("{}@{}", rb.backup_id, rb.root.snapshot);
-            if cli.json {
-                serde_json::to_writer(&mut out, &sum)?;
-                out.write_all(b"\n")?;
-            } else if !cli.quiet {
-                write!(out, "{sum}")?;
-            }
-            out.flush()?;
+            let mut out = report::Lines::new(cli.json, cli.quiet);
+            let (ra, rb, same) =
+                local::diff(&opened, *a, *b, |c| out.change(&c).map_err(output_failed))?;
+            out.diff_done(
+                format!("{}@{}", ra.backup_id, ra.root.snapshot),
+                format!("{}@{}", rb.backup_id, rb.root.snapshot),
+                same,
+            )?;
             Ok(0)
         }
         LocalCommand::Forget {
@@ -465,26 +445,36 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 sel.backup_id,
                 *read_data_subset,
             )?);
-            let bad = !r.errors.is_empty() || !r.unrecoverable_packs.is_empty();
-            // Even --quiet shows what is wrong.
-            report::emit(&r, cli.json, cli.quiet && !bad && r.damaged_packs == 0);
-            if bad {
-                eprintln!(
-                    "bitdustctl: the check found damage that loses data (see above); restore what you can, and back the data up again into a new directory"
-                );
-                return Ok(EXIT_FAILED);
-            }
-            Ok(if r.damaged_packs > 0 {
-                EXIT_WARNINGS
-            } else {
-                0
-            })
+            Ok(checked(r, cli.json, cli.quiet))
         }
     }
 }
 
+/// Prints what `check` found (even with --quiet when something is wrong)
+/// and gives the exit status.
+fn checked(r: report::Checked, json: bool, quiet: bool) -> u8 {
+    let bad = !r.errors.is_empty() || !r.unrecoverable_packs.is_empty();
+    report::emit(&r, json, quiet && !bad && r.damaged_packs == 0);
+    if bad {
+        eprintln!(
+            "bitdustctl: the check found damage that loses data (see above); restore what you can, and back the data up again"
+        );
+        return EXIT_FAILED;
+    }
+    if r.damaged_packs > 0 {
+        EXIT_WARNINGS
+    } else {
+        0
+    }
+}
+
+/// Writing `ls` or `diff` output failed.
+fn output_failed(e: std::io::Error) -> local::LocalError {
+    local::LocalError::Store(format!("writing the output failed: {e}"))
+}
+
 /// A path as snapshots store it: raw bytes without the leading `/`.
-fn as_backed_up(p: &std::path::Path) -> Vec<u8> {
+pub(crate) fn as_backed_up(p: &std::path::Path) -> Vec<u8> {
     let b = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str());
     b.strip_prefix(b"/").unwrap_or(b).to_vec()
 }

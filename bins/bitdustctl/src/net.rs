@@ -74,6 +74,11 @@ async fn dial(sock: &Path, what: &str, unit: &str) -> Result<Channel, Failure> {
     })
 }
 
+/// Writing the output failed (a closed pipe, a full disk).
+fn written(e: std::io::Error) -> Failure {
+    Failure(EXIT_FAILED, format!("writing the output failed: {e}"))
+}
+
 /// Splits `ID[@VERSION]`.
 fn split_which(which: Option<&str>) -> Result<(String, u64), Failure> {
     let Some(w) = which else {
@@ -652,6 +657,193 @@ impl Client {
             .await?
             .into_inner();
         report::emit(&report::Deleted::from(d), json, quiet);
+        Ok(0)
+    }
+
+    pub(crate) async fn ls(
+        &mut self,
+        which: Option<&str>,
+        path: Option<&Path>,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let (backup_id, version) = split_which(which)?;
+        let path = path.map(crate::as_backed_up).unwrap_or_default();
+        let mut stream = self
+            .inner
+            .ls(pb::LsRequest {
+                backup_id,
+                version,
+                path,
+            })
+            .await?
+            .into_inner();
+        let mut out = report::Lines::new(json, quiet);
+        while let Some(batch) = stream.message().await? {
+            for n in &batch.nodes {
+                out.node(n).map_err(written)?;
+            }
+        }
+        out.finish().map_err(written)?;
+        Ok(0)
+    }
+
+    pub(crate) async fn diff(
+        &mut self,
+        a: &str,
+        b: &str,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let (id, from) = split_which(Some(a))?;
+        let (id_b, to) = split_which(Some(b))?;
+        if from == 0 || to == 0 {
+            return Err(Failure(
+                EXIT_USAGE,
+                "diff needs two snapshots, as ID@A ID@B (or ID@A @B)".into(),
+            ));
+        }
+        if !id_b.is_empty() && !id.starts_with(&id_b) && !id_b.starts_with(&id) {
+            return Err(Failure(
+                EXIT_USAGE,
+                format!(
+                    "{a} and {b} are snapshots of two backups; diff compares two snapshots of one"
+                ),
+            ));
+        }
+        let backup_id = if id.len() >= id_b.len() { id } else { id_b };
+        let mut stream = self
+            .inner
+            .diff(pb::DiffRequest {
+                backup_id,
+                from,
+                to,
+            })
+            .await?
+            .into_inner();
+        let mut out = report::Lines::new(json, quiet);
+        use bitdust_pipeline::snapshot::Change;
+        while let Some(ev) = stream.message().await? {
+            match ev.kind {
+                Some(pb::diff_event::Kind::Change(c)) => {
+                    let c = match (c.before, c.after) {
+                        (None, Some(n)) => Change::Added(n),
+                        (Some(n), None) => Change::Removed(n),
+                        (Some(before), Some(after)) => Change::Modified { before, after },
+                        (None, None) => continue,
+                    };
+                    out.change(&c).map_err(written)?;
+                }
+                Some(pb::diff_event::Kind::Done(d)) => {
+                    out.diff_done(
+                        format!("{}@{}", d.backup_id, d.from),
+                        format!("{}@{}", d.backup_id, d.to),
+                        d.unchanged,
+                    )
+                    .map_err(written)?;
+                    return Ok(0);
+                }
+                None => {}
+            }
+        }
+        Err(Failure(
+            EXIT_FAILED,
+            "the customer-agent ended the diff without its summary; see its log (journalctl -u bitdust-customer)".into(),
+        ))
+    }
+
+    pub(crate) async fn forget(
+        &mut self,
+        which: Option<&str>,
+        policy: &bitdustctl::PolicyArgs,
+        dry_run: bool,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let (backup_id, version) = split_which(which)?;
+        let r = self
+            .inner
+            .forget(pb::ForgetRequest {
+                backup_id,
+                version,
+                keep_last: policy.keep_last,
+                keep_hourly: policy.keep_hourly,
+                keep_daily: policy.keep_daily,
+                keep_weekly: policy.keep_weekly,
+                keep_monthly: policy.keep_monthly,
+                keep_yearly: policy.keep_yearly,
+                keep_within: policy
+                    .keep_within
+                    .map(|w| w.to_string())
+                    .unwrap_or_default(),
+                dry_run,
+            })
+            .await?
+            .into_inner();
+        let r = report::Forgot::from(r);
+        report::emit(&r, json, quiet);
+        Ok(match &r.prune {
+            Some(p) if p.pending() > 0 => EXIT_WARNINGS,
+            _ => 0,
+        })
+    }
+
+    pub(crate) async fn prune(
+        &mut self,
+        which: Option<&str>,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let backup_id = which.unwrap_or_default().to_owned();
+        let p = self
+            .inner
+            .prune(pb::PruneRequest {
+                backup_id: backup_id.clone(),
+            })
+            .await?
+            .into_inner();
+        let label = if backup_id.is_empty() {
+            "(all)".to_owned()
+        } else {
+            backup_id
+        };
+        let r = report::Pruned::of_suppliers(label, p);
+        report::emit(&r, json, quiet);
+        Ok(if r.pending() > 0 { EXIT_WARNINGS } else { 0 })
+    }
+
+    pub(crate) async fn check(
+        &mut self,
+        which: Option<&str>,
+        subset: Option<bitdust_pipeline::local::DataSubset>,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let r = self
+            .inner
+            .check(pb::CheckRequest {
+                backup_id: which.unwrap_or_default().to_owned(),
+                read_data_subset: subset.map(|s| s.to_string()).unwrap_or_default(),
+            })
+            .await?
+            .into_inner();
+        Ok(crate::checked(report::Checked::from(r), json, quiet))
+    }
+
+    pub(crate) async fn stats(
+        &mut self,
+        which: Option<&str>,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
+        let r = self
+            .inner
+            .stats(pb::StatsRequest {
+                backup_id: which.unwrap_or_default().to_owned(),
+            })
+            .await?
+            .into_inner();
+        report::emit(&report::LocalStats::from(r), json, quiet);
         Ok(0)
     }
 

@@ -1195,6 +1195,85 @@ impl fmt::Display for DiffSummary {
     }
 }
 
+/// The output of `ls` and `diff` (local or through the agent): one text
+/// line or JSON object per entry or change as it comes, never the whole
+/// listing in memory; `diff` ends with its summary.
+pub(crate) struct Lines {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    json: bool,
+    quiet: bool,
+    /// The counts of a diff so far.
+    pub(crate) sum: DiffSummary,
+}
+
+impl Lines {
+    pub(crate) fn new(json: bool, quiet: bool) -> Lines {
+        Lines {
+            out: std::io::BufWriter::new(std::io::stdout().lock()),
+            json,
+            quiet,
+            sum: DiffSummary::default(),
+        }
+    }
+
+    fn put(&mut self, json: impl Serialize, text: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.quiet {
+            return Ok(());
+        }
+        if self.json {
+            serde_json::to_writer(&mut self.out, &json).map_err(std::io::Error::other)?;
+            self.out.write_all(b"\n")
+        } else {
+            self.out.write_all(text)
+        }
+    }
+
+    /// One entry of `ls`.
+    pub(crate) fn node(&mut self, n: &bitdust_proto::format::v1::Node) -> std::io::Result<()> {
+        self.put(LsEntry::from(n), &ls_line(n))
+    }
+
+    /// One change of `diff`.
+    pub(crate) fn change(&mut self, c: &bitdust_pipeline::snapshot::Change) -> std::io::Result<()> {
+        use bitdust_pipeline::snapshot::Change;
+        match c {
+            Change::Added(_) => self.sum.added += 1,
+            Change::Removed(_) => self.sum.removed += 1,
+            Change::Modified { .. } => self.sum.modified += 1,
+        }
+        let (line, text) = DiffLine::new(c);
+        self.put(line, &text)
+    }
+
+    /// The end of `diff`: its summary (as JSON with --json; nothing with
+    /// --quiet).
+    pub(crate) fn diff_done(
+        mut self,
+        from: String,
+        to: String,
+        unchanged: u64,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        self.sum.from = from;
+        self.sum.to = to;
+        self.sum.unchanged = unchanged;
+        if self.json {
+            serde_json::to_writer(&mut self.out, &self.sum).map_err(std::io::Error::other)?;
+            self.out.write_all(b"\n")?;
+        } else if !self.quiet {
+            write!(self.out, "{}", self.sum)?;
+        }
+        self.out.flush()
+    }
+
+    /// The end of `ls`.
+    pub(crate) fn finish(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.out.flush()
+    }
+}
+
 /// `bitdustctl local forget`.
 #[derive(Serialize)]
 pub(crate) struct Forgot {
@@ -1228,6 +1307,26 @@ impl From<bitdust_pipeline::local::ForgetReport> for Forgot {
                 .collect(),
             forgotten: gone.into_iter().map(|d| d.snapshot).collect(),
             prune: None,
+        }
+    }
+}
+
+impl From<pb::ForgetReply> for Forgot {
+    fn from(r: pb::ForgetReply) -> Self {
+        let (kept, gone): (Vec<_>, Vec<_>) =
+            r.decisions.into_iter().partition(|d| !d.kept_by.is_empty());
+        Forgot {
+            backup_id: r.backup_id.clone(),
+            dry_run: r.dry_run,
+            kept: kept
+                .into_iter()
+                .map(|d| KeptSnapshot {
+                    version: d.version,
+                    reasons: d.kept_by,
+                })
+                .collect(),
+            forgotten: gone.into_iter().map(|d| d.version).collect(),
+            prune: r.prune.map(|p| Pruned::of_suppliers(r.backup_id, p)),
         }
     }
 }
@@ -1331,6 +1430,29 @@ impl Pruned {
         )
     }
 
+    /// A prune through the agent (whole packs, at every supplier).
+    pub(crate) fn of_suppliers(backup_id: String, p: pb::PruneReply) -> Self {
+        Pruned(vec![PrunedBackup {
+            backup_id,
+            packs_condemned: p.packs_condemned,
+            chunks_dropped: p.chunks_dropped,
+            packs_deleted: p.packs_deleted,
+            bytes_freed: p.bytes_freed,
+            packs_pending: p.packs_pending,
+            packs_young: 0,
+            data_bytes: 0,
+            unused_bytes_before: 0,
+            unused_bytes_after: 0,
+            packs_repacked: 0,
+            packs_written: 0,
+            chunks_moved: 0,
+            bytes_moved: 0,
+            repack_skipped: Some("not done through the customer-agent yet".into()),
+            unknown_files_deleted: 0,
+            unknown_bytes_freed: 0,
+        }])
+    }
+
     /// Packs some position still holds.
     pub(crate) fn pending(&self) -> u64 {
         self.0.iter().map(|b| b.packs_pending).sum()
@@ -1429,6 +1551,28 @@ impl From<bitdust_pipeline::local::Stats> for LocalStats {
     }
 }
 
+impl From<pb::StatsReply> for LocalStats {
+    fn from(s: pb::StatsReply) -> Self {
+        LocalStats {
+            dedup_ratio: if s.unique_bytes == 0 {
+                0.0
+            } else {
+                s.logical_bytes as f64 / s.unique_bytes as f64
+            },
+            backup_id: s.backup_id,
+            snapshots: s.snapshots,
+            logical_bytes: s.logical_bytes,
+            chunks: s.chunks,
+            unique_bytes: s.unique_bytes,
+            compressed_bytes: s.compressed_bytes,
+            packs: s.packs,
+            packed_bytes: s.packed_bytes,
+            stored_bytes: s.stored_bytes,
+            packs_pending_delete: s.packs_pending_delete,
+        }
+    }
+}
+
 impl fmt::Display for LocalStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "backup {}: {} snapshots", self.backup_id, self.snapshots)?;
@@ -1503,6 +1647,25 @@ impl From<bitdust_pipeline::local::CheckReport> for Checked {
                 .count(),
             min_margin: r.packs.min_margin(),
             rejected_fragments: r.packs.rejected_fragments,
+            metadata_checked: r.metadata_checked,
+            entries: r.entries,
+            packs_read: r.packs_read,
+            chunks_verified: r.chunks_verified,
+            errors: r.errors,
+        }
+    }
+}
+
+impl From<pb::CheckReply> for Checked {
+    fn from(r: pb::CheckReply) -> Self {
+        Checked {
+            backup_id: r.backup_id,
+            snapshots: r.snapshots,
+            packs: r.packs as usize,
+            unrecoverable_packs: r.unrecoverable_packs,
+            damaged_packs: r.damaged_packs as usize,
+            min_margin: r.min_margin.map(|m| m as usize),
+            rejected_fragments: r.rejected_fragments,
             metadata_checked: r.metadata_checked,
             entries: r.entries,
             packs_read: r.packs_read,

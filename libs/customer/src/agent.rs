@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status};
 mod backup;
 mod caller;
 mod catalog;
+mod commands;
 mod errors;
 mod grpc;
 mod network;

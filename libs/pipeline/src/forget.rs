@@ -87,6 +87,27 @@ impl std::str::FromStr for Within {
     }
 }
 
+impl std::fmt::Display for Within {
+    /// The form `from_str` reads (`0h` for an empty span).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts = [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ];
+        let mut any = false;
+        for (n, unit) in parts.into_iter().filter(|(n, _)| *n > 0) {
+            write!(f, "{n}{unit}")?;
+            any = true;
+        }
+        if !any {
+            f.write_str("0h")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why a snapshot is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -134,6 +155,50 @@ pub struct Decision {
     /// Why it is kept; empty: forgotten.
     pub kept_by: Vec<Reason>,
 }
+
+/// Why `forget` decided nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undecided {
+    /// The snapshot named to be forgotten is not there.
+    NoSuchSnapshot(u64),
+    /// Neither a snapshot nor a rule was given.
+    NoPolicy,
+}
+
+/// What `forget` does to `snapshots` (number, unix seconds), newest
+/// first: forget exactly `only` when given (every other snapshot is kept
+/// as not named), else apply `policy`, which must have a rule.
+pub fn decide(
+    policy: &Policy,
+    snapshots: &[(u64, i64)],
+    only: Option<u64>,
+) -> Result<Vec<Decision>, Undecided> {
+    match only {
+        Some(n) => {
+            if !snapshots.iter().any(|(s, _)| *s == n) {
+                return Err(Undecided::NoSuchSnapshot(n));
+            }
+            let mut order: Vec<u64> = snapshots.iter().map(|(s, _)| *s).collect();
+            order.sort_unstable_by(|a, b| b.cmp(a));
+            Ok(order
+                .into_iter()
+                .map(|s| Decision {
+                    snapshot: s,
+                    kept_by: if s == n {
+                        vec![]
+                    } else {
+                        vec![Reason::NotNamed]
+                    },
+                })
+                .collect())
+        }
+        None if policy.is_empty() => Err(Undecided::NoPolicy),
+        None => Ok(apply(policy, snapshots)),
+    }
+}
+
+/// The sentence for a policy that has no rule, for every front end.
+pub const NO_POLICY: &str = "no policy given, so forget would keep every snapshot; give --keep-last N (or another --keep-* flag), or a snapshot as ID@VERSION";
 
 /// Applies `policy` to `snapshots` (number, unix seconds): the decisions,
 /// newest first.

@@ -1655,11 +1655,12 @@ pub enum Change {
 
 /// Walks the entries of two snapshots side by side (one entry of each in
 /// memory at a time) and hands every difference to `each`, in path order.
-/// Returns how many entries are the same in both.
+/// Returns how many entries are the same in both; an error from `each`
+/// stops the walk.
 pub fn diff(
     older: (&mut NodeStream, &mut PackReader<'_>),
     newer: (&mut NodeStream, &mut PackReader<'_>),
-    mut each: impl FnMut(Change),
+    mut each: impl FnMut(Change) -> Result<(), SnapshotError>,
 ) -> Result<u64, SnapshotError> {
     let (oa, pa) = older;
     let (ob, pbk) = newer;
@@ -1670,21 +1671,21 @@ pub fn diff(
         match (a.take(), b.take()) {
             (None, None) => return Ok(same),
             (Some(x), None) => {
-                each(Change::Removed(x));
+                each(Change::Removed(x))?;
                 a = oa.next(pa)?;
             }
             (None, Some(y)) => {
-                each(Change::Added(y));
+                each(Change::Added(y))?;
                 b = ob.next(pbk)?;
             }
             (Some(x), Some(y)) => match cmp_paths(&x.path, &y.path) {
                 std::cmp::Ordering::Less => {
-                    each(Change::Removed(x));
+                    each(Change::Removed(x))?;
                     a = oa.next(pa)?;
                     b = Some(y);
                 }
                 std::cmp::Ordering::Greater => {
-                    each(Change::Added(y));
+                    each(Change::Added(y))?;
                     a = Some(x);
                     b = ob.next(pbk)?;
                 }
@@ -1695,7 +1696,7 @@ pub fn diff(
                         each(Change::Modified {
                             before: x,
                             after: y,
-                        });
+                        })?;
                     }
                     a = oa.next(pa)?;
                     b = ob.next(pbk)?;

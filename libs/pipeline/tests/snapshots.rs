@@ -637,6 +637,7 @@ fn diff_walks_two_snapshots_and_names_what_changed() {
             Change::Removed(n) => format!("- {}", tail(&n)),
             Change::Modified { after, .. } => format!("M {}", tail(&after)),
         });
+        Ok(())
     })
     .unwrap();
     // The parents whose mtime moved are modified too.

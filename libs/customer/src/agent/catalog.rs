@@ -134,21 +134,7 @@ impl Agent {
         };
         // Held while deleting: no run of the backup may reuse a pack the
         // prune below deletes.
-        if !lock(&self.running).insert(id) {
-            return Err(Status::aborted(format!(
-                "backup {id} is running; delete it after it finishes"
-            )));
-        }
-        let result = self.delete_locked(id, versions).await;
-        lock(&self.running).remove(&id);
-        result
-    }
-
-    async fn delete_locked(
-        self: &Arc<Self>,
-        id: BackupId,
-        versions: Vec<u64>,
-    ) -> Result<pb::DeleteReply, Status> {
+        let _held = self.hold(id, "delete")?;
         self.delete_versions(id, &versions).await?;
         // Then the packs no snapshot left references.
         let pruned = self.prune_packs(id).await?;

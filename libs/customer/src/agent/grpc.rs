@@ -142,4 +142,79 @@ impl pb::customer_server::Customer for CustomerService {
         Caller::of(&req)?.require_system("fire suppliers")?;
         Ok(Response::new(self.0.fire(req.into_inner().position).await?))
     }
+
+    type LsStream = EventStream<pb::LsReply>;
+
+    async fn ls(&self, req: Request<pb::LsRequest>) -> Result<Response<Self::LsStream>, Status> {
+        let caller = Caller::of(&req)?;
+        let (tx, rx) = mpsc::channel(4);
+        let agent = self.0.clone();
+        let req = req.into_inner();
+        tokio::spawn(async move {
+            if let Err(s) = agent.ls(caller, req, tx.clone()).await {
+                let _ = tx.send(Err(s)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type DiffStream = EventStream<pb::DiffEvent>;
+
+    async fn diff(
+        &self,
+        req: Request<pb::DiffRequest>,
+    ) -> Result<Response<Self::DiffStream>, Status> {
+        let caller = Caller::of(&req)?;
+        let (tx, rx) = mpsc::channel(64);
+        let agent = self.0.clone();
+        let req = req.into_inner();
+        tokio::spawn(async move {
+            let ev = agent
+                .diff(caller, req, tx.clone())
+                .await
+                .map(|done| pb::DiffEvent {
+                    kind: Some(pb::diff_event::Kind::Done(done)),
+                });
+            let _ = tx.send(ev).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsReply>, Status> {
+        let caller = Caller::of(&req)?;
+        Ok(Response::new(self.0.stats(caller, req.into_inner()).await?))
+    }
+
+    async fn check(
+        &self,
+        req: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckReply>, Status> {
+        let caller = Caller::of(&req)?;
+        Ok(Response::new(self.0.check(caller, req.into_inner()).await?))
+    }
+
+    async fn forget(
+        &self,
+        req: Request<pb::ForgetRequest>,
+    ) -> Result<Response<pb::ForgetReply>, Status> {
+        let caller = Caller::of(&req)?;
+        Ok(Response::new(
+            self.0.forget(caller, req.into_inner()).await?,
+        ))
+    }
+
+    async fn prune(
+        &self,
+        req: Request<pb::PruneRequest>,
+    ) -> Result<Response<pb::PruneReply>, Status> {
+        let caller = Caller::of(&req)?;
+        Ok(Response::new(self.0.prune(caller, req.into_inner()).await?))
+    }
 }

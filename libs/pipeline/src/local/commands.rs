@@ -7,9 +7,6 @@
 //! contents) says so; `forget`, `prune`, `stats` and the structural part
 //! of `check` work with the write-only key set.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-
 use bitdust_block::root::Root;
 use bitdust_crypto::{DedupKeys, NodeId};
 use bitdust_proto::format::v1 as pb;
@@ -18,7 +15,9 @@ use super::*;
 use crate::forget::{Decision, Policy};
 use crate::prune::PruneReport;
 use crate::repo::{PackSet, PackState, Repo};
-use crate::snapshot::{Change, NodeStream, PackReader, PackVerifyReport};
+use crate::snapshot::{Change, NodeStream, PackReader};
+use crate::store::SnapshotStore;
+pub use crate::store::{CheckReport, DataSubset, Stats};
 
 /// A local store opened with this customer's keys.
 pub struct Opened {
@@ -123,32 +122,38 @@ impl Opened {
         }
     }
 
-    /// The union of the packs every snapshot of `id` references, and the
-    /// newest root (for the code). A root that does not verify stops it:
-    /// its packs are unknown, so nothing may be called unreferenced.
     fn referenced(&self, id: BackupId) -> Result<(PackSet, Option<Root>), LocalError> {
-        let mut all = PackSet::default();
-        let mut newest = None;
-        for n in self.snapshots_of(id) {
-            let root = self.root(id, n)?;
-            for p in crate::snapshot::root_packs(&root)?.iter() {
-                all.insert(p);
-            }
-            newest = Some(root);
-        }
-        Ok((all, newest))
+        crate::store::referenced(self, id)
+    }
+}
+
+impl SnapshotStore for Opened {
+    fn place(&self) -> String {
+        self.store.root.display().to_string()
     }
 
-    /// Indexes the packs of every snapshot of `id` that the index does not
-    /// know (a copied or lost state), from their sealed lists.
-    fn index_all(&self, repo: &Repo, id: BackupId) -> Result<(), LocalError> {
-        let keys = self.dedup(id);
-        let mut source = self.store.source(id, 0);
-        for n in self.snapshots_of(id) {
-            let root = self.root(id, n)?;
-            crate::snapshot::rebuild_index(repo, &mut source, &root, &keys)?;
-        }
-        Ok(())
+    fn snapshots(&self, id: BackupId) -> Result<Vec<u64>, LocalError> {
+        Ok(self.snapshots_of(id))
+    }
+
+    fn root(&self, id: BackupId, n: u64) -> Result<Root, LocalError> {
+        Opened::root(self, id, n)
+    }
+
+    fn backup_key(&self, root: &Root) -> Result<BackupKey, LocalError> {
+        Opened::backup_key(self, root)
+    }
+
+    fn dedup(&self, id: BackupId) -> DedupKeys {
+        Opened::dedup(self, id)
+    }
+
+    fn packs(&self, id: BackupId) -> Box<dyn FragmentSource + '_> {
+        Box::new(self.store.source(id, 0))
+    }
+
+    fn stored_bytes(&self, _: &Repo, id: BackupId) -> Result<u64, LocalError> {
+        Ok(self.store.stored_bytes(id))
     }
 }
 
@@ -333,59 +338,41 @@ pub fn list_snapshots(opened: &Opened) -> Result<Vec<SnapshotInfo>, LocalError> 
     Ok(out)
 }
 
-/// Whether `path` is `under` or below it (`under` empty: everything).
-fn is_under(path: &[u8], under: &[u8]) -> bool {
-    under.is_empty()
-        || path == under
-        || (path.starts_with(under) && path.get(under.len()) == Some(&b'/'))
-}
-
-/// `ls`: hands every entry of snapshot `sel` under `under` (a path as
-/// backed up, without its leading `/`; empty: all) to `each`, in path
-/// order, one at a time. Needs `master.key`.
+/// `ls` of snapshot `sel` (see [`crate::store::ls`]).
 pub fn ls(
     opened: &Opened,
     sel: Selector,
     under: &[u8],
-    mut each: impl FnMut(&pb::Node),
+    each: impl FnMut(&pb::Node) -> Result<(), LocalError>,
 ) -> Result<Root, LocalError> {
-    let root = opened.select(sel)?;
-    let key = opened.backup_key(&root)?;
-    let mut source = opened.store.source(root.backup_id, 0);
-    let mut packs = PackReader::new(&mut source, &root, opened.dedup(root.backup_id), key)?;
-    let mut nodes = NodeStream::new(packs.meta_chunks()?);
-    let mut seen = false;
-    while let Some(node) = nodes.next(&mut packs)? {
-        if is_under(&node.path, under) {
-            seen = true;
-            each(&node);
-        } else if seen {
-            // A subtree is contiguous in path order: nothing more below.
-            break;
-        }
-    }
-    Ok(root)
+    let (id, n) = opened.store.select(sel)?;
+    crate::store::ls(opened, id, n, under, each)
 }
 
-/// `diff`: the changes from snapshot `older` to `newer`, in path order.
-/// Returns both roots and how many entries are the same. Needs
-/// `master.key`.
+/// `diff` of snapshots `older` and `newer` (see [`crate::store::diff`]).
 pub fn diff(
     opened: &Opened,
     older: Selector,
     newer: Selector,
-    each: impl FnMut(Change),
+    each: impl FnMut(Change) -> Result<(), LocalError>,
 ) -> Result<(Root, Root, u64), LocalError> {
-    let (ra, rb) = (opened.select(older)?, opened.select(newer)?);
-    let (ka, kb) = (opened.backup_key(&ra)?, opened.backup_key(&rb)?);
-    let mut sa = opened.store.source(ra.backup_id, 0);
-    let mut sb = opened.store.source(rb.backup_id, 0);
-    let mut pa = PackReader::new(&mut sa, &ra, opened.dedup(ra.backup_id), ka)?;
-    let mut pb_ = PackReader::new(&mut sb, &rb, opened.dedup(rb.backup_id), kb)?;
-    let mut na = NodeStream::new(pa.meta_chunks()?);
-    let mut nb = NodeStream::new(pb_.meta_chunks()?);
-    let same = crate::snapshot::diff((&mut na, &mut pa), (&mut nb, &mut pb_), each)?;
-    Ok((ra, rb, same))
+    let (a, b) = (opened.store.select(older)?, opened.store.select(newer)?);
+    crate::store::diff(opened, a, b, each)
+}
+
+/// `stats` of backup `backup` (or the only one; see [`crate::store::stats`]).
+pub fn stats(opened: &Opened, repo: &Repo, backup: Option<BackupId>) -> Result<Stats, LocalError> {
+    crate::store::stats(opened, repo, opened.backup(backup)?)
+}
+
+/// `check` of backup `backup` (or the only one; see [`crate::store::check`]).
+pub fn check(
+    opened: &Opened,
+    repo: &Repo,
+    backup: Option<BackupId>,
+    read_data: Option<DataSubset>,
+) -> Result<CheckReport, LocalError> {
+    crate::store::check(opened, repo, opened.backup(backup)?, read_data)
 }
 
 /// What `forget` decided, and did unless it was a dry run.
@@ -419,36 +406,13 @@ pub fn forget(
     for n in opened.snapshots_of(id) {
         snapshots.push((n, opened.root(id, n)?.root.created_unix));
     }
-    let decisions = match only {
-        Some(n) => {
-            if !snapshots.iter().any(|(s, _)| *s == n) {
-                return Err(LocalError::Store(format!(
-                    "backup {id} has no snapshot {n} in {}; see `bitdustctl local list`",
-                    opened.store.root.display()
-                )));
-            }
-            snapshots
-                .iter()
-                .rev()
-                .map(|&(s, _)| Decision {
-                    snapshot: s,
-                    kept_by: if s == n {
-                        vec![]
-                    } else {
-                        vec![crate::forget::Reason::NotNamed]
-                    },
-                })
-                .collect()
-        }
-        None => {
-            if policy.is_empty() {
-                return Err(LocalError::Store(
-                    "no policy given, so forget would keep every snapshot; give --keep-last N (or another --keep-* flag), or a snapshot as ID@VERSION".into(),
-                ));
-            }
-            crate::forget::apply(policy, &snapshots)
-        }
-    };
+    let decisions = crate::forget::decide(policy, &snapshots, only).map_err(|e| match e {
+        crate::forget::Undecided::NoSuchSnapshot(n) => LocalError::Store(format!(
+            "backup {id} has no snapshot {n} in {}; see `bitdustctl local list`",
+            opened.store.root.display()
+        )),
+        crate::forget::Undecided::NoPolicy => LocalError::Store(crate::forget::NO_POLICY.into()),
+    })?;
     if !dry_run {
         for d in decisions.iter().filter(|d| d.kept_by.is_empty()) {
             opened.store.forget_root(id, d.snapshot)?;
@@ -907,249 +871,4 @@ impl MovedPacks<'_> {
         self.writer.clear();
         Ok(())
     }
-}
-
-/// What `stats` counts for one backup.
-#[derive(Clone, Debug)]
-pub struct Stats {
-    /// The backup.
-    pub backup_id: BackupId,
-    /// Snapshots.
-    pub snapshots: u64,
-    /// Bytes of file content over all snapshots: what restoring each of
-    /// them would write.
-    pub logical_bytes: u64,
-    /// Distinct chunks stored, their plain bytes, and their bytes
-    /// compressed and encrypted.
-    pub chunks: u64,
-    /// See `chunks`.
-    pub unique_bytes: u64,
-    /// See `chunks`.
-    pub compressed_bytes: u64,
-    /// Live packs, and their bodies' bytes: stored before the erasure code.
-    pub packs: u64,
-    /// See `packs`.
-    pub packed_bytes: u64,
-    /// Bytes on the position disks (fragments and roots): after the
-    /// erasure code.
-    pub stored_bytes: u64,
-    /// Condemned packs some position still holds.
-    pub packs_pending_delete: u64,
-}
-
-/// `stats` of backup `backup` (or the only one). Needs no `master.key`.
-pub fn stats(opened: &Opened, repo: &Repo, backup: Option<BackupId>) -> Result<Stats, LocalError> {
-    let id = opened.backup(backup)?;
-    opened.index_all(repo, id)?;
-    let mut s = Stats {
-        backup_id: id,
-        snapshots: 0,
-        logical_bytes: 0,
-        chunks: 0,
-        unique_bytes: 0,
-        compressed_bytes: 0,
-        packs: 0,
-        packed_bytes: 0,
-        stored_bytes: 0,
-        packs_pending_delete: 0,
-    };
-    for n in opened.snapshots_of(id) {
-        let root = opened.root(id, n)?;
-        s.snapshots += 1;
-        s.logical_bytes += root.root.stats.unwrap_or_default().content_bytes;
-    }
-    (s.chunks, s.unique_bytes, s.compressed_bytes) = repo.chunk_totals(id)?;
-    repo.for_each_pack(id, |_, rec| {
-        match rec.state {
-            PackState::Live => {
-                s.packs += 1;
-                s.packed_bytes += rec.body_len;
-            }
-            PackState::Condemned => s.packs_pending_delete += 1,
-        }
-        Ok(())
-    })?;
-    s.stored_bytes = opened.store.stored_bytes(id);
-    Ok(s)
-}
-
-/// Which packs `check --read-data-subset` reads.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum DataSubset {
-    /// About this share of the packs (0..=100), chosen at random each run.
-    Percent(f64),
-    /// Part `n` of `of` (1-based): the packs whose number is `n - 1`
-    /// modulo `of`, so that `1/7` … `7/7` on seven nights read everything.
-    Part {
-        /// Which part.
-        n: u64,
-        /// Of how many.
-        of: u64,
-    },
-}
-
-impl std::str::FromStr for DataSubset {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a subset; write a share like 10% or a part like 1/7");
-        if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p.trim().parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(format!("{s:?}: a share is between 0% and 100%"));
-            }
-            return Ok(DataSubset::Percent(p));
-        }
-        let (n, of) = s.split_once('/').ok_or_else(bad)?;
-        let (n, of): (u64, u64) = (
-            n.trim().parse().map_err(|_| bad())?,
-            of.trim().parse().map_err(|_| bad())?,
-        );
-        if n == 0 || n > of {
-            return Err(format!("{s:?}: the part is from 1 to {of}"));
-        }
-        Ok(DataSubset::Part { n, of })
-    }
-}
-
-impl DataSubset {
-    fn chooser(self) -> impl Fn(u64) -> bool {
-        let seed = RandomState::new();
-        move |pack| match self {
-            DataSubset::Percent(p) => ((seed.hash_one(pack) % 1_000_000) as f64) < p * 10_000.0,
-            DataSubset::Part { n, of } => pack % of == n - 1,
-        }
-    }
-}
-
-/// What `check` found for one backup.
-#[derive(Debug)]
-pub struct CheckReport {
-    /// The backup.
-    pub backup_id: BackupId,
-    /// Snapshots whose roots verified.
-    pub snapshots: u64,
-    /// The health of every referenced pack (each read once).
-    pub packs: PackVerifyReport,
-    /// Whether the snapshots' metadata was read (needs `master.key`).
-    pub metadata_checked: bool,
-    /// Entries read from the metadata.
-    pub entries: u64,
-    /// Packs whose data was read back, and the chunks verified in them.
-    pub packs_read: u64,
-    /// See `packs_read`.
-    pub chunks_verified: u64,
-    /// Problems that make a snapshot unrestorable, one sentence each.
-    pub errors: Vec<String>,
-}
-
-/// `check` of backup `backup` (or the only one): every root verifies;
-/// every fragment of every referenced pack is read and its signed header
-/// and hash checked; with `master.key`, every snapshot's metadata is read
-/// and every file's chunks are found in a pack that snapshot names; with
-/// `read_data`, the chosen packs are opened and every chunk in them is
-/// decrypted, decompressed and checked against its id.
-pub fn check(
-    opened: &Opened,
-    repo: &Repo,
-    backup: Option<BackupId>,
-    read_data: Option<DataSubset>,
-) -> Result<CheckReport, LocalError> {
-    let id = opened.backup(backup)?;
-    let (all, newest) = opened.referenced(id)?;
-    let Some(newest) = newest else {
-        return Err(LocalError::Store(format!(
-            "backup {id} has no snapshot in {}",
-            opened.store.root.display()
-        )));
-    };
-    let mut source = opened.store.source(id, 0);
-    let packs = crate::snapshot::verify_pack_set(&mut source, &newest, &all)?;
-    let mut report = CheckReport {
-        backup_id: id,
-        snapshots: opened.snapshots_of(id).len() as u64,
-        packs,
-        metadata_checked: false,
-        entries: 0,
-        packs_read: 0,
-        chunks_verified: 0,
-        errors: Vec::new(),
-    };
-    let key = match opened.backup_key(&newest) {
-        Ok(k) => k,
-        Err(e) if read_data.is_some() => return Err(e),
-        Err(_) => return Ok(report),
-    };
-    if let Err(e) = opened.index_all(repo, id) {
-        report
-            .errors
-            .push(format!("the index cannot be completed from the packs: {e}"));
-    }
-    for n in opened.snapshots_of(id) {
-        let root = opened.root(id, n)?;
-        if let Err(e) = check_metadata(
-            repo,
-            &mut source,
-            &root,
-            opened.dedup(id),
-            &key,
-            &mut report,
-        ) {
-            report
-                .errors
-                .push(format!("snapshot {n}: its entries cannot be read: {e}"));
-        }
-    }
-    report.metadata_checked = true;
-    if let Some(subset) = read_data {
-        let chosen = subset.chooser();
-        let mut reader = PackReader::new(&mut source, &newest, opened.dedup(id), key)?;
-        for pack in all.iter().filter(|p| chosen(*p)) {
-            match reader.check_pack(pack) {
-                Ok(n) => report.chunks_verified += n,
-                Err(e) => report.errors.push(e.to_string()),
-            }
-            report.packs_read += 1;
-        }
-    }
-    Ok(report)
-}
-
-/// Reads the entries of `root` and checks that every chunk of every file
-/// is in a pack the snapshot names; what is wrong goes to `report.errors`.
-fn check_metadata(
-    repo: &Repo,
-    source: &mut LocalSource,
-    root: &Root,
-    dedup: DedupKeys,
-    key: &BackupKey,
-    report: &mut CheckReport,
-) -> Result<(), LocalError> {
-    let n = root.root.snapshot;
-    let id = root.backup_id;
-    let refs = crate::snapshot::root_packs(root)?;
-    let mut reader = PackReader::new(source, root, dedup, key.clone())?;
-    let mut nodes = NodeStream::new(reader.meta_chunks()?);
-    let txn = repo.read()?;
-    while let Some(node) = nodes.next(&mut reader)? {
-        report.entries += 1;
-        for c in &node.chunks {
-            let Ok(cid) = <[u8; 32]>::try_from(c.as_slice()).map(bitdust_crypto::ChunkId) else {
-                report.errors.push(format!(
-                    "snapshot {n}: /{} has a chunk id that is not 32 bytes",
-                    String::from_utf8_lossy(&node.path)
-                ));
-                break;
-            };
-            let at = repo.chunk(&txn, id, &cid)?.map(|l| l.pack);
-            if !at.is_some_and(|p| refs.contains(p)) {
-                report.errors.push(format!(
-                    "snapshot {n}: /{}: chunk {cid} is in no pack the snapshot names; it cannot be restored whole",
-                    String::from_utf8_lossy(&node.path)
-                ));
-                break;
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,403 @@
+//! The snapshot commands beyond backup and restore (`ls`, `diff`, `stats`,
+//! `check`, `forget`, `prune`) over the suppliers: the agent is a
+//! [`SnapshotStore`], so each runs the same code as `bitdustctl local`
+//! (`bitdust_pipeline::store`), with the roots and packs fetched from the
+//! suppliers and the catalog naming the snapshots.
+
+use bitdust_pipeline::forget::{Policy, Undecided, Within};
+use bitdust_pipeline::local::LocalError;
+use bitdust_pipeline::repo::{PackState, Repo};
+use bitdust_pipeline::snapshot::{self as snap, Change};
+use bitdust_pipeline::store::{self, SnapshotStore};
+use bitdust_proto::format::v1 as fpb;
+
+use super::*;
+
+/// Entries per `LsReply`.
+const LS_BATCH: usize = 256;
+
+/// The agent's backups as a [`SnapshotStore`] (used on a blocking
+/// thread: its sources block on the runtime).
+struct Suppliers<'a>(&'a Agent);
+
+impl SnapshotStore for Suppliers<'_> {
+    fn place(&self) -> String {
+        "the suppliers".into()
+    }
+
+    fn snapshots(&self, id: BackupId) -> Result<Vec<u64>, LocalError> {
+        Ok(self
+            .0
+            .state
+            .versions_of(id)
+            .map_err(|e| LocalError::Store(e.to_string()))?
+            .into_iter()
+            .filter(|(_, r)| r.snapshot.is_some())
+            .map(|(v, _)| v)
+            .collect())
+    }
+
+    fn root(&self, id: BackupId, n: u64) -> Result<bitdust_block::root::Root, LocalError> {
+        snap::best_root(&mut self.0.source(id, n), &self.0.node_id(), id, n)
+            .map_err(LocalError::Store)
+    }
+
+    fn backup_key(&self, root: &bitdust_block::root::Root) -> Result<BackupKey, LocalError> {
+        let master = self.0.keys.master_key()?;
+        BackupKey::unwrap_with(&root.root.wrapped_backup_key, master.age_identity()).map_err(|e| {
+            LocalError::Store(format!(
+                "the backup key of {}@{} does not open with this master key: {e}",
+                root.backup_id, root.root.snapshot
+            ))
+        })
+    }
+
+    fn dedup(&self, id: BackupId) -> bitdust_crypto::DedupKeys {
+        bitdust_crypto::DedupKeys::derive(&self.0.identity, &id.0)
+    }
+
+    fn packs(&self, id: BackupId) -> Box<dyn bitdust_pipeline::FragmentSource + '_> {
+        Box::new(self.0.source(id, 0))
+    }
+
+    fn content_bytes(&self, id: BackupId, n: u64) -> Result<u64, LocalError> {
+        // The catalog has it: no root fetched.
+        self.0
+            .state
+            .versions_of(id)
+            .map_err(|e| LocalError::Store(e.to_string()))?
+            .into_iter()
+            .find(|(v, _)| *v == n)
+            .map(|(_, r)| r.input_bytes)
+            .ok_or_else(|| LocalError::Store(format!("{id}@{n} is not in the catalog")))
+    }
+
+    fn stored_bytes(&self, repo: &Repo, id: BackupId) -> Result<u64, LocalError> {
+        // The fragment payloads of the live packs, at every position.
+        let code = &self.0.code;
+        let mut total = 0u64;
+        repo.for_each_pack(id, |_, rec| {
+            if rec.state == PackState::Live {
+                let len = usize::try_from(rec.body_len).unwrap_or(usize::MAX);
+                total += (code.fragment_len(len) * code.fragment_count()) as u64;
+            }
+            Ok(())
+        })?;
+        Ok(total)
+    }
+}
+
+/// A shared command's failure as the status bitdustctl shows.
+fn failed(e: LocalError) -> Status {
+    match e {
+        LocalError::Keys(e) => Status::failed_precondition(format!(
+            "{e}; this needs the master key at the customer-agent"
+        )),
+        e => Status::failed_precondition(e.to_string()),
+    }
+}
+
+/// A node as `ls` and `diff` send it: without its chunk ids.
+fn bare(node: &fpb::Node) -> fpb::Node {
+    let mut n = node.clone();
+    n.chunks.clear();
+    n
+}
+
+impl Agent {
+    /// The snapshot backup `caller` names (any version), refused for a
+    /// full copy.
+    fn snapshot_backup(
+        &self,
+        caller: Caller,
+        id: &str,
+        version: u64,
+    ) -> Result<(BackupId, u64), Status> {
+        let (id, v, rec) = self.select(caller, id, version)?;
+        if rec.snapshot.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "{id}@{v} is a full copy, not a snapshot; this command works on snapshots (back up again without --full-copy)"
+            )));
+        }
+        Ok((id, v))
+    }
+
+    /// Runs `f` with the agent as a [`SnapshotStore`] on a blocking thread.
+    async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Suppliers<'_>, &Repo) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&Suppliers(me.as_ref()), &me.repo))
+            .await
+            .map_err(internal)?
+    }
+
+    /// `ls`: streams the entries of a snapshot in batches.
+    pub(super) async fn ls(
+        self: &Arc<Self>,
+        caller: Caller,
+        req: pb::LsRequest,
+        out: mpsc::Sender<Result<pb::LsReply, Status>>,
+    ) -> Result<(), Status> {
+        let (id, v) = self.snapshot_backup(caller, &req.backup_id, req.version)?;
+        self.with_store(move |s, _| {
+            let mut batch = Vec::new();
+            let send = |nodes: Vec<fpb::Node>| {
+                out.blocking_send(Ok(pb::LsReply {
+                    backup_id: id.to_string(),
+                    version: v,
+                    nodes,
+                }))
+                .map_err(|_| LocalError::Store("the caller went away".into()))
+            };
+            store::ls(s, id, v, &req.path, |n| {
+                batch.push(bare(n));
+                if batch.len() >= LS_BATCH {
+                    send(std::mem::take(&mut batch))?;
+                }
+                Ok(())
+            })
+            .map_err(failed)?;
+            send(batch).map_err(failed)
+        })
+        .await
+    }
+
+    /// `diff`: streams the changes between two snapshots of one backup,
+    /// then the summary.
+    pub(super) async fn diff(
+        self: &Arc<Self>,
+        caller: Caller,
+        req: pb::DiffRequest,
+        out: mpsc::Sender<Result<pb::DiffEvent, Status>>,
+    ) -> Result<pb::DiffDone, Status> {
+        if req.from == 0 || req.to == 0 {
+            return Err(Status::invalid_argument(
+                "diff needs two snapshots of one backup, as ID@A ID@B",
+            ));
+        }
+        let (id, a) = self.snapshot_backup(caller, &req.backup_id, req.from)?;
+        let (_, b) = self.snapshot_backup(caller, &id.to_string(), req.to)?;
+        self.with_store(move |s, _| {
+            let (_, _, unchanged) = store::diff(s, (id, a), (id, b), |c| {
+                let (before, after) = match c {
+                    Change::Added(n) => (None, Some(bare(&n))),
+                    Change::Removed(n) => (Some(bare(&n)), None),
+                    Change::Modified { before, after } => (Some(bare(&before)), Some(bare(&after))),
+                };
+                out.blocking_send(Ok(pb::DiffEvent {
+                    kind: Some(pb::diff_event::Kind::Change(pb::DiffChange {
+                        before,
+                        after,
+                    })),
+                }))
+                .map_err(|_| LocalError::Store("the caller went away".into()))
+            })
+            .map_err(failed)?;
+            Ok(pb::DiffDone {
+                backup_id: id.to_string(),
+                from: a,
+                to: b,
+                unchanged,
+            })
+        })
+        .await
+    }
+
+    /// `stats` of a snapshot backup.
+    pub(super) async fn stats(
+        self: &Arc<Self>,
+        caller: Caller,
+        req: pb::StatsRequest,
+    ) -> Result<pb::StatsReply, Status> {
+        let (id, _) = self.snapshot_backup(caller, &req.backup_id, 0)?;
+        let s = self
+            .with_store(move |s, repo| store::stats(s, repo, id).map_err(failed))
+            .await?;
+        Ok(pb::StatsReply {
+            backup_id: id.to_string(),
+            snapshots: s.snapshots,
+            logical_bytes: s.logical_bytes,
+            chunks: s.chunks,
+            unique_bytes: s.unique_bytes,
+            compressed_bytes: s.compressed_bytes,
+            packs: s.packs,
+            packed_bytes: s.packed_bytes,
+            stored_bytes: s.stored_bytes,
+            packs_pending_delete: s.packs_pending_delete,
+        })
+    }
+
+    /// `check` of a snapshot backup.
+    pub(super) async fn check(
+        self: &Arc<Self>,
+        caller: Caller,
+        req: pb::CheckRequest,
+    ) -> Result<pb::CheckReply, Status> {
+        let subset = match req.read_data_subset.as_str() {
+            "" => None,
+            s => Some(
+                s.parse::<store::DataSubset>()
+                    .map_err(Status::invalid_argument)?,
+            ),
+        };
+        let (id, _) = self.snapshot_backup(caller, &req.backup_id, 0)?;
+        let r = self
+            .with_store(move |s, repo| store::check(s, repo, id, subset).map_err(failed))
+            .await?;
+        Ok(pb::CheckReply {
+            backup_id: id.to_string(),
+            snapshots: r.snapshots,
+            packs: r.packs.packs.len() as u64,
+            unrecoverable_packs: r.packs.unrecoverable(),
+            damaged_packs: r
+                .packs
+                .packs
+                .iter()
+                .filter(|p| !p.damaged_positions.is_empty())
+                .count() as u64,
+            min_margin: r.packs.min_margin().map(|m| m as u64),
+            rejected_fragments: r.packs.rejected_fragments,
+            metadata_checked: r.metadata_checked,
+            entries: r.entries,
+            packs_read: r.packs_read,
+            chunks_verified: r.chunks_verified,
+            errors: r.errors,
+        })
+    }
+
+    /// `forget`: the keep rules (or one version) applied to the snapshots
+    /// of a backup; unless a dry run, the forgotten versions are deleted
+    /// and their packs pruned, under the backup's run lock.
+    pub(super) async fn forget(
+        self: &Arc<Self>,
+        caller: Caller,
+        req: pb::ForgetRequest,
+    ) -> Result<pb::ForgetReply, Status> {
+        let (id, _) = self.snapshot_backup(caller, &req.backup_id, 0)?;
+        let within = match req.keep_within.as_str() {
+            "" => None,
+            w => Some(w.parse::<Within>().map_err(Status::invalid_argument)?),
+        };
+        let policy = Policy {
+            last: req.keep_last,
+            hourly: req.keep_hourly,
+            daily: req.keep_daily,
+            weekly: req.keep_weekly,
+            monthly: req.keep_monthly,
+            yearly: req.keep_yearly,
+            within,
+        };
+        let only = (req.version != 0).then_some(req.version);
+        if only.is_some() && !policy.is_empty() {
+            return Err(Status::invalid_argument(
+                "give either a snapshot (ID@VERSION) or --keep-* rules, not both",
+            ));
+        }
+        let _held = self.hold(id, "forget")?;
+        let snapshots: Vec<(u64, i64)> = self
+            .state
+            .versions_of(id)
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(_, r)| r.snapshot.is_some())
+            .map(|(v, r)| (v, i64::try_from(r.time).unwrap_or(i64::MAX)))
+            .collect();
+        let decisions =
+            bitdust_pipeline::forget::decide(&policy, &snapshots, only).map_err(|e| match e {
+                Undecided::NoSuchSnapshot(n) => Status::not_found(format!(
+                    "backup {id} has no snapshot {n}; see `bitdustctl list`"
+                )),
+                Undecided::NoPolicy => {
+                    Status::invalid_argument(bitdust_pipeline::forget::NO_POLICY)
+                }
+            })?;
+        let gone: Vec<u64> = decisions
+            .iter()
+            .filter(|d| d.kept_by.is_empty())
+            .map(|d| d.snapshot)
+            .collect();
+        let mut prune = None;
+        if !req.dry_run {
+            self.delete_versions(id, &gone).await?;
+            prune = Some(prune_reply(&self.prune_packs(id).await?));
+            self.upload_catalog().await?;
+        }
+        Ok(pb::ForgetReply {
+            backup_id: id.to_string(),
+            decisions: decisions
+                .into_iter()
+                .map(|d| pb::ForgetDecision {
+                    version: d.snapshot,
+                    kept_by: d.kept_by.iter().map(|r| r.to_string()).collect(),
+                })
+                .collect(),
+            dry_run: req.dry_run,
+            prune,
+        })
+    }
+
+    /// `prune`: deletes the packs no snapshot references of one backup, or
+    /// of every snapshot backup `caller` may see.
+    pub(super) async fn prune(
+        self: &Arc<Self>,
+        caller: Caller,
+        req: pb::PruneRequest,
+    ) -> Result<pb::PruneReply, Status> {
+        let ids: Vec<BackupId> = if req.backup_id.is_empty() {
+            let mut ids: Vec<BackupId> = self
+                .visible_versions(caller)?
+                .into_iter()
+                .filter(|(_, _, r)| r.snapshot.is_some())
+                .map(|(id, _, _)| id)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        } else {
+            vec![self.snapshot_backup(caller, &req.backup_id, 0)?.0]
+        };
+        let mut total = pb::PruneReply::default();
+        for id in ids {
+            let _held = self.hold(id, "prune")?;
+            let r = prune_reply(&self.prune_packs(id).await?);
+            total.packs_condemned += r.packs_condemned;
+            total.chunks_dropped += r.chunks_dropped;
+            total.packs_deleted += r.packs_deleted;
+            total.bytes_freed += r.bytes_freed;
+            total.packs_pending += r.packs_pending;
+        }
+        Ok(total)
+    }
+
+    /// Holds the run lock of backup `id` while the guard lives: no run of
+    /// it may store packs a prune is deleting.
+    pub(super) fn hold(&self, id: BackupId, what: &str) -> Result<Held<'_>, Status> {
+        if !lock(&self.running).insert(id) {
+            return Err(Status::aborted(format!(
+                "backup {id} is running; {what} it after it finishes"
+            )));
+        }
+        Ok(Held(self, id))
+    }
+}
+
+/// The run lock of one backup, released on drop.
+pub(super) struct Held<'a>(&'a Agent, BackupId);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.running).remove(&self.1);
+    }
+}
+
+fn prune_reply(r: &bitdust_pipeline::prune::PruneReport) -> pb::PruneReply {
+    pb::PruneReply {
+        packs_condemned: r.packs_condemned,
+        chunks_dropped: r.chunks_dropped,
+        packs_deleted: r.packs_deleted,
+        bytes_freed: r.bytes_freed,
+        packs_pending: r.packs_pending,
+    }
+}
