@@ -2972,8 +2972,22 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
         (st["reachable"] == st["positions"]).then_some(())
     });
     assert_eq!(packs_held(&net, 3, &id), held_before);
+    // A fragment of a pack nothing knows (as a run killed between storing
+    // a pack and recording it leaves) is swept by the prune.
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let link = link_as_customer(&net, &rt, "supplier-0", &customer_identity(&net));
+        rt.block_on(link.put(&format!("v/{id}/0000000000/b0000009999.f000"), b"stale"))
+            .unwrap();
+    }
+    assert!(packs_held(&net, 0, &id).contains(&9999));
     let p = net.ok(&["prune"]);
     assert_eq!(p[0]["packs_pending"], 0, "{p}");
+    assert_eq!(
+        (&p[0]["unknown_files_deleted"], &p[0]["unknown_bytes_freed"]),
+        (&1.into(), &5.into()),
+        "{p}"
+    );
     assert!(p[0]["packs_deleted"].as_u64().unwrap() >= pending, "{p}");
     // Every supplier holds the packs of snapshot 3 and nothing else.
     let live = net.ok(&["stats"])["packs"].as_u64().unwrap();
@@ -2981,6 +2995,18 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
     assert_eq!(at0.len() as u64, live);
     assert_eq!(packs_held(&net, 3, &id), at0);
     assert!(at0.len() < held_before.len());
+    // And the roots of the forgotten snapshots are gone from it too.
+    let objects = backup_object_sizes(&net, 3, &id);
+    let roots: Vec<&String> = objects
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with("/manifest"))
+        .collect();
+    assert_eq!(
+        roots,
+        [&format!("v/{id}/0000000003/manifest")],
+        "{objects:?}"
+    );
     let out = net.dir.path().join("out");
     net.ok(&["restore", "--to", &out.display().to_string()]);
     assert_same_tree(&src, &restored_path(&out, &src));
@@ -2989,4 +3015,82 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
     let o = net.ctl(&["ls", &format!("{id}@9")]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn after_a_forget_the_rebuilder_regenerates_only_the_packs_left() {
+    let net = Net::up_checking(7, 3, 2);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 13, 1);
+    let mut data = vec![0u8; 3 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
+    let src_s = src.display().to_string();
+    let s1 = net.ok(&["backup", &src_s]);
+    let id = s1["backup_id"].as_str().unwrap().to_owned();
+    // random.bin is replaced twice: snapshot 1's copy is its alone.
+    for _ in 0..2 {
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+        std::fs::write(src.join("random.bin"), &data).unwrap();
+        net.ok(&["backup", &src_s]);
+    }
+    let second = net.dir.path().join("second");
+    let out2 = net.dir.path().join("out2");
+    net.ok(&[
+        "restore",
+        &format!("{id}@2"),
+        "--to",
+        &out2.display().to_string(),
+    ]);
+    std::fs::rename(restored_path(&out2, &src), &second).unwrap();
+    let f = net.ok(&["forget", &format!("{id}@1")]);
+    assert_eq!(f["forgotten"], serde_json::json!([1]), "{f}");
+    assert!(f["prune"][0]["packs_deleted"].as_u64().unwrap() >= 3, "{f}");
+    let stored = net.ok(&["stats"])["stored_bytes"].as_u64().unwrap();
+
+    for i in [0, 3, 5] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let status = poll(
+        "the rebuilder to replace 3 suppliers and rebuild snapshots 2 and 3",
+        240,
+        || {
+            let st = net.ok(&["rebuild", "status"]);
+            let list = net.ok(&["list"]);
+            let owed: u64 = list[0]["versions"]
+                .as_array()?
+                .iter()
+                .map(|v| v["missing_fragments"].as_u64().unwrap_or(1))
+                .sum();
+            (st["suppliers_fired"].as_u64() >= Some(3)
+                && st["queue"].as_array().is_some_and(Vec::is_empty)
+                && owed == 0)
+                .then_some(st)
+        },
+    );
+    // What is left, once per lost position: nothing of the pruned packs.
+    let bytes = status["bytes_uploaded"].as_u64().unwrap();
+    assert!(bytes * 7 >= stored * 3 * 9 / 10, "{status} {stored}");
+    assert!(bytes * 7 <= stored * 3 * 11 / 10, "{status} {stored}");
+    for i in [1, 2, 4] {
+        net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
+    }
+    let c = net.ok(&["check"]);
+    assert_eq!(
+        (&c["errors"], &c["unrecoverable_packs"]),
+        (&serde_json::json!([]), &serde_json::json!([])),
+        "{c}"
+    );
+    let out3 = net.dir.path().join("out3");
+    let r = net.ok(&["restore", "--to", &out3.display().to_string()]);
+    assert_eq!(r["version"], 3);
+    assert_same_tree(&src, &restored_path(&out3, &src));
+    let out2b = net.dir.path().join("out2b");
+    net.ok(&[
+        "restore",
+        &format!("{id}@2"),
+        "--to",
+        &out2b.display().to_string(),
+    ]);
+    assert_same_tree(&second, &restored_path(&out2b, &src));
 }

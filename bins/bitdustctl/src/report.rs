@@ -1448,8 +1448,8 @@ impl Pruned {
             chunks_moved: 0,
             bytes_moved: 0,
             repack_skipped: Some("not done through the customer-agent yet".into()),
-            unknown_files_deleted: 0,
-            unknown_bytes_freed: 0,
+            unknown_files_deleted: p.unknown_objects_deleted,
+            unknown_bytes_freed: p.unknown_bytes_freed,
         }])
     }
 

@@ -315,23 +315,33 @@ impl SupplierLink {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
-            let req = request::Kind::List(pb::ListObjects {
-                prefix: prefix.to_owned(),
-                start_after: after.clone(),
-                limit: 1000,
-            });
-            let response::Kind::List(l) = self.call(req, None).await?.0 else {
-                return Err(PeerError::Protocol("not a list".into()));
-            };
-            let more = l.truncated;
-            if let Some(last) = l.objects.last() {
+            let (objects, more) = self.list_page(prefix, &after).await?;
+            if let Some(last) = objects.last() {
                 after = last.name.clone();
             }
-            out.extend(l.objects);
+            out.extend(objects);
             if !more {
                 return Ok(out);
             }
         }
+    }
+
+    /// Up to 1000 objects under `prefix` whose names sort after `after`,
+    /// and whether more follow.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        after: &str,
+    ) -> Result<(Vec<pb::ObjectInfo>, bool), PeerError> {
+        let req = request::Kind::List(pb::ListObjects {
+            prefix: prefix.to_owned(),
+            start_after: after.to_owned(),
+            limit: 1000,
+        });
+        let response::Kind::List(l) = self.call(req, None).await?.0 else {
+            return Err(PeerError::Protocol("not a list".into()));
+        };
+        Ok((l.objects, l.truncated))
     }
 
     /// Deletes `names` and everything under `prefix`.

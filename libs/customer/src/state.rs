@@ -625,6 +625,33 @@ impl State {
         self.commit(w)
     }
 
+    /// Takes version `version` of `id` out of the catalog and makes it an
+    /// attempt whose objects the suppliers `nodes` may hold, in one
+    /// transaction: the attempt collector deletes them, now or, at a
+    /// supplier that is away, later; a crash in between loses nothing.
+    pub fn retire_version(
+        &self,
+        id: BackupId,
+        version: u64,
+        nodes: &[String],
+        at: u64,
+    ) -> Result<(), StateError> {
+        let mut w = self.env.write_txn()?;
+        let key = version_key(id, version);
+        self.versions.delete(&mut w, &key)?;
+        if !nodes.is_empty() {
+            self.attempts.put(
+                &mut w,
+                &key,
+                &AttemptRecord {
+                    started: at,
+                    pending: nodes.to_vec(),
+                },
+            )?;
+        }
+        self.commit(w)
+    }
+
     /// The whole catalog, in backup id then version order.
     pub fn versions(&self) -> Result<Vec<(BackupId, u64, VersionRecord)>, StateError> {
         self.by_version(&self.versions)

@@ -221,7 +221,10 @@ impl Agent {
 
     /// Deletes the oldest versions of `id` beyond the configured number;
     /// returns them.
-    pub(super) async fn keep_versions(&self, id: BackupId) -> Result<Vec<u64>, BackupError> {
+    pub(super) async fn keep_versions(
+        self: &Arc<Self>,
+        id: BackupId,
+    ) -> Result<Vec<u64>, BackupError> {
         let keep = self.config.customer.keep_versions as usize;
         let versions = self.state.versions_of(id).map_err(inner)?;
         let prune: Vec<u64> = if versions.len() > keep {

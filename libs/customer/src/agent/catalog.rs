@@ -56,26 +56,28 @@ impl Agent {
         Ok((bid, v, rec))
     }
 
-    /// Deletes versions from every supplier and the catalog.
+    /// Deletes versions from the catalog and from every supplier: each is
+    /// retired (out of the catalog, its objects pending at every supplier
+    /// hired now) in one transaction, then the attempt collector deletes
+    /// them; a supplier that is away is asked again at the next check.
     pub(super) async fn delete_versions(
-        &self,
+        self: &Arc<Self>,
         id: BackupId,
         versions: &[u64],
     ) -> Result<(), Status> {
-        let links = self.links();
+        let nodes: Vec<String> = self
+            .links()
+            .iter()
+            .flatten()
+            .map(|l| l.node_id.to_string())
+            .collect();
         for &v in versions {
-            let prefix = netio::version_prefix(id, v);
-            let mut set = tokio::task::JoinSet::new();
-            for l in links.iter().flatten() {
-                let (l, prefix) = (l.clone(), prefix.clone());
-                set.spawn(async move { (l.node_id, l.delete(Vec::new(), &prefix).await) });
-            }
-            while let Some(Ok((who, r))) = set.join_next().await {
-                if let Err(e) = r {
-                    tracing::warn!(supplier = %who, version = v, error = %e, "could not delete a version there");
-                }
-            }
-            self.state.delete_version(id, v).map_err(internal)?;
+            self.state
+                .retire_version(id, v, &nodes, now())
+                .map_err(internal)?;
+        }
+        if !versions.is_empty() {
+            self.clone().collect_attempts().await;
         }
         Ok(())
     }

@@ -338,8 +338,10 @@ impl Agent {
         })
     }
 
-    /// `prune`: deletes the packs no snapshot references of one backup, or
-    /// of every snapshot backup `caller` may see.
+    /// `prune`: deletes the objects of deleted versions that suppliers
+    /// still hold, then the packs no snapshot references, then the pack
+    /// fragments nothing knows, of one backup, or of every snapshot backup
+    /// `caller` may see.
     pub(super) async fn prune(
         self: &Arc<Self>,
         caller: Caller,
@@ -358,10 +360,16 @@ impl Agent {
         } else {
             vec![self.snapshot_backup(caller, &req.backup_id, 0)?.0]
         };
+        // The objects of deleted versions a supplier that was away still
+        // holds go first.
+        self.clone().collect_attempts().await;
         let mut total = pb::PruneReply::default();
         for id in ids {
             let _held = self.hold(id, "prune")?;
             let r = prune_reply(&self.prune_packs(id).await?);
+            let (objects, bytes) = self.sweep_unknown_packs(id).await?;
+            total.unknown_objects_deleted += objects;
+            total.unknown_bytes_freed += bytes;
             total.packs_condemned += r.packs_condemned;
             total.chunks_dropped += r.chunks_dropped;
             total.packs_deleted += r.packs_deleted;
@@ -399,5 +407,6 @@ fn prune_reply(r: &bitdust_pipeline::prune::PruneReport) -> pb::PruneReply {
         packs_deleted: r.packs_deleted,
         bytes_freed: r.bytes_freed,
         packs_pending: r.packs_pending,
+        ..Default::default()
     }
 }

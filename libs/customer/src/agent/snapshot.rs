@@ -470,14 +470,8 @@ impl bitdust_pipeline::prune::PackDeleter for NetPackDeleter {
 }
 
 impl Agent {
-    /// Deletes the packs of snapshot backup `id` that no snapshot left in
-    /// the catalog references (the caller holds the backup's run lock, so
-    /// no run of it is writing packs). Packs some supplier could not delete
-    /// now are asked again next time.
-    pub(super) async fn prune_packs(
-        self: &Arc<Self>,
-        id: BackupId,
-    ) -> Result<bitdust_pipeline::prune::PruneReport, Status> {
+    /// The packs the snapshots of `id` in the catalog reference.
+    fn catalog_packs(&self, id: BackupId) -> Result<bitdust_pipeline::repo::PackSet, Status> {
         let mut kept = bitdust_pipeline::repo::PackSet::default();
         for (_, rec) in self.state.versions_of(id).map_err(internal)? {
             if let Some(s) = &rec.snapshot {
@@ -488,6 +482,18 @@ impl Agent {
                 }
             }
         }
+        Ok(kept)
+    }
+
+    /// Deletes the packs of snapshot backup `id` that no snapshot left in
+    /// the catalog references (the caller holds the backup's run lock, so
+    /// no run of it is writing packs). Packs some supplier could not delete
+    /// now are asked again next time.
+    pub(super) async fn prune_packs(
+        self: &Arc<Self>,
+        id: BackupId,
+    ) -> Result<bitdust_pipeline::prune::PruneReport, Status> {
+        let kept = self.catalog_packs(id)?;
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut deleter = NetPackDeleter {
@@ -509,6 +515,64 @@ impl Agent {
         })
         .await
         .map_err(internal)?
+    }
+
+    /// Deletes at every supplier hired now the pack fragments of backup
+    /// `id` that neither the index nor a snapshot in the catalog knows: a
+    /// run killed between storing a pack and recording it leaves them
+    /// (the caller holds the run lock, so no run is storing packs now).
+    /// Reads the suppliers' listings a page at a time. Returns the
+    /// objects and bytes deleted; a supplier that is away is swept at a
+    /// later prune.
+    pub(super) async fn sweep_unknown_packs(
+        self: &Arc<Self>,
+        id: BackupId,
+    ) -> Result<(u64, u64), Status> {
+        let kept = self.catalog_packs(id)?;
+        let prefix = netio::version_prefix(id, 0);
+        let (mut objects, mut bytes) = (0, 0);
+        for link in self.links().into_iter().flatten() {
+            let mut after = String::new();
+            loop {
+                let (page, more) = match link.list_page(&prefix, &after).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::debug!(supplier = %link.node_id, error = %e, "cannot list its packs now");
+                        break;
+                    }
+                };
+                if let Some(last) = page.last() {
+                    after = last.name.clone();
+                }
+                let mut unknown = Vec::new();
+                for o in page {
+                    let Some(pack) = o
+                        .name
+                        .strip_prefix(&prefix)
+                        .and_then(|n| n.strip_prefix('b')?.get(..10)?.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    if !kept.contains(pack) && self.repo.pack(id, pack).map_err(internal)?.is_none()
+                    {
+                        bytes += o.size;
+                        unknown.push(o.name);
+                    }
+                }
+                if !unknown.is_empty() {
+                    match link.delete(unknown, "").await {
+                        Ok(n) => objects += n,
+                        Err(e) => {
+                            tracing::debug!(supplier = %link.node_id, error = %e, "cannot delete unknown packs there now");
+                        }
+                    }
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok((objects, bytes))
     }
 }
 
