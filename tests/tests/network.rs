@@ -3075,10 +3075,13 @@ fn after_a_forget_the_rebuilder_regenerates_only_the_packs_left() {
     for i in [1, 2, 4] {
         net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
     }
-    let c = net.ok(&["check"]);
+    // Every pack is damaged (three positions are gone) and none is lost.
+    let o = net.ctl(&["--json", "check"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        (&c["errors"], &c["unrecoverable_packs"]),
-        (&serde_json::json!([]), &serde_json::json!([])),
+        (&c["errors"], &c["unrecoverable_packs"], &c["damaged_packs"]),
+        (&serde_json::json!([]), &serde_json::json!([]), &c["packs"]),
         "{c}"
     );
     let out3 = net.dir.path().join("out3");
