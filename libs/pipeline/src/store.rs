@@ -2,18 +2,21 @@
 //! over position directories, and `bitdustctl ...` through the
 //! customer-agent over the suppliers. Each world is a [`SnapshotStore`]:
 //! where the roots are, how the packs are read, and who holds the keys;
-//! `ls`, `diff`, `stats`, `check` and the index completion are written
-//! once, here, against it.
+//! `ls`, `diff`, `stats`, `check`, the index completion and (against
+//! [`RepackStore`]) the repack of mostly-unused packs are written once,
+//! here, against it.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use bitdust_block::BackupId;
 use bitdust_block::root::Root;
-use bitdust_crypto::{BackupKey, DedupKeys};
+use bitdust_crypto::{BackupKey, DedupKeys, Identity};
+use bitdust_ecc::Code;
 use bitdust_proto::format::v1 as pb;
 
-use crate::FragmentSource;
+use crate::{FragmentSink, FragmentSource};
 use crate::local::LocalError;
 use crate::repo::{PackSet, PackState, Repo};
 use crate::snapshot::{Change, NodeStream, PackReader, PackVerifyReport};
@@ -397,4 +400,369 @@ fn check_metadata(
         }
     }
     Ok(())
+}
+/// A [`SnapshotStore`] that can also write: new packs, and roots again.
+pub trait RepackStore: SnapshotStore {
+    /// Who signs the packs and roots.
+    fn identity(&self) -> Arc<Identity>;
+    /// The first of positions `0..positions` that cannot take fragments
+    /// now, if any.
+    fn missing_position(&self, positions: usize) -> Option<usize>;
+    /// Where new packs (blocks of version 0) of backup `id` go.
+    fn pack_sink(&self, id: BackupId, code: &Code) -> Box<dyn FragmentSink + '_>;
+    /// Stores `root` again at every position with `packs` as the packs it
+    /// references and a higher revision, signed anew (the highest revision
+    /// is the root: see [`signed_revision`]). Whatever else names a
+    /// snapshot's packs (the agent's catalog) follows so that no pack a
+    /// root names is ever unnamed there first.
+    fn rewrite_root(&self, root: &Root, packs: &PackSet) -> Result<(), LocalError>;
+}
+
+/// `root` with `packs` and the next revision, signed by `identity`.
+pub fn signed_revision(identity: &Identity, root: &Root, packs: &PackSet) -> Vec<u8> {
+    let mut r = root.root.clone();
+    r.revision += 1;
+    r.pack_ranges = packs.to_ranges();
+    bitdust_block::root::sign_root(identity, &r)
+}
+
+/// How to repack.
+#[derive(Clone, Copy, Debug)]
+pub struct RepackOptions {
+    /// The time now (unix seconds), recorded in the new packs.
+    pub now: u64,
+    /// The size of the packs a repack writes.
+    pub pack_size: usize,
+    /// For crash tests: the repack stops (as a `kill -9` would) after this
+    /// many durable steps (packs made durable, a root rewritten, the index
+    /// moved), and fails.
+    pub stop_after_steps: Option<u32>,
+}
+
+/// What a repack did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepackReport {
+    /// Bytes of chunk data in the data packs the snapshots reference, and
+    /// how many of them no kept snapshot uses, before the repack.
+    pub data_bytes: u64,
+    /// See `data_bytes`.
+    pub unused_before: u64,
+    /// Unused bytes left in packs that stay.
+    pub unused_after: u64,
+    /// Packs emptied (deleted by the prune that follows).
+    pub packs_repacked: u64,
+    /// Packs written with their live chunks.
+    pub packs_written: u64,
+    /// Chunks moved, and their stored bytes.
+    pub chunks_moved: u64,
+    /// See `chunks_moved`.
+    pub bytes_moved: u64,
+}
+
+/// Old packs emptied per step: each step writes their live chunks into new
+/// packs, then rewrites the roots twice (see [`repack`]).
+const REPACK_STEP: usize = 32;
+
+/// Repacks the mostly-unused data packs of backup `id` (most unused
+/// first) until at most `max_unused` of the referenced data bytes are
+/// unused: their live chunks are copied, still compressed and encrypted
+/// anew, into new packs. Needs `master.key` (to know which chunks the kept
+/// snapshots use, and to decrypt them). Per step, crash-safe at every
+/// point:
+/// 1. the new packs are written and made durable (a crash leaves packs no
+///    root names, deleted after the grace period);
+/// 2. every root naming an emptied pack is rewritten (a higher revision)
+///    to name the new packs as well;
+/// 3. the new packs are recorded and the index points at them (one
+///    transaction);
+/// 4. those roots are rewritten without the emptied packs, which the
+///    prune then deletes like any unreferenced pack.
+pub fn repack(
+    store: &dyn RepackStore,
+    repo: &Repo,
+    id: BackupId,
+    max_unused: f64,
+    opts: &RepackOptions,
+) -> Result<(RepackReport, Option<String>), LocalError> {
+    let (kept, newest) = referenced(store, id)?;
+    let Some(newest) = newest else {
+        return Ok((RepackReport::default(), None));
+    };
+    let key = store.backup_key(&newest)?;
+    // New packs written while a position is away would hold less
+    // redundancy than the packs they replace.
+    if let Some(p) = store.missing_position(newest.root.suppliers as usize) {
+        return Ok((
+            RepackReport::default(),
+            Some(format!(
+                "position {p} is missing, and repacked data would lack its fragments; prune again when it is back"
+            )),
+        ));
+    }
+    let snapshots = store.snapshots(id)?;
+    // The chunks the kept snapshots use, marked on disk.
+    repo.live_clear(id)?;
+    let mut source = store.packs(id);
+    for &n in &snapshots {
+        let root = store.root(id, n)?;
+        let mut reader = PackReader::new(source.as_mut(), &root, store.dedup(id), key.clone())?;
+        let mut nodes = NodeStream::new(reader.meta_chunks()?);
+        let mut batch = Vec::with_capacity(4096);
+        while let Some(node) = nodes.next(&mut reader)? {
+            for c in &node.chunks {
+                if let Ok(c) = <[u8; 32]>::try_from(c.as_slice()) {
+                    batch.push(bitdust_crypto::ChunkId(c));
+                }
+            }
+            if batch.len() >= 4096 {
+                repo.live_mark(id, &batch)?;
+                batch.clear();
+            }
+        }
+        repo.live_mark(id, &batch)?;
+    }
+    // Live bytes per pack (one word per pack number), then the candidates.
+    let next = repo.next_pack(id)?;
+    let mut live = vec![0u64; usize::try_from(next).unwrap_or(usize::MAX).min(1 << 28)];
+    repo.for_each_live(id, |_, loc| {
+        if let Some(l) = loc
+            && let Some(v) = live.get_mut(l.pack as usize)
+        {
+            *v += u64::from(l.stored_len);
+        }
+        Ok(())
+    })?;
+    let mut report = RepackReport::default();
+    let mut candidates = Vec::new();
+    repo.for_each_pack(id, |n, rec| {
+        if rec.state == PackState::Live
+            && rec.kind == bitdust_block::pack::PackKind::Data
+            && kept.contains(n)
+        {
+            let used = live.get(n as usize).copied().unwrap_or(0);
+            let unused = rec.data_len.saturating_sub(used);
+            report.data_bytes += rec.data_len;
+            report.unused_before += unused;
+            if unused > 0 {
+                candidates.push((n, unused, rec.data_len));
+            }
+        }
+        Ok(())
+    })?;
+    // Most unused first (by share), until what stays is within the limit.
+    candidates.sort_by(|a, b| (b.1 * a.2).cmp(&(a.1 * b.2)).then(a.0.cmp(&b.0)));
+    let allowed = (max_unused.clamp(0.0, 1.0) * report.data_bytes as f64) as u64;
+    let mut unused = report.unused_before;
+    let mut chosen = Vec::new();
+    for (n, u, _) in candidates {
+        if unused <= allowed {
+            break;
+        }
+        unused -= u;
+        chosen.push(n);
+    }
+    report.unused_after = unused;
+    let identity = store.identity();
+    let code = Code::new(newest.scheme, newest.root.suppliers as usize)
+        .map_err(|e| LocalError::Store(e.to_string()))?;
+    let recipient: age::x25519::Recipient = newest.root.backup_recipient.parse().map_err(|_| {
+        LocalError::Store(format!(
+            "the backup key in {id}@{} is malformed",
+            newest.root.snapshot
+        ))
+    })?;
+    let sealer = bitdust_block::BlockSealer::new(identity.clone(), id, 0, code.clone(), recipient);
+    let dedup = store.dedup(id);
+    let mut steps = 0u32;
+    let mut durable = || -> Result<(), LocalError> {
+        steps += 1;
+        match opts.stop_after_steps {
+            Some(n) if steps >= n => Err(LocalError::Store(format!("stopped after {steps} steps"))),
+            _ => Ok(()),
+        }
+    };
+    for step in chosen.chunks(REPACK_STEP) {
+        let emptied: PackSet = {
+            let mut p = PackSet::default();
+            step.iter().for_each(|&n| p.insert(n));
+            p
+        };
+        // 1. The live chunks, copied into new packs, made durable.
+        let mut out = MovedPacks {
+            repo,
+            id,
+            sealer: &sealer,
+            dedup: &dedup,
+            sink: store.pack_sink(id, &code),
+            writer: bitdust_block::pack::PackWriter::new(bitdust_block::pack::PackKind::Data),
+            sealed: bitdust_block::SealedBlock::default(),
+            now: opts.now,
+            pack_size: opts.pack_size,
+            written: Vec::new(),
+            degraded: Vec::new(),
+        };
+        {
+            let mut reader =
+                PackReader::new(source.as_mut(), &newest, store.dedup(id), key.clone())?;
+            for &old in step {
+                let (list, data) = reader.open_pack(old)?;
+                let txn = repo.read()?;
+                for e in &list.entries {
+                    // The copy the index points at, of a chunk in use.
+                    if !repo.is_live(&txn, id, &e.id)?
+                        || repo.chunk(&txn, id, &e.id)?.map(|l| l.pack) != Some(old)
+                    {
+                        continue;
+                    }
+                    let start = e.offset as usize;
+                    let Some(stored) = data.get(start..start + e.stored_len as usize) else {
+                        return Err(LocalError::Store(format!(
+                            "chunk {} lies outside pack {old}; run check",
+                            e.id
+                        )));
+                    };
+                    out.push(e, stored)?;
+                    report.chunks_moved += 1;
+                    report.bytes_moved += u64::from(e.stored_len);
+                }
+            }
+        }
+        let (written, degraded) = out.finish()?;
+        if !degraded.is_empty() {
+            // The new packs would hold less redundancy than those they
+            // replace; no root or index names them yet.
+            return Err(LocalError::Store(format!(
+                "positions {degraded:?} failed while repacking; nothing was changed, prune again when every position takes fragments"
+            )));
+        }
+        durable()?;
+        let mut added = PackSet::default();
+        written.iter().for_each(|(n, _, _)| added.insert(*n));
+        // 2. Roots name the new packs too.
+        let mut touched = Vec::new();
+        for &n in &snapshots {
+            let root = store.root(id, n)?;
+            let packs = crate::snapshot::root_packs(&root)?;
+            if packs.iter().any(|p| emptied.contains(p)) {
+                let mut with = packs.clone();
+                added.iter().for_each(|p| with.insert(p));
+                store.rewrite_root(&root, &with)?;
+                durable()?;
+                touched.push(n);
+            }
+        }
+        // 3. The index moves to them.
+        repo.record_moved(id, &written)?;
+        durable()?;
+        // 4. Roots no longer name the emptied packs.
+        for &n in &touched {
+            let root = store.root(id, n)?;
+            let mut without = PackSet::default();
+            crate::snapshot::root_packs(&root)?
+                .iter()
+                .filter(|p| !emptied.contains(*p))
+                .for_each(|p| without.insert(p));
+            store.rewrite_root(&root, &without)?;
+            durable()?;
+        }
+        report.packs_repacked += step.len() as u64;
+        report.packs_written += written.len() as u64;
+    }
+    repo.live_clear(id)?;
+    Ok((report, None))
+}
+
+/// A pack's record and chunks, as [`Repo::record_moved`] takes them.
+type MovedPack = (
+    u64,
+    crate::repo::PackRecord,
+    Vec<bitdust_block::pack::PackEntry>,
+);
+
+/// The new packs of one repack step: chunks pushed in, packs sealed and
+/// stored as they fill.
+struct MovedPacks<'a> {
+    repo: &'a Repo,
+    id: BackupId,
+    sealer: &'a bitdust_block::BlockSealer,
+    dedup: &'a DedupKeys,
+    sink: Box<dyn FragmentSink + 'a>,
+    writer: bitdust_block::pack::PackWriter,
+    sealed: bitdust_block::SealedBlock,
+    now: u64,
+    pack_size: usize,
+    written: Vec<MovedPack>,
+    degraded: Vec<usize>,
+}
+
+impl MovedPacks<'_> {
+    /// Adds chunk `e`, whose stored bytes are `stored`.
+    fn push(
+        &mut self,
+        e: &bitdust_block::pack::PackEntry,
+        stored: &[u8],
+    ) -> Result<(), LocalError> {
+        let w = &self.writer;
+        if !w.is_empty() && (w.data_len() + stored.len() > self.pack_size || w.is_full()) {
+            self.seal()?;
+        }
+        self.writer.push(e.id, stored, e.plain_len);
+        Ok(())
+    }
+
+    /// Seals what is left, makes every pack durable: the packs written and
+    /// the positions that failed.
+    fn finish(mut self) -> Result<(Vec<MovedPack>, Vec<usize>), LocalError> {
+        if !self.writer.is_empty() {
+            self.seal()?;
+        }
+        for p in self.sink.sync().map_err(|e| LocalError::Store(e.0))? {
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        Ok((self.written, self.degraded))
+    }
+
+    /// Seals the open pack under a newly reserved number and stores it.
+    fn seal(&mut self) -> Result<(), LocalError> {
+        let number = self.repo.reserve_packs(self.id, 1)?;
+        self.sealer
+            .seal_pack(number, &self.writer, self.dedup, &mut self.sealed)
+            .map_err(|e| LocalError::Store(format!("sealing a repacked pack failed: {e}")))?;
+        let failed = self
+            .sink
+            .put_block(&self.sealed)
+            .map_err(|e| LocalError::Store(e.0))?;
+        let mut missing = 0u64;
+        for p in failed {
+            if p < 64 {
+                missing |= 1 << p;
+            }
+            if !self.degraded.contains(&p) {
+                self.degraded.push(p);
+            }
+        }
+        let body_len = self
+            .sealed
+            .header()
+            .map(|h| h.header.cipher_len)
+            .ok_or_else(|| LocalError::Store("a repacked pack was not sealed".into()))?;
+        self.written.push((
+            number,
+            crate::repo::PackRecord {
+                kind: bitdust_block::pack::PackKind::Data,
+                state: PackState::Live,
+                chunks: self.writer.entries().len() as u32,
+                data_len: self.writer.data_len() as u64,
+                body_len,
+                time: self.now,
+                pending: 0,
+                missing,
+            },
+            self.writer.entries().to_vec(),
+        ));
+        self.writer.clear();
+        Ok(())
+    }
 }

@@ -14,10 +14,10 @@ use bitdust_proto::format::v1 as pb;
 use super::*;
 use crate::forget::{Decision, Policy};
 use crate::prune::PruneReport;
-use crate::repo::{PackSet, PackState, Repo};
-use crate::snapshot::{Change, NodeStream, PackReader};
-use crate::store::SnapshotStore;
-pub use crate::store::{CheckReport, DataSubset, Stats};
+use crate::repo::{PackSet, Repo};
+use crate::snapshot::Change;
+use crate::store::{RepackOptions, RepackStore, SnapshotStore};
+pub use crate::store::{CheckReport, DataSubset, RepackReport, Stats};
 
 /// A local store opened with this customer's keys.
 pub struct Opened {
@@ -59,29 +59,6 @@ impl Opened {
                 root.backup_id, root.root.snapshot
             ))
         })
-    }
-
-    /// Writes `root` again at every position with `packs` as the packs
-    /// it references and a higher revision, signed anew (the highest
-    /// revision is the root; a position that cannot be written keeps the
-    /// older one, which is then ignored).
-    fn rewrite_root(
-        &self,
-        identity: &bitdust_crypto::Identity,
-        root: &Root,
-        packs: &PackSet,
-    ) -> Result<(), LocalError> {
-        let mut r = root.root.clone();
-        r.revision += 1;
-        r.pack_ranges = packs.to_ranges();
-        let bytes = bitdust_block::root::sign_root(identity, &r);
-        let code =
-            Code::new(root.scheme, root.root.suppliers as usize).map_err(BackupError::from)?;
-        self.store
-            .sink(root.backup_id, root.root.snapshot, &code)
-            .commit(&bytes)
-            .map_err(|e| LocalError::Store(e.0))?;
-        Ok(())
     }
 
     /// The dedup secrets of backup `id`.
@@ -154,6 +131,36 @@ impl SnapshotStore for Opened {
 
     fn stored_bytes(&self, _: &Repo, id: BackupId) -> Result<u64, LocalError> {
         Ok(self.store.stored_bytes(id))
+    }
+}
+
+impl RepackStore for Opened {
+    fn identity(&self) -> Arc<bitdust_crypto::Identity> {
+        Arc::new(bitdust_crypto::Identity::from_secret(
+            &self.keys.identity().secret(),
+        ))
+    }
+
+    fn missing_position(&self, positions: usize) -> Option<usize> {
+        let present = self.store.positions();
+        (0..positions).find(|p| !present.contains(p))
+    }
+
+    fn pack_sink(&self, id: BackupId, code: &Code) -> Box<dyn FragmentSink + '_> {
+        Box::new(self.store.sink(id, 0, code))
+    }
+
+    /// A position that cannot be written keeps the older root, which is
+    /// then ignored.
+    fn rewrite_root(&self, root: &Root, packs: &PackSet) -> Result<(), LocalError> {
+        let bytes = crate::store::signed_revision(&RepackStore::identity(self), root, packs);
+        let code =
+            Code::new(root.scheme, root.root.suppliers as usize).map_err(BackupError::from)?;
+        self.store
+            .sink(root.backup_id, root.root.snapshot, &code)
+            .commit(&bytes)
+            .map_err(|e| LocalError::Store(e.0))?;
+        Ok(())
     }
 }
 
@@ -457,6 +464,16 @@ pub struct PruneOptions {
     pub stop_after_steps: Option<u32>,
 }
 
+impl PruneOptions {
+    fn repack(&self) -> RepackOptions {
+        RepackOptions {
+            now: self.now,
+            pack_size: self.pack_size,
+            stop_after_steps: self.stop_after_steps,
+        }
+    }
+}
+
 /// What a prune did to one backup.
 #[derive(Clone, Debug)]
 pub struct Pruned {
@@ -495,7 +512,7 @@ pub fn prune_with<D: crate::prune::PackDeleter>(
         opened.store.sweep_forgotten(id)?;
         let (repack, repack_skipped) = match opts.max_unused {
             None => (RepackReport::default(), Some("not asked for".into())),
-            Some(share) => match repack_backup(opened, repo, id, share, opts) {
+            Some(share) => match crate::store::repack(opened, repo, id, share, &opts.repack()) {
                 Ok(done) => done,
                 Err(LocalError::Keys(e)) => (RepackReport::default(), Some(e.to_string())),
                 Err(e) => return Err(e),
@@ -545,330 +562,3 @@ pub fn prune_with<D: crate::prune::PackDeleter>(
     Ok(out)
 }
 
-/// What a repack did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RepackReport {
-    /// Bytes of chunk data in the data packs the snapshots reference, and
-    /// how many of them no kept snapshot uses, before the repack.
-    pub data_bytes: u64,
-    /// See `data_bytes`.
-    pub unused_before: u64,
-    /// Unused bytes left in packs that stay.
-    pub unused_after: u64,
-    /// Packs emptied (deleted by the prune that follows).
-    pub packs_repacked: u64,
-    /// Packs written with their live chunks.
-    pub packs_written: u64,
-    /// Chunks moved, and their stored bytes.
-    pub chunks_moved: u64,
-    /// See `chunks_moved`.
-    pub bytes_moved: u64,
-}
-
-/// Old packs emptied per step: each step writes their live chunks into new
-/// packs, then rewrites the roots twice (see [`repack_backup`]).
-const REPACK_STEP: usize = 32;
-
-/// Repacks the mostly-unused data packs of backup `id` (most unused
-/// first) until at most `max_unused` of the referenced data bytes are
-/// unused: their live chunks are copied, still compressed and encrypted
-/// anew, into new packs. Needs `master.key` (to know which chunks the kept
-/// snapshots use, and to decrypt them). Per step, crash-safe at every
-/// point:
-/// 1. the new packs are written and made durable (a crash leaves packs no
-///    root names, deleted after the grace period);
-/// 2. every root naming an emptied pack is rewritten (a higher revision)
-///    to name the new packs as well;
-/// 3. the new packs are recorded and the index points at them (one
-///    transaction);
-/// 4. those roots are rewritten without the emptied packs, which the
-///    prune then deletes like any unreferenced pack.
-fn repack_backup(
-    opened: &Opened,
-    repo: &Repo,
-    id: BackupId,
-    max_unused: f64,
-    opts: &PruneOptions,
-) -> Result<(RepackReport, Option<String>), LocalError> {
-    let (kept, newest) = opened.referenced(id)?;
-    let Some(newest) = newest else {
-        return Ok((RepackReport::default(), None));
-    };
-    let key = opened.backup_key(&newest)?;
-    // New packs written while a position is away would hold less
-    // redundancy than the packs they replace.
-    let present = opened.store.positions();
-    if let Some(p) = (0..newest.root.suppliers as usize).find(|p| !present.contains(p)) {
-        return Ok((
-            RepackReport::default(),
-            Some(format!(
-                "position {p} is missing, and repacked data would lack its fragments; prune again when it is back"
-            )),
-        ));
-    }
-    let snapshots = opened.snapshots_of(id);
-    // The chunks the kept snapshots use, marked on disk.
-    repo.live_clear(id)?;
-    let mut source = opened.store.source(id, 0);
-    for &n in &snapshots {
-        let root = opened.root(id, n)?;
-        let mut reader = PackReader::new(&mut source, &root, opened.dedup(id), key.clone())?;
-        let mut nodes = NodeStream::new(reader.meta_chunks()?);
-        let mut batch = Vec::with_capacity(4096);
-        while let Some(node) = nodes.next(&mut reader)? {
-            for c in &node.chunks {
-                if let Ok(c) = <[u8; 32]>::try_from(c.as_slice()) {
-                    batch.push(bitdust_crypto::ChunkId(c));
-                }
-            }
-            if batch.len() >= 4096 {
-                repo.live_mark(id, &batch)?;
-                batch.clear();
-            }
-        }
-        repo.live_mark(id, &batch)?;
-    }
-    // Live bytes per pack (one word per pack number), then the candidates.
-    let next = repo.next_pack(id)?;
-    let mut live = vec![0u64; usize::try_from(next).unwrap_or(usize::MAX).min(1 << 28)];
-    repo.for_each_live(id, |_, loc| {
-        if let Some(l) = loc
-            && let Some(v) = live.get_mut(l.pack as usize)
-        {
-            *v += u64::from(l.stored_len);
-        }
-        Ok(())
-    })?;
-    let mut report = RepackReport::default();
-    let mut candidates = Vec::new();
-    repo.for_each_pack(id, |n, rec| {
-        if rec.state == PackState::Live
-            && rec.kind == bitdust_block::pack::PackKind::Data
-            && kept.contains(n)
-        {
-            let used = live.get(n as usize).copied().unwrap_or(0);
-            let unused = rec.data_len.saturating_sub(used);
-            report.data_bytes += rec.data_len;
-            report.unused_before += unused;
-            if unused > 0 {
-                candidates.push((n, unused, rec.data_len));
-            }
-        }
-        Ok(())
-    })?;
-    // Most unused first (by share), until what stays is within the limit.
-    candidates.sort_by(|a, b| (b.1 * a.2).cmp(&(a.1 * b.2)).then(a.0.cmp(&b.0)));
-    let allowed = (max_unused.clamp(0.0, 1.0) * report.data_bytes as f64) as u64;
-    let mut unused = report.unused_before;
-    let mut chosen = Vec::new();
-    for (n, u, _) in candidates {
-        if unused <= allowed {
-            break;
-        }
-        unused -= u;
-        chosen.push(n);
-    }
-    report.unused_after = unused;
-    let identity = Arc::new(bitdust_crypto::Identity::from_secret(
-        &opened.keys.identity().secret(),
-    ));
-    let code =
-        Code::new(newest.scheme, newest.root.suppliers as usize).map_err(BackupError::from)?;
-    let recipient: age::x25519::Recipient = newest.root.backup_recipient.parse().map_err(|_| {
-        LocalError::Store(format!(
-            "the backup key in {id}@{} is malformed",
-            newest.root.snapshot
-        ))
-    })?;
-    let sealer = bitdust_block::BlockSealer::new(identity.clone(), id, 0, code.clone(), recipient);
-    let dedup = opened.dedup(id);
-    let mut steps = 0u32;
-    let mut durable = || -> Result<(), LocalError> {
-        steps += 1;
-        match opts.stop_after_steps {
-            Some(n) if steps >= n => Err(LocalError::Store(format!("stopped after {steps} steps"))),
-            _ => Ok(()),
-        }
-    };
-    for step in chosen.chunks(REPACK_STEP) {
-        let emptied: PackSet = {
-            let mut p = PackSet::default();
-            step.iter().for_each(|&n| p.insert(n));
-            p
-        };
-        // 1. The live chunks, copied into new packs, made durable.
-        let mut out = MovedPacks {
-            repo,
-            id,
-            sealer: &sealer,
-            dedup: &dedup,
-            sink: opened.store.sink(id, 0, &code),
-            writer: bitdust_block::pack::PackWriter::new(bitdust_block::pack::PackKind::Data),
-            sealed: bitdust_block::SealedBlock::default(),
-            now: opts.now,
-            pack_size: opts.pack_size,
-            written: Vec::new(),
-            degraded: Vec::new(),
-        };
-        {
-            let mut reader = PackReader::new(&mut source, &newest, opened.dedup(id), key.clone())?;
-            for &old in step {
-                let (list, data) = reader.open_pack(old)?;
-                let txn = repo.read()?;
-                for e in &list.entries {
-                    // The copy the index points at, of a chunk in use.
-                    if !repo.is_live(&txn, id, &e.id)?
-                        || repo.chunk(&txn, id, &e.id)?.map(|l| l.pack) != Some(old)
-                    {
-                        continue;
-                    }
-                    let start = e.offset as usize;
-                    let Some(stored) = data.get(start..start + e.stored_len as usize) else {
-                        return Err(LocalError::Store(format!(
-                            "chunk {} lies outside pack {old}; run check",
-                            e.id
-                        )));
-                    };
-                    out.push(e, stored)?;
-                    report.chunks_moved += 1;
-                    report.bytes_moved += u64::from(e.stored_len);
-                }
-            }
-        }
-        let (written, degraded) = out.finish()?;
-        if !crate::restore::decodable(&code, &degraded) {
-            return Err(LocalError::Store(format!(
-                "positions {degraded:?} failed while repacking, more than the code tolerates; nothing was changed, check the disks and prune again"
-            )));
-        }
-        durable()?;
-        let mut added = PackSet::default();
-        written.iter().for_each(|(n, _, _)| added.insert(*n));
-        // 2. Roots name the new packs too.
-        let mut touched = Vec::new();
-        for &n in &snapshots {
-            let root = opened.root(id, n)?;
-            let packs = crate::snapshot::root_packs(&root)?;
-            if packs.iter().any(|p| emptied.contains(p)) {
-                let mut with = packs.clone();
-                added.iter().for_each(|p| with.insert(p));
-                opened.rewrite_root(&identity, &root, &with)?;
-                durable()?;
-                touched.push(n);
-            }
-        }
-        // 3. The index moves to them.
-        repo.record_moved(id, &written)?;
-        durable()?;
-        // 4. Roots no longer name the emptied packs.
-        for &n in &touched {
-            let root = opened.root(id, n)?;
-            let mut without = PackSet::default();
-            crate::snapshot::root_packs(&root)?
-                .iter()
-                .filter(|p| !emptied.contains(*p))
-                .for_each(|p| without.insert(p));
-            opened.rewrite_root(&identity, &root, &without)?;
-            durable()?;
-        }
-        report.packs_repacked += step.len() as u64;
-        report.packs_written += written.len() as u64;
-    }
-    repo.live_clear(id)?;
-    Ok((report, None))
-}
-
-/// A pack's record and chunks, as [`Repo::record_moved`] takes them.
-type MovedPack = (
-    u64,
-    crate::repo::PackRecord,
-    Vec<bitdust_block::pack::PackEntry>,
-);
-
-/// The new packs of one repack step: chunks pushed in, packs sealed and
-/// stored as they fill.
-struct MovedPacks<'a> {
-    repo: &'a Repo,
-    id: BackupId,
-    sealer: &'a bitdust_block::BlockSealer,
-    dedup: &'a DedupKeys,
-    sink: LocalSink,
-    writer: bitdust_block::pack::PackWriter,
-    sealed: bitdust_block::SealedBlock,
-    now: u64,
-    pack_size: usize,
-    written: Vec<MovedPack>,
-    degraded: Vec<usize>,
-}
-
-impl MovedPacks<'_> {
-    /// Adds chunk `e`, whose stored bytes are `stored`.
-    fn push(
-        &mut self,
-        e: &bitdust_block::pack::PackEntry,
-        stored: &[u8],
-    ) -> Result<(), LocalError> {
-        let w = &self.writer;
-        if !w.is_empty() && (w.data_len() + stored.len() > self.pack_size || w.is_full()) {
-            self.seal()?;
-        }
-        self.writer.push(e.id, stored, e.plain_len);
-        Ok(())
-    }
-
-    /// Seals what is left, makes every pack durable: the packs written and
-    /// the positions that failed.
-    fn finish(mut self) -> Result<(Vec<MovedPack>, Vec<usize>), LocalError> {
-        if !self.writer.is_empty() {
-            self.seal()?;
-        }
-        for p in self.sink.sync().map_err(|e| LocalError::Store(e.0))? {
-            if !self.degraded.contains(&p) {
-                self.degraded.push(p);
-            }
-        }
-        Ok((self.written, self.degraded))
-    }
-
-    /// Seals the open pack under a newly reserved number and stores it.
-    fn seal(&mut self) -> Result<(), LocalError> {
-        let number = self.repo.reserve_packs(self.id, 1)?;
-        self.sealer
-            .seal_pack(number, &self.writer, self.dedup, &mut self.sealed)
-            .map_err(|e| LocalError::Store(format!("sealing a repacked pack failed: {e}")))?;
-        let failed = self
-            .sink
-            .put_block(&self.sealed)
-            .map_err(|e| LocalError::Store(e.0))?;
-        let mut missing = 0u64;
-        for p in failed {
-            if p < 64 {
-                missing |= 1 << p;
-            }
-            if !self.degraded.contains(&p) {
-                self.degraded.push(p);
-            }
-        }
-        let body_len = self
-            .sealed
-            .header()
-            .map(|h| h.header.cipher_len)
-            .ok_or_else(|| LocalError::Store("a repacked pack was not sealed".into()))?;
-        self.written.push((
-            number,
-            crate::repo::PackRecord {
-                kind: bitdust_block::pack::PackKind::Data,
-                state: PackState::Live,
-                chunks: self.writer.entries().len() as u32,
-                data_len: self.writer.data_len() as u64,
-                body_len,
-                time: self.now,
-                pending: 0,
-                missing,
-            },
-            self.writer.entries().to_vec(),
-        ));
-        self.writer.clear();
-        Ok(())
-    }
-}
