@@ -1534,12 +1534,16 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__prune)
-            opts="-q -h --json --quiet --run-dir --help"
+            opts="-q -h --max-unused --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --max-unused)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

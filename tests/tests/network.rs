@@ -3097,3 +3097,99 @@ fn after_a_forget_the_rebuilder_regenerates_only_the_packs_left() {
     ]);
     assert_same_tree(&second, &restored_path(&out2b, &src));
 }
+
+#[test]
+fn prune_repacks_mostly_unused_packs_at_every_supplier_and_every_snapshot_still_restores() {
+    let net = Net::up(4, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 48 incompressible files of 64 KiB: several 1 MiB packs of 16 each.
+    for i in 0..48 {
+        let mut data = vec![0u8; 64 << 10];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+        std::fs::write(src.join(format!("f{i:02}")), &data).unwrap();
+    }
+    let src_s = src.display().to_string();
+    let s1 = net.ok(&["backup", &src_s]);
+    let id = s1["backup_id"].as_str().unwrap().to_owned();
+    // Three files of every four go: each pack is 3/4 unused once
+    // snapshot 1 is forgotten.
+    for i in (0..48).filter(|i| i % 4 != 0) {
+        std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    net.ok(&["backup", &src_s]);
+    let f = net.ok(&["forget", &format!("{id}@1")]);
+    // Only snapshot 1's metadata packs go: every data pack is still used.
+    assert!(
+        f["prune"][0]["bytes_freed"].as_u64().unwrap() < 512 << 10,
+        "{f}"
+    );
+    let before = net.ok(&["stats"]);
+
+    // With a supplier that does not answer, nothing is repacked.
+    net.signal(
+        "supplier-3",
+        "bitdust-supplier-store",
+        rustix::process::Signal::STOP,
+    );
+    let o = net.ctl(&["--json", "prune"]);
+    net.signal(
+        "supplier-3",
+        "bitdust-supplier-store",
+        rustix::process::Signal::CONT,
+    );
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(4),
+        "{}",
+        stderr(&o)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        p[0]["repack_skipped"]
+            .as_str()
+            .is_some_and(|w| w.contains("position 3")),
+        "{p}"
+    );
+    assert_eq!(p[0]["packs_repacked"], 0, "{p}");
+
+    let p = net.ok(&["prune", "--max-unused", "5%"]);
+    let repacked = p[0]["packs_repacked"].as_u64().unwrap();
+    assert!(repacked >= 3, "{p}");
+    assert_eq!(p[0]["packs_deleted"].as_u64().unwrap(), repacked, "{p}");
+    assert_eq!(p[0]["packs_pending"], 0, "{p}");
+    let data = p[0]["data_bytes"].as_u64().unwrap();
+    assert!(
+        p[0]["unused_bytes_before"].as_u64().unwrap() * 2 > data,
+        "{p}"
+    );
+    assert!(
+        p[0]["unused_bytes_after"].as_u64().unwrap() * 20 <= data,
+        "{p}"
+    );
+    // Every supplier holds the packs left and no other; the catalog and
+    // the index name the same packs.
+    let after = net.ok(&["stats"]);
+    let live = after["packs"].as_u64().unwrap();
+    for i in 0..4 {
+        assert_eq!(packs_held(&net, i, &id).len() as u64, live, "supplier {i}");
+    }
+    let list = net.ok(&["list"]);
+    assert_eq!(
+        list[0]["versions"][0]["packs"].as_u64().unwrap(),
+        live,
+        "{list}"
+    );
+    assert!(
+        after["stored_bytes"].as_u64().unwrap() * 2 < before["stored_bytes"].as_u64().unwrap(),
+        "{before} -> {after}"
+    );
+    let c = net.ok(&["check", "--read-data-subset", "100%"]);
+    assert_eq!(c["errors"], serde_json::json!([]), "{c}");
+    assert_eq!(c["packs_read"].as_u64().unwrap(), live, "{c}");
+    let out = net.dir.path().join("out");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out, &src));
+    // The index follows the chunks: the next snapshot adds nothing.
+    let s3 = net.ok(&["backup", &src_s]);
+    assert_eq!(s3["snapshot"]["chunks_added"], 0, "{s3}");
+}

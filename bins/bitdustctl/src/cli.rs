@@ -116,13 +116,20 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Delete at every supplier the packs no snapshot references: those a
-    /// supplier that was away still holds (backups, delete and forget
-    /// prune as they go).
+    /// Delete at every supplier the packs no snapshot references (those a
+    /// supplier that was away still holds: backups, delete and forget
+    /// prune as they go) and fragments of packs nothing knows, after
+    /// repacking mostly-unused packs.
     Prune {
         /// The backup (ID) [default: every backup you may see].
         #[arg(value_name = "ID")]
         which: Option<String>,
+        /// Repack the most unused packs until at most this share of the
+        /// referenced data is unused: their live chunks move into new
+        /// packs at every supplier (needs master.key at the agent and
+        /// every supplier answering; 100%: whole packs only).
+        #[arg(long, default_value = "5%", value_parser = parse_share, value_name = "PCT")]
+        max_unused: f64,
     },
     /// Check a snapshot backup: every root, every fragment of every pack
     /// (headers, signatures, hashes) at the suppliers, and every

@@ -206,7 +206,9 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
                 c.forget(which.as_deref(), policy, *dry_run, json, quiet)
                     .await
             }
-            Command::Prune { which } => c.prune(which.as_deref(), json, quiet).await,
+            Command::Prune { which, max_unused } => {
+                c.prune(which.as_deref(), *max_unused, json, quiet).await
+            }
             Command::Check {
                 which,
                 read_data_subset,

@@ -791,6 +791,7 @@ impl Client {
     pub(crate) async fn prune(
         &mut self,
         which: Option<&str>,
+        max_unused: f64,
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
@@ -799,6 +800,7 @@ impl Client {
             .inner
             .prune(pb::PruneRequest {
                 backup_id: backup_id.clone(),
+                max_unused: (max_unused < 1.0).then_some(max_unused),
             })
             .await?
             .into_inner();

@@ -16,10 +16,10 @@ use bitdust_crypto::{BackupKey, DedupKeys, Identity};
 use bitdust_ecc::Code;
 use bitdust_proto::format::v1 as pb;
 
-use crate::{FragmentSink, FragmentSource};
 use crate::local::LocalError;
 use crate::repo::{PackSet, PackState, Repo};
 use crate::snapshot::{Change, NodeStream, PackReader, PackVerifyReport};
+use crate::{FragmentSink, FragmentSource};
 
 /// Where the snapshots of a backup are, and how to read them.
 pub trait SnapshotStore {

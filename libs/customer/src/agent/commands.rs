@@ -4,11 +4,12 @@
 //! (`bitdust_pipeline::store`), with the roots and packs fetched from the
 //! suppliers and the catalog naming the snapshots.
 
+use bitdust_pipeline::FragmentSink;
 use bitdust_pipeline::forget::{Policy, Undecided, Within};
 use bitdust_pipeline::local::LocalError;
 use bitdust_pipeline::repo::{PackState, Repo};
 use bitdust_pipeline::snapshot::{self as snap, Change};
-use bitdust_pipeline::store::{self, SnapshotStore};
+use bitdust_pipeline::store::{self, RepackStore, SnapshotStore};
 use bitdust_proto::format::v1 as fpb;
 
 use super::*;
@@ -17,8 +18,9 @@ use super::*;
 const LS_BATCH: usize = 256;
 
 /// The agent's backups as a [`SnapshotStore`] (used on a blocking
-/// thread: its sources block on the runtime).
-struct Suppliers<'a>(&'a Agent);
+/// thread: its sources and sinks block on the runtime), with the first
+/// position that did not answer a ping just before, if any.
+struct Suppliers<'a>(&'a Agent, Option<usize>);
 
 impl SnapshotStore for Suppliers<'_> {
     fn place(&self) -> String {
@@ -87,6 +89,79 @@ impl SnapshotStore for Suppliers<'_> {
     }
 }
 
+impl RepackStore for Suppliers<'_> {
+    fn identity(&self) -> Arc<Identity> {
+        self.0.identity.clone()
+    }
+
+    fn missing_position(&self, positions: usize) -> Option<usize> {
+        if positions != self.0.code.suppliers() {
+            // Another code than the agent's: its sinks cannot write it.
+            return Some(0);
+        }
+        self.1
+    }
+
+    fn pack_sink(&self, id: BackupId, _: &bitdust_ecc::Code) -> Box<dyn FragmentSink + '_> {
+        Box::new(self.0.sink(self.0.links(), id, 0))
+    }
+
+    /// The catalog names every pack a root names before the root does (a
+    /// pack the catalog does not name may be pruned): packs added go into
+    /// the catalog first, packs dropped leave it after every supplier took
+    /// the new root. Every supplier must take it, or the repack stops.
+    fn rewrite_root(
+        &self,
+        root: &bitdust_block::root::Root,
+        packs: &bitdust_pipeline::repo::PackSet,
+    ) -> Result<(), LocalError> {
+        let (id, n) = (root.backup_id, root.root.snapshot);
+        let store_err = |e: &dyn std::fmt::Display| LocalError::Store(e.to_string());
+        let (_, mut rec) = self
+            .0
+            .state
+            .versions_of(id)
+            .map_err(|e| store_err(&e))?
+            .into_iter()
+            .find(|(v, _)| *v == n)
+            .ok_or_else(|| {
+                LocalError::Store(format!("{id}@{n} left the catalog while repacking"))
+            })?;
+        let Some(summary) = rec.snapshot.as_mut() else {
+            return Err(LocalError::Store(format!("{id}@{n} is not a snapshot")));
+        };
+        let before = bitdust_pipeline::repo::PackSet::from_ranges(&summary.pack_ranges, 1 << 28)
+            .unwrap_or_default();
+        let adds = packs.iter().any(|p| !before.contains(p));
+        summary.pack_ranges = packs.to_ranges();
+        summary.packs = packs.len();
+        if adds {
+            self.0
+                .state
+                .put_version(id, n, &rec)
+                .map_err(|e| store_err(&e))?;
+        }
+        let bytes = store::signed_revision(&self.0.identity, root, packs);
+        let failed = self
+            .0
+            .sink(self.0.links(), id, n)
+            .commit(&bytes)
+            .map_err(|e| store_err(&e))?;
+        if !failed.is_empty() {
+            return Err(LocalError::Store(format!(
+                "positions {failed:?} did not take the new root of {id}@{n}; the repack stopped there, prune again when every supplier answers"
+            )));
+        }
+        if !adds {
+            self.0
+                .state
+                .put_version(id, n, &rec)
+                .map_err(|e| store_err(&e))?;
+        }
+        Ok(())
+    }
+}
+
 /// A shared command's failure as the status bitdustctl shows.
 fn failed(e: LocalError) -> Status {
     match e {
@@ -127,8 +202,18 @@ impl Agent {
         self: &Arc<Self>,
         f: impl FnOnce(&Suppliers<'_>, &Repo) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
+        self.with_store_down(None, f).await
+    }
+
+    /// [`Agent::with_store`], with `down` the first position that did not
+    /// answer (for a repack, which writes).
+    async fn with_store_down<T: Send + 'static>(
+        self: &Arc<Self>,
+        down: Option<usize>,
+        f: impl FnOnce(&Suppliers<'_>, &Repo) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&Suppliers(me.as_ref()), &me.repo))
+        tokio::task::spawn_blocking(move || f(&Suppliers(me.as_ref(), down), &me.repo))
             .await
             .map_err(internal)?
     }
@@ -366,6 +451,47 @@ impl Agent {
         let mut total = pb::PruneReply::default();
         for id in ids {
             let _held = self.hold(id, "prune")?;
+            let repacked = match req.max_unused.filter(|m| m.is_finite()) {
+                Some(share) if share < 1.0 => Some({
+                    let down = self
+                        .reachability()
+                        .await
+                        .iter()
+                        .position(|r| !matches!(r, Some(Ok(_))));
+                    self.with_store_down(down, move |s, repo| {
+                        let opts = store::RepackOptions {
+                            now: now(),
+                            pack_size: s.0.config.customer.block_size.0 as usize,
+                            stop_after_steps: None,
+                        };
+                        match store::repack(s, repo, id, share, &opts) {
+                            Ok(done) => Ok(done),
+                            Err(LocalError::Keys(e)) => {
+                                Ok((store::RepackReport::default(), Some(e.to_string())))
+                            }
+                            Err(e) => Err(failed(e)),
+                        }
+                    })
+                    .await?
+                }),
+                _ => {
+                    total.repack_skipped = "not asked for".into();
+                    None
+                }
+            };
+            if let Some((r, skipped)) = repacked {
+                total.data_bytes += r.data_bytes;
+                total.unused_before += r.unused_before;
+                total.unused_after += r.unused_after;
+                total.packs_repacked += r.packs_repacked;
+                total.packs_written += r.packs_written;
+                total.chunks_moved += r.chunks_moved;
+                total.bytes_moved += r.bytes_moved;
+                if let Some(why) = skipped {
+                    total.repack_skipped = why;
+                }
+                self.upload_catalog().await?;
+            }
             let r = prune_reply(&self.prune_packs(id).await?);
             let (objects, bytes) = self.sweep_unknown_packs(id).await?;
             total.unknown_objects_deleted += objects;
@@ -407,6 +533,7 @@ fn prune_reply(r: &bitdust_pipeline::prune::PruneReport) -> pb::PruneReply {
         packs_deleted: r.packs_deleted,
         bytes_freed: r.bytes_freed,
         packs_pending: r.packs_pending,
+        repack_skipped: "not asked for (bitdustctl prune repacks)".into(),
         ..Default::default()
     }
 }

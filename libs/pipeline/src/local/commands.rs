@@ -16,8 +16,8 @@ use crate::forget::{Decision, Policy};
 use crate::prune::PruneReport;
 use crate::repo::{PackSet, Repo};
 use crate::snapshot::Change;
-use crate::store::{RepackOptions, RepackStore, SnapshotStore};
 pub use crate::store::{CheckReport, DataSubset, RepackReport, Stats};
+use crate::store::{RepackOptions, RepackStore, SnapshotStore};
 
 /// A local store opened with this customer's keys.
 pub struct Opened {
@@ -561,4 +561,3 @@ pub fn prune_with<D: crate::prune::PackDeleter>(
     }
     Ok(out)
 }
-
