@@ -122,13 +122,14 @@ impl Queue {
     }
 
     /// Adds `job`, or keeps the queued one when it rebuilds onto the same
-    /// supplier (its progress stands); a job for another supplier starts
-    /// over.
+    /// supplier (its progress stands); a job for another supplier, or of a
+    /// snapshot whose packs changed since (a repack), starts over (the
+    /// packs the supplier holds already are skipped).
     pub fn ensure(&self, job: &Job) -> Result<(), QueueError> {
         let mut w = self.env.write_txn()?;
         let k = job.key();
         match self.jobs.get(&w, &k)? {
-            Some(held) if held.target == job.target => {}
+            Some(held) if held.target == job.target && held.pack_ranges == job.pack_ranges => {}
             _ => self.jobs.put(&mut w, &k, job)?,
         }
         Ok(w.commit()?)
@@ -228,5 +229,31 @@ mod tests {
         assert_eq!((j.target.as_str(), j.next_block), ("B", 0));
         q.remove(&j).unwrap();
         assert_eq!(q.jobs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_job_whose_packs_changed_starts_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = Queue::open(tmp.path()).unwrap();
+        let mut a = job(1, 3, "A", 100);
+        a.pack_ranges = vec![0, 10];
+        q.ensure(&a).unwrap();
+        a.next_block = 6;
+        q.save(&a).unwrap();
+        q.ensure(&Job {
+            next_block: 0,
+            ..a.clone()
+        })
+        .unwrap();
+        assert_eq!(q.jobs().unwrap()[0].next_block, 6, "the same packs");
+        // A repack moved packs 2..5 into pack 10: the old ones are gone.
+        q.ensure(&Job {
+            next_block: 0,
+            pack_ranges: vec![0, 2, 5, 6],
+            ..a.clone()
+        })
+        .unwrap();
+        let j = &q.jobs().unwrap()[0];
+        assert_eq!((j.next_block, &j.pack_ranges), (0, &vec![0, 2, 5, 6]));
     }
 }
