@@ -2797,6 +2797,9 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
     let mut notes = std::fs::read(src.join("docs/notes.txt")).unwrap();
     notes.extend_from_slice(b"appended\n");
     std::fs::write(src.join("docs/notes.txt"), &notes).unwrap();
+    // With nanoseconds, which the snapshot keeps and the restore sets.
+    let nanos = filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789);
+    filetime::set_file_mtime(src.join("docs/notes.txt"), nanos).unwrap();
     std::fs::remove_file(src.join("big.bin")).unwrap();
     std::fs::write(src.join("new.txt"), b"new\n").unwrap();
     let small = src.join("docs/nested/deeper/small.txt");
@@ -2824,6 +2827,14 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
         .collect();
     let tree = bitdust_tests::walk(&src);
     assert_eq!(under_src.len(), tree.len(), "{listed:?}");
+    let notes_entry = listed
+        .iter()
+        .find(|e| e["path"] == format!("{src_s}/docs/notes.txt"))
+        .unwrap();
+    assert_eq!(
+        (&notes_entry["mtime_unix"], &notes_entry["mtime_nanos"]),
+        (&1_600_000_000.into(), &123_456_789.into())
+    );
     let symlink = listed
         .iter()
         .find(|e| e["path"] == format!("{src_s}/docs/nested/deeper/small.txt"))
@@ -3010,6 +3021,12 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
     let out = net.dir.path().join("out");
     net.ok(&["restore", "--to", &out.display().to_string()]);
     assert_same_tree(&src, &restored_path(&out, &src));
+    let m = std::fs::metadata(restored_path(&out, &src).join("docs/notes.txt")).unwrap();
+    assert_eq!(
+        filetime::FileTime::from_last_modification_time(&m),
+        nanos,
+        "the mtime's nanoseconds"
+    );
 
     // A snapshot that is not there: one sentence.
     let o = net.ctl(&["ls", &format!("{id}@9")]);
