@@ -2428,6 +2428,18 @@ fn a_lost_snapshot_index_is_rebuilt_from_the_packs_and_no_pack_number_is_reused(
     assert!(chunks1 >= 10, "{s1}");
     net.ok(&["backup", &src_s]);
 
+    // A run that failed before its snapshot was recorded left pack 500
+    // (the catalog does not name it) at supplier 1.
+    let id = s1["backup_id"].as_str().unwrap();
+    let stale = format!("v/{id}/0000000000/b0000000500.f003");
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let link = link_as_customer(&net, &rt, "supplier-1", &customer_identity(&net));
+        rt.block_on(link.put(&stale, b"a failed run's fragment"))
+            .unwrap();
+    }
+    let held2 = packs_held(&net, 0, id);
+
     // The agent's index and files cache are lost (its catalog is not).
     let repo = net.node("customer").join("state/customer/repo");
     assert!(repo.is_dir(), "{}", repo.display());
@@ -2444,13 +2456,22 @@ fn a_lost_snapshot_index_is_rebuilt_from_the_packs_and_no_pack_number_is_reused(
     assert_eq!(c3["bytes_read"], s3["input_bytes"], "{s3}");
     let chunks3 = c3["chunks_added"].as_u64().unwrap();
     assert!(chunks3 <= 3 && chunks3 < chunks1, "{s3}");
+    // Its new packs are numbered past every pack a supplier holds.
+    let new: Vec<u64> = packs_held(&net, 0, id)
+        .difference(&held2)
+        .copied()
+        .collect();
+    assert!(!new.is_empty() && new.iter().all(|&p| p > 500), "{new:?}");
+    // The failed run's fragment, which nothing knows, goes at the next prune.
+    let p = net.ok(&["prune"]);
+    assert_eq!(p[0]["unknown_files_deleted"], 1, "{p}");
+    assert!(!packs_held(&net, 1, id).contains(&500));
 
     // Lost again: every snapshot still restores from the packs, which the
     // third one did not overwrite.
     let _agent = restart_agent(&net, Some(agent), || {
         std::fs::remove_dir_all(&repo).unwrap()
     });
-    let id = s1["backup_id"].as_str().unwrap();
     let out1 = net.dir.path().join("out1");
     net.ok(&[
         "restore",

@@ -27,6 +27,16 @@ pub fn fragment_object(id: BackupId, version: u64, block: u64, f: usize) -> Stri
     format!("{}b{block:010}.f{f:03}", version_prefix(id, version))
 }
 
+/// The block (pack) number of a fragment object named under `prefix`
+/// (a [`version_prefix`]), if `name` is one.
+pub fn pack_of(prefix: &str, name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('b')?;
+    let (digits, f) = rest.split_once(".f")?;
+    (digits.len() == 10 && f.len() == 3 && f.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
 /// Name of the signed manifest.
 pub fn manifest_object(id: BackupId, version: u64) -> String {
     format!("{}manifest", version_prefix(id, version))

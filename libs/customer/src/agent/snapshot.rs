@@ -234,13 +234,26 @@ impl Agent {
         let (key, parent, parent_root) = self.snapshot_key(id, previous).await?;
         // No pack number any snapshot in the catalog uses is handed out
         // again (the index may be new: a lost state, a recovered machine).
-        let next_pack = previous
+        let mut next_pack = previous
             .iter()
             .filter_map(|(_, r)| r.snapshot.as_ref())
             .flat_map(|s| s.pack_ranges.chunks_exact(2))
             .map(|r| r[0].saturating_add(r[1]))
             .max()
             .unwrap_or(0);
+        // An index that has handed out no number yet (new, lost, or a
+        // recovered machine) starts past every pack any supplier holds:
+        // a run that failed before its snapshot was recorded stored packs
+        // the catalog does not name, and a number used again would leave
+        // a stale fragment of the old pack where a supplier is down now.
+        let fresh = self
+            .repo
+            .next_pack(id)
+            .map_err(|e| BackupError::Internal(e.to_string()))?
+            == 0;
+        if fresh {
+            next_pack = next_pack.max(self.packs_held_past(id).await);
+        }
         let counter = Arc::new(Counter(AtomicU64::new(0)));
         let ticker = spawn_ticker(counter.clone(), total, events.clone(), |p| {
             pb::BackupEvent {
@@ -470,6 +483,33 @@ impl bitdust_pipeline::prune::PackDeleter for NetPackDeleter {
 }
 
 impl Agent {
+    /// One past the highest pack number of backup `id` any supplier
+    /// hired now holds a fragment of (0: none), from their listings, a page
+    /// at a time.
+    async fn packs_held_past(self: &Arc<Self>, id: BackupId) -> u64 {
+        let prefix = netio::version_prefix(id, 0);
+        let mut past = 0;
+        for link in self.links().into_iter().flatten() {
+            let mut after = String::new();
+            loop {
+                let Ok((page, more)) = link.list_page(&prefix, &after).await else {
+                    tracing::debug!(supplier = %link.node_id, "cannot list its packs now");
+                    break;
+                };
+                for o in &page {
+                    if let Some(pack) = netio::pack_of(&prefix, &o.name) {
+                        past = past.max(pack.saturating_add(1));
+                    }
+                }
+                match page.last() {
+                    Some(last) if more => after = last.name.clone(),
+                    _ => break,
+                }
+            }
+        }
+        past
+    }
+
     /// The packs the snapshots of `id` in the catalog reference.
     fn catalog_packs(&self, id: BackupId) -> Result<bitdust_pipeline::repo::PackSet, Status> {
         let mut kept = bitdust_pipeline::repo::PackSet::default();
@@ -546,11 +586,7 @@ impl Agent {
                 }
                 let mut unknown = Vec::new();
                 for o in page {
-                    let Some(pack) = o
-                        .name
-                        .strip_prefix(&prefix)
-                        .and_then(|n| n.strip_prefix('b')?.get(..10)?.parse::<u64>().ok())
-                    else {
+                    let Some(pack) = netio::pack_of(&prefix, &o.name) else {
                         continue;
                     };
                     if !kept.contains(pack) && self.repo.pack(id, pack).map_err(internal)?.is_none()
