@@ -2621,22 +2621,10 @@ fn the_rebuilder_regenerates_snapshot_packs_so_three_more_suppliers_can_die() {
     for i in [0, 3, 5] {
         net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
     }
-    let status = poll(
+    let status = rebuilt(
+        &net,
         "the rebuilder to replace 3 suppliers and rebuild both snapshots",
-        240,
-        || {
-            let st = net.ok(&["rebuild", "status"]);
-            let list = net.ok(&["list"]);
-            let owed: u64 = list[0]["versions"]
-                .as_array()?
-                .iter()
-                .map(|v| v["missing_fragments"].as_u64().unwrap_or(1))
-                .sum();
-            (st["suppliers_fired"].as_u64() >= Some(3)
-                && st["queue"].as_array().is_some_and(Vec::is_empty)
-                && owed == 0)
-                .then_some(st)
-        },
+        3,
     );
     // Each shared pack is rebuilt once per position, not once per snapshot.
     let bytes = status["bytes_uploaded"].as_u64().unwrap();
@@ -2657,6 +2645,25 @@ fn the_rebuilder_regenerates_snapshot_packs_so_three_more_suppliers_can_die() {
     let which = format!("{}@1", s1["backup_id"].as_str().unwrap());
     net.ok(&["restore", &which, "--to", &out1.display().to_string()]);
     assert_same_tree(&first, &restored_path(&out1, &src));
+}
+
+/// Waits (at most 240 s) until the rebuilder has fired at least `fired`
+/// suppliers, its queue is empty and no version owes a fragment; returns
+/// its status.
+fn rebuilt(net: &Net, what: &str, fired: u64) -> serde_json::Value {
+    poll(what, 240, || {
+        let st = net.ok(&["rebuild", "status"]);
+        let list = net.ok(&["list"]);
+        let owed: u64 = list[0]["versions"]
+            .as_array()?
+            .iter()
+            .map(|v| v["missing_fragments"].as_u64().unwrap_or(1))
+            .sum();
+        (st["suppliers_fired"].as_u64() >= Some(fired)
+            && st["queue"].as_array().is_some_and(Vec::is_empty)
+            && owed == 0)
+            .then_some(st)
+    })
 }
 
 /// The objects of backup `id` each of suppliers 0..n holds, by name.
@@ -3089,22 +3096,10 @@ fn after_a_forget_the_rebuilder_regenerates_only_the_packs_left() {
     for i in [0, 3, 5] {
         net.kill9(&format!("supplier-{i}"), "bitdust-supplier-store");
     }
-    let status = poll(
+    let status = rebuilt(
+        &net,
         "the rebuilder to replace 3 suppliers and rebuild snapshots 2 and 3",
-        240,
-        || {
-            let st = net.ok(&["rebuild", "status"]);
-            let list = net.ok(&["list"]);
-            let owed: u64 = list[0]["versions"]
-                .as_array()?
-                .iter()
-                .map(|v| v["missing_fragments"].as_u64().unwrap_or(1))
-                .sum();
-            (st["suppliers_fired"].as_u64() >= Some(3)
-                && st["queue"].as_array().is_some_and(Vec::is_empty)
-                && owed == 0)
-                .then_some(st)
-        },
+        3,
     );
     // What is left, once per lost position: nothing of the pruned packs.
     let bytes = status["bytes_uploaded"].as_u64().unwrap();

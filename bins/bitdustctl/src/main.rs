@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use bitdust_pipeline::Progress;
 use bitdust_pipeline::local;
+use bitdust_proto::customer::v1 as pb;
 use bitdustctl::{Cli, Command, KeyCommand, KeysArg, LocalCommand};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -428,7 +429,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
             let (_lock, repo) = open_state(dir)?;
             let sel = which.unwrap_or_default();
-            let r = report::LocalStats::from(local::stats(&opened, &repo, sel.backup_id)?);
+            let r = report::LocalStats::from(pb::StatsReply::from(local::stats(
+                &opened,
+                &repo,
+                sel.backup_id,
+            )?));
             report::emit(&r, cli.json, cli.quiet);
             Ok(0)
         }
@@ -441,12 +446,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let opened = local::Opened::new(&keys_dir(keys)?, dir)?;
             let (_lock, repo) = open_state(dir)?;
             let sel = which.unwrap_or_default();
-            let r = report::Checked::from(local::check(
+            let r = report::Checked::from(pb::CheckReply::from(local::check(
                 &opened,
                 &repo,
                 sel.backup_id,
                 *read_data_subset,
-            )?);
+            )?));
             Ok(checked(r, cli.json, cli.quiet))
         }
     }

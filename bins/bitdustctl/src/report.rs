@@ -1529,28 +1529,6 @@ pub(crate) struct LocalStats {
     dedup_ratio: f64,
 }
 
-impl From<bitdust_pipeline::local::Stats> for LocalStats {
-    fn from(s: bitdust_pipeline::local::Stats) -> Self {
-        LocalStats {
-            backup_id: s.backup_id.to_string(),
-            snapshots: s.snapshots,
-            logical_bytes: s.logical_bytes,
-            chunks: s.chunks,
-            unique_bytes: s.unique_bytes,
-            compressed_bytes: s.compressed_bytes,
-            packs: s.packs,
-            packed_bytes: s.packed_bytes,
-            stored_bytes: s.stored_bytes,
-            packs_pending_delete: s.packs_pending_delete,
-            dedup_ratio: if s.unique_bytes == 0 {
-                0.0
-            } else {
-                s.logical_bytes as f64 / s.unique_bytes as f64
-            },
-        }
-    }
-}
-
 impl From<pb::StatsReply> for LocalStats {
     fn from(s: pb::StatsReply) -> Self {
         LocalStats {
@@ -1630,30 +1608,6 @@ pub(crate) struct Checked {
     packs_read: u64,
     chunks_verified: u64,
     pub(crate) errors: Vec<String>,
-}
-
-impl From<bitdust_pipeline::local::CheckReport> for Checked {
-    fn from(r: bitdust_pipeline::local::CheckReport) -> Self {
-        Checked {
-            backup_id: r.backup_id.to_string(),
-            snapshots: r.snapshots,
-            packs: r.packs.packs.len(),
-            unrecoverable_packs: r.packs.unrecoverable(),
-            damaged_packs: r
-                .packs
-                .packs
-                .iter()
-                .filter(|b| !b.damaged_positions.is_empty())
-                .count(),
-            min_margin: r.packs.min_margin(),
-            rejected_fragments: r.packs.rejected_fragments,
-            metadata_checked: r.metadata_checked,
-            entries: r.entries,
-            packs_read: r.packs_read,
-            chunks_verified: r.chunks_verified,
-            errors: r.errors,
-        }
-    }
 }
 
 impl From<pb::CheckReply> for Checked {

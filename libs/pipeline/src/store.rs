@@ -766,3 +766,44 @@ impl MovedPacks<'_> {
         Ok(())
     }
 }
+
+impl From<Stats> for bitdust_proto::customer::v1::StatsReply {
+    fn from(s: Stats) -> Self {
+        bitdust_proto::customer::v1::StatsReply {
+            backup_id: s.backup_id.to_string(),
+            snapshots: s.snapshots,
+            logical_bytes: s.logical_bytes,
+            chunks: s.chunks,
+            unique_bytes: s.unique_bytes,
+            compressed_bytes: s.compressed_bytes,
+            packs: s.packs,
+            packed_bytes: s.packed_bytes,
+            stored_bytes: s.stored_bytes,
+            packs_pending_delete: s.packs_pending_delete,
+        }
+    }
+}
+
+impl From<CheckReport> for bitdust_proto::customer::v1::CheckReply {
+    fn from(r: CheckReport) -> Self {
+        bitdust_proto::customer::v1::CheckReply {
+            backup_id: r.backup_id.to_string(),
+            snapshots: r.snapshots,
+            packs: r.packs.packs.len() as u64,
+            unrecoverable_packs: r.packs.unrecoverable(),
+            damaged_packs: r
+                .packs
+                .packs
+                .iter()
+                .filter(|p| !p.damaged_positions.is_empty())
+                .count() as u64,
+            min_margin: r.packs.min_margin().map(|m| m as u64),
+            rejected_fragments: r.packs.rejected_fragments,
+            metadata_checked: r.metadata_checked,
+            entries: r.entries,
+            packs_read: r.packs_read,
+            chunks_verified: r.chunks_verified,
+            errors: r.errors,
+        }
+    }
+}

@@ -300,18 +300,7 @@ impl Agent {
         let s = self
             .with_store(move |s, repo| store::stats(s, repo, id).map_err(failed))
             .await?;
-        Ok(pb::StatsReply {
-            backup_id: id.to_string(),
-            snapshots: s.snapshots,
-            logical_bytes: s.logical_bytes,
-            chunks: s.chunks,
-            unique_bytes: s.unique_bytes,
-            compressed_bytes: s.compressed_bytes,
-            packs: s.packs,
-            packed_bytes: s.packed_bytes,
-            stored_bytes: s.stored_bytes,
-            packs_pending_delete: s.packs_pending_delete,
-        })
+        Ok(s.into())
     }
 
     /// `check` of a snapshot backup.
@@ -331,25 +320,7 @@ impl Agent {
         let r = self
             .with_store(move |s, repo| store::check(s, repo, id, subset).map_err(failed))
             .await?;
-        Ok(pb::CheckReply {
-            backup_id: id.to_string(),
-            snapshots: r.snapshots,
-            packs: r.packs.packs.len() as u64,
-            unrecoverable_packs: r.packs.unrecoverable(),
-            damaged_packs: r
-                .packs
-                .packs
-                .iter()
-                .filter(|p| !p.damaged_positions.is_empty())
-                .count() as u64,
-            min_margin: r.packs.min_margin().map(|m| m as u64),
-            rejected_fragments: r.packs.rejected_fragments,
-            metadata_checked: r.metadata_checked,
-            entries: r.entries,
-            packs_read: r.packs_read,
-            chunks_verified: r.chunks_verified,
-            errors: r.errors,
-        })
+        Ok(r.into())
     }
 
     /// `forget`: the keep rules (or one version) applied to the snapshots
