@@ -2964,6 +2964,26 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
     assert_eq!(c["packs_read"], c["packs"], "{c}");
     assert!(c["chunks_verified"].as_u64().unwrap() >= 10, "{c}");
     assert_eq!(c["metadata_checked"], true, "{c}");
+    // Without --read-data-subset the fragments are listed, not fetched:
+    // one that a supplier lost is found.
+    let lost = backup_object_sizes(&net, 2, &id)
+        .into_iter()
+        .find(|(n, _)| n.contains("/0000000000/"))
+        .unwrap()
+        .0;
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let link = link_as_customer(&net, &rt, "supplier-2", &customer_identity(&net));
+        rt.block_on(link.delete(vec![lost.clone()], "")).unwrap();
+    }
+    let o = net.ctl(&["--json", "check"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&c["damaged_packs"], &c["fragments_listed"], &c["errors"]),
+        (&1.into(), &true.into(), &serde_json::json!([])),
+        "{c} ({lost})"
+    );
 
     // forget --dry-run changes nothing.
     let f = net.ok(&["forget", "--keep-last", "1", "--dry-run"]);

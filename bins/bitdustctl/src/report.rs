@@ -1603,6 +1603,7 @@ pub(crate) struct Checked {
     pub(crate) damaged_packs: usize,
     min_margin: Option<usize>,
     rejected_fragments: Vec<String>,
+    fragments_listed: bool,
     metadata_checked: bool,
     entries: u64,
     packs_read: u64,
@@ -1620,6 +1621,7 @@ impl From<pb::CheckReply> for Checked {
             damaged_packs: r.damaged_packs as usize,
             min_margin: r.min_margin.map(|m| m as usize),
             rejected_fragments: r.rejected_fragments,
+            fragments_listed: r.fragments_listed,
             metadata_checked: r.metadata_checked,
             entries: r.entries,
             packs_read: r.packs_read,
@@ -1633,10 +1635,15 @@ impl fmt::Display for Checked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "backup {}: {} snapshots, {} packs; every fragment read: {} damaged, {} cannot be recovered{}",
+            "backup {}: {} snapshots, {} packs; every fragment {}: {} damaged, {} cannot be recovered{}",
             self.backup_id,
             self.snapshots,
             self.packs,
+            if self.fragments_listed {
+                "listed at the suppliers"
+            } else {
+                "read"
+            },
             self.damaged_packs,
             self.unrecoverable_packs.len(),
             match self.min_margin {

@@ -29,7 +29,7 @@ pub use backup::{
     ArchiveInput, BackupError, BackupKeyMaterial, BackupOptions, BackupReport, LocalPaths, backup,
 };
 pub use restore::{
-    BlockHealth, BlocksReport, ChunkReader, RestoreError, RestoreOptions, RestoreReport,
+    BlockHealth, BlocksReport, ChunkReader, HealthOf, RestoreError, RestoreOptions, RestoreReport,
     VerifyReport, chunk_reader, extract_archive, load_manifest, restore, restore_blocks, verify,
 };
 pub use sink::{FragmentSink, FragmentSource, Progress, SinkError, SourceError};

@@ -673,8 +673,8 @@ pub fn verify(
 
 /// The health of blocks, the margin searched once per pattern of present
 /// fragments (most blocks of a version or backup share one).
-#[derive(Default)]
-pub(crate) struct HealthOf {
+#[derive(Default, Debug)]
+pub struct HealthOf {
     margins: std::collections::HashMap<Vec<bool>, (Option<usize>, bool)>,
 }
 
@@ -686,6 +686,12 @@ impl HealthOf {
         } else {
             opener.present().to_vec()
         };
+        self.of_present(code, block, present)
+    }
+
+    /// The health of `block` whose fragments `present` (by fragment
+    /// number) are there.
+    pub fn of_present(&mut self, code: &Code, block: u64, present: Vec<bool>) -> BlockHealth {
         let mut damaged: Vec<usize> = (0..code.fragment_count())
             .filter(|&f| !present[f])
             .map(|f| code.fragment_position(f))

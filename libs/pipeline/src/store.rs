@@ -47,6 +47,23 @@ pub trait SnapshotStore {
     }
     /// Bytes the backup takes at the positions (after the erasure code).
     fn stored_bytes(&self, repo: &Repo, id: BackupId) -> Result<u64, LocalError>;
+    /// The health of `packs` of `root`'s backup, and whether every
+    /// fragment was only listed (`true`) or read and verified: by default
+    /// read (a local disk); a store where reading is costly answers from
+    /// what the positions list.
+    fn pack_health(
+        &self,
+        repo: &Repo,
+        root: &Root,
+        packs: &PackSet,
+    ) -> Result<(PackVerifyReport, bool), LocalError> {
+        let _ = repo;
+        let mut source = self.packs(root.backup_id);
+        Ok((
+            crate::snapshot::verify_pack_set(source.as_mut(), root, packs)?,
+            false,
+        ))
+    }
 }
 
 /// The union of the packs every snapshot of `id` references, and the
@@ -277,8 +294,11 @@ pub struct CheckReport {
     pub backup_id: BackupId,
     /// Snapshots whose roots verified.
     pub snapshots: u64,
-    /// The health of every referenced pack (each read once).
+    /// The health of every referenced pack (each read once, or listed).
     pub packs: PackVerifyReport,
+    /// Whether the fragments were only listed (present, of their size),
+    /// not read.
+    pub fragments_listed: bool,
     /// Whether the snapshots' metadata was read (needs `master.key`).
     pub metadata_checked: bool,
     /// Entries read from the metadata.
@@ -310,13 +330,14 @@ pub fn check(
             store.place()
         )));
     };
+    let (packs, fragments_listed) = store.pack_health(repo, &newest, &all)?;
     let mut source = store.packs(id);
-    let packs = crate::snapshot::verify_pack_set(source.as_mut(), &newest, &all)?;
     let snapshots = store.snapshots(id)?;
     let mut report = CheckReport {
         backup_id: id,
         snapshots: snapshots.len() as u64,
         packs,
+        fragments_listed,
         metadata_checked: false,
         entries: 0,
         packs_read: 0,
@@ -799,6 +820,7 @@ impl From<CheckReport> for bitdust_proto::customer::v1::CheckReply {
                 .count() as u64,
             min_margin: r.packs.min_margin().map(|m| m as u64),
             rejected_fragments: r.packs.rejected_fragments,
+            fragments_listed: r.fragments_listed,
             metadata_checked: r.metadata_checked,
             entries: r.entries,
             packs_read: r.packs_read,

@@ -74,6 +74,68 @@ impl SnapshotStore for Suppliers<'_> {
             .ok_or_else(|| LocalError::Store(format!("{id}@{n} is not in the catalog")))
     }
 
+    /// From the suppliers' listings (a page at a time, every position in
+    /// step, in pack order): a fragment is there when its supplier lists it
+    /// at least as long as the pack's payload share. Reading every
+    /// fragment would download the whole backup; `--read-data-subset`
+    /// reads the packs it chooses.
+    fn pack_health(
+        &self,
+        repo: &Repo,
+        root: &bitdust_block::root::Root,
+        packs: &bitdust_pipeline::repo::PackSet,
+    ) -> Result<(snap::PackVerifyReport, bool), LocalError> {
+        let id = root.backup_id;
+        let code = bitdust_ecc::Code::new(root.scheme, root.root.suppliers as usize)
+            .map_err(|e| LocalError::Store(e.to_string()))?;
+        let prefix = netio::version_prefix(id, 0);
+        let links = self.0.links();
+        let mut cursors: Vec<Listing> = (0..code.suppliers())
+            .map(|p| Listing {
+                link: links.get(p).cloned().flatten(),
+                page: std::collections::VecDeque::new(),
+                after: String::new(),
+                more: true,
+                failed: None,
+            })
+            .collect();
+        let mut health = bitdust_pipeline::HealthOf::default();
+        let mut report = snap::PackVerifyReport {
+            packs: Vec::new(),
+            rejected_fragments: Vec::new(),
+        };
+        for pack in packs.iter() {
+            let share = repo.pack(id, pack)?.map(|r| {
+                code.fragment_len(usize::try_from(r.body_len).unwrap_or(usize::MAX)) as u64
+            });
+            let mut present = vec![false; code.fragment_count()];
+            for (position, c) in cursors.iter_mut().enumerate() {
+                while let Some((p, f, size)) = c.next_at_most(&self.0.rt, &prefix, pack) {
+                    if p < pack {
+                        continue;
+                    }
+                    if f < code.fragment_count() && code.fragment_position(f) == position {
+                        match share {
+                            Some(share) if size < share => report.rejected_fragments.push(format!(
+                                "pack {pack} fragment {f} at position {position}: {size} bytes listed, fewer than its {share}"
+                            )),
+                            _ => present[f] = true,
+                        }
+                    }
+                }
+            }
+            report.packs.push(health.of_present(&code, pack, present));
+        }
+        for (position, c) in cursors.iter().enumerate() {
+            if let Some(why) = &c.failed {
+                report
+                    .rejected_fragments
+                    .push(format!("position {position} could not be listed: {why}"));
+            }
+        }
+        Ok((report, true))
+    }
+
     fn stored_bytes(&self, repo: &Repo, id: BackupId) -> Result<u64, LocalError> {
         // The fragment payloads of the live packs, at every position.
         let code = &self.0.code;
@@ -159,6 +221,45 @@ impl RepackStore for Suppliers<'_> {
                 .map_err(|e| store_err(&e))?;
         }
         Ok(())
+    }
+}
+
+/// One supplier's listing of a backup's packs, read a page at a time.
+struct Listing {
+    link: Option<Arc<crate::client::SupplierLink>>,
+    /// (pack, fragment, size) in name order.
+    page: std::collections::VecDeque<(u64, usize, u64)>,
+    after: String,
+    more: bool,
+    failed: Option<String>,
+}
+
+impl Listing {
+    /// The next listed fragment of a pack numbered at most `pack`, taken
+    /// off the listing; `None` once the next is past it or none is left.
+    fn next_at_most(&mut self, rt: &Handle, prefix: &str, pack: u64) -> Option<(u64, usize, u64)> {
+        while self.page.is_empty() && self.more {
+            self.more = false;
+            let link = self.link.as_ref()?;
+            match rt.block_on(link.list_page(prefix, &self.after)) {
+                Ok((objects, more)) => {
+                    self.more = more;
+                    if let Some(last) = objects.last() {
+                        self.after = last.name.clone();
+                    }
+                    self.page.extend(objects.into_iter().filter_map(|o| {
+                        let pack = netio::pack_of(prefix, &o.name)?;
+                        let f = o.name.rsplit_once(".f")?.1.parse().ok()?;
+                        Some((pack, f, o.size))
+                    }));
+                }
+                Err(e) => self.failed = Some(e.to_string()),
+            }
+        }
+        match self.page.front() {
+            Some(&(p, _, _)) if p <= pack => self.page.pop_front(),
+            _ => None,
+        }
     }
 }
 
