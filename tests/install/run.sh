@@ -327,6 +327,9 @@ check "the customer-agent holds no capability (it reads no file: bitdustctl stre
 check "bitdustctl restore as alice writes alice's files, bit-exact" as bd-cust alice \
     'bitdustctl --quiet restore --to ~/restored && diff -r --no-dereference ~/Documents ~/restored/home/alice/Documents &&
      [ -z "$(find ~/restored ! -user alice)" ] && [ -d ~/restored/home/alice/Documents/empty ]'
+check "alice's ls, stats and check go through the agent to the suppliers" as bd-cust alice \
+    'bitdustctl ls | grep -q " /home/alice/Documents/sub/numbers.txt$" &&
+     bitdustctl --json stats | grep -q "\"snapshots\":1," && bitdustctl --quiet check'
 
 # ---- the crontab line, run by a real cron ----
 check "cron is running" on bd-cust systemctl is-active --quiet cron

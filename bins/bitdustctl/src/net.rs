@@ -411,6 +411,7 @@ impl Client {
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
+        let started = std::time::Instant::now();
         let abs = readable_sources(paths)?;
         let show = !json && !quiet;
         let total = tokio::task::spawn_blocking({
@@ -501,7 +502,8 @@ impl Client {
         drop(wants);
         finish(&bar, &cancel);
         let _ = archiver.join();
-        let done = report::BackedUp::from(done);
+        let mut done = report::BackedUp::from(done);
+        done.seconds = started.elapsed().as_secs_f64();
         for w in &done.warnings {
             eprintln!("bitdustctl: warning: skipped {w}");
         }
@@ -529,6 +531,7 @@ impl Client {
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
+        let started = std::time::Instant::now();
         let (backup_id, version) = split_which(which)?;
         let to = absolute(to)?;
         let include = include
@@ -624,7 +627,8 @@ impl Client {
             .finish(true, &bar)
             .await
             .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
-        let done = report::Restored::new(done, &to, &extracted);
+        let mut done = report::Restored::new(done, &to, &extracted);
+        done.seconds = started.elapsed().as_secs_f64();
         for w in &done.warnings {
             if !quiet {
                 eprintln!("bitdustctl: warning: {w}");

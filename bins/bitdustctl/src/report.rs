@@ -148,6 +148,8 @@ pub(crate) struct BackedUp {
     pub(crate) failed_positions: Vec<u32>,
     pub(crate) warnings: Vec<String>,
     pruned_versions: Vec<u64>,
+    /// Wall time of the whole run, as this process saw it.
+    pub(crate) seconds: f64,
     /// A snapshot's counts (`--snapshot`).
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot: Option<SnapshotCounts>,
@@ -199,6 +201,7 @@ impl From<pb::BackupDone> for BackedUp {
             failed_positions: d.failed_positions,
             warnings: d.warnings,
             pruned_versions: d.pruned_versions,
+            seconds: 0.0,
             snapshot: d.snapshot.map(SnapshotCounts::from),
             packs_deleted: d.packs_deleted,
             bytes_freed: d.bytes_freed,
@@ -223,7 +226,7 @@ impl fmt::Display for BackedUp {
         };
         writeln!(
             f,
-            "snapshot {}@{}: {} ({} files: {} new, {} changed, {} unchanged); read {}, added {} in {} chunks -> {} stored in {} packs",
+            "snapshot {}@{}: {} ({} files: {} new, {} changed, {} unchanged); read {}, added {} in {} chunks -> {} packed -> {} stored in {} packs, in {:.1}s",
             self.backup_id,
             self.version,
             gib(self.input_bytes),
@@ -234,8 +237,10 @@ impl fmt::Display for BackedUp {
             gib(s.bytes_read),
             gib(s.added_bytes),
             s.chunks_added,
+            gib(s.added_packed_bytes),
             gib(s.added_stored_bytes),
-            s.packs_added
+            s.packs_added,
+            self.seconds
         )
     }
 }
@@ -250,8 +255,13 @@ pub(crate) struct Restored {
     fragments_fetched: u64,
     blocks_repaired: u64,
     stale_fragments: u64,
+    /// Snapshots: the packs fetched, and their fragments' bytes.
+    packs_fetched: u64,
+    bytes_fetched: u64,
     pub(crate) warnings: Vec<String>,
     to: String,
+    /// Wall time of the whole restore, as this process saw it.
+    pub(crate) seconds: f64,
 }
 
 impl Restored {
@@ -271,8 +281,11 @@ impl Restored {
             fragments_fetched: d.fragments_fetched,
             blocks_repaired: d.blocks_repaired,
             stale_fragments: d.stale_fragments,
+            packs_fetched: d.packs_fetched,
+            bytes_fetched: d.bytes_fetched,
             warnings,
             to: to.display().to_string(),
+            seconds: 0.0,
         }
     }
 }
@@ -290,6 +303,14 @@ impl fmt::Display for Restored {
             self.fragments_fetched,
             self.blocks_repaired,
         )?;
+        if self.packs_fetched > 0 {
+            write!(
+                f,
+                ", {} packs read ({} of fragments)",
+                self.packs_fetched,
+                gib(self.bytes_fetched)
+            )?;
+        }
         if self.stale_fragments > 0 {
             write!(
                 f,
@@ -297,7 +318,7 @@ impl fmt::Display for Restored {
                 self.stale_fragments
             )?;
         }
-        writeln!(f)
+        writeln!(f, ", in {:.1}s", self.seconds)
     }
 }
 
