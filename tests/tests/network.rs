@@ -1297,25 +1297,10 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
     // And a deduplicated snapshot of the same paths.
     let s3 = net.ok(&["backup", &src_s]);
     assert_eq!(s3["version"], 3);
-    let customer = net.node("customer");
-    let export = net.dir.path().join("key-export.txt");
-    let keys = customer.join("state/customer/keys");
-    let out = bitdust_tests::ctl(
-        &keys,
-        &[
-            "key",
-            "export",
-            &export.display().to_string(),
-            "--keys",
-            &keys.display().to_string(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&export).unwrap().permissions())
-            & 0o777;
-    assert_eq!(mode, 0o600);
+    let fresh = lose_the_customer_machine(&net);
+    let export = &fresh.export;
     // An export never overwrites.
+    let keys = fresh.dir.join("state/customer/keys");
     let again = bitdust_tests::ctl(
         &keys,
         &[
@@ -1327,61 +1312,8 @@ fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores()
         ],
     );
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
-
-    // The customer's machine is lost: every daemon killed, all state gone.
-    for d in [
-        "bitdust-rebuilder",
-        "bitdust-customer-agent",
-        "bitdust-dht-peer",
-    ] {
-        net.kill9("customer", d);
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    std::fs::remove_dir_all(&customer).unwrap();
-
-    // A fresh machine: a dht-peer that knows only the seed, the key
-    // imported, then the agent with no supplier listed.
-    let fresh = net.dir.path().join("fresh");
-    let seed = std::fs::read_to_string(net.node("dht-seed").join("node-id")).unwrap();
-    let seed_addr = {
-        let cfg = std::fs::read_to_string(net.node("supplier-0").join("bitdust.toml")).unwrap();
-        cfg.lines()
-            .find(|l| l.starts_with("bootstrap"))
-            .unwrap()
-            .to_owned()
-    };
-    assert!(seed_addr.contains(seed.trim()));
-    let cfg = fresh.join("bitdust.toml");
-    std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::write(
-        &cfg,
-        format!(
-            "run_dir = {:?}\nstate_dir = {:?}\n[dht]\nlisten = \"127.0.0.1:0\"\n{seed_addr}\nrefresh_secs = 3\n[rebuilder]\ncheck_secs = 1\n[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = 4\ntimeout_secs = 3\n",
-            fresh.join("run"),
-            fresh.join("state")
-        ),
-    )
-    .unwrap();
-    let new_keys = fresh.join("state/customer/keys");
-    let imp = bitdust_tests::ctl(
-        &new_keys,
-        &[
-            "key",
-            "import",
-            &export.display().to_string(),
-            "--config",
-            &cfg.display().to_string(),
-        ],
-    );
-    assert!(imp.status.success(), "{}", stderr(&imp));
-    let spawn = |daemon: &str| {
-        Command::new(bin(daemon))
-            .arg("--config")
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = |daemon: &str| fresh.spawn(daemon);
+    let fresh = &fresh.dir;
     // A slow bootstrap: the seed does not answer while the new machine
     // starts, so its dht-peer is alone and the supplier list cannot be
     // found. A rebuilder runs and checks every second, asking to hire.
@@ -1698,6 +1630,178 @@ fn customer_identity(net: &Net) -> Identity {
         .find(|p| p.is_file())
         .expect("the customer keeps keys/identity.key");
     bitdust_crypto::load_or_create_identity(&key).unwrap().0
+}
+
+/// A customer machine recovered elsewhere: the key export, and a fresh
+/// machine's directory and config (its dht-peer knows only the seed; the
+/// key is imported; no daemon runs yet).
+struct Fresh {
+    export: PathBuf,
+    dir: PathBuf,
+    cfg: PathBuf,
+}
+
+impl Fresh {
+    /// Starts `daemon` on the fresh machine.
+    fn spawn(&self, daemon: &str) -> Child {
+        Command::new(bin(daemon))
+            .arg("--config")
+            .arg(&self.cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `bitdustctl --json ARGS` against the fresh machine's agent.
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("bitdustctl"))
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// Exports the customer's key (a 0600 file), loses its machine (every
+/// daemon killed, all its state gone), and prepares a fresh one with the
+/// key imported.
+fn lose_the_customer_machine(net: &Net) -> Fresh {
+    let customer = net.node("customer");
+    let export = net.dir.path().join("key-export.txt");
+    let keys = customer.join("state/customer/keys");
+    let out = bitdust_tests::ctl(
+        &keys,
+        &[
+            "key",
+            "export",
+            &export.display().to_string(),
+            "--keys",
+            &keys.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&export).unwrap().permissions())
+            & 0o777;
+    assert_eq!(mode, 0o600);
+    for d in [
+        "bitdust-rebuilder",
+        "bitdust-customer-agent",
+        "bitdust-dht-peer",
+    ] {
+        net.kill9("customer", d);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(&customer).unwrap();
+    let dir = net.dir.path().join("fresh");
+    let seed = std::fs::read_to_string(net.node("dht-seed").join("node-id")).unwrap();
+    let seed_addr = {
+        let cfg = std::fs::read_to_string(net.node("supplier-0").join("bitdust.toml")).unwrap();
+        cfg.lines()
+            .find(|l| l.starts_with("bootstrap"))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(seed_addr.contains(seed.trim()));
+    let cfg = dir.join("bitdust.toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[dht]\nlisten = \"127.0.0.1:0\"\n{seed_addr}\nrefresh_secs = 3\n[rebuilder]\ncheck_secs = 1\n[customer]\nbind = \"127.0.0.1:0\"\nsuppliers = 4\ntimeout_secs = 3\n",
+            dir.join("run"),
+            dir.join("state")
+        ),
+    )
+    .unwrap();
+    let imp = bitdust_tests::ctl(
+        &dir.join("state/customer/keys"),
+        &[
+            "key",
+            "import",
+            &export.display().to_string(),
+            "--config",
+            &cfg.display().to_string(),
+        ],
+    );
+    assert!(imp.status.success(), "{}", stderr(&imp));
+    Fresh { export, dir, cfg }
+}
+
+#[test]
+fn a_machine_recovered_after_snapshots_a_forget_and_a_repack_restores_them_and_adds_nothing() {
+    let net = Net::up(4, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..48 {
+        let mut data = vec![0u8; 64 << 10];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+        std::fs::write(src.join(format!("f{i:02}")), &data).unwrap();
+    }
+    let src_s = src.display().to_string();
+    let s1 = net.ok(&["backup", &src_s]);
+    let id = s1["backup_id"].as_str().unwrap().to_owned();
+    for i in (0..48).filter(|i| i % 4 != 0) {
+        std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    net.ok(&["backup", &src_s]);
+    let second = net.dir.path().join("second");
+    let out = net.dir.path().join("out2");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    std::fs::rename(restored_path(&out, &src), &second).unwrap();
+    std::fs::write(src.join("new.txt"), b"after snapshot 2\n").unwrap();
+    net.ok(&["backup", &src_s]);
+    // Snapshot 1 forgotten; its packs, now mostly unused, repacked: the
+    // roots of 2 and 3 are rewritten at a higher revision.
+    net.ok(&["forget", &format!("{id}@1")]);
+    let p = net.ok(&["prune", "--max-unused", "5%"]);
+    assert!(p[0]["packs_repacked"].as_u64().unwrap() >= 3, "{p}");
+
+    let fresh = lose_the_customer_machine(&net);
+    let _daemons: Vec<Daemon> = ["bitdust-dht-peer", "bitdust-customer-agent"]
+        .into_iter()
+        .map(|d| Daemon(fresh.spawn(d)))
+        .collect();
+    let list = poll("the fresh agent to recover its catalog", 120, || {
+        let v: serde_json::Value = serde_json::from_slice(&fresh.ctl(&["list"]).stdout).ok()?;
+        (v.as_array()?.len() == 1).then_some(v)
+    });
+    let versions: Vec<u64> = list[0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 3], "{list}");
+    // Both kept snapshots restore bit-exact from the repacked packs (the
+    // new index is built from their sealed lists).
+    let out3 = net.dir.path().join("r3");
+    let o = fresh.ctl(&["restore", "--to", &out3.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&src, &restored_path(&out3, &src));
+    let out2 = net.dir.path().join("r2");
+    let o = fresh.ctl(&[
+        "restore",
+        &format!("{id}@2"),
+        "--to",
+        &out2.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&second, &restored_path(&out2, &src));
+    let o = fresh.ctl(&["check", "--read-data-subset", "100%"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(c["errors"], serde_json::json!([]), "{c}");
+    // The next snapshot reads every file (a new files cache) and adds no
+    // chunk: the recovered index knows every chunk's new place.
+    let o = fresh.ctl(&["backup", &src_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s4: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s4["version"], 4, "{s4}");
+    assert_eq!(s4["snapshot"]["chunks_added"], 0, "{s4}");
 }
 
 /// A link to `supplier` (a devnet node) as the customer itself, bound in
