@@ -2497,13 +2497,28 @@ impl Drop for Daemon {
 /// `between`, and start it again with the same configuration; returns it
 /// once it answers.
 fn restart_agent(net: &Net, running: Option<Daemon>, between: impl FnOnce()) -> Daemon {
+    restart_agent_at(net, running, between, None)
+}
+
+/// [`restart_agent`], the new agent aborting at the test crash point
+/// `crash` (`BITDUST_TEST_ABORT_AT`) when given.
+fn restart_agent_at(
+    net: &Net,
+    running: Option<Daemon>,
+    between: impl FnOnce(),
+    crash: Option<&str>,
+) -> Daemon {
     match running {
         Some(d) => drop(d),
         None => net.kill9("customer", "bitdust-customer-agent"),
     }
     std::thread::sleep(Duration::from_millis(300));
     between();
-    let agent = Command::new(bin("bitdust-customer-agent"))
+    let mut cmd = Command::new(bin("bitdust-customer-agent"));
+    if let Some(point) = crash {
+        cmd.env("BITDUST_TEST_ABORT_AT", point);
+    }
+    let agent = cmd
         .arg("--config")
         .arg(net.node("customer").join("bitdust.toml"))
         .stdout(Stdio::null())
@@ -3349,4 +3364,94 @@ fn prune_repacks_mostly_unused_packs_at_every_supplier_and_every_snapshot_still_
     // The index follows the chunks: the next snapshot adds nothing.
     let s3 = net.ok(&["backup", &src_s]);
     assert_eq!(s3["snapshot"]["chunks_added"], 0, "{s3}");
+}
+
+#[test]
+fn the_agent_killed_at_each_crash_point_of_forget_prune_and_repack_loses_nothing() {
+    let net = Net::up(4, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let src_s = src.display().to_string();
+    let mut agent = restart_agent(&net, None, || {});
+    for (k, point) in [
+        "retired",
+        "pack-deleted:2",
+        "catalog-added",
+        "root-rewritten",
+        "repack-step:1",
+        "repack-step:2",
+        "repack-step:3",
+        "repack-step:4",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Two snapshots: 48 new files, then three of every four gone.
+        for i in 0..48 {
+            let mut data = vec![0u8; 64 << 10];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+            std::fs::write(src.join(format!("r{k}-{i:02}")), &data).unwrap();
+        }
+        let id = net.ok(&["backup", &src_s])["backup_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for i in (0..48).filter(|i| i % 4 != 0) {
+            std::fs::remove_file(src.join(format!("r{k}-{i:02}"))).unwrap();
+        }
+        net.ok(&["backup", &src_s]);
+        let repack = !matches!(point, "retired" | "pack-deleted:2");
+        if repack {
+            // The older snapshots go first; the repack is what crashes.
+            net.ok(&["forget", "--keep-last", "1"]);
+        }
+        agent = restart_agent_at(&net, Some(agent), || {}, Some(point));
+        let args: &[&str] = if repack {
+            &["prune", "--max-unused", "5%"]
+        } else {
+            &["forget", "--keep-last", "1"]
+        };
+        let o = net.ctl(args);
+        assert!(
+            !o.status.success(),
+            "{point}: {args:?} did not reach the crash point"
+        );
+        // Started again: the next prune finishes what the crash left.
+        agent = restart_agent(&net, Some(agent), || {});
+        let p = net.ok(&["prune", "--max-unused", "5%"]);
+        assert_eq!(p[0]["packs_pending"], 0, "{point}: {p}");
+        let list = net.ok(&["list"]);
+        let versions: Vec<u64> = list[0]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(versions.len(), 1, "{point}: {list}");
+        // Every supplier holds the live packs and the kept root, nothing
+        // else; every pack reads back whole.
+        let live = net.ok(&["stats"])["packs"].as_u64().unwrap();
+        let at0 = packs_held(&net, 0, &id);
+        assert_eq!(at0.len() as u64, live, "{point}");
+        for i in 0..4 {
+            assert_eq!(packs_held(&net, i, &id), at0, "{point}: supplier {i}");
+            let roots: Vec<String> = backup_object_sizes(&net, i, &id)
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| n.ends_with("/manifest"))
+                .collect();
+            assert_eq!(
+                roots,
+                [format!("v/{id}/{:010}/manifest", versions[0])],
+                "{point}: supplier {i}"
+            );
+        }
+        let c = net.ok(&["check", "--read-data-subset", "100%"]);
+        assert_eq!(c["errors"], serde_json::json!([]), "{point}: {c}");
+        assert_eq!(c["packs_read"].as_u64().unwrap(), live, "{point}: {c}");
+        let out = net.dir.path().join(format!("out-{k}"));
+        net.ok(&["restore", "--to", &out.display().to_string()]);
+        assert_same_tree(&src, &restored_path(&out, &src));
+    }
+    drop(agent);
 }

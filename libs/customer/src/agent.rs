@@ -107,6 +107,38 @@ pub const RECOVERING: &str = "recovering";
 /// How long a fired supplier is not hired again from the DHT.
 pub const FIRED_MEMORY_SECS: u64 = 30 * 24 * 3600;
 
+/// A crash point for tests: with `BITDUST_TEST_ABORT_AT=NAME[:N]` in its
+/// environment, the agent aborts (as `kill -9` would: no destructor, no
+/// flush) the `N`-th time (default the first) it passes the point `NAME`.
+/// Unset, it does nothing. The points: `retired` (versions out of the
+/// catalog, their objects not yet deleted), `pack-deleted` (a pack's
+/// fragments deleted at one supplier), `catalog-added` and
+/// `root-rewritten` (a repack's root rewrite, either side of the root's
+/// upload), `repack-step` (a repack's durable step).
+fn crash_point(name: &str) {
+    static PASSED: Mutex<Option<std::collections::HashMap<String, u32>>> = Mutex::new(None);
+    let Ok(want) = std::env::var("BITDUST_TEST_ABORT_AT") else {
+        return;
+    };
+    let (point, n) = match want.split_once(':') {
+        Some((p, n)) => (p, n.parse().unwrap_or(1)),
+        None => (want.as_str(), 1),
+    };
+    if point != name {
+        return;
+    }
+    let mut passed = lock(&PASSED);
+    let count = passed
+        .get_or_insert_with(Default::default)
+        .entry(name.to_owned())
+        .or_insert(0);
+    *count += 1;
+    if *count >= n {
+        tracing::warn!(point = name, passed = *count, "test crash point: aborting");
+        std::process::abort();
+    }
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -458,6 +458,9 @@ pub struct RepackOptions {
     /// many durable steps (packs made durable, a root rewritten, the index
     /// moved), and fails.
     pub stop_after_steps: Option<u32>,
+    /// For crash tests: called after each durable step (a daemon's crash
+    /// point).
+    pub after_step: Option<fn()>,
 }
 
 /// What a repack did.
@@ -597,6 +600,9 @@ pub fn repack(
     let mut steps = 0u32;
     let mut durable = || -> Result<(), LocalError> {
         steps += 1;
+        if let Some(hook) = opts.after_step {
+            hook();
+        }
         match opts.stop_after_steps {
             Some(n) if steps >= n => Err(LocalError::Store(format!("stopped after {steps} steps"))),
             _ => Ok(()),

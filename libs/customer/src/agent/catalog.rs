@@ -77,6 +77,7 @@ impl Agent {
                 .map_err(internal)?;
         }
         if !versions.is_empty() {
+            crash_point("retired");
             self.clone().collect_attempts().await;
         }
         Ok(())

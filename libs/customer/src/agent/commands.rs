@@ -202,6 +202,7 @@ impl RepackStore for Suppliers<'_> {
                 .state
                 .put_version(id, n, &rec)
                 .map_err(|e| store_err(&e))?;
+            crash_point("catalog-added");
         }
         let bytes = store::signed_revision(&self.0.identity, root, packs);
         let failed = self
@@ -214,6 +215,7 @@ impl RepackStore for Suppliers<'_> {
                 "positions {failed:?} did not take the new root of {id}@{n}; the repack stopped there, prune again when every supplier answers"
             )));
         }
+        crash_point("root-rewritten");
         if !adds {
             self.0
                 .state
@@ -535,6 +537,7 @@ impl Agent {
                             now: now(),
                             pack_size: s.0.config.customer.block_size.0 as usize,
                             stop_after_steps: None,
+                            after_step: Some(|| crash_point("repack-step")),
                         };
                         match store::repack(s, repo, id, share, &opts) {
                             Ok(done) => Ok(done),

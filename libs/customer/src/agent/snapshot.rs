@@ -473,7 +473,10 @@ impl bitdust_pipeline::prune::PackDeleter for NetPackDeleter {
             .map(|f| netio::fragment_object(backup, 0, pack, f))
             .collect();
         match self.rt.block_on(link.delete(names, "")) {
-            Ok(_) => true,
+            Ok(_) => {
+                crash_point("pack-deleted");
+                true
+            }
             Err(e) => {
                 tracing::debug!(position, pack, error = %e, "a pack could not be deleted there now");
                 false

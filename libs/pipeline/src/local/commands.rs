@@ -470,6 +470,7 @@ impl PruneOptions {
             now: self.now,
             pack_size: self.pack_size,
             stop_after_steps: self.stop_after_steps,
+            after_step: None,
         }
     }
 }
