@@ -83,6 +83,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -l keep-ye
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -l keep-within -d 'Keep every snapshot taken within SPAN of the newest (1y2m3d4h form)' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -l run-dir -d 'Where the daemons\' sockets are' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -l dry-run -d 'Say what would be forgotten, and change nothing'
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -l prune -d 'Accepted as restic takes it: over the network forget always deletes the packs no snapshot left references'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand forget" -s h -l help -d 'Print help'

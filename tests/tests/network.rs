@@ -3126,7 +3126,7 @@ fn ls_diff_stats_check_forget_and_prune_over_the_agent_match_local_and_catch_up_
     let supplier = supplier.replace("127.0.0.1:0", &listen);
     std::fs::write(&cfg, format!("{dht}[supplier]{supplier}")).unwrap();
     net.kill9("supplier-3", "bitdust-supplier-store");
-    let o = net.ctl(&["--json", "forget", "--keep-last", "1"]);
+    let o = net.ctl(&["--json", "forget", "--keep-last", "1", "--prune"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(f["forgotten"], serde_json::json!([2, 1]), "{f}");

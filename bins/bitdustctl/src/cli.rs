@@ -115,6 +115,10 @@ pub enum Command {
         /// Say what would be forgotten, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Accepted as restic takes it: over the network forget always
+        /// deletes the packs no snapshot left references.
+        #[arg(long)]
+        prune: bool,
     },
     /// Delete at every supplier the packs no snapshot references (those a
     /// supplier that was away still holds: backups, delete and forget

@@ -203,6 +203,7 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
                 which,
                 policy,
                 dry_run,
+                prune: _,
             } => {
                 c.forget(which.as_deref(), policy, *dry_run, json, quiet)
                     .await
