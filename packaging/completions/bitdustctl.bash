@@ -1052,7 +1052,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__backup)
-            opts="-q -h --to --suppliers --scheme --zstd-level --block-size --keys --json --quiet --run-dir --help"
+            opts="-q -h --to --suppliers --scheme --zstd-level --block-size --workers --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1075,6 +1075,10 @@ _bitdustctl() {
                     return 0
                     ;;
                 --block-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workers)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -144,6 +144,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l scheme -d 'Erasure-coding scheme: xor (ECC maps, cheap repair) or rs (Reed-Solomon, any half restores) [default: the backup\'s own, xor for a new one]' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l zstd-level -d 'zstd compression level (-7..=22)' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l block-size -d 'Pack size: new chunks are packed into blocks of about this size, e.g. 4M, 512K' -r
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l workers -d 'Threads compressing new chunks [default: one per core]' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l run-dir -d 'Where the daemons\' sockets are' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -l json -d 'Print machine-readable JSON instead of text'

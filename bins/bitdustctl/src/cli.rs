@@ -272,6 +272,9 @@ pub enum LocalCommand {
         /// size, e.g. 4M, 512K.
         #[arg(long, default_value = "4M", value_parser = parse_size)]
         block_size: usize,
+        /// Threads compressing new chunks [default: one per core].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: Option<u16>,
         #[command(flatten)]
         keys: KeysArg,
     },

@@ -266,11 +266,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             scheme,
             zstd_level,
             block_size,
+            workers,
             keys,
         } => {
             let opts = bitdust_pipeline::snapshot::SnapshotOptions {
                 zstd_level: *zstd_level,
                 pack_size: *block_size,
+                workers: workers.map_or(0, usize::from),
                 ..Default::default()
             };
             let given = local::CodeGiven {

@@ -229,6 +229,8 @@ pub struct CustomerConfig {
     pub block_size: ByteSize,
     /// zstd level, 1..=19.
     pub zstd_level: i32,
+    /// Threads compressing a backup's new chunks; 0 for one per core.
+    pub workers: u32,
     /// Suppliers bound to positions 0, 1, ... at start when those are free:
     /// `NODEID@host:port`.
     pub supplier_addresses: Vec<String>,
@@ -255,6 +257,7 @@ impl Default for CustomerConfig {
             keep_versions: 10,
             block_size: ByteSize(4 << 20),
             zstd_level: 3,
+            workers: 0,
             supplier_addresses: Vec::new(),
             timeout_secs: 10,
             hire_from_dht: true,
@@ -358,6 +361,9 @@ impl Config {
         }
         if !(1..=19).contains(&c.zstd_level) {
             return Err(self.invalid("customer.zstd_level", "must be between 1 and 19"));
+        }
+        if c.workers > 256 {
+            return Err(self.invalid("customer.workers", "must be from 0 (one per core) to 256"));
         }
         if c.block_size.0 < 64 << 10 || c.block_size.0 > 64 << 20 {
             return Err(self.invalid("customer.block_size", "must be between 64 KiB and 64 MiB"));
@@ -638,6 +644,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("customer.scheme"), "{e}");
+        let e = parse("[customer]\nworkers = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("customer.workers") && e.contains("one per core"),
+            "{e}"
+        );
+        assert_eq!(
+            parse("[customer]\nworkers = 3\n").unwrap().customer.workers,
+            3
+        );
     }
 
     #[test]

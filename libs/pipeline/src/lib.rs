@@ -22,6 +22,7 @@ pub mod repo;
 mod restore;
 mod sink;
 pub mod snapshot;
+pub mod stages;
 pub mod store;
 
 pub use archive::{ArchiveSummary, write_archive};

@@ -10,7 +10,7 @@
 //! pack sink, and indexed once stored. At the end the packs are made
 //! durable, then the signed root goes to the snapshot's sink.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bitdust_block::pack::{self, PackKind, PackWriter};
 use bitdust_block::root::{self, Root, SnapshotRoot};
-use bitdust_block::{BackupId, BackupInfo, BlockOpener, BlockSealer, Manifest, SealedBlock};
+use bitdust_block::{BackupId, BackupInfo, BlockOpener, BlockSealer, Manifest};
 use bitdust_crypto::{BackupKey, ChunkId, DedupKeys, Identity};
 use bitdust_ecc::{Code, Scheme};
 use bitdust_proto::format::v1 as pb;
@@ -30,6 +30,7 @@ use crate::chunker::{Chunker, FILE_CHUNKS, META_CHUNKS};
 use crate::extract::{ExtractError, Extractor};
 use crate::repo::{CachedFile, ChunkLoc, PackRecord, PackSet, PackState, Repo, RepoError, Time};
 use crate::restore::{collect_into, decodable};
+use crate::stages::{Compressors, PackStore, Reply, Stored};
 use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceError};
 
 /// What kind of entry.
@@ -120,6 +121,8 @@ pub struct SnapshotOptions {
     pub zstd_level: i32,
     /// A pack is sealed when its chunk data reaches this size.
     pub pack_size: usize,
+    /// Threads compressing chunks; 0 for one per core.
+    pub workers: usize,
 }
 
 impl Default for SnapshotOptions {
@@ -129,6 +132,7 @@ impl Default for SnapshotOptions {
             suppliers: 7,
             zstd_level: crate::DEFAULT_ZSTD_LEVEL,
             pack_size: crate::DEFAULT_BLOCK_SIZE,
+            workers: 0,
         }
     }
 }
@@ -165,8 +169,19 @@ pub struct SnapshotWriter<'a> {
     key: &'a BackupKeyMaterial,
     opts: SnapshotOptions,
     code: Code,
-    sealer: BlockSealer,
-    packs_sink: &'a mut dyn FragmentSink,
+    /// Taken by the pack store's thread while [`SnapshotWriter::write_all`] runs.
+    packs_sink: Option<&'a mut (dyn FragmentSink + Send)>,
+    /// The stages (while `write_all` runs).
+    compress: Option<Compressors>,
+    store: Option<PackStore>,
+    /// New data chunks given to the compressors and not packed yet.
+    inflight: HashSet<ChunkId>,
+    /// Pack writers back from the store, for their buffers.
+    spare_writers: Vec<PackWriter>,
+    /// Why positions failed, as the sink said.
+    failures: HashMap<usize, String>,
+    /// The run failed: what is stored is kept where it can be.
+    salvaging: bool,
     data: OpenPack,
     meta: OpenPack,
     /// Chunks in packs not in the index yet: the open packs, and packs
@@ -175,16 +190,19 @@ pub struct SnapshotWriter<'a> {
     /// Packs stored but not yet durable: recorded in the index only once
     /// the sink has made them durable, so that no later run can reuse a
     /// chunk a power loss took away.
-    unsynced: Vec<(u64, PackRecord, Vec<bitdust_block::pack::PackEntry>)>,
+    unsynced: Batch,
     /// Chunks in `unsynced`.
     unsynced_chunks: usize,
+    /// Batches the store is making durable (at most one), recorded once
+    /// it answers.
+    syncing: std::collections::VecDeque<Batch>,
     /// Taken out while a file is read (its chunks are lent from it).
     chunker: Option<Chunker>,
     meta_chunker: Chunker,
     meta_buf: Vec<u8>,
     meta_refs: Vec<pb::ChunkRef>,
     referenced: PackSet,
-    sealed: SealedBlock,
+    /// Compresses metadata chunks (on the caller's thread).
     zstd: zstd::bulk::Compressor<'static>,
     zbuf: Vec<u8>,
     stats: pb::SnapshotStats,
@@ -197,6 +215,9 @@ pub struct SnapshotWriter<'a> {
     /// Told the bytes of content backed up (read, or vouched for).
     progress: &'a dyn crate::Progress,
 }
+
+/// Packs stored, with their records and chunks, to index once durable.
+type Batch = Vec<(u64, PackRecord, Vec<bitdust_block::pack::PackEntry>)>;
 
 /// Files-cache records written per transaction.
 const CACHE_BATCH: usize = 512;
@@ -220,7 +241,7 @@ impl<'a> SnapshotWriter<'a> {
         paths: Vec<Vec<u8>>,
         key: &'a BackupKeyMaterial,
         opts: SnapshotOptions,
-        packs_sink: &'a mut dyn FragmentSink,
+        packs_sink: &'a mut (dyn FragmentSink + Send),
         started: Time,
     ) -> Result<SnapshotWriter<'a>, SnapshotError> {
         let code = Code::new(opts.scheme, opts.suppliers)
@@ -230,13 +251,6 @@ impl<'a> SnapshotWriter<'a> {
         repo.record_code(backup, opts.scheme, opts.suppliers)?;
         let keys = DedupKeys::derive(&identity, &backup.0);
         let seed = keys.gear_seed();
-        let sealer = BlockSealer::new(
-            identity.clone(),
-            backup,
-            0,
-            code.clone(),
-            key.recipient.clone(),
-        );
         let zstd = zstd::bulk::Compressor::new(opts.zstd_level)
             .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?;
         Ok(SnapshotWriter {
@@ -249,8 +263,13 @@ impl<'a> SnapshotWriter<'a> {
             key,
             opts,
             code,
-            sealer,
-            packs_sink,
+            packs_sink: Some(packs_sink),
+            compress: None,
+            store: None,
+            inflight: HashSet::new(),
+            spare_writers: Vec::new(),
+            failures: HashMap::new(),
+            salvaging: false,
             data: OpenPack {
                 writer: PackWriter::new(PackKind::Data),
                 number: None,
@@ -262,12 +281,12 @@ impl<'a> SnapshotWriter<'a> {
             pending: HashMap::new(),
             unsynced: Vec::new(),
             unsynced_chunks: 0,
+            syncing: Default::default(),
             chunker: Some(Chunker::new(FILE_CHUNKS, seed)),
             meta_chunker: Chunker::new(META_CHUNKS, seed),
             meta_buf: Vec::new(),
             meta_refs: Vec::new(),
             referenced: PackSet::default(),
-            sealed: SealedBlock::default(),
             zstd,
             zbuf: Vec::new(),
             stats: pb::SnapshotStats::default(),
@@ -287,7 +306,40 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     /// Adds every entry of `source`, then finishes: see [`SnapshotWriter::finish`].
+    /// New chunks are compressed, and packs sealed and stored, on worker
+    /// threads ([`crate::stages`]) that end with the call.
     pub fn write_all(
+        mut self,
+        source: &mut dyn EntrySource,
+        snapshot_sink: &mut dyn FragmentSink,
+    ) -> Result<SnapshotReport, SnapshotError> {
+        let sink = self
+            .packs_sink
+            .take()
+            .ok_or_else(|| SnapshotError::Format("the pack sink is in use".into()))?;
+        let sealer = BlockSealer::new(
+            self.identity.clone(),
+            self.backup,
+            0,
+            self.code.clone(),
+            self.key.recipient.clone(),
+        );
+        let keys = DedupKeys::derive(&self.identity, &self.backup.0);
+        let workers = crate::stages::worker_count(self.opts.workers);
+        std::thread::scope(|scope| {
+            self.compress = Some(Compressors::spawn(
+                scope,
+                workers,
+                self.opts.zstd_level,
+                FILE_CHUNKS.max,
+            )?);
+            self.store = Some(PackStore::spawn(scope, sink, sealer, keys));
+            // The stages hang up when `self` goes, with the call.
+            self.run(source, snapshot_sink)
+        })
+    }
+
+    fn run(
         mut self,
         source: &mut dyn EntrySource,
         snapshot_sink: &mut dyn FragmentSink,
@@ -315,7 +367,7 @@ impl<'a> SnapshotWriter<'a> {
 
     /// Adds one entry (a file's content read from `source` unless the
     /// files cache vouches for it).
-    pub fn add(&mut self, e: &Entry, source: &mut dyn EntrySource) -> Result<(), SnapshotError> {
+    fn add(&mut self, e: &Entry, source: &mut dyn EntrySource) -> Result<(), SnapshotError> {
         let mut node = pb::Node {
             path: e.path.clone(),
             mode: e.mode,
@@ -378,19 +430,25 @@ impl<'a> SnapshotWriter<'a> {
         if let Some(c) = &cached
             && c.unchanged(&fresh)
         {
-            let mut locs = Vec::with_capacity(c.chunks.len());
+            // Each chunk's pack, or none for a chunk being compressed (its
+            // pack is referenced once it is packed).
+            let mut packs = Vec::with_capacity(c.chunks.len());
             {
                 let txn = self.repo.read()?;
                 for id in &c.chunks {
+                    if self.inflight.contains(id) {
+                        packs.push(None);
+                        continue;
+                    }
                     match self.locate(&txn, id)? {
-                        Some(loc) => locs.push(loc),
+                        Some(loc) => packs.push(Some(loc.pack)),
                         None => break,
                     }
                 }
             }
-            if locs.len() == c.chunks.len() {
-                for l in &locs {
-                    self.referenced.insert(l.pack);
+            if packs.len() == c.chunks.len() {
+                for p in packs.into_iter().flatten() {
+                    self.referenced.insert(p);
                 }
                 self.stats.files_unchanged += 1;
                 self.progress.advance(e.size);
@@ -420,8 +478,7 @@ impl<'a> SnapshotWriter<'a> {
                 self.stats.bytes_read += chunk.len() as u64;
                 read += chunk.len() as u64;
                 self.progress.advance(chunk.len() as u64);
-                let (id, _) = self.store(PackKind::Data, chunk)?;
-                ids.push(id);
+                ids.push(self.store_data(chunk)?);
             }
             Ok::<(), SnapshotError>(())
         })();
@@ -484,13 +541,57 @@ impl<'a> SnapshotWriter<'a> {
         Ok(self.repo.chunk(txn, self.backup, id)?)
     }
 
-    /// Stores `plain` as a chunk of `kind` unless it is stored already.
-    fn store(
-        &mut self,
-        kind: PackKind,
-        plain: &[u8],
-    ) -> Result<(ChunkId, ChunkLoc), SnapshotError> {
+    /// Stores `plain` as a data chunk unless it is stored already (or on
+    /// its way): a new chunk goes to the compressors, and the oldest
+    /// compressed chunks are packed once too many are out.
+    fn store_data(&mut self, plain: &[u8]) -> Result<ChunkId, SnapshotError> {
         let id = self.keys.chunk_id(plain);
+        if self.inflight.contains(&id) {
+            return Ok(id);
+        }
+        let known = {
+            let txn = self.repo.read()?;
+            self.locate(&txn, &id)?
+        };
+        if let Some(loc) = known {
+            self.referenced.insert(loc.pack);
+            return Ok(id);
+        }
+        let compress = stage(&mut self.compress)?;
+        compress.submit(id, plain)?;
+        let over = compress.len() > compress.window();
+        self.inflight.insert(id);
+        if over {
+            self.pack_next()?;
+        }
+        Ok(id)
+    }
+
+    /// Packs the oldest chunk the compressors hold; false when they hold none.
+    fn pack_next(&mut self) -> Result<bool, SnapshotError> {
+        let Some(c) = stage(&mut self.compress)?.next_done()? else {
+            return Ok(false);
+        };
+        let packed = self.pack(PackKind::Data, c.id, &c.data, c.plain_len);
+        self.inflight.remove(&c.id);
+        stage(&mut self.compress)?.recycle(c.data);
+        packed.map(|_| true)
+    }
+
+    /// Packs every chunk the compressors hold.
+    fn drain_compressors(&mut self) -> Result<(), SnapshotError> {
+        while self.pack_next()? {}
+        Ok(())
+    }
+
+    /// Stores `plain` as a metadata chunk unless it is stored already,
+    /// compressed on this thread (its location goes into the root).
+    fn store_meta(&mut self, plain: &[u8]) -> Result<(ChunkId, ChunkLoc), SnapshotError> {
+        let id = self.keys.chunk_id(plain);
+        if self.inflight.contains(&id) {
+            // The same bytes as a data chunk still being compressed.
+            self.drain_compressors()?;
+        }
         let known = {
             let txn = self.repo.read()?;
             self.locate(&txn, &id)?
@@ -500,12 +601,26 @@ impl<'a> SnapshotWriter<'a> {
             return Ok((id, loc));
         }
         // Compressed into one buffer kept for the whole run.
-        self.zbuf.clear();
-        self.zbuf
-            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
-        self.zstd
-            .compress_to_buffer(plain, &mut self.zbuf)
-            .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?;
+        let mut zbuf = std::mem::take(&mut self.zbuf);
+        zbuf.clear();
+        zbuf.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        let packed = self
+            .zstd
+            .compress_to_buffer(plain, &mut zbuf)
+            .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))
+            .and_then(|_| self.pack(PackKind::Meta, id, &zbuf, plain.len() as u32));
+        self.zbuf = zbuf;
+        Ok((id, packed?))
+    }
+
+    /// Adds chunk `id`, compressed to `stored`, to the open pack of `kind`.
+    fn pack(
+        &mut self,
+        kind: PackKind,
+        id: ChunkId,
+        stored: &[u8],
+        plain_len: u32,
+    ) -> Result<ChunkLoc, SnapshotError> {
         // A pack is closed before a chunk would take it past the pack size
         // (a chunk alone may fill one), so no pack is more than the pack
         // size or one chunk.
@@ -514,7 +629,7 @@ impl<'a> SnapshotWriter<'a> {
             PackKind::Meta => &self.meta,
         };
         if !open.writer.is_empty()
-            && (open.writer.data_len() + self.zbuf.len() > self.opts.pack_size
+            && (open.writer.data_len() + stored.len() > self.opts.pack_size
                 || open.writer.is_full())
         {
             self.seal(kind)?;
@@ -534,18 +649,20 @@ impl<'a> SnapshotWriter<'a> {
         let loc = ChunkLoc {
             pack: number,
             offset: open.writer.data_len() as u32,
-            stored_len: self.zbuf.len() as u32,
-            plain_len: plain.len() as u32,
+            stored_len: stored.len() as u32,
+            plain_len,
         };
-        open.writer.push(id, &self.zbuf, plain.len() as u32);
+        open.writer.push(id, stored, plain_len);
         self.pending.insert(id, loc);
         self.referenced.insert(number);
         self.stats.chunks_added += 1;
-        self.stats.added_plain += plain.len() as u64;
-        Ok((id, loc))
+        self.stats.added_plain += u64::from(plain_len);
+        Ok(loc)
     }
 
-    /// Seals the open pack of `kind`, stores it and indexes its chunks.
+    /// Hands the open pack of `kind` to the store (sealed and stored on
+    /// its thread), takes the answers that are ready, and asks for the
+    /// stored packs to be made durable every [`SYNC_PACKS`].
     fn seal(&mut self, kind: PackKind) -> Result<(), SnapshotError> {
         let open = match kind {
             PackKind::Data => &mut self.data,
@@ -554,93 +671,134 @@ impl<'a> SnapshotWriter<'a> {
         let Some(number) = open.number.take() else {
             return Ok(());
         };
-        self.sealer
-            .seal_pack(number, &open.writer, &self.keys, &mut self.sealed)
-            .map_err(|e| SnapshotError::Format(e.to_string()))?;
-        let failed = self.packs_sink.put_block(&self.sealed)?;
+        let fresh = crate::stages::fresh_writer(&mut self.spare_writers, kind);
+        let writer = std::mem::replace(&mut open.writer, fresh);
+        stage(&mut self.store)?.put(number, writer)?;
+        while self.take_reply(false)? {}
+        if self.unsynced.len() >= SYNC_PACKS || self.unsynced_chunks >= SYNC_CHUNKS {
+            self.start_sync()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the store's next answer (waiting for it when `wait`); false
+    /// when there was none.
+    fn take_reply(&mut self, wait: bool) -> Result<bool, SnapshotError> {
+        match stage(&mut self.store)?.reply(wait)? {
+            None => Ok(false),
+            Some(Reply::Stored(s)) => self.stored(s).map(|_| true),
+            Some(Reply::Synced(r)) => self.synced(r).map(|_| true),
+        }
+    }
+
+    /// Takes every answer the store still owes.
+    fn take_all_replies(&mut self) -> Result<(), SnapshotError> {
+        while self.take_reply(true)? {}
+        Ok(())
+    }
+
+    /// A pack stored: it joins those waiting to be made durable, or the
+    /// run fails when the positions failed so far are more than the code
+    /// tolerates.
+    fn stored(&mut self, s: Stored) -> Result<(), SnapshotError> {
+        let Stored {
+            number,
+            mut writer,
+            result,
+        } = s;
+        let stored = result?;
         let mut missing = 0u64;
-        for p in failed {
+        for (p, why) in stored.failed {
             if p < 64 {
                 missing |= 1 << p;
             }
             if !self.degraded.contains(&p) {
                 self.degraded.push(p);
             }
+            if let Some(why) = why {
+                self.failures.entry(p).or_insert(why);
+            }
         }
-        if !crate::restore::decodable(&self.code, &self.degraded) {
+        let fragments = stored.fragment_len * self.code.fragment_count() as u64;
+        let rec = PackRecord {
+            kind: writer.kind(),
+            state: PackState::Live,
+            chunks: writer.entries().len() as u32,
+            data_len: writer.data_len() as u64,
+            body_len: stored.body_len,
+            time: self.started.secs.max(0) as u64,
+            pending: 0,
+            missing,
+        };
+        self.unsynced_chunks += writer.entries().len();
+        self.unsynced.push((number, rec, writer.entries().to_vec()));
+        writer.clear();
+        self.spare_writers.push(writer);
+        self.stats.packs_added += 1;
+        self.stats.added_packed += stored.body_len;
+        self.stats.added_stored += fragments;
+        if !decodable(&self.code, &self.degraded) {
             let why = self
                 .degraded
                 .iter()
-                .find_map(|&p| self.packs_sink.failure(p))
+                .find_map(|p| self.failures.get(p).cloned())
                 .unwrap_or_default();
-            self.salvage();
             return Err(SnapshotError::Sink(format!(
                 "positions {:?} failed, more than the code tolerates ({why})",
                 self.degraded
             )));
         }
-        let Some(h) = self.sealed.header() else {
-            return Err(SnapshotError::Format("the pack was not sealed".into()));
-        };
-        let body_len = h.header.cipher_len;
-        let fragments = h.header.fragment_len * self.code.fragment_count() as u64;
-        let rec = PackRecord {
-            kind,
-            state: PackState::Live,
-            chunks: open.writer.entries().len() as u32,
-            data_len: open.writer.data_len() as u64,
-            body_len,
-            time: self.started.secs.max(0) as u64,
-            pending: 0,
-            missing,
-        };
-        self.unsynced_chunks += open.writer.entries().len();
-        self.unsynced
-            .push((number, rec, open.writer.entries().to_vec()));
-        open.writer.clear();
-        self.stats.packs_added += 1;
-        self.stats.added_packed += body_len;
-        self.stats.added_stored += fragments;
-        if self.unsynced.len() >= SYNC_PACKS || self.unsynced_chunks >= SYNC_CHUNKS {
-            self.make_durable()?;
-        }
         Ok(())
     }
 
-    /// After a failure: makes the packs stored before it durable and
-    /// records those that every position but a tolerable few took, so that
-    /// the next run reuses them instead of storing them again. Best effort.
-    fn salvage(&mut self) {
-        let Ok(failed) = self.packs_sink.sync() else {
-            return;
-        };
-        let lost = failed
-            .iter()
-            .filter(|p| **p < 64)
-            .fold(0u64, |m, p| m | (1 << p));
-        for (number, mut rec, entries) in std::mem::take(&mut self.unsynced) {
-            rec.missing |= lost;
-            let gone: Vec<usize> = (0..64).filter(|p| rec.missing & (1 << p) != 0).collect();
-            if decodable(&self.code, &gone)
-                && self
-                    .repo
-                    .record_pack(self.backup, number, &rec, &entries)
-                    .is_err()
-            {
-                return;
-            }
-        }
-    }
-
-    /// Makes the stored packs durable at every position, then records them
-    /// and their chunks in the index.
-    fn make_durable(&mut self) -> Result<(), SnapshotError> {
+    /// Asks the store to make the packs stored so far durable: they are
+    /// indexed when it answers ([`SnapshotWriter::synced`]). One batch is
+    /// made durable at a time, so the chunks waiting to be indexed stay
+    /// bounded.
+    fn start_sync(&mut self) -> Result<(), SnapshotError> {
+        // Every pack given so far is in the batch, and the batch before
+        // it is indexed.
+        self.take_all_replies()?;
         if self.unsynced.is_empty() {
             return Ok(());
         }
-        for p in self.packs_sink.sync()? {
+        stage(&mut self.store)?.sync()?;
+        self.syncing.push_back(std::mem::take(&mut self.unsynced));
+        self.unsynced_chunks = 0;
+        Ok(())
+    }
+
+    /// The store made the oldest batch durable (but at the positions that
+    /// failed): its packs and chunks enter the index, each pack that the
+    /// code can decode without the positions failed so far. The run fails
+    /// when those are more than the code tolerates.
+    fn synced(&mut self, r: Result<Vec<usize>, SinkError>) -> Result<(), SnapshotError> {
+        let batch = self.syncing.pop_front().unwrap_or_default();
+        let not_durable = r?;
+        for &p in &not_durable {
             if !self.degraded.contains(&p) {
                 self.degraded.push(p);
+            }
+        }
+        // A position that failed may lack any of these packs. After a
+        // failure, only where the sink says so (the run's own failures may
+        // be a later pack's).
+        let failed = if self.salvaging {
+            &not_durable
+        } else {
+            &self.degraded
+        }
+        .iter()
+        .filter(|p| **p < 64)
+        .fold(0u64, |m, p| m | (1 << p));
+        for (number, mut rec, entries) in batch {
+            rec.missing |= failed;
+            let gone: Vec<usize> = (0..64).filter(|p| rec.missing & (1 << p) != 0).collect();
+            if decodable(&self.code, &gone) {
+                self.repo.record_pack(self.backup, number, &rec, &entries)?;
+                for e in &entries {
+                    self.pending.remove(&e.id);
+                }
             }
         }
         if !decodable(&self.code, &self.degraded) {
@@ -649,28 +807,51 @@ impl<'a> SnapshotWriter<'a> {
                 self.degraded
             )));
         }
-        // A position that failed may lack any of these packs.
-        let failed = self
-            .degraded
-            .iter()
-            .filter(|p| **p < 64)
-            .fold(0u64, |m, p| m | (1 << p));
-        for (number, mut rec, entries) in std::mem::take(&mut self.unsynced) {
-            rec.missing |= failed;
-            self.repo.record_pack(self.backup, number, &rec, &entries)?;
-            for e in &entries {
-                self.pending.remove(&e.id);
+        Ok(())
+    }
+
+    /// After a failure: makes the packs stored before it durable and
+    /// records those that every position but a tolerable few took, so that
+    /// the next run reuses them instead of storing them again. Best effort.
+    fn salvage(&mut self) {
+        if self.store.is_none() {
+            return;
+        }
+        self.salvaging = true;
+        // Every answer, then a last batch: a pack that failed is not
+        // recorded, nor one missing more positions than the code tolerates.
+        for last in [false, true] {
+            loop {
+                match self.take_reply(true) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(SnapshotError::Sink(_)) => {}
+                    Err(_) => return,
+                }
+            }
+            if !last && !self.unsynced.is_empty() {
+                let Some(store) = self.store.as_mut() else {
+                    return;
+                };
+                if store.sync().is_err() {
+                    return;
+                }
+                self.syncing.push_back(std::mem::take(&mut self.unsynced));
             }
         }
-        self.unsynced_chunks = 0;
-        Ok(())
+    }
+
+    /// Makes every stored pack durable at every position and indexes it.
+    fn make_durable(&mut self) -> Result<(), SnapshotError> {
+        self.start_sync()?;
+        self.take_all_replies()
     }
 
     /// Cuts the first chunk off the metadata stream and stores it.
     fn cut_meta(&mut self) -> Result<(), SnapshotError> {
         let n = self.meta_chunker.cut(&self.meta_buf);
         let chunk: Vec<u8> = self.meta_buf.drain(..n).collect();
-        let (id, loc) = self.store(PackKind::Meta, &chunk)?;
+        let (id, loc) = self.store_meta(&chunk)?;
         self.meta_refs.push(pb::ChunkRef {
             id: id.0.to_vec(),
             pack: loc.pack,
@@ -681,21 +862,31 @@ impl<'a> SnapshotWriter<'a> {
         Ok(())
     }
 
-    /// Stores what is left, makes the packs durable, then signs the root
-    /// and stores it through `snapshot_sink` (the snapshot's own sink).
-    pub fn finish(
-        mut self,
-        snapshot_sink: &mut dyn FragmentSink,
-        mut skipped: Vec<String>,
-    ) -> Result<SnapshotReport, SnapshotError> {
-        skipped.append(&mut self.warnings);
+    /// Packs what the compressors hold, stores the open packs and the rest
+    /// of the metadata stream, and makes every pack durable.
+    fn close_packs(&mut self) -> Result<(), SnapshotError> {
+        self.drain_compressors()?;
         while !self.meta_buf.is_empty() {
             self.cut_meta()?;
         }
         self.seal(PackKind::Data)?;
         self.seal(PackKind::Meta)?;
         self.make_durable()?;
-        self.flush_cache()?;
+        self.flush_cache()
+    }
+
+    /// Stores what is left, makes the packs durable, then signs the root
+    /// and stores it through `snapshot_sink` (the snapshot's own sink).
+    fn finish(
+        mut self,
+        snapshot_sink: &mut dyn FragmentSink,
+        mut skipped: Vec<String>,
+    ) -> Result<SnapshotReport, SnapshotError> {
+        skipped.append(&mut self.warnings);
+        if let Err(e) = self.close_packs() {
+            self.salvage();
+            return Err(e);
+        }
         // No root names packs the code cannot decode.
         if !decodable(&self.code, &self.degraded) {
             return Err(SnapshotError::Sink(format!(
@@ -761,6 +952,12 @@ impl<'a> SnapshotWriter<'a> {
             skipped,
         })
     }
+}
+
+/// A stage of the running writer.
+fn stage<T>(s: &mut Option<T>) -> Result<&mut T, SnapshotError> {
+    s.as_mut()
+        .ok_or_else(|| SnapshotError::Format("the writer's stages are not running".into()))
 }
 
 /// The root of snapshot `snapshot` of `id` among the copies `source`

@@ -186,8 +186,10 @@ fn snapshot_memory_does_not_grow_with_input_size() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     // The second run backs up 8x the data and 20x the files of the first.
-    // Both reach the writer's working set (open packs, a sealed pack's
-    // fragments, the chunker's and the compressor's buffers, about 30 MiB);
+    // Both reach the writer's working set (open packs, a pack being sealed
+    // and its fragments, the chunker's buffer, and the compressors' jobs:
+    // two 4 MiB buffers each, one job per worker plus one; about 60 MiB
+    // with two workers);
     // what may differ is bounded by a pack's worth of chunks (LMDB's dirty
     // pages while a pack of small chunks is indexed), never by the input.
     let small = peak_heap(|| snapshot(&tmp.path().join("a"), 64 << 20, 1_000, 1));

@@ -103,6 +103,7 @@ impl Fixture {
             suppliers: 7,
             zstd_level: 3,
             pack_size: 4 << 20,
+            workers: 2,
         }
     }
 
@@ -117,7 +118,7 @@ impl Fixture {
     fn run(
         &self,
         n: u64,
-        packs: &mut dyn bitdust_pipeline::FragmentSink,
+        packs: &mut (dyn bitdust_pipeline::FragmentSink + Send),
         source: &mut dyn bitdust_pipeline::snapshot::EntrySource,
     ) -> Result<SnapshotReport, bitdust_pipeline::snapshot::SnapshotError> {
         let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
@@ -1363,4 +1364,60 @@ fn a_pack_enters_the_index_only_once_it_is_durable() {
     assert!(packs.checks > r.stats.packs_added);
     let (t, _) = f.restore(1, &[], "r1");
     assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+}
+
+/// The compressors run in parallel, but their results are packed in the
+/// order the tree gave the chunks: the data packs are the same whatever
+/// the number of workers, and the snapshot restores the same.
+#[test]
+fn the_packs_are_the_same_whatever_the_number_of_workers() {
+    let data_packs = |workers: usize| {
+        let f = Fixture::new();
+        let code = bitdust_ecc::Code::new(Scheme::Xor, 7).unwrap();
+        let mut packs = f.store.sink(f.backup, 0, &code);
+        let mut roots = f.store.sink(f.backup, 1, &code);
+        let now = FileTime::now();
+        let report = SnapshotWriter::new(
+            &f.repo,
+            f.identity.clone(),
+            f.backup,
+            1,
+            0,
+            vec![f.src.as_os_str().as_bytes().to_vec()],
+            &f.material,
+            SnapshotOptions {
+                // Small packs: many of them, each with few chunks.
+                pack_size: 1 << 20,
+                workers,
+                ..Fixture::opts()
+            },
+            &mut packs,
+            Time {
+                secs: now.unix_seconds(),
+                nanos: now.nanoseconds(),
+            },
+        )
+        .unwrap()
+        .write_all(&mut LocalWalk::new(vec![f.src.clone()]), &mut roots)
+        .unwrap();
+        let mut seen = Vec::new();
+        f.repo
+            .for_each_pack(f.backup, |n, rec| {
+                if rec.kind == bitdust_block::pack::PackKind::Data {
+                    seen.push((n, rec.chunks, rec.data_len));
+                }
+                Ok(())
+            })
+            .unwrap();
+        let (t, _) = f.restore(1, &[], "r");
+        assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+        (seen, report.stats.chunks_added)
+    };
+    let (one, chunks) = data_packs(1);
+    assert!(one.len() >= 10, "{one:?}");
+    for workers in [2, 5] {
+        let (many, c) = data_packs(workers);
+        assert_eq!(c, chunks);
+        assert_eq!(many, one, "{workers} workers");
+    }
 }

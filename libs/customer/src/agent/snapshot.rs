@@ -266,6 +266,7 @@ impl Agent {
             suppliers: self.code.suppliers(),
             zstd_level: c.zstd_level,
             pack_size: c.block_size.0 as usize,
+            workers: c.workers as usize,
         };
         let me = self.clone();
         let paths = raw.clone();

@@ -1,0 +1,325 @@
+//! The snapshot writer's worker stages (docs/snapshots.md, "Backing up";
+//! issue 19): new chunks are compressed on a pool of threads, and full
+//! packs are sealed (encrypted, erasure-coded, signed) and handed to the
+//! pack sink on a thread of their own, while the caller's thread walks,
+//! reads, cuts and looks chunks up. Every queue is bounded: the memory a
+//! run adds is two buffers of the largest chunk (4 MiB) per compressor,
+//! plus two (`workers` + 1 jobs in all), and one pack being stored. Making stored packs
+//! durable ([`FragmentSink::sync`]) runs on the store's thread too, while
+//! the next packs fill.
+//!
+//! Results come back in the order the work went in (each compressor
+//! serves its own queue, and jobs go round the compressors in turn), so
+//! packs hold their chunks in the order the tree gave them, as on one
+//! thread.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::Scope;
+
+use bitdust_block::pack::{PackKind, PackWriter};
+use bitdust_block::{BlockSealer, SealedBlock};
+use bitdust_crypto::{ChunkId, DedupKeys};
+
+use crate::snapshot::SnapshotError;
+use crate::{FragmentSink, SinkError};
+
+/// How many workers compress chunks: `requested`, or one per core for 0.
+pub fn worker_count(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct Job {
+    plain: Vec<u8>,
+    out: Vec<u8>,
+}
+
+struct Done {
+    plain: Vec<u8>,
+    out: Vec<u8>,
+    result: Result<(), String>,
+}
+
+/// A chunk compressed by the pool.
+pub(crate) struct Compressed {
+    pub(crate) id: ChunkId,
+    pub(crate) plain_len: u32,
+    /// The compressed bytes; give the buffer back with [`Compressors::recycle`].
+    pub(crate) data: Vec<u8>,
+}
+
+/// The compressing workers, fed in turn.
+pub(crate) struct Compressors {
+    workers: Vec<(SyncSender<Job>, Receiver<Done>)>,
+    /// The worker that takes the next job.
+    next: usize,
+    /// Jobs given out, oldest first: the worker and the chunk.
+    queue: VecDeque<(usize, ChunkId)>,
+    /// Buffers back from the workers, for the next jobs.
+    spare: Vec<Vec<u8>>,
+    /// The largest chunk.
+    max_chunk: usize,
+}
+
+impl Compressors {
+    /// `n` workers compressing chunks of at most `max_chunk` bytes at zstd
+    /// `level`, living in `scope`.
+    pub(crate) fn spawn<'scope>(
+        scope: &'scope Scope<'scope, '_>,
+        n: usize,
+        level: i32,
+        max_chunk: usize,
+    ) -> Result<Compressors, SnapshotError> {
+        let mut workers = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            let mut zstd = zstd::bulk::Compressor::new(level)
+                .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?;
+            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(1);
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            scope.spawn(move || {
+                for mut job in job_rx {
+                    job.out.clear();
+                    job.out
+                        .reserve_exact(zstd::zstd_safe::compress_bound(job.plain.len()));
+                    let result = zstd
+                        .compress_to_buffer(&job.plain, &mut job.out)
+                        .map(|_| ())
+                        .map_err(|e| format!("zstd: {e}"));
+                    let done = Done {
+                        plain: job.plain,
+                        out: job.out,
+                        result,
+                    };
+                    if done_tx.send(done).is_err() {
+                        return;
+                    }
+                }
+            });
+            workers.push((job_tx, done_rx));
+        }
+        Ok(Compressors {
+            workers,
+            next: 0,
+            queue: VecDeque::new(),
+            spare: Vec::new(),
+            max_chunk,
+        })
+    }
+
+    /// Jobs given out and not taken back yet.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// How many jobs may be out before the oldest is waited for: one per
+    /// worker (the next is queued while the oldest is packed).
+    pub(crate) fn window(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Gives `plain` (copied) to the next worker.
+    pub(crate) fn submit(&mut self, id: ChunkId, plain: &[u8]) -> Result<(), SnapshotError> {
+        // Buffers are made once at their largest, so the memory they take
+        // is the same whatever the chunks (and never grows by doubling).
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve_exact(self.max_chunk.max(plain.len()));
+        buf.extend_from_slice(plain);
+        let mut out = self.spare.pop().unwrap_or_default();
+        out.clear();
+        out.reserve_exact(zstd::zstd_safe::compress_bound(
+            self.max_chunk.max(plain.len()),
+        ));
+        let w = self.next;
+        self.next = (self.next + 1) % self.workers.len();
+        self.workers[w]
+            .0
+            .send(Job { plain: buf, out })
+            .map_err(|_| stopped("a compressing worker"))?;
+        self.queue.push_back((w, id));
+        Ok(())
+    }
+
+    /// The oldest job's result, waited for; `None` when none is out.
+    pub(crate) fn next_done(&mut self) -> Result<Option<Compressed>, SnapshotError> {
+        let Some((w, id)) = self.queue.pop_front() else {
+            return Ok(None);
+        };
+        let done = self.workers[w]
+            .1
+            .recv()
+            .map_err(|_| stopped("a compressing worker"))?;
+        let plain_len = done.plain.len() as u32;
+        self.spare.push(done.plain);
+        done.result.map_err(SnapshotError::Format)?;
+        Ok(Some(Compressed {
+            id,
+            plain_len,
+            data: done.out,
+        }))
+    }
+
+    /// Takes back a buffer [`Compressors::next_done`] lent.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        self.spare.push(buf);
+    }
+}
+
+fn stopped(what: &str) -> SnapshotError {
+    SnapshotError::Format(format!("{what} stopped unexpectedly"))
+}
+
+enum ToStore {
+    Put { number: u64, writer: PackWriter },
+    Sync,
+}
+
+/// What storing one pack came to.
+pub(crate) struct StoredPack {
+    /// Positions that did not take their fragment, and why.
+    pub(crate) failed: Vec<(usize, Option<String>)>,
+    /// The pack body's length (the block's ciphertext).
+    pub(crate) body_len: u64,
+    /// One fragment's length.
+    pub(crate) fragment_len: u64,
+}
+
+/// One pack back from the store, with its writer (to reuse).
+pub(crate) struct Stored {
+    pub(crate) number: u64,
+    pub(crate) writer: PackWriter,
+    pub(crate) result: Result<StoredPack, SnapshotError>,
+}
+
+/// What the store reports, in the order it was asked.
+pub(crate) enum Reply {
+    /// A pack given with [`PackStore::put`].
+    Stored(Stored),
+    /// A [`PackStore::sync`]: the positions that failed to make their
+    /// fragments durable.
+    Synced(Result<Vec<usize>, SinkError>),
+}
+
+/// The thread that seals packs and hands them to the pack sink, in the
+/// order they came.
+pub(crate) struct PackStore {
+    to: SyncSender<ToStore>,
+    from: Receiver<Reply>,
+    /// Requests not answered yet.
+    outstanding: usize,
+}
+
+/// Packs queued to the store beyond the one it works on: none (the
+/// caller fills the next pack meanwhile).
+pub(crate) const STORE_QUEUE: usize = 0;
+
+impl PackStore {
+    /// The store thread, living in `scope`, writing to `sink`.
+    pub(crate) fn spawn<'scope, 'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        sink: &'env mut (dyn FragmentSink + Send),
+        sealer: BlockSealer,
+        keys: DedupKeys,
+    ) -> PackStore {
+        let (to, rx) = mpsc::sync_channel::<ToStore>(STORE_QUEUE);
+        let (tx, from) = mpsc::channel::<Reply>();
+        scope.spawn(move || store_loop(sink, sealer, keys, rx, tx));
+        PackStore {
+            to,
+            from,
+            outstanding: 0,
+        }
+    }
+
+    /// Gives pack `number` to be sealed and stored.
+    pub(crate) fn put(&mut self, number: u64, writer: PackWriter) -> Result<(), SnapshotError> {
+        self.send(ToStore::Put { number, writer })
+    }
+
+    /// Asks for every pack stored so far to be made durable
+    /// ([`FragmentSink::sync`]); answered in turn with [`Reply::Synced`].
+    pub(crate) fn sync(&mut self) -> Result<(), SnapshotError> {
+        self.send(ToStore::Sync)
+    }
+
+    fn send(&mut self, msg: ToStore) -> Result<(), SnapshotError> {
+        self.to.send(msg).map_err(|_| stopped("the pack store"))?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// The next answer: waited for when `wait`, else only if it is ready.
+    /// `None` when there is none (yet).
+    pub(crate) fn reply(&mut self, wait: bool) -> Result<Option<Reply>, SnapshotError> {
+        if self.outstanding == 0 {
+            return Ok(None);
+        }
+        let reply = if wait {
+            self.from.recv().map_err(|_| stopped("the pack store"))?
+        } else {
+            match self.from.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(stopped("the pack store")),
+            }
+        };
+        self.outstanding -= 1;
+        Ok(Some(reply))
+    }
+}
+
+fn store_loop(
+    sink: &mut (dyn FragmentSink + Send),
+    sealer: BlockSealer,
+    keys: DedupKeys,
+    rx: Receiver<ToStore>,
+    tx: Sender<Reply>,
+) {
+    let mut sealed = SealedBlock::default();
+    for msg in rx {
+        let reply = match msg {
+            ToStore::Put { number, writer } => {
+                let result = (|| {
+                    sealer
+                        .seal_pack(number, &writer, &keys, &mut sealed)
+                        .map_err(|e| SnapshotError::Format(e.to_string()))?;
+                    let Some(h) = sealed.header() else {
+                        return Err(SnapshotError::Format("the pack was not sealed".into()));
+                    };
+                    let (body_len, fragment_len) = (h.header.cipher_len, h.header.fragment_len);
+                    let failed = sink.put_block(&sealed)?;
+                    Ok(StoredPack {
+                        failed: failed.into_iter().map(|p| (p, sink.failure(p))).collect(),
+                        body_len,
+                        fragment_len,
+                    })
+                })();
+                Reply::Stored(Stored {
+                    number,
+                    writer,
+                    result,
+                })
+            }
+            ToStore::Sync => Reply::Synced(sink.sync()),
+        };
+        if tx.send(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// An empty writer of `kind`, reusing the buffers of a spare one that
+/// came back from the store.
+pub(crate) fn fresh_writer(spare: &mut Vec<PackWriter>, kind: PackKind) -> PackWriter {
+    match spare.iter().position(|w| w.kind() == kind) {
+        Some(i) => {
+            let mut w = spare.swap_remove(i);
+            w.clear();
+            w
+        }
+        None => PackWriter::new(kind),
+    }
+}
