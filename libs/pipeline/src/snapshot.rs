@@ -1136,9 +1136,12 @@ pub struct PackReader<'a> {
     source: &'a mut dyn FragmentSource,
     root: &'a Root,
     code: Code,
-    keys: DedupKeys,
+    keys: Arc<DedupKeys>,
     key: BackupKey,
     cache: Vec<(u64, Vec<u8>)>,
+    /// With read-ahead: the next pack, fetched and being opened (decoded,
+    /// decrypted) on a thread of its own while this one's chunks are read.
+    opening: Option<(u64, Opening)>,
     /// With read-ahead: the referenced packs, and how many after the one
     /// being opened are asked for meanwhile.
     ahead: Option<(PackSet, usize)>,
@@ -1149,7 +1152,12 @@ pub struct PackReader<'a> {
     pub fetched: u64,
     /// Fragment bytes read.
     pub bytes_fetched: u64,
+    /// One decompression context for every chunk.
+    zstd: zstd::bulk::Decompressor<'static>,
 }
+
+/// A pack's data being opened on a thread.
+type Opening = std::thread::JoinHandle<Result<Vec<u8>, SnapshotError>>;
 
 /// Packs kept opened by a [`PackReader`]: chunks shared by files far apart
 /// are fetched again rather than held (a restore reads packs mostly in order).
@@ -1170,13 +1178,16 @@ impl<'a> PackReader<'a> {
             source,
             root,
             code,
-            keys: identity_keys,
+            keys: Arc::new(identity_keys),
             key,
             cache: Vec::new(),
+            opening: None,
             ahead: None,
             hinted: std::collections::BTreeSet::new(),
             fetched: 0,
             bytes_fetched: 0,
+            zstd: zstd::bulk::Decompressor::new()
+                .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?,
         })
     }
 
@@ -1193,7 +1204,7 @@ impl<'a> PackReader<'a> {
     pub fn chunk(&mut self, id: &ChunkId, loc: &ChunkLoc) -> Result<Vec<u8>, SnapshotError> {
         self.load(loc.pack)?;
         let data = &self.cache[self.cache.len() - 1].1;
-        plain_chunk(&self.keys, data, id, loc)
+        plain_chunk(&self.keys, &mut self.zstd, data, id, loc)
     }
 
     /// Fetches and opens pack `pack` (bypassing the cache) and checks every
@@ -1208,7 +1219,7 @@ impl<'a> PackReader<'a> {
                 stored_len: e.stored_len,
                 plain_len: e.plain_len,
             };
-            plain_chunk(&self.keys, &data, &e.id, &loc)?;
+            plain_chunk(&self.keys, &mut self.zstd, &data, &e.id, &loc)?;
         }
         Ok(list.entries.len() as u64)
     }
@@ -1216,6 +1227,21 @@ impl<'a> PackReader<'a> {
     /// Fetches and opens pack `pack` (bypassing the cache): its chunk list
     /// and its decrypted chunk data.
     pub fn open_pack(&mut self, pack: u64) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
+        let opener = self.fetch(pack)?;
+        self.fetched += 1;
+        open_fetched(
+            opener,
+            self.identity_node(),
+            self.root.backup_id,
+            pack,
+            &self.keys,
+            &self.key,
+        )
+    }
+
+    /// Fetches the fragments of pack `pack`, and asks for those of the
+    /// next packs when reading ahead.
+    fn fetch(&mut self, pack: u64) -> Result<BlockOpener, SnapshotError> {
         let customer = self.identity_node();
         let mut next = Vec::new();
         self.hinted.remove(&pack);
@@ -1245,14 +1271,7 @@ impl<'a> PackReader<'a> {
             let present = opener.present().iter().filter(|p| **p).count() as u64;
             self.bytes_fetched += present * h.fragment_len;
         }
-        let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
-        let aad = pack::list_aad(&customer, self.root.backup_id, pack);
-        let list = pack::read_list(&body, &self.keys, &aad, FILE_CHUNKS.max as u32)
-            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
-        let data = pack::open_data(&body, &list, &self.key)
-            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
-        self.fetched += 1;
-        Ok((list, data))
+        Ok(opener)
     }
 
     /// Makes pack `pack` the last of the cache.
@@ -1260,14 +1279,54 @@ impl<'a> PackReader<'a> {
         if let Some(i) = self.cache.iter().position(|(p, _)| *p == pack) {
             let hit = self.cache.remove(i);
             self.cache.push(hit);
-        } else {
-            let (_, data) = self.open_pack(pack)?;
-            if self.cache.len() >= PACK_CACHE {
-                self.cache.remove(0);
-            }
-            self.cache.push((pack, data));
+            return Ok(());
         }
+        let data = match self.opening.take() {
+            Some((p, opening)) if p == pack => {
+                self.fetched += 1;
+                opening
+                    .join()
+                    .map_err(|_| SnapshotError::Format(format!("opening pack {pack} panicked")))??
+            }
+            other => {
+                // Read out of order: what was opened ahead is not wanted.
+                if let Some((_, opening)) = other {
+                    let _ = opening.join();
+                }
+                self.open_pack(pack)?.1
+            }
+        };
+        if self.cache.len() >= PACK_CACHE {
+            self.cache.remove(0);
+        }
+        self.cache.push((pack, data));
+        self.open_ahead(pack);
         Ok(())
+    }
+
+    /// When reading ahead, fetches the pack after `pack` and opens it on a
+    /// thread. A pack that cannot be fetched now is left for its turn
+    /// (and its error).
+    fn open_ahead(&mut self, pack: u64) {
+        let Some(next) = self
+            .ahead
+            .as_ref()
+            .and_then(|(set, _)| set.next_after(pack))
+        else {
+            return;
+        };
+        if self.cache.iter().any(|(p, _)| *p == next) {
+            return;
+        }
+        let Ok(opener) = self.fetch(next) else {
+            return;
+        };
+        let (customer, backup) = (self.identity_node(), self.root.backup_id);
+        let (keys, key) = (self.keys.clone(), self.key.clone());
+        let opening = std::thread::spawn(move || {
+            open_fetched(opener, customer, backup, next, &keys, &key).map(|(_, data)| data)
+        });
+        self.opening = Some((next, opening));
     }
 
     fn identity_node(&self) -> bitdust_crypto::NodeId {
@@ -1293,10 +1352,30 @@ impl<'a> PackReader<'a> {
     }
 }
 
+/// Opens pack `pack` from its fetched fragments: decodes the body, opens
+/// its chunk list and decrypts its chunk data.
+fn open_fetched(
+    opener: BlockOpener,
+    customer: bitdust_crypto::NodeId,
+    backup: BackupId,
+    pack: u64,
+    keys: &DedupKeys,
+    key: &BackupKey,
+) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
+    let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
+    let aad = pack::list_aad(&customer, backup, pack);
+    let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
+        .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+    let data = pack::open_data(&body, &list, key)
+        .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+    Ok((list, data))
+}
+
 /// Chunk `id` at `loc` in the opened pack data `data`, decompressed and
 /// checked against its id.
 fn plain_chunk(
     keys: &DedupKeys,
+    zstd: &mut zstd::bulk::Decompressor<'static>,
     data: &[u8],
     id: &ChunkId,
     loc: &ChunkLoc,
@@ -1306,7 +1385,8 @@ fn plain_chunk(
     let stored = data.get(start..end).ok_or_else(|| {
         SnapshotError::Format(format!("chunk {id} lies outside pack {}", loc.pack))
     })?;
-    let plain = zstd::bulk::decompress(stored, loc.plain_len as usize)
+    let plain = zstd
+        .decompress(stored, loc.plain_len as usize)
         .map_err(|e| SnapshotError::Format(format!("chunk {id} does not decompress: {e}")))?;
     if plain.len() != loc.plain_len as usize || keys.chunk_id(&plain) != *id {
         return Err(SnapshotError::Format(format!(
