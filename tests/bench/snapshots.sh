@@ -9,7 +9,8 @@
 #      insertion in the middle of a large file, a new file): what each
 #      store grows by;
 #   4. snapshots up to 30 with small changes: the peak RSS of every later
-#      backup, and of a restore of snapshot 30 against one of snapshot 1;
+#      backup, and of a restore of snapshot 30 against one of snapshot 1
+#      and restic's restore of its latest;
 #      the fragment bytes a one-file restore fetches against a whole one;
 #   5. forget all but the newest and prune: wall time and peak RSS for
 #      both tools; then our restore of the kept snapshot, checked
@@ -88,6 +89,8 @@ rm -rf "$work/out1"
 read -r _ rs30w rs30rss <<<"$(measure restore-30 "$ctl" local restore "$work/ours" "$id@30" --to "$work/out30" --quiet)"
 diff -r --no-dereference "$src" "$work/out30$src" >/dev/null || { echo "our restore of snapshot 30 differs from the input" >&2; exit 1; }
 rm -rf "$work/out30"
+read -r _ rr30w rr30rss <<<"$(measure restic-restore restic --quiet --repo "$work/restic" restore latest --target "$work/rout30")"
+rm -rf "$work/rout30"
 os4=$(bytes "$work/ours"); rs4=$(bytes "$work/restic")
 # One file of snapshot 30: only the packs holding its chunks are read.
 one=$("$ctl" local restore "$work/ours" "$id@30" --to "$work/one" --include "$src/text/d0/doc0.txt" --json)
@@ -120,6 +123,8 @@ printf "4. backups 7..30: highest peak RSS %.1f MiB = %.2fx the first backup's\n
   "$(mb $((max_later * 1024)))" "$(calc "$max_later/$o1rss")"
 printf "   restore of snapshot 1: %s s, %.1f MiB; of snapshot 30: %s s, %.1f MiB (%.2fx)\n" \
   "$rs1w" "$(mb $((rs1rss * 1024)))" "$rs30w" "$(mb $((rs30rss * 1024)))" "$(calc "$rs30rss/$rs1rss")"
+printf "   restic's restore of the same (latest): %s s, %.1f MiB; ours / restic: wall %.2f, RSS %.2f\n" \
+  "$rr30w" "$(mb $((rr30rss * 1024)))" "$(calc "$rs30w/$rr30w")" "$(calc "$rs30rss/$rr30rss")"
 printf "   stores after 30 snapshots: ours %.1f MiB, restic %.1f MiB\n" "$(mb "$os4")" "$(mb "$rs4")"
 printf "   restoring one file (%d bytes) of snapshot 30 fetched %.2f MiB of fragments, the whole snapshot %.1f MiB (%.4f)\n" \
   "$(stat -c %s "$src/text/d0/doc0.txt")" "$(mb "$one_fetched")" "$(mb "$all_fetched")" "$(calc "$one_fetched/$all_fetched")"
