@@ -53,6 +53,7 @@ fn main() {
             "get",
             P::Get(ppb::GetObject {
                 name: "v/a/b".into(),
+                prefix: 0,
             }),
         ),
         (

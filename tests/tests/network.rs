@@ -1777,11 +1777,23 @@ fn a_machine_recovered_after_snapshots_a_forget_and_a_repack_restores_them_and_a
         .collect();
     assert_eq!(versions, [2, 3], "{list}");
     // Both kept snapshots restore bit-exact from the repacked packs (the
-    // new index is built from their sealed lists).
+    // new index is built from their sealed lists, read from the start of
+    // each pack's first fragment alone: the first restore fetches no more
+    // whole fragments than a second one, with the index built).
     let out3 = net.dir.path().join("r3");
     let o = fresh.ctl(&["restore", "--to", &out3.display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_same_tree(&src, &restored_path(&out3, &src));
+    let first: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let again = net.dir.path().join("r3-again");
+    let o = fresh.ctl(&["restore", "--to", &again.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let then: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(then["fragments_fetched"].as_u64().unwrap() > 0, "{then}");
+    assert_eq!(
+        first["fragments_fetched"], then["fragments_fetched"],
+        "the first restore on the recovered machine: {first}; the second: {then}"
+    );
     let out2 = net.dir.path().join("r2");
     let o = fresh.ctl(&[
         "restore",

@@ -396,6 +396,43 @@ impl BlockOpener {
         Ok(())
     }
 
+    /// Checks the start of a fragment file that should be fragment
+    /// `expected` of this block, read without the rest (a ranged read): its
+    /// signed header is verified and must name this block as the
+    /// expectations do. Returns the header and where the payload starts in
+    /// `head`. The payload bytes are not checked against the header's hash
+    /// (they are not all there): the caller authenticates what it uses.
+    pub fn check_head(
+        &self,
+        expected: usize,
+        head: &[u8],
+    ) -> Result<(SignedHeader, usize), FragmentRejection> {
+        let mut r = head;
+        let prefix = read_fragment(&mut r)?;
+        let at = head.len() - r.len();
+        if prefix.index != expected {
+            return Err(FragmentRejection::Misplaced {
+                found: prefix.index,
+                expected,
+            });
+        }
+        if let Some(want) = &self.expect_header
+            && crate::header::commitment(&prefix.header_bytes) != *want
+        {
+            return Err(FragmentRejection::Stale);
+        }
+        let signed = SignedHeader::verify(prefix.header_bytes, prefix.signature, &self.customer)?;
+        self.check_identity(&signed.header)?;
+        if prefix.payload_len != signed.header.fragment_len {
+            return Err(FragmentError::Malformed(format!(
+                "payload of {} bytes where the header says {}",
+                prefix.payload_len, signed.header.fragment_len
+            ))
+            .into());
+        }
+        Ok((signed, at))
+    }
+
     fn check_identity(&self, h: &BlockHeader) -> Result<(), FragmentRejection> {
         if h.backup_id != self.backup_id || h.version != self.version || h.block != self.block {
             return Err(FragmentRejection::Elsewhere(format!(

@@ -272,8 +272,27 @@ impl SupplierLink {
     /// does not have it. The bytes are checked against the hash the supplier
     /// recorded when it was stored.
     pub async fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, PeerError> {
+        self.get_part(name, max, 0).await
+    }
+
+    /// The first `len` bytes (fewer if the object is shorter) of object
+    /// `name`, or `None` if the supplier does not have it. Nothing checks
+    /// them: the caller authenticates what it uses (a fragment's signed
+    /// header, a pack's sealed chunk list).
+    pub async fn get_prefix(&self, name: &str, len: u64) -> Result<Option<Vec<u8>>, PeerError> {
+        self.get_part(name, len, len.max(1)).await
+    }
+
+    /// The object, or its first `prefix` bytes when `prefix` > 0.
+    async fn get_part(
+        &self,
+        name: &str,
+        max: u64,
+        prefix: u64,
+    ) -> Result<Option<Vec<u8>>, PeerError> {
         let req = request::Kind::Get(pb::GetObject {
             name: name.to_owned(),
+            prefix,
         });
         let (kind, mut recv) = match self.call(req, None).await {
             Ok(x) => x,
@@ -283,13 +302,18 @@ impl SupplierLink {
         let response::Kind::Get(head) = kind else {
             return Err(Self::unexpected(&kind));
         };
-        if head.size > max {
+        let sent = if prefix > 0 {
+            head.size.min(prefix)
+        } else {
+            head.size
+        };
+        if sent > max {
             return Err(PeerError::Protocol(format!(
                 "object {name} claims {} bytes, over the {max} expected",
                 head.size
             )));
         }
-        let size = usize::try_from(head.size).map_err(|_| PeerError::Protocol("size".into()))?;
+        let size = usize::try_from(sent).map_err(|_| PeerError::Protocol("size".into()))?;
         // The buffer grows as bytes arrive: a supplier that claims a large
         // object makes us hold only what it actually sends.
         let mut data = Vec::with_capacity(size.min(GET_INITIAL_BUFFER));
@@ -302,7 +326,7 @@ impl SupplierLink {
             PeerError::Unreachable(format!("reading {name} from {} timed out", self.address))
         })?;
         read?;
-        if blake3::hash(&data).as_bytes().as_slice() != head.blake3.as_slice() {
+        if prefix == 0 && blake3::hash(&data).as_bytes().as_slice() != head.blake3.as_slice() {
             return Err(PeerError::Protocol(format!(
                 "object {name} arrived damaged"
             )));

@@ -336,6 +336,8 @@ pub struct NetSource {
     pending: HashMap<(u64, usize), Fetch>,
     /// Fragments fetched.
     pub fetched: u64,
+    /// Bytes of the starts of fragments read alone (ranged reads).
+    pub prefix_bytes: u64,
 }
 
 type Fetch = tokio::task::JoinHandle<Result<Option<Vec<u8>>, PeerError>>;
@@ -368,6 +370,7 @@ impl NetSource {
             state,
             pending: HashMap::new(),
             fetched: 0,
+            prefix_bytes: 0,
         }
     }
 
@@ -485,6 +488,28 @@ impl FragmentSource for NetSource {
             self.fetched += 1;
             Box::new(Cursor::new(b)) as Box<dyn std::io::Read>
         }))
+    }
+
+    fn fragment_prefix(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
+        if self.down[position] {
+            return Ok(None);
+        }
+        let Some(link) = self.links[position].clone() else {
+            return Ok(None);
+        };
+        let name = fragment_object(self.id, self.version, block, fragment);
+        let r = self.rt.block_on(link.get_prefix(&name, len as u64));
+        let bytes = self.settle(position, r);
+        if let Some(b) = &bytes {
+            self.prefix_bytes += b.len() as u64;
+        }
+        Ok(bytes)
     }
 
     /// Starts fetching the fragments of `block` in parallel.

@@ -58,6 +58,27 @@ pub trait FragmentSource {
         fragment: usize,
     ) -> Result<Option<Box<dyn Read + '_>>, SourceError>;
 
+    /// The first `len` bytes (fewer if it is shorter) of fragment
+    /// `fragment` of `block` held at `position`; `None` when missing. A
+    /// ranged read: nothing checks the bytes, the caller authenticates what
+    /// it uses. By default the fragment is read and cut.
+    fn fragment_prefix(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
+        let Some(r) = self.fragment(position, block, fragment)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        r.take(len as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| SourceError(format!("reading the start of a fragment: {e}")))?;
+        Ok(Some(out))
+    }
+
     /// A hint that `fragments` ((position, fragment) pairs) of `block` will
     /// be asked for next, so a source may start fetching them together.
     fn prefetch(&mut self, _block: u64, _fragments: &[(usize, usize)]) {}

@@ -1799,6 +1799,53 @@ fn collect_pack(
     )?)
 }
 
+/// What a ranged read of a fragment asks for first: the fragment's prefix,
+/// its signed header (32 bytes per fragment of hashes) and the start of the
+/// payload, where a pack's sealed chunk list of a few dozen chunks fits.
+const HEAD_READ: usize = 64 << 10;
+
+/// The chunk list and body length of pack `pack`, from the start of its
+/// first data fragment alone (a ranged read, one position): the pack body
+/// begins there, with its sealed list. The fragment's signed header names
+/// the pack, and the list opens only with the dedup secrets and the pack's
+/// name, so nothing unchecked is used. `None` when that cannot be done
+/// (the position is away, the list does not fit in the fragment, anything
+/// fails): the caller reads the whole pack.
+fn list_from_head(
+    source: &mut dyn FragmentSource,
+    root: &Root,
+    code: &Code,
+    customer: bitdust_crypto::NodeId,
+    pack: u64,
+    keys: &DedupKeys,
+) -> Option<(pack::PackList, u64)> {
+    let position = code.fragment_position(0);
+    if !source.positions().contains(&position) {
+        return None;
+    }
+    let opener = BlockOpener::new(customer, root.backup_id, 0, pack)
+        .expect_code(root.scheme, root.root.suppliers as usize);
+    let mut want = HEAD_READ;
+    // A second read when the list is longer than the first one took.
+    for _ in 0..2 {
+        let head = source.fragment_prefix(position, pack, 0, want).ok()??;
+        let (signed, at) = opener.check_head(0, &head).ok()?;
+        let payload = &head[at..];
+        let end = pack::list_end(payload).ok()?;
+        let h = &signed.header;
+        if end as u64 > h.fragment_len.min(h.cipher_len) {
+            return None;
+        }
+        if payload.len() >= end {
+            let aad = pack::list_aad(&customer, root.backup_id, pack);
+            let list = pack::read_list(&payload[..end], keys, &aad, FILE_CHUNKS.max as u32).ok()?;
+            return Some((list, h.cipher_len));
+        }
+        want = at + end;
+    }
+    None
+}
+
 /// Indexes the packs `root` references that the index does not know, from
 /// their sealed chunk lists (no `master.key` needed): a repository state
 /// that was lost, or a machine recovered from the key alone. Raises the
@@ -1818,17 +1865,25 @@ pub fn rebuild_index(
         if repo.pack(root.backup_id, pack)?.is_some() {
             continue;
         }
-        let opener = collect_pack(source, root, &code, customer, pack, false, Vec::new())?;
-        let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
-        let aad = pack::list_aad(&customer, root.backup_id, pack);
-        let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
-            .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+        let (list, body_len) = match list_from_head(source, root, &code, customer, pack, keys) {
+            Some(x) => x,
+            None => {
+                // The first data fragment's position is away, or what it
+                // holds did not do: the whole pack, decoded.
+                let opener = collect_pack(source, root, &code, customer, pack, false, Vec::new())?;
+                let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
+                let aad = pack::list_aad(&customer, root.backup_id, pack);
+                let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
+                    .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+                (list, body.len() as u64)
+            }
+        };
         let rec = PackRecord {
             kind: list.kind,
             state: PackState::Live,
             chunks: list.entries.len() as u32,
             data_len: list.data_len(),
-            body_len: body.len() as u64,
+            body_len,
             time: root.root.created_unix.max(0) as u64,
             pending: 0,
             // What is missing now is for a verify to find.

@@ -1421,3 +1421,115 @@ fn the_packs_are_the_same_whatever_the_number_of_workers() {
         assert_eq!(many, one, "{workers} workers");
     }
 }
+
+/// A source that counts what is read: whole fragments, and the bytes of
+/// fragment starts read alone.
+struct Counting<S> {
+    inner: S,
+    whole: u64,
+    head_bytes: u64,
+    heads: u64,
+}
+
+impl<S: bitdust_pipeline::FragmentSource> bitdust_pipeline::FragmentSource for Counting<S> {
+    fn manifest(
+        &mut self,
+        attempt: usize,
+    ) -> Result<Option<Vec<u8>>, bitdust_pipeline::SourceError> {
+        self.inner.manifest(attempt)
+    }
+    fn positions(&self) -> Vec<usize> {
+        self.inner.positions()
+    }
+    fn fragment(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+    ) -> Result<Option<Box<dyn std::io::Read + '_>>, bitdust_pipeline::SourceError> {
+        self.whole += 1;
+        self.inner.fragment(position, block, fragment)
+    }
+    fn fragment_prefix(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, bitdust_pipeline::SourceError> {
+        let r = self.inner.fragment_prefix(position, block, fragment, len)?;
+        if let Some(b) = &r {
+            self.heads += 1;
+            self.head_bytes += b.len() as u64;
+        }
+        Ok(r)
+    }
+    fn describe(&self, position: usize, block: u64, fragment: usize) -> String {
+        self.inner.describe(position, block, fragment)
+    }
+    fn backup_id(&self) -> BackupId {
+        self.inner.backup_id()
+    }
+    fn version(&self) -> u64 {
+        self.inner.version()
+    }
+}
+
+/// Recovery indexes a pack from the start of its first data fragment
+/// alone (a ranged read), not by fetching and decoding the whole pack,
+/// and falls back to the whole pack when that fragment's position is away;
+/// both give the index the pack's own records.
+#[test]
+fn a_lost_index_is_rebuilt_from_the_start_of_each_packs_first_fragment() {
+    use bitdust_pipeline::snapshot::rebuild_index;
+    let f = Fixture::new();
+    let s1 = f.snapshot(1);
+    let records = |repo: &Repo| {
+        let mut all = Vec::new();
+        repo.for_each_pack(f.backup, |n, r| {
+            all.push((n, r.kind, r.chunks, r.data_len, r.body_len));
+            Ok(())
+        })
+        .unwrap();
+        all
+    };
+    let want = records(&f.repo);
+    assert_eq!(want.len() as u64, s1.packs.len());
+    let root_bytes = std::fs::read(
+        f.root
+            .join("positions/3")
+            .join(f.backup.to_string())
+            .join("1/manifest"),
+    )
+    .unwrap();
+    let root = verify_root(&root_bytes, &f.identity.node_id(), f.backup, 1).unwrap();
+    let rebuild = |state: &str| {
+        let lock = StateLock::take(&f.root.join(state), "test").unwrap();
+        let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let keys = DedupKeys::derive(&f.identity, &f.backup.0);
+        let mut source = Counting {
+            inner: f.store.source(f.backup, 0),
+            whole: 0,
+            head_bytes: 0,
+            heads: 0,
+        };
+        rebuild_index(&fresh, &mut source, &root, &keys).unwrap();
+        let got = records(&fresh);
+        (got, source.whole, source.heads, source.head_bytes)
+    };
+    let (got, whole, heads, head_bytes) = rebuild("state2");
+    assert_eq!(got, want);
+    assert_eq!(whole, 0, "no whole fragment read");
+    assert_eq!(heads, want.len() as u64);
+    let stored: u64 = want.iter().map(|r| r.4).sum();
+    assert!(
+        head_bytes * 10 < stored,
+        "{head_bytes} bytes read to index packs of {stored}"
+    );
+    // The first data fragment's position gone: the whole packs, decoded.
+    std::fs::remove_dir_all(f.root.join("positions/0")).unwrap();
+    let (got, whole, heads, _) = rebuild("state3");
+    assert_eq!(got, want);
+    assert_eq!(heads, 0);
+    assert!(whole >= want.len() as u64, "{whole}");
+}

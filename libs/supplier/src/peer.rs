@@ -338,7 +338,10 @@ async fn serve_get(mut send: SendStream, peer: NodeId, store: Arc<Store>, get: p
         return;
     }
     let mut buf = vec![0u8; CHUNK];
-    let mut left = rec.size;
+    let mut left = match get.prefix {
+        0 => rec.size,
+        n => rec.size.min(n),
+    };
     while left > 0 {
         let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
         match file.read(&mut buf[..want]).await {
