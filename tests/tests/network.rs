@@ -3467,3 +3467,56 @@ fn the_agent_killed_at_each_crash_point_of_forget_prune_and_repack_loses_nothing
     }
     drop(agent);
 }
+
+/// `prune` of every backup goes on past one that a run holds: that one is
+/// named and left for the next prune (exit 4), and the others are pruned.
+/// Before, the whole prune failed on the running backup, so a nightly
+/// prune could starve behind any long backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_of_every_backup_leaves_a_running_one_for_the_next_and_prunes_the_rest() {
+    let net = Net::up(2, 0);
+    let (a, b) = (net.dir.path().join("a"), net.dir.path().join("b"));
+    make_tree(&a, 31, 1);
+    make_tree(&b, 32, 1);
+    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
+    let sa = tokio::task::block_in_place(|| net.ok(&["backup", &a_s]));
+    let sb = tokio::task::block_in_place(|| net.ok(&["backup", &b_s]));
+    let (ida, idb) = (
+        sa["backup_id"].as_str().unwrap().to_owned(),
+        sb["backup_id"].as_str().unwrap().to_owned(),
+    );
+    // B has something to prune: a fragment of a pack nothing knows.
+    let stray = format!("v/{idb}/0000000000/b0000000700.f001");
+    tokio::task::block_in_place(|| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let link = link_as_customer(&net, &rt, "supplier-1", &customer_identity(&net));
+        rt.block_on(link.put(&stray, b"a stray fragment")).unwrap();
+    });
+
+    // A run of A holds its lock: a snapshot stream begun and left open.
+    let (tx, mut events) = open_stream(&net, &[&a_s], true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let o = tokio::task::block_in_place(|| net.ctl(&["--json", "prune"]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p[0]["busy"], serde_json::json!([ida]), "{p}");
+    assert_eq!(p[0]["unknown_files_deleted"], 1, "{p}");
+    assert!(!tokio::task::block_in_place(|| packs_held(&net, 1, &idb)).contains(&700));
+    // Text names it and says what to do.
+    let o = tokio::task::block_in_place(|| net.ctl(&["prune"]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains(&format!("backup {ida} is running and was not pruned")),
+        "{out}"
+    );
+    // A prune of the running backup by name still refuses, in one line.
+    let o = tokio::task::block_in_place(|| net.ctl(&["prune", &ida]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is running"), "{}", stderr(&o));
+    // Once the run is gone, a prune has nothing left for later.
+    drop(tx);
+    while let Ok(Some(_)) = events.message().await {}
+    let p = tokio::task::block_in_place(|| net.ok(&["prune"]));
+    assert_eq!(p[0]["busy"], serde_json::json!([]), "{p}");
+}

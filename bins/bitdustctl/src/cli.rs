@@ -123,9 +123,11 @@ pub enum Command {
     /// Delete at every supplier the packs no snapshot references (those a
     /// supplier that was away still holds: backups, delete and forget
     /// prune as they go) and fragments of packs nothing knows, after
-    /// repacking mostly-unused packs.
+    /// repacking mostly-unused packs. Exits 4 when something is left for
+    /// the next prune (a supplier away, or a backup running now).
     Prune {
-        /// The backup (ID) [default: every backup you may see].
+        /// The backup (ID) [default: every backup you may see; one that
+        /// is running is left for the next prune].
         #[arg(value_name = "ID")]
         which: Option<String>,
         /// Repack the most unused packs until at most this share of the

@@ -1413,6 +1413,8 @@ struct PrunedBackup {
     repack_skipped: Option<String>,
     unknown_files_deleted: u64,
     unknown_bytes_freed: u64,
+    /// Backups a run held, left for the next prune (over the agent).
+    busy: Vec<String>,
 }
 
 impl Pruned {
@@ -1446,6 +1448,7 @@ impl Pruned {
                     bytes_freed: r.bytes_freed,
                     packs_pending: r.packs_pending,
                     packs_young: r.packs_young,
+                    busy: Vec::new(),
                 })
                 .collect(),
         )
@@ -1471,12 +1474,17 @@ impl Pruned {
             repack_skipped: (!p.repack_skipped.is_empty()).then_some(p.repack_skipped),
             unknown_files_deleted: p.unknown_objects_deleted,
             unknown_bytes_freed: p.unknown_bytes_freed,
+            busy: p.busy,
         }])
     }
 
-    /// Packs some position still holds.
+    /// Packs some position still holds, and backups left because a run
+    /// held them: what the next prune is for.
     pub(crate) fn pending(&self) -> u64 {
-        self.0.iter().map(|b| b.packs_pending).sum()
+        self.0
+            .iter()
+            .map(|b| b.packs_pending + b.busy.len() as u64)
+            .sum()
     }
 }
 
@@ -1527,6 +1535,12 @@ impl fmt::Display for Pruned {
                     f,
                     "  {} packs are still held by a position that is missing now; run prune again when it is back",
                     b.packs_pending
+                )?;
+            }
+            for id in &b.busy {
+                writeln!(
+                    f,
+                    "  backup {id} is running and was not pruned; run prune again after it finishes"
                 )?;
             }
         }

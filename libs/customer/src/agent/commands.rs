@@ -506,7 +506,8 @@ impl Agent {
         caller: Caller,
         req: pb::PruneRequest,
     ) -> Result<pb::PruneReply, Status> {
-        let ids: Vec<BackupId> = if req.backup_id.is_empty() {
+        let every = req.backup_id.is_empty();
+        let ids: Vec<BackupId> = if every {
             let mut ids: Vec<BackupId> = self
                 .visible_versions(caller)?
                 .into_iter()
@@ -524,7 +525,16 @@ impl Agent {
         self.clone().collect_attempts().await;
         let mut total = pb::PruneReply::default();
         for id in ids {
-            let _held = self.hold(id, "prune")?;
+            let _held = match self.hold(id, "prune") {
+                Ok(h) => h,
+                // Pruning every backup, one that is running now waits for
+                // the next prune; the others go on.
+                Err(_) if every => {
+                    total.busy.push(id.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let repacked = match req.max_unused.filter(|m| m.is_finite()) {
                 Some(share) if share < 1.0 => Some({
                     let down = self
