@@ -759,6 +759,40 @@ pub(crate) struct LocalBackedUp {
     seconds: f64,
     to: String,
     peak_rss_bytes: Option<u64>,
+    /// Where the time went: seconds per stage, each stage's threads
+    /// together (`--json` only).
+    stages: Stages,
+}
+
+/// [`bitdust_pipeline::stages::StageTimes`], as printed.
+#[derive(Serialize)]
+struct Stages {
+    wall: f64,
+    read_and_cut: f64,
+    hash_index_pack: f64,
+    wait_compress: f64,
+    wait_store: f64,
+    compress: f64,
+    seal: f64,
+    store: f64,
+    sync: f64,
+}
+
+impl From<bitdust_pipeline::stages::StageTimes> for Stages {
+    fn from(t: bitdust_pipeline::stages::StageTimes) -> Self {
+        let ms = |s: f64| (s * 1000.0).round() / 1000.0;
+        Stages {
+            wall: ms(t.wall),
+            read_and_cut: ms(t.read_and_cut),
+            hash_index_pack: ms(t.hash_index_pack),
+            wait_compress: ms(t.wait_compress),
+            wait_store: ms(t.wait_store),
+            compress: ms(t.compress),
+            seal: ms(t.seal),
+            store: ms(t.store),
+            sync: ms(t.sync),
+        }
+    }
 }
 
 impl LocalBackedUp {
@@ -787,6 +821,7 @@ impl LocalBackedUp {
             seconds,
             to: to.display().to_string(),
             peak_rss_bytes,
+            stages: r.times.into(),
         }
     }
 }

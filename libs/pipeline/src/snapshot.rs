@@ -150,6 +150,8 @@ pub struct SnapshotReport {
     pub degraded_positions: Vec<usize>,
     /// Entries left out, with reasons.
     pub skipped: Vec<String>,
+    /// Where the time went.
+    pub times: crate::stages::StageTimes,
 }
 
 /// An open pack: its writer and its (reserved) number.
@@ -182,6 +184,9 @@ pub struct SnapshotWriter<'a> {
     failures: HashMap<usize, String>,
     /// The run failed: what is stored is kept where it can be.
     salvaging: bool,
+    /// Each stage's time, and when the run began.
+    clocks: Arc<crate::stages::Clocks>,
+    began: std::time::Instant,
     data: OpenPack,
     meta: OpenPack,
     /// Chunks in packs not in the index yet: the open packs, and packs
@@ -270,6 +275,8 @@ impl<'a> SnapshotWriter<'a> {
             spare_writers: Vec::new(),
             failures: HashMap::new(),
             salvaging: false,
+            clocks: Arc::default(),
+            began: std::time::Instant::now(),
             data: OpenPack {
                 writer: PackWriter::new(PackKind::Data),
                 number: None,
@@ -327,13 +334,21 @@ impl<'a> SnapshotWriter<'a> {
         let keys = DedupKeys::derive(&self.identity, &self.backup.0);
         let workers = crate::stages::worker_count(self.opts.workers);
         std::thread::scope(|scope| {
+            self.began = std::time::Instant::now();
             self.compress = Some(Compressors::spawn(
                 scope,
                 workers,
                 self.opts.zstd_level,
                 FILE_CHUNKS.max,
+                self.clocks.clone(),
             )?);
-            self.store = Some(PackStore::spawn(scope, sink, sealer, keys));
+            self.store = Some(PackStore::spawn(
+                scope,
+                sink,
+                sealer,
+                keys,
+                self.clocks.clone(),
+            ));
             // The stages hang up when `self` goes, with the call.
             self.run(source, snapshot_sink)
         })
@@ -474,7 +489,10 @@ impl<'a> SnapshotWriter<'a> {
             .ok_or_else(|| SnapshotError::Format("the chunker is in use".into()))?;
         chunker.reset();
         let result = (|| {
-            while let Some(chunk) = chunker.next_chunk(&mut reader).map_err(read_err)? {
+            while let Some(chunk) =
+                crate::stages::Clocks::time(&self.clocks.read, || chunker.next_chunk(&mut reader))
+                    .map_err(read_err)?
+            {
                 self.stats.bytes_read += chunk.len() as u64;
                 read += chunk.len() as u64;
                 self.progress.advance(chunk.len() as u64);
@@ -950,6 +968,7 @@ impl<'a> SnapshotWriter<'a> {
             packs: self.referenced,
             degraded_positions: self.degraded,
             skipped,
+            times: self.clocks.times(self.began.elapsed()),
         })
     }
 }

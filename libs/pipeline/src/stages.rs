@@ -14,8 +14,11 @@
 //! thread.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::Scope;
+use std::time::{Duration, Instant};
 
 use bitdust_block::pack::{PackKind, PackWriter};
 use bitdust_block::{BlockSealer, SealedBlock};
@@ -62,6 +65,7 @@ pub(crate) struct Compressors {
     spare: Vec<Vec<u8>>,
     /// The largest chunk.
     max_chunk: usize,
+    clocks: Arc<Clocks>,
 }
 
 impl Compressors {
@@ -72,9 +76,11 @@ impl Compressors {
         n: usize,
         level: i32,
         max_chunk: usize,
+        clocks: Arc<Clocks>,
     ) -> Result<Compressors, SnapshotError> {
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n.max(1) {
+            let clocks = clocks.clone();
             let mut zstd = zstd::bulk::Compressor::new(level)
                 .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?;
             let (job_tx, job_rx) = mpsc::sync_channel::<Job>(1);
@@ -84,10 +90,11 @@ impl Compressors {
                     job.out.clear();
                     job.out
                         .reserve_exact(zstd::zstd_safe::compress_bound(job.plain.len()));
-                    let result = zstd
-                        .compress_to_buffer(&job.plain, &mut job.out)
-                        .map(|_| ())
-                        .map_err(|e| format!("zstd: {e}"));
+                    let result = Clocks::time(&clocks.compress, || {
+                        zstd.compress_to_buffer(&job.plain, &mut job.out)
+                    })
+                    .map(|_| ())
+                    .map_err(|e| format!("zstd: {e}"));
                     let done = Done {
                         plain: job.plain,
                         out: job.out,
@@ -106,6 +113,7 @@ impl Compressors {
             queue: VecDeque::new(),
             spare: Vec::new(),
             max_chunk,
+            clocks,
         })
     }
 
@@ -148,9 +156,7 @@ impl Compressors {
         let Some((w, id)) = self.queue.pop_front() else {
             return Ok(None);
         };
-        let done = self.workers[w]
-            .1
-            .recv()
+        let done = Clocks::time(&self.clocks.wait_compress, || self.workers[w].1.recv())
             .map_err(|_| stopped("a compressing worker"))?;
         let plain_len = done.plain.len() as u32;
         self.spare.push(done.plain);
@@ -210,6 +216,7 @@ pub(crate) struct PackStore {
     from: Receiver<Reply>,
     /// Requests not answered yet.
     outstanding: usize,
+    clocks: Arc<Clocks>,
 }
 
 /// Packs queued to the store beyond the one it works on: none (the
@@ -223,14 +230,17 @@ impl PackStore {
         sink: &'env mut (dyn FragmentSink + Send),
         sealer: BlockSealer,
         keys: DedupKeys,
+        clocks: Arc<Clocks>,
     ) -> PackStore {
         let (to, rx) = mpsc::sync_channel::<ToStore>(STORE_QUEUE);
         let (tx, from) = mpsc::channel::<Reply>();
-        scope.spawn(move || store_loop(sink, sealer, keys, rx, tx));
+        let theirs = clocks.clone();
+        scope.spawn(move || store_loop(sink, sealer, keys, rx, tx, &theirs));
         PackStore {
             to,
             from,
             outstanding: 0,
+            clocks,
         }
     }
 
@@ -246,7 +256,8 @@ impl PackStore {
     }
 
     fn send(&mut self, msg: ToStore) -> Result<(), SnapshotError> {
-        self.to.send(msg).map_err(|_| stopped("the pack store"))?;
+        Clocks::time(&self.clocks.wait_store, || self.to.send(msg))
+            .map_err(|_| stopped("the pack store"))?;
         self.outstanding += 1;
         Ok(())
     }
@@ -258,7 +269,8 @@ impl PackStore {
             return Ok(None);
         }
         let reply = if wait {
-            self.from.recv().map_err(|_| stopped("the pack store"))?
+            Clocks::time(&self.clocks.wait_store, || self.from.recv())
+                .map_err(|_| stopped("the pack store"))?
         } else {
             match self.from.try_recv() {
                 Ok(r) => r,
@@ -277,20 +289,22 @@ fn store_loop(
     keys: DedupKeys,
     rx: Receiver<ToStore>,
     tx: Sender<Reply>,
+    clocks: &Clocks,
 ) {
     let mut sealed = SealedBlock::default();
     for msg in rx {
         let reply = match msg {
             ToStore::Put { number, writer } => {
                 let result = (|| {
-                    sealer
-                        .seal_pack(number, &writer, &keys, &mut sealed)
-                        .map_err(|e| SnapshotError::Format(e.to_string()))?;
+                    Clocks::time(&clocks.seal, || {
+                        sealer.seal_pack(number, &writer, &keys, &mut sealed)
+                    })
+                    .map_err(|e| SnapshotError::Format(e.to_string()))?;
                     let Some(h) = sealed.header() else {
                         return Err(SnapshotError::Format("the pack was not sealed".into()));
                     };
                     let (body_len, fragment_len) = (h.header.cipher_len, h.header.fragment_len);
-                    let failed = sink.put_block(&sealed)?;
+                    let failed = Clocks::time(&clocks.store, || sink.put_block(&sealed))?;
                     Ok(StoredPack {
                         failed: failed.into_iter().map(|p| (p, sink.failure(p))).collect(),
                         body_len,
@@ -303,7 +317,7 @@ fn store_loop(
                     result,
                 })
             }
-            ToStore::Sync => Reply::Synced(sink.sync()),
+            ToStore::Sync => Reply::Synced(Clocks::time(&clocks.sync, || sink.sync())),
         };
         if tx.send(reply).is_err() {
             return;
@@ -321,5 +335,70 @@ pub(crate) fn fresh_writer(spare: &mut Vec<PackWriter>, kind: PackKind) -> PackW
             w
         }
         None => PackWriter::new(kind),
+    }
+}
+
+/// Where a snapshot run's time went, in seconds: each stage's threads
+/// together (docs/performance.md has them for the bench tree).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    /// The whole run, wall clock.
+    pub wall: f64,
+    /// The caller's thread: reading files and cutting them into chunks.
+    pub read_and_cut: f64,
+    /// The caller's thread, the rest of its work: keyed hashes, index and
+    /// files-cache lookups and records, packing, the metadata stream.
+    pub hash_index_pack: f64,
+    /// The caller's thread waiting for a compressor's result.
+    pub wait_compress: f64,
+    /// The caller's thread waiting for the pack store.
+    pub wait_store: f64,
+    /// The compressors, together.
+    pub compress: f64,
+    /// The pack store: encrypting, erasure coding, signing.
+    pub seal: f64,
+    /// The pack store: handing the fragments to the sink.
+    pub store: f64,
+    /// The pack store: making the stored packs durable.
+    pub sync: f64,
+}
+
+/// Nanoseconds each stage spent, added to from every thread.
+#[derive(Default, Debug)]
+pub(crate) struct Clocks {
+    pub(crate) read: AtomicU64,
+    pub(crate) wait_compress: AtomicU64,
+    pub(crate) wait_store: AtomicU64,
+    pub(crate) compress: AtomicU64,
+    pub(crate) seal: AtomicU64,
+    pub(crate) store: AtomicU64,
+    pub(crate) sync: AtomicU64,
+}
+
+impl Clocks {
+    /// Runs `f`, adding its time to `clock`.
+    pub(crate) fn time<T>(clock: &AtomicU64, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        clock.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    /// The times, for a run of `wall` on the whole.
+    pub(crate) fn times(&self, wall: Duration) -> StageTimes {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        let wall = wall.as_secs_f64();
+        let (read, wc, ws) = (s(&self.read), s(&self.wait_compress), s(&self.wait_store));
+        StageTimes {
+            wall,
+            read_and_cut: read,
+            hash_index_pack: (wall - read - wc - ws).max(0.0),
+            wait_compress: wc,
+            wait_store: ws,
+            compress: s(&self.compress),
+            seal: s(&self.seal),
+            store: s(&self.store),
+            sync: s(&self.sync),
+        }
     }
 }

@@ -1411,6 +1411,17 @@ fn the_packs_are_the_same_whatever_the_number_of_workers() {
             .unwrap();
         let (t, _) = f.restore(1, &[], "r");
         assert_eq!(tree(&restored(&t, &f.src)), tree(&f.src));
+        // Every stage that had work was timed, and the caller's thread's
+        // parts fit in the run.
+        let w = report.times;
+        assert!(
+            w.read_and_cut > 0.0 && w.compress > 0.0 && w.seal > 0.0 && w.store > 0.0,
+            "{w:?}"
+        );
+        assert!(
+            w.read_and_cut + w.wait_compress + w.wait_store <= w.wall,
+            "{w:?}"
+        );
         (seen, report.stats.chunks_added)
     };
     let (one, chunks) = data_packs(1);
