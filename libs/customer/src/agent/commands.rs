@@ -20,7 +20,13 @@ const LS_BATCH: usize = 256;
 /// The agent's backups as a [`SnapshotStore`] (used on a blocking
 /// thread: its sources and sinks block on the runtime), with the first
 /// position that did not answer a ping just before, if any.
-struct Suppliers<'a>(&'a Agent, Option<usize>);
+struct Suppliers<'a>(&'a Agent, Option<usize>, Roots);
+
+/// The roots one command read from the suppliers, so that a command that
+/// visits a snapshot several times (`check`, `stats`) fetches its root
+/// once. A repack's rewrite replaces the one it rewrote.
+#[derive(Default)]
+struct Roots(Mutex<std::collections::HashMap<(BackupId, u64), bitdust_block::root::Root>>);
 
 impl SnapshotStore for Suppliers<'_> {
     fn place(&self) -> String {
@@ -40,8 +46,13 @@ impl SnapshotStore for Suppliers<'_> {
     }
 
     fn root(&self, id: BackupId, n: u64) -> Result<bitdust_block::root::Root, LocalError> {
-        snap::best_root(&mut self.0.source(id, n), &self.0.node_id(), id, n)
-            .map_err(LocalError::Store)
+        if let Some(r) = lock(&self.2.0).get(&(id, n)) {
+            return Ok(r.clone());
+        }
+        let r = snap::best_root(&mut self.0.source(id, n), &self.0.node_id(), id, n)
+            .map_err(LocalError::Store)?;
+        lock(&self.2.0).insert((id, n), r.clone());
+        Ok(r)
     }
 
     fn backup_key(&self, root: &bitdust_block::root::Root) -> Result<BackupKey, LocalError> {
@@ -178,6 +189,8 @@ impl RepackStore for Suppliers<'_> {
         packs: &bitdust_pipeline::repo::PackSet,
     ) -> Result<(), LocalError> {
         let (id, n) = (root.backup_id, root.root.snapshot);
+        // Read again after this, at its new revision.
+        lock(&self.2.0).remove(&(id, n));
         let store_err = |e: &dyn std::fmt::Display| LocalError::Store(e.to_string());
         let (_, mut rec) = self
             .0
@@ -316,9 +329,11 @@ impl Agent {
         f: impl FnOnce(&Suppliers<'_>, &Repo) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&Suppliers(me.as_ref(), down), &me.repo))
-            .await
-            .map_err(internal)?
+        tokio::task::spawn_blocking(move || {
+            f(&Suppliers(me.as_ref(), down, Roots::default()), &me.repo)
+        })
+        .await
+        .map_err(internal)?
     }
 
     /// `ls`: streams the entries of a snapshot in batches.
