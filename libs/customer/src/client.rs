@@ -272,7 +272,15 @@ impl SupplierLink {
     /// does not have it. The bytes are checked against the hash the supplier
     /// recorded when it was stored.
     pub async fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, PeerError> {
-        self.get_part(name, max, 0).await
+        self.get_part(name, max, 0, true).await
+    }
+
+    /// A fragment object `name` (at most `max` bytes), or `None`: as
+    /// [`SupplierLink::get`] but not hashed against the supplier's record,
+    /// because the fragment's signed header commits to its payload's hash
+    /// and the reader checks that (hashing both would read it twice).
+    pub async fn get_fragment(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, PeerError> {
+        self.get_part(name, max, 0, false).await
     }
 
     /// The first `len` bytes (fewer if the object is shorter) of object
@@ -280,15 +288,17 @@ impl SupplierLink {
     /// them: the caller authenticates what it uses (a fragment's signed
     /// header, a pack's sealed chunk list).
     pub async fn get_prefix(&self, name: &str, len: u64) -> Result<Option<Vec<u8>>, PeerError> {
-        self.get_part(name, len, len.max(1)).await
+        self.get_part(name, len, len.max(1), false).await
     }
 
-    /// The object, or its first `prefix` bytes when `prefix` > 0.
+    /// The object, or its first `prefix` bytes when `prefix` > 0; a whole
+    /// object is checked against the supplier's hash when `check`.
     async fn get_part(
         &self,
         name: &str,
         max: u64,
         prefix: u64,
+        check: bool,
     ) -> Result<Option<Vec<u8>>, PeerError> {
         let req = request::Kind::Get(pb::GetObject {
             name: name.to_owned(),
@@ -326,7 +336,10 @@ impl SupplierLink {
             PeerError::Unreachable(format!("reading {name} from {} timed out", self.address))
         })?;
         read?;
-        if prefix == 0 && blake3::hash(&data).as_bytes().as_slice() != head.blake3.as_slice() {
+        if check
+            && prefix == 0
+            && blake3::hash(&data).as_bytes().as_slice() != head.blake3.as_slice()
+        {
             return Err(PeerError::Protocol(format!(
                 "object {name} arrived damaged"
             )));

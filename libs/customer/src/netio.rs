@@ -385,7 +385,9 @@ impl NetSource {
         };
         let name = fragment_object(self.id, self.version, block, f);
         let max = self.max_object;
-        let task = self.rt.spawn(async move { link.get(&name, max).await });
+        let task = self
+            .rt
+            .spawn(async move { link.get_fragment(&name, max).await });
         self.pending.insert((block, f), task);
     }
 
@@ -481,7 +483,13 @@ impl FragmentSource for NetSource {
             None => {
                 let name = fragment_object(self.id, self.version, block, fragment);
                 let max = self.max_object;
-                self.get(position, &name, max)
+                if self.down[position] {
+                    None
+                } else {
+                    let link = self.links[position].clone();
+                    let r = link.map(|l| self.rt.block_on(l.get_fragment(&name, max)));
+                    r.and_then(|r| self.settle(position, r))
+                }
             }
         };
         Ok(bytes.map(|b| {
