@@ -2391,6 +2391,16 @@ fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exac
     assert_eq!(s1["snapshot"]["bytes_read"].as_u64().unwrap(), content);
     let stored1 = s1["snapshot"]["added_stored_bytes"].as_u64().unwrap();
     assert!(stored1 > content, "{s1}");
+    // The agent timed its stages: each that had work, within the run.
+    let t = &s1["stages"];
+    let secs = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"));
+    for k in ["compress", "seal", "store"] {
+        assert!(secs(k) > 0.0, "{k} in {t}");
+    }
+    assert!(
+        secs("read_and_cut") + secs("wait_compress") + secs("wait_store") <= secs("wall") + 0.002,
+        "{t}"
+    );
 
     // Unchanged: the agent asks for no file, and almost nothing is added.
     let s2 = net.ok(&["backup", &src_s]);

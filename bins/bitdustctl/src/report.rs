@@ -157,6 +157,9 @@ pub(crate) struct BackedUp {
     packs_deleted: u64,
     bytes_freed: u64,
     packs_pending: u64,
+    /// Snapshots: where the agent's time went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stages: Option<Stages>,
 }
 
 /// How a snapshot found its files and what it added.
@@ -206,6 +209,7 @@ impl From<pb::BackupDone> for BackedUp {
             packs_deleted: d.packs_deleted,
             bytes_freed: d.bytes_freed,
             packs_pending: d.packs_pending,
+            stages: d.stages.map(Stages::from),
         }
     }
 }
@@ -776,6 +780,22 @@ struct Stages {
     seal: f64,
     store: f64,
     sync: f64,
+}
+
+impl From<pb::StageTimes> for Stages {
+    fn from(t: pb::StageTimes) -> Self {
+        Stages::from(bitdust_pipeline::stages::StageTimes {
+            wall: t.wall,
+            read_and_cut: t.read_and_cut,
+            hash_index_pack: t.hash_index_pack,
+            wait_compress: t.wait_compress,
+            wait_store: t.wait_store,
+            compress: t.compress,
+            seal: t.seal,
+            store: t.store,
+            sync: t.sync,
+        })
+    }
 }
 
 impl From<bitdust_pipeline::stages::StageTimes> for Stages {

@@ -376,6 +376,7 @@ impl Agent {
             packs_deleted: pruned.packs_deleted,
             bytes_freed: pruned.bytes_freed,
             packs_pending: pruned.packs_pending,
+            stages: Some(stage_times(&report.times)),
         })
     }
 
@@ -450,6 +451,20 @@ impl Agent {
         })
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))?
+    }
+}
+
+fn stage_times(t: &bitdust_pipeline::stages::StageTimes) -> pb::StageTimes {
+    pb::StageTimes {
+        wall: t.wall,
+        read_and_cut: t.read_and_cut,
+        hash_index_pack: t.hash_index_pack,
+        wait_compress: t.wait_compress,
+        wait_store: t.wait_store,
+        compress: t.compress,
+        seal: t.seal,
+        store: t.store,
+        sync: t.sync,
     }
 }
 
