@@ -79,7 +79,9 @@ pub(crate) fn extract(
         match header.entry_type() {
             EntryType::Directory => out.dir(&rel, mode, mtime)?,
             EntryType::Regular | EntryType::Continuous => {
-                out.file(&rel, mode, mtime, &mut ProgressReader(&mut entry, progress))?;
+                out.file(&rel, mode, mtime, |f| {
+                    io::copy(&mut ProgressReader(&mut entry, progress), f)
+                })?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -159,13 +161,14 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    /// A regular file holding what `content` reads.
+    /// A regular file holding what `fill` writes into it (returning how
+    /// many bytes).
     pub(crate) fn file(
         &mut self,
         rel: &Path,
         mode: u32,
         mtime: FileTime,
-        content: &mut dyn Read,
+        fill: impl FnOnce(&mut fs::File) -> io::Result<u64>,
     ) -> Result<u64, ExtractError> {
         let dest = self.root.join(rel);
         remove_non_dir(&dest, rel)?;
@@ -176,7 +179,7 @@ impl<'a> Extractor<'a> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&dest)
             .map_err(io_err(rel))?;
-        let n = io::copy(content, &mut f).map_err(io_err(rel))?;
+        let n = fill(&mut f).map_err(io_err(rel))?;
         f.set_permissions(fs::Permissions::from_mode(safe_mode(mode)))
             .map_err(io_err(rel))?;
         filetime::set_file_handle_times(&f, None, Some(mtime)).map_err(io_err(rel))?;

@@ -11,7 +11,7 @@
 //! durable, then the signed root goes to the snapshot's sink.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -1500,12 +1500,29 @@ pub struct SnapshotRestoreReport {
 /// Packs asked for ahead of a whole restore.
 const READ_AHEAD: usize = 8;
 
+/// The largest part of a restored file written at once.
+const WRITE_PART: usize = 4 << 20;
+
 /// Where the entries of a snapshot being restored go: a directory
 /// ([`DirOut`]), or a stream to the process that writes them.
 pub trait NodeSink {
-    /// One entry, in snapshot order; a file's content is read from
-    /// `content` (exactly `node.size` bytes; empty for other kinds).
-    fn node(&mut self, node: &pb::Node, content: &mut dyn Read) -> Result<(), SnapshotError>;
+    /// One entry, in snapshot order; a file's content comes from `content`
+    /// (`node.size` bytes if the snapshot is sound; empty for other kinds).
+    fn node(&mut self, node: &pb::Node, content: &mut dyn Content) -> Result<(), SnapshotError>;
+}
+
+/// A restored file's content, taken in owned parts (a whole chunk, when it
+/// fits, without copying it).
+pub trait Content {
+    /// The next part of at most `max` bytes (`max` > 0), or `None` at the
+    /// end.
+    fn next_part(&mut self, max: usize) -> io::Result<Option<Vec<u8>>>;
+}
+
+impl Content for io::Empty {
+    fn next_part(&mut self, _max: usize) -> io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
 }
 
 /// Writes a restored snapshot's entries into an existing empty directory,
@@ -1541,7 +1558,7 @@ impl<'a> DirOut<'a> {
 }
 
 impl NodeSink for DirOut<'_> {
-    fn node(&mut self, node: &pb::Node, content: &mut dyn Read) -> Result<(), SnapshotError> {
+    fn node(&mut self, node: &pb::Node, content: &mut dyn Content) -> Result<(), SnapshotError> {
         let path = Path::new(std::ffi::OsStr::from_bytes(&node.path));
         let Some(rel) = self.out.prepare(path)? else {
             return Ok(());
@@ -1554,7 +1571,15 @@ impl NodeSink for DirOut<'_> {
                 self.out.symlink(&rel, target, mtime)?;
             }
             Ok(pb::NodeKind::File) => {
-                let n = self.out.file(&rel, node.mode, mtime, content)?;
+                // Each part (a whole chunk when it can be) in one write.
+                let n = self.out.file(&rel, node.mode, mtime, |f| {
+                    let mut n = 0;
+                    while let Some(part) = content.next_part(WRITE_PART)? {
+                        f.write_all(&part)?;
+                        n += part.len() as u64;
+                    }
+                    Ok(n)
+                })?;
                 self.progress.advance(n);
                 if n != node.size {
                     return Err(SnapshotError::Format(format!(
@@ -1704,11 +1729,13 @@ struct Parts<'a, F> {
     at: usize,
 }
 
-impl<F: FnMut() -> io::Result<Option<Streamed>>> Read for Parts<'_, F> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl<F: FnMut() -> io::Result<Option<Streamed>>> Parts<'_, F> {
+    /// Makes the next part current when this one is used up; false at the
+    /// end of the file's content.
+    fn fill(&mut self) -> io::Result<bool> {
         while self.at == self.buf.len() {
             if self.left == 0 {
-                return Ok(0);
+                return Ok(false);
             }
             match (self.next)()? {
                 Some(Streamed::Content(data)) if data.len() as u64 <= self.left => {
@@ -1725,11 +1752,29 @@ impl<F: FnMut() -> io::Result<Option<Streamed>>> Read for Parts<'_, F> {
                 }
             }
         }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        Ok(true)
     }
+}
+
+impl<F: FnMut() -> io::Result<Option<Streamed>>> Content for Parts<'_, F> {
+    fn next_part(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        if !self.fill()? {
+            return Ok(None);
+        }
+        Ok(Some(take_part(&mut self.buf, &mut self.at, max)))
+    }
+}
+
+/// The rest of `buf` from `at`, at most `max` bytes: `buf` itself when it
+/// is whole and fits, else a copy.
+fn take_part(buf: &mut Vec<u8>, at: &mut usize, max: usize) -> Vec<u8> {
+    if *at == 0 && buf.len() <= max {
+        return std::mem::take(buf);
+    }
+    let n = max.min(buf.len() - *at);
+    let part = buf[*at..*at + n].to_vec();
+    *at += n;
+    part
 }
 
 /// A file's content, chunk after chunk.
@@ -1742,11 +1787,13 @@ struct ChunksReader<'r, 'p, 'i> {
     at: usize,
 }
 
-impl Read for ChunksReader<'_, '_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl ChunksReader<'_, '_, '_> {
+    /// Makes the next chunk current when the current one is used up;
+    /// false at the end of the file.
+    fn fill(&mut self) -> io::Result<bool> {
         while self.at == self.current.len() {
             let Some(raw) = self.ids.next() else {
-                return Ok(0);
+                return Ok(false);
             };
             let id = chunk_id_of(raw).map_err(io::Error::other)?;
             let loc = {
@@ -1759,10 +1806,16 @@ impl Read for ChunksReader<'_, '_, '_> {
             self.current = self.packs.chunk(&id, &loc).map_err(io::Error::other)?;
             self.at = 0;
         }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        Ok(true)
+    }
+}
+
+impl Content for ChunksReader<'_, '_, '_> {
+    fn next_part(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        if !self.fill()? {
+            return Ok(None);
+        }
+        Ok(Some(take_part(&mut self.current, &mut self.at, max)))
     }
 }
 

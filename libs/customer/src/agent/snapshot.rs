@@ -647,7 +647,11 @@ impl EventsOut<'_> {
 }
 
 impl NodeSink for EventsOut<'_> {
-    fn node(&mut self, node: &fpb::Node, content: &mut dyn io::Read) -> Result<(), SnapshotError> {
+    fn node(
+        &mut self,
+        node: &fpb::Node,
+        content: &mut dyn snap::Content,
+    ) -> Result<(), SnapshotError> {
         let mut plain = node.clone();
         plain.chunks.clear();
         self.send(pb::restore_event::Kind::Node(plain))?;
@@ -656,19 +660,25 @@ impl NodeSink for EventsOut<'_> {
             Ok(fpb::NodeKind::Directory) => self.report.directories += 1,
             _ => self.report.symlinks += 1,
         }
+        let reading = |e: io::Error| {
+            SnapshotError::Format(format!(
+                "reading /{}: {e}",
+                String::from_utf8_lossy(&node.path)
+            ))
+        };
+        // The chunks go out as they come, each in one message when it fits.
         let mut left = node.size;
         while left > 0 {
-            let mut buf =
-                vec![0u8; left.min(bitdust_pipeline::remote::MAX_CONTENT as u64) as usize];
-            content.read_exact(&mut buf).map_err(|e| {
-                SnapshotError::Format(format!(
-                    "reading /{}: {e}",
-                    String::from_utf8_lossy(&node.path)
+            let max = left.min(bitdust_pipeline::remote::MAX_CONTENT as u64) as usize;
+            let part = content.next_part(max).map_err(reading)?.ok_or_else(|| {
+                reading(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "its chunks end before its size",
                 ))
             })?;
-            left -= buf.len() as u64;
-            self.report.bytes += buf.len() as u64;
-            self.send(pb::restore_event::Kind::Content(buf))?;
+            left -= part.len() as u64;
+            self.report.bytes += part.len() as u64;
+            self.send(pb::restore_event::Kind::Content(part))?;
         }
         Ok(())
     }
