@@ -147,7 +147,15 @@ fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
 
 fn spawn(dir: &Path, daemon: &str, config: &Path) -> anyhow::Result<Child> {
     let log = fs::File::create(dir.join(format!("{daemon}.log")))?;
-    let child = Command::new(sibling(daemon))
+    let mut command = Command::new(sibling(daemon));
+    // The devnet stands for one machine per node on one machine's cores:
+    // every node but the customer runs one worker thread (unless the
+    // caller sets TOKIO_WORKER_THREADS), so that N suppliers do not run
+    // 2N runtime threads against each other and the customer's daemons.
+    if daemon != "bitdust-customer-agent" && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        command.env("TOKIO_WORKER_THREADS", "1");
+    }
+    let child = command
         .arg("--config")
         .arg(config)
         .env(
