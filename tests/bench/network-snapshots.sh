@@ -5,6 +5,8 @@
 # twice; after rewriting ~1% of the bytes), the bytes the suppliers hold
 # after each, restores of the newest snapshot and of the full copy, and `bitdustctl local`
 # backup and restore of the same input into 7 directories as the peer.
+# The devnet runs every node but the customer on one runtime worker thread
+# (see bitdust-devnet); `sync` before each timed restore.
 # Prints seconds and ratios. Not a test: nothing here asserts a time.
 # Usage: bash tests/bench/network-snapshots.sh [SIZE_MB]
 set -euo pipefail
@@ -54,11 +56,15 @@ EOF
 t0=$(now); "$B" --json backup "$work/data" > "$work/s4.json"; t1=$(now)
 run[4]=$(secs "$t0" "$t1"); held_after[4]=$(held)
 
+# Each restore starts with no dirty pages left by the steps before it
+# (writing them back would tax whichever restore comes next).
+sync
 t0=$(now); "$B" restore --quiet --to "$work/net-out"; t1=$(now)
 net_restore=$(secs "$t0" "$t1")
 diff -r "$work/data" "$work/net-out$work/data" >/dev/null && echo "network restore of the newest snapshot: bit-exact"
 # The full copy (version 1, of the input before the 1% change) the same way.
 id=$(python3 -c "import json; print(json.load(open('$work/s1.json'))['backup_id'])")
+sync
 t0=$(now); "$B" restore --quiet "$id@1" --to "$work/full-out"; t1=$(now)
 full_restore=$(secs "$t0" "$t1")
 
@@ -69,6 +75,7 @@ local_backup=$(secs "$t0" "$t1")
 # their writeback as it writes them); the suppliers' are cached. Both
 # restores read from the cache: the local store is read once first.
 find "$work/local" -type f -exec cat {} + > /dev/null
+sync
 t0=$(now); "$B" local restore --quiet "$work/local" --to "$work/local-out"; t1=$(now)
 local_restore=$(secs "$t0" "$t1")
 
