@@ -5,7 +5,7 @@
 # twice; after rewriting ~1% of the bytes), the bytes the suppliers hold
 # after each, restores of the newest snapshot and of the full copy, and `bitdustctl local`
 # backup and restore of the same input into 7 directories as the peer.
-# The devnet runs every node but the customer on one runtime worker thread
+# The devnet runs every daemon but the customer-agent on one worker thread
 # (see bitdust-devnet); `sync` before each timed restore.
 # Prints seconds and ratios. Not a test: nothing here asserts a time.
 # Usage: bash tests/bench/network-snapshots.sh [SIZE_MB]

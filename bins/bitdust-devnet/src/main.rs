@@ -149,9 +149,9 @@ fn spawn(dir: &Path, daemon: &str, config: &Path) -> anyhow::Result<Child> {
     let log = fs::File::create(dir.join(format!("{daemon}.log")))?;
     let mut command = Command::new(sibling(daemon));
     // The devnet stands for one machine per node on one machine's cores:
-    // every node but the customer runs one worker thread (unless the
-    // caller sets TOKIO_WORKER_THREADS), so that N suppliers do not run
-    // 2N runtime threads against each other and the customer's daemons.
+    // every daemon but the customer-agent runs one worker thread (unless
+    // the caller sets TOKIO_WORKER_THREADS), so that N suppliers do not
+    // run a runtime thread per core each against each other and the agent.
     if daemon != "bitdust-customer-agent" && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         command.env("TOKIO_WORKER_THREADS", "1");
     }
