@@ -251,7 +251,12 @@ pub async fn connect(path: &Path) -> Result<tonic::transport::Channel, std::io::
     // The URI is required by the API but unused: the connector below dials
     // the socket.
     let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        // A restore streams hundreds of megabytes from the agent: windows
+        // of a few MiB let it run ahead of this side's reads without a
+        // window update every 2 MiB (this side holds at most 16 MiB).
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20);
     endpoint
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
