@@ -15,8 +15,11 @@ use crate::snapshot::{Entry, EntryKind, EntrySource, LocalWalk, cmp_paths};
 
 /// Entries the caller may send ahead of the writer.
 pub const WINDOW: usize = 256;
-/// The most content bytes in one message.
+/// The most content bytes in one message from the caller.
 pub const MAX_CONTENT: usize = 1 << 20;
+/// The most content bytes in one message of a restore: the largest chunk,
+/// so each chunk goes out whole, without a copy.
+pub const MAX_RESTORE_CONTENT: usize = crate::chunker::FILE_CHUNKS.max;
 /// The writer says how far it got after this many entries.
 const ACK_EVERY: u64 = 64;
 

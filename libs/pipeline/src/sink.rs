@@ -40,8 +40,9 @@ pub trait FragmentSink {
     }
 }
 
-/// Gives back the fragments and manifest of one backup version.
-pub trait FragmentSource {
+/// Gives back the fragments and manifest of one backup version. A source
+/// may be handed to a thread that fetches ahead of a restore.
+pub trait FragmentSource: Send {
     /// Copy number `attempt` (0, 1, ...) of the manifest, or `None` when there
     /// are no more copies. The caller verifies each and asks for the next copy
     /// when one does not verify.

@@ -33,6 +33,8 @@ use crate::restore::{collect_into, decodable};
 use crate::stages::{Compressors, PackStore, Reply, Stored};
 use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceError};
 
+mod load;
+
 /// What kind of entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -1152,21 +1154,18 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Reads packs of one backup through a [`FragmentSource`] of version 0,
 /// keeping the last few opened (decrypted) packs.
 pub struct PackReader<'a> {
-    source: &'a mut dyn FragmentSource,
+    /// `None` while the threads of a planned restore hold it.
+    source: Option<&'a mut dyn FragmentSource>,
     root: &'a Root,
     code: Code,
     keys: Arc<DedupKeys>,
     key: BackupKey,
     cache: Vec<(u64, Vec<u8>)>,
-    /// With read-ahead: the next pack, fetched and being opened (decoded,
-    /// decrypted) on a thread of its own while this one's chunks are read.
-    opening: Option<(u64, Opening)>,
-    /// With read-ahead: the referenced packs, and how many after the one
-    /// being opened are asked for meanwhile.
-    ahead: Option<(PackSet, usize)>,
-    /// Packs asked for ahead and not opened since: at most twice the
-    /// read-ahead, so an access order that strays cannot pile them up.
-    hinted: std::collections::BTreeSet<u64>,
+    /// The last metadata pack read, apart from `cache`, whose order a
+    /// planned restore replays.
+    meta: Option<(u64, Vec<u8>)>,
+    /// In a planned restore: the threads fetching and opening packs.
+    loader: Option<load::Loader>,
     /// Packs fetched (and opened).
     pub fetched: u64,
     /// Fragment bytes read.
@@ -1174,9 +1173,6 @@ pub struct PackReader<'a> {
     /// One decompression context for every chunk.
     zstd: zstd::bulk::Decompressor<'static>,
 }
-
-/// A pack's data being opened on a thread.
-type Opening = std::thread::JoinHandle<Result<Vec<u8>, SnapshotError>>;
 
 /// Packs kept opened by a [`PackReader`]: chunks shared by files far apart
 /// are fetched again rather than held (a restore reads packs mostly in order).
@@ -1194,15 +1190,14 @@ impl<'a> PackReader<'a> {
         let code = Code::new(root.scheme, root.root.suppliers as usize)
             .map_err(|e| SnapshotError::Format(e.to_string()))?;
         Ok(PackReader {
-            source,
+            source: Some(source),
             root,
             code,
             keys: Arc::new(identity_keys),
             key,
             cache: Vec::new(),
-            opening: None,
-            ahead: None,
-            hinted: std::collections::BTreeSet::new(),
+            meta: None,
+            loader: None,
             fetched: 0,
             bytes_fetched: 0,
             zstd: zstd::bulk::Decompressor::new()
@@ -1210,19 +1205,28 @@ impl<'a> PackReader<'a> {
         })
     }
 
-    /// While a pack is fetched and opened, the data fragments of the next
-    /// `packs` packs the root references are asked for (a whole restore
-    /// reads them mostly in number order; the source bounds what it holds).
-    pub fn read_ahead(&mut self, packs: usize) -> Result<(), SnapshotError> {
-        let (_, _, set) = root_parts(self.root)?;
-        self.ahead = (packs > 0).then_some((set, packs));
-        Ok(())
-    }
-
     /// The chunk `id` stored at `loc`, decompressed and checked against its id.
     pub fn chunk(&mut self, id: &ChunkId, loc: &ChunkLoc) -> Result<Vec<u8>, SnapshotError> {
         self.load(loc.pack)?;
         let data = &self.cache[self.cache.len() - 1].1;
+        plain_chunk(&self.keys, &mut self.zstd, data, id, loc)
+    }
+
+    /// [`Self::chunk`] for a chunk of the snapshot's metadata: read
+    /// through a cache of its own (one pack), leaving the packs of file
+    /// content cached as they were.
+    pub fn meta_chunk(&mut self, id: &ChunkId, loc: &ChunkLoc) -> Result<Vec<u8>, SnapshotError> {
+        if let Some((_, data)) = self.cache.iter().find(|(p, _)| *p == loc.pack) {
+            return plain_chunk(&self.keys, &mut self.zstd, data, id, loc);
+        }
+        if self.meta.as_ref().is_none_or(|(p, _)| *p != loc.pack) {
+            self.meta = Some((loc.pack, self.open_data(loc.pack)?));
+        }
+        let data = self
+            .meta
+            .as_ref()
+            .map(|(_, d)| d.as_slice())
+            .unwrap_or_default();
         plain_chunk(&self.keys, &mut self.zstd, data, id, loc)
     }
 
@@ -1258,39 +1262,48 @@ impl<'a> PackReader<'a> {
         )
     }
 
-    /// Fetches the fragments of pack `pack`, and asks for those of the
-    /// next packs when reading ahead.
+    /// The fragment source, unless the threads of a planned restore hold it.
+    fn source(&mut self) -> Result<&mut dyn FragmentSource, SnapshotError> {
+        match self.source.as_deref_mut() {
+            Some(s) => Ok(s),
+            None => Err(SnapshotError::Format(
+                "the pack reader has lost its fragment source".into(),
+            )),
+        }
+    }
+
+    /// Fetches the fragments of pack `pack`.
     fn fetch(&mut self, pack: u64) -> Result<BlockOpener, SnapshotError> {
         let customer = self.identity_node();
-        let mut next = Vec::new();
-        self.hinted.remove(&pack);
-        if let Some((set, k)) = &self.ahead {
-            let mut at = pack;
-            for _ in 0..*k {
-                let Some(n) = set.next_after(at) else { break };
-                at = n;
-                if self.hinted.len() >= 2 * k {
-                    break;
-                }
-                if self.hinted.insert(n) {
-                    next.push(n);
-                }
-            }
-        }
+        let (root, code) = (self.root, self.code.clone());
         let opener = collect_pack(
-            self.source,
-            self.root,
-            &self.code,
+            self.source()?,
+            root,
+            &code,
             customer,
             pack,
             false,
-            next,
+            Vec::new(),
         )?;
         if let Some(h) = opener.header() {
             let present = opener.present().iter().filter(|p| **p).count() as u64;
             self.bytes_fetched += present * h.fragment_len;
         }
         Ok(opener)
+    }
+
+    /// Pack `pack`'s chunk data: from the loading threads in a planned
+    /// restore, else fetched and opened here.
+    fn open_data(&mut self, pack: u64) -> Result<Vec<u8>, SnapshotError> {
+        match self.loader.as_mut() {
+            Some(loader) => {
+                let loaded = loader.take(pack);
+                self.fetched += 1;
+                self.bytes_fetched += loaded.bytes;
+                loaded.data
+            }
+            None => Ok(self.open_pack(pack)?.1),
+        }
     }
 
     /// Makes pack `pack` the last of the cache.
@@ -1300,52 +1313,12 @@ impl<'a> PackReader<'a> {
             self.cache.push(hit);
             return Ok(());
         }
-        let data = match self.opening.take() {
-            Some((p, opening)) if p == pack => {
-                self.fetched += 1;
-                opening
-                    .join()
-                    .map_err(|_| SnapshotError::Format(format!("opening pack {pack} panicked")))??
-            }
-            other => {
-                // Read out of order: what was opened ahead is not wanted.
-                if let Some((_, opening)) = other {
-                    let _ = opening.join();
-                }
-                self.open_pack(pack)?.1
-            }
-        };
+        let data = self.open_data(pack)?;
         if self.cache.len() >= PACK_CACHE {
             self.cache.remove(0);
         }
         self.cache.push((pack, data));
-        self.open_ahead(pack);
         Ok(())
-    }
-
-    /// When reading ahead, fetches the pack after `pack` and opens it on a
-    /// thread. A pack that cannot be fetched now is left for its turn
-    /// (and its error).
-    fn open_ahead(&mut self, pack: u64) {
-        let Some(next) = self
-            .ahead
-            .as_ref()
-            .and_then(|(set, _)| set.next_after(pack))
-        else {
-            return;
-        };
-        if self.cache.iter().any(|(p, _)| *p == next) {
-            return;
-        }
-        let Ok(opener) = self.fetch(next) else {
-            return;
-        };
-        let (customer, backup) = (self.identity_node(), self.root.backup_id);
-        let (keys, key) = (self.keys.clone(), self.key.clone());
-        let opening = std::thread::spawn(move || {
-            open_fetched(opener, customer, backup, next, &keys, &key).map(|(_, data)| data)
-        });
-        self.opening = Some((next, opening));
     }
 
     fn identity_node(&self) -> bitdust_crypto::NodeId {
@@ -1466,7 +1439,7 @@ impl NodeStream {
                         stored_len: r.stored_len,
                         plain_len: r.plain_len,
                     };
-                    let plain = packs.chunk(&id, &loc)?;
+                    let plain = packs.meta_chunk(&id, &loc)?;
                     self.buf.extend_from_slice(&plain);
                 }
                 None if self.buf.is_empty() => return Ok(None),
@@ -1496,9 +1469,6 @@ pub struct SnapshotRestoreReport {
     /// Fragment bytes fetched.
     pub bytes_fetched: u64,
 }
-
-/// Packs asked for ahead of a whole restore.
-const READ_AHEAD: usize = 8;
 
 /// The largest part of a restored file written at once.
 const WRITE_PART: usize = 4 << 20;
@@ -1641,36 +1611,7 @@ pub fn restore_snapshot_to(
     include: &[Vec<u8>],
     out: &mut dyn NodeSink,
 ) -> Result<(), SnapshotError> {
-    let backup = packs.root.backup_id;
-    if include.is_empty() {
-        packs.read_ahead(READ_AHEAD)?;
-    }
-    let mut nodes = NodeStream::new(packs.meta_chunks()?);
-    let wanted = |path: &[u8]| {
-        include.is_empty()
-            || include.iter().any(|i| {
-                path == i.as_slice() || (path.starts_with(i) && path.get(i.len()) == Some(&b'/'))
-            })
-    };
-    while let Some(node) = nodes.next(packs)? {
-        if !wanted(&node.path) {
-            continue;
-        }
-        if node.kind == pb::NodeKind::File as i32 {
-            let mut content = ChunksReader {
-                repo,
-                backup,
-                packs: &mut *packs,
-                ids: node.chunks.iter(),
-                current: Vec::new(),
-                at: 0,
-            };
-            out.node(&node, &mut content)?;
-        } else {
-            out.node(&node, &mut io::empty())?;
-        }
-    }
-    Ok(())
+    load::restore_planned(repo, packs, include, out)
 }
 
 /// A restored snapshot's entries as another process streams them.
@@ -1775,48 +1716,6 @@ fn take_part(buf: &mut Vec<u8>, at: &mut usize, max: usize) -> Vec<u8> {
     let part = buf[*at..*at + n].to_vec();
     *at += n;
     part
-}
-
-/// A file's content, chunk after chunk.
-struct ChunksReader<'r, 'p, 'i> {
-    repo: &'r Repo,
-    backup: BackupId,
-    packs: &'r mut PackReader<'p>,
-    ids: std::slice::Iter<'i, Vec<u8>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl ChunksReader<'_, '_, '_> {
-    /// Makes the next chunk current when the current one is used up;
-    /// false at the end of the file.
-    fn fill(&mut self) -> io::Result<bool> {
-        while self.at == self.current.len() {
-            let Some(raw) = self.ids.next() else {
-                return Ok(false);
-            };
-            let id = chunk_id_of(raw).map_err(io::Error::other)?;
-            let loc = {
-                let txn = self.repo.read().map_err(io::Error::other)?;
-                self.repo
-                    .chunk(&txn, self.backup, &id)
-                    .map_err(io::Error::other)?
-            }
-            .ok_or_else(|| io::Error::other(format!("chunk {id} is not in the index")))?;
-            self.current = self.packs.chunk(&id, &loc).map_err(io::Error::other)?;
-            self.at = 0;
-        }
-        Ok(true)
-    }
-}
-
-impl Content for ChunksReader<'_, '_, '_> {
-    fn next_part(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
-        if !self.fill()? {
-            return Ok(None);
-        }
-        Ok(Some(take_part(&mut self.current, &mut self.at, max)))
-    }
 }
 
 /// The most packs a root may reference (a bitmap of 32 MiB; 1 PiB of 4 MiB

@@ -1544,3 +1544,207 @@ fn a_lost_index_is_rebuilt_from_the_start_of_each_packs_first_fragment() {
     assert_eq!(heads, 0);
     assert!(whole >= want.len() as u64, "{whole}");
 }
+
+/// A source that records which fragments are read, how often, and on
+/// which threads.
+struct Watching<S> {
+    inner: S,
+    reads: BTreeMap<(u64, usize), u32>,
+    threads: std::collections::HashSet<std::thread::ThreadId>,
+}
+
+impl<S: bitdust_pipeline::FragmentSource> bitdust_pipeline::FragmentSource for Watching<S> {
+    fn manifest(
+        &mut self,
+        attempt: usize,
+    ) -> Result<Option<Vec<u8>>, bitdust_pipeline::SourceError> {
+        self.inner.manifest(attempt)
+    }
+    fn positions(&self) -> Vec<usize> {
+        self.inner.positions()
+    }
+    fn fragment(
+        &mut self,
+        position: usize,
+        block: u64,
+        fragment: usize,
+    ) -> Result<Option<Box<dyn std::io::Read + '_>>, bitdust_pipeline::SourceError> {
+        *self.reads.entry((block, fragment)).or_default() += 1;
+        self.threads.insert(std::thread::current().id());
+        self.inner.fragment(position, block, fragment)
+    }
+    fn describe(&self, position: usize, block: u64, fragment: usize) -> String {
+        self.inner.describe(position, block, fragment)
+    }
+    fn backup_id(&self) -> BackupId {
+        self.inner.backup_id()
+    }
+    fn version(&self) -> u64 {
+        self.inner.version()
+    }
+}
+
+impl Fixture {
+    /// The verified root of snapshot `n`.
+    fn root_of(&self, n: u64) -> bitdust_block::root::Root {
+        let bytes = std::fs::read(
+            self.root
+                .join("positions/3")
+                .join(self.backup.to_string())
+                .join(n.to_string())
+                .join("manifest"),
+        )
+        .unwrap();
+        verify_root(&bytes, &self.identity.node_id(), self.backup, n).unwrap()
+    }
+
+    fn watching(&self) -> Watching<bitdust_pipeline::local::LocalSource> {
+        Watching {
+            inner: self.store.source(self.backup, 0),
+            reads: BTreeMap::new(),
+            threads: Default::default(),
+        }
+    }
+}
+
+/// A whole restore reads its packs on a thread of its own, ahead of the
+/// thread that writes the files, and reads each pack it needs once: the
+/// packs are asked for in the order the restore will read them, so none is
+/// fetched for nothing and none twice.
+#[test]
+fn a_restore_fetches_its_packs_on_a_thread_of_its_own_each_one_once() {
+    let f = Fixture::new();
+    let s1 = f.snapshot(1);
+    // Snapshot 2 reads packs of snapshot 1 and packs of its own, in file
+    // order; big.bin's packs are no longer referenced.
+    let mut mid = std::fs::read(f.src.join("docs/middle.bin")).unwrap();
+    mid.splice(3 << 20..3 << 20, random(4096, 4));
+    write(&f.src.join("docs/middle.bin"), &mid);
+    write(&f.src.join("docs/zz-new.bin"), &random(5 << 20, 5));
+    std::fs::remove_file(f.src.join("big.bin")).unwrap();
+    let s2 = f.snapshot(2);
+    assert!(s2.packs.len() > s1.packs.len() / 2, "{}", s2.packs.len());
+    let want = tree(&f.src);
+
+    let root = f.root_of(2);
+    let mut source = f.watching();
+    let keys = DedupKeys::derive(&f.identity, &f.backup.0);
+    let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
+    let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
+    let out = f.root.join("r2");
+    std::fs::create_dir_all(&out).unwrap();
+    let report = restore_snapshot(&f.repo, &mut packs, &out, &[]).unwrap();
+    drop(packs);
+    assert_eq!(tree(&restored(&out, &f.src)), want);
+
+    assert!(
+        !source.threads.contains(&std::thread::current().id()),
+        "fragments were read on the restoring thread"
+    );
+    let twice: Vec<_> = source.reads.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "fragments read twice: {twice:?}");
+    let blocks: std::collections::BTreeSet<u64> = source.reads.keys().map(|(b, _)| *b).collect();
+    assert_eq!(blocks.len() as u64, report.packs_fetched);
+    assert_eq!(
+        report.packs_fetched,
+        s2.packs.len(),
+        "every pack snapshot 2 references, and nothing else"
+    );
+    assert!(blocks.iter().all(|b| s2.packs.contains(*b)), "{blocks:?}");
+}
+
+/// A sink that takes only some files' content (as a restore target that
+/// refuses an entry does) leaves the rest of the restore in step: every
+/// file whose content it takes is whole and right.
+#[test]
+fn a_sink_that_skips_content_leaves_the_rest_of_the_restore_in_step() {
+    use bitdust_pipeline::snapshot::{Content, NodeSink, SnapshotError, restore_snapshot_to};
+    use bitdust_proto::format::v1 as pb;
+
+    struct Every2nd {
+        files: u32,
+        got: BTreeMap<Vec<u8>, Vec<u8>>,
+    }
+    impl NodeSink for Every2nd {
+        fn node(
+            &mut self,
+            node: &pb::Node,
+            content: &mut dyn Content,
+        ) -> Result<(), SnapshotError> {
+            if node.kind != pb::NodeKind::File as i32 {
+                return Ok(());
+            }
+            self.files += 1;
+            if self.files.is_multiple_of(2) {
+                return Ok(());
+            }
+            let mut all = Vec::new();
+            while let Some(part) = content.next_part(1 << 20).unwrap() {
+                all.extend_from_slice(&part);
+            }
+            self.got.insert(node.path.clone(), all);
+            Ok(())
+        }
+    }
+
+    let f = Fixture::new();
+    f.snapshot(1);
+    let root = f.root_of(1);
+    let mut source = f.store.source(f.backup, 0);
+    let keys = DedupKeys::derive(&f.identity, &f.backup.0);
+    let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
+    let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
+    let mut sink = Every2nd {
+        files: 0,
+        got: BTreeMap::new(),
+    };
+    restore_snapshot_to(&f.repo, &mut packs, &[], &mut sink).unwrap();
+    assert!(sink.files >= 44, "{}", sink.files);
+    assert_eq!(sink.got.len() as u32, sink.files.div_ceil(2));
+    for (path, data) in &sink.got {
+        let on_disk = Path::new("/").join(std::ffi::OsStr::from_bytes(path));
+        assert!(
+            std::fs::read(&on_disk).unwrap() == *data,
+            "{} differs",
+            on_disk.display()
+        );
+    }
+}
+
+/// A pack that cannot be recovered ends the restore with an error that
+/// names it; the threads reading ahead stop, and nothing shows at the
+/// target.
+#[test]
+fn an_unrecoverable_pack_ends_a_restore_with_its_name() {
+    let f = Fixture::new();
+    let s1 = f.snapshot(1);
+    // XOR over 7 does not survive four of its seven fragments lost.
+    let victim = s1.packs.next_after(0).unwrap_or(0);
+    for p in 0..4 {
+        let dir = f
+            .root
+            .join(format!("positions/{p}"))
+            .join(f.backup.to_string())
+            .join("0");
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("b{victim:010}."))
+            {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+    let root = f.root_of(1);
+    let mut source = f.store.source(f.backup, 0);
+    let keys = DedupKeys::derive(&f.identity, &f.backup.0);
+    let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
+    let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
+    let out = f.root.join("lost");
+    let err = bitdust_pipeline::snapshot::restore_snapshot_staged(&f.repo, &mut packs, &out, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("pack {victim}")), "{err}");
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}

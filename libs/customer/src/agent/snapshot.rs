@@ -669,7 +669,7 @@ impl NodeSink for EventsOut<'_> {
         // The chunks go out as they come, each in one message when it fits.
         let mut left = node.size;
         while left > 0 {
-            let max = left.min(bitdust_pipeline::remote::MAX_CONTENT as u64) as usize;
+            let max = left.min(bitdust_pipeline::remote::MAX_RESTORE_CONTENT as u64) as usize;
             let part = content.next_part(max).map_err(reading)?.ok_or_else(|| {
                 reading(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
