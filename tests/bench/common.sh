@@ -57,8 +57,8 @@ devnet_build() {
 
 # Starts `bitdust-devnet up --suppliers N` in DIR (its pid in $devnet_pid)
 # and waits until it is up; the customer's sockets go into $BITDUST_RUN_DIR.
-devnet_up() { # devnet_up DIR N
-  "$R/bitdust-devnet" up --dir "$1" --suppliers "$2" >/dev/null &
+devnet_up() { # devnet_up DIR N [BLOCK_MIB]
+  "$R/bitdust-devnet" up --dir "$1" --suppliers "$2" --block-mib "${3:-1}" >/dev/null &
   devnet_pid=$!
   for _ in $(seq 600); do [ -f "$1/devnet.env" ] && break; sleep 0.1; done
   export BITDUST_RUN_DIR="$1/nodes/customer/run"

@@ -8,10 +8,13 @@
 # The devnet runs every daemon but the customer-agent on one worker thread
 # (see bitdust-devnet); each restore is timed 3 times after `sync`, median.
 # Prints seconds and ratios. Not a test: nothing here asserts a time.
-# Usage: bash tests/bench/network-snapshots.sh [SIZE_MB]
+# Usage: bash tests/bench/network-snapshots.sh [SIZE_MB] [BLOCK_MIB]
+# (BLOCK_MIB: the block/pack size of both paths, 1 by default as in
+# earlier runs; the product's default is 4)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mb=${1:-300}
+block_mib=${2:-1}
 source tests/bench/common.sh
 devnet_build
 
@@ -30,7 +33,7 @@ now() { date +%s.%N; }
 held() { du -sb "$work"/net/nodes/supplier-*/state | awk '{s += $1} END {print s}'; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
-devnet_up "$work/net" 7
+devnet_up "$work/net" 7 "$block_mib"
 B="$R/bitdustctl"
 
 h0=$(held)
@@ -79,7 +82,7 @@ rm -rf "$work/net-out" "$work/full-out"
 
 export BITDUST_KEYS="$work/keys"
 sync
-t0=$(now); "$B" local backup --quiet "$work/data" --to "$work/local" --suppliers 7 --block-size 1M; t1=$(now)
+t0=$(now); "$B" local backup --quiet "$work/data" --to "$work/local" --suppliers 7 --block-size "${block_mib}M"; t1=$(now)
 local_backup=$(secs "$t0" "$t1")
 # The local backup leaves its fragments out of the page cache (it starts
 # their writeback as it writes them); the suppliers' are cached. Both
@@ -88,7 +91,7 @@ find "$work/local" -type f -exec cat {} + > /dev/null
 local_restore=$(restore_median "$work/local-out" "$B" local restore --quiet "$work/local")
 diff -r "$work/data" "$work/local-out$work/data" >/dev/null && echo "local restore: bit-exact"
 
-echo "input: $bytes bytes ($size_mb MB requested; 1/3 random), 7 suppliers, 1 MiB blocks/packs"
+echo "input: $bytes bytes ($size_mb MB requested; 1/3 random), 7 suppliers, $block_mib MiB blocks/packs"
 python3 - "$work" "$bytes" "$full" "$h0" "$h_full" "$local_backup" "$local_restore" "$net_restore" "$full_restore" \
     "${run[1]}" "${run[2]}" "${run[3]}" "${run[4]}" \
     "${held_after[1]}" "${held_after[2]}" "${held_after[3]}" "${held_after[4]}" <<'EOF'

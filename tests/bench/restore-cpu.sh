@@ -6,10 +6,11 @@
 # seven supplier-stores together, the DHT peers and rebuilder together,
 # and bitdustctl; then one `bitdustctl local restore` of the same tree
 # from 7 directories, the same way. Not a test: nothing here asserts a
-# time. Usage: bash tests/bench/restore-cpu.sh [SIZE_MB] [RUNS]
+# time. Usage: bash tests/bench/restore-cpu.sh [SIZE_MB] [RUNS] [BLOCK_MIB]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mb=${1:-300}
+block_mib=${3:-1}
 runs=${2:-5}
 source tests/bench/common.sh
 devnet_build
@@ -23,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 
 python3 tests/bench/make-input.py "$work/data" "$size_mb"
-devnet_up "$work/net" 7
+devnet_up "$work/net" 7 "$block_mib"
 B="$R/bitdustctl"
 "$B" backup --quiet "$work/data"
 
@@ -70,7 +71,7 @@ done
 diff -r "$work/data" "$work/out$work/data" >/dev/null && echo "network restore: bit-exact"
 
 export BITDUST_KEYS="$work/keys"
-"$B" local backup --quiet "$work/data" --to "$work/local" --suppliers 7 --block-size 1M
+"$B" local backup --quiet "$work/data" --to "$work/local" --suppliers 7 --block-size "${block_mib}M"
 find "$work/local" -type f -exec cat {} + > /dev/null
 for i in $(seq "$runs"); do
     rm -rf "$work/local-out"; sync

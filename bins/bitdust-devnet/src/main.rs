@@ -57,6 +57,10 @@ enum Cmd {
         /// Blocks the rebuilder rebuilds at once.
         #[arg(long, default_value_t = 1)]
         parallel_blocks: u32,
+        /// The customer's block (pack) size in MiB, 1 to 64 (the product's
+        /// default is 4; small blocks make small tests span many).
+        #[arg(long, default_value_t = 1, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=64))]
+        block_mib: u32,
     },
     /// On a fresh devnet: back PATH up, kill as many suppliers as the map
     /// tolerates, restore, check the restore is bit-exact, report.
@@ -118,6 +122,8 @@ struct Options {
     check_secs: u64,
     /// Blocks the rebuilder rebuilds at once.
     parallel_blocks: u32,
+    /// The customer's block size, MiB.
+    block_mib: u32,
 }
 
 struct Devnet {
@@ -321,10 +327,11 @@ impl Devnet {
             &format!(
                 // [customer] last: tests append keys to it.
                 "{dht}[rebuilder]\ncheck_secs = {}\naudit_every = 3\nunreachable_secs = {}\nparallel_blocks = {}\n\
-                 [customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 3\nsupplier_addresses = [{}]\n",
+                 [customer]\nbind = \"127.0.0.1:0\"\nsuppliers = {n}\nneeded_space = \"1 GiB\"\nblock_size = \"{} MiB\"\ntimeout_secs = 3\nsupplier_addresses = [{}]\n",
                 o.check_secs,
                 (o.check_secs * 5).max(10),
                 o.parallel_blocks,
+                o.block_mib,
                 addresses.join(", ")
             ),
         )?;
@@ -521,6 +528,7 @@ async fn demo(path: Option<PathBuf>, dir: Option<PathBuf>, n: usize) -> anyhow::
             spare: 0,
             check_secs: 3600,
             parallel_blocks: 1,
+            block_mib: 1,
         },
     )
     .await?;
@@ -579,6 +587,7 @@ fn main() -> ExitCode {
                 spare,
                 check_secs,
                 parallel_blocks,
+                block_mib,
             } => {
                 let mut net = Devnet::up(
                     &dir,
@@ -587,6 +596,7 @@ fn main() -> ExitCode {
                         spare,
                         check_secs,
                         parallel_blocks,
+                        block_mib,
                     },
                 )
                 .await?;
