@@ -138,11 +138,19 @@ pub(super) fn with_loader<T>(
         let (want_tx, want_rx) = mpsc::channel();
         let (open_tx, open_rx) = mpsc::sync_channel(1);
         let (done_tx, done_rx) = mpsc::channel();
-        let fetcher = s.spawn(move || {
-            fetch_loop(&mut *source, root, &code, customer, want_rx, open_tx);
-            source
-        });
-        s.spawn(move || open_loop(open_rx, done_tx, customer, root.backup_id, &keys, &key));
+        let fetcher = std::thread::Builder::new()
+            .name("restore-fetch".into())
+            .spawn_scoped(s, move || {
+                fetch_loop(&mut *source, root, &code, customer, want_rx, open_tx);
+                source
+            })
+            .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("restore-open".into())
+            .spawn_scoped(s, move || {
+                open_loop(open_rx, done_tx, customer, root.backup_id, &keys, &key)
+            })
+            .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
         packs.loader = Some(Loader {
             want: want_tx,
             done: done_rx,
