@@ -6,18 +6,21 @@
 //! [`RepackStore`]) the repack of mostly-unused packs are written once,
 //! here, against it.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bitdust_block::BackupId;
+use bitdust_block::pack::PackKind;
 use bitdust_block::root::Root;
 use bitdust_crypto::{BackupKey, DedupKeys, Identity};
 use bitdust_ecc::Code;
 use bitdust_proto::format::v1 as pb;
+use prost::Message;
 
 use crate::local::LocalError;
-use crate::repo::{PackSet, PackState, Repo};
+use crate::repo::{ChunkLoc, PackSet, PackState, Repo};
 use crate::snapshot::{Change, NodeStream, PackReader, PackVerifyReport};
 use crate::{FragmentSink, FragmentSource};
 
@@ -466,8 +469,9 @@ pub struct RepackOptions {
 /// What a repack did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepackReport {
-    /// Bytes of chunk data in the data packs the snapshots reference, and
-    /// how many of them no kept snapshot uses, before the repack.
+    /// Bytes of chunk data in the packs (data and metadata) the snapshots
+    /// reference, and how many of them no kept snapshot uses, before the
+    /// repack.
     pub data_bytes: u64,
     /// See `data_bytes`.
     pub unused_before: u64,
@@ -483,20 +487,75 @@ pub struct RepackReport {
     pub bytes_moved: u64,
 }
 
+/// `root` with the metadata chunks it names in the packs `emptied` named
+/// where they are now: where the step moved them (`moved`), else where the
+/// index has them (a pack added to `packs`). Unchanged when it names none
+/// there.
+fn moved_meta(
+    root: &Root,
+    emptied: &PackSet,
+    moved: &HashMap<bitdust_crypto::ChunkId, ChunkLoc>,
+    repo: &Repo,
+    dedup: &DedupKeys,
+    packs: &mut PackSet,
+) -> Result<Root, LocalError> {
+    let customer = bitdust_crypto::NodeId::try_from(root.root.customer.as_slice())
+        .map_err(|_| LocalError::Store("a root's customer is not 32 bytes".into()))?;
+    let aad = bitdust_block::root::meta_aad(&customer, root.backup_id, root.root.snapshot);
+    let bytes = dedup
+        .open_list(&aad, &root.root.sealed_meta)
+        .map_err(|e| LocalError::Store(format!("snapshot {}: {e}", root.root.snapshot)))?;
+    let mut meta = pb::MetaChunks::decode(bytes.as_slice()).map_err(|e| {
+        LocalError::Store(format!(
+            "snapshot {}'s metadata list: {e}",
+            root.root.snapshot
+        ))
+    })?;
+    let mut changed = false;
+    let txn = repo.read()?;
+    for r in meta.chunks.iter_mut().filter(|r| emptied.contains(r.pack)) {
+        let cid = <[u8; 32]>::try_from(r.id.as_slice())
+            .map(bitdust_crypto::ChunkId)
+            .map_err(|_| LocalError::Store("a metadata chunk id that is not 32 bytes".into()))?;
+        let now = match moved.get(&cid) {
+            Some(loc) => *loc,
+            None => repo
+                .chunk(&txn, root.backup_id, &cid)?
+                .filter(|loc| !emptied.contains(loc.pack))
+                .ok_or_else(|| {
+                    LocalError::Store(format!(
+                        "metadata chunk {cid} of snapshot {} is in no pack that stays; nothing of it was changed, run check",
+                        root.root.snapshot
+                    ))
+                })?,
+        };
+        packs.insert(now.pack);
+        (r.pack, r.offset, r.stored_len, r.plain_len) =
+            (now.pack, now.offset, now.stored_len, now.plain_len);
+        changed = true;
+    }
+    let mut out = root.clone();
+    if changed {
+        out.root.sealed_meta = dedup.seal_list(&aad, &meta.encode_to_vec());
+    }
+    Ok(out)
+}
+
 /// Old packs emptied per step: each step writes their live chunks into new
 /// packs, then rewrites the roots twice (see [`repack`]).
 const REPACK_STEP: usize = 32;
 
-/// Repacks the mostly-unused data packs of backup `id` (most unused
-/// first) until at most `max_unused` of the referenced data bytes are
-/// unused: their live chunks are copied, still compressed and encrypted
-/// anew, into new packs. Needs `master.key` (to know which chunks the kept
+/// Repacks the mostly-unused packs of backup `id`, data and metadata
+/// (most unused first), until at most `max_unused` of the referenced
+/// bytes are unused: their live chunks are copied, still compressed and
+/// encrypted anew, into new packs of the same kind. Needs `master.key` (to know which chunks the kept
 /// snapshots use, and to decrypt them). Per step, crash-safe at every
 /// point:
 /// 1. the new packs are written and made durable (a crash leaves packs no
 ///    root names, deleted after the grace period);
 /// 2. every root naming an emptied pack is rewritten (a higher revision)
-///    to name the new packs as well;
+///    to name the new packs as well, with its metadata chunks in emptied
+///    packs named where they are now;
 /// 3. the new packs are recorded and the index points at them (one
 ///    transaction);
 /// 4. those roots are rewritten without the emptied packs, which the
@@ -530,7 +589,15 @@ pub fn repack(
     for &n in &snapshots {
         let root = store.root(id, n)?;
         let mut reader = PackReader::new(source.as_mut(), &root, store.dedup(id), key.clone())?;
-        let mut nodes = NodeStream::new(reader.meta_chunks()?);
+        // The metadata stream's chunks, which the root names by place.
+        let refs = reader.meta_chunks()?;
+        let meta: Vec<bitdust_crypto::ChunkId> = refs
+            .iter()
+            .filter_map(|r| <[u8; 32]>::try_from(r.id.as_slice()).ok())
+            .map(bitdust_crypto::ChunkId)
+            .collect();
+        repo.live_mark(id, &meta)?;
+        let mut nodes = NodeStream::new(refs);
         let mut batch = Vec::with_capacity(4096);
         while let Some(node) = nodes.next(&mut reader)? {
             for c in &node.chunks {
@@ -559,16 +626,13 @@ pub fn repack(
     let mut report = RepackReport::default();
     let mut candidates = Vec::new();
     repo.for_each_pack(id, |n, rec| {
-        if rec.state == PackState::Live
-            && rec.kind == bitdust_block::pack::PackKind::Data
-            && kept.contains(n)
-        {
+        if rec.state == PackState::Live && kept.contains(n) {
             let used = live.get(n as usize).copied().unwrap_or(0);
             let unused = rec.data_len.saturating_sub(used);
             report.data_bytes += rec.data_len;
             report.unused_before += unused;
             if unused > 0 {
-                candidates.push((n, unused, rec.data_len));
+                candidates.push((n, unused, rec.data_len, rec.kind));
             }
         }
         Ok(())
@@ -577,13 +641,17 @@ pub fn repack(
     candidates.sort_by(|a, b| (b.1 * a.2).cmp(&(a.1 * b.2)).then(a.0.cmp(&b.0)));
     let allowed = (max_unused.clamp(0.0, 1.0) * report.data_bytes as f64) as u64;
     let mut unused = report.unused_before;
-    let mut chosen = Vec::new();
-    for (n, u, _) in candidates {
+    // Packs never mix kinds: each kind is repacked into packs of its own.
+    let (mut chosen_data, mut chosen_meta) = (Vec::new(), Vec::new());
+    for (n, u, _, kind) in candidates {
         if unused <= allowed {
             break;
         }
         unused -= u;
-        chosen.push(n);
+        match kind {
+            PackKind::Meta => chosen_meta.push(n),
+            PackKind::Data => chosen_data.push(n),
+        }
     }
     report.unused_after = unused;
     let identity = store.identity();
@@ -608,7 +676,11 @@ pub fn repack(
             _ => Ok(()),
         }
     };
-    for step in chosen.chunks(REPACK_STEP) {
+    let steps = chosen_data
+        .chunks(REPACK_STEP)
+        .map(|s| (PackKind::Data, s))
+        .chain(chosen_meta.chunks(REPACK_STEP).map(|s| (PackKind::Meta, s)));
+    for (kind, step) in steps {
         let emptied: PackSet = {
             let mut p = PackSet::default();
             step.iter().for_each(|&n| p.insert(n));
@@ -621,7 +693,8 @@ pub fn repack(
             sealer: &sealer,
             dedup: &dedup,
             sink: store.pack_sink(id, &code),
-            writer: bitdust_block::pack::PackWriter::new(bitdust_block::pack::PackKind::Data),
+            kind,
+            writer: bitdust_block::pack::PackWriter::new(kind),
             sealed: bitdust_block::SealedBlock::default(),
             now: opts.now,
             pack_size: opts.pack_size,
@@ -665,7 +738,23 @@ pub fn repack(
         durable()?;
         let mut added = PackSet::default();
         written.iter().for_each(|(n, _, _)| added.insert(*n));
-        // 2. Roots name the new packs too.
+        // Where each moved chunk is now.
+        let moved: HashMap<bitdust_crypto::ChunkId, ChunkLoc> = written
+            .iter()
+            .flat_map(|(n, _, entries)| {
+                entries.iter().map(|e| {
+                    let loc = ChunkLoc {
+                        pack: *n,
+                        offset: e.offset,
+                        stored_len: e.stored_len,
+                        plain_len: e.plain_len,
+                    };
+                    (e.id, loc)
+                })
+            })
+            .collect();
+        // 2. Roots name the new packs too, and their metadata chunks where
+        // they are now.
         let mut touched = Vec::new();
         for &n in &snapshots {
             let root = store.root(id, n)?;
@@ -673,6 +762,7 @@ pub fn repack(
             if packs.iter().any(|p| emptied.contains(p)) {
                 let mut with = packs.clone();
                 added.iter().for_each(|p| with.insert(p));
+                let root = moved_meta(&root, &emptied, &moved, repo, &dedup, &mut with)?;
                 store.rewrite_root(&root, &with)?;
                 durable()?;
                 touched.push(n);
@@ -714,6 +804,7 @@ struct MovedPacks<'a> {
     sealer: &'a bitdust_block::BlockSealer,
     dedup: &'a DedupKeys,
     sink: Box<dyn FragmentSink + 'a>,
+    kind: PackKind,
     writer: bitdust_block::pack::PackWriter,
     sealed: bitdust_block::SealedBlock,
     now: u64,
@@ -778,7 +869,7 @@ impl MovedPacks<'_> {
         self.written.push((
             number,
             crate::repo::PackRecord {
-                kind: bitdust_block::pack::PackKind::Data,
+                kind: self.kind,
                 state: PackState::Live,
                 chunks: self.writer.entries().len() as u32,
                 data_len: self.writer.data_len() as u64,

@@ -1748,3 +1748,141 @@ fn an_unrecoverable_pack_ends_a_restore_with_its_name() {
     assert!(err.contains(&format!("pack {victim}")), "{err}");
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
 }
+
+/// Metadata packs are repacked too: when only files' times change, the
+/// data packs stay fully used, while the metadata pack of the first
+/// snapshot holds the unchanged directory's entries (still used) and the
+/// changed one's (no longer used once the first snapshot is forgotten).
+/// The prune moves the used entries into a new metadata pack, names them
+/// there in the kept root, and deletes the old pack; the kept snapshot
+/// restores bit-exact and checks clean.
+#[test]
+fn metadata_packs_are_repacked_and_the_kept_root_names_their_chunks_anew() {
+    use bitdust_pipeline::forget::Policy;
+    use bitdust_pipeline::local::{self, CodeGiven, Opened, PruneOptions, Selector};
+    let f = Fixture::new();
+    let keys = f.root.join("keys");
+    let dir = f.root.join("dir");
+    let opts = SnapshotOptions {
+        pack_size: 4 << 20,
+        ..Fixture::opts()
+    };
+    for d in ["a", "z"] {
+        for i in 0..1500 {
+            write(
+                &f.src.join(format!("{d}/file-{i:05}")),
+                format!("{d}{i}").as_bytes(),
+            );
+        }
+    }
+    let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let snap = || {
+        local::snapshot_to_dir(
+            &keys,
+            std::slice::from_ref(&f.src),
+            &dir,
+            &repo,
+            &opts,
+            CodeGiven::default(),
+            &(),
+        )
+        .unwrap();
+    };
+    snap();
+    // The same contents, other times: only z/'s entries change.
+    let t = FileTime::from_unix_time(FileTime::now().unix_seconds() - 7200, 5);
+    for i in 0..1500 {
+        filetime::set_file_mtime(f.src.join(format!("z/file-{i:05}")), t).unwrap();
+    }
+    snap();
+    let want = tree(&f.src);
+    let ids = LocalStore::new(dir.clone()).backup_ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let meta_packs = |repo: &Repo| {
+        let mut n = Vec::new();
+        repo.for_each_pack(ids[0], |p, r| {
+            if r.kind == bitdust_block::pack::PackKind::Meta
+                && r.state == bitdust_pipeline::repo::PackState::Live
+            {
+                n.push(p);
+            }
+            Ok(())
+        })
+        .unwrap();
+        n
+    };
+    let before = meta_packs(&repo);
+    let opened = Opened::new(&keys, &dir).unwrap();
+    let one = Policy {
+        last: Some(1),
+        ..Policy::default()
+    };
+    local::forget(&opened, None, &one, None, false).unwrap();
+    let prune = PruneOptions {
+        grace: 0,
+        now: u64::MAX / 2,
+        max_unused: Some(0.0),
+        pack_size: 4 << 20,
+        stop_after_steps: None,
+    };
+    drop(opened);
+    drop(repo);
+    drop(lock);
+    // Stopped (as by `kill -9`) after each durable step, from the same
+    // state: the kept snapshot restores, and the next prune finishes.
+    let mut stop = 1;
+    loop {
+        let copy = f.root.join(format!("stop{stop}"));
+        copy_tree(&dir, &copy);
+        let lock = StateLock::take(&copy.join("state"), "bitdustctl").unwrap();
+        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let opened = Opened::new(&keys, &copy).unwrap();
+        let stopping = PruneOptions {
+            stop_after_steps: Some(stop),
+            ..prune
+        };
+        let stopped = local::prune(&opened, &repo, None, &stopping).is_err();
+        for when in ["stopped", "after"] {
+            if when == "after" {
+                local::prune(&opened, &repo, None, &prune).unwrap();
+            }
+            let out = f.root.join(format!("out-{stop}-{when}"));
+            let sel = Selector {
+                backup_id: None,
+                version: Some(2),
+            };
+            local::restore_snapshot_from_dir(&keys, &copy, &repo, sel, &out, &[])
+                .unwrap_or_else(|e| panic!("stop {stop} {when}: {e}"));
+            assert_eq!(tree(&restored(&out, &f.src)), want, "stop {stop} {when}");
+        }
+        if !stopped {
+            break;
+        }
+        stop += 1;
+        assert!(stop < 50);
+    }
+    assert!(stop > 3, "the repack had only {stop} steps");
+    let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let opened = Opened::new(&keys, &dir).unwrap();
+    let r = local::prune(&opened, &repo, None, &prune).unwrap();
+    assert!(r[0].repack.packs_repacked >= 1, "{r:?}");
+    let after = meta_packs(&repo);
+    assert!(
+        before.iter().any(|p| !after.contains(p)),
+        "no metadata pack left: {before:?} -> {after:?}"
+    );
+    let again = local::prune(&opened, &repo, None, &prune).unwrap();
+    assert_eq!(again[0].repack.unused_after, 0, "{again:?}");
+    assert_eq!(again[0].repack.packs_repacked, 0, "{again:?}");
+    let out = f.root.join("out");
+    let sel = Selector {
+        backup_id: None,
+        version: Some(2),
+    };
+    local::restore_snapshot_from_dir(&keys, &dir, &repo, sel, &out, &[]).unwrap();
+    assert_eq!(tree(&restored(&out, &f.src)), want);
+    let c = local::check(&opened, &repo, None, Some("100%".parse().unwrap())).unwrap();
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+}
