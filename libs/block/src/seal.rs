@@ -297,6 +297,12 @@ impl BlockOpener {
         self.header.as_ref().map(|h| &h.header)
     }
 
+    /// The commitment to the accepted signed header
+    /// ([`SignedHeader::commitment`]), once a fragment was accepted.
+    pub fn commitment(&self) -> Option<[u8; 32]> {
+        self.header.as_ref().map(SignedHeader::commitment)
+    }
+
     /// Which fragments are held and verified.
     pub fn present(&self) -> &[bool] {
         &self.present

@@ -104,11 +104,15 @@ pub struct PackRecord {
     /// Positions (bits) that did not take its fragments when it was
     /// stored: the rebuilder's work.
     pub missing: u64,
+    /// The commitment to its signed header (BLAKE3 of the header bytes),
+    /// when known: a reader rejects fragments under any other header, such
+    /// as a stale pack of the same number that a supplier kept.
+    pub header: Option<[u8; 32]>,
 }
 
 impl PackRecord {
-    fn encode(&self) -> [u8; 46] {
-        let mut v = [0u8; 46];
+    fn encode(&self) -> Vec<u8> {
+        let mut v = vec![0u8; 46];
         v[0] = match self.kind {
             PackKind::Data => 0,
             PackKind::Meta => 1,
@@ -123,14 +127,24 @@ impl PackRecord {
         v[22..30].copy_from_slice(&self.time.to_le_bytes());
         v[30..38].copy_from_slice(&self.pending.to_le_bytes());
         v[38..46].copy_from_slice(&self.missing.to_le_bytes());
+        if let Some(h) = &self.header {
+            v.extend_from_slice(h);
+        }
         v
     }
 
     fn decode(v: &[u8]) -> Result<PackRecord, RepoError> {
         let bad = || RepoError(format!("a pack record of {} bytes", v.len()));
-        if v.len() != 46 {
-            return Err(bad());
-        }
+        // 78 bytes with the header's commitment, 46 without.
+        let header = match v.len() {
+            46 => None,
+            78 => {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&v[46..]);
+                Some(h)
+            }
+            _ => return Err(bad()),
+        };
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&v[i..i + 8]);
@@ -153,6 +167,7 @@ impl PackRecord {
             time: u64_at(22),
             pending: u64_at(30),
             missing: u64_at(38),
+            header,
         })
     }
 }
@@ -963,6 +978,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pack_record_keeps_its_header_commitment_and_reads_without_one() {
+        let mut rec = PackRecord {
+            kind: PackKind::Meta,
+            state: PackState::Condemned,
+            chunks: 3,
+            data_len: 1 << 40,
+            body_len: 5,
+            time: 6,
+            pending: 0b101,
+            missing: 0b10,
+            header: Some([7; 32]),
+        };
+        let with = rec.encode();
+        assert_eq!(with.len(), 78);
+        assert_eq!(PackRecord::decode(&with).unwrap(), rec);
+        rec.header = None;
+        let without = rec.encode();
+        assert_eq!(without.len(), 46);
+        assert_eq!(PackRecord::decode(&without).unwrap(), rec);
+        assert!(PackRecord::decode(&with[..60]).is_err());
+    }
+
+    #[test]
     fn a_recorded_pack_indexes_its_chunks_and_the_first_copy_wins() {
         let dir = tempfile::tempdir().unwrap();
         let r = repo(dir.path());
@@ -976,6 +1014,7 @@ mod tests {
             time: 7,
             pending: 0,
             missing: 0,
+            header: None,
         };
         let e = |c: u8, offset: u32| PackEntry {
             id: id(c),
@@ -1068,6 +1107,7 @@ mod tests {
             time,
             pending: 0,
             missing: 0,
+            header: None,
         };
         let e = |c: u8| PackEntry {
             id: id(c),

@@ -749,6 +749,7 @@ impl<'a> SnapshotWriter<'a> {
             time: self.started.secs.max(0) as u64,
             pending: 0,
             missing,
+            header: Some(stored.header),
         };
         self.unsynced_chunks += writer.entries().len();
         self.unsynced.push((number, rec, writer.entries().to_vec()));
@@ -1166,6 +1167,8 @@ pub struct PackReader<'a> {
     meta: Option<(u64, Vec<u8>)>,
     /// In a planned restore: the threads fetching and opening packs.
     loader: Option<load::Loader>,
+    /// The index, whose pack records name each pack's header.
+    index: Option<&'a Repo>,
     /// Packs fetched (and opened).
     pub fetched: u64,
     /// Fragment bytes read.
@@ -1198,11 +1201,19 @@ impl<'a> PackReader<'a> {
             cache: Vec::new(),
             meta: None,
             loader: None,
+            index: None,
             fetched: 0,
             bytes_fetched: 0,
             zstd: zstd::bulk::Decompressor::new()
                 .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?,
         })
+    }
+
+    /// Takes a pack's fragments only under the header `repo`'s record of
+    /// the pack names, when it names one.
+    pub fn with_index(mut self, repo: &'a Repo) -> Self {
+        self.index = Some(repo);
+        self
     }
 
     /// The chunk `id` stored at `loc`, decompressed and checked against its id.
@@ -1276,12 +1287,17 @@ impl<'a> PackReader<'a> {
     fn fetch(&mut self, pack: u64) -> Result<BlockOpener, SnapshotError> {
         let customer = self.identity_node();
         let (root, code) = (self.root, self.code.clone());
+        let header = match self.index {
+            Some(repo) => pack_header(repo, root.backup_id, pack)?,
+            None => None,
+        };
         let opener = collect_pack(
             self.source()?,
             root,
             &code,
             customer,
             pack,
+            header,
             false,
             Vec::new(),
         )?;
@@ -1736,6 +1752,20 @@ fn root_parts(root: &Root) -> Result<(bitdust_crypto::NodeId, Code, PackSet), Sn
     Ok((customer, code, packs))
 }
 
+/// The commitment to pack `pack`'s header that the index records, if any.
+fn pack_header(
+    repo: &Repo,
+    backup: BackupId,
+    pack: u64,
+) -> Result<Option<[u8; 32]>, SnapshotError> {
+    Ok(repo.pack(backup, pack)?.and_then(|r| r.header))
+}
+
+/// A pack opened without a header (cannot happen once it decoded).
+fn pack_error_none(pack: u64) -> SnapshotError {
+    SnapshotError::Format(format!("pack {pack} opened without a header"))
+}
+
 /// Why pack `pack` did not open, in one sentence.
 fn pack_error(pack: u64, e: bitdust_block::BlockError) -> SnapshotError {
     SnapshotError::Format(match e {
@@ -1749,17 +1779,22 @@ fn pack_error(pack: u64, e: bitdust_block::BlockError) -> SnapshotError {
 /// The fragments of pack `pack` of `root`'s backup from `source`: all of
 /// them (`all`, to verify), or what decoding needs; the data fragments of
 /// the packs `next` are asked for meanwhile.
+#[allow(clippy::too_many_arguments)]
 fn collect_pack(
     source: &mut dyn FragmentSource,
     root: &Root,
     code: &Code,
     customer: bitdust_crypto::NodeId,
     pack: u64,
+    header: Option<[u8; 32]>,
     all: bool,
     next: Vec<u64>,
 ) -> Result<BlockOpener, SnapshotError> {
-    let opener = BlockOpener::new(customer, root.backup_id, 0, pack)
+    let mut opener = BlockOpener::new(customer, root.backup_id, 0, pack)
         .expect_code(root.scheme, root.root.suppliers as usize);
+    if let Some(h) = header {
+        opener = opener.expect_header(h);
+    }
     Ok(collect_into(
         source,
         opener,
@@ -1789,7 +1824,7 @@ fn list_from_head(
     customer: bitdust_crypto::NodeId,
     pack: u64,
     keys: &DedupKeys,
-) -> Option<(pack::PackList, u64)> {
+) -> Option<(pack::PackList, u64, [u8; 32])> {
     let position = code.fragment_position(0);
     if !source.positions().contains(&position) {
         return None;
@@ -1810,7 +1845,7 @@ fn list_from_head(
         if payload.len() >= end {
             let aad = pack::list_aad(&customer, root.backup_id, pack);
             let list = pack::read_list(&payload[..end], keys, &aad, FILE_CHUNKS.max as u32).ok()?;
-            return Some((list, h.cipher_len));
+            return Some((list, h.cipher_len, signed.commitment()));
         }
         want = at + end;
     }
@@ -1836,19 +1871,22 @@ pub fn rebuild_index(
         if repo.pack(root.backup_id, pack)?.is_some() {
             continue;
         }
-        let (list, body_len) = match list_from_head(source, root, &code, customer, pack, keys) {
-            Some(x) => x,
-            None => {
-                // The first data fragment's position is away, or what it
-                // holds did not do: the whole pack, decoded.
-                let opener = collect_pack(source, root, &code, customer, pack, false, Vec::new())?;
-                let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
-                let aad = pack::list_aad(&customer, root.backup_id, pack);
-                let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
-                    .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
-                (list, body.len() as u64)
-            }
-        };
+        let (list, body_len, header) =
+            match list_from_head(source, root, &code, customer, pack, keys) {
+                Some(x) => x,
+                None => {
+                    // The first data fragment's position is away, or what it
+                    // holds did not do: the whole pack, decoded.
+                    let opener =
+                        collect_pack(source, root, &code, customer, pack, None, false, Vec::new())?;
+                    let header = opener.commitment().ok_or_else(|| pack_error_none(pack))?;
+                    let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
+                    let aad = pack::list_aad(&customer, root.backup_id, pack);
+                    let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
+                        .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
+                    (list, body.len() as u64, header)
+                }
+            };
         let rec = PackRecord {
             kind: list.kind,
             state: PackState::Live,
@@ -1859,6 +1897,7 @@ pub fn rebuild_index(
             pending: 0,
             // What is missing now is for a verify to find.
             missing: 0,
+            header: Some(header),
         };
         repo.record_pack(root.backup_id, pack, &rec, &list.entries)?;
         indexed += 1;
@@ -1926,7 +1965,7 @@ pub fn verify_pack_set(
         rejected_fragments: Vec::new(),
     };
     for pack in packs.iter() {
-        let opener = collect_pack(source, root, &code, customer, pack, true, Vec::new())?;
+        let opener = collect_pack(source, root, &code, customer, pack, None, true, Vec::new())?;
         crate::restore::note_rejections(&mut report.rejected_fragments, opener.rejections());
         report.packs.push(health.of(&code, pack, &opener));
     }

@@ -191,6 +191,8 @@ pub(crate) struct StoredPack {
     pub(crate) body_len: u64,
     /// One fragment's length.
     pub(crate) fragment_len: u64,
+    /// The commitment to its signed header.
+    pub(crate) header: [u8; 32],
 }
 
 /// One pack back from the store, with its writer (to reuse).
@@ -304,11 +306,13 @@ fn store_loop(
                         return Err(SnapshotError::Format("the pack was not sealed".into()));
                     };
                     let (body_len, fragment_len) = (h.header.cipher_len, h.header.fragment_len);
+                    let header = h.commitment();
                     let failed = Clocks::time(&clocks.store, || sink.put_block(&sealed))?;
                     Ok(StoredPack {
                         failed: failed.into_iter().map(|p| (p, sink.failure(p))).collect(),
                         body_len,
                         fragment_len,
+                        header,
                     })
                 })();
                 Reply::Stored(Stored {

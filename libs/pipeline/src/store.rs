@@ -702,8 +702,11 @@ pub fn repack(
             degraded: Vec::new(),
         };
         {
+            // Fragments under another header than the index's (a stale
+            // pack of the same number) are not taken for the pack's.
             let mut reader =
-                PackReader::new(source.as_mut(), &newest, store.dedup(id), key.clone())?;
+                PackReader::new(source.as_mut(), &newest, store.dedup(id), key.clone())?
+                    .with_index(repo);
             for &old in step {
                 let (list, data) = reader.open_pack(old)?;
                 let txn = repo.read()?;
@@ -861,10 +864,10 @@ impl MovedPacks<'_> {
                 self.degraded.push(p);
             }
         }
-        let body_len = self
+        let (body_len, header) = self
             .sealed
             .header()
-            .map(|h| h.header.cipher_len)
+            .map(|h| (h.header.cipher_len, h.commitment()))
             .ok_or_else(|| LocalError::Store("a repacked pack was not sealed".into()))?;
         self.written.push((
             number,
@@ -877,6 +880,7 @@ impl MovedPacks<'_> {
                 time: self.now,
                 pending: 0,
                 missing,
+                header: Some(header),
             },
             self.writer.entries().to_vec(),
         ));

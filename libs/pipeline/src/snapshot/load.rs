@@ -120,9 +120,11 @@ impl Loader {
     }
 }
 
-/// Runs `f` with `packs` reading through a fetching and an opening thread.
+/// Runs `f` with `packs` reading through a fetching and an opening thread;
+/// `repo`'s pack records name the headers to expect.
 pub(super) fn with_loader<T>(
     packs: &mut PackReader<'_>,
+    repo: &Repo,
     f: impl FnOnce(&mut PackReader<'_>) -> Result<T, SnapshotError>,
 ) -> Result<T, SnapshotError> {
     let Some(source) = packs.source.take() else {
@@ -141,7 +143,7 @@ pub(super) fn with_loader<T>(
         let fetcher = std::thread::Builder::new()
             .name("restore-fetch".into())
             .spawn_scoped(s, move || {
-                fetch_loop(&mut *source, root, &code, customer, want_rx, open_tx);
+                fetch_loop(&mut *source, repo, root, &code, customer, want_rx, open_tx);
                 source
             })
             .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
@@ -177,9 +179,11 @@ pub(super) fn with_loader<T>(
 type Fetched = (u64, Result<BlockOpener, SnapshotError>, u64);
 
 /// Collects the fragments of each asked pack in turn, asking the source
-/// for those of the packs asked after it meanwhile.
+/// for those of the packs asked after it meanwhile. A pack's fragments
+/// count only under the header `repo` records for it, when it records one.
 fn fetch_loop(
     source: &mut dyn FragmentSource,
+    repo: &Repo,
     root: &Root,
     code: &Code,
     customer: bitdust_crypto::NodeId,
@@ -199,7 +203,9 @@ fn fetch_loop(
             continue;
         };
         let next: Vec<u64> = queue.iter().copied().collect();
-        let r = collect_pack(source, root, code, customer, pack, false, next);
+        let r = super::pack_header(repo, root.backup_id, pack).and_then(|header| {
+            collect_pack(source, root, code, customer, pack, header, false, next)
+        });
         let bytes = match &r {
             Ok(opener) => opener.header().map_or(0, |h| {
                 opener.present().iter().filter(|p| **p).count() as u64 * h.fragment_len
@@ -352,7 +358,7 @@ pub(super) fn restore_planned(
 ) -> Result<(), SnapshotError> {
     let nodes = NodeStream::new(packs.meta_chunks()?);
     let backup = packs.root.backup_id;
-    with_loader(packs, |packs| {
+    with_loader(packs, repo, |packs| {
         let mut plan = Planner {
             repo,
             backup,
