@@ -136,7 +136,8 @@ fn peak_heap(f: impl FnOnce()) -> usize {
     PEAK.load(Ordering::Relaxed) - base
 }
 
-fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) {
+/// Snapshot 1 of a synthetic tree into `dir`; the backup key.
+fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) -> BackupKey {
     let lock = StateLock::take(&dir.join("state"), "test").unwrap();
     let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
     let store = LocalStore::new(dir.join("positions"));
@@ -178,6 +179,30 @@ fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) {
     )
     .unwrap();
     assert_eq!(report.stats.content_bytes, big + small * 1024);
+    key
+}
+
+/// Restores snapshot 1 of `dir` (see [`snapshot`]); the heap's peak.
+fn restore_peak(dir: &std::path::Path, seed: u8, key: &BackupKey, files: u64) -> usize {
+    use bitdust_crypto::DedupKeys;
+    use bitdust_pipeline::snapshot::{PackReader, restore_snapshot};
+    let lock = StateLock::take(&dir.join("state"), "test").unwrap();
+    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let store = LocalStore::new(dir.join("positions"));
+    let backup = BackupId([seed; 16]);
+    let identity = Identity::from_secret(&[seed; 32]);
+    let root = bitdust_pipeline::local::open_root(&store, &identity.node_id(), backup, 1).unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let peak = peak_heap(|| {
+        let mut source = store.source(backup, 0);
+        let keys = DedupKeys::derive(&identity, &backup.0);
+        let mut packs = PackReader::new(&mut source, &root, keys, key.clone()).unwrap();
+        let r = restore_snapshot(&repo, &mut packs, &out, &[]).unwrap();
+        assert_eq!(r.files, files);
+    });
+    std::fs::remove_dir_all(&out).unwrap();
+    peak
 }
 
 #[test]
@@ -192,8 +217,10 @@ fn snapshot_memory_does_not_grow_with_input_size() {
     // with two workers);
     // what may differ is bounded by a pack's worth of chunks (LMDB's dirty
     // pages while a pack of small chunks is indexed), never by the input.
-    let small = peak_heap(|| snapshot(&tmp.path().join("a"), 64 << 20, 1_000, 1));
-    let big = peak_heap(|| snapshot(&tmp.path().join("b"), 512 << 20, 20_000, 2));
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut keys = Vec::new();
+    let small = peak_heap(|| keys.push(snapshot(&a, 64 << 20, 1_000, 1)));
+    let big = peak_heap(|| keys.push(snapshot(&b, 512 << 20, 20_000, 2)));
     eprintln!(
         "peak heap: {} MiB for 64 MiB + 1,000 files, {} MiB for 512 MiB + 20,000 files",
         small >> 20,
@@ -202,6 +229,20 @@ fn snapshot_memory_does_not_grow_with_input_size() {
     assert!(
         big < small + (6 << 20),
         "the heap's peak grew from {small} to {big} bytes"
+    );
+    // Restoring them: both fill the restore's pipeline (the packs asked
+    // for ahead, one collected, one opened, two waiting, the cache of
+    // opened packs); what may differ is the entries planned ahead.
+    let small = restore_peak(&a, 1, &keys[0], 1_000 + 1);
+    let big = restore_peak(&b, 2, &keys[1], 20_000 + 1);
+    eprintln!(
+        "restore peak heap: {} MiB for 64 MiB + 1,000 files, {} MiB for 512 MiB + 20,000 files",
+        small >> 20,
+        big >> 20
+    );
+    assert!(
+        big < small + (6 << 20),
+        "a restore's heap peak grew from {small} to {big} bytes"
     );
 }
 

@@ -13,8 +13,10 @@
 //!
 //! Memory: the packs asked for and not yet read are at most [`AHEAD`], and
 //! their bodies (as the index records them) at most [`AHEAD_BYTES`]
-//! together: their fragments, as they arrive, and their opened data take
-//! about twice that. The planned entries are bounded by [`AHEAD_STEPS`].
+//! together; that bounds the fragments a source fetches ahead. Of those,
+//! one pack is collected, one opened and [`OPENED`] wait opened for the
+//! restoring thread, so a restore slower to write than to fetch does not
+//! hold more. The planned entries are bounded by [`AHEAD_STEPS`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
@@ -38,6 +40,10 @@ use crate::repo::{ChunkLoc, Repo};
 /// collecting fragments with 6 packs in flight, 1.0-1.2 s with 12 and
 /// 0.6-0.9 s with 24.
 const AHEAD: usize = 32;
+
+/// Opened packs handed over and not yet taken, at most (besides one
+/// being opened and one collected).
+const OPENED: usize = 2;
 
 /// Body bytes of the packs asked for and not yet read, at most.
 const AHEAD_BYTES: u64 = 32 << 20;
@@ -139,7 +145,9 @@ pub(super) fn with_loader<T>(
     std::thread::scope(|s| {
         let (want_tx, want_rx) = mpsc::channel();
         let (open_tx, open_rx) = mpsc::sync_channel(1);
-        let (done_tx, done_rx) = mpsc::channel();
+        // Opened packs wait for the restoring thread two at most: asking
+        // ahead is for the fetches, which a slow writer need not pile up.
+        let (done_tx, done_rx) = mpsc::sync_channel(OPENED);
         let fetcher = std::thread::Builder::new()
             .name("restore-fetch".into())
             .spawn_scoped(s, move || {
@@ -221,7 +229,7 @@ fn fetch_loop(
 /// Opens (decodes, decrypts) each collected pack and hands it over.
 fn open_loop(
     fetched: mpsc::Receiver<Fetched>,
-    done: mpsc::Sender<Loaded>,
+    done: mpsc::SyncSender<Loaded>,
     customer: bitdust_crypto::NodeId,
     backup: BackupId,
     keys: &DedupKeys,
