@@ -2835,7 +2835,10 @@ fn snapshots_beyond_keep_versions_go_with_the_packs_only_they_referenced() {
     });
     let src = net.dir.path().join("src");
     make_tree(&src, 31, 1);
-    let mut data = vec![0u8; 3 << 20];
+    // 9 MiB: at least three chunks (4 MiB at most each), so at least two
+    // packs hold big.bin alone whatever the cut points (a 3 MiB file was
+    // sometimes one chunk, one pack, and the count below one short).
+    let mut data = vec![0u8; 9 << 20];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
     std::fs::write(src.join("big.bin"), &data).unwrap();
     let src_s = src.display().to_string();
