@@ -1433,13 +1433,28 @@ fn the_packs_are_the_same_whatever_the_number_of_workers() {
     }
 }
 
-/// A source that counts what is read: whole fragments, and the bytes of
-/// fragment starts read alone.
+/// A source that counts what is read: whole fragments (how often each,
+/// and on which threads), and the bytes of fragment starts read alone.
 struct Counting<S> {
     inner: S,
     whole: u64,
     head_bytes: u64,
     heads: u64,
+    reads: BTreeMap<(u64, usize), u32>,
+    threads: std::collections::HashSet<std::thread::ThreadId>,
+}
+
+impl<S> Counting<S> {
+    fn new(inner: S) -> Self {
+        Counting {
+            inner,
+            whole: 0,
+            head_bytes: 0,
+            heads: 0,
+            reads: BTreeMap::new(),
+            threads: Default::default(),
+        }
+    }
 }
 
 impl<S: bitdust_pipeline::FragmentSource> bitdust_pipeline::FragmentSource for Counting<S> {
@@ -1459,6 +1474,8 @@ impl<S: bitdust_pipeline::FragmentSource> bitdust_pipeline::FragmentSource for C
         fragment: usize,
     ) -> Result<Option<Box<dyn std::io::Read + '_>>, bitdust_pipeline::SourceError> {
         self.whole += 1;
+        *self.reads.entry((block, fragment)).or_default() += 1;
+        self.threads.insert(std::thread::current().id());
         self.inner.fragment(position, block, fragment)
     }
     fn fragment_prefix(
@@ -1518,12 +1535,7 @@ fn a_lost_index_is_rebuilt_from_the_start_of_each_packs_first_fragment() {
         let lock = StateLock::take(&f.root.join(state), "test").unwrap();
         let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
         let keys = DedupKeys::derive(&f.identity, &f.backup.0);
-        let mut source = Counting {
-            inner: f.store.source(f.backup, 0),
-            whole: 0,
-            head_bytes: 0,
-            heads: 0,
-        };
+        let mut source = Counting::new(f.store.source(f.backup, 0));
         rebuild_index(&fresh, &mut source, &root, &keys).unwrap();
         let got = records(&fresh);
         (got, source.whole, source.heads, source.head_bytes)
@@ -1545,45 +1557,6 @@ fn a_lost_index_is_rebuilt_from_the_start_of_each_packs_first_fragment() {
     assert!(whole >= want.len() as u64, "{whole}");
 }
 
-/// A source that records which fragments are read, how often, and on
-/// which threads.
-struct Watching<S> {
-    inner: S,
-    reads: BTreeMap<(u64, usize), u32>,
-    threads: std::collections::HashSet<std::thread::ThreadId>,
-}
-
-impl<S: bitdust_pipeline::FragmentSource> bitdust_pipeline::FragmentSource for Watching<S> {
-    fn manifest(
-        &mut self,
-        attempt: usize,
-    ) -> Result<Option<Vec<u8>>, bitdust_pipeline::SourceError> {
-        self.inner.manifest(attempt)
-    }
-    fn positions(&self) -> Vec<usize> {
-        self.inner.positions()
-    }
-    fn fragment(
-        &mut self,
-        position: usize,
-        block: u64,
-        fragment: usize,
-    ) -> Result<Option<Box<dyn std::io::Read + '_>>, bitdust_pipeline::SourceError> {
-        *self.reads.entry((block, fragment)).or_default() += 1;
-        self.threads.insert(std::thread::current().id());
-        self.inner.fragment(position, block, fragment)
-    }
-    fn describe(&self, position: usize, block: u64, fragment: usize) -> String {
-        self.inner.describe(position, block, fragment)
-    }
-    fn backup_id(&self) -> BackupId {
-        self.inner.backup_id()
-    }
-    fn version(&self) -> u64 {
-        self.inner.version()
-    }
-}
-
 impl Fixture {
     /// The verified root of snapshot `n`.
     fn root_of(&self, n: u64) -> bitdust_block::root::Root {
@@ -1598,12 +1571,8 @@ impl Fixture {
         verify_root(&bytes, &self.identity.node_id(), self.backup, n).unwrap()
     }
 
-    fn watching(&self) -> Watching<bitdust_pipeline::local::LocalSource> {
-        Watching {
-            inner: self.store.source(self.backup, 0),
-            reads: BTreeMap::new(),
-            threads: Default::default(),
-        }
+    fn counting(&self) -> Counting<bitdust_pipeline::local::LocalSource> {
+        Counting::new(self.store.source(self.backup, 0))
     }
 }
 
@@ -1627,7 +1596,7 @@ fn a_restore_fetches_its_packs_on_a_thread_of_its_own_each_one_once() {
     let want = tree(&f.src);
 
     let root = f.root_of(2);
-    let mut source = f.watching();
+    let mut source = f.counting();
     let keys = DedupKeys::derive(&f.identity, &f.backup.0);
     let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
     let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
