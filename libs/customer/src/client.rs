@@ -57,14 +57,17 @@ async fn read_growing(
     data: &mut Vec<u8>,
     size: usize,
 ) -> Result<(), FrameError> {
-    let mut chunk = vec![0u8; 64 * 1024];
     while data.len() < size {
-        let want = (size - data.len()).min(chunk.len());
-        let n = frame::read_some(recv, &mut chunk[..want]).await?;
+        let left = size - data.len();
+        // Room doubles with what arrived, as far as `size`: never more
+        // than twice what the supplier actually sent.
+        if data.capacity() == data.len() {
+            data.reserve_exact(left.min(data.len().max(GET_INITIAL_BUFFER)));
+        }
+        let n = frame::read_append(recv, data, left.min(data.capacity() - data.len())).await?;
         if n == 0 {
             return Err(FrameError::Truncated);
         }
-        data.extend_from_slice(&chunk[..n]);
     }
     Ok(())
 }

@@ -125,3 +125,22 @@ pub async fn read_some(recv: &mut RecvStream, buf: &mut [u8]) -> Result<usize, F
         Err(_) => Err(FrameError::TimedOut(READ_TIMEOUT)),
     }
 }
+
+/// Appends at most `max` bytes of what `recv` has received to `data`,
+/// straight from QUIC's own buffer (no copy through a scratch buffer),
+/// within [`READ_TIMEOUT`]. Returns how many; 0 at the end of the stream.
+pub async fn read_append(
+    recv: &mut RecvStream,
+    data: &mut Vec<u8>,
+    max: usize,
+) -> Result<usize, FrameError> {
+    match tokio::time::timeout(READ_TIMEOUT, recv.read_chunk(max, true)).await {
+        Ok(Ok(Some(chunk))) => {
+            data.extend_from_slice(&chunk.bytes);
+            Ok(chunk.bytes.len())
+        }
+        Ok(Ok(None)) => Ok(0),
+        Ok(Err(e)) => Err(FrameError::Io(e.to_string())),
+        Err(_) => Err(FrameError::TimedOut(READ_TIMEOUT)),
+    }
+}
