@@ -269,7 +269,7 @@ fn feed_to(
 enum Piece {
     Archive(Vec<u8>),
     Node(bitdust_proto::format::v1::Node),
-    Content(Vec<u8>),
+    Content(prost::bytes::Bytes),
 }
 
 /// The thread that writes a restore stream into the target, as this user.
@@ -606,7 +606,7 @@ impl Client {
         // Nothing came before the result: a snapshot restore that matched
         // no entry leaves an empty directory.
         let extractor =
-            extractor.unwrap_or_else(|| Extractor::start(&Piece::Content(Vec::new()), &to, &bar));
+            extractor.unwrap_or_else(|| Extractor::start(&Piece::Content(Default::default()), &to, &bar));
         let done = match ended {
             Ok(d) => d,
             Err(why) => {

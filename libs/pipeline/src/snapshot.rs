@@ -16,6 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+pub use prost::bytes::Bytes;
 
 use bitdust_block::pack::{self, PackKind, PackWriter};
 use bitdust_block::root::{self, Root, SnapshotRoot};
@@ -1497,16 +1498,16 @@ pub trait NodeSink {
     fn node(&mut self, node: &pb::Node, content: &mut dyn Content) -> Result<(), SnapshotError>;
 }
 
-/// A restored file's content, taken in owned parts (a whole chunk, when it
-/// fits, without copying it).
+/// A restored file's content, taken in shared parts (slices of whole
+/// chunks, or of the messages they arrived in, never copies).
 pub trait Content {
     /// The next part of at most `max` bytes (`max` > 0), or `None` at the
     /// end.
-    fn next_part(&mut self, max: usize) -> io::Result<Option<Vec<u8>>>;
+    fn next_part(&mut self, max: usize) -> io::Result<Option<Bytes>>;
 }
 
 impl Content for io::Empty {
-    fn next_part(&mut self, _max: usize) -> io::Result<Option<Vec<u8>>> {
+    fn next_part(&mut self, _max: usize) -> io::Result<Option<Bytes>> {
         Ok(None)
     }
 }
@@ -1635,8 +1636,9 @@ pub fn restore_snapshot_to(
 pub enum Streamed {
     /// The next entry.
     Node(pb::Node),
-    /// The next part of the last file entry's content.
-    Content(Vec<u8>),
+    /// The next part of the last file entry's content (a slice of the
+    /// message it arrived in, over gRPC).
+    Content(Bytes),
 }
 
 /// Writes the entries `next` gives (each file entry followed by exactly
@@ -1664,8 +1666,7 @@ pub fn extract_nodes(
                         let mut parts = Parts {
                             next: &mut next,
                             left: node.size,
-                            buf: Vec::new(),
-                            at: 0,
+                            buf: Default::default(),
                         };
                         out.node(&node, &mut parts).map_err(fail)?;
                     } else {
@@ -1682,22 +1683,21 @@ pub fn extract_nodes(
 struct Parts<'a, F> {
     next: &'a mut F,
     left: u64,
-    buf: Vec<u8>,
-    at: usize,
+    buf: Bytes,
 }
 
 impl<F: FnMut() -> io::Result<Option<Streamed>>> Parts<'_, F> {
     /// Makes the next part current when this one is used up; false at the
     /// end of the file's content.
     fn fill(&mut self) -> io::Result<bool> {
-        while self.at == self.buf.len() {
+        while self.buf.is_empty() {
             if self.left == 0 {
                 return Ok(false);
             }
             match (self.next)()? {
                 Some(Streamed::Content(data)) if data.len() as u64 <= self.left => {
                     self.left -= data.len() as u64;
-                    (self.buf, self.at) = (data, 0);
+                    self.buf = data;
                 }
                 Some(Streamed::Content(_)) => {
                     return Err(io::Error::other("a file's content ran past its size"));
@@ -1714,24 +1714,12 @@ impl<F: FnMut() -> io::Result<Option<Streamed>>> Parts<'_, F> {
 }
 
 impl<F: FnMut() -> io::Result<Option<Streamed>>> Content for Parts<'_, F> {
-    fn next_part(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+    fn next_part(&mut self, max: usize) -> io::Result<Option<Bytes>> {
         if !self.fill()? {
             return Ok(None);
         }
-        Ok(Some(take_part(&mut self.buf, &mut self.at, max)))
+        Ok(Some(self.buf.split_to(max.min(self.buf.len()))))
     }
-}
-
-/// The rest of `buf` from `at`, at most `max` bytes: `buf` itself when it
-/// is whole and fits, else a copy.
-fn take_part(buf: &mut Vec<u8>, at: &mut usize, max: usize) -> Vec<u8> {
-    if *at == 0 && buf.len() <= max {
-        return std::mem::take(buf);
-    }
-    let n = max.min(buf.len() - *at);
-    let part = buf[*at..*at + n].to_vec();
-    *at += n;
-    part
 }
 
 /// The most packs a root may reference (a bitmap of 32 MiB; 1 PiB of 4 MiB

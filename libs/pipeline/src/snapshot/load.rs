@@ -28,8 +28,8 @@ use bitdust_ecc::Code;
 use bitdust_proto::format::v1 as pb;
 
 use super::{
-    Content, NodeSink, NodeStream, PACK_CACHE, PackReader, SnapshotError, chunk_id_of,
-    collect_pack, open_fetched, take_part,
+    Bytes, Content, NodeSink, NodeStream, PACK_CACHE, PackReader, SnapshotError, chunk_id_of,
+    collect_pack, open_fetched,
 };
 use crate::FragmentSource;
 use crate::repo::{ChunkLoc, Repo};
@@ -387,8 +387,7 @@ pub(super) fn restore_planned(
                 plan: &mut plan,
                 packs: &mut *packs,
                 left: chunks,
-                current: Vec::new(),
-                at: 0,
+                current: Bytes::new(),
             };
             out.node(&node, &mut content)?;
             // Chunks a sink did not read (an entry it skipped) still pass
@@ -404,8 +403,7 @@ struct PlannedChunks<'x, 'r, 'i, 'p> {
     plan: &'x mut Planner<'r, 'i>,
     packs: &'x mut PackReader<'p>,
     left: usize,
-    current: Vec<u8>,
-    at: usize,
+    current: Bytes,
 }
 
 impl PlannedChunks<'_, '_, '_, '_> {
@@ -432,14 +430,17 @@ impl PlannedChunks<'_, '_, '_, '_> {
 }
 
 impl Content for PlannedChunks<'_, '_, '_, '_> {
-    fn next_part(&mut self, max: usize) -> std::io::Result<Option<Vec<u8>>> {
-        while self.at == self.current.len() {
+    fn next_part(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        while self.current.is_empty() {
             let Some((id, loc)) = self.next_chunk().map_err(std::io::Error::other)? else {
                 return Ok(None);
             };
-            self.current = self.packs.chunk(&id, &loc).map_err(std::io::Error::other)?;
-            self.at = 0;
+            self.current = self
+                .packs
+                .chunk(&id, &loc)
+                .map_err(std::io::Error::other)?
+                .into();
         }
-        Ok(Some(take_part(&mut self.current, &mut self.at, max)))
+        Ok(Some(self.current.split_to(max.min(self.current.len()))))
     }
 }
