@@ -7,6 +7,8 @@
 # backup and restore of the same input into 7 directories as the peer.
 # The devnet runs every daemon but the customer-agent on one worker thread
 # (see bitdust-devnet); each restore is timed 3 times after `sync`, median.
+# Both restores run again with the customer on CPU 0 and the suppliers on
+# CPU 1 (taskset), as if the suppliers were the other machines they are.
 # Prints seconds and ratios. Not a test: nothing here asserts a time.
 # Usage: bash tests/bench/network-snapshots.sh [SIZE_MB] [BLOCK_MIB]
 # (BLOCK_MIB: the block/pack size of both paths, 1 by default as in
@@ -91,6 +93,23 @@ find "$work/local" -type f -exec cat {} + > /dev/null
 local_restore=$(restore_median "$work/local-out" "$B" local restore --quiet "$work/local")
 diff -r "$work/data" "$work/local-out$work/data" >/dev/null && echo "local restore: bit-exact"
 
+# The same two restores with the suppliers where they are in use: on other
+# machines. On two CPUs, the devnet's other nodes get CPU 1 and the
+# customer (its agent, bitdustctl, and the local restore alike) CPU 0, so
+# neither restore shares its CPU with a supplier.
+pinned_net= pinned_local=
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    for p in $(pgrep -f -- "--config $work/net/nodes/"); do
+        case "$(tr '\0' ' ' < /proc/$p/cmdline)" in
+            *"/nodes/customer/"*) taskset -a -p -c 0 "$p" >/dev/null ;;
+            *) taskset -a -p -c 1 "$p" >/dev/null ;;
+        esac
+    done
+    pinned_net=$(restore_median "$work/net-out" taskset -c 0 "$B" restore --quiet)
+    pinned_local=$(restore_median "$work/local-out" taskset -c 0 "$B" local restore --quiet "$work/local")
+    rm -rf "$work/net-out" "$work/local-out"
+fi
+
 echo "input: $bytes bytes ($size_mb MB requested; 1/3 random), 7 suppliers, $block_mib MiB blocks/packs"
 python3 - "$work" "$bytes" "$full" "$h0" "$h_full" "$local_backup" "$local_restore" "$net_restore" "$full_restore" \
     "${run[1]}" "${run[2]}" "${run[3]}" "${run[4]}" \
@@ -116,3 +135,6 @@ print(f"local backup (7 dirs):       {lb:7.2f} s; first network snapshot / local
 print(f"restore newest snapshot:     {nr:7.2f} s network, {lr:.2f} s local: network speed {lr / nr:.2f}x local")
 print(f"restore the full copy:       {fr:7.2f} s network: {lr / fr:.2f}x local; snapshot / full copy speed {fr / nr:.2f}x")
 EOF
+if [ -n "$pinned_net" ]; then
+    python3 -c "n, l = $pinned_net, $pinned_local; print(f'restore, customer on CPU 0 and the suppliers on CPU 1: {n:.2f} s network, {l:.2f} s local: network speed {l / n:.2f}x local')"
+fi
