@@ -1931,7 +1931,7 @@ pub fn verify_packs(
     root: &Root,
 ) -> Result<PackVerifyReport, SnapshotError> {
     let (_, _, packs) = root_parts(root)?;
-    verify_pack_set(source, root, &packs)
+    verify_pack_set(source, root, &packs, None)
 }
 
 /// The packs a snapshot root references.
@@ -1940,11 +1940,15 @@ pub fn root_packs(root: &Root) -> Result<PackSet, SnapshotError> {
 }
 
 /// [`verify_packs`] of the packs `packs` of `root`'s backup (the union of
-/// several snapshots', each pack read once).
+/// several snapshots', each pack read once). With `index`, a pack's
+/// fragments count only under the header its record commits to, as a
+/// restore takes them: a stale fragment under the pack's number is
+/// rejected, not taken for the pack's header.
 pub fn verify_pack_set(
     source: &mut dyn FragmentSource,
     root: &Root,
     packs: &PackSet,
+    index: Option<&Repo>,
 ) -> Result<PackVerifyReport, SnapshotError> {
     let (customer, code, _) = root_parts(root)?;
     let mut health = crate::restore::HealthOf::default();
@@ -1953,7 +1957,11 @@ pub fn verify_pack_set(
         rejected_fragments: Vec::new(),
     };
     for pack in packs.iter() {
-        let opener = collect_pack(source, root, &code, customer, pack, None, true, Vec::new())?;
+        let header = match index {
+            Some(repo) => pack_header(repo, root.backup_id, pack)?,
+            None => None,
+        };
+        let opener = collect_pack(source, root, &code, customer, pack, header, true, Vec::new())?;
         crate::restore::note_rejections(&mut report.rejected_fragments, opener.rejections());
         report.packs.push(health.of(&code, pack, &opener));
     }

@@ -60,10 +60,9 @@ pub trait SnapshotStore {
         root: &Root,
         packs: &PackSet,
     ) -> Result<(PackVerifyReport, bool), LocalError> {
-        let _ = repo;
         let mut source = self.packs(root.backup_id);
         Ok((
-            crate::snapshot::verify_pack_set(source.as_mut(), root, packs)?,
+            crate::snapshot::verify_pack_set(source.as_mut(), root, packs, Some(repo))?,
             false,
         ))
     }
@@ -375,7 +374,8 @@ pub fn check(
     report.metadata_checked = true;
     if let Some(subset) = read_data {
         let chosen = subset.chooser();
-        let mut reader = PackReader::new(source.as_mut(), &newest, store.dedup(id), key)?;
+        let mut reader =
+            PackReader::new(source.as_mut(), &newest, store.dedup(id), key)?.with_index(repo);
         for pack in all.iter().filter(|p| chosen(*p)) {
             match reader.check_pack(pack) {
                 Ok(n) => report.chunks_verified += n,
@@ -400,11 +400,14 @@ fn check_metadata(
     let n = root.root.snapshot;
     let id = root.backup_id;
     let refs = crate::snapshot::root_packs(root)?;
-    let mut reader = PackReader::new(source, root, dedup, key.clone())?;
+    let mut reader = PackReader::new(source, root, dedup, key.clone())?.with_index(repo);
     let mut nodes = NodeStream::new(reader.meta_chunks()?);
-    let txn = repo.read()?;
     while let Some(node) = nodes.next(&mut reader)? {
         report.entries += 1;
+        // A read transaction per entry: the reader looks up each pack's
+        // header in the index as it fetches, and LMDB allows one read
+        // transaction per thread.
+        let txn = repo.read()?;
         for c in &node.chunks {
             let Ok(cid) = <[u8; 32]>::try_from(c.as_slice()).map(bitdust_crypto::ChunkId) else {
                 report.errors.push(format!(
@@ -425,6 +428,7 @@ fn check_metadata(
     }
     Ok(())
 }
+
 /// A [`SnapshotStore`] that can also write: new packs, and roots again.
 pub trait RepackStore: SnapshotStore {
     /// Who signs the packs and roots.
