@@ -605,8 +605,8 @@ impl Client {
         };
         // Nothing came before the result: a snapshot restore that matched
         // no entry leaves an empty directory.
-        let extractor =
-            extractor.unwrap_or_else(|| Extractor::start(&Piece::Content(Default::default()), &to, &bar));
+        let extractor = extractor
+            .unwrap_or_else(|| Extractor::start(&Piece::Content(Default::default()), &to, &bar));
         let done = match ended {
             Ok(d) => d,
             Err(why) => {

@@ -10,13 +10,13 @@
 //! pack sink, and indexed once stored. At the end the packs are made
 //! durable, then the signed root goes to the snapshot's sink.
 
+pub use prost::bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-pub use prost::bytes::Bytes;
 
 use bitdust_block::pack::{self, PackKind, PackWriter};
 use bitdust_block::root::{self, Root, SnapshotRoot};
@@ -1831,6 +1831,24 @@ fn list_from_head(
             return None;
         }
         if payload.len() >= end {
+            // A second data fragment's header must be the same: a stale
+            // fragment under this pack's number (a failed run on a lost
+            // machine) would otherwise give its list and header to the
+            // index. The headers are the same length in every fragment.
+            let positions = source.positions();
+            let second = (1..code.data_fragments()).find(|f| {
+                let p = code.fragment_position(*f);
+                p != position && positions.contains(&p)
+            });
+            if let Some(f) = second {
+                let other = source
+                    .fragment_prefix(code.fragment_position(f), pack, f, at)
+                    .ok()??;
+                let (other, _) = opener.check_head(f, &other).ok()?;
+                if other.commitment() != signed.commitment() {
+                    return None;
+                }
+            }
             let aad = pack::list_aad(&customer, root.backup_id, pack);
             let list = pack::read_list(&payload[..end], keys, &aad, FILE_CHUNKS.max as u32).ok()?;
             return Some((list, h.cipher_len, signed.commitment()));
@@ -1838,6 +1856,43 @@ fn list_from_head(
         want = at + end;
     }
     None
+}
+
+/// The commitment of the signed header that most of pack `pack`'s
+/// fragments carry (each fragment's head read and its header verified),
+/// if any fragment's verifies. A stale fragment under the pack's number
+/// is outvoted by the pack's own.
+fn voted_header(
+    source: &mut dyn FragmentSource,
+    root: &Root,
+    code: &Code,
+    customer: bitdust_crypto::NodeId,
+    pack: u64,
+) -> Option<[u8; 32]> {
+    let opener = BlockOpener::new(customer, root.backup_id, 0, pack)
+        .expect_code(root.scheme, root.root.suppliers as usize);
+    let positions = source.positions();
+    let mut votes: Vec<([u8; 32], usize)> = Vec::new();
+    for f in 0..code.fragment_count() {
+        let position = code.fragment_position(f);
+        if !positions.contains(&position) {
+            continue;
+        }
+        let Ok(Some(head)) = source.fragment_prefix(position, pack, f, HEAD_READ) else {
+            continue;
+        };
+        let Ok((signed, _)) = opener.check_head(f, &head) else {
+            continue;
+        };
+        let c = signed.commitment();
+        match votes.iter_mut().find(|(h, _)| *h == c) {
+            Some((_, n)) => *n += 1,
+            None => votes.push((c, 1)),
+        }
+    }
+    // The first of the most voted, in fragment order.
+    let most = votes.iter().map(|(_, n)| *n).max()?;
+    votes.into_iter().find(|(_, n)| *n == most).map(|(h, _)| h)
 }
 
 /// Indexes the packs `root` references that the index does not know, from
@@ -1864,9 +1919,20 @@ pub fn rebuild_index(
                 Some(x) => x,
                 None => {
                     // The first data fragment's position is away, or what it
-                    // holds did not do: the whole pack, decoded.
-                    let opener =
-                        collect_pack(source, root, &code, customer, pack, None, false, Vec::new())?;
+                    // holds did not do, or two data fragments disagree: the
+                    // whole pack, decoded under the header most fragments
+                    // carry.
+                    let header = voted_header(source, root, &code, customer, pack);
+                    let opener = collect_pack(
+                        source,
+                        root,
+                        &code,
+                        customer,
+                        pack,
+                        header,
+                        false,
+                        Vec::new(),
+                    )?;
                     let header = opener.commitment().ok_or_else(|| pack_error_none(pack))?;
                     let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
                     let aad = pack::list_aad(&customer, root.backup_id, pack);
@@ -1961,7 +2027,16 @@ pub fn verify_pack_set(
             Some(repo) => pack_header(repo, root.backup_id, pack)?,
             None => None,
         };
-        let opener = collect_pack(source, root, &code, customer, pack, header, true, Vec::new())?;
+        let opener = collect_pack(
+            source,
+            root,
+            &code,
+            customer,
+            pack,
+            header,
+            true,
+            Vec::new(),
+        )?;
         crate::restore::note_rejections(&mut report.rejected_fragments, opener.rejections());
         report.packs.push(health.of(&code, pack, &opener));
     }

@@ -1895,64 +1895,87 @@ fn a_stale_fragment_under_a_packs_number_is_rejected_and_the_pack_decodes_from_t
     assert_eq!(tree(&restored(&out, &a.src)), want);
 }
 
-/// `check` reads packs as restores do: a stale fragment under a pack's
-/// number (the same key and backup, another tree: signed and whole) is
-/// rejected as stale by its header commitment, and the pack stays
-/// recoverable from the others. Before, the pack health took the first
-/// header it read, the stale one, and counted every fresh fragment a
-/// conflict: the pack unrecoverable.
-#[test]
-fn check_rejects_a_stale_fragment_by_the_indexed_header_and_finds_no_pack_lost() {
-    use bitdust_pipeline::local::{self, CodeGiven, Opened};
-    let f = Fixture::new();
-    let keys = f.root.join("keys");
-    let snap = |dir: &Path| {
-        let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
-        local::snapshot_to_dir(
-            &keys,
-            std::slice::from_ref(&f.src),
+/// A local store of the fixture's tree (`dir`, its index in `dir/state`)
+/// where fragment 0 of a pack is stale: taken from a second store of the
+/// same key and backup with another tree (`other`), so it is signed and
+/// whole under the same pack number.
+struct StaleStore {
+    f: Fixture,
+    keys: PathBuf,
+    dir: PathBuf,
+    _lock: StateLock,
+    repo: Repo,
+    /// The tree the store holds.
+    want: BTreeMap<PathBuf, String>,
+    /// The stale fragment's file.
+    stale: PathBuf,
+}
+
+impl StaleStore {
+    fn new() -> StaleStore {
+        let f = Fixture::new();
+        let keys = f.root.join("keys");
+        let snap = |dir: &Path| {
+            let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
+            let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+            bitdust_pipeline::local::snapshot_to_dir(
+                &keys,
+                std::slice::from_ref(&f.src),
+                dir,
+                &repo,
+                &Fixture::opts(),
+                bitdust_pipeline::local::CodeGiven::default(),
+                &(),
+            )
+            .unwrap();
+            (lock, repo)
+        };
+        let (dir, other) = (f.root.join("dir"), f.root.join("other"));
+        let (lock, repo) = snap(&dir);
+        let want = tree(&f.src);
+        write(&f.src.join("big.bin"), &random(9 << 20, 99));
+        drop(snap(&other));
+        let mut names: Vec<PathBuf> = walkdir::WalkDir::new(&dir)
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .filter(|p| {
+                let s = p.to_string_lossy();
+                s.contains("/0/b") && s.ends_with(".f000")
+            })
+            .collect();
+        names.sort();
+        let (stale, bytes) = names
+            .iter()
+            .find_map(|p| {
+                let there = other.join(p.strip_prefix(&dir).unwrap());
+                let bytes = std::fs::read(&there).ok()?;
+                (bytes != std::fs::read(p).unwrap()).then(|| (p.clone(), bytes))
+            })
+            .expect("a pack number both stores use, with other contents");
+        std::fs::write(&stale, &bytes).unwrap();
+        StaleStore {
+            f,
+            keys,
             dir,
-            &repo,
-            &Fixture::opts(),
-            CodeGiven::default(),
-            &(),
-        )
-        .unwrap();
-        (lock, repo)
-    };
-    let (dir, other) = (f.root.join("dir"), f.root.join("other"));
-    let (_lock, repo) = snap(&dir);
-    write(&f.src.join("big.bin"), &random(9 << 20, 99));
-    drop(snap(&other));
-    // Fragment 0 of the first pack both stores hold under the same name,
-    // taken from the other store: the same backup and pack number.
-    let mut names: Vec<PathBuf> = Vec::new();
-    let mut walk = vec![dir.clone()];
-    while let Some(d) = walk.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() && !p.ends_with("state") {
-                walk.push(p);
-            } else if p.to_string_lossy().ends_with(".f000") && p.to_string_lossy().contains("/0/b")
-            {
-                names.push(p);
-            }
+            _lock: lock,
+            repo,
+            want,
+            stale,
         }
     }
-    names.sort();
-    let stale = names
-        .iter()
-        .find_map(|p| {
-            let there = other.join(p.strip_prefix(&dir).unwrap());
-            let bytes = std::fs::read(&there).ok()?;
-            (bytes != std::fs::read(p).unwrap()).then_some((p.clone(), bytes))
-        })
-        .expect("a pack number both stores use, with other contents");
-    std::fs::write(&stale.0, &stale.1).unwrap();
+}
 
-    let opened = Opened::new(&keys, &dir).unwrap();
-    let c = local::check(&opened, &repo, None, Some("100%".parse().unwrap())).unwrap();
+/// `check` reads packs as restores do: a stale fragment under a pack's
+/// number is rejected as stale by the header commitment the index keeps,
+/// and the pack stays recoverable from the others. Before, the pack
+/// health took the first header it read, the stale one, and counted every
+/// fresh fragment a conflict: the pack unrecoverable.
+#[test]
+fn check_rejects_a_stale_fragment_by_the_indexed_header_and_finds_no_pack_lost() {
+    use bitdust_pipeline::local::{self, Opened};
+    let s = StaleStore::new();
+    let opened = Opened::new(&s.keys, &s.dir).unwrap();
+    let c = local::check(&opened, &s.repo, None, Some("100%".parse().unwrap())).unwrap();
     assert!(c.errors.is_empty(), "{:?}", c.errors);
     assert!(c.packs.unrecoverable().is_empty(), "{:?}", c.packs);
     assert_eq!(c.packs.rejected_fragments.len(), 1, "{:?}", c.packs);
@@ -1962,4 +1985,35 @@ fn check_rejects_a_stale_fragment_by_the_indexed_header_and_finds_no_pack_lost()
         c.packs.rejected_fragments
     );
     assert!(c.packs_read > 0 && c.chunks_verified > 0, "{c:?}");
+}
+
+/// A machine recovered from the key alone indexes each pack from its
+/// first data fragment's head; when that fragment is stale, a second data
+/// fragment's header disagrees, and the pack is indexed under the header
+/// most of its fragments carry, with its own chunk list. Before, the
+/// stale fragment's list and header went into the index and the restore
+/// failed.
+#[test]
+fn a_recovered_index_outvotes_a_stale_first_fragment_and_the_restore_is_bit_exact() {
+    use bitdust_pipeline::local::{self, Selector};
+    let s = StaleStore::new();
+    let state = s.f.root.join("fresh-state");
+    let lock = StateLock::take(&state, "bitdustctl").unwrap();
+    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let out = s.f.root.join("out");
+    let sel = Selector {
+        backup_id: None,
+        version: Some(1),
+    };
+    let (root, _) =
+        local::restore_snapshot_from_dir(&s.keys, &s.dir, &fresh, sel, &out, &[]).unwrap();
+    assert_eq!(tree(&restored(&out, &s.f.src)), s.want);
+    // Every pack's record is the one the store's own index holds.
+    let name = s.stale.file_name().unwrap().to_string_lossy().into_owned();
+    let pack: u64 = name[1..11].parse().unwrap();
+    let id = root.backup_id;
+    assert_eq!(
+        fresh.pack(id, pack).unwrap().unwrap().header,
+        s.repo.pack(id, pack).unwrap().unwrap().header
+    );
 }
