@@ -1288,10 +1288,7 @@ impl<'a> PackReader<'a> {
     fn fetch(&mut self, pack: u64) -> Result<BlockOpener, SnapshotError> {
         let customer = self.identity_node();
         let (root, code) = (self.root, self.code.clone());
-        let header = match self.index {
-            Some(repo) => pack_header(repo, root.backup_id, pack)?,
-            None => None,
-        };
+        let header = pack_header(self.index, root.backup_id, pack)?;
         let opener = collect_pack(
             self.source()?,
             root,
@@ -1740,12 +1737,16 @@ fn root_parts(root: &Root) -> Result<(bitdust_crypto::NodeId, Code, PackSet), Sn
     Ok((customer, code, packs))
 }
 
-/// The commitment to pack `pack`'s header that the index records, if any.
+/// The commitment to pack `pack`'s header that the index records, if any
+/// (none without an index).
 fn pack_header(
-    repo: &Repo,
+    index: Option<&Repo>,
     backup: BackupId,
     pack: u64,
 ) -> Result<Option<[u8; 32]>, SnapshotError> {
+    let Some(repo) = index else {
+        return Ok(None);
+    };
     Ok(repo.pack(backup, pack)?.and_then(|r| r.header))
 }
 
@@ -2023,10 +2024,7 @@ pub fn verify_pack_set(
         rejected_fragments: Vec::new(),
     };
     for pack in packs.iter() {
-        let header = match index {
-            Some(repo) => pack_header(repo, root.backup_id, pack)?,
-            None => None,
-        };
+        let header = pack_header(index, root.backup_id, pack)?;
         let opener = collect_pack(
             source,
             root,

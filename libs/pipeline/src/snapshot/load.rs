@@ -211,7 +211,7 @@ fn fetch_loop(
             continue;
         };
         let next: Vec<u64> = queue.iter().copied().collect();
-        let r = super::pack_header(repo, root.backup_id, pack).and_then(|header| {
+        let r = super::pack_header(Some(repo), root.backup_id, pack).and_then(|header| {
             collect_pack(source, root, code, customer, pack, header, false, next)
         });
         let bytes = match &r {
