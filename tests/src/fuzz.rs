@@ -114,7 +114,7 @@ pub fn dht_message(data: &[u8]) {
     });
     let from = NodeId::from_bytes([data.first().copied().unwrap_or(0); 32]);
     if let Ok(req) = decode_frame::<dpb::Request>(data, bitdust_dhtpeer::quic::MAX_MESSAGE) {
-        let _ = node.handle(&from, Some(FROM), req);
+        let _ = node.handle(&from, Some(std::net::SocketAddr::new(FROM, 7900)), req);
     }
     if let Ok(r) = dpb::Record::decode(data)
         && let Ok(r) = Record::from_proto(r)

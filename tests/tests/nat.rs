@@ -26,7 +26,10 @@ struct Lab {
 
 impl Lab {
     fn up(sites: &[&str]) -> Lab {
-        let prefix = format!("bdn{}-", std::process::id());
+        // Tests run at once in one process: one prefix per lab.
+        static LABS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("bdn{}.{n}-", std::process::id());
         let mut lab = Lab {
             prefix,
             nodes: Vec::new(),
@@ -207,4 +210,122 @@ fn the_labs_nats_map_and_filter_as_their_types_say() {
     assert_eq!(punch(&lab, ("pr", &pr), ("pr2", &pr2)), (true, true));
     assert_eq!(punch(&lab, ("fc", &fc), ("sy", &sy)), (true, true));
     assert_eq!(punch(&lab, ("pr", &pr), ("sy", &sy)), (false, false));
+}
+
+/// A `bitdust-dht-peer` in a lab namespace, listening on 0.0.0.0:7900,
+/// joining through `bootstrap`; its files under `dir`.
+fn dht_peer(lab: &mut Lab, site: &str, dir: &std::path::Path, bootstrap: &[String]) -> PathBuf {
+    let dir = dir.join(site);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bitdust.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = {:?}\nrefresh_secs = 2\n",
+            dir.join("run"),
+            dir.join("state"),
+            bootstrap
+        ),
+    )
+    .unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", lab.node(site).0])
+        .arg(bitdust_tests::bin("bitdust-dht-peer"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(child);
+    dir.join("run/dht.sock")
+}
+
+/// The addresses the peers told the dht-peer at `socket` they saw its
+/// pings come from, once it has `n` of them (30 s at most).
+fn observed(socket: &std::path::Path, n: usize) -> Vec<String> {
+    use bitdust_proto::dht::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(ch) = bitdust_daemon::connect(socket).await
+                && let Ok(s) = pb::dht_client::DhtClient::new(ch)
+                    .status(pb::StatusRequest {})
+                    .await
+            {
+                let mut seen: Vec<String> = s
+                    .into_inner()
+                    .observed
+                    .into_iter()
+                    .map(|o| o.address)
+                    .collect();
+                if seen.len() >= n {
+                    seen.sort();
+                    return seen;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: fewer than {n} observed addresses after 30 s",
+                socket.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// A dht-peer learns where its packets come from by asking its peers: the
+/// ping's answer names the address the peer saw. Two public seeds see a
+/// public node and a node behind a cone NAT at one address (the router's,
+/// with the port kept), and a node behind a symmetric NAT at two ports of
+/// its router's address.
+#[test]
+#[ignore = "needs root, iproute2 and nftables; tests/run.sh installs them and runs it"]
+fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
+    let mut lab = Lab::up(&[
+        "a:public",
+        "b:public",
+        "pub:public",
+        "fc:full-cone",
+        "pr:port-restricted",
+        "sy:symmetric",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (lab.node("a").1.to_owned(), lab.node("b").1.to_owned());
+    dht_peer(&mut lab, "a", dir.path(), &[]);
+    dht_peer(&mut lab, "b", dir.path(), &[format!("{a}:7900")]);
+    let seeds = [format!("{a}:7900"), format!("{b}:7900")];
+    let sockets: Vec<(String, PathBuf)> = ["pub", "fc", "pr", "sy"]
+        .iter()
+        .map(|s| (s.to_string(), dht_peer(&mut lab, s, dir.path(), &seeds)))
+        .collect();
+    let wan = |site: &str| {
+        let i = lab.nodes.iter().position(|n| n.0 == site).unwrap() + 1;
+        format!("203.0.113.{}", 100 + i)
+    };
+    for (site, socket) in &sockets {
+        let seen = observed(socket, 2);
+        match site.as_str() {
+            "pub" => {
+                let own = format!("{}:7900", lab.node("pub").1);
+                assert_eq!(seen, [own.clone(), own], "{site}");
+            }
+            "fc" | "pr" => {
+                let mapped = format!("{}:7900", wan(site));
+                assert_eq!(seen, [mapped.clone(), mapped], "{site}");
+            }
+            _ => {
+                let prefix = format!("{}:", wan(site));
+                assert!(
+                    seen.iter().all(|s| s.starts_with(&prefix)),
+                    "{site}: {seen:?}"
+                );
+                assert_ne!(seen[0], seen[1], "{site}: one port for two peers");
+            }
+        }
+    }
 }

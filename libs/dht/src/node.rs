@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bitdust_crypto::NodeId;
@@ -82,7 +83,13 @@ pub struct Node<T> {
     transport: Arc<T>,
     /// False when the node only asks (no address to give others).
     serves: bool,
+    /// Where peers saw this node's pings come from: each peer's latest
+    /// answer, newest first, at most [`MAX_OBSERVED`].
+    observed: Mutex<Vec<(NodeId, SocketAddr)>>,
 }
+
+/// Observed addresses kept, at most (see [`Node::observed`]).
+pub const MAX_OBSERVED: usize = 8;
 
 fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -120,7 +127,14 @@ impl<T: Transport> Node<T> {
             transport,
             serves: !address.is_empty(),
             me,
+            observed: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Where peers saw this node's pings come from (peer, address), each
+    /// peer's latest answer, newest first.
+    pub fn observed(&self) -> Vec<(NodeId, SocketAddr)> {
+        lock(&self.observed).clone()
     }
 
     /// This node's contact.
@@ -164,7 +178,7 @@ impl<T: Transport> Node<T> {
     pub fn handle(
         &self,
         from: &NodeId,
-        source: Option<std::net::IpAddr>,
+        source: Option<SocketAddr>,
         req: pb::Request,
     ) -> pb::Response {
         if let Some(addr) = crate::routing::peer_address(&req.from_address) {
@@ -190,7 +204,9 @@ impl<T: Transport> Node<T> {
                 .collect()
         };
         let kind = match kind {
-            request::Kind::Ping(_) => response::Kind::Pong(pb::Pong {}),
+            request::Kind::Ping(_) => response::Kind::Pong(pb::Pong {
+                observed: source.map(|a| a.to_string()).unwrap_or_default(),
+            }),
             request::Kind::FindNode(f) => match key_of(&f.key) {
                 Ok(key) => response::Kind::Nodes(pb::Nodes {
                     contacts: contacts(&key),
@@ -231,7 +247,7 @@ impl<T: Transport> Node<T> {
                     Ok(r) => r,
                     Err(e) => return error(pb::ErrorCode::BadRecord, e.to_string()),
                 };
-                match lock(&self.store).put(from, source, r, now()) {
+                match lock(&self.store).put(from, source.map(|a| a.ip()), r, now()) {
                     Ok(()) => response::Kind::Stored(pb::Stored {}),
                     Err(e) => {
                         let code = match e {
@@ -273,10 +289,20 @@ impl<T: Transport> Node<T> {
         refusal(r)
     }
 
-    /// Pings `to`.
-    pub async fn ping(&self, to: &Contact) -> Result<(), DhtError> {
+    /// Pings `to`; returns where it saw the ping come from, if it says
+    /// (and keeps that, see [`Node::observed`]).
+    pub async fn ping(&self, to: &Contact) -> Result<Option<SocketAddr>, DhtError> {
         match self.call(to, request::Kind::Ping(pb::Ping {})).await?.kind {
-            Some(response::Kind::Pong(_)) => Ok(()),
+            Some(response::Kind::Pong(p)) => {
+                let seen = p.observed.parse::<SocketAddr>().ok();
+                if let Some(a) = seen {
+                    let mut o = lock(&self.observed);
+                    o.retain(|(id, _)| *id != to.id);
+                    o.insert(0, (to.id, a));
+                    o.truncate(MAX_OBSERVED);
+                }
+                Ok(seen)
+            }
             other => Err(DhtError::BadAnswer(format!("{other:?}"))),
         }
     }

@@ -64,6 +64,15 @@ impl pb::dht_server::Dht for DhtService {
             records_stored: p.node.records() as u32,
             records_published: p.published_count() as u32,
             uptime_secs: p.started.elapsed().as_secs(),
+            observed: p
+                .node
+                .observed()
+                .into_iter()
+                .map(|(peer, a)| pb::ObservedAddress {
+                    peer: peer.to_string(),
+                    address: a.to_string(),
+                })
+                .collect(),
         }))
     }
 

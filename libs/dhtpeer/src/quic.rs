@@ -172,7 +172,7 @@ async fn serve_connection<T: Transport>(
                 Some(pb::request::Kind::Store(s)) => s.record.clone(),
                 _ => None,
             };
-            let answer = node.handle(&peer, Some(remote.ip()), req);
+            let answer = node.handle(&peer, Some(remote), req);
             if let (Some(r), Some(pb::response::Kind::Stored(_))) = (record, &answer.kind)
                 && let Ok(r) = Record::from_proto(r)
             {
