@@ -4,8 +4,11 @@
 # namespaces this script creates; nothing is added to the namespace it
 # runs in.
 #
-#   lab.sh up PREFIX SITE...     build the lab; prints one line per node:
-#                                NAME NAMESPACE ADDRESS
+#   lab.sh up PREFIX SITE...     build the lab; prints one line per site:
+#                                NAME NAMESPACE ADDRESS PUBLIC (the host's
+#                                address, and the one the internet sees:
+#                                the same for a public host, else the
+#                                router's)
 #   lab.sh down PREFIX           remove every namespace named PREFIX*
 #
 # The "internet" is a bridge in namespace PREFIXinet, on 203.0.113.0/24
@@ -44,7 +47,7 @@ up() {
             ip -n "$inet" link set "s$i" master br0 up
             ip -n "$host" addr add "$addr/24" dev eth0
             ip -n "$host" link set eth0 up
-            echo "$name $host $addr"
+            echo "$name $host $addr $addr"
             continue
         fi
         local rt="${p}rt-$name" wan="203.0.113.$((100 + i))" lan="10.$i.0"
@@ -96,7 +99,7 @@ NFT
         if [ -n "${mbit:-}" ]; then
             ip netns exec "$rt" tc qdisc add dev wan0 root tbf rate "${mbit}mbit" burst 64kb latency 50ms
         fi
-        echo "$name $host $lan.2"
+        echo "$name $host $lan.2 $wan"
     done
 }
 

@@ -19,8 +19,9 @@ fn nat_dir() -> PathBuf {
 /// fails).
 struct Lab {
     prefix: String,
-    /// Per site: its name, the namespace of its host, the host's address.
-    nodes: Vec<(String, String, String)>,
+    /// Per site: its name, the namespace of its host, the host's address,
+    /// and the address the internet sees (its router's, behind a NAT).
+    nodes: Vec<(String, String, String, String)>,
     children: Vec<Child>,
 }
 
@@ -50,7 +51,7 @@ impl Lab {
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             lab.nodes
-                .push((f[0].to_owned(), f[1].to_owned(), f[2].to_owned()));
+                .push((f[0].into(), f[1].into(), f[2].into(), f[3].into()));
         }
         lab
     }
@@ -58,6 +59,12 @@ impl Lab {
     fn node(&self, name: &str) -> (&str, &str) {
         let n = self.nodes.iter().find(|n| n.0 == name).expect("a site");
         (&n.1, &n.2)
+    }
+
+    /// The address the internet sees site `name`'s host at.
+    fn public(&self, name: &str) -> String {
+        let n = self.nodes.iter().find(|n| n.0 == name).expect("a site");
+        n.3.clone()
     }
 
     /// `probe.py ARGS` in site `name`'s host.
@@ -153,26 +160,25 @@ fn punch(lab: &Lab, x: (&str, &(String, u64)), y: (&str, &(String, u64))) -> (bo
     (heard(cx), heard(cy))
 }
 
+/// Two public hosts (a, b) to ask and be reached from, and one site of
+/// each kind.
+const SITES: [&str; 6] = [
+    "a:public",
+    "b:public",
+    "pub:public",
+    "fc:full-cone",
+    "pr:port-restricted",
+    "sy:symmetric",
+];
+
 #[test]
 #[ignore = "needs root, iproute2 and nftables; tests/run.sh installs them and runs it"]
 fn the_labs_nats_map_and_filter_as_their_types_say() {
-    let mut lab = Lab::up(&[
-        "a:public",
-        "b:public",
-        "pub:public",
-        "fc:full-cone",
-        "pr:port-restricted",
-        "sy:symmetric",
-        "pr2:port-restricted",
-    ]);
+    let mut lab = Lab::up(&[&SITES[..], &["pr2:port-restricted"]].concat());
     for host in ["a", "b"] {
         let echo = lab.probe(host, &["echo", "7000"]).spawn().unwrap();
         lab.children.push(echo);
     }
-    let wan = |site: &str| {
-        let i = lab.nodes.iter().position(|n| n.0 == site).unwrap() + 1;
-        format!("203.0.113.{}", 100 + i)
-    };
 
     // No NAT: seen as itself everywhere; anyone reaches it.
     let s = probe_site(&lab, "pub");
@@ -182,21 +188,21 @@ fn the_labs_nats_map_and_filter_as_their_types_say() {
 
     // Full cone: one mapping for every destination, open to anyone.
     let s = probe_site(&lab, "fc");
-    assert_eq!(s.mapped[0], (wan("fc"), 40000));
+    assert_eq!(s.mapped[0], (lab.public("fc"), 40000));
     assert_eq!(s.mapped[1], s.mapped[0]);
     assert_eq!(s.got, ["a7001", "b7001"]);
 
     // Port-restricted cone: the same mapping everywhere, but only the
     // address and port the host sent to may answer.
     let s = probe_site(&lab, "pr");
-    assert_eq!(s.mapped[0].0, wan("pr"));
+    assert_eq!(s.mapped[0].0, lab.public("pr"));
     assert_eq!(s.mapped[1], s.mapped[0]);
     assert!(s.got.is_empty(), "{:?}", s.got);
 
     // Symmetric: another mapping for every destination.
     let s = probe_site(&lab, "sy");
-    assert_eq!(s.mapped[0].0, wan("sy"));
-    assert_eq!(s.mapped[1].0, wan("sy"));
+    assert_eq!(s.mapped[0].0, lab.public("sy"));
+    assert_eq!(s.mapped[1].0, lab.public("sy"));
     assert_ne!(s.mapped[1].1, s.mapped[0].1);
     assert!(s.got.is_empty(), "{:?}", s.got);
     let sy = s.mapped[0].clone();
@@ -286,14 +292,7 @@ fn observed(socket: &std::path::Path, n: usize) -> Vec<String> {
 #[test]
 #[ignore = "needs root, iproute2 and nftables; tests/run.sh installs them and runs it"]
 fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
-    let mut lab = Lab::up(&[
-        "a:public",
-        "b:public",
-        "pub:public",
-        "fc:full-cone",
-        "pr:port-restricted",
-        "sy:symmetric",
-    ]);
+    let mut lab = Lab::up(&SITES);
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (lab.node("a").1.to_owned(), lab.node("b").1.to_owned());
     dht_peer(&mut lab, "a", dir.path(), &[]);
@@ -303,10 +302,6 @@ fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
         .iter()
         .map(|s| (s.to_string(), dht_peer(&mut lab, s, dir.path(), &seeds)))
         .collect();
-    let wan = |site: &str| {
-        let i = lab.nodes.iter().position(|n| n.0 == site).unwrap() + 1;
-        format!("203.0.113.{}", 100 + i)
-    };
     for (site, socket) in &sockets {
         let seen = observed(socket, 2);
         match site.as_str() {
@@ -315,11 +310,11 @@ fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
                 assert_eq!(seen, [own.clone(), own], "{site}");
             }
             "fc" | "pr" => {
-                let mapped = format!("{}:7900", wan(site));
+                let mapped = format!("{}:7900", lab.public(site));
                 assert_eq!(seen, [mapped.clone(), mapped], "{site}");
             }
             _ => {
-                let prefix = format!("{}:", wan(site));
+                let prefix = format!("{}:", lab.public(site));
                 assert!(
                     seen.iter().all(|s| s.starts_with(&prefix)),
                     "{site}: {seen:?}"
