@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bitdust/dht/v1/dht.proto",
         "bitdust/dht/v1/service.proto",
         "bitdust/rebuilder/v1/rebuilder.proto",
+        "bitdust/router/v1/router.proto",
     ]
     .map(|f| root.join(f));
     for f in &files {

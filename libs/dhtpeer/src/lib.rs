@@ -11,6 +11,7 @@
 pub mod grpc;
 pub mod persist;
 pub mod quic;
+pub mod router;
 pub mod seeds;
 
 use std::collections::HashMap;

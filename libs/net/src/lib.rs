@@ -11,8 +11,11 @@
 //!   Handshakes run concurrently, each with a timeout, with caps on the
 //!   handshakes in flight per source address and in total, so clients that
 //!   send a ClientHello and go silent delay nobody else.
+//! - [`relay`]: paths through a router to nodes nobody can dial; the
+//!   endpoint's socket carries them beside its direct ones.
 
 pub mod frame;
+pub mod relay;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -61,6 +64,10 @@ pub struct Endpoint {
     /// Connections whose handshake completed, from the acceptor task
     /// (`None` for an endpoint that only dials).
     accepted: Option<Arc<tokio::sync::Mutex<Accepted>>>,
+    /// Stand-in addresses and router links of the endpoint's socket.
+    relays: Arc<relay::Relays>,
+    /// Dials routers (ALPN [`relay::ALPN`]).
+    router_client: quinn::ClientConfig,
 }
 
 /// Where the acceptor task hands over connections that completed their
@@ -105,6 +112,9 @@ impl Endpoint {
         let client = tls::client_config(identity, alpn)?;
         let mut client = quinn::ClientConfig::new(client);
         client.transport_config(transport());
+        let mut router_client =
+            quinn::ClientConfig::new(tls::client_config(identity, relay::ALPN)?);
+        router_client.transport_config(transport());
         let server = if listen {
             let mut server = quinn::ServerConfig::with_crypto(tls::server_config(identity, alpn)?);
             server.transport_config(transport());
@@ -116,9 +126,18 @@ impl Endpoint {
             std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| NetError::Tls("no async runtime is running".into()))?;
-        let mut inner =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
-                .map_err(|source| NetError::Bind { addr, source })?;
+        let relays = relay::Relays::new(addr.is_ipv6());
+        let socket = runtime
+            .wrap_udp_socket(socket)
+            .map_err(|source| NetError::Bind { addr, source })?;
+        let socket = Arc::new(relay::RelaySocket::new(socket, relays.clone()));
+        let mut inner = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            server,
+            socket,
+            runtime,
+        )
+        .map_err(|source| NetError::Bind { addr, source })?;
         inner.set_default_client_config(client);
         let accepted = if listen {
             let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
@@ -131,6 +150,8 @@ impl Endpoint {
             inner,
             node_id: identity.node_id(),
             accepted,
+            relays,
+            router_client,
         })
     }
 
@@ -164,6 +185,45 @@ impl Endpoint {
             addr,
             reason: describe_connection_error(&e),
         })
+    }
+
+    /// Opens a link to the router `router` at `addr` from this endpoint's
+    /// socket; with `reserve`, other nodes may reach this one through it
+    /// while the link lives. A link replaces an earlier one to the same
+    /// router.
+    pub async fn link_router(
+        &self,
+        addr: SocketAddr,
+        router: NodeId,
+        reserve: bool,
+    ) -> Result<relay::RouterLink, NetError> {
+        let name = tls::server_name(Some(router));
+        let connecting = self
+            .inner
+            .connect_with(self.router_client.clone(), addr, &name)
+            .map_err(|e| NetError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let conn = connecting.await.map_err(|e| NetError::Connect {
+            addr,
+            reason: describe_connection_error(&e),
+        })?;
+        relay::open_link(self.relays.clone(), conn, router, addr, reserve).await
+    }
+
+    /// The address to dial `peer` at through `router`, if this endpoint
+    /// holds a link to that router ([`Endpoint::link_router`]).
+    pub fn relayed(&self, router: NodeId, peer: NodeId) -> Option<SocketAddr> {
+        self.relays.path(router, peer)
+    }
+
+    /// The router a relayed connection's address goes through, or `None`
+    /// for a direct one.
+    pub fn router_of(&self, conn: &Connection) -> Option<NodeId> {
+        self.relays
+            .behind(&conn.remote_address())
+            .map(|(router, _)| router)
     }
 
     /// The next incoming connection that completed its handshake, with the

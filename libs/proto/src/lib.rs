@@ -56,6 +56,14 @@ pub mod rebuilder {
     }
 }
 
+/// The router (relay) protocol over QUIC, ALPN `bitdust/router/1`.
+pub mod router {
+    /// Version 1.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/bitdust.router.v1.rs"));
+    }
+}
+
 /// Every message and service above as a serialized `FileDescriptorSet`, for
 /// gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -1,0 +1,445 @@
+//! The router role (`[router] enabled = true`): a public node forwards the
+//! packets of QUIC connections between nodes that proved their keys, so a
+//! node nobody can dial still serves (docs/nat.md).
+//!
+//! A client links to the router over QUIC (ALPN `bitdust/router/1`), says
+//! `Hello` and is welcomed or refused; then relay frames go both ways on
+//! that stream (`bitdust_net::relay`). A frame from A names its destination
+//! B; the router hands it to B with A's id in its place. It never looks
+//! into a packet: the inner connection's TLS is between A and B.
+//!
+//! Limits, all in [`Limits`]:
+//! - a frame is forwarded only to a node that holds a reservation, or to
+//!   one that sent to the sender within [`ANSWER_WINDOW`] (so a node can
+//!   answer whoever reached it);
+//! - each client has a token bucket of bytes; what goes beyond it is
+//!   dropped, so a flood costs its sender and not the others;
+//! - a connection ends after `max_bytes` relayed or `max_secs`;
+//! - clients and reservations are capped in all and per source address
+//!   (an IPv4 address or an IPv6 /64); one node id has one connection (a
+//!   new one replaces the old).
+//!
+//! Every queue is bounded and a full queue drops the packet, as a busy UDP
+//! path would; the inner connections' congestion control slows down.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bitdust_crypto::NodeId;
+use bitdust_dht::store::address_key;
+use bitdust_net::relay::{self, TYPE_PACKET};
+use bitdust_net::{Connection, Endpoint, frame};
+use bitdust_proto::router::v1 as pb;
+use prost::bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// How long a node may answer a node that sent to it, without a
+/// reservation of its own... or the other way round.
+pub const ANSWER_WINDOW: Duration = Duration::from_secs(60);
+/// Frames waiting to go to one client.
+const CLIENT_QUEUE: usize = 512;
+/// Nodes one client sent to that are remembered for answers.
+const MAX_ANSWERS: usize = 1024;
+
+/// What a router allows.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Clients connected at once, in all.
+    pub max_clients: usize,
+    /// Reservations held at once, in all.
+    pub max_reservations: usize,
+    /// Clients from one source address.
+    pub max_clients_per_address: usize,
+    /// Reservations from one source address.
+    pub max_reservations_per_address: usize,
+    /// Each client's token bucket: bytes per second...
+    pub rate_bytes_per_sec: u64,
+    /// ...and the bucket's size.
+    pub burst_bytes: u64,
+    /// Bytes a connection may send through the router before it is ended
+    /// (0: no cap).
+    pub max_bytes: u64,
+    /// Seconds a connection may live (0: no cap).
+    pub max_secs: u64,
+}
+
+/// What a router has carried since it started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections taken.
+    pub accepted: AtomicU64,
+    /// Connections refused by a limit.
+    pub refused: AtomicU64,
+    /// Connections ended by the byte or time cap.
+    pub capped: AtomicU64,
+    /// Packets and bytes forwarded.
+    pub packets: AtomicU64,
+    /// Bytes forwarded.
+    pub bytes: AtomicU64,
+    /// Packets dropped: over the sender's rate.
+    pub dropped_rate: AtomicU64,
+    /// Packets dropped: to a node not here, or not taking them.
+    pub dropped_unreachable: AtomicU64,
+    /// Packets dropped: the receiver's queue was full.
+    pub dropped_full: AtomicU64,
+}
+
+/// One connected client.
+struct Client {
+    id: NodeId,
+    conn: Connection,
+    observed: SocketAddr,
+    address: String,
+    reserved: bool,
+    since: Instant,
+    tx: mpsc::Sender<Bytes>,
+    /// Bytes it sent through the router.
+    sent: AtomicU64,
+    /// Nodes it sent to lately: they may answer it.
+    answers: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Client {
+    fn answers(&self) -> MutexGuard<'_, HashMap<NodeId, Instant>> {
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `from` may send to this client.
+    fn takes_from(&self, from: &NodeId) -> bool {
+        self.reserved
+            || self
+                .answers()
+                .get(from)
+                .is_some_and(|t| t.elapsed() < ANSWER_WINDOW)
+    }
+
+    fn sent_to(&self, to: NodeId) {
+        let mut a = self.answers();
+        if a.len() >= MAX_ANSWERS && !a.contains_key(&to) {
+            a.retain(|_, t| t.elapsed() < ANSWER_WINDOW);
+            if a.len() >= MAX_ANSWERS {
+                return;
+            }
+        }
+        a.insert(to, Instant::now());
+    }
+}
+
+#[derive(Default)]
+struct State {
+    clients: HashMap<NodeId, Arc<Client>>,
+    /// Per source address: clients, reservations.
+    per_address: HashMap<String, (usize, usize)>,
+    reservations: usize,
+}
+
+/// A client as the status shows it.
+#[derive(Debug, Clone)]
+pub struct ClientStatus {
+    /// Its node id.
+    pub id: NodeId,
+    /// The address it connects from.
+    pub observed: SocketAddr,
+    /// Whether it holds a reservation.
+    pub reserved: bool,
+    /// Bytes it sent through the router.
+    pub sent: u64,
+    /// Seconds since it connected.
+    pub secs: u64,
+}
+
+/// The router.
+pub struct Router {
+    limits: Limits,
+    state: Mutex<State>,
+    /// What it carried.
+    pub counters: Counters,
+}
+
+impl Router {
+    /// A router with `limits`.
+    pub fn new(limits: Limits) -> Arc<Router> {
+        Arc::new(Router {
+            limits,
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The clients connected now.
+    pub fn clients(&self) -> Vec<ClientStatus> {
+        self.state()
+            .clients
+            .values()
+            .map(|c| ClientStatus {
+                id: c.id,
+                observed: c.observed,
+                reserved: c.reserved,
+                sent: c.sent.load(Ordering::Relaxed),
+                secs: c.since.elapsed().as_secs(),
+            })
+            .collect()
+    }
+
+    /// Whether it takes new reservations now.
+    pub fn accepting(&self) -> bool {
+        self.state().reservations < self.limits.max_reservations
+    }
+
+    /// Admits a client, or says which limit refuses it.
+    fn admit(&self, client: Arc<Client>) -> Result<(), String> {
+        let l = &self.limits;
+        let mut s = self.state();
+        // A node's new connection replaces its old one.
+        if let Some(old) = s.clients.remove(&client.id) {
+            Self::release(&mut s, &old);
+            old.conn.close(0u32.into(), b"replaced by a new connection");
+        }
+        let (clients, reservations) = s
+            .per_address
+            .get(&client.address)
+            .copied()
+            .unwrap_or((0, 0));
+        if s.clients.len() >= l.max_clients {
+            return Err(format!(
+                "the router serves {} clients, its limit",
+                l.max_clients
+            ));
+        }
+        if clients >= l.max_clients_per_address {
+            return Err(format!(
+                "{} clients from {} already, the limit per address",
+                clients, client.address
+            ));
+        }
+        if client.reserved {
+            if s.reservations >= l.max_reservations {
+                return Err(format!(
+                    "the router holds {} reservations, its limit",
+                    l.max_reservations
+                ));
+            }
+            if reservations >= l.max_reservations_per_address {
+                return Err(format!(
+                    "{} reservations from {} already, the limit per address",
+                    reservations, client.address
+                ));
+            }
+            s.reservations += 1;
+        }
+        let e = s.per_address.entry(client.address.clone()).or_default();
+        e.0 += 1;
+        e.1 += usize::from(client.reserved);
+        s.clients.insert(client.id, client);
+        Ok(())
+    }
+
+    fn release(s: &mut State, c: &Client) {
+        if c.reserved {
+            s.reservations = s.reservations.saturating_sub(1);
+        }
+        if let Some(e) = s.per_address.get_mut(&c.address) {
+            e.0 = e.0.saturating_sub(1);
+            if c.reserved {
+                e.1 = e.1.saturating_sub(1);
+            }
+            if e.0 == 0 {
+                s.per_address.remove(&c.address);
+            }
+        }
+    }
+
+    /// Forgets `c` if it is still the client of its id.
+    fn leave(&self, c: &Arc<Client>) {
+        let mut s = self.state();
+        if s.clients.get(&c.id).is_some_and(|now| Arc::ptr_eq(now, c)) {
+            s.clients.remove(&c.id);
+            Self::release(&mut s, c);
+        }
+    }
+
+    /// Forwards one packet from `from` to `to`.
+    fn forward(&self, from: &Client, to: NodeId, body: &[u8]) {
+        let dest = self.state().clients.get(&to).cloned();
+        let Some(dest) = dest.filter(|d| d.takes_from(&from.id)) else {
+            self.counters
+                .dropped_unreachable
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        from.sent_to(to);
+        match dest
+            .tx
+            .try_send(relay::encode_frame(TYPE_PACKET, &from.id, body))
+        {
+            Ok(()) => {
+                self.counters.packets.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A token bucket of bytes.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn new(rate: u64, burst: u64) -> Bucket {
+        Bucket {
+            tokens: burst as f64,
+            last: Instant::now(),
+            rate: rate as f64,
+            burst: burst as f64,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= n as f64 {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Serves router clients on `endpoint` (ALPN `bitdust/router/1`) until it
+/// closes.
+pub async fn serve(endpoint: Endpoint, router: Arc<Router>) {
+    while let Some((conn, id)) = endpoint.accept().await {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let observed = conn.remote_address();
+            if let Err(e) = client(router, conn.clone(), id).await {
+                tracing::debug!(%id, %observed, "router client: {e}");
+            }
+            conn.close(0u32.into(), b"");
+        });
+    }
+}
+
+async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(), String> {
+    let (mut send, mut recv) = tokio::time::timeout(relay::WELCOME_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| "no hello in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    let hello: pb::Hello = frame::read_frame_within(&mut recv, 1024, relay::WELCOME_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let observed = conn.remote_address();
+    let l = router.limits.clone();
+    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    let me = Arc::new(Client {
+        id,
+        conn: conn.clone(),
+        observed,
+        address: address_key(observed.ip()),
+        reserved: hello.reserve,
+        since: Instant::now(),
+        tx,
+        sent: AtomicU64::new(0),
+        answers: Mutex::new(HashMap::new()),
+    });
+    let mut welcome = pb::Welcome {
+        error: String::new(),
+        observed: observed.to_string(),
+        rate_bytes_per_sec: l.rate_bytes_per_sec,
+        burst_bytes: l.burst_bytes,
+        max_bytes: l.max_bytes,
+        max_secs: l.max_secs,
+    };
+    if let Err(why) = router.admit(me.clone()) {
+        router.counters.refused.fetch_add(1, Ordering::Relaxed);
+        welcome.error = why.clone();
+        let _ = frame::write_frame(&mut send, &welcome).await;
+        let _ = send.finish();
+        // Let the refusal reach the client before the connection closes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        return Err(why);
+    }
+    router.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let result = async {
+        frame::write_frame(&mut send, &welcome)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(relay::pump_frames(rx, send));
+        relay_from(&router, &me, recv).await
+    }
+    .await;
+    router.leave(&me);
+    result
+}
+
+/// Reads a client's frames and forwards them, within its bucket and caps.
+async fn relay_from(
+    router: &Router,
+    me: &Client,
+    recv: bitdust_net::RecvStream,
+) -> Result<(), String> {
+    let l = &router.limits;
+    let mut recv = tokio::io::BufReader::with_capacity(64 * 1024, recv);
+    let mut bucket = Bucket::new(l.rate_bytes_per_sec, l.burst_bytes);
+    let deadline =
+        (l.max_secs > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(l.max_secs));
+    loop {
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, relay::read_frame(&mut recv))
+                    .await
+                    .ok(),
+                None => Some(relay::read_frame(&mut recv).await),
+            }
+        };
+        let f = match next.await {
+            None => {
+                router.counters.capped.fetch_add(1, Ordering::Relaxed);
+                me.conn
+                    .close(1u32.into(), b"the connection reached its time cap");
+                return Err("time cap reached".into());
+            }
+            Some(Ok(Some(f))) => f,
+            Some(Ok(None)) => return Ok(()),
+            Some(Err(e)) => return Err(e.to_string()),
+        };
+        if f.kind != TYPE_PACKET {
+            continue;
+        }
+        let sent = me.sent.fetch_add(f.body.len() as u64, Ordering::Relaxed) + f.body.len() as u64;
+        if l.max_bytes > 0 && sent > l.max_bytes {
+            router.counters.capped.fetch_add(1, Ordering::Relaxed);
+            me.conn
+                .close(1u32.into(), b"the connection reached its byte cap");
+            return Err("byte cap reached".into());
+        }
+        if !bucket.take(f.body.len()) {
+            router.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        router.forward(me, f.id, &f.body);
+    }
+}

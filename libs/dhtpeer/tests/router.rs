@@ -1,0 +1,210 @@
+//! A router on loopback, with real QUIC endpoints on both sides: relayed
+//! connections are end to end (the pinned id is checked through the
+//! router), reach only nodes that hold a reservation, and a flood from one
+//! client costs that client, not the others.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bitdust_crypto::{Identity, NodeId};
+use bitdust_dhtpeer::router::{Limits, Router, serve};
+use bitdust_net::{Endpoint, relay};
+use rand::RngCore;
+
+const ALPN: &[u8] = b"bitdust/test/1";
+
+fn limits() -> Limits {
+    Limits {
+        max_clients: 64,
+        max_reservations: 8,
+        max_clients_per_address: 32,
+        max_reservations_per_address: 4,
+        rate_bytes_per_sec: 64 << 20,
+        burst_bytes: 8 << 20,
+        max_bytes: 0,
+        max_secs: 0,
+    }
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn start_router(limits: Limits) -> (Arc<Router>, SocketAddr, NodeId) {
+    let identity = Identity::generate();
+    let ep = Endpoint::bind(&identity, loopback(), relay::ALPN, true).unwrap();
+    let addr = ep.local_addr().unwrap();
+    let router = Router::new(limits);
+    tokio::spawn(serve(ep, router.clone()));
+    (router, addr, identity.node_id())
+}
+
+/// A node that answers every stream with the BLAKE3 of what it read, and
+/// says which address each connection came from.
+fn start_echo(ep: Endpoint) -> tokio::sync::mpsc::UnboundedReceiver<SocketAddr> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((conn, _)) = ep.accept().await {
+            let _ = tx.send(conn.remote_address());
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let data = recv.read_to_end(64 << 20).await.unwrap();
+                    send.write_all(blake3::hash(&data).as_bytes())
+                        .await
+                        .unwrap();
+                    send.finish().unwrap();
+                }
+            });
+        }
+    });
+    rx
+}
+
+async fn hash_over(conn: &bitdust_net::Connection, data: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(data).await.unwrap();
+    send.finish().unwrap();
+    recv.read_to_end(64).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_relayed_connection_is_end_to_end_and_carries_data_bit_exact() {
+    let (router, raddr, rid) = start_router(limits()).await;
+    let b_id = Identity::generate();
+    let b = Endpoint::bind(&b_id, loopback(), ALPN, true).unwrap();
+    let link_b = b.link_router(raddr, rid, true).await.unwrap();
+    assert!(link_b.reserved);
+    assert_eq!(link_b.observed, Some(b.local_addr().unwrap()));
+    let mut seen = start_echo(b.clone());
+
+    let a = Endpoint::bind(&Identity::generate(), loopback(), ALPN, false).unwrap();
+    assert!(a.relayed(rid, b_id.node_id()).is_none(), "no link yet");
+    let _link_a = a.link_router(raddr, rid, false).await.unwrap();
+    let via = a.relayed(rid, b_id.node_id()).unwrap();
+    assert!(relay::is_relayed(&via));
+
+    // Pinned to another id, the handshake through the router fails: the
+    // TLS is between a and b, not a and the router.
+    let wrong = a.connect(via, Some(Identity::generate().node_id())).await;
+    assert!(
+        wrong.is_err(),
+        "a connection pinned to another id must fail"
+    );
+
+    let conn = a.connect(via, Some(b_id.node_id())).await.unwrap();
+    assert_eq!(a.router_of(&conn), Some(rid));
+    let mut data = vec![0u8; 8 << 20];
+    rand::rng().fill_bytes(&mut data);
+    let got = hash_over(&conn, &data).await;
+    assert_eq!(got, blake3::hash(&data).as_bytes().to_vec());
+    let from = seen.recv().await.unwrap();
+    assert!(
+        relay::is_relayed(&from),
+        "b saw a at {from}, not a stand-in address"
+    );
+    assert!(router.counters.bytes.load(Ordering::Relaxed) >= 8 << 20);
+    let clients = router.clients();
+    assert_eq!(clients.len(), 2);
+    assert_eq!(clients.iter().filter(|c| c.reserved).count(), 1);
+}
+
+#[tokio::test]
+async fn a_node_without_a_reservation_cannot_be_reached_through_the_router() {
+    let (router, raddr, rid) = start_router(limits()).await;
+    let c_id = Identity::generate();
+    let c = Endpoint::bind(&c_id, loopback(), ALPN, true).unwrap();
+    let _link_c = c.link_router(raddr, rid, false).await.unwrap();
+    let _seen = start_echo(c.clone());
+    let a = Endpoint::bind(&Identity::generate(), loopback(), ALPN, false).unwrap();
+    let _link_a = a.link_router(raddr, rid, false).await.unwrap();
+    let via = a.relayed(rid, c_id.node_id()).unwrap();
+    let r =
+        tokio::time::timeout(Duration::from_secs(3), a.connect(via, Some(c_id.node_id()))).await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "reached a node that holds no reservation"
+    );
+    assert!(router.counters.dropped_unreachable.load(Ordering::Relaxed) > 0);
+    assert_eq!(router.counters.packets.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn reservations_beyond_the_limit_per_address_are_refused_with_a_reason() {
+    let mut l = limits();
+    l.max_reservations_per_address = 2;
+    let (router, raddr, rid) = start_router(l).await;
+    let mut links = Vec::new();
+    for _ in 0..2 {
+        let ep = Endpoint::bind(&Identity::generate(), loopback(), ALPN, true).unwrap();
+        links.push((ep.link_router(raddr, rid, true).await.unwrap(), ep));
+    }
+    let ep = Endpoint::bind(&Identity::generate(), loopback(), ALPN, true).unwrap();
+    let e = ep
+        .link_router(raddr, rid, true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reservations from 127.0.0.1 already"), "{e}");
+    // Without a reservation the same address still gets in.
+    ep.link_router(raddr, rid, false).await.unwrap();
+    assert_eq!(router.counters.refused.load(Ordering::Relaxed), 1);
+    // A node's second connection replaces its first: still two reservations.
+    let (first, ep0) = links.remove(0);
+    let again = ep0.link_router(raddr, rid, true).await.unwrap();
+    assert!(again.reserved);
+    tokio::time::timeout(Duration::from_secs(5), first.closed())
+        .await
+        .unwrap();
+    assert_eq!(router.clients().iter().filter(|c| c.reserved).count(), 2);
+}
+
+#[tokio::test]
+async fn a_flood_from_one_client_is_dropped_at_its_bucket_and_others_go_on() {
+    let mut l = limits();
+    l.rate_bytes_per_sec = 16 << 20;
+    l.burst_bytes = 1 << 20;
+    let (router, raddr, rid) = start_router(l).await;
+    let b_id = Identity::generate();
+    let b = Endpoint::bind(&b_id, loopback(), ALPN, true).unwrap();
+    let _link_b = b.link_router(raddr, rid, true).await.unwrap();
+    let _seen = start_echo(b.clone());
+
+    // The flooder sends junk packets to b as fast as its link takes them.
+    let f = Endpoint::bind(&Identity::generate(), loopback(), ALPN, false).unwrap();
+    let flood = f.link_router(raddr, rid, false).await.unwrap();
+    let target = b_id.node_id();
+    let flooding = tokio::spawn(async move {
+        let junk = vec![0x55u8; 1200];
+        loop {
+            for _ in 0..64 {
+                flood.send_packet(&target, &junk);
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+
+    let a = Endpoint::bind(&Identity::generate(), loopback(), ALPN, false).unwrap();
+    let _link_a = a.link_router(raddr, rid, false).await.unwrap();
+    let conn = a
+        .connect(
+            a.relayed(rid, b_id.node_id()).unwrap(),
+            Some(b_id.node_id()),
+        )
+        .await
+        .unwrap();
+    let mut data = vec![0u8; 4 << 20];
+    rand::rng().fill_bytes(&mut data);
+    let got = tokio::time::timeout(Duration::from_secs(60), hash_over(&conn, &data))
+        .await
+        .expect("a's transfer stalled behind the flood");
+    assert_eq!(got, blake3::hash(&data).as_bytes().to_vec());
+    flooding.abort();
+    let dropped = router.counters.dropped_rate.load(Ordering::Relaxed);
+    assert!(
+        dropped > 1000,
+        "the flooder's excess was not dropped: {dropped}"
+    );
+}

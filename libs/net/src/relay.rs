@@ -1,0 +1,492 @@
+//! Relayed paths: the QUIC packets of a connection to a node nobody can
+//! dial, carried through a router (a relay) that both nodes reach.
+//!
+//! Every [`Endpoint`](crate::Endpoint) sends and receives through a
+//! [`RelaySocket`]: its real UDP socket, plus the links it holds to
+//! routers. A node behind a router is given a stand-in address in
+//! 240.0.0.0/4 (reserved, never routed) for each (router, node id) pair;
+//! a datagram quinn sends to a stand-in address goes to the router in a
+//! relay frame naming the node, and a frame from the router arrives as a
+//! datagram from the stand-in address of its sender. quinn runs the inner
+//! connection on top as on any path: its TLS is end to end between the two
+//! nodes (pinned ids, as direct), and the router sees ids, sizes and timing
+//! only.
+//!
+//! A link is one QUIC connection to the router (ALPN [`ALPN`]) from the
+//! endpoint's own socket, so the router sees the same NAT mapping as
+//! everyone else. Its first stream carries a `Hello`, a `Welcome`, then
+//! relay frames both ways (see `proto/bitdust/router/v1/router.proto`):
+//! `[u16 length][u8 type][32-byte node id][packet]`. Frames queue in
+//! bounded channels both ways, and a full queue drops the packet, as a busy
+//! UDP path would: the inner QUIC connection's congestion control and
+//! retransmission handle it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bitdust_crypto::NodeId;
+use bitdust_proto::router::v1 as pb;
+use prost::bytes::{BufMut, Bytes, BytesMut};
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, Connection, UdpPoller};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::{NetError, frame};
+
+/// The ALPN protocol of routers.
+pub const ALPN: &[u8] = b"bitdust/router/1";
+/// Frame type: a packet of an inner connection.
+pub const TYPE_PACKET: u8 = 0;
+/// The header after a frame's length: type and node id.
+pub const HEADER: usize = 1 + 32;
+/// The largest packet a frame carries: above any UDP datagram quinn sends
+/// (it never goes beyond 1500-byte Ethernet frames).
+pub const MAX_PACKET: usize = 2048;
+/// How long a router may take to answer a `Hello`.
+pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames waiting to go out to one router.
+const LINK_QUEUE: usize = 1024;
+/// Packets from routers waiting for quinn.
+const INBOUND_QUEUE: usize = 2048;
+/// (router, node) pairs one endpoint keeps stand-in addresses for.
+const MAX_PATHS: usize = 4096;
+
+/// Whether `addr` is a stand-in address of a relayed path (240.0.0.0/4).
+pub fn is_relayed(addr: &SocketAddr) -> bool {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(v4) => v4.octets()[0] >= 240 && v4 != Ipv4Addr::BROADCAST,
+        IpAddr::V6(_) => false,
+    }
+}
+
+/// A relay frame: `[u16 length][u8 type][32-byte id][body]`.
+pub fn encode_frame(kind: u8, id: &NodeId, body: &[u8]) -> Bytes {
+    let mut f = BytesMut::with_capacity(2 + HEADER + body.len());
+    // The callers keep `body` under MAX_PACKET, far below u16::MAX.
+    f.put_u16(u16::try_from(HEADER + body.len()).unwrap_or(u16::MAX));
+    f.put_u8(kind);
+    f.put_slice(id.as_bytes());
+    f.put_slice(body);
+    f.freeze()
+}
+
+/// A relay frame read from a stream.
+#[derive(Debug)]
+pub struct RelayFrame {
+    /// Its type.
+    pub kind: u8,
+    /// The node it is to (from a client) or from (from the router).
+    pub id: NodeId,
+    /// The packet.
+    pub body: Bytes,
+}
+
+/// Reads the next relay frame; `Ok(None)` at a clean end of the stream. A
+/// length too short for the header or too long for [`MAX_PACKET`] is an
+/// error: the peer broke the protocol.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> io::Result<Option<RelayFrame>> {
+    let len = match r.read_u16().await {
+        Ok(n) => usize::from(n),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !(HEADER..=HEADER + MAX_PACKET).contains(&len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a relay frame of {len} bytes is outside {HEADER}..={}",
+                HEADER + MAX_PACKET
+            ),
+        ));
+    }
+    let mut buf = BytesMut::zeroed(len);
+    r.read_exact(&mut buf).await?;
+    let kind = buf[0];
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&buf[1..HEADER]);
+    let body = buf.split_off(HEADER).freeze();
+    Ok(Some(RelayFrame {
+        kind,
+        id: NodeId::from_bytes(id),
+        body,
+    }))
+}
+
+/// Writes frames from `rx` to `send` until either ends, several at a time
+/// when they queue up.
+pub async fn pump_frames(mut rx: mpsc::Receiver<Bytes>, mut send: quinn::SendStream) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < 60 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => batch.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+/// The stand-in addresses and the links to routers of one endpoint.
+#[derive(Debug, Default)]
+struct Paths {
+    next: u32,
+    by_addr: HashMap<SocketAddr, (NodeId, NodeId)>,
+    by_pair: HashMap<(NodeId, NodeId), SocketAddr>,
+    /// Router id -> (the link's connection id, its outgoing frames).
+    links: HashMap<NodeId, (usize, mpsc::Sender<Bytes>)>,
+}
+
+impl Paths {
+    /// The stand-in address of `peer` behind `router`, made up if new (and
+    /// there is room).
+    fn addr_for(&mut self, router: NodeId, peer: NodeId) -> Option<SocketAddr> {
+        if let Some(a) = self.by_pair.get(&(router, peer)) {
+            return Some(*a);
+        }
+        if self.by_pair.len() >= MAX_PATHS {
+            return None;
+        }
+        self.next = self.next.wrapping_add(1) & 0x0fff_ffff;
+        let ip = Ipv4Addr::from(0xf000_0000 | self.next);
+        let addr = SocketAddr::new(IpAddr::V4(ip), 1);
+        self.by_pair.insert((router, peer), addr);
+        self.by_addr.insert(addr, (router, peer));
+        Some(addr)
+    }
+}
+
+/// What an endpoint's socket shares with the endpoint: paths and the
+/// packets routers sent.
+#[derive(Debug)]
+pub(crate) struct Relays {
+    paths: Mutex<Paths>,
+    inbound_tx: mpsc::Sender<(SocketAddr, Bytes)>,
+    inbound_rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
+    /// Whether the socket is IPv6 (stand-in addresses are then v4-mapped).
+    v6: bool,
+}
+
+impl Relays {
+    pub(crate) fn new(v6: bool) -> Arc<Relays> {
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        Arc::new(Relays {
+            paths: Mutex::new(Paths::default()),
+            inbound_tx,
+            inbound_rx: Mutex::new(inbound_rx),
+            v6,
+        })
+    }
+
+    fn paths(&self) -> MutexGuard<'_, Paths> {
+        self.paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The address quinn knows a stand-in address by.
+    fn outward(&self, addr: SocketAddr) -> SocketAddr {
+        match (self.v6, addr.ip()) {
+            (true, IpAddr::V4(v4)) => {
+                SocketAddr::V6(SocketAddrV6::new(v4.to_ipv6_mapped(), addr.port(), 0, 0))
+            }
+            _ => addr,
+        }
+    }
+
+    fn canonical(addr: &SocketAddr) -> SocketAddr {
+        SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    }
+
+    /// The stand-in address of `peer` through `router`, if the endpoint
+    /// holds a link to that router.
+    pub(crate) fn path(&self, router: NodeId, peer: NodeId) -> Option<SocketAddr> {
+        let mut p = self.paths();
+        if !p.links.contains_key(&router) {
+            return None;
+        }
+        p.addr_for(router, peer).map(|a| self.outward(a))
+    }
+
+    /// Which router and node a stand-in address stands for.
+    pub(crate) fn behind(&self, addr: &SocketAddr) -> Option<(NodeId, NodeId)> {
+        self.paths().by_addr.get(&Self::canonical(addr)).copied()
+    }
+
+    fn add_link(&self, router: NodeId, conn_id: usize, tx: mpsc::Sender<Bytes>) {
+        self.paths().links.insert(router, (conn_id, tx));
+    }
+
+    fn drop_link(&self, router: NodeId, conn_id: usize) {
+        let mut p = self.paths();
+        if p.links.get(&router).is_some_and(|(id, _)| *id == conn_id) {
+            p.links.remove(&router);
+        }
+    }
+
+    /// Hands a packet from `peer` through `router` to quinn; dropped when
+    /// quinn is behind or there is no room for another path.
+    fn deliver(&self, router: NodeId, peer: NodeId, body: Bytes) {
+        let addr = self.paths().addr_for(router, peer);
+        if let Some(addr) = addr {
+            let _ = self.inbound_tx.try_send((self.outward(addr), body));
+        }
+    }
+
+    /// Sends a datagram (or several of `segment` bytes) quinn addressed to
+    /// a stand-in address; dropped when there is no link or it is full.
+    fn send(&self, destination: &SocketAddr, contents: &[u8], segment: Option<usize>) {
+        let tx = {
+            let p = self.paths();
+            let Some((router, peer)) = p.by_addr.get(&Self::canonical(destination)).copied() else {
+                return;
+            };
+            match p.links.get(&router) {
+                Some((_, tx)) => (tx.clone(), peer),
+                None => return,
+            }
+        };
+        let (tx, peer) = tx;
+        let seg = segment.unwrap_or(contents.len()).max(1);
+        for packet in contents.chunks(seg) {
+            if packet.len() <= MAX_PACKET {
+                let _ = tx.try_send(encode_frame(TYPE_PACKET, &peer, packet));
+            }
+        }
+    }
+
+    /// Fills `bufs` with packets routers sent, as many as are waiting.
+    fn poll_inbound(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<usize> {
+        let mut rx = self
+            .inbound_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some((addr, body))) => {
+                    if body.len() > bufs[n].len() {
+                        continue;
+                    }
+                    bufs[n][..body.len()].copy_from_slice(&body);
+                    meta[n] = RecvMeta {
+                        addr,
+                        len: body.len(),
+                        stride: body.len(),
+                        ecn: None,
+                        dst_ip: None,
+                    };
+                    n += 1;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if n > 0 { Poll::Ready(n) } else { Poll::Pending }
+    }
+}
+
+/// The socket under every endpoint: the real UDP socket, and relayed paths
+/// for stand-in addresses.
+pub(crate) struct RelaySocket {
+    pub(crate) inner: Arc<dyn AsyncUdpSocket>,
+    pub(crate) relays: Arc<Relays>,
+    /// Which of the two sources is asked first (they take turns).
+    relay_first: AtomicBool,
+}
+
+impl RelaySocket {
+    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>, relays: Arc<Relays>) -> RelaySocket {
+        RelaySocket {
+            inner,
+            relays,
+            relay_first: AtomicBool::new(false),
+        }
+    }
+}
+
+impl fmt::Debug for RelaySocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelaySocket")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncUdpSocket for RelaySocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if is_relayed(&transmit.destination) {
+            self.relays.send(
+                &transmit.destination,
+                transmit.contents,
+                transmit.segment_size,
+            );
+            return Ok(());
+        }
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        // Both sources register the waker when they have nothing.
+        if self.relay_first.fetch_xor(true, Ordering::Relaxed) {
+            if let Poll::Ready(n) = self.relays.poll_inbound(cx, bufs, meta) {
+                return Poll::Ready(Ok(n));
+            }
+            self.inner.poll_recv(cx, bufs, meta)
+        } else {
+            match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Ready(r) => Poll::Ready(r),
+                Poll::Pending => self.relays.poll_inbound(cx, bufs, meta).map(Ok),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+/// A link to a router: the connection, and what the router said.
+#[derive(Debug, Clone)]
+pub struct RouterLink {
+    /// The router's node id.
+    pub router: NodeId,
+    /// The router's address.
+    pub addr: SocketAddr,
+    /// The address the router sees this endpoint at.
+    pub observed: Option<SocketAddr>,
+    /// Whether the link holds a reservation.
+    pub reserved: bool,
+    /// The router's limits, as it announced them.
+    pub welcome: pb::Welcome,
+    conn: Connection,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl RouterLink {
+    /// Waits until the link ends, and says why.
+    pub async fn closed(&self) -> String {
+        self.conn.closed().await.to_string()
+    }
+
+    /// Whether the link is still up.
+    pub fn is_up(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+
+    /// Sends one raw packet to `to` through the router, outside any QUIC
+    /// connection; `false` when the link's queue is full or the packet is
+    /// too large. (Tests use it to flood a router.)
+    pub fn send_packet(&self, to: &NodeId, packet: &[u8]) -> bool {
+        packet.len() <= MAX_PACKET
+            && self
+                .tx
+                .try_send(encode_frame(TYPE_PACKET, to, packet))
+                .is_ok()
+    }
+
+    /// Ends the link (a reservation with it).
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"done");
+    }
+}
+
+/// Opens a link to the router at `addr` over `conn` (already connected
+/// with ALPN [`ALPN`] and the router's id pinned): the Hello, the Welcome,
+/// then the pumps both ways, registered with the endpoint's socket.
+pub(crate) async fn open_link(
+    relays: Arc<Relays>,
+    conn: Connection,
+    router: NodeId,
+    addr: SocketAddr,
+    reserve: bool,
+) -> Result<RouterLink, NetError> {
+    let fail = |reason: String| NetError::Connect { addr, reason };
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| fail(format!("the router closed the connection: {e}")))?;
+    frame::write_frame(&mut send, &pb::Hello { reserve })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let welcome: pb::Welcome = frame::read_frame_within(&mut recv, 4096, WELCOME_TIMEOUT)
+        .await
+        .map_err(|e| fail(format!("the router did not welcome us: {e}")))?;
+    if !welcome.error.is_empty() {
+        conn.close(0u32.into(), b"refused");
+        return Err(fail(format!("the router refused: {}", welcome.error)));
+    }
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let conn_id = conn.stable_id();
+    relays.add_link(router, conn_id, tx.clone());
+    tokio::spawn(pump_frames(rx, send));
+    let reader_relays = relays.clone();
+    let reader_conn = conn.clone();
+    tokio::spawn(async move {
+        let mut recv = tokio::io::BufReader::with_capacity(64 * 1024, recv);
+        loop {
+            match read_frame(&mut recv).await {
+                Ok(Some(f)) if f.kind == TYPE_PACKET => {
+                    reader_relays.deliver(router, f.id, f.body);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%router, error = %e, "the router link broke");
+                    break;
+                }
+            }
+        }
+        reader_relays.drop_link(router, conn_id);
+        reader_conn.close(0u32.into(), b"link ended");
+    });
+    Ok(RouterLink {
+        router,
+        addr,
+        observed: welcome.observed.parse().ok(),
+        reserved: reserve,
+        welcome,
+        conn,
+        tx,
+    })
+}
