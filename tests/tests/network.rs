@@ -35,6 +35,17 @@ impl Net {
     /// A devnet whose rebuilder checks every `check_secs` and rebuilds
     /// `parallel` blocks at once.
     fn up_with(suppliers: usize, spare: usize, check_secs: u64, parallel: u32) -> Net {
+        Net::up_args(suppliers, spare, check_secs, parallel, &[])
+    }
+
+    /// A devnet with more `bitdust-devnet up` arguments.
+    fn up_args(
+        suppliers: usize,
+        spare: usize,
+        check_secs: u64,
+        parallel: u32,
+        more: &[&str],
+    ) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(bin("bitdust-devnet"))
             .args([
@@ -47,8 +58,9 @@ impl Net {
                 &check_secs.to_string(),
                 "--parallel-blocks",
                 &parallel.to_string(),
-                "--dir",
             ])
+            .args(more)
+            .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
@@ -3539,4 +3551,61 @@ async fn a_prune_of_every_backup_leaves_a_running_one_for_the_next_and_prunes_th
     while let Ok(Some(_)) = events.message().await {}
     let p = tokio::task::block_in_place(|| net.ok(&["prune"]));
     assert_eq!(p[0]["busy"], serde_json::json!([]), "{p}");
+}
+
+async fn dht_status(sock: &Path) -> bitdust_proto::dht::v1::StatusResponse {
+    let ch = bitdust_daemon::connect(sock).await.unwrap();
+    bitdust_proto::dht::v1::dht_client::DhtClient::new(ch)
+        .status(bitdust_proto::dht::v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suppliers_nobody_can_dial_serve_backups_and_restores_through_a_router() {
+    // Two of four suppliers advertise an address no packet reaches and
+    // hold reservations on the seed's router: the customer reaches them
+    // through it, end to end, and the others directly.
+    let net = Net::up_args(4, 0, 3600, 1, &["--relayed", "2"]);
+    let src = net.dir.path().join("src");
+    make_tree(&src, 11, 1);
+    let src_s = src.display().to_string();
+    let b = net.ok(&["backup", &src_s]);
+    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
+    let out = net.dir.path().join("out");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out, &src));
+
+    let seed = dht_status(&net.node("dht-seed").join("run/dht.sock")).await;
+    let router = seed.router.expect("the seed runs a router");
+    let stored = b["stored_bytes"].as_u64().unwrap();
+    let id = |n: &str| net.node_id(n).to_string();
+    let client = |who: &str| router.clients.iter().find(|c| c.node_id == id(who));
+    for s in ["supplier-0", "supplier-1"] {
+        let c = client(s).unwrap_or_else(|| panic!("{s} holds no link to the router"));
+        assert!(c.reserved, "{s} holds no reservation");
+        // What the suppliers sent back: the data fragments the restore
+        // read (positions 0 and 1 hold data, each a quarter of it all).
+        assert!(
+            c.sent_bytes > stored / 8,
+            "{s} sent {} bytes through the router of {stored} stored",
+            c.sent_bytes
+        );
+    }
+    for s in ["supplier-2", "supplier-3"] {
+        assert!(
+            client(s).is_none(),
+            "{s} is dialed directly and needs no router"
+        );
+    }
+    let customer = client("customer").expect("the customer reached the router");
+    assert!(!customer.reserved);
+    // Two of four positions' fragments went through the router.
+    assert!(
+        customer.sent_bytes > stored / 2,
+        "{} of {stored}",
+        customer.sent_bytes
+    );
+    assert_eq!(router.dropped_unreachable, 0, "{router:?}");
 }

@@ -61,6 +61,12 @@ enum Cmd {
         /// default is 4; small blocks make small tests span many).
         #[arg(long, default_value_t = 1, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=64))]
         block_mib: u32,
+        /// The first K suppliers stand for suppliers behind a NAT: they
+        /// advertise an address nobody can dial (192.0.2.1, TEST-NET-1)
+        /// and hold a reservation on the DHT seed, which is also a router;
+        /// customers reach them through it.
+        #[arg(long, default_value_t = 0, value_name = "K")]
+        relayed: usize,
     },
     /// On a fresh devnet: back PATH up, kill as many suppliers as the map
     /// tolerates, restore, check the restore is bit-exact, report.
@@ -76,6 +82,10 @@ enum Cmd {
         suppliers: usize,
     },
 }
+
+/// What a relayed supplier advertises: an address in TEST-NET-1, which no
+/// packet reaches.
+const UNREACHABLE: &str = "192.0.2.1:9";
 
 /// The binaries sit next to this one (cargo's target dir, or /usr/bin).
 fn sibling(name: &str) -> PathBuf {
@@ -124,6 +134,8 @@ struct Options {
     parallel_blocks: u32,
     /// The customer's block size, MiB.
     block_mib: u32,
+    /// Suppliers reached through the seed's router.
+    relayed: usize,
 }
 
 struct Devnet {
@@ -253,10 +265,30 @@ impl Devnet {
         // The DHT seed: a node that only runs a dht-peer; every other node
         // bootstraps through it.
         let mut seed = Node::new("dht-seed", dir.join("nodes/dht-seed"));
-        let config = write_config(&seed.dir, "[dht]\nlisten = \"127.0.0.1:0\"\n")?;
+        let router = if o.relayed > 0 {
+            "[router]\nenabled = true\nlisten = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
+        let config = write_config(
+            &seed.dir,
+            &format!("[dht]\nlisten = \"127.0.0.1:0\"\n{router}"),
+        )?;
         seed.start("bitdust-dht-peer", &config)?;
         let seed_sock = seed.dir.join("run/dht.sock");
-        let st = wait_for("the DHT seed", 30, || dht_status(&seed_sock)).await?;
+        let st = wait_for("the DHT seed", 30, || async {
+            let st = dht_status(&seed_sock).await?;
+            match &st.router {
+                Some(r) if r.address.is_empty() => bail!("the router has no address yet"),
+                _ => Ok(st),
+            }
+        })
+        .await?;
+        // The seed's router, for the relayed suppliers.
+        let router = st
+            .router
+            .as_ref()
+            .map(|r| format!("{}@{}", st.node_id, r.address));
         fs::write(seed.dir.join("node-id"), format!("{}\n", st.node_id))?;
         seed.node_id = st.node_id;
         seed.listen = st.address;
@@ -268,10 +300,16 @@ impl Devnet {
         for i in 0..n + spare {
             let name = format!("supplier-{i}");
             let mut node = Node::new(&name, dir.join("nodes").join(&name));
+            let behind = match &router {
+                Some(r) if i < o.relayed => {
+                    format!("advertise = \"{UNREACHABLE}\"\nrouters = [{r:?}]\n")
+                }
+                _ => String::new(),
+            };
             let config = write_config(
                 &node.dir,
                 &format!(
-                    "{dht}[supplier]\nlisten = \"127.0.0.1:0\"\ncapacity = \"8 GiB\"\nmax_object_size = \"64 MiB\"\npublish_secs = 60\n"
+                    "{dht}[supplier]\nlisten = \"127.0.0.1:0\"\ncapacity = \"8 GiB\"\nmax_object_size = \"64 MiB\"\npublish_secs = 60\n{behind}"
                 ),
             )?;
             node.start("bitdust-dht-peer", &config)?;
@@ -319,7 +357,14 @@ impl Devnet {
         // holds what); spares are found through the DHT by the rebuilder.
         let addresses: Vec<String> = net.suppliers[..n]
             .iter()
-            .map(|s| format!("{:?}", format!("{}@{}", s.node_id, s.listen)))
+            .enumerate()
+            .map(|(i, s)| match &router {
+                // As its offer says: an address nobody dials, and the router.
+                Some(r) if i < o.relayed => {
+                    format!("{:?}", format!("{}@{UNREACHABLE} via {r}", s.node_id))
+                }
+                _ => format!("{:?}", format!("{}@{}", s.node_id, s.listen)),
+            })
             .collect();
         let mut customer = Node::new("customer", dir.join("nodes/customer"));
         let config = write_config(
@@ -529,6 +574,7 @@ async fn demo(path: Option<PathBuf>, dir: Option<PathBuf>, n: usize) -> anyhow::
             check_secs: 3600,
             parallel_blocks: 1,
             block_mib: 1,
+            relayed: 0,
         },
     )
     .await?;
@@ -588,6 +634,7 @@ fn main() -> ExitCode {
                 check_secs,
                 parallel_blocks,
                 block_mib,
+                relayed,
             } => {
                 let mut net = Devnet::up(
                     &dir,
@@ -597,6 +644,7 @@ fn main() -> ExitCode {
                         check_secs,
                         parallel_blocks,
                         block_mib,
+                        relayed,
                     },
                 )
                 .await?;

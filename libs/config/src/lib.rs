@@ -83,6 +83,8 @@ pub struct Config {
     pub customer: CustomerConfig,
     /// The rebuilder daemon.
     pub rebuilder: RebuilderConfig,
+    /// The router (relay) role of the dht-peer daemon.
+    pub router: RouterConfig,
     /// Where the file was read from (not a key).
     #[serde(skip)]
     pub path: PathBuf,
@@ -97,6 +99,7 @@ impl Default for Config {
             supplier: SupplierConfig::default(),
             customer: CustomerConfig::default(),
             rebuilder: RebuilderConfig::default(),
+            router: RouterConfig::default(),
             path: PathBuf::from(DEFAULT_PATH),
         }
     }
@@ -150,6 +153,60 @@ impl Default for DhtConfig {
     }
 }
 
+/// `[router]`: the router (relay) role, run by the dht-peer daemon. A
+/// router forwards the QUIC packets of connections between nodes that
+/// proved their keys, so nodes nobody can dial still serve; it never sees
+/// inside them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Whether this node is a router (and advertises itself in the DHT).
+    pub enabled: bool,
+    /// UDP address of the router's QUIC endpoint.
+    pub listen: SocketAddr,
+    /// `ip:port` other nodes dial, published in the DHT; default: `listen`
+    /// when its IP is a specific one, else the DHT's advertised IP with
+    /// `listen`'s port.
+    pub advertise: Option<String>,
+    /// Clients connected at once, in all.
+    pub max_clients: usize,
+    /// Reservations (nodes reachable through this router) held at once.
+    pub max_reservations: usize,
+    /// Clients from one source address (an IPv4 address or an IPv6 /64).
+    pub max_clients_per_address: usize,
+    /// Reservations from one source address.
+    pub max_reservations_per_address: usize,
+    /// What each client may send through the router, per second (a token
+    /// bucket; beyond it packets are dropped).
+    pub rate: ByteSize,
+    /// The token bucket's size.
+    pub burst: ByteSize,
+    /// Bytes one connection may send through the router before the router
+    /// ends it (0: no cap).
+    pub max_bytes_per_connection: ByteSize,
+    /// Seconds one connection may live (0: no cap); a node with a
+    /// reservation links again.
+    pub max_connection_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7910)),
+            advertise: None,
+            max_clients: 512,
+            max_reservations: 128,
+            max_clients_per_address: 16,
+            max_reservations_per_address: 4,
+            rate: ByteSize(12 << 20),
+            burst: ByteSize(4 << 20),
+            max_bytes_per_connection: ByteSize(64 << 30),
+            max_connection_secs: 6 * 3600,
+        }
+    }
+}
+
 /// `[supplier]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +241,10 @@ pub struct SupplierConfig {
     /// The most services in all per source address: a host cannot reserve
     /// the whole capacity under many identities with a byte stored in each.
     pub max_services_per_address: u32,
+    /// Routers (`NODEID@ip:port`) to hold a reservation on, for a supplier
+    /// customers cannot dial (behind a NAT): its offer names them, and
+    /// customers that cannot reach it directly go through one.
+    pub routers: Vec<String>,
 }
 
 impl Default for SupplierConfig {
@@ -201,6 +262,7 @@ impl Default for SupplierConfig {
             unused_service_secs: 86_400,
             max_unused_per_address: 4,
             max_services_per_address: 16,
+            routers: Vec::new(),
         }
     }
 }
@@ -413,6 +475,7 @@ impl Config {
         for (key, a) in [
             ("dht.advertise", &d.advertise),
             ("supplier.advertise", &self.supplier.advertise),
+            ("router.advertise", &self.router.advertise),
         ] {
             // Peers accept only IP literals (they never resolve names
             // another node sent them).
@@ -436,6 +499,26 @@ impl Config {
         }
         if d.max_records == 0 || d.store_burst == 0 {
             return Err(self.invalid("dht.max_records", "limits must be at least 1"));
+        }
+        let ro = &self.router;
+        for (key, v) in [
+            ("router.max_clients", ro.max_clients),
+            ("router.max_reservations", ro.max_reservations),
+            ("router.max_clients_per_address", ro.max_clients_per_address),
+            (
+                "router.max_reservations_per_address",
+                ro.max_reservations_per_address,
+            ),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        if ro.rate.0 < 64 << 10 {
+            return Err(self.invalid("router.rate", "must be at least 64 KiB (per second)"));
+        }
+        if ro.burst.0 < 64 << 10 {
+            return Err(self.invalid("router.burst", "must be at least 64 KiB"));
         }
         let r = &self.rebuilder;
         if r.check_secs == 0 || r.unreachable_secs == 0 {
@@ -477,6 +560,17 @@ impl Config {
         }
         if s.max_services_per_address == 0 {
             return Err(self.invalid("supplier.max_services_per_address", "must be at least 1"));
+        }
+        for (i, r) in s.routers.iter().enumerate() {
+            let ok = r.split_once('@').is_some_and(|(id, a)| {
+                id.len() == 52 && a.parse::<SocketAddr>().is_ok_and(|a| a.port() > 0)
+            });
+            if !ok {
+                return Err(self.invalid(
+                    &format!("supplier.routers[{i}]"),
+                    format!("{r:?} is not NODEID@ip:port (an IP literal)"),
+                ));
+            }
         }
         Ok(())
     }

@@ -147,6 +147,16 @@ fn now() -> u64 {
 
 /// Parses `NODEID@host:port` or `host:port`.
 pub fn parse_address(s: &str) -> Result<(Option<NodeId>, String), String> {
+    // ` via NODEID@ip:port` routers may follow (a supplier behind a NAT);
+    // they stay in the address the link dials.
+    let (first, routers) = bitdust_net::relay::split_via(s)?;
+    let vias = &s[s.find(" via ").unwrap_or(s.len())..];
+    if !routers.is_empty() && !first.contains('@') {
+        return Err(format!(
+            "{s:?}: a supplier reached through routers needs its NODEID@"
+        ));
+    }
+    let s = first;
     let (id, addr) = match s.split_once('@') {
         Some((id, addr)) => (
             Some(
@@ -163,7 +173,7 @@ pub fn parse_address(s: &str) -> Result<(Option<NodeId>, String), String> {
     if !ok {
         return Err(format!("{s:?} is not host:port or NODEID@host:port"));
     }
-    Ok((id, addr.to_owned()))
+    Ok((id, format!("{addr}{vias}")))
 }
 
 /// Progress counted by the pipeline's threads, read by a ticker.

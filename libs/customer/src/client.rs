@@ -3,11 +3,12 @@
 //! re-established when it drops.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bitdust_crypto::NodeId;
 use bitdust_net::frame::{self, FrameError};
-use bitdust_net::{Connection, Endpoint, RecvStream};
+use bitdust_net::{Connection, Endpoint, RecvStream, relay};
 use bitdust_proto::peer::v1 as pb;
 use bitdust_proto::peer::v1::{request, response};
 use tokio::sync::Mutex;
@@ -47,6 +48,10 @@ impl PeerError {
         )
     }
 }
+
+/// How long a supplier that names routers is dialed directly before a
+/// router is tried.
+const DIRECT_FIRST: Duration = Duration::from_secs(2);
 
 /// The buffer a get starts with; it grows with the bytes that arrive.
 const GET_INITIAL_BUFFER: usize = 256 * 1024;
@@ -104,6 +109,8 @@ pub struct SupplierLink {
     pub address: String,
     timeout: Duration,
     conn: Mutex<Option<Connection>>,
+    /// Whether the last connection went through a router.
+    relayed: AtomicBool,
 }
 
 impl SupplierLink {
@@ -115,6 +122,7 @@ impl SupplierLink {
             address,
             timeout,
             conn: Mutex::new(None),
+            relayed: AtomicBool::new(false),
         }
     }
 
@@ -145,21 +153,98 @@ impl SupplierLink {
         {
             return Ok(c.clone());
         }
-        let addr = resolve(&self.address).await?;
-        let conn = tokio::time::timeout(
-            self.timeout,
-            self.endpoint.connect(addr, Some(self.node_id)),
-        )
-        .await
-        .map_err(|_| {
-            PeerError::Unreachable(format!(
-                "supplier {} at {} did not answer within {:?}",
-                self.node_id, self.address, self.timeout
-            ))
-        })?
-        .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let (direct, routers) = relay::split_via(&self.address).map_err(PeerError::Unreachable)?;
+        let conn = if routers.is_empty() {
+            self.dial(direct, self.timeout).await?
+        } else {
+            self.dial_either(direct, &routers).await?
+        };
         *guard = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Dials a supplier that names routers: directly first (for at most
+    /// [`DIRECT_FIRST`]), then through each router; once a router carried
+    /// the connection, the routers come first the next time.
+    async fn dial_either(
+        &self,
+        direct: &str,
+        routers: &[(NodeId, SocketAddr)],
+    ) -> Result<Connection, PeerError> {
+        let relayed_first = self.relayed.load(Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for turn in 0..2 {
+            if (turn == 0) != relayed_first {
+                match self.dial(direct, DIRECT_FIRST.min(self.timeout)).await {
+                    Ok(c) => {
+                        self.relayed.store(false, Ordering::Relaxed);
+                        return Ok(c);
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            } else {
+                for (id, addr) in routers {
+                    match self.dial_through(*addr, *id).await {
+                        Ok(c) => {
+                            self.relayed.store(true, Ordering::Relaxed);
+                            return Ok(c);
+                        }
+                        Err(e) => errors.push(format!("through router {id}@{addr}: {e}")),
+                    }
+                }
+            }
+        }
+        Err(PeerError::Unreachable(format!(
+            "supplier {} is reachable neither directly nor through its routers: {}",
+            self.node_id,
+            errors.join("; ")
+        )))
+    }
+
+    /// Connects to the supplier at `address`, its id pinned.
+    async fn dial(&self, address: &str, timeout: Duration) -> Result<Connection, PeerError> {
+        let addr = resolve(address).await?;
+        tokio::time::timeout(timeout, self.endpoint.connect(addr, Some(self.node_id)))
+            .await
+            .map_err(|_| {
+                PeerError::Unreachable(format!(
+                    "supplier {} at {address} did not answer within {timeout:?}",
+                    self.node_id
+                ))
+            })?
+            .map_err(|e| PeerError::Unreachable(e.to_string()))
+    }
+
+    /// Connects to the supplier through the router `router` at `addr`: the
+    /// same end-to-end connection, its packets carried by the router.
+    async fn dial_through(
+        &self,
+        addr: SocketAddr,
+        router: NodeId,
+    ) -> Result<Connection, PeerError> {
+        let timeout = self.timeout;
+        let path = tokio::time::timeout(
+            timeout,
+            self.endpoint.path_through(addr, router, self.node_id),
+        )
+        .await
+        .map_err(|_| PeerError::Unreachable(format!("did not answer within {timeout:?}")))?
+        .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        tokio::time::timeout(timeout, self.endpoint.connect(path, Some(self.node_id)))
+            .await
+            .map_err(|_| {
+                PeerError::Unreachable(format!("the supplier did not answer within {timeout:?}"))
+            })?
+            .map_err(|e| PeerError::Unreachable(e.to_string()))
+    }
+
+    /// The router the link's connection goes through now, if any (`None`
+    /// also when there is no connection).
+    pub async fn router(&self) -> Option<NodeId> {
+        let c = self.conn.lock().await;
+        c.as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .and_then(|c| self.endpoint.router_of(c))
     }
 
     /// Forgets the connection (the next call reconnects).
@@ -176,8 +261,9 @@ impl SupplierLink {
         req: request::Kind,
         payload: Option<&[u8]>,
     ) -> Result<(response::Kind, RecvStream), PeerError> {
+        // Connecting has timeouts of its own (a direct try, then routers).
+        let conn = self.connection().await?;
         let fut = async {
-            let conn = self.connection().await?;
             let (mut send, mut recv) = conn
                 .open_bi()
                 .await

@@ -48,6 +48,33 @@ fn parse_key(s: &str) -> Result<Key, Status> {
     Ok(Key(k))
 }
 
+fn router_status(r: &crate::router::Router) -> pb::RouterStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &r.counters;
+    pb::RouterStatus {
+        address: r.address(),
+        accepted: c.accepted.load(Relaxed),
+        refused: c.refused.load(Relaxed),
+        capped: c.capped.load(Relaxed),
+        packets: c.packets.load(Relaxed),
+        bytes: c.bytes.load(Relaxed),
+        dropped_rate: c.dropped_rate.load(Relaxed),
+        dropped_unreachable: c.dropped_unreachable.load(Relaxed),
+        dropped_full: c.dropped_full.load(Relaxed),
+        clients: r
+            .clients()
+            .into_iter()
+            .map(|c| pb::RouterClient {
+                node_id: c.id.to_string(),
+                address: c.observed.to_string(),
+                reserved: c.reserved,
+                sent_bytes: c.sent,
+                connected_secs: c.secs,
+            })
+            .collect(),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::dht_server::Dht for DhtService {
     async fn status(
@@ -73,6 +100,7 @@ impl pb::dht_server::Dht for DhtService {
                     address: a.to_string(),
                 })
                 .collect(),
+            router: p.router.as_deref().map(router_status),
         }))
     }
 

@@ -43,6 +43,8 @@ pub struct DhtPeer {
     published: Mutex<HashMap<Key, Record>>,
     /// When the daemon started.
     pub started: Instant,
+    /// The router role, when enabled.
+    pub router: Option<Arc<router::Router>>,
 }
 
 /// A record could not be published.
@@ -277,6 +279,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .into_iter()
         .map(|r| (r.key(), r))
         .collect();
+    let router = if config.router.enabled {
+        let r = &config.router;
+        let ep = bitdust_net::Endpoint::bind(&identity, r.listen, bitdust_net::relay::ALPN, true)?;
+        let listen = ep.local_addr()?;
+        let router = router::Router::new(router::Limits {
+            max_clients: r.max_clients,
+            max_reservations: r.max_reservations,
+            max_clients_per_address: r.max_clients_per_address,
+            max_reservations_per_address: r.max_reservations_per_address,
+            rate_bytes_per_sec: r.rate.0,
+            burst_bytes: r.burst.0,
+            max_bytes: r.max_bytes_per_connection.0,
+            max_secs: r.max_connection_secs,
+        });
+        // What other nodes dial: the configured address, or listen's when
+        // its IP is specific, or else the IP DHT peers see with its port.
+        let dht_ip = address
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let fixed = match &r.advertise {
+            Some(a) => Some(a.parse::<SocketAddr>()?),
+            None if !listen.ip().is_unspecified() => Some(listen),
+            None => dht_ip.map(|ip| SocketAddr::new(ip, listen.port())),
+        };
+        Some((router, ep, fixed, listen.port()))
+    } else {
+        None
+    };
     let peer = Arc::new(DhtPeer {
         node: node.clone(),
         transport,
@@ -284,6 +316,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         identity,
         published: Mutex::new(published),
         started: Instant::now(),
+        router: router.as_ref().map(|(r, ..)| r.clone()),
     });
 
     let socket = config.dht_socket();
@@ -307,6 +340,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Duration::from_secs(d.republish_secs),
         ),
     );
+    if let Some((router, ep, fixed, port)) = router {
+        daemon.supervise("the router", router::serve(ep.clone(), router.clone()));
+        daemon.supervise(
+            "the router's advertisement",
+            router::advertise(peer.clone(), router, fixed, port),
+        );
+    }
     tracing::info!(%node_id, %listen, %address, socket = %socket.display(), known, records = n_held, "dht-peer ready");
     let stopped = daemon.run(&format!("DHT node on {listen}")).await;
     peer.save_table();

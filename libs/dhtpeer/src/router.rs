@@ -157,6 +157,8 @@ pub struct ClientStatus {
 pub struct Router {
     limits: Limits,
     state: Mutex<State>,
+    /// The address it advertises (empty until it knows one).
+    address: Mutex<String>,
     /// What it carried.
     pub counters: Counters,
 }
@@ -167,6 +169,7 @@ impl Router {
         Arc::new(Router {
             limits,
             state: Mutex::new(State::default()),
+            address: Mutex::new(String::new()),
             counters: Counters::default(),
         })
     }
@@ -175,6 +178,14 @@ impl Router {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The address it advertises (empty until it knows one).
+    pub fn address(&self) -> String {
+        self.address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The clients connected now.
@@ -325,6 +336,57 @@ impl Bucket {
         } else {
             false
         }
+    }
+}
+
+/// The record kind of a router's advertisement in the DHT.
+pub const KIND: &str = "router";
+/// Seconds between fresh advertisements; each lives three times as long.
+pub const PUBLISH_SECS: u64 = 600;
+
+/// Publishes the router in the DHT (a `RouterOffer` of kind [`KIND`]) and
+/// keeps it fresh. The address is `fixed`, or else the IP the DHT's peers
+/// see this node at with `port` (a router must be public: a peer's word is
+/// enough, since a client that cannot dial it just tries another).
+pub async fn advertise(
+    peer: Arc<crate::DhtPeer>,
+    router: Arc<Router>,
+    fixed: Option<SocketAddr>,
+    port: u16,
+) {
+    loop {
+        let addr = fixed.or_else(|| {
+            peer.node
+                .observed()
+                .first()
+                .map(|(_, a)| SocketAddr::new(a.ip(), port))
+        });
+        let wait = match addr {
+            None => Duration::from_secs(5),
+            Some(a) => {
+                *router
+                    .address
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = a.to_string();
+                let payload = prost::Message::encode_to_vec(&pb::RouterOffer {
+                    address: a.to_string(),
+                    accepting: router.accepting(),
+                });
+                let record = peer.sign(KIND, PUBLISH_SECS * 3, payload);
+                match peer.publish(record, true).await {
+                    Ok((n, _)) if n > 1 => {
+                        tracing::info!(address = %a, stored_on = n, "advertised the router in the DHT");
+                        Duration::from_secs(PUBLISH_SECS)
+                    }
+                    Ok(_) => Duration::from_secs(5),
+                    Err(e) => {
+                        tracing::warn!("cannot advertise the router: {e}");
+                        Duration::from_secs(60)
+                    }
+                }
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Endpoint {
     relays: Arc<relay::Relays>,
     /// Dials routers (ALPN [`relay::ALPN`]).
     router_client: quinn::ClientConfig,
+    /// Held while a link to a router is being opened.
+    linking: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Where the acceptor task hands over connections that completed their
@@ -152,6 +154,7 @@ impl Endpoint {
             accepted,
             relays,
             router_client,
+            linking: Arc::default(),
         })
     }
 
@@ -210,6 +213,28 @@ impl Endpoint {
             reason: describe_connection_error(&e),
         })?;
         relay::open_link(self.relays.clone(), conn, router, addr, reserve).await
+    }
+
+    /// The address to dial `peer` at through the router `router` at
+    /// `addr`, linking to the router (without a reservation) first when
+    /// this endpoint holds no link to it.
+    pub async fn path_through(
+        &self,
+        addr: SocketAddr,
+        router: NodeId,
+        peer: NodeId,
+    ) -> Result<SocketAddr, NetError> {
+        let _one_at_a_time = self.linking.lock().await;
+        if let Some(a) = self.relays.path(router, peer) {
+            return Ok(a);
+        }
+        self.link_router(addr, router, false).await?;
+        self.relays
+            .path(router, peer)
+            .ok_or_else(|| NetError::Connect {
+                addr,
+                reason: "the endpoint keeps too many relayed paths".into(),
+            })
     }
 
     /// The address to dial `peer` at through `router`, if this endpoint

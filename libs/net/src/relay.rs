@@ -67,6 +67,34 @@ pub fn is_relayed(addr: &SocketAddr) -> bool {
     }
 }
 
+/// A router's node id and address.
+pub type Router = (NodeId, SocketAddr);
+
+/// Splits a contact, `host:port` followed by ` via NODEID@ip:port` for each
+/// router the node is reached through, into the direct address and the
+/// routers. A router must be an IP literal (never a name a peer sent).
+pub fn split_via(contact: &str) -> Result<(&str, Vec<Router>), String> {
+    let mut parts = contact.split(" via ");
+    let direct = parts.next().unwrap_or_default().trim();
+    let mut routers = Vec::new();
+    for r in parts {
+        routers.push(parse_router(r.trim())?);
+    }
+    Ok((direct, routers))
+}
+
+/// Parses `NODEID@ip:port`, a router's contact.
+pub fn parse_router(s: &str) -> Result<Router, String> {
+    let bad = || format!("{s:?} is not a router's NODEID@ip:port");
+    let (id, addr) = s.split_once('@').ok_or_else(bad)?;
+    let id = id.parse::<NodeId>().map_err(|_| bad())?;
+    let addr = addr.parse::<SocketAddr>().map_err(|_| bad())?;
+    if addr.port() == 0 || addr.ip().is_unspecified() || is_relayed(&addr) {
+        return Err(bad());
+    }
+    Ok((id, addr))
+}
+
 /// A relay frame: `[u16 length][u8 type][32-byte id][body]`.
 pub fn encode_frame(kind: u8, id: &NodeId, body: &[u8]) -> Bytes {
     let mut f = BytesMut::with_capacity(2 + HEADER + body.len());

@@ -14,6 +14,7 @@ pub mod durable;
 pub mod grpc;
 pub mod offer;
 pub mod peer;
+pub mod reach;
 pub mod store;
 
 use std::sync::Arc;
@@ -57,22 +58,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             r.add_service(service)
         })
         .await?;
-    match advertised(&config, listen) {
-        Some(address) if s.publish => daemon.supervise(
+    let routers = s
+        .routers
+        .iter()
+        .map(|r| bitdust_net::relay::parse_router(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "config file {}: supplier.routers: {e}",
+                config.path.display()
+            )
+        })?;
+    let address = advertised(&config, listen);
+    if address.is_none() && routers.is_empty() && s.publish {
+        tracing::warn!(%listen, "supplier.listen has no specific IP: set supplier.advertise to the host:port customers dial (or supplier.routers behind a NAT), or no offer is published in the DHT");
+    }
+    let (reach_tx, reach_rx) = tokio::sync::watch::channel(reach::Reach {
+        address,
+        routers: Vec::new(),
+    });
+    if !routers.is_empty() {
+        daemon.supervise(
+            "the router reservations",
+            reach::hold_reservations(endpoint.clone(), routers, reach_tx),
+        );
+    }
+    if s.publish {
+        daemon.supervise(
             "the offer publisher",
             offer::Publisher {
                 identity: bitdust_crypto::Identity::from_secret(&identity.secret()),
                 store: store.clone(),
-                address,
+                reach: reach_rx,
                 dht_socket: config.dht_socket(),
                 every: Duration::from_secs(s.publish_secs),
             }
             .run(),
-        ),
-        None if s.publish => {
-            tracing::warn!(%listen, "supplier.listen has no specific IP: set supplier.advertise to the host:port customers dial, or no offer is published in the DHT");
-        }
-        _ => {}
+        );
     }
     daemon.supervise("the peer server", peer::serve(endpoint.clone(), store));
     tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");

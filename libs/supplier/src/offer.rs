@@ -26,8 +26,9 @@ pub struct Publisher {
     pub identity: Identity,
     /// The store, for the free space.
     pub store: Arc<Store>,
-    /// `host:port` customers dial.
-    pub address: String,
+    /// How customers reach the supplier (address, routers); a change
+    /// publishes a fresh offer at once.
+    pub reach: tokio::sync::watch::Receiver<crate::reach::Reach>,
     /// The dht-peer's socket.
     pub dht_socket: PathBuf,
     /// Seconds between offers.
@@ -42,8 +43,10 @@ impl Publisher {
         let t = self.store.totals()?;
         let l = self.store.limits();
         let free = l.capacity.saturating_sub(t.allocated);
+        let reach = self.reach.borrow().clone();
         let payload = pb::SupplierOffer {
-            address: self.address.clone(),
+            address: reach.address.unwrap_or_default(),
+            routers: reach.routers,
             capacity_bytes: l.capacity,
             free_bytes: free,
             accepting: free > 0 && t.customers < l.max_customers,
@@ -79,6 +82,18 @@ impl Publisher {
         Ok(r.into_inner().stored_on)
     }
 
+    /// Sleeps `d`, or less when how customers reach the supplier changes.
+    async fn wait(&mut self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            r = self.reach.changed() => {
+                if r.is_err() {
+                    tokio::time::sleep(d).await;
+                }
+            }
+        }
+    }
+
     /// The local dht-peer's routing table size, if it answers.
     async fn known_nodes(&self) -> Option<u32> {
         let ch = bitdust_daemon::connect(&self.dht_socket).await.ok()?;
@@ -95,7 +110,13 @@ impl Publisher {
     /// every node the dht-peer knows when it knows fewer) is published
     /// again soon: after 2 s, doubling up to `every`. Retries every 5 s
     /// while the dht-peer is not there.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        // Nothing to publish until there is an address to dial.
+        while self.reach.borrow().address.is_none() {
+            if self.reach.changed().await.is_err() {
+                return;
+            }
+        }
         let waited = tokio::time::Instant::now();
         while waited.elapsed() < BOOTSTRAP_WAIT {
             if self.known_nodes().await.is_some_and(|n| n > 0) {
@@ -115,13 +136,13 @@ impl Publisher {
                     let known = self.known_nodes().await.unwrap_or(0);
                     let want = (known as usize).clamp(1, bitdust_dht::K) as u32;
                     if n < want {
-                        tracing::info!(address = %self.address, stored_on = n, want, "published the supplier offer on fewer nodes than it should be; publishing again in {} s", again.as_secs());
-                        tokio::time::sleep(again.min(self.every)).await;
+                        tracing::info!(reach = ?*self.reach.borrow(), stored_on = n, want, "published the supplier offer on fewer nodes than it should be; publishing again in {} s", again.as_secs());
+                        self.wait(again.min(self.every)).await;
                         again = (again * 2).min(self.every);
                     } else {
-                        tracing::info!(address = %self.address, stored_on = n, "published the supplier offer in the DHT");
+                        tracing::info!(reach = ?*self.reach.borrow(), stored_on = n, "published the supplier offer in the DHT");
                         again = RETRY_FIRST;
-                        tokio::time::sleep(self.every).await;
+                        self.wait(self.every).await;
                     }
                 }
                 Err(e) => {
@@ -144,6 +165,9 @@ const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
 /// The first wait before publishing an under-replicated offer again.
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 
+/// Routers an offer may name.
+pub const MAX_ROUTERS: usize = 4;
+
 /// Reads a supplier offer from a DHT record of kind [`KIND`].
 pub fn parse_offer(record: &pb::Record) -> Option<pb::SupplierOffer> {
     if record.kind != KIND {
@@ -154,4 +178,10 @@ pub fn parse_offer(record: &pb::Record) -> Option<pb::SupplierOffer> {
     pb::SupplierOffer::decode(record.payload.as_slice())
         .ok()
         .filter(|o| bitdust_dht::routing::peer_address(&o.address).is_some())
+        .filter(|o| {
+            o.routers.len() <= MAX_ROUTERS
+                && o.routers
+                    .iter()
+                    .all(|r| bitdust_net::relay::parse_router(r).is_ok())
+        })
 }

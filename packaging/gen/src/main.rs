@@ -209,7 +209,7 @@ mod tests {
             .collect()
     }
 
-    const SECTIONS: [&str; 5] = ["", "dht", "supplier", "customer", "rebuilder"];
+    const SECTIONS: [&str; 6] = ["", "dht", "supplier", "customer", "rebuilder", "router"];
 
     #[test]
     fn bitdust_toml_5_documents_every_key_of_every_section() {

@@ -92,7 +92,11 @@ impl Agent {
             for o in offers.into_iter().take(TRIES_PER_ROUND) {
                 tried.insert(o.node_id);
                 asked += 1;
-                let addr = format!("{}@{}", o.node_id, o.offer.address);
+                let mut addr = format!("{}@{}", o.node_id, o.offer.address);
+                for r in &o.offer.routers {
+                    addr.push_str(" via ");
+                    addr.push_str(r);
+                }
                 match self.hire(&addr, position).await {
                     Ok(info) => return Ok(info),
                     Err(e) if e.is_request_error() => return Err(e),
