@@ -324,3 +324,203 @@ fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
         }
     }
 }
+
+/// Starts `daemon` in site `site`'s host with the config `body` (run and
+/// state directories under `dir/site` are added).
+fn daemon_in(
+    lab: &mut Lab,
+    site: &str,
+    dir: &std::path::Path,
+    daemon: &str,
+    body: &str,
+) -> PathBuf {
+    let dir = dir.join(site);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bitdust.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = {:?}\nstate_dir = {:?}\n{body}",
+            dir.join("run"),
+            dir.join("state")
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join(format!("{daemon}.log"))).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", lab.node(site).0])
+        .arg(bitdust_tests::bin(daemon))
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    lab.children.push(child);
+    dir.join("run")
+}
+
+/// `bitdustctl --json ARGS` against the customer whose sockets are in
+/// `run`, retried for up to `secs` while it fails.
+fn ctl_json(run: &std::path::Path, args: &[&str], secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let out = Command::new(bitdust_tests::bin("bitdustctl"))
+            .arg("--run-dir")
+            .arg(run)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bitdustctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A supplier behind a symmetric NAT, which no customer can dial, holds a
+/// reservation on a public router; a customer behind a port-restricted NAT
+/// finds it in the DHT, hires it and a public supplier, and backs up and
+/// restores bit-exact, the symmetric one's fragments through the router.
+#[test]
+#[ignore = "needs root, iproute2 and nftables; tests/run.sh installs them and runs it"]
+fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
+    let mut lab = Lab::up(&[
+        "a:public",
+        "pub:public",
+        "pr:port-restricted",
+        "sy:symmetric",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let a = lab.node("a").1.to_owned();
+    let seed_run = daemon_in(
+        &mut lab,
+        "a",
+        dir.path(),
+        "bitdust-dht-peer",
+        &format!(
+            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\n"
+        ),
+    );
+    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
+        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
+    })
+    .node_id;
+    let dht =
+        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    let pub_ip = lab.node("pub").1.to_owned();
+    for (site, supplier) in [
+        ("pub", format!("advertise = \"{pub_ip}:7800\"\n")),
+        ("sy", format!("routers = [\"{router_id}@{a}:7910\"]\n")),
+    ] {
+        let body = format!(
+            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\n{supplier}"
+        );
+        daemon_in(&mut lab, site, dir.path(), "bitdust-dht-peer", &body);
+        daemon_in(&mut lab, site, dir.path(), "bitdust-supplier-store", &body);
+    }
+    let body = format!(
+        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 2\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 5\n"
+    );
+    daemon_in(&mut lab, "pr", dir.path(), "bitdust-dht-peer", &body);
+    let run = daemon_in(&mut lab, "pr", dir.path(), "bitdust-customer-agent", &body);
+    // The agent hires both suppliers from the DHT's offers (the symmetric
+    // one's names the router).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let st = ctl_json(&run, &["status"], 30);
+        if st["hired"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not both hired: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let src = dir.path().join("src");
+    bitdust_tests::make_tree(&src, 5, 2);
+    let b = ctl_json(&run, &["backup", &src.display().to_string()], 5);
+    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
+    let out = dir.path().join("out");
+    ctl_json(&run, &["restore", "--to", &out.display().to_string()], 5);
+    bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+
+    let seed = poll_dht(&seed_run.join("dht.sock"), |_| true);
+    let router = seed.router.unwrap();
+    let sy_id = std::fs::read_to_string(dir.path().join("sy/state/supplier/node-id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let stored = b["stored_bytes"].as_u64().unwrap();
+    let sy = router
+        .clients
+        .iter()
+        .find(|c| c.node_id == sy_id)
+        .unwrap_or_else(|| {
+            panic!("the symmetric site's supplier is not on the router: {router:?}")
+        });
+    assert!(sy.reserved, "{router:?}");
+    // Its half of the backup came in through the router, and the restore
+    // read from it through the router too.
+    let customer = router
+        .clients
+        .iter()
+        .find(|c| !c.reserved)
+        .expect("the customer");
+    assert!(
+        customer.sent_bytes > stored / 2,
+        "{} of {stored}",
+        customer.sent_bytes
+    );
+    assert!(sy.sent_bytes > stored / 8, "{} of {stored}", sy.sent_bytes);
+    // The router saw them at their NATs' public addresses.
+    assert!(
+        sy.address.starts_with(&format!("{}:", lab.public("sy"))),
+        "{}",
+        sy.address
+    );
+    assert!(
+        customer
+            .address
+            .starts_with(&format!("{}:", lab.public("pr"))),
+        "{}",
+        customer.address
+    );
+}
+
+/// The dht-peer's status at `socket`, once `ready` says so (30 s at most).
+fn poll_dht(
+    socket: &std::path::Path,
+    ready: impl Fn(&bitdust_proto::dht::v1::StatusResponse) -> bool,
+) -> bitdust_proto::dht::v1::StatusResponse {
+    use bitdust_proto::dht::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(ch) = bitdust_daemon::connect(socket).await
+                && let Ok(s) = pb::dht_client::DhtClient::new(ch)
+                    .status(pb::StatusRequest {})
+                    .await
+            {
+                let s = s.into_inner();
+                if ready(&s) {
+                    return s;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: not ready after 30 s",
+                socket.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+}
