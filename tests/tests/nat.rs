@@ -449,6 +449,19 @@ fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
     ctl_json(&run, &["restore", "--to", &out.display().to_string()], 5);
     bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
 
+    let list = ctl_json(&run, &["suppliers"], 5);
+    let mut paths: Vec<String> = list["suppliers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap().to_owned())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        ["direct".to_owned(), format!("router {router_id}")],
+        "{list}"
+    );
     let seed = poll_dht(&seed_run.join("dht.sock"), |_| true);
     let router = seed.router.unwrap();
     let sy_id = std::fs::read_to_string(dir.path().join("sy/state/supplier/node-id"))

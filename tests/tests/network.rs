@@ -3577,6 +3577,17 @@ async fn suppliers_nobody_can_dial_serve_backups_and_restores_through_a_router()
     net.ok(&["restore", "--to", &out.display().to_string()]);
     assert_same_tree(&src, &restored_path(&out, &src));
 
+    // The agent says which path each supplier's connection takes.
+    let list = net.ok(&["suppliers"]);
+    let seed_id = net.node_id("dht-seed").to_string();
+    for s in list["suppliers"].as_array().unwrap() {
+        let want = if s["position"].as_u64().unwrap() < 2 {
+            format!("router {seed_id}")
+        } else {
+            "direct".to_owned()
+        };
+        assert_eq!(s["path"], want.as_str(), "{list}");
+    }
     let seed = dht_status(&net.node("dht-seed").join("run/dht.sock")).await;
     let router = seed.router.expect("the seed runs a router");
     let stored = b["stored_bytes"].as_u64().unwrap();

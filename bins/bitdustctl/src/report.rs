@@ -488,6 +488,8 @@ pub(crate) struct Supplier {
     quota_bytes: u64,
     used_bytes: u64,
     last_error: String,
+    /// "direct", "router NODEID", or empty (no connection now).
+    path: String,
 }
 
 impl From<pb::SupplierInfo> for Supplier {
@@ -504,6 +506,7 @@ impl From<pb::SupplierInfo> for Supplier {
             quota_bytes: s.quota_bytes,
             used_bytes: s.used_bytes,
             last_error: s.last_error,
+            path: s.path,
         }
     }
 }
@@ -524,7 +527,11 @@ impl fmt::Display for Supplier {
             when(self.last_seen),
             gib(self.used_bytes),
             gib(self.quota_bytes)
-        )
+        )?;
+        if let Some(router) = self.path.strip_prefix("router ") {
+            writeln!(f, "      through router {router}")?;
+        }
+        Ok(())
     }
 }
 

@@ -238,13 +238,14 @@ impl SupplierLink {
             .map_err(|e| PeerError::Unreachable(e.to_string()))
     }
 
-    /// The router the link's connection goes through now, if any (`None`
-    /// also when there is no connection).
-    pub async fn router(&self) -> Option<NodeId> {
-        let c = self.conn.lock().await;
+    /// How the link's connection goes now: `None` when there is none (or
+    /// it is being made), `Some(None)` direct, `Some(Some(router))` through
+    /// that router.
+    pub fn route(&self) -> Option<Option<NodeId>> {
+        let c = self.conn.try_lock().ok()?;
         c.as_ref()
             .filter(|c| c.close_reason().is_none())
-            .and_then(|c| self.endpoint.router_of(c))
+            .map(|c| self.endpoint.router_of(c))
     }
 
     /// Forgets the connection (the next call reconnects).

@@ -15,8 +15,14 @@ impl Agent {
         reach: &[Option<Result<bitdust_proto::peer::v1::Pong, PeerError>>],
     ) -> Result<Vec<pb::SupplierInfo>, Status> {
         let mut out = Vec::new();
+        let links = self.links();
         for (p, rec) in self.state.positions().map_err(internal)? {
             let s = self.state.stats(p).map_err(internal)?;
+            let path = match links.get(p as usize).and_then(|l| l.as_ref()?.route()) {
+                None => String::new(),
+                Some(None) => "direct".into(),
+                Some(Some(router)) => format!("router {router}"),
+            };
             out.push(pb::SupplierInfo {
                 position: p,
                 node_id: rec.node_id,
@@ -31,6 +37,7 @@ impl Agent {
                 last_error: s.last_error,
                 failures_in_a_row: s.failures_in_a_row,
                 hired_at: rec.hired_at,
+                path,
             });
         }
         Ok(out)
