@@ -3563,10 +3563,12 @@ async fn dht_status(sock: &Path) -> bitdust_proto::dht::v1::StatusResponse {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn suppliers_nobody_can_dial_serve_backups_and_restores_through_a_router() {
+async fn suppliers_nobody_can_dial_are_reached_by_the_dial_back_their_router_asks_for() {
     // Two of four suppliers advertise an address no packet reaches and
-    // hold reservations on the seed's router: the customer reaches them
-    // through it, end to end, and the others directly.
+    // hold reservations on the seed's router. The customer asks the router
+    // to have them dial it back (a hole punch); on loopback nothing stands
+    // in the way, so every connection is direct and the data never goes
+    // through the router. (The NAT lab's tests show the relayed path.)
     let net = Net::up_args(4, 0, 3600, 1, &["--relayed", "2"]);
     let src = net.dir.path().join("src");
     make_tree(&src, 11, 1);
@@ -3576,32 +3578,25 @@ async fn suppliers_nobody_can_dial_serve_backups_and_restores_through_a_router()
     let out = net.dir.path().join("out");
     net.ok(&["restore", "--to", &out.display().to_string()]);
     assert_same_tree(&src, &restored_path(&out, &src));
+    let stored = b["stored_bytes"].as_u64().unwrap();
 
-    // The agent says which path each supplier's connection takes.
     let list = net.ok(&["suppliers"]);
-    let seed_id = net.node_id("dht-seed").to_string();
     for s in list["suppliers"].as_array().unwrap() {
-        let want = if s["position"].as_u64().unwrap() < 2 {
-            format!("router {seed_id}")
-        } else {
-            "direct".to_owned()
-        };
-        assert_eq!(s["path"], want.as_str(), "{list}");
+        assert_eq!(s["path"], "direct", "{list}");
     }
     let seed = dht_status(&net.node("dht-seed").join("run/dht.sock")).await;
     let router = seed.router.expect("the seed runs a router");
-    let stored = b["stored_bytes"].as_u64().unwrap();
+    // One punch request per relayed supplier at least (the agent and the
+    // hire each connect).
+    assert!(router.punches >= 2, "{router:?}");
     let id = |n: &str| net.node_id(n).to_string();
     let client = |who: &str| router.clients.iter().find(|c| c.node_id == id(who));
     for s in ["supplier-0", "supplier-1"] {
         let c = client(s).unwrap_or_else(|| panic!("{s} holds no link to the router"));
         assert!(c.reserved, "{s} holds no reservation");
-        // What the suppliers sent back: the data fragments the restore
-        // read (positions 0 and 1 hold data, each a quarter of it all).
         assert!(
-            c.sent_bytes > stored / 8,
-            "{s} sent {} bytes through the router of {stored} stored",
-            c.sent_bytes
+            c.sent_bytes < stored / 8,
+            "{s}'s data went through the router"
         );
     }
     for s in ["supplier-2", "supplier-3"] {
@@ -3612,11 +3607,8 @@ async fn suppliers_nobody_can_dial_serve_backups_and_restores_through_a_router()
     }
     let customer = client("customer").expect("the customer reached the router");
     assert!(!customer.reserved);
-    // Two of four positions' fragments went through the router.
     assert!(
-        customer.sent_bytes > stored / 2,
-        "{} of {stored}",
-        customer.sent_bytes
+        customer.sent_bytes < stored / 8,
+        "the backup went through the router"
     );
-    assert_eq!(router.dropped_unreachable, 0, "{router:?}");
 }

@@ -3,7 +3,6 @@
 //! re-established when it drops.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bitdust_crypto::NodeId;
@@ -49,9 +48,9 @@ impl PeerError {
     }
 }
 
-/// How long a supplier that names routers is dialed directly before a
-/// router is tried.
-const DIRECT_FIRST: Duration = Duration::from_secs(2);
+/// How long a hole punch to a supplier that names routers may take before
+/// the connection goes through the router.
+const PUNCH_WINDOW: Duration = Duration::from_secs(3);
 
 /// The buffer a get starts with; it grows with the bytes that arrive.
 const GET_INITIAL_BUFFER: usize = 256 * 1024;
@@ -109,8 +108,6 @@ pub struct SupplierLink {
     pub address: String,
     timeout: Duration,
     conn: Mutex<Option<Connection>>,
-    /// Whether the last connection went through a router.
-    relayed: AtomicBool,
 }
 
 impl SupplierLink {
@@ -122,7 +119,6 @@ impl SupplierLink {
             address,
             timeout,
             conn: Mutex::new(None),
-            relayed: AtomicBool::new(false),
         }
     }
 
@@ -163,35 +159,61 @@ impl SupplierLink {
         Ok(conn)
     }
 
-    /// Dials a supplier that names routers: directly first (for at most
-    /// [`DIRECT_FIRST`]), then through each router; once a router carried
-    /// the connection, the routers come first the next time.
+    /// Dials a supplier that names routers. Through each router in turn:
+    /// a hole punch (this end dials the supplier's address while the
+    /// router asks the supplier to dial back, for [`PUNCH_WINDOW`]), and
+    /// when no direct connection comes of it, the connection through the
+    /// router. The direct one is tried first each time the link connects,
+    /// so a relayed link goes direct once a punch works.
     async fn dial_either(
         &self,
         direct: &str,
-        routers: &[(NodeId, SocketAddr)],
+        routers: &[relay::Router],
     ) -> Result<Connection, PeerError> {
-        let relayed_first = self.relayed.load(Ordering::Relaxed);
         let mut errors = Vec::new();
-        for turn in 0..2 {
-            if (turn == 0) != relayed_first {
-                match self.dial(direct, DIRECT_FIRST.min(self.timeout)).await {
-                    Ok(c) => {
-                        self.relayed.store(false, Ordering::Relaxed);
-                        return Ok(c);
-                    }
-                    Err(e) => errors.push(e.to_string()),
+        let direct_addr = resolve(direct).await.ok();
+        for (id, addr) in routers {
+            let path = match tokio::time::timeout(
+                self.timeout,
+                self.endpoint.path_through(*addr, *id, self.node_id),
+            )
+            .await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    errors.push(format!("router {id}@{addr}: {e}"));
+                    continue;
                 }
-            } else {
-                for (id, addr) in routers {
-                    match self.dial_through(*addr, *id).await {
-                        Ok(c) => {
-                            self.relayed.store(true, Ordering::Relaxed);
-                            return Ok(c);
-                        }
-                        Err(e) => errors.push(format!("through router {id}@{addr}: {e}")),
-                    }
+                Err(_) => {
+                    errors.push(format!(
+                        "router {id}@{addr} did not answer within {:?}",
+                        self.timeout
+                    ));
+                    continue;
                 }
+            };
+            if let Some(d) = direct_addr {
+                match self
+                    .endpoint
+                    .punch_connect(d, *id, self.node_id, PUNCH_WINDOW.min(self.timeout))
+                    .await
+                {
+                    Ok(c) => return Ok(c),
+                    Err(e) => errors.push(format!("direct: {e}")),
+                }
+            }
+            match tokio::time::timeout(
+                self.timeout,
+                self.endpoint.connect(path, Some(self.node_id)),
+            )
+            .await
+            {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => errors.push(format!("through router {id}@{addr}: {e}")),
+                Err(_) => errors.push(format!(
+                    "through router {id}@{addr}: no answer within {:?}",
+                    self.timeout
+                )),
             }
         }
         Err(PeerError::Unreachable(format!(
@@ -211,29 +233,6 @@ impl SupplierLink {
                     "supplier {} at {address} did not answer within {timeout:?}",
                     self.node_id
                 ))
-            })?
-            .map_err(|e| PeerError::Unreachable(e.to_string()))
-    }
-
-    /// Connects to the supplier through the router `router` at `addr`: the
-    /// same end-to-end connection, its packets carried by the router.
-    async fn dial_through(
-        &self,
-        addr: SocketAddr,
-        router: NodeId,
-    ) -> Result<Connection, PeerError> {
-        let timeout = self.timeout;
-        let path = tokio::time::timeout(
-            timeout,
-            self.endpoint.path_through(addr, router, self.node_id),
-        )
-        .await
-        .map_err(|_| PeerError::Unreachable(format!("did not answer within {timeout:?}")))?
-        .map_err(|e| PeerError::Unreachable(e.to_string()))?;
-        tokio::time::timeout(timeout, self.endpoint.connect(path, Some(self.node_id)))
-            .await
-            .map_err(|_| {
-                PeerError::Unreachable(format!("the supplier did not answer within {timeout:?}"))
             })?
             .map_err(|e| PeerError::Unreachable(e.to_string()))
     }

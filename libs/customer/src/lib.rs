@@ -43,11 +43,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         16 << 30,
         5,
     )?)?);
-    let endpoint = bitdust_net::Endpoint::bind(
+    // It takes only the connections of suppliers it is punching a hole to
+    // (behind NATs), and closes any other at once.
+    let endpoint = bitdust_net::Endpoint::bind_with(
         keys.identity(),
         config.customer.bind,
         bitdust_supplier::peer::ALPN,
-        false,
+        bitdust_net::Listen::Expected,
     )?;
     // A state with no suppliers and no backups, under keys that this
     // agent did not create (imported), is a machine being recovered; it

@@ -61,6 +61,7 @@ fn router_status(r: &crate::router::Router) -> pb::RouterStatus {
         dropped_rate: c.dropped_rate.load(Relaxed),
         dropped_unreachable: c.dropped_unreachable.load(Relaxed),
         dropped_full: c.dropped_full.load(Relaxed),
+        punches: c.punches.load(Relaxed),
         clients: r
             .clients()
             .into_iter()

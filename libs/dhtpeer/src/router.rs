@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bitdust_crypto::NodeId;
 use bitdust_dht::store::address_key;
-use bitdust_net::relay::{self, TYPE_PACKET};
+use bitdust_net::relay::{self, TYPE_PACKET, TYPE_PUNCH};
 use bitdust_net::{Connection, Endpoint, frame};
 use bitdust_proto::router::v1 as pb;
 use prost::bytes::Bytes;
@@ -85,6 +85,8 @@ pub struct Counters {
     pub dropped_unreachable: AtomicU64,
     /// Packets dropped: the receiver's queue was full.
     pub dropped_full: AtomicU64,
+    /// Punch requests passed on.
+    pub punches: AtomicU64,
 }
 
 /// One connected client.
@@ -277,6 +279,29 @@ impl Router {
         if s.clients.get(&c.id).is_some_and(|now| Arc::ptr_eq(now, c)) {
             s.clients.remove(&c.id);
             Self::release(&mut s, c);
+        }
+    }
+
+    /// Passes `from`'s punch request on to `to`, with the address `from`
+    /// connects from; only to a node holding a reservation.
+    fn punch(&self, from: &Client, to: NodeId) {
+        let dest = self.state().clients.get(&to).cloned();
+        let Some(dest) = dest.filter(|d| d.reserved) else {
+            self.counters
+                .dropped_unreachable
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        from.sent_to(to);
+        let body = from.observed.to_string();
+        if dest
+            .tx
+            .try_send(relay::encode_frame(TYPE_PUNCH, &from.id, body.as_bytes()))
+            .is_ok()
+        {
+            self.counters.punches.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -488,6 +513,15 @@ async fn relay_from(
             Some(Ok(None)) => return Ok(()),
             Some(Err(e)) => return Err(e.to_string()),
         };
+        if f.kind == TYPE_PUNCH {
+            // A punch request costs as much as a full packet.
+            if bucket.take(relay::MAX_PACKET) {
+                router.punch(me, f.id);
+            } else {
+                router.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
         if f.kind != TYPE_PACKET {
             continue;
         }

@@ -70,6 +70,68 @@ pub struct Endpoint {
     router_client: quinn::ClientConfig,
     /// Held while a link to a router is being opened.
     linking: Arc<tokio::sync::Mutex<()>>,
+    /// Incoming connections awaited by [`Endpoint::punch_connect`], by the
+    /// peer's id.
+    expected: Expected,
+}
+
+/// Which connections an endpoint accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// None: it only dials.
+    Not,
+    /// Every node's, handed to [`Endpoint::accept`] (a supplier, a DHT
+    /// node, a router); it also answers punch requests routers pass on.
+    All,
+    /// Only those of peers it is punching a hole to
+    /// ([`Endpoint::punch_connect`]); any other is closed at once.
+    Expected,
+}
+
+/// Incoming connections awaited, by the peer's id.
+type Expected = Arc<Mutex<HashMap<NodeId, tokio::sync::oneshot::Sender<Connection>>>>;
+
+/// Punch requests waiting to be dialed back.
+const PUNCH_QUEUE: usize = 64;
+/// Punch dials in flight at once.
+const MAX_PUNCHES: usize = 16;
+/// How long a punch dial-back may take.
+const PUNCH_DIAL: Duration = Duration::from_secs(5);
+/// How long a connection the peer dialed waits for ours, which is kept
+/// when both complete.
+const PUNCH_GRACE: Duration = Duration::from_millis(500);
+/// The application close code of a duplicate connection.
+pub const CLOSE_DUPLICATE: u32 = 2;
+
+/// Dials back the nodes routers say want to reach this one, at the
+/// address the router sees them at: the packets open this node's NAT
+/// towards them, and when theirs lets ours in, the connection is handed to
+/// the daemon's accept loop like any other.
+async fn answer_punches(
+    endpoint: Endpoint,
+    mut requests: tokio::sync::mpsc::Receiver<(NodeId, SocketAddr)>,
+    to_daemon: tokio::sync::mpsc::Sender<(Connection, NodeId)>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES));
+    while let Some((peer, addr)) = requests.recv().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, %addr, "too many punch dials in flight; request dropped");
+            continue;
+        };
+        let (endpoint, to_daemon) = (endpoint.clone(), to_daemon.clone());
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(PUNCH_DIAL, endpoint.connect(addr, Some(peer))).await;
+            drop(slot);
+            match r {
+                Ok(Ok(conn)) => {
+                    tracing::debug!(%peer, %addr, "a punched connection came up");
+                    let _ = to_daemon.send((conn, peer)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, %addr, "punch dial failed: {e}"),
+                Err(_) => tracing::debug!(%peer, %addr, "punch dial timed out"),
+            }
+        });
+    }
 }
 
 /// Where the acceptor task hands over connections that completed their
@@ -111,6 +173,18 @@ impl Endpoint {
         alpn: &[u8],
         listen: bool,
     ) -> Result<Endpoint, NetError> {
+        let mode = if listen { Listen::All } else { Listen::Not };
+        Endpoint::bind_with(identity, addr, alpn, mode)
+    }
+
+    /// [`Endpoint::bind`] with a [`Listen`] mode.
+    pub fn bind_with(
+        identity: &Identity,
+        addr: SocketAddr,
+        alpn: &[u8],
+        mode: Listen,
+    ) -> Result<Endpoint, NetError> {
+        let listen = mode != Listen::Not;
         let client = tls::client_config(identity, alpn)?;
         let mut client = quinn::ClientConfig::new(client);
         client.transport_config(transport());
@@ -141,21 +215,33 @@ impl Endpoint {
         )
         .map_err(|source| NetError::Bind { addr, source })?;
         inner.set_default_client_config(client);
+        let expected: Expected = Arc::default();
+        let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
         let accepted = if listen {
-            let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
-            tokio::spawn(accept_loop(inner.clone(), tx));
-            Some(Arc::new(tokio::sync::Mutex::new(rx)))
+            let to_daemon = (mode == Listen::All).then(|| tx.clone());
+            tokio::spawn(accept_loop(inner.clone(), to_daemon, expected.clone()));
+            (mode == Listen::All).then(|| Arc::new(tokio::sync::Mutex::new(rx)))
         } else {
             None
         };
-        Ok(Endpoint {
+        let endpoint = Endpoint {
             inner,
             node_id: identity.node_id(),
             accepted,
             relays,
             router_client,
             linking: Arc::default(),
-        })
+            expected,
+        };
+        if mode == Listen::All {
+            // Routers pass on punch requests for nodes holding a
+            // reservation: dial the asker back, and serve what connects
+            // like any accepted connection.
+            let (ptx, prx) = tokio::sync::mpsc::channel(PUNCH_QUEUE);
+            endpoint.relays.set_punches(ptx);
+            tokio::spawn(answer_punches(endpoint.clone(), prx, tx));
+        }
+        Ok(endpoint)
     }
 
     /// This node's id.
@@ -237,6 +323,65 @@ impl Endpoint {
             })
     }
 
+    /// Connects to `peer` at `direct` while asking it, through `router`
+    /// (which this endpoint must hold a link to), to dial this endpoint
+    /// back at the address the router sees it at: a hole punch, both ends
+    /// dialing at once from their one socket. When both connections come
+    /// up, the one this endpoint dialed is kept and the other closed
+    /// ([`CLOSE_DUPLICATE`]). Fails when neither comes up within `window`.
+    /// The endpoint must listen ([`Listen::Expected`] or [`Listen::All`])
+    /// for the peer's dial to be taken.
+    pub async fn punch_connect(
+        &self,
+        direct: SocketAddr,
+        router: NodeId,
+        peer: NodeId,
+        window: Duration,
+    ) -> Result<Connection, NetError> {
+        let (tx, mut incoming) = tokio::sync::oneshot::channel();
+        lock(&self.expected).insert(peer, tx);
+        let result = async {
+            if !self.relays.send_punch(router, peer) {
+                return Err(NetError::Connect {
+                    addr: direct,
+                    reason: format!("no link to router {router} to punch through"),
+                });
+            }
+            let dial = self.connect(direct, Some(peer));
+            tokio::pin!(dial);
+            let deadline = tokio::time::Instant::now() + window;
+            let mut dial_error = None;
+            loop {
+                tokio::select! {
+                    r = &mut dial, if dial_error.is_none() => match r {
+                        Ok(c) => return Ok(c),
+                        Err(e) => dial_error = Some(e),
+                    },
+                    r = &mut incoming => {
+                        let Ok(theirs) = r else { break };
+                        // Ours is kept when it completes too.
+                        if dial_error.is_none()
+                            && let Ok(Ok(ours)) = tokio::time::timeout(PUNCH_GRACE, &mut dial).await
+                        {
+                            theirs.close(CLOSE_DUPLICATE.into(), b"duplicate");
+                            return Ok(ours);
+                        }
+                        return Ok(theirs);
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            Err(dial_error.unwrap_or(NetError::Connect {
+                addr: direct,
+                reason: format!("no hole punched within {window:?}"),
+            }))
+        }
+        .await;
+        // A connection of the peer's that comes later is closed as unexpected.
+        lock(&self.expected).remove(&peer);
+        result
+    }
+
     /// The address to dial `peer` at through `router`, if this endpoint
     /// holds a link to that router ([`Endpoint::link_router`]).
     pub fn relayed(&self, router: NodeId, peer: NodeId) -> Option<SocketAddr> {
@@ -299,7 +444,11 @@ impl Drop for Slot {
 /// Takes every incoming connection at once: refused when the caps are
 /// reached, otherwise handshaken on its own task with a timeout, and
 /// handed to [`Endpoint::accept`] when the peer proved a node key.
-async fn accept_loop(inner: quinn::Endpoint, tx: tokio::sync::mpsc::Sender<(Connection, NodeId)>) {
+async fn accept_loop(
+    inner: quinn::Endpoint,
+    tx: Option<tokio::sync::mpsc::Sender<(Connection, NodeId)>>,
+    expected: Expected,
+) {
     let counts = Arc::new(Mutex::new(InFlight::default()));
     while let Some(incoming) = inner.accept().await {
         let remote = incoming.remote_address();
@@ -325,14 +474,25 @@ async fn accept_loop(inner: quinn::Endpoint, tx: tokio::sync::mpsc::Sender<(Conn
             incoming.refuse();
             continue;
         };
-        let tx = tx.clone();
+        let (tx, expected) = (tx.clone(), expected.clone());
         tokio::spawn(async move {
             let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
             drop(slot);
             match result {
                 Ok(Ok(conn)) => match peer_id(&conn) {
                     Some(id) => {
-                        let _ = tx.send((conn, id)).await;
+                        let waiting = lock(&expected).remove(&id);
+                        match (waiting, tx) {
+                            (Some(w), _) => {
+                                if let Err(conn) = w.send(conn) {
+                                    conn.close(CLOSE_DUPLICATE.into(), b"duplicate");
+                                }
+                            }
+                            (None, Some(tx)) => {
+                                let _ = tx.send((conn, id)).await;
+                            }
+                            (None, None) => conn.close(1u32.into(), b"not expected"),
+                        }
                     }
                     None => {
                         conn.close(1u32.into(), b"no node certificate");
@@ -344,6 +504,10 @@ async fn accept_loop(inner: quinn::Endpoint, tx: tokio::sync::mpsc::Sender<(Conn
             }
         });
     }
+}
+
+fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The node id of the peer of an established connection.

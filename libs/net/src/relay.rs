@@ -45,6 +45,11 @@ use crate::{NetError, frame};
 pub const ALPN: &[u8] = b"bitdust/router/1";
 /// Frame type: a packet of an inner connection.
 pub const TYPE_PACKET: u8 = 0;
+/// Frame type: a punch request. From a client, the id names the node it
+/// wants to reach (the body is empty); from the router, the id names the
+/// node that asked and the body is the address the router sees it at
+/// (`ip:port` in text). The node asked dials that address back.
+pub const TYPE_PUNCH: u8 = 1;
 /// The header after a frame's length: type and node id.
 pub const HEADER: usize = 1 + 32;
 /// The largest packet a frame carries: above any UDP datagram quinn sends
@@ -208,6 +213,8 @@ pub(crate) struct Relays {
     inbound_rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
     /// Whether the socket is IPv6 (stand-in addresses are then v4-mapped).
     v6: bool,
+    /// Where punch requests from routers go (an endpoint that listens).
+    punches: Mutex<Option<mpsc::Sender<(NodeId, SocketAddr)>>>,
 }
 
 impl Relays {
@@ -218,6 +225,7 @@ impl Relays {
             inbound_tx,
             inbound_rx: Mutex::new(inbound_rx),
             v6,
+            punches: Mutex::new(None),
         })
     }
 
@@ -254,6 +262,33 @@ impl Relays {
     /// Which router and node a stand-in address stands for.
     pub(crate) fn behind(&self, addr: &SocketAddr) -> Option<(NodeId, NodeId)> {
         self.paths().by_addr.get(&Self::canonical(addr)).copied()
+    }
+
+    pub(crate) fn set_punches(&self, tx: mpsc::Sender<(NodeId, SocketAddr)>) {
+        *self
+            .punches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+    }
+
+    /// A router passed on `peer`'s wish to connect, from `addr`.
+    fn punch_request(&self, peer: NodeId, addr: SocketAddr) {
+        let p = self
+            .punches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = p.as_ref() {
+            let _ = tx.try_send((peer, addr));
+        }
+    }
+
+    /// Asks `router` to have `peer` dial this endpoint back; `false` with
+    /// no link to it.
+    pub(crate) fn send_punch(&self, router: NodeId, peer: NodeId) -> bool {
+        let p = self.paths();
+        p.links
+            .get(&router)
+            .is_some_and(|(_, tx)| tx.try_send(encode_frame(TYPE_PUNCH, &peer, &[])).is_ok())
     }
 
     fn add_link(&self, router: NodeId, conn_id: usize, tx: mpsc::Sender<Bytes>) {
@@ -496,6 +531,15 @@ pub(crate) async fn open_link(
             match read_frame(&mut recv).await {
                 Ok(Some(f)) if f.kind == TYPE_PACKET => {
                     reader_relays.deliver(router, f.id, f.body);
+                }
+                Ok(Some(f)) if f.kind == TYPE_PUNCH => {
+                    if let Some(addr) = std::str::from_utf8(&f.body)
+                        .ok()
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        .filter(|a| !is_relayed(a) && !a.ip().is_unspecified())
+                    {
+                        reader_relays.punch_request(f.id, addr);
+                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,

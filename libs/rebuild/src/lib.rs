@@ -561,7 +561,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || Queue::open(&state)).await??
     };
     let bind = std::net::SocketAddr::new(config.customer.bind.ip(), 0);
-    let endpoint = Endpoint::bind(identity, bind, bitdust_supplier::peer::ALPN, false)?;
+    let endpoint = Endpoint::bind_with(
+        identity,
+        bind,
+        bitdust_supplier::peer::ALPN,
+        bitdust_net::Listen::Expected,
+    )?;
     let rebuilder = Arc::new(Rebuilder {
         config: config.clone(),
         customer,
