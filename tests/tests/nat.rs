@@ -537,3 +537,137 @@ fn poll_dht(
         }
     })
 }
+
+/// Every customer/supplier pair of NAT types: four suppliers (public, full
+/// cone, port-restricted, symmetric; those behind NATs hold a reservation
+/// on a public router) and four customers behind the same four types.
+/// Each customer hires all four from the DHT, backs up and restores
+/// bit-exact. Every pair connects directly (a plain dial, or a hole punch
+/// the router coordinates) except port-restricted with symmetric and
+/// symmetric with symmetric, either way round, which go through the router.
+#[test]
+#[ignore = "needs root, iproute2 and nftables; tests/run.sh installs them and runs it"]
+fn every_pair_of_nat_types_backs_up_and_restores_direct_where_possible_and_relayed_otherwise() {
+    let types = [
+        ("pub", "public"),
+        ("fc", "full-cone"),
+        ("pr", "port-restricted"),
+        ("sy", "symmetric"),
+    ];
+    let mut sites = vec!["a:public".to_owned()];
+    for role in ["s", "c"] {
+        for (short, ty) in types {
+            sites.push(format!("{role}{short}:{ty}"));
+        }
+    }
+    let site_refs: Vec<&str> = sites.iter().map(String::as_str).collect();
+    let mut lab = Lab::up(&site_refs);
+    let dir = tempfile::tempdir().unwrap();
+    let a = lab.node("a").1.to_owned();
+    let seed_run = daemon_in(
+        &mut lab,
+        "a",
+        dir.path(),
+        "bitdust-dht-peer",
+        &format!(
+            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\n"
+        ),
+    );
+    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
+        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
+    })
+    .node_id;
+    let dht =
+        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    for (short, _) in types {
+        let site = format!("s{short}");
+        let reach = if short == "pub" {
+            format!("advertise = \"{}:7800\"\n", lab.node(&site).1)
+        } else {
+            format!("routers = [\"{router_id}@{a}:7910\"]\n")
+        };
+        let body = format!(
+            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"8 GiB\"\npublish_secs = 30\n{reach}"
+        );
+        daemon_in(&mut lab, &site, dir.path(), "bitdust-dht-peer", &body);
+        daemon_in(&mut lab, &site, dir.path(), "bitdust-supplier-store", &body);
+    }
+    let supplier_site: std::collections::HashMap<String, &str> = types
+        .iter()
+        .map(|(short, _)| {
+            let id = poll_file(&dir.path().join(format!("s{short}/state/supplier/node-id")));
+            (id, *short)
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for (short, _) in types {
+        let site = format!("c{short}");
+        let body = format!(
+            "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 4\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 5\n"
+        );
+        daemon_in(&mut lab, &site, dir.path(), "bitdust-dht-peer", &body);
+        runs.push((
+            short,
+            daemon_in(&mut lab, &site, dir.path(), "bitdust-customer-agent", &body),
+        ));
+    }
+    let relayed = [("pr", "sy"), ("sy", "pr"), ("sy", "sy")];
+    let mut seen = Vec::new();
+    for (customer, run) in &runs {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        loop {
+            let st = ctl_json(run, &["status"], 30);
+            if st["hired"] == 4 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "customer {customer}: not all four hired: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let src = dir.path().join(format!("src-{customer}"));
+        bitdust_tests::make_tree(&src, 3, 1);
+        let b = ctl_json(run, &["backup", &src.display().to_string()], 5);
+        assert_eq!(
+            b["failed_positions"].as_array().unwrap().len(),
+            0,
+            "customer {customer}: {b}"
+        );
+        let out = dir.path().join(format!("out-{customer}"));
+        ctl_json(run, &["restore", "--to", &out.display().to_string()], 5);
+        bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+        let list = ctl_json(run, &["suppliers"], 5);
+        for s in list["suppliers"].as_array().unwrap() {
+            let supplier = supplier_site[s["node_id"].as_str().unwrap()];
+            let path = s["path"].as_str().unwrap().to_owned();
+            let want = if relayed.contains(&(*customer, supplier)) {
+                format!("router {router_id}")
+            } else {
+                "direct".to_owned()
+            };
+            seen.push(format!("customer {customer}, supplier {supplier}: {path}"));
+            assert_eq!(path, want, "customer {customer}, supplier {supplier}");
+        }
+    }
+    eprintln!("{}", seen.join("\n"));
+    assert_eq!(seen.len(), 16);
+}
+
+/// The trimmed text of `path` once it exists (30 s at most).
+fn poll_file(path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(path)
+            && !t.trim().is_empty()
+        {
+            return t.trim().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
