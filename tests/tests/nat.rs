@@ -671,3 +671,129 @@ fn poll_file(path: &std::path::Path) -> String {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A customer behind a port-restricted NAT with a 50 Mbit/s uplink backs
+/// up to a public supplier (direct) and one behind a symmetric NAT
+/// (through the router). Midway, both NATs forget every binding
+/// (`conntrack -F` in their routers): the next packets get new mappings
+/// (a new port, behind the symmetric one), QUIC moves its connections to
+/// them, and the backup completes with every position and restores
+/// bit-exact.
+#[test]
+#[ignore = "needs root, iproute2, nftables and conntrack; tests/run.sh installs them and runs it"]
+fn a_backup_survives_its_nats_forgetting_every_binding_midway() {
+    let mut lab = Lab::up(&[
+        "a:public",
+        "spub:public",
+        "ssy:symmetric",
+        "cpr:port-restricted:50",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let a = lab.node("a").1.to_owned();
+    let seed_run = daemon_in(
+        &mut lab,
+        "a",
+        dir.path(),
+        "bitdust-dht-peer",
+        &format!(
+            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\nrate = \"64 MiB\"\nburst = \"16 MiB\"\n"
+        ),
+    );
+    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
+        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
+    })
+    .node_id;
+    let dht =
+        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    let spub = lab.node("spub").1.to_owned();
+    for (site, reach) in [
+        ("spub", format!("advertise = \"{spub}:7800\"\n")),
+        ("ssy", format!("routers = [\"{router_id}@{a}:7910\"]\n")),
+    ] {
+        let body = format!(
+            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\n{reach}"
+        );
+        daemon_in(&mut lab, site, dir.path(), "bitdust-dht-peer", &body);
+        daemon_in(&mut lab, site, dir.path(), "bitdust-supplier-store", &body);
+    }
+    let body = format!(
+        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 2\nneeded_space = \"1 GiB\"\ntimeout_secs = 10\n"
+    );
+    daemon_in(&mut lab, "cpr", dir.path(), "bitdust-dht-peer", &body);
+    let run = daemon_in(&mut lab, "cpr", dir.path(), "bitdust-customer-agent", &body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while ctl_json(&run, &["status"], 30)["hired"] != 2 {
+        assert!(std::time::Instant::now() < deadline, "not both hired");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // 48 MiB that does not compress: about 96 MiB on the wire, some 16 s
+    // at 50 Mbit/s.
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 48 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+    }
+    std::fs::write(src.join("big"), &data).unwrap();
+    let backup = Command::new(bitdust_tests::bin("bitdustctl"))
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--json", "backup"])
+        .arg(&src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let ssy_id = poll_file(&dir.path().join("ssy/state/supplier/node-id"));
+    let on_router = |id: &str| {
+        let st = poll_dht(&seed_run.join("dht.sock"), |_| true);
+        let c = st
+            .router
+            .unwrap()
+            .clients
+            .into_iter()
+            .find(|c| c.node_id == id);
+        c.unwrap_or_else(|| panic!("{id} is not on the router"))
+    };
+    let before = on_router(&ssy_id);
+    for site in ["cpr", "ssy"] {
+        let ns = format!("{}rt-{site}", lab.prefix);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "conntrack", "-F"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "conntrack -F in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = backup.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the backup failed after the flush: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
+    eprintln!("backup after a flush: {} s", b["seconds"]);
+    // The symmetric NAT gave the supplier's link to the router a new port,
+    // and the link moved to it: the same connection, older than the flush.
+    let after = on_router(&ssy_id);
+    assert_ne!(
+        after.address, before.address,
+        "the flush changed no mapping"
+    );
+    assert!(
+        after.connected_secs >= before.connected_secs + 5,
+        "the link was made anew, not moved: {before:?} then {after:?}"
+    );
+    let dest = dir.path().join("out");
+    ctl_json(&run, &["restore", "--to", &dest.display().to_string()], 5);
+    bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&dest, &src));
+}

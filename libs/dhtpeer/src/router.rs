@@ -93,7 +93,7 @@ pub struct Counters {
 struct Client {
     id: NodeId,
     conn: Connection,
-    observed: SocketAddr,
+    /// The per-address limits' key of the address it connected from.
     address: String,
     reserved: bool,
     since: Instant,
@@ -197,7 +197,9 @@ impl Router {
             .values()
             .map(|c| ClientStatus {
                 id: c.id,
-                observed: c.observed,
+                // Where its packets come from now (QUIC follows a NAT's
+                // new mapping).
+                observed: c.conn.remote_address(),
                 reserved: c.reserved,
                 sent: c.sent.load(Ordering::Relaxed),
                 secs: c.since.elapsed().as_secs(),
@@ -293,7 +295,7 @@ impl Router {
             return;
         };
         from.sent_to(to);
-        let body = from.observed.to_string();
+        let body = from.conn.remote_address().to_string();
         if dest
             .tx
             .try_send(relay::encode_frame(TYPE_PUNCH, &from.id, body.as_bytes()))
@@ -444,7 +446,6 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
     let me = Arc::new(Client {
         id,
         conn: conn.clone(),
-        observed,
         address: address_key(observed.ip()),
         reserved: hello.reserve,
         since: Instant::now(),
