@@ -277,7 +277,8 @@ pub struct CustomerConfig {
     pub state_dir: Option<PathBuf>,
     /// The keys; default `<customer state dir>/keys`.
     pub keys_dir: Option<PathBuf>,
-    /// Local UDP address the agent dials suppliers from (it accepts nothing).
+    /// Local UDP address the agent dials suppliers from (it accepts only the
+    /// connections of suppliers it is punching a hole to).
     pub bind: SocketAddr,
     /// Number of supplier positions.
     pub suppliers: usize,
