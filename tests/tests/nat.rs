@@ -581,16 +581,35 @@ fn every_pair_of_nat_types_backs_up_and_restores_direct_where_possible_and_relay
         format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
     for (short, _) in types {
         let site = format!("s{short}");
-        let reach = if short == "pub" {
-            format!("advertise = \"{}:7800\"\n", lab.node(&site).1)
-        } else {
-            format!("routers = [\"{router_id}@{a}:7910\"]\n")
-        };
+        let mut reach = format!("routers = [\"{router_id}@{a}:7910\"]\n");
+        if short == "pub" {
+            reach.push_str(&format!("advertise = \"{}:7800\"\n", lab.node(&site).1));
+        }
         let body = format!(
             "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"8 GiB\"\npublish_secs = 30\n{reach}"
         );
         daemon_in(&mut lab, &site, dir.path(), "bitdust-dht-peer", &body);
         daemon_in(&mut lab, &site, dir.path(), "bitdust-supplier-store", &body);
+    }
+    // What the routers' dial-backs told each supplier, and which of them
+    // hold a reservation: those strangers cannot reach (and the public
+    // one, whose address is configured).
+    for (short, _) in types {
+        let sock = dir.path().join(format!("s{short}/run/supplier.sock"));
+        let want = match short {
+            "pub" => "public: reachable at",
+            "fc" => "mapped: reachable at",
+            "pr" => "behind a cone NAT",
+            _ => "behind a symmetric NAT",
+        };
+        let st = poll_supplier(&sock, |s| !s.reachability.is_empty());
+        assert!(
+            st.reachability.starts_with(want),
+            "s{short}: {}",
+            st.reachability
+        );
+        let held = !st.routers.is_empty();
+        assert_eq!(held, short != "fc", "s{short}: routers {:?}", st.routers);
     }
     let supplier_site: std::collections::HashMap<String, &str> = types
         .iter()
@@ -796,4 +815,37 @@ fn a_backup_survives_its_nats_forgetting_every_binding_midway() {
     let dest = dir.path().join("out");
     ctl_json(&run, &["restore", "--to", &dest.display().to_string()], 5);
     bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&dest, &src));
+}
+
+/// The supplier's status at `socket`, once `ready` says so (30 s at most).
+fn poll_supplier(
+    socket: &std::path::Path,
+    ready: impl Fn(&bitdust_proto::supplier::v1::StatusReply) -> bool,
+) -> bitdust_proto::supplier::v1::StatusReply {
+    use bitdust_proto::supplier::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(ch) = bitdust_daemon::connect(socket).await
+                && let Ok(s) = pb::supplier_client::SupplierClient::new(ch)
+                    .status(pb::StatusRequest {})
+                    .await
+            {
+                let s = s.into_inner();
+                if ready(&s) {
+                    return s;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: not ready after 30 s",
+                socket.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
 }

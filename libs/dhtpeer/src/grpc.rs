@@ -62,6 +62,8 @@ fn router_status(r: &crate::router::Router) -> pb::RouterStatus {
         dropped_unreachable: c.dropped_unreachable.load(Relaxed),
         dropped_full: c.dropped_full.load(Relaxed),
         punches: c.punches.load(Relaxed),
+        dial_backs: c.dial_backs.load(Relaxed),
+        dial_backs_reached: c.dial_backs_reached.load(Relaxed),
         clients: r
             .clients()
             .into_iter()

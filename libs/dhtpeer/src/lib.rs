@@ -283,16 +283,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let r = &config.router;
         let ep = bitdust_net::Endpoint::bind(&identity, r.listen, bitdust_net::relay::ALPN, true)?;
         let listen = ep.local_addr()?;
-        let router = router::Router::new(router::Limits {
-            max_clients: r.max_clients,
-            max_reservations: r.max_reservations,
-            max_clients_per_address: r.max_clients_per_address,
-            max_reservations_per_address: r.max_reservations_per_address,
-            rate_bytes_per_sec: r.rate.0,
-            burst_bytes: r.burst.0,
-            max_bytes: r.max_bytes_per_connection.0,
-            max_secs: r.max_connection_secs,
-        });
+        let router = router::Router::new(
+            router::Limits {
+                max_clients: r.max_clients,
+                max_reservations: r.max_reservations,
+                max_clients_per_address: r.max_clients_per_address,
+                max_reservations_per_address: r.max_reservations_per_address,
+                rate_bytes_per_sec: r.rate.0,
+                burst_bytes: r.burst.0,
+                max_bytes: r.max_bytes_per_connection.0,
+                max_secs: r.max_connection_secs,
+            },
+            &identity,
+        );
         // What other nodes dial: the configured address, or listen's when
         // its IP is specific, or else the IP DHT peers see with its port.
         let dht_ip = address

@@ -43,6 +43,8 @@ pub const ANSWER_WINDOW: Duration = Duration::from_secs(60);
 const CLIENT_QUEUE: usize = 512;
 /// Nodes one client sent to that are remembered for answers.
 const MAX_ANSWERS: usize = 1024;
+/// Dial-backs in flight at once.
+const MAX_DIAL_BACKS: usize = 8;
 
 /// What a router allows.
 #[derive(Debug, Clone)]
@@ -87,6 +89,10 @@ pub struct Counters {
     pub dropped_full: AtomicU64,
     /// Punch requests passed on.
     pub punches: AtomicU64,
+    /// Dial-backs tried, and those that reached their node.
+    pub dial_backs: AtomicU64,
+    /// Dial-backs that reached their node.
+    pub dial_backs_reached: AtomicU64,
 }
 
 /// One connected client.
@@ -158,6 +164,10 @@ pub struct ClientStatus {
 /// The router.
 pub struct Router {
     limits: Limits,
+    /// Its node identity, for dial-backs.
+    identity: bitdust_crypto::Identity,
+    /// Dial-backs in flight at most.
+    dial_backs: tokio::sync::Semaphore,
     state: Mutex<State>,
     /// The address it advertises (empty until it knows one).
     address: Mutex<String>,
@@ -166,10 +176,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router with `limits`.
-    pub fn new(limits: Limits) -> Arc<Router> {
+    /// A router with `limits`, dialing back as `identity`.
+    pub fn new(limits: Limits, identity: &bitdust_crypto::Identity) -> Arc<Router> {
         Arc::new(Router {
             limits,
+            identity: bitdust_crypto::Identity::from_secret(&identity.secret()),
+            dial_backs: tokio::sync::Semaphore::new(MAX_DIAL_BACKS),
             state: Mutex::new(State::default()),
             address: Mutex::new(String::new()),
             counters: Counters::default(),
@@ -305,6 +317,51 @@ impl Router {
         } else {
             self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Dials `id` back at `to` from a fresh socket (another port than
+    /// its link's), speaking `alpn`: whether a stranger reaches it there.
+    async fn dial_back(&self, id: NodeId, to: SocketAddr, alpn: &str) -> pb::DialBack {
+        let no = |error: String| pb::DialBack {
+            reachable: false,
+            error,
+        };
+        if alpn.is_empty() || alpn.len() > 64 {
+            return no("the dial-back's ALPN must be 1 to 64 bytes".into());
+        }
+        let Ok(_slot) = self.dial_backs.try_acquire() else {
+            return no("the router is busy with other dial-backs; ask again later".into());
+        };
+        self.counters.dial_backs.fetch_add(1, Ordering::Relaxed);
+        let bind: SocketAddr = if to.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let ep = match Endpoint::bind(&self.identity, bind, alpn.as_bytes(), false) {
+            Ok(ep) => ep,
+            Err(e) => return no(e.to_string()),
+        };
+        let r = tokio::time::timeout(relay::DIAL_BACK_TIMEOUT, ep.connect(to, Some(id))).await;
+        let out = match r {
+            Ok(Ok(c)) => {
+                c.close(0u32.into(), b"dial-back");
+                self.counters
+                    .dial_backs_reached
+                    .fetch_add(1, Ordering::Relaxed);
+                pb::DialBack {
+                    reachable: true,
+                    error: String::new(),
+                }
+            }
+            Ok(Err(e)) => no(e.to_string()),
+            Err(_) => no(format!(
+                "no answer at {to} within {:?}",
+                relay::DIAL_BACK_TIMEOUT
+            )),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), ep.shutdown()).await;
+        out
     }
 
     /// Forwards one packet from `from` to `to`.
@@ -460,6 +517,7 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
         burst_bytes: l.burst_bytes,
         max_bytes: l.max_bytes,
         max_secs: l.max_secs,
+        dial_back: None,
     };
     if let Err(why) = router.admit(me.clone()) {
         router.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -471,6 +529,9 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
         return Err(why);
     }
     router.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    if !hello.dial_back_alpn.is_empty() {
+        welcome.dial_back = Some(router.dial_back(id, observed, &hello.dial_back_alpn).await);
+    }
     let result = async {
         frame::write_frame(&mut send, &welcome)
             .await

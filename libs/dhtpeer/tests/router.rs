@@ -37,7 +37,7 @@ async fn start_router(limits: Limits) -> (Arc<Router>, SocketAddr, NodeId) {
     let identity = Identity::generate();
     let ep = Endpoint::bind(&identity, loopback(), relay::ALPN, true).unwrap();
     let addr = ep.local_addr().unwrap();
-    let router = Router::new(limits);
+    let router = Router::new(limits, &identity);
     tokio::spawn(serve(ep, router.clone()));
     (router, addr, identity.node_id())
 }

@@ -73,6 +73,8 @@ pub struct Endpoint {
     /// Incoming connections awaited by [`Endpoint::punch_connect`], by the
     /// peer's id.
     expected: Expected,
+    /// The ALPN protocol it speaks.
+    alpn: Vec<u8>,
 }
 
 /// Which connections an endpoint accepts.
@@ -232,6 +234,7 @@ impl Endpoint {
             router_client,
             linking: Arc::default(),
             expected,
+            alpn: alpn.to_vec(),
         };
         if mode == Listen::All {
             // Routers pass on punch requests for nodes holding a
@@ -286,6 +289,28 @@ impl Endpoint {
         router: NodeId,
         reserve: bool,
     ) -> Result<relay::RouterLink, NetError> {
+        self.link_router_checked(addr, router, reserve, false).await
+    }
+
+    /// [`Endpoint::link_router`], and with `dial_back` the router also
+    /// dials this endpoint back from a fresh socket (its ALPN, its id
+    /// pinned) and says whether that worked: whether a stranger can reach
+    /// this endpoint at the address the router sees ([`relay::RouterLink::reachable`]).
+    pub async fn link_router_checked(
+        &self,
+        addr: SocketAddr,
+        router: NodeId,
+        reserve: bool,
+        dial_back: bool,
+    ) -> Result<relay::RouterLink, NetError> {
+        let hello = bitdust_proto::router::v1::Hello {
+            reserve,
+            dial_back_alpn: if dial_back {
+                String::from_utf8_lossy(&self.alpn).into_owned()
+            } else {
+                String::new()
+            },
+        };
         let name = tls::server_name(Some(router));
         let connecting = self
             .inner
@@ -298,7 +323,7 @@ impl Endpoint {
             addr,
             reason: describe_connection_error(&e),
         })?;
-        relay::open_link(self.relays.clone(), conn, router, addr, reserve).await
+        relay::open_link(self.relays.clone(), conn, router, addr, hello).await
     }
 
     /// The address to dial `peer` at through the router `router` at

@@ -57,6 +57,8 @@ pub const HEADER: usize = 1 + 32;
 pub const MAX_PACKET: usize = 2048;
 /// How long a router may take to answer a `Hello`.
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a router's dial-back may take.
+pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frames waiting to go out to one router.
 const LINK_QUEUE: usize = 1024;
 /// Packets from routers waiting for quinn.
@@ -460,6 +462,9 @@ pub struct RouterLink {
     pub observed: Option<SocketAddr>,
     /// Whether the link holds a reservation.
     pub reserved: bool,
+    /// Whether the router reached this endpoint from a fresh socket, when
+    /// it was asked to dial back.
+    pub reachable: Option<bool>,
     /// The router's limits, as it announced them.
     pub welcome: pb::Welcome,
     conn: Connection,
@@ -502,14 +507,15 @@ pub(crate) async fn open_link(
     conn: Connection,
     router: NodeId,
     addr: SocketAddr,
-    reserve: bool,
+    hello: pb::Hello,
 ) -> Result<RouterLink, NetError> {
+    let reserve = hello.reserve;
     let fail = |reason: String| NetError::Connect { addr, reason };
     let (mut send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|e| fail(format!("the router closed the connection: {e}")))?;
-    frame::write_frame(&mut send, &pb::Hello { reserve })
+    frame::write_frame(&mut send, &hello)
         .await
         .map_err(|e| fail(e.to_string()))?;
     let welcome: pb::Welcome = frame::read_frame_within(&mut recv, 4096, WELCOME_TIMEOUT)
@@ -557,6 +563,7 @@ pub(crate) async fn open_link(
         addr,
         observed: welcome.observed.parse().ok(),
         reserved: reserve,
+        reachable: welcome.dial_back.as_ref().map(|d| d.reachable),
         welcome,
         conn,
         tx,

@@ -16,6 +16,8 @@ pub struct SupplierService {
     pub node_id: NodeId,
     /// The QUIC address customers reach.
     pub listen: String,
+    /// How customers reach it (its offer), and what its routers said.
+    pub reach: tokio::sync::watch::Receiver<crate::reach::Reach>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -29,6 +31,7 @@ impl pb::supplier_server::Supplier for SupplierService {
         _: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
         let t = self.store.totals().map_err(internal)?;
+        let reach = self.reach.borrow().clone();
         Ok(Response::new(pb::StatusReply {
             node_id: self.node_id.to_string(),
             listen: self.listen.clone(),
@@ -37,6 +40,9 @@ impl pb::supplier_server::Supplier for SupplierService {
             used_bytes: t.used,
             customers: t.customers,
             objects: t.objects,
+            address: reach.address.unwrap_or_default(),
+            routers: reach.routers,
+            reachability: reach.reachability,
         }))
     }
 

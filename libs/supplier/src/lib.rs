@@ -47,17 +47,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let endpoint = bitdust_net::Endpoint::bind(&identity, s.listen, peer::ALPN, true)?;
     let listen = endpoint.local_addr()?;
-    let socket = config.supplier_socket();
-    let service = SupplierServer::new(grpc::SupplierService {
-        store: store.clone(),
-        node_id,
-        listen: listen.to_string(),
-    });
-    daemon
-        .serve(&socket, &["bitdust.supplier.v1.Supplier"], |r| {
-            r.add_service(service)
-        })
-        .await?;
     let routers = s
         .routers
         .iter()
@@ -70,17 +59,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let address = advertised(&config, listen);
+    let configured = address.is_some();
     if address.is_none() && routers.is_empty() && s.publish {
         tracing::warn!(%listen, "supplier.listen has no specific IP: set supplier.advertise to the host:port customers dial (or supplier.routers behind a NAT), or no offer is published in the DHT");
     }
     let (reach_tx, reach_rx) = tokio::sync::watch::channel(reach::Reach {
         address,
         routers: Vec::new(),
+        reachability: String::new(),
     });
+    let socket = config.supplier_socket();
+    let service = SupplierServer::new(grpc::SupplierService {
+        store: store.clone(),
+        node_id,
+        listen: listen.to_string(),
+        reach: reach_rx.clone(),
+    });
+    daemon
+        .serve(&socket, &["bitdust.supplier.v1.Supplier"], |r| {
+            r.add_service(service)
+        })
+        .await?;
     if !routers.is_empty() {
         daemon.supervise(
             "the router reservations",
-            reach::hold_reservations(endpoint.clone(), routers, reach_tx),
+            reach::hold_reservations(endpoint.clone(), routers, reach_tx, configured),
         );
     }
     if s.publish {

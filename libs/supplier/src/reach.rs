@@ -18,17 +18,71 @@ pub struct Reach {
     pub address: Option<String>,
     /// Routers with a reservation held now, as `NODEID@ip:port`.
     pub routers: Vec<String>,
+    /// What the last dial-back said, in words (empty before any).
+    pub reachability: String,
+}
+
+/// How long a supplier a router could reach goes before it asks again.
+const RECHECK: Duration = Duration::from_secs(600);
+
+/// The supplier's reachability in words, from a router's view of it:
+/// `observed`, whether the router's dial-back from a fresh port reached
+/// it, and `local`, the address it sends from (its IP towards the router
+/// and its bound port).
+pub fn describe(
+    observed: Option<SocketAddr>,
+    reachable: bool,
+    local: Option<SocketAddr>,
+) -> String {
+    let Some(o) = observed else {
+        return "unknown: the router did not say where it sees this supplier".into();
+    };
+    let same_ip = local.is_some_and(|l| l.ip() == o.ip());
+    let same_port = local.is_some_and(|l| l.port() == o.port());
+    match (reachable, same_ip, same_port) {
+        (true, true, _) => format!("public: reachable at {o}"),
+        (true, false, _) => format!(
+            "mapped: reachable at {o} through a NAT that lets strangers in (full cone, or a port mapping)"
+        ),
+        (false, true, _) => format!(
+            "firewalled: strangers cannot reach {o}; customers reach it through its routers"
+        ),
+        (false, false, true) => format!(
+            "behind a cone NAT (the port kept) at {o} that lets in only what it sent to; customers punch a hole or go through its routers"
+        ),
+        (false, false, false) => format!(
+            "behind a symmetric NAT (seen at {o}, another port than its own); customers go through its routers unless they can be dialed"
+        ),
+    }
+}
+
+/// The address this host sends from towards `to` (no packet is sent).
+fn local_towards(to: SocketAddr, port: u16) -> Option<SocketAddr> {
+    let any: SocketAddr = if to.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(to).ok()?;
+    Some(SocketAddr::new(s.local_addr().ok()?.ip(), port))
 }
 
 /// The longest wait between attempts to link to a router again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Holds a reservation on each router, linking again (2 s, doubling to
-/// 60 s) whenever a link ends; `reach` names the routers held now.
+/// For each router: links with a reservation and asks for a dial-back.
+/// When the router reaches the supplier from a fresh port, strangers can:
+/// unless `supplier.advertise` is set (`configured`), the link is let go
+/// (no reservation is needed), the offer gets the address the router
+/// sees, and the question is asked again after [`RECHECK`]. Otherwise the reservation is held and
+/// the offer names the router, until the link ends; then it links again
+/// (2 s, doubling to 60 s). `reach` says what holds now.
 pub async fn hold_reservations(
     endpoint: Endpoint,
     routers: Vec<(NodeId, SocketAddr)>,
     reach: watch::Sender<Reach>,
+    configured: bool,
 ) {
     let mut set = tokio::task::JoinSet::new();
     for (id, addr) in routers {
@@ -36,18 +90,35 @@ pub async fn hold_reservations(
         set.spawn(async move {
             let contact = format!("{id}@{addr}");
             let mut backoff = Duration::from_secs(2);
+            let port = endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
             loop {
-                match endpoint.link_router(addr, id, true).await {
+                match endpoint.link_router_checked(addr, id, true, true).await {
                     Ok(link) => {
                         backoff = Duration::from_secs(2);
-                        tracing::info!(router = %contact, observed = ?link.observed, "holding a reservation on the router");
+                        let reachable = link.reachable == Some(true);
+                        let words = describe(link.observed, reachable, local_towards(addr, port));
+                        tracing::info!(router = %contact, observed = ?link.observed, reachable, "{words}");
+                        // With `advertise` set, the router's view says
+                        // nothing of the configured address: the
+                        // reservation is held all the same.
+                        if reachable && !configured {
+                            link.close();
+                            reach.send_modify(|r| {
+                                r.routers.retain(|c| *c != contact);
+                                r.address = link.observed.map(|o| o.to_string());
+                                r.reachability = words;
+                            });
+                            tokio::time::sleep(RECHECK).await;
+                            continue;
+                        }
                         reach.send_modify(|r| {
                             if !r.routers.contains(&contact) {
                                 r.routers.push(contact.clone());
                             }
-                            if r.address.is_none() {
+                            if !configured {
                                 r.address = link.observed.map(|o| o.to_string());
                             }
+                            r.reachability = words;
                         });
                         let why = link.closed().await;
                         reach.send_modify(|r| r.routers.retain(|c| *c != contact));
