@@ -815,6 +815,38 @@ fn a_backup_survives_its_nats_forgetting_every_binding_midway() {
     let dest = dir.path().join("out");
     ctl_json(&run, &["restore", "--to", &dest.display().to_string()], 5);
     bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&dest, &src));
+
+    // Idle connections after a flush: both suppliers answer a ping again
+    // (each ping has 3 s; a connection made anew must fit in it).
+    for site in ["cpr", "ssy"] {
+        let ns = format!("{}rt-{site}", lab.prefix);
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "conntrack", "-F"])
+            .output()
+            .unwrap();
+    }
+    let t = std::time::Instant::now();
+    loop {
+        let list = ctl_json(&run, &["suppliers"], 5);
+        let up = list["suppliers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["reachable"] == true)
+            .count();
+        if up == 2 {
+            break;
+        }
+
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "not both reachable after a flush: {list}"
+        );
+    }
+    eprintln!(
+        "both answer again {:.1} s after an idle flush",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 /// The supplier's status at `socket`, once `ready` says so (30 s at most).

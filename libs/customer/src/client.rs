@@ -48,9 +48,11 @@ impl PeerError {
     }
 }
 
-/// How long a hole punch to a supplier that names routers may take before
-/// the connection goes through the router.
+/// How long a hole punch to a supplier that names routers may take in all.
 const PUNCH_WINDOW: Duration = Duration::from_secs(3);
+/// How long the punch goes alone before the connection through the router
+/// is dialed too.
+const PUNCH_HEAD: Duration = Duration::from_secs(1);
 
 /// The buffer a get starts with; it grows with the bytes that arrive.
 const GET_INITIAL_BUFFER: usize = 256 * 1024;
@@ -107,7 +109,7 @@ pub struct SupplierLink {
     /// Its `host:port`.
     pub address: String,
     timeout: Duration,
-    conn: Mutex<Option<Connection>>,
+    conn: std::sync::Arc<Mutex<Option<Connection>>>,
 }
 
 impl SupplierLink {
@@ -118,7 +120,7 @@ impl SupplierLink {
             node_id,
             address,
             timeout,
-            conn: Mutex::new(None),
+            conn: std::sync::Arc::default(),
         }
     }
 
@@ -159,12 +161,15 @@ impl SupplierLink {
         Ok(conn)
     }
 
-    /// Dials a supplier that names routers. Through each router in turn:
+    /// Dials a supplier that names routers, through each router in turn:
     /// a hole punch (this end dials the supplier's address while the
-    /// router asks the supplier to dial back, for [`PUNCH_WINDOW`]), and
-    /// when no direct connection comes of it, the connection through the
-    /// router. The direct one is tried first each time the link connects,
-    /// so a relayed link goes direct once a punch works.
+    /// router asks the supplier to dial back, [`PUNCH_WINDOW`] in all) on
+    /// a task of its own, and after [`PUNCH_HEAD`] without a direct
+    /// connection, the connection through the router as well. The first
+    /// that comes up is used; a punch that succeeds after the relayed
+    /// connection came up replaces it (the link goes direct), and the
+    /// relayed one closes when its calls end. The punch runs on even when
+    /// the caller gives up (a ping's short timeout), so it is not lost.
     async fn dial_either(
         &self,
         direct: &str,
@@ -192,15 +197,21 @@ impl SupplierLink {
                     continue;
                 }
             };
-            if let Some(d) = direct_addr {
-                match self
-                    .endpoint
-                    .punch_connect(d, *id, self.node_id, PUNCH_WINDOW.min(self.timeout))
-                    .await
-                {
-                    Ok(c) => return Ok(c),
+            let mut punch = direct_addr.map(|d| {
+                let endpoint = self.endpoint.clone();
+                let (router, peer) = (*id, self.node_id);
+                let window = PUNCH_WINDOW.min(self.timeout);
+                tokio::spawn(async move { endpoint.punch_connect(d, router, peer, window).await })
+            });
+            if let Some(p) = punch.as_mut()
+                && let Ok(done) = tokio::time::timeout(PUNCH_HEAD, &mut *p).await
+            {
+                match done {
+                    Ok(Ok(c)) => return Ok(c),
+                    Ok(Err(e)) => errors.push(format!("direct: {e}")),
                     Err(e) => errors.push(format!("direct: {e}")),
                 }
+                punch = None;
             }
             match tokio::time::timeout(
                 self.timeout,
@@ -208,12 +219,37 @@ impl SupplierLink {
             )
             .await
             {
-                Ok(Ok(c)) => return Ok(c),
+                Ok(Ok(c)) => {
+                    if let Some(p) = punch {
+                        // Go direct if the punch still works out.
+                        let (slot, relayed) = (self.conn.clone(), c.clone());
+                        tokio::spawn(async move {
+                            if let Ok(Ok(direct)) = p.await {
+                                let mut g = slot.lock().await;
+                                if g.as_ref()
+                                    .is_some_and(|now| now.stable_id() == relayed.stable_id())
+                                {
+                                    *g = Some(direct);
+                                } else {
+                                    direct.close(bitdust_net::CLOSE_DUPLICATE.into(), b"duplicate");
+                                }
+                            }
+                        });
+                    }
+                    return Ok(c);
+                }
                 Ok(Err(e)) => errors.push(format!("through router {id}@{addr}: {e}")),
                 Err(_) => errors.push(format!(
                     "through router {id}@{addr}: no answer within {:?}",
                     self.timeout
                 )),
+            }
+            if let Some(p) = punch {
+                match p.await {
+                    Ok(Ok(c)) => return Ok(c),
+                    Ok(Err(e)) => errors.push(format!("direct: {e}")),
+                    Err(e) => errors.push(format!("direct: {e}")),
+                }
             }
         }
         Err(PeerError::Unreachable(format!(
