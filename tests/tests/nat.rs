@@ -384,8 +384,9 @@ fn ctl_json(run: &std::path::Path, args: &[&str], secs: u64) -> serde_json::Valu
     }
 }
 
-/// A supplier behind a symmetric NAT, which no customer can dial, holds a
-/// reservation on a public router; a customer behind a port-restricted NAT
+/// A supplier behind a symmetric NAT, which no customer can dial, finds a
+/// public router in the DHT (its config names none) and holds a
+/// reservation on it; a customer behind a port-restricted NAT
 /// finds it in the DHT, hires it and a public supplier, and backs up and
 /// restores bit-exact, the symmetric one's fragments through the router.
 #[test]
@@ -415,9 +416,11 @@ fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
     let dht =
         format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
     let pub_ip = lab.node("pub").1.to_owned();
+    // The supplier behind the symmetric NAT names no router: it finds the
+    // one the seed advertises in the DHT.
     for (site, supplier) in [
         ("pub", format!("advertise = \"{pub_ip}:7800\"\n")),
-        ("sy", format!("routers = [\"{router_id}@{a}:7910\"]\n")),
+        ("sy", String::new()),
     ] {
         let body = format!(
             "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\n{supplier}"
@@ -449,6 +452,15 @@ fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
     ctl_json(&run, &["restore", "--to", &out.display().to_string()], 5);
     bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
 
+    let st = poll_supplier(&dir.path().join("sy/run/supplier.sock"), |s| {
+        !s.routers.is_empty()
+    });
+    assert_eq!(st.routers, [format!("{router_id}@{a}:7910")]);
+    assert!(
+        st.reachability.starts_with("behind a symmetric NAT"),
+        "{}",
+        st.reachability
+    );
     let list = ctl_json(&run, &["suppliers"], 5);
     let mut paths: Vec<String> = list["suppliers"]
         .as_array()

@@ -243,7 +243,8 @@ pub struct SupplierConfig {
     pub max_services_per_address: u32,
     /// Routers (`NODEID@ip:port`) to hold a reservation on, for a supplier
     /// customers cannot dial (behind a NAT): its offer names them, and
-    /// customers that cannot reach it directly go through one.
+    /// customers that cannot reach it directly go through one. Empty, with
+    /// no `advertise` and an unspecified `listen` IP: found in the DHT.
     pub routers: Vec<String>,
 }
 

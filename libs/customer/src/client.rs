@@ -50,6 +50,8 @@ impl PeerError {
 
 /// How long a hole punch to a supplier that names routers may take in all.
 const PUNCH_WINDOW: Duration = Duration::from_secs(3);
+/// How often a relayed connection tries a hole punch again.
+const UPGRADE_EVERY: Duration = Duration::from_secs(120);
 /// How long the punch goes alone before the connection through the router
 /// is dialed too.
 const PUNCH_HEAD: Duration = Duration::from_secs(1);
@@ -110,6 +112,8 @@ pub struct SupplierLink {
     pub address: String,
     timeout: Duration,
     conn: std::sync::Arc<Mutex<Option<Connection>>>,
+    /// When a relayed connection last tried to go direct.
+    last_punch: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl SupplierLink {
@@ -121,6 +125,7 @@ impl SupplierLink {
             address,
             timeout,
             conn: std::sync::Arc::default(),
+            last_punch: std::sync::Mutex::new(None),
         }
     }
 
@@ -149,6 +154,9 @@ impl SupplierLink {
         if let Some(c) = guard.as_ref()
             && c.close_reason().is_none()
         {
+            if let Some(router) = self.endpoint.router_of(c) {
+                self.try_upgrade(c, router);
+            }
             return Ok(c.clone());
         }
         let (direct, routers) = relay::split_via(&self.address).map_err(PeerError::Unreachable)?;
@@ -197,6 +205,11 @@ impl SupplierLink {
                     continue;
                 }
             };
+            *self
+                .last_punch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::time::Instant::now());
             let mut punch = direct_addr.map(|d| {
                 let endpoint = self.endpoint.clone();
                 let (router, peer) = (*id, self.node_id);
@@ -257,6 +270,50 @@ impl SupplierLink {
             self.node_id,
             errors.join("; ")
         )))
+    }
+
+    /// A relayed connection tries a hole punch again every
+    /// [`UPGRADE_EVERY`], on a task of its own: when one works, the direct
+    /// connection replaces the relayed one.
+    fn try_upgrade(&self, relayed: &Connection, router: NodeId) {
+        {
+            let mut last = self
+                .last_punch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < UPGRADE_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok((direct, _)) = relay::split_via(&self.address) else {
+            return;
+        };
+        let Ok(direct) = direct.parse::<SocketAddr>() else {
+            return;
+        };
+        let (endpoint, slot, relayed, peer) = (
+            self.endpoint.clone(),
+            self.conn.clone(),
+            relayed.clone(),
+            self.node_id,
+        );
+        tokio::spawn(async move {
+            if let Ok(c) = endpoint
+                .punch_connect(direct, router, peer, PUNCH_WINDOW)
+                .await
+            {
+                let mut g = slot.lock().await;
+                if g.as_ref()
+                    .is_some_and(|now| now.stable_id() == relayed.stable_id())
+                {
+                    tracing::info!(supplier = %peer, "a hole punch worked: the link goes direct");
+                    *g = Some(c);
+                } else {
+                    c.close(bitdust_net::CLOSE_DUPLICATE.into(), b"duplicate");
+                }
+            }
+        });
     }
 
     /// Connects to the supplier at `address`, its id pinned.

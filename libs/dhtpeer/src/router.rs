@@ -519,6 +519,11 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
         max_secs: l.max_secs,
         dial_back: None,
     };
+    // The dial-back comes first: a reservation is admitted (and others can
+    // send to it) only once its link is about to carry frames.
+    if !hello.dial_back_alpn.is_empty() {
+        welcome.dial_back = Some(router.dial_back(id, observed, &hello.dial_back_alpn).await);
+    }
     if let Err(why) = router.admit(me.clone()) {
         router.counters.refused.fetch_add(1, Ordering::Relaxed);
         welcome.error = why.clone();
@@ -529,9 +534,6 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
         return Err(why);
     }
     router.counters.accepted.fetch_add(1, Ordering::Relaxed);
-    if !hello.dial_back_alpn.is_empty() {
-        welcome.dial_back = Some(router.dial_back(id, observed, &hello.dial_back_alpn).await);
-    }
     let result = async {
         frame::write_frame(&mut send, &welcome)
             .await

@@ -60,9 +60,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let address = advertised(&config, listen);
     let configured = address.is_some();
-    if address.is_none() && routers.is_empty() && s.publish {
-        tracing::warn!(%listen, "supplier.listen has no specific IP: set supplier.advertise to the host:port customers dial (or supplier.routers behind a NAT), or no offer is published in the DHT");
-    }
     let (reach_tx, reach_rx) = tokio::sync::watch::channel(reach::Reach {
         address,
         routers: Vec::new(),
@@ -84,6 +81,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         daemon.supervise(
             "the router reservations",
             reach::hold_reservations(endpoint.clone(), routers, reach_tx, configured),
+        );
+    } else if !configured {
+        // Nobody knows where to dial it: routers found in the DHT tell it
+        // whether strangers reach it, and carry customers to it if not.
+        daemon.supervise(
+            "the router finder",
+            reach::find_and_hold(endpoint.clone(), config.dht_socket(), reach_tx),
         );
     }
     if s.publish {

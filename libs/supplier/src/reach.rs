@@ -84,6 +84,120 @@ pub async fn hold_reservations(
     reach: watch::Sender<Reach>,
     configured: bool,
 ) {
+    hold(endpoint, routers, reach, configured, None).await;
+    // Configured routers are held for as long as the daemon runs.
+    std::future::pending::<()>().await;
+}
+
+/// Routers found in the DHT are let go after this many failed links in a
+/// row, and others are looked for.
+const GIVE_UP_AFTER: u32 = 3;
+/// Routers held at once when they are found in the DHT.
+const AUTO_ROUTERS: usize = 2;
+
+/// For a supplier whose config names neither `advertise` nor `routers`:
+/// finds routers in the DHT (records of kind `router`, through the local
+/// dht-peer at `dht_socket`), and holds up to two as
+/// [`hold_reservations`] does; a router that fails three links in a row is
+/// replaced by another found anew.
+pub async fn find_and_hold(
+    endpoint: Endpoint,
+    dht_socket: std::path::PathBuf,
+    reach: watch::Sender<Reach>,
+) {
+    let mut warned = false;
+    loop {
+        match find_routers(&dht_socket).await {
+            Ok(found) if !found.is_empty() => {
+                warned = false;
+                let chosen: Vec<_> = found.into_iter().take(AUTO_ROUTERS).collect();
+                tracing::info!(routers = ?chosen, "found routers in the DHT");
+                hold(
+                    endpoint.clone(),
+                    chosen,
+                    reach.clone(),
+                    false,
+                    Some(GIVE_UP_AFTER),
+                )
+                .await;
+            }
+            Ok(_) => {
+                if !warned {
+                    tracing::warn!(
+                        "no router found in the DHT yet: customers cannot reach this supplier unless it is public; set supplier.advertise or supplier.routers, or wait (looking every 30 s)"
+                    );
+                    warned = true;
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(
+                        "cannot look for routers in the DHT yet (retrying every 30 s): {e}"
+                    );
+                    warned = true;
+                }
+            }
+        }
+        reach.send_modify(|r| {
+            if r.routers.is_empty() && r.reachability.is_empty() {
+                r.reachability = "unknown: no router to ask found in the DHT yet".into();
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
+/// Routers advertised in the DHT that take reservations, shuffled.
+async fn find_routers(dht_socket: &std::path::Path) -> Result<Vec<(NodeId, SocketAddr)>, String> {
+    use bitdust_proto::dht::v1 as dpb;
+    use bitdust_proto::router::v1 as rpb;
+    use prost::Message;
+    use rand::seq::SliceRandom;
+    let ch = bitdust_daemon::connect(dht_socket).await.map_err(|e| {
+        format!(
+            "the dht-peer at {} does not answer: {e}",
+            dht_socket.display()
+        )
+    })?;
+    let r = dpb::dht_client::DhtClient::new(ch)
+        .random_nodes(dpb::RandomNodesRequest {
+            count: 20,
+            kind: "router".into(),
+        })
+        .await
+        .map_err(|e| e.message().to_owned())?
+        .into_inner();
+    let now = bitdust_dht::record::now();
+    let mut out: Vec<(NodeId, SocketAddr)> = r
+        .records
+        .into_iter()
+        .filter_map(|p| {
+            let rec = bitdust_dht::Record::from_proto(p).ok()?;
+            rec.verify(now).ok()?;
+            if rec.kind != "router" {
+                return None;
+            }
+            let offer = rpb::RouterOffer::decode(rec.payload.as_slice()).ok()?;
+            let addr = bitdust_dht::routing::peer_address(&offer.address)?;
+            offer.accepting.then_some((rec.owner, addr))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out.shuffle(&mut rand::rng());
+    Ok(out)
+}
+
+/// Holds `routers` (see [`hold_reservations`]); with `give_up`, a router
+/// that fails that many links in a row is let go, and this returns when
+/// every router is let go.
+async fn hold(
+    endpoint: Endpoint,
+    routers: Vec<(NodeId, SocketAddr)>,
+    reach: watch::Sender<Reach>,
+    configured: bool,
+    give_up: Option<u32>,
+) {
     let mut set = tokio::task::JoinSet::new();
     for (id, addr) in routers {
         let (endpoint, reach) = (endpoint.clone(), reach.clone());
@@ -91,10 +205,16 @@ pub async fn hold_reservations(
             let contact = format!("{id}@{addr}");
             let mut backoff = Duration::from_secs(2);
             let port = endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
+            let mut failed = 0u32;
             loop {
+                if give_up.is_some_and(|n| failed >= n) {
+                    tracing::warn!(router = %contact, failed, "letting the router go after failed links in a row");
+                    return;
+                }
                 match endpoint.link_router_checked(addr, id, true, true).await {
                     Ok(link) => {
                         backoff = Duration::from_secs(2);
+                        failed = 0;
                         let reachable = link.reachable == Some(true);
                         let words = describe(link.observed, reachable, local_towards(addr, port));
                         tracing::info!(router = %contact, observed = ?link.observed, reachable, "{words}");
@@ -125,6 +245,7 @@ pub async fn hold_reservations(
                         tracing::warn!(router = %contact, "the reservation on the router ended ({why}); linking again");
                     }
                     Err(e) => {
+                        failed += 1;
                         tracing::warn!(router = %contact, "cannot hold a reservation on the router: {e}; trying again in {} s", backoff.as_secs());
                     }
                 }
@@ -134,6 +255,4 @@ pub async fn hold_reservations(
         });
     }
     while set.join_next().await.is_some() {}
-    // No routers: nothing to hold, for as long as the daemon runs.
-    std::future::pending::<()>().await;
 }
