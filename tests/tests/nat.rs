@@ -461,6 +461,19 @@ fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
         "{}",
         st.reachability
     );
+    // `bitdustctl status` on the supplier's machine (no customer-agent)
+    // says the same.
+    let own = ctl_json(&dir.path().join("sy/run"), &["status"], 5);
+    assert_eq!(
+        own["supplier"]["reachability"],
+        st.reachability.as_str(),
+        "{own}"
+    );
+    assert_eq!(
+        own["supplier"]["routers"][0],
+        st.routers[0].as_str(),
+        "{own}"
+    );
     let list = ctl_json(&run, &["suppliers"], 5);
     let mut paths: Vec<String> = list["suppliers"]
         .as_array()

@@ -178,9 +178,16 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
                 }
             };
         }
-        let mut c = net::connect(&cli.run_dir).await?;
+        let mut c = match net::connect(&cli.run_dir).await {
+            Ok(c) => c,
+            // A machine that only supplies: its supplier's status.
+            Err(e) if matches!(cli.command, Command::Status) => {
+                return net::supplier_status(&cli.run_dir, json, quiet, e).await;
+            }
+            Err(e) => return Err(e),
+        };
         match &cli.command {
-            Command::Status => c.status(json, quiet).await,
+            Command::Status => c.status(&cli.run_dir, json, quiet).await,
             Command::Backup {
                 paths,
                 config,

@@ -377,9 +377,16 @@ fn absolute(p: &Path) -> Result<PathBuf, Failure> {
 }
 
 impl Client {
-    pub(crate) async fn status(&mut self, json: bool, quiet: bool) -> Result<u8, Failure> {
+    pub(crate) async fn status(
+        &mut self,
+        run_dir: &Path,
+        json: bool,
+        quiet: bool,
+    ) -> Result<u8, Failure> {
         let s = self.inner.status(pb::StatusRequest {}).await?.into_inner();
-        report::emit(&report::Status::from(s), json, quiet);
+        let mut report = report::Status::from(s);
+        report.supplier = local_supplier(run_dir).await;
+        report::emit(&report, json, quiet);
         Ok(0)
     }
 
@@ -952,6 +959,48 @@ impl Client {
 }
 
 /// `bitdustctl rebuild status`, from the rebuilder's socket.
+/// The supplier-store on this machine, when its socket answers within 2 s:
+/// how customers reach it.
+async fn local_supplier(run_dir: &Path) -> Option<report::LocalSupplier> {
+    use bitdust_proto::supplier::v1 as spb;
+    let ask = async {
+        let ch = bitdust_daemon::connect(&run_dir.join("supplier.sock"))
+            .await
+            .ok()?;
+        spb::supplier_client::SupplierClient::new(ch)
+            .status(spb::StatusRequest {})
+            .await
+            .ok()
+    };
+    let s = tokio::time::timeout(std::time::Duration::from_secs(2), ask)
+        .await
+        .ok()??
+        .into_inner();
+    Some(report::LocalSupplier {
+        node_id: s.node_id,
+        address: s.address,
+        routers: s.routers,
+        reachability: s.reachability,
+    })
+}
+
+/// `bitdustctl status` with no customer-agent: the supplier-store's
+/// status if one answers, else the agent's error.
+pub(crate) async fn supplier_status(
+    run_dir: &Path,
+    json: bool,
+    quiet: bool,
+    no_agent: Failure,
+) -> Result<u8, Failure> {
+    match local_supplier(run_dir).await {
+        Some(s) => {
+            report::emit(&report::SupplierOnly { supplier: s }, json, quiet);
+            Ok(0)
+        }
+        None => Err(no_agent),
+    }
+}
+
 pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> Result<u8, Failure> {
     use bitdust_proto::rebuilder::v1 as rpb;
     let sock = run_dir.join("rebuilder.sock");

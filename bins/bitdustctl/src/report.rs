@@ -65,6 +65,52 @@ pub(crate) struct Status {
     tolerance: u32,
     recovering: bool,
     recovery: String,
+    /// The supplier-store on this machine, if its socket answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) supplier: Option<LocalSupplier>,
+}
+
+/// The supplier-store on this machine, as `bitdustctl status` shows it.
+#[derive(Serialize)]
+pub(crate) struct LocalSupplier {
+    pub(crate) node_id: String,
+    /// The address its offer names.
+    pub(crate) address: String,
+    /// Routers it holds a reservation on.
+    pub(crate) routers: Vec<String>,
+    /// Whether strangers reach it, as its routers found.
+    pub(crate) reachability: String,
+}
+
+impl fmt::Display for LocalSupplier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reach = if self.reachability.is_empty() {
+            "no router asked (its address is configured)"
+        } else {
+            &self.reachability
+        };
+        writeln!(f, "supplier:   {} on this machine: {reach}", self.node_id)?;
+        if !self.address.is_empty() {
+            writeln!(f, "            offered at {}", self.address)?;
+        }
+        for r in &self.routers {
+            writeln!(f, "            through router {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl status` on a machine with a supplier-store and no
+/// customer-agent.
+#[derive(Serialize)]
+pub(crate) struct SupplierOnly {
+    pub(crate) supplier: LocalSupplier,
+}
+
+impl fmt::Display for SupplierOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.supplier)
+    }
 }
 
 impl From<pb::StatusReply> for Status {
@@ -82,6 +128,7 @@ impl From<pb::StatusReply> for Status {
             tolerance: s.tolerance,
             recovering: s.recovering,
             recovery: s.recovery,
+            supplier: None,
         }
     }
 }
@@ -113,6 +160,9 @@ impl fmt::Display for Status {
                 "repair:     {} fragments await repair",
                 self.missing_fragments
             )?;
+        }
+        if let Some(s) = &self.supplier {
+            write!(f, "{s}")?;
         }
         Ok(())
     }
