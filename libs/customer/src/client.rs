@@ -50,6 +50,9 @@ impl PeerError {
 
 /// How long a hole punch to a supplier that names routers may take in all.
 const PUNCH_WINDOW: Duration = Duration::from_secs(3);
+/// Routers of one supplier tried at most, in the order its contact names
+/// them.
+const MAX_ROUTERS: usize = 4;
 /// How often a relayed connection tries a hole punch again.
 const UPGRADE_EVERY: Duration = Duration::from_secs(120);
 /// How long the punch goes alone before the connection through the router
@@ -176,8 +179,10 @@ impl SupplierLink {
     /// connection, the connection through the router as well. The first
     /// that comes up is used; a punch that succeeds after the relayed
     /// connection came up replaces it (the link goes direct), and the
-    /// relayed one closes when its calls end. The punch runs on even when
-    /// the caller gives up (a ping's short timeout), so it is not lost.
+    /// relayed one closes when its calls end. The punch runs on a task of
+    /// its own: a caller that gives up (a ping's short timeout) cancels
+    /// only its wait (a connection that comes later is dropped, and the
+    /// next call punches again).
     async fn dial_either(
         &self,
         direct: &str,
@@ -185,7 +190,7 @@ impl SupplierLink {
     ) -> Result<Connection, PeerError> {
         let mut errors = Vec::new();
         let direct_addr = resolve(direct).await.ok();
-        for (id, addr) in routers {
+        for (id, addr) in routers.iter().take(MAX_ROUTERS) {
             let path = match tokio::time::timeout(
                 self.timeout,
                 self.endpoint.path_through(*addr, *id, self.node_id),
@@ -226,42 +231,45 @@ impl SupplierLink {
                 }
                 punch = None;
             }
-            match tokio::time::timeout(
+            // The relayed dial, and the punch still going beside it: the
+            // first that comes up is used.
+            let relayed = tokio::time::timeout(
                 self.timeout,
                 self.endpoint.connect(path, Some(self.node_id)),
-            )
-            .await
-            {
-                Ok(Ok(c)) => {
-                    if let Some(p) = punch {
-                        // Go direct if the punch still works out.
-                        let (slot, relayed) = (self.conn.clone(), c.clone());
-                        tokio::spawn(async move {
-                            if let Ok(Ok(direct)) = p.await {
-                                let mut g = slot.lock().await;
-                                if g.as_ref()
-                                    .is_some_and(|now| now.stable_id() == relayed.stable_id())
-                                {
-                                    *g = Some(direct);
-                                } else {
-                                    direct.close(bitdust_net::CLOSE_DUPLICATE.into(), b"duplicate");
+            );
+            tokio::pin!(relayed);
+            let mut relayed_done = false;
+            while !relayed_done || punch.is_some() {
+                tokio::select! {
+                    r = &mut relayed, if !relayed_done => {
+                        relayed_done = true;
+                        match r {
+                            Ok(Ok(c)) => {
+                                if let Some(p) = punch.take() {
+                                    self.upgrade_when(p, c.clone());
                                 }
+                                return Ok(c);
                             }
-                        });
+                            Ok(Err(e)) => errors.push(format!("through router {id}@{addr}: {e}")),
+                            Err(_) => errors.push(format!(
+                                "through router {id}@{addr}: no answer within {:?}",
+                                self.timeout
+                            )),
+                        }
                     }
-                    return Ok(c);
-                }
-                Ok(Err(e)) => errors.push(format!("through router {id}@{addr}: {e}")),
-                Err(_) => errors.push(format!(
-                    "through router {id}@{addr}: no answer within {:?}",
-                    self.timeout
-                )),
-            }
-            if let Some(p) = punch {
-                match p.await {
-                    Ok(Ok(c)) => return Ok(c),
-                    Ok(Err(e)) => errors.push(format!("direct: {e}")),
-                    Err(e) => errors.push(format!("direct: {e}")),
+                    r = async {
+                        match punch.as_mut() {
+                            Some(p) => p.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if punch.is_some() => {
+                        punch = None;
+                        match r {
+                            Ok(Ok(c)) => return Ok(c),
+                            Ok(Err(e)) => errors.push(format!("direct: {e}")),
+                            Err(e) => errors.push(format!("direct: {e}")),
+                        }
+                    }
                 }
             }
         }
@@ -270,6 +278,28 @@ impl SupplierLink {
             self.node_id,
             errors.join("; ")
         )))
+    }
+
+    /// When the punch `p` comes up after the relayed connection `relayed`
+    /// did, it replaces it (if the link still uses it).
+    fn upgrade_when(
+        &self,
+        p: tokio::task::JoinHandle<Result<Connection, bitdust_net::NetError>>,
+        relayed: Connection,
+    ) {
+        let slot = self.conn.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(direct)) = p.await {
+                let mut g = slot.lock().await;
+                if g.as_ref()
+                    .is_some_and(|now| now.stable_id() == relayed.stable_id())
+                {
+                    *g = Some(direct);
+                } else {
+                    direct.close(bitdust_net::CLOSE_DUPLICATE.into(), b"duplicate");
+                }
+            }
+        });
     }
 
     /// A relayed connection tries a hole punch again every
@@ -354,8 +384,17 @@ impl SupplierLink {
         req: request::Kind,
         payload: Option<&[u8]>,
     ) -> Result<(response::Kind, RecvStream), PeerError> {
-        // Connecting has timeouts of its own (a direct try, then routers).
-        let conn = self.connection().await?;
+        // Connecting has timeouts of its own (a direct try, a punch, then
+        // routers); this bounds them all.
+        let limit = self.timeout * 3 + PUNCH_WINDOW;
+        let conn = tokio::time::timeout(limit, self.connection())
+            .await
+            .map_err(|_| {
+                PeerError::Unreachable(format!(
+                    "supplier {} at {}: no connection within {limit:?}",
+                    self.node_id, self.address
+                ))
+            })??;
         let fut = async {
             let (mut send, mut recv) = conn
                 .open_bi()

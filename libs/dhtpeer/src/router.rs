@@ -95,9 +95,13 @@ pub struct Counters {
     pub dial_backs_reached: AtomicU64,
 }
 
-/// One connected client.
+/// One connected client (one link: a node may hold several).
 struct Client {
     id: NodeId,
+    /// This link's instance: what frames from it carry, so answers reach
+    /// this link and not another of the same node. 0 for the link holding
+    /// the node's reservation, which everyone addresses as 0.
+    instance: u64,
     conn: Connection,
     /// The per-address limits' key of the address it connected from.
     address: String,
@@ -140,11 +144,26 @@ impl Client {
 
 #[derive(Default)]
 struct State {
-    clients: HashMap<NodeId, Arc<Client>>,
+    /// Each node's reserved link.
+    reserved: HashMap<NodeId, Arc<Client>>,
+    /// Links without a reservation, by instance.
+    others: HashMap<u64, Arc<Client>>,
+    /// Per node id: its links without a reservation.
+    others_of: HashMap<NodeId, Vec<u64>>,
     /// Per source address: clients, reservations.
     per_address: HashMap<String, (usize, usize)>,
     reservations: usize,
 }
+
+impl State {
+    fn count(&self) -> usize {
+        self.reserved.len() + self.others.len()
+    }
+}
+
+/// Links one node id may hold without a reservation (a customer-agent and
+/// its rebuilder each have one); a new one beyond replaces the oldest.
+const MAX_LINKS_PER_ID: usize = 4;
 
 /// A client as the status shows it.
 #[derive(Debug, Clone)]
@@ -204,14 +223,15 @@ impl Router {
 
     /// The clients connected now.
     pub fn clients(&self) -> Vec<ClientStatus> {
-        self.state()
-            .clients
+        let s = self.state();
+        s.reserved
             .values()
+            .chain(s.others.values())
             .map(|c| ClientStatus {
                 id: c.id,
                 // Where its packets come from now (QUIC follows a NAT's
                 // new mapping).
-                observed: c.conn.remote_address(),
+                observed: canonical(c.conn.remote_address()),
                 reserved: c.reserved,
                 sent: c.sent.load(Ordering::Relaxed),
                 secs: c.since.elapsed().as_secs(),
@@ -224,21 +244,39 @@ impl Router {
         self.state().reservations < self.limits.max_reservations
     }
 
-    /// Admits a client, or says which limit refuses it.
+    /// Admits a client, or says which limit refuses it. A node's new
+    /// reserved link replaces its old one; a new link without a
+    /// reservation beyond [`MAX_LINKS_PER_ID`] replaces its oldest such.
+    /// The replaced link is closed only when the new one is admitted.
     fn admit(&self, client: Arc<Client>) -> Result<(), String> {
         let l = &self.limits;
         let mut s = self.state();
-        // A node's new connection replaces its old one.
-        if let Some(old) = s.clients.remove(&client.id) {
-            Self::release(&mut s, &old);
-            old.conn.close(0u32.into(), b"replaced by a new connection");
-        }
-        let (clients, reservations) = s
+        let replaced: Option<Arc<Client>> = if client.reserved {
+            s.reserved.get(&client.id).cloned()
+        } else {
+            s.others_of
+                .get(&client.id)
+                .filter(|v| v.len() >= MAX_LINKS_PER_ID)
+                .and_then(|v| v.first())
+                .and_then(|i| s.others.get(i).cloned())
+        };
+        // The limits as they stand without the replaced link.
+        let (mut clients, mut reservations) = s
             .per_address
             .get(&client.address)
             .copied()
             .unwrap_or((0, 0));
-        if s.clients.len() >= l.max_clients {
+        let mut total = s.count();
+        let mut held = s.reservations;
+        if let Some(old) = &replaced {
+            total -= 1;
+            held -= usize::from(old.reserved);
+            if old.address == client.address {
+                clients -= 1;
+                reservations -= usize::from(old.reserved);
+            }
+        }
+        if total >= l.max_clients {
             return Err(format!(
                 "the router serves {} clients, its limit",
                 l.max_clients
@@ -251,7 +289,7 @@ impl Router {
             ));
         }
         if client.reserved {
-            if s.reservations >= l.max_reservations {
+            if held >= l.max_reservations {
                 return Err(format!(
                     "the router holds {} reservations, its limit",
                     l.max_reservations
@@ -263,18 +301,42 @@ impl Router {
                     reservations, client.address
                 ));
             }
+        }
+        if let Some(old) = replaced {
+            Self::remove(&mut s, &old);
+            old.conn.close(0u32.into(), b"replaced by a new connection");
+        }
+        if client.reserved {
             s.reservations += 1;
         }
         let e = s.per_address.entry(client.address.clone()).or_default();
         e.0 += 1;
         e.1 += usize::from(client.reserved);
-        s.clients.insert(client.id, client);
+        if client.reserved {
+            s.reserved.insert(client.id, client);
+        } else {
+            s.others_of
+                .entry(client.id)
+                .or_default()
+                .push(client.instance);
+            s.others.insert(client.instance, client);
+        }
         Ok(())
     }
 
-    fn release(s: &mut State, c: &Client) {
+    /// Removes `c` (which must be in the state) and releases its counts.
+    fn remove(s: &mut State, c: &Client) {
         if c.reserved {
+            s.reserved.remove(&c.id);
             s.reservations = s.reservations.saturating_sub(1);
+        } else {
+            s.others.remove(&c.instance);
+            if let Some(v) = s.others_of.get_mut(&c.id) {
+                v.retain(|i| *i != c.instance);
+                if v.is_empty() {
+                    s.others_of.remove(&c.id);
+                }
+            }
         }
         if let Some(e) = s.per_address.get_mut(&c.address) {
             e.0 = e.0.saturating_sub(1);
@@ -287,30 +349,48 @@ impl Router {
         }
     }
 
-    /// Forgets `c` if it is still the client of its id.
+    /// Forgets `c` if it is still in the state (not replaced).
     fn leave(&self, c: &Arc<Client>) {
         let mut s = self.state();
-        if s.clients.get(&c.id).is_some_and(|now| Arc::ptr_eq(now, c)) {
-            s.clients.remove(&c.id);
-            Self::release(&mut s, c);
+        let current = if c.reserved {
+            s.reserved.get(&c.id)
+        } else {
+            s.others.get(&c.instance)
+        };
+        if current.is_some_and(|now| Arc::ptr_eq(now, c)) {
+            Self::remove(&mut s, c);
+        }
+    }
+
+    /// The link a frame to `id`'s link `instance` goes to.
+    fn link_of(&self, id: &NodeId, instance: u64) -> Option<Arc<Client>> {
+        let s = self.state();
+        if instance == 0 {
+            s.reserved.get(id).cloned()
+        } else {
+            s.others.get(&instance).filter(|c| c.id == *id).cloned()
         }
     }
 
     /// Passes `from`'s punch request on to `to`, with the address `from`
     /// connects from; only to a node holding a reservation.
     fn punch(&self, from: &Client, to: NodeId) {
-        let dest = self.state().clients.get(&to).cloned();
-        let Some(dest) = dest.filter(|d| d.reserved) else {
+        let Some(dest) = self.link_of(&to, 0) else {
             self.counters
                 .dropped_unreachable
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
         from.sent_to(to);
-        let body = from.conn.remote_address().to_string();
+        let body = canonical(from.conn.remote_address()).to_string();
         if dest
             .tx
-            .try_send(relay::encode_frame(TYPE_PUNCH, &from.id, body.as_bytes()))
+            .try_send(relay::encode_frame(
+                TYPE_PUNCH,
+                &from.id,
+                from.instance,
+                body.as_bytes(),
+            ))
             .is_ok()
         {
             self.counters.punches.fetch_add(1, Ordering::Relaxed);
@@ -321,16 +401,18 @@ impl Router {
 
     /// Dials `id` back at `to` from a fresh socket (another port than
     /// its link's), speaking `alpn`: whether a stranger reaches it there.
-    async fn dial_back(&self, id: NodeId, to: SocketAddr, alpn: &str) -> pb::DialBack {
+    /// `None` when it is not tried (too many at once, or an ALPN that is
+    /// not 1 to 64 bytes): the client learns nothing and asks again later.
+    async fn dial_back(&self, id: NodeId, to: SocketAddr, alpn: &str) -> Option<pb::DialBack> {
         let no = |error: String| pb::DialBack {
             reachable: false,
             error,
         };
         if alpn.is_empty() || alpn.len() > 64 {
-            return no("the dial-back's ALPN must be 1 to 64 bytes".into());
+            return None;
         }
         let Ok(_slot) = self.dial_backs.try_acquire() else {
-            return no("the router is busy with other dial-backs; ask again later".into());
+            return None;
         };
         self.counters.dial_backs.fetch_add(1, Ordering::Relaxed);
         let bind: SocketAddr = if to.is_ipv6() {
@@ -340,7 +422,7 @@ impl Router {
         };
         let ep = match Endpoint::bind(&self.identity, bind, alpn.as_bytes(), false) {
             Ok(ep) => ep,
-            Err(e) => return no(e.to_string()),
+            Err(e) => return Some(no(e.to_string())),
         };
         let r = tokio::time::timeout(relay::DIAL_BACK_TIMEOUT, ep.connect(to, Some(id))).await;
         let out = match r {
@@ -361,23 +443,27 @@ impl Router {
             )),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), ep.shutdown()).await;
-        out
+        Some(out)
     }
 
-    /// Forwards one packet from `from` to `to`.
-    fn forward(&self, from: &Client, to: NodeId, body: &[u8]) {
-        let dest = self.state().clients.get(&to).cloned();
-        let Some(dest) = dest.filter(|d| d.takes_from(&from.id)) else {
+    /// Forwards one packet from `from` to `to`'s link `instance`.
+    fn forward(&self, from: &Client, to: NodeId, instance: u64, body: &[u8]) {
+        let Some(dest) = self
+            .link_of(&to, instance)
+            .filter(|d| d.takes_from(&from.id))
+        else {
             self.counters
                 .dropped_unreachable
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
         from.sent_to(to);
-        match dest
-            .tx
-            .try_send(relay::encode_frame(TYPE_PACKET, &from.id, body))
-        {
+        match dest.tx.try_send(relay::encode_frame(
+            TYPE_PACKET,
+            &from.id,
+            from.instance,
+            body,
+        )) {
             Ok(()) => {
                 self.counters.packets.fetch_add(1, Ordering::Relaxed);
                 self.counters
@@ -389,6 +475,11 @@ impl Router {
             }
         }
     }
+}
+
+/// `a` with an IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// A token bucket of bytes.
@@ -497,11 +588,18 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
     let hello: pb::Hello = frame::read_frame_within(&mut recv, 1024, relay::WELCOME_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    let observed = conn.remote_address();
+    let observed = canonical(conn.remote_address());
     let l = router.limits.clone();
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
     let me = Arc::new(Client {
         id,
+        // A link without a reservation is told apart from the node's
+        // others by a number of its own.
+        instance: if hello.reserve {
+            0
+        } else {
+            rand::random::<u64>().max(1)
+        },
         conn: conn.clone(),
         address: address_key(observed.ip()),
         reserved: hello.reserve,
@@ -522,7 +620,7 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
     // The dial-back comes first: a reservation is admitted (and others can
     // send to it) only once its link is about to carry frames.
     if !hello.dial_back_alpn.is_empty() {
-        welcome.dial_back = Some(router.dial_back(id, observed, &hello.dial_back_alpn).await);
+        welcome.dial_back = router.dial_back(id, observed, &hello.dial_back_alpn).await;
     }
     if let Err(why) = router.admit(me.clone()) {
         router.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -600,6 +698,6 @@ async fn relay_from(
             router.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        router.forward(me, f.id, &f.body);
+        router.forward(me, f.id, f.instance, &f.body);
     }
 }

@@ -208,3 +208,50 @@ async fn a_flood_from_one_client_is_dropped_at_its_bucket_and_others_go_on() {
         "the flooder's excess was not dropped: {dropped}"
     );
 }
+
+#[tokio::test]
+async fn two_endpoints_of_one_node_each_get_their_own_answers_through_the_router() {
+    // A customer-agent and its rebuilder share a node id, each with an
+    // endpoint of its own, and both reach the same supplier through the
+    // same router at once.
+    let (router, raddr, rid) = start_router(limits()).await;
+    let b_id = Identity::generate();
+    let b = Endpoint::bind(&b_id, loopback(), ALPN, true).unwrap();
+    let _link_b = b.link_router(raddr, rid, true).await.unwrap();
+    let _seen = start_echo(b.clone());
+    let shared = Identity::generate();
+    let mut sides = Vec::new();
+    for _ in 0..2 {
+        let ep = Endpoint::bind(&shared, loopback(), ALPN, false).unwrap();
+        let link = ep.link_router(raddr, rid, false).await.unwrap();
+        let conn = ep
+            .connect(
+                ep.relayed(rid, b_id.node_id()).unwrap(),
+                Some(b_id.node_id()),
+            )
+            .await
+            .unwrap();
+        sides.push((ep, link, conn));
+    }
+    assert_eq!(router.clients().len(), 3, "a link replaced the other");
+    let mut runs = Vec::new();
+    for (_, _, conn) in &sides {
+        let conn = conn.clone();
+        runs.push(tokio::spawn(async move {
+            let mut data = vec![0u8; 2 << 20];
+            rand::rng().fill_bytes(&mut data);
+            let got = hash_over(&conn, &data).await;
+            got == blake3::hash(&data).as_bytes().to_vec()
+        }));
+    }
+    for r in runs {
+        let ok = tokio::time::timeout(Duration::from_secs(30), r)
+            .await
+            .expect("a transfer stalled: answers went to the other endpoint")
+            .unwrap();
+        assert!(ok, "a transfer came back wrong");
+    }
+    for (_, link, _) in &sides {
+        assert!(link.is_up());
+    }
+}

@@ -68,8 +68,8 @@ pub struct Endpoint {
     relays: Arc<relay::Relays>,
     /// Dials routers (ALPN [`relay::ALPN`]).
     router_client: quinn::ClientConfig,
-    /// Held while a link to a router is being opened.
-    linking: Arc<tokio::sync::Mutex<()>>,
+    /// Per router: held while a link to it is being opened.
+    linking: Arc<Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>>,
     /// Incoming connections awaited by [`Endpoint::punch_connect`], by the
     /// peer's id.
     expected: Expected,
@@ -90,8 +90,26 @@ pub enum Listen {
     Expected,
 }
 
-/// Incoming connections awaited, by the peer's id.
-type Expected = Arc<Mutex<HashMap<NodeId, tokio::sync::oneshot::Sender<Connection>>>>;
+/// Incoming connections awaited, by the peer's id (with the token of the
+/// punch that awaits it).
+type Expected = Arc<Mutex<HashMap<NodeId, (u64, tokio::sync::oneshot::Sender<Connection>)>>>;
+
+/// Removes a punch's entry from [`Expected`] when the punch ends (also when
+/// it is cancelled), unless a later punch to the same peer took it over.
+struct ExpectGuard {
+    expected: Expected,
+    peer: NodeId,
+    token: u64,
+}
+
+impl Drop for ExpectGuard {
+    fn drop(&mut self) {
+        let mut e = lock(&self.expected);
+        if e.get(&self.peer).is_some_and(|(t, _)| *t == self.token) {
+            e.remove(&self.peer);
+        }
+    }
+}
 
 /// Punch requests waiting to be dialed back.
 const PUNCH_QUEUE: usize = 64;
@@ -335,7 +353,13 @@ impl Endpoint {
         router: NodeId,
         peer: NodeId,
     ) -> Result<SocketAddr, NetError> {
-        let _one_at_a_time = self.linking.lock().await;
+        if let Some(a) = self.relays.path(router, peer) {
+            return Ok(a);
+        }
+        // One link being opened per router at a time; other routers wait
+        // for nothing.
+        let one = lock(&self.linking).entry(router).or_default().clone();
+        let _one_at_a_time = one.lock().await;
         if let Some(a) = self.relays.path(router, peer) {
             return Ok(a);
         }
@@ -364,8 +388,16 @@ impl Endpoint {
         window: Duration,
     ) -> Result<Connection, NetError> {
         let (tx, mut incoming) = tokio::sync::oneshot::channel();
-        lock(&self.expected).insert(peer, tx);
-        let result = async {
+        let token = rand_token();
+        lock(&self.expected).insert(peer, (token, tx));
+        // Its entry goes when it ends, cancelled or not; a peer's connection
+        // that comes later is closed as unexpected.
+        let _guard = ExpectGuard {
+            expected: self.expected.clone(),
+            peer,
+            token,
+        };
+        async {
             if !self.relays.send_punch(router, peer) {
                 return Err(NetError::Connect {
                     addr: direct,
@@ -376,14 +408,20 @@ impl Endpoint {
             tokio::pin!(dial);
             let deadline = tokio::time::Instant::now() + window;
             let mut dial_error = None;
+            let mut incoming_open = true;
             loop {
                 tokio::select! {
                     r = &mut dial, if dial_error.is_none() => match r {
                         Ok(c) => return Ok(c),
                         Err(e) => dial_error = Some(e),
                     },
-                    r = &mut incoming => {
-                        let Ok(theirs) = r else { break };
+                    r = &mut incoming, if incoming_open => {
+                        // Another punch to the same peer took the entry
+                        // over: its dial-back goes there; ours goes on.
+                        let Ok(theirs) = r else {
+                            incoming_open = false;
+                            continue;
+                        };
                         // Ours is kept when it completes too.
                         if dial_error.is_none()
                             && let Ok(Ok(ours)) = tokio::time::timeout(PUNCH_GRACE, &mut dial).await
@@ -401,10 +439,7 @@ impl Endpoint {
                 reason: format!("no hole punched within {window:?}"),
             }))
         }
-        .await;
-        // A connection of the peer's that comes later is closed as unexpected.
-        lock(&self.expected).remove(&peer);
-        result
+        .await
     }
 
     /// The address to dial `peer` at through `router`, if this endpoint
@@ -506,7 +541,7 @@ async fn accept_loop(
             match result {
                 Ok(Ok(conn)) => match peer_id(&conn) {
                     Some(id) => {
-                        let waiting = lock(&expected).remove(&id);
+                        let waiting = lock(&expected).remove(&id).map(|(_, w)| w);
                         match (waiting, tx) {
                             (Some(w), _) => {
                                 if let Err(conn) = w.send(conn) {
@@ -529,6 +564,12 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// A token no other punch of this process holds.
+fn rand_token() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {

@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitdust_crypto::NodeId;
 use bitdust_proto::router::v1 as pb;
@@ -50,8 +50,8 @@ pub const TYPE_PACKET: u8 = 0;
 /// node that asked and the body is the address the router sees it at
 /// (`ip:port` in text). The node asked dials that address back.
 pub const TYPE_PUNCH: u8 = 1;
-/// The header after a frame's length: type and node id.
-pub const HEADER: usize = 1 + 32;
+/// The header after a frame's length: type, node id and link instance.
+pub const HEADER: usize = 1 + 32 + 8;
 /// The largest packet a frame carries: above any UDP datagram quinn sends
 /// (it never goes beyond 1500-byte Ethernet frames).
 pub const MAX_PACKET: usize = 2048;
@@ -63,8 +63,11 @@ pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(3);
 const LINK_QUEUE: usize = 1024;
 /// Packets from routers waiting for quinn.
 const INBOUND_QUEUE: usize = 2048;
-/// (router, node) pairs one endpoint keeps stand-in addresses for.
+/// (router, node, instance) paths one endpoint keeps stand-in addresses for.
 const MAX_PATHS: usize = 4096;
+/// A path unused this long may give its stand-in address to a new one
+/// (twice the idle timeout: no live connection still uses it).
+const PATH_IDLE: Duration = Duration::from_secs(60);
 
 /// Whether `addr` is a stand-in address of a relayed path (240.0.0.0/4).
 pub fn is_relayed(addr: &SocketAddr) -> bool {
@@ -76,6 +79,23 @@ pub fn is_relayed(addr: &SocketAddr) -> bool {
 
 /// A router's node id and address.
 pub type Router = (NodeId, SocketAddr);
+
+/// Loopback (0), private or link-local (1), or anything else (2): a router
+/// may ask for a dial-back only to an address of its own scope, so one on
+/// the internet cannot point its clients at their loopback or LAN.
+fn scope(ip: IpAddr) -> u8 {
+    match ip.to_canonical() {
+        IpAddr::V4(v) if v.is_loopback() => 0,
+        IpAddr::V4(v) if v.is_private() || v.is_link_local() => 1,
+        IpAddr::V6(v) if v.is_loopback() => 0,
+        IpAddr::V6(v)
+            if (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80 =>
+        {
+            1
+        }
+        _ => 2,
+    }
+}
 
 /// Splits a contact, `host:port` followed by ` via NODEID@ip:port` for each
 /// router the node is reached through, into the direct address and the
@@ -102,13 +122,18 @@ pub fn parse_router(s: &str) -> Result<Router, String> {
     Ok((id, addr))
 }
 
-/// A relay frame: `[u16 length][u8 type][32-byte id][body]`.
-pub fn encode_frame(kind: u8, id: &NodeId, body: &[u8]) -> Bytes {
+/// A relay frame: `[u16 length][u8 type][32-byte id][u64 instance][body]`.
+/// The instance names one link of that node at the router: 0 is the link
+/// that holds its reservation; the router gives every other link a number
+/// of its own, so two endpoints of one node id (a customer-agent and its
+/// rebuilder) each get their own answers.
+pub fn encode_frame(kind: u8, id: &NodeId, instance: u64, body: &[u8]) -> Bytes {
     let mut f = BytesMut::with_capacity(2 + HEADER + body.len());
     // The callers keep `body` under MAX_PACKET, far below u16::MAX.
     f.put_u16(u16::try_from(HEADER + body.len()).unwrap_or(u16::MAX));
     f.put_u8(kind);
     f.put_slice(id.as_bytes());
+    f.put_u64(instance);
     f.put_slice(body);
     f.freeze()
 }
@@ -120,6 +145,8 @@ pub struct RelayFrame {
     pub kind: u8,
     /// The node it is to (from a client) or from (from the router).
     pub id: NodeId,
+    /// Which link of that node (0: the one holding its reservation).
+    pub instance: u64,
     /// The packet.
     pub body: Bytes,
 }
@@ -148,11 +175,14 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     r.read_exact(&mut buf).await?;
     let kind = buf[0];
     let mut id = [0u8; 32];
-    id.copy_from_slice(&buf[1..HEADER]);
+    id.copy_from_slice(&buf[1..33]);
+    let mut inst = [0u8; 8];
+    inst.copy_from_slice(&buf[33..HEADER]);
     let body = buf.split_off(HEADER).freeze();
     Ok(Some(RelayFrame {
         kind,
         id: NodeId::from_bytes(id),
+        instance: u64::from_be_bytes(inst),
         body,
     }))
 }
@@ -177,31 +207,71 @@ pub async fn pump_frames(mut rx: mpsc::Receiver<Bytes>, mut send: quinn::SendStr
     let _ = send.finish();
 }
 
+/// One relayed path: the router, the node, which of its links, and when
+/// it last carried a packet.
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    router: NodeId,
+    peer: NodeId,
+    instance: u64,
+    used: Instant,
+}
+
 /// The stand-in addresses and the links to routers of one endpoint.
 #[derive(Debug, Default)]
 struct Paths {
     next: u32,
-    by_addr: HashMap<SocketAddr, (NodeId, NodeId)>,
-    by_pair: HashMap<(NodeId, NodeId), SocketAddr>,
+    by_addr: HashMap<SocketAddr, Path>,
+    by_key: HashMap<(NodeId, NodeId, u64), SocketAddr>,
     /// Router id -> (the link's connection id, its outgoing frames).
     links: HashMap<NodeId, (usize, mpsc::Sender<Bytes>)>,
 }
 
 impl Paths {
-    /// The stand-in address of `peer` behind `router`, made up if new (and
-    /// there is room).
-    fn addr_for(&mut self, router: NodeId, peer: NodeId) -> Option<SocketAddr> {
-        if let Some(a) = self.by_pair.get(&(router, peer)) {
-            return Some(*a);
+    /// The stand-in address of `peer`'s link `instance` behind `router`,
+    /// made up if new. When every address is taken, one unused for
+    /// [`PATH_IDLE`] is given to it; with none, `None`.
+    fn addr_for(&mut self, router: NodeId, peer: NodeId, instance: u64) -> Option<SocketAddr> {
+        let now = Instant::now();
+        if let Some(a) = self.by_key.get(&(router, peer, instance)).copied() {
+            if let Some(p) = self.by_addr.get_mut(&a) {
+                p.used = now;
+            }
+            return Some(a);
         }
-        if self.by_pair.len() >= MAX_PATHS {
-            return None;
+        if self.by_key.len() >= MAX_PATHS {
+            let idle = self
+                .by_addr
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.used) >= PATH_IDLE)
+                .min_by_key(|(_, p)| p.used)
+                .map(|(a, p)| (*a, *p))?;
+            self.by_addr.remove(&idle.0);
+            self.by_key
+                .remove(&(idle.1.router, idle.1.peer, idle.1.instance));
         }
-        self.next = self.next.wrapping_add(1) & 0x0fff_ffff;
-        let ip = Ipv4Addr::from(0xf000_0000 | self.next);
-        let addr = SocketAddr::new(IpAddr::V4(ip), 1);
-        self.by_pair.insert((router, peer), addr);
-        self.by_addr.insert(addr, (router, peer));
+        let addr = loop {
+            // 240.0.0.1 ..= 255.255.255.254, skipping the broadcast address
+            // (which is not a stand-in) and any still taken.
+            self.next = self.next.wrapping_add(1) & 0x0fff_ffff;
+            if self.next == 0 || self.next == 0x0fff_ffff {
+                continue;
+            }
+            let a = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xf000_0000 | self.next)), 1);
+            if !self.by_addr.contains_key(&a) {
+                break a;
+            }
+        };
+        self.by_key.insert((router, peer, instance), addr);
+        self.by_addr.insert(
+            addr,
+            Path {
+                router,
+                peer,
+                instance,
+                used: now,
+            },
+        );
         Some(addr)
     }
 }
@@ -258,12 +328,15 @@ impl Relays {
         if !p.links.contains_key(&router) {
             return None;
         }
-        p.addr_for(router, peer).map(|a| self.outward(a))
+        p.addr_for(router, peer, 0).map(|a| self.outward(a))
     }
 
     /// Which router and node a stand-in address stands for.
     pub(crate) fn behind(&self, addr: &SocketAddr) -> Option<(NodeId, NodeId)> {
-        self.paths().by_addr.get(&Self::canonical(addr)).copied()
+        self.paths()
+            .by_addr
+            .get(&Self::canonical(addr))
+            .map(|p| (p.router, p.peer))
     }
 
     pub(crate) fn set_punches(&self, tx: mpsc::Sender<(NodeId, SocketAddr)>) {
@@ -290,7 +363,7 @@ impl Relays {
         let p = self.paths();
         p.links
             .get(&router)
-            .is_some_and(|(_, tx)| tx.try_send(encode_frame(TYPE_PUNCH, &peer, &[])).is_ok())
+            .is_some_and(|(_, tx)| tx.try_send(encode_frame(TYPE_PUNCH, &peer, 0, &[])).is_ok())
     }
 
     fn add_link(&self, router: NodeId, conn_id: usize, tx: mpsc::Sender<Bytes>) {
@@ -304,10 +377,11 @@ impl Relays {
         }
     }
 
-    /// Hands a packet from `peer` through `router` to quinn; dropped when
-    /// quinn is behind or there is no room for another path.
-    fn deliver(&self, router: NodeId, peer: NodeId, body: Bytes) {
-        let addr = self.paths().addr_for(router, peer);
+    /// Hands a packet from `peer`'s link `instance` through `router` to
+    /// quinn; dropped when quinn is behind or there is no room for another
+    /// path.
+    fn deliver(&self, router: NodeId, peer: NodeId, instance: u64, body: Bytes) {
+        let addr = self.paths().addr_for(router, peer, instance);
         if let Some(addr) = addr {
             let _ = self.inbound_tx.try_send((self.outward(addr), body));
         }
@@ -316,21 +390,22 @@ impl Relays {
     /// Sends a datagram (or several of `segment` bytes) quinn addressed to
     /// a stand-in address; dropped when there is no link or it is full.
     fn send(&self, destination: &SocketAddr, contents: &[u8], segment: Option<usize>) {
-        let tx = {
-            let p = self.paths();
-            let Some((router, peer)) = p.by_addr.get(&Self::canonical(destination)).copied() else {
+        let (tx, path) = {
+            let mut p = self.paths();
+            let Some(path) = p.by_addr.get_mut(&Self::canonical(destination)) else {
                 return;
             };
-            match p.links.get(&router) {
-                Some((_, tx)) => (tx.clone(), peer),
+            path.used = Instant::now();
+            let path = *path;
+            match p.links.get(&path.router) {
+                Some((_, tx)) => (tx.clone(), path),
                 None => return,
             }
         };
-        let (tx, peer) = tx;
         let seg = segment.unwrap_or(contents.len()).max(1);
         for packet in contents.chunks(seg) {
             if packet.len() <= MAX_PACKET {
-                let _ = tx.try_send(encode_frame(TYPE_PACKET, &peer, packet));
+                let _ = tx.try_send(encode_frame(TYPE_PACKET, &path.peer, path.instance, packet));
             }
         }
     }
@@ -489,7 +564,7 @@ impl RouterLink {
         packet.len() <= MAX_PACKET
             && self
                 .tx
-                .try_send(encode_frame(TYPE_PACKET, to, packet))
+                .try_send(encode_frame(TYPE_PACKET, to, 0, packet))
                 .is_ok()
     }
 
@@ -536,13 +611,18 @@ pub(crate) async fn open_link(
         loop {
             match read_frame(&mut recv).await {
                 Ok(Some(f)) if f.kind == TYPE_PACKET => {
-                    reader_relays.deliver(router, f.id, f.body);
+                    reader_relays.deliver(router, f.id, f.instance, f.body);
                 }
                 Ok(Some(f)) if f.kind == TYPE_PUNCH => {
                     if let Some(addr) = std::str::from_utf8(&f.body)
                         .ok()
                         .and_then(|a| a.parse::<SocketAddr>().ok())
-                        .filter(|a| !is_relayed(a) && !a.ip().is_unspecified())
+                        .map(|a| Relays::canonical(&a))
+                        .filter(|a| {
+                            !is_relayed(a)
+                                && !a.ip().is_unspecified()
+                                && scope(a.ip()) == scope(addr.ip())
+                        })
                     {
                         reader_relays.punch_request(f.id, addr);
                     }
@@ -561,7 +641,11 @@ pub(crate) async fn open_link(
     Ok(RouterLink {
         router,
         addr,
-        observed: welcome.observed.parse().ok(),
+        observed: welcome
+            .observed
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| Relays::canonical(&a)),
         reserved: reserve,
         reachable: welcome.dial_back.as_ref().map(|d| d.reachable),
         welcome,

@@ -92,6 +92,8 @@ pub async fn hold_reservations(
 /// Routers found in the DHT are let go after this many failed links in a
 /// row, and others are looked for.
 const GIVE_UP_AFTER: u32 = 3;
+/// A link that ends sooner than this counts as a failed one.
+const MIN_LINK_LIFE: Duration = Duration::from_secs(30);
 /// Routers held at once when they are found in the DHT.
 const AUTO_ROUTERS: usize = 2;
 
@@ -105,24 +107,61 @@ pub async fn find_and_hold(
     dht_socket: std::path::PathBuf,
     reach: watch::Sender<Reach>,
 ) {
+    let held = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..AUTO_ROUTERS {
+        set.spawn(hold_one_found(
+            endpoint.clone(),
+            dht_socket.clone(),
+            reach.clone(),
+            held.clone(),
+        ));
+    }
+    while set.join_next().await.is_some() {}
+    std::future::pending::<()>().await;
+}
+
+/// One of [`find_and_hold`]'s slots: a router found in the DHT that no
+/// other slot holds, held until it is let go, then another.
+async fn hold_one_found(
+    endpoint: Endpoint,
+    dht_socket: std::path::PathBuf,
+    reach: watch::Sender<Reach>,
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<NodeId>>>,
+) {
     let mut warned = false;
     loop {
+        let lock = |h: &std::sync::Mutex<std::collections::HashSet<NodeId>>| {
+            h.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
         match find_routers(&dht_socket).await {
-            Ok(found) if !found.is_empty() => {
-                warned = false;
-                let chosen: Vec<_> = found.into_iter().take(AUTO_ROUTERS).collect();
-                tracing::info!(routers = ?chosen, "found routers in the DHT");
-                hold(
-                    endpoint.clone(),
-                    chosen,
-                    reach.clone(),
-                    false,
-                    Some(GIVE_UP_AFTER),
-                )
-                .await;
-            }
-            Ok(_) => {
-                if !warned {
+            Ok(found) => {
+                let taken = lock(&held);
+                let pick = found.into_iter().find(|r| !taken.contains(&r.0));
+                if let Some(router) = pick
+                    && held
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(router.0)
+                {
+                    warned = false;
+                    tracing::info!(router = %format!("{}@{}", router.0, router.1), "found a router in the DHT");
+                    hold(
+                        endpoint.clone(),
+                        vec![router],
+                        reach.clone(),
+                        false,
+                        Some(GIVE_UP_AFTER),
+                    )
+                    .await;
+                    held.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&router.0);
+                    continue;
+                }
+                if !warned && lock(&held).is_empty() {
                     tracing::warn!(
                         "no router found in the DHT yet: customers cannot reach this supplier unless it is public; set supplier.advertise or supplier.routers, or wait (looking every 30 s)"
                     );
@@ -178,8 +217,10 @@ async fn find_routers(dht_socket: &std::path::Path) -> Result<Vec<(NodeId, Socke
                 return None;
             }
             let offer = rpb::RouterOffer::decode(rec.payload.as_slice()).ok()?;
-            let addr = bitdust_dht::routing::peer_address(&offer.address)?;
-            offer.accepting.then_some((rec.owner, addr))
+            let router =
+                bitdust_net::relay::parse_router(&format!("{}@{}", rec.owner, offer.address))
+                    .ok()?;
+            offer.accepting.then_some(router)
         })
         .collect();
     out.sort();
@@ -214,14 +255,19 @@ async fn hold(
                 match endpoint.link_router_checked(addr, id, true, true).await {
                     Ok(link) => {
                         backoff = Duration::from_secs(2);
-                        failed = 0;
                         let reachable = link.reachable == Some(true);
-                        let words = describe(link.observed, reachable, local_towards(addr, port));
+                        let words = match link.reachable {
+                            Some(r) => describe(link.observed, r, local_towards(addr, port)),
+                            None => format!(
+                                "unknown: router {contact} could not dial back now; holding a reservation on it"
+                            ),
+                        };
                         tracing::info!(router = %contact, observed = ?link.observed, reachable, "{words}");
                         // With `advertise` set, the router's view says
                         // nothing of the configured address: the
                         // reservation is held all the same.
                         if reachable && !configured {
+                            failed = 0;
                             link.close();
                             reach.send_modify(|r| {
                                 r.routers.retain(|c| *c != contact);
@@ -240,7 +286,15 @@ async fn hold(
                             }
                             r.reachability = words;
                         });
+                        let up = std::time::Instant::now();
                         let why = link.closed().await;
+                        // A router that takes the link and soon drops it
+                        // fails as much as one that refuses.
+                        if up.elapsed() < MIN_LINK_LIFE {
+                            failed += 1;
+                        } else {
+                            failed = 0;
+                        }
                         reach.send_modify(|r| r.routers.retain(|c| *c != contact));
                         tracing::warn!(router = %contact, "the reservation on the router ended ({why}); linking again");
                     }
