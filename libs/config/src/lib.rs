@@ -246,6 +246,22 @@ pub struct SupplierConfig {
     /// customers that cannot reach it directly go through one. Empty, with
     /// no `advertise` and an unspecified `listen` IP: found in the DHT.
     pub routers: Vec<String>,
+    /// Protocols to ask the home router for a mapping of `listen`'s port
+    /// with, tried in this order: `pcp`, `nat-pmp`, `upnp`. Asked only
+    /// without `advertise` and with an unspecified `listen` IP; `[]`: never.
+    pub port_mapping: Vec<PortMapping>,
+}
+
+/// A port mapping protocol (`supplier.port_mapping`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortMapping {
+    /// Port Control Protocol (RFC 6887).
+    Pcp,
+    /// NAT-PMP (RFC 6886).
+    NatPmp,
+    /// UPnP IGD.
+    Upnp,
 }
 
 impl Default for SupplierConfig {
@@ -264,6 +280,7 @@ impl Default for SupplierConfig {
             max_unused_per_address: 4,
             max_services_per_address: 16,
             routers: Vec::new(),
+            port_mapping: vec![PortMapping::Pcp, PortMapping::NatPmp, PortMapping::Upnp],
         }
     }
 }
@@ -736,6 +753,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+        let e = parse("[supplier]\nport_mapping = [\"upnp\", \"stun\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("port_mapping") && e.contains("`stun`") && e.contains("`nat-pmp`"),
+            "{e}"
+        );
+        let c = parse("[supplier]\nport_mapping = [\"nat-pmp\"]\n").unwrap();
+        assert_eq!(c.supplier.port_mapping, vec![PortMapping::NatPmp]);
+        assert_eq!(parse("").unwrap().supplier.port_mapping.len(), 3);
         let e = parse("[customer]\nscheme = \"raid\"\n")
             .unwrap_err()
             .to_string();

@@ -620,7 +620,21 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
     // The dial-back comes first: a reservation is admitted (and others can
     // send to it) only once its link is about to carry frames.
     if !hello.dial_back_alpn.is_empty() {
-        welcome.dial_back = router.dial_back(id, observed, &hello.dial_back_alpn).await;
+        let to = match u16::try_from(hello.dial_back_port) {
+            Ok(0) => Some(observed),
+            Ok(port) => Some(SocketAddr::new(observed.ip(), port)),
+            Err(_) => None,
+        };
+        welcome.dial_back = match to {
+            Some(to) => router.dial_back(id, to, &hello.dial_back_alpn).await,
+            None => Some(pb::DialBack {
+                reachable: false,
+                error: format!(
+                    "dial_back_port {} is not a port: send 1-65535, or 0 for the port the router sees",
+                    hello.dial_back_port
+                ),
+            }),
+        };
     }
     if let Err(why) = router.admit(me.clone()) {
         router.counters.refused.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,7 @@
 //!   endpoint's socket carries them beside its direct ones.
 
 pub mod frame;
+pub mod portmap;
 pub mod relay;
 pub mod tls;
 
@@ -307,27 +308,31 @@ impl Endpoint {
         router: NodeId,
         reserve: bool,
     ) -> Result<relay::RouterLink, NetError> {
-        self.link_router_checked(addr, router, reserve, false).await
+        self.link_router_checked(addr, router, reserve, None).await
     }
 
     /// [`Endpoint::link_router`], and with `dial_back` the router also
     /// dials this endpoint back from a fresh socket (its ALPN, its id
     /// pinned) and says whether that worked: whether a stranger can reach
-    /// this endpoint at the address the router sees ([`relay::RouterLink::reachable`]).
+    /// this endpoint at the address the router sees
+    /// ([`relay::RouterLink::reachable`]). `Some(0)` asks for the port the
+    /// router sees, `Some(port)` for another port of the same IP (a port
+    /// mapping's).
     pub async fn link_router_checked(
         &self,
         addr: SocketAddr,
         router: NodeId,
         reserve: bool,
-        dial_back: bool,
+        dial_back: Option<u16>,
     ) -> Result<relay::RouterLink, NetError> {
         let hello = bitdust_proto::router::v1::Hello {
             reserve,
-            dial_back_alpn: if dial_back {
+            dial_back_alpn: if dial_back.is_some() {
                 String::from_utf8_lossy(&self.alpn).into_owned()
             } else {
                 String::new()
             },
+            dial_back_port: dial_back.map_or(0, u32::from),
         };
         let name = tls::server_name(Some(router));
         let connecting = self

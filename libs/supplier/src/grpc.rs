@@ -43,6 +43,7 @@ impl pb::supplier_server::Supplier for SupplierService {
             address: reach.address.unwrap_or_default(),
             routers: reach.routers,
             reachability: reach.reachability,
+            port_mapping: reach.port_mapping,
         }))
     }
 

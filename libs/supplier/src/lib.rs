@@ -62,9 +62,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let configured = address.is_some();
     let (reach_tx, reach_rx) = tokio::sync::watch::channel(reach::Reach {
         address,
-        routers: Vec::new(),
-        reachability: String::new(),
+        ..reach::Reach::default()
     });
+    // Nobody is told where to dial it: its home router may map a port.
+    let portmap = if configured {
+        None
+    } else {
+        use bitdust_config::PortMapping as P;
+        bitdust_net::portmap::PortMap::start(
+            listen.port(),
+            bitdust_net::portmap::Protocols {
+                pcp: s.port_mapping.contains(&P::Pcp),
+                nat_pmp: s.port_mapping.contains(&P::NatPmp),
+                upnp: s.port_mapping.contains(&P::Upnp),
+            },
+        )
+    };
+    let mapping = portmap
+        .as_ref()
+        .map_or_else(reach::no_mapping, |m| m.state());
+    if portmap.is_some() {
+        daemon.supervise(
+            "the port mapping",
+            reach::follow_mapping(mapping.clone(), reach_tx.clone()),
+        );
+    }
     let socket = config.supplier_socket();
     let service = SupplierServer::new(grpc::SupplierService {
         store: store.clone(),
@@ -80,14 +102,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !routers.is_empty() {
         daemon.supervise(
             "the router reservations",
-            reach::hold_reservations(endpoint.clone(), routers, reach_tx, configured),
+            reach::hold_reservations(endpoint.clone(), routers, reach_tx, configured, mapping),
         );
     } else if !configured {
         // Nobody knows where to dial it: routers found in the DHT tell it
         // whether strangers reach it, and carry customers to it if not.
         daemon.supervise(
             "the router finder",
-            reach::find_and_hold(endpoint.clone(), config.dht_socket(), reach_tx),
+            reach::find_and_hold(endpoint.clone(), config.dht_socket(), reach_tx, mapping),
         );
     }
     if s.publish {
@@ -106,6 +128,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     daemon.supervise("the peer server", peer::serve(endpoint.clone(), store));
     tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");
     let stopped = daemon.run(&format!("serving customers on {listen}")).await;
+    if let Some(m) = portmap {
+        m.release(Duration::from_secs(3)).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
     Ok(stopped?)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bitdust_crypto::NodeId;
 use bitdust_net::Endpoint;
+use bitdust_net::portmap;
 use tokio::sync::watch;
 
 /// What the offer says about reaching the supplier.
@@ -20,6 +21,65 @@ pub struct Reach {
     pub routers: Vec<String>,
     /// What the last dial-back said, in words (empty before any).
     pub reachability: String,
+    /// The port mapping the home router keeps (`PCP: ip:port`), or why
+    /// there is none, in words (empty when none is asked for).
+    pub port_mapping: String,
+}
+
+/// The port mapping as [`portmap::PortMap::state`] says; a receiver whose
+/// sender is gone when none is asked for.
+pub type Mapping = watch::Receiver<portmap::State>;
+
+/// A [`Mapping`] for a supplier that asks for none.
+pub fn no_mapping() -> Mapping {
+    watch::channel(portmap::State::default()).1
+}
+
+/// Waits for the mapping's address to change (not only its words);
+/// forever when none is asked for.
+async fn mapping_changed(m: &mut Mapping, was: Option<std::net::SocketAddrV4>) {
+    loop {
+        if m.borrow_and_update().external != was {
+            return;
+        }
+        if m.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Puts the port mapping into `reach`: its words, and its address as the
+/// one to dial while no router has said anything (a router's dial-back
+/// confirms it, see [`hold_reservations`]).
+pub async fn follow_mapping(mut mapping: Mapping, reach: watch::Sender<Reach>) {
+    let mut last: Option<std::net::SocketAddrV4> = None;
+    loop {
+        let m = mapping.borrow_and_update().clone();
+        reach.send_modify(|r| {
+            r.port_mapping = match (m.external, m.protocol) {
+                (Some(a), Some(p)) => format!("{p}: {a}"),
+                _ => m.why_not.clone(),
+            };
+            let was = last.map(|a| a.to_string());
+            match m.external {
+                Some(a) if r.address.is_none() || r.address == was => {
+                    r.address = Some(a.to_string());
+                    if r.routers.is_empty() {
+                        r.reachability = format!(
+                            "mapped by the home router ({}) at {a}; no router has dialed it back yet",
+                            m.protocol.unwrap_or("?")
+                        );
+                    }
+                }
+                None if was.is_some() && r.address == was => r.address = None,
+                _ => {}
+            }
+        });
+        last = m.external;
+        if mapping.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// How long a supplier a router could reach goes before it asks again.
@@ -29,14 +89,31 @@ const RECHECK: Duration = Duration::from_secs(600);
 /// `observed`, whether the router's dial-back from a fresh port reached
 /// it, and `local`, the address it sends from (its IP towards the router
 /// and its bound port).
+///
+/// `mapped` is the port a mapping of the home router's keeps and the
+/// protocol that asked for it, when the dial-back went there.
 pub fn describe(
     observed: Option<SocketAddr>,
     reachable: bool,
     local: Option<SocketAddr>,
+    mapped: Option<(u16, &str)>,
 ) -> String {
     let Some(o) = observed else {
         return "unknown: the router did not say where it sees this supplier".into();
     };
+    if let Some((port, protocol)) = mapped {
+        let at = SocketAddr::new(o.ip(), port);
+        return if reachable {
+            format!(
+                "mapped: reachable at {at} through the port mapping its home router keeps ({protocol})"
+            )
+        } else {
+            format!(
+                "{}; the home router's {protocol} mapping at {at} does not let strangers in (another NAT in front of it?)",
+                describe(observed, false, local, None)
+            )
+        };
+    }
     let same_ip = local.is_some_and(|l| l.ip() == o.ip());
     let same_port = local.is_some_and(|l| l.port() == o.port());
     match (reachable, same_ip, same_port) {
@@ -83,8 +160,9 @@ pub async fn hold_reservations(
     routers: Vec<(NodeId, SocketAddr)>,
     reach: watch::Sender<Reach>,
     configured: bool,
+    mapping: Mapping,
 ) {
-    hold(endpoint, routers, reach, configured, None).await;
+    hold(endpoint, routers, reach, configured, None, mapping).await;
     // Configured routers are held for as long as the daemon runs.
     std::future::pending::<()>().await;
 }
@@ -106,6 +184,7 @@ pub async fn find_and_hold(
     endpoint: Endpoint,
     dht_socket: std::path::PathBuf,
     reach: watch::Sender<Reach>,
+    mapping: Mapping,
 ) {
     let held = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let mut set = tokio::task::JoinSet::new();
@@ -115,6 +194,7 @@ pub async fn find_and_hold(
             dht_socket.clone(),
             reach.clone(),
             held.clone(),
+            mapping.clone(),
         ));
     }
     while set.join_next().await.is_some() {}
@@ -128,8 +208,12 @@ async fn hold_one_found(
     dht_socket: std::path::PathBuf,
     reach: watch::Sender<Reach>,
     held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<NodeId>>>,
+    mapping: Mapping,
 ) {
     let mut warned = false;
+    // Soon after a start the DHT may not know a router yet: look again
+    // after 2 s, doubling to 30 s.
+    let mut wait = Duration::from_secs(2);
     loop {
         let lock = |h: &std::sync::Mutex<std::collections::HashSet<NodeId>>| {
             h.lock()
@@ -147,6 +231,7 @@ async fn hold_one_found(
                         .insert(router.0)
                 {
                     warned = false;
+                    wait = Duration::from_secs(2);
                     tracing::info!(router = %format!("{}@{}", router.0, router.1), "found a router in the DHT");
                     hold(
                         endpoint.clone(),
@@ -154,6 +239,7 @@ async fn hold_one_found(
                         reach.clone(),
                         false,
                         Some(GIVE_UP_AFTER),
+                        mapping.clone(),
                     )
                     .await;
                     held.lock()
@@ -161,7 +247,9 @@ async fn hold_one_found(
                         .remove(&router.0);
                     continue;
                 }
-                if !warned && lock(&held).is_empty() {
+                // Said once the first few quick looks found nothing.
+                let patient = wait >= Duration::from_secs(16);
+                if !warned && patient && lock(&held).is_empty() {
                     tracing::warn!(
                         "no router found in the DHT yet: customers cannot reach this supplier unless it is public; set supplier.advertise or supplier.routers, or wait (looking every 30 s)"
                     );
@@ -169,7 +257,7 @@ async fn hold_one_found(
                 }
             }
             Err(e) => {
-                if !warned {
+                if !warned && wait >= Duration::from_secs(16) {
                     tracing::warn!(
                         "cannot look for routers in the DHT yet (retrying every 30 s): {e}"
                     );
@@ -182,7 +270,8 @@ async fn hold_one_found(
                 r.reachability = "unknown: no router to ask found in the DHT yet".into();
             }
         });
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -238,10 +327,12 @@ async fn hold(
     reach: watch::Sender<Reach>,
     configured: bool,
     give_up: Option<u32>,
+    mapping: Mapping,
 ) {
     let mut set = tokio::task::JoinSet::new();
     for (id, addr) in routers {
         let (endpoint, reach) = (endpoint.clone(), reach.clone());
+        let mut mapping = mapping.clone();
         set.spawn(async move {
             let contact = format!("{id}@{addr}");
             let mut backoff = Duration::from_secs(2);
@@ -252,12 +343,18 @@ async fn hold(
                     tracing::warn!(router = %contact, failed, "letting the router go after failed links in a row");
                     return;
                 }
-                match endpoint.link_router_checked(addr, id, true, true).await {
+                // With a port mapping, the router dials its port back.
+                let (was, mapped) = {
+                    let m = mapping.borrow_and_update();
+                    (m.external, m.external.zip(m.protocol).map(|(a, p)| (a.port(), p)))
+                };
+                let dial_back = mapped.map_or(0, |(p, _)| p);
+                match endpoint.link_router_checked(addr, id, true, Some(dial_back)).await {
                     Ok(link) => {
                         backoff = Duration::from_secs(2);
                         let reachable = link.reachable == Some(true);
                         let words = match link.reachable {
-                            Some(r) => describe(link.observed, r, local_towards(addr, port)),
+                            Some(r) => describe(link.observed, r, local_towards(addr, port), mapped),
                             None => format!(
                                 "unknown: router {contact} could not dial back now; holding a reservation on it"
                             ),
@@ -266,15 +363,24 @@ async fn hold(
                         // With `advertise` set, the router's view says
                         // nothing of the configured address: the
                         // reservation is held all the same.
+                        let dialed = link.observed.map(|o| match mapped {
+                            Some((p, _)) => SocketAddr::new(o.ip(), p),
+                            None => o,
+                        });
                         if reachable && !configured {
                             failed = 0;
                             link.close();
                             reach.send_modify(|r| {
                                 r.routers.retain(|c| *c != contact);
-                                r.address = link.observed.map(|o| o.to_string());
+                                r.address = dialed.map(|o| o.to_string());
                                 r.reachability = words;
                             });
-                            tokio::time::sleep(RECHECK).await;
+                            // Asked again later, or at once when the
+                            // mapping changes.
+                            tokio::select! {
+                                _ = tokio::time::sleep(RECHECK) => {}
+                                _ = mapping_changed(&mut mapping, was) => {}
+                            }
                             continue;
                         }
                         reach.send_modify(|r| {
@@ -287,7 +393,17 @@ async fn hold(
                             r.reachability = words;
                         });
                         let up = std::time::Instant::now();
-                        let why = link.closed().await;
+                        let why = tokio::select! {
+                            why = link.closed() => why,
+                            _ = mapping_changed(&mut mapping, was) => {
+                                // A new mapping is worth a dial-back: it
+                                // may make the reservation unneeded.
+                                link.close();
+                                reach.send_modify(|r| r.routers.retain(|c| *c != contact));
+                                tracing::info!(router = %contact, "the port mapping changed; asking the router to dial back again");
+                                continue;
+                            }
+                        };
                         // A router that takes the link and soon drops it
                         // fails as much as one that refuses.
                         if up.elapsed() < MIN_LINK_LIFE {
