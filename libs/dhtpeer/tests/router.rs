@@ -255,3 +255,37 @@ async fn two_endpoints_of_one_node_each_get_their_own_answers_through_the_router
         assert!(link.is_up());
     }
 }
+
+/// A node asks for the dial-back at another port of its IP (where its home
+/// router's port mapping would point): the router dials that port, and
+/// the answer says whether the node answers there.
+#[tokio::test]
+async fn the_dial_back_goes_to_the_port_a_node_names_on_its_own_ip() {
+    let (router, raddr, rid) = start_router(limits()).await;
+    let id = Identity::generate();
+    // The linking endpoint takes no connection; a second endpoint of the
+    // same node, at another port, stands in for a mapped port.
+    let linking = Endpoint::bind(&id, loopback(), ALPN, false).unwrap();
+    let mapped = Endpoint::bind(&id, loopback(), ALPN, true).unwrap();
+    let mut seen = start_echo(mapped.clone());
+    let port = mapped.local_addr().unwrap().port();
+    let link = linking
+        .link_router_checked(raddr, rid, false, Some(port))
+        .await
+        .unwrap();
+    assert_eq!(link.reachable, Some(true));
+    let from = seen.recv().await.unwrap();
+    assert_ne!(from.port(), raddr.port(), "dialed from a fresh port");
+    link.close();
+    // Its own port, where nothing accepts: not reachable.
+    let link = linking
+        .link_router_checked(raddr, rid, false, Some(0))
+        .await
+        .unwrap();
+    assert_eq!(link.reachable, Some(false));
+    assert_eq!(router.counters.dial_backs.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        router.counters.dial_backs_reached.load(Ordering::Relaxed),
+        1
+    );
+}
