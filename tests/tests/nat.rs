@@ -288,17 +288,25 @@ fn observed(socket: &std::path::Path, n: usize) -> Vec<String> {
 /// ping's answer names the address the peer saw. Two public seeds see a
 /// public node and a node behind a cone NAT at one address (the router's,
 /// with the port kept), and a node behind a symmetric NAT at two ports of
-/// its router's address.
+/// its router's address. Then another peer's dial-back from a fresh
+/// socket says whether strangers reach it: the public node, the one
+/// behind the full-cone NAT and the one whose home router maps its port
+/// (miniupnpd, PCP) are reached, and only they give others an address:
+/// the seed's lookups find them and none of the other two (which only
+/// ask, and so stay out of routing tables). `bitdustctl status` on a
+/// dht-only machine says the same.
 #[test]
-#[ignore = "needs root, iproute2 and nftables; tests/run.sh installs them and runs it"]
+#[ignore = "needs root, iproute2, nftables and miniupnpd; tests/run.sh installs them and runs it"]
 fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
-    let mut lab = Lab::up(&SITES);
+    let mut sites = SITES.to_vec();
+    sites.push("mp:upnp");
+    let mut lab = Lab::up(&sites);
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (lab.node("a").1.to_owned(), lab.node("b").1.to_owned());
-    dht_peer(&mut lab, "a", dir.path(), &[]);
+    let seed = dht_peer(&mut lab, "a", dir.path(), &[]);
     dht_peer(&mut lab, "b", dir.path(), &[format!("{a}:7900")]);
     let seeds = [format!("{a}:7900"), format!("{b}:7900")];
-    let sockets: Vec<(String, PathBuf)> = ["pub", "fc", "pr", "sy"]
+    let sockets: Vec<(String, PathBuf)> = ["pub", "fc", "pr", "sy", "mp"]
         .iter()
         .map(|s| (s.to_string(), dht_peer(&mut lab, s, dir.path(), &seeds)))
         .collect();
@@ -309,7 +317,7 @@ fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
                 let own = format!("{}:7900", lab.node("pub").1);
                 assert_eq!(seen, [own.clone(), own], "{site}");
             }
-            "fc" | "pr" => {
+            "fc" | "pr" | "mp" => {
                 let mapped = format!("{}:7900", lab.public(site));
                 assert_eq!(seen, [mapped.clone(), mapped], "{site}");
             }
@@ -322,6 +330,87 @@ fn dht_peers_learn_the_address_their_pings_come_from_behind_each_nat() {
                 assert_ne!(seen[0], seen[1], "{site}: one port for two peers");
             }
         }
+    }
+    let mut reached = Vec::new();
+    for (site, socket) in &sockets {
+        let st = poll_dht(socket, |s| {
+            !s.reachability.is_empty() && !s.reachability.starts_with("unknown")
+        });
+        let public = lab.public(site);
+        let (want, address) = match site.as_str() {
+            "pub" => (
+                format!("public: reachable at {public}:7900"),
+                format!("{public}:7900"),
+            ),
+            "fc" => (
+                format!("mapped: reachable at {public}:7900 through a NAT"),
+                format!("{public}:7900"),
+            ),
+            "pr" => ("behind a cone NAT".into(), String::new()),
+            "sy" => ("behind a symmetric NAT".into(), String::new()),
+            _ => {
+                let port = st
+                    .port_mapping
+                    .strip_prefix(&format!("PCP: {public}:"))
+                    .unwrap_or_else(|| panic!("mp: {}", st.port_mapping))
+                    .to_owned();
+                (
+                    format!(
+                        "mapped: reachable at {public}:{port} through the port mapping its home router keeps (PCP)"
+                    ),
+                    format!("{public}:{port}"),
+                )
+            }
+        };
+        assert!(
+            st.reachability.starts_with(&want),
+            "{site}: {}",
+            st.reachability
+        );
+        assert_eq!(st.address, address, "{site}: the address it gives others");
+        if !address.is_empty() {
+            reached.push(address);
+        }
+        if site == "pr" {
+            let own = ctl_json(&dir.path().join("pr/run"), &["status"], 5);
+            assert_eq!(
+                own["dht"]["reachability"],
+                st.reachability.as_str(),
+                "{own}"
+            );
+            assert_eq!(own["dht"]["address"], "", "{own}");
+        }
+    }
+    // The seed's lookup finds every node that gives an address, and none
+    // that only asks. Those that became reachable refresh at once; give
+    // the lookups a few rounds.
+    reached.push(format!("{b}:7900"));
+    reached.sort();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        use bitdust_proto::dht::v1 as pb;
+        let found = rt.block_on(async {
+            let ch = bitdust_daemon::connect(&seed).await.unwrap();
+            pb::dht_client::DhtClient::new(ch)
+                .find_node(pb::FindNodeRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+        });
+        let mut got: Vec<String> = found.nodes.iter().map(|n| n.address.clone()).collect();
+        got.sort();
+        if got == reached {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the seed's lookup found {got:?}, not {reached:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 
@@ -907,10 +996,10 @@ fn poll_supplier(
     })
 }
 
-/// The port mappings miniupnpd holds in site `site`'s router: the DNAT
-/// rules in its `prerouting_miniupnpd` chain, as `dport PORT dnat ip to
-/// ADDR` texts.
-fn mappings(lab: &Lab, site: &str) -> Vec<String> {
+/// The port mappings miniupnpd holds in site `site`'s router to its
+/// host's `port`: the DNAT rules in its `prerouting_miniupnpd` chain, as
+/// `dport PORT dnat ip to ADDR` texts.
+fn mappings(lab: &Lab, site: &str, port: u16) -> Vec<String> {
     let rt = format!("{}rt-{site}", lab.prefix);
     let out = Command::new("ip")
         .args([
@@ -929,10 +1018,11 @@ fn mappings(lab: &Lab, site: &str) -> Vec<String> {
         .lines()
         .filter(|l| l.contains("dnat"))
         .map(|l| {
-            let port = l.split("dport ").nth(1).unwrap_or("").split(' ').next();
+            let dport = l.split("dport ").nth(1).unwrap_or("").split(' ').next();
             let to = l.split("dnat ip to ").nth(1).unwrap_or("");
-            format!("dport {} dnat ip to {}", port.unwrap_or(""), to.trim())
+            format!("dport {} dnat ip to {}", dport.unwrap_or(""), to.trim())
         })
+        .filter(|m| m.ends_with(&format!(":{port}")))
         .collect()
 }
 
@@ -1013,7 +1103,7 @@ fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
         assert!(st.routers.is_empty(), "{site}: {:?}", st.routers);
         let (_, host) = lab.node(site);
         assert_eq!(
-            mappings(&lab, site),
+            mappings(&lab, site, 7800),
             [format!("dport {port} dnat ip to {host}:7800")],
             "{site}"
         );
@@ -1066,7 +1156,7 @@ fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
     std::thread::sleep(std::time::Duration::from_secs(65));
     let (_, host) = lab.node("pcp");
     assert_eq!(
-        mappings(&lab, "pcp"),
+        mappings(&lab, "pcp", 7800),
         [format!("dport {} dnat ip to {host}:7800", external[2])]
     );
     let log = std::fs::read_to_string(format!("/run/{}rt-pcp.miniupnpd.log", lab.prefix)).unwrap();
@@ -1082,6 +1172,6 @@ fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
             .unwrap();
         assert!(st.success());
         let _ = lab.children[*i].wait();
-        assert_eq!(mappings(&lab, site), Vec::<String>::new(), "{site}");
+        assert_eq!(mappings(&lab, site, 7800), Vec::<String>::new(), "{site}");
     }
 }

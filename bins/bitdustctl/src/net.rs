@@ -386,6 +386,7 @@ impl Client {
         let s = self.inner.status(pb::StatusRequest {}).await?.into_inner();
         let mut report = report::Status::from(s);
         report.supplier = local_supplier(run_dir).await;
+        report.dht = local_dht(run_dir).await;
         report::emit(&report, json, quiet);
         Ok(0)
     }
@@ -985,21 +986,45 @@ async fn local_supplier(run_dir: &Path) -> Option<report::LocalSupplier> {
     })
 }
 
-/// `bitdustctl status` with no customer-agent: the supplier-store's
-/// status if one answers, else the agent's error.
+/// The dht-peer on this machine, when its socket answers within 2 s:
+/// whether strangers reach it.
+async fn local_dht(run_dir: &Path) -> Option<report::LocalDht> {
+    use bitdust_proto::dht::v1 as dpb;
+    let ask = async {
+        let ch = bitdust_daemon::connect(&run_dir.join("dht.sock"))
+            .await
+            .ok()?;
+        dpb::dht_client::DhtClient::new(ch)
+            .status(dpb::StatusRequest {})
+            .await
+            .ok()
+    };
+    let s = tokio::time::timeout(std::time::Duration::from_secs(2), ask)
+        .await
+        .ok()??
+        .into_inner();
+    Some(report::LocalDht {
+        node_id: s.node_id,
+        address: s.address,
+        reachability: s.reachability,
+        port_mapping: s.port_mapping,
+    })
+}
+
+/// `bitdustctl status` with no customer-agent: the supplier-store's and
+/// dht-peer's status, those that answer, else the agent's error.
 pub(crate) async fn supplier_status(
     run_dir: &Path,
     json: bool,
     quiet: bool,
     no_agent: Failure,
 ) -> Result<u8, Failure> {
-    match local_supplier(run_dir).await {
-        Some(s) => {
-            report::emit(&report::SupplierOnly { supplier: s }, json, quiet);
-            Ok(0)
-        }
-        None => Err(no_agent),
+    let (supplier, dht) = (local_supplier(run_dir).await, local_dht(run_dir).await);
+    if supplier.is_none() && dht.is_none() {
+        return Err(no_agent);
     }
+    report::emit(&report::SupplierOnly { supplier, dht }, json, quiet);
+    Ok(0)
 }
 
 pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> Result<u8, Failure> {

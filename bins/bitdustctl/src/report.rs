@@ -68,6 +68,9 @@ pub(crate) struct Status {
     /// The supplier-store on this machine, if its socket answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) supplier: Option<LocalSupplier>,
+    /// The dht-peer on this machine, if its socket answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dht: Option<LocalDht>,
 }
 
 /// The supplier-store on this machine, as `bitdustctl status` shows it.
@@ -106,16 +109,61 @@ impl fmt::Display for LocalSupplier {
     }
 }
 
-/// `bitdustctl status` on a machine with a supplier-store and no
-/// customer-agent.
+/// The dht-peer on this machine, as `bitdustctl status` shows it.
+#[derive(Serialize)]
+pub(crate) struct LocalDht {
+    pub(crate) node_id: String,
+    /// The address it gives others (empty: it only asks).
+    pub(crate) address: String,
+    /// Whether strangers reach it, as its peers' dial-backs found (empty
+    /// when its address is configured).
+    pub(crate) reachability: String,
+    /// The port mapping its home router keeps, or why none.
+    pub(crate) port_mapping: String,
+}
+
+impl fmt::Display for LocalDht {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reach = if self.reachability.is_empty() {
+            "not checked (its address is configured)"
+        } else {
+            &self.reachability
+        };
+        writeln!(f, "dht-peer:   {} on this machine: {reach}", self.node_id)?;
+        if self.address.is_empty() {
+            writeln!(
+                f,
+                "            only asks: peers keep it out of their routing tables"
+            )?;
+        } else {
+            writeln!(f, "            reached at {}", self.address)?;
+        }
+        if !self.port_mapping.is_empty() {
+            writeln!(f, "            port mapping: {}", self.port_mapping)?;
+        }
+        Ok(())
+    }
+}
+
+/// `bitdustctl status` on a machine with no customer-agent: its
+/// supplier-store and dht-peer, those that answer.
 #[derive(Serialize)]
 pub(crate) struct SupplierOnly {
-    pub(crate) supplier: LocalSupplier,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) supplier: Option<LocalSupplier>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dht: Option<LocalDht>,
 }
 
 impl fmt::Display for SupplierOnly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.supplier)
+        if let Some(s) = &self.supplier {
+            write!(f, "{s}")?;
+        }
+        if let Some(d) = &self.dht {
+            write!(f, "{d}")?;
+        }
+        Ok(())
     }
 }
 
@@ -135,6 +183,7 @@ impl From<pb::StatusReply> for Status {
             recovering: s.recovering,
             recovery: s.recovery,
             supplier: None,
+            dht: None,
         }
     }
 }
@@ -169,6 +218,9 @@ impl fmt::Display for Status {
         }
         if let Some(s) = &self.supplier {
             write!(f, "{s}")?;
+        }
+        if let Some(d) = &self.dht {
+            write!(f, "{d}")?;
         }
         Ok(())
     }

@@ -111,9 +111,10 @@ impl Default for Config {
 pub struct DhtConfig {
     /// UDP address of the QUIC endpoint other DHT nodes connect to.
     pub listen: SocketAddr,
-    /// `host:port` other nodes reach this one at; default: `listen` (whose
-    /// unspecified IP, such as 0.0.0.0, each peer replaces with the address
-    /// it sees the request come from).
+    /// `host:port` other nodes reach this one at; default: `listen` when
+    /// its IP is a specific one; with an unspecified IP (0.0.0.0), the
+    /// address a peer's dial-back reaches it at, and none (it only asks)
+    /// while nobody does.
     pub advertise: Option<String>,
     /// The gRPC socket; default `<run_dir>/dht.sock`.
     pub socket: Option<PathBuf>,
@@ -134,6 +135,10 @@ pub struct DhtConfig {
     pub max_records: usize,
     /// Store requests one peer may send in a burst, refilled at 1 per second.
     pub store_burst: u32,
+    /// Protocols to ask the home router for a mapping of `listen`'s port
+    /// with (as `supplier.port_mapping`); asked only without `advertise`
+    /// and with an unspecified `listen` IP. `[]`: never.
+    pub port_mapping: Vec<PortMapping>,
 }
 
 impl Default for DhtConfig {
@@ -149,6 +154,7 @@ impl Default for DhtConfig {
             republish_secs: 1800,
             max_records: 100_000,
             store_burst: 60,
+            port_mapping: vec![PortMapping::Pcp, PortMapping::NatPmp, PortMapping::Upnp],
         }
     }
 }
@@ -262,6 +268,13 @@ pub enum PortMapping {
     NatPmp,
     /// UPnP IGD.
     Upnp,
+}
+
+impl PortMapping {
+    /// Whether `list` allows PCP, NAT-PMP and UPnP IGD, in that order.
+    pub fn allowed(list: &[PortMapping]) -> [bool; 3] {
+        [Self::Pcp, Self::NatPmp, Self::Upnp].map(|p| list.contains(&p))
+    }
 }
 
 impl Default for SupplierConfig {

@@ -81,8 +81,9 @@ pub struct Node<T> {
     table: Mutex<RoutingTable>,
     store: Mutex<RecordStore>,
     transport: Arc<T>,
-    /// False when the node only asks (no address to give others).
-    serves: bool,
+    /// The address it gives others in its requests; empty when the node
+    /// only asks (others keep it out of their routing tables).
+    serving: Mutex<String>,
     /// Where peers saw this node's pings come from: each peer's latest
     /// answer, newest first, at most [`MAX_OBSERVED`].
     observed: Mutex<Vec<(NodeId, SocketAddr)>>,
@@ -125,10 +126,21 @@ impl<T: Transport> Node<T> {
             table: Mutex::new(RoutingTable::new(me.key)),
             store: Mutex::new(RecordStore::new(limits)),
             transport,
-            serves: !address.is_empty(),
+            serving: Mutex::new(address.to_owned()),
             me,
             observed: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Gives others `address` from now on (empty: only ask), as a
+    /// dial-back found it reachable or not.
+    pub fn set_serving(&self, address: &str) {
+        address.clone_into(&mut lock(&self.serving));
+    }
+
+    /// The address it gives others now (empty: it only asks).
+    pub fn serving(&self) -> String {
+        lock(&self.serving).clone()
     }
 
     /// Where peers saw this node's pings come from (peer, address), each
@@ -239,6 +251,12 @@ impl<T: Transport> Node<T> {
                     contacts: contacts(&Key::random()),
                 })
             }
+            request::Kind::DialBack(_) => {
+                return error(
+                    pb::ErrorCode::BadRequest,
+                    "this node does not dial back: its transport has no fresh sockets",
+                );
+            }
             request::Kind::Store(s) => {
                 let Some(r) = s.record else {
                     return error(pb::ErrorCode::BadRequest, "a store request needs a record");
@@ -266,11 +284,7 @@ impl<T: Transport> Node<T> {
 
     fn request(&self, kind: request::Kind) -> pb::Request {
         pb::Request {
-            from_address: if self.serves {
-                self.me.address.clone()
-            } else {
-                String::new()
-            },
+            from_address: lock(&self.serving).clone(),
             kind: Some(kind),
         }
     }

@@ -88,7 +88,7 @@ impl pb::dht_server::Dht for DhtService {
         let (size, buckets) = p.node.with_table(|t| (t.len(), t.buckets_used()));
         Ok(Response::new(pb::StatusResponse {
             node_id: p.node.contact().id.to_string(),
-            address: p.node.contact().address.clone(),
+            address: p.node.serving(),
             routing_table_size: size as u32,
             buckets_used: buckets as u32,
             records_stored: p.node.records() as u32,
@@ -104,6 +104,8 @@ impl pb::dht_server::Dht for DhtService {
                 })
                 .collect(),
             router: p.router.as_deref().map(router_status),
+            reachability: p.reach.borrow().reachability.clone(),
+            port_mapping: p.reach.borrow().port_mapping.clone(),
         }))
     }
 

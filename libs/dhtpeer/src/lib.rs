@@ -6,11 +6,14 @@
 //!   restart loses nothing.
 //! - [`seeds`]: bootstrap seeds resolved through DNS (A/AAAA, SRV).
 //! - [`grpc`]: the local `bitdust.dht.v1.Dht` service.
+//! - [`reach`]: whether strangers reach it (dial-backs by its peers), and
+//!   so whether it gives others an address.
 //! - [`run`]: the whole daemon, for the thin `bitdust-dht-peer` binary.
 
 pub mod grpc;
 pub mod persist;
 pub mod quic;
+pub mod reach;
 pub mod router;
 pub mod seeds;
 
@@ -45,6 +48,10 @@ pub struct DhtPeer {
     pub started: Instant,
     /// The router role, when enabled.
     pub router: Option<Arc<router::Router>>,
+    /// Whether strangers reach it, as [`reach`] found.
+    pub reach: tokio::sync::watch::Sender<reach::Reach>,
+    /// The dial-backs it makes for its peers.
+    pub dial_backs: Arc<quic::DialBacks>,
 }
 
 /// A record could not be published.
@@ -252,13 +259,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let endpoint = bitdust_net::Endpoint::bind(&identity, d.listen, bitdust_dht::ALPN, true)?;
     let listen = endpoint.local_addr()?;
     let address = d.advertise.clone().unwrap_or_else(|| listen.to_string());
+    // With no address configured it only asks until a peer's dial-back
+    // reaches it (reach::keep_checking).
+    let configured = d.advertise.is_some() || !listen.ip().is_unspecified();
     let transport = Arc::new(QuicTransport::new(endpoint.clone()));
     let limits = Limits {
         max_records: d.max_records,
         burst: f64::from(d.store_burst),
         ..Limits::default()
     };
-    let node = Arc::new(Node::new(node_id, &address, transport.clone(), limits));
+    let node = Arc::new(Node::new(
+        node_id,
+        if configured { &address } else { "" },
+        transport.clone(),
+        limits,
+    ));
     // What the last run knew.
     let contacts = db.contacts()?;
     let known = contacts.len();
@@ -312,6 +327,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let dial_backs = Arc::new(quic::DialBacks::new(&identity));
     let peer = Arc::new(DhtPeer {
         node: node.clone(),
         transport,
@@ -320,7 +336,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         published: Mutex::new(published),
         started: Instant::now(),
         router: router.as_ref().map(|(r, ..)| r.clone()),
+        reach: tokio::sync::watch::Sender::new(reach::Reach::default()),
+        dial_backs,
     });
+    let portmap = if configured {
+        None
+    } else {
+        bitdust_net::portmap::PortMap::start(
+            listen.port(),
+            bitdust_config::PortMapping::allowed(&d.port_mapping).into(),
+        )
+    };
 
     let socket = config.dht_socket();
     let service = DhtServer::new(grpc::DhtService { peer: peer.clone() });
@@ -331,8 +357,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     daemon.supervise("the record saver", save_held(db.clone(), held_rx));
     daemon.supervise(
         "the DHT server",
-        quic::serve(endpoint.clone(), node.clone(), held_tx),
+        quic::serve(
+            endpoint.clone(),
+            node.clone(),
+            held_tx,
+            peer.dial_backs.clone(),
+        ),
     );
+    if !configured {
+        let mapping = portmap.as_ref().map_or_else(
+            || tokio::sync::watch::channel(Default::default()).1,
+            |m| m.state(),
+        );
+        daemon.supervise(
+            "the reachability check",
+            reach::keep_checking(peer.clone(), listen.port(), mapping),
+        );
+    }
     daemon.supervise(
         "the DHT maintenance",
         maintain(
@@ -352,6 +393,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%node_id, %listen, %address, socket = %socket.display(), known, records = n_held, "dht-peer ready");
     let stopped = daemon.run(&format!("DHT node on {listen}")).await;
+    if let Some(m) = portmap {
+        m.release(Duration::from_secs(3)).await;
+    }
     peer.save_table();
     let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.shutdown()).await;
     Ok(stopped?)

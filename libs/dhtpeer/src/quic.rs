@@ -93,6 +93,32 @@ impl QuicTransport {
         Ok(id)
     }
 
+    /// Asks `to` to dial this node back from a fresh socket at the IP it
+    /// sees this request come from and `port`: `Ok(true)` when that
+    /// reached this node, `Ok(false)` when not, `Err` when `to` did not
+    /// try (busy, or it does not dial back).
+    pub async fn dial_back(&self, to: &Contact, port: u16) -> Result<bool, DhtError> {
+        let req = pb::Request {
+            from_address: String::new(),
+            kind: Some(pb::request::Kind::DialBack(pb::DialBack {
+                port: u32::from(port),
+            })),
+        };
+        // The peer waits up to its dial-back timeout before it answers.
+        let within = CALL_TIMEOUT + bitdust_net::reachability::DIAL_BACK_TIMEOUT;
+        let answer = tokio::time::timeout(within, self.exchange(to, &req))
+            .await
+            .map_err(|_| unreachable(format!("{} did not answer in time", to.id)))??;
+        match answer.kind {
+            Some(pb::response::Kind::DialedBack(d)) => Ok(d.reachable),
+            Some(pb::response::Kind::Error(e)) => Err(DhtError::Refused {
+                code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+                message: e.message,
+            }),
+            other => Err(DhtError::BadAnswer(format!("{other:?}"))),
+        }
+    }
+
     async fn exchange(&self, to: &Contact, req: &pb::Request) -> Result<pb::Response, DhtError> {
         let conn = self.connection(to).await?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(unreachable)?;
@@ -124,15 +150,89 @@ impl Transport for QuicTransport {
     }
 }
 
+/// The dial-backs this node makes for its peers (`DialBack` requests).
+pub struct DialBacks {
+    identity: bitdust_crypto::Identity,
+    slots: tokio::sync::Semaphore,
+    /// Dial-backs made since the start.
+    pub made: std::sync::atomic::AtomicU64,
+    /// Those of them that reached the peer.
+    pub reached: std::sync::atomic::AtomicU64,
+}
+
+/// Dial-backs made at once, at most; more are refused as busy.
+const MAX_DIAL_BACKS: usize = 8;
+
+impl DialBacks {
+    /// Dial-backs made as `identity`.
+    pub fn new(identity: &bitdust_crypto::Identity) -> Self {
+        DialBacks {
+            identity: bitdust_crypto::Identity::from_secret(&identity.secret()),
+            slots: tokio::sync::Semaphore::new(MAX_DIAL_BACKS),
+            made: 0.into(),
+            reached: 0.into(),
+        }
+    }
+
+    /// Dials `peer` back at `remote`'s IP and `port` from a fresh socket.
+    async fn answer(&self, peer: NodeId, remote: SocketAddr, port: u32) -> pb::Response {
+        use std::sync::atomic::Ordering;
+        let error = |code: pb::ErrorCode, message: String| pb::Response {
+            kind: Some(pb::response::Kind::Error(pb::Error {
+                code: code as i32,
+                message,
+            })),
+        };
+        let port = match u16::try_from(port) {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return error(
+                    pb::ErrorCode::BadRequest,
+                    format!("dial-back port {port} is not 1-65535"),
+                );
+            }
+        };
+        let Ok(_slot) = self.slots.try_acquire() else {
+            return error(
+                pb::ErrorCode::RateLimited,
+                "busy with other dial-backs; ask again later".into(),
+            );
+        };
+        self.made.fetch_add(1, Ordering::Relaxed);
+        // Only ever the IP the request came from: a peer cannot send this
+        // node's packets anywhere else.
+        let to = SocketAddr::new(remote.ip(), port);
+        let r =
+            bitdust_net::reachability::dial_back(&self.identity, to, peer, bitdust_dht::ALPN).await;
+        if r.is_ok() {
+            self.reached.fetch_add(1, Ordering::Relaxed);
+        }
+        pb::Response {
+            kind: Some(pb::response::Kind::DialedBack(pb::DialedBack {
+                reachable: r.is_ok(),
+                error: r.err().unwrap_or_default(),
+            })),
+        }
+    }
+}
+
 /// Answers DHT requests arriving on `endpoint` until it closes. Records
-/// that the node takes are also sent to `stored`, to be saved.
+/// that the node takes are also sent to `stored`, to be saved; dial-backs
+/// are made by `dial_backs`.
 pub async fn serve<T: Transport>(
     endpoint: Endpoint,
     node: Arc<Node<T>>,
     stored: mpsc::Sender<Record>,
+    dial_backs: Arc<DialBacks>,
 ) {
     while let Some((conn, peer)) = endpoint.accept().await {
-        tokio::spawn(serve_connection(conn, peer, node.clone(), stored.clone()));
+        tokio::spawn(serve_connection(
+            conn,
+            peer,
+            node.clone(),
+            stored.clone(),
+            dial_backs.clone(),
+        ));
     }
 }
 
@@ -141,10 +241,11 @@ async fn serve_connection<T: Transport>(
     peer: NodeId,
     node: Arc<Node<T>>,
     stored: mpsc::Sender<Record>,
+    dial_backs: Arc<DialBacks>,
 ) {
     let remote = conn.remote_address();
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let (node, stored) = (node.clone(), stored.clone());
+        let (node, stored, dial_backs) = (node.clone(), stored.clone(), dial_backs.clone());
         tokio::spawn(async move {
             let req = match tokio::time::timeout(
                 CALL_TIMEOUT,
@@ -167,6 +268,12 @@ async fn serve_connection<T: Transport>(
                 }
                 Err(_) => return,
             };
+            if let Some(pb::request::Kind::DialBack(d)) = &req.kind {
+                let answer = dial_backs.answer(peer, remote, d.port).await;
+                let _ = write_frame(&mut send, &answer).await;
+                let _ = send.finish();
+                return;
+            }
             let req = with_seen_address(req, remote);
             let record = match &req.kind {
                 Some(pb::request::Kind::Store(s)) => s.record.clone(),

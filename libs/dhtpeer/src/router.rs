@@ -415,35 +415,19 @@ impl Router {
             return None;
         };
         self.counters.dial_backs.fetch_add(1, Ordering::Relaxed);
-        let bind: SocketAddr = if to.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let ep = match Endpoint::bind(&self.identity, bind, alpn.as_bytes(), false) {
-            Ok(ep) => ep,
-            Err(e) => return Some(no(e.to_string())),
-        };
-        let r = tokio::time::timeout(relay::DIAL_BACK_TIMEOUT, ep.connect(to, Some(id))).await;
-        let out = match r {
-            Ok(Ok(c)) => {
-                c.close(0u32.into(), b"dial-back");
-                self.counters
-                    .dial_backs_reached
-                    .fetch_add(1, Ordering::Relaxed);
-                pb::DialBack {
-                    reachable: true,
-                    error: String::new(),
-                }
-            }
-            Ok(Err(e)) => no(e.to_string()),
-            Err(_) => no(format!(
-                "no answer at {to} within {:?}",
-                relay::DIAL_BACK_TIMEOUT
-            )),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), ep.shutdown()).await;
-        Some(out)
+        let r = bitdust_net::reachability::dial_back(&self.identity, to, id, alpn.as_bytes()).await;
+        if r.is_ok() {
+            self.counters
+                .dial_backs_reached
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Some(match r {
+            Ok(()) => pb::DialBack {
+                reachable: true,
+                error: String::new(),
+            },
+            Err(e) => no(e),
+        })
     }
 
     /// Forwards one packet from `from` to `to`'s link `instance`.

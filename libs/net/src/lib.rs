@@ -16,6 +16,7 @@
 
 pub mod frame;
 pub mod portmap;
+pub mod reachability;
 pub mod relay;
 pub mod tls;
 

@@ -26,6 +26,13 @@ pub struct Protocols {
     pub upnp: bool,
 }
 
+impl From<[bool; 3]> for Protocols {
+    /// PCP, NAT-PMP and UPnP IGD, in that order.
+    fn from([pcp, nat_pmp, upnp]: [bool; 3]) -> Self {
+        Protocols { pcp, nat_pmp, upnp }
+    }
+}
+
 impl Protocols {
     /// Whether any is allowed.
     pub fn any(self) -> bool {

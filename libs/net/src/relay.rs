@@ -58,7 +58,7 @@ pub const MAX_PACKET: usize = 2048;
 /// How long a router may take to answer a `Hello`.
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a router's dial-back may take.
-pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(3);
+pub use crate::reachability::DIAL_BACK_TIMEOUT;
 /// Frames waiting to go out to one router.
 const LINK_QUEUE: usize = 1024;
 /// Packets from routers waiting for quinn.

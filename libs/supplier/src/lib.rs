@@ -68,14 +68,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let portmap = if configured {
         None
     } else {
-        use bitdust_config::PortMapping as P;
         bitdust_net::portmap::PortMap::start(
             listen.port(),
-            bitdust_net::portmap::Protocols {
-                pcp: s.port_mapping.contains(&P::Pcp),
-                nat_pmp: s.port_mapping.contains(&P::NatPmp),
-                upnp: s.port_mapping.contains(&P::Upnp),
-            },
+            bitdust_config::PortMapping::allowed(&s.port_mapping).into(),
         )
     };
     let mapping = portmap

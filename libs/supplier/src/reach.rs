@@ -9,6 +9,7 @@ use std::time::Duration;
 use bitdust_crypto::NodeId;
 use bitdust_net::Endpoint;
 use bitdust_net::portmap;
+use bitdust_net::reachability::{describe, local_towards};
 use tokio::sync::watch;
 
 /// What the offer says about reaching the supplier.
@@ -84,66 +85,6 @@ pub async fn follow_mapping(mut mapping: Mapping, reach: watch::Sender<Reach>) {
 
 /// How long a supplier a router could reach goes before it asks again.
 const RECHECK: Duration = Duration::from_secs(600);
-
-/// The supplier's reachability in words, from a router's view of it:
-/// `observed`, whether the router's dial-back from a fresh port reached
-/// it, and `local`, the address it sends from (its IP towards the router
-/// and its bound port).
-///
-/// `mapped` is the port a mapping of the home router's keeps and the
-/// protocol that asked for it, when the dial-back went there.
-pub fn describe(
-    observed: Option<SocketAddr>,
-    reachable: bool,
-    local: Option<SocketAddr>,
-    mapped: Option<(u16, &str)>,
-) -> String {
-    let Some(o) = observed else {
-        return "unknown: the router did not say where it sees this supplier".into();
-    };
-    if let Some((port, protocol)) = mapped {
-        let at = SocketAddr::new(o.ip(), port);
-        return if reachable {
-            format!(
-                "mapped: reachable at {at} through the port mapping its home router keeps ({protocol})"
-            )
-        } else {
-            format!(
-                "{}; the home router's {protocol} mapping at {at} does not let strangers in (another NAT in front of it?)",
-                describe(observed, false, local, None)
-            )
-        };
-    }
-    let same_ip = local.is_some_and(|l| l.ip() == o.ip());
-    let same_port = local.is_some_and(|l| l.port() == o.port());
-    match (reachable, same_ip, same_port) {
-        (true, true, _) => format!("public: reachable at {o}"),
-        (true, false, _) => format!(
-            "mapped: reachable at {o} through a NAT that lets strangers in (full cone, or a port mapping)"
-        ),
-        (false, true, _) => format!(
-            "firewalled: strangers cannot reach {o}; customers reach it through its routers"
-        ),
-        (false, false, true) => format!(
-            "behind a cone NAT (the port kept) at {o} that lets in only what it sent to; customers punch a hole or go through its routers"
-        ),
-        (false, false, false) => format!(
-            "behind a symmetric NAT (seen at {o}, another port than its own); customers go through its routers unless they can be dialed"
-        ),
-    }
-}
-
-/// The address this host sends from towards `to` (no packet is sent).
-fn local_towards(to: SocketAddr, port: u16) -> Option<SocketAddr> {
-    let any: SocketAddr = if to.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let s = std::net::UdpSocket::bind(any).ok()?;
-    s.connect(to).ok()?;
-    Some(SocketAddr::new(s.local_addr().ok()?.ip(), port))
-}
 
 /// The longest wait between attempts to link to a router again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -354,7 +295,12 @@ async fn hold(
                         backoff = Duration::from_secs(2);
                         let reachable = link.reachable == Some(true);
                         let words = match link.reachable {
-                            Some(r) => describe(link.observed, r, local_towards(addr, port), mapped),
+                            Some(r) => describe(
+                                link.observed.as_slice(),
+                                r,
+                                local_towards(addr, port),
+                                mapped,
+                            ),
                             None => format!(
                                 "unknown: router {contact} could not dial back now; holding a reservation on it"
                             ),
