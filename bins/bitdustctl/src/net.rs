@@ -1011,18 +1011,19 @@ async fn local_dht(run_dir: &Path) -> Option<report::LocalDht> {
     })
 }
 
-/// `bitdustctl status` with no customer-agent: the supplier-store's and
-/// dht-peer's status, those that answer, else the agent's error.
+/// `bitdustctl status` with no customer-agent: on a supplier's machine,
+/// the supplier-store's status and the dht-peer's; else the agent's error
+/// (a customer's agent that is down is a failure, whatever else runs).
 pub(crate) async fn supplier_status(
     run_dir: &Path,
     json: bool,
     quiet: bool,
     no_agent: Failure,
 ) -> Result<u8, Failure> {
-    let (supplier, dht) = (local_supplier(run_dir).await, local_dht(run_dir).await);
-    if supplier.is_none() && dht.is_none() {
+    let Some(supplier) = local_supplier(run_dir).await else {
         return Err(no_agent);
-    }
+    };
+    let dht = local_dht(run_dir).await;
     report::emit(&report::SupplierOnly { supplier, dht }, json, quiet);
     Ok(0)
 }

@@ -145,21 +145,18 @@ impl fmt::Display for LocalDht {
     }
 }
 
-/// `bitdustctl status` on a machine with no customer-agent: its
-/// supplier-store and dht-peer, those that answer.
+/// `bitdustctl status` on a machine with a supplier-store and no
+/// customer-agent: the supplier-store, and the dht-peer if it answers.
 #[derive(Serialize)]
 pub(crate) struct SupplierOnly {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) supplier: Option<LocalSupplier>,
+    pub(crate) supplier: LocalSupplier,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) dht: Option<LocalDht>,
 }
 
 impl fmt::Display for SupplierOnly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(s) = &self.supplier {
-            write!(f, "{s}")?;
-        }
+        write!(f, "{}", self.supplier)?;
         if let Some(d) = &self.dht {
             write!(f, "{d}")?;
         }

@@ -72,6 +72,7 @@ fn router_status(r: &crate::router::Router) -> pb::RouterStatus {
                 address: c.observed.to_string(),
                 reserved: c.reserved,
                 sent_bytes: c.sent,
+                forwarded_bytes: c.forwarded,
                 connected_secs: c.secs,
             })
             .collect(),

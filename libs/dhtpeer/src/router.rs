@@ -110,6 +110,9 @@ struct Client {
     tx: mpsc::Sender<Bytes>,
     /// Bytes it sent through the router.
     sent: AtomicU64,
+    /// Bytes of its packets forwarded (within its bucket, to a node that
+    /// takes them).
+    forwarded: AtomicU64,
     /// Nodes it sent to lately: they may answer it.
     answers: Mutex<HashMap<NodeId, Instant>>,
 }
@@ -176,6 +179,8 @@ pub struct ClientStatus {
     pub reserved: bool,
     /// Bytes it sent through the router.
     pub sent: u64,
+    /// Of those, the bytes forwarded.
+    pub forwarded: u64,
     /// Seconds since it connected.
     pub secs: u64,
 }
@@ -234,6 +239,7 @@ impl Router {
                 observed: canonical(c.conn.remote_address()),
                 reserved: c.reserved,
                 sent: c.sent.load(Ordering::Relaxed),
+                forwarded: c.forwarded.load(Ordering::Relaxed),
                 secs: c.since.elapsed().as_secs(),
             })
             .collect()
@@ -449,6 +455,8 @@ impl Router {
             body,
         )) {
             Ok(()) => {
+                from.forwarded
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
                 self.counters.packets.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .bytes
@@ -590,6 +598,7 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
         since: Instant::now(),
         tx,
         sent: AtomicU64::new(0),
+        forwarded: AtomicU64::new(0),
         answers: Mutex::new(HashMap::new()),
     });
     let mut welcome = pb::Welcome {
