@@ -594,6 +594,34 @@ fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
         customer.sent_bytes
     );
     assert!(sy.sent_bytes > stored / 8, "{} of {stored}", sy.sent_bytes);
+    // The supplier counts the relayed customer at the address the router
+    // sees it at (its NAT's), not at a stand-in address.
+    let customers = {
+        use bitdust_proto::supplier::v1 as spb;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ch = bitdust_daemon::connect(&dir.path().join("sy/run/supplier.sock"))
+                .await
+                .unwrap();
+            spb::supplier_client::SupplierClient::new(ch)
+                .list_customers(spb::ListCustomersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .customers
+        })
+    };
+    assert_eq!(
+        customers
+            .iter()
+            .map(|c| c.address.as_str())
+            .collect::<Vec<_>>(),
+        [lab.public("pr").as_str()],
+        "{customers:?}"
+    );
     // The router saw them at their NATs' public addresses.
     assert!(
         sy.address.starts_with(&format!("{}:", lab.public("sy"))),

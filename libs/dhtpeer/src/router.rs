@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bitdust_crypto::NodeId;
 use bitdust_dht::store::address_key;
-use bitdust_net::relay::{self, TYPE_PACKET, TYPE_PUNCH};
+use bitdust_net::relay::{self, TYPE_PACKET, TYPE_PUNCH, TYPE_SOURCE};
 use bitdust_net::{Connection, Endpoint, frame};
 use bitdust_proto::router::v1 as pb;
 use prost::bytes::Bytes;
@@ -115,7 +115,14 @@ struct Client {
     forwarded: AtomicU64,
     /// Nodes it sent to lately: they may answer it.
     answers: Mutex<HashMap<NodeId, Instant>>,
+    /// The links whose source address it was told (`TYPE_SOURCE`), and
+    /// the address told, at most [`MAX_SOURCES`].
+    sources: Mutex<HashMap<(NodeId, u64), SocketAddr>>,
 }
+
+/// Sources a client is told of and remembered, at most; beyond, the
+/// memory starts afresh (and sources are told again).
+const MAX_SOURCES: usize = 4096;
 
 impl Client {
     fn answers(&self) -> MutexGuard<'_, HashMap<NodeId, Instant>> {
@@ -448,6 +455,36 @@ impl Router {
             return;
         };
         from.sent_to(to);
+        // Before the first packet of a link (and after its NAT maps it
+        // anew), the receiver learns where the router sees it come from.
+        let source = canonical(from.conn.remote_address());
+        let told = {
+            let mut s = dest
+                .sources
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if s.len() >= MAX_SOURCES {
+                s.clear();
+            }
+            s.insert((from.id, from.instance), source) == Some(source)
+        };
+        if !told
+            && dest
+                .tx
+                .try_send(relay::encode_frame(
+                    TYPE_SOURCE,
+                    &from.id,
+                    from.instance,
+                    source.to_string().as_bytes(),
+                ))
+                .is_err()
+        {
+            // Told with a later packet, then.
+            dest.sources
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&(from.id, from.instance));
+        }
         match dest.tx.try_send(relay::encode_frame(
             TYPE_PACKET,
             &from.id,
@@ -600,6 +637,7 @@ async fn client(router: Arc<Router>, conn: Connection, id: NodeId) -> Result<(),
         sent: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),
         answers: Mutex::new(HashMap::new()),
+        sources: Mutex::new(HashMap::new()),
     });
     let mut welcome = pb::Welcome {
         error: String::new(),

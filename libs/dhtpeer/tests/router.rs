@@ -289,3 +289,27 @@ async fn the_dial_back_goes_to_the_port_a_node_names_on_its_own_ip() {
         1
     );
 }
+
+/// A node reached through a router learns where the router sees the peer
+/// come from (not only its stand-in address): per-address limits count by
+/// that.
+#[tokio::test]
+async fn a_relayed_peer_is_known_by_the_address_the_router_sees() {
+    let (_router, raddr, rid) = start_router(limits()).await;
+    let b_id = Identity::generate();
+    let b = Endpoint::bind(&b_id, loopback(), ALPN, true).unwrap();
+    let _link_b = b.link_router(raddr, rid, true).await.unwrap();
+    let a = Endpoint::bind(&Identity::generate(), loopback(), ALPN, false).unwrap();
+    let _link_a = a.link_router(raddr, rid, false).await.unwrap();
+    let via = a.relayed(rid, b_id.node_id()).unwrap();
+    let accepting = tokio::spawn({
+        let b = b.clone();
+        async move { b.accept().await.unwrap().0 }
+    });
+    let conn = a.connect(via, Some(b_id.node_id())).await.unwrap();
+    let at_b = accepting.await.unwrap();
+    assert!(relay::is_relayed(&at_b.remote_address()));
+    assert_eq!(b.source_of(&at_b), a.local_addr().unwrap());
+    // And the other way: a's answers from b come with b's address.
+    assert_eq!(a.source_of(&conn), b.local_addr().unwrap());
+}

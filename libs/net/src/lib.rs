@@ -462,6 +462,15 @@ impl Endpoint {
             .map(|(router, _)| router)
     }
 
+    /// Where `conn`'s peer really is: its remote address, or for a
+    /// connection through a router, the address the router sees the
+    /// peer's link come from (its stand-in address when the router did
+    /// not say). Per-address limits count by this.
+    pub fn source_of(&self, conn: &Connection) -> SocketAddr {
+        let remote = conn.remote_address();
+        self.relays.source(&remote).unwrap_or(remote)
+    }
+
     /// The next incoming connection that completed its handshake, with the
     /// peer's node id; `None` once the endpoint is closed (or it only
     /// dials). Handshakes run on their own tasks (see [`HANDSHAKE_TIMEOUT`],

@@ -50,6 +50,11 @@ pub const TYPE_PACKET: u8 = 0;
 /// node that asked and the body is the address the router sees it at
 /// (`ip:port` in text). The node asked dials that address back.
 pub const TYPE_PUNCH: u8 = 1;
+/// Frame type, from the router only: the id and instance name a link
+/// whose packets the router is about to forward to this node, and the
+/// body is the address (`ip:port` in text) the router sees that link
+/// come from. A node counts a relayed peer's per-address limits by it.
+pub const TYPE_SOURCE: u8 = 2;
 /// The header after a frame's length: type, node id and link instance.
 pub const HEADER: usize = 1 + 32 + 8;
 /// The largest packet a frame carries: above any UDP datagram quinn sends
@@ -215,6 +220,8 @@ struct Path {
     peer: NodeId,
     instance: u64,
     used: Instant,
+    /// Where the router sees the peer's link come from, when it said.
+    source: Option<SocketAddr>,
 }
 
 /// The stand-in addresses and the links to routers of one endpoint.
@@ -270,6 +277,7 @@ impl Paths {
                 peer,
                 instance,
                 used: now,
+                source: None,
             },
         );
         Some(addr)
@@ -329,6 +337,25 @@ impl Relays {
             return None;
         }
         p.addr_for(router, peer, 0).map(|a| self.outward(a))
+    }
+
+    /// Records where `router` sees `peer`'s link `instance` come from.
+    fn set_source(&self, router: NodeId, peer: NodeId, instance: u64, source: SocketAddr) {
+        let mut p = self.paths();
+        if let Some(a) = p.addr_for(router, peer, instance)
+            && let Some(path) = p.by_addr.get_mut(&a)
+        {
+            path.source = Some(source);
+        }
+    }
+
+    /// Where the router of stand-in address `addr` sees its peer's link
+    /// come from, if it said.
+    pub(crate) fn source(&self, addr: &SocketAddr) -> Option<SocketAddr> {
+        self.paths()
+            .by_addr
+            .get(&Self::canonical(addr))
+            .and_then(|p| p.source)
     }
 
     /// Which router and node a stand-in address stands for.
@@ -625,6 +652,16 @@ pub(crate) async fn open_link(
                         })
                     {
                         reader_relays.punch_request(f.id, addr);
+                    }
+                }
+                Ok(Some(f)) if f.kind == TYPE_SOURCE => {
+                    if let Some(source) = std::str::from_utf8(&f.body)
+                        .ok()
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        .map(|a| Relays::canonical(&a))
+                        .filter(|a| !is_relayed(a) && !a.ip().is_unspecified())
+                    {
+                        reader_relays.set_source(router, f.id, f.instance, source);
                     }
                 }
                 Ok(Some(_)) => {}

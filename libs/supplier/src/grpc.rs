@@ -62,6 +62,7 @@ impl pb::supplier_server::Supplier for SupplierService {
                 used_bytes: c.used,
                 objects: c.objects,
                 since: c.since,
+                address: c.address,
             })
             .collect();
         Ok(Response::new(pb::ListCustomersReply { customers }))

@@ -27,12 +27,19 @@ const CHUNK: usize = 64 * 1024;
 pub async fn serve(endpoint: Endpoint, store: Arc<Store>) {
     while let Some((conn, peer)) = endpoint.accept().await {
         tracing::debug!(%peer, remote = %conn.remote_address(), "peer connected");
-        tokio::spawn(serve_connection(conn, peer, store.clone()));
+        // A customer through a router counts at the address the router
+        // sees it at, not at its stand-in address.
+        let from = endpoint.source_of(&conn).ip();
+        tokio::spawn(serve_connection(conn, peer, from, store.clone()));
     }
 }
 
-async fn serve_connection(conn: Connection, peer: NodeId, store: Arc<Store>) {
-    let from = conn.remote_address().ip();
+async fn serve_connection(
+    conn: Connection,
+    peer: NodeId,
+    from: std::net::IpAddr,
+    store: Arc<Store>,
+) {
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
