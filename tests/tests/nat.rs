@@ -439,6 +439,103 @@ fn daemon_in(
     dir.join("run")
 }
 
+/// A DHT seed at site "a" that also runs a router (its `[router]` section
+/// gets `router_extra`): the seed's run directory, the router's node id,
+/// and the `[dht]` section the other nodes' configs start with.
+fn seed_with_router(
+    lab: &mut Lab,
+    dir: &std::path::Path,
+    router_extra: &str,
+) -> (PathBuf, String, String) {
+    let a = lab.node("a").1.to_owned();
+    let seed_run = daemon_in(
+        lab,
+        "a",
+        dir,
+        "bitdust-dht-peer",
+        &format!(
+            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\n{router_extra}"
+        ),
+    );
+    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
+        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
+    })
+    .node_id;
+    let dht =
+        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    (seed_run, router_id, dht)
+}
+
+/// A dht-peer and a supplier-store at `site`, configs starting with
+/// `dht`; `[supplier]` gets `extra`.
+fn supplier_at(lab: &mut Lab, dir: &std::path::Path, dht: &str, site: &str, extra: &str) {
+    let body = format!(
+        "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"8 GiB\"\npublish_secs = 30\n{extra}"
+    );
+    daemon_in(lab, site, dir, "bitdust-dht-peer", &body);
+    daemon_in(lab, site, dir, "bitdust-supplier-store", &body);
+}
+
+/// A dht-peer and a customer-agent at `site` that hires `suppliers`
+/// (1 GiB needed), configs starting with `dht`; `[customer]` gets
+/// `extra`. Returns the agent's run directory.
+fn customer_at(
+    lab: &mut Lab,
+    dir: &std::path::Path,
+    dht: &str,
+    site: &str,
+    suppliers: u32,
+    extra: &str,
+) -> PathBuf {
+    let body = format!(
+        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = {suppliers}\nneeded_space = \"1 GiB\"\n{extra}"
+    );
+    daemon_in(lab, site, dir, "bitdust-dht-peer", &body);
+    daemon_in(lab, site, dir, "bitdust-customer-agent", &body)
+}
+
+/// Waits until the customer at `run` has hired `n` suppliers (`secs` at
+/// most).
+fn wait_hired(run: &std::path::Path, n: u64, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let st = ctl_json(run, &["status"], 30);
+        if st["hired"] == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: not {n} hired: {st}",
+            run.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Backs up a tree (`make_tree(seed, scale)`, at `dir/src-NAME`) from the
+/// customer at `run` with every position, restores it to `dir/out-NAME`
+/// and checks it bit-exact; returns the backup's report.
+fn backup_and_restore(
+    run: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    seed: u64,
+    scale: usize,
+) -> serde_json::Value {
+    let src = dir.join(format!("src-{name}"));
+    bitdust_tests::make_tree(&src, seed, scale);
+    let b = ctl_json(run, &["backup", &src.display().to_string()], 5);
+    assert_eq!(
+        b["failed_positions"].as_array().unwrap().len(),
+        0,
+        "{name}: {b}"
+    );
+    let out = dir.join(format!("out-{name}"));
+    ctl_json(run, &["restore", "--to", &out.display().to_string()], 5);
+    bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+    b
+}
+
 /// `bitdustctl --json ARGS` against the customer whose sockets are in
 /// `run`, retried for up to `secs` while it fails.
 fn ctl_json(run: &std::path::Path, args: &[&str], secs: u64) -> serde_json::Value {
@@ -479,21 +576,7 @@ fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let a = lab.node("a").1.to_owned();
-    let seed_run = daemon_in(
-        &mut lab,
-        "a",
-        dir.path(),
-        "bitdust-dht-peer",
-        &format!(
-            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\n"
-        ),
-    );
-    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
-        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
-    })
-    .node_id;
-    let dht =
-        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    let (seed_run, router_id, dht) = seed_with_router(&mut lab, dir.path(), "");
     let pub_ip = lab.node("pub").1.to_owned();
     // The supplier behind the symmetric NAT names no router: it finds the
     // one the seed advertises in the DHT.
@@ -501,35 +584,20 @@ fn a_supplier_behind_a_symmetric_nat_serves_a_customer_through_a_router() {
         ("pub", format!("advertise = \"{pub_ip}:7800\"\n")),
         ("sy", String::new()),
     ] {
-        let body = format!(
-            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\n{supplier}"
-        );
-        daemon_in(&mut lab, site, dir.path(), "bitdust-dht-peer", &body);
-        daemon_in(&mut lab, site, dir.path(), "bitdust-supplier-store", &body);
+        supplier_at(&mut lab, dir.path(), &dht, site, &supplier);
     }
-    let body = format!(
-        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 2\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 5\n"
+    let run = customer_at(
+        &mut lab,
+        dir.path(),
+        &dht,
+        "pr",
+        2,
+        "block_size = \"1 MiB\"\ntimeout_secs = 5\n",
     );
-    daemon_in(&mut lab, "pr", dir.path(), "bitdust-dht-peer", &body);
-    let run = daemon_in(&mut lab, "pr", dir.path(), "bitdust-customer-agent", &body);
     // The agent hires both suppliers from the DHT's offers (the symmetric
     // one's names the router).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let st = ctl_json(&run, &["status"], 30);
-        if st["hired"] == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not both hired: {st}");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let src = dir.path().join("src");
-    bitdust_tests::make_tree(&src, 5, 2);
-    let b = ctl_json(&run, &["backup", &src.display().to_string()], 5);
-    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
-    let out = dir.path().join("out");
-    ctl_json(&run, &["restore", "--to", &out.display().to_string()], 5);
-    bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+    wait_hired(&run, 2, 120);
+    let b = backup_and_restore(&run, dir.path(), "pr", 5, 2);
 
     let st = poll_supplier(&dir.path().join("sy/run/supplier.sock"), |s| {
         !s.routers.is_empty()
@@ -696,32 +764,14 @@ fn every_pair_of_nat_types_backs_up_and_restores_direct_where_possible_and_relay
     let mut lab = Lab::up(&site_refs);
     let dir = tempfile::tempdir().unwrap();
     let a = lab.node("a").1.to_owned();
-    let seed_run = daemon_in(
-        &mut lab,
-        "a",
-        dir.path(),
-        "bitdust-dht-peer",
-        &format!(
-            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\n"
-        ),
-    );
-    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
-        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
-    })
-    .node_id;
-    let dht =
-        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    let (_seed_run, router_id, dht) = seed_with_router(&mut lab, dir.path(), "");
     for (short, _) in types {
         let site = format!("s{short}");
         let mut reach = format!("routers = [\"{router_id}@{a}:7910\"]\n");
         if short == "pub" {
             reach.push_str(&format!("advertise = \"{}:7800\"\n", lab.node(&site).1));
         }
-        let body = format!(
-            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"8 GiB\"\npublish_secs = 30\n{reach}"
-        );
-        daemon_in(&mut lab, &site, dir.path(), "bitdust-dht-peer", &body);
-        daemon_in(&mut lab, &site, dir.path(), "bitdust-supplier-store", &body);
+        supplier_at(&mut lab, dir.path(), &dht, &site, &reach);
     }
     // What the routers' dial-backs told each supplier, and which of them
     // hold a reservation: those strangers cannot reach (and the public
@@ -753,41 +803,17 @@ fn every_pair_of_nat_types_backs_up_and_restores_direct_where_possible_and_relay
     let mut runs = Vec::new();
     for (short, _) in types {
         let site = format!("c{short}");
-        let body = format!(
-            "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 4\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 5\n"
-        );
-        daemon_in(&mut lab, &site, dir.path(), "bitdust-dht-peer", &body);
+        let extra = "block_size = \"1 MiB\"\ntimeout_secs = 5\n";
         runs.push((
             short,
-            daemon_in(&mut lab, &site, dir.path(), "bitdust-customer-agent", &body),
+            customer_at(&mut lab, dir.path(), &dht, &site, 4, extra),
         ));
     }
     let relayed = [("pr", "sy"), ("sy", "pr"), ("sy", "sy")];
     let mut seen = Vec::new();
     for (customer, run) in &runs {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-        loop {
-            let st = ctl_json(run, &["status"], 30);
-            if st["hired"] == 4 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "customer {customer}: not all four hired: {st}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        let src = dir.path().join(format!("src-{customer}"));
-        bitdust_tests::make_tree(&src, 3, 1);
-        let b = ctl_json(run, &["backup", &src.display().to_string()], 5);
-        assert_eq!(
-            b["failed_positions"].as_array().unwrap().len(),
-            0,
-            "customer {customer}: {b}"
-        );
-        let out = dir.path().join(format!("out-{customer}"));
-        ctl_json(run, &["restore", "--to", &out.display().to_string()], 5);
-        bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+        wait_hired(run, 4, 180);
+        backup_and_restore(run, dir.path(), customer, 3, 1);
         let list = ctl_json(run, &["suppliers"], 5);
         for s in list["suppliers"].as_array().unwrap() {
             let supplier = supplier_site[s["node_id"].as_str().unwrap()];
@@ -841,42 +867,20 @@ fn a_backup_survives_its_nats_forgetting_every_binding_midway() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let a = lab.node("a").1.to_owned();
-    let seed_run = daemon_in(
+    let (seed_run, router_id, dht) = seed_with_router(
         &mut lab,
-        "a",
         dir.path(),
-        "bitdust-dht-peer",
-        &format!(
-            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\nrate = \"64 MiB\"\nburst = \"16 MiB\"\n"
-        ),
+        "rate = \"64 MiB\"\nburst = \"16 MiB\"\n",
     );
-    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
-        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
-    })
-    .node_id;
-    let dht =
-        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
     let spub = lab.node("spub").1.to_owned();
     for (site, reach) in [
         ("spub", format!("advertise = \"{spub}:7800\"\n")),
         ("ssy", format!("routers = [\"{router_id}@{a}:7910\"]\n")),
     ] {
-        let body = format!(
-            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\n{reach}"
-        );
-        daemon_in(&mut lab, site, dir.path(), "bitdust-dht-peer", &body);
-        daemon_in(&mut lab, site, dir.path(), "bitdust-supplier-store", &body);
+        supplier_at(&mut lab, dir.path(), &dht, site, &reach);
     }
-    let body = format!(
-        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 2\nneeded_space = \"1 GiB\"\ntimeout_secs = 10\n"
-    );
-    daemon_in(&mut lab, "cpr", dir.path(), "bitdust-dht-peer", &body);
-    let run = daemon_in(&mut lab, "cpr", dir.path(), "bitdust-customer-agent", &body);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while ctl_json(&run, &["status"], 30)["hired"] != 2 {
-        assert!(std::time::Instant::now() < deadline, "not both hired");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    let run = customer_at(&mut lab, dir.path(), &dht, "cpr", 2, "timeout_secs = 10\n");
+    wait_hired(&run, 2, 120);
     // 48 MiB that does not compress: about 96 MiB on the wire, some 16 s
     // at 50 Mbit/s.
     let src = dir.path().join("src");
@@ -1070,28 +1074,11 @@ fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
         "pcp:upnp",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let a = lab.node("a").1.to_owned();
-    let seed_run = daemon_in(
-        &mut lab,
-        "a",
-        dir.path(),
-        "bitdust-dht-peer",
-        &format!(
-            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\n"
-        ),
-    );
-    poll_dht(&seed_run.join("dht.sock"), |s| {
-        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
-    });
-    let dht =
-        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
+    let (_seed_run, _router_id, dht) = seed_with_router(&mut lab, dir.path(), "");
     let mut suppliers = Vec::new();
     for (site, protocol, _) in protocols {
-        let body = format!(
-            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\nport_mapping = [\"{protocol}\"]\n"
-        );
-        daemon_in(&mut lab, site, dir.path(), "bitdust-dht-peer", &body);
-        daemon_in(&mut lab, site, dir.path(), "bitdust-supplier-store", &body);
+        let extra = format!("port_mapping = [\"{protocol}\"]\n");
+        supplier_at(&mut lab, dir.path(), &dht, site, &extra);
         suppliers.push(lab.children.len() - 1);
     }
     let mut external = Vec::new();
@@ -1150,32 +1137,12 @@ fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
     }
     // A public supplier makes four, a scheme's number.
     let pub_ip = lab.node("pub").1.to_owned();
-    let body = format!(
-        "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\nadvertise = \"{pub_ip}:7800\"\n"
-    );
-    daemon_in(&mut lab, "pub", dir.path(), "bitdust-dht-peer", &body);
-    daemon_in(&mut lab, "pub", dir.path(), "bitdust-supplier-store", &body);
-    let body = format!(
-        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 4\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 5\n"
-    );
-    daemon_in(&mut lab, "c", dir.path(), "bitdust-dht-peer", &body);
-    let run = daemon_in(&mut lab, "c", dir.path(), "bitdust-customer-agent", &body);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let st = ctl_json(&run, &["status"], 30);
-        if st["hired"] == 4 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not all hired: {st}");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let src = dir.path().join("src");
-    bitdust_tests::make_tree(&src, 4, 1);
-    let b = ctl_json(&run, &["backup", &src.display().to_string()], 5);
-    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
-    let out = dir.path().join("out");
-    ctl_json(&run, &["restore", "--to", &out.display().to_string()], 5);
-    bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+    let extra = format!("advertise = \"{pub_ip}:7800\"\n");
+    supplier_at(&mut lab, dir.path(), &dht, "pub", &extra);
+    let extra = "block_size = \"1 MiB\"\ntimeout_secs = 5\n";
+    let run = customer_at(&mut lab, dir.path(), &dht, "c", 4, extra);
+    wait_hired(&run, 4, 120);
+    backup_and_restore(&run, dir.path(), "c", 4, 1);
     let list = ctl_json(&run, &["suppliers"], 5);
     let paths: Vec<&str> = list["suppliers"]
         .as_array()
@@ -1255,46 +1222,27 @@ fn a_router_under_a_flood_from_one_client_keeps_serving_the_others_within_their_
     ]);
     let dir = tempfile::tempdir().unwrap();
     let a = lab.node("a").1.to_owned();
-    let seed_run = daemon_in(
+    let (seed_run, router_id, dht) = seed_with_router(
         &mut lab,
-        "a",
         dir.path(),
-        "bitdust-dht-peer",
-        &format!(
-            "[dht]\nlisten = \"0.0.0.0:7900\"\n[router]\nenabled = true\nlisten = \"0.0.0.0:7910\"\nadvertise = \"{a}:7910\"\nrate = \"4 MiB\"\nburst = \"1 MiB\"\n"
-        ),
+        "rate = \"4 MiB\"\nburst = \"1 MiB\"\n",
     );
-    let router_id = poll_dht(&seed_run.join("dht.sock"), |s| {
-        s.router.as_ref().is_some_and(|r| !r.address.is_empty())
-    })
-    .node_id;
-    let dht =
-        format!("[dht]\nlisten = \"0.0.0.0:7900\"\nbootstrap = [\"{a}:7900\"]\nrefresh_secs = 5\n");
     let pub_ip = lab.node("pub").1.to_owned();
     for (site, supplier) in [
         ("pub", format!("advertise = \"{pub_ip}:7800\"\n")),
         ("sy", format!("routers = [\"{router_id}@{a}:7910\"]\n")),
     ] {
-        let body = format!(
-            "{dht}[supplier]\nlisten = \"0.0.0.0:7800\"\ncapacity = \"4 GiB\"\npublish_secs = 30\n{supplier}"
-        );
-        daemon_in(&mut lab, site, dir.path(), "bitdust-dht-peer", &body);
-        daemon_in(&mut lab, site, dir.path(), "bitdust-supplier-store", &body);
+        supplier_at(&mut lab, dir.path(), &dht, site, &supplier);
     }
-    let body = format!(
-        "{dht}[customer]\nbind = \"0.0.0.0:0\"\nsuppliers = 2\nneeded_space = \"1 GiB\"\nblock_size = \"1 MiB\"\ntimeout_secs = 5\n"
+    let run = customer_at(
+        &mut lab,
+        dir.path(),
+        &dht,
+        "c",
+        2,
+        "block_size = \"1 MiB\"\ntimeout_secs = 5\n",
     );
-    daemon_in(&mut lab, "c", dir.path(), "bitdust-dht-peer", &body);
-    let run = daemon_in(&mut lab, "c", dir.path(), "bitdust-customer-agent", &body);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let st = ctl_json(&run, &["status"], 30);
-        if st["hired"] == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not both hired: {st}");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    wait_hired(&run, 2, 120);
     let sy_id: bitdust_crypto::NodeId = poll_file(&dir.path().join("sy/state/supplier/node-id"))
         .parse()
         .unwrap();
@@ -1332,13 +1280,7 @@ fn a_router_under_a_flood_from_one_client_keeps_serving_the_others_within_their_
         }
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let src = dir.path().join("src");
-    bitdust_tests::make_tree(&src, 5, 2);
-    let b = ctl_json(&run, &["backup", &src.display().to_string()], 5);
-    assert_eq!(b["failed_positions"].as_array().unwrap().len(), 0, "{b}");
-    let out = dir.path().join("out");
-    ctl_json(&run, &["restore", "--to", &out.display().to_string()], 5);
-    bitdust_tests::assert_same_tree(&src, &bitdust_tests::restored_path(&out, &src));
+    let b = backup_and_restore(&run, dir.path(), "pr", 5, 2);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (flood_time, flood_sent) = flooding.join().unwrap();
 
