@@ -7,7 +7,8 @@
 #     (relayed by a public router): data and wire bytes per second as a
 #     share of the link rate, the physical limit;
 #   - the time from a supplier's start behind a NAT until a customer can
-#     hire it;
+#     hire it: through a router, and through a port mapping its home
+#     router (miniupnpd) keeps;
 #   - the time until every supplier answers again after the NATs forget
 #     every binding (conntrack -F), direct and relayed;
 #   - what the router spends (CPU seconds, memory) on the relayed backup.
@@ -30,7 +31,7 @@ trap cleanup EXIT
 
 bash tests/nat/lab.sh up "$P" a:public s1:public s2:public p1:port-restricted p2:port-restricted \
     y1:symmetric y2:symmetric cd:port-restricted:"$mbit" cp:port-restricted:"$mbit" \
-    cr:port-restricted:"$mbit" > "$work/lab.txt"
+    cr:port-restricted:"$mbit" m1:upnp cm:port-restricted > "$work/lab.txt"
 ns() { awk -v n="$1" '$1 == n {print $2}' "$work/lab.txt"; }
 addr() { awk -v n="$1" '$1 == n {print $3}' "$work/lab.txt"; }
 now() { date +%s.%N; }
@@ -81,13 +82,16 @@ needed_space = \"4 GiB\"
 timeout_secs = 10
 hire_from_dht = false
 "
-for c in cd cp cr; do
+for c in cd cp cr cm; do
     start "$c" bitdust-dht-peer "$dht$customer"
     start "$c" bitdust-customer-agent "$dht$customer"
 done
 supplier() { # supplier SITE: its dht-peer and supplier-store
     local reach="routers = [\"$router\"]"
-    case "$1" in s*) reach="advertise = \"$(addr "$1"):7800\"" ;; esac
+    case "$1" in
+        s*) reach="advertise = \"$(addr "$1"):7800\"" ;;
+        m*) reach="" ;; # it maps a port, and finds the router in the DHT
+    esac
     local body="$dht[supplier]
 listen = \"0.0.0.0:7800\"
 capacity = \"16 GiB\"
@@ -102,6 +106,14 @@ contact() {
     id=$(cat "$work/$1/state/supplier/node-id" 2>/dev/null) || return 1
     case "$1" in
         s*) echo "$id@$(addr "$1"):7800" ;;
+        m*)
+            # Its offer's address, once a router's dial-back confirmed it.
+            local st
+            st=$(grpcurl -plaintext -unix -authority localhost "$work/$1/run/supplier.sock" \
+                bitdust.supplier.v1.Supplier/Status 2>/dev/null) || return 1
+            echo "$st" | json "d.get('reachability', '')" | grep -q '^mapped: reachable' || return 1
+            echo "$id@$(echo "$st" | json "d['address']")"
+            ;;
         *)
             local seen
             seen=$(dht_status a | python3 -c "import json,sys; d=json.load(sys.stdin)
@@ -123,6 +135,15 @@ t0=$(now)
 supplier p1
 wait_for 120 hire cp 0 p1
 t_hire=$(calc "$(now) - $t0")
+# A supplier whose home router maps its port (UPnP IGD, NAT-PMP, PCP), from
+# its start until a customer hires it at the mapped address.
+t0=$(now)
+supplier m1
+wait_for 120 hire cm 0 m1
+t_hire_mapped=$(calc "$(now) - $t0")
+mapped_how=$(grpcurl -plaintext -unix -authority localhost "$work/m1/run/supplier.sock" \
+    bitdust.supplier.v1.Supplier/Status | json "d['portMapping']")
+mapped_path=$(ctl cm --json suppliers | json "' '.join(s['path'].split(' ')[0] for s in d['suppliers'] if s['node_id'])")
 for s in s1 s2 p2 y1 y2; do supplier "$s"; done
 wait_for 120 hire cd 0 s1
 wait_for 120 hire cd 1 s2
@@ -175,7 +196,8 @@ NAT lab, a ${size_mb} MiB backup (random) from a port-restricted site with a ${m
   direct (public)          ${share[cd]}  ${wire[cd]}   paths: ${paths[cd]}
   hole-punched (pr NATs)   ${share[cp]}  ${wire[cp]}   paths: ${paths[cp]}
   relayed (symmetric NATs) ${share[cr]}  ${wire[cr]}   paths: ${paths[cr]}
-a supplier behind a port-restricted NAT, from its start to a customer's hire: ${t_hire} s
+a supplier behind a port-restricted NAT, from its start to a customer's hire: ${t_hire} s (through the router)
+a supplier behind a port-restricted NAT with miniupnpd, from its start to a customer's hire: ${t_hire_mapped} s (path: ${mapped_path}; ${mapped_how})
 every supplier answering again after conntrack -F: direct ${back_direct} s, hole-punched ${back_punched} s, relayed ${back_relayed} s
 the router on the relayed backup (2 relayed connections, ${relayed_mib} MiB of fragments): ${router_cpu} CPU-s, RSS ${router_rss} KiB (+${router_rss_kib} KiB)
 EOF
