@@ -1056,7 +1056,8 @@ fn mappings(lab: &Lab, site: &str, port: u16) -> Vec<String> {
 /// (no router to punch through), hires all three and a public supplier,
 /// and backs up and restores bit-exact over direct connections. The PCP mapping (20 s
 /// lifetimes in the lab) outlives three lifetimes: it is renewed. Each
-/// supplier removes its mapping when it stops.
+/// supplier, and each site's dht-peer (which maps its own port), removes
+/// its mapping when it stops.
 #[test]
 #[ignore = "needs root, iproute2, nftables and miniupnpd; tests/run.sh installs them and runs it"]
 fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
@@ -1164,16 +1165,24 @@ fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
     let asks = log.matches("PCP MAP: ").count();
     assert!(asks >= 4, "{asks} PCP MAP requests in 65+ s:\n{log}");
 
-    // Stopped, each supplier removes its mapping.
+    // Stopped, each supplier removes its mapping, and so does each
+    // site's dht-peer (started just before it, mapping port 7900).
     for (i, (site, _, _)) in suppliers.iter().zip(protocols) {
-        let pid = lab.children[*i].id();
-        let st = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let _ = lab.children[*i].wait();
-        assert_eq!(mappings(&lab, site, 7800), Vec::<String>::new(), "{site}");
+        for (child, port) in [(*i, 7800), (*i - 1, 7900)] {
+            assert_eq!(mappings(&lab, site, port).len(), 1, "{site}: port {port}");
+            let pid = lab.children[child].id();
+            let st = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let _ = lab.children[child].wait();
+            assert_eq!(
+                mappings(&lab, site, port),
+                Vec::<String>::new(),
+                "{site}: port {port}"
+            );
+        }
     }
 }
 

@@ -261,7 +261,7 @@ impl Endpoint {
             // reservation: dial the asker back, and serve what connects
             // like any accepted connection.
             let (ptx, prx) = tokio::sync::mpsc::channel(PUNCH_QUEUE);
-            endpoint.relays.set_punches(ptx);
+            endpoint.relays.set_punches(Some(ptx));
             tokio::spawn(answer_punches(endpoint.clone(), prx, tx));
         }
         Ok(endpoint)
@@ -394,7 +394,7 @@ impl Endpoint {
         window: Duration,
     ) -> Result<Connection, NetError> {
         let (tx, mut incoming) = tokio::sync::oneshot::channel();
-        let token = rand_token();
+        let token = next_token();
         lock(&self.expected).insert(peer, (token, tx));
         // Its entry goes when it ends, cancelled or not; a peer's connection
         // that comes later is closed as unexpected.
@@ -482,6 +482,8 @@ impl Endpoint {
 
     /// Stops accepting, closes every connection and waits for them to end.
     pub async fn shutdown(&self) {
+        // The punch answerer ends (and lets go of its endpoint clone).
+        self.relays.set_punches(None);
         self.inner.close(0u32.into(), b"shutting down");
         self.inner.wait_idle().await;
     }
@@ -581,8 +583,9 @@ async fn accept_loop(
     }
 }
 
-/// A token no other punch of this process holds.
-fn rand_token() -> u64 {
+/// A token no other punch of this process holds (a counter: it only has
+/// to be unique, not secret).
+fn next_token() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -366,11 +366,13 @@ impl Relays {
             .map(|p| (p.router, p.peer))
     }
 
-    pub(crate) fn set_punches(&self, tx: mpsc::Sender<(NodeId, SocketAddr)>) {
+    /// Where punch requests go from now on; `None`: nowhere (which ends
+    /// the task that answered them).
+    pub(crate) fn set_punches(&self, tx: Option<mpsc::Sender<(NodeId, SocketAddr)>>) {
         *self
             .punches
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tx;
     }
 
     /// A router passed on `peer`'s wish to connect, from `addr`.
