@@ -959,24 +959,35 @@ impl Client {
     }
 }
 
-/// `bitdustctl rebuild status`, from the rebuilder's socket.
+/// What the daemon on this machine whose socket is `run_dir/socket`
+/// answers `ask` (given a channel to it), when it answers within 2 s.
+async fn ask_local<T, F, Fut>(run_dir: &Path, socket: &str, ask: F) -> Option<T>
+where
+    F: FnOnce(tonic::transport::Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let asked = async {
+        let ch = bitdust_daemon::connect(&run_dir.join(socket)).await.ok()?;
+        ask(ch).await.ok()
+    };
+    Some(
+        tokio::time::timeout(std::time::Duration::from_secs(2), asked)
+            .await
+            .ok()??
+            .into_inner(),
+    )
+}
+
 /// The supplier-store on this machine, when its socket answers within 2 s:
 /// how customers reach it.
 async fn local_supplier(run_dir: &Path) -> Option<report::LocalSupplier> {
     use bitdust_proto::supplier::v1 as spb;
-    let ask = async {
-        let ch = bitdust_daemon::connect(&run_dir.join("supplier.sock"))
-            .await
-            .ok()?;
+    let s = ask_local(run_dir, "supplier.sock", |ch| async move {
         spb::supplier_client::SupplierClient::new(ch)
             .status(spb::StatusRequest {})
             .await
-            .ok()
-    };
-    let s = tokio::time::timeout(std::time::Duration::from_secs(2), ask)
-        .await
-        .ok()??
-        .into_inner();
+    })
+    .await?;
     Some(report::LocalSupplier {
         node_id: s.node_id,
         address: s.address,
@@ -990,19 +1001,12 @@ async fn local_supplier(run_dir: &Path) -> Option<report::LocalSupplier> {
 /// whether strangers reach it.
 async fn local_dht(run_dir: &Path) -> Option<report::LocalDht> {
     use bitdust_proto::dht::v1 as dpb;
-    let ask = async {
-        let ch = bitdust_daemon::connect(&run_dir.join("dht.sock"))
-            .await
-            .ok()?;
+    let s = ask_local(run_dir, "dht.sock", |ch| async move {
         dpb::dht_client::DhtClient::new(ch)
             .status(dpb::StatusRequest {})
             .await
-            .ok()
-    };
-    let s = tokio::time::timeout(std::time::Duration::from_secs(2), ask)
-        .await
-        .ok()??
-        .into_inner();
+    })
+    .await?;
     Some(report::LocalDht {
         node_id: s.node_id,
         address: s.address,
@@ -1028,6 +1032,7 @@ pub(crate) async fn supplier_status(
     Ok(0)
 }
 
+/// `bitdustctl rebuild status`, from the rebuilder's socket.
 pub(crate) async fn rebuild_status(run_dir: &Path, json: bool, quiet: bool) -> Result<u8, Failure> {
     use bitdust_proto::rebuilder::v1 as rpb;
     let sock = run_dir.join("rebuilder.sock");
