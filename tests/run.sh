@@ -10,7 +10,10 @@
 #     builds its namespaces and NATs with them; conntrack (Debian
 #     conntrack) flushes a NAT's bindings mid-backup; miniupnpd (Debian
 #     miniupnpd-nftables) is the home routers' port mapper, run only
-#     inside the lab's namespaces (the package's own service stays off).
+#     inside the lab's namespaces (the package's own service stays off);
+#   - rsync, setfacl (acl), setfattr (attr), setcap (libcap2-bin): the
+#     metadata tests build a tree with ACLs, xattrs and capabilities and
+#     compare its restore with `rsync -aHAXS` (docs/metadata.md).
 # Installing needs root (apt-get) or pip; without them it says what is
 # missing and stops. Extra arguments go to cargo test, before the `--`.
 set -euo pipefail
@@ -25,6 +28,10 @@ command -v ip >/dev/null 2>&1 || missing_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing_apt+=(nftables)
 command -v conntrack >/dev/null 2>&1 || missing_apt+=(conntrack)
 [ -x /usr/sbin/miniupnpd ] || missing_apt+=(miniupnpd-nftables)
+command -v rsync >/dev/null 2>&1 || missing_apt+=(rsync)
+command -v setfacl >/dev/null 2>&1 || missing_apt+=(acl)
+command -v setfattr >/dev/null 2>&1 || missing_apt+=(attr)
+command -v setcap >/dev/null 2>&1 || [ -x /usr/sbin/setcap ] || [ -x /sbin/setcap ] || missing_apt+=(libcap2-bin)
 if [ ${#missing_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages ${missing_apt[*]}: run as root, or apt-get install them first" >&2

@@ -1446,7 +1446,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__restore)
-            opts="-q -h --to --include --keys --json --quiet --run-dir --help"
+            opts="-q -h --to --include --numeric-owner --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1638,7 +1638,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__restore)
-            opts="-q -h --to --include --json --quiet --run-dir --help"
+            opts="-q -h --to --include --numeric-owner --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -63,6 +63,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand list" -s h -l help
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l to -d 'New or empty directory to restore into' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l include -d 'Snapshots: restore only this path (as backed up, absolute) and what is under it; repeatable. Only the packs holding it are fetched' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l numeric-owner -d 'Run as root: give owners back by their numeric ids, not by the user and group names the snapshot keeps'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand restore" -s h -l help -d 'Print help'
@@ -154,6 +155,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l include -d 'Restore only this path (as backed up, absolute) and what is under it; repeatable. Only the packs holding it are read' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l run-dir -d 'Where the daemons\' sockets are' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l numeric-owner -d 'Run as root: give owners back by their numeric ids, not by the user and group names the snapshot keeps'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l json -d 'Print machine-readable JSON instead of text'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -s q -l quiet -d 'Print nothing on success (for cron); errors still go to stderr'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -s h -l help -d 'Print help'

@@ -2663,6 +2663,7 @@ async fn a_hostile_snapshot_stream_is_refused_in_one_sentence_and_leaves_no_snap
             seq,
             data: data.to_vec(),
             last: true,
+            changed: false,
         })
     };
     let dir = entry(0, &rel, NodeKind::Directory, 0);
@@ -2702,6 +2703,34 @@ async fn a_hostile_snapshot_stream_is_refused_in_one_sentence_and_leaves_no_snap
             vec![batch(vec![
                 dir.clone(),
                 entry(1, &format!("{rel}/../x"), NodeKind::File, 0),
+            ])],
+            false,
+        ),
+        (
+            "past the size",
+            vec![batch(vec![
+                dir.clone(),
+                pb::Entry {
+                    holes: vec![bitdust_proto::format::v1::Extent {
+                        offset: 2,
+                        length: 10,
+                    }],
+                    ..entry(1, &format!("{rel}/a.txt"), NodeKind::File, 5)
+                },
+            ])],
+            false,
+        ),
+        (
+            "not a namespaced name",
+            vec![batch(vec![
+                dir.clone(),
+                pb::Entry {
+                    xattrs: vec![bitdust_proto::format::v1::Xattr {
+                        name: b"no-namespace".to_vec(),
+                        value: b"v".to_vec(),
+                    }],
+                    ..entry(1, &format!("{rel}/a.txt"), NodeKind::File, 5)
+                },
             ])],
             false,
         ),

@@ -81,6 +81,10 @@ pub enum Command {
         /// fetched.
         #[arg(long, value_name = "PATH")]
         include: Vec<PathBuf>,
+        /// Run as root: give owners back by their numeric ids, not by the
+        /// user and group names the snapshot keeps.
+        #[arg(long)]
+        numeric_owner: bool,
     },
     /// List the entries of a snapshot, or those under PATH (the agent needs
     /// master.key). With --json, one JSON object per line.
@@ -295,6 +299,10 @@ pub enum LocalCommand {
         /// it; repeatable. Only the packs holding it are read.
         #[arg(long, value_name = "PATH")]
         include: Vec<PathBuf>,
+        /// Run as root: give owners back by their numeric ids, not by the
+        /// user and group names the snapshot keeps.
+        #[arg(long)]
+        numeric_owner: bool,
         #[command(flatten)]
         keys: KeysArg,
     },

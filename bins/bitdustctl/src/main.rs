@@ -58,6 +58,15 @@ fn run_key(cmd: &KeyCommand, json: bool, quiet: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// How a restore run as root gives owners back.
+fn owners(numeric: bool) -> bitdust_pipeline::snapshot::Owners {
+    if numeric {
+        bitdust_pipeline::snapshot::Owners::Numeric
+    } else {
+        bitdust_pipeline::snapshot::Owners::ByName
+    }
+}
+
 /// The index and files cache of the local store `dir` (`DIR/state`), held
 /// by this process while it runs.
 fn open_state(
@@ -67,7 +76,7 @@ fn open_state(
     bitdust_pipeline::repo::Repo,
 )> {
     let lock = bitdust_daemon::state::StateLock::take(&dir.join("state"), "bitdustctl")?;
-    let env = lock.open_env("repo", 16 << 30, 5)?;
+    let env = lock.open_env("repo", 16 << 30, bitdust_pipeline::repo::REPO_DATABASES)?;
     Ok((lock, bitdust_pipeline::repo::Repo::open(env)?))
 }
 
@@ -198,8 +207,21 @@ fn run_net(cli: &Cli) -> Result<u8, net::Failure> {
                 c.backup(&paths, !*full_copy, json, quiet).await
             }
             Command::List => c.list(json, quiet).await,
-            Command::Restore { which, to, include } => {
-                c.restore(which.as_deref(), to, include, json, quiet).await
+            Command::Restore {
+                which,
+                to,
+                include,
+                numeric_owner,
+            } => {
+                c.restore(
+                    which.as_deref(),
+                    to,
+                    include,
+                    owners(*numeric_owner),
+                    json,
+                    quiet,
+                )
+                .await
             }
             Command::Delete { which } => c.delete(which, json, quiet).await,
             Command::Ls { which, path } => {
@@ -314,6 +336,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             which,
             to,
             include,
+            numeric_owner,
             keys,
         } => {
             let keys = keys_dir(keys)?;
@@ -327,11 +350,21 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 which.unwrap_or_default(),
                 to,
                 &include,
+                owners(*numeric_owner),
             )?;
             let secs = start.elapsed().as_secs_f64();
             let r = report::LocalRestored::new(&root, r, to, secs, peak_rss_bytes());
+            for w in &r.warnings {
+                if !cli.quiet {
+                    eprintln!("bitdustctl: warning: {w}");
+                }
+            }
             report::emit(&r, cli.json, cli.quiet);
-            Ok(0)
+            Ok(if r.warnings.is_empty() {
+                0
+            } else {
+                EXIT_WARNINGS
+            })
         }
         LocalCommand::Verify { dir, which, keys } => {
             let keys = keys_dir(keys)?;

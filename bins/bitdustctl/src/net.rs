@@ -210,11 +210,16 @@ fn archive_to(
 fn entry_message(seq: u64, e: bitdust_pipeline::snapshot::Entry) -> pb::Entry {
     use bitdust_pipeline::snapshot::EntryKind;
     use bitdust_proto::format::v1::NodeKind;
-    let (kind, target) = match e.kind {
-        EntryKind::File => (NodeKind::File, Vec::new()),
-        EntryKind::Directory => (NodeKind::Directory, Vec::new()),
-        EntryKind::Symlink(t) => (NodeKind::Symlink, t),
+    let (kind, target, rdev) = match e.kind {
+        EntryKind::File => (NodeKind::File, Vec::new(), 0),
+        EntryKind::Directory => (NodeKind::Directory, Vec::new(), 0),
+        EntryKind::Symlink(t) => (NodeKind::Symlink, t, 0),
+        EntryKind::Fifo => (NodeKind::Fifo, Vec::new(), 0),
+        EntryKind::Device { block: false, rdev } => (NodeKind::CharDevice, Vec::new(), rdev),
+        EntryKind::Device { block: true, rdev } => (NodeKind::BlockDevice, Vec::new(), rdev),
     };
+    let has_owner = e.owner.is_some();
+    let owner = e.owner.unwrap_or_default();
     pb::Entry {
         seq,
         path: e.path,
@@ -228,6 +233,16 @@ fn entry_message(seq: u64, e: bitdust_pipeline::snapshot::Entry) -> pb::Entry {
         ino: e.ino,
         dev: e.dev,
         target,
+        atime: e.atime.map(|t| t.secs),
+        atime_nanos: e.atime.map_or(0, |t| t.nanos),
+        uid: has_owner.then_some(owner.uid),
+        gid: has_owner.then_some(owner.gid),
+        user: owner.user,
+        group: owner.group,
+        xattrs: e.xattrs,
+        rdev,
+        nlink: e.nlink,
+        holes: e.holes,
     }
 }
 
@@ -250,9 +265,17 @@ fn feed_to(
                         .map(|(seq, e)| entry_message(seq, e))
                         .collect(),
                 }),
-                FromCaller::Content { seq, data, last } => {
-                    Kind::Content(pb::Content { seq, data, last })
-                }
+                FromCaller::Content {
+                    seq,
+                    data,
+                    last,
+                    changed,
+                } => Kind::Content(pb::Content {
+                    seq,
+                    data,
+                    last,
+                    changed,
+                }),
                 FromCaller::End { skipped } => Kind::End(pb::ArchiveEnd {
                     skipped,
                     ..Default::default()
@@ -266,6 +289,8 @@ fn feed_to(
 }
 
 /// A piece of a restore stream.
+// Pieces move one at a time; boxing each node would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Piece {
     Archive(Vec<u8>),
     Node(bitdust_proto::format::v1::Node),
@@ -282,7 +307,12 @@ struct Extractor {
 
 impl Extractor {
     /// An archive's extractor, or a snapshot's when `first` is an entry.
-    fn start(first: &Piece, to: &Path, bar: &Bar) -> Extractor {
+    fn start(
+        first: &Piece,
+        to: &Path,
+        bar: &Bar,
+        owners: bitdust_pipeline::snapshot::Owners,
+    ) -> Extractor {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(4);
         let (to, bar) = (to.to_owned(), bar.clone());
         let snapshot = !matches!(first, Piece::Archive(_));
@@ -301,12 +331,15 @@ impl Extractor {
                         )),
                     },
                     &bar,
+                    owners,
                 )?;
                 Ok(bitdust_pipeline::RestoreReport {
                     files: r.files,
                     directories: r.directories,
                     symlinks: r.symlinks,
                     bytes: r.bytes,
+                    // Owners or attributes given back only in part.
+                    skipped: r.warnings,
                     ..Default::default()
                 })
             } else {
@@ -536,6 +569,7 @@ impl Client {
         which: Option<&str>,
         to: &Path,
         include: &[PathBuf],
+        owners: bitdust_pipeline::snapshot::Owners,
         json: bool,
         quiet: bool,
     ) -> Result<u8, Failure> {
@@ -605,7 +639,7 @@ impl Client {
                 }
                 Err(s) => break Err(Some(s.into())),
             };
-            let x = extractor.get_or_insert_with(|| Extractor::start(&piece, &to, &bar));
+            let x = extractor.get_or_insert_with(|| Extractor::start(&piece, &to, &bar, owners));
             if x.send(piece).await.is_err() {
                 // The extractor stopped early; its error says why.
                 break Err(None);
@@ -613,8 +647,9 @@ impl Client {
         };
         // Nothing came before the result: a snapshot restore that matched
         // no entry leaves an empty directory.
-        let extractor = extractor
-            .unwrap_or_else(|| Extractor::start(&Piece::Content(Default::default()), &to, &bar));
+        let extractor = extractor.unwrap_or_else(|| {
+            Extractor::start(&Piece::Content(Default::default()), &to, &bar, owners)
+        });
         let done = match ended {
             Ok(d) => d,
             Err(why) => {

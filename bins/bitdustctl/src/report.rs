@@ -279,6 +279,13 @@ pub(crate) struct SnapshotCounts {
     added_packed_bytes: u64,
     added_stored_bytes: u64,
     packs_added: u64,
+    /// Files whose size or mtime differed after reading: stored as read,
+    /// flagged, and named in the warnings.
+    changed_while_read: u64,
+    /// Names stored as hard links to an earlier name.
+    hard_links: u64,
+    /// FIFOs and device nodes.
+    specials: u64,
 }
 
 impl From<bitdust_proto::format::v1::SnapshotStats> for SnapshotCounts {
@@ -293,6 +300,9 @@ impl From<bitdust_proto::format::v1::SnapshotStats> for SnapshotCounts {
             added_packed_bytes: s.added_packed,
             added_stored_bytes: s.added_stored,
             packs_added: s.packs_added,
+            changed_while_read: s.changed_while_read,
+            hard_links: s.hard_links,
+            specials: s.specials,
         }
     }
 }
@@ -1002,11 +1012,17 @@ pub(crate) struct LocalRestored {
     files: u64,
     directories: u64,
     symlinks: u64,
+    /// FIFOs and device nodes.
+    specials: u64,
+    /// Names restored as hard links (counted in `files`).
+    hard_links: u64,
     bytes: u64,
     packs_fetched: u64,
     fragment_bytes_fetched: u64,
     seconds: f64,
     peak_rss_bytes: Option<u64>,
+    /// What was given back only in part (owners, extended attributes).
+    pub(crate) warnings: Vec<String>,
 }
 
 impl LocalRestored {
@@ -1024,11 +1040,14 @@ impl LocalRestored {
             files: r.files,
             directories: r.directories,
             symlinks: r.symlinks,
+            specials: r.specials,
+            hard_links: r.hard_links,
             bytes: r.bytes,
             packs_fetched: r.packs_fetched,
             fragment_bytes_fetched: r.bytes_fetched,
             seconds,
             peak_rss_bytes,
+            warnings: r.warnings,
         }
     }
 }

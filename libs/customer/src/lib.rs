@@ -41,7 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let repo = Arc::new(bitdust_pipeline::repo::Repo::open(lock.open_env(
         "repo",
         16 << 30,
-        5,
+        bitdust_pipeline::repo::REPO_DATABASES,
     )?)?);
     // It takes only the connections of suppliers it is punching a hole to
     // (behind NATs), and closes any other at once.

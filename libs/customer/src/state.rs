@@ -115,6 +115,15 @@ pub struct SnapshotSummary {
     pub added_stored: u64,
     /// Packs written.
     pub packs_added: u64,
+    /// Files that changed while being read (stored as read, flagged).
+    #[serde(default)]
+    pub changed_while_read: u64,
+    /// Names stored as hard links.
+    #[serde(default)]
+    pub hard_links: u64,
+    /// FIFOs and device nodes.
+    #[serde(default)]
+    pub specials: u64,
 }
 
 /// A backup attempt: its version number was reserved before its first

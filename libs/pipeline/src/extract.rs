@@ -1,17 +1,26 @@
-//! Extracting a tar stream into a directory without ever writing outside it.
+//! Writing restored entries into a directory without ever writing outside
+//! it: a tar stream's (version 2), or a snapshot's (docs/metadata.md).
 //!
 //! Entry paths must be relative with no `..`; no path is ever written through
-//! a symlink (every parent component is checked with `lstat`, and files are
-//! created with `O_EXCL`, which does not follow a final symlink). Directories
-//! are made writable while extracting and get their archived mode and mtime
-//! at the end, deepest first. Ownership and setuid/setgid bits are not
-//! restored.
+//! a symlink (every parent component is checked with `lstat`, files are
+//! created with `O_EXCL`, which does not follow a final symlink, and
+//! owners, attributes and times are set on the open file or with
+//! `AT_SYMLINK_NOFOLLOW`). Directories are made writable while extracting
+//! and get their owner, mode, attributes and times at the end, deepest
+//! first. Each entry gets its owner first (chown clears setuid, setgid and
+//! `security.capability`), then its mode, its extended attributes, and its
+//! times last. Owners, setuid/setgid bits, device nodes and `security.*` /
+//! `trusted.*` attributes are given back only when running as root.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use bitdust_proto::format::v1 as pb;
 use filetime::FileTime;
 use tar::EntryType;
 
@@ -47,8 +56,12 @@ pub(crate) struct ExtractStats {
     pub(crate) files: u64,
     pub(crate) directories: u64,
     pub(crate) symlinks: u64,
+    pub(crate) specials: u64,
+    pub(crate) hard_links: u64,
     pub(crate) bytes: u64,
     pub(crate) skipped: Vec<String>,
+    /// What was restored only in part, once each.
+    pub(crate) warnings: Vec<String>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
@@ -77,9 +90,10 @@ pub(crate) fn extract(
         let mode = header.mode().map_err(io_err(&rel))?;
         let mtime = FileTime::from_unix_time(header.mtime().map_err(io_err(&rel))? as i64, 0);
         match header.entry_type() {
-            EntryType::Directory => out.dir(&rel, mode, mtime)?,
+            EntryType::Directory => out.dir(&rel, Attrs::plain(mode, mtime))?,
             EntryType::Regular | EntryType::Continuous => {
-                out.file(&rel, mode, mtime, |f| {
+                let size = header.size().map_err(io_err(&rel))?;
+                out.file(&rel, &Attrs::plain(mode, mtime), size, &[], |f| {
                     io::copy(&mut ProgressReader(&mut entry, progress), f)
                 })?;
             }
@@ -92,7 +106,7 @@ pub(crate) fn extract(
                         source: io::Error::other("symlink without a target"),
                     })?
                     .into_owned();
-                out.symlink(&rel, &target, mtime)?;
+                out.symlink(&rel, &target, &Attrs::plain(mode, mtime))?;
             }
             other => out.stats.skipped.push(format!(
                 "{}: entry type {other:?} is not restored",
@@ -103,14 +117,94 @@ pub(crate) fn extract(
     out.finish()
 }
 
+/// Whose a restore makes the restored entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Owners {
+    /// The owner the snapshot names, by name where the name exists on this
+    /// system, else by number (root only).
+    #[default]
+    ByName,
+    /// The snapshot's numeric ids (root only; `--numeric-owner`).
+    Numeric,
+}
+
+/// What a restore gives back of an entry besides its content.
+#[derive(Clone, Debug)]
+pub(crate) struct Attrs {
+    pub(crate) mode: u32,
+    pub(crate) mtime: FileTime,
+    pub(crate) atime: Option<FileTime>,
+    pub(crate) owner: Option<crate::meta::Owner>,
+    pub(crate) xattrs: Vec<pb::Xattr>,
+}
+
+impl Attrs {
+    /// A mode and mtime only (the tar archives of version 2).
+    pub(crate) fn plain(mode: u32, mtime: FileTime) -> Attrs {
+        Attrs {
+            mode,
+            mtime,
+            atime: None,
+            owner: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// What snapshot entry `node` keeps.
+    pub(crate) fn of(node: &pb::Node) -> Attrs {
+        Attrs {
+            mode: node.mode,
+            mtime: FileTime::from_unix_time(node.mtime, node.mtime_nanos.min(999_999_999)),
+            atime: node
+                .atime
+                .map(|a| FileTime::from_unix_time(a, node.atime_nanos.min(999_999_999))),
+            owner: match (node.uid, node.gid) {
+                (Some(uid), Some(gid)) => Some(crate::meta::Owner {
+                    uid,
+                    gid,
+                    user: node.user.clone(),
+                    group: node.group.clone(),
+                }),
+                _ => None,
+            },
+            xattrs: node.xattrs.clone(),
+        }
+    }
+}
+
+/// A special file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Special {
+    Fifo,
+    Char(u64),
+    Block(u64),
+}
+
 /// Writes entries under `root` without ever writing outside it (see the
 /// module's rules): the tar extractor's and the snapshot restore's.
 pub(crate) struct Extractor<'a> {
     root: &'a Path,
-    dirs: Vec<(PathBuf, u32, FileTime)>,
+    dirs: Vec<(PathBuf, Attrs)>,
+    /// Running as root: owners, devices and `security.*`/`trusted.*`
+    /// attributes are given back.
+    root_caller: bool,
+    owners: Owners,
+    /// Ids of names on this system, looked up once each.
+    uids: HashMap<String, Option<u32>>,
+    gids: HashMap<String, Option<u32>>,
+    /// Entries owned by someone else whose owner was not given back (not
+    /// root).
+    not_owned: u64,
+    /// Owners, attributes and times the target refused: how many, and the
+    /// first few with why.
+    refused: u64,
+    first_refused: Vec<String>,
     /// What was written so far.
     pub(crate) stats: ExtractStats,
 }
+
+/// Refusals named one by one in the report; the rest are counted.
+const NAMED_REFUSALS: usize = 3;
 
 impl<'a> Extractor<'a> {
     /// Writes into the existing, empty directory `root`.
@@ -118,8 +212,21 @@ impl<'a> Extractor<'a> {
         Extractor {
             root,
             dirs: Vec::new(),
+            root_caller: rustix::process::geteuid().is_root(),
+            owners: Owners::ByName,
+            uids: HashMap::new(),
+            gids: HashMap::new(),
+            not_owned: 0,
+            refused: 0,
+            first_refused: Vec::new(),
             stats: ExtractStats::default(),
         }
+    }
+
+    /// Gives owners back by `owners` (when running as root).
+    pub(crate) fn with_owners(mut self, owners: Owners) -> Self {
+        self.owners = owners;
+        self
     }
 
     /// The entry path `path` made safe (relative, no `..`) with its parents
@@ -133,13 +240,9 @@ impl<'a> Extractor<'a> {
         Ok(Some(rel))
     }
 
-    /// A directory; its mode and mtime are set at [`Extractor::finish`].
-    pub(crate) fn dir(
-        &mut self,
-        rel: &Path,
-        mode: u32,
-        mtime: FileTime,
-    ) -> Result<(), ExtractError> {
+    /// A directory; its owner, mode, attributes and times are set at
+    /// [`Extractor::finish`], after its content.
+    pub(crate) fn dir(&mut self, rel: &Path, attrs: Attrs) -> Result<(), ExtractError> {
         let dest = self.root.join(rel);
         match fs::symlink_metadata(&dest) {
             Ok(m) if m.is_dir() => {}
@@ -156,19 +259,20 @@ impl<'a> Extractor<'a> {
             Err(_) => fs::create_dir(&dest).map_err(io_err(rel))?,
         }
         fs::set_permissions(&dest, fs::Permissions::from_mode(0o700)).map_err(io_err(rel))?;
-        self.dirs.push((rel.to_owned(), safe_mode(mode), mtime));
+        self.dirs.push((rel.to_owned(), attrs));
         self.stats.directories += 1;
         Ok(())
     }
 
-    /// A regular file holding what `fill` writes into it (returning how
-    /// many bytes).
+    /// A regular file of `size` bytes with `holes` (left as holes) holding
+    /// what `fill` writes into its data (returning how many bytes).
     pub(crate) fn file(
         &mut self,
         rel: &Path,
-        mode: u32,
-        mtime: FileTime,
-        fill: impl FnOnce(&mut fs::File) -> io::Result<u64>,
+        attrs: &Attrs,
+        size: u64,
+        holes: &[pb::Extent],
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
     ) -> Result<u64, ExtractError> {
         let dest = self.root.join(rel);
         remove_non_dir(&dest, rel)?;
@@ -179,10 +283,31 @@ impl<'a> Extractor<'a> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&dest)
             .map_err(io_err(rel))?;
-        let n = fill(&mut f).map_err(io_err(rel))?;
-        f.set_permissions(fs::Permissions::from_mode(safe_mode(mode)))
+        let n = if holes.is_empty() {
+            fill(&mut f).map_err(io_err(rel))?
+        } else {
+            let n = fill(&mut HoleWriter::new(&mut f, holes)).map_err(io_err(rel))?;
+            f.set_len(size).map_err(io_err(rel))?;
+            n
+        };
+        self.owner(rel, attrs, |uid, gid| {
+            rustix::fs::fchown(&f, Some(uid), Some(gid))
+        })?;
+        let mode = self.mode_of(attrs);
+        f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_err(rel))?;
-        filetime::set_file_handle_times(&f, None, Some(mtime)).map_err(io_err(rel))?;
+        for x in &attrs.xattrs {
+            if self.may_set(x) {
+                let r = rustix::fs::fsetxattr(
+                    &f,
+                    OsStr::from_bytes(&x.name),
+                    &x.value,
+                    rustix::fs::XattrFlags::empty(),
+                );
+                self.note(rel, &x.name, r);
+            }
+        }
+        filetime::set_file_handle_times(&f, attrs.atime, Some(attrs.mtime)).map_err(io_err(rel))?;
         self.stats.files += 1;
         self.stats.bytes += n;
         Ok(n)
@@ -193,32 +318,295 @@ impl<'a> Extractor<'a> {
         &mut self,
         rel: &Path,
         target: &Path,
-        mtime: FileTime,
+        attrs: &Attrs,
     ) -> Result<(), ExtractError> {
         let dest = self.root.join(rel);
         remove_non_dir(&dest, rel)?;
         std::os::unix::fs::symlink(target, &dest).map_err(io_err(rel))?;
-        filetime::set_symlink_file_times(&dest, mtime, mtime).map_err(io_err(rel))?;
+        self.path_attrs(rel, &dest, attrs, false)?;
         self.stats.symlinks += 1;
         Ok(())
     }
 
-    /// Gives the directories their modes and mtimes, deepest first (so
-    /// setting a parent's mtime is the last change to it).
+    /// A FIFO or device node; a device only when running as root.
+    pub(crate) fn special(
+        &mut self,
+        rel: &Path,
+        kind: Special,
+        attrs: &Attrs,
+    ) -> Result<(), ExtractError> {
+        use rustix::fs::FileType;
+        let (ft, dev) = match kind {
+            Special::Fifo => (FileType::Fifo, 0),
+            Special::Char(d) => (FileType::CharacterDevice, d),
+            Special::Block(d) => (FileType::BlockDevice, d),
+        };
+        if !matches!(kind, Special::Fifo) && !self.root_caller {
+            return Err(ExtractError::Io {
+                path: rel.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "is a device node, and only root restores device nodes: restore as root, or restore the paths around it",
+                ),
+            });
+        }
+        let dest = self.root.join(rel);
+        remove_non_dir(&dest, rel)?;
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &dest,
+            ft,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            dev,
+        )
+        .map_err(|e| io_err(rel)(e.into()))?;
+        self.path_attrs(rel, &dest, attrs, true)?;
+        self.stats.specials += 1;
+        Ok(())
+    }
+
+    /// A hard link to `first`, a file restored earlier.
+    pub(crate) fn link(&mut self, rel: &Path, first: &Path) -> Result<(), ExtractError> {
+        let first_rel = safe_relative(first)?;
+        let first_dest = self.root.join(&first_rel);
+        // The first name must be a file already restored here, reached
+        // through no symlink.
+        let mut cur = self.root.to_path_buf();
+        let mut comps = first_rel.components().peekable();
+        while let Some(c) = comps.next() {
+            cur.push(c);
+            let m = fs::symlink_metadata(&cur).map_err(|_| ExtractError::Io {
+                path: rel.to_owned(),
+                source: io::Error::other(format!(
+                    "is a hard link to {}, which was not restored before it",
+                    first_rel.display()
+                )),
+            })?;
+            let fits = if comps.peek().is_some() {
+                m.is_dir()
+            } else {
+                m.is_file()
+            };
+            if !fits {
+                return Err(ExtractError::Io {
+                    path: rel.to_owned(),
+                    source: io::Error::other(format!(
+                        "is a hard link to {}, which is not a restored file",
+                        first_rel.display()
+                    )),
+                });
+            }
+        }
+        let dest = self.root.join(rel);
+        remove_non_dir(&dest, rel)?;
+        fs::hard_link(&first_dest, &dest).map_err(io_err(rel))?;
+        self.stats.files += 1;
+        self.stats.hard_links += 1;
+        Ok(())
+    }
+
+    /// Owner, mode (unless a symlink), attributes and times of the entry
+    /// at `dest`, never following a symlink.
+    fn path_attrs(
+        &mut self,
+        rel: &Path,
+        dest: &Path,
+        attrs: &Attrs,
+        chmod: bool,
+    ) -> Result<(), ExtractError> {
+        use rustix::fs::{AtFlags, CWD};
+        self.owner(rel, attrs, |uid, gid| {
+            rustix::fs::chownat(CWD, dest, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+        })?;
+        if chmod {
+            let mode = rustix::fs::Mode::from_raw_mode(self.mode_of(attrs));
+            rustix::fs::chmodat(CWD, dest, mode, AtFlags::empty())
+                .map_err(|e| io_err(rel)(e.into()))?;
+        }
+        for x in &attrs.xattrs {
+            if self.may_set(x) {
+                let r = rustix::fs::lsetxattr(
+                    dest,
+                    OsStr::from_bytes(&x.name),
+                    &x.value,
+                    rustix::fs::XattrFlags::empty(),
+                );
+                self.note(rel, &x.name, r);
+            }
+        }
+        filetime::set_symlink_file_times(dest, attrs.atime.unwrap_or(attrs.mtime), attrs.mtime)
+            .map_err(io_err(rel))
+    }
+
+    /// Sets the owner of `rel` with `chown` when running as root; else
+    /// counts an entry that belonged to someone else.
+    fn owner(
+        &mut self,
+        rel: &Path,
+        attrs: &Attrs,
+        chown: impl FnOnce(rustix::fs::Uid, rustix::fs::Gid) -> rustix::io::Result<()>,
+    ) -> Result<(), ExtractError> {
+        let Some(o) = &attrs.owner else {
+            return Ok(());
+        };
+        if !self.root_caller {
+            if o.uid != rustix::process::geteuid().as_raw() {
+                self.not_owned += 1;
+            }
+            return Ok(());
+        }
+        let (uid, gid) = self.ids_of(o);
+        if uid == u32::MAX || gid == u32::MAX {
+            return Err(ExtractError::Io {
+                path: rel.to_owned(),
+                source: io::Error::other("names the owner id 4294967295, which no file can have"),
+            });
+        }
+        let r = chown(
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Gid::from_raw(gid),
+        );
+        self.note(rel, b"its owner", r);
+        Ok(())
+    }
+
+    /// The ids to give owner `o` on this system.
+    fn ids_of(&mut self, o: &crate::meta::Owner) -> (u32, u32) {
+        if self.owners == Owners::Numeric {
+            return (o.uid, o.gid);
+        }
+        let uid = if o.user.is_empty() {
+            None
+        } else {
+            *self
+                .uids
+                .entry(o.user.clone())
+                .or_insert_with(|| uzers::get_user_by_name(&o.user).map(|u| u.uid()))
+        };
+        let gid = if o.group.is_empty() {
+            None
+        } else {
+            *self
+                .gids
+                .entry(o.group.clone())
+                .or_insert_with(|| uzers::get_group_by_name(&o.group).map(|g| g.gid()))
+        };
+        (uid.unwrap_or(o.uid), gid.unwrap_or(o.gid))
+    }
+
+    /// The mode to give: setuid and setgid only with the owner given back.
+    fn mode_of(&self, attrs: &Attrs) -> u32 {
+        if self.root_caller && attrs.owner.is_some() {
+            attrs.mode & 0o7777
+        } else {
+            safe_mode(attrs.mode)
+        }
+    }
+
+    /// Whether this process may give attribute `x` back: `trusted.*` and
+    /// `security.*` only as root (others are counted as refused).
+    fn may_set(&mut self, x: &pb::Xattr) -> bool {
+        let privileged = x.name.starts_with(b"trusted.") || x.name.starts_with(b"security.");
+        if privileged && !self.root_caller {
+            self.refused += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Counts a refusal of `what` on `rel`.
+    fn note(&mut self, rel: &Path, what: &[u8], r: rustix::io::Result<()>) {
+        if let Err(e) = r {
+            self.refused += 1;
+            if self.first_refused.len() < NAMED_REFUSALS {
+                self.first_refused.push(format!(
+                    "{}: {}: {}",
+                    rel.display(),
+                    String::from_utf8_lossy(what),
+                    io::Error::from(e)
+                ));
+            }
+        }
+    }
+
+    /// Gives the directories their owners, modes, attributes and times,
+    /// deepest first (so setting a parent's mtime is the last change to
+    /// it); the warnings, once each.
     pub(crate) fn finish(mut self) -> Result<ExtractStats, ExtractError> {
-        self.dirs
-            .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-        for (rel, mode, mtime) in &self.dirs {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
+        for (rel, attrs) in &dirs {
             let dest = self.root.join(rel);
-            fs::set_permissions(&dest, fs::Permissions::from_mode(*mode)).map_err(io_err(rel))?;
-            filetime::set_file_mtime(&dest, *mtime).map_err(io_err(rel))?;
+            self.path_attrs(rel, &dest, attrs, true)?;
+        }
+        if self.not_owned > 0 {
+            self.stats.warnings.push(format!(
+                "{} entries belonged to other users and now belong to you: only root restores owners",
+                self.not_owned
+            ));
+        }
+        if self.refused > 0 {
+            let mut w = format!(
+                "{} owners or extended attributes were not restored (the target filesystem or this user's rights refused them)",
+                self.refused
+            );
+            if !self.first_refused.is_empty() {
+                w.push_str(": ");
+                w.push_str(&self.first_refused.join("; "));
+            }
+            self.stats.warnings.push(w);
         }
         Ok(self.stats)
     }
 }
 
-/// Owners are not restored, so neither are setuid/setgid bits: a file
-/// restored by root must never become setuid-root.
+/// Writes a sparse file's data into its data extents, leaving the holes
+/// unwritten.
+struct HoleWriter<'f, 'h> {
+    f: &'f mut fs::File,
+    holes: std::slice::Iter<'h, pb::Extent>,
+    next_hole: Option<&'h pb::Extent>,
+    pos: u64,
+}
+
+impl<'f, 'h> HoleWriter<'f, 'h> {
+    fn new(f: &'f mut fs::File, holes: &'h [pb::Extent]) -> Self {
+        let mut holes = holes.iter();
+        let next_hole = holes.next();
+        HoleWriter {
+            f,
+            holes,
+            next_hole,
+            pos: 0,
+        }
+    }
+}
+
+impl Write for HoleWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::io::{Seek, SeekFrom};
+        while let Some(h) = self.next_hole
+            && self.pos >= h.offset
+        {
+            self.pos = self.pos.max(h.offset + h.length);
+            self.f.seek(SeekFrom::Start(self.pos))?;
+            self.next_hole = self.holes.next();
+        }
+        let room = self
+            .next_hole
+            .map_or(buf.len() as u64, |h| h.offset - self.pos);
+        let n = self.f.write(&buf[..buf.len().min(room as usize)])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.f.flush()
+    }
+}
+
+/// Without its owner given back, no setuid/setgid bit: a file restored by
+/// root must never become setuid-root.
 fn safe_mode(mode: u32) -> u32 {
     mode & 0o1777
 }

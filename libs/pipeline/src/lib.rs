@@ -16,6 +16,7 @@ pub mod chunker;
 mod extract;
 pub mod forget;
 pub mod local;
+pub mod meta;
 pub mod prune;
 pub mod remote;
 pub mod repo;

@@ -839,7 +839,8 @@ pub fn snapshot_to_dir(
 
 /// `bitdustctl local restore`: snapshot `sel` of `dir` into `target` (new
 /// or empty; nothing shows there unless the whole restore succeeded), only
-/// the entries under `include` when it names any.
+/// the entries under `include` when it names any, giving owners back by
+/// `owners` when running as root.
 pub fn restore_snapshot_from_dir(
     keys_dir: &Path,
     dir: &Path,
@@ -847,6 +848,7 @@ pub fn restore_snapshot_from_dir(
     sel: Selector,
     target: &Path,
     include: &[Vec<u8>],
+    owners: crate::snapshot::Owners,
 ) -> Result<
     (
         bitdust_block::root::Root,
@@ -864,7 +866,8 @@ pub fn restore_snapshot_from_dir(
     let dedup = opened.dedup(id);
     crate::snapshot::rebuild_index(repo, &mut source, &root, &dedup)?;
     let mut packs = crate::snapshot::PackReader::new(&mut source, &root, dedup, key)?;
-    let report = crate::snapshot::restore_snapshot_staged(repo, &mut packs, target, include)?;
+    let report =
+        crate::snapshot::restore_snapshot_staged(repo, &mut packs, target, include, owners)?;
     Ok((root, report))
 }
 

@@ -36,6 +36,9 @@ pub enum FromCaller {
         data: Vec<u8>,
         /// The file's last part.
         last: bool,
+        /// On the last part: the file's size or mtime differed after it
+        /// was read.
+        changed: bool,
     },
     /// No more entries; what the caller could not read, with reasons.
     End {
@@ -79,6 +82,8 @@ pub struct RemoteEntries<C> {
     /// A file whose content was asked for and whose last part has not
     /// come yet (the writer may stop reading at the size it knows).
     draining: Option<u64>,
+    /// The file read last changed while the caller read it.
+    changed: bool,
     ended: bool,
     skipped: Vec<String>,
 }
@@ -95,6 +100,7 @@ impl<C: CallerLink> RemoteEntries<C> {
             last_path: None,
             current: None,
             draining: None,
+            changed: false,
             ended: false,
             skipped: Vec::new(),
         }
@@ -171,6 +177,25 @@ impl<C: CallerLink> RemoteEntries<C> {
         {
             return Err(refused(format!("/{}: a symlink target too long", name())));
         }
+        crate::meta::check_xattrs(&e.xattrs)
+            .map_err(|why| refused(format!("/{}: {why}", name())))?;
+        if !e.holes.is_empty() && e.kind != EntryKind::File {
+            return Err(refused(format!(
+                "/{}: holes in an entry that is not a file",
+                name()
+            )));
+        }
+        crate::meta::check_holes(e.size, &e.holes)
+            .map_err(|why| refused(format!("/{}: {why}", name())))?;
+        if e.owner
+            .as_ref()
+            .is_some_and(|o| o.user.len() > 256 || o.group.len() > 256)
+        {
+            return Err(refused(format!(
+                "/{}: an owner's name over 256 bytes",
+                name()
+            )));
+        }
         self.last_path = Some(e.path.clone());
         self.next_seq += 1;
         Ok(())
@@ -205,7 +230,7 @@ impl<C: CallerLink> EntrySource for RemoteEntries<C> {
         if seq > 0 && seq % ACK_EVERY == 0 {
             self.link.send(ToCaller::Taken(seq))?;
         }
-        self.current = Some((seq, e.size));
+        self.current = Some((seq, e.data_len()));
         Ok(Some(e))
     }
 
@@ -215,6 +240,7 @@ impl<C: CallerLink> EntrySource for RemoteEntries<C> {
             .ok_or_else(|| io::Error::other("no current file"))?;
         self.link.send(ToCaller::Want(seq))?;
         self.draining = Some(seq);
+        self.changed = false;
         Ok(Box::new(Content {
             from: self,
             seq,
@@ -227,6 +253,10 @@ impl<C: CallerLink> EntrySource for RemoteEntries<C> {
 
     fn take_skipped(&mut self) -> Vec<String> {
         std::mem::take(&mut self.skipped)
+    }
+
+    fn changed(&mut self) -> bool {
+        self.changed
     }
 }
 
@@ -244,7 +274,12 @@ impl<C: CallerLink> Read for Content<'_, C> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.at == self.buf.len() && !self.last {
             match self.from.link.recv()? {
-                Some(FromCaller::Content { seq, data, last }) if seq == self.seq => {
+                Some(FromCaller::Content {
+                    seq,
+                    data,
+                    last,
+                    changed,
+                }) if seq == self.seq => {
                     if data.len() > MAX_CONTENT || data.len() as u64 > self.left {
                         return Err(refused(format!(
                             "entry {seq}: more content than its size, or a part over {MAX_CONTENT} bytes"
@@ -254,6 +289,7 @@ impl<C: CallerLink> Read for Content<'_, C> {
                     (self.buf, self.at, self.last) = (data, 0, last);
                     if last {
                         self.from.draining = None;
+                        self.from.changed = changed;
                     }
                 }
                 Some(FromCaller::Content { seq, .. }) => {
@@ -277,8 +313,9 @@ impl<C: CallerLink> Read for Content<'_, C> {
 /// entries a window ahead, and reads a file only when the writer wants it.
 pub struct Feeder {
     walk: LocalWalk,
-    /// Entries sent and not yet taken: their number, absolute path and size.
-    pending: VecDeque<(u64, PathBuf, u64)>,
+    /// Entries sent and not yet taken: their number and absolute path, and
+    /// what to read of them.
+    pending: VecDeque<(u64, PathBuf, Sent)>,
     next_seq: u64,
     walked: bool,
     end_sent: bool,
@@ -313,13 +350,13 @@ impl Feeder {
                 Some(ToCaller::Taken(upto)) => self.drop_before(upto),
                 Some(ToCaller::Want(seq)) => {
                     self.drop_before(seq);
-                    let Some((s, path, size)) = self.pending.pop_front() else {
+                    let Some((s, path, sent)) = self.pending.pop_front() else {
                         return Err(refused(format!("the writer wants entry {seq}, not sent")));
                     };
                     if s != seq {
                         return Err(refused(format!("the writer wants entry {seq}, not sent")));
                     }
-                    Self::send_file(&path, size, seq, &mut send)?;
+                    Self::send_file(&path, sent, seq, &mut send)?;
                 }
             }
         }
@@ -352,7 +389,12 @@ impl Feeder {
                         self.skipped.push(format!("{}: {err}", path.display()));
                         continue;
                     }
-                    self.pending.push_back((self.next_seq, path, e.size));
+                    let sent = Sent {
+                        size: e.size,
+                        mtime: e.mtime,
+                        holes: e.holes.clone(),
+                    };
+                    self.pending.push_back((self.next_seq, path, sent));
                     batch.push((self.next_seq, e));
                     self.next_seq += 1;
                     if batch.len() == 64 {
@@ -376,23 +418,21 @@ impl Feeder {
 
     fn send_file(
         path: &std::path::Path,
-        size: u64,
+        sent: Sent,
         seq: u64,
         send: &mut impl FnMut(FromCaller) -> io::Result<()>,
     ) -> io::Result<()> {
-        // Opened without following a symlink; read up to the size sent. A
-        // file that cannot be opened now is sent empty (the writer stores
-        // what it got and names it).
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path);
+        // Opened without following a symlink; the data outside the holes
+        // sent, up to the size sent. A file that cannot be opened now is
+        // sent empty (the writer stores what it got and names it).
+        let size = crate::meta::data_len(sent.size, &sent.holes);
+        let file = crate::meta::open_for_reading(path);
         let mut reader: Box<dyn Read> = match file {
-            Ok(f) => Box::new(f.take(size)),
+            Ok(f) => Box::new(crate::meta::DataReader::new(f, sent.size, sent.holes).take(size)),
             Err(_) => Box::new(io::empty()),
         };
         let mut buf = vec![0u8; MAX_CONTENT.min(size as usize).max(1)];
-        let mut sent = 0u64;
+        let mut read = 0u64;
         loop {
             let mut n = 0;
             while n < buf.len() {
@@ -403,12 +443,20 @@ impl Feeder {
                     Err(_) => break,
                 }
             }
-            sent += n as u64;
-            let last = n < buf.len() || sent == size;
+            read += n as u64;
+            let last = n < buf.len() || read == size;
+            let changed = last
+                && path.symlink_metadata().map_or(true, |m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.len() != sent.size
+                        || m.mtime() != sent.mtime.secs
+                        || m.mtime_nsec() != i64::from(sent.mtime.nanos)
+                });
             send(FromCaller::Content {
                 seq,
                 data: buf[..n].to_vec(),
                 last,
+                changed,
             })?;
             if last {
                 return Ok(());
@@ -417,4 +465,11 @@ impl Feeder {
     }
 }
 
-use std::os::unix::fs::OpenOptionsExt;
+/// What the caller reads of a file the writer asks for: its size, mtime
+/// and holes as sent.
+#[derive(Debug)]
+struct Sent {
+    size: u64,
+    mtime: crate::repo::Time,
+    holes: Vec<bitdust_proto::format::v1::Extent>,
+}

@@ -389,6 +389,70 @@ pub struct Repo {
     files: Database<Bytes, Bytes>,
     /// Scratch for a repacking prune: the chunks kept snapshots use.
     live: Database<Bytes, Bytes>,
+    /// Scratch for a snapshot run: the first name of each inode with more
+    /// than one link, by device and inode (docs/metadata.md).
+    links: Database<Bytes, Bytes>,
+}
+
+/// The named databases a [`Repo`] needs room for in its environment.
+pub const REPO_DATABASES: u32 = 6;
+
+/// The first name a snapshot run gave an inode with several links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirstLink {
+    /// Its path (snapshot form: absolute without the leading `/`).
+    pub path: Vec<u8>,
+    /// Its size.
+    pub size: u64,
+    /// Its chunks.
+    pub chunks: Vec<ChunkId>,
+}
+
+impl FirstLink {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(12 + self.path.len() + 32 * self.chunks.len());
+        v.extend_from_slice(&(self.path.len() as u32).to_le_bytes());
+        v.extend_from_slice(&self.path);
+        v.extend_from_slice(&self.size.to_le_bytes());
+        for c in &self.chunks {
+            v.extend_from_slice(&c.0);
+        }
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<FirstLink, RepoError> {
+        let bad = || RepoError("a hard-link record is malformed".into());
+        let len = u32::from_le_bytes(v.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        let path = v.get(4..4 + len as usize).ok_or_else(bad)?.to_vec();
+        let rest = &v[4 + len as usize..];
+        let size = u64::from_le_bytes(
+            rest.get(..8)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        );
+        let ids = &rest[8..];
+        if !ids.len().is_multiple_of(32) {
+            return Err(bad());
+        }
+        let chunks = ids
+            .chunks_exact(32)
+            .map(|c| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(c);
+                ChunkId(id)
+            })
+            .collect();
+        Ok(FirstLink { path, size, chunks })
+    }
+}
+
+fn link_key(backup: BackupId, dev: u64, ino: u64) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&backup.0);
+    k[16..24].copy_from_slice(&dev.to_be_bytes());
+    k[24..].copy_from_slice(&ino.to_be_bytes());
+    k
 }
 
 fn chunk_key(backup: BackupId, id: &ChunkId) -> [u8; 48] {
@@ -421,7 +485,7 @@ fn file_key(backup: BackupId, path: &[u8]) -> [u8; 48] {
 
 impl Repo {
     /// The databases in `env` (created when missing). `env` needs room for
-    /// five named databases.
+    /// [`REPO_DATABASES`] named databases.
     pub fn open(env: Env) -> Result<Repo, RepoError> {
         let mut w = env.write_txn()?;
         let chunks = env.create_database(&mut w, Some("chunks"))?;
@@ -429,6 +493,7 @@ impl Repo {
         let counters = env.create_database(&mut w, Some("counters"))?;
         let files = env.create_database(&mut w, Some("files"))?;
         let live = env.create_database(&mut w, Some("live"))?;
+        let links = env.create_database(&mut w, Some("links"))?;
         w.commit()?;
         Ok(Repo {
             env,
@@ -437,6 +502,7 @@ impl Repo {
             counters,
             files,
             live,
+            links,
         })
     }
 
@@ -719,6 +785,41 @@ impl Repo {
         Ok(())
     }
 
+    /// Empties the hard-link scratch of `backup` (at the start and end of a
+    /// snapshot run).
+    pub fn links_clear(&self, backup: BackupId) -> Result<(), RepoError> {
+        self.delete_where(self.links, backup, |_| Ok(true))?;
+        Ok(())
+    }
+
+    /// The first name this run gave inode `ino` of device `dev`.
+    pub fn first_link(
+        &self,
+        txn: &RoTxn<'_>,
+        backup: BackupId,
+        dev: u64,
+        ino: u64,
+    ) -> Result<Option<FirstLink>, RepoError> {
+        self.links
+            .get(txn, &link_key(backup, dev, ino))?
+            .map(FirstLink::decode)
+            .transpose()
+    }
+
+    /// Records `first` as the first name of inode `ino` of device `dev`.
+    pub fn put_first_link(
+        &self,
+        txn: &mut RwTxn<'_>,
+        backup: BackupId,
+        dev: u64,
+        ino: u64,
+        first: &FirstLink,
+    ) -> Result<(), RepoError> {
+        self.links
+            .put(txn, &link_key(backup, dev, ino), &first.encode())?;
+        Ok(())
+    }
+
     /// Drops the files-cache records of `backup` last seen before snapshot
     /// `oldest` (entries the last snapshots did not see), a batch of
     /// records per transaction. Returns how many.
@@ -884,7 +985,7 @@ mod tests {
 
     fn repo(dir: &std::path::Path) -> Repo {
         let lock = bitdust_daemon::state::StateLock::take(dir, "test").unwrap();
-        let r = Repo::open(lock.open_env("repo", 64 << 20, 5).unwrap()).unwrap();
+        let r = Repo::open(lock.open_env("repo", 64 << 20, REPO_DATABASES).unwrap()).unwrap();
         // The environment stays open; the lock may go (one test, one process).
         drop(lock);
         r

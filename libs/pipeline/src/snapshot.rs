@@ -12,7 +12,7 @@
 
 pub use prost::bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -24,11 +24,11 @@ use bitdust_block::{BackupId, BackupInfo, BlockOpener, BlockSealer, Manifest};
 use bitdust_crypto::{BackupKey, ChunkId, DedupKeys, Identity};
 use bitdust_ecc::{Code, Scheme};
 use bitdust_proto::format::v1 as pb;
-use filetime::FileTime;
 use prost::Message;
 
 use crate::chunker::{Chunker, FILE_CHUNKS, META_CHUNKS};
-use crate::extract::{ExtractError, Extractor};
+pub use crate::extract::Owners;
+use crate::extract::{Attrs, ExtractError, Extractor, Special};
 use crate::repo::{CachedFile, ChunkLoc, PackRecord, PackSet, PackState, Repo, RepoError, Time};
 use crate::restore::{collect_into, decodable};
 use crate::stages::{Compressors, PackStore, Reply, Stored};
@@ -37,18 +37,28 @@ use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceEr
 mod load;
 
 /// What kind of entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum EntryKind {
     /// A regular file.
+    #[default]
     File,
     /// A directory.
     Directory,
     /// A symlink and its target.
     Symlink(Vec<u8>),
+    /// A named pipe.
+    Fifo,
+    /// A character (`block` false) or block device and its number.
+    Device {
+        /// A block device.
+        block: bool,
+        /// Its device number.
+        rdev: u64,
+    },
 }
 
 /// One entry of a tree being backed up, as `lstat` saw it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Entry {
     /// The absolute path without its leading `/`.
     pub path: Vec<u8>,
@@ -66,6 +76,23 @@ pub struct Entry {
     pub ino: u64,
     /// Device.
     pub dev: u64,
+    /// Access time (none from a caller that did not send one).
+    pub atime: Option<Time>,
+    /// Owner and group (none from a caller that did not send them).
+    pub owner: Option<crate::meta::Owner>,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<pb::Xattr>,
+    /// Links to the inode.
+    pub nlink: u64,
+    /// A sparse file's holes; its content is the bytes outside them.
+    pub holes: Vec<pb::Extent>,
+}
+
+impl Entry {
+    /// The bytes of content a file entry has (outside its holes).
+    pub fn data_len(&self) -> u64 {
+        crate::meta::data_len(self.size, &self.holes)
+    }
 }
 
 /// Where a snapshot's entries come from, in snapshot order (depth-first,
@@ -77,6 +104,11 @@ pub trait EntrySource {
     fn content(&mut self) -> io::Result<Box<dyn Read + '_>>;
     /// Entries left out so far, with reasons (taken once).
     fn take_skipped(&mut self) -> Vec<String>;
+    /// Whether the file whose content was read last had another size or
+    /// mtime once read (asked after reading it).
+    fn changed(&mut self) -> bool {
+        false
+    }
 }
 
 /// A snapshot could not be made or read.
@@ -216,6 +248,9 @@ pub struct SnapshotWriter<'a> {
     stats: pb::SnapshotStats,
     degraded: Vec<usize>,
     cache_batch: Vec<(Vec<u8>, CachedFile)>,
+    /// First names of inodes with several links, not yet in the index's
+    /// scratch table.
+    links: HashMap<(u64, u64), crate::repo::FirstLink>,
     started: Time,
     paths: Vec<Vec<u8>>,
     /// Files that changed while being read.
@@ -302,6 +337,7 @@ impl<'a> SnapshotWriter<'a> {
             stats: pb::SnapshotStats::default(),
             degraded: Vec::new(),
             cache_batch: Vec::new(),
+            links: HashMap::new(),
             started,
             paths,
             warnings: Vec::new(),
@@ -362,6 +398,9 @@ impl<'a> SnapshotWriter<'a> {
         source: &mut dyn EntrySource,
         snapshot_sink: &mut dyn FragmentSink,
     ) -> Result<SnapshotReport, SnapshotError> {
+        // The hard-link table is this run's alone (a run that crashed may
+        // have left one).
+        self.repo.links_clear(self.backup)?;
         loop {
             let entry = match source.next_entry() {
                 Ok(Some(e)) => e,
@@ -391,6 +430,17 @@ impl<'a> SnapshotWriter<'a> {
             mode: e.mode,
             mtime: e.mtime.secs,
             mtime_nanos: e.mtime.nanos,
+            atime: e.atime.map(|t| t.secs),
+            atime_nanos: e.atime.map_or(0, |t| t.nanos),
+            uid: e.owner.as_ref().map(|o| o.uid),
+            gid: e.owner.as_ref().map(|o| o.gid),
+            user: e.owner.as_ref().map(|o| o.user.clone()).unwrap_or_default(),
+            group: e
+                .owner
+                .as_ref()
+                .map(|o| o.group.clone())
+                .unwrap_or_default(),
+            xattrs: e.xattrs.clone(),
             ..Default::default()
         };
         match &e.kind {
@@ -403,13 +453,54 @@ impl<'a> SnapshotWriter<'a> {
                 node.target = target.clone();
                 self.stats.symlinks += 1;
             }
+            EntryKind::Fifo => {
+                node.kind = pb::NodeKind::Fifo as i32;
+                self.stats.specials += 1;
+            }
+            EntryKind::Device { block, rdev } => {
+                node.kind = if *block {
+                    pb::NodeKind::BlockDevice
+                } else {
+                    pb::NodeKind::CharDevice
+                } as i32;
+                node.rdev = *rdev;
+                self.stats.specials += 1;
+            }
             EntryKind::File => {
                 node.kind = pb::NodeKind::File as i32;
-                let (chunks, size) = self.file_chunks(e, source)?;
-                node.size = size;
-                node.chunks = chunks.iter().map(|c| c.0.to_vec()).collect();
+                node.holes = e.holes.clone();
                 self.stats.files += 1;
-                self.stats.content_bytes += size;
+                if let Some(first) = self.first_link(e)? {
+                    // A later name of an inode already stored: a link, its
+                    // content not read again.
+                    node.link = first.path;
+                    node.size = first.size;
+                    node.chunks = first.chunks.iter().map(|c| c.0.to_vec()).collect();
+                    self.stats.hard_links += 1;
+                } else {
+                    let (chunks, size, holes, changed) = self.file_chunks(e, source)?;
+                    node.size = size;
+                    node.holes = holes;
+                    node.changed = changed;
+                    if changed {
+                        self.stats.changed_while_read += 1;
+                    }
+                    self.stats.content_bytes += size;
+                    if e.nlink > 1 {
+                        self.links.insert(
+                            (e.dev, e.ino),
+                            crate::repo::FirstLink {
+                                path: e.path.clone(),
+                                size,
+                                chunks: chunks.clone(),
+                            },
+                        );
+                        if self.links.len() >= CACHE_BATCH {
+                            self.flush_cache()?;
+                        }
+                    }
+                    node.chunks = chunks.iter().map(|c| c.0.to_vec()).collect();
+                }
             }
         }
         let len = node.encoded_len();
@@ -422,6 +513,19 @@ impl<'a> SnapshotWriter<'a> {
         Ok(())
     }
 
+    /// The first name this run stored of file `e`'s inode, if it has
+    /// several links and one came before.
+    fn first_link(&self, e: &Entry) -> Result<Option<crate::repo::FirstLink>, SnapshotError> {
+        if e.nlink < 2 {
+            return Ok(None);
+        }
+        if let Some(f) = self.links.get(&(e.dev, e.ino)) {
+            return Ok(Some(f.clone()));
+        }
+        let txn = self.repo.read()?;
+        Ok(self.repo.first_link(&txn, self.backup, e.dev, e.ino)?)
+    }
+
     /// The chunk ids and length of file `e`: from the files cache when it
     /// vouches for the file and every chunk is still stored, else by
     /// reading at most the `lstat` size (what was read is what is stored: a
@@ -431,7 +535,8 @@ impl<'a> SnapshotWriter<'a> {
         &mut self,
         e: &Entry,
         source: &mut dyn EntrySource,
-    ) -> Result<(Vec<ChunkId>, u64), SnapshotError> {
+    ) -> Result<(Vec<ChunkId>, u64, Vec<pb::Extent>, bool), SnapshotError> {
+        let data_len = e.data_len();
         let fresh = CachedFile {
             size: e.size,
             mtime: e.mtime,
@@ -473,7 +578,7 @@ impl<'a> SnapshotWriter<'a> {
                 let mut seen = c.clone();
                 seen.seen = self.snapshot;
                 self.cache(e, seen)?;
-                return Ok((c.chunks.clone(), e.size));
+                return Ok((c.chunks.clone(), e.size, e.holes.clone(), false));
             }
         }
         let path = String::from_utf8_lossy(&e.path).into_owned();
@@ -481,7 +586,7 @@ impl<'a> SnapshotWriter<'a> {
             path: path.clone(),
             source,
         };
-        let mut reader = source.content().map_err(read_err)?.take(e.size);
+        let mut reader = source.content().map_err(read_err)?.take(data_len);
         let mut ids = Vec::new();
         let mut read = 0u64;
         // The chunker is taken out while the file is read, so its chunks
@@ -506,6 +611,7 @@ impl<'a> SnapshotWriter<'a> {
         self.chunker = Some(chunker);
         result?;
         drop(reader);
+        let changed = source.changed();
         // New: the cache never saw the path; unchanged: read again (its
         // status changed, or it was not vouched for) and found the same.
         match &cached {
@@ -515,10 +621,20 @@ impl<'a> SnapshotWriter<'a> {
         }
         let mut f = fresh;
         f.chunks = ids.clone();
-        if read != e.size {
+        // A file that shrank ends after what was read.
+        let (size, holes) = if read == data_len {
+            (e.size, e.holes.clone())
+        } else {
+            crate::meta::cut_to_data(&e.holes, read)
+        };
+        if read != data_len {
             self.warnings.push(format!(
-                "{path}: changed while being read ({read} of the {} bytes it had); stored as read",
-                e.size
+                "{path}: changed while being read ({read} of the {data_len} bytes it had); stored as read"
+            ));
+            f.not_vouched();
+        } else if changed {
+            self.warnings.push(format!(
+                "{path}: changed while being read (its size or mtime differ after reading); stored as read"
             ));
             f.not_vouched();
         } else if e.mtime.secs >= self.started.secs - 1 {
@@ -527,7 +643,7 @@ impl<'a> SnapshotWriter<'a> {
             f.not_vouched();
         }
         self.cache(e, f)?;
-        Ok((ids, read))
+        Ok((ids, size, holes, changed || read != data_len))
     }
 
     fn cache(&mut self, e: &Entry, f: CachedFile) -> Result<(), SnapshotError> {
@@ -539,12 +655,16 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     fn flush_cache(&mut self) -> Result<(), SnapshotError> {
-        if self.cache_batch.is_empty() {
+        if self.cache_batch.is_empty() && self.links.is_empty() {
             return Ok(());
         }
         let mut w = self.repo.write()?;
         for (path, f) in self.cache_batch.drain(..) {
             self.repo.put_file(&mut w, self.backup, &path, &f)?;
+        }
+        for ((dev, ino), first) in self.links.drain() {
+            self.repo
+                .put_first_link(&mut w, self.backup, dev, ino, &first)?;
         }
         w.commit().map_err(RepoError::from)?;
         Ok(())
@@ -965,6 +1085,8 @@ impl<'a> SnapshotWriter<'a> {
         // The files cache forgets what the last two snapshots did not see.
         self.repo
             .sweep_files(self.backup, self.snapshot.saturating_sub(1))?;
+        self.links.clear();
+        self.repo.links_clear(self.backup)?;
         self.degraded.sort_unstable();
         Ok(SnapshotReport {
             root: bytes,
@@ -1023,8 +1145,17 @@ pub fn best_root(
 /// Walks local source paths with the caller's rights, in snapshot order.
 pub struct LocalWalk {
     sources: std::vec::IntoIter<PathBuf>,
-    walk: Option<walkdir::IntoIter>,
+    /// The directories being walked, deepest last: the names of each one's
+    /// entries still to give, sorted, the next one last.
+    stack: Vec<(PathBuf, Vec<std::ffi::OsString>)>,
+    /// A directory given and not yet listed: it is listed when the walk
+    /// goes on, after its own `lstat` (so its atime is the one before
+    /// this walk read it).
+    unlisted: Option<PathBuf>,
     current: Option<PathBuf>,
+    /// The size, mtime and holes of the entry returned last.
+    seen: (u64, Time, Vec<pb::Extent>),
+    names: crate::meta::Names,
     skipped: Vec<String>,
 }
 
@@ -1044,8 +1175,11 @@ impl LocalWalk {
         let sources = outer;
         LocalWalk {
             sources: sources.into_iter(),
-            walk: None,
+            stack: Vec::new(),
+            unlisted: None,
             current: None,
+            seen: Default::default(),
+            names: Default::default(),
             skipped: Vec::new(),
         }
     }
@@ -1067,69 +1201,105 @@ impl LocalWalk {
 
 impl EntrySource for LocalWalk {
     fn next_entry(&mut self) -> io::Result<Option<Entry>> {
+        use std::os::unix::fs::FileTypeExt;
         loop {
-            let walk = match &mut self.walk {
-                Some(w) => w,
+            if let Some(dir) = self.unlisted.take() {
+                match crate::meta::list_dir(&dir) {
+                    Ok(mut names) => {
+                        // Popped from the end: the smallest name last.
+                        names.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+                        self.stack.push((dir, names));
+                    }
+                    Err(e) => self.skipped.push(format!("{}: {e}", dir.display())),
+                }
+            }
+            let path = match self.stack.last_mut() {
+                Some((dir, names)) => match names.pop() {
+                    Some(name) => dir.join(name),
+                    None => {
+                        self.stack.pop();
+                        continue;
+                    }
+                },
                 None => match self.sources.next() {
-                    Some(s) => self.walk.insert(
-                        walkdir::WalkDir::new(s)
-                            .follow_links(false)
-                            .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
-                            .into_iter(),
-                    ),
+                    Some(s) => s,
                     None => return Ok(None),
                 },
             };
-            let Some(item) = walk.next() else {
-                self.walk = None;
-                continue;
-            };
-            let item = match item {
-                Ok(i) => i,
-                Err(e) => {
-                    self.skipped.push(e.to_string());
-                    continue;
-                }
-            };
-            let meta = match item.path().symlink_metadata() {
+            let meta = match path.symlink_metadata() {
                 Ok(m) => m,
                 Err(e) => {
-                    self.skipped.push(format!("{}: {e}", item.path().display()));
+                    self.skipped.push(format!("{}: {e}", path.display()));
                     continue;
                 }
             };
+            if meta.is_dir() {
+                self.unlisted = Some(path.clone());
+            }
             let ft = meta.file_type();
             let kind = if ft.is_dir() {
                 EntryKind::Directory
             } else if ft.is_file() {
                 EntryKind::File
             } else if ft.is_symlink() {
-                match std::fs::read_link(item.path()) {
+                match std::fs::read_link(&path) {
                     Ok(t) => EntryKind::Symlink(t.as_os_str().as_bytes().to_vec()),
                     Err(e) => {
-                        self.skipped.push(format!("{}: {e}", item.path().display()));
+                        self.skipped.push(format!("{}: {e}", &path.display()));
                         continue;
                     }
                 }
+            } else if ft.is_fifo() {
+                EntryKind::Fifo
+            } else if ft.is_char_device() || ft.is_block_device() {
+                EntryKind::Device {
+                    block: ft.is_block_device(),
+                    rdev: meta.rdev(),
+                }
             } else {
                 self.skipped.push(format!(
-                    "{}: not a file, directory or symlink",
-                    item.path().display()
+                    "{}: a socket, which no restore could bring back (its program makes it)",
+                    &path.display()
                 ));
                 continue;
             };
-            let path = item.path().as_os_str().as_bytes();
-            let path = path.strip_prefix(b"/").unwrap_or(path).to_vec();
-            self.current = Some(item.path().to_owned());
+            let (xattrs, warnings) = crate::meta::read_xattrs(&path);
+            self.skipped.extend(warnings);
+            // Only a file on fewer blocks than its size is opened to look
+            // for holes.
+            let holes = if kind == EntryKind::File
+                && crate::meta::may_be_sparse(meta.len(), meta.blocks())
+            {
+                crate::meta::open_for_reading(&path)
+                    .map(|f| crate::meta::holes_of(&f, meta.len()))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let raw = path.as_os_str().as_bytes();
+            let raw = raw.strip_prefix(b"/").unwrap_or(raw).to_vec();
+            self.current = Some(path);
+            let mtime = time_of(meta.mtime(), meta.mtime_nsec());
+            self.seen = (meta.len(), mtime, holes.clone());
             return Ok(Some(Entry {
-                path,
+                path: raw,
                 kind,
                 mode: meta.permissions().mode() & 0o7777,
-                mtime: time_of(meta.mtime(), meta.mtime_nsec()),
+                mtime,
                 ctime: time_of(meta.ctime(), meta.ctime_nsec()),
                 size: meta.len(),
                 ino: meta.ino(),
                 dev: meta.dev(),
+                // A symlink's atime is not kept: reading its target (which
+                // every backup must) moves it, so the value kept would change
+                // every night and its metadata never deduplicate. Files and
+                // directories are read with O_NOATIME, which keeps theirs.
+                atime: (!meta.file_type().is_symlink())
+                    .then(|| time_of(meta.atime(), meta.atime_nsec())),
+                owner: Some(self.names.owner(meta.uid(), meta.gid())),
+                xattrs,
+                nlink: meta.nlink(),
+                holes,
             }));
         }
     }
@@ -1139,19 +1309,29 @@ impl EntrySource for LocalWalk {
             .current
             .as_ref()
             .ok_or_else(|| io::Error::other("no current file"))?;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)?;
-        Ok(Box::new(f))
+        let f = crate::meta::open_for_reading(path)?;
+        let (size, _, holes) = &self.seen;
+        Ok(Box::new(crate::meta::DataReader::new(
+            f,
+            *size,
+            holes.clone(),
+        )))
     }
 
     fn take_skipped(&mut self) -> Vec<String> {
         std::mem::take(&mut self.skipped)
     }
-}
 
-use std::os::unix::fs::OpenOptionsExt;
+    fn changed(&mut self) -> bool {
+        let Some(path) = &self.current else {
+            return false;
+        };
+        match path.symlink_metadata() {
+            Ok(m) => m.len() != self.seen.0 || time_of(m.mtime(), m.mtime_nsec()) != self.seen.1,
+            Err(_) => true,
+        }
+    }
+}
 
 /// Reads packs of one backup through a [`FragmentSource`] of version 0,
 /// keeping the last few opened (decrypted) packs.
@@ -1482,6 +1662,12 @@ pub struct SnapshotRestoreReport {
     pub packs_fetched: u64,
     /// Fragment bytes fetched.
     pub bytes_fetched: u64,
+    /// FIFOs and device nodes.
+    pub specials: u64,
+    /// Names restored as hard links to an earlier one (counted in `files`).
+    pub hard_links: u64,
+    /// What was restored only in part (owners, attributes), once each.
+    pub warnings: Vec<String>,
 }
 
 /// The largest part of a restored file written at once.
@@ -1491,7 +1677,8 @@ const WRITE_PART: usize = 4 << 20;
 /// ([`DirOut`]), or a stream to the process that writes them.
 pub trait NodeSink {
     /// One entry, in snapshot order; a file's content comes from `content`
-    /// (`node.size` bytes if the snapshot is sound; empty for other kinds).
+    /// ([`content_len`] bytes if the snapshot is sound; empty for other
+    /// kinds and hard links).
     fn node(&mut self, node: &pb::Node, content: &mut dyn Content) -> Result<(), SnapshotError>;
 }
 
@@ -1511,7 +1698,7 @@ impl Content for io::Empty {
 
 /// Writes a restored snapshot's entries into an existing empty directory,
 /// under the restore safety rules (never outside it, never through a
-/// symlink, no setuid).
+/// symlink, no setuid unless the owner is given back).
 pub struct DirOut<'a> {
     out: Extractor<'a>,
     progress: &'a dyn crate::Progress,
@@ -1526,6 +1713,13 @@ impl<'a> DirOut<'a> {
         }
     }
 
+    /// Gives owners back by `owners` (when running as root; by name is the
+    /// default).
+    pub fn with_owners(mut self, owners: Owners) -> Self {
+        self.out = self.out.with_owners(owners);
+        self
+    }
+
     /// Sets the directories' modes and mtimes; the counts of what was
     /// written (the fetch counts left zero).
     pub fn finish(self) -> Result<SnapshotRestoreReport, SnapshotError> {
@@ -1537,6 +1731,9 @@ impl<'a> DirOut<'a> {
             bytes: stats.bytes,
             packs_fetched: 0,
             bytes_fetched: 0,
+            specials: stats.specials,
+            hard_links: stats.hard_links,
+            warnings: stats.warnings,
         })
     }
 }
@@ -1547,16 +1744,29 @@ impl NodeSink for DirOut<'_> {
         let Some(rel) = self.out.prepare(path)? else {
             return Ok(());
         };
-        let mtime = FileTime::from_unix_time(node.mtime, node.mtime_nanos);
+        check_node(node)
+            .map_err(|why| SnapshotError::Format(format!("the entry {} {why}", rel.display())))?;
+        let attrs = Attrs::of(node);
         match pb::NodeKind::try_from(node.kind) {
-            Ok(pb::NodeKind::Directory) => self.out.dir(&rel, node.mode, mtime)?,
+            Ok(pb::NodeKind::Directory) => self.out.dir(&rel, attrs)?,
             Ok(pb::NodeKind::Symlink) => {
                 let target = Path::new(std::ffi::OsStr::from_bytes(&node.target));
-                self.out.symlink(&rel, target, mtime)?;
+                self.out.symlink(&rel, target, &attrs)?;
+            }
+            Ok(pb::NodeKind::Fifo) => self.out.special(&rel, Special::Fifo, &attrs)?,
+            Ok(pb::NodeKind::CharDevice) => {
+                self.out.special(&rel, Special::Char(node.rdev), &attrs)?
+            }
+            Ok(pb::NodeKind::BlockDevice) => {
+                self.out.special(&rel, Special::Block(node.rdev), &attrs)?
+            }
+            Ok(pb::NodeKind::File) if !node.link.is_empty() => {
+                let first = Path::new(std::ffi::OsStr::from_bytes(&node.link));
+                self.out.link(&rel, first)?;
             }
             Ok(pb::NodeKind::File) => {
                 // Each part (a whole chunk when it can be) in one write.
-                let n = self.out.file(&rel, node.mode, mtime, |f| {
+                let n = self.out.file(&rel, &attrs, node.size, &node.holes, |f| {
                     let mut n = 0;
                     while let Some(part) = content.next_part(WRITE_PART)? {
                         f.write_all(&part)?;
@@ -1565,11 +1775,11 @@ impl NodeSink for DirOut<'_> {
                     Ok(n)
                 })?;
                 self.progress.advance(n);
-                if n != node.size {
+                let want = content_len(node);
+                if n != want {
                     return Err(SnapshotError::Format(format!(
-                        "{} restored {n} bytes where the snapshot says {}",
+                        "{} restored {n} bytes where the snapshot says {want}",
                         rel.display(),
-                        node.size
                     )));
                 }
             }
@@ -1585,6 +1795,31 @@ impl NodeSink for DirOut<'_> {
     }
 }
 
+/// The bytes of content that follow entry `node` in a restore: a file's
+/// data outside its holes; nothing for a hard link or another kind.
+pub fn content_len(node: &pb::Node) -> u64 {
+    if node.kind == pb::NodeKind::File as i32 && node.link.is_empty() {
+        crate::meta::data_len(node.size, &node.holes)
+    } else {
+        0
+    }
+}
+
+/// Refuses what no sound snapshot holds: holes out of order or past the
+/// size, malformed attribute names, a link from an entry that is not a
+/// file.
+pub fn check_node(node: &pb::Node) -> Result<(), String> {
+    crate::meta::check_holes(node.size, &node.holes)?;
+    crate::meta::check_xattrs(&node.xattrs)?;
+    if !node.link.is_empty() && node.kind != pb::NodeKind::File as i32 {
+        return Err("is a hard link but not a file".into());
+    }
+    if node.link.contains(&0) {
+        return Err("is a hard link to a path with a NUL".into());
+    }
+    Ok(())
+}
+
 /// Restores the snapshot `root` (verified) into the existing empty
 /// directory `target`: every entry whose path is `include` or under it
 /// (all of them when `include` is empty). Chunks are found through the
@@ -1595,7 +1830,18 @@ pub fn restore_snapshot(
     target: &Path,
     include: &[Vec<u8>],
 ) -> Result<SnapshotRestoreReport, SnapshotError> {
-    let mut out = DirOut::new(target, &());
+    restore_snapshot_owned(repo, packs, target, include, Owners::ByName)
+}
+
+/// [`restore_snapshot`], giving owners back by `owners` (when root).
+pub fn restore_snapshot_owned(
+    repo: &Repo,
+    packs: &mut PackReader<'_>,
+    target: &Path,
+    include: &[Vec<u8>],
+    owners: Owners,
+) -> Result<SnapshotRestoreReport, SnapshotError> {
+    let mut out = DirOut::new(target, &()).with_owners(owners);
     restore_snapshot_to(repo, packs, include, &mut out)?;
     let mut report = out.finish()?;
     report.packs_fetched = packs.fetched;
@@ -1610,9 +1856,12 @@ pub fn restore_snapshot_staged(
     packs: &mut PackReader<'_>,
     target: &Path,
     include: &[Vec<u8>],
+    owners: Owners,
 ) -> Result<SnapshotRestoreReport, crate::local::LocalError> {
     crate::restore::staged(target, |stage| {
-        Ok::<_, crate::local::LocalError>(restore_snapshot(repo, packs, stage, include)?)
+        Ok::<_, crate::local::LocalError>(restore_snapshot_owned(
+            repo, packs, stage, include, owners,
+        )?)
     })
 }
 
@@ -1629,6 +1878,8 @@ pub fn restore_snapshot_to(
 }
 
 /// A restored snapshot's entries as another process streams them.
+// Entries move one at a time; boxing each node would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Streamed {
     /// The next entry.
@@ -1646,9 +1897,10 @@ pub fn extract_nodes(
     target: &Path,
     mut next: impl FnMut() -> io::Result<Option<Streamed>>,
     progress: &dyn crate::Progress,
+    owners: Owners,
 ) -> Result<SnapshotRestoreReport, crate::RestoreError> {
     crate::restore::staged(target, |stage| {
-        let mut out = DirOut::new(stage, progress);
+        let mut out = DirOut::new(stage, progress).with_owners(owners);
         let fail = |e: SnapshotError| crate::RestoreError::Stream(io::Error::other(e.to_string()));
         loop {
             match next().map_err(crate::RestoreError::Stream)? {
@@ -1659,16 +1911,12 @@ pub fn extract_nodes(
                     )));
                 }
                 Some(Streamed::Node(node)) => {
-                    if node.kind == pb::NodeKind::File as i32 {
-                        let mut parts = Parts {
-                            next: &mut next,
-                            left: node.size,
-                            buf: Default::default(),
-                        };
-                        out.node(&node, &mut parts).map_err(fail)?;
-                    } else {
-                        out.node(&node, &mut io::empty()).map_err(fail)?;
-                    }
+                    let mut parts = Parts {
+                        next: &mut next,
+                        left: content_len(&node),
+                        buf: Default::default(),
+                    };
+                    out.node(&node, &mut parts).map_err(fail)?;
                 }
             }
         }
@@ -2050,6 +2298,7 @@ pub fn cmp_paths(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 
 /// One difference between two snapshots.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     /// Only in the newer one.
     Added(pb::Node),

@@ -59,6 +59,7 @@ impl EntrySource for Synthetic {
             size,
             ino: i,
             dev: 1,
+            ..Default::default()
         }))
     }
 
@@ -139,7 +140,11 @@ fn peak_heap(f: impl FnOnce()) -> usize {
 /// Snapshot 1 of a synthetic tree into `dir`; the backup key.
 fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) -> BackupKey {
     let lock = StateLock::take(&dir.join("state"), "test").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let repo = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let store = LocalStore::new(dir.join("positions"));
     let backup = BackupId([seed; 16]);
     let code = Code::new(Scheme::Xor, 7).unwrap();
@@ -187,7 +192,11 @@ fn restore_peak(dir: &std::path::Path, seed: u8, key: &BackupKey, files: u64) ->
     use bitdust_crypto::DedupKeys;
     use bitdust_pipeline::snapshot::{PackReader, restore_snapshot};
     let lock = StateLock::take(&dir.join("state"), "test").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let repo = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let store = LocalStore::new(dir.join("positions"));
     let backup = BackupId([seed; 16]);
     let identity = Identity::from_secret(&[seed; 32]);
@@ -254,7 +263,11 @@ fn memory_does_not_grow_with_the_number_of_snapshots() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let lock = StateLock::take(&dir.join("state"), "test").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let repo = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let store = LocalStore::new(dir.join("positions"));
     let backup = BackupId([7; 16]);
     let code = Code::new(Scheme::Xor, 7).unwrap();

@@ -18,7 +18,8 @@ use bitdust_pipeline::BackupKeyMaterial;
 use bitdust_pipeline::local::LocalStore;
 use bitdust_pipeline::repo::{Repo, Time};
 use bitdust_pipeline::snapshot::{
-    LocalWalk, PackReader, SnapshotOptions, SnapshotReport, SnapshotWriter, restore_snapshot,
+    LocalWalk, Owners, PackReader, SnapshotOptions, SnapshotReport, SnapshotWriter,
+    restore_snapshot,
 };
 use filetime::FileTime;
 
@@ -76,7 +77,11 @@ impl Fixture {
         )
         .unwrap();
         let lock = StateLock::take(&dir.path().join("state"), "test").unwrap();
-        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let repo = Repo::open(
+            lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+                .unwrap(),
+        )
+        .unwrap();
         let identity = Arc::new(Identity::from_secret(&[9; 32]));
         let key = BackupKey::generate();
         let material = BackupKeyMaterial {
@@ -165,31 +170,43 @@ impl Fixture {
 }
 
 /// Every entry under `dir`: kind, mode, mtime (ns), content or target.
+/// What a tree holds, read without moving any file's or directory's
+/// atime (an unchanged tree must back up to the same metadata).
 fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir).min_depth(1) {
-        let e = e.unwrap();
-        let m = e.path().symlink_metadata().unwrap();
-        let rel = e.path().strip_prefix(dir).unwrap().to_owned();
-        let what = if m.file_type().is_symlink() {
-            format!("link {:?}", std::fs::read_link(e.path()).unwrap())
-        } else if m.is_dir() {
-            format!(
-                "dir {:o} {}.{}",
-                m.mode() & 0o7777,
-                m.mtime(),
-                m.mtime_nsec()
-            )
-        } else {
-            format!(
-                "file {:o} {}.{} {}",
-                m.mode() & 0o7777,
-                m.mtime(),
-                m.mtime_nsec(),
-                blake3::hash(&std::fs::read(e.path()).unwrap())
-            )
-        };
-        out.insert(rel, what);
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for name in bitdust_pipeline::meta::list_dir(&d).unwrap() {
+            let path = d.join(name);
+            let m = path.symlink_metadata().unwrap();
+            let rel = path.strip_prefix(dir).unwrap().to_owned();
+            let what = if m.file_type().is_symlink() {
+                format!("link {:?}", std::fs::read_link(&path).unwrap())
+            } else if m.is_dir() {
+                todo.push(path.clone());
+                format!(
+                    "dir {:o} {}.{}",
+                    m.mode() & 0o7777,
+                    m.mtime(),
+                    m.mtime_nsec()
+                )
+            } else {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut bitdust_pipeline::meta::open_for_reading(&path).unwrap(),
+                    &mut bytes,
+                )
+                .unwrap();
+                format!(
+                    "file {:o} {}.{} {}",
+                    m.mode() & 0o7777,
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    blake3::hash(&bytes)
+                )
+            };
+            out.insert(rel, what);
+        }
     }
     out
 }
@@ -431,7 +448,11 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
     let keys = f.root.join("keys");
     let dir = f.root.join("dir");
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let repo = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let snap = |given: CodeGiven| {
         snapshot_to_dir(
             &keys,
@@ -482,7 +503,8 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
         version: Some(v),
     };
     let out = f.root.join("out");
-    let (root, rep) = restore_snapshot_from_dir(&keys, &dir, &repo, sel(1), &out, &[]).unwrap();
+    let (root, rep) =
+        restore_snapshot_from_dir(&keys, &dir, &repo, sel(1), &out, &[], Owners::ByName).unwrap();
     assert_eq!(root.root.snapshot, 1);
     assert!(rep.files > 40);
     assert_eq!(tree(&restored(&out, &f.src)), tree(&f.src));
@@ -490,7 +512,7 @@ fn local_directory_snapshots_number_themselves_reuse_the_backup_key_and_restore_
     let busy = f.root.join("busy");
     std::fs::create_dir_all(&busy).unwrap();
     std::fs::write(busy.join("x"), b"x").unwrap();
-    let e = restore_snapshot_from_dir(&keys, &dir, &repo, sel(2), &busy, &[])
+    let e = restore_snapshot_from_dir(&keys, &dir, &repo, sel(2), &busy, &[], Owners::ByName)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not empty"), "{e}");
@@ -518,7 +540,11 @@ fn a_lost_index_is_rebuilt_from_the_packs_sealed_lists_without_the_master_key() 
     let want = tree(&f.src);
     // Another, empty state: what a machine recovered from the key alone has.
     let lock = StateLock::take(&f.root.join("state2"), "test").unwrap();
-    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let fresh = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let root_bytes = std::fs::read(
         f.root
             .join("positions/0")
@@ -802,7 +828,11 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
     let keys = f.root.join("keys");
     let dir = f.root.join("dir");
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let repo = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let opts = SnapshotOptions {
         pack_size: 64 << 10,
         ..Fixture::opts()
@@ -854,8 +884,16 @@ fn a_prune_killed_at_every_deletion_never_breaks_a_kept_snapshot_and_the_next_fi
     let files_before = fragment_files(&dir, id);
     let restore_kept = |name: &str| {
         let out = f.root.join(name);
-        local::restore_snapshot_from_dir(&keys, &dir, &repo, Selector::default(), &out, &[])
-            .unwrap();
+        local::restore_snapshot_from_dir(
+            &keys,
+            &dir,
+            &repo,
+            Selector::default(),
+            &out,
+            &[],
+            Owners::ByName,
+        )
+        .unwrap();
         assert_eq!(
             tree(&restored(&out, &f.src)),
             want,
@@ -944,7 +982,11 @@ fn a_repack_stopped_at_every_durable_step_loses_nothing_and_the_next_prune_finis
     let mut trees = Vec::new();
     {
         let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let repo = Repo::open(
+            lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+                .unwrap(),
+        )
+        .unwrap();
         let mut noise = 7u64;
         let mut bytes = |n: usize| -> Vec<u8> {
             (0..n)
@@ -991,7 +1033,11 @@ fn a_repack_stopped_at_every_durable_step_loses_nothing_and_the_next_prune_finis
         let copy = f.root.join(format!("stop{stop}"));
         copy_tree(&dir, &copy);
         let lock = StateLock::take(&copy.join("state"), "bitdustctl").unwrap();
-        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let repo = Repo::open(
+            lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+                .unwrap(),
+        )
+        .unwrap();
         let opened = Opened::new(&keys, &copy).unwrap();
         let stopped = local::prune(&opened, &repo, None, &prune(Some(stop))).is_err();
         let restore_both = |when: &str| {
@@ -1001,8 +1047,16 @@ fn a_repack_stopped_at_every_durable_step_loses_nothing_and_the_next_prune_finis
                     backup_id: None,
                     version: Some(n),
                 };
-                local::restore_snapshot_from_dir(&keys, &copy, &repo, sel, &out, &[])
-                    .unwrap_or_else(|e| panic!("snapshot {n} {when} stop {stop}: {e}"));
+                local::restore_snapshot_from_dir(
+                    &keys,
+                    &copy,
+                    &repo,
+                    sel,
+                    &out,
+                    &[],
+                    Owners::ByName,
+                )
+                .unwrap_or_else(|e| panic!("snapshot {n} {when} stop {stop}: {e}"));
                 assert_eq!(
                     &tree(&restored(&out, &f.src)),
                     want,
@@ -1142,6 +1196,7 @@ mod remote {
             size,
             ino: 1,
             dev: 1,
+            ..Default::default()
         }
     }
 
@@ -1153,6 +1208,7 @@ mod remote {
             seq,
             data: data.to_vec(),
             last,
+            changed: false,
         };
         let cases: Vec<(Vec<FromCaller>, &str)> = vec![
             (
@@ -1228,7 +1284,11 @@ fn prune_deletes_old_fragment_files_nothing_knows_and_nothing_else() {
     let dir = f.root.join("dir");
     let (id, _, _, _) = {
         let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let repo = Repo::open(
+            lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+                .unwrap(),
+        )
+        .unwrap();
         local::snapshot_to_dir(
             &keys,
             std::slice::from_ref(&f.src),
@@ -1264,7 +1324,11 @@ fn prune_deletes_old_fragment_files_nothing_knows_and_nothing_else() {
     };
     // A fresh state knows no pack: what the snapshot names still stays.
     let lock = StateLock::take(&f.root.join("fresh"), "bitdustctl").unwrap();
-    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let fresh = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let opened = Opened::new(&keys, &dir).unwrap();
     let r = local::prune(&opened, &fresh, None, &opts).unwrap();
     assert_eq!((r[0].unknown_files, r[0].unknown_bytes), (1, 29), "{r:?}");
@@ -1275,7 +1339,16 @@ fn prune_deletes_old_fragment_files_nothing_knows_and_nothing_else() {
         "a referenced pack was deleted"
     );
     let out = f.root.join("out");
-    local::restore_snapshot_from_dir(&keys, &dir, &fresh, Selector::default(), &out, &[]).unwrap();
+    local::restore_snapshot_from_dir(
+        &keys,
+        &dir,
+        &fresh,
+        Selector::default(),
+        &out,
+        &[],
+        Owners::ByName,
+    )
+    .unwrap();
     assert_eq!(tree(&restored(&out, &f.src)), tree(&f.src));
 }
 
@@ -1535,7 +1608,11 @@ fn a_lost_index_is_rebuilt_from_the_start_of_each_packs_first_fragment() {
     let root = verify_root(&root_bytes, &f.identity.node_id(), f.backup, 1).unwrap();
     let rebuild = |state: &str| {
         let lock = StateLock::take(&f.root.join(state), "test").unwrap();
-        let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let fresh = Repo::open(
+            lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+                .unwrap(),
+        )
+        .unwrap();
         let keys = DedupKeys::derive(&f.identity, &f.backup.0);
         let mut source = Counting::new(f.store.source(f.backup, 0));
         rebuild_index(&fresh, &mut source, &root, &keys).unwrap();
@@ -1717,9 +1794,15 @@ fn an_unrecoverable_pack_ends_a_restore_with_its_name() {
     let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
     let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
     let out = f.root.join("lost");
-    let err = bitdust_pipeline::snapshot::restore_snapshot_staged(&f.repo, &mut packs, &out, &[])
-        .unwrap_err()
-        .to_string();
+    let err = bitdust_pipeline::snapshot::restore_snapshot_staged(
+        &f.repo,
+        &mut packs,
+        &out,
+        &[],
+        Owners::ByName,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains(&format!("pack {victim}")), "{err}");
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
 }
@@ -1754,7 +1837,11 @@ fn metadata_packs_are_repacked_and_the_kept_root_names_their_chunks_anew() {
         }
     }
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let repo = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let snap = || {
         local::snapshot_to_dir(
             &keys,
@@ -1814,7 +1901,11 @@ fn metadata_packs_are_repacked_and_the_kept_root_names_their_chunks_anew() {
         let copy = f.root.join(format!("stop{stop}"));
         copy_tree(&dir, &copy);
         let lock = StateLock::take(&copy.join("state"), "bitdustctl").unwrap();
-        let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+        let repo = Repo::open(
+            lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+                .unwrap(),
+        )
+        .unwrap();
         let opened = Opened::new(&keys, &copy).unwrap();
         let stopping = PruneOptions {
             stop_after_steps: Some(stop),
@@ -1830,7 +1921,7 @@ fn metadata_packs_are_repacked_and_the_kept_root_names_their_chunks_anew() {
                 backup_id: None,
                 version: Some(2),
             };
-            local::restore_snapshot_from_dir(&keys, &copy, &repo, sel, &out, &[])
+            local::restore_snapshot_from_dir(&keys, &copy, &repo, sel, &out, &[], Owners::ByName)
                 .unwrap_or_else(|e| panic!("stop {stop} {when}: {e}"));
             assert_eq!(tree(&restored(&out, &f.src)), want, "stop {stop} {when}");
         }
@@ -1842,7 +1933,11 @@ fn metadata_packs_are_repacked_and_the_kept_root_names_their_chunks_anew() {
     }
     assert!(stop > 3, "the repack had only {stop} steps");
     let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-    let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let repo = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let opened = Opened::new(&keys, &dir).unwrap();
     let r = local::prune(&opened, &repo, None, &prune).unwrap();
     assert!(r[0].repack.packs_repacked >= 1, "{r:?}");
@@ -1859,7 +1954,7 @@ fn metadata_packs_are_repacked_and_the_kept_root_names_their_chunks_anew() {
         backup_id: None,
         version: Some(2),
     };
-    local::restore_snapshot_from_dir(&keys, &dir, &repo, sel, &out, &[]).unwrap();
+    local::restore_snapshot_from_dir(&keys, &dir, &repo, sel, &out, &[], Owners::ByName).unwrap();
     assert_eq!(tree(&restored(&out, &f.src)), want);
     let c = local::check(&opened, &repo, None, Some("100%".parse().unwrap())).unwrap();
     assert!(c.errors.is_empty(), "{:?}", c.errors);
@@ -1923,7 +2018,11 @@ impl StaleStore {
         let keys = f.root.join("keys");
         let snap = |dir: &Path| {
             let lock = StateLock::take(&dir.join("state"), "bitdustctl").unwrap();
-            let repo = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+            let repo = Repo::open(
+                lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+                    .unwrap(),
+            )
+            .unwrap();
             bitdust_pipeline::local::snapshot_to_dir(
                 &keys,
                 std::slice::from_ref(&f.src),
@@ -2005,14 +2104,19 @@ fn a_recovered_index_outvotes_a_stale_first_fragment_and_the_restore_is_bit_exac
     let s = StaleStore::new();
     let state = s.f.root.join("fresh-state");
     let lock = StateLock::take(&state, "bitdustctl").unwrap();
-    let fresh = Repo::open(lock.open_env("repo", 1 << 30, 5).unwrap()).unwrap();
+    let fresh = Repo::open(
+        lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
+            .unwrap(),
+    )
+    .unwrap();
     let out = s.f.root.join("out");
     let sel = Selector {
         backup_id: None,
         version: Some(1),
     };
     let (root, _) =
-        local::restore_snapshot_from_dir(&s.keys, &s.dir, &fresh, sel, &out, &[]).unwrap();
+        local::restore_snapshot_from_dir(&s.keys, &s.dir, &fresh, sel, &out, &[], Owners::ByName)
+            .unwrap();
     assert_eq!(tree(&restored(&out, &s.f.src)), s.want);
     // Every pack's record is the one the store's own index holds.
     let name = s.stale.file_name().unwrap().to_string_lossy().into_owned();

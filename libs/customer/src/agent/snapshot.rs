@@ -45,6 +45,15 @@ fn entry_of(e: pb::Entry) -> io::Result<(u64, Entry)> {
         Ok(fpb::NodeKind::File) => EntryKind::File,
         Ok(fpb::NodeKind::Directory) => EntryKind::Directory,
         Ok(fpb::NodeKind::Symlink) => EntryKind::Symlink(e.target),
+        Ok(fpb::NodeKind::Fifo) => EntryKind::Fifo,
+        Ok(fpb::NodeKind::CharDevice) => EntryKind::Device {
+            block: false,
+            rdev: e.rdev,
+        },
+        Ok(fpb::NodeKind::BlockDevice) => EntryKind::Device {
+            block: true,
+            rdev: e.rdev,
+        },
         _ => {
             return Err(refused(format!(
                 "entry {} has no kind the agent knows ({})",
@@ -55,6 +64,15 @@ fn entry_of(e: pb::Entry) -> io::Result<(u64, Entry)> {
     let time = |secs, nanos: u32| bitdust_pipeline::repo::Time {
         secs,
         nanos: nanos.min(999_999_999),
+    };
+    let owner = match (e.uid, e.gid) {
+        (Some(uid), Some(gid)) => Some(bitdust_pipeline::meta::Owner {
+            uid,
+            gid,
+            user: e.user,
+            group: e.group,
+        }),
+        _ => None,
     };
     Ok((
         e.seq,
@@ -67,6 +85,11 @@ fn entry_of(e: pb::Entry) -> io::Result<(u64, Entry)> {
             size: e.size,
             ino: e.ino,
             dev: e.dev,
+            atime: e.atime.map(|a| time(a, e.atime_nanos)),
+            owner,
+            xattrs: e.xattrs,
+            nlink: e.nlink,
+            holes: e.holes,
         },
     ))
 }
@@ -100,6 +123,7 @@ impl CallerLink for GrpcLink {
                 seq: c.seq,
                 data: c.data,
                 last: c.last,
+                changed: c.changed,
             })),
             Ok(Some(Ok(Kind::End(e)))) => Ok(Some(FromCaller::End {
                 skipped: cut_skipped(e.skipped),
@@ -141,6 +165,9 @@ fn summary(report: &snap::SnapshotReport) -> SnapshotSummary {
         added_packed: s.added_packed,
         added_stored: s.added_stored,
         packs_added: s.packs_added,
+        changed_while_read: s.changed_while_read,
+        hard_links: s.hard_links,
+        specials: s.specials,
     }
 }
 
@@ -161,6 +188,9 @@ pub(super) fn stats_of(rec: &VersionRecord) -> Option<fpb::SnapshotStats> {
         added_packed: s.added_packed,
         added_stored: s.added_stored,
         packs_added: s.packs_added,
+        changed_while_read: s.changed_while_read,
+        hard_links: s.hard_links,
+        specials: s.specials,
     })
 }
 
@@ -422,8 +452,14 @@ impl Agent {
             let mut packs = snap::PackReader::new(&mut src, &root, dedup, key)
                 .map_err(|e| failed(e.to_string()))?;
             let report = match &to {
-                Some(to) => snap::restore_snapshot_staged(&me.repo, &mut packs, to, &include)
-                    .map_err(|e| failed(e.to_string()))?,
+                Some(to) => snap::restore_snapshot_staged(
+                    &me.repo,
+                    &mut packs,
+                    to,
+                    &include,
+                    snap::Owners::ByName,
+                )
+                .map_err(|e| failed(e.to_string()))?,
                 None => {
                     let mut out = EventsOut {
                         events: &events,
@@ -652,13 +688,20 @@ impl NodeSink for EventsOut<'_> {
         node: &fpb::Node,
         content: &mut dyn snap::Content,
     ) -> Result<(), SnapshotError> {
+        snap::check_node(node).map_err(|why| {
+            SnapshotError::Format(format!(
+                "the entry /{} {why}",
+                String::from_utf8_lossy(&node.path)
+            ))
+        })?;
         let mut plain = node.clone();
         plain.chunks.clear();
         self.send(pb::restore_event::Kind::Node(plain))?;
         match fpb::NodeKind::try_from(node.kind) {
             Ok(fpb::NodeKind::File) => self.report.files += 1,
             Ok(fpb::NodeKind::Directory) => self.report.directories += 1,
-            _ => self.report.symlinks += 1,
+            Ok(fpb::NodeKind::Symlink) => self.report.symlinks += 1,
+            _ => self.report.specials += 1,
         }
         let reading = |e: io::Error| {
             SnapshotError::Format(format!(
@@ -667,7 +710,7 @@ impl NodeSink for EventsOut<'_> {
             ))
         };
         // The chunks go out as they come, each in one message when it fits.
-        let mut left = node.size;
+        let mut left = snap::content_len(node);
         while left > 0 {
             let max = left.min(bitdust_pipeline::remote::MAX_RESTORE_CONTENT as u64) as usize;
             let part = content.next_part(max).map_err(reading)?.ok_or_else(|| {

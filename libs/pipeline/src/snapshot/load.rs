@@ -247,6 +247,9 @@ fn open_loop(
 
 /// One step of a planned restore: an entry (its chunk ids left out), or
 /// the next chunk of the last file entry.
+// One entry at a time moves through here; boxing its node would add an
+// allocation per entry and save nothing.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Node(pb::Node, usize),
     Chunk(ChunkId, ChunkLoc),
@@ -264,6 +267,9 @@ struct Planner<'r, 'i> {
     file: Option<(Vec<Vec<u8>>, usize)>,
     /// The pack cache as it will be when the planned chunks are read.
     cache: VecDeque<u64>,
+    /// Hard links whose first name the restore leaves out: that name, and
+    /// the name restored in its place (the first one wanted).
+    relinked: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     ended: bool,
 }
 
@@ -314,8 +320,22 @@ impl Planner<'_, '_> {
         if !self.wanted(&node.path) {
             return;
         }
-        let chunks = std::mem::take(&mut node.chunks);
-        let n = if node.kind == pb::NodeKind::File as i32 {
+        let mut chunks = std::mem::take(&mut node.chunks);
+        if !node.link.is_empty() {
+            if self.wanted(&node.link) {
+                // A link to a name restored before it.
+                chunks.clear();
+            } else if let Some(instead) = self.relinked.get(&node.link) {
+                node.link = instead.clone();
+                chunks.clear();
+            } else {
+                // The first name is left out: this one is restored with
+                // the content, and later names link to it.
+                let first = std::mem::take(&mut node.link);
+                self.relinked.insert(first, node.path.clone());
+            }
+        }
+        let n = if node.kind == pb::NodeKind::File as i32 && node.link.is_empty() {
             let n = chunks.len();
             self.file = Some((chunks, 0));
             n
@@ -375,6 +395,7 @@ pub(super) fn restore_planned(
             steps: VecDeque::new(),
             file: None,
             cache: VecDeque::new(),
+            relinked: Default::default(),
             ended: false,
         };
         while let Some(step) = plan.next(packs)? {
