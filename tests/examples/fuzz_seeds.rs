@@ -214,6 +214,8 @@ fn main() {
     evil.resize(evil.len() + 508 + 1024, 0);
     write("archive", "dotdot", &evil);
 
+    restore_stream_seeds();
+
     let root = bitdust_tests::workspace_root();
     write(
         "config",
@@ -226,4 +228,114 @@ fn main() {
         b"[supplier]\nadvertise = \"192.0.2.1:7800\"\ncapacity = \"1 GiB\"\nmax_unused_per_address = 2\n",
     );
     println!("seeds written under fuzz/corpus/");
+}
+
+/// Restore streams (varint-delimited `Node`s) with every kind of entry and
+/// metadata, and hostile ones.
+fn restore_stream_seeds() {
+    use bitdust_proto::format::v1 as fpb;
+    let stream = |nodes: &[fpb::Node]| {
+        let mut out = Vec::new();
+        for n in nodes {
+            n.encode_length_delimited(&mut out).unwrap();
+        }
+        out
+    };
+    let node = |path: &str, kind: fpb::NodeKind| fpb::Node {
+        path: path.as_bytes().to_vec(),
+        kind: kind as i32,
+        mode: 0o644,
+        mtime: 1_500_000_000,
+        mtime_nanos: 123_456_789,
+        atime: Some(1_600_000_000),
+        atime_nanos: 987_654_321,
+        uid: Some(1001),
+        gid: Some(1001),
+        user: "alice".into(),
+        group: "alice".into(),
+        ..Default::default()
+    };
+    use fpb::NodeKind as K;
+    let dir = fpb::Node {
+        mode: 0o2775,
+        xattrs: vec![fpb::Xattr {
+            name: b"system.posix_acl_default".to_vec(),
+            value: vec![2, 0, 0, 0, 1, 0, 7, 0, 255, 255, 255, 255],
+        }],
+        ..node("t", K::Directory)
+    };
+    let file = fpb::Node {
+        size: 5,
+        xattrs: vec![fpb::Xattr {
+            name: b"user.color".to_vec(),
+            value: b"blue".to_vec(),
+        }],
+        ..node("t/a", K::File)
+    };
+    let link = fpb::Node {
+        size: 5,
+        link: b"t/a".to_vec(),
+        ..node("t/b", K::File)
+    };
+    let sparse = fpb::Node {
+        size: 1 << 30,
+        holes: vec![
+            fpb::Extent {
+                offset: 0,
+                length: 4096,
+            },
+            fpb::Extent {
+                offset: 8192,
+                length: (1 << 30) - 8192,
+            },
+        ],
+        ..node("t/sparse", K::File)
+    };
+    let fifo = node("t/fifo", K::Fifo);
+    let dev = fpb::Node {
+        rdev: (1 << 8) | 3,
+        ..node("t/null", K::CharDevice)
+    };
+    let sym = fpb::Node {
+        target: b"a".to_vec(),
+        atime: None,
+        ..node("t/sym", K::Symlink)
+    };
+    write(
+        "restore_stream",
+        "tree",
+        &stream(&[dir.clone(), file.clone(), link, sparse, fifo, sym]),
+    );
+    write("restore_stream", "device", &stream(&[dir.clone(), dev]));
+    let outside = fpb::Node {
+        link: b"../../etc/passwd".to_vec(),
+        ..node("t/c", K::File)
+    };
+    write(
+        "restore_stream",
+        "link-outside",
+        &stream(&[dir.clone(), file.clone(), outside]),
+    );
+    let through_symlink = fpb::Node {
+        target: b"/tmp".to_vec(),
+        ..node("t/s", K::Symlink)
+    };
+    let under = fpb::Node {
+        size: 1,
+        ..node("t/s/x", K::File)
+    };
+    write(
+        "restore_stream",
+        "through-symlink",
+        &stream(&[dir.clone(), through_symlink, under]),
+    );
+    let past = fpb::Node {
+        size: 10,
+        holes: vec![fpb::Extent {
+            offset: 5,
+            length: 10,
+        }],
+        ..node("t/past", K::File)
+    };
+    write("restore_stream", "hole-past-size", &stream(&[dir, past]));
 }

@@ -128,7 +128,8 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- the Debian root filesystem, cached (rebuilt when the package list changes) ----
-include=systemd,systemd-sysv,dbus,man-db,iproute2,cron,rpm
+# rsync, acl, attr and libcap2-bin: the metadata check (issue 18).
+include=systemd,systemd-sysv,dbus,man-db,iproute2,cron,rpm,rsync,acl,attr,libcap2-bin
 if [ "$(cat "$cache/.bitdust-include" 2>/dev/null)" != "$include" ]; then
     log "debootstrap bookworm into $cache (once; cached for later runs)"
     mkdir -p "$(dirname "$cache")"
@@ -393,6 +394,25 @@ poll 30 "both suppliers are reachable again" as bd-cust alice \
     'bitdustctl --json status | grep -q "\"reachable\":2,"'
 check "restore after the restart, bit-exact" as bd-cust alice \
     'bitdustctl --quiet restore --to ~/restored2 && diff -r --no-dereference ~/Documents ~/restored2/home/alice/Documents'
+
+# ---- issue 18: root's backup of a tree with every kind of metadata comes back identical ----
+on bd-cust sh -c 't=/srv/meta && mkdir -p $t/a $t/b $t/acl &&
+    echo owned > $t/a/alice-file && chown alice:alice $t/a/alice-file &&
+    echo theirs > $t/b/nobody-file && chown nobody:nogroup $t/b/nobody-file && chmod 4755 $t/b/nobody-file &&
+    echo linked > $t/a/l1 && ln $t/a/l1 $t/a/l2 && ln $t/a/l1 $t/b/l3 &&
+    echo x > $t/a/x && setfattr -n user.color -v blue $t/a/x &&
+    setfacl -m u:alice:rw $t/a/x && setfacl -d -m u:alice:rwx $t/acl && echo inherits > $t/acl/f &&
+    cp /bin/true $t/a/ping-like && setcap cap_net_raw+ep $t/a/ping-like &&
+    truncate -s 1G $t/b/sparse && printf end >> $t/b/sparse &&
+    mkfifo $t/b/fifo && mknod $t/b/null c 1 3 &&
+    touch -h -d "2020-02-02 02:02:02.123456789" $t/a/x $t/b/null $t/a'
+check "root's backup and restore through bitdustctl of owners, setuid, hard links, xattrs, ACLs, a capability, a sparse file, a FIFO and a device: rsync -aHAXS sees no difference" \
+    on bd-cust sh -c 'id=$(bitdustctl --json backup /srv/meta | sed -n "s/.*\"backup_id\":\"\([0-9a-f]*\)\".*/\1/p") && [ -n "$id" ] &&
+        bitdustctl --quiet restore "$id" --to /root/meta-restored &&
+        d=$(rsync -aHAXS --numeric-ids --dry-run --itemize-changes --checksum /srv/meta/ /root/meta-restored/srv/meta/) &&
+        { [ -z "$d" ] || { echo "$d"; false; }; } &&
+        [ "$(du -k /root/meta-restored/srv/meta/b/sparse | cut -f1)" -lt 1024 ] &&
+        [ "$(stat -c %U /root/meta-restored/srv/meta/a/alice-file)" = alice ]'
 
 # ---- one supplier machine powers off: the other's fragments still restore ----
 on bd-sup2 systemctl poweroff || true

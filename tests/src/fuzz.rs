@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("fragment", fragment),
     ("manifest", manifest),
     ("archive", archive),
+    ("restore_stream", restore_stream),
     ("config", config),
 ];
 
@@ -220,6 +221,63 @@ pub fn archive(data: &[u8]) {
         "the extractor wrote beside its target: {names:?}"
     );
     assert_eq!(std::fs::read_dir(&sibling).unwrap().count(), 0);
+}
+
+/// Bytes as the entries of a snapshot restore stream, as `bitdustctl`
+/// writes what the agent sends (docs/metadata.md): each a varint length
+/// and a `format.v1.Node`, every file's content following as zeros (at
+/// most 1 MiB, so a longer file is a cut stream). Owners, attributes,
+/// holes, links and special files all run, as the process that replays
+/// (root in CI); nothing may appear beside the target.
+pub fn restore_stream(data: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("out");
+    let sibling = dir.path().join("sibling");
+    std::fs::create_dir(&sibling).unwrap();
+    let _ = replay_restore_stream(data, &to);
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(
+        names == ["out", "sibling"] || names == ["sibling"],
+        "the restore wrote beside its target: {names:?}"
+    );
+    assert_eq!(std::fs::read_dir(&sibling).unwrap().count(), 0);
+}
+
+/// Restores the stream `data` (as [`restore_stream`] reads it) into `to`.
+pub fn replay_restore_stream(
+    data: &[u8],
+    to: &Path,
+) -> Result<bitdust_pipeline::snapshot::SnapshotRestoreReport, bitdust_pipeline::RestoreError> {
+    use bitdust_pipeline::snapshot::{Bytes, Owners, Streamed, content_len, extract_nodes};
+    use bitdust_proto::format::v1 as fpb;
+    let mut rest = data;
+    let mut content: Option<Bytes> = None;
+    let next = || -> std::io::Result<Option<Streamed>> {
+        if let Some(c) = content.take() {
+            return Ok(Some(Streamed::Content(c)));
+        }
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let len = prost::encoding::decode_varint(&mut rest).map_err(|e| bad(e.to_string()))?;
+        let len = usize::try_from(len).map_err(|e| bad(e.to_string()))?;
+        if len > rest.len() {
+            return Err(bad("the stream is cut".into()));
+        }
+        let node = fpb::Node::decode(&rest[..len]).map_err(|e| bad(e.to_string()))?;
+        rest = &rest[len..];
+        let n = content_len(&node).min(1 << 20) as usize;
+        if n > 0 {
+            content = Some(Bytes::from(vec![0u8; n]));
+        }
+        Ok(Some(Streamed::Node(node)))
+    };
+    extract_nodes(to, next, &(), Owners::ByName)
 }
 
 /// Bytes as a configuration file.

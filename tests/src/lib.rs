@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod fuzz;
+pub mod metatree;
 
 use filetime::FileTime;
 use rand::{Rng, RngCore, SeedableRng};
@@ -143,13 +144,15 @@ pub enum Entry {
     },
 }
 
-/// Every entry below `root` by its relative path (raw bytes).
+/// Every entry below `root` by its relative path (raw bytes), read as a
+/// backup reads (directories listed and files read with `O_NOATIME`): a
+/// test that compares a tree and backs it up again finds it unchanged,
+/// atimes included.
 pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut out = BTreeMap::new();
     fn go(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
+        for name in bitdust_pipeline::meta::list_dir(dir).unwrap() {
+            let p = dir.join(name);
             let rel = p
                 .strip_prefix(root)
                 .unwrap()
@@ -177,7 +180,12 @@ pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 );
                 go(root, &p, out);
             } else {
-                let data = fs::read(&p).unwrap();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut bitdust_pipeline::meta::open_for_reading(&p).unwrap(),
+                    &mut data,
+                )
+                .unwrap();
                 out.insert(
                     rel,
                     Entry::File {

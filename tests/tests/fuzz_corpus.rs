@@ -32,6 +32,27 @@ fn every_committed_fuzz_input_runs_through_its_target_without_a_panic() {
 fn the_seeds_are_valid_inputs() {
     let corpus = workspace_root().join("fuzz/corpus");
     let read = |p: &str| std::fs::read(corpus.join(p)).unwrap();
+    // A restore stream with every kind of entry but a device restores
+    // whole, as any user; the hostile ones are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let r = bitdust_tests::fuzz::replay_restore_stream(
+        &read("restore_stream/seed-tree"),
+        &dir.path().join("tree"),
+    )
+    .unwrap();
+    assert_eq!(
+        (r.files, r.hard_links, r.specials, r.symlinks),
+        (3, 1, 1, 1)
+    );
+    for hostile in ["link-outside", "through-symlink", "hole-past-size"] {
+        let to = dir.path().join(hostile);
+        let path = format!("restore_stream/seed-{hostile}");
+        assert!(
+            bitdust_tests::fuzz::replay_restore_stream(&read(&path), &to).is_err(),
+            "{hostile} was restored"
+        );
+        assert!(!to.exists(), "{hostile} left a target behind");
+    }
     let me = bitdust_tests::fuzz::fuzz_identity().node_id();
     let m = bitdust_block::Manifest::from_signed_bytes(&read("manifest/seed-file"), &me).unwrap();
     assert_eq!(m.blocks, 1);

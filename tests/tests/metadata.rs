@@ -5,311 +5,14 @@
 //! nanosecond mtimes; atimes compared here (rsync does not).
 #![allow(clippy::unwrap_used)]
 
-use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::os::unix::fs::MetadataExt;
 
+use bitdust_tests::metatree::{
+    ROOT_ONLY, atime_differences, atimes, blocks, build_tree, rsync_differences, same_sparse_file,
+    text,
+};
 use bitdust_tests::{ctl, restored_path};
-use filetime::FileTime;
-
-const ROOT_ONLY: &str = "needs root (chown, mknod, setcap, security.* attributes) and rsync, acl, attr, libcap2-bin; tests/run.sh installs them and runs it";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs a Debian tool; a failure names the feature the filesystem lacks.
-fn tool(feature: &str, prog: &str, args: &[&OsStr]) {
-    let out = Command::new(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{prog} is missing ({e}); tests/run.sh installs it"));
-    assert!(
-        out.status.success(),
-        "the test directory's filesystem or this machine lacks {feature}: {prog} {:?}: {}",
-        args,
-        text(&out.stderr)
-    );
-}
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
-
-/// A time with nanoseconds, different per use.
-fn t(secs: i64, nanos: u32) -> FileTime {
-    FileTime::from_unix_time(secs, nanos)
-}
-
-/// The big sparse file's size: over 8 GiB.
-const BIG: u64 = (8 << 30) + (1 << 20);
-
-/// Builds the tree of the issue under `src` (which must not exist);
-/// returns every path in it, relative, `src` itself first.
-fn build_tree(src: &Path) -> Vec<PathBuf> {
-    fs::create_dir_all(src.join("a/deep")).unwrap();
-    fs::create_dir_all(src.join("b")).unwrap();
-    fs::create_dir_all(src.join("acl-dir")).unwrap();
-    fs::create_dir_all(src.join("shared")).unwrap();
-
-    // Plain, empty and non-UTF-8 names.
-    fs::write(src.join("a/plain.txt"), b"plain words\n").unwrap();
-    fs::write(src.join("a/empty"), b"").unwrap();
-    fs::write(
-        src.join(OsStr::from_bytes(b"b/caf\xe9-latin1")),
-        b"not utf-8",
-    )
-    .unwrap();
-
-    // Owned by two other users (numeric ids no name has here), one of them
-    // setuid, and a setgid directory.
-    fs::write(src.join("a/owned-1001"), b"belongs to 1001").unwrap();
-    fs::write(src.join("a/setuid-1002"), b"#!/bin/sh\n").unwrap();
-    fs::write(src.join("shared/owned-1002"), b"belongs to 1002").unwrap();
-    for (p, uid, gid) in [
-        ("a/owned-1001", 1001, 1001),
-        ("a/setuid-1002", 1002, 1003),
-        ("shared/owned-1002", 1002, 1003),
-        ("shared", 1002, 1003),
-    ] {
-        rustix::fs::chown(
-            src.join(p),
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .unwrap();
-    }
-    fs::set_permissions(
-        src.join("a/setuid-1002"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
-    )
-    .unwrap();
-    fs::set_permissions(
-        src.join("shared"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o2775),
-    )
-    .unwrap();
-
-    // Three names of one inode in two directories.
-    fs::write(src.join("a/link-1"), b"one inode, three names").unwrap();
-    fs::hard_link(src.join("a/link-1"), src.join("a/link-2")).unwrap();
-    fs::hard_link(src.join("a/link-1"), src.join("b/link-3")).unwrap();
-
-    // User xattrs, an ACL with a named user, a default ACL on a directory.
-    let x = src.join("a/xattrs");
-    fs::write(&x, b"attributes").unwrap();
-    let xs = x.as_os_str();
-    tool(
-        "user xattrs",
-        "setfattr",
-        &[os("-n"), os("user.color"), os("-v"), os("blue"), xs],
-    );
-    tool("user xattrs", "setfattr", &[os("-n"), os("user.empty"), xs]);
-    tool(
-        "user xattrs",
-        "setfattr",
-        &[os("-n"), os("user.binary"), os("-v"), os("0x00ff10"), xs],
-    );
-    let acl = src.join("a/acl-file");
-    fs::write(&acl, b"acl").unwrap();
-    tool(
-        "POSIX ACLs",
-        "setfacl",
-        &[os("-m"), os("u:1001:rw,g:1003:r"), acl.as_os_str()],
-    );
-    tool(
-        "default POSIX ACLs",
-        "setfacl",
-        &[
-            os("-d"),
-            os("-m"),
-            os("u:1002:rwx"),
-            src.join("acl-dir").as_os_str(),
-        ],
-    );
-    // A file made inside it inherits the default ACL, as on the source.
-    fs::write(src.join("acl-dir/inherits"), b"inherited acl").unwrap();
-
-    // A file with a capability, as `ping` has.
-    let cap = src.join("a/ping-like");
-    fs::write(&cap, b"\x7fELF not really").unwrap();
-    tool(
-        "file capabilities",
-        "setcap",
-        &[os("cap_net_raw+ep"), cap.as_os_str()],
-    );
-
-    // Sparse: 10 MiB holding 1 MiB in its middle, and one over 8 GiB.
-    let sparse = fs::File::create(src.join("b/sparse-10m")).unwrap();
-    sparse.set_len(10 << 20).unwrap();
-    sparse.write_all_at(&vec![0x5a; 1 << 20], 4 << 20).unwrap();
-    let big = fs::File::create(src.join("b/big-8g")).unwrap();
-    big.set_len(BIG).unwrap();
-    big.write_all_at(b"the first bytes", 0).unwrap();
-    big.write_all_at(b"the last bytes", BIG - 14).unwrap();
-
-    // A FIFO and a device node (the numbers of /dev/null).
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        src.join("b/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o640),
-        0,
-    )
-    .unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        src.join("b/null-dev"),
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::from_raw_mode(0o666),
-        rustix::fs::makedev(1, 3),
-    )
-    .unwrap();
-
-    // A symlink, and a path of about 3,900 bytes.
-    std::os::unix::fs::symlink("plain.txt", src.join("a/sym")).unwrap();
-    let mut deep = src.join("a/deep");
-    while deep.as_os_str().len() < 3_700 {
-        deep.push("d".repeat(200));
-    }
-    fs::create_dir_all(&deep).unwrap();
-    fs::write(deep.join("f".repeat(150)), b"at the bottom").unwrap();
-
-    // Nanosecond mtimes and atimes everywhere, directories last (each
-    // entry's own times, distinct).
-    let mut all: Vec<PathBuf> = walk(src);
-    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for (i, p) in all.iter().enumerate() {
-        let i = i as i64;
-        let atime = t(
-            1_600_000_000 + i * 7,
-            (i as u32 * 123_457) % 1_000_000_000 + 1,
-        );
-        let mtime = t(
-            1_500_000_000 + i * 11,
-            (i as u32 * 987_653) % 1_000_000_000 + 3,
-        );
-        filetime::set_symlink_file_times(p, atime, mtime).unwrap();
-    }
-    // Listed before the times were set: from here on, nothing reads a
-    // directory of the tree (reading one moves its atime).
-    let mut rel: Vec<PathBuf> = all
-        .iter()
-        .map(|p| p.strip_prefix(src).unwrap().to_path_buf())
-        .collect();
-    rel.sort();
-    rel
-}
-
-/// Every path under `root` (itself included), not following symlinks.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![root.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i].clone();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                out.push(e.unwrap().path());
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-/// The atimes under `root` of `paths` (relative), by `lstat` alone, that
-/// differ from `want`, and `want`'s too: each line names one. Symlinks are
-/// left out: reading a link's target moves its atime, for any backup tool,
-/// so a snapshot does not keep it (docs/metadata.md).
-fn atime_differences(root: &Path, paths: &[PathBuf], want: &[(i64, i64)]) -> String {
-    let mut out = String::new();
-    for (p, w) in paths.iter().zip(want) {
-        let m = fs::symlink_metadata(root.join(p)).unwrap();
-        if m.file_type().is_symlink() || (m.atime(), m.atime_nsec()) == *w {
-            continue;
-        }
-        let name = p.to_string_lossy();
-        let name: String = name.chars().take(80).collect();
-        out.push_str(&format!(
-            "{name}: atime {}.{:09}, want {}.{:09}\n",
-            m.atime(),
-            m.atime_nsec(),
-            w.0,
-            w.1
-        ));
-    }
-    out
-}
-
-fn atimes(root: &Path, paths: &[PathBuf]) -> Vec<(i64, i64)> {
-    paths
-        .iter()
-        .map(|p| {
-            let m = fs::symlink_metadata(root.join(p)).unwrap();
-            (m.atime(), m.atime_nsec())
-        })
-        .collect()
-}
-
-/// rsync's comparison of `src` and `restored`: what it would change. The
-/// big sparse file is left to [`same_sparse_file`]: `--checksum` would
-/// read its 8 GiB of holes twice.
-fn rsync_differences(src: &Path, restored: &Path) -> String {
-    let mut a = src.as_os_str().to_owned();
-    a.push("/");
-    let mut b = restored.as_os_str().to_owned();
-    b.push("/");
-    let out = Command::new("rsync")
-        .args([
-            "-aHAXS",
-            "--numeric-ids",
-            "--dry-run",
-            "--itemize-changes",
-            "--checksum",
-        ])
-        .arg("--exclude=/b/big-8g")
-        .arg(&a)
-        .arg(&b)
-        .output()
-        .expect("rsync is missing; tests/run.sh installs it");
-    assert!(out.status.success(), "rsync: {}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-/// Whether two sparse files have the same size, holes, data and
-/// metadata, reading only their data.
-fn same_sparse_file(a: &Path, b: &Path) {
-    let (fa, fb) = (fs::File::open(a).unwrap(), fs::File::open(b).unwrap());
-    let (ma, mb) = (fa.metadata().unwrap(), fb.metadata().unwrap());
-    assert_eq!(ma.len(), mb.len(), "sizes");
-    assert_eq!(
-        (ma.mode(), ma.uid(), ma.gid(), ma.mtime(), ma.mtime_nsec()),
-        (mb.mode(), mb.uid(), mb.gid(), mb.mtime(), mb.mtime_nsec()),
-        "mode, owner or mtime"
-    );
-    let ha = bitdust_pipeline::meta::holes_of(&fa, ma.len());
-    let hb = bitdust_pipeline::meta::holes_of(&fb, mb.len());
-    assert_eq!(ha, hb, "holes");
-    assert!(!ha.is_empty(), "the source reports no holes");
-    let read = |f: fs::File, h| {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(
-            &mut bitdust_pipeline::meta::DataReader::new(f, ma.len(), h),
-            &mut v,
-        )
-        .unwrap();
-        v
-    };
-    assert_eq!(read(fa, ha), read(fb, hb), "data");
-}
-
-/// Disk blocks (512 bytes) a file takes.
-fn blocks(p: &Path) -> u64 {
-    fs::symlink_metadata(p).unwrap().blocks()
-}
 
 #[test]
 #[ignore = "needs root (chown, mknod, setcap, security.* attributes) and rsync, acl, attr, libcap2-bin; tests/run.sh installs them and runs it"]
@@ -420,4 +123,165 @@ fn a_partial_restore_holding_two_names_of_an_inode_links_them() {
     assert_eq!(m2.ino(), m3.ino(), "a/2 and b/3 are not one inode");
     assert_eq!(m2.nlink(), 2);
     assert_eq!(fs::read(copy.join("b/3")).unwrap(), b"one inode");
+}
+
+/// `bitdustctl` as the user nobody, with the keys and store handed to it.
+fn ctl_as_nobody(keys: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bitdust_tests::bin("bitdustctl"))
+        .args(args)
+        .env("BITDUST_KEYS", keys)
+        .output()
+        .unwrap()
+}
+
+fn chown_r(path: &std::path::Path, who: &str) {
+    let out = std::process::Command::new("chown")
+        .args(["-R", who])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown: {}", text(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs root (chown, mknod, setpriv); tests/run.sh runs it"]
+fn a_restore_by_another_user_says_once_that_owners_stay_behind_and_refuses_a_device_node() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(rustix::process::geteuid().is_root(), "{ROOT_ONLY}");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for name in ["d/a", "d/b", "c"] {
+        fs::write(src.join(name), name).unwrap();
+    }
+    chown_r(&src, "1001:1001");
+    let keys = tmp.path().join("keys");
+    let store = tmp.path().join("store");
+    let (s, st) = (src.to_str().unwrap(), store.to_str().unwrap());
+    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    for p in [&keys, &store, &work] {
+        chown_r(p, "65534:65534");
+    }
+
+    // Everything comes back, owned by nobody, with one warning that says so.
+    let r1 = work.join("r1");
+    let out = ctl_as_nobody(
+        &keys,
+        &[
+            "local",
+            "restore",
+            st,
+            "--to",
+            r1.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = r["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{r}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.contains("belonged to other users") && w.contains("only root"),
+        "{w}"
+    );
+    let copy = restored_path(&r1, &src);
+    for name in ["d/a", "d/b", "c"] {
+        let m = fs::metadata(copy.join(name)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{name}");
+        assert_eq!(fs::read(copy.join(name)).unwrap(), name.as_bytes());
+    }
+
+    // A device node: refused by name, and nothing shows at the target.
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("d/null-dev"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    chown_r(&keys, "0:0");
+    chown_r(&store, "0:0");
+    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    chown_r(&keys, "65534:65534");
+    chown_r(&store, "65534:65534");
+    let r2 = work.join("r2");
+    let out = ctl_as_nobody(
+        &keys,
+        &["local", "restore", st, "--to", r2.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("null-dev") && err.contains("only root restores device nodes"),
+        "{err}"
+    );
+    assert!(!r2.exists(), "a failed restore left {}", r2.display());
+}
+
+#[test]
+fn a_file_that_grows_while_it_is_read_is_stored_as_read_flagged_and_named() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let log = src.join("growing.log");
+    // Large enough that reading it takes many of the kernel's 4 ms time
+    // ticks, so the appends below move its mtime while it is read.
+    fs::write(&log, vec![b'x'; 96 << 20]).unwrap();
+    fs::write(src.join("still.txt"), b"unchanged").unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, log) = (stop.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(b"another line\n").unwrap();
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            n
+        })
+    };
+    let keys = tmp.path().join("keys");
+    let store = tmp.path().join("store");
+    let (s, st) = (src.to_str().unwrap(), store.to_str().unwrap());
+    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--json"]);
+    stop.store(true, Ordering::Relaxed);
+    let appended = writer.join().unwrap();
+    assert!(appended > 0);
+    // Done with warnings: the file is in the snapshot, flagged and named.
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["changed_while_read"], 1, "{b}");
+    assert_eq!(b["files"], 2, "{b}");
+    let named = b["skipped"].as_array().unwrap();
+    assert!(
+        named.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.contains("growing.log") && w.contains("changed while being read")
+        }),
+        "{b}"
+    );
+    // The next backup reads it again (not vouched for), and the restore
+    // holds at least what it had.
+    let restored = tmp.path().join("restored");
+    let out = ctl(
+        &keys,
+        &["local", "restore", st, "--to", restored.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = fs::metadata(restored_path(&restored, &log)).unwrap().len();
+    assert!(got >= 96 << 20, "{got}");
 }

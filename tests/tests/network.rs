@@ -3641,3 +3641,33 @@ async fn suppliers_nobody_can_dial_are_reached_by_the_dial_back_their_router_ask
         "the backup went through the router"
     );
 }
+
+/// Issue 18 over the network: the agent stores the metadata the caller's
+/// walk sends, and `bitdustctl restore` run as root gives it all back, as
+/// rsync's `-aHAXS` comparison sees it (docs/metadata.md).
+#[test]
+#[ignore = "needs root (chown, mknod, setcap, security.* attributes) and rsync, acl, attr, libcap2-bin; tests/run.sh installs them and runs it"]
+fn a_network_restore_as_root_is_what_rsync_calls_identical() {
+    use bitdust_tests::metatree::{
+        ROOT_ONLY, atime_differences, atimes, build_tree, rsync_differences, same_sparse_file,
+    };
+    assert!(rustix::process::geteuid().is_root(), "{ROOT_ONLY}");
+    let net = Net::up(2, 0);
+    let src = net.dir.path().join("src");
+    let paths = build_tree(&src);
+    let before = atimes(&src, &paths);
+    let b = net.ok(&["backup", &src.display().to_string()]);
+    assert!(b["warnings"].as_array().is_none_or(|w| w.is_empty()), "{b}");
+    let moved = atime_differences(&src, &paths, &before);
+    assert!(moved.is_empty(), "the backup moved atimes:\n{moved}");
+
+    let out = net.dir.path().join("out");
+    let r = net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_eq!(r["warnings"], serde_json::json!([]), "{r}");
+    let copy = restored_path(&out, &src);
+    let differ = atime_differences(&copy, &paths, &before);
+    assert!(differ.is_empty(), "restored atimes differ:\n{differ}");
+    let diff = rsync_differences(&src, &copy);
+    assert!(diff.is_empty(), "rsync -aHAXS finds differences:\n{diff}");
+    same_sparse_file(&src.join("b/big-8g"), &copy.join("b/big-8g"));
+}

@@ -114,7 +114,8 @@ fn readable_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
             Failure(code, format!("cannot back up {}: {e}", p.display()))
         })?;
         let readable = match std::fs::metadata(&a) {
-            Ok(m) if m.is_dir() => std::fs::read_dir(&a).map(drop),
+            // Listed as the backup lists it, moving no atime.
+            Ok(m) if m.is_dir() => bitdust_pipeline::meta::list_dir(&a).map(drop),
             Ok(m) if m.is_file() => {
                 use std::os::unix::fs::OpenOptionsExt;
                 std::fs::File::options()
@@ -455,12 +456,17 @@ impl Client {
         let started = std::time::Instant::now();
         let abs = readable_sources(paths)?;
         let show = !json && !quiet;
-        let total = tokio::task::spawn_blocking({
-            let abs = abs.clone();
-            move || bitdust_pipeline::local::tree_size(&abs)
-        })
-        .await
-        .unwrap_or(0);
+        // The progress bar's total: a walk of its own, only when shown.
+        let total = if show {
+            tokio::task::spawn_blocking({
+                let abs = abs.clone();
+                move || bitdust_pipeline::local::tree_size(&abs)
+            })
+            .await
+            .unwrap_or(0)
+        } else {
+            0
+        };
         let bar = Bar::new(show, total, "backup");
         // This process reads the files, with the rights of the user who
         // runs it, and streams the archive; the agent reads no file.

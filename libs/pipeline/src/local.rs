@@ -66,14 +66,14 @@ pub fn tree_size(paths: &[PathBuf]) -> u64 {
     paths.iter().map(|p| bytes_under(p)).sum()
 }
 
-/// Bytes of the regular files at or below `p`, not following symlinks.
+/// Bytes of the regular files at or below `p`, not following symlinks;
+/// directories listed without moving their atimes.
 fn bytes_under(p: &Path) -> u64 {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::read_dir(p)
+        Ok(m) if m.is_dir() => crate::meta::list_dir(p)
             .into_iter()
             .flatten()
-            .flatten()
-            .map(|e| bytes_under(&e.path()))
+            .map(|name| bytes_under(&p.join(name)))
             .sum(),
         Ok(m) if m.is_file() => m.len(),
         _ => 0,

@@ -425,50 +425,12 @@ impl<'a> SnapshotWriter<'a> {
     /// Adds one entry (a file's content read from `source` unless the
     /// files cache vouches for it).
     fn add(&mut self, e: &Entry, source: &mut dyn EntrySource) -> Result<(), SnapshotError> {
-        let mut node = pb::Node {
-            path: e.path.clone(),
-            mode: e.mode,
-            mtime: e.mtime.secs,
-            mtime_nanos: e.mtime.nanos,
-            atime: e.atime.map(|t| t.secs),
-            atime_nanos: e.atime.map_or(0, |t| t.nanos),
-            uid: e.owner.as_ref().map(|o| o.uid),
-            gid: e.owner.as_ref().map(|o| o.gid),
-            user: e.owner.as_ref().map(|o| o.user.clone()).unwrap_or_default(),
-            group: e
-                .owner
-                .as_ref()
-                .map(|o| o.group.clone())
-                .unwrap_or_default(),
-            xattrs: e.xattrs.clone(),
-            ..Default::default()
-        };
+        let mut node = node_of(e);
         match &e.kind {
-            EntryKind::Directory => {
-                node.kind = pb::NodeKind::Directory as i32;
-                self.stats.directories += 1;
-            }
-            EntryKind::Symlink(target) => {
-                node.kind = pb::NodeKind::Symlink as i32;
-                node.target = target.clone();
-                self.stats.symlinks += 1;
-            }
-            EntryKind::Fifo => {
-                node.kind = pb::NodeKind::Fifo as i32;
-                self.stats.specials += 1;
-            }
-            EntryKind::Device { block, rdev } => {
-                node.kind = if *block {
-                    pb::NodeKind::BlockDevice
-                } else {
-                    pb::NodeKind::CharDevice
-                } as i32;
-                node.rdev = *rdev;
-                self.stats.specials += 1;
-            }
+            EntryKind::Directory => self.stats.directories += 1,
+            EntryKind::Symlink(_) => self.stats.symlinks += 1,
+            EntryKind::Fifo | EntryKind::Device { .. } => self.stats.specials += 1,
             EntryKind::File => {
-                node.kind = pb::NodeKind::File as i32;
-                node.holes = e.holes.clone();
                 self.stats.files += 1;
                 if let Some(first) = self.first_link(e)? {
                     // A later name of an inode already stored: a link, its
@@ -1142,6 +1104,49 @@ pub fn best_root(
     best.ok_or(why)
 }
 
+/// The `Node` of entry `e` as a snapshot keeps it, all but what reading a
+/// file decides (its chunks, and its size, holes and `changed` flag once
+/// read, or its `link`): a file's size and holes are the entry's.
+pub fn node_of(e: &Entry) -> pb::Node {
+    let owner = e.owner.clone().unwrap_or_default();
+    let mut node = pb::Node {
+        path: e.path.clone(),
+        mode: e.mode,
+        mtime: e.mtime.secs,
+        mtime_nanos: e.mtime.nanos,
+        atime: e.atime.map(|t| t.secs),
+        atime_nanos: e.atime.map_or(0, |t| t.nanos),
+        uid: e.owner.as_ref().map(|o| o.uid),
+        gid: e.owner.as_ref().map(|o| o.gid),
+        user: owner.user,
+        group: owner.group,
+        xattrs: e.xattrs.clone(),
+        ..Default::default()
+    };
+    node.kind = match &e.kind {
+        EntryKind::Directory => pb::NodeKind::Directory,
+        EntryKind::Symlink(target) => {
+            node.target = target.clone();
+            pb::NodeKind::Symlink
+        }
+        EntryKind::Fifo => pb::NodeKind::Fifo,
+        EntryKind::Device { block, rdev } => {
+            node.rdev = *rdev;
+            if *block {
+                pb::NodeKind::BlockDevice
+            } else {
+                pb::NodeKind::CharDevice
+            }
+        }
+        EntryKind::File => {
+            node.size = e.size;
+            node.holes = e.holes.clone();
+            pb::NodeKind::File
+        }
+    } as i32;
+    node
+}
+
 /// Walks local source paths with the caller's rights, in snapshot order.
 pub struct LocalWalk {
     sources: std::vec::IntoIter<PathBuf>,
@@ -1795,6 +1800,101 @@ impl NodeSink for DirOut<'_> {
     }
 }
 
+/// What a restore of a backup one user made may give back (the agent's
+/// backups of a member of group bitdust, issue 14): only what that user
+/// could have made. Its entries came from its own `bitdustctl` and may be
+/// made up, so a restore run as root must not turn them into setuid or
+/// setgid files of someone else, device nodes or file capabilities.
+#[derive(Clone, Debug)]
+pub struct Confine {
+    /// The user.
+    pub uid: u32,
+    /// Its groups (primary and supplementary) on this system.
+    pub gids: Vec<u32>,
+}
+
+impl Confine {
+    /// The rules for user `uid`, its groups looked up on this system.
+    pub fn user(uid: u32) -> Confine {
+        let mut gids = Vec::new();
+        if let Some(u) = uzers::get_user_by_uid(uid) {
+            gids.push(u.primary_group_id());
+            if let Some(groups) = uzers::get_user_groups(u.name(), u.primary_group_id()) {
+                gids.extend(groups.iter().map(|g| g.gid()));
+            }
+        }
+        Confine { uid, gids }
+    }
+
+    /// Strips from `node` what the user could not have made: a setuid bit
+    /// on another user's file, a setgid bit for a group it is not in,
+    /// `security.*` and `trusted.*` attributes (capabilities among them).
+    /// A device node is not given back at all: `false`. Returns whether
+    /// the entry is kept, and counts what was stripped in `stripped`.
+    pub fn apply(&self, node: &mut pb::Node, stripped: &mut u64) -> bool {
+        let kind = pb::NodeKind::try_from(node.kind);
+        if matches!(
+            kind,
+            Ok(pb::NodeKind::CharDevice) | Ok(pb::NodeKind::BlockDevice)
+        ) {
+            *stripped += 1;
+            return false;
+        }
+        if node.mode & 0o4000 != 0 && node.uid != Some(self.uid) {
+            node.mode &= !0o4000;
+            *stripped += 1;
+        }
+        if node.mode & 0o2000 != 0 && !node.gid.is_some_and(|g| self.gids.contains(&g)) {
+            node.mode &= !0o2000;
+            *stripped += 1;
+        }
+        let before = node.xattrs.len();
+        node.xattrs
+            .retain(|x| !x.name.starts_with(b"security.") && !x.name.starts_with(b"trusted."));
+        *stripped += (before - node.xattrs.len()) as u64;
+        true
+    }
+}
+
+/// A [`NodeSink`] that passes on a user's backup confined by [`Confine`].
+pub struct Confined<'s> {
+    inner: &'s mut dyn NodeSink,
+    rules: Confine,
+    /// Bits, attributes and device nodes left out.
+    pub stripped: u64,
+}
+
+impl<'s> Confined<'s> {
+    /// Entries for `inner`, under `rules`.
+    pub fn new(inner: &'s mut dyn NodeSink, rules: Confine) -> Self {
+        Confined {
+            inner,
+            rules,
+            stripped: 0,
+        }
+    }
+
+    /// The warning to give once, if anything was left out.
+    pub fn warning(&self) -> Option<String> {
+        (self.stripped > 0).then(|| {
+            format!(
+                "{} setuid/setgid bits, security or trusted attributes and device nodes were left out: this backup was made by uid {}, and restores give back only what that user could have made",
+                self.stripped, self.rules.uid
+            )
+        })
+    }
+}
+
+impl NodeSink for Confined<'_> {
+    fn node(&mut self, node: &pb::Node, content: &mut dyn Content) -> Result<(), SnapshotError> {
+        let mut node = node.clone();
+        if !self.rules.apply(&mut node, &mut self.stripped) {
+            return Ok(());
+        }
+        self.inner.node(&node, content)
+    }
+}
+
 /// The bytes of content that follow entry `node` in a restore: a file's
 /// data outside its holes; nothing for a hard link or another kind.
 pub fn content_len(node: &pb::Node) -> u64 {
@@ -1858,10 +1958,37 @@ pub fn restore_snapshot_staged(
     include: &[Vec<u8>],
     owners: Owners,
 ) -> Result<SnapshotRestoreReport, crate::local::LocalError> {
+    restore_snapshot_confined(repo, packs, target, include, owners, None)
+}
+
+/// [`restore_snapshot_staged`] of a user's backup, confined by `confine`
+/// when it is one (its warning among the report's).
+pub fn restore_snapshot_confined(
+    repo: &Repo,
+    packs: &mut PackReader<'_>,
+    target: &Path,
+    include: &[Vec<u8>],
+    owners: Owners,
+    confine: Option<Confine>,
+) -> Result<SnapshotRestoreReport, crate::local::LocalError> {
     crate::restore::staged(target, |stage| {
-        Ok::<_, crate::local::LocalError>(restore_snapshot_owned(
-            repo, packs, stage, include, owners,
-        )?)
+        let mut out = DirOut::new(stage, &()).with_owners(owners);
+        let warning = match confine {
+            Some(rules) => {
+                let mut confined = Confined::new(&mut out, rules);
+                restore_snapshot_to(repo, packs, include, &mut confined)?;
+                confined.warning()
+            }
+            None => {
+                restore_snapshot_to(repo, packs, include, &mut out)?;
+                None
+            }
+        };
+        let mut report = out.finish()?;
+        report.warnings.extend(warning);
+        report.packs_fetched = packs.fetched;
+        report.bytes_fetched = packs.bytes_fetched;
+        Ok::<_, crate::local::LocalError>(report)
     })
 }
 
@@ -2363,5 +2490,61 @@ pub fn diff(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(kind: pb::NodeKind, mode: u32, uid: u32, gid: u32) -> pb::Node {
+        pb::Node {
+            path: b"t/x".to_vec(),
+            kind: kind as i32,
+            mode,
+            uid: Some(uid),
+            gid: Some(gid),
+            xattrs: vec![
+                pb::Xattr {
+                    name: b"security.capability".to_vec(),
+                    value: vec![1],
+                },
+                pb::Xattr {
+                    name: b"user.color".to_vec(),
+                    value: b"blue".to_vec(),
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_users_backup_gives_back_only_what_that_user_could_have_made() {
+        let rules = Confine {
+            uid: 1001,
+            gids: vec![1001, 27],
+        };
+        let mut stripped = 0;
+        // Setuid root, setgid root, a capability: all three go.
+        let mut n = node(pb::NodeKind::File, 0o6755, 0, 0);
+        assert!(rules.apply(&mut n, &mut stripped));
+        assert_eq!(n.mode, 0o755);
+        assert_eq!(n.xattrs.len(), 1);
+        assert_eq!(n.xattrs[0].name, b"user.color");
+        assert_eq!(stripped, 3);
+        // The user's own setuid file in one of its groups stays as it is.
+        let mut n = node(pb::NodeKind::File, 0o6755, 1001, 27);
+        n.xattrs.truncate(0);
+        assert!(rules.apply(&mut n, &mut stripped));
+        assert_eq!(n.mode, 0o6755);
+        assert_eq!(stripped, 3);
+        // A device node is left out.
+        let mut n = node(pb::NodeKind::CharDevice, 0o666, 0, 0);
+        assert!(!rules.apply(&mut n, &mut stripped));
+        assert_eq!(stripped, 4);
+        // A FIFO is kept.
+        let mut n = node(pb::NodeKind::Fifo, 0o644, 1001, 1001);
+        n.xattrs.truncate(0);
+        assert!(rules.apply(&mut n, &mut stripped));
     }
 }

@@ -40,7 +40,7 @@ impl Agent {
                 }))
                 .await;
             return self
-                .restore_snapshot(id, version, to, req.include, master, events)
+                .restore_snapshot(id, version, to, req.include, master, events, rec.owner)
                 .await;
         }
         if !req.include.is_empty() {

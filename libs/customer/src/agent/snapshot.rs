@@ -411,7 +411,9 @@ impl Agent {
     }
 
     /// Restores snapshot `version` of `id` into `to`, or streams its
-    /// entries to the caller (`to` is `None`).
+    /// entries to the caller (`to` is `None`); a backup of user `owner` is
+    /// confined to what that user could have made.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn restore_snapshot(
         self: Arc<Self>,
         id: BackupId,
@@ -420,6 +422,7 @@ impl Agent {
         include: Vec<Vec<u8>>,
         master: bitdust_crypto::MasterKey,
         events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
+        owner: Option<u32>,
     ) -> Result<pb::RestoreDone, RestoreError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -451,13 +454,17 @@ impl Agent {
                 .map_err(|e| failed(e.to_string()))?;
             let mut packs = snap::PackReader::new(&mut src, &root, dedup, key)
                 .map_err(|e| failed(e.to_string()))?;
+            // A user's backup gives back only what that user could have
+            // made, whoever restores it (docs/metadata.md, "Security").
+            let confine = owner.map(snap::Confine::user);
             let report = match &to {
-                Some(to) => snap::restore_snapshot_staged(
+                Some(to) => snap::restore_snapshot_confined(
                     &me.repo,
                     &mut packs,
                     to,
                     &include,
                     snap::Owners::ByName,
+                    confine,
                 )
                 .map_err(|e| failed(e.to_string()))?,
                 None => {
@@ -465,9 +472,26 @@ impl Agent {
                         events: &events,
                         report: snap::SnapshotRestoreReport::default(),
                     };
-                    snap::restore_snapshot_to(&me.repo, &mut packs, &include, &mut out)
-                        .map_err(|e| failed(e.to_string()))?;
+                    let warning = match confine {
+                        Some(rules) => {
+                            let mut confined = snap::Confined::new(&mut out, rules);
+                            snap::restore_snapshot_to(
+                                &me.repo,
+                                &mut packs,
+                                &include,
+                                &mut confined,
+                            )
+                            .map_err(|e| failed(e.to_string()))?;
+                            confined.warning()
+                        }
+                        None => {
+                            snap::restore_snapshot_to(&me.repo, &mut packs, &include, &mut out)
+                                .map_err(|e| failed(e.to_string()))?;
+                            None
+                        }
+                    };
                     let mut r = out.report;
+                    r.warnings.extend(warning);
                     r.packs_fetched = packs.fetched;
                     r.bytes_fetched = packs.bytes_fetched;
                     r
@@ -482,6 +506,7 @@ impl Agent {
                 fragments_fetched: src.fetched,
                 packs_fetched: report.packs_fetched,
                 bytes_fetched: report.bytes_fetched,
+                warnings: report.warnings,
                 ..Default::default()
             })
         })
