@@ -9,8 +9,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use bitdust_tests::metatree::{
-    ROOT_ONLY, atime_differences, atimes, blocks, build_tree, rsync_differences, same_sparse_file,
-    text,
+    BIG, ROOT_ONLY, atime_differences, atimes, blocks, build_tree, rsync_differences,
+    same_sparse_file, text,
 };
 use bitdust_tests::{ctl, restored_path};
 
@@ -41,6 +41,43 @@ fn a_local_restore_as_root_is_what_rsync_calls_identical() {
     );
     assert_eq!(backup["hard_links"], 2, "{backup}");
     assert_eq!(backup["specials"], 2, "{backup}");
+
+    // `ls` shows what the snapshot keeps.
+    let out = ctl(&keys, &["local", "ls", st, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ls: std::collections::HashMap<String, serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["path"].as_str().unwrap().to_owned(), v)
+        })
+        .collect();
+    let at = |p: &str| &ls[&format!("{s}/{p}")];
+    assert_eq!(at("b/fifo")["kind"], "fifo");
+    assert_eq!(at("b/null-dev")["kind"], "char-device");
+    assert_eq!(at("a/owned-1001")["uid"], 1001);
+    assert_eq!(at("a/link-2")["link"], format!("{s}/a/link-1"));
+    // All but the blocks holding its 29 bytes.
+    assert!(at("b/big-8g")["hole_bytes"].as_u64().unwrap() > BIG - (1 << 20));
+    let names = at("a/xattrs")["xattrs"].to_string();
+    assert!(
+        names.contains("user.color") && names.contains("user.binary"),
+        "{names}"
+    );
+    assert!(
+        at("a/ping-like")["xattrs"]
+            .to_string()
+            .contains("security.capability")
+    );
+    let out = ctl(&keys, &["local", "ls", st]);
+    let listing = text(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with("/a/setuid-1002"))
+        .unwrap();
+    assert!(line.starts_with("-rwsr-xr-x 1002     1003 "), "{line}");
+    let line = listing.lines().find(|l| l.ends_with("/b/fifo")).unwrap();
+    assert!(line.starts_with("prw-r----- "), "{line}");
 
     let restored = tmp.path().join("restored");
     let out = ctl(

@@ -1292,6 +1292,31 @@ pub(crate) struct LsEntry {
     mtime_nanos: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<String>,
+    /// Owner and group ids and names (snapshots made since issue 18).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    user: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    group: String,
+    /// A hard link's first name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    /// Names of its extended attributes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    xattrs: Vec<String>,
+    /// Bytes of holes (a sparse file).
+    #[serde(skip_serializing_if = "is_zero")]
+    hole_bytes: u64,
+    /// Its size or mtime moved while the backup read it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    changed_while_read: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn kind_name(k: i32) -> &'static str {
@@ -1300,6 +1325,9 @@ fn kind_name(k: i32) -> &'static str {
         Ok(NodeKind::File) => "file",
         Ok(NodeKind::Directory) => "dir",
         Ok(NodeKind::Symlink) => "symlink",
+        Ok(NodeKind::Fifo) => "fifo",
+        Ok(NodeKind::CharDevice) => "char-device",
+        Ok(NodeKind::BlockDevice) => "block-device",
         _ => "unknown",
     }
 }
@@ -1316,20 +1344,45 @@ impl From<&bitdust_proto::format::v1::Node> for LsEntry {
             mtime_unix: n.mtime,
             mtime_nanos: n.mtime_nanos,
             target: (kind == "symlink").then(|| lossy(&n.target)),
+            uid: n.uid,
+            gid: n.gid,
+            user: n.user.clone(),
+            group: n.group.clone(),
+            link: (!n.link.is_empty()).then(|| format!("/{}", lossy(&n.link))),
+            xattrs: n.xattrs.iter().map(|x| lossy(&x.name)).collect(),
+            hole_bytes: n.holes.iter().map(|h| h.length).sum(),
+            changed_while_read: n.changed,
         }
     }
 }
 
-/// `ls -l`'s first column.
+/// `ls -l`'s first column, setuid, setgid and sticky bits included.
 fn mode_string(kind: &str, mode: u32) -> String {
     let mut s = String::with_capacity(10);
     s.push(match kind {
         "dir" => 'd',
         "symlink" => 'l',
+        "fifo" => 'p',
+        "char-device" => 'c',
+        "block-device" => 'b',
         _ => '-',
     });
     for (i, c) in "rwxrwxrwx".chars().enumerate() {
-        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+        let on = mode & (0o400 >> i) != 0;
+        let special = match i {
+            2 => mode & 0o4000 != 0,
+            5 => mode & 0o2000 != 0,
+            8 => mode & 0o1000 != 0,
+            _ => false,
+        };
+        s.push(match (special, on) {
+            (false, true) => c,
+            (false, false) => '-',
+            (true, true) if i == 8 => 't',
+            (true, false) if i == 8 => 'T',
+            (true, true) => 's',
+            (true, false) => 'S',
+        });
     }
     s
 }
@@ -1337,9 +1390,16 @@ fn mode_string(kind: &str, mode: u32) -> String {
 /// The text line of one entry: raw path bytes, as they are on disk.
 pub(crate) fn ls_line(n: &bitdust_proto::format::v1::Node) -> Vec<u8> {
     let e = LsEntry::from(n);
+    let who = |name: &str, id: Option<u32>| match (name, id) {
+        ("", Some(id)) => id.to_string(),
+        ("", None) => "-".to_string(),
+        (name, _) => name.to_string(),
+    };
     let mut line = format!(
-        "{} {:>12} {} /",
+        "{} {:<8} {:<8} {:>12} {} /",
         mode_string(e.kind, e.mode),
+        who(&e.user, e.uid),
+        who(&e.group, e.gid),
         e.size,
         e.mtime.replace('T', " ").trim_end_matches('Z')
     )
@@ -1348,6 +1408,10 @@ pub(crate) fn ls_line(n: &bitdust_proto::format::v1::Node) -> Vec<u8> {
     if e.kind == "symlink" {
         line.extend_from_slice(b" -> ");
         line.extend_from_slice(&n.target);
+    }
+    if !n.link.is_empty() {
+        line.extend_from_slice(b" link to /");
+        line.extend_from_slice(&n.link);
     }
     line.push(b'\n');
     line

@@ -2431,7 +2431,8 @@ pub enum Change {
     Added(pb::Node),
     /// Only in the older one.
     Removed(pb::Node),
-    /// In both, with another kind, content, mode, mtime or target.
+    /// In both, with another kind, content, mode, mtime, target, owner or
+    /// attribute (an atime alone is not a change).
     Modified {
         /// As it was.
         before: pb::Node,
@@ -2477,7 +2478,13 @@ pub fn diff(
                     b = ob.next(pbk)?;
                 }
                 std::cmp::Ordering::Equal => {
-                    if x == y {
+                    // Reading a file moves its atime: not a change.
+                    let same_but_atime = |x: &pb::Node, y: &pb::Node| {
+                        let mut x = x.clone();
+                        (x.atime, x.atime_nanos) = (y.atime, y.atime_nanos);
+                        x == *y
+                    };
+                    if same_but_atime(&x, &y) {
                         same += 1;
                     } else {
                         each(Change::Modified {
