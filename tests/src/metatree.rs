@@ -43,6 +43,25 @@ fn t(secs: i64, nanos: u32) -> FileTime {
     FileTime::from_unix_time(secs, nanos)
 }
 
+/// The longest path the kernel takes in one call (PATH_MAX less its NUL).
+pub const LONGEST_PATH: usize = 4_095;
+
+/// `lstat` of `rel` under `root`, however long the two together: through
+/// a directory descriptor per component.
+pub fn lstat_under(root: &Path, rel: &Path) -> rustix::fs::Stat {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(root, flags, Mode::empty()).unwrap();
+    let comps: Vec<&OsStr> = rel.iter().collect();
+    let Some((name, parents)) = comps.split_last() else {
+        return rustix::fs::statat(&dir, ".", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    };
+    for c in parents {
+        dir = rustix::fs::openat(&dir, *c, flags, Mode::empty()).unwrap();
+    }
+    rustix::fs::statat(&dir, *name, AtFlags::SYMLINK_NOFOLLOW).unwrap()
+}
+
 /// The big sparse file's size: over 8 GiB.
 pub const BIG: u64 = (8 << 30) + (1 << 20);
 
@@ -168,14 +187,20 @@ pub fn build_tree(src: &Path) -> Vec<PathBuf> {
     )
     .unwrap();
 
-    // A symlink, and a path of about 3,900 bytes.
+    // A symlink, and a file whose absolute path is 4,095 bytes, the most a
+    // path may have (restored under a target, it is longer).
     std::os::unix::fs::symlink("plain.txt", src.join("a/sym")).unwrap();
     let mut deep = src.join("a/deep");
-    while deep.as_os_str().len() < 3_700 {
-        deep.push("d".repeat(200));
-    }
+    let name = loop {
+        let left = LONGEST_PATH - deep.as_os_str().len() - 1;
+        if left <= 200 {
+            break "f".repeat(left);
+        }
+        deep.push("d".repeat(200.min(left - 2)));
+    };
     fs::create_dir_all(&deep).unwrap();
-    fs::write(deep.join("f".repeat(150)), b"at the bottom").unwrap();
+    assert_eq!(deep.join(&name).as_os_str().len(), LONGEST_PATH);
+    fs::write(deep.join(name), b"at the bottom").unwrap();
 
     // Nanosecond mtimes and atimes everywhere, directories last (each
     // entry's own times, distinct).
@@ -226,18 +251,18 @@ fn walk_all(root: &Path) -> Vec<PathBuf> {
 pub fn atime_differences(root: &Path, paths: &[PathBuf], want: &[(i64, i64)]) -> String {
     let mut out = String::new();
     for (p, w) in paths.iter().zip(want) {
-        let m = fs::symlink_metadata(root.join(p)).unwrap();
-        if m.file_type().is_symlink() || (m.atime(), m.atime_nsec()) == *w {
+        let m = lstat_under(root, p);
+        let symlink =
+            rustix::fs::FileType::from_raw_mode(m.st_mode) == rustix::fs::FileType::Symlink;
+        let got = (m.st_atime, m.st_atime_nsec as i64);
+        if symlink || got == *w {
             continue;
         }
         let name = p.to_string_lossy();
         let name: String = name.chars().take(80).collect();
         out.push_str(&format!(
             "{name}: atime {}.{:09}, want {}.{:09}\n",
-            m.atime(),
-            m.atime_nsec(),
-            w.0,
-            w.1
+            got.0, got.1, w.0, w.1
         ));
     }
     out
@@ -247,8 +272,8 @@ pub fn atimes(root: &Path, paths: &[PathBuf]) -> Vec<(i64, i64)> {
     paths
         .iter()
         .map(|p| {
-            let m = fs::symlink_metadata(root.join(p)).unwrap();
-            (m.atime(), m.atime_nsec())
+            let m = lstat_under(root, p);
+            (m.st_atime, m.st_atime_nsec as i64)
         })
         .collect()
 }

@@ -1177,6 +1177,12 @@ fn suppliers_behind_home_routers_map_their_port_over_upnp_nat_pmp_and_pcp() {
                 .unwrap();
             assert!(st.success());
             let _ = lab.children[child].wait();
+            // Removed before the process exits; the gateway's own table
+            // may show it a moment later.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while !mappings(&lab, site, port).is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             assert_eq!(
                 mappings(&lab, site, port),
                 Vec::<String>::new(),

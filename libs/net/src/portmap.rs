@@ -92,9 +92,8 @@ impl PortMap {
         self.task.abort();
         let client = self.client.borrow().clone();
         let Some(client) = client else { return };
-        if self.state.borrow().external.is_none() {
-            return;
-        }
+        // Deactivated even when the last state said no mapping: a renewal
+        // in flight may have one at the gateway all the same.
         client.deactivate();
         // The client's service takes one message at a time, and a
         // deactivation is done (the gateway told to remove the mapping)

@@ -14,14 +14,18 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use bitdust_proto::format::v1 as pb;
 use filetime::FileTime;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::Progress;
@@ -181,10 +185,14 @@ pub(crate) enum Special {
 }
 
 /// Writes entries under `root` without ever writing outside it (see the
-/// module's rules): the tar extractor's and the snapshot restore's.
+/// module's rules): the tar extractor's and the snapshot restore's. Every
+/// call works relative to a directory descriptor, so a path of any length
+/// restores (the kernel's 4,096-byte limit holds per call, not per tree).
 pub(crate) struct Extractor<'a> {
     root: &'a Path,
-    dirs: Vec<(PathBuf, Attrs)>,
+    dirs: Dirs,
+    /// Directories written, with what they get at the end.
+    pending: Vec<(PathBuf, Attrs)>,
     /// Running as root: owners, devices and `security.*`/`trusted.*`
     /// attributes are given back.
     root_caller: bool,
@@ -206,12 +214,159 @@ pub(crate) struct Extractor<'a> {
 /// Refusals named one by one in the report; the rest are counted.
 const NAMED_REFUSALS: usize = 3;
 
+/// Directory descriptors below the restore's root: the root's, and one
+/// per component of the last parent directory used (entries come in tree
+/// order, so consecutive ones share most of it).
+struct Dirs {
+    root: Option<OwnedFd>,
+    stack: Vec<(std::ffi::OsString, OwnedFd)>,
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+fn errno(rel: &Path) -> impl FnOnce(rustix::io::Errno) -> ExtractError + '_ {
+    move |e| ExtractError::Io {
+        path: rel.to_owned(),
+        source: e.into(),
+    }
+}
+
+impl Dirs {
+    /// The directory holding `rel` (relative, `..`-free, not empty) and
+    /// its last component; missing parents are made (0700) when `create`.
+    /// A parent that is a symlink or not a directory is refused.
+    fn parent(
+        &mut self,
+        root: &Path,
+        rel: &Path,
+        create: bool,
+    ) -> Result<(BorrowedFd<'_>, std::ffi::OsString), ExtractError> {
+        if self.root.is_none() {
+            let fd = rustix::fs::open(root, dir_flags(), Mode::empty()).map_err(errno(rel))?;
+            self.root = Some(fd);
+        }
+        let comps: Vec<&OsStr> = rel.iter().collect();
+        let Some((name, parents)) = comps.split_last() else {
+            return Err(ExtractError::UnsafePath(rel.to_owned()));
+        };
+        let common = self
+            .stack
+            .iter()
+            .zip(parents.iter())
+            .take_while(|(s, c)| s.0.as_os_str() == **c)
+            .count();
+        self.stack.truncate(common);
+        for (i, c) in parents.iter().enumerate().skip(common) {
+            let at = match self.stack.last() {
+                Some((_, fd)) => fd.as_fd(),
+                None => self
+                    .root
+                    .as_ref()
+                    .map(|f| f.as_fd())
+                    .ok_or_else(|| ExtractError::UnsafePath(rel.to_owned()))?,
+            };
+            let fd = match rustix::fs::openat(at, *c, dir_flags(), Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    rustix::fs::mkdirat(at, *c, Mode::from_raw_mode(0o700)).map_err(errno(rel))?;
+                    let fd = rustix::fs::openat(at, *c, dir_flags(), Mode::empty())
+                        .map_err(errno(rel))?;
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(errno(rel))?;
+                    fd
+                }
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    let sofar: PathBuf = parents[..=i].iter().collect();
+                    let symlink = rustix::fs::statat(at, *c, AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+                    return Err(if symlink {
+                        ExtractError::SymlinkEscape {
+                            path: rel.to_owned(),
+                            link: sofar,
+                        }
+                    } else {
+                        ExtractError::Io {
+                            path: rel.to_owned(),
+                            source: io::Error::other(format!(
+                                "{} is not a directory",
+                                sofar.display()
+                            )),
+                        }
+                    });
+                }
+                Err(e) => return Err(errno(rel)(e)),
+            };
+            self.stack.push(((*c).to_owned(), fd));
+        }
+        let at = match self.stack.last() {
+            Some((_, fd)) => fd.as_fd(),
+            None => self
+                .root
+                .as_ref()
+                .map(|f| f.as_fd())
+                .ok_or_else(|| ExtractError::UnsafePath(rel.to_owned()))?,
+        };
+        Ok((at, (*name).to_owned()))
+    }
+}
+
+/// What is at `name` in `at`, not following a symlink.
+fn kind_at(at: BorrowedFd<'_>, name: &OsStr) -> Option<FileType> {
+    rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| FileType::from_raw_mode(st.st_mode))
+}
+
+/// A later entry of the same name replaces a file, symlink or special,
+/// never a directory.
+fn remove_non_dir(at: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> Result<(), ExtractError> {
+    match kind_at(at, name) {
+        Some(FileType::Directory) => Err(ExtractError::Io {
+            path: rel.to_owned(),
+            source: io::Error::other("a directory of that name was already restored"),
+        }),
+        Some(_) => rustix::fs::unlinkat(at, name, AtFlags::empty()).map_err(errno(rel)),
+        None => Ok(()),
+    }
+}
+
+/// The path by which the `l*xattr` calls reach `name` in directory `at`
+/// (they take no directory descriptor): short whatever the entry's depth.
+fn proc_path(at: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", at.as_raw_fd()));
+    p.push(name);
+    p
+}
+
+fn timestamps(attrs: &Attrs) -> Timestamps {
+    let spec = |t: FileTime| Timespec {
+        tv_sec: t.unix_seconds(),
+        tv_nsec: t.nanoseconds().into(),
+    };
+    Timestamps {
+        last_access: attrs.atime.map_or(
+            Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            spec,
+        ),
+        last_modification: spec(attrs.mtime),
+    }
+}
+
 impl<'a> Extractor<'a> {
     /// Writes into the existing, empty directory `root`.
     pub(crate) fn new(root: &'a Path) -> Extractor<'a> {
         Extractor {
             root,
-            dirs: Vec::new(),
+            dirs: Dirs {
+                root: None,
+                stack: Vec::new(),
+            },
+            pending: Vec::new(),
             root_caller: rustix::process::geteuid().is_root(),
             owners: Owners::ByName,
             uids: HashMap::new(),
@@ -231,35 +386,38 @@ impl<'a> Extractor<'a> {
 
     /// The entry path `path` made safe (relative, no `..`) with its parents
     /// created; `None` for the root itself.
-    pub(crate) fn prepare(&self, path: &Path) -> Result<Option<PathBuf>, ExtractError> {
+    pub(crate) fn prepare(&mut self, path: &Path) -> Result<Option<PathBuf>, ExtractError> {
         let rel = safe_relative(path)?;
         if rel.as_os_str().is_empty() {
             return Ok(None);
         }
-        ensure_parents(self.root, &rel)?;
+        self.dirs.parent(self.root, &rel, true)?;
         Ok(Some(rel))
     }
 
     /// A directory; its owner, mode, attributes and times are set at
     /// [`Extractor::finish`], after its content.
     pub(crate) fn dir(&mut self, rel: &Path, attrs: Attrs) -> Result<(), ExtractError> {
-        let dest = self.root.join(rel);
-        match fs::symlink_metadata(&dest) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
+        let (at, name) = self.dirs.parent(self.root, rel, true)?;
+        match kind_at(at, &name) {
+            Some(FileType::Directory) => {}
+            Some(FileType::Symlink) => {
                 return Err(ExtractError::SymlinkEscape {
                     path: rel.to_owned(),
                     link: rel.to_owned(),
                 });
             }
-            Ok(_) => {
-                fs::remove_file(&dest).map_err(io_err(rel))?;
-                fs::create_dir(&dest).map_err(io_err(rel))?;
+            Some(_) => {
+                rustix::fs::unlinkat(at, &name, AtFlags::empty()).map_err(errno(rel))?;
+                rustix::fs::mkdirat(at, &name, Mode::from_raw_mode(0o700)).map_err(errno(rel))?;
             }
-            Err(_) => fs::create_dir(&dest).map_err(io_err(rel))?,
+            None => {
+                rustix::fs::mkdirat(at, &name, Mode::from_raw_mode(0o700)).map_err(errno(rel))?
+            }
         }
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o700)).map_err(io_err(rel))?;
-        self.dirs.push((rel.to_owned(), attrs));
+        let fd = rustix::fs::openat(at, &name, dir_flags(), Mode::empty()).map_err(errno(rel))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(errno(rel))?;
+        self.pending.push((rel.to_owned(), attrs));
         self.stats.directories += 1;
         Ok(())
     }
@@ -274,15 +432,16 @@ impl<'a> Extractor<'a> {
         holes: &[pb::Extent],
         fill: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
     ) -> Result<u64, ExtractError> {
-        let dest = self.root.join(rel);
-        remove_non_dir(&dest, rel)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&dest)
-            .map_err(io_err(rel))?;
+        let (at, name) = self.dirs.parent(self.root, rel, true)?;
+        remove_non_dir(at, &name, rel)?;
+        let fd = rustix::fs::openat(
+            at,
+            &name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(errno(rel))?;
+        let mut f = fs::File::from(fd);
         let n = if holes.is_empty() {
             fill(&mut f).map_err(io_err(rel))?
         } else {
@@ -320,10 +479,11 @@ impl<'a> Extractor<'a> {
         target: &Path,
         attrs: &Attrs,
     ) -> Result<(), ExtractError> {
-        let dest = self.root.join(rel);
-        remove_non_dir(&dest, rel)?;
-        std::os::unix::fs::symlink(target, &dest).map_err(io_err(rel))?;
-        self.path_attrs(rel, &dest, attrs, false)?;
+        let (at, name) = self.dirs.parent(self.root, rel, true)?;
+        remove_non_dir(at, &name, rel)?;
+        rustix::fs::symlinkat(target, at, &name).map_err(errno(rel))?;
+        let at = at.try_clone_to_owned().map_err(io_err(rel))?;
+        self.attrs_at(rel, at.as_fd(), &name, attrs, false)?;
         self.stats.symlinks += 1;
         Ok(())
     }
@@ -335,7 +495,6 @@ impl<'a> Extractor<'a> {
         kind: Special,
         attrs: &Attrs,
     ) -> Result<(), ExtractError> {
-        use rustix::fs::FileType;
         let (ft, dev) = match kind {
             Special::Fifo => (FileType::Fifo, 0),
             Special::Char(d) => (FileType::CharacterDevice, d),
@@ -350,17 +509,11 @@ impl<'a> Extractor<'a> {
                 ),
             });
         }
-        let dest = self.root.join(rel);
-        remove_non_dir(&dest, rel)?;
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &dest,
-            ft,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            dev,
-        )
-        .map_err(|e| io_err(rel)(e.into()))?;
-        self.path_attrs(rel, &dest, attrs, true)?;
+        let (at, name) = self.dirs.parent(self.root, rel, true)?;
+        remove_non_dir(at, &name, rel)?;
+        rustix::fs::mknodat(at, &name, ft, Mode::from_raw_mode(0o600), dev).map_err(errno(rel))?;
+        let at = at.try_clone_to_owned().map_err(io_err(rel))?;
+        self.attrs_at(rel, at.as_fd(), &name, attrs, true)?;
         self.stats.specials += 1;
         Ok(())
     }
@@ -368,74 +521,75 @@ impl<'a> Extractor<'a> {
     /// A hard link to `first`, a file restored earlier.
     pub(crate) fn link(&mut self, rel: &Path, first: &Path) -> Result<(), ExtractError> {
         let first_rel = safe_relative(first)?;
-        let first_dest = self.root.join(&first_rel);
+        let missing = || ExtractError::Io {
+            path: rel.to_owned(),
+            source: io::Error::other(format!(
+                "is a hard link to {}, which is not a file restored before it",
+                first_rel.display()
+            )),
+        };
+        if first_rel.as_os_str().is_empty() {
+            return Err(missing());
+        }
         // The first name must be a file already restored here, reached
         // through no symlink.
-        let mut cur = self.root.to_path_buf();
-        let mut comps = first_rel.components().peekable();
-        while let Some(c) = comps.next() {
-            cur.push(c);
-            let m = fs::symlink_metadata(&cur).map_err(|_| ExtractError::Io {
-                path: rel.to_owned(),
-                source: io::Error::other(format!(
-                    "is a hard link to {}, which was not restored before it",
-                    first_rel.display()
-                )),
-            })?;
-            let fits = if comps.peek().is_some() {
-                m.is_dir()
-            } else {
-                m.is_file()
-            };
-            if !fits {
-                return Err(ExtractError::Io {
-                    path: rel.to_owned(),
-                    source: io::Error::other(format!(
-                        "is a hard link to {}, which is not a restored file",
-                        first_rel.display()
-                    )),
-                });
-            }
+        let (first_at, first_name) = self
+            .dirs
+            .parent(self.root, &first_rel, false)
+            .map_err(|_| missing())?;
+        if kind_at(first_at, &first_name) != Some(FileType::RegularFile) {
+            return Err(missing());
         }
-        let dest = self.root.join(rel);
-        remove_non_dir(&dest, rel)?;
-        fs::hard_link(&first_dest, &dest).map_err(io_err(rel))?;
+        let first_at = first_at.try_clone_to_owned().map_err(io_err(rel))?;
+        let (at, name) = self.dirs.parent(self.root, rel, true)?;
+        remove_non_dir(at, &name, rel)?;
+        rustix::fs::linkat(&first_at, &first_name, at, &name, AtFlags::empty())
+            .map_err(errno(rel))?;
         self.stats.files += 1;
         self.stats.hard_links += 1;
         Ok(())
     }
 
-    /// Owner, mode (unless a symlink), attributes and times of the entry
-    /// at `dest`, never following a symlink.
-    fn path_attrs(
+    /// Owner, mode (unless a symlink), attributes and times of entry
+    /// `name` in directory `at`, never following a symlink.
+    fn attrs_at(
         &mut self,
         rel: &Path,
-        dest: &Path,
+        at: BorrowedFd<'_>,
+        name: &OsStr,
         attrs: &Attrs,
         chmod: bool,
     ) -> Result<(), ExtractError> {
-        use rustix::fs::{AtFlags, CWD};
         self.owner(rel, attrs, |uid, gid| {
-            rustix::fs::chownat(CWD, dest, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            rustix::fs::chownat(at, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
         })?;
         if chmod {
-            let mode = rustix::fs::Mode::from_raw_mode(self.mode_of(attrs));
-            rustix::fs::chmodat(CWD, dest, mode, AtFlags::empty())
-                .map_err(|e| io_err(rel)(e.into()))?;
+            let mode = Mode::from_raw_mode(self.mode_of(attrs));
+            rustix::fs::chmodat(at, name, mode, AtFlags::empty()).map_err(errno(rel))?;
         }
-        for x in &attrs.xattrs {
-            if self.may_set(x) {
-                let r = rustix::fs::lsetxattr(
-                    dest,
-                    OsStr::from_bytes(&x.name),
-                    &x.value,
-                    rustix::fs::XattrFlags::empty(),
-                );
-                self.note(rel, &x.name, r);
+        if !attrs.xattrs.is_empty() {
+            let path = proc_path(at, name);
+            for x in &attrs.xattrs {
+                if self.may_set(x) {
+                    let r = rustix::fs::lsetxattr(
+                        &path,
+                        OsStr::from_bytes(&x.name),
+                        &x.value,
+                        rustix::fs::XattrFlags::empty(),
+                    );
+                    self.note(rel, &x.name, r);
+                }
             }
         }
-        filetime::set_symlink_file_times(dest, attrs.atime.unwrap_or(attrs.mtime), attrs.mtime)
-            .map_err(io_err(rel))
+        let mut times = timestamps(attrs);
+        if attrs.atime.is_none() && !chmod {
+            // A symlink's atime is not kept: it gets its mtime.
+            times.last_access = Timespec {
+                tv_sec: times.last_modification.tv_sec,
+                tv_nsec: times.last_modification.tv_nsec,
+            };
+        }
+        rustix::fs::utimensat(at, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(rel))
     }
 
     /// Sets the owner of `rel` with `chown` when running as root; else
@@ -533,11 +687,12 @@ impl<'a> Extractor<'a> {
     /// deepest first (so setting a parent's mtime is the last change to
     /// it); the warnings, once each.
     pub(crate) fn finish(mut self) -> Result<ExtractStats, ExtractError> {
-        let mut dirs = std::mem::take(&mut self.dirs);
+        let mut dirs = std::mem::take(&mut self.pending);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
         for (rel, attrs) in &dirs {
-            let dest = self.root.join(rel);
-            self.path_attrs(rel, &dest, attrs, true)?;
+            let (at, name) = self.dirs.parent(self.root, rel, false)?;
+            let at = at.try_clone_to_owned().map_err(io_err(rel))?;
+            self.attrs_at(rel, at.as_fd(), &name, attrs, true)?;
         }
         if self.not_owned > 0 {
             self.stats.warnings.push(format!(
@@ -624,53 +779,6 @@ fn safe_relative(path: &Path) -> Result<PathBuf, ExtractError> {
         }
     }
     Ok(out)
-}
-
-/// Creates the missing parents of `rel` under `root`, refusing symlinks.
-fn ensure_parents(root: &Path, rel: &Path) -> Result<(), ExtractError> {
-    let mut cur = root.to_path_buf();
-    let mut sofar = PathBuf::new();
-    let Some(parent) = rel.parent() else {
-        return Ok(());
-    };
-    for c in parent.components() {
-        cur.push(c);
-        sofar.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(ExtractError::SymlinkEscape {
-                    path: rel.to_owned(),
-                    link: sofar,
-                });
-            }
-            Ok(_) => {
-                return Err(ExtractError::Io {
-                    path: rel.to_owned(),
-                    source: io::Error::other(format!("{} is not a directory", sofar.display())),
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&cur).map_err(io_err(rel))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o700))
-                    .map_err(io_err(rel))?;
-            }
-            Err(e) => return Err(io_err(rel)(e)),
-        }
-    }
-    Ok(())
-}
-
-/// A later entry of the same name replaces a file or symlink, never a directory.
-fn remove_non_dir(dest: &Path, rel: &Path) -> Result<(), ExtractError> {
-    match fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => Err(ExtractError::Io {
-            path: rel.to_owned(),
-            source: io::Error::other("a directory of that name was already restored"),
-        }),
-        Ok(_) => fs::remove_file(dest).map_err(io_err(rel)),
-        Err(_) => Ok(()),
-    }
 }
 
 struct ProgressReader<'a, R>(&'a mut R, &'a dyn Progress);
