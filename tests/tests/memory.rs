@@ -96,8 +96,13 @@ fn peak_rss_does_not_grow_with_input_size() {
         b_big < b_small + (16 << 20),
         "backup RSS grew: {b_small} -> {b_big}"
     );
+    // The restore's peak moves with how full its fetch/open pipeline gets
+    // (three threads, each with its own glibc arena): measured on 2 cores,
+    // 58-78 MiB at 128 MB and 71-97 MiB at 640 MB across runs (sessions
+    // 15 and 20). The heap itself is bounded exactly by
+    // libs/pipeline/tests/snapshot_memory.rs.
     assert!(
-        r_big < r_small + (24 << 20),
+        r_big < r_small + (40 << 20),
         "restore RSS grew: {r_small} -> {r_big}"
     );
     // And the bound itself is a handful of 4 MiB blocks.
