@@ -106,8 +106,25 @@ impl Net {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Kills `daemon` of node `name` with SIGKILL and waits until it is
+    /// dead (a zombie or gone): its locks and sockets are released, so a
+    /// daemon started next finds them free.
     fn kill9(&self, name: &str, daemon: &str) {
         self.signal(name, daemon, rustix::process::Signal::KILL);
+        let pid = std::fs::read_to_string(self.node(name).join(format!("{daemon}.pid"))).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The third field of /proc/PID/stat is the state; Z is a zombie.
+        while std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "{daemon} of {name} survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `sig` to `daemon` of node `name`.
