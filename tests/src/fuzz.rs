@@ -199,10 +199,6 @@ pub fn manifest(data: &[u8]) {
 /// already are), extracted into a fresh directory: nothing may appear
 /// beside it.
 pub fn archive(data: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("out");
-    let sibling = dir.path().join("sibling");
-    std::fs::create_dir(&sibling).unwrap();
     let compressed;
     let input: &[u8] = if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         data
@@ -210,7 +206,18 @@ pub fn archive(data: &[u8]) {
         compressed = zstd::encode_all(data, 1).unwrap();
         &compressed
     };
-    let _ = bitdust_pipeline::extract_archive(input, &to, &());
+    into_target_only("the extractor", |to| {
+        let _ = bitdust_pipeline::extract_archive(input, to, &());
+    });
+}
+
+/// Runs `write` on `out` in a fresh directory beside an empty `sibling`,
+/// and asserts that `who` wrote nothing outside `out`.
+fn into_target_only(who: &str, write: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let sibling = dir.path().join("sibling");
+    std::fs::create_dir(&sibling).unwrap();
+    write(&dir.path().join("out"));
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -218,7 +225,7 @@ pub fn archive(data: &[u8]) {
     names.sort();
     assert!(
         names == ["out", "sibling"] || names == ["sibling"],
-        "the extractor wrote beside its target: {names:?}"
+        "{who} wrote beside its target: {names:?}"
     );
     assert_eq!(std::fs::read_dir(&sibling).unwrap().count(), 0);
 }
@@ -230,21 +237,9 @@ pub fn archive(data: &[u8]) {
 /// holes, links and special files all run, as the process that replays
 /// (root in CI); nothing may appear beside the target.
 pub fn restore_stream(data: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let to = dir.path().join("out");
-    let sibling = dir.path().join("sibling");
-    std::fs::create_dir(&sibling).unwrap();
-    let _ = replay_restore_stream(data, &to);
-    let mut names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    assert!(
-        names == ["out", "sibling"] || names == ["sibling"],
-        "the restore wrote beside its target: {names:?}"
-    );
-    assert_eq!(std::fs::read_dir(&sibling).unwrap().count(), 0);
+    into_target_only("the restore", |to| {
+        let _ = replay_restore_stream(data, to);
+    });
 }
 
 /// Restores the stream `data` (as [`restore_stream`] reads it) into `to`.

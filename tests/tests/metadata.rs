@@ -26,8 +26,7 @@ fn a_local_restore_as_root_is_what_rsync_calls_identical() {
     let store = tmp.path().join("store");
     let (s, st) = (src.to_str().unwrap(), store.to_str().unwrap());
 
-    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ctl_ok(&keys, &["local", "backup", s, "--to", st, "--json"]);
     let backup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Backing up moves no file's or directory's atime (O_NOATIME).
     let moved = atime_differences(&src, &paths, &before);
@@ -43,8 +42,7 @@ fn a_local_restore_as_root_is_what_rsync_calls_identical() {
     assert_eq!(backup["specials"], 2, "{backup}");
 
     // `ls` shows what the snapshot keeps.
-    let out = ctl(&keys, &["local", "ls", st, "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ctl_ok(&keys, &["local", "ls", st, "--json"]);
     let ls: std::collections::HashMap<String, serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| {
@@ -80,7 +78,7 @@ fn a_local_restore_as_root_is_what_rsync_calls_identical() {
     assert!(line.starts_with("prw-r----- "), "{line}");
 
     let restored = tmp.path().join("restored");
-    let out = ctl(
+    let out = ctl_ok(
         &keys,
         &[
             "local",
@@ -91,7 +89,6 @@ fn a_local_restore_as_root_is_what_rsync_calls_identical() {
             "--json",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["warnings"], serde_json::json!([]), "{r}");
     assert_eq!(r["hard_links"], 2, "{r}");
@@ -130,13 +127,12 @@ fn a_partial_restore_holding_two_names_of_an_inode_links_them() {
     let keys = tmp.path().join("keys");
     let store = tmp.path().join("store");
     let (s, st) = (src.to_str().unwrap(), store.to_str().unwrap());
-    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    ctl_ok(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
 
     // The first name (a/1) is left out; a/2 and b/3 come back as one inode
     // with the content.
     let restored = tmp.path().join("restored");
-    let out = ctl(
+    ctl_ok(
         &keys,
         &[
             "local",
@@ -150,7 +146,6 @@ fn a_partial_restore_holding_two_names_of_an_inode_links_them() {
             src.join("b").to_str().unwrap(),
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let copy = restored_path(&restored, &src);
     assert!(!copy.join("a/1").exists());
     let (m2, m3) = (
@@ -160,6 +155,13 @@ fn a_partial_restore_holding_two_names_of_an_inode_links_them() {
     assert_eq!(m2.ino(), m3.ino(), "a/2 and b/3 are not one inode");
     assert_eq!(m2.nlink(), 2);
     assert_eq!(fs::read(copy.join("b/3")).unwrap(), b"one inode");
+}
+
+/// `bitdustctl` with `args`, which must succeed.
+fn ctl_ok(keys: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = ctl(keys, args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    out
 }
 
 /// `bitdustctl` as the user nobody, with the keys and store handed to it.
@@ -198,8 +200,7 @@ fn a_restore_by_another_user_says_once_that_owners_stay_behind_and_refuses_a_dev
     let keys = tmp.path().join("keys");
     let store = tmp.path().join("store");
     let (s, st) = (src.to_str().unwrap(), store.to_str().unwrap());
-    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    ctl_ok(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
     let work = tmp.path().join("work");
     fs::create_dir(&work).unwrap();
     for p in [&keys, &store, &work] {
@@ -246,8 +247,7 @@ fn a_restore_by_another_user_says_once_that_owners_stay_behind_and_refuses_a_dev
     .unwrap();
     chown_r(&keys, "0:0");
     chown_r(&store, "0:0");
-    let out = ctl(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    ctl_ok(&keys, &["local", "backup", s, "--to", st, "--quiet"]);
     chown_r(&keys, "65534:65534");
     chown_r(&store, "65534:65534");
     let r2 = work.join("r2");
@@ -314,11 +314,10 @@ fn a_file_that_grows_while_it_is_read_is_stored_as_read_flagged_and_named() {
     // The next backup reads it again (not vouched for), and the restore
     // holds at least what it had.
     let restored = tmp.path().join("restored");
-    let out = ctl(
+    ctl_ok(
         &keys,
         &["local", "restore", st, "--to", restored.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let got = fs::metadata(restored_path(&restored, &log)).unwrap().len();
     assert!(got >= 96 << 20, "{got}");
 }

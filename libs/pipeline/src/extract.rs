@@ -455,17 +455,9 @@ impl<'a> Extractor<'a> {
         let mode = self.mode_of(attrs);
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_err(rel))?;
-        for x in &attrs.xattrs {
-            if self.may_set(x) {
-                let r = rustix::fs::fsetxattr(
-                    &f,
-                    OsStr::from_bytes(&x.name),
-                    &x.value,
-                    rustix::fs::XattrFlags::empty(),
-                );
-                self.note(rel, &x.name, r);
-            }
-        }
+        self.set_xattrs(rel, attrs, |name, value| {
+            rustix::fs::fsetxattr(&f, name, value, rustix::fs::XattrFlags::empty())
+        });
         filetime::set_file_handle_times(&f, attrs.atime, Some(attrs.mtime)).map_err(io_err(rel))?;
         self.stats.files += 1;
         self.stats.bytes += n;
@@ -569,17 +561,9 @@ impl<'a> Extractor<'a> {
         }
         if !attrs.xattrs.is_empty() {
             let path = proc_path(at, name);
-            for x in &attrs.xattrs {
-                if self.may_set(x) {
-                    let r = rustix::fs::lsetxattr(
-                        &path,
-                        OsStr::from_bytes(&x.name),
-                        &x.value,
-                        rustix::fs::XattrFlags::empty(),
-                    );
-                    self.note(rel, &x.name, r);
-                }
-            }
+            self.set_xattrs(rel, attrs, |name, value| {
+                rustix::fs::lsetxattr(&path, name, value, rustix::fs::XattrFlags::empty())
+            });
         }
         let mut times = timestamps(attrs);
         if attrs.atime.is_none() && !chmod {
@@ -590,6 +574,22 @@ impl<'a> Extractor<'a> {
             };
         }
         rustix::fs::utimensat(at, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(rel))
+    }
+
+    /// Gives `rel` the attributes this process may set, through `set`
+    /// (name, value), counting refusals.
+    fn set_xattrs(
+        &mut self,
+        rel: &Path,
+        attrs: &Attrs,
+        set: impl Fn(&OsStr, &[u8]) -> rustix::io::Result<()>,
+    ) {
+        for x in &attrs.xattrs {
+            if self.may_set(x) {
+                let r = set(OsStr::from_bytes(&x.name), &x.value);
+                self.note(rel, &x.name, r);
+            }
+        }
     }
 
     /// Sets the owner of `rel` with `chown` when running as root; else

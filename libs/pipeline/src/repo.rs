@@ -269,17 +269,7 @@ impl CachedFile {
         let ino = u64_of(take(8)?);
         let dev = u64_of(take(8)?);
         let seen = u64_of(take(8)?);
-        if !r.len().is_multiple_of(32) {
-            return Err(bad());
-        }
-        let chunks = r
-            .chunks_exact(32)
-            .map(|c| {
-                let mut id = [0u8; 32];
-                id.copy_from_slice(c);
-                ChunkId(id)
-            })
-            .collect();
+        let chunks = chunk_ids(r).ok_or_else(bad)?;
         Ok(Some(CachedFile {
             size,
             mtime,
@@ -431,20 +421,26 @@ impl FirstLink {
                 .try_into()
                 .map_err(|_| bad())?,
         );
-        let ids = &rest[8..];
-        if !ids.len().is_multiple_of(32) {
-            return Err(bad());
-        }
-        let chunks = ids
-            .chunks_exact(32)
+        let chunks = chunk_ids(&rest[8..]).ok_or_else(bad)?;
+        Ok(FirstLink { path, size, chunks })
+    }
+}
+
+/// The chunk ids packed end to end in `v`; `None` when its length is not
+/// a whole number of ids.
+fn chunk_ids(v: &[u8]) -> Option<Vec<ChunkId>> {
+    if !v.len().is_multiple_of(32) {
+        return None;
+    }
+    Some(
+        v.chunks_exact(32)
             .map(|c| {
                 let mut id = [0u8; 32];
                 id.copy_from_slice(c);
                 ChunkId(id)
             })
-            .collect();
-        Ok(FirstLink { path, size, chunks })
-    }
+            .collect(),
+    )
 }
 
 fn link_key(backup: BackupId, dev: u64, ino: u64) -> [u8; 32] {
