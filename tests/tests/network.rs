@@ -2,6 +2,7 @@
 //! real daemons on loopback; `bitdustctl` and raw QUIC/gRPC clients drive them.
 #![allow(clippy::unwrap_used, clippy::zombie_processes)]
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -205,6 +206,7 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     // one parity for each of the 3 lost ones.
     let blocks = b["blocks"].as_u64().unwrap();
     assert_eq!(r["fragments_fetched"].as_u64().unwrap(), 7 * blocks, "{r}");
+    assert_eq!(r["positions_left_out"], serde_json::json!([0, 3, 5]), "{r}");
     assert_same_tree(&src, &restored_path(&out2, &src));
     let status = net.ok(&["status"]);
     assert_eq!(status["reachable"], 4);
@@ -241,6 +243,119 @@ fn seven_suppliers_restore_bit_exact_after_losing_three_and_fail_clearly_after_f
     // A backup with four of seven positions down fails too, clearly.
     let o = net.ctl(&["backup", "--full-copy", &src_s]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+/// Sets `key = value` in the customer's config, in place of any line
+/// setting `key`.
+fn set_customer_option(net: &Net, key: &str, value: &str) {
+    let cfg = net.node("customer").join("bitdust.toml");
+    let text: String = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // The devnet's config ends in the [customer] section.
+    assert!(text.contains("[customer]"));
+    std::fs::write(&cfg, format!("{text}{key} = {value}\n")).unwrap();
+}
+
+/// Issue 19: three of seven suppliers freeze (SIGSTOP: their connections
+/// stay open, nothing answers) once a snapshot restore is under way. The
+/// agent's requests would wait 600 s for them, and their QUIC connections
+/// 30 s. The restore must not wait: it reads around them through parity,
+/// with no pause of 20 s, while they are still frozen, bit-exact, naming
+/// the positions it left out.
+#[test]
+fn a_restore_reads_around_suppliers_that_freeze_during_it_instead_of_waiting() {
+    let net = Net::up(7, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 160 MB that does not compress: 160 packs of 1 MiB, far more than a
+    // restore fetches ahead (32).
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(19);
+    for i in 0..16 {
+        let mut data = vec![0u8; 10 << 20];
+        rand::RngCore::fill_bytes(&mut rng, &mut data);
+        std::fs::write(src.join(format!("f{i:02}")), data).unwrap();
+    }
+    let src_s = src.display().to_string();
+    net.ok(&["backup", &src_s]);
+    let agent = restart_agent(&net, None, || {
+        set_customer_option(&net, "timeout_secs", "600")
+    });
+    // The restore is read here, straight from the agent's stream. After the
+    // first content, the test stops reading a moment: the agent fetches
+    // what it fetches ahead (32 packs of 160) and waits. Then the three
+    // suppliers freeze, and the test reads on.
+    let frozen = ["supplier-1", "supplier-2", "supplier-4"];
+    let thaw = || {
+        for s in frozen {
+            net.signal(s, "bitdust-supplier-store", rustix::process::Signal::CONT);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run_dir = net.run_dir();
+    let read = rt.block_on(async {
+        let ch = bitdust_daemon::connect(&run_dir.join("customer.sock"))
+            .await
+            .unwrap();
+        let mut c =
+            cpb::customer_client::CustomerClient::new(ch).max_decoding_message_size(usize::MAX);
+        let mut s = c
+            .restore(cpb::RestoreRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        // Each file's content compared with the source as it comes.
+        let mut file: Option<(Vec<u8>, usize)> = None;
+        let mut froze = false;
+        let mut files = 0;
+        // Nothing waits longer for a fragment than 5 s (MAX_PATIENCE);
+        // a frozen supplier's QUIC connection times out after 30 s.
+        let guard = Duration::from_secs(20);
+        loop {
+            let ev = tokio::time::timeout(guard, s.message())
+                .await
+                .map_err(|_| "the restore waited for the frozen suppliers".to_owned())?
+                .map_err(|e| e.to_string())?
+                .ok_or("the stream ended without `done`")?;
+            match ev.kind {
+                Some(cpb::restore_event::Kind::Node(n)) if n.kind == 1 => {
+                    let path = Path::new("/").join(std::ffi::OsStr::from_bytes(&n.path));
+                    let data = std::fs::read(&path).map_err(|e| format!("{path:?}: {e}"))?;
+                    file = Some((data, 0));
+                    files += 1;
+                }
+                Some(cpb::restore_event::Kind::Content(c)) => {
+                    let (want, at) = file.as_mut().ok_or("content without a file")?;
+                    if want.get(*at..*at + c.len()) != Some(&c[..]) {
+                        return Err(format!("content differs at byte {at}"));
+                    }
+                    *at += c.len();
+                    if !froze {
+                        froze = true;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        for s in frozen {
+                            net.signal(s, "bitdust-supplier-store", rustix::process::Signal::STOP);
+                        }
+                    }
+                }
+                Some(cpb::restore_event::Kind::Done(d)) => return Ok((d, files)),
+                _ => {}
+            }
+        }
+    });
+    thaw();
+    let (done, files) = read.unwrap();
+    assert_eq!(files, 16);
+    assert_eq!(done.bytes, 160 << 20);
+    assert_eq!(done.positions_left_out, vec![1, 2, 4], "{done:?}");
+    assert!(done.fragments_read_around >= 1, "{done:?}");
+    drop(agent);
 }
 
 /// Restores the only backup's newest version through the agent's own
@@ -2573,7 +2688,8 @@ fn restart_agent_at(
         .arg("--config")
         .arg(net.node("customer").join("bitdust.toml"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Kept beside the devnet's logs, for a failing test's reader.
+        .stderr(std::fs::File::create(net.node("customer").join("restarted-agent.log")).unwrap())
         .spawn()
         .unwrap();
     let agent = Daemon(agent);

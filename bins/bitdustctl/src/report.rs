@@ -377,6 +377,10 @@ pub(crate) struct Restored {
     /// Snapshots: the packs fetched, and their fragments' bytes.
     packs_fetched: u64,
     bytes_fetched: u64,
+    /// Fragments read around through parity because they came late.
+    fragments_read_around: u64,
+    /// Positions whose supplier the restore left out (late or away).
+    positions_left_out: Vec<u32>,
     pub(crate) warnings: Vec<String>,
     to: String,
     /// Wall time of the whole restore, as this process saw it.
@@ -402,6 +406,8 @@ impl Restored {
             stale_fragments: d.stale_fragments,
             packs_fetched: d.packs_fetched,
             bytes_fetched: d.bytes_fetched,
+            fragments_read_around: d.fragments_read_around,
+            positions_left_out: d.positions_left_out,
             warnings,
             to: to.display().to_string(),
             seconds: 0.0,
@@ -435,6 +441,15 @@ impl fmt::Display for Restored {
                 f,
                 ", {} stale fragments of a failed attempt read as lost",
                 self.stale_fragments
+            )?;
+        }
+        if !self.positions_left_out.is_empty() {
+            let ps: Vec<String> = self.positions_left_out.iter().map(u32::to_string).collect();
+            write!(
+                f,
+                ", positions {} not waited for ({} fragments read around through parity)",
+                ps.join(", "),
+                self.fragments_read_around
             )?;
         }
         writeln!(f, ", in {:.1}s", self.seconds)

@@ -217,29 +217,50 @@ pub(crate) fn collect_into(
     next: impl Iterator<Item = u64>,
     all: bool,
 ) -> Result<BlockOpener, SourceError> {
+    let count = code.fragment_count();
     let positions = source.positions();
-    let available = |f: usize| positions.contains(&code.fragment_position(f));
-    let data: Vec<usize> = (0..code.data_fragments())
-        .filter(|&f| available(f))
+    let mut usable: Vec<bool> = (0..count)
+        .map(|f| positions.contains(&code.fragment_position(f)))
         .collect();
+    // Positions that answered late are asked only when the block cannot be
+    // decoded without them.
+    if !decodable_fragments(code, &usable) {
+        let wary = source.wary_positions();
+        for (f, u) in usable.iter_mut().enumerate() {
+            *u |= wary.contains(&code.fragment_position(f));
+        }
+    }
+    let data: Vec<usize> = (0..code.data_fragments()).filter(|&f| usable[f]).collect();
+    // The parity that stands in for the data fragments of positions left
+    // out is asked for with them, for this block and the next ones.
+    let assumed: Vec<bool> = (0..count)
+        .map(|f| f < code.data_fragments() && usable[f])
+        .collect();
+    let excluded: Vec<bool> = usable.iter().map(|u| !u).collect();
+    let stand_ins = if all || data.len() == code.data_fragments() {
+        Vec::new()
+    } else {
+        code.data_plan(&assumed, &excluded).unwrap_or_default()
+    };
     let wanted: Vec<(usize, usize)> = data
         .iter()
+        .chain(&stand_ins)
         .map(|&f| (code.fragment_position(f), f))
         .collect();
     source.prefetch(block, &wanted);
-    // The next blocks' data fragments come while this one decrypts.
+    // The next blocks' fragments come while this one decrypts.
     for n in next {
         source.prefetch(n, &wanted);
     }
     fetch(source, code, block, &data, &mut opener)?;
     if all {
-        let rest: Vec<usize> = (code.data_fragments()..code.fragment_count())
-            .filter(|&f| available(f))
+        let rest: Vec<usize> = (code.data_fragments()..count)
+            .filter(|&f| usable[f])
             .collect();
         fetch(source, code, block, &rest, &mut opener)?;
         return Ok(opener);
     }
-    let mut tried: Vec<bool> = (0..code.fragment_count()).map(|f| !available(f)).collect();
+    let mut tried = excluded;
     loop {
         let present: Vec<bool> = (0..code.fragment_count())
             .map(|f| opener.present().get(f).copied().unwrap_or(false))

@@ -51,6 +51,13 @@ pub trait FragmentSource: Send {
     /// The positions that currently can be asked for fragments.
     fn positions(&self) -> Vec<usize>;
 
+    /// Positions left out of [`FragmentSource::positions`] because they
+    /// answered late, asked only when a block cannot be decoded without
+    /// them.
+    fn wary_positions(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
     /// Fragment `fragment` of `block`, held at `position`; `None` when missing.
     fn fragment(
         &mut self,

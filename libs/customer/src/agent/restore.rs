@@ -129,20 +129,22 @@ impl Agent {
                     .into()
                 }
             };
-            Ok::<_, RestoreError>((report, src.fetched))
+            Ok::<_, RestoreError>((report, (src.fetched, src.hedged, src.left_out_positions())))
         })
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))?;
         if let Some(t) = ticker {
             t.abort();
         }
-        let (report, fetched) = result?;
+        let (report, (fetched, read_around, left_out)) = result?;
         Ok(pb::RestoreDone {
             backup_id: id.to_string(),
             version,
             bytes: report.bytes,
             files: report.files as u32,
             fragments_fetched: fetched,
+            fragments_read_around: read_around,
+            positions_left_out: left_out.into_iter().map(|p| p as u32).collect(),
             blocks_repaired: report.decoded_blocks,
             stale_fragments: report.stale_fragments,
             warnings: report

@@ -504,6 +504,12 @@ impl Agent {
                 bytes: report.bytes,
                 files: report.files as u32,
                 fragments_fetched: src.fetched,
+                fragments_read_around: src.hedged,
+                positions_left_out: src
+                    .left_out_positions()
+                    .into_iter()
+                    .map(|p| p as u32)
+                    .collect(),
                 packs_fetched: report.packs_fetched,
                 bytes_fetched: report.bytes_fetched,
                 warnings: report.warnings,
