@@ -10,7 +10,8 @@
 #      restic's and against our own backup of a dense 1 MiB file, and the
 #      disk blocks each restore takes (`du`).
 #
-#   bash tests/bench/metadata.sh [SIZE_MB]    (needs restic, GNU time, acl:
+#   [OLD_CTL=path/to/older/bitdustctl] bash tests/bench/metadata.sh [SIZE_MB]
+#                                             (needs restic, GNU time, acl:
 #                                             apt-get install restic time acl)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,17 +49,26 @@ export BITDUST_KEYS="$work/keys" RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$work/r
 restic init --quiet --repo "$work/restic" >/dev/null
 ob() { measure "$1" "$ctl" local backup "$2" --to "$3" --suppliers 7 --quiet; }
 rb() { measure "$1" restic --quiet --repo "$work/restic" backup "$2"; }
+# OLD_CTL: another bitdustctl (the one before issue 18, built from
+# 975bd71) whose unchanged backups are timed in the same alternation, in a
+# store of its own.
+old() { measure "$1" "$OLD_CTL" local backup "$2" --to "$3" --suppliers 7 --quiet; }
 ob first "$src" "$work/ours" >/dev/null
 rb first "$src" >/dev/null
-ow=(); rw=()
+[ -z "${OLD_CTL:-}" ] || old first "$src" "$work/old" >/dev/null
+ow=(); rw=(); pw=()
 for i in 1 2 3; do
   read -r _ w _ <<<"$(ob again "$src" "$work/ours")"; ow+=("$w")
   read -r _ w _ <<<"$(rb again "$src")"; rw+=("$w")
+  if [ -n "${OLD_CTL:-}" ]; then read -r _ w _ <<<"$(old again "$src" "$work/old")"; pw+=("$w"); fi
 done
 med() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 echo
 echo "== 2. unchanged backup of $(du -sm "$src" | cut -f1) MB, $(find "$src" | wc -l) entries =="
 echo "ours: ${ow[*]} s; restic: ${rw[*]} s; medians ours $(med "${ow[@]}") s, restic $(med "${rw[@]}") s, ratio $(calc "$(med "${ow[@]}")/$(med "${rw[@]}")")"
+if [ -n "${OLD_CTL:-}" ]; then
+  echo "OLD_CTL ($OLD_CTL): ${pw[*]} s; median $(med "${pw[@]}") s; ours / it $(calc "$(med "${ow[@]}")/$(med "${pw[@]}")")"
+fi
 
 echo
 echo "== 3. a 10 GiB sparse file holding 1 MiB =="

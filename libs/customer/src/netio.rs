@@ -13,7 +13,9 @@ use bitdust_pipeline::{FragmentSink, SinkError};
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
+mod patience;
 mod source;
+pub use patience::{MAX_PATIENCE, MIN_PATIENCE, Patience, Wary};
 pub use source::NetSource;
 
 use crate::client::{PeerError, SupplierLink};

@@ -283,6 +283,23 @@ pub(crate) fn collect_into(
         // A planned fragment that was missing or bad leaves data unknown:
         // plan again around it.
     }
+    // A source may read around a fragment that comes late. When the block
+    // cannot be decoded without the fragments it read around, they are
+    // asked for again, and waited for.
+    let present: Vec<bool> = (0..count)
+        .map(|f| opener.present().get(f).copied().unwrap_or(false))
+        .collect();
+    if !decodable_fragments(code, &present) {
+        let asked: Vec<usize> = source
+            .positions()
+            .into_iter()
+            .chain(source.wary_positions())
+            .collect();
+        let again: Vec<usize> = (0..count)
+            .filter(|&f| !present[f] && asked.contains(&code.fragment_position(f)))
+            .collect();
+        fetch(source, code, block, &again, &mut opener)?;
+    }
     Ok(opener)
 }
 

@@ -65,6 +65,9 @@ pub struct Rebuilder {
     /// The manifest of the job being worked on, fetched when the job (or
     /// its target) changes: it names each block's header.
     manifest: Mutex<Option<ManifestCache>>,
+    /// How long fragments take, and the suppliers that answered late: read
+    /// around for a while (issue 19).
+    wary: bitdust_customer::netio::Wary,
 }
 
 /// A verified manifest and the job it was fetched for.
@@ -348,6 +351,7 @@ impl Rebuilder {
             code: &code,
             links: &links,
             position: job.position as usize,
+            wary: &self.wary,
         };
         if !job.pack_ranges.is_empty() {
             return self.step_snapshot(job, &block).await;
@@ -575,6 +579,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         seen: Mutex::new(Seen::default()),
         links: Mutex::new(Vec::new()),
         manifest: Mutex::new(None),
+        wary: bitdust_customer::netio::Wary::new(0),
     });
     let socket = config.rebuilder_socket();
     let service = pb::rebuilder_server::RebuilderServer::new(RebuilderService(rebuilder.clone()));

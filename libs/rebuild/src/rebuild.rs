@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bitdust_block::{BackupId, Manifest, SignedHeader, check_fragment, write_fragment};
 use bitdust_crypto::NodeId;
 use bitdust_customer::client::SupplierLink;
-use bitdust_customer::netio::{fragment_object, manifest_object};
+use bitdust_customer::netio::{Wary, fragment_object, manifest_object};
 use bitdust_ecc::Code;
 
 /// The largest fragment object fetched.
@@ -64,6 +64,8 @@ pub struct Block<'a> {
     pub links: &'a [Option<Arc<SupplierLink>>],
     /// The position rebuilt.
     pub position: usize,
+    /// How long to wait for a fragment, and who answered late.
+    pub wary: &'a Wary,
 }
 
 /// What a rebuilt block cost.
@@ -232,13 +234,21 @@ impl Block<'_> {
         let mut header: Option<SignedHeader> = None;
         let mut done = Done::default();
         loop {
-            let available: Vec<bool> = (0..count)
-                .map(|f| {
-                    let p = code.fragment_position(f);
-                    p != self.position && self.links[p].is_some() && !failed[f]
-                })
-                .collect();
-            let plan = code.rebuild_plan(self.position, &available).map_err(|e| {
+            // Positions that answered late are asked only when the plan
+            // cannot do without them.
+            let plan_with = |wary_too: bool| {
+                let available: Vec<bool> = (0..count)
+                    .map(|f| {
+                        let p = code.fragment_position(f);
+                        p != self.position
+                            && self.links[p].is_some()
+                            && !failed[f]
+                            && (wary_too || !self.wary.left_out(p))
+                    })
+                    .collect();
+                code.rebuild_plan(self.position, &available)
+            };
+            let plan = plan_with(false).or_else(|_| plan_with(true)).map_err(|e| {
                 RebuildError::NotEnough {
                     block,
                     reason: e.to_string(),
@@ -248,7 +258,9 @@ impl Block<'_> {
             if wanted.is_empty() {
                 break;
             }
+            let started = std::time::Instant::now();
             let mut set = tokio::task::JoinSet::new();
+            let mut outstanding = Vec::new();
             for f in wanted {
                 let Some(link) = self.links[code.fragment_position(f)].clone() else {
                     failed[f] = true;
@@ -256,11 +268,40 @@ impl Block<'_> {
                 };
                 let name = fragment_object(self.backup_id, self.version, block, f);
                 set.spawn(async move { (f, link.get(&name, MAX_OBJECT).await) });
+                outstanding.push(f);
             }
-            while let Some(Ok((f, r))) = set.join_next().await {
+            loop {
+                // A fragment later than the fetches have been taking is read
+                // around: its position is left out for a while, and the
+                // plan is made again without it.
+                let deadline = tokio::time::Instant::from_std(started + self.wary.wait());
+                let next = match tokio::time::timeout_at(deadline, set.join_next()).await {
+                    Ok(Some(Ok(n))) => n,
+                    Ok(_) => break,
+                    Err(_) if started.elapsed() < self.wary.wait() => continue,
+                    Err(_) => {
+                        for &f in &outstanding {
+                            failed[f] = true;
+                            self.wary.late(code.fragment_position(f));
+                            tracing::warn!(
+                                fragment = f,
+                                block,
+                                position = code.fragment_position(f),
+                                "a fragment came late; read around"
+                            );
+                        }
+                        set.abort_all();
+                        break;
+                    }
+                };
+                let (f, r) = next;
+                outstanding.retain(|&o| o != f);
                 done.fetched += 1;
                 let bytes = match r {
-                    Ok(Some(b)) => b,
+                    Ok(Some(b)) => {
+                        self.wary.saw(code.fragment_position(f), started.elapsed());
+                        b
+                    }
                     Ok(None) => {
                         failed[f] = true;
                         continue;

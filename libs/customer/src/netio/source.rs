@@ -22,41 +22,16 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::patience::{MAX_PATIENCE, Patience};
 use super::{Links, MAX_MANIFEST, PROBE_TIMEOUT, fragment_object, manifest_object, record};
 use crate::client::PeerError;
 use crate::state::State;
 
-/// The least a restore waits for a fragment before reading around it.
-const MIN_PATIENCE: Duration = Duration::from_millis(150);
-/// The most it waits, and what it waits before anything arrived.
-const MAX_PATIENCE: Duration = Duration::from_secs(5);
-/// How many times the typical fetch a fragment may take.
-const PATIENCE_FACTOR: u32 = 4;
 /// How often a position left out is pinged.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Blocks asked for ahead whose fetches are kept (the restore asks for
 /// fewer: 8 blocks, or 32 packs).
 const ORDER_CAP: usize = 256;
-
-/// How long the fetches of this restore take: the slowest recent one,
-/// decaying by an eighth towards each faster one.
-#[derive(Clone, Copy, Debug, Default)]
-struct Patience(Option<Duration>);
-
-impl Patience {
-    fn saw(&mut self, took: Duration) {
-        self.0 = Some(match self.0 {
-            Some(t) if took < t => t - (t - took) / 8,
-            _ => took,
-        });
-    }
-
-    fn wait(&self) -> Duration {
-        self.0.map_or(MAX_PATIENCE, |t| {
-            (t * PATIENCE_FACTOR).clamp(MIN_PATIENCE, MAX_PATIENCE)
-        })
-    }
-}
 
 /// What a position's supplier has shown in this restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -667,32 +642,5 @@ impl FragmentSource for NetSource {
 
     fn version(&self) -> u64 {
         self.version
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patience_follows_the_slowest_recent_fetch_and_stays_in_bounds() {
-        let mut p = Patience::default();
-        assert_eq!(p.wait(), MAX_PATIENCE, "nothing seen: the most");
-        p.saw(Duration::from_millis(10));
-        assert_eq!(p.wait(), MIN_PATIENCE);
-        p.saw(Duration::from_millis(400));
-        assert_eq!(
-            p.wait(),
-            Duration::from_millis(1600),
-            "a slower one counts at once"
-        );
-        p.saw(Duration::from_millis(80));
-        assert_eq!(
-            p.wait(),
-            Duration::from_millis(1440),
-            "a faster one an eighth"
-        );
-        p.saw(Duration::from_secs(60));
-        assert_eq!(p.wait(), MAX_PATIENCE);
     }
 }
