@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bitdust_block::{BackupId, Manifest, SealedBlock, write_fragment};
 use bitdust_crypto::{BackupKey, KeyRing, KeyRingError};
+use bitdust_durable::{Fs, RealFs};
 use bitdust_ecc::Code;
 
 use crate::backup::{BackupKeyMaterial, backup};
@@ -308,6 +309,9 @@ impl LocalStore {
             code: code.clone(),
             created: vec![false; code.suppliers()],
             failed,
+            fs: Arc::new(RealFs),
+            unsynced: vec![Vec::new(); code.suppliers()],
+            new_dirs: vec![Vec::new(); code.suppliers()],
         }
     }
 
@@ -353,6 +357,13 @@ fn fragment_name(block: u64, fragment: usize) -> String {
 }
 
 /// Writes fragments into the position directories.
+///
+/// Durability (issue 19): only what the sink wrote is flushed, never the
+/// whole file system. [`FragmentSink::sync`] fsyncs each fragment file
+/// written since the last sync, then its directory, then the parent of
+/// each directory it made; a manifest is written to a temporary file,
+/// fsynced, renamed and its directory fsynced. Every step goes through
+/// [`Fs`], which a crash-point test records (`tests/sink_crash_points.rs`).
 pub struct LocalSink {
     store: LocalStore,
     id: BackupId,
@@ -360,22 +371,72 @@ pub struct LocalSink {
     code: Code,
     created: Vec<bool>,
     failed: Vec<Option<String>>,
+    fs: Arc<dyn Fs>,
+    /// Per position: fragment files written since the last sync.
+    unsynced: Vec<Vec<PathBuf>>,
+    /// Per position: directories made since the last sync.
+    new_dirs: Vec<Vec<PathBuf>>,
 }
 
 impl LocalSink {
-    fn write_one(&mut self, position: usize, block: &SealedBlock, f: usize) -> io::Result<()> {
+    /// Takes its durable steps through `fs` (a test's recorder).
+    pub fn with_fs(mut self, fs: Arc<dyn Fs>) -> Self {
+        self.fs = fs;
+        self
+    }
+
+    /// Makes the directory of `position` (and any missing parent below the
+    /// position's own), remembering each made for the next sync.
+    fn make_dir(&mut self, position: usize) -> io::Result<PathBuf> {
         let dir = self.store.version_dir(position, self.id, self.version);
-        if !self.created[position] {
-            fs::create_dir_all(&dir)?;
-            self.created[position] = true;
+        let mut missing = Vec::new();
+        let mut d = dir.as_path();
+        while !d.is_dir() {
+            missing.push(d.to_path_buf());
+            d = d
+                .parent()
+                .ok_or_else(|| io::Error::other("a position directory has no parent"))?;
         }
+        for m in missing.into_iter().rev() {
+            match self.fs.create_dir(&m) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => self.new_dirs[position].push(m),
+            }
+        }
+        self.created[position] = true;
+        Ok(dir)
+    }
+
+    /// Makes what was written at `position` since the last sync durable.
+    fn sync_position(&mut self, position: usize) -> io::Result<()> {
+        let dir = self.store.version_dir(position, self.id, self.version);
+        for f in &self.unsynced[position] {
+            self.fs.sync_file(f)?;
+        }
+        self.fs.sync_dir(&dir)?;
+        // Each directory made, from the deepest: its name in its parent.
+        for d in self.new_dirs[position].iter().rev() {
+            if let Some(parent) = d.parent() {
+                self.fs.sync_dir(parent)?;
+            }
+        }
+        self.unsynced[position].clear();
+        self.new_dirs[position].clear();
+        Ok(())
+    }
+
+    fn write_one(&mut self, position: usize, block: &SealedBlock, f: usize) -> io::Result<()> {
+        let dir = if self.created[position] {
+            self.store.version_dir(position, self.id, self.version)
+        } else {
+            self.make_dir(position)?
+        };
         let header = block
             .header()
             .ok_or_else(|| io::Error::other("block not sealed"))?;
-        let mut w = BufWriter::with_capacity(
-            64 * 1024,
-            File::create(dir.join(fragment_name(header.header.block, f)))?,
-        );
+        let path = dir.join(fragment_name(header.header.block, f));
+        self.unsynced[position].push(path.clone());
+        let mut w = BufWriter::with_capacity(64 * 1024, File::create(&path)?);
         write_fragment(
             &mut w,
             header,
@@ -411,17 +472,11 @@ impl FragmentSink for LocalSink {
     }
 
     fn sync(&mut self) -> Result<Vec<usize>, SinkError> {
-        // syncfs per position directory, which may each be a different disk.
         for p in 0..self.code.suppliers() {
             if !(self.failed[p].is_none() && self.created[p]) {
                 continue;
             }
-            let dir = self.store.version_dir(p, self.id, self.version);
-            let res = File::open(&dir).and_then(|d| {
-                rustix::fs::syncfs(&d)?;
-                d.sync_all()
-            });
-            if let Err(e) = res {
+            if let Err(e) = self.sync_position(p) {
                 self.failed[p] = Some(format!("making its fragments durable failed: {e}"));
             }
         }
@@ -442,21 +497,18 @@ impl FragmentSink for LocalSink {
                 continue;
             }
             // A snapshot root's directory holds no fragment: made here, and
-            // its parent synced with it.
-            let dir = self.store.version_dir(p, self.id, self.version);
+            // its parents synced with it.
             let res = (|| -> io::Result<()> {
                 if !self.created[p] {
-                    fs::create_dir_all(&dir)?;
-                    if let Some(parent) = dir.parent() {
-                        File::open(parent)?.sync_all()?;
-                    }
+                    self.make_dir(p)?;
+                    self.sync_position(p)?;
                 }
+                let dir = self.store.version_dir(p, self.id, self.version);
                 let tmp = dir.join(".manifest.tmp");
-                let mut f = File::create(&tmp)?;
-                f.write_all(manifest)?;
-                f.sync_all()?;
-                fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
-                File::open(&dir)?.sync_all()
+                File::create(&tmp)?.write_all(manifest)?;
+                self.fs.sync_file(&tmp)?;
+                self.fs.rename(&tmp, &dir.join(MANIFEST_FILE))?;
+                self.fs.sync_dir(&dir)
             })();
             match res {
                 Ok(()) => written += 1,

@@ -10,7 +10,7 @@
 //! - [`offer`]: the signed offer it publishes in the DHT.
 //! - [`run`]: the whole daemon, for the thin `bitdust-supplier-store` binary.
 
-pub mod durable;
+pub use bitdust_durable as durable;
 pub mod grpc;
 pub mod offer;
 pub mod peer;

@@ -16,186 +16,24 @@
 //! Removing an fsync or reordering the write-rename-commit steps of
 //! `Store::finish_put` or `Store::request_service` makes this test fail.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use bitdust_crypto::{Identity, NodeId};
-use bitdust_supplier::durable::{Fs, RealFs};
+use bitdust_durable::record::{self, Event, Recorder};
 use bitdust_supplier::store::{Limits, Store, StoreError};
 
-#[derive(Clone, Debug)]
-enum Event {
-    SyncFile {
-        path: PathBuf,
-        data: Vec<u8>,
-    },
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-    },
-    SyncDir {
-        dir: PathBuf,
-    },
-    CreateDir {
-        dir: PathBuf,
-    },
-    RemoveFile {
-        path: PathBuf,
-    },
-    RemoveDirAll {
-        dir: PathBuf,
-    },
-    /// The index file as that commit left it.
-    Committed {
-        index: Vec<u8>,
-    },
-}
-
-struct Recorder {
-    root: PathBuf,
-    log: Mutex<Vec<Event>>,
-}
-
-impl Recorder {
-    fn push(&self, e: Event) {
-        self.log.lock().unwrap().push(e);
-    }
-    fn len(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-}
-
-impl Fs for Recorder {
-    fn sync_file(&self, path: &Path) -> io::Result<()> {
-        RealFs.sync_file(path)?;
-        let data = std::fs::read(path)?;
-        self.push(Event::SyncFile {
-            path: path.to_owned(),
-            data,
-        });
-        Ok(())
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        RealFs.rename(from, to)?;
-        self.push(Event::Rename {
-            from: from.to_owned(),
-            to: to.to_owned(),
-        });
-        Ok(())
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealFs.sync_dir(dir)?;
-        self.push(Event::SyncDir {
-            dir: dir.to_owned(),
-        });
-        Ok(())
-    }
-    fn create_dir(&self, dir: &Path) -> io::Result<()> {
-        RealFs.create_dir(dir)?;
-        self.push(Event::CreateDir {
-            dir: dir.to_owned(),
-        });
-        Ok(())
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove_file(path)?;
-        self.push(Event::RemoveFile {
-            path: path.to_owned(),
-        });
-        Ok(())
-    }
-    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        RealFs.remove_dir_all(dir)?;
-        self.push(Event::RemoveDirAll {
-            dir: dir.to_owned(),
-        });
-        Ok(())
-    }
-    fn committed(&self) {
-        let index = std::fs::read(self.root.join("index/data.mdb")).unwrap();
-        self.push(Event::Committed { index });
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Node {
-    File(u64),
-    Dir,
-}
-
-/// The disk a crash after `events` leaves, written into `to`: the names
-/// made durable, with the file data made durable (a file whose data never
-/// was is empty), and the index of the last commit.
+/// The disk a crash after `events` leaves, written into `to`: the store's
+/// directories, the names made durable with the file data made durable,
+/// and the index of the last commit.
 fn materialize(root: &Path, events: &[Event], to: &Path) {
-    let mut cur: BTreeMap<PathBuf, Node> = BTreeMap::new();
-    let mut durable: BTreeMap<PathBuf, Node> = BTreeMap::new();
-    let mut data: HashMap<u64, Vec<u8>> = HashMap::new();
-    let mut index = None;
-    let mut next = 0u64;
-    let mut fresh = || {
-        next += 1;
-        next
-    };
-    for e in events {
-        match e {
-            Event::SyncFile { path, data: d } => {
-                let id = match cur.get(path) {
-                    Some(Node::File(id)) => *id,
-                    _ => {
-                        let id = fresh();
-                        cur.insert(path.clone(), Node::File(id));
-                        id
-                    }
-                };
-                data.insert(id, d.clone());
-            }
-            Event::Rename { from, to } => {
-                let node = cur.remove(from).unwrap_or_else(|| Node::File(fresh()));
-                cur.insert(to.clone(), node);
-            }
-            Event::CreateDir { dir } => {
-                cur.insert(dir.clone(), Node::Dir);
-            }
-            Event::RemoveFile { path } => {
-                cur.remove(path);
-            }
-            Event::RemoveDirAll { dir } => {
-                cur.retain(|p, _| !p.starts_with(dir));
-            }
-            Event::SyncDir { dir } => {
-                durable.retain(|p, _| p.parent() != Some(dir.as_path()));
-                for (p, n) in &cur {
-                    if p.parent() == Some(dir.as_path()) {
-                        durable.insert(p.clone(), *n);
-                    }
-                }
-            }
-            Event::Committed { index: i } => index = Some(i.clone()),
-        }
-    }
     for d in ["index", "objects", "tmp"] {
         std::fs::create_dir_all(to.join(d)).unwrap();
     }
     // Before the first commit the index is a new one.
-    if let Some(index) = index {
+    if let Some(index) = record::materialize(root, events, to).unwrap() {
         std::fs::write(to.join("index/data.mdb"), index).unwrap();
-    }
-    // Parents first; a name whose directory is gone is gone with it.
-    let mut entries: Vec<_> = durable.into_iter().collect();
-    entries.sort_by_key(|(p, _)| p.components().count());
-    for (p, n) in entries {
-        let target = to.join(p.strip_prefix(root).unwrap());
-        if !target.parent().unwrap().is_dir() {
-            continue;
-        }
-        match n {
-            Node::Dir => std::fs::create_dir(&target).unwrap(),
-            Node::File(id) => {
-                std::fs::write(&target, data.get(&id).cloned().unwrap_or_default()).unwrap()
-            }
-        }
     }
 }
 
@@ -228,10 +66,7 @@ fn every_acknowledged_object_survives_a_crash_at_every_point_and_nothing_half_wr
 {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let rec = Arc::new(Recorder {
-        root: root.clone(),
-        log: Mutex::new(Vec::new()),
-    });
+    let rec = Arc::new(Recorder::new(Some(root.join("index/data.mdb"))));
     std::fs::create_dir_all(root.join("index")).unwrap();
     let store = Store::open_with(&root, LIMITS, rec.clone()).unwrap();
     let c = Identity::generate().node_id();
@@ -269,7 +104,7 @@ fn every_acknowledged_object_survives_a_crash_at_every_point_and_nothing_half_wr
         put(&store, &c, "v/big", &big).unwrap()
     });
     drop(store);
-    let events = rec.log.lock().unwrap().clone();
+    let events = rec.events();
     assert!(
         events.len() > 20,
         "only {} durable steps recorded",

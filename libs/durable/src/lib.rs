@@ -1,18 +1,22 @@
-//! The file-system steps that make a supplier's storage durable, behind one
-//! small trait, so a test can record them and replay the disk as a crash at
-//! any point would leave it (`tests/crash_points.rs`).
+//! The file-system steps that make storage durable, behind one small trait,
+//! so a test can record them and replay the disk as a crash at any point
+//! would leave it: the supplier's store (`libs/supplier/tests/crash_points.rs`)
+//! and the local store's fragment sink (`libs/pipeline/tests/sink_crash_points.rs`).
 //!
 //! The model: a file's data is durable once the file is fsynced; a name
 //! created, renamed or removed in a directory is durable once that
 //! directory is fsynced; an index (LMDB) commit is durable when it returns.
-//! The store takes every step that matters through [`Fs`], in an order that
-//! keeps every acknowledged object whole at every crash point.
+//! Each store takes every step that matters through [`Fs`], in an order
+//! that keeps everything it acknowledged whole at every crash point.
+
+#[cfg(feature = "record")]
+pub mod record;
 
 use std::fs::File;
 use std::io;
 use std::path::Path;
 
-/// The durable file-system steps of the store.
+/// The durable file-system steps of a store.
 pub trait Fs: Send + Sync {
     /// Makes the data of the file at `path` durable (fsync).
     fn sync_file(&self, path: &Path) -> io::Result<()>;
