@@ -224,7 +224,8 @@ pub(crate) fn collect_into(
         .collect();
     // Positions that answered late are asked only when the block cannot be
     // decoded without them.
-    if !decodable_fragments(code, &usable) {
+    let all_needed = !decodable_fragments(code, &usable);
+    if all_needed {
         let wary = source.wary_positions();
         for (f, u) in usable.iter_mut().enumerate() {
             *u |= wary.contains(&code.fragment_position(f));
@@ -265,6 +266,14 @@ pub(crate) fn collect_into(
         let present: Vec<bool> = (0..code.fragment_count())
             .map(|f| opener.present().get(f).copied().unwrap_or(false))
             .collect();
+        // Positions the source left out while this block was read (they
+        // answered late) are not planned on, unless every one is needed.
+        if !all_needed {
+            let now = source.positions();
+            for (f, t) in tried.iter_mut().enumerate() {
+                *t |= !now.contains(&code.fragment_position(f));
+            }
+        }
         let plan = code
             .data_plan(&present, &tried)
             .map_err(|e| SourceError(format!("planning the fetch of block {block}: {e}")))?;

@@ -27,6 +27,9 @@ use super::{Links, MAX_MANIFEST, PROBE_TIMEOUT, fragment_object, manifest_object
 use crate::client::PeerError;
 use crate::state::State;
 
+/// The least a position that answered nothing is waited for once most
+/// others answered their first ping.
+const QUICK_MIN: Duration = Duration::from_millis(25);
 /// How often a position left out is pinged.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Blocks asked for ahead whose fetches are kept (the restore asks for
@@ -79,6 +82,7 @@ struct Inflight {
 /// The manifests (or roots) asked of every position at once.
 struct Manifests {
     started: Instant,
+    asked: usize,
     outstanding: usize,
     ready: VecDeque<Vec<u8>>,
 }
@@ -105,6 +109,11 @@ pub struct NetSource {
     strays: Vec<AbortHandle>,
     fragments: Patience,
     objects: Patience,
+    /// When the first pings went out, how long the answers took (the
+    /// slowest), and which positions answered one.
+    born: Instant,
+    pong: Duration,
+    ponged: Vec<bool>,
     manifests: Option<Manifests>,
     next_token: u64,
     objects_arrived: HashMap<u64, Fetched>,
@@ -147,6 +156,9 @@ impl NetSource {
             strays: Vec::new(),
             fragments: Patience::default(),
             objects: Patience::default(),
+            born: Instant::now(),
+            pong: Duration::ZERO,
+            ponged: vec![false; n],
             manifests: None,
             next_token: 0,
             objects_arrived: HashMap::new(),
@@ -267,6 +279,10 @@ impl NetSource {
             }
             Arrival::Pong { position, answered } => {
                 if answered {
+                    if !self.ponged[position] {
+                        self.ponged[position] = true;
+                        self.pong = self.pong.max(self.born.elapsed());
+                    }
                     record(&self.state, position, Ok(()));
                     self.up(position);
                 } else if self.health[position] != Health::Late {
@@ -391,6 +407,13 @@ impl NetSource {
     /// it is missing, failed, or came later than the patience allows (then
     /// the position is left out).
     fn wait_for(&mut self, key: (u64, usize), position: usize) -> Option<Vec<u8>> {
+        let since = Instant::now();
+        let r = self.wait_for_inner(key, position);
+        tracing::debug!(block = key.0, fragment = key.1, position, got = r.is_some(), waited = ?since.elapsed(), "fragment");
+        r
+    }
+
+    fn wait_for_inner(&mut self, key: (u64, usize), position: usize) -> Option<Vec<u8>> {
         loop {
             if let Some(r) = self.arrived.remove(&key) {
                 return r;
@@ -410,7 +433,10 @@ impl NetSource {
             } else {
                 self.fragments.wait()
             };
-            let deadline = started + patience;
+            let mut deadline = started + patience;
+            if !patient && let Some(quick) = self.unanswered_since(position) {
+                deadline = deadline.min(quick);
+            }
             if Instant::now() >= deadline {
                 self.drain();
                 if self.arrived.contains_key(&key) {
@@ -425,6 +451,17 @@ impl NetSource {
             }
             self.wait_until(deadline);
         }
+    }
+
+    /// For a position that has answered nothing in this restore while
+    /// most others answered the first ping: when it counts as late (four
+    /// times the slowest of those answers, at least [`QUICK_MIN`]). A
+    /// supplier that is gone costs a restore no more than that.
+    fn unanswered_since(&self, position: usize) -> Option<Instant> {
+        let answered = self.ponged.iter().filter(|a| **a).count();
+        let linked = self.links.iter().filter(|l| l.is_some()).count();
+        (self.health[position] == Health::Unknown && answered * 2 > linked)
+            .then(|| self.born + (self.pong * 4).max(QUICK_MIN))
     }
 
     /// Fetches object `name` from `position` (ranged: its first `len` bytes
@@ -459,6 +496,66 @@ impl NetSource {
                 self.strays.push(task.abort_handle());
                 self.leave_out(position, Health::Late);
                 return None;
+            }
+            self.wait_until(deadline);
+        }
+    }
+
+    /// The next copy of the manifest (see [`FragmentSource::manifest`]).
+    fn manifest_inner(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
+        if self.manifests.is_none() {
+            let name = manifest_object(self.id, self.version);
+            let started = Instant::now();
+            let mut outstanding = 0;
+            for p in 0..self.links.len() {
+                let Some(link) = self.links[p].clone() else {
+                    continue;
+                };
+                let (tx, name) = (self.tx.clone(), name.clone());
+                let task = self.rt.spawn(async move {
+                    let result = link.get(&name, MAX_MANIFEST).await;
+                    let _ = tx.send(Arrival::Object {
+                        token: u64::MAX,
+                        position: p,
+                        started,
+                        result,
+                    });
+                });
+                self.strays.push(task.abort_handle());
+                outstanding += 1;
+            }
+            self.manifests = Some(Manifests {
+                started,
+                asked: outstanding,
+                outstanding,
+                ready: VecDeque::new(),
+            });
+        }
+        loop {
+            let Some(m) = &mut self.manifests else {
+                return Ok(None);
+            };
+            if let Some(b) = m.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            // Once most positions answered, the rest are not waited for:
+            // a root is written to every position, so the newest is among
+            // those of a majority.
+            if m.outstanding == 0 || (m.asked - m.outstanding) * 2 > m.asked {
+                m.outstanding = 0;
+                return Ok(None);
+            }
+            let started = m.started;
+            let deadline = started + self.object_patience();
+            if Instant::now() >= deadline {
+                self.drain();
+                let Some(m) = &mut self.manifests else {
+                    return Ok(None);
+                };
+                if m.ready.is_empty() {
+                    m.outstanding = 0;
+                }
+                continue;
             }
             self.wait_until(deadline);
         }
@@ -506,69 +603,22 @@ impl FragmentSource for NetSource {
     /// The manifest (or root) is asked of every position at once; copies
     /// are given in the order they come, and those later than the
     /// restore's patience after the first are not waited for.
-    fn manifest(&mut self, _attempt: usize) -> Result<Option<Vec<u8>>, SourceError> {
-        if self.manifests.is_none() {
-            let name = manifest_object(self.id, self.version);
-            let started = Instant::now();
-            let mut outstanding = 0;
-            for p in 0..self.links.len() {
-                let Some(link) = self.links[p].clone() else {
-                    continue;
-                };
-                let (tx, name) = (self.tx.clone(), name.clone());
-                let task = self.rt.spawn(async move {
-                    let result = link.get(&name, MAX_MANIFEST).await;
-                    let _ = tx.send(Arrival::Object {
-                        token: u64::MAX,
-                        position: p,
-                        started,
-                        result,
-                    });
-                });
-                self.strays.push(task.abort_handle());
-                outstanding += 1;
-            }
-            self.manifests = Some(Manifests {
-                started,
-                outstanding,
-                ready: VecDeque::new(),
-            });
-        }
-        loop {
-            let Some(m) = &mut self.manifests else {
-                return Ok(None);
-            };
-            if let Some(b) = m.ready.pop_front() {
-                return Ok(Some(b));
-            }
-            if m.outstanding == 0 {
-                return Ok(None);
-            }
-            let started = m.started;
-            let deadline = started + self.object_patience();
-            if Instant::now() >= deadline {
-                self.drain();
-                let Some(m) = &mut self.manifests else {
-                    return Ok(None);
-                };
-                if m.ready.is_empty() {
-                    m.outstanding = 0;
-                }
-                continue;
-            }
-            self.wait_until(deadline);
-        }
-    }
-
-    fn positions(&self) -> Vec<usize> {
-        (0..self.links.len())
-            .filter(|&p| self.links[p].is_some() && !self.left_out(p))
-            .collect()
+    fn manifest(&mut self, attempt: usize) -> Result<Option<Vec<u8>>, SourceError> {
+        let since = Instant::now();
+        let r = self.manifest_inner();
+        tracing::debug!(attempt, got = ?r.as_ref().map(Option::is_some), waited = ?since.elapsed(), "manifest");
+        r
     }
 
     fn wary_positions(&self) -> Vec<usize> {
         (0..self.links.len())
             .filter(|&p| self.links[p].is_some() && self.health[p] == Health::Late)
+            .collect()
+    }
+
+    fn positions(&self) -> Vec<usize> {
+        (0..self.links.len())
+            .filter(|&p| self.links[p].is_some() && !self.left_out(p))
             .collect()
     }
 
