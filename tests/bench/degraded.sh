@@ -4,8 +4,11 @@
 # 300 MB file and one of a tree of 4,251 small files; each restored three
 # times healthy, then `kill -9` of the suppliers at positions 1, 3 and 5
 # (the code's tolerance: nothing answers, nothing closes the connections)
-# and each restored three times again. Medians, after `sync`, every
-# restore bit-exact (`cmp`/`diff -r`). Prints degraded / healthy ratios.
+# and each restored five times again. Medians, every restore bit-exact
+# (`diff -r`). The restores write into a tmpfs (/dev/shm): writing 4,251
+# files to this VM's disk moved a restore's time by 2x from run to run,
+# and the two sides differ only in what comes over the network. Prints
+# degraded / healthy ratios.
 # Not a test: nothing here asserts a time.
 # Usage: bash tests/bench/degraded.sh [SIZE_MB] [BLOCK_MIB]   (300, 4)
 set -euo pipefail
@@ -16,10 +19,11 @@ source tests/bench/common.sh
 devnet_build
 
 work=$(mktemp -d /tmp/bitdust-degraded.XXXXXX)
+shm=$(mktemp -d /dev/shm/bitdust-degraded.XXXXXX)
 devnet_pid=
 cleanup() {
     [ -n "$devnet_pid" ] && kill "$devnet_pid" 2>/dev/null && wait "$devnet_pid" 2>/dev/null
-    rm -rf "$work"
+    rm -rf "$work" "$shm"
 }
 trap cleanup EXIT
 
@@ -55,15 +59,15 @@ PY
 
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
-restore_median() { # restore_median SRC ID OUT: the median wall of 3, each checked
+restore_median() { # restore_median SRC ID OUT: the median wall of 5, each checked
     local src=$1 id=$2 out=$3 ts=()
-    for _ in 1 2 3; do
-        rm -rf "$out"; sync
+    for _ in 1 2 3 4 5; do
+        rm -rf "$out"
         t0=$(now); "$B" restore --quiet "$id" --to "$out"; t1=$(now)
         ts+=("$(secs "$t0" "$t1")")
         diff -r "$src" "$out$src" >/dev/null || { echo "restore of $src differs" >&2; exit 1; }
     done
-    printf '%s\n' "${ts[@]}" | sort -n | sed -n 2p
+    printf '%s\n' "${ts[@]}" | sort -n | sed -n 3p
 }
 
 devnet_up "$work/net" 7 "$block_mib"
@@ -72,15 +76,16 @@ idof() { python3 -c "import json,sys; d=json.load(sys.stdin); print(f\"{d['backu
 big_id=$("$B" --json backup "$work/big" | idof)
 small_id=$("$B" --json backup "$work/small" | idof)
 
-healthy_big=$(restore_median "$work/big" "$big_id" "$work/out")
-healthy_small=$(restore_median "$work/small" "$small_id" "$work/out")
+healthy_big=$(restore_median "$work/big" "$big_id" "$shm/out")
+healthy_small=$(restore_median "$work/small" "$small_id" "$shm/out")
 for s in 1 3 5; do
     kill -9 "$(cat "$work/net/nodes/supplier-$s/bitdust-supplier-store.pid")"
 done
 sleep 1
-degraded_big=$(restore_median "$work/big" "$big_id" "$work/out")
-degraded_small=$(restore_median "$work/small" "$small_id" "$work/out")
-"$B" --json restore "$big_id" --to "$work/last" > "$work/last.json"
+degraded_big=$(restore_median "$work/big" "$big_id" "$shm/out")
+degraded_small=$(restore_median "$work/small" "$small_id" "$shm/out")
+rm -rf "$shm/out"
+"$B" --json restore "$big_id" --to "$shm/last" > "$work/last.json"
 left_out=$(python3 -c "import json; d=json.load(open('$work/last.json')); print(d['positions_left_out'], d['fragments_read_around'])")
 
 echo "7 suppliers, $block_mib MiB packs; positions 1, 3, 5 killed (kill -9)"
