@@ -311,7 +311,7 @@ impl LocalStore {
             failed,
             fs: Arc::new(RealFs),
             unsynced: vec![Vec::new(); code.suppliers()],
-            new_dirs: vec![Vec::new(); code.suppliers()],
+            anchored: vec![false; code.suppliers()],
         }
     }
 
@@ -360,8 +360,10 @@ fn fragment_name(block: u64, fragment: usize) -> String {
 ///
 /// Durability (issue 19): only what the sink wrote is flushed, never the
 /// whole file system. [`FragmentSink::sync`] fsyncs each fragment file
-/// written since the last sync, then its directory, then the parent of
-/// each directory it made; a manifest is written to a temporary file,
+/// written since the last sync, then its directory and, the first time,
+/// every directory above it up to the store's root and the root's parent
+/// (one made by an earlier run that never synced would otherwise be
+/// lost with everything under it); a manifest is written to a temporary file,
 /// fsynced, renamed and its directory fsynced. Every step goes through
 /// [`Fs`], which a crash-point test records (`tests/sink_crash_points.rs`).
 pub struct LocalSink {
@@ -374,8 +376,9 @@ pub struct LocalSink {
     fs: Arc<dyn Fs>,
     /// Per position: fragment files written since the last sync.
     unsynced: Vec<Vec<PathBuf>>,
-    /// Per position: directories made since the last sync.
-    new_dirs: Vec<Vec<PathBuf>>,
+    /// Per position: whether the names from the store's root down to the
+    /// version's directory were made durable.
+    anchored: Vec<bool>,
 }
 
 impl LocalSink {
@@ -385,8 +388,7 @@ impl LocalSink {
         self
     }
 
-    /// Makes the directory of `position` (and any missing parent below the
-    /// position's own), remembering each made for the next sync.
+    /// Makes the directory of `position` and any missing parent.
     fn make_dir(&mut self, position: usize) -> io::Result<PathBuf> {
         let dir = self.store.version_dir(position, self.id, self.version);
         let mut missing = Vec::new();
@@ -400,7 +402,7 @@ impl LocalSink {
         for m in missing.into_iter().rev() {
             match self.fs.create_dir(&m) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => self.new_dirs[position].push(m),
+                _ => {}
             }
         }
         self.created[position] = true;
@@ -414,14 +416,25 @@ impl LocalSink {
             self.fs.sync_file(f)?;
         }
         self.fs.sync_dir(&dir)?;
-        // Each directory made, from the deepest: its name in its parent.
-        for d in self.new_dirs[position].iter().rev() {
-            if let Some(parent) = d.parent() {
-                self.fs.sync_dir(parent)?;
+        if !self.anchored[position] {
+            // Each directory's name in its parent, up to the root's own.
+            let top = self.store.root.parent();
+            let mut d = dir.parent();
+            while let Some(x) = d {
+                let x = if x.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    x
+                };
+                self.fs.sync_dir(x)?;
+                if Some(x) == top || x == Path::new(".") {
+                    break;
+                }
+                d = x.parent();
             }
+            self.anchored[position] = true;
         }
         self.unsynced[position].clear();
-        self.new_dirs[position].clear();
         Ok(())
     }
 

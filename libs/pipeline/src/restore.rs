@@ -223,8 +223,8 @@ pub(crate) fn collect_into(
         .map(|f| positions.contains(&code.fragment_position(f)))
         .collect();
     // Positions that answered late are asked only when the block cannot be
-    // decoded without them.
-    let all_needed = !decodable_fragments(code, &usable);
+    // decoded without them, or to verify every fragment.
+    let all_needed = all || !decodable_fragments(code, &usable);
     if all_needed {
         let wary = source.wary_positions();
         for (f, u) in usable.iter_mut().enumerate() {
@@ -253,12 +253,16 @@ pub(crate) fn collect_into(
     for n in next {
         source.prefetch(n, &wanted);
     }
-    fetch(source, code, block, &data, &mut opener)?;
+    let mut undelivered = vec![false; count];
+    fetch(source, code, block, &data, &mut opener, &mut undelivered)?;
     if all {
         let rest: Vec<usize> = (code.data_fragments()..count)
             .filter(|&f| usable[f])
             .collect();
-        fetch(source, code, block, &rest, &mut opener)?;
+        fetch(source, code, block, &rest, &mut opener, &mut undelivered)?;
+        // Verifying, a fragment read around for being late is asked again
+        // and waited for: slow is not lost.
+        ask_again(source, code, block, &undelivered, &mut opener)?;
         return Ok(opener);
     }
     let mut tried = excluded;
@@ -288,7 +292,7 @@ pub(crate) fn collect_into(
             .map(|&f| (code.fragment_position(f), f))
             .collect();
         source.prefetch(block, &wanted);
-        fetch(source, code, block, &plan, &mut opener)?;
+        fetch(source, code, block, &plan, &mut opener, &mut undelivered)?;
         // A planned fragment that was missing or bad leaves data unknown:
         // plan again around it.
     }
@@ -299,32 +303,55 @@ pub(crate) fn collect_into(
         .map(|f| opener.present().get(f).copied().unwrap_or(false))
         .collect();
     if !decodable_fragments(code, &present) {
-        let asked: Vec<usize> = source
-            .positions()
-            .into_iter()
-            .chain(source.wary_positions())
-            .collect();
-        let again: Vec<usize> = (0..count)
-            .filter(|&f| !present[f] && asked.contains(&code.fragment_position(f)))
-            .collect();
-        fetch(source, code, block, &again, &mut opener)?;
+        ask_again(source, code, block, &undelivered, &mut opener)?;
     }
     Ok(opener)
 }
 
+/// Asks again for the fragments of `block` the source did not give
+/// (`undelivered`) that a position answering or left out for being late
+/// holds (a source waits for those of a left-out position as long as it
+/// may).
+fn ask_again(
+    source: &mut dyn FragmentSource,
+    code: &Code,
+    block: u64,
+    undelivered: &[bool],
+    opener: &mut BlockOpener,
+) -> Result<(), SourceError> {
+    let asked: Vec<usize> = source
+        .positions()
+        .into_iter()
+        .chain(source.wary_positions())
+        .collect();
+    let again: Vec<usize> = (0..undelivered.len())
+        .filter(|&f| undelivered[f] && asked.contains(&code.fragment_position(f)))
+        .collect();
+    let mut still = vec![false; undelivered.len()];
+    fetch(source, code, block, &again, opener, &mut still)
+}
+
 /// Asks `source` for `frags` of `block` and hands each to `opener`.
+/// Those the source did not give (missing, failed, or read around for
+/// being late) are marked in `undelivered`; a fragment given and rejected
+/// is not.
 fn fetch(
     source: &mut dyn FragmentSource,
     code: &Code,
     block: u64,
     frags: &[usize],
     opener: &mut BlockOpener,
+    undelivered: &mut [bool],
 ) -> Result<(), SourceError> {
     for &f in frags {
         let pos = code.fragment_position(f);
         let what = source.describe(pos, block, f);
-        if let Some(mut r) = source.fragment(pos, block, f)? {
-            let _ = opener.add(f, &mut r, &what);
+        match source.fragment(pos, block, f)? {
+            Some(mut r) => {
+                let _ = opener.add(f, &mut r, &what);
+                undelivered[f] = false;
+            }
+            None => undelivered[f] = true,
         }
     }
     Ok(())

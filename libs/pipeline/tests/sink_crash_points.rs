@@ -12,9 +12,14 @@
 //!   the version at that position (fragments are durable before the
 //!   manifest names them); once `commit` returned, it is present.
 //!
+//! The version written is the backup's second: a first run made the
+//! position directories and was killed before any sync, so the names
+//! above the second version's directory are durable only if the second
+//! run makes them so.
+//!
 //! Dropping the fsync of the fragment files, of their directory or of the
-//! directories the sink made, or writing the manifest before the
-//! fragments are durable, makes this test fail.
+//! directories above it, or writing the manifest before the fragments are
+//! durable, makes this test fail.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +39,7 @@ const MANIFEST: &[u8] = b"a manifest naming 7 blocks";
 fn fragments(code: &Code, id: BackupId, position: usize, block: u64) -> Vec<String> {
     code.position_fragments(position)
         .iter()
-        .map(|f| format!("{position}/{id}/1/b{block:010}.f{f:03}"))
+        .map(|f| format!("{position}/{id}/2/b{block:010}.f{f:03}"))
         .collect()
 }
 
@@ -54,18 +59,23 @@ fn every_block_a_sync_acknowledged_survives_a_crash_at_every_point_and_the_manif
     std::fs::create_dir(&root).unwrap();
     let code = Code::new(Scheme::Xor, 7).unwrap();
     let id = BackupId([7; 16]);
-    let sealer = BlockSealer::new(
-        Arc::new(Identity::generate()),
-        id,
-        1,
-        code.clone(),
-        age::x25519::Identity::generate().to_public(),
-    );
+    let identity = Arc::new(Identity::generate());
+    let recipient = age::x25519::Identity::generate().to_public();
     let rec = Arc::new(Recorder::new(None));
-    let mut sink = LocalStore::new(&root)
+    let mut sealed = SealedBlock::default();
+    // The first run: directories made, a block written, killed before any
+    // sync.
+    let first = BlockSealer::new(identity.clone(), id, 1, code.clone(), recipient.clone());
+    first.seal(0, true, b"first", &mut sealed).unwrap();
+    let mut killed = LocalStore::new(&root)
         .sink(id, 1, &code)
         .with_fs(rec.clone());
-    let mut sealed = SealedBlock::default();
+    assert!(killed.put_block(&sealed).unwrap().is_empty());
+    drop(killed);
+    let sealer = BlockSealer::new(identity, id, 2, code.clone(), recipient);
+    let mut sink = LocalStore::new(&root)
+        .sink(id, 2, &code)
+        .with_fs(rec.clone());
     let mut put = |sink: &mut dyn FragmentSink, b: u64| {
         let plain: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + b as u32) as u8).collect();
         sealer
@@ -103,7 +113,7 @@ fn every_block_a_sync_acknowledged_survives_a_crash_at_every_point_and_the_manif
                     "crash point {k}: block {b}, acknowledged, is not whole at position {p}"
                 );
             }
-            let manifest = crash.join(format!("{p}/{id}/1/manifest"));
+            let manifest = crash.join(format!("{p}/{id}/2/manifest"));
             match std::fs::read(&manifest) {
                 Ok(m) => {
                     assert_eq!(m, MANIFEST, "crash point {k}: a torn manifest at {p}");

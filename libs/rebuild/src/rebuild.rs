@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bitdust_block::{BackupId, Manifest, SignedHeader, check_fragment, write_fragment};
 use bitdust_crypto::NodeId;
 use bitdust_customer::client::SupplierLink;
-use bitdust_customer::netio::{Wary, fragment_object, manifest_object};
+use bitdust_customer::netio::{MAX_PATIENCE, Wary, fragment_object, manifest_object};
 use bitdust_ecc::Code;
 
 /// The largest fragment object fetched.
@@ -248,12 +248,19 @@ impl Block<'_> {
                     .collect();
                 code.rebuild_plan(self.position, &available)
             };
-            let plan = plan_with(false).or_else(|_| plan_with(true)).map_err(|e| {
-                RebuildError::NotEnough {
-                    block,
-                    reason: e.to_string(),
-                }
-            })?;
+            // A round that needs a late position waits for it as long as
+            // the most patience allows.
+            let (plan, patience) = match plan_with(false) {
+                Ok(plan) => (plan, None),
+                Err(_) => (
+                    plan_with(true).map_err(|e| RebuildError::NotEnough {
+                        block,
+                        reason: e.to_string(),
+                    })?,
+                    Some(MAX_PATIENCE),
+                ),
+            };
+            let wait = || patience.unwrap_or_else(|| self.wary.wait());
             let wanted: Vec<usize> = plan.into_iter().filter(|&f| got[f].is_none()).collect();
             if wanted.is_empty() {
                 break;
@@ -274,11 +281,19 @@ impl Block<'_> {
                 // A fragment later than the fetches have been taking is read
                 // around: its position is left out for a while, and the
                 // plan is made again without it.
-                let deadline = tokio::time::Instant::from_std(started + self.wary.wait());
+                let deadline = tokio::time::Instant::from_std(started + wait());
                 let next = match tokio::time::timeout_at(deadline, set.join_next()).await {
                     Ok(Some(Ok(n))) => n,
-                    Ok(_) => break,
-                    Err(_) if started.elapsed() < self.wary.wait() => continue,
+                    // A fetch that panicked: its fragment stays outstanding
+                    // and counts as failed once the rest are in.
+                    Ok(Some(Err(_))) => continue,
+                    Ok(None) => {
+                        for &f in &outstanding {
+                            failed[f] = true;
+                        }
+                        break;
+                    }
+                    Err(_) if started.elapsed() < wait() => continue,
                     Err(_) => {
                         for &f in &outstanding {
                             failed[f] = true;

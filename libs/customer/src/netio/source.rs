@@ -11,7 +11,7 @@
 //! second watches for it to come back. A position whose supplier cannot be
 //! reached at all is left out the same way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,16 +53,18 @@ type Fetched = Result<Option<Vec<u8>>, PeerError>;
 
 /// A task's report.
 enum Arrival {
+    /// A fragment fetched (or not) after `took`.
     Fragment {
         key: (u64, usize),
         position: usize,
-        started: Instant,
+        took: Duration,
         result: Fetched,
     },
+    /// An object (a root, or the start of a fragment) fetched after `took`.
     Object {
         token: u64,
         position: usize,
-        started: Instant,
+        took: Duration,
         result: Fetched,
     },
     Pong {
@@ -84,6 +86,8 @@ struct Manifests {
     started: Instant,
     asked: usize,
     outstanding: usize,
+    /// Copies that came.
+    copies: usize,
     ready: VecDeque<Vec<u8>>,
 }
 
@@ -117,6 +121,8 @@ pub struct NetSource {
     manifests: Option<Manifests>,
     next_token: u64,
     objects_arrived: HashMap<u64, Fetched>,
+    /// Objects given up on: their answers are dropped when they come.
+    abandoned: HashSet<u64>,
     /// Fragments fetched.
     pub fetched: u64,
     /// Bytes of the starts of fragments read alone (ranged reads).
@@ -162,6 +168,7 @@ impl NetSource {
             manifests: None,
             next_token: 0,
             objects_arrived: HashMap::new(),
+            abandoned: HashSet::new(),
             fetched: 0,
             prefix_bytes: 0,
             hedged: 0,
@@ -213,6 +220,10 @@ impl NetSource {
             tracing::info!(position, "a supplier left out of the restore answers again");
         }
         self.health[position] = Health::Up;
+        // Its watcher would only ping (and reset its link) again.
+        if let Some(w) = self.watching[position].take() {
+            w.abort();
+        }
     }
 
     /// Leaves `position` out as `how` and watches for it to come back.
@@ -236,32 +247,30 @@ impl NetSource {
             Arrival::Fragment {
                 key,
                 position,
-                started,
+                took,
                 result,
             } => {
-                let ours = self
-                    .inflight
-                    .get(&key)
-                    .is_some_and(|i| i.started == started);
-                if ours {
-                    self.inflight.remove(&key);
-                }
-                if let Ok(Some(_)) = &result {
-                    self.fragments.saw(started.elapsed());
+                // Any answer for a fragment still wanted is taken (a fetch
+                // given up on and asked again brings the same object); only
+                // those count towards the patience.
+                let wanted = self.inflight.remove(&key).is_some();
+                if wanted && let Ok(Some(_)) = &result {
+                    self.fragments.saw(took);
                 }
                 let bytes = self.settle(position, result);
-                if ours {
+                if wanted {
                     self.arrived.insert(key, bytes);
                 }
             }
             Arrival::Object {
                 token,
                 position,
-                started,
+                took,
                 result,
             } => {
-                if let Ok(Some(_)) = &result {
-                    self.objects.saw(started.elapsed());
+                let abandoned = self.abandoned.remove(&token);
+                if !abandoned && let Ok(Some(_)) = &result {
+                    self.objects.saw(took);
                 }
                 match &mut self.manifests {
                     Some(m) if token == u64::MAX => {
@@ -269,8 +278,12 @@ impl NetSource {
                         if let Some(b) = self.settle(position, result)
                             && let Some(m) = &mut self.manifests
                         {
+                            m.copies += 1;
                             m.ready.push_back(b);
                         }
+                    }
+                    _ if abandoned => {
+                        self.settle(position, result);
                     }
                     _ => {
                         self.objects_arrived.insert(token, result);
@@ -285,8 +298,11 @@ impl NetSource {
                     }
                     record(&self.state, position, Ok(()));
                     self.up(position);
-                } else if self.health[position] != Health::Late {
-                    self.health[position] = Health::Down;
+                } else if self.health[position] == Health::Unknown {
+                    // Never answered in this restore: a failed ping says
+                    // it is away. One that answered since is not marked
+                    // down by an older ping.
+                    self.leave_out(position, Health::Down);
                 }
             }
         }
@@ -350,7 +366,7 @@ impl NetSource {
             let _ = tx.send(Arrival::Fragment {
                 key,
                 position,
-                started,
+                took: started.elapsed(),
                 result,
             });
         });
@@ -367,6 +383,7 @@ impl NetSource {
     /// Notes that `block` is wanted, after those asked for before it.
     fn ordered(&mut self, block: u64) {
         if !self.order.contains(&block) {
+            self.strays.retain(|t| !t.is_finished());
             self.order.push_back(block);
             if self.order.len() > ORDER_CAP
                 && let Some(b) = self.order.pop_front()
@@ -483,7 +500,7 @@ impl NetSource {
             let _ = tx.send(Arrival::Object {
                 token,
                 position,
-                started,
+                took: started.elapsed(),
                 result,
             });
         });
@@ -493,6 +510,7 @@ impl NetSource {
             }
             let deadline = started + self.object_patience();
             if Instant::now() >= deadline || self.health[position] == Health::Down {
+                self.abandoned.insert(token);
                 self.strays.push(task.abort_handle());
                 self.leave_out(position, Health::Late);
                 return None;
@@ -517,7 +535,7 @@ impl NetSource {
                     let _ = tx.send(Arrival::Object {
                         token: u64::MAX,
                         position: p,
-                        started,
+                        took: started.elapsed(),
                         result,
                     });
                 });
@@ -528,6 +546,7 @@ impl NetSource {
                 started,
                 asked: outstanding,
                 outstanding,
+                copies: 0,
                 ready: VecDeque::new(),
             });
         }
@@ -538,10 +557,10 @@ impl NetSource {
             if let Some(b) = m.ready.pop_front() {
                 return Ok(Some(b));
             }
-            // Once most positions answered, the rest are not waited for:
+            // Once most positions gave a copy, the rest are not waited for:
             // a root is written to every position, so the newest is among
-            // those of a majority.
-            if m.outstanding == 0 || (m.asked - m.outstanding) * 2 > m.asked {
+            // the copies of a majority.
+            if m.outstanding == 0 || m.copies * 2 > m.asked {
                 m.outstanding = 0;
                 return Ok(None);
             }
@@ -631,12 +650,16 @@ impl FragmentSource for NetSource {
         self.done_before(block);
         self.drain();
         let key = (block, fragment);
-        if !self.arrived.contains_key(&key) && !self.inflight.contains_key(&key) {
+        // A fragment asked of a position left out is one the block cannot
+        // do without: waited for as long as the most patience allows.
+        let patient = self.left_out(position);
+        if let Some(i) = self.inflight.get_mut(&key) {
+            i.patient |= patient;
+        } else if !self.arrived.contains_key(&key) {
             if self.health[position] == Health::Down {
                 return Ok(None);
             }
             self.ordered(block);
-            let patient = self.left_out(position);
             self.start(position, block, fragment, patient);
         }
         let bytes = self.wait_for(key, position);
