@@ -155,6 +155,7 @@ fn peak_rss_bytes() -> Option<u64> {
 }
 
 fn main() -> ExitCode {
+    bitdust_daemon::memory::hand_back_large_buffers();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -136,6 +136,26 @@ impl PackWriter {
         self.data.extend_from_slice(stored);
     }
 
+    /// At least the length of the body [`PackWriter::write_body`] writes:
+    /// the prefix, the sealed list, and age's header and one 16-byte tag
+    /// per 64 KiB of chunk data (with room to spare). Its sealer makes room
+    /// for this once, so the fragment buffer never grows by copying.
+    pub fn body_len_bound(&self) -> usize {
+        PACK_PREFIX_LEN
+            + self.entries.len() * ENTRY_LEN
+            + bitdust_crypto::SEAL_OVERHEAD
+            + self.data.len()
+            + self.data.len() / 4096
+            + 4096
+    }
+
+    /// Makes room for `additional` more bytes of chunk data, exactly: a
+    /// pack filled up to a known size is then allocated once, at that size
+    /// (grown by doubling from its first chunk's, it could take twice).
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.data.reserve_exact(additional);
+    }
+
     /// Bytes of chunk data so far.
     pub fn data_len(&self) -> usize {
         self.data.len()

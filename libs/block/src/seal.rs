@@ -143,6 +143,12 @@ impl BlockSealer {
     ) -> Result<(), crate::pack::PackError> {
         debug_assert_eq!(self.version, 0, "packs are sealed as version 0");
         out.fragments.clear();
+        // Room for every fragment at once: growing the buffer as the body
+        // is written and then to the parity would hold two copies for a
+        // moment (issue 19: the first backup's peak memory).
+        let bound = self.code.fragment_len(writer.body_len_bound());
+        out.fragments
+            .make_room(bound.saturating_mul(self.code.fragment_count()));
         let aad = crate::pack::list_aad(&self.identity.node_id(), self.backup_id, pack);
         writer.write_body(keys, &aad, &self.recipient, &mut out.fragments)?;
         self.finish(pack, false, writer.data_len() as u64, out)

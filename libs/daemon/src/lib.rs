@@ -17,6 +17,7 @@
 //!   LMDB environments.
 
 pub mod cli;
+pub mod memory;
 pub mod skeleton;
 pub mod state;
 
@@ -62,6 +63,7 @@ where
     F: FnOnce(bitdust_config::Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    memory::hand_back_large_buffers();
     let name = daemon.name();
     let config = daemon.parse_args();
     init_logging();

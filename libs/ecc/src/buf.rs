@@ -64,6 +64,12 @@ impl AlignedBuf {
         self.len = end;
     }
 
+    /// Makes room for `len` bytes of contents in all (not `len` more), so
+    /// that growing to that length later moves nothing.
+    pub fn make_room(&mut self, len: usize) {
+        self.reserve(len);
+    }
+
     /// Makes room for `len` bytes of contents, moving them to a new, aligned
     /// allocation (of at least twice the current contents) when there is not.
     fn reserve(&mut self, len: usize) {
@@ -71,6 +77,12 @@ impl AlignedBuf {
             return;
         }
         let room = len.max(self.len.saturating_mul(2));
+        if self.len == 0 {
+            // Nothing to move: the old allocation goes before the new one
+            // is made, not after.
+            self.raw = Vec::new();
+            self.start = 0;
+        }
         let mut raw = vec![0u8; room + ALIGN - 1];
         // `align_offset` may decline (usize::MAX); the contents are then
         // merely unaligned, which costs speed, not correctness.

@@ -378,7 +378,6 @@ impl<'a> SnapshotWriter<'a> {
                 scope,
                 workers,
                 self.opts.zstd_level,
-                FILE_CHUNKS.max,
                 self.clocks.clone(),
             )?);
             self.store = Some(PackStore::spawn(
@@ -660,13 +659,11 @@ impl<'a> SnapshotWriter<'a> {
             self.referenced.insert(loc.pack);
             return Ok(id);
         }
-        let compress = stage(&mut self.compress)?;
-        compress.submit(id, plain)?;
-        let over = compress.len() > compress.window();
-        self.inflight.insert(id);
-        if over {
+        while stage(&mut self.compress)?.full_for(plain.len()) {
             self.pack_next()?;
         }
+        stage(&mut self.compress)?.submit(id, plain)?;
+        self.inflight.insert(id);
         Ok(id)
     }
 
@@ -749,6 +746,12 @@ impl<'a> SnapshotWriter<'a> {
                 n
             }
         };
+        if open.writer.is_empty() {
+            // Its buffer (kept for the next packs) at the pack size, or one
+            // chunk's if larger: the most a pack holds.
+            open.writer
+                .reserve_exact(self.opts.pack_size.max(stored.len()));
+        }
         let loc = ChunkLoc {
             pack: number,
             offset: open.writer.data_len() as u32,
@@ -774,10 +777,17 @@ impl<'a> SnapshotWriter<'a> {
         let Some(number) = open.number.take() else {
             return Ok(());
         };
-        let fresh = crate::stages::fresh_writer(&mut self.spare_writers, kind);
-        let writer = std::mem::replace(&mut open.writer, fresh);
+        // The store answers for the pack before this one as it takes this
+        // one, so its writer is back before a fresh one is needed: two
+        // writers' buffers in all, not three (issue 19: peak memory).
+        let writer = std::mem::replace(&mut open.writer, PackWriter::new(kind));
         stage(&mut self.store)?.put(number, writer)?;
         while self.take_reply(false)? {}
+        let fresh = crate::stages::fresh_writer(&mut self.spare_writers, kind);
+        match kind {
+            PackKind::Data => self.data.writer = fresh,
+            PackKind::Meta => self.meta.writer = fresh,
+        }
         if self.unsynced.len() >= SYNC_PACKS || self.unsynced_chunks >= SYNC_CHUNKS {
             self.start_sync()?;
         }

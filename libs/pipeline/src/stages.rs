@@ -2,11 +2,13 @@
 //! issue 19): new chunks are compressed on a pool of threads, and full
 //! packs are sealed (encrypted, erasure-coded, signed) and handed to the
 //! pack sink on a thread of their own, while the caller's thread walks,
-//! reads, cuts and looks chunks up. Every queue is bounded: the memory a
-//! run adds is two buffers of the largest chunk (4 MiB) per compressor,
-//! plus two (`workers` + 1 jobs in all), and one pack being stored. Making stored packs
-//! durable ([`FragmentSink::sync`]) runs on the store's thread too, while
-//! the next packs fill.
+//! reads, cuts and looks chunks up. Every queue is bounded: the chunks out
+//! with the compressors are at most `workers` + 1 and together at most
+//! [`BYTES_PER_WORKER`] per worker (or one chunk alone, whatever its size),
+//! each held twice (plain and compressed); and there are two packs, one
+//! filling and one being sealed and stored (docs/snapshots.md, "Memory").
+//! Making stored packs durable ([`FragmentSink::sync`]) runs on the
+//! store's thread too, while the next packs fill.
 //!
 //! Results come back in the order the work went in (each compressor
 //! serves its own queue, and jobs go round the compressors in turn), so
@@ -34,6 +36,15 @@ pub fn worker_count(requested: usize) -> usize {
     }
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Plain bytes the compressors may hold per worker: two average chunks.
+/// A larger chunk goes out only when nothing else is out, so a run of
+/// 4 MiB chunks does not hold `workers` + 1 of them at once.
+pub const BYTES_PER_WORKER: usize = 2 << 20;
+
+/// Buffers kept for the next jobs are at most this large; a larger one
+/// (a chunk near the largest) is given back to the allocator.
+pub const KEEP_BUFFER: usize = BYTES_PER_WORKER;
 
 struct Job {
     plain: Vec<u8>,
@@ -63,19 +74,17 @@ pub(crate) struct Compressors {
     queue: VecDeque<(usize, ChunkId)>,
     /// Buffers back from the workers, for the next jobs.
     spare: Vec<Vec<u8>>,
-    /// The largest chunk.
-    max_chunk: usize,
+    /// Plain bytes of the jobs out.
+    out_bytes: usize,
     clocks: Arc<Clocks>,
 }
 
 impl Compressors {
-    /// `n` workers compressing chunks of at most `max_chunk` bytes at zstd
-    /// `level`, living in `scope`.
+    /// `n` workers compressing chunks at zstd `level`, living in `scope`.
     pub(crate) fn spawn<'scope>(
         scope: &'scope Scope<'scope, '_>,
         n: usize,
         level: i32,
-        max_chunk: usize,
         clocks: Arc<Clocks>,
     ) -> Result<Compressors, SnapshotError> {
         let mut workers = Vec::with_capacity(n);
@@ -112,35 +121,33 @@ impl Compressors {
             next: 0,
             queue: VecDeque::new(),
             spare: Vec::new(),
-            max_chunk,
+            out_bytes: 0,
             clocks,
         })
     }
 
-    /// Jobs given out and not taken back yet.
-    pub(crate) fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// How many jobs may be out before the oldest is waited for: one per
-    /// worker (the next is queued while the oldest is packed).
-    pub(crate) fn window(&self) -> usize {
-        self.workers.len()
+    /// Whether a chunk of `len` bytes must wait for the oldest job to be
+    /// taken back: when `workers` + 1 jobs are out (one per worker, and the
+    /// next queued while the oldest is packed), or when it would take the
+    /// plain bytes out past [`BYTES_PER_WORKER`] per worker (unless
+    /// nothing is out).
+    pub(crate) fn full_for(&self, len: usize) -> bool {
+        !self.queue.is_empty()
+            && (self.queue.len() > self.workers.len()
+                || self.out_bytes + len > BYTES_PER_WORKER * self.workers.len())
     }
 
     /// Gives `plain` (copied) to the next worker.
     pub(crate) fn submit(&mut self, id: ChunkId, plain: &[u8]) -> Result<(), SnapshotError> {
-        // Buffers are made once at their largest, so the memory they take
-        // is the same whatever the chunks (and never grows by doubling).
+        // Buffers are made to the chunk's size (zstd's bound of it for the
+        // compressed one) and reused while small; see [`KEEP_BUFFER`].
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
-        buf.reserve_exact(self.max_chunk.max(plain.len()));
+        buf.reserve_exact(plain.len());
         buf.extend_from_slice(plain);
         let mut out = self.spare.pop().unwrap_or_default();
         out.clear();
-        out.reserve_exact(zstd::zstd_safe::compress_bound(
-            self.max_chunk.max(plain.len()),
-        ));
+        out.reserve_exact(zstd::zstd_safe::compress_bound(plain.len()));
         let w = self.next;
         self.next = (self.next + 1) % self.workers.len();
         self.workers[w]
@@ -148,6 +155,7 @@ impl Compressors {
             .send(Job { plain: buf, out })
             .map_err(|_| stopped("a compressing worker"))?;
         self.queue.push_back((w, id));
+        self.out_bytes += plain.len();
         Ok(())
     }
 
@@ -159,7 +167,8 @@ impl Compressors {
         let done = Clocks::time(&self.clocks.wait_compress, || self.workers[w].1.recv())
             .map_err(|_| stopped("a compressing worker"))?;
         let plain_len = done.plain.len() as u32;
-        self.spare.push(done.plain);
+        self.out_bytes -= done.plain.len();
+        self.recycle(done.plain);
         done.result.map_err(SnapshotError::Format)?;
         Ok(Some(Compressed {
             id,
@@ -170,7 +179,9 @@ impl Compressors {
 
     /// Takes back a buffer [`Compressors::next_done`] lent.
     pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
-        self.spare.push(buf);
+        if buf.capacity() <= KEEP_BUFFER {
+            self.spare.push(buf);
+        }
     }
 }
 

@@ -139,6 +139,17 @@ fn peak_heap(f: impl FnOnce()) -> usize {
 
 /// Snapshot 1 of a synthetic tree into `dir`; the backup key.
 fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) -> BackupKey {
+    snapshot_with(dir, big, small, seed, SnapshotOptions::default())
+}
+
+/// [`snapshot`] with `opts`.
+fn snapshot_with(
+    dir: &std::path::Path,
+    big: u64,
+    small: u64,
+    seed: u8,
+    opts: SnapshotOptions,
+) -> BackupKey {
     let lock = StateLock::take(&dir.join("state"), "test").unwrap();
     let repo = Repo::open(
         lock.open_env("repo", 1 << 30, bitdust_pipeline::repo::REPO_DATABASES)
@@ -163,7 +174,7 @@ fn snapshot(dir: &std::path::Path, big: u64, small: u64, seed: u8) -> BackupKey 
         0,
         vec![b"/m".to_vec()],
         &material,
-        SnapshotOptions::default(),
+        opts,
         &mut packs,
         Time {
             secs: 1_000_000,
@@ -225,9 +236,8 @@ fn snapshot_memory_does_not_grow_with_input_size() {
     // did not, and the restores' peaks differed by 7-10 MiB of planned
     // entries, not by anything that grows with the input.
     // Both reach the writer's working set (open packs, a pack being sealed
-    // and its fragments, the chunker's buffer, and the compressors' jobs:
-    // two 4 MiB buffers each, one job per worker plus one; about 60 MiB
-    // with two workers);
+    // and its fragments, the chunker's buffer, and the compressors' jobs;
+    // see `a_first_backup_holds_only_the_buffers_its_design_states`);
     // what may differ is bounded by a pack's worth of chunks (LMDB's dirty
     // pages while a pack of small chunks is indexed), never by the input.
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -264,6 +274,60 @@ fn snapshot_memory_does_not_grow_with_input_size() {
     assert!(
         big < small + (8 << 20),
         "a restore's heap peak grew from {small} to {big} bytes"
+    );
+}
+
+/// A first backup's heap holds what docs/snapshots.md ("Memory") says and
+/// no more: two data packs and an open metadata pack, the fragments of one
+/// pack being sealed, the chunkers' buffers, and the compressors' jobs
+/// (plain and compressed, at most [`BYTES_PER_WORKER`] of plain per worker
+/// or one chunk alone) with their spare buffers of at most [`KEEP_BUFFER`].
+/// It failed before issue 19's session 22: a third pack writer, pack
+/// buffers grown by doubling past the pack size, the fragment buffer
+/// holding two copies while it grew, and every job's two buffers made at
+/// the largest chunk's size (58 MiB of heap for this tree, 32 MiB after).
+#[test]
+fn a_first_backup_holds_only_the_buffers_its_design_states() {
+    use bitdust_pipeline::DEFAULT_BLOCK_SIZE;
+    use bitdust_pipeline::chunker::{FILE_CHUNKS, META_CHUNKS};
+    use bitdust_pipeline::stages::{BYTES_PER_WORKER, KEEP_BUFFER};
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let workers = 2;
+    let pack = DEFAULT_BLOCK_SIZE;
+    let code = Code::new(Scheme::Xor, 7).unwrap();
+    let bound = |n: usize| zstd::zstd_safe::compress_bound(n);
+    let writers = 3 * bound(pack);
+    let sealed = code.fragment_count() * code.fragment_len(pack + pack / 4096 + (64 << 10));
+    let chunkers = FILE_CHUNKS.max + META_CHUNKS.max;
+    let plain_out = (BYTES_PER_WORKER * workers).max(FILE_CHUNKS.max);
+    // The jobs' plain and compressed buffers, the chunk being packed, and
+    // the spare buffers (one pair per job the window allows).
+    let compressors =
+        plain_out + bound(plain_out) + bound(FILE_CHUNKS.max) + 2 * (workers + 1) * KEEP_BUFFER;
+    // The index's records, the metadata stream's nodes, names and paths.
+    let rest = 2 << 20;
+    let budget = writers + sealed + chunkers + compressors + rest;
+    let peak = peak_heap(|| {
+        snapshot_with(
+            tmp.path(),
+            96 << 20,
+            2_000,
+            3,
+            SnapshotOptions {
+                workers,
+                ..SnapshotOptions::default()
+            },
+        );
+    });
+    eprintln!(
+        "first backup's peak heap: {:.1} MiB, the design's budget {:.1} MiB",
+        peak as f64 / 1048576.0,
+        budget as f64 / 1048576.0
+    );
+    assert!(
+        peak <= budget,
+        "the first backup's heap peaked at {peak} bytes, over the {budget} its buffers should take"
     );
 }
 
