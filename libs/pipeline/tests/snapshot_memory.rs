@@ -285,7 +285,7 @@ fn snapshot_memory_does_not_grow_with_input_size() {
 /// It failed before issue 19's session 22: a third pack writer, pack
 /// buffers grown by doubling past the pack size, the fragment buffer
 /// holding two copies while it grew, and every job's two buffers made at
-/// the largest chunk's size (58 MiB of heap for this tree, 32 MiB after).
+/// the largest chunk's size (58 MiB of heap for this tree, 28 MiB after).
 #[test]
 fn a_first_backup_holds_only_the_buffers_its_design_states() {
     use bitdust_pipeline::DEFAULT_BLOCK_SIZE;
