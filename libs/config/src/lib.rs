@@ -350,7 +350,7 @@ impl Default for CustomerConfig {
             scheme: "xor".into(),
             keep_versions: 10,
             block_size: ByteSize(4 << 20),
-            zstd_level: 3,
+            zstd_level: 2, // bitdust_pipeline::DEFAULT_ZSTD_LEVEL
             workers: 0,
             supplier_addresses: Vec::new(),
             timeout_secs: 10,
