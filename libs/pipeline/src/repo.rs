@@ -200,7 +200,24 @@ pub struct CachedFile {
     pub chunks: Vec<ChunkId>,
 }
 
+/// How many snapshots a files-cache record of an unchanged file may go
+/// without being written again: an unchanged backup rewrites about one
+/// record in this many (each in its turn, by inode), not all of them, and
+/// a record is forgotten once this many snapshots have not seen it.
+pub const SEEN_REFRESH: u64 = 8;
+
 impl CachedFile {
+    /// Whether snapshot `snapshot`, which saw this file unchanged, must
+    /// write its record again: when it is its turn (by inode, one record in
+    /// [`SEEN_REFRESH`] each snapshot), or when its stamp is that old
+    /// already. Either way a file every snapshot sees keeps a stamp less
+    /// than [`SEEN_REFRESH`] snapshots old, which
+    /// [`Repo::sweep_files`] relies on.
+    pub fn stamp_due(&self, snapshot: u64) -> bool {
+        snapshot.wrapping_add(self.ino).is_multiple_of(SEEN_REFRESH)
+            || snapshot.saturating_sub(self.seen) >= SEEN_REFRESH
+    }
+
     /// Whether `other` (a fresh `lstat`) says the file is unchanged.
     pub fn unchanged(&self, other: &CachedFile) -> bool {
         self.size == other.size
@@ -818,7 +835,9 @@ impl Repo {
 
     /// Drops the files-cache records of `backup` last seen before snapshot
     /// `oldest` (entries the last snapshots did not see), a batch of
-    /// records per transaction. Returns how many.
+    /// records per transaction. Returns how many. A snapshot passes its
+    /// own number less [`SEEN_REFRESH`] - 1: the stamps of the files it saw
+    /// are no older (see [`CachedFile::stamp_due`]).
     pub fn sweep_files(&self, backup: BackupId, oldest: u64) -> Result<u64, RepoError> {
         self.delete_where(self.files, backup, |v| Ok(seen_of(v)? < oldest))
     }

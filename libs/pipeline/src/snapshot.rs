@@ -536,9 +536,14 @@ impl<'a> SnapshotWriter<'a> {
                 }
                 self.stats.files_unchanged += 1;
                 self.progress.advance(e.size);
-                let mut seen = c.clone();
-                seen.seen = self.snapshot;
-                self.cache(e, seen)?;
+                // The record is written again only in its turn: rewriting
+                // every record made an unchanged backup of many files
+                // spend half its time in LMDB's commit.
+                if c.stamp_due(self.snapshot) {
+                    let mut seen = c.clone();
+                    seen.seen = self.snapshot;
+                    self.cache(e, seen)?;
+                }
                 return Ok((c.chunks.clone(), e.size, e.holes.clone(), false));
             }
         }
@@ -1054,9 +1059,12 @@ impl<'a> SnapshotWriter<'a> {
                 self.degraded
             )));
         }
-        // The files cache forgets what the last two snapshots did not see.
-        self.repo
-            .sweep_files(self.backup, self.snapshot.saturating_sub(1))?;
+        // The files cache forgets what the last snapshots did not see; the
+        // files this one saw have stamps at most SEEN_REFRESH - 1 old.
+        self.repo.sweep_files(
+            self.backup,
+            self.snapshot.saturating_sub(crate::repo::SEEN_REFRESH - 1),
+        )?;
         self.links.clear();
         self.repo.links_clear(self.backup)?;
         self.degraded.sort_unstable();
