@@ -1038,6 +1038,36 @@ pub(crate) struct LocalRestored {
     peak_rss_bytes: Option<u64>,
     /// What was given back only in part (owners, extended attributes).
     pub(crate) warnings: Vec<String>,
+    /// Where the time went: seconds per stage, each on its thread
+    /// (`--json` only).
+    stages: RestoreStages,
+}
+
+/// [`bitdust_pipeline::stages::RestoreTimes`], as printed.
+#[derive(Serialize)]
+struct RestoreStages {
+    wall: f64,
+    fetch: f64,
+    open: f64,
+    wait_packs: f64,
+    decompress: f64,
+    write: f64,
+    plan: f64,
+}
+
+impl From<bitdust_pipeline::stages::RestoreTimes> for RestoreStages {
+    fn from(t: bitdust_pipeline::stages::RestoreTimes) -> Self {
+        let ms = |s: f64| (s * 1000.0).round() / 1000.0;
+        RestoreStages {
+            wall: ms(t.wall),
+            fetch: ms(t.fetch),
+            open: ms(t.open),
+            wait_packs: ms(t.wait_packs),
+            decompress: ms(t.decompress),
+            write: ms(t.write),
+            plan: ms(t.plan),
+        }
+    }
 }
 
 impl LocalRestored {
@@ -1063,6 +1093,7 @@ impl LocalRestored {
             seconds,
             peak_rss_bytes,
             warnings: r.warnings,
+            stages: r.times.into(),
         }
     }
 }

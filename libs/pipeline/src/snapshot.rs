@@ -1377,6 +1377,8 @@ pub struct PackReader<'a> {
     pub fetched: u64,
     /// Fragment bytes read.
     pub bytes_fetched: u64,
+    /// The restore threads' clocks.
+    pub(crate) clocks: Arc<crate::stages::RestoreClocks>,
     /// One decompression context for every chunk.
     zstd: zstd::bulk::Decompressor<'static>,
 }
@@ -1408,6 +1410,7 @@ impl<'a> PackReader<'a> {
             index: None,
             fetched: 0,
             bytes_fetched: 0,
+            clocks: Default::default(),
             zstd: zstd::bulk::Decompressor::new()
                 .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?,
         })
@@ -1691,6 +1694,8 @@ pub struct SnapshotRestoreReport {
     pub hard_links: u64,
     /// What was restored only in part (owners, attributes), once each.
     pub warnings: Vec<String>,
+    /// Where the time went.
+    pub times: crate::stages::RestoreTimes,
 }
 
 /// The largest part of a restored file written at once.
@@ -1757,6 +1762,7 @@ impl<'a> DirOut<'a> {
             specials: stats.specials,
             hard_links: stats.hard_links,
             warnings: stats.warnings,
+            times: Default::default(),
         })
     }
 }
@@ -1964,6 +1970,7 @@ pub fn restore_snapshot_owned(
     let mut report = out.finish()?;
     report.packs_fetched = packs.fetched;
     report.bytes_fetched = packs.bytes_fetched;
+    report.times = packs.clocks.times();
     Ok(report)
 }
 
@@ -2006,6 +2013,7 @@ pub fn restore_snapshot_confined(
         report.warnings.extend(warning);
         report.packs_fetched = packs.fetched;
         report.bytes_fetched = packs.bytes_fetched;
+        report.times = packs.clocks.times();
         Ok::<_, crate::local::LocalError>(report)
     })
 }

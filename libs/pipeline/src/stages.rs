@@ -419,3 +419,59 @@ impl Clocks {
         }
     }
 }
+
+/// Where a snapshot restore's time went, in seconds: each thread's share
+/// (`local restore --json` prints them as `stages`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RestoreTimes {
+    /// The whole restore, wall clock.
+    pub wall: f64,
+    /// The fetching thread collecting each pack's fragments: reading them
+    /// from the positions, or waiting for the suppliers.
+    pub fetch: f64,
+    /// The opening thread decoding and decrypting packs.
+    pub open: f64,
+    /// The restoring thread waiting for an opened pack.
+    pub wait_packs: f64,
+    /// The restoring thread decompressing and checking chunks.
+    pub decompress: f64,
+    /// The restoring thread in the sink: writing files and their
+    /// attributes, or handing entries on to a stream.
+    pub write: f64,
+    /// The restoring thread's rest: reading the metadata stream, index
+    /// lookups, planning which packs to ask for.
+    pub plan: f64,
+}
+
+/// The clocks of one restore's threads (see [`RestoreTimes`]).
+#[derive(Default)]
+pub(crate) struct RestoreClocks {
+    pub(crate) wall: AtomicU64,
+    pub(crate) fetch: AtomicU64,
+    pub(crate) open: AtomicU64,
+    pub(crate) wait: AtomicU64,
+    /// Chunks taken from packs (decompressing, checking, and waiting for a
+    /// pack not opened yet).
+    pub(crate) chunks: AtomicU64,
+    /// Entries in the sink (writing, and the content it pulled).
+    pub(crate) nodes: AtomicU64,
+    /// Content pulled by the sink.
+    pub(crate) parts: AtomicU64,
+}
+
+impl RestoreClocks {
+    /// The times so far.
+    pub(crate) fn times(&self) -> RestoreTimes {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        let (wall, wait, nodes) = (s(&self.wall), s(&self.wait), s(&self.nodes));
+        RestoreTimes {
+            wall,
+            fetch: s(&self.fetch),
+            open: s(&self.open),
+            wait_packs: wait,
+            decompress: (s(&self.chunks) - wait).max(0.0),
+            write: (nodes - s(&self.parts)).max(0.0),
+            plan: (wall - nodes).max(0.0),
+        }
+    }
+}

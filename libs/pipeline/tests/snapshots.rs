@@ -148,6 +148,16 @@ impl Fixture {
     }
 
     fn restore(&self, n: u64, include: &[&[u8]], into: &str) -> (PathBuf, u64) {
+        let (target, report) = self.restore_report(n, include, into);
+        (target, report.bytes_fetched)
+    }
+
+    fn restore_report(
+        &self,
+        n: u64,
+        include: &[&[u8]],
+        into: &str,
+    ) -> (PathBuf, bitdust_pipeline::snapshot::SnapshotRestoreReport) {
         let root_bytes = std::fs::read(
             self.root
                 .join("positions/3")
@@ -165,7 +175,7 @@ impl Fixture {
         std::fs::create_dir_all(&target).unwrap();
         let include: Vec<Vec<u8>> = include.iter().map(|i| i.to_vec()).collect();
         let report = restore_snapshot(&self.repo, &mut packs, &target, &include).unwrap();
-        (target, report.bytes_fetched)
+        (target, report)
     }
 }
 
@@ -322,6 +332,34 @@ impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for Faili
     fn failure(&self, _: usize) -> Option<String> {
         Some("the disk went away".into())
     }
+}
+
+/// A restore says where its time went (`local restore --json`'s
+/// `stages`): every thread's stage took some, and the restoring thread's
+/// stages together took no more than the whole.
+#[test]
+fn a_restore_reports_the_time_of_each_stage() {
+    let f = Fixture::new();
+    f.snapshot(1);
+    let (_, r) = f.restore_report(1, &[], "timed");
+    let t = r.times;
+    eprintln!("{t:?}");
+    for (name, v) in [
+        ("wall", t.wall),
+        ("fetch", t.fetch),
+        ("open", t.open),
+        ("decompress", t.decompress),
+        ("write", t.write),
+        ("plan", t.plan),
+    ] {
+        assert!(v > 0.0, "{name} took no time: {t:?}");
+    }
+    let own = t.wait_packs + t.decompress + t.write + t.plan;
+    assert!(
+        own <= t.wall * 1.001 + 1e-3,
+        "{own} s against {} s: {t:?}",
+        t.wall
+    );
 }
 
 /// An unchanged backup writes the files-cache record of a file only in its

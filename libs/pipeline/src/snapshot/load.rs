@@ -33,6 +33,8 @@ use super::{
 };
 use crate::FragmentSource;
 use crate::repo::{ChunkLoc, Repo};
+use crate::stages::{Clocks, RestoreClocks};
+use std::sync::Arc;
 
 /// Packs asked for and not yet read, at most. Their fragments are fetched
 /// while earlier packs are opened and read: over the devnet, restoring 300
@@ -75,6 +77,7 @@ pub(super) struct Loader {
     ready: HashMap<u64, (Loaded, u64)>,
     /// Body bytes asked for and not yet taken.
     bytes: u64,
+    clocks: Arc<RestoreClocks>,
 }
 
 impl Loader {
@@ -101,7 +104,7 @@ impl Loader {
             self.ask(pack, 0);
         }
         loop {
-            let Ok(l) = self.done.recv() else {
+            let Ok(l) = Clocks::time(&self.clocks.wait, || self.done.recv()) else {
                 return Loaded {
                     pack,
                     data: Err(SnapshotError::Format(
@@ -142,6 +145,8 @@ pub(super) fn with_loader<T>(
     let code = packs.code.clone();
     let customer = packs.identity_node();
     let (keys, key) = (packs.keys.clone(), packs.key.clone());
+    let clocks = packs.clocks.clone();
+    let (fetch_clocks, open_clocks) = (clocks.clone(), clocks.clone());
     std::thread::scope(|s| {
         let (want_tx, want_rx) = mpsc::channel();
         let (open_tx, open_rx) = mpsc::sync_channel(1);
@@ -151,14 +156,31 @@ pub(super) fn with_loader<T>(
         let fetcher = std::thread::Builder::new()
             .name("restore-fetch".into())
             .spawn_scoped(s, move || {
-                fetch_loop(&mut *source, repo, root, &code, customer, want_rx, open_tx);
+                fetch_loop(
+                    &mut *source,
+                    repo,
+                    root,
+                    &code,
+                    customer,
+                    want_rx,
+                    open_tx,
+                    &fetch_clocks,
+                );
                 source
             })
             .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
         std::thread::Builder::new()
             .name("restore-open".into())
             .spawn_scoped(s, move || {
-                open_loop(open_rx, done_tx, customer, root.backup_id, &keys, &key)
+                open_loop(
+                    open_rx,
+                    done_tx,
+                    customer,
+                    root.backup_id,
+                    &keys,
+                    &key,
+                    &open_clocks,
+                )
             })
             .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
         packs.loader = Some(Loader {
@@ -167,6 +189,7 @@ pub(super) fn with_loader<T>(
             asked: VecDeque::new(),
             ready: HashMap::new(),
             bytes: 0,
+            clocks,
         });
         let r = f(packs);
         // Dropping the loader's channels ends both threads.
@@ -189,6 +212,7 @@ type Fetched = (u64, Result<BlockOpener, SnapshotError>, u64);
 /// Collects the fragments of each asked pack in turn, asking the source
 /// for those of the packs asked after it meanwhile. A pack's fragments
 /// count only under the header `repo` records for it, when it records one.
+#[allow(clippy::too_many_arguments)]
 fn fetch_loop(
     source: &mut dyn FragmentSource,
     repo: &Repo,
@@ -197,6 +221,7 @@ fn fetch_loop(
     customer: bitdust_crypto::NodeId,
     want: mpsc::Receiver<u64>,
     out: mpsc::SyncSender<Fetched>,
+    clocks: &RestoreClocks,
 ) {
     let mut queue = VecDeque::new();
     loop {
@@ -211,8 +236,10 @@ fn fetch_loop(
             continue;
         };
         let next: Vec<u64> = queue.iter().copied().collect();
-        let r = super::pack_header(Some(repo), root.backup_id, pack).and_then(|header| {
-            collect_pack(source, root, code, customer, pack, header, false, next)
+        let r = Clocks::time(&clocks.fetch, || {
+            super::pack_header(Some(repo), root.backup_id, pack).and_then(|header| {
+                collect_pack(source, root, code, customer, pack, header, false, next)
+            })
         });
         let bytes = match &r {
             Ok(opener) => opener.header().map_or(0, |h| {
@@ -234,10 +261,13 @@ fn open_loop(
     backup: BackupId,
     keys: &DedupKeys,
     key: &BackupKey,
+    clocks: &RestoreClocks,
 ) {
     for (pack, r, bytes) in fetched {
-        let data = r.and_then(|opener| {
-            open_fetched(opener, customer, backup, pack, keys, key).map(|(_, data)| data)
+        let data = Clocks::time(&clocks.open, || {
+            r.and_then(|opener| {
+                open_fetched(opener, customer, backup, pack, keys, key).map(|(_, data)| data)
+            })
         });
         if done.send(Loaded { pack, data, bytes }).is_err() {
             return;
@@ -384,9 +414,11 @@ pub(super) fn restore_planned(
     include: &[Vec<u8>],
     out: &mut dyn NodeSink,
 ) -> Result<(), SnapshotError> {
+    let began = std::time::Instant::now();
+    let clocks = packs.clocks.clone();
     let nodes = NodeStream::new(packs.meta_chunks()?);
     let backup = packs.root.backup_id;
-    with_loader(packs, repo, |packs| {
+    let r = with_loader(packs, repo, |packs| {
         let mut plan = Planner {
             repo,
             backup,
@@ -409,14 +441,20 @@ pub(super) fn restore_planned(
                 packs: &mut *packs,
                 left: chunks,
                 current: Bytes::new(),
+                clocks: &clocks,
             };
-            out.node(&node, &mut content)?;
+            Clocks::time(&clocks.nodes, || out.node(&node, &mut content))?;
             // Chunks a sink did not read (an entry it skipped) still pass
             // through the cache, as the plan has them.
             content.skip_rest()?;
         }
         Ok(())
-    })
+    });
+    clocks.wall.fetch_add(
+        began.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    r
 }
 
 /// A file's content, from the planned chunks that follow its entry.
@@ -425,6 +463,7 @@ struct PlannedChunks<'x, 'r, 'i, 'p> {
     packs: &'x mut PackReader<'p>,
     left: usize,
     current: Bytes,
+    clocks: &'x RestoreClocks,
 }
 
 impl PlannedChunks<'_, '_, '_, '_> {
@@ -452,16 +491,18 @@ impl PlannedChunks<'_, '_, '_, '_> {
 
 impl Content for PlannedChunks<'_, '_, '_, '_> {
     fn next_part(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
-        while self.current.is_empty() {
-            let Some((id, loc)) = self.next_chunk().map_err(std::io::Error::other)? else {
-                return Ok(None);
-            };
-            self.current = self
-                .packs
-                .chunk(&id, &loc)
-                .map_err(std::io::Error::other)?
-                .into();
-        }
-        Ok(Some(self.current.split_to(max.min(self.current.len()))))
+        let clocks = self.clocks;
+        Clocks::time(&clocks.parts, || {
+            while self.current.is_empty() {
+                let Some((id, loc)) = self.next_chunk().map_err(std::io::Error::other)? else {
+                    return Ok(None);
+                };
+                let packs = &mut *self.packs;
+                self.current = Clocks::time(&clocks.chunks, || packs.chunk(&id, &loc))
+                    .map_err(std::io::Error::other)?
+                    .into();
+            }
+            Ok(Some(self.current.split_to(max.min(self.current.len()))))
+        })
     }
 }
