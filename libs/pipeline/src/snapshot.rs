@@ -1379,6 +1379,8 @@ pub struct PackReader<'a> {
     pub bytes_fetched: u64,
     /// The restore threads' clocks.
     pub(crate) clocks: Arc<crate::stages::RestoreClocks>,
+    /// Chunk buffers back from the sink.
+    spare: Spare,
     /// One decompression context for every chunk.
     zstd: zstd::bulk::Decompressor<'static>,
 }
@@ -1411,6 +1413,7 @@ impl<'a> PackReader<'a> {
             fetched: 0,
             bytes_fetched: 0,
             clocks: Default::default(),
+            spare: Spare::default(),
             zstd: zstd::bulk::Decompressor::new()
                 .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?,
         })
@@ -1428,6 +1431,23 @@ impl<'a> PackReader<'a> {
         self.load(loc.pack)?;
         let data = &self.cache[self.cache.len() - 1].1;
         plain_chunk(&self.keys, &mut self.zstd, data, id, loc)
+    }
+
+    /// [`Self::chunk`] as [`Bytes`] whose buffer comes back to this
+    /// reader once the last of them is dropped, for the next chunk: a
+    /// fresh buffer for every chunk cost a restore a page fault per 4 KiB
+    /// restored (once large buffers go back to the kernel when freed).
+    pub fn chunk_bytes(&mut self, id: &ChunkId, loc: &ChunkLoc) -> Result<Bytes, SnapshotError> {
+        self.load(loc.pack)?;
+        let data = &self.cache[self.cache.len() - 1].1;
+        let mut buf = self.spare.take();
+        buf.clear();
+        buf.reserve_exact(loc.plain_len as usize);
+        check_chunk(&self.keys, &mut self.zstd, data, id, loc, &mut buf)?;
+        Ok(Bytes::from_owner(Pooled {
+            buf,
+            spare: self.spare.clone(),
+        }))
     }
 
     /// [`Self::chunk`] for a chunk of the snapshot's metadata: read
@@ -1592,21 +1612,83 @@ fn plain_chunk(
     id: &ChunkId,
     loc: &ChunkLoc,
 ) -> Result<Vec<u8>, SnapshotError> {
+    let mut plain = Vec::with_capacity(loc.plain_len as usize);
+    check_chunk(keys, zstd, data, id, loc, &mut plain)?;
+    Ok(plain)
+}
+
+/// Decompresses chunk `id` at `loc` of the opened pack `data` into `out`
+/// (with room for its plain length) and checks it is the chunk its id
+/// names.
+fn check_chunk(
+    keys: &DedupKeys,
+    zstd: &mut zstd::bulk::Decompressor<'static>,
+    data: &[u8],
+    id: &ChunkId,
+    loc: &ChunkLoc,
+    out: &mut Vec<u8>,
+) -> Result<(), SnapshotError> {
     let start = loc.offset as usize;
     let end = start + loc.stored_len as usize;
     let stored = data.get(start..end).ok_or_else(|| {
         SnapshotError::Format(format!("chunk {id} lies outside pack {}", loc.pack))
     })?;
-    let plain = zstd
-        .decompress(stored, loc.plain_len as usize)
+    zstd.decompress_to_buffer(stored, out)
         .map_err(|e| SnapshotError::Format(format!("chunk {id} does not decompress: {e}")))?;
-    if plain.len() != loc.plain_len as usize || keys.chunk_id(&plain) != *id {
+    if out.len() != loc.plain_len as usize || keys.chunk_id(out) != *id {
         return Err(SnapshotError::Format(format!(
             "chunk {id} in pack {} is not the chunk its id names",
             loc.pack
         )));
     }
-    Ok(plain)
+    Ok(())
+}
+
+/// A restore's spare chunk buffers: at most [`SPARE_CHUNKS`], each kept
+/// only up to the largest chunk.
+#[derive(Clone, Default)]
+pub(crate) struct Spare(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// Chunk buffers a restore keeps for reuse: the chunk being handed on and
+/// the one before it are all a sink holds at once.
+const SPARE_CHUNKS: usize = 2;
+
+impl Spare {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut s) = self.0.lock()
+            && s.len() < SPARE_CHUNKS
+            && buf.capacity() <= crate::chunker::FILE_CHUNKS.max
+        {
+            s.push(buf);
+        }
+    }
+}
+
+/// A chunk's buffer, given back to its restore's [`Spare`] when the last
+/// [`Bytes`] of it is dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    spare: Spare,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.spare.give(std::mem::take(&mut self.buf));
+    }
 }
 
 fn chunk_id_of(bytes: &[u8]) -> Result<ChunkId, SnapshotError> {

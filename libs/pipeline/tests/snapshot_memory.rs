@@ -249,8 +249,14 @@ fn snapshot_memory_does_not_grow_with_input_size() {
         small >> 20,
         big >> 20
     );
+    // Since session 22 the compressors' buffers are sized to their chunks,
+    // so a run that meets more large chunks at once peaks higher, within
+    // the design's budget (the test above): 27 MiB against 32 MiB in three
+    // runs, where fixed 4 MiB buffers made both the same before. The bound
+    // allows 8 MiB: growth with the input (8x the bytes, 2.2x the files)
+    // of 19 bytes per KiB or 360 bytes per file would still show.
     assert!(
-        big < small + (6 << 20),
+        big < small + (8 << 20),
         "the heap's peak grew from {small} to {big} bytes"
     );
     // Restoring them: the bigger one fills the restore's pipeline (the

@@ -498,9 +498,8 @@ impl Content for PlannedChunks<'_, '_, '_, '_> {
                     return Ok(None);
                 };
                 let packs = &mut *self.packs;
-                self.current = Clocks::time(&clocks.chunks, || packs.chunk(&id, &loc))
-                    .map_err(std::io::Error::other)?
-                    .into();
+                self.current = Clocks::time(&clocks.chunks, || packs.chunk_bytes(&id, &loc))
+                    .map_err(std::io::Error::other)?;
             }
             Ok(Some(self.current.split_to(max.min(self.current.len()))))
         })
