@@ -905,6 +905,11 @@ pub(crate) struct LocalBackedUp {
     stages: Stages,
 }
 
+/// Seconds rounded to the millisecond, as stage times are printed.
+fn ms(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
 /// [`bitdust_pipeline::stages::StageTimes`], as printed.
 #[derive(Serialize)]
 struct Stages {
@@ -937,7 +942,6 @@ impl From<pb::StageTimes> for Stages {
 
 impl From<bitdust_pipeline::stages::StageTimes> for Stages {
     fn from(t: bitdust_pipeline::stages::StageTimes) -> Self {
-        let ms = |s: f64| (s * 1000.0).round() / 1000.0;
         Stages {
             wall: ms(t.wall),
             read_and_cut: ms(t.read_and_cut),
@@ -1057,7 +1061,6 @@ struct RestoreStages {
 
 impl From<bitdust_pipeline::stages::RestoreTimes> for RestoreStages {
     fn from(t: bitdust_pipeline::stages::RestoreTimes) -> Self {
-        let ms = |s: f64| (s * 1000.0).round() / 1000.0;
         RestoreStages {
             wall: ms(t.wall),
             fetch: ms(t.fetch),

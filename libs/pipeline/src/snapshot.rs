@@ -1433,6 +1433,13 @@ impl<'a> PackReader<'a> {
         plain_chunk(&self.keys, &mut self.zstd, data, id, loc)
     }
 
+    /// Adds what this reader fetched, and its threads' times, to `report`.
+    fn account(&self, report: &mut SnapshotRestoreReport) {
+        report.packs_fetched = self.fetched;
+        report.bytes_fetched = self.bytes_fetched;
+        report.times = self.clocks.times();
+    }
+
     /// [`Self::chunk`] as [`Bytes`] whose buffer comes back to this
     /// reader once the last of them is dropped, for the next chunk: a
     /// fresh buffer for every chunk cost a restore a page fault per 4 KiB
@@ -2050,9 +2057,7 @@ pub fn restore_snapshot_owned(
     let mut out = DirOut::new(target, &()).with_owners(owners);
     restore_snapshot_to(repo, packs, include, &mut out)?;
     let mut report = out.finish()?;
-    report.packs_fetched = packs.fetched;
-    report.bytes_fetched = packs.bytes_fetched;
-    report.times = packs.clocks.times();
+    packs.account(&mut report);
     Ok(report)
 }
 
@@ -2093,9 +2098,7 @@ pub fn restore_snapshot_confined(
         };
         let mut report = out.finish()?;
         report.warnings.extend(warning);
-        report.packs_fetched = packs.fetched;
-        report.bytes_fetched = packs.bytes_fetched;
-        report.times = packs.clocks.times();
+        packs.account(&mut report);
         Ok::<_, crate::local::LocalError>(report)
     })
 }

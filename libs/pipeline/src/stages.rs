@@ -433,7 +433,10 @@ pub struct RestoreTimes {
     pub open: f64,
     /// The restoring thread waiting for an opened pack.
     pub wait_packs: f64,
-    /// The restoring thread decompressing and checking chunks.
+    /// The restoring thread decompressing and checking chunks (its time
+    /// taking chunks, less `wait_packs`: a wait for the packs of an entry
+    /// the sink skipped is taken from this too, so a partial restore may
+    /// read a little low).
     pub decompress: f64,
     /// The restoring thread in the sink: writing files and their
     /// attributes, or handing entries on to a stream.
