@@ -286,6 +286,9 @@ pub(crate) struct SnapshotCounts {
     hard_links: u64,
     /// FIFOs and device nodes.
     specials: u64,
+    /// Entries whose nodes their directory's record gave whole (no
+    /// lookup, no node built).
+    entries_reused: u64,
 }
 
 impl From<bitdust_proto::format::v1::SnapshotStats> for SnapshotCounts {
@@ -303,6 +306,7 @@ impl From<bitdust_proto::format::v1::SnapshotStats> for SnapshotCounts {
             changed_while_read: s.changed_while_read,
             hard_links: s.hard_links,
             specials: s.specials,
+            entries_reused: s.entries_reused,
         }
     }
 }

@@ -124,6 +124,9 @@ pub struct SnapshotSummary {
     /// FIFOs and device nodes.
     #[serde(default)]
     pub specials: u64,
+    /// Entries their directory's record gave whole (issue 19).
+    #[serde(default)]
+    pub entries_reused: u64,
 }
 
 /// A backup attempt: its version number was reserved before its first

@@ -898,7 +898,10 @@ pub fn snapshot_to_dir(
         },
     )?
     .with_progress(progress);
-    let report = writer.write_all(&mut crate::snapshot::LocalWalk::new(abs), &mut roots)?;
+    let report = writer.write_all(
+        &mut crate::snapshot::LocalWalk::new(abs).with_deferred_xattrs(),
+        &mut roots,
+    )?;
     Ok((id, snapshot, opts, report))
 }
 

@@ -399,10 +399,13 @@ pub struct Repo {
     /// Scratch for a snapshot run: the first name of each inode with more
     /// than one link, by device and inode (docs/metadata.md).
     links: Database<Bytes, Bytes>,
+    /// Directory records: each directory's children as the last snapshot
+    /// stored them (docs/snapshots.md, "Directory records").
+    dirs: Database<Bytes, Bytes>,
 }
 
 /// The named databases a [`Repo`] needs room for in its environment.
-pub const REPO_DATABASES: u32 = 6;
+pub const REPO_DATABASES: u32 = 7;
 
 /// The first name a snapshot run gave an inode with several links.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -489,6 +492,20 @@ fn code_key(backup: BackupId) -> [u8; 20] {
     k
 }
 
+fn epoch_key(backup: BackupId) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[..16].copy_from_slice(&backup.0);
+    k[16..].copy_from_slice(b"epoch");
+    k
+}
+
+fn dir_key(backup: BackupId, path: &[u8]) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..16].copy_from_slice(&backup.0);
+    k[16..].copy_from_slice(blake3::hash(path).as_bytes());
+    k
+}
+
 fn file_key(backup: BackupId, path: &[u8]) -> [u8; 48] {
     let mut k = [0u8; 48];
     k[..16].copy_from_slice(&backup.0);
@@ -507,6 +524,7 @@ impl Repo {
         let files = env.create_database(&mut w, Some("files"))?;
         let live = env.create_database(&mut w, Some("live"))?;
         let links = env.create_database(&mut w, Some("links"))?;
+        let dirs = env.create_database(&mut w, Some("dirs"))?;
         w.commit()?;
         Ok(Repo {
             env,
@@ -516,6 +534,7 @@ impl Repo {
             files,
             live,
             links,
+            dirs,
         })
     }
 
@@ -749,6 +768,7 @@ impl Repo {
         packs: &[(u64, PackRecord, Vec<PackEntry>)],
     ) -> Result<(), RepoError> {
         let mut w = self.env.write_txn()?;
+        self.bump_epoch(&mut w, backup)?;
         for (pack, record, entries) in packs {
             self.packs
                 .put(&mut w, &pack_key(backup, *pack), &record.encode())?;
@@ -831,6 +851,84 @@ impl Repo {
         self.links
             .put(txn, &link_key(backup, dev, ino), &first.encode())?;
         Ok(())
+    }
+
+    /// The index's epoch for `backup`: it moves whenever a chunk leaves the
+    /// index or is moved to another pack (prune, repack), never when
+    /// chunks are added. A directory record written in the same epoch, all
+    /// of whose packs are live, names only chunks the index holds in those
+    /// packs.
+    pub fn epoch(&self, backup: BackupId) -> Result<u64, RepoError> {
+        let r = self.env.read_txn()?;
+        Ok(self
+            .counters
+            .get(&r, &epoch_key(backup))?
+            .and_then(|v| v.try_into().ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    fn bump_epoch(&self, w: &mut RwTxn<'_>, backup: BackupId) -> Result<(), RepoError> {
+        let key = epoch_key(backup);
+        let now = self
+            .counters
+            .get(w, &key)?
+            .and_then(|v| v.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        self.counters
+            .put(w, &key, &now.wrapping_add(1).to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Whether pack `pack` of `backup` is recorded and live (stored,
+    /// durable, indexed, not condemned).
+    pub fn pack_live(&self, backup: BackupId, pack: u64) -> Result<bool, RepoError> {
+        Ok(self
+            .pack(backup, pack)?
+            .is_some_and(|r| r.state == PackState::Live))
+    }
+
+    /// The directory record of `path` in `backup`, as stored.
+    pub fn dir_record(
+        &self,
+        txn: &RoTxn<'_>,
+        backup: BackupId,
+        path: &[u8],
+    ) -> Result<Option<Vec<u8>>, RepoError> {
+        Ok(self
+            .dirs
+            .get(txn, &dir_key(backup, path))?
+            .map(<[u8]>::to_vec))
+    }
+
+    /// Stores (`Some`) or drops (`None`) the directory record of `path`.
+    pub fn put_dir_record(
+        &self,
+        txn: &mut RwTxn<'_>,
+        backup: BackupId,
+        path: &[u8],
+        record: Option<&[u8]>,
+    ) -> Result<(), RepoError> {
+        let key = dir_key(backup, path);
+        match record {
+            Some(v) => self.dirs.put(txn, &key, v)?,
+            None => {
+                self.dirs.delete(txn, &key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the directory records of `backup` last written or seen before
+    /// snapshot `oldest` (the first 8 bytes of a record are that
+    /// snapshot). Returns how many.
+    pub fn sweep_dirs(&self, backup: BackupId, oldest: u64) -> Result<u64, RepoError> {
+        self.delete_where(self.dirs, backup, |v| {
+            let seen = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            Ok(seen < oldest)
+        })
     }
 
     /// Drops the files-cache records of `backup` last seen before snapshot
@@ -917,6 +1015,13 @@ impl Repo {
             }
             Ok(())
         })?;
+        if !doomed.is_empty() {
+            // Before any chunk leaves the index: directory records written
+            // before are no longer trusted without looking their chunks up.
+            let mut w = self.env.write_txn()?;
+            self.bump_epoch(&mut w, backup)?;
+            w.commit()?;
+        }
         let chunks = self.drop_chunks_of(backup, &doomed)?;
         let mut packs = 0;
         let batch: Vec<u64> = doomed.iter().collect();

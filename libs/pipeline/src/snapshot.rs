@@ -34,6 +34,7 @@ use crate::restore::{collect_into, decodable};
 use crate::stages::{Compressors, PackStore, Reply, Stored};
 use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceError};
 
+mod dirs;
 mod load;
 
 /// What kind of entry.
@@ -108,6 +109,13 @@ pub trait EntrySource {
     /// mtime once read (asked after reading it).
     fn changed(&mut self) -> bool {
         false
+    }
+    /// The extended attributes of the entry returned last, for a source
+    /// that reads them only when asked (its entries carry none); `None`
+    /// when the entry carries them. Asked only for an entry whose node is
+    /// built, not taken from its directory's record.
+    fn xattrs(&mut self) -> Option<Vec<pb::Xattr>> {
+        None
     }
 }
 
@@ -257,10 +265,25 @@ pub struct SnapshotWriter<'a> {
     warnings: Vec<String>,
     /// Told the bytes of content backed up (read, or vouched for).
     progress: &'a dyn crate::Progress,
+    /// The directories on the path to the entry being added, outermost
+    /// first, with their stored records and the ones being built.
+    dirs: Vec<dirs::OpenDir>,
+    /// The index's epoch when the run began.
+    epoch: u64,
+    /// Packs of stored records found live (or not) this run.
+    live_packs: HashMap<u64, bool>,
+    status_buf: Vec<u8>,
+    /// Directory records to write (or drop), and their bytes.
+    dir_batch: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    dir_batch_len: usize,
 }
 
 /// Packs stored, with their records and chunks, to index once durable.
 type Batch = Vec<(u64, PackRecord, Vec<bitdust_block::pack::PackEntry>)>;
+
+/// A file's chunks, size, holes, whether it changed while read, and
+/// whether its content may be trusted next time.
+type FileChunks = (Vec<ChunkId>, u64, Vec<pb::Extent>, bool, bool);
 
 /// Files-cache records written per transaction.
 const CACHE_BATCH: usize = 512;
@@ -342,6 +365,12 @@ impl<'a> SnapshotWriter<'a> {
             paths,
             warnings: Vec::new(),
             progress: &(),
+            dirs: Vec::new(),
+            epoch: repo.epoch(backup)?,
+            live_packs: HashMap::new(),
+            status_buf: Vec::new(),
+            dir_batch: Vec::new(),
+            dir_batch_len: 0,
         })
     }
 
@@ -417,6 +446,10 @@ impl<'a> SnapshotWriter<'a> {
                 return Err(e);
             }
         }
+        if let Err(e) = self.close_dirs(None) {
+            self.salvage();
+            return Err(e);
+        }
         let skipped = source.take_skipped();
         self.finish(snapshot_sink, skipped)
     }
@@ -424,7 +457,55 @@ impl<'a> SnapshotWriter<'a> {
     /// Adds one entry (a file's content read from `source` unless the
     /// files cache vouches for it).
     fn add(&mut self, e: &Entry, source: &mut dyn EntrySource) -> Result<(), SnapshotError> {
+        let (parent, name) = dirs::split(&e.path);
+        self.open_dir(parent)?;
+        let mut status = std::mem::take(&mut self.status_buf);
+        dirs::status_of(e, &mut status);
+        let result = self.add_in_dir(e, name, &status, source);
+        self.status_buf = status;
+        result
+    }
+
+    /// Adds entry `e`, named `name` in the innermost open directory, whose
+    /// status is `status`: its stored node when the directory's record
+    /// vouches for it, else built (reading the file unless a record or the
+    /// files cache vouches for its content).
+    fn add_in_dir(
+        &mut self,
+        e: &Entry,
+        name: &[u8],
+        status: &[u8],
+        source: &mut dyn EntrySource,
+    ) -> Result<(), SnapshotError> {
+        let linked = e.kind == EntryKind::File && e.nlink > 1;
+        let mut from_dir = None;
+        let found = self.dirs.last_mut().and_then(|d| d.find(name));
+        if let Some(i) = found {
+            let whole = self
+                .dirs
+                .last()
+                .and_then(|d| d.old.as_ref())
+                .is_some_and(|old| {
+                    old.status(i) == status && !linked && old.vouched(i) && old.resolved(i)
+                });
+            if whole && self.packs_live(i)? {
+                return self.add_kept(e, i);
+            }
+        }
+        if let Some(i) = found
+            && let Some(old) = self.dirs.last().and_then(|d| d.old.as_ref())
+            && e.kind == EntryKind::File
+        {
+            // Its content may still be the same (an atime or mode moved):
+            // its chunks, checked one by one in the index.
+            from_dir = dirs::cached_of(old.status(i), old.node(i), old.vouched(i));
+        }
+        let over = self.dirs.last().is_none_or(|d| d.over);
         let mut node = node_of(e);
+        if let Some(xattrs) = source.xattrs() {
+            node.xattrs = xattrs;
+        }
+        let mut vouched = true;
         match &e.kind {
             EntryKind::Directory => self.stats.directories += 1,
             EntryKind::Symlink(_) => self.stats.symlinks += 1,
@@ -439,7 +520,9 @@ impl<'a> SnapshotWriter<'a> {
                     node.chunks = first.chunks.iter().map(|c| c.0.to_vec()).collect();
                     self.stats.hard_links += 1;
                 } else {
-                    let (chunks, size, holes, changed) = self.file_chunks(e, source)?;
+                    let (chunks, size, holes, changed, trusted) =
+                        self.file_chunks(e, source, from_dir, over)?;
+                    vouched = trusted;
                     node.size = size;
                     node.holes = holes;
                     node.changed = changed;
@@ -464,12 +547,261 @@ impl<'a> SnapshotWriter<'a> {
                 }
             }
         }
+        if linked {
+            // Its node names the first link this run found: never taken
+            // whole from a record.
+            vouched = false;
+        }
         let len = node.encoded_len();
         prost::encoding::encode_varint(len as u64, &mut self.meta_buf);
+        let at = self.meta_buf.len();
         node.encode(&mut self.meta_buf)
             .map_err(|e| SnapshotError::Format(e.to_string()))?;
+        if !over {
+            let fresh = dirs::NewChild::Fresh {
+                name: name.to_vec(),
+                status: status.to_vec(),
+                node: self.meta_buf[at..].to_vec(),
+                vouched,
+                chunks: node
+                    .chunks
+                    .iter()
+                    .filter_map(|c| c.as_slice().try_into().ok().map(ChunkId))
+                    .collect(),
+            };
+            self.push_child(fresh)?;
+        }
         while self.meta_buf.len() >= META_CHUNKS.max {
             self.cut_meta()?;
+        }
+        Ok(())
+    }
+
+    /// Adds child `i` of the innermost open directory's record as stored:
+    /// its node, its packs referenced, its counts.
+    fn add_kept(&mut self, e: &Entry, i: usize) -> Result<(), SnapshotError> {
+        let Some(old) = self.dirs.last().and_then(|d| d.old.as_ref()) else {
+            return Err(SnapshotError::Format("no directory record is open".into()));
+        };
+        let node = old.node(i);
+        prost::encoding::encode_varint(node.len() as u64, &mut self.meta_buf);
+        self.meta_buf.extend_from_slice(node);
+        for p in old.packs(i) {
+            self.referenced.insert(p);
+        }
+        match &e.kind {
+            EntryKind::Directory => self.stats.directories += 1,
+            EntryKind::Symlink(_) => self.stats.symlinks += 1,
+            EntryKind::Fifo | EntryKind::Device { .. } => self.stats.specials += 1,
+            EntryKind::File => {
+                self.stats.files += 1;
+                self.stats.files_unchanged += 1;
+                self.stats.content_bytes += e.size;
+                self.progress.advance(e.size);
+            }
+        }
+        self.stats.entries_reused += 1;
+        self.push_child(dirs::NewChild::Kept(i))?;
+        while self.meta_buf.len() >= META_CHUNKS.max {
+            self.cut_meta()?;
+        }
+        Ok(())
+    }
+
+    /// Whether every pack child `i` of the innermost open directory's
+    /// record names is live, in the epoch the record was written in.
+    fn packs_live(&mut self, i: usize) -> Result<bool, SnapshotError> {
+        let Some(old) = self.dirs.last().and_then(|d| d.old.as_ref()) else {
+            return Ok(false);
+        };
+        let mut packs = old.packs(i).peekable();
+        if packs.peek().is_none() {
+            return Ok(true);
+        }
+        if old.epoch != self.epoch {
+            return Ok(false);
+        }
+        for p in packs {
+            let live = match self.live_packs.get(&p) {
+                Some(l) => *l,
+                None => {
+                    let l = self.repo.pack_live(self.backup, p)?;
+                    self.live_packs.insert(p, l);
+                    l
+                }
+            };
+            if !live {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Adds a child to the innermost open directory's new record; a
+    /// directory that grows too large for one gives its files to the files
+    /// cache instead.
+    fn push_child(&mut self, child: dirs::NewChild) -> Result<(), SnapshotError> {
+        let Some(d) = self.dirs.last_mut() else {
+            return Ok(());
+        };
+        if d.push(child) {
+            return Ok(());
+        }
+        // Too large: what was gathered goes to the files cache.
+        let gathered = std::mem::take(&mut d.new);
+        d.new_len = 0;
+        let path = d.path.clone();
+        for c in gathered {
+            let (name, status, node, vouched) = match &c {
+                dirs::NewChild::Kept(i) => {
+                    let Some(old) = self.dirs.last().and_then(|d| d.old.as_ref()) else {
+                        continue;
+                    };
+                    (
+                        old.name(*i).to_vec(),
+                        old.status(*i).to_vec(),
+                        old.node(*i).to_vec(),
+                        old.vouched(*i),
+                    )
+                }
+                dirs::NewChild::Fresh {
+                    name,
+                    status,
+                    node,
+                    vouched,
+                    ..
+                } => (name.clone(), status.clone(), node.clone(), *vouched),
+            };
+            // Only files have files-cache records.
+            let is_file = <pb::Node as Message>::decode(node.as_slice())
+                .is_ok_and(|n| n.kind == pb::NodeKind::File as i32);
+            if !is_file {
+                continue;
+            }
+            if let Some(mut f) = dirs::cached_of(&status, &node, vouched) {
+                f.seen = self.snapshot;
+                let mut full = path.clone();
+                if !full.is_empty() {
+                    full.push(b'/');
+                }
+                full.extend_from_slice(&name);
+                self.cache_batch.push((full, f));
+            }
+        }
+        if self.cache_batch.len() >= CACHE_BATCH {
+            self.flush_cache()?;
+        }
+        Ok(())
+    }
+
+    /// Makes `parent` the innermost open directory: the ones not on its
+    /// path are finished (their records written), and it is opened with
+    /// its stored record if it is not open.
+    fn open_dir(&mut self, parent: &[u8]) -> Result<(), SnapshotError> {
+        if self.dirs.last().is_some_and(|d| d.path == parent) {
+            return Ok(());
+        }
+        self.close_dirs(Some(parent))?;
+        if self.dirs.last().is_some_and(|d| d.path == parent) {
+            return Ok(());
+        }
+        let held: usize = self.dirs.iter().map(dirs::OpenDir::held).sum();
+        let old = {
+            let txn = self.repo.read()?;
+            self.repo.dir_record(&txn, self.backup, parent)?
+        };
+        let old = old.and_then(dirs::Record::decode);
+        let over = held + old.as_ref().map_or(0, dirs::Record::len) > dirs::MAX_OPEN;
+        self.dirs
+            .push(dirs::OpenDir::new(parent.to_vec(), old, over));
+        Ok(())
+    }
+
+    /// Finishes the open directories that `parent` is not inside (all of
+    /// them for `None`, at the end of a run).
+    fn close_dirs(&mut self, parent: Option<&[u8]>) -> Result<(), SnapshotError> {
+        while let Some(d) = self.dirs.last() {
+            if parent.is_some_and(|p| dirs::within(p, &d.path)) {
+                break;
+            }
+            let Some(d) = self.dirs.pop() else { break };
+            self.finish_dir(d)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the record of a directory whose children are all added,
+    /// unless it is the stored one and its stamp is not due.
+    fn finish_dir(&mut self, d: dirs::OpenDir) -> Result<(), SnapshotError> {
+        if d.over {
+            if d.old.is_some() {
+                self.queue_dir(d.path, None)?;
+            }
+            return Ok(());
+        }
+        if d.unchanged()
+            && let Some(old) = &d.old
+            && !dirs::stamp_due(&d.path, old.seen, self.snapshot)
+        {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(d.new_len + 20);
+        dirs::encode_head(&mut out, self.snapshot, self.epoch, d.new.len());
+        let txn = self.repo.read()?;
+        for c in &d.new {
+            match c {
+                dirs::NewChild::Kept(i) => {
+                    if let Some(old) = &d.old {
+                        out.extend_from_slice(old.raw(*i));
+                    }
+                }
+                dirs::NewChild::Fresh {
+                    name,
+                    status,
+                    node,
+                    vouched,
+                    chunks,
+                } => {
+                    // Each chunk's pack: in a pack of this run, or in the
+                    // index; one still being compressed leaves the child
+                    // unresolved (checked chunk by chunk next time).
+                    let mut packs = Vec::with_capacity(chunks.len());
+                    let mut resolved = true;
+                    for id in chunks {
+                        if self.inflight.contains(id) {
+                            resolved = false;
+                            break;
+                        }
+                        match self.locate(&txn, id)? {
+                            Some(loc) => packs.push(loc.pack),
+                            None => {
+                                resolved = false;
+                                break;
+                            }
+                        }
+                    }
+                    packs.sort_unstable();
+                    packs.dedup();
+                    dirs::encode_fresh(
+                        &mut out,
+                        name,
+                        status,
+                        node,
+                        *vouched,
+                        resolved.then_some(packs.as_slice()),
+                    );
+                }
+            }
+        }
+        drop(txn);
+        self.queue_dir(d.path, Some(out))
+    }
+
+    fn queue_dir(&mut self, path: Vec<u8>, record: Option<Vec<u8>>) -> Result<(), SnapshotError> {
+        self.dir_batch_len += path.len() + record.as_ref().map_or(0, Vec::len);
+        self.dir_batch.push((path, record));
+        if self.dir_batch.len() >= CACHE_BATCH || self.dir_batch_len >= 4 << 20 {
+            self.flush_cache()?;
         }
         Ok(())
     }
@@ -492,11 +824,18 @@ impl<'a> SnapshotWriter<'a> {
     /// reading at most the `lstat` size (what was read is what is stored: a
     /// file that shrank while being read is stored as read, named in the
     /// warnings, and not vouched for next time).
+    ///
+    /// `from_dir` is what the directory's record knew of the file (the
+    /// files cache is asked only without it), and `cache` says whether the
+    /// files cache keeps the file (its directory keeps no record). The last
+    /// value says whether its content may be trusted next time.
     fn file_chunks(
         &mut self,
         e: &Entry,
         source: &mut dyn EntrySource,
-    ) -> Result<(Vec<ChunkId>, u64, Vec<pb::Extent>, bool), SnapshotError> {
+        from_dir: Option<CachedFile>,
+        cache: bool,
+    ) -> Result<FileChunks, SnapshotError> {
         let data_len = e.data_len();
         let fresh = CachedFile {
             size: e.size,
@@ -507,9 +846,12 @@ impl<'a> SnapshotWriter<'a> {
             seen: self.snapshot,
             chunks: Vec::new(),
         };
-        let cached = {
-            let txn = self.repo.read()?;
-            self.repo.file(&txn, self.backup, &e.path)?
+        let cached = match from_dir {
+            Some(c) => Some(c),
+            None => {
+                let txn = self.repo.read()?;
+                self.repo.file(&txn, self.backup, &e.path)?
+            }
         };
         if let Some(c) = &cached
             && c.unchanged(&fresh)
@@ -539,12 +881,12 @@ impl<'a> SnapshotWriter<'a> {
                 // The record is written again only in its turn: rewriting
                 // every record made an unchanged backup of many files
                 // spend half its time in LMDB's commit.
-                if c.stamp_due(self.snapshot) {
+                if cache && c.stamp_due(self.snapshot) {
                     let mut seen = c.clone();
                     seen.seen = self.snapshot;
                     self.cache(e, seen)?;
                 }
-                return Ok((c.chunks.clone(), e.size, e.holes.clone(), false));
+                return Ok((c.chunks.clone(), e.size, e.holes.clone(), false, true));
             }
         }
         let path = String::from_utf8_lossy(&e.path).into_owned();
@@ -608,8 +950,11 @@ impl<'a> SnapshotWriter<'a> {
             // again unseen in the same second: recorded, not vouched for.
             f.not_vouched();
         }
-        self.cache(e, f)?;
-        Ok((ids, size, holes, changed || read != data_len))
+        let trusted = f.ctime.nanos != u32::MAX;
+        if cache {
+            self.cache(e, f)?;
+        }
+        Ok((ids, size, holes, changed || read != data_len, trusted))
     }
 
     fn cache(&mut self, e: &Entry, f: CachedFile) -> Result<(), SnapshotError> {
@@ -621,13 +966,18 @@ impl<'a> SnapshotWriter<'a> {
     }
 
     fn flush_cache(&mut self) -> Result<(), SnapshotError> {
-        if self.cache_batch.is_empty() && self.links.is_empty() {
+        if self.cache_batch.is_empty() && self.links.is_empty() && self.dir_batch.is_empty() {
             return Ok(());
         }
         let mut w = self.repo.write()?;
         for (path, f) in self.cache_batch.drain(..) {
             self.repo.put_file(&mut w, self.backup, &path, &f)?;
         }
+        for (path, record) in self.dir_batch.drain(..) {
+            self.repo
+                .put_dir_record(&mut w, self.backup, &path, record.as_deref())?;
+        }
+        self.dir_batch_len = 0;
         for ((dev, ino), first) in self.links.drain() {
             self.repo
                 .put_first_link(&mut w, self.backup, dev, ino, &first)?;
@@ -1061,10 +1411,9 @@ impl<'a> SnapshotWriter<'a> {
         }
         // The files cache forgets what the last snapshots did not see; the
         // files this one saw have stamps at most SEEN_REFRESH - 1 old.
-        self.repo.sweep_files(
-            self.backup,
-            self.snapshot.saturating_sub(crate::repo::SEEN_REFRESH - 1),
-        )?;
+        let oldest = self.snapshot.saturating_sub(crate::repo::SEEN_REFRESH - 1);
+        self.repo.sweep_files(self.backup, oldest)?;
+        self.repo.sweep_dirs(self.backup, oldest)?;
         self.links.clear();
         self.repo.links_clear(self.backup)?;
         self.degraded.sort_unstable();
@@ -1180,6 +1529,8 @@ pub struct LocalWalk {
     seen: (u64, Time, Vec<pb::Extent>),
     names: crate::meta::Names,
     skipped: Vec<String>,
+    /// Extended attributes are read only when asked ([`EntrySource::xattrs`]).
+    defer_xattrs: bool,
 }
 
 impl LocalWalk {
@@ -1204,7 +1555,16 @@ impl LocalWalk {
             seen: Default::default(),
             names: Default::default(),
             skipped: Vec::new(),
+            defer_xattrs: false,
         }
+    }
+
+    /// Reads an entry's extended attributes only when the writer asks
+    /// ([`EntrySource::xattrs`]): an entry its directory's record gives
+    /// whole needs none (a change to them moves its ctime).
+    pub fn with_deferred_xattrs(mut self) -> Self {
+        self.defer_xattrs = true;
+        self
     }
 }
 
@@ -1286,8 +1646,13 @@ impl EntrySource for LocalWalk {
                 ));
                 continue;
             };
-            let (xattrs, warnings) = crate::meta::read_xattrs(&path);
-            self.skipped.extend(warnings);
+            let xattrs = if self.defer_xattrs {
+                Vec::new()
+            } else {
+                let (xattrs, warnings) = crate::meta::read_xattrs(&path);
+                self.skipped.extend(warnings);
+                xattrs
+            };
             // Only a file on fewer blocks than its size is opened to look
             // for holes.
             let holes = if kind == EntryKind::File
@@ -1343,6 +1708,16 @@ impl EntrySource for LocalWalk {
 
     fn take_skipped(&mut self) -> Vec<String> {
         std::mem::take(&mut self.skipped)
+    }
+
+    fn xattrs(&mut self) -> Option<Vec<pb::Xattr>> {
+        if !self.defer_xattrs {
+            return None;
+        }
+        let path = self.current.as_ref()?;
+        let (xattrs, warnings) = crate::meta::read_xattrs(path);
+        self.skipped.extend(warnings);
+        Some(xattrs)
     }
 
     fn changed(&mut self) -> bool {

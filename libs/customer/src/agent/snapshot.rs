@@ -168,6 +168,7 @@ fn summary(report: &snap::SnapshotReport) -> SnapshotSummary {
         changed_while_read: s.changed_while_read,
         hard_links: s.hard_links,
         specials: s.specials,
+        entries_reused: s.entries_reused,
     }
 }
 
@@ -191,6 +192,7 @@ pub(super) fn stats_of(rec: &VersionRecord) -> Option<fpb::SnapshotStats> {
         changed_while_read: s.changed_while_read,
         hard_links: s.hard_links,
         specials: s.specials,
+        entries_reused: s.entries_reused,
     })
 }
 
