@@ -995,7 +995,7 @@ impl fmt::Display for LocalBackedUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "backup {}@{}: {} files ({} new, {} changed, {} unchanged), {} dirs, {} symlinks, {} bytes; read {} bytes, added {} bytes in {} chunks -> {} packed -> {} stored in {} packs over {} positions ({}) in {:.1}s",
+            "backup {}@{}: {} files ({} new, {} changed, {} unchanged), {} dirs, {} symlinks, {} bytes ({} entries taken whole from their directory's record); read {} bytes, added {} bytes in {} chunks -> {} packed -> {} stored in {} packs over {} positions ({}) in {:.1}s",
             self.backup_id,
             self.version,
             self.files,
@@ -1005,6 +1005,7 @@ impl fmt::Display for LocalBackedUp {
             self.directories,
             self.symlinks,
             self.content_bytes,
+            self.counts.entries_reused,
             self.counts.bytes_read,
             self.counts.added_bytes,
             self.counts.chunks_added,

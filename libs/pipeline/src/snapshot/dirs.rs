@@ -18,13 +18,13 @@ use bitdust_crypto::ChunkId;
 
 /// A directory with more children than this keeps no record: its files go
 /// through the files cache, one lookup each, as before.
-pub(super) const MAX_CHILDREN: usize = 32_768;
+pub(super) const MAX_CHILDREN: usize = 8192;
 /// ... nor one whose record would be larger than this.
-pub(super) const MAX_RECORD: usize = 8 << 20;
+pub(super) const MAX_RECORD: usize = 2 << 20;
 /// The records being built and read for the open directories (those on
 /// the path to the entry being added) together: a directory opened past
 /// this keeps no record.
-pub(super) const MAX_OPEN: usize = 32 << 20;
+pub(super) const MAX_OPEN: usize = 8 << 20;
 
 /// The child's content may be trusted next time (not changed while read,
 /// not modified within a second of the run's start).
