@@ -499,10 +499,15 @@ fn epoch_key(backup: BackupId) -> [u8; 21] {
     k
 }
 
-fn dir_key(backup: BackupId, path: &[u8]) -> [u8; 48] {
+fn dir_key(backup: BackupId, path: &[u8], segment: u32) -> [u8; 48] {
+    let mut h = blake3::Hasher::new();
+    h.update(path);
+    // No path holds a NUL byte.
+    h.update(&[0]);
+    h.update(&segment.to_be_bytes());
     let mut k = [0u8; 48];
     k[..16].copy_from_slice(&backup.0);
-    k[16..].copy_from_slice(blake3::hash(path).as_bytes());
+    k[16..].copy_from_slice(h.finalize().as_bytes());
     k
 }
 
@@ -887,28 +892,32 @@ impl Repo {
             .is_some_and(|r| r.state == PackState::Live))
     }
 
-    /// The directory record of `path` in `backup`, as stored.
+    /// Segment `segment` of the directory record of `path` in `backup`, as
+    /// stored.
     pub fn dir_record(
         &self,
         txn: &RoTxn<'_>,
         backup: BackupId,
         path: &[u8],
+        segment: u32,
     ) -> Result<Option<Vec<u8>>, RepoError> {
         Ok(self
             .dirs
-            .get(txn, &dir_key(backup, path))?
+            .get(txn, &dir_key(backup, path, segment))?
             .map(<[u8]>::to_vec))
     }
 
-    /// Stores (`Some`) or drops (`None`) the directory record of `path`.
+    /// Stores (`Some`) or drops (`None`) segment `segment` of the directory
+    /// record of `path`.
     pub fn put_dir_record(
         &self,
         txn: &mut RwTxn<'_>,
         backup: BackupId,
         path: &[u8],
+        segment: u32,
         record: Option<&[u8]>,
     ) -> Result<(), RepoError> {
-        let key = dir_key(backup, path);
+        let key = dir_key(backup, path, segment);
         match record {
             Some(v) => self.dirs.put(txn, &key, v)?,
             None => {

@@ -274,7 +274,7 @@ pub struct SnapshotWriter<'a> {
     live_packs: HashMap<u64, bool>,
     status_buf: Vec<u8>,
     /// Directory records to write (or drop), and their bytes.
-    dir_batch: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    dir_batch: Vec<(Vec<u8>, u32, Option<Vec<u8>>)>,
     dir_batch_len: usize,
 }
 
@@ -479,7 +479,7 @@ impl<'a> SnapshotWriter<'a> {
     ) -> Result<(), SnapshotError> {
         let linked = e.kind == EntryKind::File && e.nlink > 1;
         let mut from_dir = None;
-        let found = self.dirs.last_mut().and_then(|d| d.find(name));
+        let found = self.find_child(name)?;
         if let Some(i) = found {
             let whole = self
                 .dirs
@@ -569,7 +569,10 @@ impl<'a> SnapshotWriter<'a> {
                     .filter_map(|c| c.as_slice().try_into().ok().map(ChunkId))
                     .collect(),
             };
-            self.push_child(fresh)?;
+            if let Some(d) = self.dirs.last_mut() {
+                d.add_fresh(fresh);
+            }
+            self.after_child(name)?;
         }
         while self.meta_buf.len() >= META_CHUNKS.max {
             self.cut_meta()?;
@@ -601,7 +604,11 @@ impl<'a> SnapshotWriter<'a> {
             }
         }
         self.stats.entries_reused += 1;
-        self.push_child(dirs::NewChild::Kept(i))?;
+        if let Some(d) = self.dirs.last_mut() {
+            d.keep(i);
+        }
+        let name = dirs::split(&e.path).1;
+        self.after_child(name)?;
         while self.meta_buf.len() >= META_CHUNKS.max {
             self.cut_meta()?;
         }
@@ -637,61 +644,43 @@ impl<'a> SnapshotWriter<'a> {
         Ok(true)
     }
 
-    /// Adds a child to the innermost open directory's new record; a
-    /// directory that grows too large for one gives its files to the files
-    /// cache instead.
-    fn push_child(&mut self, child: dirs::NewChild) -> Result<(), SnapshotError> {
+    /// The stored child named `name` of the innermost open directory, if
+    /// any, reading its record's next segments as the names pass them.
+    fn find_child(&mut self, name: &[u8]) -> Result<Option<usize>, SnapshotError> {
+        loop {
+            let Some(d) = self.dirs.last_mut() else {
+                return Ok(None);
+            };
+            match d.find(name) {
+                Ok(found) => return Ok(found),
+                Err(next) => {
+                    let record = {
+                        let txn = self.repo.read()?;
+                        self.repo.dir_record(&txn, self.backup, &d.path, next)?
+                    };
+                    d.next_segment(next, record.and_then(dirs::Record::decode));
+                }
+            }
+        }
+    }
+
+    /// Ends the innermost open directory's segment after child `name` when
+    /// its cut says so.
+    fn after_child(&mut self, name: &[u8]) -> Result<(), SnapshotError> {
         let Some(d) = self.dirs.last_mut() else {
             return Ok(());
         };
-        if d.push(child) {
+        if !d.cut_after(name) {
             return Ok(());
         }
-        // Too large: what was gathered goes to the files cache.
-        let gathered = std::mem::take(&mut d.new);
-        d.new_len = 0;
-        let path = d.path.clone();
-        for c in gathered {
-            let (name, status, node, vouched) = match &c {
-                dirs::NewChild::Kept(i) => {
-                    let Some(old) = self.dirs.last().and_then(|d| d.old.as_ref()) else {
-                        continue;
-                    };
-                    (
-                        old.name(*i).to_vec(),
-                        old.status(*i).to_vec(),
-                        old.node(*i).to_vec(),
-                        old.vouched(*i),
-                    )
-                }
-                dirs::NewChild::Fresh {
-                    name,
-                    status,
-                    node,
-                    vouched,
-                    ..
-                } => (name.clone(), status.clone(), node.clone(), *vouched),
-            };
-            // Only files have files-cache records.
-            let is_file = <pb::Node as Message>::decode(node.as_slice())
-                .is_ok_and(|n| n.kind == pb::NodeKind::File as i32);
-            if !is_file {
-                continue;
-            }
-            if let Some(mut f) = dirs::cached_of(&status, &node, vouched) {
-                f.seen = self.snapshot;
-                let mut full = path.clone();
-                if !full.is_empty() {
-                    full.push(b'/');
-                }
-                full.extend_from_slice(&name);
-                self.cache_batch.push((full, f));
-            }
-        }
-        if self.cache_batch.len() >= CACHE_BATCH {
-            self.flush_cache()?;
-        }
-        Ok(())
+        let mut d = self
+            .dirs
+            .pop()
+            .ok_or_else(|| SnapshotError::Format("no directory is open".into()))?;
+        let written = self.write_segment(&mut d, true);
+        d.next_new_segment();
+        self.dirs.push(d);
+        written
     }
 
     /// Makes `parent` the innermost open directory: the ones not on its
@@ -706,12 +695,14 @@ impl<'a> SnapshotWriter<'a> {
             return Ok(());
         }
         let held: usize = self.dirs.iter().map(dirs::OpenDir::held).sum();
-        let old = {
+        let over = held > dirs::MAX_OPEN;
+        let old = if over {
+            None
+        } else {
             let txn = self.repo.read()?;
-            self.repo.dir_record(&txn, self.backup, parent)?
+            self.repo.dir_record(&txn, self.backup, parent, 0)?
         };
         let old = old.and_then(dirs::Record::decode);
-        let over = held + old.as_ref().map_or(0, dirs::Record::len) > dirs::MAX_OPEN;
         self.dirs
             .push(dirs::OpenDir::new(parent.to_vec(), old, over));
         Ok(())
@@ -724,37 +715,51 @@ impl<'a> SnapshotWriter<'a> {
             if parent.is_some_and(|p| dirs::within(p, &d.path)) {
                 break;
             }
-            let Some(d) = self.dirs.pop() else { break };
-            self.finish_dir(d)?;
+            let Some(mut d) = self.dirs.pop() else { break };
+            if d.over {
+                continue;
+            }
+            self.write_segment(&mut d, false)?;
+            // Segments stored past the last one written are stale: those
+            // read, and those after the last one read if it said more
+            // followed.
+            let known = d.old_segments.len() as u32;
+            for stale in d.segment + 1..known {
+                self.queue_dir(d.path.clone(), stale, None)?;
+            }
+            let mut next = known.max(d.segment + 1);
+            let mut more = d.old_segments.last().is_some_and(|s| s.2);
+            while more {
+                let stored = {
+                    let txn = self.repo.read()?;
+                    self.repo.dir_record(&txn, self.backup, &d.path, next)?
+                };
+                let Some(stored) = stored else { break };
+                more = dirs::Record::decode(stored).is_some_and(|r| r.more);
+                self.queue_dir(d.path.clone(), next, None)?;
+                next += 1;
+            }
         }
         Ok(())
     }
 
-    /// Writes the record of a directory whose children are all added,
-    /// unless it is the stored one and its stamp is not due.
-    fn finish_dir(&mut self, d: dirs::OpenDir) -> Result<(), SnapshotError> {
-        if d.over {
-            if d.old.is_some() {
-                self.queue_dir(d.path, None)?;
-            }
-            return Ok(());
-        }
-        if d.unchanged()
-            && let Some(old) = &d.old
-            && !dirs::stamp_due(&d.path, old.seen, self.snapshot)
+    /// Writes the segment of `d` being built (`more`: another follows),
+    /// unless it is the stored one and its stamp is not due. A fresh
+    /// child's packs are those of its chunks, in a pack of this run or in
+    /// the index; one still being compressed leaves it unresolved (its
+    /// chunks are looked up one by one next time).
+    fn write_segment(&mut self, d: &mut dirs::OpenDir, more: bool) -> Result<(), SnapshotError> {
+        if let Some(seen) = d.unchanged(more)
+            && !dirs::stamp_due(&d.path, d.segment, seen, self.snapshot)
         {
             return Ok(());
         }
-        let mut out = Vec::with_capacity(d.new_len + 20);
-        dirs::encode_head(&mut out, self.snapshot, self.epoch, d.new.len());
+        let mut out = Vec::with_capacity(d.new_len + 24);
+        dirs::encode_head(&mut out, self.snapshot, self.epoch, more, d.new.len());
         let txn = self.repo.read()?;
         for c in &d.new {
             match c {
-                dirs::NewChild::Kept(i) => {
-                    if let Some(old) = &d.old {
-                        out.extend_from_slice(old.raw(*i));
-                    }
-                }
+                dirs::NewChild::Kept(range) => out.extend_from_slice(&d.kept[range.clone()]),
                 dirs::NewChild::Fresh {
                     name,
                     status,
@@ -762,9 +767,6 @@ impl<'a> SnapshotWriter<'a> {
                     vouched,
                     chunks,
                 } => {
-                    // Each chunk's pack: in a pack of this run, or in the
-                    // index; one still being compressed leaves the child
-                    // unresolved (checked chunk by chunk next time).
                     let mut packs = Vec::with_capacity(chunks.len());
                     let mut resolved = true;
                     for id in chunks {
@@ -794,12 +796,17 @@ impl<'a> SnapshotWriter<'a> {
             }
         }
         drop(txn);
-        self.queue_dir(d.path, Some(out))
+        self.queue_dir(d.path.clone(), d.segment, Some(out))
     }
 
-    fn queue_dir(&mut self, path: Vec<u8>, record: Option<Vec<u8>>) -> Result<(), SnapshotError> {
+    fn queue_dir(
+        &mut self,
+        path: Vec<u8>,
+        segment: u32,
+        record: Option<Vec<u8>>,
+    ) -> Result<(), SnapshotError> {
         self.dir_batch_len += path.len() + record.as_ref().map_or(0, Vec::len);
-        self.dir_batch.push((path, record));
+        self.dir_batch.push((path, segment, record));
         if self.dir_batch.len() >= CACHE_BATCH || self.dir_batch_len >= 4 << 20 {
             self.flush_cache()?;
         }
@@ -973,9 +980,9 @@ impl<'a> SnapshotWriter<'a> {
         for (path, f) in self.cache_batch.drain(..) {
             self.repo.put_file(&mut w, self.backup, &path, &f)?;
         }
-        for (path, record) in self.dir_batch.drain(..) {
+        for (path, segment, record) in self.dir_batch.drain(..) {
             self.repo
-                .put_dir_record(&mut w, self.backup, &path, record.as_deref())?;
+                .put_dir_record(&mut w, self.backup, &path, segment, record.as_deref())?;
         }
         self.dir_batch_len = 0;
         for ((dev, ino), first) in self.links.drain() {

@@ -374,7 +374,7 @@ fn snap_path(p: &Path) -> Vec<u8> {
 fn dir_stamp(f: &Fixture, dir: &Path) -> Option<u64> {
     let t = f.repo.read().unwrap();
     f.repo
-        .dir_record(&t, f.backup, &snap_path(dir))
+        .dir_record(&t, f.backup, &snap_path(dir), 0)
         .unwrap()
         .map(|v| u64::from_le_bytes(v[..8].try_into().unwrap()))
 }
@@ -456,6 +456,84 @@ fn an_unchanged_backup_rewrites_only_the_directory_records_whose_turn_it_is() {
     }
     // `many` was last seen by snapshot 3: its record is forgotten.
     assert_eq!(dir_stamp(&f, &gone), None);
+}
+
+/// The stored segments of the record of `dir`, each without its stamp.
+fn dir_segments(f: &Fixture, dir: &Path) -> Vec<Vec<u8>> {
+    let t = f.repo.read().unwrap();
+    let mut out = Vec::new();
+    while let Some(v) = f
+        .repo
+        .dir_record(&t, f.backup, &snap_path(dir), out.len() as u32)
+        .unwrap()
+    {
+        out.push(v[8..].to_vec());
+    }
+    // None stored past the chain either.
+    for k in out.len()..out.len() + 64 {
+        assert!(
+            f.repo
+                .dir_record(&t, f.backup, &snap_path(dir), k as u32)
+                .unwrap()
+                .is_none(),
+            "a stale segment {k}"
+        );
+    }
+    out
+}
+
+/// A large directory's record is cut into segments where its children's
+/// names say: a new file rewrites the segment it falls in, not the ones
+/// after it, and a shrunk directory leaves no stale segment behind.
+#[test]
+fn a_large_directory_keeps_its_record_in_segments_and_a_new_file_rewrites_one() {
+    let f = Fixture::new();
+    let big = f.src.join("big");
+    for i in 0..3000 {
+        write(&big.join(format!("f{i:04}")), format!("{i}").as_bytes());
+    }
+    f.snapshot(1);
+    f.snapshot(2);
+    let s3 = f.snapshot(3).stats;
+    let entries = s3.files + s3.directories + s3.symlinks;
+    assert_eq!(s3.entries_reused, entries, "{s3:?}");
+    let before = dir_segments(&f, &big);
+    assert!(before.len() >= 3, "{} segments", before.len());
+    write(&big.join("f1500a"), b"new");
+    let s4 = f.snapshot(4).stats;
+    assert_eq!((s4.files_new, s4.bytes_read), (1, 3), "{s4:?}");
+    let after = dir_segments(&f, &big);
+    let changed = after.iter().zip(&before).filter(|(a, b)| a != b).count()
+        + after.len().abs_diff(before.len());
+    assert_eq!(
+        changed,
+        1,
+        "{} segments before, {} after",
+        before.len(),
+        after.len()
+    );
+    for i in 500..2500 {
+        std::fs::remove_file(big.join(format!("f{i:04}"))).unwrap();
+    }
+    f.snapshot(5);
+    let shrunk = dir_segments(&f, &big);
+    assert!(
+        shrunk.len() < after.len(),
+        "{} segments, {} before",
+        shrunk.len(),
+        after.len()
+    );
+    f.snapshot(6);
+    let s7 = f.snapshot(7).stats;
+    assert_eq!(
+        s7.entries_reused,
+        s7.files + s7.directories + s7.symlinks,
+        "{s7:?}"
+    );
+    assert_eq!(s7.bytes_read, 0, "{s7:?}");
+    let want = tree(&f.src);
+    let (t, _) = f.restore(7, &[], "r7");
+    assert_eq!(tree(&restored(&t, &f.src)), want);
 }
 
 #[test]

@@ -16,15 +16,18 @@ use super::{Entry, EntryKind};
 use crate::repo::{CachedFile, Time};
 use bitdust_crypto::ChunkId;
 
-/// A directory with more children than this keeps no record: its files go
-/// through the files cache, one lookup each, as before.
-pub(super) const MAX_CHILDREN: usize = 8192;
-/// ... nor one whose record would be larger than this.
-pub(super) const MAX_RECORD: usize = 2 << 20;
-/// The records being built and read for the open directories (those on
+/// A directory's record is cut into segments after a child whose name's
+/// hash is a multiple of this (about this many children each; a new or
+/// removed child rewrites its own segment, not the ones after it) ...
+pub(super) const SEGMENT_CUT: u64 = 512;
+/// ... or once a segment holds this many children ...
+pub(super) const SEGMENT_CHILDREN: usize = 4096;
+/// ... or this many bytes (a child larger alone is a segment alone).
+pub(super) const SEGMENT_BYTES: usize = 1 << 20;
+/// The segments being read and built for the open directories (those on
 /// the path to the entry being added) together: a directory opened past
-/// this keeps no record.
-pub(super) const MAX_OPEN: usize = 8 << 20;
+/// this keeps no record, and its files go through the files cache.
+pub(super) const MAX_OPEN: usize = 16 << 20;
 
 /// The child's content may be trusted next time (not changed while read,
 /// not modified within a second of the run's start).
@@ -144,6 +147,8 @@ pub(super) struct Record {
     pub(super) seen: u64,
     /// The index's epoch when it was written.
     pub(super) epoch: u64,
+    /// Another segment follows.
+    pub(super) more: bool,
     children: Vec<Child>,
 }
 
@@ -164,8 +169,13 @@ impl Record {
         let u64_of = |r: Range<usize>| u64::from_le_bytes(bytes[r].try_into().unwrap_or([0; 8]));
         let seen = u64_of(take(&mut at, 8)?);
         let epoch = u64_of(take(&mut at, 8)?);
+        let more = match bytes[take(&mut at, 1)?.start] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
         let n = u32_of(take(&mut at, 4)?) as usize;
-        let mut children = Vec::with_capacity(n.min(MAX_CHILDREN));
+        let mut children = Vec::with_capacity(n.min(SEGMENT_CHILDREN));
         for _ in 0..n {
             let start = at;
             let flags = bytes[take(&mut at, 1)?.start];
@@ -193,6 +203,7 @@ impl Record {
             bytes,
             seen,
             epoch,
+            more,
             children,
         })
     }
@@ -238,17 +249,17 @@ impl Record {
     }
 }
 
-/// A child of a record being built.
+/// A child of a segment being built.
 pub(super) enum NewChild {
-    /// Child `i` of the stored record, unchanged.
-    Kept(usize),
+    /// A stored child, unchanged: its bytes in [`OpenDir::kept`].
+    Kept(Range<usize>),
     /// A child whose node was built this run.
     Fresh {
         name: Vec<u8>,
         status: Vec<u8>,
         node: Vec<u8>,
         vouched: bool,
-        /// Its chunks, whose packs are found when the record is written.
+        /// Its chunks, whose packs are found when the segment is written.
         chunks: Vec<ChunkId>,
     },
 }
@@ -257,47 +268,80 @@ pub(super) enum NewChild {
 pub(super) struct OpenDir {
     /// Its path (snapshot form).
     pub(super) path: Vec<u8>,
-    /// Its stored record.
+    /// The stored segment being matched, and its number.
     pub(super) old: Option<Record>,
-    /// The next stored child not yet matched.
-    cursor: usize,
-    /// Its children this run, while it may keep a record.
+    pub(super) old_segment: u32,
+    /// The next stored child of `old` not yet matched.
+    pub(super) cursor: usize,
+    /// Of each stored segment read: when it was written or last seen, its
+    /// children, and whether another followed.
+    pub(super) old_segments: Vec<(u64, usize, bool)>,
+    /// The number of the segment being built, its children, and the
+    /// bytes of its kept children.
+    pub(super) segment: u32,
     pub(super) new: Vec<NewChild>,
+    pub(super) kept: Vec<u8>,
     /// The bytes of `new`, about.
     pub(super) new_len: usize,
-    /// It keeps no record this run (too large): its files go through the
-    /// files cache.
+    /// The new segment so far is stored segment `.0`'s first `.1`
+    /// children, in order (else `None`).
+    pub(super) same_as: Option<(u32, usize)>,
+    /// It keeps no record this run (too much open): its files go through
+    /// the files cache.
     pub(super) over: bool,
 }
 
 impl OpenDir {
     pub(super) fn new(path: Vec<u8>, old: Option<Record>, over: bool) -> OpenDir {
+        let old_segments = old.iter().map(|r| (r.seen, r.children(), r.more)).collect();
         OpenDir {
             path,
             old,
+            old_segment: 0,
             cursor: 0,
+            old_segments,
+            segment: 0,
             new: Vec::new(),
+            kept: Vec::new(),
             new_len: 0,
+            same_as: Some((0, 0)),
             over,
         }
     }
 
-    /// The stored child named `name`, if any (children come in name order,
-    /// so the search only moves forward).
-    pub(super) fn find(&mut self, name: &[u8]) -> Option<usize> {
-        let old = self.old.as_ref()?;
+    /// The stored child named `name` in the segment read, if any (children
+    /// come in name order, so the search only moves forward). `Err` when
+    /// the segment is passed and another follows: read it and ask again.
+    pub(super) fn find(&mut self, name: &[u8]) -> Result<Option<usize>, u32> {
+        let Some(old) = self.old.as_ref() else {
+            return Ok(None);
+        };
         while self.cursor < old.children() {
             let i = self.cursor;
             match old.name(i).cmp(name) {
                 std::cmp::Ordering::Less => self.cursor += 1,
                 std::cmp::Ordering::Equal => {
                     self.cursor += 1;
-                    return Some(i);
+                    return Ok(Some(i));
                 }
-                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Greater => return Ok(None),
             }
         }
-        None
+        if old.more {
+            Err(self.old_segment + 1)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads on with stored segment `number` (`None`: missing or damaged).
+    pub(super) fn next_segment(&mut self, number: u32, record: Option<Record>) {
+        if let Some(r) = &record {
+            self.old_segments.push((r.seen, r.children(), r.more));
+        }
+        self.old = record;
+        self.old_segment = number;
+        self.cursor = 0;
     }
 
     /// The bytes it holds in memory.
@@ -305,42 +349,69 @@ impl OpenDir {
         self.old.as_ref().map_or(0, Record::len) + self.new_len
     }
 
-    /// Adds a child; false once the directory is too large for a record.
-    pub(super) fn push(&mut self, child: NewChild) -> bool {
-        if self.over {
-            return false;
-        }
-        self.new_len += match &child {
-            NewChild::Kept(i) => self.old.as_ref().map_or(0, |o| o.raw(*i).len()),
-            NewChild::Fresh {
-                name,
-                status,
-                node,
-                chunks,
-                ..
-            } => 17 + name.len() + status.len() + node.len() + 8 * chunks.len(),
+    /// Adds child `i` of the stored segment read, unchanged.
+    pub(super) fn keep(&mut self, i: usize) {
+        let Some(old) = &self.old else {
+            return;
         };
-        self.new.push(child);
-        if self.new.len() > MAX_CHILDREN || self.new_len > MAX_RECORD {
-            self.over = true;
-            return false;
-        }
-        true
+        let raw = old.raw(i);
+        let at = self.kept.len();
+        self.kept.extend_from_slice(raw);
+        self.new_len += raw.len();
+        self.same_as = match self.same_as {
+            Some((seg, n)) if seg == self.old_segment && n == i => Some((seg, n + 1)),
+            Some((_, 0)) if i == 0 => Some((self.old_segment, 1)),
+            _ => None,
+        };
+        self.new.push(NewChild::Kept(at..self.kept.len()));
     }
 
-    /// Whether the record this run built is the stored one, child for
-    /// child.
-    pub(super) fn unchanged(&self) -> bool {
-        let Some(old) = &self.old else {
-            return false;
-        };
-        old.children() == self.new.len()
-            && self
-                .new
-                .iter()
-                .enumerate()
-                .all(|(i, c)| matches!(c, NewChild::Kept(k) if *k == i))
+    /// Adds a child built this run.
+    pub(super) fn add_fresh(&mut self, child: NewChild) {
+        if let NewChild::Fresh {
+            name,
+            status,
+            node,
+            chunks,
+            ..
+        } = &child
+        {
+            self.new_len += 17 + name.len() + status.len() + node.len() + 8 * chunks.len();
+        }
+        self.same_as = None;
+        self.new.push(child);
     }
+
+    /// Whether the segment being built ends after child `name`.
+    pub(super) fn cut_after(&self, name: &[u8]) -> bool {
+        self.new.len() >= SEGMENT_CHILDREN
+            || self.new_len >= SEGMENT_BYTES
+            || name_hash(name).is_multiple_of(SEGMENT_CUT)
+    }
+
+    /// Whether the segment built, ending here (`more`: another follows),
+    /// is the stored one of its number, child for child; then its stamp.
+    pub(super) fn unchanged(&self, more: bool) -> Option<u64> {
+        let (seg, n) = self.same_as?;
+        let (seen, children, was_more) = *self.old_segments.get(seg as usize)?;
+        (seg == self.segment && n == children && n == self.new.len() && was_more == more)
+            .then_some(seen)
+    }
+
+    /// Starts the next segment.
+    pub(super) fn next_new_segment(&mut self) {
+        self.segment += 1;
+        self.new.clear();
+        self.kept.clear();
+        self.new_len = 0;
+        self.same_as = Some((self.segment, 0));
+    }
+}
+
+fn name_hash(name: &[u8]) -> u64 {
+    name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Appends one fresh child to a record being encoded.
@@ -370,22 +441,22 @@ pub(super) fn encode_fresh(
     }
 }
 
-/// The start of a record: the snapshot writing it, the epoch and the
-/// number of children.
-pub(super) fn encode_head(out: &mut Vec<u8>, seen: u64, epoch: u64, children: usize) {
+/// The start of a segment: the snapshot writing it, the epoch, whether
+/// another follows, and the number of children.
+pub(super) fn encode_head(out: &mut Vec<u8>, seen: u64, epoch: u64, more: bool, children: usize) {
     out.extend_from_slice(&seen.to_le_bytes());
     out.extend_from_slice(&epoch.to_le_bytes());
+    out.push(u8::from(more));
     out.extend_from_slice(&(children as u32).to_le_bytes());
 }
 
-/// Whether a record seen unchanged by snapshot `snapshot` must be written
-/// again to move its stamp: in its turn (one directory in
-/// [`crate::repo::SEEN_REFRESH`] each snapshot, by path), or when its stamp
-/// is that old already, so the sweep never drops a record a snapshot saw.
-pub(super) fn stamp_due(path: &[u8], seen: u64, snapshot: u64) -> bool {
-    let turn = path
-        .iter()
-        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
+/// Whether segment `segment` of a record, seen unchanged by snapshot
+/// `snapshot`, must be written again to move its stamp: in its turn (one
+/// segment in [`crate::repo::SEEN_REFRESH`] each snapshot, by path and
+/// number), or when its stamp is that old already, so the sweep never
+/// drops a segment a snapshot saw.
+pub(super) fn stamp_due(path: &[u8], segment: u32, seen: u64, snapshot: u64) -> bool {
+    let turn = name_hash(path).wrapping_add(u64::from(segment));
     snapshot
         .wrapping_add(turn)
         .is_multiple_of(crate::repo::SEEN_REFRESH)
@@ -416,11 +487,11 @@ mod tests {
     #[test]
     fn a_record_reads_back_what_was_written_and_refuses_a_cut_one() {
         let mut v = Vec::new();
-        encode_head(&mut v, 7, 3, 2);
+        encode_head(&mut v, 7, 3, true, 2);
         encode_fresh(&mut v, b"a", b"sa", b"na", true, Some(&[1, 2]));
         encode_fresh(&mut v, b"b", b"sb", b"nb", false, None);
         let r = Record::decode(v.clone()).unwrap();
-        assert_eq!((r.seen, r.epoch, r.children()), (7, 3, 2));
+        assert_eq!((r.seen, r.epoch, r.more, r.children()), (7, 3, true, 2));
         assert_eq!(
             (r.name(0), r.status(0), r.node(0)),
             (&b"a"[..], &b"sa"[..], &b"na"[..])
@@ -430,7 +501,7 @@ mod tests {
         assert!(!r.vouched(1) && !r.resolved(1));
         assert_eq!(r.packs(1).count(), 0);
         let mut again = Vec::new();
-        encode_head(&mut again, 7, 3, 2);
+        encode_head(&mut again, 7, 3, true, 2);
         again.extend_from_slice(r.raw(0));
         again.extend_from_slice(r.raw(1));
         assert_eq!(again, v);
