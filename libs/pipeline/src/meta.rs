@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use bitdust_proto::format::v1 as pb;
@@ -333,11 +333,128 @@ pub fn open_for_reading(path: &Path) -> io::Result<File> {
     }
 }
 
+/// What `lstat` says of an entry, looked up by path or by name in an open
+/// directory.
+pub struct Lstat(rustix::fs::Stat);
+
+// `stat`'s field types differ between targets (32-bit `time_t` and
+// `nlink_t`): the casts are needed there, not here.
+#[allow(clippy::unnecessary_cast)]
+impl Lstat {
+    /// `lstat` of `path` (the whole path walked).
+    pub fn of(path: &Path) -> io::Result<Lstat> {
+        Ok(Lstat(rustix::fs::lstat(path)?))
+    }
+
+    /// `fstatat` of `name` in directory `dir`, not following a symlink.
+    pub fn at(dir: &rustix::fd::OwnedFd, name: &OsStr) -> io::Result<Lstat> {
+        Ok(Lstat(rustix::fs::statat(
+            dir,
+            name,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?))
+    }
+
+    /// Its type.
+    pub fn file_type(&self) -> rustix::fs::FileType {
+        rustix::fs::FileType::from_raw_mode(self.0.st_mode)
+    }
+
+    /// Its permission bits (and set-id and sticky bits).
+    pub fn mode(&self) -> u32 {
+        self.0.st_mode & 0o7777
+    }
+
+    /// Its size.
+    pub fn len(&self) -> u64 {
+        self.0.st_size.max(0) as u64
+    }
+
+    /// Whether its size is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The 512-byte blocks it takes.
+    pub fn blocks(&self) -> u64 {
+        self.0.st_blocks.max(0) as u64
+    }
+
+    /// A device's number.
+    pub fn rdev(&self) -> u64 {
+        self.0.st_rdev
+    }
+
+    /// Modification time, seconds and nanoseconds.
+    pub fn mtime(&self) -> (i64, i64) {
+        (self.0.st_mtime as i64, self.0.st_mtime_nsec as i64)
+    }
+
+    /// Status change time.
+    pub fn ctime(&self) -> (i64, i64) {
+        (self.0.st_ctime as i64, self.0.st_ctime_nsec as i64)
+    }
+
+    /// Access time.
+    pub fn atime(&self) -> (i64, i64) {
+        (self.0.st_atime as i64, self.0.st_atime_nsec as i64)
+    }
+
+    /// Inode.
+    pub fn ino(&self) -> u64 {
+        self.0.st_ino
+    }
+
+    /// Device.
+    pub fn dev(&self) -> u64 {
+        self.0.st_dev
+    }
+
+    /// Links.
+    pub fn nlink(&self) -> u64 {
+        self.0.st_nlink as u64
+    }
+
+    /// Owner and group.
+    pub fn owner(&self) -> (u32, u32) {
+        (self.0.st_uid, self.0.st_gid)
+    }
+}
+
+/// Opens directory `path` for looking its entries up by name.
+pub fn open_dir(path: &Path) -> io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The target of symlink `name` in directory `dir` (`path` is its whole
+/// path, for when the directory is not open).
+pub fn read_link_at(
+    dir: Option<&rustix::fd::OwnedFd>,
+    name: &OsStr,
+    path: &Path,
+) -> io::Result<Vec<u8>> {
+    match dir {
+        Some(fd) => Ok(rustix::fs::readlinkat(fd, name, Vec::new())?.into_bytes()),
+        None => Ok(std::fs::read_link(path)?.into_os_string().into_vec()),
+    }
+}
+
 /// The names in directory `path` (not `.` and `..`), listed without
 /// following a symlink and, where this process may ask for that, without
 /// touching the directory's access time: an unchanged tree's snapshot
 /// then keeps the same atimes, and its metadata deduplicates.
 pub fn list_dir(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    Ok(list_dir_open(path)?.0)
+}
+
+/// [`list_dir`], and the directory opened, for looking its entries up
+/// by name (`fstatat`: no walk of the whole path for each entry).
+pub fn list_dir_open(path: &Path) -> io::Result<(Vec<std::ffi::OsString>, rustix::fd::OwnedFd)> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
@@ -345,14 +462,14 @@ pub fn list_dir(path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
         r => r?,
     };
     let mut names = Vec::new();
-    for entry in rustix::fs::Dir::new(fd)? {
+    for entry in rustix::fs::Dir::read_from(&fd)? {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
             names.push(OsStr::from_bytes(name).to_owned());
         }
     }
-    Ok(names)
+    Ok((names, fd))
 }
 
 #[cfg(test)]

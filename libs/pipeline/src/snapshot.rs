@@ -14,7 +14,7 @@ pub use prost::bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -1527,6 +1527,9 @@ pub struct LocalWalk {
     /// The directories being walked, deepest last: the names of each one's
     /// entries still to give, sorted, the next one last.
     stack: Vec<(PathBuf, Vec<std::ffi::OsString>)>,
+    /// The deepest directory's path and descriptor, for looking its
+    /// entries up by name: one descriptor open, however deep the walk.
+    dir_fd: Option<(PathBuf, rustix::fd::OwnedFd)>,
     /// A directory given and not yet listed: it is listed when the walk
     /// goes on, after its own `lstat` (so its atime is the one before
     /// this walk read it).
@@ -1557,6 +1560,7 @@ impl LocalWalk {
         LocalWalk {
             sources: sources.into_iter(),
             stack: Vec::new(),
+            dir_fd: None,
             unlisted: None,
             current: None,
             seen: Default::default(),
@@ -1591,67 +1595,88 @@ impl LocalWalk {
 
 impl EntrySource for LocalWalk {
     fn next_entry(&mut self) -> io::Result<Option<Entry>> {
-        use std::os::unix::fs::FileTypeExt;
         loop {
             if let Some(dir) = self.unlisted.take() {
-                match crate::meta::list_dir(&dir) {
-                    Ok(mut names) => {
+                match crate::meta::list_dir_open(&dir) {
+                    Ok((mut names, fd)) => {
                         // Popped from the end: the smallest name last.
                         names.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+                        self.dir_fd = Some((dir.clone(), fd));
                         self.stack.push((dir, names));
                     }
                     Err(e) => self.skipped.push(format!("{}: {e}", dir.display())),
                 }
             }
-            let path = match self.stack.last_mut() {
+            let (path, meta) = match self.stack.last_mut() {
                 Some((dir, names)) => match names.pop() {
-                    Some(name) => dir.join(name),
+                    Some(name) => {
+                        let path = dir.join(&name);
+                        // By name in the directory's descriptor (opened
+                        // again on the way back up from a subdirectory).
+                        if self.dir_fd.as_ref().is_none_or(|(d, _)| d != dir) {
+                            self.dir_fd =
+                                crate::meta::open_dir(dir).ok().map(|fd| (dir.clone(), fd));
+                        }
+                        let meta = match &self.dir_fd {
+                            Some((_, fd)) => crate::meta::Lstat::at(fd, &name),
+                            None => crate::meta::Lstat::of(&path),
+                        };
+                        (path, meta)
+                    }
                     None => {
                         self.stack.pop();
                         continue;
                     }
                 },
                 None => match self.sources.next() {
-                    Some(s) => s,
+                    Some(s) => {
+                        let meta = crate::meta::Lstat::of(&s);
+                        (s, meta)
+                    }
                     None => return Ok(None),
                 },
             };
-            let meta = match path.symlink_metadata() {
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
                     self.skipped.push(format!("{}: {e}", path.display()));
                     continue;
                 }
             };
-            if meta.is_dir() {
+            use rustix::fs::FileType;
+            let ft = meta.file_type();
+            if ft == FileType::Directory {
                 self.unlisted = Some(path.clone());
             }
-            let ft = meta.file_type();
-            let kind = if ft.is_dir() {
-                EntryKind::Directory
-            } else if ft.is_file() {
-                EntryKind::File
-            } else if ft.is_symlink() {
-                match std::fs::read_link(&path) {
-                    Ok(t) => EntryKind::Symlink(t.as_os_str().as_bytes().to_vec()),
-                    Err(e) => {
-                        self.skipped.push(format!("{}: {e}", &path.display()));
-                        continue;
+            let kind = match ft {
+                FileType::Directory => EntryKind::Directory,
+                FileType::RegularFile => EntryKind::File,
+                FileType::Symlink => {
+                    let dir = self
+                        .dir_fd
+                        .as_ref()
+                        .filter(|(d, _)| path.parent() == Some(d.as_path()));
+                    let name = path.file_name().unwrap_or_default();
+                    match crate::meta::read_link_at(dir.map(|(_, fd)| fd), name, &path) {
+                        Ok(t) => EntryKind::Symlink(t),
+                        Err(e) => {
+                            self.skipped.push(format!("{}: {e}", &path.display()));
+                            continue;
+                        }
                     }
                 }
-            } else if ft.is_fifo() {
-                EntryKind::Fifo
-            } else if ft.is_char_device() || ft.is_block_device() {
-                EntryKind::Device {
-                    block: ft.is_block_device(),
+                FileType::Fifo => EntryKind::Fifo,
+                FileType::CharacterDevice | FileType::BlockDevice => EntryKind::Device {
+                    block: ft == FileType::BlockDevice,
                     rdev: meta.rdev(),
+                },
+                _ => {
+                    self.skipped.push(format!(
+                        "{}: a socket, which no restore could bring back (its program makes it)",
+                        &path.display()
+                    ));
+                    continue;
                 }
-            } else {
-                self.skipped.push(format!(
-                    "{}: a socket, which no restore could bring back (its program makes it)",
-                    &path.display()
-                ));
-                continue;
             };
             let xattrs = if self.defer_xattrs {
                 Vec::new()
@@ -1674,14 +1699,15 @@ impl EntrySource for LocalWalk {
             let raw = path.as_os_str().as_bytes();
             let raw = raw.strip_prefix(b"/").unwrap_or(raw).to_vec();
             self.current = Some(path);
-            let mtime = time_of(meta.mtime(), meta.mtime_nsec());
+            let mtime = time_of(meta.mtime().0, meta.mtime().1);
             self.seen = (meta.len(), mtime, holes.clone());
+            let (uid, gid) = meta.owner();
             return Ok(Some(Entry {
                 path: raw,
                 kind,
-                mode: meta.permissions().mode() & 0o7777,
+                mode: meta.mode(),
                 mtime,
-                ctime: time_of(meta.ctime(), meta.ctime_nsec()),
+                ctime: time_of(meta.ctime().0, meta.ctime().1),
                 size: meta.len(),
                 ino: meta.ino(),
                 dev: meta.dev(),
@@ -1689,9 +1715,8 @@ impl EntrySource for LocalWalk {
                 // every backup must) moves it, so the value kept would change
                 // every night and its metadata never deduplicate. Files and
                 // directories are read with O_NOATIME, which keeps theirs.
-                atime: (!meta.file_type().is_symlink())
-                    .then(|| time_of(meta.atime(), meta.atime_nsec())),
-                owner: Some(self.names.owner(meta.uid(), meta.gid())),
+                atime: (ft != FileType::Symlink).then(|| time_of(meta.atime().0, meta.atime().1)),
+                owner: Some(self.names.owner(uid, gid)),
                 xattrs,
                 nlink: meta.nlink(),
                 holes,
