@@ -547,11 +547,6 @@ impl<'a> SnapshotWriter<'a> {
                 }
             }
         }
-        if linked {
-            // Its node names the first link this run found: never taken
-            // whole from a record.
-            vouched = false;
-        }
         let len = node.encoded_len();
         prost::encoding::encode_varint(len as u64, &mut self.meta_buf);
         let at = self.meta_buf.len();

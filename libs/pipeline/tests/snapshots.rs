@@ -536,6 +536,27 @@ fn a_large_directory_keeps_its_record_in_segments_and_a_new_file_rewrites_one() 
     assert_eq!(tree(&restored(&t, &f.src)), want);
 }
 
+/// A file of several links is never taken whole (its node names the
+/// first link the run found, which a rename elsewhere can change), but its
+/// record still vouches for its content: it is not read again.
+#[test]
+fn a_file_of_several_links_is_built_again_but_not_read_again() {
+    let f = Fixture::new();
+    let a = f.src.join("docs/middle.bin");
+    std::fs::hard_link(&a, f.src.join("many/linked.bin")).unwrap();
+    f.snapshot(1);
+    f.snapshot(2);
+    let st = f.snapshot(3).stats;
+    assert_eq!(st.bytes_read, 0, "{st:?}");
+    assert_eq!(st.hard_links, 1, "{st:?}");
+    // Both names are built again, nothing else.
+    let entries = st.files + st.directories + st.symlinks;
+    assert_eq!(entries - st.entries_reused, 2, "{st:?}");
+    let want = tree(&f.src);
+    let (t, _) = f.restore(3, &[], "r3");
+    assert_eq!(tree(&restored(&t, &f.src)), want);
+}
+
 #[test]
 fn a_changed_entry_is_built_again_and_nothing_unchanged_is_read() {
     let f = Fixture::new();
