@@ -3,10 +3,11 @@
 //! unchanged child's node is taken whole, without a files-cache lookup, an
 //! index lookup per chunk, or building and encoding its node again.
 //!
-//! A record is one value: the snapshot that wrote or last saw it, the
-//! index's epoch then, and its children in name order, each with its flags,
-//! name, status (what `lstat` gave: [`status_of`]), its node as stored, and
-//! the packs its chunks are in.
+//! A record is a chain of segments, one LMDB value each: the snapshot that
+//! wrote or last saw it, the layout's version, the index's epoch then,
+//! whether another segment follows, and its children in name order, each
+//! with its flags, name, status (what `lstat` gave: [`status_of`]), its
+//! node as stored, and the packs its chunks are in.
 
 use std::ops::Range;
 
@@ -28,6 +29,12 @@ pub(super) const SEGMENT_BYTES: usize = 1 << 20;
 /// the path to the entry being added) together: a directory opened past
 /// this keeps no record, and its files go through the files cache.
 pub(super) const MAX_OPEN: usize = 16 << 20;
+
+/// The layout of a segment, and of the nodes it keeps: a segment of
+/// another version is not read (its directory's children are built
+/// again), so a node stored before `Node` gained a field is never given
+/// whole.
+const VERSION: u8 = 1;
 
 /// The child's content may be trusted next time (not changed while read,
 /// not modified within a second of the run's start).
@@ -168,6 +175,9 @@ impl Record {
         let u32_of = |r: Range<usize>| u32::from_le_bytes(bytes[r].try_into().unwrap_or([0; 4]));
         let u64_of = |r: Range<usize>| u64::from_le_bytes(bytes[r].try_into().unwrap_or([0; 8]));
         let seen = u64_of(take(&mut at, 8)?);
+        if bytes[take(&mut at, 1)?.start] != VERSION {
+            return None;
+        }
         let epoch = u64_of(take(&mut at, 8)?);
         let more = match bytes[take(&mut at, 1)?.start] {
             0 => false,
@@ -441,10 +451,11 @@ pub(super) fn encode_fresh(
     }
 }
 
-/// The start of a segment: the snapshot writing it, the epoch, whether
+/// The start of a segment: the snapshot writing it, the layout's version, the epoch, whether
 /// another follows, and the number of children.
 pub(super) fn encode_head(out: &mut Vec<u8>, seen: u64, epoch: u64, more: bool, children: usize) {
     out.extend_from_slice(&seen.to_le_bytes());
+    out.push(VERSION);
     out.extend_from_slice(&epoch.to_le_bytes());
     out.push(u8::from(more));
     out.extend_from_slice(&(children as u32).to_le_bytes());
@@ -511,6 +522,9 @@ mod tests {
         let mut longer = v.clone();
         longer.push(0);
         assert!(Record::decode(longer).is_none());
+        let mut other = v.clone();
+        other[8] = VERSION + 1;
+        assert!(Record::decode(other).is_none());
     }
 
     #[test]
