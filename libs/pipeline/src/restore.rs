@@ -265,47 +265,66 @@ pub(crate) fn collect_into(
         ask_again(source, code, block, &undelivered, &mut opener)?;
         return Ok(opener);
     }
-    let mut tried = excluded;
+    // Planned around what is missing: first from the positions answering;
+    // once nothing more can be planned from them, the fragments read
+    // around for being late are asked for again and waited for, and the
+    // positions left out for being late are planned on too. A fragment
+    // skipped because its position was late is not "tried": it may be
+    // the parity the block needs once that position answers again (it was
+    // counted as tried, and a degraded restore failed on a block whose one
+    // late position came back: issue 19, session 23).
+    let mut asked: Vec<bool> = (0..count).map(|f| data.contains(&f)).collect();
+    let mut patient = all_needed;
+    let mut asked_again = false;
     loop {
-        let present: Vec<bool> = (0..code.fragment_count())
-            .map(|f| opener.present().get(f).copied().unwrap_or(false))
-            .collect();
-        // Positions the source left out while this block was read (they
-        // answered late) are not planned on, unless every one is needed.
-        if !all_needed {
-            let now = source.positions();
-            for (f, t) in tried.iter_mut().enumerate() {
-                *t |= !now.contains(&code.fragment_position(f));
-            }
-        }
-        let plan = code
-            .data_plan(&present, &tried)
-            .map_err(|e| SourceError(format!("planning the fetch of block {block}: {e}")))?;
-        if plan.is_empty() {
+        let present = present_in(&opener, count);
+        if decodable_fragments(code, &present) {
             break;
         }
-        for &f in &plan {
-            tried[f] = true;
-        }
-        let wanted: Vec<(usize, usize)> = plan
-            .iter()
-            .map(|&f| (code.fragment_position(f), f))
+        let now = source.positions();
+        let wary = if patient {
+            source.wary_positions()
+        } else {
+            Vec::new()
+        };
+        let unavailable: Vec<bool> = (0..count)
+            .map(|f| {
+                let p = code.fragment_position(f);
+                asked[f] || !(now.contains(&p) || wary.contains(&p))
+            })
             .collect();
-        source.prefetch(block, &wanted);
-        fetch(source, code, block, &plan, &mut opener, &mut undelivered)?;
-        // A planned fragment that was missing or bad leaves data unknown:
-        // plan again around it.
-    }
-    // A source may read around a fragment that comes late. When the block
-    // cannot be decoded without the fragments it read around, they are
-    // asked for again, and waited for.
-    let present: Vec<bool> = (0..count)
-        .map(|f| opener.present().get(f).copied().unwrap_or(false))
-        .collect();
-    if !decodable_fragments(code, &present) {
+        let plan = code
+            .data_plan(&present, &unavailable)
+            .map_err(|e| SourceError(format!("planning the fetch of block {block}: {e}")))?;
+        if !plan.is_empty() {
+            for &f in &plan {
+                asked[f] = true;
+            }
+            let wanted: Vec<(usize, usize)> = plan
+                .iter()
+                .map(|&f| (code.fragment_position(f), f))
+                .collect();
+            source.prefetch(block, &wanted);
+            fetch(source, code, block, &plan, &mut opener, &mut undelivered)?;
+            // A planned fragment that was missing or bad leaves data
+            // unknown: plan again around it.
+            continue;
+        }
+        if asked_again {
+            break;
+        }
         ask_again(source, code, block, &undelivered, &mut opener)?;
+        asked_again = true;
+        patient = true;
     }
     Ok(opener)
+}
+
+/// Which fragments `opener` holds.
+fn present_in(opener: &BlockOpener, count: usize) -> Vec<bool> {
+    (0..count)
+        .map(|f| opener.present().get(f).copied().unwrap_or(false))
+        .collect()
 }
 
 /// Asks again for the fragments of `block` the source did not give

@@ -113,8 +113,9 @@ pub trait EntrySource {
     /// The extended attributes of the entry returned last, for a source
     /// that reads them only when asked (its entries carry none); `None`
     /// when the entry carries them. Asked only for an entry whose node is
-    /// built, not taken from its directory's record.
-    fn xattrs(&mut self) -> Option<Vec<pb::Xattr>> {
+    /// built, not taken from its directory's record. The flag says whether
+    /// every attribute was read (a failure is named in the skipped list).
+    fn xattrs(&mut self) -> Option<(Vec<pb::Xattr>, bool)> {
         None
     }
 }
@@ -270,8 +271,10 @@ pub struct SnapshotWriter<'a> {
     dirs: Vec<dirs::OpenDir>,
     /// The index's epoch when the run began.
     epoch: u64,
-    /// Packs of stored records found live (or not) this run.
-    live_packs: HashMap<u64, bool>,
+    /// Packs of stored records checked this run, and those found live
+    /// (bitmaps: two bits a pack number, however many are checked).
+    packs_checked: PackSet,
+    packs_live: PackSet,
     status_buf: Vec<u8>,
     /// Directory records to write (or drop), and their bytes.
     dir_batch: Vec<(Vec<u8>, u32, Option<Vec<u8>>)>,
@@ -367,7 +370,8 @@ impl<'a> SnapshotWriter<'a> {
             progress: &(),
             dirs: Vec::new(),
             epoch: repo.epoch(backup)?,
-            live_packs: HashMap::new(),
+            packs_checked: PackSet::default(),
+            packs_live: PackSet::default(),
             status_buf: Vec::new(),
             dir_batch: Vec::new(),
             dir_batch_len: 0,
@@ -486,7 +490,11 @@ impl<'a> SnapshotWriter<'a> {
                 .last()
                 .and_then(|d| d.old.as_ref())
                 .is_some_and(|old| {
-                    old.status(i) == status && !linked && old.vouched(i) && old.resolved(i)
+                    old.status(i) == status
+                        && !linked
+                        && old.vouched(i)
+                        && old.whole(i)
+                        && old.resolved(i)
                 });
             if whole && self.packs_live(i)? {
                 return self.add_kept(e, i);
@@ -502,8 +510,15 @@ impl<'a> SnapshotWriter<'a> {
         }
         let over = self.dirs.last().is_none_or(|d| d.over);
         let mut node = node_of(e);
-        if let Some(xattrs) = source.xattrs() {
+        // Taken whole next time only if nothing here may be missing or
+        // change unseen: every extended attribute was read, and the status
+        // did not change within a second of the run's start (an attribute
+        // set in the same clock tick as the lstat leaves the ctime as it
+        // was, as a write may leave the mtime).
+        let mut whole = e.ctime.secs < self.started.secs - 1;
+        if let Some((xattrs, complete)) = source.xattrs() {
             node.xattrs = xattrs;
+            whole &= complete;
         }
         let mut vouched = true;
         match &e.kind {
@@ -519,6 +534,9 @@ impl<'a> SnapshotWriter<'a> {
                     node.size = first.size;
                     node.chunks = first.chunks.iter().map(|c| c.0.to_vec()).collect();
                     self.stats.hard_links += 1;
+                    // Its chunks are the first name's, read before this
+                    // name's lstat: not vouched for under this status.
+                    vouched = false;
                 } else {
                     let (chunks, size, holes, changed, trusted) =
                         self.file_chunks(e, source, from_dir, over)?;
@@ -558,6 +576,7 @@ impl<'a> SnapshotWriter<'a> {
                 status: status.to_vec(),
                 node: self.meta_buf[at..].to_vec(),
                 vouched,
+                whole,
                 chunks: node
                     .chunks
                     .iter()
@@ -624,15 +643,13 @@ impl<'a> SnapshotWriter<'a> {
             return Ok(false);
         }
         for p in packs {
-            let live = match self.live_packs.get(&p) {
-                Some(l) => *l,
-                None => {
-                    let l = self.repo.pack_live(self.backup, p)?;
-                    self.live_packs.insert(p, l);
-                    l
+            if !self.packs_checked.contains(p) {
+                if self.repo.pack_live(self.backup, p)? {
+                    self.packs_live.insert(p);
                 }
-            };
-            if !live {
+                self.packs_checked.insert(p);
+            }
+            if !self.packs_live.contains(p) {
                 return Ok(false);
             }
         }
@@ -760,6 +777,7 @@ impl<'a> SnapshotWriter<'a> {
                     status,
                     node,
                     vouched,
+                    whole,
                     chunks,
                 } => {
                     let mut packs = Vec::with_capacity(chunks.len());
@@ -784,7 +802,7 @@ impl<'a> SnapshotWriter<'a> {
                         name,
                         status,
                         node,
-                        *vouched,
+                        (*vouched, *whole),
                         resolved.then_some(packs.as_slice()),
                     );
                 }
@@ -1737,14 +1755,15 @@ impl EntrySource for LocalWalk {
         std::mem::take(&mut self.skipped)
     }
 
-    fn xattrs(&mut self) -> Option<Vec<pb::Xattr>> {
+    fn xattrs(&mut self) -> Option<(Vec<pb::Xattr>, bool)> {
         if !self.defer_xattrs {
             return None;
         }
         let path = self.current.as_ref()?;
         let (xattrs, warnings) = crate::meta::read_xattrs(path);
+        let complete = warnings.is_empty();
         self.skipped.extend(warnings);
-        Some(xattrs)
+        Some((xattrs, complete))
     }
 
     fn changed(&mut self) -> bool {

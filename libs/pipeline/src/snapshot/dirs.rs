@@ -34,18 +34,22 @@ pub(super) const MAX_OPEN: usize = 16 << 20;
 /// another version is not read (its directory's children are built
 /// again), so a node stored before `Node` gained a field is never given
 /// whole.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// The child's content may be trusted next time (not changed while read,
 /// not modified within a second of the run's start).
 const VOUCHED: u8 = 1;
 /// Every pack the child's chunks are in is named.
 const RESOLVED: u8 = 2;
+/// Its node may be taken whole when its status is the same (every
+/// extended attribute was read, and its status is older than the second
+/// before the run that stored it).
+const WHOLE: u8 = 4;
 
 /// The status of entry `e` as a record keeps it, into `out`: everything its
 /// node keeps but its extended attributes (a change to those moves the
 /// ctime, which is here) and what reading the file decides, plus its
-/// ctime, inode, device and links. The first 52 bytes are a files-cache
+/// ctime, inode, device and links. The first 48 bytes are a files-cache
 /// record's fields ([`cached_of`]).
 pub(super) fn status_of(e: &Entry, out: &mut Vec<u8>) {
     out.clear();
@@ -90,6 +94,19 @@ pub(super) fn status_of(e: &Entry, out: &mut Vec<u8>) {
     for h in &e.holes {
         out.extend_from_slice(&h.offset.to_le_bytes());
         out.extend_from_slice(&h.length.to_le_bytes());
+    }
+    // Attributes a source sent with the entry (the agent's caller reads
+    // them with its own rights, which may change): their hash. A local
+    // walk reads them only for a node it builds, and relies on the ctime.
+    if !e.xattrs.is_empty() {
+        let mut h = blake3::Hasher::new();
+        for x in &e.xattrs {
+            h.update(&(x.name.len() as u64).to_le_bytes());
+            h.update(&x.name);
+            h.update(&(x.value.len() as u64).to_le_bytes());
+            h.update(&x.value);
+        }
+        out.extend_from_slice(&h.finalize().as_bytes()[..16]);
     }
 }
 
@@ -251,6 +268,10 @@ impl Record {
         self.children[i].flags & RESOLVED != 0
     }
 
+    pub(super) fn whole(&self, i: usize) -> bool {
+        self.children[i].flags & WHOLE != 0
+    }
+
     /// The packs child `i`'s chunks are in.
     pub(super) fn packs(&self, i: usize) -> impl Iterator<Item = u64> + '_ {
         self.bytes[self.children[i].packs.clone()]
@@ -269,6 +290,7 @@ pub(super) enum NewChild {
         status: Vec<u8>,
         node: Vec<u8>,
         vouched: bool,
+        whole: bool,
         /// Its chunks, whose packs are found when the segment is written.
         chunks: Vec<ChunkId>,
     },
@@ -430,12 +452,15 @@ pub(super) fn encode_fresh(
     name: &[u8],
     status: &[u8],
     node: &[u8],
-    vouched: bool,
+    (vouched, whole): (bool, bool),
     packs: Option<&[u64]>,
 ) {
     let mut flags = 0;
     if vouched {
         flags |= VOUCHED;
+    }
+    if whole {
+        flags |= WHOLE;
     }
     if packs.is_some() {
         flags |= RESOLVED;
@@ -499,17 +524,17 @@ mod tests {
     fn a_record_reads_back_what_was_written_and_refuses_a_cut_one() {
         let mut v = Vec::new();
         encode_head(&mut v, 7, 3, true, 2);
-        encode_fresh(&mut v, b"a", b"sa", b"na", true, Some(&[1, 2]));
-        encode_fresh(&mut v, b"b", b"sb", b"nb", false, None);
+        encode_fresh(&mut v, b"a", b"sa", b"na", (true, true), Some(&[1, 2]));
+        encode_fresh(&mut v, b"b", b"sb", b"nb", (false, false), None);
         let r = Record::decode(v.clone()).unwrap();
         assert_eq!((r.seen, r.epoch, r.more, r.children()), (7, 3, true, 2));
         assert_eq!(
             (r.name(0), r.status(0), r.node(0)),
             (&b"a"[..], &b"sa"[..], &b"na"[..])
         );
-        assert!(r.vouched(0) && r.resolved(0));
+        assert!(r.vouched(0) && r.whole(0) && r.resolved(0));
         assert_eq!(r.packs(0).collect::<Vec<_>>(), vec![1, 2]);
-        assert!(!r.vouched(1) && !r.resolved(1));
+        assert!(!r.vouched(1) && !r.whole(1) && !r.resolved(1));
         assert_eq!(r.packs(1).count(), 0);
         let mut again = Vec::new();
         encode_head(&mut again, 7, 3, true, 2);
