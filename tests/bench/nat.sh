@@ -2,7 +2,8 @@
 # Figures of issue 16 in the NAT lab (tests/nat/lab.sh; needs root,
 # iproute2, nftables, conntrack and grpcurl, as tests/run.sh installs):
 #   - goodput of a backup from a customer behind a port-restricted NAT with
-#     an MBIT uplink (tbf) to two suppliers: public (direct), behind
+#     an MBIT uplink and downlink (tbf) to two suppliers, and of the
+#     restore of what it stored: public (direct), behind
 #     port-restricted NATs (hole-punched) and behind symmetric NATs
 #     (relayed by a public router): data and wire bytes per second as a
 #     share of the link rate, the physical limit;
@@ -156,11 +157,22 @@ head -c $((size_mb << 20)) /dev/urandom > "$work/data/random.bin"
 cpu_of() { awk '{print $14 + $15}' "/proc/$(cat "$work/a/bitdust-dht-peer.pid")/stat"; }
 rss_of() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$work/a/bitdust-dht-peer.pid")/status"; }
 tick=$(getconf CLK_TCK)
-declare -A share wire paths
+declare -A share wire paths rshare eff pkt
+# The bytes and packets a router sent on its wan (what tbf counts).
+wan_tx() {
+    ip -n "${P}rt-$1" -j -s link show wan0 |
+        python3 -c "import json,sys; s=json.load(sys.stdin)[0]['stats64']['tx']; print(s['bytes'], s['packets'])"
+}
 for c in cd cp cr; do
     cpu0=$(cpu_of); rss0=$(rss_of)
+    read -r tx0 pk0 <<<"$(wan_tx "$c")"
     ctl "$c" --json backup "$work/data" > "$work/$c.backup.json"
+    read -r tx1 pk1 <<<"$(wan_tx "$c")"
     cpu1=$(cpu_of); rss1=$(rss_of)
+    # Of what crossed the uplink, the share that was fragments: the rest is
+    # QUIC, UDP, IP and Ethernet headers, and the requests around them.
+    eff[$c]=$(calc "$(json "d['stored_bytes']" < "$work/$c.backup.json") / ($tx1 - $tx0)")
+    pkt[$c]=$(calc "($tx1 - $tx0) / ($pk1 - $pk0)")
     secs=$(json "d['seconds']" < "$work/$c.backup.json")
     stored=$(json "d['stored_bytes']" < "$work/$c.backup.json")
     share[$c]=$(calc "$size_mb * 8388608 / $secs / ($mbit * 1000000)")
@@ -173,6 +185,16 @@ for c in cd cp cr; do
         router_rss=$rss1
     fi
     echo "backup from $c: ${secs} s; paths: ${paths[$c]}"
+    # The restore of what it just stored, through the site's downlink
+    # (fragments of one position per block cross it: the data once).
+    id=$(json "f\"{d['backup_id']}@{d['version']}\"" < "$work/$c.backup.json")
+    t0=$(now)
+    ctl "$c" restore --quiet "$id" --to "$work/$c.out"
+    rsecs=$(calc "$(now) - $t0")
+    cmp "$work/data/random.bin" "$work/$c.out$work/data/random.bin" || { echo "nat.sh: the restore from $c differs" >&2; exit 1; }
+    rm -rf "$work/$c.out"
+    rshare[$c]=$(calc "$size_mb * 8388608 / $rsecs / ($mbit * 1000000)")
+    echo "restore to $c: ${rsecs} s"
 done
 
 # Every binding forgotten; then until both suppliers answer a ping again.
@@ -191,11 +213,13 @@ back_punched=$(flush_and_wait cp p1 p2)
 back_relayed=$(flush_and_wait cr y1 y2)
 
 cat <<EOF
-NAT lab, a ${size_mb} MiB backup (random) from a port-restricted site with a ${mbit} Mbit/s uplink, 2 suppliers:
-  path                     data/link  wire/link  (wire: the 2 fragments of each byte, as sent)
-  direct (public)          ${share[cd]}  ${wire[cd]}   paths: ${paths[cd]}
-  hole-punched (pr NATs)   ${share[cp]}  ${wire[cp]}   paths: ${paths[cp]}
-  relayed (symmetric NATs) ${share[cr]}  ${wire[cr]}   paths: ${paths[cr]}
+NAT lab, a ${size_mb} MiB backup (random) from a port-restricted site with a ${mbit} Mbit/s uplink and downlink, 2 suppliers:
+  path                     data/link  wire/link  restore data/link  (wire: the 2 fragments of each byte, as sent)
+  direct (public)          ${share[cd]}  ${wire[cd]}  ${rshare[cd]}   paths: ${paths[cd]}
+  hole-punched (pr NATs)   ${share[cp]}  ${wire[cp]}  ${rshare[cp]}   paths: ${paths[cp]}
+  relayed (symmetric NATs) ${share[cr]}  ${wire[cr]}  ${rshare[cr]}   paths: ${paths[cr]}
+the uplink during each backup: bytes per frame sent, and the fragments' share of them (the most wire/link can reach):
+  direct ${pkt[cd]} B, ${eff[cd]}; hole-punched ${pkt[cp]} B, ${eff[cp]}; relayed ${pkt[cr]} B, ${eff[cr]}
 a supplier behind a port-restricted NAT, from its start to a customer's hire: ${t_hire} s (through the router)
 a supplier behind a port-restricted NAT with miniupnpd, from its start to a customer's hire: ${t_hire_mapped} s (path: ${mapped_path}; ${mapped_how})
 every supplier answering again after conntrack -F: direct ${back_direct} s, hole-punched ${back_punched} s, relayed ${back_relayed} s

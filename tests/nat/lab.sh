@@ -30,7 +30,7 @@
 #                    grants 20 s at most, so that tests see renewals
 # The host behind site i's router is 10.i.0.2 in namespace PREFIXh-NAME;
 # the router is PREFIXrt-NAME. MBIT, if given, limits the site's uplink
-# (the router's wan egress) with tbf.
+# and downlink (the router's wan and lan egress) with tbf, each to MBIT.
 set -euo pipefail
 
 up() {
@@ -108,10 +108,13 @@ NFT
     done
 }
 
-# Limits the uplink of router namespace $1 to $2 Mbit/s (none if empty).
+# Limits the uplink and the downlink of router namespace $1 to $2 Mbit/s
+# each (none if empty): tbf on the wan's egress (what the site sends) and
+# on the lan's (what it receives).
 shape() {
     if [ -n "$2" ]; then
         ip netns exec "$1" tc qdisc add dev wan0 root tbf rate "$2mbit" burst 64kb latency 50ms
+        ip netns exec "$1" tc qdisc add dev lan0 root tbf rate "$2mbit" burst 64kb latency 50ms
     fi
 }
 
