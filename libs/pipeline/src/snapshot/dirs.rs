@@ -378,7 +378,11 @@ impl OpenDir {
 
     /// The bytes it holds in memory.
     pub(super) fn held(&self) -> usize {
-        self.old.as_ref().map_or(0, Record::len) + self.new_len
+        let old = self
+            .old
+            .as_ref()
+            .map_or(0, |r| r.len() + r.children() * std::mem::size_of::<Child>());
+        old + self.new_len + self.new.len() * std::mem::size_of::<NewChild>()
     }
 
     /// Adds child `i` of the stored segment read, unchanged.
