@@ -521,12 +521,13 @@ impl<'a> SnapshotWriter<'a> {
             whole &= complete;
         }
         let mut vouched = true;
+        self.count_kind(&e.kind);
         match &e.kind {
-            EntryKind::Directory => self.stats.directories += 1,
-            EntryKind::Symlink(_) => self.stats.symlinks += 1,
-            EntryKind::Fifo | EntryKind::Device { .. } => self.stats.specials += 1,
+            EntryKind::Directory
+            | EntryKind::Symlink(_)
+            | EntryKind::Fifo
+            | EntryKind::Device { .. } => {}
             EntryKind::File => {
-                self.stats.files += 1;
                 if let Some(first) = self.first_link(e)? {
                     // A later name of an inode already stored: a link, its
                     // content not read again.
@@ -606,16 +607,11 @@ impl<'a> SnapshotWriter<'a> {
         for p in old.packs(i) {
             self.referenced.insert(p);
         }
-        match &e.kind {
-            EntryKind::Directory => self.stats.directories += 1,
-            EntryKind::Symlink(_) => self.stats.symlinks += 1,
-            EntryKind::Fifo | EntryKind::Device { .. } => self.stats.specials += 1,
-            EntryKind::File => {
-                self.stats.files += 1;
-                self.stats.files_unchanged += 1;
-                self.stats.content_bytes += e.size;
-                self.progress.advance(e.size);
-            }
+        self.count_kind(&e.kind);
+        if e.kind == EntryKind::File {
+            self.stats.files_unchanged += 1;
+            self.stats.content_bytes += e.size;
+            self.progress.advance(e.size);
         }
         self.stats.entries_reused += 1;
         if let Some(d) = self.dirs.last_mut() {
@@ -627,6 +623,16 @@ impl<'a> SnapshotWriter<'a> {
             self.cut_meta()?;
         }
         Ok(())
+    }
+
+    /// Counts an entry of kind `kind` in the snapshot's totals.
+    fn count_kind(&mut self, kind: &EntryKind) {
+        match kind {
+            EntryKind::Directory => self.stats.directories += 1,
+            EntryKind::Symlink(_) => self.stats.symlinks += 1,
+            EntryKind::Fifo | EntryKind::Device { .. } => self.stats.specials += 1,
+            EntryKind::File => self.stats.files += 1,
+        }
     }
 
     /// Whether every pack child `i` of the innermost open directory's
