@@ -385,6 +385,8 @@ pub(crate) struct Restored {
     fragments_read_around: u64,
     /// Positions whose supplier the restore left out (late or away).
     positions_left_out: Vec<u32>,
+    /// Of those, the ones that answered nothing while most others did.
+    positions_silent: Vec<u32>,
     pub(crate) warnings: Vec<String>,
     to: String,
     /// Wall time of the whole restore, as this process saw it.
@@ -412,6 +414,7 @@ impl Restored {
             bytes_fetched: d.bytes_fetched,
             fragments_read_around: d.fragments_read_around,
             positions_left_out: d.positions_left_out,
+            positions_silent: d.positions_silent,
             warnings,
             to: to.display().to_string(),
             seconds: 0.0,
@@ -451,10 +454,15 @@ impl fmt::Display for Restored {
             let ps: Vec<String> = self.positions_left_out.iter().map(u32::to_string).collect();
             write!(
                 f,
-                ", positions {} not waited for ({} fragments read around through parity)",
+                ", positions {} not waited for ({} fragments read around through parity",
                 ps.join(", "),
                 self.fragments_read_around
             )?;
+            if !self.positions_silent.is_empty() {
+                let ps: Vec<String> = self.positions_silent.iter().map(u32::to_string).collect();
+                write!(f, "; {} answered nothing", ps.join(", "))?;
+            }
+            write!(f, ")")?;
         }
         writeln!(f, ", in {:.1}s", self.seconds)
     }

@@ -281,21 +281,19 @@ pub(crate) fn collect_into(
         if decodable_fragments(code, &present) {
             break;
         }
+        // The positions answering first; those left out for being late
+        // only when nothing can be planned without them. Planning on both
+        // at once could pick a fragment of a dead position (left out as
+        // late, as a supplier that answers nothing is) where one answering
+        // held a stand-in, and wait for it as long as a source may: 2.4 s
+        // in a degraded bench run (issue 19, session 24).
         let now = source.positions();
-        let wary = if patient {
-            source.wary_positions()
-        } else {
-            Vec::new()
-        };
-        let unavailable: Vec<bool> = (0..count)
-            .map(|f| {
-                let p = code.fragment_position(f);
-                asked[f] || !(now.contains(&p) || wary.contains(&p))
-            })
-            .collect();
-        let plan = code
-            .data_plan(&present, &unavailable)
-            .map_err(|e| SourceError(format!("planning the fetch of block {block}: {e}")))?;
+        let mut plan = plan_from(code, block, &present, &asked, &now)?;
+        if plan.is_empty() && patient {
+            let mut any = now;
+            any.extend(source.wary_positions());
+            plan = plan_from(code, block, &present, &asked, &any)?;
+        }
         if !plan.is_empty() {
             for &f in &plan {
                 asked[f] = true;
@@ -318,6 +316,22 @@ pub(crate) fn collect_into(
         patient = true;
     }
     Ok(opener)
+}
+
+/// The fragments to ask for next to decode a block that holds `present`,
+/// from the fragments not `asked` for yet that `positions` hold.
+fn plan_from(
+    code: &Code,
+    block: u64,
+    present: &[bool],
+    asked: &[bool],
+    positions: &[usize],
+) -> Result<Vec<usize>, SourceError> {
+    let unavailable: Vec<bool> = (0..present.len())
+        .map(|f| asked[f] || !positions.contains(&code.fragment_position(f)))
+        .collect();
+    code.data_plan(present, &unavailable)
+        .map_err(|e| SourceError(format!("planning the fetch of block {block}: {e}")))
 }
 
 /// Which fragments `opener` holds.

@@ -129,14 +129,15 @@ impl Agent {
                     .into()
                 }
             };
-            Ok::<_, RestoreError>((report, (src.fetched, src.hedged, src.left_out_positions())))
+            let left_out = (src.left_out_positions(), src.silent_positions());
+            Ok::<_, RestoreError>((report, (src.fetched, src.hedged, left_out)))
         })
         .await
         .map_err(|e| RestoreError::Internal(e.to_string()))?;
         if let Some(t) = ticker {
             t.abort();
         }
-        let (report, (fetched, read_around, left_out)) = result?;
+        let (report, (fetched, read_around, (left_out, silent))) = result?;
         Ok(pb::RestoreDone {
             backup_id: id.to_string(),
             version,
@@ -145,6 +146,7 @@ impl Agent {
             fragments_fetched: fetched,
             fragments_read_around: read_around,
             positions_left_out: left_out.into_iter().map(|p| p as u32).collect(),
+            positions_silent: silent.into_iter().map(|p| p as u32).collect(),
             blocks_repaired: report.decoded_blocks,
             stale_fragments: report.stale_fragments,
             warnings: report

@@ -512,6 +512,11 @@ impl Agent {
                     .into_iter()
                     .map(|p| p as u32)
                     .collect(),
+                positions_silent: src
+                    .silent_positions()
+                    .into_iter()
+                    .map(|p| p as u32)
+                    .collect(),
                 packs_fetched: report.packs_fetched,
                 bytes_fetched: report.bytes_fetched,
                 warnings: report.warnings,

@@ -113,11 +113,15 @@ pub struct NetSource {
     strays: Vec<AbortHandle>,
     fragments: Patience,
     objects: Patience,
-    /// When the first pings went out, how long the answers took (the
-    /// slowest), and which positions answered one.
+    /// When the first pings went out, how long the first answers took
+    /// (the slowest), and which positions answered anything (a ping, a
+    /// root, a fragment).
     born: Instant,
     pong: Duration,
     ponged: Vec<bool>,
+    /// Positions left out before they answered anything: at the quick
+    /// deadline (see [`Self::unanswered_since`]), or unreachable.
+    silent: Vec<bool>,
     manifests: Option<Manifests>,
     next_token: u64,
     objects_arrived: HashMap<u64, Fetched>,
@@ -165,6 +169,7 @@ impl NetSource {
             born: Instant::now(),
             pong: Duration::ZERO,
             ponged: vec![false; n],
+            silent: vec![false; n],
             manifests: None,
             next_token: 0,
             objects_arrived: HashMap::new(),
@@ -214,11 +219,21 @@ impl NetSource {
         matches!(self.health[position], Health::Late | Health::Down)
     }
 
-    /// Marks `position` answering.
+    /// Marks `position` answering. Its first answer of any kind counts
+    /// towards the first answers [`Self::unanswered_since`] waits on: an
+    /// answer to a root or fragment stops its ping (the ping's answer would
+    /// never come), so counting pings alone left a dead position waited
+    /// for the whole patience (150 ms at least) in most degraded restores
+    /// (issue 19, session 24).
     fn up(&mut self, position: usize) {
+        if !self.ponged[position] {
+            self.ponged[position] = true;
+            self.pong = self.pong.max(self.born.elapsed());
+        }
         if self.left_out(position) {
             tracing::info!(position, "a supplier left out of the restore answers again");
         }
+        self.silent[position] = false;
         self.health[position] = Health::Up;
         // Its watcher would only ping (and reset its link) again.
         if let Some(w) = self.watching[position].take() {
@@ -238,6 +253,9 @@ impl NetSource {
         if self.health[position] != Health::Down {
             self.health[position] = how;
         }
+        // Unreachable before it answered anything: as silent as one
+        // left out at the quick deadline.
+        self.silent[position] |= how == Health::Down && !self.ponged[position];
         self.watch(position, WATCH_EVERY);
     }
 
@@ -292,10 +310,6 @@ impl NetSource {
             }
             Arrival::Pong { position, answered } => {
                 if answered {
-                    if !self.ponged[position] {
-                        self.ponged[position] = true;
-                        self.pong = self.pong.max(self.born.elapsed());
-                    }
                     record(&self.state, position, Ok(()));
                     self.up(position);
                 } else if self.health[position] == Health::Unknown {
@@ -451,8 +465,10 @@ impl NetSource {
                 self.fragments.wait()
             };
             let mut deadline = started + patience;
-            if !patient && let Some(quick) = self.unanswered_since(position) {
-                deadline = deadline.min(quick);
+            let mut quick = false;
+            if !patient && let Some(q) = self.unanswered_since(position) {
+                quick = q < deadline;
+                deadline = deadline.min(q);
             }
             if Instant::now() >= deadline {
                 self.drain();
@@ -464,6 +480,7 @@ impl NetSource {
                 }
                 self.hedged += 1;
                 self.leave_out(position, Health::Late);
+                self.silent[position] |= quick;
                 return None;
             }
             self.wait_until(deadline);
@@ -603,6 +620,16 @@ impl NetSource {
     pub fn left_out_positions(&self) -> Vec<usize> {
         (0..self.links.len())
             .filter(|&p| self.left_out(p))
+            .collect()
+    }
+
+    /// Of [`Self::left_out_positions`], those left out before they
+    /// answered anything, without waiting the restore's patience: they
+    /// were unreachable, or answered nothing while most positions had
+    /// (gone, most likely); and they have not answered since.
+    pub fn silent_positions(&self) -> Vec<usize> {
+        (0..self.links.len())
+            .filter(|&p| self.left_out(p) && self.silent[p])
             .collect()
     }
 }
