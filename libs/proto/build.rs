@@ -22,9 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    // A restore's file content reaches `bitdustctl` as a slice of the
-    // received message, not a copy of it.
-    config.bytes([".bitdust.customer.v1.RestoreEvent.content"]);
+    // File content reaches `bitdustctl` (restores) and the agent (backups)
+    // as a slice of the received message, not a copy of it.
+    config.bytes([
+        ".bitdust.customer.v1.RestoreEvent.content",
+        ".bitdust.customer.v1.Content.data",
+    ]);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("bitdust_descriptor.bin"))
         .compile_with_config(config, &files, &[root])?;

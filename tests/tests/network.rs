@@ -2798,7 +2798,7 @@ async fn a_hostile_snapshot_stream_is_refused_in_one_sentence_and_leaves_no_snap
     let content = |seq: u64, data: &[u8]| {
         pb::backup_input::Kind::Content(pb::Content {
             seq,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             last: true,
             changed: false,
         })

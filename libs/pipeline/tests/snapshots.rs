@@ -1700,7 +1700,7 @@ mod remote {
         let file = |p: &str, n| entry(p, EntryKind::File, n);
         let content = |seq, data: &[u8], last| FromCaller::Content {
             seq,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             last,
             changed: false,
         };

@@ -712,6 +712,12 @@ struct EventsOut<'a> {
     report: snap::SnapshotRestoreReport,
 }
 
+/// The most content bytes in one restore message. gRPC copies each
+/// message into a buffer of its size; one of a whole chunk (up to 4 MiB)
+/// is a fresh mapping each time, a page fault per 4 KiB, where buffers of
+/// 128 KiB come back from the heap (issue 19, session 24).
+const RESTORE_PART: usize = 128 << 10;
+
 impl EventsOut<'_> {
     fn send(&self, kind: pb::restore_event::Kind) -> Result<(), SnapshotError> {
         self.events
@@ -747,10 +753,11 @@ impl NodeSink for EventsOut<'_> {
                 String::from_utf8_lossy(&node.path)
             ))
         };
-        // The chunks go out as they come, each in one message when it fits.
+        // The chunks go out as they come, in slices of at most
+        // RESTORE_PART bytes (slices of the chunk, not copies).
         let mut left = snap::content_len(node);
         while left > 0 {
-            let max = left.min(bitdust_pipeline::remote::MAX_RESTORE_CONTENT as u64) as usize;
+            let max = left.min(RESTORE_PART as u64) as usize;
             let part = content.next_part(max).map_err(reading)?.ok_or_else(|| {
                 reading(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
