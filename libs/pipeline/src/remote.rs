@@ -22,9 +22,6 @@ pub const MAX_CONTENT: usize = 1 << 20;
 /// page fault per 4 KiB, on both sides), where 128 KiB comes back from
 /// the heap (issue 19, session 24).
 pub const CONTENT_PIECE: usize = 128 << 10;
-/// The most content bytes in one message of a restore: the largest chunk,
-/// so each chunk goes out whole, without a copy.
-pub const MAX_RESTORE_CONTENT: usize = crate::chunker::FILE_CHUNKS.max;
 /// The writer says how far it got after this many entries.
 const ACK_EVERY: u64 = 64;
 
