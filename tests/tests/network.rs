@@ -1433,6 +1433,95 @@ fn the_rebuilder_replaces_three_dead_suppliers_so_three_more_can_die() {
     assert!(text.contains("fire threshold 2"), "{text}");
 }
 
+/// Issue 19: "the rebuilder reads the same way". While position 0 is
+/// being rebuilt, the supplier its plan reads first freezes (SIGSTOP: its
+/// connection stays up, nothing answers). The rebuild reads around it
+/// after its patience instead of waiting for its link to fail, completes
+/// while it is still frozen, and its status counts what it read around;
+/// then three other positions die and the rebuilt one makes the restore
+/// bit-exact.
+#[test]
+fn the_rebuilder_reads_around_a_supplier_that_freezes_instead_of_waiting() {
+    let net = Net::up_checking(7, 1, 5);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Incompressible: many of the devnet's 1 MiB blocks, so that the
+    // rebuild is still going when the supplier freezes.
+    let mut data = vec![0u8; 48 << 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut data);
+    std::fs::write(src.join("random.bin"), &data).unwrap();
+    let src_s = src.display().to_string();
+    let b = net.ok(&["backup", "--full-copy", &src_s]);
+    let blocks = b["blocks"].as_u64().unwrap();
+    assert!(blocks >= 40, "{b}");
+    // The position the rebuild of position 0 plans on first.
+    let code = bitdust_ecc::Code::new(bitdust_ecc::Scheme::Xor, 7).unwrap();
+    let available: Vec<bool> = (0..code.fragment_count())
+        .map(|f| code.fragment_position(f) != 0)
+        .collect();
+    let plan = code.rebuild_plan(0, &available).unwrap();
+    let frozen = code.fragment_position(plan[0]);
+    let frozen_name = format!("supplier-{frozen}");
+    // Position 0's supplier is fired; once the spare's rebuild has begun,
+    // the other supplier freezes.
+    net.ok(&["suppliers", "fire", "0"]);
+    let started = poll("the rebuild of position 0 to begin", 120, || {
+        let st = net.ok(&["rebuild", "status"]);
+        let next = st["queue"].get(0)?["next_block"].as_u64()?;
+        (next >= 1).then_some(next)
+    });
+    net.signal(
+        &frozen_name,
+        "bitdust-supplier-store",
+        rustix::process::Signal::STOP,
+    );
+    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rebuilt(
+            &net,
+            "the rebuild of position 0 with one supplier frozen",
+            0,
+        )
+    }));
+    // Still frozen: nothing it holds was waited for to the end.
+    let pid =
+        std::fs::read_to_string(net.node(&frozen_name).join("bitdust-supplier-store.pid")).unwrap();
+    let still = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap();
+    net.signal(
+        &frozen_name,
+        "bitdust-supplier-store",
+        rustix::process::Signal::CONT,
+    );
+    let status = status.unwrap();
+    assert!(still.contains(") T "), "the frozen supplier ran: {still}");
+    assert!(started < blocks, "the rebuild was done before the freeze");
+    assert!(
+        status["blocks_rebuilt"].as_u64().unwrap() >= blocks,
+        "{status}"
+    );
+    assert!(
+        status["fragments_read_around"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    let ids = net.ok(&["suppliers"]);
+    assert_eq!(
+        ids["suppliers"][0]["node_id"],
+        net.node_id("supplier-7").to_string(),
+        "{ids}"
+    );
+    // Three others die: the rebuilt position is needed.
+    let others: Vec<usize> = (1..7).filter(|&p| p != frozen).take(3).collect();
+    for p in &others {
+        net.kill9(&format!("supplier-{p}"), "bitdust-supplier-store");
+    }
+    let out = net.dir.path().join("out");
+    let r = net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_eq!(r["version"], 1);
+    assert_same_tree(&src, &restored_path(&out, &src));
+    let o = net.ctl(&["rebuild", "status"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("came late and were read around"), "{text}");
+}
+
 #[test]
 fn a_fresh_machine_with_only_the_exported_key_finds_its_suppliers_and_restores() {
     let net = Net::up(4, 0);

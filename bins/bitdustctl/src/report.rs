@@ -778,6 +778,8 @@ pub(crate) struct RebuildStatus {
     suppliers_hired: u64,
     blocks_rebuilt: u64,
     bytes_uploaded: u64,
+    /// Since the rebuilder started: fragments read around for being late.
+    fragments_read_around: u64,
     queue: Vec<RebuildJob>,
 }
 
@@ -804,6 +806,7 @@ impl From<rpb::StatusReply> for RebuildStatus {
             suppliers_hired: s.suppliers_hired,
             blocks_rebuilt: s.blocks_rebuilt,
             bytes_uploaded: s.bytes_uploaded,
+            fragments_read_around: s.fragments_read_around,
             queue: s
                 .queue
                 .into_iter()
@@ -839,6 +842,13 @@ impl fmt::Display for RebuildStatus {
             self.blocks_rebuilt,
             gib(self.bytes_uploaded)
         )?;
+        if self.fragments_read_around > 0 {
+            writeln!(
+                f,
+                "since it started: {} fragments came late and were read around",
+                self.fragments_read_around
+            )?;
+        }
         if !self.last_error.is_empty() {
             writeln!(f, "last error: {}", self.last_error)?;
         }

@@ -534,6 +534,7 @@ impl pb::rebuilder_server::Rebuilder for RebuilderService {
             suppliers_hired: c.hired,
             blocks_rebuilt: c.blocks,
             bytes_uploaded: c.bytes,
+            fragments_read_around: r.wary.read_around(),
             queue: jobs
                 .into_iter()
                 .map(|j| pb::Job {

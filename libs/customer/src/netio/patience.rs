@@ -43,6 +43,8 @@ impl Patience {
 #[derive(Debug)]
 pub struct Wary {
     inner: Mutex<(Patience, Vec<Option<Instant>>)>,
+    /// Fragments that came late and were read around.
+    read_around: std::sync::atomic::AtomicU64,
 }
 
 impl Wary {
@@ -50,6 +52,7 @@ impl Wary {
     pub fn new(positions: usize) -> Self {
         Wary {
             inner: Mutex::new((Patience::default(), vec![None; positions])),
+            read_around: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -76,8 +79,11 @@ impl Wary {
         });
     }
 
-    /// `position` did not answer within [`Wary::wait`].
+    /// `position` did not answer within [`Wary::wait`]: its fragment is
+    /// read around.
     pub fn late(&self, position: usize) {
+        self.read_around
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.with(|(_, late)| {
             if position < MAX_POSITIONS {
                 if late.len() <= position {
@@ -86,6 +92,11 @@ impl Wary {
                 late[position] = Some(Instant::now());
             }
         });
+    }
+
+    /// Fragments read around for being late so far.
+    pub fn read_around(&self) -> u64 {
+        self.read_around.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `position` answered late in the last [`LEFT_OUT_FOR`].
