@@ -34,6 +34,7 @@ use crate::restore::{collect_into, decodable};
 use crate::stages::{Compressors, PackStore, Reply, Stored};
 use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceError};
 
+mod behind;
 mod dirs;
 mod load;
 
@@ -2398,7 +2399,7 @@ impl Confine {
 
 /// A [`NodeSink`] that passes on a user's backup confined by [`Confine`].
 pub struct Confined<'s> {
-    inner: &'s mut dyn NodeSink,
+    inner: &'s mut (dyn NodeSink + Send),
     rules: Confine,
     /// Bits, attributes and device nodes left out.
     pub stripped: u64,
@@ -2406,7 +2407,7 @@ pub struct Confined<'s> {
 
 impl<'s> Confined<'s> {
     /// Entries for `inner`, under `rules`.
-    pub fn new(inner: &'s mut dyn NodeSink, rules: Confine) -> Self {
+    pub fn new(inner: &'s mut (dyn NodeSink + Send), rules: Confine) -> Self {
         Confined {
             inner,
             rules,
@@ -2482,7 +2483,7 @@ pub fn restore_snapshot_owned(
     owners: Owners,
 ) -> Result<SnapshotRestoreReport, SnapshotError> {
     let mut out = DirOut::new(target, &()).with_owners(owners);
-    restore_snapshot_to(repo, packs, include, &mut out)?;
+    load::restore_planned_behind(repo, packs, include, &mut out)?;
     let mut report = out.finish()?;
     packs.account(&mut report);
     Ok(report)
@@ -2515,11 +2516,11 @@ pub fn restore_snapshot_confined(
         let warning = match confine {
             Some(rules) => {
                 let mut confined = Confined::new(&mut out, rules);
-                restore_snapshot_to(repo, packs, include, &mut confined)?;
+                load::restore_planned_behind(repo, packs, include, &mut confined)?;
                 confined.warning()
             }
             None => {
-                restore_snapshot_to(repo, packs, include, &mut out)?;
+                load::restore_planned_behind(repo, packs, include, &mut out)?;
                 None
             }
         };
