@@ -10,8 +10,6 @@
 //! source for the next asked packs' fragments meanwhile); an opening thread
 //! decodes and decrypts it. The restore's own thread only decompresses,
 //! checks and hands on chunks, and waits only when a pack is not ready yet.
-//! Writing the files into a directory has a thread of its own too
-//! ([`restore_planned_behind`], module `behind`).
 //!
 //! Memory: the packs asked for and not yet read are at most [`AHEAD`], and
 //! their bodies (as the index records them) at most [`AHEAD_BYTES`]
