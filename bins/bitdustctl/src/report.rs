@@ -1079,7 +1079,6 @@ struct RestoreStages {
     wait_packs: f64,
     decompress: f64,
     write: f64,
-    wait_write: f64,
     plan: f64,
 }
 
@@ -1092,7 +1091,6 @@ impl From<bitdust_pipeline::stages::RestoreTimes> for RestoreStages {
             wait_packs: ms(t.wait_packs),
             decompress: ms(t.decompress),
             write: ms(t.write),
-            wait_write: ms(t.wait_write),
             plan: ms(t.plan),
         }
     }

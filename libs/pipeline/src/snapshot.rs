@@ -34,7 +34,6 @@ use crate::restore::{collect_into, decodable};
 use crate::stages::{Compressors, PackStore, Reply, Stored};
 use crate::{BackupKeyMaterial, FragmentSink, FragmentSource, SinkError, SourceError};
 
-mod behind;
 mod dirs;
 mod load;
 
@@ -2399,7 +2398,7 @@ impl Confine {
 
 /// A [`NodeSink`] that passes on a user's backup confined by [`Confine`].
 pub struct Confined<'s> {
-    inner: &'s mut (dyn NodeSink + Send),
+    inner: &'s mut dyn NodeSink,
     rules: Confine,
     /// Bits, attributes and device nodes left out.
     pub stripped: u64,
@@ -2407,7 +2406,7 @@ pub struct Confined<'s> {
 
 impl<'s> Confined<'s> {
     /// Entries for `inner`, under `rules`.
-    pub fn new(inner: &'s mut (dyn NodeSink + Send), rules: Confine) -> Self {
+    pub fn new(inner: &'s mut dyn NodeSink, rules: Confine) -> Self {
         Confined {
             inner,
             rules,
@@ -2483,7 +2482,7 @@ pub fn restore_snapshot_owned(
     owners: Owners,
 ) -> Result<SnapshotRestoreReport, SnapshotError> {
     let mut out = DirOut::new(target, &()).with_owners(owners);
-    load::restore_planned_behind(repo, packs, include, &mut out)?;
+    restore_snapshot_to(repo, packs, include, &mut out)?;
     let mut report = out.finish()?;
     packs.account(&mut report);
     Ok(report)
@@ -2516,11 +2515,11 @@ pub fn restore_snapshot_confined(
         let warning = match confine {
             Some(rules) => {
                 let mut confined = Confined::new(&mut out, rules);
-                load::restore_planned_behind(repo, packs, include, &mut confined)?;
+                restore_snapshot_to(repo, packs, include, &mut confined)?;
                 confined.warning()
             }
             None => {
-                load::restore_planned_behind(repo, packs, include, &mut out)?;
+                restore_snapshot_to(repo, packs, include, &mut out)?;
                 None
             }
         };

@@ -438,14 +438,9 @@ pub struct RestoreTimes {
     /// the sink skipped is taken from this too, so a partial restore may
     /// read a little low).
     pub decompress: f64,
-    /// Writing files and their attributes, or handing entries on to a
-    /// stream: the writing thread's busy time when the files are written
-    /// on a thread of their own (a local restore), else the restoring
-    /// thread's time in the sink.
+    /// The restoring thread in the sink: writing files and their
+    /// attributes, or handing entries on to a stream.
     pub write: f64,
-    /// The restoring thread waiting for the writing thread to take what
-    /// it handed over (0 without a writing thread).
-    pub wait_write: f64,
     /// The restoring thread's rest: reading the metadata stream, index
     /// lookups, planning which packs to ask for.
     pub plan: f64,
@@ -465,10 +460,6 @@ pub(crate) struct RestoreClocks {
     pub(crate) nodes: AtomicU64,
     /// Content pulled by the sink.
     pub(crate) parts: AtomicU64,
-    /// The writing thread's busy time, when there is one.
-    pub(crate) written: AtomicU64,
-    /// Whether a writing thread took the entries.
-    pub(crate) behind: std::sync::atomic::AtomicBool,
 }
 
 impl RestoreClocks {
@@ -476,23 +467,13 @@ impl RestoreClocks {
     pub(crate) fn times(&self) -> RestoreTimes {
         let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
         let (wall, wait, nodes) = (s(&self.wall), s(&self.wait), s(&self.nodes));
-        let behind = self.behind.load(Ordering::Relaxed);
         RestoreTimes {
             wall,
             fetch: s(&self.fetch),
             open: s(&self.open),
             wait_packs: wait,
             decompress: (s(&self.chunks) - wait).max(0.0),
-            write: if behind {
-                s(&self.written)
-            } else {
-                (nodes - s(&self.parts)).max(0.0)
-            },
-            wait_write: if behind {
-                (nodes - s(&self.parts)).max(0.0)
-            } else {
-                0.0
-            },
+            write: (nodes - s(&self.parts)).max(0.0),
             plan: (wall - nodes).max(0.0),
         }
     }

@@ -356,9 +356,7 @@ fn a_restore_reports_the_time_of_each_stage() {
     ] {
         assert!(v > 0.0, "{name} took no time: {t:?}");
     }
-    // The files are written on a thread of their own: the restoring
-    // thread's stages are the rest, and its wait for that thread.
-    let own = t.wait_packs + t.decompress + t.wait_write + t.plan;
+    let own = t.wait_packs + t.decompress + t.write + t.plan;
     assert!(
         own <= t.wall * 1.001 + 1e-3,
         "{own} s against {} s: {t:?}",

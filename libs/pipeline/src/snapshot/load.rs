@@ -405,23 +405,6 @@ impl Planner<'_, '_> {
     }
 }
 
-/// [`restore_planned`] with `out` on a writing thread of its own
-/// ([`super::behind`]).
-pub(super) fn restore_planned_behind<S: NodeSink + Send>(
-    repo: &Repo,
-    packs: &mut PackReader<'_>,
-    include: &[Vec<u8>],
-    out: &mut S,
-) -> Result<(), SnapshotError> {
-    let clocks = packs.clocks.clone();
-    clocks
-        .behind
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    super::behind::write_behind(out, &clocks, |forward| {
-        restore_planned(repo, packs, include, forward)
-    })
-}
-
 /// Sends the entries of the snapshot `packs` reads whose path is one of
 /// `include` or under it (all when empty) to `out`, with the files'
 /// content, reading packs ahead on threads (see the module's notes).
