@@ -86,10 +86,10 @@ degraded_big=$(restore_median "$work/big" "$big_id" "$shm/out")
 degraded_small=$(restore_median "$work/small" "$small_id" "$shm/out")
 rm -rf "$shm/out"
 "$B" --json restore "$big_id" --to "$shm/last" > "$work/last.json"
-left_out=$(python3 -c "import json; d=json.load(open('$work/last.json')); print(d['positions_left_out'], d['fragments_read_around'])")
+left_out=$(python3 -c "import json; d=json.load(open('$work/last.json')); print(d['positions_left_out'], d['fragments_read_around'], d['positions_silent'])")
 
 echo "7 suppliers, $block_mib MiB packs; positions 1, 3, 5 killed (kill -9)"
-echo "the last degraded restore: positions left out, fragments read around: $left_out"
+echo "the last degraded restore: positions left out, fragments read around, positions that answered nothing: $left_out"
 printf '%-32s %8s %8s %8s\n' "" healthy degraded ratio
 printf '%-32s %7ss %7ss %8s\n' "a ${size_mb} MB file" "$healthy_big" "$degraded_big" "$(calc "$degraded_big / $healthy_big")"
 printf '%-32s %7ss %7ss %8s\n' "4,251 small files ($(du -sm "$work/small" | cut -f1) MB)" "$healthy_small" "$degraded_small" "$(calc "$degraded_small / $healthy_small")"
