@@ -384,7 +384,7 @@ impl<'a> SnapshotWriter<'a> {
         self
     }
 
-    /// Adds every entry of `source`, then finishes: see [`SnapshotWriter::finish`].
+    /// Adds every entry of `source`, then finishes (as `SnapshotWriter::finish`).
     /// New chunks are compressed, and packs sealed and stored, on worker
     /// threads ([`crate::stages`]) that end with the call.
     pub fn write_all(

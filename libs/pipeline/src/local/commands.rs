@@ -496,7 +496,7 @@ pub struct Pruned {
 
 /// [`prune`], deleting through what `wrap` makes of each backup's
 /// [`LocalPackDeleter`] (tests interrupt a prune there). Repacks first
-/// when asked (see [`repack_backup`]).
+/// when asked (see [`crate::store::repack`]).
 pub fn prune_with<D: crate::prune::PackDeleter>(
     opened: &Opened,
     repo: &Repo,
