@@ -498,7 +498,13 @@ impl BlockOpener {
     /// them: a pack's body (see [`crate::pack`]), whose chunk list opens
     /// with the dedup secrets alone.
     pub fn open_body(mut self) -> Result<Vec<u8>, BlockError> {
-        Ok(self.decode()?.0.to_vec())
+        Ok(self.body()?.to_vec())
+    }
+
+    /// [`Self::open_body`] without copying: the body where the decoder
+    /// left it, in the opener's own buffer.
+    pub fn body(&mut self) -> Result<&[u8], BlockError> {
+        Ok(self.decode()?.0)
     }
 
     /// Reconstructs the data fragments: the ciphertext, and the header's

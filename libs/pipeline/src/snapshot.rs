@@ -2021,18 +2021,20 @@ impl<'a> PackReader<'a> {
 /// Opens pack `pack` from its fetched fragments: decodes the body, opens
 /// its chunk list and decrypts its chunk data.
 fn open_fetched(
-    opener: BlockOpener,
+    mut opener: BlockOpener,
     customer: bitdust_crypto::NodeId,
     backup: BackupId,
     pack: u64,
     keys: &DedupKeys,
     key: &BackupKey,
 ) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
-    let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
+    // Read in the decoder's buffer: a copy of the body was a fresh 4 MiB
+    // mapping per pack, a page fault per 4 KiB (issue 19, session 24).
+    let body = opener.body().map_err(|e| pack_error(pack, e))?;
     let aad = pack::list_aad(&customer, backup, pack);
-    let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
+    let list = pack::read_list(body, keys, &aad, FILE_CHUNKS.max as u32)
         .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
-    let data = pack::open_data(&body, &list, key)
+    let data = pack::open_data(body, &list, key)
         .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
     Ok((list, data))
 }
