@@ -2839,7 +2839,7 @@ pub fn rebuild_index(
                     // whole pack, decoded under the header most fragments
                     // carry.
                     let header = voted_header(source, root, &code, customer, pack);
-                    let opener = collect_pack(
+                    let mut opener = collect_pack(
                         source,
                         root,
                         &code,
@@ -2850,9 +2850,9 @@ pub fn rebuild_index(
                         Vec::new(),
                     )?;
                     let header = opener.commitment().ok_or_else(|| pack_error_none(pack))?;
-                    let body = opener.open_body().map_err(|e| pack_error(pack, e))?;
+                    let body = opener.body().map_err(|e| pack_error(pack, e))?;
                     let aad = pack::list_aad(&customer, root.backup_id, pack);
-                    let list = pack::read_list(&body, keys, &aad, FILE_CHUNKS.max as u32)
+                    let list = pack::read_list(body, keys, &aad, FILE_CHUNKS.max as u32)
                         .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
                     (list, body.len() as u64, header)
                 }
