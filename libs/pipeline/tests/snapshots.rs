@@ -2158,6 +2158,13 @@ impl<S: bitdust_pipeline::FragmentSource> bitdust_pipeline::FragmentSource for D
 /// needed was there: the degraded bench hit it.
 #[test]
 fn a_degraded_restore_plans_on_a_late_position_once_it_answers_again() {
+    restore_dead_and_late(false);
+}
+
+/// Restores a snapshot through [`DeadAndLate`] (the dead positions offered
+/// as "wary" too when `dead_wary`), checks the restore is whole and that
+/// position 0 was late once; the fragments asked of dead positions.
+fn restore_dead_and_late(dead_wary: bool) -> usize {
     let f = Fixture::new();
     f.snapshot(1);
     let root = f.root_of(1);
@@ -2165,7 +2172,7 @@ fn a_degraded_restore_plans_on_a_late_position_once_it_answers_again() {
         inner: f.store.source(f.backup, 0),
         fired: false,
         late: false,
-        dead_wary: false,
+        dead_wary,
         dead_asked: 0,
     };
     let keys = DedupKeys::derive(&f.identity, &f.backup.0);
@@ -2178,6 +2185,7 @@ fn a_degraded_restore_plans_on_a_late_position_once_it_answers_again() {
     assert!(source.fired, "position 0 was never late");
     report.unwrap();
     assert_eq!(tree(&restored(&target, &f.src)), tree(&f.src));
+    source.dead_asked
 }
 
 /// The same, with the dead positions offered as "wary" as the network
@@ -2189,27 +2197,11 @@ fn a_degraded_restore_plans_on_a_late_position_once_it_answers_again() {
 /// 2.4 s for it (until its link failed).
 #[test]
 fn a_degraded_restore_asks_the_dead_only_when_no_answering_position_can_stand_in() {
-    let f = Fixture::new();
-    f.snapshot(1);
-    let root = f.root_of(1);
-    let mut source = DeadAndLate {
-        inner: f.store.source(f.backup, 0),
-        fired: false,
-        late: false,
-        dead_wary: true,
-        dead_asked: 0,
-    };
-    let keys = DedupKeys::derive(&f.identity, &f.backup.0);
-    let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
-    let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
-    let target = f.root.join("late");
-    std::fs::create_dir_all(&target).unwrap();
-    let report = restore_snapshot(&f.repo, &mut packs, &target, &[]);
-    drop(packs);
-    assert!(source.fired, "position 0 was never late");
-    report.unwrap();
-    assert_eq!(tree(&restored(&target, &f.src)), tree(&f.src));
-    assert_eq!(source.dead_asked, 0, "fragments asked of dead positions");
+    assert_eq!(
+        restore_dead_and_late(true),
+        0,
+        "fragments asked of dead positions"
+    );
 }
 
 /// Recovery indexes a pack from the start of its first data fragment (a
