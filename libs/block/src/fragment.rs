@@ -84,21 +84,34 @@ pub fn write_fragment(
     kind: FragmentKind,
     payload: &[u8],
 ) -> io::Result<()> {
-    let mut prefix = [0u8; FRAGMENT_PREFIX_LEN];
-    prefix[..4].copy_from_slice(&FRAGMENT_MAGIC);
-    prefix[4] = FORMAT_VERSION;
-    prefix[5] = match kind {
+    w.write_all(&fragment_head(header, index, kind, payload.len())?)?;
+    w.write_all(payload)
+}
+
+/// Everything of a fragment file before its payload of `payload_len`
+/// bytes: [`write_fragment`] is this, then the payload. A sender that
+/// holds the payload elsewhere sends the two without joining them.
+pub fn fragment_head(
+    header: &SignedHeader,
+    index: usize,
+    kind: FragmentKind,
+    payload_len: usize,
+) -> io::Result<Vec<u8>> {
+    let index = u16::try_from(index).map_err(|_| io::Error::other("fragment number over 65535"))?;
+    let mut head =
+        Vec::with_capacity(FRAGMENT_PREFIX_LEN + header.bytes.len() + header.signature.len() + 8);
+    head.extend_from_slice(&FRAGMENT_MAGIC);
+    head.push(FORMAT_VERSION);
+    head.push(match kind {
         FragmentKind::Data => 0,
         FragmentKind::Parity => 1,
-    };
-    let index = u16::try_from(index).map_err(|_| io::Error::other("fragment number over 65535"))?;
-    prefix[6..8].copy_from_slice(&index.to_le_bytes());
-    prefix[8..12].copy_from_slice(&(header.bytes.len() as u32).to_le_bytes());
-    w.write_all(&prefix)?;
-    w.write_all(&header.bytes)?;
-    w.write_all(&header.signature)?;
-    w.write_all(&(payload.len() as u64).to_le_bytes())?;
-    w.write_all(payload)
+    });
+    head.extend_from_slice(&index.to_le_bytes());
+    head.extend_from_slice(&(header.bytes.len() as u32).to_le_bytes());
+    head.extend_from_slice(&header.bytes);
+    head.extend_from_slice(&header.signature);
+    head.extend_from_slice(&(payload_len as u64).to_le_bytes());
+    Ok(head)
 }
 
 /// Reads a fragment file up to its payload; the caller reads `payload_len`

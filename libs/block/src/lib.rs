@@ -58,7 +58,7 @@ pub mod fuzzing {
 
 pub use fragment::{
     FORMAT_VERSION, FRAGMENT_MAGIC, FRAGMENT_PREFIX_LEN, FragmentError, FragmentPrefix,
-    MAX_HEADER_LEN, check_fragment, read_fragment, write_fragment,
+    MAX_HEADER_LEN, check_fragment, fragment_head, read_fragment, write_fragment,
 };
 pub use header::{BlockHeader, HeaderError, SignedHeader, commitment};
 pub use ids::{BackupId, BackupIdParseError};

@@ -91,6 +91,20 @@ impl SealedBlock {
     pub fn fragment(&self, f: usize) -> &[u8] {
         &self.fragments[f * self.fragment_len..(f + 1) * self.fragment_len]
     }
+
+    /// The length of every fragment's payload.
+    pub fn fragment_len(&self) -> usize {
+        self.fragment_len
+    }
+
+    /// Takes the fragment payloads (fragment `f` at `f * fragment_len`),
+    /// leaving `spare`, emptied, for the next block to be sealed in: a
+    /// sink that sends them on after `put_block` returns keeps them without
+    /// a copy. The header stays.
+    pub fn take_fragments(&mut self, mut spare: AlignedBuf) -> AlignedBuf {
+        spare.clear();
+        std::mem::replace(&mut self.fragments, spare)
+    }
 }
 
 impl BlockSealer {

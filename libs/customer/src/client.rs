@@ -10,6 +10,7 @@ use bitdust_net::frame::{self, FrameError};
 use bitdust_net::{Connection, Endpoint, RecvStream, relay};
 use bitdust_proto::peer::v1 as pb;
 use bitdust_proto::peer::v1::{request, response};
+use bytes::Bytes;
 use tokio::sync::Mutex;
 
 /// Largest response frame the customer reads (a list of 1000 names).
@@ -382,8 +383,9 @@ impl SupplierLink {
     async fn call(
         &self,
         req: request::Kind,
-        payload: Option<&[u8]>,
+        payload: Option<Vec<Bytes>>,
     ) -> Result<(response::Kind, RecvStream), PeerError> {
+        let payload_len: u64 = payload.iter().flatten().map(|p| p.len() as u64).sum();
         // Connecting has timeouts of its own (a direct try, a punch, then
         // routers); this bounds them all.
         let limit = self.timeout * 3 + PUNCH_WINDOW;
@@ -402,10 +404,10 @@ impl SupplierLink {
                 .map_err(|e| PeerError::Unreachable(e.to_string()))?;
             frame::write_frame(&mut send, &pb::Request { kind: Some(req) }).await?;
             let mut send_error = None;
-            if let Some(p) = payload {
+            if let Some(mut parts) = payload {
                 // The supplier may refuse before reading the payload (it
                 // stops the stream); its answer then says why.
-                if let Err(e) = send.write_all(p).await {
+                if let Err(e) = send.write_all_chunks(&mut parts).await {
                     send_error = Some(e.to_string());
                 }
             }
@@ -429,7 +431,7 @@ impl SupplierLink {
             }
         };
         // Puts of large objects get more time: 1 s per MiB on top.
-        let extra = Duration::from_secs(payload.map_or(0, |p| p.len() as u64 >> 20));
+        let extra = Duration::from_secs(payload_len >> 20);
         match tokio::time::timeout(self.timeout + extra, fut).await {
             Ok(r) => r,
             Err(_) => {
@@ -478,12 +480,25 @@ impl SupplierLink {
 
     /// Stores `data` under `name`; returns once the supplier holds it durably.
     pub async fn put(&self, name: &str, data: &[u8]) -> Result<pb::PutDone, PeerError> {
+        self.put_parts(name, vec![Bytes::copy_from_slice(data)])
+            .await
+    }
+
+    /// Stores the object made of `parts`, one after another, under `name`:
+    /// [`SupplierLink::put`] for bytes that are in several buffers already
+    /// (a fragment's head and its payload). The buffers go to the
+    /// connection as they are, without being copied.
+    pub async fn put_parts(&self, name: &str, parts: Vec<Bytes>) -> Result<pb::PutDone, PeerError> {
+        let mut hasher = blake3::Hasher::new();
+        for p in &parts {
+            hasher.update(p);
+        }
         let req = request::Kind::Put(pb::PutObject {
             name: name.to_owned(),
-            size: data.len() as u64,
-            blake3: blake3::hash(data).as_bytes().to_vec(),
+            size: parts.iter().map(|p| p.len() as u64).sum(),
+            blake3: hasher.finalize().as_bytes().to_vec(),
         });
-        match self.call(req, Some(data)).await?.0 {
+        match self.call(req, Some(parts)).await?.0 {
             response::Kind::PutDone(d) => Ok(d),
             k => Err(Self::unexpected(&k)),
         }

@@ -7,9 +7,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bitdust_block::{BackupId, SealedBlock, write_fragment};
-use bitdust_ecc::Code;
+use bitdust_block::{BackupId, SealedBlock, fragment_head};
+use bitdust_ecc::{AlignedBuf, Code};
 use bitdust_pipeline::{FragmentSink, SinkError};
+use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
@@ -133,9 +134,66 @@ pub struct NetSink {
     /// Uploads of earlier blocks still running while the pipeline seals
     /// the next ones, oldest first, with their sizes in bytes.
     inflight: VecDeque<(u64, Uploads)>,
+    /// Fragment buffers the connections are done with.
+    spares: Spares,
 }
 
 type Uploads = JoinSet<(usize, Result<(), PeerError>)>;
+
+/// Fragment buffers handed back by the connections once they have sent
+/// (and had acknowledged) every fragment in them: a few are kept, so
+/// blocks are sealed in memory that is mapped already.
+#[derive(Clone, Default)]
+struct Spares(Arc<std::sync::Mutex<Vec<AlignedBuf>>>);
+
+/// Spare buffers kept at most.
+const SPARES: usize = 4;
+
+impl Spares {
+    fn take(&self) -> AlignedBuf {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buf: AlignedBuf) {
+        let mut spares = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spares.len() < SPARES {
+            spares.push(buf);
+        }
+    }
+}
+
+/// One block's fragment payloads, lent to the connections; back to the
+/// spares when the last of them is done.
+struct Lent {
+    buf: AlignedBuf,
+    spares: Spares,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.spares.give(std::mem::take(&mut self.buf));
+    }
+}
+
+/// One fragment's payload in a [`Lent`] buffer, as the bytes a connection
+/// sends.
+struct FragmentBytes {
+    lent: Arc<Lent>,
+    range: std::ops::Range<usize>,
+}
+
+impl AsRef<[u8]> for FragmentBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.lent.buf[self.range.clone()]
+    }
+}
 
 /// Bytes of fragments a backup keeps in flight to the suppliers at most
 /// (one block more when a single block is larger).
@@ -172,19 +230,24 @@ impl NetSink {
             failed,
             state,
             inflight: VecDeque::new(),
+            spares: Spares::default(),
         }
     }
 
     /// Starts sending `objects` (position, name, bytes) to their suppliers,
     /// every position in parallel, once the uploads in flight leave room.
-    fn send_all(&mut self, objects: Vec<(usize, String, Vec<u8>)>) {
-        let size: u64 = objects.iter().map(|(_, _, b)| b.len() as u64).sum();
+    fn send_all(&mut self, objects: Vec<(usize, String, Vec<Bytes>)>) {
+        let size: u64 = objects
+            .iter()
+            .flat_map(|(_, _, parts)| parts)
+            .map(|b| b.len() as u64)
+            .sum();
         while !self.inflight.is_empty()
             && self.inflight.iter().map(|(s, _)| s).sum::<u64>() + size > INFLIGHT_BYTES
         {
             self.wait_oldest();
         }
-        let mut per_position: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); self.links.len()];
+        let mut per_position: Vec<Vec<(String, Vec<Bytes>)>> = vec![Vec::new(); self.links.len()];
         for (p, name, bytes) in objects {
             per_position[p].push((name, bytes));
         }
@@ -198,8 +261,8 @@ impl NetSink {
                 continue;
             }
             set.spawn(async move {
-                for (name, bytes) in objs {
-                    if let Err(e) = link.put(&name, &bytes).await {
+                for (name, parts) in objs {
+                    if let Err(e) = link.put_parts(&name, parts).await {
                         return (p, Err(e));
                     }
                 }
@@ -253,31 +316,39 @@ impl Drop for NetSink {
 }
 
 impl FragmentSink for NetSink {
-    fn put_block(&mut self, block: &SealedBlock) -> Result<Vec<usize>, SinkError> {
+    fn put_block(&mut self, block: &mut SealedBlock) -> Result<Vec<usize>, SinkError> {
         let header = block
             .header()
-            .ok_or_else(|| SinkError("the block was not sealed".into()))?;
+            .ok_or_else(|| SinkError("the block was not sealed".into()))?
+            .clone();
+        let fl = block.fragment_len();
+        // The fragments go to the connections as they lie in the sealer's
+        // buffer; it comes back to `spares` once every connection is done
+        // with it, and the block after next is sealed in it.
+        let spare = self.spares.take();
+        let lent = Arc::new(Lent {
+            buf: block.take_fragments(spare),
+            spares: self.spares.clone(),
+        });
         let mut objects = Vec::new();
         for f in 0..self.code.fragment_count() {
             let p = self.code.fragment_position(f);
             if self.failed[p].is_some() {
                 continue;
             }
-            let mut bytes = Vec::with_capacity(block.fragment(f).len() + 512);
-            write_fragment(
-                &mut bytes,
-                header,
-                f,
-                self.code.fragment_kind(f),
-                block.fragment(f),
-            )
-            .map_err(|e| SinkError(format!("encoding a fragment failed: {e}")))?;
+            let head = fragment_head(&header, f, self.code.fragment_kind(f), fl)
+                .map_err(|e| SinkError(format!("encoding a fragment failed: {e}")))?;
+            let payload = Bytes::from_owner(FragmentBytes {
+                lent: lent.clone(),
+                range: f * fl..(f + 1) * fl,
+            });
             objects.push((
                 p,
                 fragment_object(self.id, self.version, header.header.block, f),
-                bytes,
+                vec![Bytes::from(head), payload],
             ));
         }
+        drop(lent);
         self.send_all(objects);
         Ok((0..self.links.len())
             .filter(|&p| self.failed[p].is_some())
@@ -299,9 +370,10 @@ impl FragmentSink for NetSink {
         // makes the version visible, can go now.
         self.wait();
         let name = manifest_object(self.id, self.version);
+        let manifest = Bytes::copy_from_slice(manifest);
         let objects = (0..self.links.len())
             .filter(|&p| self.failed[p].is_none())
-            .map(|p| (p, name.clone(), manifest.to_vec()))
+            .map(|p| (p, name.clone(), vec![manifest.clone()]))
             .collect();
         self.send_all(objects);
         self.wait();

@@ -475,7 +475,7 @@ fn consume(
     let mut seal_one = |plain: Vec<u8>, last: bool, c: &mut Consumed| -> Result<(), BackupError> {
         let block = c.blocks;
         sealer.seal(block, last, &plain, &mut sealed)?;
-        let failed = sink.put_block(&sealed)?;
+        let failed = sink.put_block(&mut sealed)?;
         if !failed.is_empty() {
             if !decodable(code, &failed) {
                 return Err(BackupError::TooManyFailures {

@@ -466,7 +466,7 @@ impl LocalSink {
 }
 
 impl FragmentSink for LocalSink {
-    fn put_block(&mut self, block: &SealedBlock) -> Result<Vec<usize>, SinkError> {
+    fn put_block(&mut self, block: &mut SealedBlock) -> Result<Vec<usize>, SinkError> {
         let mut failed = Vec::new();
         for f in 0..self.code.fragment_count() {
             let p = self.code.fragment_position(f);

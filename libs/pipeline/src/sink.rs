@@ -19,8 +19,10 @@ pub struct SourceError(pub String);
 pub trait FragmentSink {
     /// Stores every fragment of `block` at its position. Returns the positions
     /// that could not take their fragments (the backup goes on while the ECC
-    /// code still tolerates them), or an error that ends the backup.
-    fn put_block(&mut self, block: &SealedBlock) -> Result<Vec<usize>, SinkError>;
+    /// code still tolerates them), or an error that ends the backup. A
+    /// sink may take the fragments out ([`SealedBlock::take_fragments`])
+    /// to send them on after it returns.
+    fn put_block(&mut self, block: &mut SealedBlock) -> Result<Vec<usize>, SinkError>;
 
     /// Makes everything written so far durable at every position, and only
     /// then stores the signed manifest at every position. Called once, last.

@@ -320,7 +320,7 @@ fn store_loop(
                     };
                     let (body_len, fragment_len) = (h.header.cipher_len, h.header.fragment_len);
                     let header = h.commitment();
-                    let failed = Clocks::time(&clocks.store, || sink.put_block(&sealed))?;
+                    let failed = Clocks::time(&clocks.store, || sink.put_block(&mut sealed))?;
                     Ok(StoredPack {
                         failed: failed.into_iter().map(|p| (p, sink.failure(p))).collect(),
                         body_len,

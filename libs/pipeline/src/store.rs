@@ -857,7 +857,7 @@ impl MovedPacks<'_> {
             .map_err(|e| LocalError::Store(format!("sealing a repacked pack failed: {e}")))?;
         let failed = self
             .sink
-            .put_block(&self.sealed)
+            .put_block(&mut self.sealed)
             .map_err(|e| LocalError::Store(e.0))?;
         let mut missing = 0u64;
         for p in failed {

@@ -70,7 +70,7 @@ fn every_block_a_sync_acknowledged_survives_a_crash_at_every_point_and_the_manif
     let mut killed = LocalStore::new(&root)
         .sink(id, 1, &code)
         .with_fs(rec.clone());
-    assert!(killed.put_block(&sealed).unwrap().is_empty());
+    assert!(killed.put_block(&mut sealed).unwrap().is_empty());
     drop(killed);
     let sealer = BlockSealer::new(identity, id, 2, code.clone(), recipient);
     let mut sink = LocalStore::new(&root)
@@ -81,7 +81,7 @@ fn every_block_a_sync_acknowledged_survives_a_crash_at_every_point_and_the_manif
         sealer
             .seal(b, b == BLOCKS - 1, &plain, &mut sealed)
             .unwrap();
-        assert!(sink.put_block(&sealed).unwrap().is_empty());
+        assert!(sink.put_block(&mut sealed).unwrap().is_empty());
     };
     for b in 0..SYNCED {
         put(&mut sink, b);

@@ -312,7 +312,7 @@ struct FailingAfter<S> {
 impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for FailingAfter<S> {
     fn put_block(
         &mut self,
-        block: &bitdust_block::SealedBlock,
+        block: &mut bitdust_block::SealedBlock,
     ) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
         if self.ok == 0 {
             return Ok((0..7).collect());
@@ -1243,7 +1243,7 @@ struct OneDown<S> {
 impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for OneDown<S> {
     fn put_block(
         &mut self,
-        block: &bitdust_block::SealedBlock,
+        block: &mut bitdust_block::SealedBlock,
     ) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
         let mut failed = self.inner.put_block(block)?;
         failed.push(self.down);
@@ -1878,7 +1878,7 @@ impl<S: bitdust_pipeline::FragmentSink> Durability<'_, S> {
 impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for Durability<'_, S> {
     fn put_block(
         &mut self,
-        block: &bitdust_block::SealedBlock,
+        block: &mut bitdust_block::SealedBlock,
     ) -> Result<Vec<usize>, bitdust_pipeline::SinkError> {
         self.check();
         self.stored.push(block.header().unwrap().header.block);
