@@ -126,6 +126,21 @@ pub async fn read_some(recv: &mut RecvStream, buf: &mut [u8]) -> Result<usize, F
     }
 }
 
+/// At most `max` bytes of what `recv` has received, in order, as QUIC's
+/// own buffer (no copy), within [`READ_TIMEOUT`]; `None` at the end of the
+/// stream.
+pub async fn read_chunk(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<Option<bytes::Bytes>, FrameError> {
+    match tokio::time::timeout(READ_TIMEOUT, recv.read_chunk(max, true)).await {
+        Ok(Ok(Some(chunk))) => Ok(Some(chunk.bytes)),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(FrameError::Io(e.to_string())),
+        Err(_) => Err(FrameError::TimedOut(READ_TIMEOUT)),
+    }
+}
+
 /// Appends at most `max` bytes of what `recv` has received to `data`,
 /// straight from QUIC's own buffer (no copy through a scratch buffer),
 /// within [`READ_TIMEOUT`]. Returns how many; 0 at the end of the stream.

@@ -695,68 +695,160 @@ impl Store {
     /// hash (checked by the caller while receiving). Returns the customer's
     /// record after the put.
     pub fn finish_put(&self, ticket: PutTicket) -> Result<CustomerRecord, StoreError> {
-        let result = self.finish_put_inner(&ticket);
-        if result.is_err() {
-            let _ = std::fs::remove_file(&ticket.tmp_path);
-        }
-        result
+        self.finish_puts(vec![ticket])
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Internal("a put went missing".into())))
     }
 
-    fn finish_put_inner(&self, t: &PutTicket) -> Result<CustomerRecord, StoreError> {
-        let dir = self.customer_dir(&t.customer);
-        let name_hash = blake3::hash(t.name.as_bytes()).to_hex();
-        let file = format!("{}-{}", &name_hash[..16], random_hex());
+    /// [`Store::finish_put`] for several puts at once, one result each, in
+    /// order: every payload is fsynced and renamed into place, each
+    /// directory they went to is fsynced once, and one index transaction
+    /// records them all. Puts that land together (a customer's fragments
+    /// arrive several at a time) share the directory fsyncs and the
+    /// index's commit, which costs two more.
+    pub fn finish_puts(&self, tickets: Vec<PutTicket>) -> Vec<Result<CustomerRecord, StoreError>> {
+        let mut results: Vec<Option<Result<CustomerRecord, StoreError>>> =
+            (0..tickets.len()).map(|_| None).collect();
         // The data, then its name, then the index that points at it.
-        self.fs
-            .sync_file(&t.tmp_path)
-            .map_err(|e| io_err("fsync of an object", e))?;
-        self.fs
-            .rename(&t.tmp_path, &dir.join(&file))
-            .map_err(|e| io_err("moving the object into place", e))?;
-        self.fs
-            .sync_dir(&dir)
-            .map_err(|e| io_err("fsync of a directory", e))?;
-        let k = key(&t.customer, &t.name);
-        let mut wtxn = self.env.write_txn()?;
-        let mut rec = match self.require(&wtxn, &t.customer) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = std::fs::remove_file(dir.join(&file));
-                return Err(e);
+        let mut placed: Vec<(usize, PathBuf, String)> = Vec::new();
+        for (i, t) in tickets.iter().enumerate() {
+            let dir = self.customer_dir(&t.customer);
+            let name_hash = blake3::hash(t.name.as_bytes()).to_hex();
+            let file = format!("{}-{}", &name_hash[..16], random_hex());
+            let moved = self
+                .fs
+                .sync_file(&t.tmp_path)
+                .map_err(|e| io_err("fsync of an object", e))
+                .and_then(|()| {
+                    self.fs
+                        .rename(&t.tmp_path, &dir.join(&file))
+                        .map_err(|e| io_err("moving the object into place", e))
+                });
+            match moved {
+                Ok(()) => placed.push((i, dir, file)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&t.tmp_path);
+                    results[i] = Some(Err(e));
+                }
             }
-        };
-        let old = self.objects.get(&wtxn, &k)?;
-        let old_size = old.as_ref().map_or(0, |o| o.size);
-        let would = rec.used - old_size.min(rec.used) + t.size;
-        if would > rec.quota {
-            drop(wtxn);
-            let _ = std::fs::remove_file(dir.join(&file));
-            return Err(StoreError::QuotaExceeded {
-                size: t.size,
-                would,
-                quota: rec.quota,
-            });
         }
-        rec.used = would;
-        if old.is_none() {
-            rec.objects += 1;
+        let mut dirs: Vec<&PathBuf> = placed.iter().map(|(_, d, _)| d).collect();
+        dirs.sort();
+        dirs.dedup();
+        let mut unsynced = Vec::new();
+        for d in dirs {
+            if let Err(e) = self.fs.sync_dir(d) {
+                unsynced.push((d.clone(), io_err("fsync of a directory", e).to_string()));
+            }
         }
-        self.objects.put(
-            &mut wtxn,
-            &k,
-            &ObjectRecord {
-                size: t.size,
-                hash: t.hash,
-                file,
-            },
-        )?;
-        self.customers.put(&mut wtxn, t.customer.as_bytes(), &rec)?;
-        wtxn.commit()?;
-        self.fs.committed();
-        if let Some(old) = old {
-            let _ = self.fs.remove_file(&dir.join(old.file));
+        let mut indexed = Vec::new();
+        for (i, dir, file) in placed {
+            if let Some((_, why)) = unsynced.iter().find(|(d, _)| *d == dir) {
+                let _ = std::fs::remove_file(dir.join(&file));
+                results[i] = Some(Err(StoreError::Internal(why.clone())));
+            } else {
+                indexed.push((i, dir, file));
+            }
         }
-        Ok(rec)
+        match self.index_puts(&tickets, indexed, &mut results) {
+            Ok(old_files) => {
+                for f in old_files {
+                    let _ = self.fs.remove_file(&f);
+                }
+            }
+            Err((e, files)) => {
+                for (i, f) in files {
+                    let _ = std::fs::remove_file(&f);
+                    results[i] = Some(Err(StoreError::Internal(e.to_string())));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Internal("a put went missing".into()))))
+            .collect()
+    }
+
+    /// Records the placed puts (ticket number, directory, file name) in one
+    /// transaction, setting their results. Returns the files they replaced,
+    /// to be removed now that the commit is durable; or, when the
+    /// transaction failed, why and every placed file with its ticket.
+    #[allow(clippy::type_complexity)]
+    fn index_puts(
+        &self,
+        tickets: &[PutTicket],
+        placed: Vec<(usize, PathBuf, String)>,
+        results: &mut [Option<Result<CustomerRecord, StoreError>>],
+    ) -> Result<Vec<PathBuf>, (StoreError, Vec<(usize, PathBuf)>)> {
+        if placed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let files: Vec<(usize, PathBuf)> = placed.iter().map(|(i, d, f)| (*i, d.join(f))).collect();
+        let mut done = Vec::new();
+        let mut old_files = Vec::new();
+        let attempt = (|| -> Result<(), StoreError> {
+            let mut wtxn = self.env.write_txn()?;
+            for (i, dir, file) in placed {
+                let t = &tickets[i];
+                let k = key(&t.customer, &t.name);
+                let mut rec = match self.require(&wtxn, &t.customer) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(dir.join(&file));
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                };
+                let old = self.objects.get(&wtxn, &k)?;
+                let old_size = old.as_ref().map_or(0, |o| o.size);
+                let would = rec.used - old_size.min(rec.used) + t.size;
+                if would > rec.quota {
+                    let _ = std::fs::remove_file(dir.join(&file));
+                    results[i] = Some(Err(StoreError::QuotaExceeded {
+                        size: t.size,
+                        would,
+                        quota: rec.quota,
+                    }));
+                    continue;
+                }
+                rec.used = would;
+                if old.is_none() {
+                    rec.objects += 1;
+                }
+                self.objects.put(
+                    &mut wtxn,
+                    &k,
+                    &ObjectRecord {
+                        size: t.size,
+                        hash: t.hash,
+                        file,
+                    },
+                )?;
+                self.customers.put(&mut wtxn, t.customer.as_bytes(), &rec)?;
+                if let Some(old) = old {
+                    old_files.push(dir.join(old.file));
+                }
+                done.push((i, rec));
+            }
+            wtxn.commit()?;
+            self.fs.committed();
+            Ok(())
+        })();
+        match attempt {
+            Ok(()) => {
+                for (i, rec) in done {
+                    results[i] = Some(Ok(rec));
+                }
+                Ok(old_files)
+            }
+            Err(e) => Err((
+                e,
+                files
+                    .into_iter()
+                    .filter(|(i, _)| results[*i].is_none())
+                    .collect(),
+            )),
+        }
     }
 
     /// Throws a put away.
@@ -1056,6 +1148,58 @@ mod tests {
         store.begin_put(&a, "x/3", 50, &h).unwrap();
         drop(other);
         assert!(store.reserved.lock().unwrap().get(&b).is_none());
+    }
+
+    #[test]
+    fn puts_committed_together_each_get_their_own_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_customers: 3,
+            ..LIMITS
+        };
+        let store = Store::open(tmp.path(), limits).unwrap();
+        let [a, b, gone] = [(); 3].map(|()| Identity::generate().node_id());
+        for (i, c) in [&a, &b, &gone].into_iter().enumerate() {
+            let from = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10 + i as u8));
+            store.request_service(c, 700, 7, from).unwrap(); // quota 200
+        }
+        let landed = |c: &NodeId, name: &str, data: &[u8]| {
+            let t = store
+                .begin_put(c, name, data.len() as u64, blake3::hash(data).as_bytes())
+                .unwrap();
+            write_durable(&t.tmp_path, data).unwrap();
+            t
+        };
+        let group = vec![
+            landed(&a, "x/1", &[1; 100]),
+            landed(&b, "y/1", &[2; 50]),
+            // The same name again in the same group: the later one stands.
+            landed(&a, "x/1", &[3; 60]),
+            landed(&gone, "z/1", &[4; 10]),
+        ];
+        store.cancel_service(&gone).unwrap();
+        let results = store.finish_puts(group);
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[0].as_ref().unwrap().used, 100);
+        assert_eq!(results[1].as_ref().unwrap().used, 50);
+        assert_eq!(results[2].as_ref().unwrap().used, 60);
+        // Its customer's service ended while it landed (its directory
+        // went with it).
+        assert!(results[3].is_err(), "{:?}", results[3]);
+        let (rec, path) = store.get(&a, "x/1").unwrap();
+        assert_eq!((rec.size, std::fs::read(path).unwrap()), (60, vec![3; 60]));
+        let a_rec = store.customer(&a).unwrap().unwrap();
+        assert_eq!((a_rec.used, a_rec.objects), (60, 1));
+        // The replaced payload's file is gone; nothing is left in tmp/.
+        assert_eq!(
+            std::fs::read_dir(store.customer_dir(&a)).unwrap().count(),
+            1
+        );
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert!(store.reserved.lock().unwrap().is_empty());
     }
 
     #[test]

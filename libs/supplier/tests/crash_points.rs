@@ -14,7 +14,7 @@
 //! - every customer on record can still store.
 //!
 //! Removing an fsync or reordering the write-rename-commit steps of
-//! `Store::finish_put` or `Store::request_service` makes this test fail.
+//! `Store::finish_puts` or `Store::request_service` makes this test fail.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,8 +42,8 @@ struct Step {
     /// Events before it started and after it returned.
     started: usize,
     acked: usize,
-    /// The object it sets (`None`: deletes), if any.
-    effect: Option<(String, Option<Vec<u8>>)>,
+    /// The objects it sets (`None`: deletes).
+    effects: Vec<(String, Option<Vec<u8>>)>,
 }
 
 fn put(store: &Store, c: &NodeId, name: &str, data: &[u8]) -> Result<(), StoreError> {
@@ -72,37 +72,60 @@ fn every_acknowledged_object_survives_a_crash_at_every_point_and_nothing_half_wr
     let c = Identity::generate().node_id();
     let from = "192.0.2.1".parse().unwrap();
     let mut steps = Vec::new();
-    let mut step = |effect: Option<(&str, Option<&[u8]>)>, f: &dyn Fn()| {
+    let mut step = |effects: &[(&str, Option<&[u8]>)], f: &dyn Fn()| {
         let started = rec.len();
         f();
         steps.push(Step {
             started,
             acked: rec.len(),
-            effect: effect.map(|(n, d)| (n.to_owned(), d.map(<[u8]>::to_vec))),
+            effects: effects
+                .iter()
+                .map(|(n, d)| ((*n).to_owned(), d.map(<[u8]>::to_vec)))
+                .collect(),
         });
     };
     let a1 = vec![1u8; 5000];
     let a2 = vec![2u8; 7000];
     let b = vec![3u8; 100];
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    step(None, &|| {
+    let g1 = vec![4u8; 3000];
+    let g2 = vec![5u8; 9000];
+    let g3 = vec![6u8; 1];
+    step(&[], &|| {
         store.request_service(&c, 32 << 20, 2, from).unwrap();
     });
-    step(Some(("v/a", Some(&a1))), &|| {
+    step(&[("v/a", Some(&a1))], &|| {
         put(&store, &c, "v/a", &a1).unwrap()
     });
-    step(Some(("v/b", Some(&b))), &|| {
+    step(&[("v/b", Some(&b))], &|| {
         put(&store, &c, "v/b", &b).unwrap()
     });
-    step(Some(("v/a", Some(&a2))), &|| {
+    step(&[("v/a", Some(&a2))], &|| {
         put(&store, &c, "v/a", &a2).unwrap()
     });
-    step(Some(("v/b", None)), &|| {
+    step(&[("v/b", None)], &|| {
         store.delete(&c, &["v/b".to_owned()], "").unwrap();
     });
-    step(Some(("v/big", Some(&big))), &|| {
+    step(&[("v/big", Some(&big))], &|| {
         put(&store, &c, "v/big", &big).unwrap()
     });
+    // Puts committed as one group (a new name, one replacing an object,
+    // and another new one): acknowledged together, after one commit.
+    step(
+        &[("v/g1", Some(&g1)), ("v/a", Some(&g2)), ("v/g3", Some(&g3))],
+        &|| {
+            let tickets = [("v/g1", &g1), ("v/a", &g2), ("v/g3", &g3)].map(|(name, data)| {
+                let t = store
+                    .begin_put(&c, name, data.len() as u64, blake3::hash(data).as_bytes())
+                    .unwrap();
+                std::fs::write(&t.tmp_path, data).unwrap();
+                t
+            });
+            for r in store.finish_puts(tickets.into()) {
+                r.unwrap();
+            }
+        },
+    );
     drop(store);
     let events = rec.events();
     assert!(
@@ -127,14 +150,13 @@ fn every_acknowledged_object_survives_a_crash_at_every_point_and_nothing_half_wr
         // operation running at the crash was making of it.
         let mut allowed: BTreeMap<String, Vec<Option<Vec<u8>>>> = BTreeMap::new();
         for s in &steps {
-            let Some((name, effect)) = &s.effect else {
-                continue;
-            };
-            let entry = allowed.entry(name.clone()).or_insert_with(|| vec![None]);
-            if s.acked <= k {
-                *entry = vec![effect.clone()];
-            } else if s.started < k {
-                entry.push(effect.clone());
+            for (name, effect) in &s.effects {
+                let entry = allowed.entry(name.clone()).or_insert_with(|| vec![None]);
+                if s.acked <= k {
+                    *entry = vec![effect.clone()];
+                } else if s.started < k {
+                    entry.push(effect.clone());
+                }
             }
         }
         if has_service {
