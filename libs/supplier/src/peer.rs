@@ -83,6 +83,18 @@ impl Committer {
     }
 }
 
+/// Puts of one connection whose payloads land at once at most; more wait
+/// (their bytes wait in QUIC's stream window), so one customer's puts hold
+/// at most this many [`WRITE_BATCH`] buffers and nobody else's wait.
+const LANDING_PER_CONNECTION: usize = 16;
+
+/// What the streams of one connection share.
+#[derive(Clone)]
+struct Shared {
+    committer: Committer,
+    landing: Arc<tokio::sync::Semaphore>,
+}
+
 async fn serve_connection(
     conn: Connection,
     peer: NodeId,
@@ -90,6 +102,10 @@ async fn serve_connection(
     store: Arc<Store>,
     committer: Committer,
 ) {
+    let shared = Shared {
+        committer,
+        landing: Arc::new(tokio::sync::Semaphore::new(LANDING_PER_CONNECTION)),
+    };
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
@@ -99,7 +115,7 @@ async fn serve_connection(
                     peer,
                     from,
                     store.clone(),
-                    committer.clone(),
+                    shared.clone(),
                 ));
             }
             Err(e) => {
@@ -152,7 +168,7 @@ async fn serve_stream(
     peer: NodeId,
     from: std::net::IpAddr,
     store: Arc<Store>,
-    committer: Committer,
+    shared: Shared,
 ) {
     let req: pb::Request = match frame::read_frame(&mut recv, MAX_REQUEST).await {
         Ok(r) => r,
@@ -176,7 +192,7 @@ async fn serve_stream(
     };
     let resp = match kind {
         request::Kind::Put(put) => {
-            return serve_put(send, recv, peer, store, &committer, put).await;
+            return serve_put(send, recv, peer, store, &shared, put).await;
         }
         request::Kind::Get(get) => return serve_get(send, peer, store, get).await,
         other => answer(other, peer, from, store).await,
@@ -290,7 +306,7 @@ async fn serve_put(
     mut recv: RecvStream,
     peer: NodeId,
     store: Arc<Store>,
-    committer: &Committer,
+    shared: &Shared,
     put: pb::PutObject,
 ) {
     let ticket = match store.begin_put(&peer, &put.name, put.size, &put.blake3) {
@@ -302,9 +318,12 @@ async fn serve_put(
             return;
         }
     };
-    let received = receive_payload(&mut recv, &ticket.tmp_path, put.size, &put.blake3).await;
+    let received = match shared.landing.acquire().await {
+        Ok(_landing) => receive_payload(&mut recv, &ticket.tmp_path, put.size, &put.blake3).await,
+        Err(_) => Err(StoreError::Internal("the connection is closing".into())),
+    };
     let resp = match received {
-        Ok(()) => match committer.commit(ticket).await {
+        Ok(()) => match shared.committer.commit(ticket).await {
             Ok(rec) => reply(response::Kind::PutDone(pb::PutDone {
                 used_bytes: rec.used,
                 quota_bytes: rec.quota,
