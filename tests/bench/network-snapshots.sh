@@ -7,8 +7,9 @@
 # backup and restore of the same input into 7 directories as the peer.
 # The devnet runs every daemon but the customer-agent on one worker thread
 # (see bitdust-devnet); each restore is timed 3 times after `sync`, median.
-# Both restores run again with the customer on CPU 0 and the suppliers on
-# CPU 1 (taskset), as if the suppliers were the other machines they are.
+# Both restores, and a first backup of a copy of the input each way, run
+# again with the customer on CPU 0 and the suppliers on CPU 1 (taskset),
+# as if the suppliers were the other machines they are.
 # Prints seconds and ratios. Not a test: nothing here asserts a time.
 # Usage: bash tests/bench/network-snapshots.sh [SIZE_MB] [BLOCK_MIB]
 # (BLOCK_MIB: the block/pack size of both paths, 1 by default as in
@@ -97,7 +98,7 @@ diff -r "$work/data" "$work/local-out$work/data" >/dev/null && echo "local resto
 # machines. On two CPUs, the devnet's other nodes get CPU 1 and the
 # customer (its agent, bitdustctl, and the local restore alike) CPU 0, so
 # neither restore shares its CPU with a supplier.
-pinned_net= pinned_local=
+pinned_net= pinned_local= pinned_nb= pinned_lb=
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
     for p in $(pgrep -f -- "--config $work/net/nodes/"); do
         case "$(tr '\0' ' ' < /proc/$p/cmdline)" in
@@ -108,6 +109,15 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
     pinned_net=$(restore_median "$work/net-out" taskset -c 0 "$B" restore --quiet)
     pinned_local=$(restore_median "$work/local-out" taskset -c 0 "$B" local restore --quiet "$work/local")
     rm -rf "$work/net-out" "$work/local-out"
+    # A first backup each way, pinned the same: a copy of the input at
+    # another path is another backup, which shares nothing with the first.
+    cp -a "$work/data" "$work/data2"
+    sync
+    t0=$(now); taskset -c 0 "$B" backup --quiet "$work/data2"; t1=$(now)
+    pinned_nb=$(secs "$t0" "$t1")
+    sync
+    t0=$(now); taskset -c 0 "$B" local backup --quiet "$work/data2" --to "$work/local2" --suppliers 7 --block-size "${block_mib}M"; t1=$(now)
+    pinned_lb=$(secs "$t0" "$t1")
 fi
 
 echo "input: $bytes bytes ($size_mb MB requested; 1/3 random), 7 suppliers, $block_mib MiB blocks/packs"
@@ -136,5 +146,6 @@ print(f"restore newest snapshot:     {nr:7.2f} s network, {lr:.2f} s local: netw
 print(f"restore the full copy:       {fr:7.2f} s network: {lr / fr:.2f}x local; snapshot / full copy speed {fr / nr:.2f}x")
 EOF
 if [ -n "$pinned_net" ]; then
+    python3 -c "n, l = $pinned_nb, $pinned_lb; print(f'first backup, customer on CPU 0 and the suppliers on CPU 1: {n:.2f} s network, {l:.2f} s local: network speed {l / n:.2f}x local')"
     python3 -c "n, l = $pinned_net, $pinned_local; print(f'restore, customer on CPU 0 and the suppliers on CPU 1: {n:.2f} s network, {l:.2f} s local: network speed {l / n:.2f}x local')"
 fi

@@ -927,9 +927,11 @@ pub(crate) struct LocalBackedUp {
     stages: Stages,
 }
 
-/// Seconds rounded to the millisecond, as stage times are printed.
-fn ms(s: f64) -> f64 {
-    (s * 1000.0).round() / 1000.0
+/// Seconds rounded to the microsecond, as stage times are printed (a
+/// stage of a small backup, such as handing its fragments to the
+/// connections, can take less than a millisecond).
+fn us(s: f64) -> f64 {
+    (s * 1e6).round() / 1e6
 }
 
 /// [`bitdust_pipeline::stages::StageTimes`], as printed.
@@ -965,15 +967,15 @@ impl From<pb::StageTimes> for Stages {
 impl From<bitdust_pipeline::stages::StageTimes> for Stages {
     fn from(t: bitdust_pipeline::stages::StageTimes) -> Self {
         Stages {
-            wall: ms(t.wall),
-            read_and_cut: ms(t.read_and_cut),
-            hash_index_pack: ms(t.hash_index_pack),
-            wait_compress: ms(t.wait_compress),
-            wait_store: ms(t.wait_store),
-            compress: ms(t.compress),
-            seal: ms(t.seal),
-            store: ms(t.store),
-            sync: ms(t.sync),
+            wall: us(t.wall),
+            read_and_cut: us(t.read_and_cut),
+            hash_index_pack: us(t.hash_index_pack),
+            wait_compress: us(t.wait_compress),
+            wait_store: us(t.wait_store),
+            compress: us(t.compress),
+            seal: us(t.seal),
+            store: us(t.store),
+            sync: us(t.sync),
         }
     }
 }
@@ -1085,13 +1087,13 @@ struct RestoreStages {
 impl From<bitdust_pipeline::stages::RestoreTimes> for RestoreStages {
     fn from(t: bitdust_pipeline::stages::RestoreTimes) -> Self {
         RestoreStages {
-            wall: ms(t.wall),
-            fetch: ms(t.fetch),
-            open: ms(t.open),
-            wait_packs: ms(t.wait_packs),
-            decompress: ms(t.decompress),
-            write: ms(t.write),
-            plan: ms(t.plan),
+            wall: us(t.wall),
+            fetch: us(t.fetch),
+            open: us(t.open),
+            wait_packs: us(t.wait_packs),
+            decompress: us(t.decompress),
+            write: us(t.write),
+            plan: us(t.plan),
         }
     }
 }

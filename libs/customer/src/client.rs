@@ -60,28 +60,70 @@ const UPGRADE_EVERY: Duration = Duration::from_secs(120);
 /// is dialed too.
 const PUNCH_HEAD: Duration = Duration::from_secs(1);
 
-/// The buffer a get starts with; it grows with the bytes that arrive.
-const GET_INITIAL_BUFFER: usize = 256 * 1024;
+/// An object as it arrived: QUIC's own buffers, in order, not copied
+/// into one. It reads (`std::io::Read`) front to back.
+#[derive(Debug, Default)]
+pub struct Received {
+    parts: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
 
-/// Reads exactly `size` bytes into `data`, growing it as they arrive.
-async fn read_growing(
-    recv: &mut bitdust_net::RecvStream,
-    data: &mut Vec<u8>,
-    size: usize,
-) -> Result<(), FrameError> {
-    while data.len() < size {
-        let left = size - data.len();
-        // Room doubles with what arrived, as far as `size`: never more
-        // than twice what the supplier actually sent.
-        if data.capacity() == data.len() {
-            data.reserve_exact(left.min(data.len().max(GET_INITIAL_BUFFER)));
-        }
-        let n = frame::read_append(recv, data, left.min(data.capacity() - data.len())).await?;
-        if n == 0 {
-            return Err(FrameError::Truncated);
-        }
+impl Received {
+    /// Bytes left to read.
+    pub fn len(&self) -> usize {
+        self.len
     }
-    Ok(())
+
+    /// Whether nothing is left to read.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes in one buffer.
+    pub fn into_vec(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for p in &self.parts {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+}
+
+impl std::io::Read for Received {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf;
+        while self.parts.front().is_some_and(Bytes::is_empty) {
+            self.parts.pop_front();
+        }
+        let Some(front) = self.parts.front_mut() else {
+            return Ok(0);
+        };
+        let n = front.len().min(buf.len());
+        buf[..n].copy_from_slice(&front[..n]);
+        front.advance(n);
+        if front.is_empty() {
+            self.parts.pop_front();
+        }
+        self.len -= n;
+        Ok(n)
+    }
+}
+
+/// Reads exactly `size` bytes of `recv`, as they come: a supplier that
+/// claims a large object makes us hold only what it actually sends.
+async fn read_received(
+    recv: &mut bitdust_net::RecvStream,
+    size: usize,
+) -> Result<Received, FrameError> {
+    let mut got = Received::default();
+    while got.len < size {
+        let Some(chunk) = frame::read_chunk(recv, size - got.len).await? else {
+            return Err(FrameError::Truncated);
+        };
+        got.len += chunk.len();
+        got.parts.push_back(chunk);
+    }
+    Ok(got)
 }
 
 impl From<FrameError> for PeerError {
@@ -508,14 +550,17 @@ impl SupplierLink {
     /// does not have it. The bytes are checked against the hash the supplier
     /// recorded when it was stored.
     pub async fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, PeerError> {
-        self.get_part(name, max, 0, true).await
+        Ok(self
+            .get_part(name, max, 0, true)
+            .await?
+            .map(Received::into_vec))
     }
 
     /// A fragment object `name` (at most `max` bytes), or `None`: as
     /// [`SupplierLink::get`] but not hashed against the supplier's record,
     /// because the fragment's signed header commits to its payload's hash
     /// and the reader checks that (hashing both would read it twice).
-    pub async fn get_fragment(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, PeerError> {
+    pub async fn get_fragment(&self, name: &str, max: u64) -> Result<Option<Received>, PeerError> {
         self.get_part(name, max, 0, false).await
     }
 
@@ -524,7 +569,10 @@ impl SupplierLink {
     /// them: the caller authenticates what it uses (a fragment's signed
     /// header, a pack's sealed chunk list).
     pub async fn get_prefix(&self, name: &str, len: u64) -> Result<Option<Vec<u8>>, PeerError> {
-        self.get_part(name, len, len.max(1), false).await
+        Ok(self
+            .get_part(name, len, len.max(1), false)
+            .await?
+            .map(Received::into_vec))
     }
 
     /// The object, or its first `prefix` bytes when `prefix` > 0; a whole
@@ -535,7 +583,7 @@ impl SupplierLink {
         max: u64,
         prefix: u64,
         check: bool,
-    ) -> Result<Option<Vec<u8>>, PeerError> {
+    ) -> Result<Option<Received>, PeerError> {
         let req = request::Kind::Get(pb::GetObject {
             name: name.to_owned(),
             prefix,
@@ -560,25 +608,24 @@ impl SupplierLink {
             )));
         }
         let size = usize::try_from(sent).map_err(|_| PeerError::Protocol("size".into()))?;
-        // The buffer grows as bytes arrive: a supplier that claims a large
-        // object makes us hold only what it actually sends.
-        let mut data = Vec::with_capacity(size.min(GET_INITIAL_BUFFER));
-        let read = tokio::time::timeout(
+        let data = tokio::time::timeout(
             self.timeout + Duration::from_secs(head.size >> 20),
-            read_growing(&mut recv, &mut data, size),
+            read_received(&mut recv, size),
         )
         .await
         .map_err(|_| {
             PeerError::Unreachable(format!("reading {name} from {} timed out", self.address))
-        })?;
-        read?;
-        if check
-            && prefix == 0
-            && blake3::hash(&data).as_bytes().as_slice() != head.blake3.as_slice()
-        {
-            return Err(PeerError::Protocol(format!(
-                "object {name} arrived damaged"
-            )));
+        })??;
+        if check && prefix == 0 {
+            let mut hasher = blake3::Hasher::new();
+            for p in &data.parts {
+                hasher.update(p);
+            }
+            if hasher.finalize().as_bytes().as_slice() != head.blake3.as_slice() {
+                return Err(PeerError::Protocol(format!(
+                    "object {name} arrived damaged"
+                )));
+            }
         }
         Ok(Some(data))
     }
@@ -646,6 +693,42 @@ impl SupplierLink {
         match self.call(request::Kind::Ping(pb::Ping {}), None).await?.0 {
             response::Kind::Pong(p) => Ok(p),
             k => Err(Self::unexpected(&k)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn received(parts: &[&'static [u8]]) -> Received {
+        Received {
+            parts: parts.iter().map(|p| Bytes::from_static(p)).collect(),
+            len: parts.iter().map(|p| p.len()).sum(),
+        }
+    }
+
+    #[test]
+    fn a_received_object_reads_its_parts_in_order_across_any_reads() {
+        let parts: &[&'static [u8]] = &[b"ab", b"", b"cdefg", b"h"];
+        assert_eq!(received(parts).into_vec(), b"abcdefgh");
+        for step in 1..=9 {
+            let mut r = received(parts);
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; step];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    // The end, never an empty part in the middle.
+                    assert!(r.is_empty(), "reads of {step} bytes ended early");
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+                assert_eq!(r.len(), 8 - out.len());
+            }
+            assert_eq!(out, b"abcdefgh", "reads of {step} bytes");
         }
     }
 }

@@ -12,7 +12,6 @@
 //! reached at all is left out the same way.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use tokio::task::AbortHandle;
 
 use super::patience::{MAX_PATIENCE, Patience};
 use super::{Links, MAX_MANIFEST, PROBE_TIMEOUT, fragment_object, manifest_object, record};
-use crate::client::PeerError;
+use crate::client::{PeerError, Received};
 use crate::state::State;
 
 /// The least a position that answered nothing is waited for once most
@@ -49,7 +48,7 @@ enum Health {
     Down,
 }
 
-type Fetched = Result<Option<Vec<u8>>, PeerError>;
+type Fetched<T = Vec<u8>> = Result<Option<T>, PeerError>;
 
 /// A task's report.
 enum Arrival {
@@ -58,7 +57,7 @@ enum Arrival {
         key: (u64, usize),
         position: usize,
         took: Duration,
-        result: Fetched,
+        result: Fetched<Received>,
     },
     /// An object (a root, or the start of a fragment) fetched after `took`.
     Object {
@@ -105,7 +104,7 @@ pub struct NetSource {
     rx: mpsc::UnboundedReceiver<Arrival>,
     inflight: HashMap<(u64, usize), Inflight>,
     /// Fetched fragments not asked for yet (`None`: the supplier has none).
-    arrived: HashMap<(u64, usize), Option<Vec<u8>>>,
+    arrived: HashMap<(u64, usize), Option<Received>>,
     /// Blocks in the order they were first asked for: the restore collects
     /// them in that order.
     order: VecDeque<u64>,
@@ -323,7 +322,7 @@ impl NetSource {
     }
 
     /// Records the outcome of a fetch from `position` and gives its bytes.
-    fn settle(&mut self, position: usize, r: Fetched) -> Option<Vec<u8>> {
+    fn settle<T>(&mut self, position: usize, r: Fetched<T>) -> Option<T> {
         match r {
             Ok(x) => {
                 record(&self.state, position, Ok(()));
@@ -437,14 +436,14 @@ impl NetSource {
     /// Waits for fragment `key` from `position`: its bytes, or `None` when
     /// it is missing, failed, or came later than the patience allows (then
     /// the position is left out).
-    fn wait_for(&mut self, key: (u64, usize), position: usize) -> Option<Vec<u8>> {
+    fn wait_for(&mut self, key: (u64, usize), position: usize) -> Option<Received> {
         let since = Instant::now();
         let r = self.wait_for_inner(key, position);
         tracing::debug!(block = key.0, fragment = key.1, position, got = r.is_some(), waited = ?since.elapsed(), "fragment");
         r
     }
 
-    fn wait_for_inner(&mut self, key: (u64, usize), position: usize) -> Option<Vec<u8>> {
+    fn wait_for_inner(&mut self, key: (u64, usize), position: usize) -> Option<Received> {
         loop {
             if let Some(r) = self.arrived.remove(&key) {
                 return r;
@@ -692,7 +691,7 @@ impl FragmentSource for NetSource {
         let bytes = self.wait_for(key, position);
         Ok(bytes.map(|b| {
             self.fetched += 1;
-            Box::new(Cursor::new(b)) as Box<dyn std::io::Read>
+            Box::new(b) as Box<dyn std::io::Read>
         }))
     }
 
