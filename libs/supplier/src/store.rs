@@ -13,8 +13,10 @@
 //! to a file in `tmp/`, is checked against its declared size and BLAKE3 hash,
 //! fsynced, renamed into `objects/<customer>/` under a fresh name, the
 //! directory fsynced, and only then the index transaction (which LMDB makes
-//! durable on commit) points the name at the file. The file an object
-//! replaces is removed after that commit. Whatever a crash leaves half-done
+//! durable on commit) points the name at the file. Puts that land together
+//! are made durable together ([`Store::finish_puts`]): the same steps, each
+//! directory fsynced once after all the renames, one index transaction for
+//! them all. The file an object replaces is removed after that commit. Whatever a crash leaves half-done
 //! (a temp file, a renamed file the index never pointed at, an old file not
 //! yet removed) is cleaned up by [`Store::open`]; an index entry whose file
 //! is gone is dropped there too, so the index never promises what the disk
