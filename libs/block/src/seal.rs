@@ -296,9 +296,14 @@ impl BlockOpener {
         self
     }
 
-    /// The memory the fragments were collected in, for the next opener.
+    /// The memory the fragments were collected in (or the one given to
+    /// [`BlockOpener::reuse`], when no fragment came), for the next opener.
     pub fn into_buffer(self) -> AlignedBuf {
-        self.fragments
+        if self.fragments.capacity() == 0 {
+            self.spare
+        } else {
+            self.fragments
+        }
     }
 
     /// Accept only headers of this scheme and supplier count (the manifest's).

@@ -46,18 +46,34 @@ type Committed = tokio::sync::oneshot::Sender<Result<CustomerRecord, StoreError>
 /// when it is free and commits them together ([`Store::finish_puts`]), so
 /// puts that arrive while one commits share the next commit's fsyncs.
 #[derive(Clone)]
-struct Committer(std::sync::mpsc::Sender<(PutTicket, Committed)>);
+struct Committer {
+    to: std::sync::mpsc::Sender<(PutTicket, Committed)>,
+    store: Arc<Store>,
+}
 
 impl Committer {
     fn start(store: Arc<Store>) -> Committer {
         let (tx, rx) = std::sync::mpsc::channel::<(PutTicket, Committed)>();
+        let theirs = store.clone();
         let run = move || {
             while let Ok(first) = rx.recv() {
                 let mut group = vec![first];
                 group.extend(rx.try_iter().take(MAX_GROUP - 1));
                 let (tickets, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                for (answer, result) in answers.into_iter().zip(store.finish_puts(tickets)) {
-                    let _ = answer.send(result);
+                // A panic fails this group's puts, not every later one:
+                // what it left half done is cleaned up at the next start.
+                let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    theirs.finish_puts(tickets)
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!("committing a group of puts panicked");
+                    Vec::new()
+                });
+                let mut results = results.into_iter();
+                for answer in answers {
+                    let _ = answer.send(results.next().unwrap_or_else(|| {
+                        Err(StoreError::Internal("committing the put failed".into()))
+                    }));
                 }
             }
         };
@@ -65,27 +81,29 @@ impl Committer {
             .name("put-commit".into())
             .spawn(run)
         {
-            // Without the thread every put gets this error back (the
-            // channel is closed) and the supplier keeps serving the rest.
+            // Without the thread every put gets an error back (the channel
+            // is closed) and the supplier keeps serving the rest.
             tracing::error!(error = %e, "cannot start the thread that commits puts");
         }
-        Committer(tx)
+        Committer { to: tx, store }
     }
 
     /// Makes `ticket`'s landed payload durable and indexed.
     async fn commit(&self, ticket: PutTicket) -> Result<CustomerRecord, StoreError> {
+        let stopped = || StoreError::Internal("the put committer has stopped".into());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.0
-            .send((ticket, tx))
-            .map_err(|_| StoreError::Internal("the put committer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Internal("the put committer has stopped".into()))?
+        if let Err(std::sync::mpsc::SendError((ticket, _))) = self.to.send((ticket, tx)) {
+            self.store.abort_put(ticket);
+            return Err(stopped());
+        }
+        rx.await.map_err(|_| stopped())?
     }
 }
 
 /// Puts of one connection whose payloads land at once at most; more wait
 /// (their bytes wait in QUIC's stream window), so one customer's puts hold
-/// at most this many [`WRITE_BATCH`] buffers and nobody else's wait.
+/// at most this many [`WRITE_BATCH`] buffers and nobody else's wait. Gets
+/// that send at once are held to as many.
 const LANDING_PER_CONNECTION: usize = 16;
 
 /// What the streams of one connection share.
@@ -93,6 +111,10 @@ const LANDING_PER_CONNECTION: usize = 16;
 struct Shared {
     committer: Committer,
     landing: Arc<tokio::sync::Semaphore>,
+    /// Gets of the connection sending at once, at most
+    /// [`LANDING_PER_CONNECTION`]: each holds a [`WRITE_BATCH`] buffer
+    /// while QUIC has no room for it.
+    sending: Arc<tokio::sync::Semaphore>,
 }
 
 async fn serve_connection(
@@ -105,6 +127,7 @@ async fn serve_connection(
     let shared = Shared {
         committer,
         landing: Arc::new(tokio::sync::Semaphore::new(LANDING_PER_CONNECTION)),
+        sending: Arc::new(tokio::sync::Semaphore::new(LANDING_PER_CONNECTION)),
     };
     loop {
         match conn.accept_bi().await {
@@ -194,7 +217,12 @@ async fn serve_stream(
         request::Kind::Put(put) => {
             return serve_put(send, recv, peer, store, &shared, put).await;
         }
-        request::Kind::Get(get) => return serve_get(send, peer, store, get).await,
+        request::Kind::Get(get) => {
+            let Ok(_sending) = shared.sending.acquire().await else {
+                return;
+            };
+            return serve_get(send, peer, store, get).await;
+        }
         other => answer(other, peer, from, store).await,
     };
     let _ = finish(&mut send, &resp).await;

@@ -42,7 +42,7 @@ pub const MAX_NAME: usize = 255;
 pub const MAX_LIST: usize = 1000;
 
 /// Why a storage operation failed; each maps to a peer protocol error code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The request is malformed or breaks a limit.
     #[error("{0}")]
@@ -740,14 +740,14 @@ impl Store {
         let mut unsynced = Vec::new();
         for d in dirs {
             if let Err(e) = self.fs.sync_dir(d) {
-                unsynced.push((d.clone(), io_err("fsync of a directory", e).to_string()));
+                unsynced.push((d.clone(), io_err("fsync of a directory", e)));
             }
         }
         let mut indexed = Vec::new();
         for (i, dir, file) in placed {
             if let Some((_, why)) = unsynced.iter().find(|(d, _)| *d == dir) {
                 let _ = std::fs::remove_file(dir.join(&file));
-                results[i] = Some(Err(StoreError::Internal(why.clone())));
+                results[i] = Some(Err(why.clone()));
             } else {
                 indexed.push((i, dir, file));
             }
@@ -758,10 +758,16 @@ impl Store {
                     let _ = self.fs.remove_file(&f);
                 }
             }
-            Err((e, files)) => {
+            Err((e, files, committing)) => {
                 for (i, f) in files {
-                    let _ = std::fs::remove_file(&f);
-                    results[i] = Some(Err(StoreError::Internal(e.to_string())));
+                    // A commit that failed may still have reached the disk
+                    // (its meta page written, its sync failed): the files
+                    // stay, and the next start keeps what the index points
+                    // at and removes the rest.
+                    if !committing {
+                        let _ = std::fs::remove_file(&f);
+                    }
+                    results[i] = Some(Err(e.clone()));
                 }
             }
         }
@@ -774,20 +780,22 @@ impl Store {
     /// Records the placed puts (ticket number, directory, file name) in one
     /// transaction, setting their results. Returns the files they replaced,
     /// to be removed now that the commit is durable; or, when the
-    /// transaction failed, why and every placed file with its ticket.
+    /// transaction failed, why, every placed file with its ticket, and
+    /// whether the commit itself failed.
     #[allow(clippy::type_complexity)]
     fn index_puts(
         &self,
         tickets: &[PutTicket],
         placed: Vec<(usize, PathBuf, String)>,
         results: &mut [Option<Result<CustomerRecord, StoreError>>],
-    ) -> Result<Vec<PathBuf>, (StoreError, Vec<(usize, PathBuf)>)> {
+    ) -> Result<Vec<PathBuf>, (StoreError, Vec<(usize, PathBuf)>, bool)> {
         if placed.is_empty() {
             return Ok(Vec::new());
         }
         let files: Vec<(usize, PathBuf)> = placed.iter().map(|(i, d, f)| (*i, d.join(f))).collect();
         let mut done = Vec::new();
         let mut old_files = Vec::new();
+        let mut committing = false;
         let attempt = (|| -> Result<(), StoreError> {
             let mut wtxn = self.env.write_txn()?;
             for (i, dir, file) in placed {
@@ -832,6 +840,7 @@ impl Store {
                 }
                 done.push((i, rec));
             }
+            committing = true;
             wtxn.commit()?;
             self.fs.committed();
             Ok(())
@@ -849,6 +858,7 @@ impl Store {
                     .into_iter()
                     .filter(|(i, _)| results[*i].is_none())
                     .collect(),
+                committing,
             )),
         }
     }
