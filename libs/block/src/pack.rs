@@ -327,30 +327,18 @@ pub fn read_list(
 /// Decrypts a pack's chunk data (with the backup's age key, unwrapped with
 /// `master.key`): exactly as many bytes as `list` accounts for.
 pub fn open_data(body: &[u8], list: &PackList, key: &BackupKey) -> Result<Vec<u8>, PackError> {
-    let mut data = Vec::new();
-    open_data_into(body, list, key, &mut data)?;
-    Ok(data)
-}
-
-/// [`open_data`] into `data` (emptied first), reusing its memory.
-pub fn open_data_into(
-    body: &[u8],
-    list: &PackList,
-    key: &BackupKey,
-    data: &mut Vec<u8>,
-) -> Result<(), PackError> {
     let want = list.data_len();
     let ct = body
         .get(list.data_offset..)
         .ok_or_else(|| PackError::Format("cut before its chunk data".into()))?;
-    bitdust_crypto::open_into(key.age_identity(), ct, want as usize, data)?;
+    let data = bitdust_crypto::open(key.age_identity(), ct, want as usize)?;
     if data.len() as u64 != want {
         return Err(PackError::Format(format!(
             "{} bytes of chunk data where its list accounts for {want}",
             data.len()
         )));
     }
-    Ok(())
+    Ok(data)
 }
 
 #[cfg(test)]

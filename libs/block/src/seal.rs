@@ -260,8 +260,6 @@ pub struct BlockOpener {
     header: Option<SignedHeader>,
     code: Option<Code>,
     fragments: AlignedBuf,
-    /// Memory to collect the fragments in ([`BlockOpener::reuse`]).
-    spare: AlignedBuf,
     present: Vec<bool>,
     rejections: Vec<String>,
 }
@@ -281,28 +279,8 @@ impl BlockOpener {
             header: None,
             code: None,
             fragments: AlignedBuf::new(),
-            spare: AlignedBuf::new(),
             present: Vec::new(),
             rejections: Vec::new(),
-        }
-    }
-
-    /// Collects the fragments in `buffer`'s memory when it is large enough
-    /// (not zeroed: what the slots of missing fragments hold is never read): an earlier opener's ([`BlockOpener::into_buffer`]),
-    /// so a restore does not map fresh memory, a page fault per 4 KiB, for
-    /// every block.
-    pub fn reuse(mut self, buffer: AlignedBuf) -> Self {
-        self.spare = buffer;
-        self
-    }
-
-    /// The memory the fragments were collected in (or the one given to
-    /// [`BlockOpener::reuse`], when no fragment came), for the next opener.
-    pub fn into_buffer(self) -> AlignedBuf {
-        if self.fragments.capacity() == 0 {
-            self.spare
-        } else {
-            self.fragments
         }
     }
 
@@ -412,17 +390,7 @@ impl BlockOpener {
                 self.check_identity(h)?;
                 let code = h.code().map_err(|e| HeaderError::Invalid(e.to_string()))?;
                 let fl = h.fragment_len as usize;
-                let room = code.fragment_count() * fl;
-                let mut spare = std::mem::take(&mut self.spare);
-                // A fragment not collected is an erasure, whatever its slot
-                // holds: the decoder writes it, never reads it (the ECC
-                // round trips scribble over lost fragments to prove it).
-                self.fragments = if spare.capacity() >= room {
-                    spare.resize_stale(room);
-                    spare
-                } else {
-                    AlignedBuf::zeroed(room)
-                };
+                self.fragments = AlignedBuf::zeroed(code.fragment_count() * fl);
                 self.present = vec![false; code.fragment_count()];
                 self.code = Some(code);
                 self.header = Some(signed);

@@ -27,4 +27,4 @@ pub use dedup::{ChunkId, DedupKeys, ListOpenError, SEAL_OVERHEAD};
 pub use identity::{Identity, NodeId, SIGNATURE_LEN, Signature, SignatureError};
 pub use keyfile::KeyFileError;
 pub use keyring::{KeyRing, KeyRingError, load_or_create_identity};
-pub use seal::{OpenError, SealError, open, open_into, seal_into};
+pub use seal::{OpenError, SealError, open, seal_into};

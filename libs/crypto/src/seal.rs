@@ -43,21 +43,6 @@ pub fn seal_into(
 
 /// Decrypts age `ciphertext` with `identity`, refusing plaintexts over `max_len`.
 pub fn open(identity: &Identity, ciphertext: &[u8], max_len: usize) -> Result<Vec<u8>, OpenError> {
-    let mut out = Vec::new();
-    open_into(identity, ciphertext, max_len, &mut out)?;
-    Ok(out)
-}
-
-/// [`open`] into `out` (emptied first), reusing its memory: a restore
-/// decrypts pack after pack into the same few buffers instead of a fresh
-/// mapping, and a page fault per 4 KiB, each time.
-pub fn open_into(
-    identity: &Identity,
-    ciphertext: &[u8],
-    max_len: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), OpenError> {
-    out.clear();
     let decryptor = age::Decryptor::new_buffered(ciphertext).map_err(|_| OpenError::Malformed)?;
     let reader = decryptor
         .decrypt(std::iter::once(identity as &dyn age::Identity))
@@ -65,15 +50,15 @@ pub fn open_into(
             age::DecryptError::NoMatchingKeys => OpenError::NoMatchingKey,
             _ => OpenError::Malformed,
         })?;
-    out.reserve(ciphertext.len().min(max_len));
+    let mut out = Vec::with_capacity(ciphertext.len().min(max_len));
     let read = reader
         .take(max_len as u64 + 1)
-        .read_to_end(out)
+        .read_to_end(&mut out)
         .map_err(|_| OpenError::Malformed)?;
     if read > max_len {
         return Err(OpenError::TooLarge(max_len));
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -40,11 +40,6 @@ impl AlignedBuf {
         buf
     }
 
-    /// Bytes of contents it holds without moving to a new allocation.
-    pub fn capacity(&self) -> usize {
-        self.raw.len() - self.start
-    }
-
     /// Empties the buffer, keeping its memory for reuse.
     pub fn clear(&mut self) {
         self.len = 0;
@@ -57,15 +52,6 @@ impl AlignedBuf {
             let at = self.start;
             self.raw[at + self.len..at + len].fill(value);
         }
-        self.len = len;
-    }
-
-    /// Grows or shrinks the contents to `len` bytes without writing them:
-    /// new bytes are whatever the memory held (zeros, or what an earlier
-    /// use left), for a buffer whose every byte is written before it is
-    /// read, or ignored (a block opener's erasures).
-    pub fn resize_stale(&mut self, len: usize) {
-        self.reserve(len);
         self.len = len;
     }
 

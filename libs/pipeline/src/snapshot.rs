@@ -22,7 +22,7 @@ use bitdust_block::pack::{self, PackKind, PackWriter};
 use bitdust_block::root::{self, Root, SnapshotRoot};
 use bitdust_block::{BackupId, BackupInfo, BlockOpener, BlockSealer, Manifest};
 use bitdust_crypto::{BackupKey, ChunkId, DedupKeys, Identity};
-use bitdust_ecc::{AlignedBuf, Code, Scheme};
+use bitdust_ecc::{Code, Scheme};
 use bitdust_proto::format::v1 as pb;
 use prost::Message;
 
@@ -1922,16 +1922,15 @@ impl<'a> PackReader<'a> {
     /// Fetches and opens pack `pack` (bypassing the cache): its chunk list
     /// and its decrypted chunk data.
     pub fn open_pack(&mut self, pack: u64) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
-        let mut opener = self.fetch(pack)?;
+        let opener = self.fetch(pack)?;
         self.fetched += 1;
         open_fetched(
-            &mut opener,
+            opener,
             self.identity_node(),
             self.root.backup_id,
             pack,
             &self.keys,
             &self.key,
-            Vec::new(),
         )
     }
 
@@ -1959,7 +1958,6 @@ impl<'a> PackReader<'a> {
             header,
             false,
             Vec::new(),
-            AlignedBuf::new(),
         )?;
         if let Some(h) = opener.header() {
             let present = opener.present().iter().filter(|p| **p).count() as u64;
@@ -1991,10 +1989,7 @@ impl<'a> PackReader<'a> {
         }
         let data = self.open_data(pack)?;
         if self.cache.len() >= PACK_CACHE {
-            let (_, old) = self.cache.remove(0);
-            if let Some(l) = &self.loader {
-                l.give_back(old);
-            }
+            self.cache.remove(0);
         }
         self.cache.push((pack, data));
         Ok(())
@@ -2024,16 +2019,14 @@ impl<'a> PackReader<'a> {
 }
 
 /// Opens pack `pack` from its fetched fragments: decodes the body, opens
-/// its chunk list and decrypts its chunk data into `data` (a spare buffer
-/// whose memory is reused, or a new one).
+/// its chunk list and decrypts its chunk data.
 fn open_fetched(
-    opener: &mut BlockOpener,
+    mut opener: BlockOpener,
     customer: bitdust_crypto::NodeId,
     backup: BackupId,
     pack: u64,
     keys: &DedupKeys,
     key: &BackupKey,
-    mut data: Vec<u8>,
 ) -> Result<(pack::PackList, Vec<u8>), SnapshotError> {
     // Read in the decoder's buffer: a copy of the body was a fresh 4 MiB
     // mapping per pack, a page fault per 4 KiB (issue 19, session 24).
@@ -2041,7 +2034,7 @@ fn open_fetched(
     let aad = pack::list_aad(&customer, backup, pack);
     let list = pack::read_list(body, keys, &aad, FILE_CHUNKS.max as u32)
         .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
-    pack::open_data_into(body, &list, key, &mut data)
+    let data = pack::open_data(body, &list, key)
         .map_err(|e| SnapshotError::Format(format!("pack {pack}: {e}")))?;
     Ok((list, data))
 }
@@ -2700,11 +2693,9 @@ fn collect_pack(
     header: Option<[u8; 32]>,
     all: bool,
     next: Vec<u64>,
-    spare: AlignedBuf,
 ) -> Result<BlockOpener, SnapshotError> {
     let mut opener = BlockOpener::new(customer, root.backup_id, 0, pack)
-        .expect_code(root.scheme, root.root.suppliers as usize)
-        .reuse(spare);
+        .expect_code(root.scheme, root.root.suppliers as usize);
     if let Some(h) = header {
         opener = opener.expect_header(h);
     }
@@ -2857,7 +2848,6 @@ pub fn rebuild_index(
                         header,
                         false,
                         Vec::new(),
-                        AlignedBuf::new(),
                     )?;
                     let header = opener.commitment().ok_or_else(|| pack_error_none(pack))?;
                     let body = opener.body().map_err(|e| pack_error(pack, e))?;
@@ -2959,7 +2949,6 @@ pub fn verify_pack_set(
             header,
             true,
             Vec::new(),
-            AlignedBuf::new(),
         )?;
         crate::restore::note_rejections(&mut report.rejected_fragments, opener.rejections());
         report.packs.push(health.of(&code, pack, &opener));

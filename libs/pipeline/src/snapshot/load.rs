@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use bitdust_block::root::Root;
 use bitdust_block::{BackupId, BlockOpener};
 use bitdust_crypto::{BackupKey, ChunkId, DedupKeys};
-use bitdust_ecc::{AlignedBuf, Code};
+use bitdust_ecc::Code;
 use bitdust_proto::format::v1 as pb;
 
 use super::{
@@ -69,9 +69,6 @@ pub(super) struct Loaded {
 /// The restore's end of the loading threads.
 pub(super) struct Loader {
     want: mpsc::Sender<u64>,
-    /// Pack data buffers the restore is done with, back to the opening
-    /// thread to decrypt the next packs into.
-    spare: mpsc::Sender<Vec<u8>>,
     done: mpsc::Receiver<Loaded>,
     /// Asked for and not yet handed over, in the order asked, with their
     /// body sizes.
@@ -95,11 +92,6 @@ impl Loader {
         let _ = self.want.send(pack);
         self.asked.push_back((pack, bytes));
         self.bytes += bytes;
-    }
-
-    /// Hands a pack's data buffer back, for a pack opened later.
-    pub(super) fn give_back(&self, data: Vec<u8>) {
-        let _ = self.spare.send(data);
     }
 
     /// Pack `pack`: the one handed over, or asked for now and waited for.
@@ -161,8 +153,6 @@ pub(super) fn with_loader<T>(
         // Opened packs wait for the restoring thread two at most: asking
         // ahead is for the fetches, which a slow writer need not pile up.
         let (done_tx, done_rx) = mpsc::sync_channel(OPENED);
-        let (spare_tx, spare_rx) = mpsc::channel();
-        let (used_tx, used_rx) = mpsc::channel();
         let fetcher = std::thread::Builder::new()
             .name("restore-fetch".into())
             .spawn_scoped(s, move || {
@@ -174,7 +164,6 @@ pub(super) fn with_loader<T>(
                     customer,
                     want_rx,
                     open_tx,
-                    used_rx,
                     &fetch_clocks,
                 );
                 source
@@ -186,8 +175,6 @@ pub(super) fn with_loader<T>(
                 open_loop(
                     open_rx,
                     done_tx,
-                    spare_rx,
-                    used_tx,
                     customer,
                     root.backup_id,
                     &keys,
@@ -198,7 +185,6 @@ pub(super) fn with_loader<T>(
             .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
         packs.loader = Some(Loader {
             want: want_tx,
-            spare: spare_tx,
             done: done_rx,
             asked: VecDeque::new(),
             ready: HashMap::new(),
@@ -235,7 +221,6 @@ fn fetch_loop(
     customer: bitdust_crypto::NodeId,
     want: mpsc::Receiver<u64>,
     out: mpsc::SyncSender<Fetched>,
-    spare: mpsc::Receiver<AlignedBuf>,
     clocks: &RestoreClocks,
 ) {
     let mut queue = VecDeque::new();
@@ -253,10 +238,7 @@ fn fetch_loop(
         let next: Vec<u64> = queue.iter().copied().collect();
         let r = Clocks::time(&clocks.fetch, || {
             super::pack_header(Some(repo), root.backup_id, pack).and_then(|header| {
-                let spare = spare.try_recv().unwrap_or_default();
-                collect_pack(
-                    source, root, code, customer, pack, header, false, next, spare,
-                )
+                collect_pack(source, root, code, customer, pack, header, false, next)
             })
         });
         let bytes = match &r {
@@ -272,12 +254,9 @@ fn fetch_loop(
 }
 
 /// Opens (decodes, decrypts) each collected pack and hands it over.
-#[allow(clippy::too_many_arguments)]
 fn open_loop(
     fetched: mpsc::Receiver<Fetched>,
     done: mpsc::SyncSender<Loaded>,
-    spare: mpsc::Receiver<Vec<u8>>,
-    used: mpsc::Sender<AlignedBuf>,
     customer: bitdust_crypto::NodeId,
     backup: BackupId,
     keys: &DedupKeys,
@@ -286,12 +265,8 @@ fn open_loop(
 ) {
     for (pack, r, bytes) in fetched {
         let data = Clocks::time(&clocks.open, || {
-            r.and_then(|mut opener| {
-                let buffer = spare.try_recv().unwrap_or_default();
-                let opened = open_fetched(&mut opener, customer, backup, pack, keys, key, buffer);
-                // The fragments' memory goes back to the fetching thread.
-                let _ = used.send(opener.into_buffer());
-                opened.map(|(_, data)| data)
+            r.and_then(|opener| {
+                open_fetched(opener, customer, backup, pack, keys, key).map(|(_, data)| data)
             })
         });
         if done.send(Loaded { pack, data, bytes }).is_err() {
