@@ -2260,6 +2260,126 @@ async fn clients_that_go_silent_mid_handshake_do_not_stall_a_supplier() {
     let _ = child.wait();
 }
 
+/// The resident memory of process `pid`, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_that_stuffs_streams_and_requests_it_never_finishes_cannot_grow_a_supplier_s_memory()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, listen, sup) = standalone_supplier(dir.path(), "publish = false\n").await;
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let me = Identity::generate();
+    let ep = endpoint(&me);
+    let link = SupplierLink::new(ep.clone(), sup, listen.clone(), Duration::from_secs(10));
+    link.request_service(2 << 30, 2).await.unwrap();
+    let before = rss_of(child.id());
+    // 250 puts, each declaring 4 MiB and sending 2 MiB of it, none ever
+    // finished: 16 land (to disk), the rest wait with whatever the
+    // supplier let them send sitting unread in its buffers.
+    let conn = ep.connect(addr, Some(sup)).await.unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut streams = Vec::new();
+    for i in 0..250 {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        let req = ppb::Request {
+            kind: Some(ppb::request::Kind::Put(ppb::PutObject {
+                name: format!("stuffed-{i}"),
+                size: 4 << 20,
+                blake3: vec![0; 32],
+            })),
+        };
+        let sent = sent.clone();
+        streams.push(tokio::spawn(async move {
+            frame::write_frame(&mut send, &req).await.unwrap();
+            let chunk = vec![0u8; 64 << 10];
+            for _ in 0..32 {
+                if send.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Held open, never finished, until the test ends.
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            drop((send, recv));
+        }));
+    }
+    // And 250 requests on a second connection, each a frame of the
+    // largest size a request may have, sent but for its last byte.
+    let conn2 = ep.connect(addr, Some(sup)).await.unwrap();
+    for _ in 0..250 {
+        let (mut send, recv) = conn2.open_bi().await.unwrap();
+        let sent = sent.clone();
+        streams.push(tokio::spawn(async move {
+            let max = bitdust_supplier::peer::MAX_REQUEST;
+            let mut bytes = (max as u32).to_be_bytes().to_vec();
+            bytes.resize(4 + max - 1, 0x0a);
+            if send.write_all(&bytes).await.is_ok() {
+                sent.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            drop((send, recv));
+        }));
+    }
+    // Until the sending stops making progress, the supplier's peak.
+    let mut peak = 0;
+    let mut last = u64::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(rss_of(child.id()));
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let grown = peak.saturating_sub(before);
+    if grown >= 80 << 20 {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    eprintln!(
+        "sent {} MiB on stuffed streams; supplier RSS {} MiB -> peak {} MiB",
+        last >> 20,
+        before >> 20,
+        peak >> 20
+    );
+    // A connection's unread bytes are held to bitdust_net's connection
+    // window (16 MiB), its landing puts to 16 batch buffers (8 MiB) and
+    // its requests being read to 16 frames (4.7 MiB): far below the 250
+    // streams' 1.25 MB windows (312 MB) and 250 frames (73 MiB) the two
+    // connections could make it hold before.
+    assert!(
+        grown < 80 << 20,
+        "one customer's stuffed streams grew the supplier by {} MiB",
+        grown >> 20
+    );
+    // Another customer is served meanwhile.
+    let other = SupplierLink::new(
+        endpoint(&Identity::generate()),
+        sup,
+        listen,
+        Duration::from_secs(5),
+    );
+    other.request_service(1 << 20, 2).await.unwrap();
+    other.put("x", b"hello").await.unwrap();
+    assert_eq!(other.get("x", 100).await.unwrap().unwrap(), b"hello");
+    for s in streams {
+        s.abort();
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the supplier died");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn sixty_four_suppliers_start_back_up_lose_ten_and_restore_bit_exact() {
     // 1 seed + 64 supplier nodes (dht-peer and supplier-store each) + the

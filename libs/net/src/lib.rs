@@ -168,6 +168,19 @@ pub const MAX_HANDSHAKES: usize = 256;
 pub const MAX_HANDSHAKES_PER_IP: usize = 16;
 /// Completed connections waiting for the daemon's accept loop.
 const ACCEPTED_QUEUE: usize = 64;
+/// Connections other nodes opened to this endpoint that it keeps at once
+/// at most, handshaking or established; beyond it new ones are refused.
+/// With [`CONNECTION_WINDOW`] it bounds what peers can make a node buffer.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Bytes a peer may have sent on one connection that this node has not
+/// read yet: QUIC's connection-level flow-control window. quinn's default
+/// is unlimited, which let each of the 256 streams a peer may open fill
+/// its own 1.25 MB window, about 320 MB per connection. 16 MiB still
+/// covers a 400 Mbit/s link at 300 ms round trip. A sender that keeps
+/// more than this in flight to one peer waits on the window, so the
+/// customer keeps at most half of it in flight per supplier.
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// How long a connection may stay silent before it is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -181,6 +194,7 @@ fn transport() -> Arc<quinn::TransportConfig> {
         t.max_idle_timeout(Some(idle));
     }
     t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.receive_window(CONNECTION_WINDOW.into());
     t.max_concurrent_bidi_streams(256u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)
@@ -518,6 +532,28 @@ impl Drop for Slot {
     }
 }
 
+/// One incoming connection counted against [`MAX_CONNECTIONS`] until
+/// dropped.
+struct Held(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Held {
+    /// Counts one more connection, unless [`MAX_CONNECTIONS`] are open.
+    fn take(open: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Held> {
+        use std::sync::atomic::Ordering;
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_CONNECTIONS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Held(open.clone()))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Takes every incoming connection at once: refused when the caps are
 /// reached, otherwise handshaken on its own task with a timeout, and
 /// handed to [`Endpoint::accept`] when the peer proved a node key.
@@ -527,9 +563,15 @@ async fn accept_loop(
     expected: Expected,
 ) {
     let counts = Arc::new(Mutex::new(InFlight::default()));
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while let Some(incoming) = inner.accept().await {
         let remote = incoming.remote_address();
         let ip = remote.ip().to_canonical();
+        let Some(held) = Held::take(&open) else {
+            tracing::debug!(%remote, "{MAX_CONNECTIONS} connections are open; connection refused");
+            incoming.refuse();
+            continue;
+        };
         let slot = {
             let mut c = counts
                 .lock()
@@ -558,6 +600,7 @@ async fn accept_loop(
             match result {
                 Ok(Ok(conn)) => match peer_id(&conn) {
                     Some(id) => {
+                        let open = conn.clone();
                         let waiting = lock(&expected).remove(&id).map(|(_, w)| w);
                         match (waiting, tx) {
                             (Some(w), _) => {
@@ -570,6 +613,9 @@ async fn accept_loop(
                             }
                             (None, None) => conn.close(1u32.into(), b"not expected"),
                         }
+                        // Counted in MAX_CONNECTIONS until it closes.
+                        open.closed().await;
+                        drop(held);
                     }
                     None => {
                         conn.close(1u32.into(), b"no node certificate");

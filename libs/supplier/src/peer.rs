@@ -115,6 +115,10 @@ struct Shared {
     /// [`LANDING_PER_CONNECTION`]: each holds a [`WRITE_BATCH`] buffer
     /// while QUIC has no room for it.
     sending: Arc<tokio::sync::Semaphore>,
+    /// Requests of the connection being read at once, at most
+    /// [`LANDING_PER_CONNECTION`]: each may hold a [`MAX_REQUEST`] buffer
+    /// until its frame is whole.
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 async fn serve_connection(
@@ -128,6 +132,7 @@ async fn serve_connection(
         committer,
         landing: Arc::new(tokio::sync::Semaphore::new(LANDING_PER_CONNECTION)),
         sending: Arc::new(tokio::sync::Semaphore::new(LANDING_PER_CONNECTION)),
+        reading: Arc::new(tokio::sync::Semaphore::new(LANDING_PER_CONNECTION)),
     };
     loop {
         match conn.accept_bi().await {
@@ -193,7 +198,12 @@ async fn serve_stream(
     store: Arc<Store>,
     shared: Shared,
 ) {
-    let req: pb::Request = match frame::read_frame(&mut recv, MAX_REQUEST).await {
+    let Ok(reading) = shared.reading.acquire().await else {
+        return;
+    };
+    let read = frame::read_frame(&mut recv, MAX_REQUEST).await;
+    drop(reading);
+    let req: pb::Request = match read {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(%peer, error = %e, "bad request from peer");
