@@ -2380,6 +2380,52 @@ async fn a_customer_that_stuffs_streams_and_requests_it_never_finishes_cannot_gr
     let _ = child.wait();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplier_holds_at_most_its_connection_cap_and_serves_again_when_they_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, listen, sup) = standalone_supplier(dir.path(), "publish = false\n").await;
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let ep = endpoint(&Identity::generate());
+    // Each dialed one after the other: the handshake caps never refuse.
+    let mut held = Vec::new();
+    for i in 0..bitdust_net::MAX_CONNECTIONS {
+        let conn = ep
+            .connect(addr, Some(sup))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} was refused below the cap: {e}"));
+        held.push(conn);
+    }
+    let refused = ep.connect(addr, Some(sup)).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("refused"),
+        "the connection over the cap: {refused}"
+    );
+    // Closed ones free their places.
+    for conn in held.drain(..10) {
+        conn.close(0u32.into(), b"done");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let link = SupplierLink::new(
+        endpoint(&Identity::generate()),
+        sup,
+        listen,
+        Duration::from_secs(3),
+    );
+    loop {
+        match link.request_service(1 << 20, 2).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("a customer was not served after connections closed: {e}"),
+        }
+    }
+    drop(held);
+    assert!(child.try_wait().unwrap().is_none(), "the supplier died");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn sixty_four_suppliers_start_back_up_lose_ten_and_restore_bit_exact() {
     // 1 seed + 64 supplier nodes (dht-peer and supplier-store each) + the
