@@ -792,7 +792,9 @@ impl Repo {
         Ok(())
     }
 
-    /// The files cache's record of `path` in `backup`.
+    /// The files cache's record of `path` in `backup`. A damaged record
+    /// is no record: the cache only saves reading a file again, and the
+    /// snapshot that reads it writes the record anew.
     pub fn file(
         &self,
         txn: &RoTxn<'_>,
@@ -801,7 +803,7 @@ impl Repo {
     ) -> Result<Option<CachedFile>, RepoError> {
         match self.files.get(txn, &file_key(backup, path))? {
             None => Ok(None),
-            Some(v) => CachedFile::decode(path, v),
+            Some(v) => Ok(CachedFile::decode(path, v).unwrap_or(None)),
         }
     }
 
@@ -944,9 +946,11 @@ impl Repo {
     /// `oldest` (entries the last snapshots did not see), a batch of
     /// records per transaction. Returns how many. A snapshot passes its
     /// own number less [`SEEN_REFRESH`] - 1: the stamps of the files it saw
-    /// are no older (see [`CachedFile::stamp_due`]).
+    /// are no older (see [`CachedFile::stamp_due`]). Damaged records go too.
     pub fn sweep_files(&self, backup: BackupId, oldest: u64) -> Result<u64, RepoError> {
-        self.delete_where(self.files, backup, |v| Ok(seen_of(v)? < oldest))
+        self.delete_where(self.files, backup, |v| {
+            Ok(seen_of(v).map_or(true, |seen| seen < oldest))
+        })
     }
 
     /// Deletes the records of `backup` in `db` (keys: the backup, then 32
@@ -1321,6 +1325,28 @@ mod tests {
         let t = r.read().unwrap();
         assert!(r.file(&t, b, b"f100").unwrap().is_some());
         assert!(r.file(&t, b, b"f101").unwrap().is_none());
+        drop(t);
+        // Damaged records (torn, rotten): no record to a lookup, and swept
+        // whatever the snapshot, without stopping the sweep of the rest.
+        let mut w = r.write().unwrap();
+        r.files
+            .put(&mut w, &file_key(b, b"f200"), &[1, 2, 3])
+            .unwrap();
+        let mut cut = f(9).encode(b"f300");
+        cut.truncate(4 + 4 + 48 + 8 + 10);
+        r.files.put(&mut w, &file_key(b, b"f300"), &cut).unwrap();
+        w.commit().unwrap();
+        let t = r.read().unwrap();
+        assert!(r.file(&t, b, b"f200").unwrap().is_none());
+        assert!(r.file(&t, b, b"f300").unwrap().is_none());
+        drop(t);
+        // The first has no snapshot stamp left and goes at once; the
+        // second's stamp is whole and it ages out like the others.
+        assert_eq!(r.sweep_files(b, 0).unwrap(), 1);
+        let t = r.read().unwrap();
+        assert!(r.files.get(&t, &file_key(b, b"f200")).unwrap().is_none());
+        assert!(r.files.get(&t, &file_key(b, b"f300")).unwrap().is_some());
+        assert!(r.file(&t, b, b"f100").unwrap().is_some());
     }
 
     #[test]

@@ -1435,13 +1435,34 @@ impl<'a> SnapshotWriter<'a> {
                 self.degraded
             )));
         }
+        // The snapshot is committed: what follows only keeps the caches
+        // small, and its failure is a warning, not a failed snapshot (the
+        // next run sweeps again and clears the links table first).
         // The files cache forgets what the last snapshots did not see; the
         // files this one saw have stamps at most SEEN_REFRESH - 1 old.
         let oldest = self.snapshot.saturating_sub(crate::repo::SEEN_REFRESH - 1);
-        self.repo.sweep_files(self.backup, oldest)?;
-        self.repo.sweep_dirs(self.backup, oldest)?;
         self.links.clear();
-        self.repo.links_clear(self.backup)?;
+        let housekeeping = [
+            (
+                "the files cache",
+                self.repo.sweep_files(self.backup, oldest).err(),
+            ),
+            (
+                "the directory records",
+                self.repo.sweep_dirs(self.backup, oldest).err(),
+            ),
+            (
+                "the hard-link table",
+                self.repo.links_clear(self.backup).err(),
+            ),
+        ];
+        for (what, e) in housekeeping {
+            if let Some(e) = e {
+                skipped.push(format!(
+                    "the snapshot is committed, but {what} was not cleaned up: {e}; the next backup tries again"
+                ));
+            }
+        }
         self.degraded.sort_unstable();
         Ok(SnapshotReport {
             root: bytes,
