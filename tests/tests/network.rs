@@ -2400,6 +2400,19 @@ async fn a_supplier_holds_at_most_its_connection_cap_and_serves_again_when_they_
         refused.to_string().contains("refused"),
         "the connection over the cap: {refused}"
     );
+    // Its status says so.
+    let status = |sock: PathBuf| async move {
+        let ch = bitdust_daemon::connect(&sock).await.unwrap();
+        bitdust_proto::supplier::v1::supplier_client::SupplierClient::new(ch)
+            .status(bitdust_proto::supplier::v1::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let sock = dir.path().join("run/supplier.sock");
+    let s = status(sock.clone()).await;
+    assert_eq!(s.connections as usize, bitdust_net::MAX_CONNECTIONS);
+    assert_eq!(s.refused_connections, 1);
     // Closed ones free their places.
     for conn in held.drain(..10) {
         conn.close(0u32.into(), b"done");
@@ -2420,6 +2433,11 @@ async fn a_supplier_holds_at_most_its_connection_cap_and_serves_again_when_they_
             Err(e) => panic!("a customer was not served after connections closed: {e}"),
         }
     }
+    let s = status(sock).await;
+    assert!(
+        s.connections as usize <= bitdust_net::MAX_CONNECTIONS - 9,
+        "{s:?}"
+    );
     drop(held);
     assert!(child.try_wait().unwrap().is_none(), "the supplier died");
     let _ = child.kill();

@@ -1035,6 +1035,8 @@ async fn local_supplier(run_dir: &Path) -> Option<report::LocalSupplier> {
         routers: s.routers,
         reachability: s.reachability,
         port_mapping: s.port_mapping,
+        connections: s.connections,
+        refused_connections: s.refused_connections,
     })
 }
 

@@ -86,6 +86,10 @@ pub(crate) struct LocalSupplier {
     /// The port mapping its home router keeps, or why none (empty when
     /// none is asked for).
     pub(crate) port_mapping: String,
+    /// Connections other nodes hold open to it.
+    pub(crate) connections: u32,
+    /// Connections it refused since it started, at its cap.
+    pub(crate) refused_connections: u64,
 }
 
 impl fmt::Display for LocalSupplier {
@@ -105,7 +109,19 @@ impl fmt::Display for LocalSupplier {
         if !self.port_mapping.is_empty() {
             writeln!(f, "            port mapping: {}", self.port_mapping)?;
         }
-        Ok(())
+        write!(
+            f,
+            "            {} connections from other nodes",
+            self.connections
+        )?;
+        if self.refused_connections > 0 {
+            write!(
+                f,
+                "; {} refused since it started because it held as many as it keeps",
+                self.refused_connections
+            )?;
+        }
+        writeln!(f)
     }
 }
 

@@ -91,25 +91,29 @@ pub fn record(state: &State, position: usize, result: Result<(), &PeerError>) {
 /// How long a liveness probe waits for a supplier.
 pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Pings `link` once, waiting [`PROBE_TIMEOUT`] at most; a supplier that
+/// does not answer has its connection reset, so the next call dials anew.
+pub async fn ping_once(link: &SupplierLink) -> Result<(), PeerError> {
+    let r = match tokio::time::timeout(PROBE_TIMEOUT, link.ping()).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(PeerError::Unreachable(format!(
+            "supplier {} at {} did not answer a ping within {PROBE_TIMEOUT:?}",
+            link.node_id, link.address
+        ))),
+    };
+    if r.is_err() {
+        link.reset().await;
+    }
+    r
+}
+
 /// Pings every linked supplier at once; the error of each that did not
 /// answer within [`PROBE_TIMEOUT`] (`None`: it answered, or no link).
 pub async fn probe(links: &Links, state: &Arc<State>) -> Vec<Option<String>> {
     let mut set = JoinSet::new();
     for (p, l) in links.iter().enumerate() {
         if let Some(l) = l.clone() {
-            set.spawn(async move {
-                let r = match tokio::time::timeout(PROBE_TIMEOUT, l.ping()).await {
-                    Ok(r) => r.map(|_| ()),
-                    Err(_) => Err(PeerError::Unreachable(format!(
-                        "supplier {} at {} did not answer a ping within {PROBE_TIMEOUT:?}",
-                        l.node_id, l.address
-                    ))),
-                };
-                if r.is_err() {
-                    l.reset().await;
-                }
-                (p, r)
-            });
+            set.spawn(async move { (p, ping_once(&l).await) });
         }
     }
     let mut out = vec![None; links.len()];

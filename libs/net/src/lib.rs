@@ -77,6 +77,29 @@ pub struct Endpoint {
     expected: Expected,
     /// The ALPN protocol it speaks.
     alpn: Vec<u8>,
+    /// Its incoming connections, counted by the acceptor task.
+    incoming: Incoming,
+}
+
+/// How many connections others opened to an endpoint are open now
+/// (handshaking or established; at most [`MAX_CONNECTIONS`]), and how
+/// many were refused since it started because that many were.
+#[derive(Clone, Debug, Default)]
+pub struct Incoming {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Incoming {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections refused at the cap since the endpoint started.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Which connections an endpoint accepts.
@@ -252,10 +275,16 @@ impl Endpoint {
         .map_err(|source| NetError::Bind { addr, source })?;
         inner.set_default_client_config(client);
         let expected: Expected = Arc::default();
+        let incoming = Incoming::default();
         let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
         let accepted = if listen {
             let to_daemon = (mode == Listen::All).then(|| tx.clone());
-            tokio::spawn(accept_loop(inner.clone(), to_daemon, expected.clone()));
+            tokio::spawn(accept_loop(
+                inner.clone(),
+                to_daemon,
+                expected.clone(),
+                incoming.clone(),
+            ));
             (mode == Listen::All).then(|| Arc::new(tokio::sync::Mutex::new(rx)))
         } else {
             None
@@ -269,6 +298,7 @@ impl Endpoint {
             linking: Arc::default(),
             expected,
             alpn: alpn.to_vec(),
+            incoming,
         };
         if mode == Listen::All {
             // Routers pass on punch requests for nodes holding a
@@ -494,6 +524,11 @@ impl Endpoint {
         self.accepted.as_ref()?.lock().await.recv().await
     }
 
+    /// The count of connections others opened to this endpoint.
+    pub fn incoming(&self) -> Incoming {
+        self.incoming.clone()
+    }
+
     /// Stops accepting, closes every connection and waits for them to end.
     pub async fn shutdown(&self) {
         // The punch answerer ends (and lets go of its endpoint clone).
@@ -561,13 +596,16 @@ async fn accept_loop(
     inner: quinn::Endpoint,
     tx: Option<tokio::sync::mpsc::Sender<(Connection, NodeId)>>,
     expected: Expected,
+    tally: Incoming,
 ) {
     let counts = Arc::new(Mutex::new(InFlight::default()));
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while let Some(incoming) = inner.accept().await {
         let remote = incoming.remote_address();
         let ip = remote.ip().to_canonical();
-        let Some(held) = Held::take(&open) else {
+        let Some(held) = Held::take(&tally.open) else {
+            tally
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(%remote, "{MAX_CONNECTIONS} connections are open; connection refused");
             incoming.refuse();
             continue;

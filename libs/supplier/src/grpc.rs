@@ -18,6 +18,8 @@ pub struct SupplierService {
     pub listen: String,
     /// How customers reach it (its offer), and what its routers said.
     pub reach: tokio::sync::watch::Receiver<crate::reach::Reach>,
+    /// Its endpoint's incoming connections.
+    pub incoming: bitdust_net::Incoming,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -44,6 +46,8 @@ impl pb::supplier_server::Supplier for SupplierService {
             routers: reach.routers,
             reachability: reach.reachability,
             port_mapping: reach.port_mapping,
+            connections: u32::try_from(self.incoming.open()).unwrap_or(u32::MAX),
+            refused_connections: self.incoming.refused(),
         }))
     }
 

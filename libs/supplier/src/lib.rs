@@ -88,6 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         node_id,
         listen: listen.to_string(),
         reach: reach_rx.clone(),
+        incoming: endpoint.incoming(),
     });
     daemon
         .serve(&socket, &["bitdust.supplier.v1.Supplier"], |r| {

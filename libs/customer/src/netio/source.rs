@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::patience::{MAX_PATIENCE, Patience};
-use super::{Links, MAX_MANIFEST, PROBE_TIMEOUT, fragment_object, manifest_object, record};
+use super::{Links, MAX_MANIFEST, fragment_object, manifest_object, record};
 use crate::client::{PeerError, Received};
 use crate::state::State;
 
@@ -199,14 +199,10 @@ impl NetSource {
         let task = self.rt.spawn(async move {
             tokio::time::sleep(first).await;
             loop {
-                let answered = matches!(
-                    tokio::time::timeout(PROBE_TIMEOUT, link.ping()).await,
-                    Ok(Ok(_))
-                );
+                let answered = super::ping_once(&link).await.is_ok();
                 if tx.send(Arrival::Pong { position, answered }).is_err() || answered {
                     return;
                 }
-                link.reset().await;
                 tokio::time::sleep(WATCH_EVERY).await;
             }
         });
