@@ -66,7 +66,7 @@ pub struct Rebuilder {
     /// its target) changes: it names each block's header.
     manifest: Mutex<Option<ManifestCache>>,
     /// How long fragments take, and the suppliers that answered late: read
-    /// around for a while (issue 19).
+    /// around until they answer a ping (issue 19).
     wary: bitdust_customer::netio::Wary,
 }
 
@@ -580,7 +580,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         seen: Mutex::new(Seen::default()),
         links: Mutex::new(Vec::new()),
         manifest: Mutex::new(None),
-        wary: bitdust_customer::netio::Wary::new(0),
+        wary: bitdust_customer::netio::Wary::new(),
     });
     let socket = config.rebuilder_socket();
     let service = pb::rebuilder_server::RebuilderServer::new(RebuilderService(rebuilder.clone()));

@@ -241,9 +241,10 @@ impl Block<'_> {
                     .map(|f| {
                         let p = code.fragment_position(f);
                         p != self.position
-                            && self.links[p].is_some()
+                            && self.links[p]
+                                .as_ref()
+                                .is_some_and(|l| wary_too || !self.wary.left_out(&l.node_id))
                             && !failed[f]
-                            && (wary_too || !self.wary.left_out(p))
                     })
                     .collect();
                 code.rebuild_plan(self.position, &available)
@@ -297,7 +298,9 @@ impl Block<'_> {
                     Err(_) => {
                         for &f in &outstanding {
                             failed[f] = true;
-                            self.wary.late(code.fragment_position(f));
+                            if let Some(link) = &self.links[code.fragment_position(f)] {
+                                self.wary.late(link);
+                            }
                             tracing::warn!(
                                 fragment = f,
                                 block,
@@ -314,7 +317,9 @@ impl Block<'_> {
                 done.fetched += 1;
                 let bytes = match r {
                     Ok(Some(b)) => {
-                        self.wary.saw(code.fragment_position(f), started.elapsed());
+                        if let Some(link) = &self.links[code.fragment_position(f)] {
+                            self.wary.saw(&link.node_id, started.elapsed());
+                        }
                         b
                     }
                     Ok(None) => {

@@ -2,8 +2,14 @@
 //! 19): as long as this run's fetches have been taking, a few times over.
 //! Restores ([`super::NetSource`]) and the rebuilder ([`Wary`]) share it.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use bitdust_crypto::NodeId;
+use tokio::task::AbortHandle;
+
+use crate::client::SupplierLink;
 
 /// The least a read waits for a fragment before reading around it.
 pub const MIN_PATIENCE: Duration = Duration::from_millis(150);
@@ -11,10 +17,14 @@ pub const MIN_PATIENCE: Duration = Duration::from_millis(150);
 pub const MAX_PATIENCE: Duration = Duration::from_secs(5);
 /// How many times the typical fetch a fragment may take.
 const PATIENCE_FACTOR: u32 = 4;
-/// Positions a [`Wary`] tracks at most (codes have 64 at most).
-const MAX_POSITIONS: usize = 1024;
-/// How long the rebuilder leaves out a position that answered late.
-const LEFT_OUT_FOR: Duration = Duration::from_secs(10);
+/// Suppliers a [`Wary`] leaves out at once at most (beyond that, a late
+/// one is only read around).
+const MAX_WATCHED: usize = 1024;
+/// How often a supplier left out is pinged to see whether it is back.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// How long a supplier that never answers a ping stays left out: then it
+/// is asked again (once, at one patience's cost) and watched anew if late.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 /// How long the fetches of a run take: the slowest recent one, decaying
 /// by an eighth towards each faster one.
@@ -38,60 +48,80 @@ impl Patience {
     }
 }
 
-/// The rebuilder's [`Patience`], and the positions it leaves out for a
-/// while after one answered late (shared by the blocks rebuilt at once).
-#[derive(Debug)]
+/// What a [`Wary`] knows: the patience, and the suppliers left out, each
+/// with the task that pings it.
+#[derive(Debug, Default)]
+struct Known {
+    patience: Patience,
+    left_out: HashMap<NodeId, AbortHandle>,
+}
+
+/// The rebuilder's [`Patience`], and the suppliers it leaves out (shared by
+/// the blocks rebuilt at once). A supplier whose fragment came late is not
+/// asked again until it answers a ping (tried every second), as a restore
+/// does ([`super::NetSource`]): a dead one costs one patience, not one per
+/// round.
+#[derive(Debug, Default)]
 pub struct Wary {
-    inner: Mutex<(Patience, Vec<Option<Instant>>)>,
+    known: Arc<Mutex<Known>>,
     /// Fragments that came late and were read around.
     read_around: std::sync::atomic::AtomicU64,
 }
 
-impl Wary {
-    /// For `positions` positions.
-    pub fn new(positions: usize) -> Self {
-        Wary {
-            inner: Mutex::new((Patience::default(), vec![None; positions])),
-            read_around: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
+fn lock(m: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-    fn with<T>(&self, f: impl FnOnce(&mut (Patience, Vec<Option<Instant>>)) -> T) -> T {
-        let mut g = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut g)
+impl Wary {
+    /// Knowing nothing yet.
+    pub fn new() -> Self {
+        Wary::default()
     }
 
     /// How long to wait for a fetch.
     pub fn wait(&self) -> Duration {
-        self.with(|(p, _)| p.wait())
+        lock(&self.known).patience.wait()
     }
 
-    /// A fetch from `position` that took `took` and answered.
-    pub fn saw(&self, position: usize, took: Duration) {
-        self.with(|(p, late)| {
-            p.saw(took);
-            if let Some(l) = late.get_mut(position) {
-                *l = None;
-            }
-        });
+    /// A fetch from `supplier` that took `took` and answered: it is asked
+    /// again.
+    pub fn saw(&self, supplier: &NodeId, took: Duration) {
+        let mut k = lock(&self.known);
+        k.patience.saw(took);
+        if let Some(w) = k.left_out.remove(supplier) {
+            w.abort();
+        }
     }
 
-    /// `position` did not answer within [`Wary::wait`]: its fragment is
-    /// read around.
-    pub fn late(&self, position: usize) {
+    /// `link`'s supplier did not answer within [`Wary::wait`]: its fragment
+    /// is read around, and it is left out until it answers a ping. Called
+    /// within a tokio runtime (the pinging is a task on it).
+    pub fn late(&self, link: &Arc<SupplierLink>) {
         self.read_around
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.with(|(_, late)| {
-            if position < MAX_POSITIONS {
-                if late.len() <= position {
-                    late.resize(position + 1, None);
+        let mut k = lock(&self.known);
+        if k.left_out.contains_key(&link.node_id) || k.left_out.len() >= MAX_WATCHED {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (known, link) = (Arc::downgrade(&self.known), link.clone());
+        let id = link.node_id;
+        let task = rt.spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let back = super::ping_once(&link).await.is_ok();
+                if back || started.elapsed() >= GIVE_UP_AFTER {
+                    break;
                 }
-                late[position] = Some(Instant::now());
+            }
+            if let Some(known) = known.upgrade() {
+                lock(&known).left_out.remove(&id);
             }
         });
+        k.left_out.insert(id, task.abort_handle());
     }
 
     /// Fragments read around for being late so far.
@@ -99,14 +129,18 @@ impl Wary {
         self.read_around.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether `position` answered late in the last [`LEFT_OUT_FOR`].
-    pub fn left_out(&self, position: usize) -> bool {
-        self.with(|(_, late)| {
-            late.get(position)
-                .copied()
-                .flatten()
-                .is_some_and(|t| t.elapsed() < LEFT_OUT_FOR)
-        })
+    /// Whether `supplier` is left out: it came late, and has not answered
+    /// since.
+    pub fn left_out(&self, supplier: &NodeId) -> bool {
+        lock(&self.known).left_out.contains_key(supplier)
+    }
+}
+
+impl Drop for Wary {
+    fn drop(&mut self) {
+        for (_, w) in lock(&self.known).left_out.drain() {
+            w.abort();
+        }
     }
 }
 
@@ -134,20 +168,5 @@ mod tests {
         );
         p.saw(Duration::from_secs(60));
         assert_eq!(p.wait(), MAX_PATIENCE);
-    }
-
-    #[test]
-    fn a_late_position_is_left_out_until_it_answers() {
-        let w = Wary::new(3);
-        assert!(!w.left_out(1));
-        w.late(1);
-        assert!(w.left_out(1) && !w.left_out(0));
-        w.saw(1, Duration::from_millis(5));
-        assert!(!w.left_out(1));
-        // Beyond the first count: tracked too; far beyond: never a panic.
-        w.late(9);
-        assert!(w.left_out(9));
-        w.late(usize::MAX);
-        assert!(!w.left_out(usize::MAX));
     }
 }
