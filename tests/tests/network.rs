@@ -2329,14 +2329,15 @@ async fn a_customer_that_stuffs_streams_and_requests_it_never_finishes_cannot_gr
             drop((send, recv));
         }));
     }
-    // Until the sending stops making progress, the supplier's peak.
+    // Until the sending has made no progress for 2 s, the supplier's peak.
     let mut peak = 0;
-    let mut last = u64::MAX;
-    for _ in 0..40 {
+    let (mut last, mut still) = (u64::MAX, 0);
+    for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         peak = peak.max(rss_of(child.id()));
         let now = sent.load(std::sync::atomic::Ordering::Relaxed);
-        if now == last {
+        still = if now == last { still + 1 } else { 0 };
+        if still == 4 {
             break;
         }
         last = now;
@@ -2380,26 +2381,60 @@ async fn a_customer_that_stuffs_streams_and_requests_it_never_finishes_cannot_gr
     let _ = child.wait();
 }
 
+/// The reason the supplier at `addr` gives for closing a connection from
+/// `ep` at once (it must).
+async fn refused(ep: &Endpoint, addr: std::net::SocketAddr, sup: NodeId) -> String {
+    match ep.connect(addr, Some(sup)).await {
+        Err(e) => e.to_string(),
+        Ok(conn) => tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .expect("a connection over the cap was kept")
+            .to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supplier_holds_at_most_its_connection_cap_and_serves_again_when_they_close() {
+async fn a_supplier_holds_at_most_its_connection_caps_and_serves_again_when_they_close() {
+    use bitdust_supplier::peer::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS};
     let dir = tempfile::tempdir().unwrap();
     let (mut child, listen, sup) = standalone_supplier(dir.path(), "publish = false\n").await;
     let addr: std::net::SocketAddr = listen.parse().unwrap();
-    let ep = endpoint(&Identity::generate());
-    // Each dialed one after the other: the handshake caps never refuse.
+    let from = |host: u8| {
+        Endpoint::bind(
+            &Identity::generate(),
+            format!("127.0.0.{host}:0").parse().unwrap(),
+            bitdust_supplier::peer::ALPN,
+            false,
+        )
+        .unwrap()
+    };
+    // Connections dialed one after the other (the handshake caps never
+    // refuse): all that one address may hold, from 127.0.0.1 ...
     let mut held = Vec::new();
-    for i in 0..bitdust_net::MAX_CONNECTIONS {
-        let conn = ep
-            .connect(addr, Some(sup))
-            .await
-            .unwrap_or_else(|e| panic!("connection {i} was refused below the cap: {e}"));
-        held.push(conn);
+    let one = from(1);
+    let dial = |ep: Endpoint| async move {
+        let mut conns = Vec::new();
+        for _ in 0..MAX_CONNECTIONS_PER_ADDRESS {
+            conns.push(ep.connect(addr, Some(sup)).await.unwrap());
+        }
+        conns
+    };
+    held.extend(dial(one.clone()).await);
+    // ... and not one more, though the supplier has places left.
+    let why = refused(&one, addr, sup).await;
+    assert!(why.contains("from your address"), "{why}");
+    // The other addresses fill the rest.
+    let hosts = MAX_CONNECTIONS / MAX_CONNECTIONS_PER_ADDRESS;
+    for host in 2..=hosts {
+        held.extend(dial(from(host as u8)).await);
     }
-    let refused = ep.connect(addr, Some(sup)).await.unwrap_err();
-    assert!(
-        refused.to_string().contains("refused"),
-        "the connection over the cap: {refused}"
-    );
+    assert_eq!(held.len(), MAX_CONNECTIONS);
+    let newcomer = from(hosts as u8 + 1);
+    let why = refused(&newcomer, addr, sup).await;
+    assert!(why.contains("as many connections as it can"), "{why}");
+    // Those within the caps are still open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(held.iter().all(|c| c.close_reason().is_none()));
     // Its status says so.
     let status = |sock: PathBuf| async move {
         let ch = bitdust_daemon::connect(&sock).await.unwrap();
@@ -2411,33 +2446,26 @@ async fn a_supplier_holds_at_most_its_connection_cap_and_serves_again_when_they_
     };
     let sock = dir.path().join("run/supplier.sock");
     let s = status(sock.clone()).await;
-    assert_eq!(s.connections as usize, bitdust_net::MAX_CONNECTIONS);
-    assert_eq!(s.refused_connections, 1);
-    // Closed ones free their places.
+    assert_eq!(s.connections as usize, MAX_CONNECTIONS);
+    assert_eq!(s.refused_connections, 2);
+    // Closed ones free their places: the newcomer is served.
     for conn in held.drain(..10) {
         conn.close(0u32.into(), b"done");
     }
+    let link = SupplierLink::new(newcomer, sup, listen, Duration::from_secs(3));
     let deadline = Instant::now() + Duration::from_secs(10);
-    let link = SupplierLink::new(
-        endpoint(&Identity::generate()),
-        sup,
-        listen,
-        Duration::from_secs(3),
-    );
     loop {
         match link.request_service(1 << 20, 2).await {
             Ok(_) => break,
             Err(_) if Instant::now() < deadline => {
+                link.reset().await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("a customer was not served after connections closed: {e}"),
         }
     }
     let s = status(sock).await;
-    assert!(
-        s.connections as usize <= bitdust_net::MAX_CONNECTIONS - 9,
-        "{s:?}"
-    );
+    assert!(s.connections as usize <= MAX_CONNECTIONS - 9, "{s:?}");
     drop(held);
     assert!(child.try_wait().unwrap().is_none(), "the supplier died");
     let _ = child.kill();

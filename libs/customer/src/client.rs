@@ -160,7 +160,17 @@ pub struct SupplierLink {
     conn: std::sync::Arc<Mutex<Option<Connection>>>,
     /// When a relayed connection last tried to go direct.
     last_punch: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Puts sent at once at most ([`PUTS_AT_ONCE`]).
+    puts: tokio::sync::Semaphore,
 }
+
+/// Puts one link sends at once at most: as many as a supplier lands of a
+/// connection at once. Puts beyond those would wait at the supplier with
+/// their bytes unread in the connection's flow-control window
+/// ([`bitdust_net::CONNECTION_WINDOW`]), and could fill it, leaving the
+/// puts it is landing without room for theirs. Every caller sharing the
+/// link (concurrent backups, the rebuilder's blocks) counts.
+pub const PUTS_AT_ONCE: usize = bitdust_supplier::peer::LANDING_PER_CONNECTION;
 
 impl SupplierLink {
     /// A link that connects on first use.
@@ -172,6 +182,7 @@ impl SupplierLink {
             timeout,
             conn: std::sync::Arc::default(),
             last_punch: std::sync::Mutex::new(None),
+            puts: tokio::sync::Semaphore::new(PUTS_AT_ONCE),
         }
     }
 
@@ -540,6 +551,13 @@ impl SupplierLink {
             size: parts.iter().map(|p| p.len() as u64).sum(),
             blake3: hasher.finalize().as_bytes().to_vec(),
         });
+        // Waiting for a place is not the supplier's delay: the call's
+        // timeouts start once the put has one.
+        let _place = self
+            .puts
+            .acquire()
+            .await
+            .map_err(|_| PeerError::Unreachable("the link is closed".into()))?;
         match self.call(req, Some(parts)).await?.0 {
             response::Kind::PutDone(d) => Ok(d),
             k => Err(Self::unexpected(&k)),

@@ -136,8 +136,8 @@ pub struct NetSink {
     failed: Vec<Option<String>>,
     state: Arc<State>,
     /// Uploads of earlier blocks still running while the pipeline seals
-    /// the next ones, oldest first, with the bytes each position sends.
-    inflight: VecDeque<(Vec<u64>, Uploads)>,
+    /// the next ones, oldest first, with their sizes in bytes.
+    inflight: VecDeque<(u64, Uploads)>,
     /// Fragment buffers the connections are done with.
     spares: Spares,
 }
@@ -203,13 +203,6 @@ impl AsRef<[u8]> for FragmentBytes {
 /// (one block more when a single block is larger).
 const INFLIGHT_BYTES: u64 = 32 << 20;
 
-/// Bytes a backup keeps in flight to one supplier at most (one block's
-/// share more when it alone is larger): half the connection's window
-/// ([`bitdust_net::CONNECTION_WINDOW`]). A supplier lands only some puts
-/// of a connection at once and the others' bytes wait unread in that
-/// window; were it full of them, the puts landing could not get theirs.
-const INFLIGHT_PER_SUPPLIER: u64 = bitdust_net::CONNECTION_WINDOW as u64 / 2;
-
 impl NetSink {
     /// A sink for version `version` of `id`.
     pub fn new(
@@ -248,11 +241,14 @@ impl NetSink {
     /// Starts sending `objects` (position, name, bytes) to their suppliers,
     /// every position in parallel, once the uploads in flight leave room.
     fn send_all(&mut self, objects: Vec<(usize, String, Vec<Bytes>)>) {
-        let mut sizes = vec![0u64; self.links.len()];
-        for (p, _, parts) in &objects {
-            sizes[*p] += parts.iter().map(|b| b.len() as u64).sum::<u64>();
-        }
-        while !self.inflight.is_empty() && !self.room_for(&sizes) {
+        let size: u64 = objects
+            .iter()
+            .flat_map(|(_, _, parts)| parts)
+            .map(|b| b.len() as u64)
+            .sum();
+        while !self.inflight.is_empty()
+            && self.inflight.iter().map(|(s, _)| s).sum::<u64>() + size > INFLIGHT_BYTES
+        {
             self.wait_oldest();
         }
         let mut per_position: Vec<Vec<(String, Vec<Bytes>)>> = vec![Vec::new(); self.links.len()];
@@ -277,21 +273,7 @@ impl NetSink {
                 (p, Ok(()))
             });
         }
-        self.inflight.push_back((sizes, set));
-    }
-
-    /// Whether uploads of `sizes` bytes per position fit beside those in
-    /// flight ([`INFLIGHT_BYTES`], [`INFLIGHT_PER_SUPPLIER`]).
-    fn room_for(&self, sizes: &[u64]) -> bool {
-        let mut total = sizes.iter().sum::<u64>();
-        let mut per = sizes.to_vec();
-        for (s, _) in &self.inflight {
-            total += s.iter().sum::<u64>();
-            for (a, b) in per.iter_mut().zip(s) {
-                *a += b;
-            }
-        }
-        total <= INFLIGHT_BYTES && per.iter().all(|&p| p <= INFLIGHT_PER_SUPPLIER)
+        self.inflight.push_back((size, set));
     }
 
     /// Waits for every upload in flight.

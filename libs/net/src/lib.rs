@@ -77,29 +77,6 @@ pub struct Endpoint {
     expected: Expected,
     /// The ALPN protocol it speaks.
     alpn: Vec<u8>,
-    /// Its incoming connections, counted by the acceptor task.
-    incoming: Incoming,
-}
-
-/// How many connections others opened to an endpoint are open now
-/// (handshaking or established; at most [`MAX_CONNECTIONS`]), and how
-/// many were refused since it started because that many were.
-#[derive(Clone, Debug, Default)]
-pub struct Incoming {
-    open: Arc<std::sync::atomic::AtomicUsize>,
-    refused: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Incoming {
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Connections refused at the cap since the endpoint started.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 /// Which connections an endpoint accepts.
@@ -191,18 +168,14 @@ pub const MAX_HANDSHAKES: usize = 256;
 pub const MAX_HANDSHAKES_PER_IP: usize = 16;
 /// Completed connections waiting for the daemon's accept loop.
 const ACCEPTED_QUEUE: usize = 64;
-/// Connections other nodes opened to this endpoint that it keeps at once
-/// at most, handshaking or established; beyond it new ones are refused.
-/// With [`CONNECTION_WINDOW`] it bounds what peers can make a node buffer.
-pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Bytes a peer may have sent on one connection that this node has not
 /// read yet: QUIC's connection-level flow-control window. quinn's default
 /// is unlimited, which let each of the 256 streams a peer may open fill
-/// its own 1.25 MB window, about 320 MB per connection. 16 MiB still
-/// covers a 400 Mbit/s link at 300 ms round trip. A sender that keeps
-/// more than this in flight to one peer waits on the window, so the
-/// customer keeps at most half of it in flight per supplier.
+/// its own 1.25 MB window, about 320 MB per connection. 16 MiB covers a
+/// 400 Mbit/s link at 300 ms round trip (not measured here: no netem).
+/// Bytes of streams the daemon has not taken up yet count against it, so
+/// a customer sends at most as many puts at once as a supplier lands.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// How long a connection may stay silent before it is dropped.
@@ -275,16 +248,10 @@ impl Endpoint {
         .map_err(|source| NetError::Bind { addr, source })?;
         inner.set_default_client_config(client);
         let expected: Expected = Arc::default();
-        let incoming = Incoming::default();
         let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
         let accepted = if listen {
             let to_daemon = (mode == Listen::All).then(|| tx.clone());
-            tokio::spawn(accept_loop(
-                inner.clone(),
-                to_daemon,
-                expected.clone(),
-                incoming.clone(),
-            ));
+            tokio::spawn(accept_loop(inner.clone(), to_daemon, expected.clone()));
             (mode == Listen::All).then(|| Arc::new(tokio::sync::Mutex::new(rx)))
         } else {
             None
@@ -298,7 +265,6 @@ impl Endpoint {
             linking: Arc::default(),
             expected,
             alpn: alpn.to_vec(),
-            incoming,
         };
         if mode == Listen::All {
             // Routers pass on punch requests for nodes holding a
@@ -524,11 +490,6 @@ impl Endpoint {
         self.accepted.as_ref()?.lock().await.recv().await
     }
 
-    /// The count of connections others opened to this endpoint.
-    pub fn incoming(&self) -> Incoming {
-        self.incoming.clone()
-    }
-
     /// Stops accepting, closes every connection and waits for them to end.
     pub async fn shutdown(&self) {
         // The punch answerer ends (and lets go of its endpoint clone).
@@ -567,28 +528,6 @@ impl Drop for Slot {
     }
 }
 
-/// One incoming connection counted against [`MAX_CONNECTIONS`] until
-/// dropped.
-struct Held(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Held {
-    /// Counts one more connection, unless [`MAX_CONNECTIONS`] are open.
-    fn take(open: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Held> {
-        use std::sync::atomic::Ordering;
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < MAX_CONNECTIONS).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Held(open.clone()))
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
 /// Takes every incoming connection at once: refused when the caps are
 /// reached, otherwise handshaken on its own task with a timeout, and
 /// handed to [`Endpoint::accept`] when the peer proved a node key.
@@ -596,20 +535,11 @@ async fn accept_loop(
     inner: quinn::Endpoint,
     tx: Option<tokio::sync::mpsc::Sender<(Connection, NodeId)>>,
     expected: Expected,
-    tally: Incoming,
 ) {
     let counts = Arc::new(Mutex::new(InFlight::default()));
     while let Some(incoming) = inner.accept().await {
         let remote = incoming.remote_address();
         let ip = remote.ip().to_canonical();
-        let Some(held) = Held::take(&tally.open) else {
-            tally
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(%remote, "{MAX_CONNECTIONS} connections are open; connection refused");
-            incoming.refuse();
-            continue;
-        };
         let slot = {
             let mut c = counts
                 .lock()
@@ -638,7 +568,6 @@ async fn accept_loop(
             match result {
                 Ok(Ok(conn)) => match peer_id(&conn) {
                     Some(id) => {
-                        let open = conn.clone();
                         let waiting = lock(&expected).remove(&id).map(|(_, w)| w);
                         match (waiting, tx) {
                             (Some(w), _) => {
@@ -651,9 +580,6 @@ async fn accept_loop(
                             }
                             (None, None) => conn.close(1u32.into(), b"not expected"),
                         }
-                        // Counted in MAX_CONNECTIONS until it closes.
-                        open.closed().await;
-                        drop(held);
                     }
                     None => {
                         conn.close(1u32.into(), b"no node certificate");

@@ -18,8 +18,8 @@ pub struct SupplierService {
     pub listen: String,
     /// How customers reach it (its offer), and what its routers said.
     pub reach: tokio::sync::watch::Receiver<crate::reach::Reach>,
-    /// Its endpoint's incoming connections.
-    pub incoming: bitdust_net::Incoming,
+    /// The connections it serves.
+    pub connections: crate::peer::Connections,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -46,8 +46,8 @@ impl pb::supplier_server::Supplier for SupplierService {
             routers: reach.routers,
             reachability: reach.reachability,
             port_mapping: reach.port_mapping,
-            connections: u32::try_from(self.incoming.open()).unwrap_or(u32::MAX),
-            refused_connections: self.incoming.refused(),
+            connections: u32::try_from(self.connections.open()).unwrap_or(u32::MAX),
+            refused_connections: self.connections.refused(),
         }))
     }
 

@@ -83,12 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let socket = config.supplier_socket();
+    let connections = peer::Connections::default();
     let service = SupplierServer::new(grpc::SupplierService {
         store: store.clone(),
         node_id,
         listen: listen.to_string(),
         reach: reach_rx.clone(),
-        incoming: endpoint.incoming(),
+        connections: connections.clone(),
     });
     daemon
         .serve(&socket, &["bitdust.supplier.v1.Supplier"], |r| {
@@ -121,7 +122,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .run(),
         );
     }
-    daemon.supervise("the peer server", peer::serve(endpoint.clone(), store));
+    daemon.supervise(
+        "the peer server",
+        peer::serve(endpoint.clone(), store, connections),
+    );
     tracing::info!(%node_id, %listen, socket = %socket.display(), "supplier-store ready");
     let stopped = daemon.run(&format!("serving customers on {listen}")).await;
     if let Some(m) = portmap {

@@ -19,21 +19,113 @@ pub const ALPN: &[u8] = b"bitdust/peer/1";
 /// Largest request frame a supplier reads (a delete lists at most 1000 names).
 pub const MAX_REQUEST: usize = 300 * 1024;
 
-/// Accepts connections until the endpoint closes, serving each on its own task.
-pub async fn serve(endpoint: Endpoint, store: Arc<Store>) {
+/// Connections other nodes hold open to a supplier at most; beyond it a
+/// new one is closed as soon as its handshake completes. With
+/// [`bitdust_net::CONNECTION_WINDOW`] and the per-connection limits below,
+/// it bounds what peers can make a supplier hold.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections from one source address (an IPv4 address or an IPv6 /64)
+/// at most, so that one host cannot take every place: node ids cost
+/// nothing.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// The application close code of a connection over the caps.
+pub const CLOSE_BUSY: u32 = 3;
+
+/// The connections a supplier serves, counted (for the caps and its
+/// status).
+#[derive(Clone, Debug, Default)]
+pub struct Connections(Arc<std::sync::Mutex<Counted>>);
+
+#[derive(Debug, Default)]
+struct Counted {
+    open: usize,
+    refused: u64,
+    per_address: std::collections::HashMap<String, usize>,
+}
+
+/// One connection counted in [`Connections`] until dropped.
+struct Place {
+    of: Connections,
+    address: String,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counted> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Connections served now.
+    pub fn open(&self) -> usize {
+        self.lock().open
+    }
+
+    /// Connections closed at a cap since the supplier started.
+    pub fn refused(&self) -> u64 {
+        self.lock().refused
+    }
+
+    /// A place for a connection from `from`, or why there is none.
+    fn take(&self, from: std::net::IpAddr) -> Result<Place, &'static [u8]> {
+        let address = bitdust_dht::store::address_key(from);
+        let mut c = self.lock();
+        let here = c.per_address.get(&address).copied().unwrap_or(0);
+        let full: Option<&'static [u8]> = if c.open >= MAX_CONNECTIONS {
+            Some(b"the supplier serves as many connections as it can; try again later")
+        } else if here >= MAX_CONNECTIONS_PER_ADDRESS {
+            Some(b"the supplier serves as many connections from your address as it allows")
+        } else {
+            None
+        };
+        if let Some(why) = full {
+            c.refused += 1;
+            return Err(why);
+        }
+        c.open += 1;
+        *c.per_address.entry(address.clone()).or_default() += 1;
+        Ok(Place {
+            of: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut c = self.of.lock();
+        c.open = c.open.saturating_sub(1);
+        if let Some(n) = c.per_address.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Accepts connections until the endpoint closes, serving each on its own
+/// task while [`Connections`] has a place for it.
+pub async fn serve(endpoint: Endpoint, store: Arc<Store>, connections: Connections) {
     let committer = Committer::start(store.clone());
     while let Some((conn, peer)) = endpoint.accept().await {
         tracing::debug!(%peer, remote = %conn.remote_address(), "peer connected");
         // A customer through a router counts at the address the router
         // sees it at, not at its stand-in address.
         let from = endpoint.source_of(&conn).ip();
-        tokio::spawn(serve_connection(
-            conn,
-            peer,
-            from,
-            store.clone(),
-            committer.clone(),
-        ));
+        let place = match connections.take(from) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(%peer, %from, "connection over the caps closed");
+                conn.close(CLOSE_BUSY.into(), why);
+                continue;
+            }
+        };
+        let (store, committer) = (store.clone(), committer.clone());
+        tokio::spawn(async move {
+            serve_connection(conn, peer, from, store, committer).await;
+            drop(place);
+        });
     }
 }
 
@@ -104,7 +196,7 @@ impl Committer {
 /// (their bytes wait in QUIC's stream window), so one customer's puts hold
 /// at most this many [`WRITE_BATCH`] buffers and nobody else's wait. Gets
 /// that send at once are held to as many.
-const LANDING_PER_CONNECTION: usize = 16;
+pub const LANDING_PER_CONNECTION: usize = 16;
 
 /// What the streams of one connection share.
 #[derive(Clone)]

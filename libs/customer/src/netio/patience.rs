@@ -117,8 +117,13 @@ impl Wary {
                     break;
                 }
             }
+            // Only its own entry: one `saw` removed, and a later `late`
+            // replaced, while this task was finishing is another's.
             if let Some(known) = known.upgrade() {
-                lock(&known).left_out.remove(&id);
+                let mut k = lock(&known);
+                if k.left_out.get(&id).map(AbortHandle::id) == Some(tokio::task::id()) {
+                    k.left_out.remove(&id);
+                }
             }
         });
         k.left_out.insert(id, task.abort_handle());
