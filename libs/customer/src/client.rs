@@ -172,6 +172,23 @@ pub struct SupplierLink {
 /// link (concurrent backups, the rebuilder's blocks) counts.
 pub const PUTS_AT_ONCE: usize = bitdust_supplier::peer::LANDING_PER_CONNECTION;
 
+/// Which connection a link had open and how many datagrams it had received
+/// on it ([`SupplierLink::heard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    conn: usize,
+    datagrams: u64,
+}
+
+impl Heard {
+    fn of(c: &Connection) -> Heard {
+        Heard {
+            conn: c.stable_id(),
+            datagrams: c.stats().udp_rx.datagrams,
+        }
+    }
+}
+
 impl SupplierLink {
     /// A link that connects on first use.
     pub fn new(endpoint: Endpoint, node_id: NodeId, address: String, timeout: Duration) -> Self {
@@ -431,6 +448,38 @@ impl SupplierLink {
         }
     }
 
+    /// What the link's open connection has received so far (`None`: none
+    /// is open), to tell later with [`Self::reset_if_silent`] whether the
+    /// supplier was heard meanwhile.
+    pub async fn heard(&self) -> Option<Heard> {
+        let c = self.conn.lock().await;
+        c.as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .map(Heard::of)
+    }
+
+    /// Forgets the connection after a request went unanswered, unless the
+    /// supplier was heard on it since `mark` (or it is another connection
+    /// than the one marked, made meanwhile): its QUIC stack acknowledged
+    /// or sent something, so it is there, busy or behind a full link, and
+    /// closing the connection would only throw away the other requests in
+    /// flight on it. One that heard nothing is closed, so that the next
+    /// request dials afresh (the supplier may be back at its address as a
+    /// new process). Whether it was closed.
+    pub async fn reset_if_silent(&self, mark: Option<Heard>) -> bool {
+        let mut guard = self.conn.lock().await;
+        let Some(c) = guard.as_ref() else {
+            return false;
+        };
+        let now = Heard::of(c);
+        let silent = c.close_reason().is_some()
+            || mark.is_some_and(|m| m.conn == now.conn && now.datagrams <= m.datagrams);
+        if silent && let Some(c) = guard.take() {
+            c.close(0u32.into(), b"");
+        }
+        silent
+    }
+
     /// Sends one request (and payload), returns the response and the stream
     /// to read a payload from.
     async fn call(
@@ -450,6 +499,7 @@ impl SupplierLink {
                     self.node_id, self.address
                 ))
             })??;
+        let mark = Some(Heard::of(&conn));
         let fut = async {
             let (mut send, mut recv) = conn
                 .open_bi()
@@ -488,7 +538,7 @@ impl SupplierLink {
         match tokio::time::timeout(self.timeout + extra, fut).await {
             Ok(r) => r,
             Err(_) => {
-                self.reset().await;
+                self.reset_if_silent(mark).await;
                 Err(PeerError::Unreachable(format!(
                     "supplier {} at {} did not answer within {:?}",
                     self.node_id,

@@ -92,8 +92,11 @@ pub fn record(state: &State, position: usize, result: Result<(), &PeerError>) {
 pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Pings `link` once, waiting [`PROBE_TIMEOUT`] at most; a supplier that
-/// does not answer has its connection reset, so the next call dials anew.
+/// does not answer, and was not heard on its connection meanwhile, has the
+/// connection reset, so the next call dials anew
+/// ([`SupplierLink::reset_if_silent`]).
 pub async fn ping_once(link: &SupplierLink) -> Result<(), PeerError> {
+    let mark = link.heard().await;
     let r = match tokio::time::timeout(PROBE_TIMEOUT, link.ping()).await {
         Ok(r) => r.map(|_| ()),
         Err(_) => Err(PeerError::Unreachable(format!(
@@ -102,7 +105,7 @@ pub async fn ping_once(link: &SupplierLink) -> Result<(), PeerError> {
         ))),
     };
     if r.is_err() {
-        link.reset().await;
+        link.reset_if_silent(mark).await;
     }
     r
 }

@@ -173,13 +173,14 @@ impl Agent {
         for (p, l) in links.iter().enumerate() {
             if let Some(l) = l.clone() {
                 set.spawn(async move {
+                    let mark = l.heard().await;
                     let r = tokio::time::timeout(netio::PROBE_TIMEOUT, l.ping())
                         .await
                         .unwrap_or_else(|_| {
                             Err(PeerError::Unreachable("no answer to a ping".into()))
                         });
                     if r.is_err() {
-                        l.reset().await;
+                        l.reset_if_silent(mark).await;
                     }
                     (p, r)
                 });
