@@ -110,6 +110,33 @@ pub async fn ping_once(link: &SupplierLink) -> Result<(), PeerError> {
     r
 }
 
+/// How often a supplier left out (of a restore, or of the rebuilder's
+/// reads) is pinged to see whether it is back.
+pub const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pings `link` after `first`, then every [`WATCH_EVERY`], until it
+/// answers, `each` (told each answer) returns false, or `give_up` has
+/// passed since the first ping. Whether it answered.
+pub async fn watch(
+    link: &SupplierLink,
+    first: std::time::Duration,
+    give_up: std::time::Duration,
+    mut each: impl FnMut(bool) -> bool,
+) -> bool {
+    tokio::time::sleep(first).await;
+    let started = tokio::time::Instant::now();
+    loop {
+        let answered = ping_once(link).await.is_ok();
+        if !each(answered) || answered {
+            return answered;
+        }
+        if started.elapsed() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
 /// Pings every linked supplier at once; the error of each that did not
 /// answer within [`PROBE_TIMEOUT`] (`None`: it answered, or no link).
 pub async fn probe(links: &Links, state: &Arc<State>) -> Vec<Option<String>> {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitdust_crypto::NodeId;
 use tokio::task::AbortHandle;
@@ -20,8 +20,6 @@ const PATIENCE_FACTOR: u32 = 4;
 /// Suppliers a [`Wary`] leaves out at once at most (beyond that, a late
 /// one is only read around).
 const MAX_WATCHED: usize = 1024;
-/// How often a supplier left out is pinged to see whether it is back.
-const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// How long a supplier that never answers a ping stays left out: then it
 /// is asked again (once, at one patience's cost) and watched anew if late.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
@@ -109,14 +107,7 @@ impl Wary {
         let (known, link) = (Arc::downgrade(&self.known), link.clone());
         let id = link.node_id;
         let task = rt.spawn(async move {
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(WATCH_EVERY).await;
-                let back = super::ping_once(&link).await.is_ok();
-                if back || started.elapsed() >= GIVE_UP_AFTER {
-                    break;
-                }
-            }
+            super::watch(&link, super::WATCH_EVERY, GIVE_UP_AFTER, |_| true).await;
             // Only its own entry: one `saw` removed, and a later `late`
             // replaced, while this task was finishing is another's.
             if let Some(known) = known.upgrade() {

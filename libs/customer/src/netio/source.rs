@@ -22,15 +22,13 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::patience::{MAX_PATIENCE, Patience};
-use super::{Links, MAX_MANIFEST, fragment_object, manifest_object, record};
+use super::{Links, MAX_MANIFEST, WATCH_EVERY, fragment_object, manifest_object, record};
 use crate::client::{PeerError, Received};
 use crate::state::State;
 
 /// The least a position that answered nothing is waited for once most
 /// others answered their first ping.
 const QUICK_MIN: Duration = Duration::from_millis(25);
-/// How often a position left out is pinged.
-const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Blocks asked for ahead whose fetches are kept (the restore asks for
 /// fewer: 8 blocks, or 32 packs).
 const ORDER_CAP: usize = 256;
@@ -197,14 +195,10 @@ impl NetSource {
         };
         let tx = self.tx.clone();
         let task = self.rt.spawn(async move {
-            tokio::time::sleep(first).await;
-            loop {
-                let answered = super::ping_once(&link).await.is_ok();
-                if tx.send(Arrival::Pong { position, answered }).is_err() || answered {
-                    return;
-                }
-                tokio::time::sleep(WATCH_EVERY).await;
-            }
+            super::watch(&link, first, Duration::MAX, |answered| {
+                tx.send(Arrival::Pong { position, answered }).is_ok()
+            })
+            .await;
         });
         self.watching[position] = Some(task.abort_handle());
     }
