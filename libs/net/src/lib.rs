@@ -15,13 +15,14 @@
 //!   endpoint's socket carries them beside its direct ones.
 
 pub mod frame;
+pub mod places;
 pub mod portmap;
 pub mod reachability;
 pub mod relay;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -499,35 +500,6 @@ impl Endpoint {
     }
 }
 
-/// Handshakes in flight, in total and per source IP.
-#[derive(Default)]
-struct InFlight {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// One handshake counted in [`InFlight`] until dropped.
-struct Slot {
-    counts: Arc<Mutex<InFlight>>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut c = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Takes every incoming connection at once: refused when the caps are
 /// reached, otherwise handshaken on its own task with a timeout, and
 /// handed to [`Endpoint::accept`] when the peer proved a node key.
@@ -536,27 +508,11 @@ async fn accept_loop(
     tx: Option<tokio::sync::mpsc::Sender<(Connection, NodeId)>>,
     expected: Expected,
 ) {
-    let counts = Arc::new(Mutex::new(InFlight::default()));
+    // Handshakes in flight, in all and per source IP.
+    let handshakes = places::Places::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP);
     while let Some(incoming) = inner.accept().await {
         let remote = incoming.remote_address();
-        let ip = remote.ip().to_canonical();
-        let slot = {
-            let mut c = counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
-            if c.total >= MAX_HANDSHAKES || from_ip >= MAX_HANDSHAKES_PER_IP {
-                None
-            } else {
-                c.total += 1;
-                *c.per_ip.entry(ip).or_default() += 1;
-                Some(Slot {
-                    counts: counts.clone(),
-                    ip,
-                })
-            }
-        };
-        let Some(slot) = slot else {
+        let Ok(slot) = handshakes.take(remote.ip().to_canonical()) else {
             tracing::debug!(%remote, "too many handshakes in flight; connection refused");
             incoming.refuse();
             continue;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bitdust_crypto::NodeId;
 use bitdust_net::frame::{self, FrameError};
+use bitdust_net::places::{Full, Place, Places};
 use bitdust_net::{Connection, Endpoint, RecvStream, SendStream};
 use bitdust_proto::peer::v1 as pb;
 use bitdust_proto::peer::v1::{request, response};
@@ -31,76 +32,40 @@ pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// The application close code of a connection over the caps.
 pub const CLOSE_BUSY: u32 = 3;
 
-/// The connections a supplier serves, counted (for the caps and its
-/// status).
-#[derive(Clone, Debug, Default)]
-pub struct Connections(Arc<std::sync::Mutex<Counted>>);
+/// The connections a supplier serves, counted per source address (for
+/// the caps and its status).
+#[derive(Clone, Debug)]
+pub struct Connections(Places<String>);
 
-#[derive(Debug, Default)]
-struct Counted {
-    open: usize,
-    refused: u64,
-    per_address: std::collections::HashMap<String, usize>,
-}
-
-/// One connection counted in [`Connections`] until dropped.
-struct Place {
-    of: Connections,
-    address: String,
+impl Default for Connections {
+    fn default() -> Self {
+        Connections(Places::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS))
+    }
 }
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counted> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Connections served now.
     pub fn open(&self) -> usize {
-        self.lock().open
+        self.0.held()
     }
 
     /// Connections closed at a cap since the supplier started.
     pub fn refused(&self) -> u64 {
-        self.lock().refused
+        self.0.refused()
     }
 
     /// A place for a connection from `from`, or why there is none.
-    fn take(&self, from: std::net::IpAddr) -> Result<Place, &'static [u8]> {
-        let address = bitdust_dht::store::address_key(from);
-        let mut c = self.lock();
-        let here = c.per_address.get(&address).copied().unwrap_or(0);
-        let full: Option<&'static [u8]> = if c.open >= MAX_CONNECTIONS {
-            Some(b"the supplier serves as many connections as it can; try again later")
-        } else if here >= MAX_CONNECTIONS_PER_ADDRESS {
-            Some(b"the supplier serves as many connections from your address as it allows")
-        } else {
-            None
-        };
-        if let Some(why) = full {
-            c.refused += 1;
-            return Err(why);
-        }
-        c.open += 1;
-        *c.per_address.entry(address.clone()).or_default() += 1;
-        Ok(Place {
-            of: self.clone(),
-            address,
-        })
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut c = self.of.lock();
-        c.open = c.open.saturating_sub(1);
-        if let Some(n) = c.per_address.get_mut(&self.address) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_address.remove(&self.address);
-            }
-        }
+    fn take(&self, from: std::net::IpAddr) -> Result<Place<String>, &'static [u8]> {
+        self.0
+            .take(bitdust_dht::store::address_key(from))
+            .map_err(|full| match full {
+                Full::Total => {
+                    &b"the supplier serves as many connections as it can; try again later"[..]
+                }
+                Full::PerKey => {
+                    b"the supplier serves as many connections from your address as it allows"
+                }
+            })
     }
 }
 
