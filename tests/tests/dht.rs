@@ -531,3 +531,74 @@ async fn clients_that_go_silent_mid_handshake_do_not_stall_a_dht_peer() {
     .expect("the dht-peer completed a handshake while 40 others hang");
     raw.ping().await;
 }
+
+/// Why `conn` was closed within 5 s (panics if it was kept).
+async fn closed_why(conn: &bitdust_net::Connection, what: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .unwrap_or_else(|_| panic!("{what} was kept"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_peer_caps_connections_per_address_and_closes_its_oldest_for_newcomers() {
+    use bitdust_dhtpeer::quic::{MAX_SERVED, MAX_SERVED_PER_ADDRESS};
+    let root = tempfile::tempdir().unwrap();
+    let peer = Peer::start(root.path(), "seed", "").await;
+    let addr: std::net::SocketAddr = peer.address().await.parse().unwrap();
+    let id = peer.id().await;
+    let from = |host: u8| {
+        Endpoint::bind(
+            &Identity::generate(),
+            format!("127.0.0.{host}:0").parse().unwrap(),
+            bitdust_dht::ALPN,
+            false,
+        )
+        .unwrap()
+    };
+    let dial = |ep: Endpoint| async move {
+        let mut conns = Vec::new();
+        for _ in 0..MAX_SERVED_PER_ADDRESS {
+            conns.push(ep.connect(addr, Some(id)).await.unwrap());
+        }
+        conns
+    };
+    // One address holds its share and not one more...
+    let one = from(1);
+    let mut held = dial(one.clone()).await;
+    let extra = one.connect(addr, Some(id)).await.unwrap();
+    let why = closed_why(&extra, "a connection over the per-address cap").await;
+    assert!(why.contains("from your address"), "{why}");
+    // ...the others fill every place, and all are kept...
+    let hosts = MAX_SERVED / MAX_SERVED_PER_ADDRESS;
+    for host in 2..=hosts {
+        held.extend(dial(from(host as u8)).await);
+    }
+    assert_eq!(held.len(), MAX_SERVED);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(held.iter().all(|c| c.close_reason().is_none()));
+    // ...and a newcomer is served in the place of the oldest.
+    let newcomer = from(hosts as u8 + 1).connect(addr, Some(id)).await.unwrap();
+    let why = closed_why(&held[0], "the oldest connection, past the total cap,").await;
+    assert!(why.contains("as many connections as it can"), "{why}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(newcomer.close_reason().is_none(), "the newcomer was closed");
+    assert!(
+        held[1..].iter().all(|c| c.close_reason().is_none()),
+        "more than the oldest was closed"
+    );
+    // The peer still answers over QUIC on the newcomer's connection.
+    let (mut send, mut recv) = newcomer.open_bi().await.unwrap();
+    frame::write_frame(
+        &mut send,
+        &pb::Request {
+            kind: Some(pb::request::Kind::Ping(pb::Ping::default())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    send.finish().unwrap();
+    let answer: pb::Response = frame::read_frame(&mut recv, 1 << 16).await.unwrap();
+    assert!(answer.kind.is_some());
+}

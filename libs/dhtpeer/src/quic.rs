@@ -2,15 +2,17 @@
 //! (pinning the node id of each contact), and the server side that answers
 //! them. One request per bidirectional stream, one frame each way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bitdust_crypto::NodeId;
 use bitdust_dht::node::DhtError;
+use bitdust_dht::store::address_key;
 use bitdust_dht::{Contact, Node, Record, Transport};
 use bitdust_net::frame::{read_frame, write_frame};
+use bitdust_net::places::Places;
 use bitdust_net::{Connection, Endpoint};
 use bitdust_proto::dht::v1 as pb;
 use tokio::sync::mpsc;
@@ -216,23 +218,72 @@ impl DialBacks {
     }
 }
 
+/// Connections a DHT peer serves at most. A newcomer past it is served,
+/// and the connection served longest is closed (its peer dials again when
+/// it next asks something): a seed that many nodes keep connections to
+/// stays open to newcomers, and what peers can make it hold stays bounded
+/// (each connection's unread bytes by [`bitdust_net::CONNECTION_WINDOW`]).
+pub const MAX_SERVED: usize = 4096;
+/// Connections served from one source address (an IPv4 address or an IPv6
+/// /64) at most; one past it is closed at once. Node ids cost nothing, so
+/// one host cannot push everyone else out.
+pub const MAX_SERVED_PER_ADDRESS: usize = 64;
+/// The application close code of a connection closed at a cap.
+pub const CLOSE_BUSY: u32 = 3;
+
 /// Answers DHT requests arriving on `endpoint` until it closes. Records
 /// that the node takes are also sent to `stored`, to be saved; dial-backs
-/// are made by `dial_backs`.
+/// are made by `dial_backs`. Connections are capped as [`MAX_SERVED`] and
+/// [`MAX_SERVED_PER_ADDRESS`] say.
 pub async fn serve<T: Transport>(
     endpoint: Endpoint,
     node: Arc<Node<T>>,
     stored: mpsc::Sender<Record>,
     dial_backs: Arc<DialBacks>,
 ) {
+    let per_address = Places::new(usize::MAX, MAX_SERVED_PER_ADDRESS);
+    // The connections served, oldest first.
+    let served: Arc<Mutex<BTreeMap<u64, Connection>>> = Arc::default();
+    let mut next = 0u64;
     while let Some((conn, peer)) = endpoint.accept().await {
-        tokio::spawn(serve_connection(
-            conn,
-            peer,
+        // A node through a router counts at the address the router sees.
+        let from = endpoint.source_of(&conn).ip();
+        let Ok(place) = per_address.take(address_key(from)) else {
+            tracing::debug!(%peer, %from, "DHT connection over the per-address cap closed");
+            conn.close(
+                CLOSE_BUSY.into(),
+                b"the DHT peer serves as many connections from your address as it allows",
+            );
+            continue;
+        };
+        let n = next;
+        next += 1;
+        {
+            let mut s = served.lock().unwrap_or_else(PoisonError::into_inner);
+            while s.len() >= MAX_SERVED {
+                if let Some((_, oldest)) = s.pop_first() {
+                    oldest.close(
+                        CLOSE_BUSY.into(),
+                        b"the DHT peer serves as many connections as it can; dial again when needed",
+                    );
+                }
+            }
+            s.insert(n, conn.clone());
+        }
+        let (node, stored, dial_backs, served) = (
             node.clone(),
             stored.clone(),
             dial_backs.clone(),
-        ));
+            served.clone(),
+        );
+        tokio::spawn(async move {
+            serve_connection(conn, peer, node, stored, dial_backs).await;
+            served
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&n);
+            drop(place);
+        });
     }
 }
 
