@@ -4109,3 +4109,48 @@ fn a_network_restore_as_root_is_what_rsync_calls_identical() {
     assert!(diff.is_empty(), "rsync -aHAXS finds differences:\n{diff}");
     same_sparse_file(&src.join("b/big-8g"), &copy.join("b/big-8g"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_puts_at_once_on_one_link_all_land_without_stalling_its_connection() {
+    // More puts than a supplier lands of one connection at once, each
+    // 1 MiB: together several times the connection's flow-control window.
+    // Sent all at once, those waiting at the supplier would hold the
+    // window with their unread bytes and the landing ones could not go on
+    // (every put timing out); the link sends `PUTS_AT_ONCE` at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let (child, listen, sup) = standalone_supplier(dir.path(), "").await;
+    let _supplier = Daemon(child);
+    let link = Arc::new(SupplierLink::new(
+        endpoint(&Identity::generate()),
+        sup,
+        listen,
+        Duration::from_secs(5),
+    ));
+    link.request_service(1 << 30, 2).await.unwrap();
+    let n = 96u32;
+    assert!(
+        u64::from(n) << 20 >= 4 * u64::from(bitdust_net::CONNECTION_WINDOW),
+        "the puts together are several windows"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let link = link.clone();
+        tasks.spawn(async move {
+            link.put(&format!("many/{i:03}"), &vec![i as u8; 1 << 20])
+                .await
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r.unwrap() {
+            failed.push(e.to_string());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} puts failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(link.list("many/").await.unwrap().len(), n as usize);
+}
