@@ -116,3 +116,40 @@ async fn a_late_supplier_is_left_out_until_it_answers_a_ping_however_long_that_t
     assert!(!wary.left_out(&id));
     assert_eq!(wary.read_around(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_supplier_is_pinged_no_more_and_its_link_let_go() {
+    let sup = Identity::generate();
+    let id = sup.node_id();
+    // A supplier that is gone: nothing answers at its address.
+    let peer = pong_peer(&sup, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = peer.local_addr().unwrap();
+    peer.shutdown().await;
+    drop(peer);
+    let me = Endpoint::bind(
+        &Identity::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        bitdust_supplier::peer::ALPN,
+        false,
+    )
+    .unwrap();
+    let link = Arc::new(SupplierLink::new(
+        me,
+        id,
+        addr.to_string(),
+        Duration::from_secs(2),
+    ));
+    let wary = Wary::new();
+    wary.late(&link);
+    assert!(wary.left_out(&id));
+    assert_eq!(Arc::strong_count(&link), 2, "its watcher holds the link");
+    // Fired: its watcher ends at once (it would have pinged for 10 min).
+    wary.forget(&id);
+    assert!(!wary.left_out(&id));
+    within(
+        "the watcher let go of the link",
+        Duration::from_secs(2),
+        || Arc::strong_count(&link) == 1,
+    )
+    .await;
+}

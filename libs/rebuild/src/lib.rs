@@ -201,6 +201,10 @@ impl Rebuilder {
                 .await
                 .map_err(|e| format!("firing position {}: {}", s.position, e.message()))?;
             let _ = self.queue.count(|c| c.fired += 1);
+            // A fired supplier left out is pinged no more.
+            if let Ok(id) = s.node_id.parse() {
+                self.wary.forget(&id);
+            }
         }
         // Hire into every free position (the one just fired included).
         let held: HashSet<u32> = list

@@ -120,6 +120,14 @@ impl Wary {
         k.left_out.insert(id, task.abort_handle());
     }
 
+    /// Stops watching `supplier` (it was fired: nothing will be asked of
+    /// it again), letting go of its link.
+    pub fn forget(&self, supplier: &NodeId) {
+        if let Some(w) = lock(&self.known).left_out.remove(supplier) {
+            w.abort();
+        }
+    }
+
     /// Fragments read around for being late so far.
     pub fn read_around(&self) -> u64 {
         self.read_around.load(std::sync::atomic::Ordering::Relaxed)
