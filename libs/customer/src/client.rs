@@ -172,20 +172,30 @@ pub struct SupplierLink {
 /// link (concurrent backups, the rebuilder's blocks) counts.
 pub const PUTS_AT_ONCE: usize = bitdust_supplier::peer::LANDING_PER_CONNECTION;
 
-/// Which connection a link had open and how many datagrams it had received
-/// on it ([`SupplierLink::heard`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which connection a link had open and how much it had heard on it
+/// ([`SupplierLink::heard`]). It holds the connection, so that another
+/// made meanwhile is never taken for it.
+#[derive(Clone, Debug)]
 pub struct Heard {
-    conn: usize,
-    datagrams: u64,
+    conn: Connection,
+    frames: u64,
 }
 
 impl Heard {
     fn of(c: &Connection) -> Heard {
+        // Frames counted once their packet decrypted: only the peer can
+        // have sent them (a datagram count would include forged ones).
+        // A peer that is there acknowledges what it is sent.
+        let f = c.stats().frame_rx;
         Heard {
-            conn: c.stable_id(),
-            datagrams: c.stats().udp_rx.datagrams,
+            conn: c.clone(),
+            frames: f.acks + f.stream + f.ping + f.max_data + f.max_stream_data,
         }
+    }
+
+    /// Whether this is the same connection as `other`'s.
+    pub fn same_connection(&self, other: &Heard) -> bool {
+        self.conn.stable_id() == other.conn.stable_id()
     }
 }
 
@@ -473,7 +483,7 @@ impl SupplierLink {
         };
         let now = Heard::of(c);
         let silent = c.close_reason().is_some()
-            || mark.is_some_and(|m| m.conn == now.conn && now.datagrams <= m.datagrams);
+            || mark.is_some_and(|m| m.same_connection(&now) && now.frames <= m.frames);
         if silent && let Some(c) = guard.take() {
             c.close(0u32.into(), b"");
         }

@@ -34,14 +34,15 @@ enum Answer {
 struct Peer {
     addr: SocketAddr,
     id: NodeId,
-    freeze: tokio::sync::mpsc::UnboundedSender<Duration>,
+    freeze: tokio::sync::mpsc::UnboundedSender<(Duration, std::sync::mpsc::Sender<()>)>,
 }
 
 fn peer(answer: fn(usize) -> Answer) -> Peer {
     let identity = Identity::generate();
     let id = identity.node_id();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (freeze, mut frozen) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let (freeze, mut frozen) =
+        tokio::sync::mpsc::unbounded_channel::<(Duration, std::sync::mpsc::Sender<()>)>();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -98,7 +99,8 @@ fn peer(answer: fn(usize) -> Answer) -> Peer {
                     });
                 }
             });
-            while let Some(d) = frozen.recv().await {
+            while let Some((d, now)) = frozen.recv().await {
+                let _ = now.send(());
                 std::thread::sleep(d);
             }
             drop(endpoint);
@@ -162,11 +164,11 @@ async fn an_unanswered_ping_keeps_the_connection_of_a_supplier_that_is_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_timing_out_keeps_the_connection_other_requests_are_answered_on() {
-    // A put answered after 3.5 s (its 2 MiB give it 2 s more than the
+    // A put answered after 3 s (its 4 MiB give it 4 s more than the
     // link's 2 s); the ping after it never.
     let p = peer(|n| {
         if n == 0 {
-            Answer::After(Duration::from_millis(3500))
+            Answer::After(Duration::from_secs(3))
         } else {
             Answer::Never
         }
@@ -175,7 +177,7 @@ async fn a_request_timing_out_keeps_the_connection_other_requests_are_answered_o
     let put = tokio::spawn({
         let link = link.clone();
         async move {
-            link.put_parts("a", vec![bytes::Bytes::from(vec![7u8; 2 << 20])])
+            link.put_parts("a", vec![bytes::Bytes::from(vec![7u8; 4 << 20])])
                 .await
         }
     });
@@ -196,10 +198,11 @@ async fn a_frozen_supplier_s_connection_is_closed_and_dialed_afresh() {
     ping_once(&link).await.unwrap();
     let first = link.heard().await.unwrap();
     // Frozen for longer than a probe waits: nothing comes back.
+    let (now, frozen) = std::sync::mpsc::channel();
     p.freeze
-        .send(PROBE_TIMEOUT + Duration::from_secs(2))
+        .send((PROBE_TIMEOUT + Duration::from_secs(2), now))
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    frozen.recv().unwrap();
     let e = ping_once(&link).await.unwrap_err();
     assert!(e.to_string().contains("did not answer a ping"), "{e}");
     assert!(
@@ -209,5 +212,8 @@ async fn a_frozen_supplier_s_connection_is_closed_and_dialed_afresh() {
     // Thawed, it answers on a new connection.
     tokio::time::sleep(Duration::from_secs(3)).await;
     ping_once(&link).await.unwrap();
-    assert_ne!(link.heard().await.unwrap(), first, "a new connection");
+    assert!(
+        !link.heard().await.unwrap().same_connection(&first),
+        "a new connection"
+    );
 }

@@ -12,7 +12,6 @@ use bitdust_dht::node::DhtError;
 use bitdust_dht::store::address_key;
 use bitdust_dht::{Contact, Node, Record, Transport};
 use bitdust_net::frame::{read_frame, write_frame};
-use bitdust_net::places::Places;
 use bitdust_net::{Connection, Endpoint};
 use bitdust_proto::dht::v1 as pb;
 use tokio::sync::mpsc;
@@ -219,17 +218,88 @@ impl DialBacks {
 }
 
 /// Connections a DHT peer serves at most. A newcomer past it is served,
-/// and the connection served longest is closed (its peer dials again when
-/// it next asks something): a seed that many nodes keep connections to
-/// stays open to newcomers, and what peers can make it hold stays bounded
-/// (each connection's unread bytes by [`bitdust_net::CONNECTION_WINDOW`]).
+/// and the oldest connection of the source address holding the most is
+/// closed (its peer dials again when it next asks something): a seed that
+/// many nodes keep connections to stays open to newcomers, one that floods
+/// it pushes out its own connections first, and what peers can make it
+/// hold stays bounded (each connection's unread bytes by
+/// [`bitdust_net::CONNECTION_WINDOW`]).
 pub const MAX_SERVED: usize = 4096;
 /// Connections served from one source address (an IPv4 address or an IPv6
-/// /64) at most; one past it is closed at once. Node ids cost nothing, so
-/// one host cannot push everyone else out.
+/// /64) at most: past it, that address's oldest is closed for the
+/// newcomer. Node ids cost nothing, so one host cannot hold more, and
+/// nodes behind one NAT still get in.
 pub const MAX_SERVED_PER_ADDRESS: usize = 64;
 /// The application close code of a connection closed at a cap.
 pub const CLOSE_BUSY: u32 = 3;
+
+/// The connections a DHT peer serves, per source address, oldest first.
+#[derive(Default)]
+struct Served {
+    total: usize,
+    by_address: HashMap<String, BTreeMap<u64, Connection>>,
+}
+
+impl Served {
+    /// Serves `conn` (number `n`) from `address`, closing what it
+    /// displaces.
+    fn admit(&mut self, address: &str, n: u64, conn: Connection) {
+        let here = self.by_address.get(address).map_or(0, BTreeMap::len);
+        if here >= MAX_SERVED_PER_ADDRESS {
+            self.close_oldest(
+                address,
+                b"the DHT peer serves as many connections from your address as it allows; dial again when needed",
+            );
+        }
+        while self.total >= MAX_SERVED {
+            let Some(most) = self
+                .by_address
+                .iter()
+                .max_by_key(|(_, m)| m.len())
+                .map(|(a, _)| a.clone())
+            else {
+                break;
+            };
+            self.close_oldest(
+                &most,
+                b"the DHT peer serves as many connections as it can; dial again when needed",
+            );
+        }
+        self.by_address
+            .entry(address.to_owned())
+            .or_default()
+            .insert(n, conn);
+        self.total += 1;
+    }
+
+    fn close_oldest(&mut self, address: &str, why: &[u8]) {
+        if let Some(m) = self.by_address.get_mut(address) {
+            if let Some((_, oldest)) = m.pop_first() {
+                oldest.close(CLOSE_BUSY.into(), why);
+                self.total -= 1;
+            }
+            if m.is_empty() {
+                self.by_address.remove(address);
+            }
+        }
+    }
+
+    /// Connection `n` from `address` has ended.
+    fn ended(&mut self, address: &str, n: u64) {
+        if let Some(m) = self.by_address.get_mut(address) {
+            if m.remove(&n).is_some() {
+                self.total -= 1;
+            }
+            if m.is_empty() {
+                self.by_address.remove(address);
+            }
+        }
+    }
+}
+
+fn lock(s: &Mutex<Served>) -> std::sync::MutexGuard<'_, Served> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Answers DHT requests arriving on `endpoint` until it closes. Records
 /// that the node takes are also sent to `stored`, to be saved; dial-backs
@@ -241,35 +311,14 @@ pub async fn serve<T: Transport>(
     stored: mpsc::Sender<Record>,
     dial_backs: Arc<DialBacks>,
 ) {
-    let per_address = Places::new(usize::MAX, MAX_SERVED_PER_ADDRESS);
-    // The connections served, oldest first.
-    let served: Arc<Mutex<BTreeMap<u64, Connection>>> = Arc::default();
+    let served: Arc<Mutex<Served>> = Arc::default();
     let mut next = 0u64;
     while let Some((conn, peer)) = endpoint.accept().await {
         // A node through a router counts at the address the router sees.
-        let from = endpoint.source_of(&conn).ip();
-        let Ok(place) = per_address.take(address_key(from)) else {
-            tracing::debug!(%peer, %from, "DHT connection over the per-address cap closed");
-            conn.close(
-                CLOSE_BUSY.into(),
-                b"the DHT peer serves as many connections from your address as it allows",
-            );
-            continue;
-        };
+        let address = address_key(endpoint.source_of(&conn).ip());
         let n = next;
         next += 1;
-        {
-            let mut s = served.lock().unwrap_or_else(PoisonError::into_inner);
-            while s.len() >= MAX_SERVED {
-                if let Some((_, oldest)) = s.pop_first() {
-                    oldest.close(
-                        CLOSE_BUSY.into(),
-                        b"the DHT peer serves as many connections as it can; dial again when needed",
-                    );
-                }
-            }
-            s.insert(n, conn.clone());
-        }
+        lock(&served).admit(&address, n, conn.clone());
         let (node, stored, dial_backs, served) = (
             node.clone(),
             stored.clone(),
@@ -278,11 +327,7 @@ pub async fn serve<T: Transport>(
         );
         tokio::spawn(async move {
             serve_connection(conn, peer, node, stored, dial_backs).await;
-            served
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&n);
-            drop(place);
+            lock(&served).ended(&address, n);
         });
     }
 }
