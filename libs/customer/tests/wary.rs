@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitdust_crypto::Identity;
+use bitdust_crypto::{Identity, NodeId};
 use bitdust_customer::client::SupplierLink;
 use bitdust_customer::netio::Wary;
 use bitdust_net::{Endpoint, frame};
@@ -47,6 +47,23 @@ async fn pong_peer(identity: &Identity, addr: SocketAddr) -> Endpoint {
     endpoint
 }
 
+/// A link from a fresh node to supplier `id` at `addr`.
+fn link_to(id: NodeId, addr: SocketAddr) -> Arc<SupplierLink> {
+    let me = Endpoint::bind(
+        &Identity::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        bitdust_supplier::peer::ALPN,
+        false,
+    )
+    .unwrap();
+    Arc::new(SupplierLink::new(
+        me,
+        id,
+        addr.to_string(),
+        Duration::from_secs(2),
+    ))
+}
+
 async fn within(what: &str, limit: Duration, ok: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
     while !ok() {
@@ -62,19 +79,7 @@ async fn a_late_supplier_is_left_out_until_it_answers_a_ping_however_long_that_t
     let id = sup.node_id();
     let peer = pong_peer(&sup, "127.0.0.1:0".parse().unwrap()).await;
     let addr = peer.local_addr().unwrap();
-    let me = Endpoint::bind(
-        &Identity::generate(),
-        "127.0.0.1:0".parse().unwrap(),
-        bitdust_supplier::peer::ALPN,
-        false,
-    )
-    .unwrap();
-    let link = Arc::new(SupplierLink::new(
-        me,
-        id,
-        addr.to_string(),
-        Duration::from_secs(2),
-    ));
+    let link = link_to(id, addr);
     let wary = Wary::new();
     assert!(!wary.left_out(&id));
 
@@ -126,19 +131,7 @@ async fn a_forgotten_supplier_is_pinged_no_more_and_its_link_let_go() {
     let addr = peer.local_addr().unwrap();
     peer.shutdown().await;
     drop(peer);
-    let me = Endpoint::bind(
-        &Identity::generate(),
-        "127.0.0.1:0".parse().unwrap(),
-        bitdust_supplier::peer::ALPN,
-        false,
-    )
-    .unwrap();
-    let link = Arc::new(SupplierLink::new(
-        me,
-        id,
-        addr.to_string(),
-        Duration::from_secs(2),
-    ));
+    let link = link_to(id, addr);
     let wary = Wary::new();
     wary.late(&link);
     assert!(wary.left_out(&id));
