@@ -193,6 +193,11 @@ impl Heard {
         }
     }
 
+    /// How many frames the peer had been heard sending at this mark.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
     /// Whether this is the same connection as `other`'s.
     pub fn same_connection(&self, other: &Heard) -> bool {
         self.conn.stable_id() == other.conn.stable_id()
