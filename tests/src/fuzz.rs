@@ -272,7 +272,13 @@ pub fn replay_restore_stream(
         }
         Ok(Some(Streamed::Node(node)))
     };
-    extract_nodes(to, next, &(), Owners::ByName)
+    extract_nodes(
+        to,
+        next,
+        |_| Err(std::io::Error::other("no descriptors are passed here")),
+        &(),
+        Owners::ByName,
+    )
 }
 
 /// Bytes as a configuration file.

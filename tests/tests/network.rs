@@ -380,6 +380,7 @@ fn agent_restore_into(run_dir: &Path, to: &Path) -> (cpb::RestoreDone, usize) {
                 version: 0,
                 to: to.display().to_string(),
                 include: Vec::new(),
+                pass_fds: false,
             })
             .await
             .unwrap()
@@ -651,6 +652,7 @@ async fn malformed_peer_messages_and_grpc_requests_get_errors_and_the_daemons_ke
             version: 0,
             to: "relative".into(),
             include: Vec::new(),
+            pass_fds: false,
         })
         .await
         .unwrap()
@@ -4154,4 +4156,239 @@ async fn many_puts_at_once_on_one_link_all_land_without_stalling_its_connection(
         &failed[..failed.len().min(3)]
     );
     assert_eq!(link.list("many/").await.unwrap().len(), n as usize);
+}
+
+/// What one raw restore over gRPC saw: events by kind, and how it ended.
+#[derive(Debug, Default)]
+struct RawRestore {
+    offered: bool,
+    want_fd: Vec<u64>,
+    written: Vec<u64>,
+    content_bytes: u64,
+    /// The passed files, by entry number.
+    files: Vec<(u64, std::fs::File)>,
+    error: Option<String>,
+}
+
+/// Restores the newest version over the agent's socket with `pass_fds`,
+/// as bitdustctl would, but by hand: `connect` takes the offer (or not) and
+/// `pass` makes the descriptor passed for each `want_fd`.
+fn raw_restore(
+    net: &Net,
+    connect: impl Fn(&cpb::FdOffer) -> Option<std::os::unix::net::UnixStream>,
+    pass: impl Fn(u64) -> (std::os::fd::OwnedFd, Option<std::fs::File>),
+) -> RawRestore {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
+            .await
+            .unwrap();
+        let mut c = cpb::customer_client::CustomerClient::new(ch);
+        let mut stream = c
+            .restore(cpb::RestoreRequest {
+                pass_fds: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = RawRestore::default();
+        let mut conn = None;
+        loop {
+            let ev = match stream.message().await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(s) => {
+                    seen.error = Some(s.message().to_string());
+                    break;
+                }
+            };
+            use cpb::restore_event::Kind;
+            match ev.kind {
+                Some(Kind::FdOffer(o)) => {
+                    seen.offered = true;
+                    conn = connect(&o);
+                }
+                Some(Kind::WantFd(n)) => {
+                    seen.want_fd.push(n);
+                    let (fd, file) = pass(n);
+                    let conn = conn.as_ref().expect("asked without a connection");
+                    bitdust_daemon::fds::send_fd(conn, n, std::os::fd::AsFd::as_fd(&fd)).unwrap();
+                    if let Some(f) = file {
+                        seen.files.push((n, f));
+                    }
+                }
+                Some(Kind::Written(n)) => seen.written.push(n),
+                Some(Kind::Content(c)) => seen.content_bytes += c.len() as u64,
+                Some(Kind::Done(_)) => break,
+                _ => {}
+            }
+        }
+        seen
+    })
+}
+
+/// Connects to the offered socket and sends the token.
+fn take_offer(o: &cpb::FdOffer) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(&o.socket).unwrap();
+    s.write_all(&o.token).unwrap();
+    s
+}
+
+#[test]
+fn a_restore_writes_large_files_into_the_descriptors_bitdustctl_passes_and_only_there() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let net = Net::up(7, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect()
+    };
+    // A large file with its own mode and a time to the nanosecond; a
+    // sparse one (data, a 4 MiB hole, data, a trailing hole); a hard link;
+    // small files that stream.
+    let big = noise(3 << 20);
+    std::fs::write(src.join("big"), &big).unwrap();
+    std::fs::set_permissions(src.join("big"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    filetime::set_file_mtime(
+        src.join("big"),
+        filetime::FileTime::from_unix_time(1_500_000_000, 123_456_789),
+    )
+    .unwrap();
+    std::fs::hard_link(src.join("big"), src.join("big-link")).unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(src.join("sparse")).unwrap();
+        f.write_all(&noise(1 << 20)).unwrap();
+        f.seek(SeekFrom::Start(5 << 20)).unwrap();
+        f.write_all(&noise(1 << 20)).unwrap();
+        f.set_len(8 << 20).unwrap();
+    }
+    for i in 0..5 {
+        std::fs::write(src.join(format!("small{i}")), noise(1000 + i * 999)).unwrap();
+    }
+    net.ok(&["backup", &src.display().to_string()]);
+
+    // bitdustctl passes the descriptors: the tree comes back bit-exact,
+    // holes and nanoseconds included.
+    let out = net.dir.path().join("out");
+    net.ok(&["restore", "--to", &out.display().to_string()]);
+    let back = restored_path(&out, &src);
+    assert_same_tree(&src, &back);
+    let (a, b) = (
+        std::fs::metadata(src.join("big")).unwrap(),
+        std::fs::metadata(back.join("big")).unwrap(),
+    );
+    assert_eq!(b.mtime_nsec(), a.mtime_nsec());
+    assert_eq!(
+        b.ino(),
+        std::fs::metadata(back.join("big-link")).unwrap().ino()
+    );
+    let sparse = std::fs::metadata(back.join("sparse")).unwrap();
+    assert_eq!(sparse.len(), 8 << 20);
+    assert!(
+        sparse.blocks() * 512 <= 3 << 20,
+        "the holes were written: {} bytes allocated",
+        sparse.blocks() * 512
+    );
+
+    // By hand: the two large files go through descriptors (numbered from
+    // 1, the agent writing their content), the small ones stream.
+    let dir = tempfile::tempdir().unwrap();
+    let seen = raw_restore(
+        &net,
+        |o| Some(take_offer(o)),
+        |n| {
+            let f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(dir.path().join(n.to_string()))
+                .unwrap();
+            (f.try_clone().unwrap().into(), Some(f))
+        },
+    );
+    assert!(seen.error.is_none(), "{seen:?}");
+    assert!(seen.offered);
+    assert_eq!(seen.want_fd, [1, 2], "{seen:?}");
+    let small: u64 = (0..5).map(|i| 1000 + i * 999).sum();
+    assert_eq!(seen.content_bytes, small, "only the small files stream");
+    let mut written = seen.written.clone();
+    written.sort();
+    assert_eq!(
+        written,
+        [2 << 20, 3 << 20],
+        "the sparse file's data, the big file"
+    );
+    let passed_big = seen
+        .files
+        .iter()
+        .find(|(_, f)| f.metadata().unwrap().len() == 3 << 20)
+        .map(|(n, _)| dir.path().join(n.to_string()))
+        .unwrap();
+    assert_eq!(std::fs::read(passed_big).unwrap(), big);
+
+    // A descriptor that is not a new regular file (a pipe's end): the
+    // restore fails, saying so, and the agent goes on serving.
+    let seen = raw_restore(
+        &net,
+        |o| Some(take_offer(o)),
+        |_| {
+            let (_r, w) = rustix::pipe::pipe().unwrap();
+            (w, None)
+        },
+    );
+    let e = seen.error.unwrap_or_default();
+    assert!(e.contains("not a new, empty regular file"), "{e}");
+
+    // The token sent by another user: the offer is withdrawn and the
+    // content streams (after the agent's wait for its own caller).
+    let sock = net.run_dir().join("customer.fds.sock");
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().mode() & 0o777,
+        0o660,
+        "the descriptor socket is for its owner and group only"
+    );
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut d = sock.parent().unwrap();
+    while d != net.dir.path().parent().unwrap() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d = d.parent().unwrap();
+    }
+    let seen = raw_restore(
+        &net,
+        |o| {
+            // A thread of this process as user nobody (the ids of one
+            // thread only: SO_PEERCRED takes the connecting thread's).
+            let (path, token) = (o.socket.clone(), o.token.clone());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let nobody = rustix::process::Gid::from_raw(65534);
+                rustix::thread::set_thread_res_gid(nobody, nobody, nobody).unwrap();
+                let nobody = rustix::process::Uid::from_raw(65534);
+                rustix::thread::set_thread_res_uid(nobody, nobody, nobody).unwrap();
+                let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+                s.write_all(&token).unwrap();
+                // The agent closes it.
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            })
+            .join()
+            .unwrap();
+            None
+        },
+        |_| unreachable!("no descriptor is asked for without a connection"),
+    );
+    assert!(seen.error.is_none(), "{seen:?}");
+    assert!(seen.want_fd.is_empty(), "{seen:?}");
+    assert_eq!(seen.content_bytes, small + (5 << 20), "{seen:?}");
 }

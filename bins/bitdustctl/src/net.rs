@@ -296,6 +296,21 @@ enum Piece {
     Archive(Vec<u8>),
     Node(bitdust_proto::format::v1::Node),
     Content(prost::bytes::Bytes),
+    /// The agent asks for the descriptor of the file just created, as its
+    /// `n`th.
+    WantFd(u64),
+    /// The agent wrote this many bytes into it.
+    Written(u64),
+}
+
+/// Connects to the agent's descriptor socket as its `offer` says.
+async fn take_fd_offer(offer: &pb::FdOffer) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::UnixStream::connect(&offer.socket).await?;
+    conn.write_all(&offer.token).await?;
+    let conn = conn.into_std()?;
+    conn.set_nonblocking(false)?;
+    Ok(conn)
 }
 
 /// The thread that writes a restore stream into the target, as this user.
@@ -308,11 +323,13 @@ struct Extractor {
 
 impl Extractor {
     /// An archive's extractor, or a snapshot's when `first` is an entry.
+    /// (`fds`: the connection the agent takes descriptors on, if made.)
     fn start(
         first: &Piece,
         to: &Path,
         bar: &Bar,
         owners: bitdust_pipeline::snapshot::Owners,
+        fds: Option<std::os::unix::net::UnixStream>,
     ) -> Extractor {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(4);
         let (to, bar) = (to.to_owned(), bar.clone());
@@ -320,6 +337,8 @@ impl Extractor {
         let thread = std::thread::spawn(move || {
             if snapshot {
                 use bitdust_pipeline::snapshot::Streamed;
+                // The number of the descriptor the agent asked for last.
+                let wanted = std::cell::Cell::new(0);
                 let r = bitdust_pipeline::snapshot::extract_nodes(
                     &to,
                     || match rx.blocking_recv() {
@@ -327,8 +346,19 @@ impl Extractor {
                         Some(Err(e)) => Err(e),
                         Some(Ok(Piece::Node(n))) => Ok(Some(Streamed::Node(n))),
                         Some(Ok(Piece::Content(c))) => Ok(Some(Streamed::Content(c))),
+                        Some(Ok(Piece::WantFd(n))) => {
+                            wanted.set(n);
+                            Ok(Some(Streamed::WantFd))
+                        }
+                        Some(Ok(Piece::Written(n))) => Ok(Some(Streamed::Written(n))),
                         Some(Ok(Piece::Archive(_))) => Err(std::io::Error::other(
                             "the agent mixed an archive into a snapshot's entries",
+                        )),
+                    },
+                    |fd| match &fds {
+                        Some(conn) => bitdust_daemon::fds::send_fd(conn, wanted.get(), fd),
+                        None => Err(std::io::Error::other(
+                            "the agent asked for a file's descriptor, which this restore did not offer",
                         )),
                     },
                     &bar,
@@ -603,6 +633,7 @@ impl Client {
                 version,
                 to: String::new(),
                 include,
+                pass_fds: true,
             })
             .await?
             .into_inner();
@@ -618,6 +649,8 @@ impl Client {
         // Started at the first piece: an archive's extractor, or a
         // snapshot's (entries and content).
         let mut extractor: Option<Extractor> = None;
+        // Where large files' descriptors go, if the agent offered it.
+        let mut fds = None;
         let ended = loop {
             let ev = match first.take() {
                 Some(ev) => Ok(Some(ev)),
@@ -636,6 +669,31 @@ impl Client {
                 Ok(Some(pb::RestoreEvent {
                     kind: Some(pb::restore_event::Kind::Content(c)),
                 })) => Piece::Content(c),
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::WantFd(n)),
+                })) => Piece::WantFd(n),
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::Written(n)),
+                })) => Piece::Written(n),
+                Ok(Some(pb::RestoreEvent {
+                    kind: Some(pb::restore_event::Kind::FdOffer(offer)),
+                })) => {
+                    // Not taken up, the offer only delays the restore by
+                    // the agent's wait: it streams the content then.
+                    fds = match take_fd_offer(&offer).await {
+                        Ok(conn) => Some(conn),
+                        Err(e) => {
+                            if !quiet {
+                                eprintln!(
+                                    "bitdustctl: warning: cannot pass the files to the customer-agent ({}: {e}); their content streams instead",
+                                    offer.socket
+                                );
+                            }
+                            None
+                        }
+                    };
+                    continue;
+                }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
                     break Err(Some(Failure(
@@ -645,7 +703,8 @@ impl Client {
                 }
                 Err(s) => break Err(Some(s.into())),
             };
-            let x = extractor.get_or_insert_with(|| Extractor::start(&piece, &to, &bar, owners));
+            let x = extractor
+                .get_or_insert_with(|| Extractor::start(&piece, &to, &bar, owners, fds.take()));
             if x.send(piece).await.is_err() {
                 // The extractor stopped early; its error says why.
                 break Err(None);
@@ -654,7 +713,7 @@ impl Client {
         // Nothing came before the result: a snapshot restore that matched
         // no entry leaves an empty directory.
         let extractor = extractor.unwrap_or_else(|| {
-            Extractor::start(&Piece::Content(Default::default()), &to, &bar, owners)
+            Extractor::start(&Piece::Content(Default::default()), &to, &bar, owners, None)
         });
         let done = match ended {
             Ok(d) => d,

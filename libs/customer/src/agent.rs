@@ -32,6 +32,7 @@ mod caller;
 mod catalog;
 mod commands;
 mod errors;
+pub mod fds;
 mod grpc;
 mod network;
 mod restore;
@@ -82,6 +83,16 @@ pub struct Agent {
     timeout: Duration,
     dht: Dht,
     list_changed: tokio::sync::Notify,
+    /// The restores waiting for their caller's descriptor connection.
+    fds: Arc<fds::FdOffers>,
+}
+
+impl Agent {
+    /// Serves the descriptor socket (`RestoreRequest.pass_fds`) bound at
+    /// `path`.
+    pub async fn serve_fds(self: Arc<Self>, listener: tokio::net::UnixListener, path: PathBuf) {
+        self.fds.clone().serve(listener, path).await
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -264,6 +275,7 @@ impl Agent {
             timeout,
             dht: Dht::new(&config_dht_socket),
             list_changed: tokio::sync::Notify::new(),
+            fds: Arc::default(),
         };
         Ok(agent)
     }

@@ -71,6 +71,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             r.add_service(service)
         })
         .await?;
+    // The second socket, where `bitdustctl restore` passes the files it
+    // creates for the agent to write into.
+    let fds_socket = agent::fds::socket_beside(&socket);
+    let fds_listener = bitdust_daemon::bind_socket(&fds_socket).await?;
+    daemon.supervise(
+        "the descriptor socket",
+        agent.clone().serve_fds(fds_listener, fds_socket.clone()),
+    );
     // Recovery, hiring the listed suppliers, collecting failed attempts
     // and filling positions from the DHT: done once, then it ends.
     tokio::spawn(agent.clone().start_network());
@@ -94,6 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = state.flush_stats() {
         tracing::warn!("cannot save the supplier statistics: {e}");
     }
+    let _ = std::fs::remove_file(&fds_socket);
     drop(lock);
     Ok(stopped?)
 }

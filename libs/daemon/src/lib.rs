@@ -13,10 +13,12 @@
 //! - [`connect`]: the client side, for `bitdustctl` and tests.
 //! - [`Daemon`]: the skeleton all four daemons run in (identity, gRPC
 //!   socket, supervised tasks, ready/watchdog, signals, stop).
+//! - [`fds`]: a file's descriptor passed to another local process.
 //! - [`state::StateLock`]: a state directory held by one process, and its
 //!   LMDB environments.
 
 pub mod cli;
+pub mod fds;
 pub mod memory;
 pub mod skeleton;
 pub mod state;

@@ -97,7 +97,7 @@ pub(crate) fn extract(
             EntryType::Directory => out.dir(&rel, Attrs::plain(mode, mtime))?,
             EntryType::Regular | EntryType::Continuous => {
                 let size = header.size().map_err(io_err(&rel))?;
-                out.file(&rel, &Attrs::plain(mode, mtime), size, &[], |f| {
+                out.file(&rel, &Attrs::plain(mode, mtime), size, &[], |f, _| {
                     io::copy(&mut ProgressReader(&mut entry, progress), f)
                 })?;
             }
@@ -430,7 +430,7 @@ impl<'a> Extractor<'a> {
         attrs: &Attrs,
         size: u64,
         holes: &[pb::Extent],
-        fill: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
+        fill: impl FnOnce(&mut dyn Write, BorrowedFd<'_>) -> io::Result<u64>,
     ) -> Result<u64, ExtractError> {
         let (at, name) = self.dirs.parent(self.root, rel, true)?;
         remove_non_dir(at, &name, rel)?;
@@ -441,11 +441,11 @@ impl<'a> Extractor<'a> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(errno(rel))?;
-        let mut f = fs::File::from(fd);
+        let f = fs::File::from(fd);
         let n = if holes.is_empty() {
-            fill(&mut f).map_err(io_err(rel))?
+            fill(&mut &f, f.as_fd()).map_err(io_err(rel))?
         } else {
-            let n = fill(&mut HoleWriter::new(&mut f, holes)).map_err(io_err(rel))?;
+            let n = fill(&mut HoleWriter::new(&f, holes), f.as_fd()).map_err(io_err(rel))?;
             f.set_len(size).map_err(io_err(rel))?;
             n
         };
@@ -717,15 +717,15 @@ impl<'a> Extractor<'a> {
 
 /// Writes a sparse file's data into its data extents, leaving the holes
 /// unwritten.
-struct HoleWriter<'f, 'h> {
-    f: &'f mut fs::File,
+pub(crate) struct HoleWriter<'f, 'h> {
+    f: &'f fs::File,
     holes: std::slice::Iter<'h, pb::Extent>,
     next_hole: Option<&'h pb::Extent>,
     pos: u64,
 }
 
 impl<'f, 'h> HoleWriter<'f, 'h> {
-    fn new(f: &'f mut fs::File, holes: &'h [pb::Extent]) -> Self {
+    pub(crate) fn new(f: &'f fs::File, holes: &'h [pb::Extent]) -> Self {
         let mut holes = holes.iter();
         let next_hole = holes.next();
         HoleWriter {
@@ -744,19 +744,19 @@ impl Write for HoleWriter<'_, '_> {
             && self.pos >= h.offset
         {
             self.pos = self.pos.max(h.offset + h.length);
-            self.f.seek(SeekFrom::Start(self.pos))?;
+            (&mut &*self.f).seek(SeekFrom::Start(self.pos))?;
             self.next_hole = self.holes.next();
         }
         let room = self
             .next_hole
             .map_or(buf.len() as u64, |h| h.offset - self.pos);
-        let n = self.f.write(&buf[..buf.len().min(room as usize)])?;
+        let n = (&mut &*self.f).write(&buf[..buf.len().min(room as usize)])?;
         self.pos += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.f.flush()
+        Ok(())
     }
 }
 

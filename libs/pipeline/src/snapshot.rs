@@ -13,6 +13,7 @@
 pub use prost::bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -2255,6 +2256,40 @@ pub trait Content {
     /// The next part of at most `max` bytes (`max` > 0), or `None` at the
     /// end.
     fn next_part(&mut self, max: usize) -> io::Result<Option<Bytes>>;
+
+    /// Writes the whole content into `w`, which writes into `file` (around
+    /// its holes), and says how many bytes: part by part, unless the
+    /// content is written into `file` some other way (by the process the
+    /// stream comes from, given the file's descriptor).
+    fn write_into(&mut self, w: &mut dyn io::Write, _file: BorrowedFd<'_>) -> io::Result<u64> {
+        write_parts(self, w)
+    }
+}
+
+/// Writes `content`'s parts into `w`, each (a whole chunk when it can be)
+/// in one write; the bytes written.
+fn write_parts<C: Content + ?Sized>(content: &mut C, w: &mut dyn io::Write) -> io::Result<u64> {
+    let mut n = 0;
+    while let Some(part) = content.next_part(WRITE_PART)? {
+        w.write_all(&part)?;
+        n += part.len() as u64;
+    }
+    Ok(n)
+}
+
+/// Writes `content` into `file`, a new and empty regular file another
+/// process made and passed to this one, from its start, leaving `holes`
+/// unwritten (the file's owner sets its size after); the bytes written.
+pub fn write_content(
+    file: &std::fs::File,
+    holes: &[pb::Extent],
+    content: &mut dyn Content,
+) -> io::Result<u64> {
+    if holes.is_empty() {
+        write_parts(content, &mut &*file)
+    } else {
+        write_parts(content, &mut crate::extract::HoleWriter::new(file, holes))
+    }
 }
 
 impl Content for io::Empty {
@@ -2333,15 +2368,11 @@ impl NodeSink for DirOut<'_> {
                 self.out.link(&rel, first)?;
             }
             Ok(pb::NodeKind::File) => {
-                // Each part (a whole chunk when it can be) in one write.
-                let n = self.out.file(&rel, &attrs, node.size, &node.holes, |f| {
-                    let mut n = 0;
-                    while let Some(part) = content.next_part(WRITE_PART)? {
-                        f.write_all(&part)?;
-                        n += part.len() as u64;
-                    }
-                    Ok(n)
-                })?;
+                let n = self
+                    .out
+                    .file(&rel, &attrs, node.size, &node.holes, |f, fd| {
+                        content.write_into(f, fd)
+                    })?;
                 self.progress.advance(n);
                 let want = content_len(node);
                 if n != want {
@@ -2575,15 +2606,23 @@ pub enum Streamed {
     /// The next part of the last file entry's content (a slice of the
     /// message it arrived in, over gRPC).
     Content(Bytes),
+    /// In place of the last file entry's content: the other process asks
+    /// for the file's descriptor, to write the content into it itself.
+    WantFd,
+    /// It wrote this many bytes of content into the file it was passed.
+    Written(u64),
 }
 
 /// Writes the entries `next` gives (each file entry followed by exactly
-/// its size in content parts) into `target`, new or empty, with the same
-/// guarantees as a local restore: nothing shows there unless every entry
-/// arrived and was written (`next` gives `None` only at a clean end).
+/// its size in content parts, or by [`Streamed::WantFd`], the file's
+/// descriptor given to `pass_fd`, and [`Streamed::Written`]) into `target`,
+/// new or empty, with the same guarantees as a local restore: nothing
+/// shows there unless every entry arrived and was written (`next` gives
+/// `None` only at a clean end).
 pub fn extract_nodes(
     target: &Path,
     mut next: impl FnMut() -> io::Result<Option<Streamed>>,
+    mut pass_fd: impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
     progress: &dyn crate::Progress,
     owners: Owners,
 ) -> Result<SnapshotRestoreReport, crate::RestoreError> {
@@ -2593,7 +2632,7 @@ pub fn extract_nodes(
         loop {
             match next().map_err(crate::RestoreError::Stream)? {
                 None => break,
-                Some(Streamed::Content(_)) => {
+                Some(Streamed::Content(_) | Streamed::WantFd | Streamed::Written(_)) => {
                     return Err(crate::RestoreError::Stream(io::Error::other(
                         "content arrived where an entry was due",
                     )));
@@ -2601,6 +2640,7 @@ pub fn extract_nodes(
                 Some(Streamed::Node(node)) => {
                     let mut parts = Parts {
                         next: &mut next,
+                        pass_fd: &mut pass_fd,
                         left: content_len(&node),
                         buf: Default::default(),
                     };
@@ -2612,14 +2652,19 @@ pub fn extract_nodes(
     })
 }
 
-/// A file's content as streamed parts, exactly `left` bytes.
-struct Parts<'a, F> {
+/// A file's content as streamed parts, exactly `left` bytes, or written
+/// by the other process into the file passed to it.
+struct Parts<'a, F, P> {
     next: &'a mut F,
+    pass_fd: &'a mut P,
     left: u64,
     buf: Bytes,
 }
 
-impl<F: FnMut() -> io::Result<Option<Streamed>>> Parts<'_, F> {
+impl<F, P> Parts<'_, F, P>
+where
+    F: FnMut() -> io::Result<Option<Streamed>>,
+{
     /// Makes the next part current when this one is used up; false at the
     /// end of the file's content.
     fn fill(&mut self) -> io::Result<bool> {
@@ -2627,31 +2672,62 @@ impl<F: FnMut() -> io::Result<Option<Streamed>>> Parts<'_, F> {
             if self.left == 0 {
                 return Ok(false);
             }
-            match (self.next)()? {
-                Some(Streamed::Content(data)) if data.len() as u64 <= self.left => {
-                    self.left -= data.len() as u64;
-                    self.buf = data;
-                }
-                Some(Streamed::Content(_)) => {
-                    return Err(io::Error::other("a file's content ran past its size"));
-                }
-                _ => {
-                    return Err(io::Error::other(
-                        "the stream was cut in the middle of a file's content",
-                    ));
-                }
-            }
+            let next = (self.next)()?;
+            self.take(next)?;
         }
         Ok(true)
     }
+
+    /// Makes `next`, which must be a part of the content, current.
+    fn take(&mut self, next: Option<Streamed>) -> io::Result<()> {
+        match next {
+            Some(Streamed::Content(data)) if data.len() as u64 <= self.left => {
+                self.left -= data.len() as u64;
+                self.buf = data;
+                Ok(())
+            }
+            Some(Streamed::Content(_)) => {
+                Err(io::Error::other("a file's content ran past its size"))
+            }
+            _ => Err(io::Error::other(
+                "the stream was cut in the middle of a file's content",
+            )),
+        }
+    }
 }
 
-impl<F: FnMut() -> io::Result<Option<Streamed>>> Content for Parts<'_, F> {
+impl<F, P> Content for Parts<'_, F, P>
+where
+    F: FnMut() -> io::Result<Option<Streamed>>,
+    P: FnMut(BorrowedFd<'_>) -> io::Result<()>,
+{
     fn next_part(&mut self, max: usize) -> io::Result<Option<Bytes>> {
         if !self.fill()? {
             return Ok(None);
         }
         Ok(Some(self.buf.split_to(max.min(self.buf.len()))))
+    }
+
+    fn write_into(&mut self, w: &mut dyn io::Write, file: BorrowedFd<'_>) -> io::Result<u64> {
+        if self.left > 0 && self.buf.is_empty() {
+            match (self.next)()? {
+                Some(Streamed::WantFd) => {
+                    (self.pass_fd)(file)?;
+                    let want = std::mem::take(&mut self.left);
+                    return match (self.next)()? {
+                        Some(Streamed::Written(n)) if n == want => Ok(n),
+                        Some(Streamed::Written(n)) => Err(io::Error::other(format!(
+                            "the writer of the file's content wrote {n} bytes where it has {want}"
+                        ))),
+                        _ => Err(io::Error::other(
+                            "the stream was cut while the file's content was being written",
+                        )),
+                    };
+                }
+                next => self.take(next)?,
+            }
+        }
+        write_parts(self, w)
     }
 }
 

@@ -6,6 +6,29 @@ use super::*;
 const ARCHIVE_CHUNK: usize = 1 << 20;
 
 impl Agent {
+    /// The caller's descriptor connection, when it makes one in time after
+    /// it is offered (else the content streams).
+    async fn fds_of(
+        &self,
+        caller: Caller,
+        events: &mpsc::Sender<Result<pb::RestoreEvent, Status>>,
+    ) -> Option<std::os::unix::net::UnixStream> {
+        let (offer, mut waiting) = self.fds.offer(caller)?;
+        let event = pb::RestoreEvent {
+            kind: Some(pb::restore_event::Kind::FdOffer(offer)),
+        };
+        events.send(Ok(event)).await.ok()?;
+        match tokio::time::timeout(super::fds::CONNECT_WAIT, &mut waiting.rx).await {
+            Ok(Ok(conn)) => Some(conn),
+            _ => {
+                tracing::debug!(
+                    "the caller did not connect to the descriptor socket; the content streams"
+                );
+                None
+            }
+        }
+    }
+
     pub(super) async fn restore(
         self: Arc<Self>,
         caller: Caller,
@@ -39,8 +62,12 @@ impl Agent {
                     kind: Some(pb::restore_event::Kind::Progress(total)),
                 }))
                 .await;
+            let fds = match to.is_none() && req.pass_fds {
+                true => self.fds_of(caller, &events).await,
+                false => None,
+            };
             return self
-                .restore_snapshot(id, version, to, req.include, master, events, rec.owner)
+                .restore_snapshot(id, version, to, req.include, master, events, rec.owner, fds)
                 .await;
         }
         if !req.include.is_empty() {

@@ -425,6 +425,7 @@ impl Agent {
         master: bitdust_crypto::MasterKey,
         events: mpsc::Sender<Result<pb::RestoreEvent, Status>>,
         owner: Option<u32>,
+        fds: Option<std::os::unix::net::UnixStream>,
     ) -> Result<pb::RestoreDone, RestoreError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -473,6 +474,7 @@ impl Agent {
                     let mut out = EventsOut {
                         events: &events,
                         report: snap::SnapshotRestoreReport::default(),
+                        fds: fds.map(|c| (c, 0)),
                     };
                     let warning = match confine {
                         Some(rules) => {
@@ -706,10 +708,12 @@ impl Agent {
 }
 
 /// Streams a restored snapshot's entries to the caller, which writes them
-/// as itself.
+/// as itself; large files' content goes into the descriptors it passes,
+/// when it connected for that (with the number of the last one asked for).
 struct EventsOut<'a> {
     events: &'a mpsc::Sender<Result<pb::RestoreEvent, Status>>,
     report: snap::SnapshotRestoreReport,
+    fds: Option<(std::os::unix::net::UnixStream, u64)>,
 }
 
 /// The most content bytes in one restore message. gRPC copies each
@@ -720,10 +724,18 @@ const RESTORE_PART: usize = 128 << 10;
 
 impl EventsOut<'_> {
     fn send(&self, kind: pb::restore_event::Kind) -> Result<(), SnapshotError> {
-        self.events
-            .blocking_send(Ok(pb::RestoreEvent { kind: Some(kind) }))
-            .map_err(|_| SnapshotError::Format("the caller went away".into()))
+        send_event(self.events, kind)
     }
+}
+
+/// Sends one restore event, waiting for room.
+fn send_event(
+    events: &mpsc::Sender<Result<pb::RestoreEvent, Status>>,
+    kind: pb::restore_event::Kind,
+) -> Result<(), SnapshotError> {
+    events
+        .blocking_send(Ok(pb::RestoreEvent { kind: Some(kind) }))
+        .map_err(|_| SnapshotError::Format("the caller went away".into()))
 }
 
 impl NodeSink for EventsOut<'_> {
@@ -753,9 +765,27 @@ impl NodeSink for EventsOut<'_> {
                 String::from_utf8_lossy(&node.path)
             ))
         };
+        let mut left = snap::content_len(node);
+        if let Some((conn, number)) = &mut self.fds
+            && left >= super::fds::MIN_CONTENT
+            && node.link.is_empty()
+            && node.kind == fpb::NodeKind::File as i32
+        {
+            *number += 1;
+            send_event(self.events, pb::restore_event::Kind::WantFd(*number))?;
+            let passing = |e: io::Error| {
+                SnapshotError::Format(format!(
+                    "the file /{} could not be written where bitdustctl created it: {e}",
+                    String::from_utf8_lossy(&node.path)
+                ))
+            };
+            let file = super::fds::receive(conn, *number).map_err(passing)?;
+            let n = snap::write_content(&file, &node.holes, content).map_err(passing)?;
+            self.report.bytes += n;
+            return send_event(self.events, pb::restore_event::Kind::Written(n));
+        }
         // The chunks go out as they come, in slices of at most
         // RESTORE_PART bytes (slices of the chunk, not copies).
-        let mut left = snap::content_len(node);
         while left > 0 {
             let max = left.min(RESTORE_PART as u64) as usize;
             let part = content.next_part(max).map_err(reading)?.ok_or_else(|| {

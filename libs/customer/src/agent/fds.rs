@@ -1,0 +1,186 @@
+//! Descriptors `bitdustctl restore` passes (`RestoreRequest.pass_fds`), so
+//! that the agent writes large files' content straight into the files the
+//! caller created as itself, instead of streaming it over gRPC (issue 19:
+//! the stream cost about 15% of a network restore's time).
+//!
+//! Each restore that asks gets a one-time token and the path of a second
+//! Unix socket (`customer.fds.sock` beside the gRPC one, 0660 like it).
+//! The caller connects there and sends the token; the connection is taken
+//! only if its peer credentials are the same caller's as the restore's.
+//! The agent then asks for one descriptor per large file and writes into
+//! it only: it opens nothing of the caller's, and can write only into what
+//! it is passed, which must be a new, empty regular file open for writing.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream as StdStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bitdust_proto::customer::v1 as pb;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixListener;
+use tokio::sync::oneshot;
+
+use super::{Caller, lock};
+
+/// How long a restore waits for its caller to connect before it streams
+/// the content instead.
+pub(super) const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the agent waits for one descriptor once it asked for it.
+pub(super) const PASS_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a new connection has to send its token.
+const TOKEN_WAIT: Duration = Duration::from_secs(5);
+
+/// At most this many connections are read for their token at once (only
+/// local users of group bitdust reach the socket).
+const AT_ONCE: usize = 32;
+
+/// Files with at least this much content go through a passed descriptor;
+/// smaller ones stream (a descriptor costs a round trip).
+pub(super) const MIN_CONTENT: u64 = 256 << 10;
+
+/// The descriptor socket beside the gRPC socket `socket`.
+pub fn socket_beside(socket: &Path) -> PathBuf {
+    socket.with_extension("fds.sock")
+}
+
+/// The offers waiting for their caller to connect.
+#[derive(Default)]
+pub(crate) struct FdOffers {
+    socket: OnceLock<PathBuf>,
+    pending: Mutex<HashMap<[u8; 16], Waiting>>,
+}
+
+/// An offer's caller, and where its connection goes.
+type Waiting = (Caller, oneshot::Sender<StdStream>);
+
+/// One restore's offer: its connection arrives on `rx`; dropped, the offer
+/// is withdrawn.
+pub(super) struct Offer<'a> {
+    offers: &'a FdOffers,
+    token: [u8; 16],
+    pub(super) rx: oneshot::Receiver<StdStream>,
+}
+
+impl Drop for Offer<'_> {
+    fn drop(&mut self) {
+        lock(&self.offers.pending).remove(&self.token);
+    }
+}
+
+impl FdOffers {
+    /// An offer for `caller`, and the event that tells it; none when the
+    /// agent serves no descriptor socket.
+    pub(super) fn offer(&self, caller: Caller) -> Option<(pb::FdOffer, Offer<'_>)> {
+        let socket = self.socket.get()?;
+        let mut token = [0u8; 16];
+        getrandom::fill(&mut token).ok()?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(token, (caller, tx));
+        Some((
+            pb::FdOffer {
+                socket: socket.display().to_string(),
+                token: token.to_vec(),
+            },
+            Offer {
+                offers: self,
+                token,
+                rx,
+            },
+        ))
+    }
+
+    /// Serves the descriptor socket bound at `path`: each connection that
+    /// sends a pending token as that offer's caller goes to its restore.
+    pub(crate) async fn serve(self: Arc<Self>, listener: UnixListener, path: PathBuf) {
+        let _ = self.socket.set(path);
+        let reading = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(place) = reading.clone().try_acquire_owned() else {
+                tracing::debug!(
+                    "too many connections on the descriptor socket at once; closed one"
+                );
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.take(conn).await {
+                    tracing::warn!("a connection on the descriptor socket was refused: {e}");
+                }
+                drop(place);
+            });
+        }
+    }
+
+    async fn take(&self, mut conn: tokio::net::UnixStream) -> io::Result<()> {
+        let uid = conn.peer_cred()?.uid();
+        let mut token = [0u8; 16];
+        tokio::time::timeout(TOKEN_WAIT, conn.read_exact(&mut token))
+            .await
+            .map_err(|_| io::Error::other("it sent no token in time"))??;
+        let Some((caller, tx)) = lock(&self.pending).remove(&token) else {
+            return Err(io::Error::other(
+                "its token is no restore's (or came too late)",
+            ));
+        };
+        if Caller::from_uid(uid) != caller {
+            // The offer is withdrawn: its token is known to another user.
+            return Err(io::Error::other(format!(
+                "user {uid} sent the token of another user's restore"
+            )));
+        }
+        let conn = conn.into_std()?;
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(PASS_WAIT))?;
+        let _ = tx.send(conn);
+        Ok(())
+    }
+}
+
+/// The descriptor the caller passed for entry `number`, checked: a new,
+/// empty regular file, open for writing.
+pub(super) fn receive(conn: &StdStream, number: u64) -> io::Result<std::fs::File> {
+    let (n, fd): (u64, OwnedFd) = bitdust_daemon::fds::recv_fd(conn).map_err(|e| {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            io::Error::other(format!(
+                "bitdustctl passed no descriptor within {} s",
+                PASS_WAIT.as_secs()
+            ))
+        } else {
+            e
+        }
+    })?;
+    if n != number {
+        return Err(io::Error::other(format!(
+            "bitdustctl passed the descriptor of entry {n} where entry {number} was due"
+        )));
+    }
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || st.st_size != 0
+    {
+        return Err(io::Error::other(
+            "bitdustctl passed a descriptor that is not a new, empty regular file",
+        ));
+    }
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    let mode = flags & rustix::fs::OFlags::RWMODE;
+    if mode == rustix::fs::OFlags::RDONLY || flags.contains(rustix::fs::OFlags::APPEND) {
+        return Err(io::Error::other(
+            "bitdustctl passed a descriptor not open for writing at its offsets",
+        ));
+    }
+    Ok(std::fs::File::from(fd))
+}
