@@ -261,7 +261,7 @@ poll 30 "bd-cust: bitdust-dht, bitdust-customer and bitdust-rebuilder are active
 units_up=$(date +%s)
 check "sockets in /run/bitdust are bitdust:bitdust 0660, the directory 0750" on bd-cust sh -c '
     [ "$(stat -c %U:%G:%a /run/bitdust)" = bitdust:bitdust:750 ] &&
-    for s in dht customer rebuilder; do [ "$(stat -c %U:%G:%a /run/bitdust/$s.sock)" = bitdust:bitdust:660 ] || exit 1; done'
+    for s in dht customer customer.fds rebuilder; do [ "$(stat -c %U:%G:%a /run/bitdust/$s.sock)" = bitdust:bitdust:660 ] || exit 1; done'
 check "secret key files (*.key) are 0600, owned by bitdust" on bd-cust sh -c '
     n=0; for f in $(find /var/lib/bitdust -type f -name "*.key"); do
         [ "$(stat -c %U:%a "$f")" = bitdust:600 ] || { echo "$f"; exit 1; }; n=$((n+1)); done; [ $n -ge 3 ]'
@@ -325,8 +325,9 @@ else
 fi
 check "the customer-agent holds no capability (it reads no file: bitdustctl streams them)" on bd-cust sh -c \
     'grep -q "^CapEff:[[:space:]]*0000000000000000$" /proc/$(systemctl show -P MainPID bitdust-customer)/status'
-check "bitdustctl restore as alice writes alice's files, bit-exact" as bd-cust alice \
-    'bitdustctl --quiet restore --to ~/restored && diff -r --no-dereference ~/Documents ~/restored/home/alice/Documents &&
+check "bitdustctl restore as alice writes alice's files, bit-exact, the agent writing the large ones into the descriptors she passed" as bd-cust alice \
+    'bitdustctl restore --to ~/restored >/dev/null 2>~/restore.err && ! grep -q "cannot pass" ~/restore.err &&
+     diff -r --no-dereference ~/Documents ~/restored/home/alice/Documents &&
      [ -z "$(find ~/restored ! -user alice)" ] && [ -d ~/restored/home/alice/Documents/empty ]'
 check "alice's ls, stats and check go through the agent to the suppliers" as bd-cust alice \
     'bitdustctl ls | grep -q " /home/alice/Documents/sub/numbers.txt$" &&
