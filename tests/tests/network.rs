@@ -825,7 +825,7 @@ async fn start_supplier(cfg: &Path, sock: &Path) -> (Child, String) {
 /// A supplier-store of its own in `dir` (listening on 127.0.0.1, `extra`
 /// added to its `[supplier]` section): the process, its QUIC address and
 /// its node id.
-async fn standalone_supplier(dir: &Path, extra: &str) -> (Child, String, NodeId) {
+async fn standalone_supplier(dir: &Path, extra: &str) -> (Daemon, String, NodeId) {
     let cfg = dir.join("bitdust.toml");
     std::fs::write(
         &cfg,
@@ -842,7 +842,7 @@ async fn standalone_supplier(dir: &Path, extra: &str) -> (Child, String, NodeId)
         .trim()
         .parse()
         .unwrap();
-    (child, listen, sup)
+    (Daemon(child), listen, sup)
 }
 
 /// The number of objects a supplier holds, from its gRPC status.
@@ -2959,6 +2959,19 @@ fn snapshots_over_the_agent_read_and_send_only_what_changed_and_restore_bit_exac
 /// included).
 struct Daemon(Child);
 
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -4120,8 +4133,7 @@ async fn many_puts_at_once_on_one_link_all_land_without_stalling_its_connection(
     // window with their unread bytes and the landing ones could not go on
     // (every put timing out); the link sends `PUTS_AT_ONCE` at a time.
     let dir = tempfile::tempdir().unwrap();
-    let (child, listen, sup) = standalone_supplier(dir.path(), "").await;
-    let _supplier = Daemon(child);
+    let (_supplier, listen, sup) = standalone_supplier(dir.path(), "").await;
     let link = Arc::new(SupplierLink::new(
         endpoint(&Identity::generate()),
         sup,

@@ -96,9 +96,14 @@ pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3)
 /// connection reset, so the next call dials anew
 /// ([`SupplierLink::reset_if_silent`]).
 pub async fn ping_once(link: &SupplierLink) -> Result<(), PeerError> {
+    ping_pong(link).await.map(|_| ())
+}
+
+/// [`ping_once`], keeping the supplier's answer.
+pub async fn ping_pong(link: &SupplierLink) -> Result<bitdust_proto::peer::v1::Pong, PeerError> {
     let mark = link.heard().await;
     let r = match tokio::time::timeout(PROBE_TIMEOUT, link.ping()).await {
-        Ok(r) => r.map(|_| ()),
+        Ok(r) => r,
         Err(_) => Err(PeerError::Unreachable(format!(
             "supplier {} at {} did not answer a ping within {PROBE_TIMEOUT:?}",
             link.node_id, link.address

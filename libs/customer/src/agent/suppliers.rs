@@ -172,18 +172,7 @@ impl Agent {
         let mut set = tokio::task::JoinSet::new();
         for (p, l) in links.iter().enumerate() {
             if let Some(l) = l.clone() {
-                set.spawn(async move {
-                    let mark = l.heard().await;
-                    let r = tokio::time::timeout(netio::PROBE_TIMEOUT, l.ping())
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(PeerError::Unreachable("no answer to a ping".into()))
-                        });
-                    if r.is_err() {
-                        l.reset_if_silent(mark).await;
-                    }
-                    (p, r)
-                });
+                set.spawn(async move { (p, netio::ping_pong(&l).await) });
             }
         }
         let mut out = vec![None; links.len()];
