@@ -68,7 +68,7 @@ pub enum Command {
     },
     /// List the backups and their versions (root and the user bitdust see every backup; other users their own).
     List,
-    /// Restore a backup version into a new or empty directory; bitdustctl writes the files, as the user running it.
+    /// Restore a backup version into a new or empty directory; bitdustctl creates the files, as the user running it, and writes them or has the customer-agent write the content of the large ones into them.
     Restore {
         /// ID or ID@VERSION (an unambiguous prefix of the id will do) [default: the only backup, newest version].
         #[arg(value_name = "ID[@VERSION]")]
