@@ -363,7 +363,15 @@ impl Extractor {
                     },
                     &bar,
                     owners,
-                )?;
+                );
+                if r.is_err() {
+                    // Closed before the descriptor connection, so that the
+                    // stream's end (the agent's error, which follows this
+                    // one) is known to come from this failure.
+                    rx.close();
+                }
+                drop(fds);
+                let r = r?;
                 Ok(bitdust_pipeline::RestoreReport {
                     files: r.files,
                     directories: r.directories,
@@ -701,6 +709,9 @@ impl Client {
                         "the customer-agent ended the restore without a result; see its log".into(),
                     )));
                 }
+                // The extractor stopped on its own before (it closed its
+                // end): its error, not the agent's, says why.
+                Err(_) if extractor.as_ref().is_some_and(|x| x.tx.is_closed()) => break Err(None),
                 Err(s) => break Err(Some(s.into())),
             };
             let x = extractor

@@ -403,6 +403,9 @@ pub(crate) struct Restored {
     positions_left_out: Vec<u32>,
     /// Of those, the ones that answered nothing while most others did.
     positions_silent: Vec<u32>,
+    /// Files whose content the agent wrote into the files this process
+    /// created and passed to it (the rest streamed).
+    files_written_by_agent: u64,
     pub(crate) warnings: Vec<String>,
     to: String,
     /// Wall time of the whole restore, as this process saw it.
@@ -431,6 +434,7 @@ impl Restored {
             fragments_read_around: d.fragments_read_around,
             positions_left_out: d.positions_left_out,
             positions_silent: d.positions_silent,
+            files_written_by_agent: d.files_written_in_place,
             warnings,
             to: to.display().to_string(),
             seconds: 0.0,

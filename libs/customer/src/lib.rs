@@ -73,12 +73,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await?;
     // The second socket, where `bitdustctl restore` passes the files it
     // creates for the agent to write into.
+    // Without it, restores stream all content, as before.
     let fds_socket = agent::fds::socket_beside(&socket);
-    let fds_listener = bitdust_daemon::bind_socket(&fds_socket).await?;
-    daemon.supervise(
-        "the descriptor socket",
-        agent.clone().serve_fds(fds_listener, fds_socket.clone()),
-    );
+    match bitdust_daemon::bind_socket(&fds_socket).await {
+        Ok(listener) => daemon.supervise(
+            "the descriptor socket",
+            agent.clone().serve_fds(listener, fds_socket.clone()),
+        ),
+        Err(e) => tracing::warn!("{e}; restores stream every file's content instead"),
+    }
     // Recovery, hiring the listed suppliers, collecting failed attempts
     // and filling positions from the DHT: done once, then it ends.
     tokio::spawn(agent.clone().start_network());

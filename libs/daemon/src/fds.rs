@@ -27,12 +27,17 @@ pub fn send_fd(sock: &UnixStream, number: u64, fd: BorrowedFd<'_>) -> io::Result
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(io::Error::other("no room for a descriptor in the message"));
     }
-    let sent = rustix::net::sendmsg(
-        sock.as_fd(),
-        &[IoSlice::new(&bytes)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
+    let sent = loop {
+        match rustix::net::sendmsg(
+            sock.as_fd(),
+            &[IoSlice::new(&bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r?,
+        }
+    };
     // The descriptor went with the first byte; any rest goes plainly.
     io::Write::write_all(&mut &*sock, &bytes[sent..])
 }
@@ -45,12 +50,17 @@ pub fn recv_fd(sock: &UnixStream) -> io::Result<(u64, OwnedFd)> {
     // Room for one descriptor: the kernel closes any more, and says so.
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = rustix::net::recvmsg(
-        sock.as_fd(),
-        &mut [IoSliceMut::new(&mut bytes)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
+    let got = loop {
+        match rustix::net::recvmsg(
+            sock.as_fd(),
+            &mut [IoSliceMut::new(&mut bytes)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r?,
+        }
+    };
     if got.bytes == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,

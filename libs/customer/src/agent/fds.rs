@@ -9,7 +9,14 @@
 //! only if its peer credentials are the same caller's as the restore's.
 //! The agent then asks for one descriptor per large file and writes into
 //! it only: it opens nothing of the caller's, and can write only into what
-//! it is passed, which must be a new, empty regular file open for writing.
+//! it is passed, which must be an empty regular file open for writing, not
+//! in append mode, and not of a kernel pseudo-filesystem.
+//!
+//! A restore run as root hands the agent (user bitdust under the packaged
+//! unit) writable descriptors of files that end up root's: the agent is
+//! trusted with their content at restore time in any case, but a
+//! compromised agent could also keep a descriptor and change the file
+//! later (docs/architecture.md says so).
 
 use std::collections::HashMap;
 use std::io;
@@ -30,8 +37,10 @@ use super::{Caller, lock};
 /// the content instead.
 pub(super) const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
-/// How long the agent waits for one descriptor once it asked for it.
-pub(super) const PASS_WAIT: Duration = Duration::from_secs(60);
+/// How often the agent, waiting for a descriptor, looks whether its
+/// caller is still there (a caller with many small entries queued before
+/// the file may take long; one that went away ends the wait).
+const WAIT_STEP: Duration = Duration::from_secs(1);
 
 /// How long a new connection has to send its token.
 const TOKEN_WAIT: Duration = Duration::from_secs(5);
@@ -113,8 +122,17 @@ impl FdOffers {
             };
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.take(conn).await {
-                    tracing::warn!("a connection on the descriptor socket was refused: {e}");
+                // Another user's token is worth a warning; the rest (no
+                // token, an unknown one) any member of group bitdust can
+                // cause as often as it likes.
+                match me.take(conn).await {
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        tracing::warn!("a connection on the descriptor socket was refused: {e}")
+                    }
+                    Err(e) => {
+                        tracing::debug!("a connection on the descriptor socket was refused: {e}")
+                    }
+                    Ok(()) => {}
                 }
                 drop(place);
             });
@@ -134,34 +152,63 @@ impl FdOffers {
         };
         if Caller::from_uid(uid) != caller {
             // The offer is withdrawn: its token is known to another user.
-            return Err(io::Error::other(format!(
-                "user {uid} sent the token of another user's restore"
-            )));
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("user {uid} sent the token of another user's restore"),
+            ));
         }
         let conn = conn.into_std()?;
         conn.set_nonblocking(false)?;
-        conn.set_read_timeout(Some(PASS_WAIT))?;
+        conn.set_read_timeout(Some(WAIT_STEP))?;
         let _ = tx.send(conn);
         Ok(())
     }
 }
 
-/// The descriptor the caller passed for entry `number`, checked: a new,
-/// empty regular file, open for writing.
-pub(super) fn receive(conn: &StdStream, number: u64) -> io::Result<std::fs::File> {
-    let (n, fd): (u64, OwnedFd) = bitdust_daemon::fds::recv_fd(conn).map_err(|e| {
-        if matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            io::Error::other(format!(
-                "bitdustctl passed no descriptor within {} s",
-                PASS_WAIT.as_secs()
-            ))
-        } else {
-            e
+/// Filesystems whose files act on writes rather than store them: never a
+/// restore's target (procfs, sysfs, cgroup v1 and v2, configfs, debugfs,
+/// tracefs, securityfs, bpf).
+const PSEUDO_FILESYSTEMS: [i64; 9] = [
+    0x9fa0,
+    0x6265_6572,
+    0x0027_e0eb,
+    0x6367_7270,
+    0x6265_6570,
+    0x6462_6720,
+    0x7472_6163,
+    0x7363_6673,
+    0xcafe_4a11,
+];
+
+/// The descriptor the caller passed for entry `number`, checked: an empty
+/// regular file, open for writing, not in append mode, on a filesystem
+/// that stores what is written. Waits for as long as `gone` says the
+/// caller is still there.
+pub(super) fn receive(
+    conn: &StdStream,
+    number: u64,
+    gone: impl Fn() -> bool,
+) -> io::Result<std::fs::File> {
+    let (n, fd): (u64, OwnedFd) = loop {
+        match bitdust_daemon::fds::recv_fd(conn) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if gone() {
+                    return Err(io::Error::other("bitdustctl went away"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(io::Error::other(
+                    "bitdustctl closed its descriptor connection (see its error)",
+                ));
+            }
+            r => break r?,
         }
-    })?;
+    };
     if n != number {
         return Err(io::Error::other(format!(
             "bitdustctl passed the descriptor of entry {n} where entry {number} was due"
@@ -172,7 +219,14 @@ pub(super) fn receive(conn: &StdStream, number: u64) -> io::Result<std::fs::File
         || st.st_size != 0
     {
         return Err(io::Error::other(
-            "bitdustctl passed a descriptor that is not a new, empty regular file",
+            "bitdustctl passed a descriptor that is not an empty regular file",
+        ));
+    }
+    let fs = rustix::fs::fstatfs(&fd)?;
+    #[allow(clippy::unnecessary_cast)]
+    if PSEUDO_FILESYSTEMS.contains(&(fs.f_type as i64)) {
+        return Err(io::Error::other(
+            "bitdustctl passed a file of a kernel pseudo-filesystem",
         ));
     }
     let flags = rustix::fs::fcntl_getfl(&fd)?;

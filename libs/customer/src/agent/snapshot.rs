@@ -460,6 +460,7 @@ impl Agent {
             // A user's backup gives back only what that user could have
             // made, whoever restores it (docs/metadata.md, "Security").
             let confine = owner.map(snap::Confine::user);
+            let mut in_place = 0;
             let report = match &to {
                 Some(to) => snap::restore_snapshot_confined(
                     &me.repo,
@@ -475,6 +476,7 @@ impl Agent {
                         events: &events,
                         report: snap::SnapshotRestoreReport::default(),
                         fds: fds.map(|c| (c, 0)),
+                        written_in_place: 0,
                     };
                     let warning = match confine {
                         Some(rules) => {
@@ -494,6 +496,7 @@ impl Agent {
                             None
                         }
                     };
+                    in_place = out.written_in_place;
                     let mut r = out.report;
                     r.warnings.extend(warning);
                     r.packs_fetched = packs.fetched;
@@ -522,6 +525,7 @@ impl Agent {
                 packs_fetched: report.packs_fetched,
                 bytes_fetched: report.bytes_fetched,
                 warnings: report.warnings,
+                files_written_in_place: in_place,
                 ..Default::default()
             })
         })
@@ -714,6 +718,8 @@ struct EventsOut<'a> {
     events: &'a mpsc::Sender<Result<pb::RestoreEvent, Status>>,
     report: snap::SnapshotRestoreReport,
     fds: Option<(std::os::unix::net::UnixStream, u64)>,
+    /// Files whose content went into a passed descriptor.
+    written_in_place: u64,
 }
 
 /// The most content bytes in one restore message. gRPC copies each
@@ -779,9 +785,18 @@ impl NodeSink for EventsOut<'_> {
                     String::from_utf8_lossy(&node.path)
                 ))
             };
-            let file = super::fds::receive(conn, *number).map_err(passing)?;
+            let events = self.events;
+            let file =
+                super::fds::receive(conn, *number, || events.is_closed()).map_err(passing)?;
             let n = snap::write_content(&file, &node.holes, content).map_err(passing)?;
+            if n != left {
+                return Err(reading(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("its chunks hold {n} bytes where its size says {left}"),
+                )));
+            }
             self.report.bytes += n;
+            self.written_in_place += 1;
             return send_event(self.events, pb::restore_event::Kind::Written(n));
         }
         // The chunks go out as they come, in slices of at most
