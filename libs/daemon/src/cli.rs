@@ -77,7 +77,9 @@ impl Daemon {
                 "and backs folders up to them and restores them, driven by bitdustctl. It listens on no network port: it only dials.\n\n",
                 "It serves gRPC (bitdust.customer.v1.Customer, reflection, health) on <run_dir>/customer.sock; ",
                 "its keys and state are kept under <state_dir>/customer. Under systemd it runs as bitdust-customer.service, ",
-                "with the capability to read (not write) every file, so that it can back up users' files."
+                "with no capability: it opens no user's file. bitdustctl reads the files to back up and streams them; on restore ",
+                "it writes the files, or creates the large ones and passes them on <run_dir>/customer.fds.sock for the agent ",
+                "to write into."
             ),
             Daemon::Rebuilder => concat!(
                 "Watches this customer's suppliers through the customer-agent (pings, and audits of random fragments). ",
