@@ -4418,7 +4418,7 @@ fn a_restore_writes_large_files_into_the_descriptors_bitdustctl_passes_and_only_
 #[test]
 #[ignore = "needs root (a thread as user nobody); tests/run.sh runs it"]
 fn only_the_restore_s_own_user_may_take_its_descriptor_offer() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let net = Net::up(7, 0);
     let src = net.dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -4433,32 +4433,19 @@ fn only_the_restore_s_own_user_may_take_its_descriptor_offer() {
         0o660,
         "the descriptor socket is for its owner and group only"
     );
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut d = sock.parent().unwrap();
-    while d != net.dir.path().parent().unwrap() {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-        d = d.parent().unwrap();
-    }
+    open_to_all(&net, &sock);
     let seen = raw_restore(
         &net,
         |o| {
-            // A thread of this process as user nobody (the ids of one
-            // thread only: SO_PEERCRED takes the connecting thread's).
             let (path, token) = (o.socket.clone(), o.token.clone());
-            std::thread::spawn(move || {
+            as_nobody(move || {
                 use std::io::{Read, Write};
-                let nobody = rustix::process::Gid::from_raw(65534);
-                rustix::thread::set_thread_res_gid(nobody, nobody, nobody).unwrap();
-                let nobody = rustix::process::Uid::from_raw(65534);
-                rustix::thread::set_thread_res_uid(nobody, nobody, nobody).unwrap();
                 let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
                 s.write_all(&token).unwrap();
                 // The agent closes it.
                 let mut rest = Vec::new();
                 let _ = s.read_to_end(&mut rest);
-            })
-            .join()
-            .unwrap();
+            });
             None
         },
         |_| unreachable!("no descriptor is asked for without a connection"),
@@ -4467,4 +4454,71 @@ fn only_the_restore_s_own_user_may_take_its_descriptor_offer() {
     assert!(seen.offered);
     assert!(seen.want_fd.is_empty(), "{seen:?}");
     assert_eq!(seen.content_bytes, (1 << 20) + 5, "{seen:?}");
+}
+
+/// Makes the descriptor socket `sock` and the directories above it, up to
+/// the devnet's, open to every user (for the tests that connect as user
+/// nobody).
+fn open_to_all(net: &Net, sock: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut d = sock.parent().unwrap();
+    while d != net.dir.path().parent().unwrap() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d = d.parent().unwrap();
+    }
+}
+
+/// Runs `f` on a thread of this process as user nobody (the ids of one
+/// thread only: SO_PEERCRED takes the connecting thread's).
+fn as_nobody<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let nobody = rustix::process::Gid::from_raw(65534);
+        rustix::thread::set_thread_res_gid(nobody, nobody, nobody).unwrap();
+        let nobody = rustix::process::Uid::from_raw(65534);
+        rustix::thread::set_thread_res_uid(nobody, nobody, nobody).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+#[ignore = "needs root (a thread as user nobody); tests/run.sh runs it"]
+fn a_user_holding_descriptor_connections_open_does_not_keep_another_user_s_restore_from_its_offer()
+{
+    let net = Net::up(7, 0);
+    let src = net.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big"), vec![7u8; 1 << 20]).unwrap();
+    net.ok(&["backup", &src.display().to_string()]);
+    let sock = net.run_dir().join("customer.fds.sock");
+    open_to_all(&net, &sock);
+    // User nobody opens 40 connections and sends no token: more than the
+    // agent reads at once in all. They stay open until the restore ends
+    // (the agent gives each 5 s).
+    let held = std::sync::Mutex::new(Vec::new());
+    let out = net.dir.path().join("out");
+    let seen = raw_restore(
+        &net,
+        |o| {
+            let path = o.socket.clone();
+            let conns = as_nobody(move || {
+                (0..40)
+                    .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+                    .collect::<Vec<_>>()
+            });
+            held.lock().unwrap().extend(conns);
+            Some(take_offer(o))
+        },
+        |n| {
+            let f = std::fs::File::create(&out).unwrap();
+            Pass::Fd(f.into(), n, None)
+        },
+    );
+    assert!(seen.error.is_none(), "{seen:?}");
+    assert_eq!(seen.want_fd, [1], "{seen:?}");
+    assert_eq!(seen.content_bytes, 0, "{seen:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 1 << 20]);
+    drop(held);
 }

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bitdust_net::places::Places;
 use bitdust_proto::customer::v1 as pb;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixListener;
@@ -46,8 +47,11 @@ const WAIT_STEP: Duration = Duration::from_secs(1);
 const TOKEN_WAIT: Duration = Duration::from_secs(5);
 
 /// At most this many connections are read for their token at once (only
-/// local users of group bitdust reach the socket).
+/// local users of group bitdust reach the socket), and at most
+/// [`AT_ONCE_PER_USER`] of one user's: a user who holds connections open
+/// without a token delays only that user's own restores.
 const AT_ONCE: usize = 32;
+const AT_ONCE_PER_USER: usize = 4;
 
 /// Files with at least this much content go through a passed descriptor;
 /// smaller ones stream (a descriptor costs a round trip).
@@ -108,15 +112,18 @@ impl FdOffers {
     /// sends a pending token as that offer's caller goes to its restore.
     pub(crate) async fn serve(self: Arc<Self>, listener: UnixListener, path: PathBuf) {
         let _ = self.socket.set(path);
-        let reading = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+        let reading = Places::new(AT_ONCE, AT_ONCE_PER_USER);
         loop {
             let Ok((conn, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let Ok(place) = reading.clone().try_acquire_owned() else {
+            let Ok(uid) = conn.peer_cred().map(|c| c.uid()) else {
+                continue;
+            };
+            let Ok(place) = reading.take(uid) else {
                 tracing::debug!(
-                    "too many connections on the descriptor socket at once; closed one"
+                    "too many connections on the descriptor socket at once (of user {uid} or in all); closed one"
                 );
                 continue;
             };
@@ -125,7 +132,7 @@ impl FdOffers {
                 // Another user's token is worth a warning; the rest (no
                 // token, an unknown one) any member of group bitdust can
                 // cause as often as it likes.
-                match me.take(conn).await {
+                match me.take(conn, uid).await {
                     Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                         tracing::warn!("a connection on the descriptor socket was refused: {e}")
                     }
@@ -139,8 +146,7 @@ impl FdOffers {
         }
     }
 
-    async fn take(&self, mut conn: tokio::net::UnixStream) -> io::Result<()> {
-        let uid = conn.peer_cred()?.uid();
+    async fn take(&self, mut conn: tokio::net::UnixStream, uid: u32) -> io::Result<()> {
         let mut token = [0u8; 16];
         tokio::time::timeout(TOKEN_WAIT, conn.read_exact(&mut token))
             .await
