@@ -1446,7 +1446,7 @@ _bitdustctl() {
             return 0
             ;;
         bitdustctl__subcmd__local__subcmd__restore)
-            opts="-q -h --to --include --numeric-owner --keys --json --quiet --run-dir --help"
+            opts="-q -h --to --include --numeric-owner --workers --keys --json --quiet --run-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1457,6 +1457,10 @@ _bitdustctl() {
                     return 0
                     ;;
                 --include)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workers)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -153,6 +153,7 @@ complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from backup" -s h -l help -d 'Print help'
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l to -d 'New or empty directory to restore into' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l include -d 'Restore only this path (as backed up, absolute) and what is under it; repeatable. Only the packs holding it are read' -r -F
+complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l workers -d 'Threads decompressing chunks of 64 KiB and more; 1 leaves it to the thread writing the files [default: one per core]' -r
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l keys -d 'Key directory [default: $BITDUST_KEYS, else $XDG_DATA_HOME/bitdust/keys, else ~/.local/share/bitdust/keys]. Created on first backup' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l run-dir -d 'Where the daemons\' sockets are' -r -F
 complete -c bitdustctl -n "__fish_bitdustctl_using_subcommand local; and __fish_seen_subcommand_from restore" -l numeric-owner -d 'Run as root: give owners back by their numeric ids, not by the user and group names the snapshot keeps'

@@ -338,13 +338,14 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             to,
             include,
             numeric_owner,
+            workers,
             keys,
         } => {
             let keys = keys_dir(keys)?;
             let (_lock, repo) = open_state(dir)?;
             let include: Vec<Vec<u8>> = include.iter().map(|p| as_backed_up(p)).collect();
             let start = Instant::now();
-            let (root, r) = local::restore_snapshot_from_dir(
+            let (root, r) = local::restore_snapshot_from_dir_on(
                 &keys,
                 dir,
                 &repo,
@@ -352,6 +353,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 to,
                 &include,
                 owners(*numeric_owner),
+                workers.map_or(0, usize::from),
             )?;
             let secs = start.elapsed().as_secs_f64();
             let r = report::LocalRestored::new(&root, r, to, secs, peak_rss_bytes());

@@ -1100,6 +1100,7 @@ struct RestoreStages {
     open: f64,
     wait_packs: f64,
     decompress: f64,
+    decompress_threads: f64,
     write: f64,
     plan: f64,
 }
@@ -1112,6 +1113,7 @@ impl From<bitdust_pipeline::stages::RestoreTimes> for RestoreStages {
             open: us(t.open),
             wait_packs: us(t.wait_packs),
             decompress: us(t.decompress),
+            decompress_threads: us(t.decompress_threads),
             write: us(t.write),
             plan: us(t.plan),
         }

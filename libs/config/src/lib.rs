@@ -323,7 +323,8 @@ pub struct CustomerConfig {
     pub block_size: ByteSize,
     /// zstd level, 1..=19.
     pub zstd_level: i32,
-    /// Threads compressing a backup's new chunks; 0 for one per core.
+    /// Threads compressing a backup's new chunks and decompressing a
+    /// restore's; 0 for one per core.
     pub workers: u32,
     /// Suppliers bound to positions 0, 1, ... at start when those are free:
     /// `NODEID@host:port`.

@@ -924,6 +924,28 @@ pub fn restore_snapshot_from_dir(
     ),
     LocalError,
 > {
+    restore_snapshot_from_dir_on(keys_dir, dir, repo, sel, target, include, owners, 0)
+}
+
+/// [`restore_snapshot_from_dir`], decompressing on `workers` threads (0:
+/// one per core; 1: on the restoring thread alone).
+#[allow(clippy::too_many_arguments)]
+pub fn restore_snapshot_from_dir_on(
+    keys_dir: &Path,
+    dir: &Path,
+    repo: &crate::repo::Repo,
+    sel: Selector,
+    target: &Path,
+    include: &[Vec<u8>],
+    owners: crate::snapshot::Owners,
+    workers: usize,
+) -> Result<
+    (
+        bitdust_block::root::Root,
+        crate::snapshot::SnapshotRestoreReport,
+    ),
+    LocalError,
+> {
     let opened = Opened::new(keys_dir, dir)?;
     let root = opened.select(sel)?;
     let key = opened.backup_key(&root)?;
@@ -933,7 +955,8 @@ pub fn restore_snapshot_from_dir(
     // from their sealed lists first.
     let dedup = opened.dedup(id);
     crate::snapshot::rebuild_index(repo, &mut source, &root, &dedup)?;
-    let mut packs = crate::snapshot::PackReader::new(&mut source, &root, dedup, key)?;
+    let mut packs =
+        crate::snapshot::PackReader::new(&mut source, &root, dedup, key)?.with_workers(workers);
     let report =
         crate::snapshot::restore_snapshot_staged(repo, &mut packs, target, include, owners)?;
     Ok((root, report))

@@ -1814,7 +1814,7 @@ pub struct PackReader<'a> {
     code: Code,
     keys: Arc<DedupKeys>,
     key: BackupKey,
-    cache: Vec<(u64, Vec<u8>)>,
+    cache: Vec<(u64, Arc<Vec<u8>>)>,
     /// The last metadata pack read, apart from `cache`, whose order a
     /// planned restore replays.
     meta: Option<(u64, Vec<u8>)>,
@@ -1832,6 +1832,9 @@ pub struct PackReader<'a> {
     spare: Spare,
     /// One decompression context for every chunk.
     zstd: zstd::bulk::Decompressor<'static>,
+    /// Threads decompressing a planned restore's chunks; 0 for one per
+    /// core, 1 for none besides the restoring thread.
+    workers: usize,
 }
 
 /// Packs kept opened by a [`PackReader`]: chunks shared by files far apart
@@ -1865,7 +1868,15 @@ impl<'a> PackReader<'a> {
             spare: Spare::default(),
             zstd: zstd::bulk::Decompressor::new()
                 .map_err(|e| SnapshotError::Format(format!("zstd: {e}")))?,
+            workers: 0,
         })
+    }
+
+    /// Decompresses a planned restore's chunks on `workers` threads (0:
+    /// one per core; 1: on the restoring thread alone, none besides it).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// Takes a pack's fragments only under the header `repo`'s record of
@@ -2013,8 +2024,21 @@ impl<'a> PackReader<'a> {
         if self.cache.len() >= PACK_CACHE {
             self.cache.remove(0);
         }
-        self.cache.push((pack, data));
+        self.cache.push((pack, Arc::new(data)));
         Ok(())
+    }
+
+    /// Whether pack `pack` is cached, or opened by a planned restore's
+    /// threads and waiting.
+    fn at_hand(&mut self, pack: u64) -> bool {
+        self.cache.iter().any(|(p, _)| *p == pack)
+            || self.loader.as_mut().is_some_and(|l| l.ready(pack))
+    }
+
+    /// Pack `pack`'s chunk data, made the last of the cache.
+    fn pack_data(&mut self, pack: u64) -> Result<Arc<Vec<u8>>, SnapshotError> {
+        self.load(pack)?;
+        Ok(self.cache[self.cache.len() - 1].1.clone())
     }
 
     fn identity_node(&self) -> bitdust_crypto::NodeId {
@@ -2102,16 +2126,29 @@ fn check_chunk(
     Ok(())
 }
 
-/// A restore's spare chunk buffers: at most [`SPARE_CHUNKS`], each kept
-/// only up to the largest chunk.
-#[derive(Clone, Default)]
-pub(crate) struct Spare(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+/// A restore's spare chunk buffers: at most [`SPARE_CHUNKS`] (and one
+/// per chunk its decompressing threads may hold), each kept only up to the
+/// largest chunk.
+#[derive(Clone)]
+pub(crate) struct Spare(Arc<std::sync::Mutex<Vec<Vec<u8>>>>, usize);
 
 /// Chunk buffers a restore keeps for reuse: the chunk being handed on and
 /// the one before it are all a sink holds at once.
 const SPARE_CHUNKS: usize = 2;
 
+impl Default for Spare {
+    fn default() -> Self {
+        Spare(Default::default(), SPARE_CHUNKS)
+    }
+}
+
 impl Spare {
+    /// Keeping also `more` buffers (the chunks a restore's decompressing
+    /// threads may hold at once).
+    fn keeping_more(&self, more: usize) -> Spare {
+        Spare(self.0.clone(), SPARE_CHUNKS + more)
+    }
+
     fn take(&self) -> Vec<u8> {
         self.0
             .lock()
@@ -2122,7 +2159,7 @@ impl Spare {
 
     fn give(&self, buf: Vec<u8>) {
         if let Ok(mut s) = self.0.lock()
-            && s.len() < SPARE_CHUNKS
+            && s.len() < self.1
             && buf.capacity() <= crate::chunker::FILE_CHUNKS.max
         {
             s.push(buf);

@@ -433,11 +433,14 @@ pub struct RestoreTimes {
     pub open: f64,
     /// The restoring thread waiting for an opened pack.
     pub wait_packs: f64,
-    /// The restoring thread decompressing and checking chunks (its time
-    /// taking chunks, less `wait_packs`: a wait for the packs of an entry
-    /// the sink skipped is taken from this too, so a partial restore may
-    /// read a little low).
+    /// The restoring thread decompressing and checking chunks, or waiting
+    /// for the decompressing threads (its time taking chunks, less
+    /// `wait_packs`: a wait for the packs of an entry the sink skipped is
+    /// taken from this too, so a partial restore may read a little low).
     pub decompress: f64,
+    /// The decompressing threads decompressing and checking the chunks
+    /// handed to them, together (0 when the restoring thread does it all).
+    pub decompress_threads: f64,
     /// The restoring thread in the sink: writing files and their
     /// attributes, or handing entries on to a stream.
     pub write: f64,
@@ -460,6 +463,8 @@ pub(crate) struct RestoreClocks {
     pub(crate) nodes: AtomicU64,
     /// Content pulled by the sink.
     pub(crate) parts: AtomicU64,
+    /// The decompressing threads, together.
+    pub(crate) pool: AtomicU64,
 }
 
 impl RestoreClocks {
@@ -473,6 +478,7 @@ impl RestoreClocks {
             open: s(&self.open),
             wait_packs: wait,
             decompress: (s(&self.chunks) - wait).max(0.0),
+            decompress_threads: s(&self.pool),
             write: (nodes - s(&self.parts)).max(0.0),
             plan: (wall - nodes).max(0.0),
         }

@@ -158,6 +158,17 @@ impl Fixture {
         include: &[&[u8]],
         into: &str,
     ) -> (PathBuf, bitdust_pipeline::snapshot::SnapshotRestoreReport) {
+        self.restore_with(n, include, into, 0)
+    }
+
+    /// [`Self::restore_report`] decompressing on `workers` threads.
+    fn restore_with(
+        &self,
+        n: u64,
+        include: &[&[u8]],
+        into: &str,
+        workers: usize,
+    ) -> (PathBuf, bitdust_pipeline::snapshot::SnapshotRestoreReport) {
         let root_bytes = std::fs::read(
             self.root
                 .join("positions/3")
@@ -170,7 +181,9 @@ impl Fixture {
         let mut source = self.store.source(self.backup, 0);
         let keys = DedupKeys::derive(&self.identity, &self.backup.0);
         let key = BackupKey::parse(&self.key.to_secret_string()).unwrap();
-        let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
+        let mut packs = PackReader::new(&mut source, &root, keys, key)
+            .unwrap()
+            .with_workers(workers);
         let target = self.root.join(into);
         std::fs::create_dir_all(&target).unwrap();
         let include: Vec<Vec<u8>> = include.iter().map(|i| i.to_vec()).collect();
@@ -331,6 +344,52 @@ impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for Faili
 
     fn failure(&self, _: usize) -> Option<String> {
         Some("the disk went away".into())
+    }
+}
+
+/// Chunks decompressed on threads of their own come out in order and
+/// whole, and sending them ahead leaves the packs fetched as they were
+/// (the cache replays the plan): a whole restore and a partial one (whose
+/// sink skips what it does not want, after chunks were sent ahead), with
+/// the restoring thread alone and with 2 and 5 decompressing threads.
+#[test]
+fn chunks_decompressed_on_threads_restore_exactly_and_fetch_the_same_packs() {
+    let f = Fixture::new();
+    // Two files sharing most chunks, so that chunks of one pack are read
+    // again after others were sent ahead, and fetched again.
+    // Between them, more packs than the restore keeps opened.
+    let mut twin = random(9 << 20, 1);
+    twin[5 << 20] ^= 1;
+    write(&f.src.join("twin.bin"), &twin);
+    write(&f.src.join("fill.bin"), &random(20 << 20, 3));
+    f.snapshot(1);
+    let docs = snap_path(&f.src.join("docs"));
+    for include in [&[][..], &[docs.as_slice()][..]] {
+        let mut seen = Vec::new();
+        for workers in [1, 2, 5] {
+            let into = format!("out-{}-{workers}", include.len());
+            let (target, r) = f.restore_with(1, include, &into, workers);
+            let threads = r.times.decompress_threads;
+            if workers == 1 {
+                assert_eq!(threads, 0.0, "{:?}", r.times);
+            } else {
+                assert!(threads > 0.0, "no chunk went to the threads: {:?}", r.times);
+            }
+            let (got, want) = if include.is_empty() {
+                (tree(&restored(&target, &f.src)), tree(&f.src))
+            } else {
+                let docs = f.src.join("docs");
+                (tree(&restored(&target, &docs)), tree(&docs))
+            };
+            assert!(want.len() > 3, "{want:?}");
+            assert_eq!(got, want, "{workers} threads, include {include:?}");
+            seen.push((workers, r.packs_fetched, r.bytes_fetched));
+        }
+        eprintln!("{seen:?}");
+        assert!(
+            seen.iter().all(|s| (s.1, s.2) == (seen[0].1, seen[0].2)),
+            "packs fetched differ with the threads: {seen:?}"
+        );
     }
 }
 

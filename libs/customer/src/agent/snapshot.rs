@@ -456,7 +456,8 @@ impl Agent {
             snap::rebuild_index(&me.repo, &mut src, &root, &dedup)
                 .map_err(|e| failed(e.to_string()))?;
             let mut packs = snap::PackReader::new(&mut src, &root, dedup, key)
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| failed(e.to_string()))?
+                .with_workers(me.config.customer.workers as usize);
             // A user's backup gives back only what that user could have
             // made, whoever restores it (docs/metadata.md, "Security").
             let confine = owner.map(snap::Confine::user);

@@ -94,6 +94,24 @@ impl Loader {
         self.bytes += bytes;
     }
 
+    /// Whether pack `pack` is handed over (taking the next the threads
+    /// handed over, without waiting, when none is held: it is the one
+    /// asked for first, so the opened packs held stay as many as before).
+    pub(super) fn ready(&mut self, pack: u64) -> bool {
+        if self.ready.is_empty()
+            && let Ok(l) = self.done.try_recv()
+        {
+            let bytes = match self.asked.iter().position(|(p, _)| *p == l.pack) {
+                Some(i) => self.asked.remove(i).map_or(0, |(_, b)| b),
+                None => 0,
+            };
+            if let Some((_, old)) = self.ready.insert(l.pack, (l, bytes)) {
+                self.bytes -= old;
+            }
+        }
+        self.ready.contains_key(&pack)
+    }
+
     /// Pack `pack`: the one handed over, or asked for now and waited for.
     pub(super) fn take(&mut self, pack: u64) -> Loaded {
         if let Some((l, bytes)) = self.ready.remove(&pack) {
@@ -283,6 +301,84 @@ fn open_loop(
 enum Step {
     Node(pb::Node, usize),
     Chunk(ChunkId, ChunkLoc),
+    /// A chunk sent ahead (see [`Planner::send_ahead`]), and its plain
+    /// length.
+    Sent(Sent, u64),
+}
+
+/// A chunk sent ahead: decompressed already, or coming from a
+/// decompressing thread.
+enum Sent {
+    Done(Result<Bytes, SnapshotError>),
+    Coming(mpsc::Receiver<Result<Bytes, SnapshotError>>),
+}
+
+/// Chunks of less plain bytes than this are decompressed on the restoring
+/// thread as they are sent ahead: handing one over costs about what it
+/// does.
+const SMALL_CHUNK: u64 = 64 << 10;
+
+/// Chunks sent ahead and not yet taken, at most, per decompressing thread.
+const SENT_PER_WORKER: usize = 2;
+
+/// Their plain bytes, at most, per decompressing thread (a larger chunk
+/// is sent alone).
+const SENT_BYTES_PER_WORKER: u64 = 2 << 20;
+
+/// A chunk for a decompressing thread: the opened pack it lies in, and
+/// where its content goes.
+struct Job {
+    data: Arc<Vec<u8>>,
+    id: ChunkId,
+    loc: ChunkLoc,
+    out: mpsc::SyncSender<Result<Bytes, SnapshotError>>,
+}
+
+/// The restoring thread's end of the decompressing threads.
+struct Pool {
+    jobs: mpsc::SyncSender<Job>,
+    /// Chunks sent ahead and not yet taken, and their plain bytes.
+    held: usize,
+    bytes: u64,
+    most: usize,
+    most_bytes: u64,
+}
+
+/// Decompresses and checks the chunks `jobs` hands over, until the
+/// restoring thread drops its end.
+fn decompress_loop(
+    jobs: &std::sync::Mutex<mpsc::Receiver<Job>>,
+    keys: &DedupKeys,
+    spare: &super::Spare,
+    clocks: &RestoreClocks,
+) {
+    let mut zstd = match zstd::bulk::Decompressor::new() {
+        Ok(z) => z,
+        // Each job's sender then sees its receiver gone: "stopped".
+        Err(_) => return,
+    };
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else {
+            return;
+        };
+        let r = Clocks::time(&clocks.pool, || {
+            let mut buf = spare.take();
+            buf.clear();
+            buf.reserve_exact(job.loc.plain_len as usize);
+            super::check_chunk(keys, &mut zstd, &job.data, &job.id, &job.loc, &mut buf)?;
+            Ok(Bytes::from_owner(super::Pooled {
+                buf,
+                spare: spare.clone(),
+            }))
+        });
+        drop(job.data);
+        // Its receiver is gone when the restore failed or skipped it.
+        let _ = job.out.send(r);
+    }
 }
 
 /// Walks a snapshot's entries ahead of the restore and asks for the packs
@@ -301,6 +397,10 @@ struct Planner<'r, 'i> {
     /// the name restored in its place (the first one wanted).
     relinked: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     ended: bool,
+    /// The decompressing threads, when there are any.
+    pool: Option<Pool>,
+    /// Steps at the front of `steps` already looked at for sending ahead.
+    looked: usize,
 }
 
 impl Planner<'_, '_> {
@@ -401,7 +501,59 @@ impl Planner<'_, '_> {
         if self.steps.len() < AHEAD_STEPS / 2 {
             self.plan(packs)?;
         }
-        Ok(self.steps.pop_front())
+        let step = self.steps.pop_front();
+        self.looked = self.looked.saturating_sub(1);
+        if let (Some(Step::Sent(_, n)), Some(pool)) = (&step, self.pool.as_mut()) {
+            pool.held -= 1;
+            pool.bytes -= n;
+        }
+        Ok(step)
+    }
+
+    /// Sends the planned chunks ahead, in order, while the decompressing
+    /// threads hold less than their share: each chunk's pack is loaded
+    /// (the cache replays the plan as before), and the chunk handed to a
+    /// thread, or decompressed here when it is small. A pack not at hand
+    /// yet is waited for only when nothing is sent ahead, so that the
+    /// restoring thread writes what is ready meanwhile.
+    fn send_ahead(&mut self, packs: &mut PackReader<'_>) -> Result<(), SnapshotError> {
+        let Some(pool) = self.pool.as_mut() else {
+            return Ok(());
+        };
+        while let Some(step) = self.steps.get_mut(self.looked) {
+            let Step::Chunk(_, loc) = step else {
+                self.looked += 1;
+                continue;
+            };
+            let plain = u64::from(loc.plain_len);
+            if pool.held > 0
+                && (pool.held >= pool.most
+                    || pool.bytes + plain > pool.most_bytes
+                    || !packs.at_hand(loc.pack))
+            {
+                break;
+            }
+            let Step::Chunk(id, loc) =
+                std::mem::replace(step, Step::Sent(Sent::Done(Ok(Bytes::new())), plain))
+            else {
+                unreachable!("matched as a chunk above");
+            };
+            let sent = if plain < SMALL_CHUNK {
+                Sent::Done(packs.chunk_bytes(&id, &loc))
+            } else {
+                let data = packs.pack_data(loc.pack)?;
+                let (out, rx) = mpsc::sync_channel(1);
+                pool.jobs.send(Job { data, id, loc, out }).map_err(|_| {
+                    SnapshotError::Format("the threads decompressing chunks stopped".into())
+                })?;
+                Sent::Coming(rx)
+            };
+            self.steps[self.looked] = Step::Sent(sent, plain);
+            pool.held += 1;
+            pool.bytes += plain;
+            self.looked += 1;
+        }
+        Ok(())
     }
 }
 
@@ -418,37 +570,68 @@ pub(super) fn restore_planned(
     let clocks = packs.clocks.clone();
     let nodes = NodeStream::new(packs.meta_chunks()?);
     let backup = packs.root.backup_id;
+    let workers = crate::stages::worker_count(packs.workers);
     let r = with_loader(packs, repo, |packs| {
-        let mut plan = Planner {
-            repo,
-            backup,
-            nodes,
-            include,
-            steps: VecDeque::new(),
-            file: None,
-            cache: VecDeque::new(),
-            relinked: Default::default(),
-            ended: false,
-        };
-        while let Some(step) = plan.next(packs)? {
-            let Step::Node(node, chunks) = step else {
-                return Err(SnapshotError::Format(
-                    "a chunk was planned where an entry was due".into(),
-                ));
+        std::thread::scope(|s| {
+            let pool = if workers > 1 {
+                let most = SENT_PER_WORKER * workers;
+                let (jobs, rx) = mpsc::sync_channel(most);
+                let rx = Arc::new(std::sync::Mutex::new(rx));
+                packs.spare = packs.spare.keeping_more(workers);
+                for _ in 0..workers {
+                    let (rx, keys, spare) = (rx.clone(), packs.keys.clone(), packs.spare.clone());
+                    let clocks = clocks.clone();
+                    std::thread::Builder::new()
+                        .name("restore-unzstd".into())
+                        .spawn_scoped(s, move || decompress_loop(&rx, &keys, &spare, &clocks))
+                        .map_err(|e| {
+                            SnapshotError::Format(format!("starting a restore thread: {e}"))
+                        })?;
+                }
+                Some(Pool {
+                    jobs,
+                    held: 0,
+                    bytes: 0,
+                    most,
+                    most_bytes: SENT_BYTES_PER_WORKER * workers as u64,
+                })
+            } else {
+                None
             };
-            let mut content = PlannedChunks {
-                plan: &mut plan,
-                packs: &mut *packs,
-                left: chunks,
-                current: Bytes::new(),
-                clocks: &clocks,
+            // Dropping the plan (its end of the jobs) ends the threads.
+            let mut plan = Planner {
+                repo,
+                backup,
+                nodes,
+                include,
+                steps: VecDeque::new(),
+                file: None,
+                cache: VecDeque::new(),
+                relinked: Default::default(),
+                ended: false,
+                pool,
+                looked: 0,
             };
-            Clocks::time(&clocks.nodes, || out.node(&node, &mut content))?;
-            // Chunks a sink did not read (an entry it skipped) still pass
-            // through the cache, as the plan has them.
-            content.skip_rest()?;
-        }
-        Ok(())
+            while let Some(step) = plan.next(packs)? {
+                let Step::Node(node, chunks) = step else {
+                    return Err(SnapshotError::Format(
+                        "a chunk was planned where an entry was due".into(),
+                    ));
+                };
+                let mut content = PlannedChunks {
+                    plan: &mut plan,
+                    packs: &mut *packs,
+                    left: chunks,
+                    current: Bytes::new(),
+                    clocks: &clocks,
+                };
+                Clocks::time(&clocks.nodes, || out.node(&node, &mut content))?;
+                // Chunks a sink did not read (an entry it skipped) still
+                // pass through the cache, as the plan has them.
+                content.skip_rest()?;
+            }
+            Ok(())
+        })
     });
     clocks.wall.fetch_add(
         began.elapsed().as_nanos() as u64,
@@ -467,23 +650,28 @@ struct PlannedChunks<'x, 'r, 'i, 'p> {
 }
 
 impl PlannedChunks<'_, '_, '_, '_> {
-    /// The file's next chunk step.
-    fn next_chunk(&mut self) -> Result<Option<(ChunkId, ChunkLoc)>, SnapshotError> {
+    /// The file's next chunk step (a chunk, or a chunk sent ahead).
+    fn next_chunk(&mut self) -> Result<Option<Step>, SnapshotError> {
         if self.left == 0 {
             return Ok(None);
         }
         self.left -= 1;
+        let (plan, packs) = (&mut *self.plan, &mut *self.packs);
+        Clocks::time(&self.clocks.chunks, || plan.send_ahead(packs))?;
         match self.plan.next(self.packs)? {
-            Some(Step::Chunk(id, loc)) => Ok(Some((id, loc))),
-            _ => Err(SnapshotError::Format(
+            Some(Step::Node(..)) | None => Err(SnapshotError::Format(
                 "an entry was planned where a chunk was due".into(),
             )),
+            step => Ok(step),
         }
     }
 
     fn skip_rest(&mut self) -> Result<(), SnapshotError> {
-        while let Some((_, loc)) = self.next_chunk()? {
-            self.packs.load(loc.pack)?;
+        while let Some(step) = self.next_chunk()? {
+            // A chunk sent ahead has passed through the cache already.
+            if let Step::Chunk(_, loc) = step {
+                self.packs.load(loc.pack)?;
+            }
         }
         Ok(())
     }
@@ -494,12 +682,23 @@ impl Content for PlannedChunks<'_, '_, '_, '_> {
         let clocks = self.clocks;
         Clocks::time(&clocks.parts, || {
             while self.current.is_empty() {
-                let Some((id, loc)) = self.next_chunk().map_err(std::io::Error::other)? else {
+                let Some(step) = self.next_chunk().map_err(std::io::Error::other)? else {
                     return Ok(None);
                 };
                 let packs = &mut *self.packs;
-                self.current = Clocks::time(&clocks.chunks, || packs.chunk_bytes(&id, &loc))
-                    .map_err(std::io::Error::other)?;
+                self.current = Clocks::time(&clocks.chunks, || match step {
+                    Step::Chunk(id, loc) => packs.chunk_bytes(&id, &loc),
+                    Step::Sent(Sent::Done(r), _) => r,
+                    Step::Sent(Sent::Coming(rx), _) => rx.recv().unwrap_or_else(|_| {
+                        Err(SnapshotError::Format(
+                            "the threads decompressing chunks stopped".into(),
+                        ))
+                    }),
+                    Step::Node(..) => Err(SnapshotError::Format(
+                        "an entry was planned where a chunk was due".into(),
+                    )),
+                })
+                .map_err(std::io::Error::other)?;
             }
             Ok(Some(self.current.split_to(max.min(self.current.len()))))
         })
