@@ -429,7 +429,7 @@ pub struct RestoreTimes {
     /// The fetching thread collecting each pack's fragments: reading them
     /// from the positions, or waiting for the suppliers.
     pub fetch: f64,
-    /// The opening thread decoding and decrypting packs.
+    /// The opening threads decoding and decrypting packs, together.
     pub open: f64,
     /// The restoring thread waiting for an opened pack.
     pub wait_packs: f64,

@@ -348,12 +348,13 @@ impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for Faili
 }
 
 /// Chunks decompressed on threads of their own come out in order and
-/// whole, and sending them ahead leaves the packs fetched as they were
-/// (the cache replays the plan): a whole restore and a partial one (whose
-/// sink skips what it does not want, after chunks were sent ahead), with
-/// the restoring thread alone and with 2 and 5 decompressing threads.
+/// whole, packs opened by several threads (handed over out of order) are
+/// taken in order, and sending chunks ahead leaves the packs fetched as
+/// they were (the cache replays the plan): a whole restore and a partial
+/// one, with the restoring thread alone and with 2, 5 and 8 workers (1, 1,
+/// 2 and 4 opening threads).
 #[test]
-fn chunks_decompressed_on_threads_restore_exactly_and_fetch_the_same_packs() {
+fn restores_on_many_threads_are_exact_and_fetch_the_same_packs() {
     let f = Fixture::new();
     // Two files sharing most chunks, so that chunks of one pack are read
     // again after others were sent ahead, and fetched again.
@@ -366,7 +367,7 @@ fn chunks_decompressed_on_threads_restore_exactly_and_fetch_the_same_packs() {
     let docs = snap_path(&f.src.join("docs"));
     for include in [&[][..], &[docs.as_slice()][..]] {
         let mut seen = Vec::new();
-        for workers in [1, 2, 5] {
+        for workers in [1, 2, 5, 8] {
             let into = format!("out-{}-{workers}", include.len());
             let (target, r) = f.restore_with(1, include, &into, workers);
             let threads = r.times.decompress_threads;
@@ -2476,22 +2477,29 @@ fn an_unrecoverable_pack_ends_a_restore_with_its_name() {
         }
     }
     let root = f.root_of(1);
-    let mut source = f.store.source(f.backup, 0);
-    let keys = DedupKeys::derive(&f.identity, &f.backup.0);
-    let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
-    let mut packs = PackReader::new(&mut source, &root, keys, key).unwrap();
-    let out = f.root.join("lost");
-    let err = bitdust_pipeline::snapshot::restore_snapshot_staged(
-        &f.repo,
-        &mut packs,
-        &out,
-        &[],
-        Owners::ByName,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains(&format!("pack {victim}")), "{err}");
-    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    // With one opening thread and with four (a version that kept the
+    // opening threads' channel open hung here, its fetching thread
+    // waiting to hand on a pack nobody would take).
+    for workers in [1, 8] {
+        let mut source = f.store.source(f.backup, 0);
+        let keys = DedupKeys::derive(&f.identity, &f.backup.0);
+        let key = BackupKey::parse(&f.key.to_secret_string()).unwrap();
+        let mut packs = PackReader::new(&mut source, &root, keys, key)
+            .unwrap()
+            .with_workers(workers);
+        let out = f.root.join(format!("lost-{workers}"));
+        let err = bitdust_pipeline::snapshot::restore_snapshot_staged(
+            &f.repo,
+            &mut packs,
+            &out,
+            &[],
+            Owners::ByName,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&format!("pack {victim}")), "{err}");
+        assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    }
 }
 
 /// Metadata packs are repacked too: when only files' times change, the

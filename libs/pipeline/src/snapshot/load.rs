@@ -164,7 +164,8 @@ pub(super) fn with_loader<T>(
     let customer = packs.identity_node();
     let (keys, key) = (packs.keys.clone(), packs.key.clone());
     let clocks = packs.clocks.clone();
-    let (fetch_clocks, open_clocks) = (clocks.clone(), clocks.clone());
+    let fetch_clocks = clocks.clone();
+    let openers = opener_count(crate::stages::worker_count(packs.workers));
     std::thread::scope(|s| {
         let (want_tx, want_rx) = mpsc::channel();
         let (open_tx, open_rx) = mpsc::sync_channel(1);
@@ -187,20 +188,20 @@ pub(super) fn with_loader<T>(
                 source
             })
             .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
-        std::thread::Builder::new()
-            .name("restore-open".into())
-            .spawn_scoped(s, move || {
-                open_loop(
-                    open_rx,
-                    done_tx,
-                    customer,
-                    root.backup_id,
-                    &keys,
-                    &key,
-                    &open_clocks,
-                )
-            })
-            .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
+        let open_rx = Arc::new(std::sync::Mutex::new(open_rx));
+        for _ in 0..openers {
+            let (rx, done, keys, key) = (open_rx.clone(), done_tx.clone(), &keys, &key);
+            let clocks = clocks.clone();
+            std::thread::Builder::new()
+                .name("restore-open".into())
+                .spawn_scoped(s, move || {
+                    open_loop(&rx, done, customer, root.backup_id, keys, key, &clocks)
+                })
+                .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
+        }
+        // Only the opening threads hold these: when they stop, the fetching
+        // thread's sends fail and it stops too.
+        drop((open_rx, done_tx));
         packs.loader = Some(Loader {
             want: want_tx,
             done: done_rx,
@@ -271,9 +272,22 @@ fn fetch_loop(
     }
 }
 
-/// Opens (decodes, decrypts) each collected pack and hands it over.
+/// Threads opening packs for `workers`: one for every two workers (the
+/// decompressing threads take the rest: opening a pack and decompressing
+/// its chunks cost about the same per byte), at least one and at most
+/// [`MOST_OPENERS`] (each holds a pack's fragments and its opened data).
+fn opener_count(workers: usize) -> usize {
+    (workers / 2).clamp(1, MOST_OPENERS)
+}
+
+/// Threads opening packs, at most.
+const MOST_OPENERS: usize = 8;
+
+/// Opens (decodes, decrypts) each collected pack and hands it over; with
+/// several such threads, packs may be handed over out of order
+/// ([`Loader::take`] holds those that come early).
 fn open_loop(
-    fetched: mpsc::Receiver<Fetched>,
+    fetched: &std::sync::Mutex<mpsc::Receiver<Fetched>>,
     done: mpsc::SyncSender<Loaded>,
     customer: bitdust_crypto::NodeId,
     backup: BackupId,
@@ -281,7 +295,14 @@ fn open_loop(
     key: &BackupKey,
     clocks: &RestoreClocks,
 ) {
-    for (pack, r, bytes) in fetched {
+    loop {
+        let next = match fetched.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((pack, r, bytes)) = next else {
+            return;
+        };
         let data = Clocks::time(&clocks.open, || {
             r.and_then(|opener| {
                 open_fetched(opener, customer, backup, pack, keys, key).map(|(_, data)| data)
@@ -588,6 +609,10 @@ pub(super) fn restore_planned(
                             SnapshotError::Format(format!("starting a restore thread: {e}"))
                         })?;
                 }
+                // Only the threads hold the jobs' end: should they all
+                // stop, the jobs waiting are dropped and their chunks
+                // fail ("stopped") rather than wait.
+                drop(rx);
                 Some(Pool {
                     jobs,
                     held: 0,
