@@ -303,9 +303,9 @@ pub enum LocalCommand {
         /// user and group names the snapshot keeps.
         #[arg(long)]
         numeric_owner: bool,
-        /// Threads decompressing chunks of 64 KiB and more (1 leaves it to
-        /// the thread writing the files), and half as many opening packs
-        /// (1 to 8) [default: one per core].
+        /// Threads decompressing chunks of 64 KiB and more (at most 8; 1
+        /// leaves it to the thread writing the files), and as many opening
+        /// packs (at most 4) [default: one per core].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         workers: Option<u16>,
         #[command(flatten)]

@@ -351,8 +351,7 @@ impl<S: bitdust_pipeline::FragmentSink> bitdust_pipeline::FragmentSink for Faili
 /// whole, packs opened by several threads (handed over out of order) are
 /// taken in order, and sending chunks ahead leaves the packs fetched as
 /// they were (the cache replays the plan): a whole restore and a partial
-/// one, with the restoring thread alone and with 2, 5 and 8 workers (1, 1,
-/// 2 and 4 opening threads).
+/// one, with 1, 2, 5 and 8 workers (1, 2, 4 and 4 opening threads).
 #[test]
 fn restores_on_many_threads_are_exact_and_fetch_the_same_packs() {
     let f = Fixture::new();

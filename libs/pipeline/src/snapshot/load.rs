@@ -7,16 +7,21 @@
 //! opened packs will do when the chunks are read. Every pack the cache
 //! will miss is asked for then, in that order. A fetching thread owns the
 //! fragment source and collects each asked pack's fragments (asking the
-//! source for the next asked packs' fragments meanwhile); an opening thread
-//! decodes and decrypts it. The restore's own thread only decompresses,
-//! checks and hands on chunks, and waits only when a pack is not ready yet.
+//! source for the next asked packs' fragments meanwhile); opening threads
+//! (as many as `workers`, at most [`MOST_OPENERS`]) decode and decrypt
+//! them. The restore's own thread sends the larger chunks ahead to
+//! decompressing threads (`workers`, at most [`MOST_DECOMPRESSORS`]; see
+//! [`Planner::send_ahead`]), decompresses the small ones, checks and
+//! hands on chunks in order, and waits only when one is not ready yet.
 //!
 //! Memory: the packs asked for and not yet read are at most [`AHEAD`], and
 //! their bodies (as the index records them) at most [`AHEAD_BYTES`]
 //! together; that bounds the fragments a source fetches ahead. Of those,
-//! one pack is collected, one opened and [`OPENED`] wait opened for the
-//! restoring thread, so a restore slower to write than to fetch does not
-//! hold more. The planned entries are bounded by [`AHEAD_STEPS`].
+//! one pack is collected, one per opening thread opened and [`OPENED`]
+//! wait opened for the restoring thread, so a restore slower to write than
+//! to fetch does not hold more. The planned entries are bounded by
+//! [`AHEAD_STEPS`], the chunks sent ahead by [`SENT_PER_WORKER`] and
+//! [`SENT_BYTES_PER_WORKER`] per decompressing thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
@@ -272,16 +277,21 @@ fn fetch_loop(
     }
 }
 
-/// Threads opening packs for `workers`: one for every two workers (the
-/// decompressing threads take the rest: opening a pack and decompressing
-/// its chunks cost about the same per byte), at least one and at most
-/// [`MOST_OPENERS`] (each holds a pack's fragments and its opened data).
+/// Threads opening packs for `workers`: as many, at most
+/// [`MOST_OPENERS`] (each holds a pack's fragments and its opened data,
+/// about 12 MiB for 4 MiB packs). On two cores, two opening threads
+/// restored the bench tree in 0.91x the time of one (docs/performance.md,
+/// session 29).
 fn opener_count(workers: usize) -> usize {
-    (workers / 2).clamp(1, MOST_OPENERS)
+    workers.clamp(1, MOST_OPENERS)
 }
 
 /// Threads opening packs, at most.
-const MOST_OPENERS: usize = 8;
+const MOST_OPENERS: usize = 4;
+
+/// Threads decompressing chunks, at most (each adds 2 chunks sent ahead
+/// and a spare buffer).
+const MOST_DECOMPRESSORS: usize = 8;
 
 /// Opens (decodes, decrypts) each collected pack and hands it over; with
 /// several such threads, packs may be handed over out of order
@@ -591,7 +601,7 @@ pub(super) fn restore_planned(
     let clocks = packs.clocks.clone();
     let nodes = NodeStream::new(packs.meta_chunks()?);
     let backup = packs.root.backup_id;
-    let workers = crate::stages::worker_count(packs.workers);
+    let workers = crate::stages::worker_count(packs.workers).min(MOST_DECOMPRESSORS);
     let r = with_loader(packs, repo, |packs| {
         std::thread::scope(|s| {
             let pool = if workers > 1 {
