@@ -290,7 +290,7 @@ fn snapshot_memory_does_not_grow_with_input_size() {
     // spare chunk buffers (docs/snapshots.md, "Memory"). A buffer kept for
     // reuse is as large as the largest chunk it held (up to 4 MiB), so six
     // more buffers could in the worst case hold 24 MiB, 36 MiB in all;
-    // 19-22 MiB were measured in four runs (8-9 with one opening thread),
+    // 18-23 MiB were measured in six runs (8-9 with one opening thread),
     // and the bound allows 32: a cost that grew with the input (or a
     // buffer per chunk) shows.
     let pooled = restore_peak(&b, 2, &keys[1], 20_000 + 1, 2);

@@ -152,7 +152,7 @@ impl Loader {
     }
 }
 
-/// Runs `f` with `packs` reading through a fetching and an opening thread;
+/// Runs `f` with `packs` reading through a fetching and opening threads;
 /// `repo`'s pack records name the headers to expect.
 pub(super) fn with_loader<T>(
     packs: &mut PackReader<'_>,
@@ -193,20 +193,24 @@ pub(super) fn with_loader<T>(
                 source
             })
             .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
-        let open_rx = Arc::new(std::sync::Mutex::new(open_rx));
+        let opening = Arc::new(Opening {
+            fetched: std::sync::Mutex::new((open_rx, 0)),
+            turn: std::sync::Mutex::new(0),
+            turned: std::sync::Condvar::new(),
+        });
         for _ in 0..openers {
-            let (rx, done, keys, key) = (open_rx.clone(), done_tx.clone(), &keys, &key);
+            let (opening, done, keys, key) = (opening.clone(), done_tx.clone(), &keys, &key);
             let clocks = clocks.clone();
             std::thread::Builder::new()
                 .name("restore-open".into())
                 .spawn_scoped(s, move || {
-                    open_loop(&rx, done, customer, root.backup_id, keys, key, &clocks)
+                    open_loop(&opening, done, customer, root.backup_id, keys, key, &clocks)
                 })
                 .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
         }
         // Only the opening threads hold these: when they stop, the fetching
         // thread's sends fail and it stops too.
-        drop((open_rx, done_tx));
+        drop((opening, done_tx));
         packs.loader = Some(Loader {
             want: want_tx,
             done: done_rx,
@@ -216,7 +220,7 @@ pub(super) fn with_loader<T>(
             clocks,
         });
         let r = f(packs);
-        // Dropping the loader's channels ends both threads.
+        // Dropping the loader's channels ends the threads.
         packs.loader = None;
         match fetcher.join() {
             Ok(source) => packs.source = Some(source),
@@ -293,11 +297,21 @@ const MOST_OPENERS: usize = 4;
 /// and a spare buffer).
 const MOST_DECOMPRESSORS: usize = 8;
 
-/// Opens (decodes, decrypts) each collected pack and hands it over; with
-/// several such threads, packs may be handed over out of order
-/// ([`Loader::take`] holds those that come early).
+/// The opening threads' shared ends: the collected packs, numbered as they
+/// are taken, and the number whose turn it is to be handed over.
+struct Opening {
+    fetched: std::sync::Mutex<(mpsc::Receiver<Fetched>, u64)>,
+    turn: std::sync::Mutex<u64>,
+    turned: std::sync::Condvar,
+}
+
+/// Opens (decodes, decrypts) each collected pack and hands it over, in
+/// the order the packs were collected whatever the number of such
+/// threads: so at most one pack per thread is opened and [`OPENED`] wait
+/// opened. A panic while opening (on a supplier's bytes) is that pack's
+/// error.
 fn open_loop(
-    fetched: &std::sync::Mutex<mpsc::Receiver<Fetched>>,
+    opening: &Opening,
     done: mpsc::SyncSender<Loaded>,
     customer: bitdust_crypto::NodeId,
     backup: BackupId,
@@ -306,19 +320,43 @@ fn open_loop(
     clocks: &RestoreClocks,
 ) {
     loop {
-        let next = match fetched.lock() {
-            Ok(rx) => rx.recv(),
+        let (next, number) = match opening.fetched.lock() {
+            Ok(mut g) => {
+                let next = g.0.recv();
+                g.1 += 1;
+                (next, g.1 - 1)
+            }
             Err(_) => return,
         };
         let Ok((pack, r, bytes)) = next else {
             return;
         };
         let data = Clocks::time(&clocks.open, || {
-            r.and_then(|opener| {
-                open_fetched(opener, customer, backup, pack, keys, key).map(|(_, data)| data)
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                r.and_then(|opener| {
+                    open_fetched(opener, customer, backup, pack, keys, key).map(|(_, data)| data)
+                })
+            }))
+            .unwrap_or_else(|_| {
+                Err(SnapshotError::Format(format!(
+                    "opening pack {pack} failed unexpectedly (a panic)"
+                )))
             })
         });
-        if done.send(Loaded { pack, data, bytes }).is_err() {
+        let Ok(mut turn) = opening.turn.lock() else {
+            return;
+        };
+        while *turn != number {
+            turn = match opening.turned.wait(turn) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+        }
+        let sent = done.send(Loaded { pack, data, bytes }).is_ok();
+        *turn += 1;
+        drop(turn);
+        opening.turned.notify_all();
+        if !sent {
             return;
         }
     }
@@ -397,14 +435,22 @@ fn decompress_loop(
             return;
         };
         let r = Clocks::time(&clocks.pool, || {
-            let mut buf = spare.take();
-            buf.clear();
-            buf.reserve_exact(job.loc.plain_len as usize);
-            super::check_chunk(keys, &mut zstd, &job.data, &job.id, &job.loc, &mut buf)?;
-            Ok(Bytes::from_owner(super::Pooled {
-                buf,
-                spare: spare.clone(),
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut buf = spare.take();
+                buf.clear();
+                buf.reserve_exact(job.loc.plain_len as usize);
+                super::check_chunk(keys, &mut zstd, &job.data, &job.id, &job.loc, &mut buf)?;
+                Ok(Bytes::from_owner(super::Pooled {
+                    buf,
+                    spare: spare.clone(),
+                }))
             }))
+            .unwrap_or_else(|_| {
+                Err(SnapshotError::Format(format!(
+                    "decompressing chunk {} failed unexpectedly (a panic)",
+                    job.id
+                )))
+            })
         });
         drop(job.data);
         // Its receiver is gone when the restore failed or skipped it.
@@ -569,15 +615,22 @@ impl Planner<'_, '_> {
             else {
                 unreachable!("matched as a chunk above");
             };
+            // An error is this chunk's, told when its file is read.
             let sent = if plain < SMALL_CHUNK {
                 Sent::Done(packs.chunk_bytes(&id, &loc))
             } else {
-                let data = packs.pack_data(loc.pack)?;
-                let (out, rx) = mpsc::sync_channel(1);
-                pool.jobs.send(Job { data, id, loc, out }).map_err(|_| {
-                    SnapshotError::Format("the threads decompressing chunks stopped".into())
-                })?;
-                Sent::Coming(rx)
+                match packs.pack_data(loc.pack) {
+                    Err(e) => Sent::Done(Err(e)),
+                    Ok(data) => {
+                        let (out, rx) = mpsc::sync_channel(1);
+                        match pool.jobs.send(Job { data, id, loc, out }) {
+                            Ok(()) => Sent::Coming(rx),
+                            Err(_) => Sent::Done(Err(SnapshotError::Format(
+                                "the threads decompressing chunks stopped".into(),
+                            ))),
+                        }
+                    }
+                }
             };
             self.steps[self.looked] = Step::Sent(sent, plain);
             pool.held += 1;
@@ -703,9 +756,12 @@ impl PlannedChunks<'_, '_, '_, '_> {
 
     fn skip_rest(&mut self) -> Result<(), SnapshotError> {
         while let Some(step) = self.next_chunk()? {
-            // A chunk sent ahead has passed through the cache already.
-            if let Step::Chunk(_, loc) = step {
-                self.packs.load(loc.pack)?;
+            // A chunk sent ahead has passed through the cache already (its
+            // pack's failure ends the restore, as a load here would).
+            match step {
+                Step::Chunk(_, loc) => self.packs.load(loc.pack)?,
+                Step::Sent(Sent::Done(Err(e)), _) => return Err(e),
+                _ => {}
             }
         }
         Ok(())
