@@ -106,15 +106,26 @@ impl Loader {
         if self.ready.is_empty()
             && let Ok(l) = self.done.try_recv()
         {
-            let bytes = match self.asked.iter().position(|(p, _)| *p == l.pack) {
-                Some(i) => self.asked.remove(i).map_or(0, |(_, b)| b),
-                None => 0,
-            };
-            if let Some((_, old)) = self.ready.insert(l.pack, (l, bytes)) {
-                self.bytes -= old;
-            }
+            let bytes = self.arrived(&l);
+            self.hold(l, bytes);
         }
         self.ready.contains_key(&pack)
+    }
+
+    /// Pack `l` arrived: no longer asked for; its body bytes.
+    fn arrived(&mut self, l: &Loaded) -> u64 {
+        match self.asked.iter().position(|(p, _)| *p == l.pack) {
+            Some(i) => self.asked.remove(i).map_or(0, |(_, b)| b),
+            None => 0,
+        }
+    }
+
+    /// Holds pack `l` (of `bytes` body bytes) until taken; a pack asked
+    /// twice (a plan gone astray) is held once.
+    fn hold(&mut self, l: Loaded, bytes: u64) {
+        if let Some((_, old)) = self.ready.insert(l.pack, (l, bytes)) {
+            self.bytes -= old;
+        }
     }
 
     /// Pack `pack`: the one handed over, or asked for now and waited for.
@@ -136,18 +147,12 @@ impl Loader {
                     bytes: 0,
                 };
             };
-            let bytes = match self.asked.iter().position(|(p, _)| *p == l.pack) {
-                Some(i) => self.asked.remove(i).map_or(0, |(_, b)| b),
-                None => 0,
-            };
+            let bytes = self.arrived(&l);
             if l.pack == pack {
                 self.bytes -= bytes;
                 return l;
             }
-            // A pack asked twice (a plan gone astray) is held once.
-            if let Some((_, old)) = self.ready.insert(l.pack, (l, bytes)) {
-                self.bytes -= old;
-            }
+            self.hold(l, bytes);
         }
     }
 }
@@ -173,7 +178,7 @@ pub(super) fn with_loader<T>(
     let openers = opener_count(crate::stages::worker_count(packs.workers));
     std::thread::scope(|s| {
         let (want_tx, want_rx) = mpsc::channel();
-        let (open_tx, open_rx) = mpsc::sync_channel(1);
+        let (open_tx, open_rx) = crossbeam_channel::bounded(1);
         // Opened packs wait for the restoring thread two at most: asking
         // ahead is for the fetches, which a slow writer need not pile up.
         let (done_tx, done_rx) = mpsc::sync_channel(OPENED);
@@ -193,24 +198,29 @@ pub(super) fn with_loader<T>(
                 source
             })
             .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
-        let opening = Arc::new(Opening {
-            fetched: std::sync::Mutex::new((open_rx, 0)),
-            turn: std::sync::Mutex::new(0),
-            turned: std::sync::Condvar::new(),
-        });
+        let turns = Arc::new(Turns::default());
         for _ in 0..openers {
-            let (opening, done, keys, key) = (opening.clone(), done_tx.clone(), &keys, &key);
-            let clocks = clocks.clone();
+            let (fetched, done, keys, key) = (open_rx.clone(), done_tx.clone(), &keys, &key);
+            let (turns, clocks) = (turns.clone(), clocks.clone());
             std::thread::Builder::new()
                 .name("restore-open".into())
                 .spawn_scoped(s, move || {
-                    open_loop(&opening, done, customer, root.backup_id, keys, key, &clocks)
+                    open_loop(
+                        fetched,
+                        &turns,
+                        done,
+                        customer,
+                        root.backup_id,
+                        keys,
+                        key,
+                        &clocks,
+                    )
                 })
                 .map_err(|e| SnapshotError::Format(format!("starting a restore thread: {e}")))?;
         }
         // Only the opening threads hold these: when they stop, the fetching
         // thread's sends fail and it stops too.
-        drop((opening, done_tx));
+        drop((open_rx, done_tx));
         packs.loader = Some(Loader {
             want: want_tx,
             done: done_rx,
@@ -234,8 +244,9 @@ pub(super) fn with_loader<T>(
     })
 }
 
-/// A pack's fragments, collected, and the fragment bytes read.
-type Fetched = (u64, Result<BlockOpener, SnapshotError>, u64);
+/// A pack's fragments, collected, with the pack's number in the order
+/// collected and the fragment bytes read.
+type Fetched = (u64, u64, Result<BlockOpener, SnapshotError>, u64);
 
 /// Collects the fragments of each asked pack in turn, asking the source
 /// for those of the packs asked after it meanwhile. A pack's fragments
@@ -248,11 +259,11 @@ fn fetch_loop(
     code: &Code,
     customer: bitdust_crypto::NodeId,
     want: mpsc::Receiver<u64>,
-    out: mpsc::SyncSender<Fetched>,
+    out: crossbeam_channel::Sender<Fetched>,
     clocks: &RestoreClocks,
 ) {
     let mut queue = VecDeque::new();
-    loop {
+    for number in 0u64.. {
         if queue.is_empty() {
             match want.recv() {
                 Ok(p) => queue.push_back(p),
@@ -275,7 +286,7 @@ fn fetch_loop(
             }),
             Err(_) => 0,
         };
-        if out.send((pack, r, bytes)).is_err() {
+        if out.send((number, pack, r, bytes)).is_err() {
             return;
         }
     }
@@ -297,11 +308,11 @@ const MOST_OPENERS: usize = 4;
 /// and a spare buffer).
 const MOST_DECOMPRESSORS: usize = 8;
 
-/// The opening threads' shared ends: the collected packs, numbered as they
-/// are taken, and the number whose turn it is to be handed over.
-struct Opening {
-    fetched: std::sync::Mutex<(mpsc::Receiver<Fetched>, u64)>,
-    turn: std::sync::Mutex<u64>,
+/// Whose turn it is, among the opening threads, to hand over a pack: the
+/// number, in the order collected, of the next pack to go.
+#[derive(Default)]
+struct Turns {
+    next: std::sync::Mutex<u64>,
     turned: std::sync::Condvar,
 }
 
@@ -310,8 +321,10 @@ struct Opening {
 /// threads: so at most one pack per thread is opened and [`OPENED`] wait
 /// opened. A panic while opening (on a supplier's bytes) is that pack's
 /// error.
+#[allow(clippy::too_many_arguments)]
 fn open_loop(
-    opening: &Opening,
+    fetched: crossbeam_channel::Receiver<Fetched>,
+    turns: &Turns,
     done: mpsc::SyncSender<Loaded>,
     customer: bitdust_crypto::NodeId,
     backup: BackupId,
@@ -319,47 +332,49 @@ fn open_loop(
     key: &BackupKey,
     clocks: &RestoreClocks,
 ) {
-    loop {
-        let (next, number) = match opening.fetched.lock() {
-            Ok(mut g) => {
-                let next = g.0.recv();
-                g.1 += 1;
-                (next, g.1 - 1)
-            }
-            Err(_) => return,
-        };
-        let Ok((pack, r, bytes)) = next else {
-            return;
-        };
+    for (number, pack, r, bytes) in fetched {
         let data = Clocks::time(&clocks.open, || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                r.and_then(|opener| {
-                    open_fetched(opener, customer, backup, pack, keys, key).map(|(_, data)| data)
-                })
-            }))
-            .unwrap_or_else(|_| {
-                Err(SnapshotError::Format(format!(
-                    "opening pack {pack} failed unexpectedly (a panic)"
-                )))
-            })
+            unpanicked(
+                || format!("opening pack {pack}"),
+                || {
+                    r.and_then(|opener| {
+                        open_fetched(opener, customer, backup, pack, keys, key)
+                            .map(|(_, data)| data)
+                    })
+                },
+            )
         });
-        let Ok(mut turn) = opening.turn.lock() else {
+        let Ok(mut next) = turns.next.lock() else {
             return;
         };
-        while *turn != number {
-            turn = match opening.turned.wait(turn) {
+        while *next != number {
+            next = match turns.turned.wait(next) {
                 Ok(t) => t,
                 Err(_) => return,
             };
         }
         let sent = done.send(Loaded { pack, data, bytes }).is_ok();
-        *turn += 1;
-        drop(turn);
-        opening.turned.notify_all();
+        *next += 1;
+        drop(next);
+        turns.turned.notify_all();
         if !sent {
             return;
         }
     }
+}
+
+/// `f`'s result, or, should it panic, an error saying that `what` failed
+/// unexpectedly (the restore ends with it rather than hang).
+fn unpanicked<T>(
+    what: impl FnOnce() -> String,
+    f: impl FnOnce() -> Result<T, SnapshotError>,
+) -> Result<T, SnapshotError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(SnapshotError::Format(format!(
+            "{} failed unexpectedly (a panic)",
+            what()
+        )))
+    })
 }
 
 /// One step of a planned restore: an entry (its chunk ids left out), or
@@ -405,7 +420,7 @@ struct Job {
 
 /// The restoring thread's end of the decompressing threads.
 struct Pool {
-    jobs: mpsc::SyncSender<Job>,
+    jobs: crossbeam_channel::Sender<Job>,
     /// Chunks sent ahead and not yet taken, and their plain bytes.
     held: usize,
     bytes: u64,
@@ -416,7 +431,7 @@ struct Pool {
 /// Decompresses and checks the chunks `jobs` hands over, until the
 /// restoring thread drops its end.
 fn decompress_loop(
-    jobs: &std::sync::Mutex<mpsc::Receiver<Job>>,
+    jobs: crossbeam_channel::Receiver<Job>,
     keys: &DedupKeys,
     spare: &super::Spare,
     clocks: &RestoreClocks,
@@ -426,31 +441,21 @@ fn decompress_loop(
         // Each job's sender then sees its receiver gone: "stopped".
         Err(_) => return,
     };
-    loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else {
-            return;
-        };
+    for job in jobs {
         let r = Clocks::time(&clocks.pool, || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut buf = spare.take();
-                buf.clear();
-                buf.reserve_exact(job.loc.plain_len as usize);
-                super::check_chunk(keys, &mut zstd, &job.data, &job.id, &job.loc, &mut buf)?;
-                Ok(Bytes::from_owner(super::Pooled {
-                    buf,
-                    spare: spare.clone(),
-                }))
-            }))
-            .unwrap_or_else(|_| {
-                Err(SnapshotError::Format(format!(
-                    "decompressing chunk {} failed unexpectedly (a panic)",
-                    job.id
-                )))
-            })
+            unpanicked(
+                || format!("decompressing chunk {}", job.id),
+                || {
+                    let mut buf = spare.take();
+                    buf.clear();
+                    buf.reserve_exact(job.loc.plain_len as usize);
+                    super::check_chunk(keys, &mut zstd, &job.data, &job.id, &job.loc, &mut buf)?;
+                    Ok(Bytes::from_owner(super::Pooled {
+                        buf,
+                        spare: spare.clone(),
+                    }))
+                },
+            )
         });
         drop(job.data);
         // Its receiver is gone when the restore failed or skipped it.
@@ -659,15 +664,14 @@ pub(super) fn restore_planned(
         std::thread::scope(|s| {
             let pool = if workers > 1 {
                 let most = SENT_PER_WORKER * workers;
-                let (jobs, rx) = mpsc::sync_channel(most);
-                let rx = Arc::new(std::sync::Mutex::new(rx));
+                let (jobs, rx) = crossbeam_channel::bounded(most);
                 packs.spare = packs.spare.keeping_more(workers);
                 for _ in 0..workers {
                     let (rx, keys, spare) = (rx.clone(), packs.keys.clone(), packs.spare.clone());
                     let clocks = clocks.clone();
                     std::thread::Builder::new()
                         .name("restore-unzstd".into())
-                        .spawn_scoped(s, move || decompress_loop(&rx, &keys, &spare, &clocks))
+                        .spawn_scoped(s, move || decompress_loop(rx, &keys, &spare, &clocks))
                         .map_err(|e| {
                             SnapshotError::Format(format!("starting a restore thread: {e}"))
                         })?;
