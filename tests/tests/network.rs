@@ -4522,3 +4522,121 @@ fn a_user_holding_descriptor_connections_open_does_not_keep_another_user_s_resto
     assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 1 << 20]);
     drop(held);
 }
+
+#[test]
+#[ignore = "needs root: runs bitdustctl as another user (nobody); tests/run.sh runs it as root"]
+fn restores_their_caller_holds_up_use_only_that_caller_s_places() {
+    use std::os::unix::fs::{PermissionsExt, lchown};
+    use std::os::unix::process::CommandExt;
+    let net = Net::up(2, 0);
+    let root = net.dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big"), vec![7u8; 1 << 20]).unwrap();
+    let backup = net.ok(&["backup", &src.display().to_string()]);
+    // nobody's tree, and a directory of its own to restore into.
+    let mine = root.join("nobody");
+    std::fs::create_dir_all(mine.join("docs")).unwrap();
+    std::fs::write(mine.join("docs/a"), vec![3u8; 300 << 10]).unwrap();
+    std::fs::write(mine.join("docs/b"), b"b").unwrap();
+    for e in walk(&mine) {
+        lchown(&e, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    }
+    let as_other = |args: &[&str]| {
+        Command::new(bin("bitdustctl"))
+            .uid(OTHER_UID)
+            .gid(0)
+            .env("HOME", &mine)
+            .arg("--run-dir")
+            .arg(net.run_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // Two of root's restores held up by their caller: each takes the
+    // descriptor offer and then passes nothing until told to.
+    let (asked_tx, asked_rx) = std::sync::mpsc::channel();
+    let release = Arc::new(Release::default());
+    std::thread::scope(|s| {
+        // Let go whatever happens below: a failed assertion must not
+        // leave the scope waiting for the held restores.
+        let _letting_go = LetGo(&release);
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let (asked, release) = (asked_tx.clone(), release.clone());
+                let net = &net;
+                s.spawn(move || {
+                    raw_restore(
+                        net,
+                        |o| Some(take_offer(o)),
+                        |_| {
+                            asked.send(()).unwrap();
+                            release.wait();
+                            Pass::HangUp
+                        },
+                    )
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            asked_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        }
+        // A third of root's is refused at once, saying why and what to do.
+        let o = net.ctl(&["restore", "--to", &root.join("third").display().to_string()]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("2 restores of the system are running on this agent")
+                && e.contains("wait for one to end"),
+            "{e}"
+        );
+        assert!(!root.join("third").exists());
+        // Another user's backup and restore run meanwhile, bit-exact.
+        let o = as_other(&["backup", &mine.join("docs").display().to_string()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let to = mine.join("restored");
+        let o = as_other(&["restore", "--to", &to.display().to_string()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_same_tree(&mine.join("docs"), &restored_path(&to, &mine.join("docs")));
+        // Let go, the two end (their caller hung up) and give their
+        // places back.
+        release.let_go();
+        for h in held {
+            let seen = h.join().unwrap();
+            let e = seen.error.unwrap_or_default();
+            assert!(e.contains("closed its descriptor connection"), "{e}");
+        }
+    });
+    let out = root.join("after");
+    let id = backup["backup_id"].as_str().unwrap();
+    net.ok(&["restore", id, "--to", &out.display().to_string()]);
+    assert_same_tree(&src, &restored_path(&out, &src));
+}
+
+/// A gate the held threads of a test wait at until it is let go.
+#[derive(Default)]
+struct Release(std::sync::Mutex<bool>, std::sync::Condvar);
+
+impl Release {
+    fn wait(&self) {
+        let _g = self
+            .1
+            .wait_while(self.0.lock().unwrap_or_else(|e| e.into_inner()), |go| !*go);
+    }
+
+    fn let_go(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.1.notify_all();
+    }
+}
+
+/// Lets its [`Release`] go when dropped (also when a test panics).
+struct LetGo<'a>(&'a Release);
+
+impl Drop for LetGo<'_> {
+    fn drop(&mut self) {
+        self.0.let_go();
+    }
+}

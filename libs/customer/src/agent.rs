@@ -34,6 +34,7 @@ mod commands;
 mod errors;
 pub mod fds;
 mod grpc;
+mod jobs;
 mod network;
 mod restore;
 mod snapshot;
@@ -71,6 +72,9 @@ pub struct Agent {
     repo: Arc<bitdust_pipeline::repo::Repo>,
     links: Mutex<Links>,
     running: Mutex<HashSet<BackupId>>,
+    /// Backups and restores running, per caller (see [`jobs`]).
+    backups: jobs::Jobs,
+    restores: jobs::Jobs,
     /// Attempts (backup, version) running now. Held while a version is
     /// reserved, and while the collector reads the attempts, so the
     /// collector never sees a running attempt as abandoned.
@@ -268,6 +272,8 @@ impl Agent {
             repo,
             links: Mutex::new(links),
             running: Mutex::new(HashSet::new()),
+            backups: jobs::Jobs::new("backups"),
+            restores: jobs::Jobs::new("restores"),
             attempting: Mutex::new(HashSet::new()),
             recovery: Mutex::new(recovery),
             code,

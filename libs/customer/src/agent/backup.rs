@@ -38,6 +38,7 @@ impl Agent {
         if let Some(why) = self.recovery() {
             return Err(BackupError::Recovering(why));
         }
+        let _running = self.backups.start(caller).map_err(BackupError::Busy)?;
         let mut raw = start
             .paths
             .iter()

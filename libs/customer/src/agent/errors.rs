@@ -88,6 +88,10 @@ pub enum BackupError {
     /// The same paths are being backed up.
     #[error("a backup of the same paths (backup {0}) is already running; wait for it to finish")]
     AlreadyRunning(BackupId),
+    /// The caller, or users together, run as many backups as the agent
+    /// runs at once.
+    #[error("{0}")]
+    Busy(String),
     /// Too few positions have a supplier.
     #[error(
         "only {hired} of {positions} positions have a supplier and a backup needs at least {need}; hire more with bitdustctl suppliers hire ADDR"
@@ -132,6 +136,7 @@ impl From<BackupError> for Status {
                 Status::failed_precondition(m)
             }
             BackupError::AlreadyRunning(_) | BackupError::Failed(_) => Status::aborted(m),
+            BackupError::Busy(_) => Status::resource_exhausted(m),
             BackupError::PreviousUnreadable { .. } => Status::unavailable(m),
             BackupError::Internal(_) => Status::internal(m),
         }
@@ -185,6 +190,10 @@ pub enum RestoreError {
         /// Why.
         reason: String,
     },
+    /// The caller, or users together, run as many restores as the agent
+    /// runs at once.
+    #[error("{0}")]
+    Busy(String),
     /// A task of the agent failed.
     #[error("{0}")]
     Internal(String),
@@ -202,6 +211,7 @@ impl From<RestoreError> for Status {
             }
             RestoreError::ManifestUnreadable { .. } => Status::unavailable(m),
             RestoreError::Failed { .. } => Status::aborted(m),
+            RestoreError::Busy(_) => Status::resource_exhausted(m),
             RestoreError::Internal(_) => Status::internal(m),
         }
     }

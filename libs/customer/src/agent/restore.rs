@@ -48,6 +48,7 @@ impl Agent {
             return Err(RestoreError::RelativeTarget(req.to));
         }
         let (id, version, rec) = self.select(caller, &req.backup_id, req.version)?;
+        let _running = self.restores.start(caller).map_err(RestoreError::Busy)?;
         let master = self
             .keys
             .master_key()

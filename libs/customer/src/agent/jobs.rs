@@ -1,0 +1,100 @@
+//! How many backups and restores the agent runs at once, per caller and
+//! in all.
+//!
+//! Each backup or restore holds its pipeline's buffers (tens of MiB) and
+//! its threads until it ends, and one can be held up by its own caller: a
+//! restore whose caller never passes the descriptor it asked for, or whose
+//! file's filesystem never answers a write. Without a cap, one member of
+//! group bitdust could start restores until the agent ran out of memory.
+//! So each caller runs at most [`PER_CALLER`] of each kind at once and
+//! users together at most [`USERS_AT_ONCE`]; the system's own (root's: the
+//! nightly timer's backup) are counted apart, so no user can keep them
+//! waiting. One more is refused at once, saying how many run.
+
+use bitdust_net::places::{Full, Place, Places};
+
+use super::Caller;
+
+/// Backups, or restores, one caller runs at once.
+pub(super) const PER_CALLER: usize = 2;
+/// Backups, or restores, all users other than the system run at once.
+pub(super) const USERS_AT_ONCE: usize = 4;
+
+/// The places of one kind of job (backups or restores).
+#[derive(Debug)]
+pub(super) struct Jobs {
+    /// "backups" or "restores", for the refusal.
+    what: &'static str,
+    system: Places<()>,
+    users: Places<u32>,
+}
+
+/// A job's place, held while it runs.
+#[derive(Debug)]
+pub(super) enum Running {
+    #[allow(dead_code)] // held for its drop
+    System(Place<()>),
+    #[allow(dead_code)] // held for its drop
+    User(Place<u32>),
+}
+
+impl Jobs {
+    pub(super) fn new(what: &'static str) -> Jobs {
+        Jobs {
+            what,
+            system: Places::new(PER_CALLER, PER_CALLER),
+            users: Places::new(USERS_AT_ONCE, PER_CALLER),
+        }
+    }
+
+    /// A place for one more of `caller`'s jobs, or the one-line refusal.
+    pub(super) fn start(&self, caller: Caller) -> Result<Running, String> {
+        let what = self.what;
+        match caller {
+            Caller::System => self.system.take(()).map(Running::System).map_err(|_| {
+                format!(
+                    "{PER_CALLER} {what} of the system are running on this agent, the most it runs at once; wait for one to end and try again"
+                )
+            }),
+            Caller::User(uid) => self.users.take(uid).map(Running::User).map_err(|full| match full {
+                Full::PerKey => format!(
+                    "{PER_CALLER} {what} of uid {uid} are running on this agent, the most one user runs at once; wait for one to end and try again"
+                ),
+                Full::Total => format!(
+                    "{USERS_AT_ONCE} {what} of users are running on this agent, the most it runs at once for users; wait for one to end and try again"
+                ),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_caller_runs_two_users_four_and_the_system_s_are_never_kept_waiting_by_users() {
+        let jobs = Jobs::new("restores");
+        let a: Vec<_> = (0..2)
+            .map(|_| jobs.start(Caller::User(1000)).unwrap())
+            .collect();
+        let e = jobs.start(Caller::User(1000)).unwrap_err();
+        assert!(e.starts_with("2 restores of uid 1000 are running"), "{e}");
+        let _b: Vec<_> = (0..2)
+            .map(|_| jobs.start(Caller::User(1001)).unwrap())
+            .collect();
+        let e = jobs.start(Caller::User(1002)).unwrap_err();
+        assert!(e.starts_with("4 restores of users are running"), "{e}");
+        // Users hold every place of theirs: the system's are its own.
+        let s: Vec<_> = (0..2)
+            .map(|_| jobs.start(Caller::System).unwrap())
+            .collect();
+        let e = jobs.start(Caller::System).unwrap_err();
+        assert!(e.starts_with("2 restores of the system are running"), "{e}");
+        // A place is given back when its job ends.
+        drop(a);
+        drop(s);
+        jobs.start(Caller::User(1002)).unwrap();
+        jobs.start(Caller::System).unwrap();
+    }
+}
