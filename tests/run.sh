@@ -13,7 +13,9 @@
 #     inside the lab's namespaces (the package's own service stays off);
 #   - rsync, setfacl (acl), setfattr (attr), setcap (libcap2-bin): the
 #     metadata tests build a tree with ACLs, xattrs and capabilities and
-#     compare its restore with `rsync -aHAXS` (docs/metadata.md).
+#     compare its restore with `rsync -aHAXS` (docs/metadata.md);
+#   - bindfs: a FUSE filesystem to restore into (the agent must never be
+#     handed a FUSE file to write).
 # Installing needs root (apt-get) or pip; without them it says what is
 # missing and stops. Extra arguments go to cargo test, before the `--`.
 set -euo pipefail
@@ -32,6 +34,7 @@ command -v rsync >/dev/null 2>&1 || missing_apt+=(rsync)
 command -v setfacl >/dev/null 2>&1 || missing_apt+=(acl)
 command -v setfattr >/dev/null 2>&1 || missing_apt+=(attr)
 command -v setcap >/dev/null 2>&1 || [ -x /usr/sbin/setcap ] || [ -x /sbin/setcap ] || missing_apt+=(libcap2-bin)
+command -v bindfs >/dev/null 2>&1 || missing_apt+=(bindfs)
 if [ ${#missing_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing Debian packages ${missing_apt[*]}: run as root, or apt-get install them first" >&2

@@ -4640,3 +4640,73 @@ impl Drop for LetGo<'_> {
         self.0.let_go();
     }
 }
+
+#[test]
+#[ignore = "needs root and FUSE (mounts bindfs); tests/run.sh runs it as root"]
+fn a_restore_into_a_fuse_filesystem_streams_its_files_and_the_agent_takes_no_fuse_file() {
+    let net = Net::up(2, 0);
+    let root = net.dir.path();
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("big"), &big).unwrap();
+    std::fs::write(src.join("small"), b"small").unwrap();
+    net.ok(&["backup", &src.display().to_string()]);
+
+    // A FUSE filesystem: bindfs of a plain directory, unmounted however
+    // the test ends.
+    let (lower, fuse) = (root.join("lower"), root.join("fuse"));
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::create_dir_all(&fuse).unwrap();
+    let st = Command::new("bindfs")
+        .arg(&lower)
+        .arg(&fuse)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "bindfs {} {} failed",
+        lower.display(),
+        fuse.display()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _mounted = Unmount(fuse.clone());
+    #[allow(clippy::unnecessary_cast)]
+    let kind = rustix::fs::statfs(&fuse).unwrap().f_type as i64;
+    assert_eq!(kind, 0x6573_5546, "{} is not FUSE", fuse.display());
+
+    // bitdustctl declines the FUSE file's descriptor: its content streams,
+    // and the tree comes back bit-exact...
+    let out = fuse.join("out");
+    let r = net.ok(&["restore", "--to", &out.display().to_string()]);
+    assert_eq!(r["files_written_by_agent"], 0, "{r}");
+    assert_same_tree(&src, &restored_path(&out, &src));
+    assert_eq!(
+        std::fs::read(restored_path(&lower.join("out"), &src).join("big")).unwrap(),
+        big
+    );
+    // ...where on a local filesystem the agent writes it.
+    let plain = root.join("plain");
+    let r = net.ok(&["restore", "--to", &plain.display().to_string()]);
+    assert_eq!(r["files_written_by_agent"], 1, "{r}");
+    assert_same_tree(&src, &restored_path(&plain, &src));
+
+    // A FUSE file's descriptor passed anyway (by hand) is refused, saying
+    // why, and nothing is written into it.
+    let seen = raw_restore(
+        &net,
+        |o| Some(take_offer(o)),
+        |n| {
+            let f = std::fs::File::create(fuse.join(format!("hand{n}"))).unwrap();
+            Pass::Fd(f.into(), n, None)
+        },
+    );
+    let e = seen.error.unwrap_or_default();
+    assert!(e.contains("a FUSE filesystem"), "{e}");
+    assert_eq!(std::fs::metadata(fuse.join("hand1")).unwrap().len(), 0);
+}

@@ -356,7 +356,15 @@ impl Extractor {
                         )),
                     },
                     |fd| match &fds {
-                        Some(conn) => bitdust_daemon::fds::send_fd(conn, wanted.get(), fd),
+                        // A file whose writes another process or host
+                        // answers is declined: its content streams, and
+                        // no server can hold the agent in a write.
+                        Some(conn) if bitdust_daemon::fds::not_passable(fd)?.is_some() => {
+                            bitdust_daemon::fds::send_decline(conn, wanted.get()).map(|()| false)
+                        }
+                        Some(conn) => {
+                            bitdust_daemon::fds::send_fd(conn, wanted.get(), fd).map(|()| true)
+                        }
                         None => Err(std::io::Error::other(
                             "the agent asked for a file's descriptor, which this restore did not offer",
                         )),

@@ -6,7 +6,10 @@
 //! descriptor to the customer-agent, which writes the content straight
 //! into it: no content crosses the gRPC stream, and the agent needs no
 //! right to the target directory (it can write only into what it is
-//! passed).
+//! passed). A file on a filesystem whose writes another process or host
+//! answers ([`not_passable`]) is declined instead ([`send_decline`]): its
+//! content streams, so no FUSE server or NFS mount can hold the agent's
+//! thread in a write.
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
@@ -42,10 +45,16 @@ pub fn send_fd(sock: &UnixStream, number: u64, fd: BorrowedFd<'_>) -> io::Result
     io::Write::write_all(&mut &*sock, &bytes[sent..])
 }
 
-/// Receives one message of [`send_fd`]: its number and the descriptor it
-/// carries. A message without exactly one descriptor is refused (any
-/// descriptors it carried are closed).
-pub fn recv_fd(sock: &UnixStream) -> io::Result<(u64, OwnedFd)> {
+/// Sends `number` with no descriptor: the file asked for is not passed,
+/// and its content is to stream instead.
+pub fn send_decline(sock: &UnixStream, number: u64) -> io::Result<()> {
+    io::Write::write_all(&mut &*sock, &number.to_le_bytes())
+}
+
+/// Receives one message of [`send_fd`] or [`send_decline`]: its number
+/// and the descriptor it carries, if any. A message with more than one
+/// descriptor is refused (the descriptors it carried are closed).
+pub fn recv_fd(sock: &UnixStream) -> io::Result<(u64, Option<OwnedFd>)> {
     let mut bytes = [0u8; 8];
     // Room for one descriptor: the kernel closes any more, and says so.
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -73,21 +82,73 @@ pub fn recv_fd(sock: &UnixStream) -> io::Result<(u64, OwnedFd)> {
             fds.extend(it);
         }
     }
-    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) || fds.len() != 1 {
+    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) || fds.len() > 1 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "a message carried {} descriptors where one was due",
-                if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-                    "more than one".to_string()
-                } else {
-                    fds.len().to_string()
-                }
-            ),
+            "a message carried more than one descriptor where at most one was due",
         ));
     }
     (&*sock).read_exact(&mut bytes[got.bytes..])?;
-    Ok((u64::from_le_bytes(bytes), fds.remove(0)))
+    Ok((u64::from_le_bytes(bytes), fds.pop()))
+}
+
+/// Kernel pseudo-filesystems, whose files act on writes rather than store
+/// them: procfs, sysfs, cgroup v1 and v2, configfs, debugfs, tracefs,
+/// securityfs, bpf.
+const PSEUDO_FILESYSTEMS: [i64; 9] = [
+    0x9fa0,
+    0x6265_6572,
+    0x0027_e0eb,
+    0x6367_7270,
+    0x6265_6570,
+    0x6462_6720,
+    0x7472_6163,
+    0x7363_6673,
+    0xcafe_4a11,
+];
+
+/// FUSE (and virtiofs, fuseblk): a write waits for the server process,
+/// which any user may run.
+const FUSE: i64 = 0x6573_5546;
+
+/// Network filesystems, whose writes wait for a server on another host:
+/// NFS, SMB, CIFS, SMB2, 9p, Ceph, AFS (two), Coda, NCP, OCFS2, GFS2,
+/// Lustre, OrangeFS.
+const NETWORK_FILESYSTEMS: [i64; 14] = [
+    0x6969,
+    0x517b,
+    0xff53_4d42,
+    0xfe53_4d42,
+    0x0102_1997,
+    0x00c3_6400,
+    0x5346_414f,
+    0x6b41_4653,
+    0x7375_7245,
+    0x564c,
+    0x7461_636f,
+    0x0116_1970,
+    0x0bd0_0bd0,
+    0x1366_1366,
+];
+
+/// Why a file open as `fd` is not to be passed for another process to
+/// write into, or `None` when it may be: the file is on a kernel
+/// pseudo-filesystem, on FUSE, or on a network filesystem. (Asks the
+/// filesystem, which for FUSE or NFS may itself wait on its server: the
+/// caller asks for its own files before it passes them.)
+pub fn not_passable(fd: BorrowedFd<'_>) -> io::Result<Option<&'static str>> {
+    let fs = rustix::fs::fstatfs(fd)?;
+    #[allow(clippy::unnecessary_cast)]
+    let kind = fs.f_type as i64;
+    Ok(if PSEUDO_FILESYSTEMS.contains(&kind) {
+        Some("a kernel pseudo-filesystem")
+    } else if kind == FUSE {
+        Some("a FUSE filesystem, whose writes wait on its server process")
+    } else if NETWORK_FILESYSTEMS.contains(&kind) {
+        Some("a network filesystem, whose writes wait on its server")
+    } else {
+        None
+    })
 }
 
 #[cfg(test)]
@@ -102,7 +163,7 @@ mod tests {
         send_fd(&a, 42, f.as_fd()).unwrap();
         let (n, fd) = recv_fd(&b).unwrap();
         assert_eq!(n, 42);
-        let mut g = std::fs::File::from(fd);
+        let mut g = std::fs::File::from(fd.unwrap());
         g.write_all(b"written by the other end").unwrap();
         f.rewind().unwrap();
         let mut s = String::new();
@@ -111,14 +172,30 @@ mod tests {
     }
 
     #[test]
-    fn a_message_without_a_descriptor_is_refused() {
-        let (mut a, b) = UnixStream::pair().unwrap();
-        a.write_all(&7u64.to_le_bytes()).unwrap();
-        let e = recv_fd(&b).unwrap_err();
-        assert!(e.to_string().contains("0 descriptors"), "{e}");
+    fn a_decline_and_a_descriptor_cross_in_turn_each_with_its_number() {
+        let (a, b) = UnixStream::pair().unwrap();
+        send_decline(&a, 7).unwrap();
+        let f = tempfile::tempfile().unwrap();
+        send_fd(&a, 8, f.as_fd()).unwrap();
+        send_decline(&a, 9).unwrap();
+        let (n, fd) = recv_fd(&b).unwrap();
+        assert_eq!((n, fd.is_none()), (7, true));
+        let (n, fd) = recv_fd(&b).unwrap();
+        assert_eq!((n, fd.is_some()), (8, true));
+        let (n, fd) = recv_fd(&b).unwrap();
+        assert_eq!((n, fd.is_none()), (9, true));
         drop(a);
         let e = recv_fd(&b).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn files_of_kernel_pseudo_filesystems_are_not_passable_and_a_local_one_is() {
+        let proc = std::fs::File::open("/proc/self/status").unwrap();
+        let why = not_passable(proc.as_fd()).unwrap().unwrap();
+        assert!(why.contains("pseudo-filesystem"), "{why}");
+        let local = tempfile::tempfile().unwrap();
+        assert_eq!(not_passable(local.as_fd()).unwrap(), None);
     }
 
     #[test]
@@ -138,6 +215,6 @@ mod tests {
         )
         .unwrap();
         let e = recv_fd(&b).unwrap_err();
-        assert!(e.to_string().contains("where one was due"), "{e}");
+        assert!(e.to_string().contains("more than one descriptor"), "{e}");
     }
 }

@@ -2644,7 +2644,8 @@ pub enum Streamed {
     /// message it arrived in, over gRPC).
     Content(Bytes),
     /// In place of the last file entry's content: the other process asks
-    /// for the file's descriptor, to write the content into it itself.
+    /// for the file's descriptor, to write the content into it itself
+    /// (unless it is declined: then the content streams after all).
     WantFd,
     /// It wrote this many bytes of content into the file it was passed.
     Written(u64),
@@ -2652,14 +2653,16 @@ pub enum Streamed {
 
 /// Writes the entries `next` gives (each file entry followed by exactly
 /// its size in content parts, or by [`Streamed::WantFd`], the file's
-/// descriptor given to `pass_fd`, and [`Streamed::Written`]) into `target`,
+/// descriptor given to `pass_fd`, and [`Streamed::Written`]; or, when
+/// `pass_fd` declines by answering false, by [`Streamed::WantFd`] and the
+/// content parts) into `target`,
 /// new or empty, with the same guarantees as a local restore: nothing
 /// shows there unless every entry arrived and was written (`next` gives
 /// `None` only at a clean end).
 pub fn extract_nodes(
     target: &Path,
     mut next: impl FnMut() -> io::Result<Option<Streamed>>,
-    mut pass_fd: impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    mut pass_fd: impl FnMut(BorrowedFd<'_>) -> io::Result<bool>,
     progress: &dyn crate::Progress,
     owners: Owners,
 ) -> Result<SnapshotRestoreReport, crate::RestoreError> {
@@ -2736,7 +2739,7 @@ where
 impl<F, P> Content for Parts<'_, F, P>
 where
     F: FnMut() -> io::Result<Option<Streamed>>,
-    P: FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    P: FnMut(BorrowedFd<'_>) -> io::Result<bool>,
 {
     fn next_part(&mut self, max: usize) -> io::Result<Option<Bytes>> {
         if !self.fill()? {
@@ -2749,7 +2752,12 @@ where
         if self.left > 0 && self.buf.is_empty() {
             match (self.next)()? {
                 Some(Streamed::WantFd) => {
-                    (self.pass_fd)(file)?;
+                    if !(self.pass_fd)(file)? {
+                        // Declined: the content streams.
+                        let next = (self.next)()?;
+                        self.take(next)?;
+                        return write_parts(self, w);
+                    }
                     let want = std::mem::take(&mut self.left);
                     return match (self.next)()? {
                         Some(Streamed::Written(n)) if n == want => Ok(n),

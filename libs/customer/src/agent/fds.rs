@@ -10,7 +10,8 @@
 //! The agent then asks for one descriptor per large file and writes into
 //! it only: it opens nothing of the caller's, and can write only into what
 //! it is passed, which must be an empty regular file open for writing, not
-//! in append mode, and not of a kernel pseudo-filesystem.
+//! in append mode, and not of a kernel pseudo-filesystem, FUSE or a network
+//! filesystem (`bitdustctl` declines those: their content streams).
 //!
 //! A restore run as root hands the agent (user bitdust under the packaged
 //! unit) writable descriptors of files that end up root's: the agent is
@@ -171,31 +172,18 @@ impl FdOffers {
     }
 }
 
-/// Filesystems whose files act on writes rather than store them: never a
-/// restore's target (procfs, sysfs, cgroup v1 and v2, configfs, debugfs,
-/// tracefs, securityfs, bpf).
-const PSEUDO_FILESYSTEMS: [i64; 9] = [
-    0x9fa0,
-    0x6265_6572,
-    0x0027_e0eb,
-    0x6367_7270,
-    0x6265_6570,
-    0x6462_6720,
-    0x7472_6163,
-    0x7363_6673,
-    0xcafe_4a11,
-];
-
 /// The descriptor the caller passed for entry `number`, checked: an empty
 /// regular file, open for writing, not in append mode, on a filesystem
-/// that stores what is written. Waits for as long as `gone` says the
-/// caller is still there.
+/// that stores what is written and answers writes itself (not FUSE, not a
+/// network filesystem: [`bitdust_daemon::fds::not_passable`]). `None`
+/// when the caller declined (the content then streams). Waits for as long
+/// as `gone` says the caller is still there.
 pub(super) fn receive(
     conn: &StdStream,
     number: u64,
     gone: impl Fn() -> bool,
-) -> io::Result<std::fs::File> {
-    let (n, fd): (u64, OwnedFd) = loop {
+) -> io::Result<Option<std::fs::File>> {
+    let (n, fd): (u64, Option<OwnedFd>) = loop {
         match bitdust_daemon::fds::recv_fd(conn) {
             Err(e)
                 if matches!(
@@ -220,6 +208,9 @@ pub(super) fn receive(
             "bitdustctl passed the descriptor of entry {n} where entry {number} was due"
         )));
     }
+    let Some(fd) = fd else {
+        return Ok(None);
+    };
     let st = rustix::fs::fstat(&fd)?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
         || st.st_size != 0
@@ -228,12 +219,10 @@ pub(super) fn receive(
             "bitdustctl passed a descriptor that is not an empty regular file",
         ));
     }
-    let fs = rustix::fs::fstatfs(&fd)?;
-    #[allow(clippy::unnecessary_cast)]
-    if PSEUDO_FILESYSTEMS.contains(&(fs.f_type as i64)) {
-        return Err(io::Error::other(
-            "bitdustctl passed a file of a kernel pseudo-filesystem",
-        ));
+    if let Some(why) = bitdust_daemon::fds::not_passable(std::os::fd::AsFd::as_fd(&fd))? {
+        return Err(io::Error::other(format!(
+            "bitdustctl passed a file of {why}, which it should have declined; update bitdustctl"
+        )));
     }
     let flags = rustix::fs::fcntl_getfl(&fd)?;
     let mode = flags & rustix::fs::OFlags::RWMODE;
@@ -242,5 +231,5 @@ pub(super) fn receive(
             "bitdustctl passed a descriptor not open for writing at its offsets",
         ));
     }
-    Ok(std::fs::File::from(fd))
+    Ok(Some(std::fs::File::from(fd)))
 }

@@ -787,18 +787,22 @@ impl NodeSink for EventsOut<'_> {
                 ))
             };
             let events = self.events;
-            let file =
-                super::fds::receive(conn, *number, || events.is_closed()).map_err(passing)?;
-            let n = snap::write_content(&file, &node.holes, content).map_err(passing)?;
-            if n != left {
-                return Err(reading(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("its chunks hold {n} bytes where its size says {left}"),
-                )));
+            // Declined (a file on FUSE or a network filesystem): its
+            // content streams below.
+            if let Some(file) =
+                super::fds::receive(conn, *number, || events.is_closed()).map_err(passing)?
+            {
+                let n = snap::write_content(&file, &node.holes, content).map_err(passing)?;
+                if n != left {
+                    return Err(reading(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("its chunks hold {n} bytes where its size says {left}"),
+                    )));
+                }
+                self.report.bytes += n;
+                self.written_in_place += 1;
+                return send_event(self.events, pb::restore_event::Kind::Written(n));
             }
-            self.report.bytes += n;
-            self.written_in_place += 1;
-            return send_event(self.events, pb::restore_event::Kind::Written(n));
         }
         // The chunks go out as they come, in slices of at most
         // RESTORE_PART bytes (slices of the chunk, not copies).
