@@ -4525,7 +4525,7 @@ fn a_user_holding_descriptor_connections_open_does_not_keep_another_user_s_resto
 
 #[test]
 #[ignore = "needs root: runs bitdustctl as another user (nobody); tests/run.sh runs it as root"]
-fn restores_their_caller_holds_up_use_only_that_caller_s_places() {
+fn backups_and_restores_their_caller_holds_up_use_only_that_caller_s_places() {
     use std::os::unix::fs::{PermissionsExt, lchown};
     use std::os::unix::process::CommandExt;
     let net = Net::up(2, 0);
@@ -4588,7 +4588,7 @@ fn restores_their_caller_holds_up_use_only_that_caller_s_places() {
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let e = stderr(&o);
         assert!(
-            e.contains("2 restores of the system are running on this agent")
+            e.contains("2 restores of root and the agent's user are running on this agent")
                 && e.contains("wait for one to end"),
             "{e}"
         );
@@ -4613,6 +4613,70 @@ fn restores_their_caller_holds_up_use_only_that_caller_s_places() {
     let id = backup["backup_id"].as_str().unwrap();
     net.ok(&["restore", id, "--to", &out.display().to_string()]);
     assert_same_tree(&src, &restored_path(&out, &src));
+
+    // Backups the same way: two of root's whose caller sends its start and
+    // then nothing (each has begun once it reports progress), and a third
+    // refused; the two end when their streams are dropped.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let path = root.join(format!("held{i}")).display().to_string();
+            rt.block_on(async {
+                let ch = bitdust_daemon::connect(&net.run_dir().join("customer.sock"))
+                    .await
+                    .unwrap();
+                let mut c = cpb::customer_client::CustomerClient::new(ch);
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let start = cpb::backup_input::Kind::Start(cpb::BackupStart {
+                    paths: vec![path],
+                    ..Default::default()
+                });
+                tx.send(cpb::BackupInput { kind: Some(start) })
+                    .await
+                    .unwrap();
+                let mut events = c
+                    .backup(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let first = tokio::time::timeout(Duration::from_secs(60), events.message())
+                    .await
+                    .expect("the held backup reported nothing")
+                    .unwrap();
+                assert!(
+                    matches!(
+                        first.and_then(|e| e.kind),
+                        Some(cpb::backup_event::Kind::Progress(_))
+                    ),
+                    "the held backup did not begin"
+                );
+                (tx, events)
+            })
+        })
+        .collect();
+    let o = net.ctl(&["backup", &src.join("big").display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("2 backups of root and the agent's user are running on this agent"),
+        "{e}"
+    );
+    drop(held);
+    drop(rt);
+    // Their places are given back as they fail (each a stream cut short).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = net.ctl(&["backup", &src.join("big").display().to_string()]);
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            stderr(&o).contains("backups of root") && Instant::now() < deadline,
+            "{}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A gate the held threads of a test wait at until it is let go.
@@ -4678,7 +4742,12 @@ fn a_restore_into_a_fuse_filesystem_streams_its_files_and_the_agent_takes_no_fus
     let _mounted = Unmount(fuse.clone());
     #[allow(clippy::unnecessary_cast)]
     let kind = rustix::fs::statfs(&fuse).unwrap().f_type as i64;
-    assert_eq!(kind, 0x6573_5546, "{} is not FUSE", fuse.display());
+    assert_eq!(
+        kind,
+        bitdust_daemon::fds::FUSE_MAGIC,
+        "{} is not FUSE",
+        fuse.display()
+    );
 
     // bitdustctl declines the FUSE file's descriptor: its content streams,
     // and the tree comes back bit-exact...

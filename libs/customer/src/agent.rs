@@ -72,9 +72,10 @@ pub struct Agent {
     repo: Arc<bitdust_pipeline::repo::Repo>,
     links: Mutex<Links>,
     running: Mutex<HashSet<BackupId>>,
-    /// Backups and restores running, per caller (see [`jobs`]).
+    /// Backups, restores and listings running, per caller (see [`jobs`]).
     backups: jobs::Jobs,
     restores: jobs::Jobs,
+    listings: jobs::Jobs,
     /// Attempts (backup, version) running now. Held while a version is
     /// reserved, and while the collector reads the attempts, so the
     /// collector never sees a running attempt as abandoned.
@@ -274,6 +275,7 @@ impl Agent {
             running: Mutex::new(HashSet::new()),
             backups: jobs::Jobs::new("backups"),
             restores: jobs::Jobs::new("restores"),
+            listings: jobs::Jobs::new("listings (ls, diff)"),
             attempting: Mutex::new(HashSet::new()),
             recovery: Mutex::new(recovery),
             code,

@@ -6,10 +6,10 @@
 //! descriptor to the customer-agent, which writes the content straight
 //! into it: no content crosses the gRPC stream, and the agent needs no
 //! right to the target directory (it can write only into what it is
-//! passed). A file on a filesystem whose writes another process or host
-//! answers ([`not_passable`]) is declined instead ([`send_decline`]): its
-//! content streams, so no FUSE server or NFS mount can hold the agent's
-//! thread in a write.
+//! passed). A file on a filesystem not known to store writes on this host
+//! itself ([`not_passable`]: FUSE, NFS, a pseudo-filesystem, ...) is
+//! declined instead ([`send_decline`]): its content streams, so no FUSE
+//! server or NFS mount can hold the agent's thread in a write.
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
@@ -107,9 +107,9 @@ const PSEUDO_FILESYSTEMS: [i64; 9] = [
     0xcafe_4a11,
 ];
 
-/// FUSE (and virtiofs, fuseblk): a write waits for the server process,
-/// which any user may run.
-const FUSE: i64 = 0x6573_5546;
+/// FUSE's type (also virtiofs' and fuseblk's): a write waits for the
+/// server process, which any user may run.
+pub const FUSE_MAGIC: i64 = 0x6573_5546;
 
 /// Network filesystems, whose writes wait for a server on another host:
 /// NFS, SMB, CIFS, SMB2, 9p, Ceph, AFS (two), Coda, NCP, OCFS2, GFS2,
@@ -131,23 +131,53 @@ const NETWORK_FILESYSTEMS: [i64; 14] = [
     0x1366_1366,
 ];
 
+/// Filesystems that store what is written on this host and answer writes
+/// themselves: ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, ZFS, bcachefs,
+/// JFS, ReiserFS, NILFS, HFS+, FAT, exFAT, NTFS (ntfs3), UDF. Layered
+/// ones (overlayfs, eCryptfs) are not among them: what lies below may be
+/// anything.
+const LOCAL_FILESYSTEMS: [i64; 16] = [
+    0xef53,
+    0x5846_5342,
+    0x9123_683e,
+    0x0102_1994,
+    0x8584_58f6,
+    0xf2f5_2010,
+    0x2fc1_2fc1,
+    0xca45_1a4e,
+    0x3153_464a,
+    0x5265_4973,
+    0x3434,
+    0x482b,
+    0x4d44,
+    0x2011_bab0,
+    0x7366_746e,
+    0x1501_3346,
+];
+
 /// Why a file open as `fd` is not to be passed for another process to
-/// write into, or `None` when it may be: the file is on a kernel
-/// pseudo-filesystem, on FUSE, or on a network filesystem. (Asks the
-/// filesystem, which for FUSE or NFS may itself wait on its server: the
-/// caller asks for its own files before it passes them.)
-pub fn not_passable(fd: BorrowedFd<'_>) -> io::Result<Option<&'static str>> {
+/// write into, or `None` when it may be: only files of the filesystems
+/// known to store writes on this host themselves are passed; a kernel
+/// pseudo-filesystem, FUSE, a network filesystem or one not known here is
+/// named. (Asks the filesystem: FUSE answers the type itself to a process
+/// its mount does not allow in, and otherwise asks its server, which the
+/// caller runs or trusts.)
+pub fn not_passable(fd: BorrowedFd<'_>) -> io::Result<Option<String>> {
     let fs = rustix::fs::fstatfs(fd)?;
     #[allow(clippy::unnecessary_cast)]
     let kind = fs.f_type as i64;
-    Ok(if PSEUDO_FILESYSTEMS.contains(&kind) {
-        Some("a kernel pseudo-filesystem")
-    } else if kind == FUSE {
-        Some("a FUSE filesystem, whose writes wait on its server process")
-    } else if NETWORK_FILESYSTEMS.contains(&kind) {
-        Some("a network filesystem, whose writes wait on its server")
-    } else {
+    Ok(if LOCAL_FILESYSTEMS.contains(&kind) {
         None
+    } else if PSEUDO_FILESYSTEMS.contains(&kind) {
+        Some("a kernel pseudo-filesystem".into())
+    } else if kind == FUSE_MAGIC {
+        Some("a FUSE filesystem, whose writes wait on its server process".into())
+    } else if NETWORK_FILESYSTEMS.contains(&kind) {
+        Some("a network filesystem, whose writes wait on its server".into())
+    } else {
+        Some(format!(
+            "a filesystem (type {kind:#x}) not known to store writes on this host itself"
+        ))
     })
 }
 

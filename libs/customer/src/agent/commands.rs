@@ -344,6 +344,10 @@ impl Agent {
         out: mpsc::Sender<Result<pb::LsReply, Status>>,
     ) -> Result<(), Status> {
         let (id, v) = self.snapshot_backup(caller, &req.backup_id, req.version)?;
+        let _running = self
+            .listings
+            .start(caller)
+            .map_err(Status::resource_exhausted)?;
         self.with_store(move |s, _| {
             let mut batch = Vec::new();
             let send = |nodes: Vec<fpb::Node>| {
@@ -382,6 +386,10 @@ impl Agent {
         }
         let (id, a) = self.snapshot_backup(caller, &req.backup_id, req.from)?;
         let (_, b) = self.snapshot_backup(caller, &id.to_string(), req.to)?;
+        let _running = self
+            .listings
+            .start(caller)
+            .map_err(Status::resource_exhausted)?;
         self.with_store(move |s, _| {
             let (_, _, unchanged) = store::diff(s, (id, a), (id, b), |c| {
                 let (before, after) = match c {

@@ -10,8 +10,9 @@
 //! The agent then asks for one descriptor per large file and writes into
 //! it only: it opens nothing of the caller's, and can write only into what
 //! it is passed, which must be an empty regular file open for writing, not
-//! in append mode, and not of a kernel pseudo-filesystem, FUSE or a network
-//! filesystem (`bitdustctl` declines those: their content streams).
+//! in append mode, on a filesystem known to store writes on this host
+//! itself (`bitdustctl` declines files on any other, FUSE and NFS among
+//! them: their content streams).
 //!
 //! A restore run as root hands the agent (user bitdust under the packaged
 //! unit) writable descriptors of files that end up root's: the agent is
@@ -211,7 +212,17 @@ pub(super) fn receive(
     let Some(fd) = fd else {
         return Ok(None);
     };
-    let st = rustix::fs::fstat(&fd)?;
+    let not_passable = || -> io::Result<()> {
+        match bitdust_daemon::fds::not_passable(std::os::fd::AsFd::as_fd(&fd))? {
+            Some(why) => Err(io::Error::other(format!(
+                "bitdustctl passed a file on {why} instead of declining it; update bitdustctl"
+            ))),
+            None => Ok(()),
+        }
+    };
+    // A FUSE mount that does not let the agent in fails fstat, but tells
+    // its type (without asking its server): that is the error to give.
+    let st = rustix::fs::fstat(&fd).map_err(|e| not_passable().err().unwrap_or(e.into()))?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
         || st.st_size != 0
     {
@@ -219,11 +230,7 @@ pub(super) fn receive(
             "bitdustctl passed a descriptor that is not an empty regular file",
         ));
     }
-    if let Some(why) = bitdust_daemon::fds::not_passable(std::os::fd::AsFd::as_fd(&fd))? {
-        return Err(io::Error::other(format!(
-            "bitdustctl passed a file of {why}, which it should have declined; update bitdustctl"
-        )));
-    }
+    not_passable()?;
     let flags = rustix::fs::fcntl_getfl(&fd)?;
     let mode = flags & rustix::fs::OFlags::RWMODE;
     if mode == rustix::fs::OFlags::RDONLY || flags.contains(rustix::fs::OFlags::APPEND) {

@@ -6,10 +6,13 @@
 //! restore whose caller never passes the descriptor it asked for, or whose
 //! file's filesystem never answers a write. Without a cap, one member of
 //! group bitdust could start restores until the agent ran out of memory.
-//! So each caller runs at most [`PER_CALLER`] of each kind at once and
-//! users together at most [`USERS_AT_ONCE`]; the system's own (root's: the
-//! nightly timer's backup) are counted apart, so no user can keep them
-//! waiting. One more is refused at once, saying how many run.
+//! So each caller runs at most [`PER_CALLER`] of each kind (backups,
+//! restores, listings: `ls` and `diff` stream at their caller's pace too)
+//! at once and users together at most [`USERS_AT_ONCE`]; the system's own
+//! (root's and the agent's user's: the nightly timer's backup) are counted
+//! apart, so no user can keep them waiting. One more is refused at once,
+//! saying how many run. Users who hold up their own jobs fill the users'
+//! places only four together.
 
 use bitdust_net::places::{Full, Place, Places};
 
@@ -17,8 +20,9 @@ use super::Caller;
 
 /// Backups, or restores, one caller runs at once.
 pub(super) const PER_CALLER: usize = 2;
-/// Backups, or restores, all users other than the system run at once.
-pub(super) const USERS_AT_ONCE: usize = 4;
+/// Backups, or restores, all users other than the system run at once: a
+/// user who holds up its own fills at most [`PER_CALLER`] of these.
+pub(super) const USERS_AT_ONCE: usize = 8;
 
 /// The places of one kind of job (backups or restores).
 #[derive(Debug)]
@@ -53,12 +57,12 @@ impl Jobs {
         match caller {
             Caller::System => self.system.take(()).map(Running::System).map_err(|_| {
                 format!(
-                    "{PER_CALLER} {what} of the system are running on this agent, the most it runs at once; wait for one to end and try again"
+                    "{PER_CALLER} {what} of root and the agent's user are running on this agent, the most they run at once; wait for one to end (or stop one that hangs) and try again"
                 )
             }),
             Caller::User(uid) => self.users.take(uid).map(Running::User).map_err(|full| match full {
                 Full::PerKey => format!(
-                    "{PER_CALLER} {what} of uid {uid} are running on this agent, the most one user runs at once; wait for one to end and try again"
+                    "{PER_CALLER} {what} of uid {uid} are running on this agent, the most one user runs at once; wait for one to end (or stop one that hangs) and try again"
                 ),
                 Full::Total => format!(
                     "{USERS_AT_ONCE} {what} of users are running on this agent, the most it runs at once for users; wait for one to end and try again"
@@ -73,28 +77,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_caller_runs_two_users_four_and_the_system_s_are_never_kept_waiting_by_users() {
+    fn each_caller_runs_two_users_eight_and_the_system_s_are_never_kept_waiting_by_users() {
         let jobs = Jobs::new("restores");
         let a: Vec<_> = (0..2)
             .map(|_| jobs.start(Caller::User(1000)).unwrap())
             .collect();
         let e = jobs.start(Caller::User(1000)).unwrap_err();
         assert!(e.starts_with("2 restores of uid 1000 are running"), "{e}");
-        let _b: Vec<_> = (0..2)
-            .map(|_| jobs.start(Caller::User(1001)).unwrap())
+        let _b: Vec<_> = (1001..1004)
+            .flat_map(|u| [u, u])
+            .map(|u| jobs.start(Caller::User(u)).unwrap())
             .collect();
-        let e = jobs.start(Caller::User(1002)).unwrap_err();
-        assert!(e.starts_with("4 restores of users are running"), "{e}");
+        let e = jobs.start(Caller::User(1004)).unwrap_err();
+        assert!(e.starts_with("8 restores of users are running"), "{e}");
         // Users hold every place of theirs: the system's are its own.
         let s: Vec<_> = (0..2)
             .map(|_| jobs.start(Caller::System).unwrap())
             .collect();
         let e = jobs.start(Caller::System).unwrap_err();
-        assert!(e.starts_with("2 restores of the system are running"), "{e}");
+        assert!(
+            e.starts_with("2 restores of root and the agent's user are running"),
+            "{e}"
+        );
         // A place is given back when its job ends.
         drop(a);
         drop(s);
-        jobs.start(Caller::User(1002)).unwrap();
+        jobs.start(Caller::User(1004)).unwrap();
         jobs.start(Caller::System).unwrap();
     }
 }
