@@ -146,3 +146,36 @@ async fn a_forgotten_supplier_is_pinged_no_more_and_its_link_let_go() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppliers_that_hold_no_position_any_more_are_forgotten_and_the_others_kept() {
+    let (fired, kept) = (Identity::generate(), Identity::generate());
+    // Two suppliers that are gone, both left out.
+    let mut links = Vec::new();
+    for sup in [&fired, &kept] {
+        let peer = pong_peer(sup, "127.0.0.1:0".parse().unwrap()).await;
+        let addr = peer.local_addr().unwrap();
+        peer.shutdown().await;
+        drop(peer);
+        links.push(link_to(sup.node_id(), addr));
+    }
+    let wary = Wary::new();
+    for l in &links {
+        wary.late(l);
+    }
+    // One was fired by hand: only the other still holds a position.
+    wary.forget_all_but(|id| *id == kept.node_id());
+    assert!(!wary.left_out(&fired.node_id()));
+    assert!(wary.left_out(&kept.node_id()));
+    within(
+        "the fired one's watcher let go of its link",
+        Duration::from_secs(2),
+        || Arc::strong_count(&links[0]) == 1,
+    )
+    .await;
+    assert_eq!(
+        Arc::strong_count(&links[1]),
+        2,
+        "the kept one is still watched"
+    );
+}

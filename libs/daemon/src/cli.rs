@@ -79,7 +79,9 @@ impl Daemon {
                 "its keys and state are kept under <state_dir>/customer. Under systemd it runs as bitdust-customer.service, ",
                 "with no capability: it opens no user's file. bitdustctl reads the files to back up and streams them; on restore ",
                 "it writes the files, or creates the large ones and passes them on <run_dir>/customer.fds.sock for the agent ",
-                "to write into."
+                "to write into (only files on local filesystems: on FUSE, NFS and the like their content streams). ",
+                "Each caller runs at most 2 backups, 2 restores and 2 listings at once, users together 8 of each ",
+                "(root's and the agent's user's apart); one more is refused at once."
             ),
             Daemon::Rebuilder => concat!(
                 "Watches this customer's suppliers through the customer-agent (pings, and audits of random fragments). ",

@@ -128,6 +128,19 @@ impl Wary {
         }
     }
 
+    /// Stops watching every supplier `holds` says no longer holds a
+    /// position (fired by the rebuilder or by hand), letting go of their
+    /// links.
+    pub fn forget_all_but(&self, holds: impl Fn(&NodeId) -> bool) {
+        lock(&self.known).left_out.retain(|id, w| {
+            let keep = holds(id);
+            if !keep {
+                w.abort();
+            }
+            keep
+        });
+    }
+
     /// Fragments read around for being late so far.
     pub fn read_around(&self) -> u64 {
         self.read_around.load(std::sync::atomic::Ordering::Relaxed)

@@ -438,8 +438,15 @@ fn decompress_loop(
 ) {
     let mut zstd = match zstd::bulk::Decompressor::new() {
         Ok(z) => z,
-        // Each job's sender then sees its receiver gone: "stopped".
-        Err(_) => return,
+        Err(e) => {
+            // Each job this thread takes fails with the reason (another
+            // thread's may still succeed).
+            let why = format!("cannot start a zstd decompressor: {e}");
+            for job in jobs {
+                let _ = job.out.send(Err(SnapshotError::Format(why.clone())));
+            }
+            return;
+        }
     };
     for job in jobs {
         let r = Clocks::time(&clocks.pool, || {
