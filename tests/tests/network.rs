@@ -95,6 +95,28 @@ impl Net {
             .unwrap()
     }
 
+    /// [`Net::ctl`], failing the test (the command killed) if it runs past
+    /// `limit`: for calls that must not wait.
+    fn ctl_within(&self, limit: Duration, args: &[&str]) -> Output {
+        let mut child = Command::new(bin("bitdustctl"))
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("bitdustctl {args:?} still ran after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+
     fn ok(&self, args: &[&str]) -> serde_json::Value {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
@@ -4584,7 +4606,10 @@ fn backups_and_restores_their_caller_holds_up_use_only_that_caller_s_places() {
             asked_rx.recv_timeout(Duration::from_secs(60)).unwrap();
         }
         // A third of root's is refused at once, saying why and what to do.
-        let o = net.ctl(&["restore", "--to", &root.join("third").display().to_string()]);
+        let o = net.ctl_within(
+            Duration::from_secs(30),
+            &["restore", "--to", &root.join("third").display().to_string()],
+        );
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let e = stderr(&o);
         assert!(
@@ -4654,7 +4679,10 @@ fn backups_and_restores_their_caller_holds_up_use_only_that_caller_s_places() {
             })
         })
         .collect();
-    let o = net.ctl(&["backup", &src.join("big").display().to_string()]);
+    let o = net.ctl_within(
+        Duration::from_secs(30),
+        &["backup", &src.join("big").display().to_string()],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(

@@ -323,13 +323,14 @@ struct Extractor {
 
 impl Extractor {
     /// An archive's extractor, or a snapshot's when `first` is an entry.
-    /// (`fds`: the connection the agent takes descriptors on, if made.)
+    /// (`fds`: the connection the agent takes descriptors on, if made, and
+    /// whether it takes declines.)
     fn start(
         first: &Piece,
         to: &Path,
         bar: &Bar,
         owners: bitdust_pipeline::snapshot::Owners,
-        fds: Option<std::os::unix::net::UnixStream>,
+        fds: Option<(std::os::unix::net::UnixStream, bool)>,
     ) -> Extractor {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Piece>>(4);
         let (to, bar) = (to.to_owned(), bar.clone());
@@ -359,10 +360,10 @@ impl Extractor {
                         // A file whose writes another process or host
                         // answers is declined: its content streams, and
                         // no server can hold the agent in a write.
-                        Some(conn) if bitdust_daemon::fds::not_passable(fd)?.is_some() => {
+                        Some((conn, true)) if bitdust_daemon::fds::not_passable(fd)?.is_some() => {
                             bitdust_daemon::fds::send_decline(conn, wanted.get()).map(|()| false)
                         }
-                        Some(conn) => {
+                        Some((conn, _)) => {
                             bitdust_daemon::fds::send_fd(conn, wanted.get(), fd).map(|()| true)
                         }
                         None => Err(std::io::Error::other(
@@ -697,7 +698,7 @@ impl Client {
                     // Not taken up, the offer only delays the restore by
                     // the agent's wait: it streams the content then.
                     fds = match take_fd_offer(&offer).await {
-                        Ok(conn) => Some(conn),
+                        Ok(conn) => Some((conn, offer.declines)),
                         Err(e) => {
                             if !quiet {
                                 eprintln!(

@@ -101,6 +101,7 @@ impl FdOffers {
             pb::FdOffer {
                 socket: socket.display().to_string(),
                 token: token.to_vec(),
+                declines: true,
             },
             Offer {
                 offers: self,
