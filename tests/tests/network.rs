@@ -95,6 +95,21 @@ impl Net {
             .unwrap()
     }
 
+    /// [`Net::ctl`] as user [`OTHER_UID`] (nobody) with group root (the
+    /// agent socket's group in the devnet) and `home` as its HOME.
+    fn ctl_as_other(&self, home: &Path, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        Command::new(bin("bitdustctl"))
+            .uid(OTHER_UID)
+            .gid(0)
+            .env("HOME", home)
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// [`Net::ctl`], failing the test (the command killed) if it runs past
     /// `limit`: for calls that must not wait.
     fn ctl_within(&self, limit: Duration, args: &[&str]) -> Output {
@@ -2642,7 +2657,6 @@ const OTHER_UID: u32 = 65534;
 #[ignore = "needs root: runs bitdustctl as another user (nobody); tests/run.sh runs it as root"]
 async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
     use std::os::unix::fs::{PermissionsExt, lchown};
-    use std::os::unix::process::CommandExt;
     let net = Net::up(2, 0);
     let root = net.dir.path();
     // nobody (with group root, the agent socket's group) may reach the
@@ -2664,18 +2678,7 @@ async fn a_user_backs_up_only_what_it_may_read_and_sees_only_its_own_backups() {
     }
     std::fs::write(&not_mine, b"root's\n").unwrap();
     std::fs::set_permissions(&not_mine, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let run_dir = net.run_dir();
-    let as_other = |args: &[&str]| {
-        Command::new(bin("bitdustctl"))
-            .uid(OTHER_UID)
-            .gid(0)
-            .env("HOME", &mine)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let as_other = |args: &[&str]| net.ctl_as_other(&mine, args);
     let json = |o: Output| -> serde_json::Value {
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_slice(&o.stdout).unwrap()
@@ -4549,7 +4552,6 @@ fn a_user_holding_descriptor_connections_open_does_not_keep_another_user_s_resto
 #[ignore = "needs root: runs bitdustctl as another user (nobody); tests/run.sh runs it as root"]
 fn backups_and_restores_their_caller_holds_up_use_only_that_caller_s_places() {
     use std::os::unix::fs::{PermissionsExt, lchown};
-    use std::os::unix::process::CommandExt;
     let net = Net::up(2, 0);
     let root = net.dir.path();
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -4565,17 +4567,7 @@ fn backups_and_restores_their_caller_holds_up_use_only_that_caller_s_places() {
     for e in walk(&mine) {
         lchown(&e, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
     }
-    let as_other = |args: &[&str]| {
-        Command::new(bin("bitdustctl"))
-            .uid(OTHER_UID)
-            .gid(0)
-            .env("HOME", &mine)
-            .arg("--run-dir")
-            .arg(net.run_dir())
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let as_other = |args: &[&str]| net.ctl_as_other(&mine, args);
 
     // Two of root's restores held up by their caller: each takes the
     // descriptor offer and then passes nothing until told to.

@@ -240,12 +240,12 @@ impl Rebuilder {
             .into_inner();
         // Suppliers fired since the last check, by hand too, are watched
         // no more.
-        self.wary.forget_all_but(|id| {
-            now_list
-                .suppliers
-                .iter()
-                .any(|s| s.node_id.parse::<NodeId>().is_ok_and(|n| n == *id))
-        });
+        let holding: HashSet<NodeId> = now_list
+            .suppliers
+            .iter()
+            .filter_map(|s| s.node_id.parse().ok())
+            .collect();
+        self.wary.forget_all_but(|id| holding.contains(id));
         let mut links: Vec<Option<Arc<SupplierLink>>> = vec![None; n];
         for s in &now_list.suppliers {
             if let (Ok(id), Some(slot)) = (

@@ -1,46 +1,41 @@
-//! How many backups and restores the agent runs at once, per caller and
-//! in all.
+//! How many backups, restores and listings the agent runs at once, per
+//! caller and in all.
 //!
-//! Each backup or restore holds its pipeline's buffers (tens of MiB) and
-//! its threads until it ends, and one can be held up by its own caller: a
-//! restore whose caller never passes the descriptor it asked for, or whose
-//! file's filesystem never answers a write. Without a cap, one member of
-//! group bitdust could start restores until the agent ran out of memory.
-//! So each caller runs at most [`PER_CALLER`] of each kind (backups,
-//! restores, listings: `ls` and `diff` stream at their caller's pace too)
-//! at once and users together at most [`USERS_AT_ONCE`]; the system's own
-//! (root's and the agent's user's: the nightly timer's backup) are counted
-//! apart, so no user can keep them waiting. One more is refused at once,
-//! saying how many run. Users who hold up their own jobs fill the users'
-//! places only four together.
+//! Each job holds its pipeline's buffers (tens of MiB) and its threads
+//! until it ends, and its own caller can hold it up: a restore whose caller
+//! never passes the descriptor asked for or reads no more of the stream, a
+//! backup whose caller sends nothing after its start (`ls` and `diff`
+//! stream at their caller's pace too). Without a cap, one member of group
+//! bitdust could start restores until the agent ran out of memory. So
+//! each caller runs at most [`PER_CALLER`] of each kind at once and users
+//! together at most [`USERS_AT_ONCE`]; the system's own (root's and the
+//! agent's user's: the nightly timer's backup) are counted apart, so no
+//! user can keep them waiting. One more is refused at once, saying how
+//! many run. Users who hold up their own jobs fill the users' places only
+//! four together.
 
 use bitdust_net::places::{Full, Place, Places};
 
 use super::Caller;
 
-/// Backups, or restores, one caller runs at once.
+/// Jobs of one kind one caller runs at once.
 pub(super) const PER_CALLER: usize = 2;
-/// Backups, or restores, all users other than the system run at once: a
-/// user who holds up its own fills at most [`PER_CALLER`] of these.
+/// Jobs of one kind all users other than the system run at once: a user
+/// who holds up its own fills at most [`PER_CALLER`] of these.
 pub(super) const USERS_AT_ONCE: usize = 8;
 
-/// The places of one kind of job (backups or restores).
+/// The places of one kind of job, keyed by the caller's uid (`None`: the
+/// system).
 #[derive(Debug)]
 pub(super) struct Jobs {
-    /// "backups" or "restores", for the refusal.
+    /// "backups", "restores", ..., for the refusal.
     what: &'static str,
-    system: Places<()>,
-    users: Places<u32>,
+    system: Places<Option<u32>>,
+    users: Places<Option<u32>>,
 }
 
 /// A job's place, held while it runs.
-#[derive(Debug)]
-pub(super) enum Running {
-    #[allow(dead_code)] // held for its drop
-    System(Place<()>),
-    #[allow(dead_code)] // held for its drop
-    User(Place<u32>),
-}
+pub(super) type Running = Place<Option<u32>>;
 
 impl Jobs {
     pub(super) fn new(what: &'static str) -> Jobs {
@@ -54,21 +49,21 @@ impl Jobs {
     /// A place for one more of `caller`'s jobs, or the one-line refusal.
     pub(super) fn start(&self, caller: Caller) -> Result<Running, String> {
         let what = self.what;
-        match caller {
-            Caller::System => self.system.take(()).map(Running::System).map_err(|_| {
-                format!(
-                    "{PER_CALLER} {what} of root and the agent's user are running on this agent, the most they run at once; wait for one to end (or stop one that hangs) and try again"
-                )
-            }),
-            Caller::User(uid) => self.users.take(uid).map(Running::User).map_err(|full| match full {
-                Full::PerKey => format!(
-                    "{PER_CALLER} {what} of uid {uid} are running on this agent, the most one user runs at once; wait for one to end (or stop one that hangs) and try again"
-                ),
-                Full::Total => format!(
-                    "{USERS_AT_ONCE} {what} of users are running on this agent, the most it runs at once for users; wait for one to end and try again"
-                ),
-            }),
-        }
+        let places = match caller {
+            Caller::System => &self.system,
+            Caller::User(_) => &self.users,
+        };
+        places.take(caller.owner()).map_err(|full| match (caller, full) {
+            (Caller::System, _) => format!(
+                "{PER_CALLER} {what} of root and the agent's user are running on this agent, the most they run at once; wait for one to end (or stop one that hangs) and try again"
+            ),
+            (Caller::User(uid), Full::PerKey) => format!(
+                "{PER_CALLER} {what} of uid {uid} are running on this agent, the most one user runs at once; wait for one to end (or stop one that hangs) and try again"
+            ),
+            (Caller::User(_), Full::Total) => format!(
+                "{USERS_AT_ONCE} {what} of users are running on this agent, the most it runs at once for users; wait for one to end and try again"
+            ),
+        })
     }
 }
 
